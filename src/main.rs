@@ -1,0 +1,107 @@
+//! The `pcscf` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::{Editor, Message};
+
+#[derive(Parser)]
+#[command(
+    name = "pcscf",
+    version,
+    about = "A user-space P-CSCF that does ESP itself"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse a SIP message from a file and print its index (start line, headers, body).
+    Parse {
+        /// File holding one SIP message (CRLF line ends).
+        file: PathBuf,
+    },
+    /// Apply the P-CSCF REGISTER rewrite (toward the I-CSCF) to a REGISTER read from a file and
+    /// print the result: the §1.1 checks, then the rewrite.
+    RewriteRegister {
+        file: PathBuf,
+        /// The UE's source address, as the packet carried it.
+        #[arg(long, default_value = "10.46.0.6:5060")]
+        source: SocketAddr,
+        /// Mark it as received over an IPsec SA (integrity-protected="yes").
+        #[arg(long)]
+        protected: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcscf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Parse { file } => {
+            let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let msg = Message::parse_strict(&data)?;
+            let v = msg.view();
+            println!("{:?}", msg.idx.start_line);
+            for h in msg.idx.headers() {
+                println!(
+                    "{:<22} {}",
+                    format!("{:?}", h.name),
+                    String::from_utf8_lossy(v.bytes(h.value))
+                );
+            }
+            println!("body: {} bytes", v.body().len());
+        }
+        Cmd::RewriteRegister {
+            file,
+            source,
+            protected,
+        } => {
+            let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut frame = vec![0u8; data.len() + 1024];
+            frame[512..512 + data.len()].copy_from_slice(&data);
+            let mut ed = Editor::new(&mut frame, 512, 512 + data.len())?;
+            ed.view().validate()?;
+            let prefs = [
+                (Alg::HmacSha1_96, Ealg::AesCbc),
+                (Alg::HmacSha1_96, Ealg::Null),
+                (Alg::HmacMd5_96, Ealg::Null),
+            ];
+            if let Err(r) = rules::check_register(ed.view(), &prefs) {
+                return Err(format!("rejected: {} {} ({:?})", r.code, r.reason, r.why).into());
+            }
+            let me = ProxyIdentity {
+                via_sent_by: b"10.0.1.10:5060",
+                via_transport: b"UDP",
+                path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org;lr",
+                own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org", b"10.46.0.1"],
+                visited_network_id: b"\"Visited Network\"",
+                orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
+            };
+            let fw = Forward {
+                source,
+                protected,
+                branch: 1,
+                icid: 1,
+            };
+            rules::rewrite_register(&mut ed, &me, &fw)?;
+            print!("{}", String::from_utf8_lossy(ed.as_bytes()));
+        }
+    }
+    Ok(())
+}

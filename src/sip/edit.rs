@@ -1,0 +1,378 @@
+//! In-place editing of a SIP message inside its frame buffer.
+//!
+//! Owns: splicing bytes into the message and keeping the [`Index`] in step. The frame buffer
+//! has headroom before the message and tailroom after it; each edit moves whichever side of
+//! the message is shorter (the head into the headroom or the tail into the tailroom), so an
+//! edit near the top or near the end costs a few bytes of copying, not the whole message.
+//! Content-Length is kept right when the body changes. Nothing here allocates.
+//!
+//! If an edit fails (no room, index full), the buffer and index are left as they were before
+//! that edit: every check happens before the first byte moves.
+
+use core::fmt;
+
+use super::headers::{self, ListIter};
+use super::msg::{self, Header, HeaderName, Index, MAX_HEADERS, ParseError, Span, View};
+use super::write::Writer;
+
+/// Why an edit could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EditError {
+    /// Not enough headroom or tailroom for the growth.
+    NoRoom,
+    /// The header index is full.
+    TooManyHeaders,
+    /// A span or header index that is not part of the message.
+    BadTarget,
+    /// The edited text did not parse back (a caller passed a malformed value).
+    Reparse(ParseError),
+}
+
+impl fmt::Display for EditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EditError::NoRoom => f.write_str("no headroom or tailroom left for the edit"),
+            EditError::TooManyHeaders => f.write_str("header index full"),
+            EditError::BadTarget => f.write_str("edit target outside the message"),
+            EditError::Reparse(e) => write!(f, "edited text does not parse: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EditError {}
+
+/// An editor over a frame buffer holding one parsed message.
+pub struct Editor<'b> {
+    buf: &'b mut [u8],
+    idx: Index,
+}
+
+impl fmt::Debug for Editor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Editor")
+            .field("msg", &self.range())
+            .field("frame_len", &self.buf.len())
+            .finish()
+    }
+}
+
+/// Where the inserted bytes landed.
+#[derive(Clone, Copy, Debug)]
+struct Spliced {
+    head_moved: bool,
+    write_at: usize,
+}
+
+impl<'b> Editor<'b> {
+    /// Parse the message in `buf[start..end]`; the rest of `buf` is headroom and tailroom.
+    pub fn new(buf: &'b mut [u8], start: usize, end: usize) -> Result<Editor<'b>, ParseError> {
+        let idx = Index::parse(buf, start, end)?;
+        Ok(Editor { buf, idx })
+    }
+
+    /// Take an index the caller already built over `buf`.
+    pub fn from_index(buf: &'b mut [u8], idx: Index) -> Editor<'b> {
+        Editor { buf, idx }
+    }
+
+    #[inline]
+    pub fn view(&self) -> View<'_> {
+        self.idx.view(self.buf)
+    }
+
+    #[inline]
+    pub fn index(&self) -> &Index {
+        &self.idx
+    }
+
+    /// Where the message now lies in the frame buffer.
+    pub fn range(&self) -> core::ops::Range<usize> {
+        self.idx.msg_start as usize..self.idx.body.end as usize
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.range()]
+    }
+
+    pub fn headroom(&self) -> usize {
+        self.idx.msg_start as usize
+    }
+
+    pub fn tailroom(&self) -> usize {
+        self.buf.len() - self.idx.body.end as usize
+    }
+
+    /// Replace `buf[at..at+len]` with the concatenation of `parts`, moving the shorter side.
+    /// Shifts every index entry that lies wholly before or wholly after the edit; an entry
+    /// that contains the edit must be rescanned by the caller.
+    fn splice(&mut self, at: usize, len: usize, parts: &[&[u8]]) -> Result<Spliced, EditError> {
+        let start = self.idx.msg_start as usize;
+        let end = self.idx.body.end as usize;
+        if at < start || at.checked_add(len).is_none_or(|e| e > end) {
+            return Err(EditError::BadTarget);
+        }
+        let ins: usize = parts.iter().map(|p| p.len()).sum();
+        let delta = ins as isize - len as isize;
+        let head_len = at - start;
+        let tail_len = end - (at + len);
+        let grow = delta.max(0) as usize;
+        let can_head = start >= grow;
+        let can_tail = self.buf.len() - end >= grow;
+        let head_moved = match (can_head, can_tail) {
+            _ if delta == 0 => false,
+            (true, true) => head_len < tail_len,
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => return Err(EditError::NoRoom),
+        };
+        let write_at = if delta == 0 {
+            at
+        } else if head_moved {
+            let new_start = (start as isize - delta) as usize;
+            self.buf.copy_within(start..at, new_start);
+            self.idx.shift(true, at, at + len, -delta);
+            (at as isize - delta) as usize
+        } else {
+            let new_tail = ((at + len) as isize + delta) as usize;
+            self.buf.copy_within(at + len..end, new_tail);
+            self.idx.shift(false, at, at + len, delta);
+            at
+        };
+        let mut w = write_at;
+        for p in parts {
+            self.buf[w..w + p.len()].copy_from_slice(p);
+            w += p.len();
+        }
+        Ok(Spliced {
+            head_moved,
+            write_at,
+        })
+    }
+
+    fn rescan(&mut self, i: usize, line_start: usize) -> Result<(), EditError> {
+        let end = self.idx.body.end as usize;
+        let (h, _) = msg::scan_header(self.buf, line_start, end).map_err(EditError::Reparse)?;
+        self.idx.headers_mut()[i] = h;
+        Ok(())
+    }
+
+    /// Replace `span` (which lies inside the value of header `i`) with `parts`.
+    pub fn replace_in_header(
+        &mut self,
+        i: usize,
+        span: Span,
+        parts: &[&[u8]],
+    ) -> Result<(), EditError> {
+        let h = *self.idx.headers().get(i).ok_or(EditError::BadTarget)?;
+        if span.start < h.name_end || span.end > h.line.end || span.start > span.end {
+            return Err(EditError::BadTarget);
+        }
+        let ins: usize = parts.iter().map(|p| p.len()).sum();
+        let delta = ins as isize - span.len() as isize;
+        let s = self.splice(span.start as usize, span.len(), parts)?;
+        let line_start = if s.head_moved {
+            (h.line.start as isize - delta) as usize
+        } else {
+            h.line.start as usize
+        };
+        self.rescan(i, line_start)
+    }
+
+    /// Append `parts` right after the end of header `i`'s value (e.g. `;received=1.2.3.4`).
+    pub fn append_to_header(&mut self, i: usize, parts: &[&[u8]]) -> Result<(), EditError> {
+        let h = *self.idx.headers().get(i).ok_or(EditError::BadTarget)?;
+        self.replace_in_header(
+            i,
+            Span {
+                start: h.value.end,
+                end: h.value.end,
+            },
+            parts,
+        )
+    }
+
+    /// Insert whole header lines (each part list must end in CRLF) before header `pos`
+    /// (`pos == headers().len()` appends at the end of the header section).
+    /// `parts` is the concatenated text of `lines` complete lines.
+    pub fn insert_lines(
+        &mut self,
+        pos: usize,
+        lines: usize,
+        parts: &[&[u8]],
+    ) -> Result<(), EditError> {
+        let n = self.idx.headers().len();
+        if pos > n {
+            return Err(EditError::BadTarget);
+        }
+        if n + lines > MAX_HEADERS {
+            return Err(EditError::TooManyHeaders);
+        }
+        let at = if pos < n {
+            self.idx.headers()[pos].line.start as usize
+        } else {
+            self.idx.headers_end as usize
+        };
+        let s = self.splice(at, 0, parts)?;
+        let mut p = s.write_at;
+        let end = self.idx.body.end as usize;
+        for k in 0..lines {
+            let (h, next) = msg::scan_header(self.buf, p, end).map_err(EditError::Reparse)?;
+            self.idx.insert_header(pos + k, h);
+            p = next;
+        }
+        Ok(())
+    }
+
+    /// Insert one header line `Name: value` before header `pos`.
+    pub fn insert_header(
+        &mut self,
+        pos: usize,
+        name: HeaderName,
+        value: &[&[u8]],
+    ) -> Result<(), EditError> {
+        let mut parts: [&[u8]; 8] = [b""; 8];
+        if value.len() > 5 {
+            return Err(EditError::BadTarget);
+        }
+        parts[0] = name.as_str().as_bytes();
+        parts[1] = b": ";
+        parts[2..2 + value.len()].copy_from_slice(value);
+        parts[2 + value.len()] = b"\r\n";
+        self.insert_lines(pos, 1, &parts[..3 + value.len()])
+    }
+
+    /// Append one header line at the end of the header section.
+    pub fn push_header(&mut self, name: HeaderName, value: &[&[u8]]) -> Result<(), EditError> {
+        let n = self.idx.headers().len();
+        self.insert_header(n, name, value)
+    }
+
+    /// Remove header line `i` entirely.
+    pub fn remove_header(&mut self, i: usize) -> Result<(), EditError> {
+        let h = *self.idx.headers().get(i).ok_or(EditError::BadTarget)?;
+        self.splice(h.line.start as usize, h.line.len(), &[])?;
+        self.idx.remove_header(i);
+        Ok(())
+    }
+
+    /// Remove every header line with this name. Returns how many went.
+    pub fn remove_all(&mut self, name: HeaderName) -> Result<usize, EditError> {
+        let mut removed = 0;
+        while let Some(i) = self.find(name, 0) {
+            self.remove_header(i)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Index of the first header named `name` at or after position `from`.
+    pub fn find(&self, name: HeaderName, from: usize) -> Option<usize> {
+        self.idx
+            .headers()
+            .iter()
+            .skip(from)
+            .position(|h| h.name == name)
+            .map(|p| p + from)
+    }
+
+    /// Remove one item of a `sep`-separated list inside header `i` (a comma-list value, or a
+    /// Digest parameter), together with one adjacent separator. If it was the only item and
+    /// `drop_empty_line` is set, the whole line goes.
+    pub fn remove_item(
+        &mut self,
+        i: usize,
+        item: Span,
+        sep: u8,
+        drop_empty_line: bool,
+    ) -> Result<(), EditError> {
+        let h = *self.idx.headers().get(i).ok_or(EditError::BadTarget)?;
+        if item.start < h.value.start || item.end > h.value.end || item.start > item.end {
+            return Err(EditError::BadTarget);
+        }
+        let b = &self.buf[..];
+        let (vs, ve) = (h.value.start as usize, h.value.end as usize);
+        // a separator before the item (only whitespace between)?
+        let mut a = item.start as usize;
+        while a > vs && headers::is_ws(b[a - 1]) {
+            a -= 1;
+        }
+        if a > vs && b[a - 1] == sep {
+            return self.replace_in_header(i, Span::new(a - 1, item.end as usize), &[]);
+        }
+        // a separator after it?
+        let mut z = item.end as usize;
+        while z < ve && headers::is_ws(b[z]) {
+            z += 1;
+        }
+        if z < ve && b[z] == sep {
+            z += 1;
+            while z < ve && headers::is_ws(b[z]) {
+                z += 1;
+            }
+            return self.replace_in_header(i, Span::new(item.start as usize, z), &[]);
+        }
+        if drop_empty_line && headers::trim(&b[vs..ve]).len() == item.len() {
+            return self.remove_header(i);
+        }
+        self.replace_in_header(i, item, &[])
+    }
+
+    /// Remove every comma-list value equal (case-insensitively) to `tag` from every header
+    /// named `name`, dropping lines left empty. Returns how many values went.
+    pub fn remove_list_value(&mut self, name: HeaderName, tag: &[u8]) -> Result<usize, EditError> {
+        let mut removed = 0;
+        let mut i = 0;
+        while let Some(hi) = self.find(name, i) {
+            let found = {
+                let v = self.view();
+                let h = v.idx.headers()[hi];
+                ListIter::new(v.bytes(h.value))
+                    .find(|x| x.eq_ignore_ascii_case(tag))
+                    .map(|x| Span::of(v.buf, x))
+            };
+            match found {
+                Some(item) => {
+                    let before = self.idx.headers().len();
+                    self.remove_item(hi, item, b',', true)?;
+                    removed += 1;
+                    if self.idx.headers().len() < before {
+                        i = hi;
+                    }
+                }
+                None => i = hi + 1,
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Replace the body and keep Content-Length right (RFC 3261 §20.14).
+    pub fn set_body(&mut self, body: &[&[u8]]) -> Result<(), EditError> {
+        let new_len: usize = body.iter().map(|p| p.len()).sum();
+        // Update Content-Length first: it is in the head, the body is in the tail.
+        self.set_content_length(new_len)?;
+        let b = self.idx.body;
+        let s = self.splice(b.start as usize, b.len(), body)?;
+        self.idx.body = Span::new(s.write_at, s.write_at + new_len);
+        Ok(())
+    }
+
+    /// Write `Content-Length: n`, replacing the value or adding the header.
+    pub fn set_content_length(&mut self, n: usize) -> Result<(), EditError> {
+        let mut tmp = [0u8; 20];
+        let mut w = Writer::new(&mut tmp);
+        w.dec(n as u64);
+        let len = w.len();
+        match self.find(HeaderName::ContentLength, 0) {
+            Some(i) => {
+                let v = self.idx.headers()[i].value;
+                self.replace_in_header(i, v, &[&tmp[..len]])
+            }
+            None => self.push_header(HeaderName::ContentLength, &[&tmp[..len]]),
+        }
+    }
+
+    /// Header entry `i`.
+    pub fn header(&self, i: usize) -> Option<Header> {
+        self.idx.headers().get(i).copied()
+    }
+}

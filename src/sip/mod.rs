@@ -1,0 +1,19 @@
+//! SIP: a zero-copy message view, an in-place editor, and the P-CSCF rewrites.
+//!
+//! - [`msg`] frames a datagram and indexes its start line and headers as byte ranges over the
+//!   caller's buffer (no heap), and checks the RFC 3261 rules a proxy relies on.
+//! - [`headers`] gives typed, zero-copy views of the header values the P-CSCF reads.
+//! - [`edit`] rewrites a message inside its frame buffer, using headroom and tailroom.
+//! - [`pcscf`] is the P-CSCF's registration-flow logic on top (TS 24.229 §5.2.2, RFC 3329).
+//! - [`write`] is a tiny allocation-free formatter for header text.
+//!
+//! Nothing here allocates, locks or reads the clock.
+
+pub mod edit;
+pub mod headers;
+pub mod msg;
+pub mod pcscf;
+pub mod write;
+
+pub use edit::{EditError, Editor};
+pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, StartLine, View};

@@ -1,0 +1,838 @@
+//! Framing and indexing of one SIP message (RFC 3261 §7, §18.3) over the caller's buffer.
+//!
+//! Owns: the start line, the fixed-capacity header index ([`Index`]), the body range, and the
+//! syntax checks a proxy needs before it trusts a message ([`Index::validate`]). It never copies
+//! the message and never allocates: every field is a byte range into the buffer the caller owns.
+//! More headers than [`MAX_HEADERS`] is an error, not a panic. No input can make it panic.
+
+use core::fmt;
+use core::ops::Range;
+
+use super::headers::{self, ListIter};
+
+/// The most header lines one message may carry. Real IMS REGISTERs carry 15–30.
+pub const MAX_HEADERS: usize = 64;
+
+/// A byte range inside the message buffer. `u32` keeps the index small; frames are < 4 GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub const fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    #[inline]
+    pub const fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    #[inline]
+    pub const fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    #[inline]
+    pub const fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+    /// The span of `sub`, which must be a sub-slice of `buf` (as every accessor returns).
+    #[inline]
+    pub fn of(buf: &[u8], sub: &[u8]) -> Span {
+        let start = (sub.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        debug_assert!(start + sub.len() <= buf.len(), "slice not from this buffer");
+        Span::new(start, start + sub.len())
+    }
+}
+
+macro_rules! header_names {
+    ($( $variant:ident => $long:literal $(, $compact:literal)? ;)*) => {
+        /// The headers pcscf knows by name. Anything else is [`HeaderName::Other`] and is
+        /// carried through untouched.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum HeaderName {
+            Other,
+            $($variant,)*
+        }
+
+        impl HeaderName {
+            /// Case-insensitive lookup of a header name, long or compact form (RFC 3261 §7.3.3).
+            pub fn from_bytes(name: &[u8]) -> HeaderName {
+                if name.len() == 1 {
+                    let c = name[0].to_ascii_lowercase();
+                    $($( if c == $compact { return HeaderName::$variant; } )?)*
+                    return HeaderName::Other;
+                }
+                $(
+                    if name.len() == $long.len() && name.eq_ignore_ascii_case($long.as_bytes()) {
+                        return HeaderName::$variant;
+                    }
+                )*
+                HeaderName::Other
+            }
+
+            /// The long form, as pcscf writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    HeaderName::Other => "",
+                    $(HeaderName::$variant => $long,)*
+                }
+            }
+        }
+    };
+}
+
+header_names! {
+    Via => "Via", b'v';
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    Path => "Path";
+    ServiceRoute => "Service-Route";
+    PAssociatedUri => "P-Associated-URI";
+    Contact => "Contact", b'm';
+    Expires => "Expires";
+    CSeq => "CSeq";
+    CallId => "Call-ID", b'i';
+    From => "From", b'f';
+    To => "To", b't';
+    Require => "Require";
+    ProxyRequire => "Proxy-Require";
+    Supported => "Supported", b'k';
+    Unsupported => "Unsupported";
+    Authorization => "Authorization";
+    ProxyAuthorization => "Proxy-Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    SecurityClient => "Security-Client";
+    SecurityServer => "Security-Server";
+    SecurityVerify => "Security-Verify";
+    ContentLength => "Content-Length", b'l';
+    ContentType => "Content-Type", b'c';
+    ContentEncoding => "Content-Encoding", b'e';
+    MaxForwards => "Max-Forwards";
+    PVisitedNetworkId => "P-Visited-Network-ID";
+    PChargingVector => "P-Charging-Vector";
+    PAssertedIdentity => "P-Asserted-Identity";
+    PPreferredIdentity => "P-Preferred-Identity";
+    PAccessNetworkInfo => "P-Access-Network-Info";
+    Date => "Date";
+    Subject => "Subject", b's';
+    Event => "Event", b'o';
+    AllowEvents => "Allow-Events", b'u';
+    ReferTo => "Refer-To", b'r';
+    ReferredBy => "Referred-By", b'b';
+    SessionExpires => "Session-Expires", b'x';
+    AcceptContact => "Accept-Contact", b'a';
+    RejectContact => "Reject-Contact", b'j';
+    RequestDisposition => "Request-Disposition", b'd';
+    Identity => "Identity", b'y';
+    IdentityInfo => "Identity-Info", b'n';
+}
+
+impl HeaderName {
+    /// Headers that may appear at most once (RFC 3261 §7.3.1: only list headers may repeat).
+    pub fn is_single(self) -> bool {
+        matches!(
+            self,
+            HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::MaxForwards
+                | HeaderName::ContentLength
+                | HeaderName::ContentType
+                | HeaderName::Expires
+        )
+    }
+
+    /// Headers whose value is a name-addr / addr-spec (RFC 3261 §20.10, §20.20, §20.34...).
+    fn is_name_addr(self) -> bool {
+        matches!(
+            self,
+            HeaderName::From
+                | HeaderName::To
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Path
+                | HeaderName::ServiceRoute
+                | HeaderName::PAssociatedUri
+                | HeaderName::PAssertedIdentity
+                | HeaderName::PPreferredIdentity
+        )
+    }
+}
+
+/// One header line in the index. `line` runs from the first byte of the name through the line
+/// terminator of its last continuation line; `value` is the value with outer LWS trimmed (it may
+/// still hold folded CRLF+WS, which every accessor treats as whitespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    pub line: Span,
+    pub name_end: u32,
+    pub value: Span,
+}
+
+const EMPTY_HEADER: Header = Header {
+    name: HeaderName::Other,
+    line: Span { start: 0, end: 0 },
+    name_end: 0,
+    value: Span { start: 0, end: 0 },
+};
+
+/// The start line, as ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request {
+        method: Span,
+        uri: Span,
+        version: Span,
+    },
+    Response {
+        version: Span,
+        code: u16,
+        reason: Span,
+    },
+}
+
+/// What was wrong, for a [`ParseError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    Empty,
+    TooLarge,
+    /// No empty line ends the header section.
+    Truncated,
+    BadStartLine,
+    BadMethod,
+    BadRequestUri,
+    BadVersion,
+    BadStatusCode,
+    BadHeaderName,
+    MissingColon,
+    /// A continuation line (leading whitespace) where a header line must start.
+    BadFolding,
+    TooManyHeaders,
+    BadContentLength,
+    /// Content-Length claims more bytes than the datagram holds (RFC 3261 §18.3).
+    ContentLengthExceedsDatagram,
+    MissingHeader(HeaderName),
+    DuplicateHeader(HeaderName),
+    BadHeaderValue(HeaderName),
+    BadCSeq,
+    CSeqMethodMismatch,
+    BadMaxForwards,
+}
+
+/// A parse or validation failure: what, and the byte offset (from the start of the buffer)
+/// where it was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub offset: u32,
+    pub kind: ParseErrorKind,
+}
+
+impl ParseError {
+    fn at(offset: usize, kind: ParseErrorKind) -> ParseError {
+        ParseError {
+            offset: offset as u32,
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed SIP at byte {}: ", self.offset)?;
+        match self.kind {
+            ParseErrorKind::MissingHeader(h) => write!(f, "missing {} header", h.as_str()),
+            ParseErrorKind::DuplicateHeader(h) => write!(f, "{} header appears twice", h.as_str()),
+            ParseErrorKind::BadHeaderValue(h) => write!(f, "bad {} header value", h.as_str()),
+            k => write!(f, "{k:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The index of one message: start line, headers, body. Plain data (no borrow), so the editor
+/// can keep it in step with the buffer as it rewrites.
+#[derive(Clone)]
+pub struct Index {
+    pub start_line: StartLine,
+    headers: [Header; MAX_HEADERS],
+    len: u16,
+    /// First byte of the message (after any leading CRLF keep-alive).
+    pub msg_start: u32,
+    /// Start of the empty line that ends the header section.
+    pub headers_end: u32,
+    pub body: Span,
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index")
+            .field("start_line", &self.start_line)
+            .field("headers", &self.headers())
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+#[inline]
+fn find_lf(buf: &[u8], from: usize, end: usize) -> Option<usize> {
+    buf[from..end]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| from + p)
+}
+
+/// End of line content (without CR) and start of the next line, for a line starting at `pos`.
+#[inline]
+fn line_at(buf: &[u8], pos: usize, end: usize) -> Option<(usize, usize)> {
+    let lf = find_lf(buf, pos, end)?;
+    let content_end = if lf > pos && buf[lf - 1] == b'\r' {
+        lf - 1
+    } else {
+        lf
+    };
+    Some((content_end, lf + 1))
+}
+
+/// Scan one header (with its continuation lines) starting at `pos`.
+/// Returns the header and the position of the next line.
+pub(crate) fn scan_header(
+    buf: &[u8],
+    pos: usize,
+    end: usize,
+) -> Result<(Header, usize), ParseError> {
+    let (mut content_end, mut next) =
+        line_at(buf, pos, end).ok_or(ParseError::at(pos, ParseErrorKind::Truncated))?;
+    // Continuation lines (RFC 3261 §7.3.1 folding): a line starting with SP or HT.
+    while next < end && (buf[next] == b' ' || buf[next] == b'\t') {
+        let (ce, nx) =
+            line_at(buf, next, end).ok_or(ParseError::at(next, ParseErrorKind::Truncated))?;
+        content_end = ce;
+        next = nx;
+    }
+    let mut i = pos;
+    while i < content_end && headers::is_token_char(buf[i]) {
+        i += 1;
+    }
+    if i == pos {
+        return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
+    }
+    let name_end = i;
+    while i < content_end && headers::is_ws(buf[i]) {
+        i += 1;
+    }
+    if i >= content_end || buf[i] != b':' {
+        return Err(ParseError::at(i, ParseErrorKind::MissingColon));
+    }
+    i += 1;
+    while i < content_end && headers::is_ws(buf[i]) {
+        i += 1;
+    }
+    let mut vend = content_end;
+    while vend > i && headers::is_ws(buf[vend - 1]) {
+        vend -= 1;
+    }
+    let header = Header {
+        name: HeaderName::from_bytes(&buf[pos..name_end]),
+        line: Span::new(pos, next),
+        name_end: name_end as u32,
+        value: Span::new(i, vend),
+    };
+    Ok((header, next))
+}
+
+fn parse_start_line(buf: &[u8], pos: usize, content_end: usize) -> Result<StartLine, ParseError> {
+    let line = &buf[pos..content_end];
+    let bad = |k| Err(ParseError::at(pos, k));
+    // RFC 3261 §7.1/§7.2: exactly one SP between the three elements.
+    let sp1 = match line.iter().position(|&b| b == b' ') {
+        Some(p) => p,
+        None => return bad(ParseErrorKind::BadStartLine),
+    };
+    let rest = &line[sp1 + 1..];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let version = &line[..sp1];
+        if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+            return bad(ParseErrorKind::BadVersion);
+        }
+        // Status-Code SP Reason-Phrase
+        if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+            return bad(ParseErrorKind::BadStatusCode);
+        }
+        let code =
+            (rest[0] - b'0') as u16 * 100 + (rest[1] - b'0') as u16 * 10 + (rest[2] - b'0') as u16;
+        if !(100..=699).contains(&code) {
+            return bad(ParseErrorKind::BadStatusCode);
+        }
+        let reason_start = if rest.len() == 3 {
+            content_end
+        } else if rest[3] == b' ' {
+            pos + sp1 + 1 + 4
+        } else {
+            return bad(ParseErrorKind::BadStatusCode);
+        };
+        return Ok(StartLine::Response {
+            version: Span::new(pos, pos + sp1),
+            code,
+            reason: Span::new(reason_start, content_end),
+        });
+    }
+    let method = &line[..sp1];
+    if method.is_empty() || !method.iter().all(|&b| headers::is_token_char(b)) {
+        return bad(ParseErrorKind::BadMethod);
+    }
+    let sp2 = match rest.iter().position(|&b| b == b' ') {
+        Some(p) => p,
+        None => return bad(ParseErrorKind::BadStartLine),
+    };
+    let uri = &rest[..sp2];
+    let version = &rest[sp2 + 1..];
+    if uri.is_empty() || uri.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return bad(ParseErrorKind::BadRequestUri);
+    }
+    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+        return if version.len() >= 4 && version[..4].eq_ignore_ascii_case(b"SIP/") {
+            bad(ParseErrorKind::BadVersion)
+        } else {
+            bad(ParseErrorKind::BadStartLine)
+        };
+    }
+    let uri_start = pos + sp1 + 1;
+    let ver_start = uri_start + sp2 + 1;
+    Ok(StartLine::Request {
+        method: Span::new(pos, pos + sp1),
+        uri: Span::new(uri_start, uri_start + sp2),
+        version: Span::new(ver_start, content_end),
+    })
+}
+
+/// Parse a decimal number of at most `max_digits` digits (no sign, no spaces).
+pub(crate) fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > max_digits {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (b - b'0') as u64;
+    }
+    Some(v)
+}
+
+impl Index {
+    /// Frame and index the message in `buf[start..end]` (one UDP datagram, or one message cut
+    /// from a stream). With no Content-Length the body is the rest of the datagram; bytes past
+    /// Content-Length are not part of the message (RFC 3261 §18.3).
+    pub fn parse(buf: &[u8], start: usize, end: usize) -> Result<Index, ParseError> {
+        if start > end || end > buf.len() {
+            return Err(ParseError::at(start, ParseErrorKind::Empty));
+        }
+        if end > u32::MAX as usize {
+            return Err(ParseError::at(start, ParseErrorKind::TooLarge));
+        }
+        let mut pos = start;
+        // RFC 3261 §7.5: CRLFs before the start line are ignored (keep-alives).
+        while pos < end && (buf[pos] == b'\r' || buf[pos] == b'\n') {
+            pos += 1;
+        }
+        if pos == end {
+            return Err(ParseError::at(pos, ParseErrorKind::Empty));
+        }
+        let msg_start = pos;
+        let (content_end, next) =
+            line_at(buf, pos, end).ok_or(ParseError::at(pos, ParseErrorKind::Truncated))?;
+        let start_line = parse_start_line(buf, pos, content_end)?;
+        pos = next;
+
+        let mut idx = Index {
+            start_line,
+            headers: [EMPTY_HEADER; MAX_HEADERS],
+            len: 0,
+            msg_start: msg_start as u32,
+            headers_end: 0,
+            body: Span::default(),
+        };
+        let mut content_length: Option<Span> = None;
+        loop {
+            if pos >= end {
+                return Err(ParseError::at(pos, ParseErrorKind::Truncated));
+            }
+            if buf[pos] == b'\n' || (buf[pos] == b'\r' && pos + 1 < end && buf[pos + 1] == b'\n') {
+                idx.headers_end = pos as u32;
+                pos += if buf[pos] == b'\n' { 1 } else { 2 };
+                break;
+            }
+            if buf[pos] == b' ' || buf[pos] == b'\t' {
+                return Err(ParseError::at(pos, ParseErrorKind::BadFolding));
+            }
+            let (h, next) = scan_header(buf, pos, end)?;
+            if idx.len as usize == MAX_HEADERS {
+                return Err(ParseError::at(pos, ParseErrorKind::TooManyHeaders));
+            }
+            if h.name == HeaderName::ContentLength {
+                if let Some(prev) = content_length {
+                    if buf[prev.range()] != buf[h.value.range()] {
+                        return Err(ParseError::at(
+                            pos,
+                            ParseErrorKind::DuplicateHeader(HeaderName::ContentLength),
+                        ));
+                    }
+                }
+                content_length = Some(h.value);
+            }
+            idx.headers[idx.len as usize] = h;
+            idx.len += 1;
+            pos = next;
+        }
+        let body_start = pos;
+        let body_end = match content_length {
+            Some(v) => {
+                let n = parse_u64(&buf[v.range()], 10).ok_or(ParseError::at(
+                    v.start as usize,
+                    ParseErrorKind::BadContentLength,
+                ))?;
+                if n > (end - body_start) as u64 {
+                    return Err(ParseError::at(
+                        v.start as usize,
+                        ParseErrorKind::ContentLengthExceedsDatagram,
+                    ));
+                }
+                body_start + n as usize
+            }
+            None => end,
+        };
+        idx.body = Span::new(body_start, body_end);
+        Ok(idx)
+    }
+
+    /// All header lines, in message order.
+    #[inline]
+    pub fn headers(&self) -> &[Header] {
+        &self.headers[..self.len as usize]
+    }
+
+    /// End of the message (end of the body).
+    #[inline]
+    pub fn msg_end(&self) -> u32 {
+        self.body.end
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start_line, StartLine::Request { .. })
+    }
+
+    /// Borrow a read-only view over `buf`, which must be the buffer this index was built from.
+    #[inline]
+    pub fn view<'a>(&'a self, buf: &'a [u8]) -> View<'a> {
+        View { buf, idx: self }
+    }
+
+    // ---- used by the editor to keep the index in step with the buffer ----
+
+    pub(crate) fn headers_mut(&mut self) -> &mut [Header] {
+        &mut self.headers[..self.len as usize]
+    }
+
+    pub(crate) fn insert_header(&mut self, at: usize, h: Header) -> bool {
+        let n = self.len as usize;
+        if n == MAX_HEADERS || at > n {
+            return false;
+        }
+        self.headers.copy_within(at..n, at + 1);
+        self.headers[at] = h;
+        self.len += 1;
+        true
+    }
+
+    pub(crate) fn remove_header(&mut self, at: usize) {
+        let n = self.len as usize;
+        if at < n {
+            self.headers.copy_within(at + 1..n, at);
+            self.len -= 1;
+        }
+    }
+
+    /// Shift every position at or after `from` by `delta` (tail moved), or every position at or
+    /// before `upto` (head moved). Positions inside the edited header are fixed by the caller.
+    pub(crate) fn shift(&mut self, moved_head: bool, at: usize, removed_end: usize, delta: isize) {
+        let sh = |p: &mut u32| *p = (*p as isize + delta) as u32;
+        let n = self.len as usize;
+        if moved_head {
+            let before = |p: u32| (p as usize) <= at;
+            sh(&mut self.msg_start);
+            match &mut self.start_line {
+                StartLine::Request {
+                    method,
+                    uri,
+                    version,
+                } => {
+                    for s in [method, uri, version] {
+                        sh(&mut s.start);
+                        sh(&mut s.end);
+                    }
+                }
+                StartLine::Response {
+                    version, reason, ..
+                } => {
+                    for s in [version, reason] {
+                        sh(&mut s.start);
+                        sh(&mut s.end);
+                    }
+                }
+            }
+            for h in &mut self.headers[..n] {
+                if before(h.line.end) {
+                    shift_header(h, delta);
+                }
+            }
+        } else {
+            let after = |p: u32| (p as usize) >= removed_end;
+            for h in &mut self.headers[..n] {
+                if after(h.line.start) {
+                    shift_header(h, delta);
+                }
+            }
+            if after(self.headers_end) {
+                sh(&mut self.headers_end);
+            }
+            if after(self.body.start) {
+                sh(&mut self.body.start);
+            }
+            sh(&mut self.body.end);
+        }
+    }
+}
+
+fn shift_header(h: &mut Header, delta: isize) {
+    let sh = |p: &mut u32| *p = (*p as isize + delta) as u32;
+    sh(&mut h.line.start);
+    sh(&mut h.line.end);
+    sh(&mut h.name_end);
+    sh(&mut h.value.start);
+    sh(&mut h.value.end);
+}
+
+/// A parsed message that borrows its buffer: the usual entry point for reading.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    pub buf: &'a [u8],
+    pub idx: Index,
+}
+
+impl<'a> Message<'a> {
+    /// Frame and index a whole datagram.
+    pub fn parse(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        Ok(Message {
+            buf,
+            idx: Index::parse(buf, 0, buf.len())?,
+        })
+    }
+
+    /// Parse, then apply [`Index::validate`]: what a proxy must do with input it does not trust.
+    pub fn parse_strict(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        let m = Message::parse(buf)?;
+        m.view().validate()?;
+        Ok(m)
+    }
+
+    #[inline]
+    pub fn view(&self) -> View<'_> {
+        View {
+            buf: self.buf,
+            idx: &self.idx,
+        }
+    }
+}
+
+/// A read-only view: buffer plus index. All accessors return sub-slices of `buf`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub buf: &'a [u8],
+    pub idx: &'a Index,
+}
+
+impl<'a> View<'a> {
+    #[inline]
+    pub fn bytes(&self, s: Span) -> &'a [u8] {
+        &self.buf[s.range()]
+    }
+
+    /// The whole message as it now stands in the buffer.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        &self.buf[self.idx.msg_start as usize..self.idx.body.end as usize]
+    }
+
+    pub fn method(&self) -> Option<&'a [u8]> {
+        match self.idx.start_line {
+            StartLine::Request { method, .. } => Some(self.bytes(method)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn request_uri(&self) -> Option<&'a [u8]> {
+        match self.idx.start_line {
+            StartLine::Request { uri, .. } => Some(self.bytes(uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.idx.start_line {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn is_method(&self, m: &[u8]) -> bool {
+        self.method() == Some(m)
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        self.bytes(self.idx.body)
+    }
+
+    /// Header lines with this name, in order.
+    pub fn headers(&self, name: HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
+        self.idx.headers().iter().filter(move |h| h.name == name)
+    }
+
+    /// The first header with this name, as its value bytes.
+    pub fn header(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.headers(name).next().map(|h| self.bytes(h.value))
+    }
+
+    /// Every comma-separated value of every header line with this name, in order.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let buf = self.buf;
+        self.headers(name)
+            .flat_map(move |h| ListIter::new(&buf[h.value.range()]))
+    }
+
+    /// Look up an unknown header by its exact name (case-insensitive).
+    pub fn header_named(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.idx
+            .headers()
+            .iter()
+            .find(|h| {
+                self.buf[h.line.start as usize..h.name_end as usize].eq_ignore_ascii_case(name)
+            })
+            .map(|h| self.bytes(h.value))
+    }
+
+    /// The syntax and consistency checks a proxy applies to a message from an untrusted peer
+    /// (RFC 3261 §8.1.1, §16.3, §20; the RFC 4475 invalid messages are refused here).
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let idx = self.idx;
+        let err = |s: Span, k| Err(ParseError::at(s.start as usize, k));
+        if let StartLine::Request { uri, .. } = idx.start_line {
+            if !headers::request_uri_ok(self.bytes(uri)) {
+                return err(uri, ParseErrorKind::BadRequestUri);
+            }
+        }
+        // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6).
+        for name in [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            if self.headers(name).next().is_none() {
+                return Err(ParseError::at(
+                    idx.headers_end as usize,
+                    ParseErrorKind::MissingHeader(name),
+                ));
+            }
+        }
+        let hs = idx.headers();
+        for (i, h) in hs.iter().enumerate() {
+            let v = self.bytes(h.value);
+            let bad = ParseErrorKind::BadHeaderValue(h.name);
+            if h.name.is_single() && hs[..i].iter().any(|p| p.name == h.name) {
+                return err(h.line, ParseErrorKind::DuplicateHeader(h.name));
+            }
+            match h.name {
+                HeaderName::CSeq => {
+                    let (num, method) = headers::cseq(v).ok_or(ParseError::at(
+                        h.value.start as usize,
+                        ParseErrorKind::BadCSeq,
+                    ))?;
+                    // RFC 3261 §8.1.1.5: the number MUST be < 2^31.
+                    if num >= 1 << 31 {
+                        return err(h.value, ParseErrorKind::BadCSeq);
+                    }
+                    if let Some(m) = self.method() {
+                        if m != method {
+                            return err(h.value, ParseErrorKind::CSeqMethodMismatch);
+                        }
+                    }
+                }
+                HeaderName::MaxForwards => {
+                    // RFC 3261 §20.22: 0..=255.
+                    if !matches!(parse_u64(v, 10), Some(0..=255)) {
+                        return err(h.value, ParseErrorKind::BadMaxForwards);
+                    }
+                }
+                HeaderName::CallId => {
+                    if v.is_empty() || v.iter().any(|&b| headers::is_ws(b)) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Expires => {
+                    // delta-seconds (RFC 3261 §20.19), kept within 32 bits.
+                    if !matches!(parse_u64(v, 10), Some(0..=0xffff_ffff)) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Date => {
+                    // RFC 3261 §20.17: SIP-date is RFC 1123 and always in GMT.
+                    if !v.ends_with(b"GMT") {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Via => {
+                    for item in ListIter::new(v) {
+                        if headers::Via::parse(item).is_none() {
+                            return err(h.value, bad);
+                        }
+                    }
+                }
+                HeaderName::Contact if v == b"*" => {}
+                n if n.is_name_addr() => {
+                    let mut count = 0;
+                    for item in ListIter::new(v) {
+                        count += 1;
+                        if headers::NameAddr::parse(item).is_none() {
+                            return err(h.value, bad);
+                        }
+                    }
+                    if count == 0 || (h.name.is_single() && count > 1) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Other | HeaderName::Subject => {}
+                _ => {
+                    if !headers::quotes_balanced(v) {
+                        return err(h.value, bad);
+                    }
+                }
+            }
+        }
+        if let StartLine::Response { .. } = idx.start_line {
+            // nothing more: responses are matched by the transaction layer.
+        }
+        Ok(())
+    }
+}

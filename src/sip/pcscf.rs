@@ -1,0 +1,760 @@
+//! The P-CSCF's SIP rules for the IMS registration flow (TS 24.229 §5.2.2, TS 33.203 §7,
+//! RFC 3329, RFC 3327, RFC 3581), as checks and in-place rewrites.
+//!
+//! Owns: the checks on a REGISTER from the UE (and the SIP error each failure yields), the
+//! REGISTER rewrite toward the I-CSCF, the 401 and 200 rewrites toward the UE, the
+//! Security-Verify / Security-Client comparison of the protected REGISTER, and building the
+//! error responses. It knows nothing of sockets, SAs or time: the caller passes in the UE's
+//! source address, our identity, the branch and ICID values, and the Security-Server text.
+
+use core::net::{IpAddr, SocketAddr};
+
+use super::edit::{EditError, Editor};
+use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via, hex16};
+use super::msg::{HeaderName, Span, View};
+use super::write::Writer;
+
+/// Who we are, as written into forwarded messages. Built once from configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyIdentity<'a> {
+    /// Core-side Via sent-by, `host[:port]`.
+    pub via_sent_by: &'a [u8],
+    /// Core-side Via transport token, e.g. `UDP`.
+    pub via_transport: &'a [u8],
+    /// The URI we put in Path (RFC 3327), without the angle brackets, e.g.
+    /// `sip:term@pcscf.ims.example.net:5060;lr`.
+    pub path_uri: &'a [u8],
+    /// Hosts (names or addresses) that identify us in a pre-loaded Route.
+    pub own_hosts: &'a [&'a [u8]],
+    /// P-Visited-Network-ID value (RFC 7315 §4.3), token or quoted string as written.
+    pub visited_network_id: &'a [u8],
+    /// orig-ioi for P-Charging-Vector (type 1 IOI naming our network).
+    pub orig_ioi: &'a [u8],
+}
+
+/// A SIP error to answer a request with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Why, for logs and counters.
+    pub why: RejectWhy,
+}
+
+/// The reason behind a [`Reject`], one per check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectWhy {
+    NotRegister,
+    TooManyHops,
+    /// Proxy-Require names an option we do not support (RFC 3261 §16.3 item 4); the 420 lists
+    /// them in Unsupported.
+    UnsupportedProxyRequire,
+    NoSecurityClient,
+    /// Security-Client present but `sec-agree` not in Require and Proxy-Require (RFC 3329 §2.3.1).
+    SecAgreeNotRequired,
+    NoAcceptableMechanism,
+    NoAuthorization,
+    SecurityVerifyMismatch,
+    SecurityClientMismatch,
+    /// The Via of a protected request does not name the UE the SA belongs to.
+    ViaMismatch,
+    Malformed,
+}
+
+impl Reject {
+    const fn new(code: u16, reason: &'static str, why: RejectWhy) -> Reject {
+        Reject { code, reason, why }
+    }
+}
+
+/// What the registration thread needs from a REGISTER that passed the checks. Slices point into
+/// the message buffer: copy them before rewriting.
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterInfo<'a> {
+    /// Authorization username: the private identity (TS 24.229 §5.1.1.2.1).
+    pub impi: &'a [u8],
+    /// The public identity being registered (To URI).
+    pub impu: &'a [u8],
+    /// Request-URI host: the home domain to resolve toward the I-CSCF.
+    pub home_domain: &'a [u8],
+    pub call_id: &'a [u8],
+    pub cseq: u64,
+    /// The offer we chose from Security-Client, and its text.
+    pub offer: IpsecOffer,
+    pub offer_raw: &'a [u8],
+    /// Expires header or the first Contact's expires parameter, if any.
+    pub expires: Option<u32>,
+    /// The first Contact URI.
+    pub contact_uri: Option<&'a [u8]>,
+}
+
+/// Checks of TS 24.229 §5.2.2.2 / TS 33.203 §7.1 / RFC 3329 §2.3.1 on a REGISTER from the UE,
+/// and choice of the mechanism: the first (alg, ealg) of `prefs` that the UE offers.
+pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<RegisterInfo<'a>, Reject> {
+    let malformed = Reject::new(400, "Bad Request", RejectWhy::Malformed);
+    if !v.is_method(b"REGISTER") {
+        return Err(Reject::new(
+            405,
+            "Method Not Allowed",
+            RejectWhy::NotRegister,
+        ));
+    }
+    // RFC 3261 §16.3 item 3.
+    if v.header(HeaderName::MaxForwards)
+        .and_then(|m| crate::sip::msg::parse_u64(m, 10))
+        == Some(0)
+    {
+        return Err(Reject::new(483, "Too Many Hops", RejectWhy::TooManyHops));
+    }
+    // RFC 3261 §16.3 item 4: we support no Proxy-Require option other than sec-agree.
+    if v.values(HeaderName::ProxyRequire)
+        .any(|t| !t.eq_ignore_ascii_case(b"sec-agree"))
+    {
+        return Err(Reject::new(
+            420,
+            "Bad Extension",
+            RejectWhy::UnsupportedProxyRequire,
+        ));
+    }
+    // RFC 3329 §2.3.1 / TS 24.229 §5.2.2.2: IMS AKA needs an ipsec-3gpp Security-Client.
+    let has_ipsec = v
+        .headers(HeaderName::SecurityClient)
+        .flat_map(|h| headers::mechanisms(v.bytes(h.value)))
+        .any(|m| m.is_ipsec_3gpp());
+    if !has_ipsec {
+        return Err(Reject::new(
+            494,
+            "Security Agreement Required",
+            RejectWhy::NoSecurityClient,
+        ));
+    }
+    let in_require = v
+        .values(HeaderName::Require)
+        .any(|t| t.eq_ignore_ascii_case(b"sec-agree"));
+    let in_proxy_require = v
+        .values(HeaderName::ProxyRequire)
+        .any(|t| t.eq_ignore_ascii_case(b"sec-agree"));
+    if !in_require || !in_proxy_require {
+        return Err(Reject::new(
+            421,
+            "Extension Required",
+            RejectWhy::SecAgreeNotRequired,
+        ));
+    }
+    // TS 24.229 §5.1.1.2.1: the REGISTER carries Authorization with username = IMPI.
+    let impi = v
+        .headers(HeaderName::Authorization)
+        .filter_map(|h| Digest::parse(v.bytes(h.value)))
+        .find_map(|d| d.username())
+        .filter(|u| !u.is_empty())
+        .ok_or(Reject::new(403, "Forbidden", RejectWhy::NoAuthorization))?;
+    let (offer_raw, offer) = choose_offer(v, prefs).ok_or(Reject::new(
+        494,
+        "Security Agreement Required",
+        RejectWhy::NoAcceptableMechanism,
+    ))?;
+    let to = v
+        .header(HeaderName::To)
+        .and_then(NameAddr::parse)
+        .ok_or(malformed)?;
+    let home_domain = headers::uri_host(v.request_uri().unwrap_or_default());
+    let call_id = v.header(HeaderName::CallId).ok_or(malformed)?;
+    let cseq = v
+        .header(HeaderName::CSeq)
+        .and_then(headers::cseq)
+        .ok_or(malformed)?
+        .0;
+    let contact = v.values(HeaderName::Contact).find_map(NameAddr::parse);
+    let expires = v
+        .header(HeaderName::Expires)
+        .and_then(|e| crate::sip::msg::parse_u64(e, 10))
+        .map(|e| e.min(u32::MAX as u64) as u32)
+        .or_else(|| contact.and_then(|c| c.expires()));
+    Ok(RegisterInfo {
+        impi,
+        impu: to.uri,
+        home_domain,
+        call_id,
+        cseq,
+        offer,
+        offer_raw,
+        expires,
+        contact_uri: contact.map(|c| c.uri),
+    })
+}
+
+fn choose_offer<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Option<(&'a [u8], IpsecOffer)> {
+    prefs.iter().find_map(|&(alg, ealg)| {
+        v.headers(HeaderName::SecurityClient)
+            .flat_map(|h| headers::mechanisms(v.bytes(h.value)))
+            .find_map(|m| match m.ipsec() {
+                Ok(o) if o.alg == alg && o.ealg == ealg => Some((m.raw, o)),
+                _ => None,
+            })
+    })
+}
+
+/// Compare a stored mechanism list with the `name` headers of `v`, as sets of parameter sets
+/// (RFC 3329 §2.3.1): same count, and each stored mechanism listed.
+fn same_mechanisms(stored: &[u8], v: View<'_>, name: HeaderName) -> bool {
+    let theirs = || {
+        v.headers(name)
+            .flat_map(move |h| headers::mechanisms(v.bytes(h.value)))
+    };
+    let mut count = 0;
+    for m in headers::mechanisms(stored) {
+        count += 1;
+        if !theirs().any(|x| x.same_as(&m)) {
+            return false;
+        }
+    }
+    count > 0 && count == theirs().count()
+}
+
+/// TS 33.203 §7.2 / RFC 3329 §2.3.1 on the protected REGISTER: Security-Verify must list exactly
+/// the Security-Server we sent, and Security-Client must equal the first REGISTER's.
+pub fn check_protected_register(
+    v: View<'_>,
+    sent_server: &[u8],
+    first_client: &[u8],
+) -> Result<(), Reject> {
+    if !same_mechanisms(sent_server, v, HeaderName::SecurityVerify) {
+        return Err(Reject::new(
+            494,
+            "Security Agreement Required",
+            RejectWhy::SecurityVerifyMismatch,
+        ));
+    }
+    if !same_mechanisms(first_client, v, HeaderName::SecurityClient) {
+        return Err(Reject::new(
+            494,
+            "Security Agreement Required",
+            RejectWhy::SecurityClientMismatch,
+        ));
+    }
+    Ok(())
+}
+
+/// Copy every Security-Client value, joined with ", ", into `out` (what the registration thread
+/// keeps to compare with the protected REGISTER). `None` if it does not fit.
+pub fn copy_security_client(v: View<'_>, out: &mut [u8]) -> Option<usize> {
+    let mut w = Writer::new(out);
+    for (n, h) in v.headers(HeaderName::SecurityClient).enumerate() {
+        if n > 0 {
+            w.put(b", ");
+        }
+        w.put(v.bytes(h.value));
+    }
+    w.finish()
+}
+
+/// Our Security-Server value for a 401 (RFC 3329 §2.2, TS 33.203 Annex H), in the parameter
+/// order Kamailio uses. SPIs are written unsigned.
+#[allow(clippy::too_many_arguments)]
+pub fn write_security_server(
+    out: &mut [u8],
+    alg: Alg,
+    ealg: Ealg,
+    spi_c: u32,
+    spi_s: u32,
+    port_c: u16,
+    port_s: u16,
+) -> Option<usize> {
+    let mut w = Writer::new(out);
+    w.put(b"ipsec-3gpp;q=0.1;prot=esp;mod=trans;spi-c=")
+        .dec(spi_c as u64)
+        .put(b";spi-s=")
+        .dec(spi_s as u64)
+        .put(b";port-c=")
+        .dec(port_c as u64)
+        .put(b";port-s=")
+        .dec(port_s as u64)
+        .put(b";alg=")
+        .put(alg.as_str().as_bytes())
+        .put(b";ealg=")
+        .put(ealg.as_str().as_bytes());
+    w.finish()
+}
+
+/// Values the caller supplies per forwarded request.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward {
+    /// Where the request came from (for received / rport, RFC 3261 §18.2.1, RFC 3581 §4).
+    pub source: SocketAddr,
+    /// Whether it came over an IPsec SA: sets integrity-protected (TS 24.229 §7.2A.2).
+    pub protected: bool,
+    /// Makes our branch unique (RFC 3261 §16.6 item 8).
+    pub branch: u64,
+    /// Makes the icid-value globally unique (RFC 7315 §4.6).
+    pub icid: u64,
+}
+
+/// Rewrite a checked REGISTER from the UE into the REGISTER toward the I-CSCF
+/// (TS 24.229 §5.2.2.2; spec digest §1.2 and §1.4).
+pub fn rewrite_register(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    fw: &Forward,
+) -> Result<(), EditError> {
+    fix_top_via(ed, fw.source)?;
+    // Our Via on top (RFC 3261 §16.6 item 8).
+    let mut via = [0u8; 160];
+    let mut w = Writer::new(&mut via);
+    w.put(b"SIP/2.0/")
+        .put(me.via_transport)
+        .put(b" ")
+        .put(me.via_sent_by)
+        .put(b";branch=z9hG4bK")
+        .hex64(fw.branch);
+    let vlen = w.finish().ok_or(EditError::NoRoom)?;
+    let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
+    ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
+
+    decrement_max_forwards(ed)?;
+    pop_own_routes(ed, me)?;
+    // sec-agree is hop-by-hop: strip the option tags and the Security-* headers (RFC 3329
+    // §2.3.1, TS 24.229 §5.2.2.2).
+    ed.remove_list_value(HeaderName::Require, b"sec-agree")?;
+    ed.remove_list_value(HeaderName::ProxyRequire, b"sec-agree")?;
+    ed.remove_all(HeaderName::SecurityClient)?;
+    ed.remove_all(HeaderName::SecurityVerify)?;
+    // Values only the network may set: never forward what the UE wrote.
+    ed.remove_all(HeaderName::PVisitedNetworkId)?;
+    ed.remove_all(HeaderName::PChargingVector)?;
+    ed.remove_all(HeaderName::PAssertedIdentity)?;
+    set_integrity_protected(ed, fw.protected)?;
+
+    // Appended at the end of the header section, so only the (usually empty) body moves.
+    let mut icid = [0u8; 16];
+    Writer::new(&mut icid).hex64(fw.icid);
+    let mut cl = [0u8; 20];
+    let body_len = ed.index().body.len();
+    let mut parts: [&[u8]; 16] = [b""; 16];
+    let mut n = 0;
+    let mut lines = 0;
+    for chunk in [
+        &[b"Path: <" as &[u8], me.path_uri, b">\r\n"][..],
+        &[b"Require: path\r\n"],
+        &[b"P-Visited-Network-ID: ", me.visited_network_id, b"\r\n"],
+        &[
+            b"P-Charging-Vector: icid-value=",
+            &icid,
+            b";orig-ioi=",
+            me.orig_ioi,
+            b"\r\n",
+        ],
+    ] {
+        parts[n..n + chunk.len()].copy_from_slice(chunk);
+        n += chunk.len();
+        lines += 1;
+    }
+    if ed.find(HeaderName::ContentLength, 0).is_none() {
+        let mut w = Writer::new(&mut cl);
+        w.dec(body_len as u64);
+        let l = w.len();
+        parts[n] = b"Content-Length: ";
+        parts[n + 1] = &cl[..l];
+        parts[n + 2] = b"\r\n";
+        n += 3;
+        lines += 1;
+    }
+    let end = ed.index().headers().len();
+    ed.insert_lines(end, lines, &parts[..n])
+}
+
+/// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4).
+fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
+    let Some(i) = ed.find(HeaderName::Via, 0) else {
+        return Ok(());
+    };
+    let mut ip = [0u8; 48];
+    let mut w = Writer::new(&mut ip);
+    w.display(&src.ip());
+    let iplen = w.finish().ok_or(EditError::NoRoom)?;
+    let mut port = [0u8; 8];
+    let mut w = Writer::new(&mut port);
+    w.dec(src.port() as u64);
+    let portlen = w.len();
+
+    // Work on the first value of the first Via line; re-read after each edit.
+    let first_value =
+        |ed: &Editor<'_>| -> Option<(Span, Option<Span>, Option<(Span, bool)>, bool)> {
+            let v = ed.view();
+            let h = v.idx.headers()[i];
+            let item = ListIter::new(v.bytes(h.value)).next()?;
+            let via = Via::parse(item)?;
+            let host_matches = host_is_ip(via.host, src.ip());
+            let received = via.param(b"received").map(|p| Span::of(v.buf, p.raw));
+            let rport = via
+                .param(b"rport")
+                .map(|p| (Span::of(v.buf, p.raw), p.value.is_none()));
+            Some((Span::of(v.buf, item), received, rport, host_matches))
+        };
+    let Some((_, _, rport, _)) = first_value(ed) else {
+        return Ok(());
+    };
+    if let Some((span, true)) = rport {
+        ed.replace_in_header(i, span, &[b"rport=", &port[..portlen]])?;
+    }
+    let Some((item, received, _, host_matches)) = first_value(ed) else {
+        return Ok(());
+    };
+    match received {
+        Some(span) => ed.replace_in_header(i, span, &[b"received=", &ip[..iplen]])?,
+        // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
+        // §4 asks for it whenever rport is filled in.
+        None if !host_matches || rport.is_some() => {
+            let at = Span {
+                start: item.end,
+                end: item.end,
+            };
+            ed.replace_in_header(i, at, &[b";received=", &ip[..iplen]])?
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
+    let h = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    core::str::from_utf8(h)
+        .ok()
+        .and_then(|s| s.parse::<IpAddr>().ok())
+        == Some(ip)
+}
+
+/// RFC 3261 §16.6 item 3: decrement Max-Forwards, or add it with 70.
+fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditError> {
+    match ed.find(HeaderName::MaxForwards, 0) {
+        Some(i) => {
+            let h = ed.header(i).ok_or(EditError::BadTarget)?;
+            let cur = crate::sip::msg::parse_u64(ed.view().bytes(h.value), 10).unwrap_or(70);
+            let mut tmp = [0u8; 4];
+            let mut w = Writer::new(&mut tmp);
+            w.dec(cur.saturating_sub(1).min(255));
+            let l = w.len();
+            ed.replace_in_header(i, h.value, &[&tmp[..l]])
+        }
+        None => ed.push_header(HeaderName::MaxForwards, &[b"70"]),
+    }
+}
+
+/// RFC 3261 §16.4: pop the Route values that name us (the pre-loaded P-CSCF route).
+fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(), EditError> {
+    loop {
+        let Some(i) = ed.find(HeaderName::Route, 0) else {
+            return Ok(());
+        };
+        let target = {
+            let v = ed.view();
+            let h = v.idx.headers()[i];
+            ListIter::new(v.bytes(h.value)).next().and_then(|item| {
+                let na = NameAddr::parse(item)?;
+                let host = na.uri_host();
+                me.own_hosts
+                    .iter()
+                    .any(|o| o.eq_ignore_ascii_case(host))
+                    .then(|| Span::of(v.buf, item))
+            })
+        };
+        match target {
+            Some(item) => ed.remove_item(i, item, b',', true)?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Overwrite integrity-protected in every Digest Authorization (TS 24.229 §5.2.2.2: never
+/// forward what the UE claims).
+fn set_integrity_protected(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
+    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
+    let mut from = 0;
+    while let Some(i) = ed.find(HeaderName::Authorization, from) {
+        from = i + 1;
+        // Remove every integrity-protected the UE put there.
+        loop {
+            let found = {
+                let v = ed.view();
+                let h = v.idx.headers()[i];
+                Digest::parse(v.bytes(h.value)).and_then(|d| {
+                    d.items()
+                        .find(|p| p.name.eq_ignore_ascii_case(b"integrity-protected"))
+                        .map(|p| Span::of(v.buf, p.raw))
+                })
+            };
+            match found {
+                Some(item) => ed.remove_item(i, item, b',', false)?,
+                None => break,
+            }
+        }
+        let is_digest = Digest::parse(
+            ed.view()
+                .bytes(ed.header(i).ok_or(EditError::BadTarget)?.value),
+        );
+        if let Some(d) = is_digest {
+            let sep: &[u8] = if headers::trim(d.params).is_empty() {
+                b" "
+            } else {
+                b", "
+            };
+            ed.append_to_header(i, &[sep, b"integrity-protected=", value])?;
+        }
+    }
+    Ok(())
+}
+
+/// CK and IK taken from a 401 (TS 24.229 §7.2A.1). The caller must wipe them after use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AkaKeys {
+    pub ck: [u8; 16],
+    pub ik: [u8; 16],
+}
+
+impl core::fmt::Debug for AkaKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AkaKeys { .. }")
+    }
+}
+
+/// Rewrite the 401 from the S-CSCF for the UE (TS 24.229 §5.2.2.2; spec digest §1.3): our Via
+/// removed; ck and ik taken out of every WWW-Authenticate and handed back; Security-Server
+/// (and `Supported: sec-agree`) added. `Ok(None)` when the challenge is not IMS AKA (no ck/ik):
+/// then only the Via is removed and no Security-Server is added.
+pub fn rewrite_401(
+    ed: &mut Editor<'_>,
+    security_server: &[u8],
+) -> Result<Option<AkaKeys>, EditError> {
+    pop_top_via(ed)?;
+    let mut keys: Option<AkaKeys> = None;
+    let mut from = 0;
+    while let Some(i) = ed.find(HeaderName::WwwAuthenticate, from) {
+        from = i + 1;
+        if keys.is_none() {
+            let v = ed.view();
+            let h = v.idx.headers()[i];
+            if let Some(d) = Digest::parse(v.bytes(h.value)) {
+                if let (Some(ck), Some(ik)) = (d.ck().and_then(hex16), d.ik().and_then(hex16)) {
+                    keys = Some(AkaKeys { ck, ik });
+                }
+            }
+        }
+        // CK and IK must never reach the UE: strip them from every challenge.
+        loop {
+            let found = {
+                let v = ed.view();
+                let h = v.idx.headers()[i];
+                Digest::parse(v.bytes(h.value)).and_then(|d| {
+                    d.items()
+                        .find(|p| {
+                            p.name.eq_ignore_ascii_case(b"ck") || p.name.eq_ignore_ascii_case(b"ik")
+                        })
+                        .map(|p| Span::of(v.buf, p.raw))
+                })
+            };
+            match found {
+                Some(item) => ed.remove_item(i, item, b',', false)?,
+                None => break,
+            }
+        }
+    }
+    if keys.is_some() {
+        let has_sec_agree = ed
+            .view()
+            .values(HeaderName::Supported)
+            .any(|t| t.eq_ignore_ascii_case(b"sec-agree"));
+        let end = ed.index().headers().len();
+        if has_sec_agree {
+            ed.insert_lines(end, 1, &[b"Security-Server: ", security_server, b"\r\n"])?;
+        } else {
+            ed.insert_lines(
+                end,
+                2,
+                &[
+                    b"Security-Server: ",
+                    security_server,
+                    b"\r\nSupported: sec-agree\r\n",
+                ],
+            )?;
+        }
+    }
+    Ok(keys)
+}
+
+/// Remove the topmost Via value (ours) from a response (RFC 3261 §16.7 item 3).
+pub fn pop_top_via(ed: &mut Editor<'_>) -> Result<(), EditError> {
+    let Some(i) = ed.find(HeaderName::Via, 0) else {
+        return Err(EditError::BadTarget);
+    };
+    let item = {
+        let v = ed.view();
+        let h = v.idx.headers()[i];
+        ListIter::new(v.bytes(h.value))
+            .next()
+            .map(|x| Span::of(v.buf, x))
+            .ok_or(EditError::BadTarget)?
+    };
+    ed.remove_item(i, item, b',', true)
+}
+
+/// Up to this many Service-Route / P-Associated-URI entries are reported; more are ignored.
+pub const MAX_ROUTES: usize = 8;
+
+/// A short list of spans into the message buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanList {
+    items: [Span; MAX_ROUTES],
+    len: usize,
+}
+
+impl SpanList {
+    fn push(&mut self, s: Span) {
+        if self.len < MAX_ROUTES {
+            self.items[self.len] = s;
+            self.len += 1;
+        }
+    }
+    pub fn as_slice(&self) -> &[Span] {
+        &self.items[..self.len]
+    }
+}
+
+/// What a 200 to REGISTER tells the registration thread (TS 24.229 §5.2.2.2).
+/// Spans are URIs (inside the angle brackets) in the rewritten message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registered {
+    /// Granted expiry: the matching Contact's expires, else Expires; 0 means de-registered.
+    pub expires: Option<u32>,
+    pub service_route: SpanList,
+    pub associated_uris: SpanList,
+}
+
+/// Rewrite the 200 to REGISTER for the UE: our Via removed; Service-Route, P-Associated-URI and
+/// the granted expiry reported. `ue_contact` picks the Contact whose expires counts.
+pub fn rewrite_200(
+    ed: &mut Editor<'_>,
+    ue_contact: Option<&[u8]>,
+) -> Result<Registered, EditError> {
+    pop_top_via(ed)?;
+    let v = ed.view();
+    let mut out = Registered::default();
+    let contacts = || v.values(HeaderName::Contact).filter_map(NameAddr::parse);
+    let contact_expires = match ue_contact {
+        Some(u) => contacts().find(|c| c.uri == u).and_then(|c| c.expires()),
+        None => None,
+    }
+    .or_else(|| contacts().find_map(|c| c.expires()));
+    out.expires = contact_expires.or_else(|| {
+        v.header(HeaderName::Expires)
+            .and_then(|e| crate::sip::msg::parse_u64(e, 10))
+            .map(|e| e.min(u32::MAX as u64) as u32)
+    });
+    for na in v
+        .values(HeaderName::ServiceRoute)
+        .filter_map(NameAddr::parse)
+    {
+        out.service_route.push(Span::of(v.buf, na.uri));
+    }
+    for na in v
+        .values(HeaderName::PAssociatedUri)
+        .filter_map(NameAddr::parse)
+    {
+        out.associated_uris.push(Span::of(v.buf, na.uri));
+    }
+    Ok(out)
+}
+
+/// Build a response to `req` into `out` (RFC 3261 §8.2.6): status line, the request's Via,
+/// From, To (with `to_tag` added if it has none), Call-ID and CSeq, the `extra` header lines
+/// (each ending in CRLF), and `Content-Length: 0`. Returns the length written.
+pub fn build_response(
+    req: View<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: &[u8],
+    extra: &[&[u8]],
+    out: &mut [u8],
+) -> Option<usize> {
+    let mut w = Writer::new(out);
+    w.put(b"SIP/2.0 ")
+        .dec(code as u64)
+        .put(b" ")
+        .put(reason.as_bytes())
+        .put(b"\r\n");
+    for h in req.idx.headers() {
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                w.put(h.name.as_str().as_bytes())
+                    .put(b": ")
+                    .put(req.bytes(h.value))
+                    .put(b"\r\n");
+            }
+            HeaderName::To => {
+                let value = req.bytes(h.value);
+                w.put(b"To: ").put(value);
+                let tagged = NameAddr::parse(value).is_some_and(|n| n.tag().is_some());
+                if !tagged && code > 100 {
+                    w.put(b";tag=").put(to_tag);
+                }
+                w.put(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    for e in extra {
+        w.put(e);
+    }
+    w.put(b"Content-Length: 0\r\n\r\n");
+    w.finish()
+}
+
+/// The response for a [`Reject`], with the headers each code needs: 420 lists the unsupported
+/// Proxy-Require options (RFC 3261 §20.40), 421 requires sec-agree (RFC 3329 §2.3.1), 494
+/// lists the mechanisms we accept (RFC 3329 §2.3.1).
+pub fn build_reject(
+    req: View<'_>,
+    r: &Reject,
+    to_tag: &[u8],
+    prefs: &[(Alg, Ealg)],
+    out: &mut [u8],
+) -> Option<usize> {
+    let mut extra = [0u8; 512];
+    let mut w = Writer::new(&mut extra);
+    match r.code {
+        420 => {
+            w.put(b"Unsupported: ");
+            let mut first = true;
+            for t in req.values(HeaderName::ProxyRequire) {
+                if !t.eq_ignore_ascii_case(b"sec-agree") {
+                    if !first {
+                        w.put(b", ");
+                    }
+                    w.put(t);
+                    first = false;
+                }
+            }
+            w.put(b"\r\n");
+        }
+        421 => {
+            w.put(b"Require: sec-agree\r\n");
+        }
+        494 => {
+            w.put(b"Require: sec-agree\r\nSecurity-Server: ");
+            for (n, (alg, ealg)) in prefs.iter().enumerate() {
+                if n > 0 {
+                    w.put(b", ");
+                }
+                w.put(b"ipsec-3gpp;prot=esp;mod=trans;alg=")
+                    .put(alg.as_str().as_bytes())
+                    .put(b";ealg=")
+                    .put(ealg.as_str().as_bytes());
+            }
+            w.put(b"\r\n");
+        }
+        _ => {}
+    }
+    let n = w.finish()?;
+    build_response(req, r.code, r.reason, to_tag, &[&extra[..n]], out)
+}
