@@ -286,10 +286,7 @@ impl fmt::Debug for Index {
 
 #[inline]
 fn find_lf(buf: &[u8], from: usize, end: usize) -> Option<usize> {
-    buf[from..end]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|p| from + p)
+    memchr::memchr(b'\n', &buf[from..end]).map(|p| from + p)
 }
 
 /// End of line content (without CR) and start of the next line, for a line starting at `pos`.
@@ -482,13 +479,13 @@ impl Index {
                 return Err(ParseError::at(pos, ParseErrorKind::TooManyHeaders));
             }
             if h.name == HeaderName::ContentLength {
-                if let Some(prev) = content_length {
-                    if buf[prev.range()] != buf[h.value.range()] {
-                        return Err(ParseError::at(
-                            pos,
-                            ParseErrorKind::DuplicateHeader(HeaderName::ContentLength),
-                        ));
-                    }
+                if let Some(prev) = content_length
+                    && buf[prev.range()] != buf[h.value.range()]
+                {
+                    return Err(ParseError::at(
+                        pos,
+                        ParseErrorKind::DuplicateHeader(HeaderName::ContentLength),
+                    ));
                 }
                 content_length = Some(h.value);
             }
@@ -736,10 +733,10 @@ impl<'a> View<'a> {
     pub fn validate(&self) -> Result<(), ParseError> {
         let idx = self.idx;
         let err = |s: Span, k| Err(ParseError::at(s.start as usize, k));
-        if let StartLine::Request { uri, .. } = idx.start_line {
-            if !headers::request_uri_ok(self.bytes(uri)) {
-                return err(uri, ParseErrorKind::BadRequestUri);
-            }
+        if let StartLine::Request { uri, .. } = idx.start_line
+            && !headers::request_uri_ok(self.bytes(uri))
+        {
+            return err(uri, ParseErrorKind::BadRequestUri);
         }
         // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6).
         for name in [
@@ -773,10 +770,8 @@ impl<'a> View<'a> {
                     if num >= 1 << 31 {
                         return err(h.value, ParseErrorKind::BadCSeq);
                     }
-                    if let Some(m) = self.method() {
-                        if m != method {
-                            return err(h.value, ParseErrorKind::CSeqMethodMismatch);
-                        }
+                    if self.method().is_some_and(|m| m != method) {
+                        return err(h.value, ParseErrorKind::CSeqMethodMismatch);
                     }
                 }
                 HeaderName::MaxForwards => {

@@ -183,14 +183,23 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
     })
 }
 
+/// Parse every ipsec-3gpp offer once, then take the first of our preferences the UE offers.
 fn choose_offer<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Option<(&'a [u8], IpsecOffer)> {
+    const MAX_OFFERS: usize = 16;
+    let mut offers: [Option<(&[u8], IpsecOffer)>; MAX_OFFERS] = [None; MAX_OFFERS];
+    let mechs = v
+        .headers(HeaderName::SecurityClient)
+        .flat_map(|h| headers::mechanisms(v.bytes(h.value)))
+        .filter_map(|m| m.ipsec().ok().map(|o| (m.raw, o)));
+    for (slot, o) in offers.iter_mut().zip(mechs) {
+        *slot = Some(o);
+    }
     prefs.iter().find_map(|&(alg, ealg)| {
-        v.headers(HeaderName::SecurityClient)
-            .flat_map(|h| headers::mechanisms(v.bytes(h.value)))
-            .find_map(|m| match m.ipsec() {
-                Ok(o) if o.alg == alg && o.ealg == ealg => Some((m.raw, o)),
-                _ => None,
-            })
+        offers
+            .iter()
+            .flatten()
+            .find(|(_, o)| o.alg == alg && o.ealg == ealg)
+            .copied()
     })
 }
 
@@ -362,6 +371,10 @@ pub fn rewrite_register(
     ed.insert_lines(end, lines, &parts[..n])
 }
 
+/// The first Via value's span, its received and rport parameters (rport: whether it lacks a
+/// value), and whether its sent-by host is the packet's source address.
+type TopVia = (Span, Option<Span>, Option<(Span, bool)>, bool);
+
 /// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4).
 fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
     let Some(i) = ed.find(HeaderName::Via, 0) else {
@@ -377,19 +390,18 @@ fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
     let portlen = w.len();
 
     // Work on the first value of the first Via line; re-read after each edit.
-    let first_value =
-        |ed: &Editor<'_>| -> Option<(Span, Option<Span>, Option<(Span, bool)>, bool)> {
-            let v = ed.view();
-            let h = v.idx.headers()[i];
-            let item = ListIter::new(v.bytes(h.value)).next()?;
-            let via = Via::parse(item)?;
-            let host_matches = host_is_ip(via.host, src.ip());
-            let received = via.param(b"received").map(|p| Span::of(v.buf, p.raw));
-            let rport = via
-                .param(b"rport")
-                .map(|p| (Span::of(v.buf, p.raw), p.value.is_none()));
-            Some((Span::of(v.buf, item), received, rport, host_matches))
-        };
+    let first_value = |ed: &Editor<'_>| -> Option<TopVia> {
+        let v = ed.view();
+        let h = v.idx.headers()[i];
+        let item = ListIter::new(v.bytes(h.value)).next()?;
+        let via = Via::parse(item)?;
+        let host_matches = host_is_ip(via.host, src.ip());
+        let received = via.param(b"received").map(|p| Span::of(v.buf, p.raw));
+        let rport = via
+            .param(b"rport")
+            .map(|p| (Span::of(v.buf, p.raw), p.value.is_none()));
+        Some((Span::of(v.buf, item), received, rport, host_matches))
+    };
     let Some((_, _, rport, _)) = first_value(ed) else {
         return Ok(());
     };
@@ -535,10 +547,10 @@ pub fn rewrite_401(
         if keys.is_none() {
             let v = ed.view();
             let h = v.idx.headers()[i];
-            if let Some(d) = Digest::parse(v.bytes(h.value)) {
-                if let (Some(ck), Some(ik)) = (d.ck().and_then(hex16), d.ik().and_then(hex16)) {
-                    keys = Some(AkaKeys { ck, ik });
-                }
+            if let Some(d) = Digest::parse(v.bytes(h.value))
+                && let (Some(ck), Some(ik)) = (d.ck().and_then(hex16), d.ik().and_then(hex16))
+            {
+                keys = Some(AkaKeys { ck, ik });
             }
         }
         // CK and IK must never reach the UE: strip them from every challenge.

@@ -1,0 +1,38 @@
+//! Fuzz the SIP parser, validator and the P-CSCF rewrites: nothing may panic, and whatever a
+//! rewrite produces must parse again.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::{Editor, Message};
+
+const ME: ProxyIdentity<'static> = ProxyIdentity {
+    via_sent_by: b"10.0.1.10:5060",
+    via_transport: b"UDP",
+    path_uri: b"sip:term@pcscf.example.net;lr",
+    own_hosts: &[b"pcscf.example.net"],
+    visited_network_id: b"vnet",
+    orig_ioi: b"example.net",
+};
+
+fuzz_target!(|data: &[u8]| {
+    let mut frame = vec![0u8; data.len() + 1024];
+    frame[512..512 + data.len()].copy_from_slice(data);
+    let Ok(mut ed) = Editor::new(&mut frame, 512, 512 + data.len()) else { return };
+    let _ = ed.view().validate();
+    if ed.view().is_method(b"REGISTER") {
+        if rules::check_register(ed.view(), &[(Alg::HmacSha1_96, Ealg::Null)]).is_ok() {
+            let fw = Forward { source: "10.1.2.3:5060".parse().unwrap(), protected: false, branch: 1, icid: 1 };
+            if rules::rewrite_register(&mut ed, &ME, &fw).is_ok() {
+                Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
+            }
+        }
+    } else if ed.view().status() == Some(401) {
+        if rules::rewrite_401(&mut ed, b"ipsec-3gpp;alg=null").is_ok() {
+            Message::parse(ed.as_bytes()).expect("rewritten 401 parses");
+        }
+    } else if ed.view().status().is_some() {
+        let _ = rules::rewrite_200(&mut ed, None);
+    }
+});
