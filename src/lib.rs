@@ -6,4 +6,6 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
+pub mod aka;
+pub mod esp;
 pub mod sip;

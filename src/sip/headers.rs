@@ -7,20 +7,66 @@
 //! Every function takes a byte slice and returns sub-slices of it; nothing allocates, and a
 //! malformed value yields `None` or an error, never a panic.
 
+const TOKEN: u8 = 1;
+const WS: u8 = 2;
+/// Not allowed inside `<...>` (RFC 4475 badaspec: no LWS in an addr-spec).
+const BAD_IN_ANGLE: u8 = 4;
+/// Not allowed in an addr-spec written without `<>` (RFC 3261 §20).
+const BAD_BARE_URI: u8 = 8;
+/// Allowed in a host (name, IPv4, or IPv6 reference).
+const HOST: u8 = 16;
+
+/// Character classes, one table lookup per byte on the hot path.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            t[c] |= TOKEN;
+        }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            t[c] |= WS | BAD_IN_ANGLE | BAD_BARE_URI;
+        }
+        if b == b'<' {
+            t[c] |= BAD_IN_ANGLE;
+        }
+        if matches!(b, b',' | b'?' | b'<' | b'>' | b'"') {
+            t[c] |= BAD_BARE_URI;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':' | b'_') {
+            t[c] |= HOST;
+        }
+        c += 1;
+    }
+    t
+};
+
 /// RFC 3261 §25.1 `token` characters.
-#[inline]
+#[inline(always)]
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    CLASS[b as usize] & TOKEN != 0
+}
+
+#[inline(always)]
+fn any_class(s: &[u8], class: u8) -> bool {
+    s.iter().fold(0u8, |acc, &b| acc | CLASS[b as usize]) & class != 0
+}
+
+#[inline(always)]
+fn all_class(s: &[u8], class: u8) -> bool {
+    s.iter().fold(class, |acc, &b| acc & CLASS[b as usize]) & class != 0
 }
 
 /// Whitespace inside a header value. CR and LF count because a folded value keeps its CRLF.
-#[inline]
+#[inline(always)]
 pub fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    CLASS[b as usize] & WS != 0
 }
 
 pub fn trim(mut s: &[u8]) -> &[u8] {
@@ -257,11 +303,7 @@ pub fn split_host_port(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
             None => (hp, &hp[hp.len()..]),
         }
     };
-    if host.is_empty()
-        || !host.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':' | b'_')
-        })
-    {
+    if host.is_empty() || !all_class(host, HOST) {
         return None;
     }
     let rest = trim(rest);
@@ -311,7 +353,7 @@ impl<'a> Via<'a> {
         if after.is_empty() || !is_ws(after[0]) {
             return None;
         }
-        let (sent_by, params) = match after.iter().position(|&b| b == b';') {
+        let (sent_by, params) = match memchr::memchr(b';', after) {
             Some(p) => (&after[..p], &after[p + 1..]),
             None => (after, &after[after.len()..]),
         };
@@ -368,10 +410,10 @@ impl<'a> NameAddr<'a> {
         let (display, after_display) = if v[0] == b'"' {
             let end = quoted_end(v)?;
             (Some(&v[..end]), trim(&v[end..]))
-        } else if let Some(lt) = v.iter().position(|&b| b == b'<') {
+        } else if let Some(lt) = memchr::memchr(b'<', v) {
             let d = trim(&v[..lt]);
             // display-name = *(token LWS): no separators such as ',' or '"' unquoted.
-            if !d.iter().all(|&b| is_token_char(b) || is_ws(b)) {
+            if !d.iter().all(|&b| CLASS[b as usize] & (TOKEN | WS) != 0) {
                 return None;
             }
             (if d.is_empty() { None } else { Some(d) }, &v[lt..])
@@ -379,10 +421,10 @@ impl<'a> NameAddr<'a> {
             (None, v)
         };
         if let Some(rest) = after_display.strip_prefix(b"<") {
-            let gt = rest.iter().position(|&b| b == b'>')?;
+            let gt = memchr::memchr(b'>', rest)?;
             let uri = &rest[..gt];
             // No LWS inside the brackets (RFC 4475 badaspec).
-            if uri.is_empty() || uri.iter().any(|&b| is_ws(b) || b == b'<') || !uri.contains(&b':')
+            if uri.is_empty() || any_class(uri, BAD_IN_ANGLE) || memchr::memchr(b':', uri).is_none()
             {
                 return None;
             }
@@ -404,16 +446,11 @@ impl<'a> NameAddr<'a> {
         }
         // addr-spec: the URI ends at the first ';' (what follows are header parameters), and
         // must not hold ',', '?' or whitespace (RFC 3261 §20: those need the <> form).
-        let (uri, params) = match v.iter().position(|&b| b == b';') {
+        let (uri, params) = match memchr::memchr(b';', v) {
             Some(p) => (trim(&v[..p]), &v[p + 1..]),
             None => (v, &v[v.len()..]),
         };
-        if uri.is_empty()
-            || !uri.contains(&b':')
-            || uri
-                .iter()
-                .any(|&b| is_ws(b) || matches!(b, b',' | b'?' | b'<' | b'>' | b'"'))
-        {
+        if uri.is_empty() || memchr::memchr(b':', uri).is_none() || any_class(uri, BAD_BARE_URI) {
             return None;
         }
         Some(NameAddr {
@@ -646,7 +683,7 @@ pub struct IpsecOffer {
 impl<'a> SecMechanism<'a> {
     pub fn parse(v: &'a [u8]) -> Option<SecMechanism<'a>> {
         let raw = trim(v);
-        let (name, params) = match raw.iter().position(|&b| b == b';') {
+        let (name, params) = match memchr::memchr(b';', raw) {
             Some(p) => (trim(&raw[..p]), &raw[p + 1..]),
             None => (raw, &raw[raw.len()..]),
         };

@@ -1,0 +1,123 @@
+//! Lock-free anti-replay window (RFC 4303 §3.4.3; the ring-of-words idea of RFC 6479).
+//!
+//! The window is a ring of `W/32 + 1` 64-bit slots. Each slot packs a block tag (`seq >> 5`) in
+//! its upper 32 bits and a 32-bit bitmap of that block's sequence numbers in its lower 32 bits.
+//! Marking a sequence number is one CAS on one slot, so `check_and_set` needs only `&self` and is
+//! safe from several threads: a slot holding an older block is re-tagged (its old bits belonged
+//! to numbers already left of the window), a slot holding a newer block means "too old".
+//! `highest` is advanced with `fetch_max`.
+//!
+//! RFC 4303 §3.4.3 order: [`ReplayWindow::precheck`] (read only, before the ICV is spent) and
+//! [`ReplayWindow::check_and_set`] only after the ICV verified, so forged packets never move the
+//! window.
+
+use super::error::EspError;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Largest supported window.
+pub const MAX_WINDOW: u32 = 1024;
+/// Smallest supported window (RFC 4303 §3.4.3: 32 is the minimum, 64 the recommended default).
+pub const MIN_WINDOW: u32 = 64;
+/// Default window.
+pub const DEFAULT_WINDOW: u32 = 64;
+const SLOTS_MAX: usize = (MAX_WINDOW as usize) / 32 + 1;
+
+/// The receive-side replay state of one SA (32-bit sequence numbers, no ESN).
+pub struct ReplayWindow {
+    window: u64,
+    nslots: u64,
+    highest: AtomicU64,
+    slots: [AtomicU64; SLOTS_MAX],
+}
+
+impl core::fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReplayWindow")
+            .field("window", &self.window)
+            .field("highest", &self.highest())
+            .finish()
+    }
+}
+
+impl ReplayWindow {
+    /// A window of `window` packets, 64..=1024, rounded up to a multiple of 32.
+    pub fn new(window: u32) -> Result<Self, EspError> {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+            return Err(EspError::BadWindow);
+        }
+        let w = u64::from(window.div_ceil(32) * 32);
+        Ok(ReplayWindow {
+            window: w,
+            nslots: w / 32 + 1,
+            highest: AtomicU64::new(0),
+            slots: [const { AtomicU64::new(0) }; SLOTS_MAX],
+        })
+    }
+
+    /// Window size in packets.
+    pub fn size(&self) -> u32 {
+        self.window as u32
+    }
+
+    /// Highest sequence number accepted so far (0 = none).
+    pub fn highest(&self) -> u64 {
+        self.highest.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn slot(&self, seq: u64) -> &AtomicU64 {
+        // nslots <= SLOTS_MAX, so the index is in range.
+        &self.slots[((seq >> 5) % self.nslots) as usize]
+    }
+
+    /// Cheap read-only check before any crypto: is `seq` left of the window or already seen?
+    #[inline]
+    pub fn precheck(&self, seq: u32) -> Result<(), EspError> {
+        let seq = u64::from(seq);
+        if seq == 0 || seq + self.window <= self.highest.load(Ordering::Acquire) {
+            return Err(EspError::TooOld);
+        }
+        let v = self.slot(seq).load(Ordering::Acquire);
+        let (tag, bits) = (v >> 32, v & 0xffff_ffff);
+        let want = seq >> 5;
+        if tag > want {
+            Err(EspError::TooOld)
+        } else if tag == want && bits & (1 << (seq & 31)) != 0 {
+            Err(EspError::Replayed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks `seq` as received, atomically. Call only after the ICV verified. Fails (without
+    /// marking) if it is too old or was marked meanwhile by another thread.
+    pub fn check_and_set(&self, seq: u32) -> Result<(), EspError> {
+        let seq = u64::from(seq);
+        if seq == 0 || seq + self.window <= self.highest.load(Ordering::Acquire) {
+            return Err(EspError::TooOld);
+        }
+        let want = seq >> 5;
+        let bit = 1u64 << (seq & 31);
+        let slot = self.slot(seq);
+        let mut cur = slot.load(Ordering::Acquire);
+        loop {
+            let tag = cur >> 32;
+            let new = if tag == want {
+                if cur & bit != 0 {
+                    return Err(EspError::Replayed);
+                }
+                cur | bit
+            } else if tag < want {
+                (want << 32) | bit
+            } else {
+                return Err(EspError::TooOld);
+            };
+            match slot.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        self.highest.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
+    }
+}

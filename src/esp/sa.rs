@@ -1,0 +1,336 @@
+//! One ESP security association, transport mode, 32-bit sequence numbers (3GPP IMS uses no ESN):
+//! outbound encapsulation in a caller's frame buffer and inbound verification/decryption in
+//! place. All per-packet methods take `&self` (sequence counter and replay window are atomics),
+//! allocate nothing and never panic.
+
+use super::alg::{EncAlg, Suite};
+use super::backend::BackendKind;
+use super::error::EspError;
+use super::iv::IvGen;
+use super::keys::EspKeys;
+use super::packet::{self, PROTO_ESP, PROTO_NONE};
+use super::replay::{DEFAULT_WINDOW, ReplayWindow};
+use super::xform::AnyXform;
+use core::fmt;
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Length of SPI + sequence number.
+pub const ESP_HEADER_LEN: usize = 8;
+
+/// Options for building an SA.
+#[derive(Clone, Copy, Debug)]
+pub struct SaOptions {
+    /// Replay window in packets, 64..=1024 (rounded up to a multiple of 32).
+    pub window: u32,
+    /// Crypto library.
+    pub backend: BackendKind,
+}
+
+impl Default for SaOptions {
+    fn default() -> Self {
+        SaOptions {
+            window: DEFAULT_WINDOW,
+            backend: BackendKind::default(),
+        }
+    }
+}
+
+/// A frame buffer holding one IP packet at `buf[start..end]`, with headroom before `start` and
+/// tailroom after `end`. [`Sa::outbound`] grows the packet into both and updates the bounds.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The whole buffer.
+    pub buf: &'a mut [u8],
+    /// First byte of the IP header.
+    pub start: usize,
+    /// One past the last byte of the packet.
+    pub end: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame; the packet is `buf[start..end]`.
+    pub fn new(buf: &'a mut [u8], start: usize, end: usize) -> Self {
+        Frame { buf, start, end }
+    }
+
+    /// The packet bytes (empty if the bounds are inconsistent).
+    pub fn packet(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or(&[])
+    }
+}
+
+/// An accepted inbound ESP packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// Its sequence number.
+    pub seq: u32,
+    /// Next Header from the trailer: 17 UDP, 6 TCP, …
+    pub next_header: u8,
+    /// The decrypted inner payload (e.g. the UDP header and data), as a range of the buffer.
+    pub payload: Range<usize>,
+}
+
+/// Bytes an SA adds around an IP payload of `payload_len` bytes: (head, tail).
+pub fn overhead(suite: Suite, payload_len: usize) -> (usize, usize) {
+    let align = suite.align();
+    let pad = (align - (payload_len + 2) % align) % align;
+    (ESP_HEADER_LEN + suite.iv_len(), pad + 2 + suite.icv_len())
+}
+
+/// One ESP SA. Key material lives in the expanded key schedules (zeroised on drop by the crypto
+/// crates) and is never shown by `Debug`.
+pub struct Sa {
+    spi: u32,
+    suite: Suite,
+    backend: BackendKind,
+    xform: AnyXform,
+    iv: Option<IvGen>,
+    /// Last sequence number handed out (outbound).
+    seq: AtomicU64,
+    replay: ReplayWindow,
+}
+
+impl fmt::Debug for Sa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sa")
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("alg", &self.suite.integ().token())
+            .field("ealg", &self.suite.enc().token())
+            .field("backend", &self.backend.name())
+            .field("window", &self.replay.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sa {
+    /// Builds an SA from explicit keys. SPI 0 is refused (RFC 4303 §2.1).
+    pub fn new(spi: u32, suite: Suite, keys: &EspKeys, opts: SaOptions) -> Result<Self, EspError> {
+        if spi == 0 {
+            return Err(EspError::BadSpi);
+        }
+        let xform = AnyXform::new(opts.backend, suite, keys)?;
+        let iv = match suite.enc() {
+            EncAlg::AesCbc | EncAlg::DesEde3Cbc => Some(IvGen::new()?),
+            _ => None,
+        };
+        Ok(Sa {
+            spi,
+            suite,
+            backend: opts.backend,
+            xform,
+            iv,
+            seq: AtomicU64::new(0),
+            replay: ReplayWindow::new(opts.window)?,
+        })
+    }
+
+    /// Builds an SA from the Security-Client/Server tokens and the AKA CK/IK, deriving the ESP
+    /// keys per TS 33.203 Annex I (see [`EspKeys::derive`]).
+    pub fn from_aka(
+        spi: u32,
+        alg: &str,
+        ealg: &str,
+        ck: &[u8; 16],
+        ik: &[u8; 16],
+        opts: SaOptions,
+    ) -> Result<Self, EspError> {
+        let suite = Suite::from_tokens(alg, ealg)?;
+        let keys = EspKeys::derive(suite, ck, ik);
+        Sa::new(spi, suite, &keys, opts)
+    }
+
+    /// The SPI (network order on the wire).
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// The algorithms.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The crypto backend.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// The last outbound sequence number used (0 = none yet).
+    pub fn last_seq_sent(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed).min(u64::from(u32::MAX))
+    }
+
+    /// Test hook: pretend `n` packets were sent (to exercise [`EspError::SeqExhausted`]).
+    #[doc(hidden)]
+    pub fn force_last_seq_sent(&self, n: u32) {
+        self.seq.store(u64::from(n), Ordering::Relaxed);
+    }
+
+    /// The highest inbound sequence number accepted (0 = none yet).
+    pub fn highest_seq_received(&self) -> u64 {
+        self.replay.highest()
+    }
+
+    /// The replay window.
+    pub fn replay_window(&self) -> &ReplayWindow {
+        &self.replay
+    }
+
+    /// Inbound processing of the ESP packet at `buf[esp]` (SPI through ICV), RFC 4303 §3.4 in
+    /// order: replay pre-check (§3.4.3), ICV check (§3.4.4), decryption in place (§3.4.2),
+    /// padding check (§2.4), and only then the replay window update (§3.4.3). Returns the
+    /// inner payload's range; [`EspError::Dummy`] for next header 59 (§2.6: drop silently).
+    pub fn inbound(&self, buf: &mut [u8], esp: Range<usize>) -> Result<Inbound, EspError> {
+        let base = esp.start;
+        let pkt = buf.get_mut(esp).ok_or(EspError::Truncated)?;
+        let iv_len = self.suite.iv_len();
+        let icv_len = self.suite.icv_len();
+        if pkt.len() < ESP_HEADER_LEN + iv_len + 2 + icv_len {
+            return Err(EspError::Truncated);
+        }
+        let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
+        if spi != self.spi {
+            return Err(EspError::SpiMismatch);
+        }
+        let seq = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let body_start = ESP_HEADER_LEN + iv_len;
+        let body_end = pkt.len() - icv_len;
+        let bs = self.suite.block_len();
+        if !(body_end - body_start).is_multiple_of(bs) {
+            return Err(EspError::Misaligned);
+        }
+        // §3.4.3: cheap check before spending crypto.
+        self.replay.precheck(seq)?;
+        // §3.4.4 then §3.4.2: ICV first (constant time), then decrypt.
+        self.xform.open(pkt, iv_len, icv_len)?;
+        // §2.4: Pad Length must fit, pad bytes must be 1, 2, 3, ...
+        let nh = pkt[body_end - 1];
+        let pad_len = usize::from(pkt[body_end - 2]);
+        let trailer = body_end - 2;
+        if body_start + pad_len > trailer {
+            return Err(EspError::BadPadding);
+        }
+        let pad_start = trailer - pad_len;
+        if pkt[pad_start..trailer]
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| usize::from(b) != i + 1)
+        {
+            return Err(EspError::BadPadding);
+        }
+        // §3.4.3: only an authentic packet moves the window.
+        self.replay.check_and_set(seq)?;
+        if nh == PROTO_NONE {
+            return Err(EspError::Dummy);
+        }
+        if pad_start == body_start {
+            return Err(EspError::EmptyPayload);
+        }
+        Ok(Inbound {
+            seq,
+            next_header: nh,
+            payload: base + body_start..base + pad_start,
+        })
+    }
+
+    /// [`Sa::inbound`] on a whole IP packet (`pkt` starts at the IPv4/IPv6 header); ESP is found
+    /// by walking the headers.
+    pub fn inbound_ip(&self, pkt: &mut [u8]) -> Result<Inbound, EspError> {
+        let l = packet::locate_esp(pkt)?;
+        self.inbound(pkt, l.body())
+    }
+
+    /// Inbound processing that also rebuilds the inner IP packet in place (RFC 4303 §3.4 step 6
+    /// of spec §3.3): the outer header moves forward over the ESP header, its protocol becomes the
+    /// Next Header and lengths/checksum are fixed. Returns the inner packet's range in `pkt`
+    /// and the accepted packet's details (whose `payload` is relative to `pkt` as well).
+    pub fn decapsulate(&self, pkt: &mut [u8]) -> Result<(Range<usize>, Inbound), EspError> {
+        let l = packet::locate_esp(pkt)?;
+        let inb = self.inbound(pkt, l.body())?;
+        let shift = ESP_HEADER_LEN + self.suite.iv_len();
+        pkt.copy_within(0..l.hdr_len, shift);
+        let new_len = l.hdr_len + inb.payload.len();
+        packet::fix_ip_header(
+            &mut pkt[shift..shift + l.hdr_len],
+            l.version,
+            l.nh_field,
+            inb.next_header,
+            new_len,
+        )?;
+        Ok((shift..shift + new_len, inb))
+    }
+
+    /// Outbound processing (RFC 4303 §3.3) of the IP packet `frame.buf[frame.start..frame.end]`:
+    /// the IP header (and IPv6 extension headers) moves `8 + iv_len` bytes into the headroom, the
+    /// ESP header and IV go between it and the untouched payload, padding (1, 2, 3, …), Pad Length,
+    /// Next Header and ICV go into the tailroom; then the payload is encrypted in place and the
+    /// outer header fixed (protocol 50, lengths, IPv4 checksum). On success `frame.start/end` bound
+    /// the ESP packet and the sequence number used is returned. Errors leave the frame unchanged.
+    pub fn outbound(&self, frame: &mut Frame<'_>) -> Result<u32, EspError> {
+        let (start, end) = (frame.start, frame.end);
+        if start > end || end > frame.buf.len() {
+            return Err(EspError::Truncated);
+        }
+        let l = packet::parse_ip(&frame.buf[start..end])?;
+        if l.proto == PROTO_NONE && l.hdr_len == l.end {
+            return Err(EspError::EmptyPayload);
+        }
+        let payload_len = l.end - l.hdr_len;
+        if payload_len == 0 {
+            return Err(EspError::EmptyPayload);
+        }
+        let ip_end = start + l.end;
+        let iv_len = self.suite.iv_len();
+        let icv_len = self.suite.icv_len();
+        let (head, tail) = overhead(self.suite, payload_len);
+        let pad = tail - 2 - icv_len;
+        if start < head || frame.buf.len() - ip_end < tail {
+            return Err(EspError::NoRoom);
+        }
+        let new_len = l.end + head + tail;
+        let limit = if l.version == 4 { 0xffff } else { 0xffff + 40 };
+        if new_len > limit {
+            return Err(EspError::TooBig);
+        }
+        // §3.3.3: 1, 2, ...; without ESN the counter must not cycle.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if seq > u64::from(u32::MAX) {
+            self.seq.store(u64::from(u32::MAX), Ordering::Relaxed);
+            return Err(EspError::SeqExhausted);
+        }
+        let seq32 = seq as u32;
+
+        let buf = &mut *frame.buf;
+        let new_start = start - head;
+        buf.copy_within(start..start + l.hdr_len, new_start);
+        let esp_off = new_start + l.hdr_len;
+        buf[esp_off..esp_off + 4].copy_from_slice(&self.spi.to_be_bytes());
+        buf[esp_off + 4..esp_off + 8].copy_from_slice(&seq32.to_be_bytes());
+        let iv = &mut buf[esp_off + 8..esp_off + 8 + iv_len];
+        match &self.iv {
+            Some(g) => g.fill(seq, iv),
+            // RFC 4106 §3.1 / RFC 4543 §3.1: the explicit IV must not repeat under the key; the
+            // sequence number zero-extended to 64 bits never does.
+            None => iv.copy_from_slice(&seq.to_be_bytes()[..iv_len]),
+        }
+        // §2.4: trailer.
+        for (i, b) in buf[ip_end..ip_end + pad].iter_mut().enumerate() {
+            *b = (i + 1) as u8;
+        }
+        buf[ip_end + pad] = pad as u8;
+        buf[ip_end + pad + 1] = l.proto;
+        packet::fix_ip_header(
+            &mut buf[new_start..esp_off],
+            l.version,
+            l.nh_field,
+            PROTO_ESP,
+            new_len,
+        )?;
+        let esp_end = ip_end + tail;
+        self.xform
+            .seal(&mut buf[esp_off..esp_end], iv_len, icv_len)?;
+        frame.start = new_start;
+        frame.end = esp_end;
+        Ok(seq32)
+    }
+}
