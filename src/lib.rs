@@ -8,4 +8,5 @@
 
 pub mod aka;
 pub mod esp;
+pub mod io;
 pub mod sip;

@@ -1,6 +1,7 @@
 //! aws-lc-rs backend: AES-128-GCM via `aead::LessSafeKey`, AES-128-CBC and 3DES-EDE3-CBC via the
-//! `cipher` module (`legacy-des` feature), HMAC-SHA-1 via `hmac` (the pre-keyed `HMAC_CTX` is
-//! copied per packet). aws-lc-rs offers no HMAC-MD5, so hmac-md5-96 uses the RustCrypto state.
+//! `cipher` module (`legacy-des` feature). HMAC is RustCrypto's pre-keyed state for both
+//! hmac-sha-1-96 and hmac-md5-96: aws-lc-rs has no HMAC-MD5, and its HMAC-SHA-1 measured slower
+//! than RustCrypto's SHA-NI path at every size (bench/README.md, crypto table).
 
 // 3DES is deprecated in aws-lc-rs, but des-ede3-cbc is one of the TS 33.203 Annex I algorithms.
 #![allow(deprecated)]
@@ -14,7 +15,6 @@ use aws_lc_rs::cipher::{
     AES_128, DES_EDE_FOR_LEGACY_USE_ONLY, DES_EDE3_FOR_LEGACY_USE_ONLY, DecryptingKey,
     DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey,
 };
-use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 
 /// The aws-lc-rs backend.
@@ -33,17 +33,10 @@ pub(crate) enum AwsCbc {
     Rc(RcCbc),
 }
 
-/// Pre-keyed HMAC.
-#[allow(clippy::large_enum_variant)] // built once per SA; boxing would add a pointer chase per packet
-pub(crate) enum AwsMac {
-    Sha1(hmac::Key),
-    Md5(RcMac),
-}
-
 impl CryptoBackend for AwsLc {
     type Aead = LessSafeKey;
     type Cbc = AwsCbc;
-    type Mac = AwsMac;
+    type Mac = RcMac;
 
     fn aead_new(key: &[u8]) -> Result<Self::Aead, EspError> {
         let k = UnboundKey::new(&AES_128_GCM, key).map_err(|_| EspError::BadKeyLength)?;
@@ -140,22 +133,10 @@ impl CryptoBackend for AwsLc {
     }
 
     fn mac_new(alg: IntegAlg, key: &[u8]) -> Result<Self::Mac, EspError> {
-        match alg {
-            IntegAlg::HmacSha1_96 => Ok(AwsMac::Sha1(hmac::Key::new(
-                hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-                key,
-            ))),
-            IntegAlg::HmacMd5_96 => RustCrypto::mac_new(alg, key).map(AwsMac::Md5),
-            _ => Err(EspError::UnsupportedCombination),
-        }
+        RustCrypto::mac_new(alg, key)
     }
 
     fn mac(k: &Self::Mac, data: &[u8], out: &mut [u8; 20]) -> Result<usize, EspError> {
-        match k {
-            AwsMac::Sha1(key) => hmac::sign_to_buffer(key, data, out)
-                .map(|t| t.len())
-                .map_err(|_| EspError::Crypto),
-            AwsMac::Md5(m) => RustCrypto::mac(m, data, out),
-        }
+        RustCrypto::mac(k, data, out)
     }
 }
