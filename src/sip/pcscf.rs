@@ -371,71 +371,99 @@ pub fn rewrite_register(
     ed.insert_lines(end, lines, &parts[..n])
 }
 
-/// The first Via value's span, its received and rport parameters (rport: whether it lacks a
-/// value), and whether its sent-by host is the packet's source address.
-type TopVia = (Span, Option<Span>, Option<(Span, bool)>, bool);
+/// Write an IP address as text: IPv4 by hand (the common case, no `fmt` machinery), IPv6
+/// through `Display` (RFC 5952 form, no brackets).
+fn write_ip(w: &mut Writer<'_>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            w.dec(o[0] as u64)
+                .put(b".")
+                .dec(o[1] as u64)
+                .put(b".")
+                .dec(o[2] as u64)
+                .put(b".")
+                .dec(o[3] as u64);
+        }
+        IpAddr::V6(v6) => {
+            w.display(&v6);
+        }
+    }
+}
 
-/// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4).
+/// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4), in one rewrite of the
+/// first Via value: every byte we do not change is copied as it was.
 fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
     let Some(i) = ed.find(HeaderName::Via, 0) else {
         return Ok(());
     };
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
-    w.display(&src.ip());
+    write_ip(&mut w, src.ip());
     let iplen = w.finish().ok_or(EditError::NoRoom)?;
-    let mut port = [0u8; 8];
-    let mut w = Writer::new(&mut port);
-    w.dec(src.port() as u64);
-    let portlen = w.len();
-
-    // Work on the first value of the first Via line; re-read after each edit.
-    let first_value = |ed: &Editor<'_>| -> Option<TopVia> {
+    let ip = &ip[..iplen];
+    let mut out = [0u8; 1024];
+    let (item_span, len) = {
         let v = ed.view();
         let h = v.idx.headers()[i];
-        let item = ListIter::new(v.bytes(h.value)).next()?;
-        let via = Via::parse(item)?;
-        let host_matches = host_is_ip(via.host, src.ip());
-        let received = via.param(b"received").map(|p| Span::of(v.buf, p.raw));
-        let rport = via
-            .param(b"rport")
-            .map(|p| (Span::of(v.buf, p.raw), p.value.is_none()));
-        Some((Span::of(v.buf, item), received, rport, host_matches))
-    };
-    let Some((_, _, rport, _)) = first_value(ed) else {
-        return Ok(());
-    };
-    if let Some((span, true)) = rport {
-        ed.replace_in_header(i, span, &[b"rport=", &port[..portlen]])?;
-    }
-    let Some((item, received, _, host_matches)) = first_value(ed) else {
-        return Ok(());
-    };
-    match received {
-        Some(span) => ed.replace_in_header(i, span, &[b"received=", &ip[..iplen]])?,
-        // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
-        // §4 asks for it whenever rport is filled in.
-        None if !host_matches || rport.is_some() => {
-            let at = Span {
-                start: item.end,
-                end: item.end,
-            };
-            ed.replace_in_header(i, at, &[b";received=", &ip[..iplen]])?
+        let Some(item) = ListIter::new(v.bytes(h.value)).next() else {
+            return Ok(());
+        };
+        let Some(via) = Via::parse(item) else {
+            return Ok(());
+        };
+        let mut w = Writer::new(&mut out);
+        let mut cursor = 0;
+        let (mut has_received, mut has_rport, mut changed) = (false, false, false);
+        for p in headers::ParamIter::new(via.params) {
+            let at = Span::of(item, p.raw);
+            w.put(&item[cursor..at.start as usize]);
+            cursor = at.end as usize;
+            if p.name.eq_ignore_ascii_case(b"received") {
+                has_received = true;
+                changed |= p.value != Some(ip);
+                w.put(b"received=").put(ip);
+            } else if p.name.eq_ignore_ascii_case(b"rport") {
+                has_rport = true;
+                match p.value {
+                    Some(_) => w.put(p.raw),
+                    None => {
+                        changed = true;
+                        w.put(b"rport=").dec(src.port() as u64)
+                    }
+                };
+            } else {
+                w.put(p.raw);
+            }
         }
-        None => {}
-    }
-    Ok(())
+        w.put(&item[cursor..]);
+        // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
+        // §4 asks for it whenever rport is present.
+        if !has_received && (has_rport || !host_is_ip(via.host, ip, src.ip())) {
+            changed = true;
+            w.put(b";received=").put(ip);
+        }
+        if !changed {
+            return Ok(());
+        }
+        (Span::of(v.buf, item), w.finish().ok_or(EditError::NoRoom)?)
+    };
+    ed.replace_in_header(i, item_span, &[&out[..len]])
 }
 
-fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
+/// Whether a Via sent-by host is the source address: textual match first (cheap), parsing only
+/// for IPv6, whose text forms vary.
+fn host_is_ip(host: &[u8], ip_text: &[u8], ip: IpAddr) -> bool {
     let h = host
         .strip_prefix(b"[")
         .and_then(|h| h.strip_suffix(b"]"))
         .unwrap_or(host);
-    core::str::from_utf8(h)
-        .ok()
-        .and_then(|s| s.parse::<IpAddr>().ok())
-        == Some(ip)
+    h == ip_text
+        || (ip.is_ipv6()
+            && core::str::from_utf8(h)
+                .ok()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                == Some(ip))
 }
 
 /// RFC 3261 §16.6 item 3: decrement Max-Forwards, or add it with 70.
