@@ -149,6 +149,24 @@ proptest! {
                 expect[i] = l;
             }
         }
+        // an edit strictly inside a value (the editor's no-rescan path): Contact or Via
+        if let Some(i) = ed.find(HeaderName::Contact, 0).or_else(|| ed.find(HeaderName::Via, 0)) {
+            let h = ed.header(i).unwrap();
+            if h.value.len() > 2 {
+                let mid = h.value.start + 1 + (value.len() as u32 % (h.value.len() as u32 - 2));
+                let at = pcscf::sip::msg::Span { start: mid, end: mid };
+                let v = ed.view();
+                // not inside a folded line break
+                let clean = !matches!(v.buf[mid as usize - 1], b'\r' | b'\n') && !matches!(v.buf[mid as usize], b'\r' | b'\n');
+                if clean && ed.replace_in_header(i, at, &[value.as_bytes()]).is_ok() {
+                    let off = (mid - h.line.start) as usize;
+                    let mut l = expect[i][..off].to_vec();
+                    l.extend_from_slice(value.as_bytes());
+                    l.extend_from_slice(&expect[i][off..]);
+                    expect[i] = l;
+                }
+            }
+        }
         prop_assert_eq!(lines(&ed), expect.clone());
         // and an independent reparse of the bytes agrees with the editor's index
         let out = ed.as_bytes().to_vec();

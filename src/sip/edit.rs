@@ -170,11 +170,27 @@ impl<'b> Editor<'b> {
         let ins: usize = parts.iter().map(|p| p.len()).sum();
         let delta = ins as isize - span.len() as isize;
         let s = self.splice(span.start as usize, span.len(), parts)?;
-        let line_start = if s.head_moved {
-            (h.line.start as isize - delta) as usize
+        // Bytes before the edit moved by -delta if the head moved; bytes after it by +delta if
+        // the tail moved.
+        let (before, after) = if s.head_moved {
+            (-delta, 0)
         } else {
-            h.line.start as usize
+            (0, delta)
         };
+        let at = |p: u32, d: isize| (p as isize + d) as u32;
+        let line_start = at(h.line.start, before) as usize;
+        // An edit strictly inside the value (the usual case) changes only where the value and
+        // line end: no need to rescan. Anything touching the value's edges is rescanned, since
+        // trimming may move them.
+        if span.start > h.value.start && span.end < h.value.end {
+            let nh = &mut self.idx.headers_mut()[i];
+            nh.line.start = line_start as u32;
+            nh.name_end = at(h.name_end, before);
+            nh.value.start = at(h.value.start, before);
+            nh.value.end = at(h.value.end, after);
+            nh.line.end = at(h.line.end, after);
+            return Ok(());
+        }
         self.rescan(i, line_start)
     }
 

@@ -115,14 +115,10 @@ fn quoted_end(s: &[u8]) -> Option<usize> {
 /// Whether every quoted-string in `s` is closed.
 pub fn quotes_balanced(s: &[u8]) -> bool {
     let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'"' {
-            match quoted_end(&s[i..]) {
-                Some(n) => i += n,
-                None => return false,
-            }
-        } else {
-            i += 1;
+    while let Some(q) = memchr::memchr(b'"', &s[i..]) {
+        match quoted_end(&s[i + q..]) {
+            Some(n) => i += q + n,
+            None => return false,
         }
     }
     true
