@@ -7,6 +7,8 @@
 #![warn(missing_debug_implementations)]
 
 pub mod aka;
+pub mod config;
+pub mod dataplane;
 pub mod esp;
 pub mod io;
 pub mod sip;

@@ -14,6 +14,8 @@
 
 use std::io;
 
+pub mod mem;
+
 /// Size of every frame (the AF_XDP UMEM chunk size).
 pub const FRAME_SIZE: usize = 4096;
 

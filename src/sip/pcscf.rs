@@ -798,3 +798,87 @@ pub fn build_reject(
     let n = w.finish()?;
     build_response(req, r.code, r.reason, to_tag, &[&extra[..n]], out)
 }
+
+/// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
+/// request, so it is a hash (FNV-1a, 64 bits) of the incoming top Via value and Call-ID.
+pub fn stateless_branch(v: View<'_>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    if let Some(top) = v.values(HeaderName::Via).next() {
+        eat(top);
+    }
+    if let Some(c) = v.header(HeaderName::CallId) {
+        eat(c);
+    }
+    h
+}
+
+/// Prepare a request for forwarding toward the core (RFC 3261 §16.6): received/rport on the
+/// sender's Via, our Via on top with `branch`, Max-Forwards decremented. The caller has checked
+/// that Max-Forwards is not zero.
+pub fn forward_request(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: u64,
+) -> Result<(), EditError> {
+    fix_top_via(ed, source)?;
+    let mut via = [0u8; 160];
+    let mut w = Writer::new(&mut via);
+    w.put(b"SIP/2.0/")
+        .put(me.via_transport)
+        .put(b" ")
+        .put(me.via_sent_by)
+        .put(b";branch=z9hG4bK")
+        .hex64(branch);
+    let vlen = w.finish().ok_or(EditError::NoRoom)?;
+    let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
+    ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
+    decrement_max_forwards(ed)
+}
+
+/// Max-Forwards of a request is zero (RFC 3261 §16.3 item 3: answer 483).
+pub fn max_forwards_exhausted(v: View<'_>) -> bool {
+    v.header(HeaderName::MaxForwards)
+        .and_then(|m| crate::sip::msg::parse_u64(m, 10))
+        == Some(0)
+}
+
+/// Whether the top Via of a response is ours: its sent-by equals `sent_by` as we write it
+/// (host case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch.
+pub fn top_via_is(v: View<'_>, sent_by: &[u8]) -> bool {
+    let Some((our_host, our_port)) = headers::split_host_port(sent_by) else {
+        return false;
+    };
+    v.values(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .is_some_and(|via| {
+            via.host.eq_ignore_ascii_case(our_host)
+                && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
+                && via.branch().is_some_and(|b| b.starts_with(b"z9hG4bK"))
+        })
+}
+
+/// Where a response goes after our Via is gone (RFC 3261 §18.2.2, RFC 3581 §4): the top Via's
+/// `received` (else its sent-by host, which must be an IP literal) and `rport` (else its port,
+/// else 5060).
+pub fn response_next_hop(v: View<'_>) -> Option<SocketAddr> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let host = via.received().unwrap_or(via.host);
+    let host = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
+    let port = match via.rport() {
+        Some(Some(p)) => crate::sip::msg::parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
+        _ => via.port.unwrap_or(5060),
+    };
+    Some(SocketAddr::new(ip, port))
+}

@@ -1,0 +1,469 @@
+//! The TOML configuration of `pcscf run`: its schema, defaults, and the checks made at start.
+//!
+//! Owns: turning a file into a [`Config`] or an error that names the bad key (serde reports
+//! unknown keys and type errors with their path; [`Config::validate`] adds the semantic rules).
+//! Nothing here touches the network.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::sip::headers::{Alg, Ealg};
+
+/// The commented example shipped with pcscf (`pcscf config-example`).
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ue: UeSide,
+    pub core: CoreSide,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub ipsec: Ipsec,
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    #[serde(default)]
+    pub stats: Stats,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UeSide {
+    pub interface: String,
+    pub addresses: Vec<IpAddr>,
+    #[serde(default = "default_sip_port")]
+    pub sip_port: u16,
+    #[serde(default = "default_protected_ports")]
+    pub protected_ports: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreSide {
+    pub interface: String,
+    pub address: IpAddr,
+    #[serde(default = "default_sip_port")]
+    pub sip_port: u16,
+    #[serde(default)]
+    pub icscf: Option<SocketAddr>,
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default = "default_vnid")]
+    pub visited_network_id: String,
+    #[serde(default = "default_ioi")]
+    pub orig_ioi: String,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            visited_network_id: default_vnid(),
+            orig_ioi: default_ioi(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipsec {
+    #[serde(default = "default_spi_range")]
+    pub spi_range: String,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_replay_window")]
+    pub replay_window: u32,
+}
+
+impl Default for Ipsec {
+    fn default() -> Self {
+        Ipsec {
+            spi_range: default_spi_range(),
+            algorithms: default_algorithms(),
+            replay_window: default_replay_window(),
+        }
+    }
+}
+
+/// The packet I/O backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Xdp,
+    Afpacket,
+    Socket,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    Skb,
+    Drv,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    #[serde(default = "default_xdp_mode")]
+    pub xdp_mode: XdpMode,
+    #[serde(default = "default_workers")]
+    pub workers: Vec<usize>,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    #[serde(default = "default_ring")]
+    pub ring_size: u32,
+    #[serde(default = "default_frames")]
+    pub frames: u32,
+    #[serde(default = "default_punt")]
+    pub punt_queue: usize,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            backend: default_backend(),
+            xdp_mode: default_xdp_mode(),
+            workers: default_workers(),
+            batch: default_batch(),
+            ring_size: default_ring(),
+            frames: default_frames(),
+            punt_queue: default_punt(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    #[serde(default)]
+    pub prometheus: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default = "default_level")]
+    pub level: LogLevel,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_level(),
+        }
+    }
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_protected_ports() -> String {
+    "5100-5199".into()
+}
+fn default_hostname() -> String {
+    "pcscf.invalid".into()
+}
+fn default_vnid() -> String {
+    "\"Visited Network\"".into()
+}
+fn default_ioi() -> String {
+    "pcscf.invalid".into()
+}
+fn default_spi_range() -> String {
+    "4096-1048575".into()
+}
+fn default_algorithms() -> Vec<String> {
+    [
+        "null/aes-gcm",
+        "hmac-sha-1-96/aes-cbc",
+        "hmac-sha-1-96/null",
+        "hmac-md5-96/aes-cbc",
+        "hmac-md5-96/null",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_replay_window() -> u32 {
+    64
+}
+fn default_backend() -> Backend {
+    Backend::Xdp
+}
+fn default_xdp_mode() -> XdpMode {
+    XdpMode::Skb
+}
+fn default_workers() -> Vec<usize> {
+    vec![0]
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_ring() -> u32 {
+    2048
+}
+fn default_frames() -> u32 {
+    8192
+}
+fn default_punt() -> usize {
+    4096
+}
+fn default_level() -> LogLevel {
+    LogLevel::Info
+}
+
+/// A configuration error: the key (dotted path) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Parse `"a-b"` into an inclusive range.
+fn parse_range(key: &str, s: &str) -> Result<RangeInclusive<u64>, ConfigError> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| bad(key, format!("expected \"FIRST-LAST\", got {s:?}")))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|_| bad(key, format!("{x:?} is not a number")))
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if a > b {
+        return Err(bad(key, format!("{a} is greater than {b}")));
+    }
+    Ok(a..=b)
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parse and validate configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the key path and the line; keep it whole.
+            bad("", e.to_string().trim_end().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The semantic rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ue.interface.is_empty() {
+            return Err(bad("ue.interface", "must not be empty"));
+        }
+        if self.core.interface.is_empty() {
+            return Err(bad("core.interface", "must not be empty"));
+        }
+        if self.ue.addresses.is_empty() {
+            return Err(bad("ue.addresses", "needs at least one address"));
+        }
+        let ports = self.protected_ports()?;
+        if ports.contains(&self.ue.sip_port) {
+            return Err(bad(
+                "ue.protected_ports",
+                format!("must not include ue.sip_port ({})", self.ue.sip_port),
+            ));
+        }
+        if ports.len() < 2 {
+            return Err(bad(
+                "ue.protected_ports",
+                "needs at least two ports (port-c and port-s)",
+            ));
+        }
+        let spis = self.spi_range()?;
+        if *spis.start() < 256 {
+            return Err(bad(
+                "ipsec.spi_range",
+                "SPIs 0-255 are reserved (RFC 4303 §2.1): start at 256 or above",
+            ));
+        }
+        if *spis.end() > u32::MAX as u64 {
+            return Err(bad("ipsec.spi_range", "SPIs are 32-bit"));
+        }
+        if spis.end() - spis.start() < 1 {
+            return Err(bad("ipsec.spi_range", "needs at least two SPIs"));
+        }
+        self.algorithms()?;
+        if !(64..=1024).contains(&self.ipsec.replay_window) {
+            return Err(bad("ipsec.replay_window", "must be within 64..=1024"));
+        }
+        let dp = &self.dataplane;
+        if dp.workers.is_empty() {
+            return Err(bad("dataplane.workers", "needs at least one core"));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(c) = dp.workers.iter().find(|&&c| c >= cores) {
+            return Err(bad(
+                "dataplane.workers",
+                format!("core {c} does not exist (this machine has {cores})"),
+            ));
+        }
+        if !(32..=256).contains(&dp.batch) {
+            return Err(bad("dataplane.batch", "must be within 32..=256"));
+        }
+        if !dp.ring_size.is_power_of_two() || !(64..=65536).contains(&dp.ring_size) {
+            return Err(bad(
+                "dataplane.ring_size",
+                "must be a power of two within 64..=65536",
+            ));
+        }
+        if dp.frames < 2 * dp.ring_size {
+            return Err(bad(
+                "dataplane.frames",
+                "must be at least twice dataplane.ring_size",
+            ));
+        }
+        if dp.punt_queue == 0 {
+            return Err(bad("dataplane.punt_queue", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn protected_ports(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+        let key = "ue.protected_ports";
+        let r = parse_range(key, &self.ue.protected_ports)?;
+        if *r.start() == 0 || *r.end() > u16::MAX as u64 {
+            return Err(bad(key, "ports are 1..=65535"));
+        }
+        Ok(*r.start() as u16..=*r.end() as u16)
+    }
+
+    pub fn spi_range(&self) -> Result<RangeInclusive<u64>, ConfigError> {
+        parse_range("ipsec.spi_range", &self.ipsec.spi_range)
+    }
+
+    /// The (alg, ealg) preference list.
+    pub fn algorithms(&self) -> Result<Vec<(Alg, Ealg)>, ConfigError> {
+        let key = "ipsec.algorithms";
+        if self.ipsec.algorithms.is_empty() {
+            return Err(bad(key, "needs at least one alg/ealg pair"));
+        }
+        self.ipsec
+            .algorithms
+            .iter()
+            .map(|s| {
+                let (a, e) = s
+                    .split_once('/')
+                    .ok_or_else(|| bad(key, format!("{s:?}: expected \"ALG/EALG\"")))?;
+                let alg = Alg::from_token(a.as_bytes())
+                    .ok_or_else(|| bad(key, format!("{s:?}: unknown alg {a:?}")))?;
+                let ealg = Ealg::from_token(e.as_bytes())
+                    .ok_or_else(|| bad(key, format!("{s:?}: unknown ealg {e:?}")))?;
+                // TS 33.203 Annex I: only the pairs the ESP module implements (e.g. alg=null
+                // only with aes-gcm, aes-gmac only with ealg=null).
+                crate::esp::Suite::from_tokens(a, e)
+                    .map_err(|_| bad(key, format!("{s:?}: not a valid TS 33.203 combination")))?;
+                Ok((alg, ealg))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.ue.sip_port, 5060);
+        assert_eq!(c.protected_ports().unwrap(), 5100..=5199);
+        assert_eq!(c.algorithms().unwrap()[0], (Alg::Null, Ealg::AesGcm));
+        assert_eq!(c.dataplane.backend, Backend::Xdp);
+    }
+
+    fn err_key(text: &str) -> String {
+        let e = Config::parse(text).unwrap_err();
+        format!("{e}")
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = EXAMPLE;
+        let cases = [
+            ("batch = 64", "batch = 7", "dataplane.batch"),
+            (
+                "replay_window = 64",
+                "replay_window = 9",
+                "ipsec.replay_window",
+            ),
+            (
+                "spi_range = \"4096-1048575\"",
+                "spi_range = \"1-100\"",
+                "ipsec.spi_range",
+            ),
+            (
+                "protected_ports = \"5100-5199\"",
+                "protected_ports = \"5000-5100\"",
+                "ue.protected_ports",
+            ),
+            ("backend = \"xdp\"", "backend = \"dpdk\"", "backend"),
+            (
+                "ring_size = 2048",
+                "ring_size = 1000",
+                "dataplane.ring_size",
+            ),
+            ("workers = [0]", "workers = [4096]", "dataplane.workers"),
+            ("level = \"info\"", "level = \"chatty\"", "level"),
+            (
+                "sip_port = 5060                       # unprotected",
+                "sip_prot = 5060 # typo",
+                "sip_prot",
+            ),
+            ("\"null/aes-gcm\"", "\"null/aes-cbc\"", "ipsec.algorithms"),
+        ];
+        for (from, to, key) in cases {
+            assert!(base.contains(from), "{from}");
+            let msg = err_key(&base.replacen(from, to, 1));
+            assert!(msg.contains(key), "{to}: {msg}");
+        }
+    }
+}

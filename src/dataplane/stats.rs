@@ -1,0 +1,202 @@
+//! Per-worker, per-stage counters and the rx-to-tx latency histogram.
+//!
+//! Owns: what a worker counts. The worker counts in plain integers (no atomic per packet) and
+//! publishes a snapshot into [`SharedStats`] once per batch with relaxed stores; the control
+//! thread reads and sums the snapshots. Drops are counted by [`Drop`] reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a worker dropped a packet. One counter each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Drop {
+    /// Not UDP or ESP, a fragment, or a malformed IP header.
+    NotIpUdpEsp = 0,
+    /// UDP to a port we do not serve, or to an address that is not ours.
+    NotForUs,
+    BadUdpChecksum,
+    /// The SIP message did not parse or failed validation (a 400 went back when possible).
+    BadSip,
+    /// ESP with an SPI we do not know.
+    UnknownSpi,
+    /// ESP that failed its integrity check.
+    EspIcv,
+    /// ESP replayed or too old for the window.
+    EspReplay,
+    /// Other ESP errors (truncated, bad padding, dummy, selector mismatch).
+    EspOther,
+    /// The registration thread's queue was full.
+    PuntFull,
+    /// No next hop for the message (no I-CSCF, a Via we cannot route back to).
+    NoRoute,
+    /// Max-Forwards reached zero (a 483 went back when possible).
+    TooManyHops,
+    /// A response whose top Via is not ours.
+    NotOurVia,
+    /// No headroom/tailroom or frame for a rewrite.
+    NoRoom,
+}
+
+pub const DROP_REASONS: usize = 13;
+
+impl Drop {
+    pub const ALL: [Drop; DROP_REASONS] = [
+        Drop::NotIpUdpEsp,
+        Drop::NotForUs,
+        Drop::BadUdpChecksum,
+        Drop::BadSip,
+        Drop::UnknownSpi,
+        Drop::EspIcv,
+        Drop::EspReplay,
+        Drop::EspOther,
+        Drop::PuntFull,
+        Drop::NoRoute,
+        Drop::TooManyHops,
+        Drop::NotOurVia,
+        Drop::NoRoom,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::NotIpUdpEsp => "not_ip_udp_esp",
+            Drop::NotForUs => "not_for_us",
+            Drop::BadUdpChecksum => "bad_udp_checksum",
+            Drop::BadSip => "bad_sip",
+            Drop::UnknownSpi => "unknown_spi",
+            Drop::EspIcv => "esp_icv",
+            Drop::EspReplay => "esp_replay",
+            Drop::EspOther => "esp_other",
+            Drop::PuntFull => "punt_full",
+            Drop::NoRoute => "no_route",
+            Drop::TooManyHops => "too_many_hops",
+            Drop::NotOurVia => "not_our_via",
+            Drop::NoRoom => "no_room",
+        }
+    }
+}
+
+/// A worker's counters, by stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub batches: u64,
+    pub rx: u64,
+    pub tx: u64,
+    /// Packets through each stage.
+    pub classify: u64,
+    pub esp_in: u64,
+    pub sip: u64,
+    pub esp_out: u64,
+    pub forwarded: u64,
+    pub punted: u64,
+    /// SIP responses the worker generated (4xx for bad requests).
+    pub replied: u64,
+    pub drops: [u64; DROP_REASONS],
+    /// Time spent processing batches (ns), to derive ns per packet.
+    pub busy_ns: u64,
+}
+
+impl WorkerStats {
+    #[inline]
+    pub fn drop(&mut self, why: Drop) {
+        self.drops[why as usize] += 1;
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    pub fn add(&mut self, o: &WorkerStats) {
+        self.batches += o.batches;
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.classify += o.classify;
+        self.esp_in += o.esp_in;
+        self.sip += o.sip;
+        self.esp_out += o.esp_out;
+        self.forwarded += o.forwarded;
+        self.punted += o.punted;
+        self.replied += o.replied;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        self.busy_ns += o.busy_ns;
+    }
+
+    /// Prometheus text exposition of these counters, labelled with `worker`.
+    pub fn write_prometheus(&self, worker: &str, out: &mut String) {
+        use std::fmt::Write;
+        let mut c = |name: &str, v: u64| {
+            let _ = writeln!(out, "pcscf_{name}_total{{worker=\"{worker}\"}} {v}");
+        };
+        c("batches", self.batches);
+        c("rx_packets", self.rx);
+        c("tx_packets", self.tx);
+        c("stage_classify_packets", self.classify);
+        c("stage_esp_in_packets", self.esp_in);
+        c("stage_sip_packets", self.sip);
+        c("stage_esp_out_packets", self.esp_out);
+        c("forwarded_packets", self.forwarded);
+        c("punted_packets", self.punted);
+        c("replied_packets", self.replied);
+        c("busy_ns", self.busy_ns);
+        for d in Drop::ALL {
+            let _ = writeln!(
+                out,
+                "pcscf_dropped_packets_total{{worker=\"{worker}\",reason=\"{}\"}} {}",
+                d.name(),
+                self.drops[d as usize]
+            );
+        }
+    }
+}
+
+/// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
+/// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    fields: [AtomicU64; 12 + DROP_REASONS],
+}
+
+impl SharedStats {
+    pub fn publish(&self, s: &WorkerStats) {
+        let vals = [
+            s.batches,
+            s.rx,
+            s.tx,
+            s.classify,
+            s.esp_in,
+            s.sip,
+            s.esp_out,
+            s.forwarded,
+            s.punted,
+            s.replied,
+            s.busy_ns,
+            0,
+        ];
+        for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
+            f.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> WorkerStats {
+        let v = |i: usize| self.fields[i].load(Ordering::Relaxed);
+        let mut s = WorkerStats {
+            batches: v(0),
+            rx: v(1),
+            tx: v(2),
+            classify: v(3),
+            esp_in: v(4),
+            sip: v(5),
+            esp_out: v(6),
+            forwarded: v(7),
+            punted: v(8),
+            replied: v(9),
+            busy_ns: v(10),
+            ..WorkerStats::default()
+        };
+        for (i, d) in s.drops.iter_mut().enumerate() {
+            *d = v(12 + i);
+        }
+        s
+    }
+}

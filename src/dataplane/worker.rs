@@ -1,0 +1,426 @@
+//! One poll-mode worker: receive a batch, run each packet through the stages, send a batch.
+//!
+//! Stages, in the order a packet meets them (each counted in [`WorkerStats`]):
+//! 1. **classify**: UDP or ESP to one of our addresses and ports, else drop;
+//! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4, spec §3.3);
+//! 3. **SIP**: parse and validate the message in the frame; registration traffic is punted to the
+//!    registration thread, bad requests get their 4xx, the rest is rewritten in place;
+//! 4. **ESP out / forward**: fresh IP + UDP headers toward the next hop (ESP-protected toward a
+//!    registered UE — issue 5), then TX.
+//!
+//! Owns: the per-packet path. Per packet it allocates nothing, takes no lock and makes no
+//! syscall; `recv`, `send`, `flush` and the punt wake-up are once per batch.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::dataplane::l3::{self, L4};
+use crate::dataplane::punt::{Arrival, PuntQueue};
+use crate::dataplane::stats::{Drop, SharedStats, WorkerStats};
+use crate::io::{Desc, HEADROOM, PacketIo, Side};
+use crate::sip::msg::Index;
+use crate::sip::pcscf::{self as rules, ProxyIdentity};
+use crate::sip::{Editor, HeaderName};
+
+/// What a worker needs to know about the deployment; built once from the configuration.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub id: u16,
+    /// Our UE-side addresses and the unprotected SIP port.
+    pub ue_addrs: Vec<IpAddr>,
+    pub ue_sip_port: u16,
+    pub protected_ports: RangeInclusive<u16>,
+    /// Our core-side address and port (Via, source of forwarded requests).
+    pub core: SocketAddr,
+    /// The next hop for requests toward the core (a static I-CSCF), if any.
+    pub icscf: Option<SocketAddr>,
+    /// Forward unprotected non-REGISTER requests statelessly to the I-CSCF (RFC 3261 §16.11)
+    /// instead of rejecting them: a relay mode for load tests and side-by-side comparisons.
+    pub stateless_relay: bool,
+    /// Our Via sent-by toward the core, `host:port`, and the Path/Route identity.
+    pub via_sent_by: String,
+    pub hostname: String,
+    pub batch: usize,
+}
+
+/// What happened to one packet.
+enum Verdict {
+    Tx(Desc),
+    Drop(Drop),
+    /// Copied to the registration thread; the frame can go.
+    Punted,
+    /// Answered with a new packet (the request's frame can go).
+    Replied(Desc),
+}
+
+/// A worker over one [`PacketIo`].
+pub struct Worker<P: PacketIo> {
+    io: P,
+    cfg: WorkerConfig,
+    punt: Arc<PuntQueue>,
+    shared: Arc<SharedStats>,
+    stats: WorkerStats,
+    rx: Vec<Desc>,
+    tx: Vec<Desc>,
+    freed: Vec<Desc>,
+    /// Scratch for building responses (allocated once).
+    scratch: Vec<u8>,
+    punted_this_batch: bool,
+}
+
+impl<P: PacketIo> std::fmt::Debug for Worker<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.cfg.id)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<P: PacketIo> Worker<P> {
+    pub fn new(
+        io: P,
+        cfg: WorkerConfig,
+        punt: Arc<PuntQueue>,
+        shared: Arc<SharedStats>,
+    ) -> Worker<P> {
+        let batch = cfg.batch.max(1);
+        Worker {
+            io,
+            punt,
+            shared,
+            stats: WorkerStats::default(),
+            rx: vec![
+                Desc {
+                    frame: 0,
+                    start: 0,
+                    end: 0,
+                    side: Side::Ue
+                };
+                batch
+            ],
+            tx: Vec::with_capacity(2 * batch),
+            freed: Vec::with_capacity(2 * batch),
+            scratch: vec![0; 4096],
+            punted_this_batch: false,
+            cfg,
+        }
+    }
+
+    pub fn io(&mut self) -> &mut P {
+        &mut self.io
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Run until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.poll_once() == 0 {
+                std::hint::spin_loop();
+            }
+        }
+        self.shared.publish(&self.stats);
+    }
+
+    /// One batch: receive, process, send. Returns how many packets came in.
+    pub fn poll_once(&mut self) -> usize {
+        let n = self.io.recv(&mut self.rx).unwrap_or_default();
+        if n == 0 {
+            let _ = self.io.flush();
+            return 0;
+        }
+        let t0 = Instant::now();
+        self.stats.batches += 1;
+        self.stats.rx += n as u64;
+        for i in 0..n {
+            let d = self.rx[i];
+            match self.process(d) {
+                Verdict::Tx(out) => self.tx.push(out),
+                Verdict::Replied(out) => {
+                    self.stats.replied += 1;
+                    self.tx.push(out);
+                    self.freed.push(d);
+                }
+                Verdict::Punted => {
+                    self.stats.punted += 1;
+                    self.freed.push(d);
+                }
+                Verdict::Drop(why) => {
+                    self.stats.drop(why);
+                    self.freed.push(d);
+                }
+            }
+        }
+        self.stats.tx += self.tx.len() as u64;
+        let _ = self.io.send(&self.tx);
+        self.io.free(&self.freed);
+        self.tx.clear();
+        self.freed.clear();
+        let _ = self.io.flush();
+        if self.punted_this_batch {
+            self.punt.wake();
+            self.punted_this_batch = false;
+        }
+        self.stats.busy_ns += t0.elapsed().as_nanos() as u64;
+        self.shared.publish(&self.stats);
+        n
+    }
+
+    fn process(&mut self, d: Desc) -> Verdict {
+        self.stats.classify += 1;
+        let class = {
+            let frame = self.io.frame(&d);
+            l3::classify(&frame[d.start as usize..d.end as usize])
+        };
+        match (class, d.side) {
+            (L4::Udp { src, dst, payload }, Side::Ue) => {
+                if !self.cfg.ue_addrs.contains(&dst.ip()) || dst.port() != self.cfg.ue_sip_port {
+                    // Protected ports carry only ESP (TS 33.203 §7.1): plain UDP there is dropped.
+                    return Verdict::Drop(Drop::NotForUs);
+                }
+                let frame = self.io.frame(&d);
+                let pkt = &frame[d.start as usize..d.end as usize];
+                if !l3::udp_checksum_ok(pkt, src, dst, payload) {
+                    return Verdict::Drop(Drop::BadUdpChecksum);
+                }
+                let at = d.start as usize;
+                self.sip_from_ue(d, src, dst, (at + payload.0, at + payload.1))
+            }
+            (L4::Udp { src, dst, payload }, Side::Core) => {
+                if dst != self.cfg.core {
+                    return Verdict::Drop(Drop::NotForUs);
+                }
+                let frame = self.io.frame(&d);
+                let pkt = &frame[d.start as usize..d.end as usize];
+                if !l3::udp_checksum_ok(pkt, src, dst, payload) {
+                    return Verdict::Drop(Drop::BadUdpChecksum);
+                }
+                let at = d.start as usize;
+                self.sip_from_core(d, src, dst, (at + payload.0, at + payload.1))
+            }
+            (L4::Esp { dst, .. }, Side::Ue) => {
+                if !self.cfg.ue_addrs.contains(&dst) {
+                    return Verdict::Drop(Drop::NotForUs);
+                }
+                self.stats.esp_in += 1;
+                // The SA table joins the workers with issue 4's next slice; until then every
+                // SPI is unknown.
+                Verdict::Drop(Drop::UnknownSpi)
+            }
+            (L4::Esp { .. }, Side::Core) => Verdict::Drop(Drop::NotForUs),
+            (L4::Other, _) => Verdict::Drop(Drop::NotIpUdpEsp),
+        }
+    }
+
+    /// An unprotected SIP message from a UE (port 5060).
+    fn sip_from_ue(
+        &mut self,
+        d: Desc,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: (usize, usize),
+    ) -> Verdict {
+        self.stats.sip += 1;
+        let frame = self.io.frame(&d);
+        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
+            // Not SIP at all: nothing to answer (RFC 3261 §18.3 lets us discard it).
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let view = idx.view(frame);
+        let valid = view.validate().is_ok();
+        if !idx.is_request() {
+            if !valid || !self.cfg.stateless_relay {
+                return Verdict::Drop(Drop::BadSip);
+            }
+            // a UE's response to a request the relay forwarded: back toward the core
+            return self.relay_response(d, idx, Side::Core);
+        }
+        if !valid {
+            return self.reply(d, idx, src, dst, 400, "Bad Request");
+        }
+        if view.is_method(b"REGISTER") {
+            return self.punt(Side::Ue, Arrival::Plain, src, dst, payload, d);
+        }
+        if rules::max_forwards_exhausted(view) {
+            return self.reply(d, idx, src, dst, 483, "Too Many Hops");
+        }
+        if !self.cfg.stateless_relay {
+            // TS 24.229 §5.2.2: requests other than REGISTER must arrive over the UE's SAs.
+            return self.reply(d, idx, src, dst, 403, "Forbidden");
+        }
+        let Some(next) = self.cfg.icscf else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let branch = rules::stateless_branch(view);
+        let core = self.cfg.core;
+        let me = ProxyIdentity {
+            via_sent_by: self.cfg.via_sent_by.as_bytes(),
+            via_transport: b"UDP",
+            path_uri: b"",
+            own_hosts: &[],
+            visited_network_id: b"",
+            orig_ioi: b"",
+        };
+        let frame = self.io.frame(&d);
+        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        if rules::forward_request(&mut ed, &me, src, branch).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        let range = ed.range();
+        match l3::write_udp(frame, range, core, next) {
+            Some(r) => {
+                self.stats.forwarded += 1;
+                Verdict::Tx(Desc {
+                    frame: d.frame,
+                    start: r.start as u16,
+                    end: r.end as u16,
+                    side: Side::Core,
+                })
+            }
+            None => Verdict::Drop(Drop::NoRoom),
+        }
+    }
+
+    /// A SIP message from the core.
+    fn sip_from_core(
+        &mut self,
+        d: Desc,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: (usize, usize),
+    ) -> Verdict {
+        self.stats.sip += 1;
+        let frame = self.io.frame(&d);
+        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let view = idx.view(frame);
+        if idx.is_request() {
+            // Requests toward UEs need the registration state (issue 5).
+            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+        }
+        if !rules::top_via_is(view, self.cfg.via_sent_by.as_bytes()) {
+            return Verdict::Drop(Drop::NotOurVia);
+        }
+        let is_register = view
+            .header(HeaderName::CSeq)
+            .and_then(crate::sip::headers::cseq)
+            .is_some_and(|(_, m)| m == b"REGISTER");
+        if is_register {
+            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+        }
+        self.relay_response(d, idx, Side::Ue)
+    }
+
+    /// Pop our Via and send the response to the address the next Via names.
+    fn relay_response(&mut self, d: Desc, idx: Index, toward: Side) -> Verdict {
+        let (ue_port, core) = (self.cfg.ue_sip_port, self.cfg.core);
+        let frame = self.io.frame(&d);
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if rules::pop_top_via(&mut ed).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        let Some(next) = rules::response_next_hop(ed.view()) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let range = ed.range();
+        let from = match toward {
+            Side::Core => Some(core),
+            Side::Ue => self
+                .cfg
+                .ue_addrs
+                .iter()
+                .find(|a| a.is_ipv4() == next.is_ipv4())
+                .map(|a| SocketAddr::new(*a, ue_port)),
+        };
+        let Some(from) = from else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        match l3::write_udp(frame, range, from, next) {
+            Some(r) => {
+                self.stats.forwarded += 1;
+                Verdict::Tx(Desc {
+                    frame: d.frame,
+                    start: r.start as u16,
+                    end: r.end as u16,
+                    side: toward,
+                })
+            }
+            None => Verdict::Drop(Drop::NoRoom),
+        }
+    }
+
+    fn punt(
+        &mut self,
+        side: Side,
+        arrival: Arrival,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: (usize, usize),
+        d: Desc,
+    ) -> Verdict {
+        let id = self.cfg.id;
+        let frame = self.io.frame(&d);
+        match self
+            .punt
+            .push(side, arrival, src, dst, id, &frame[payload.0..payload.1])
+        {
+            Ok(()) => {
+                self.punted_this_batch = true;
+                Verdict::Punted
+            }
+            Err(_) => Verdict::Drop(Drop::PuntFull),
+        }
+    }
+
+    /// Answer a request with `code` from the address it was sent to.
+    fn reply(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        src: SocketAddr,
+        dst: SocketAddr,
+        code: u16,
+        reason: &str,
+    ) -> Verdict {
+        let frame = self.io.frame(&d);
+        let n = match rules::build_response(
+            idx.view(frame),
+            code,
+            reason,
+            b"pcscf",
+            &[],
+            &mut self.scratch,
+        ) {
+            Some(n) => n,
+            None => return Verdict::Drop(Drop::NoRoom),
+        };
+        let Some(out) = self.io.alloc(d.side) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let frame = self.io.frame(&out);
+        let at = HEADROOM;
+        frame[at..at + n].copy_from_slice(&self.scratch[..n]);
+        match l3::write_udp(frame, at..at + n, dst, src) {
+            Some(r) => Verdict::Replied(Desc {
+                frame: out.frame,
+                start: r.start as u16,
+                end: r.end as u16,
+                side: d.side,
+            }),
+            None => {
+                self.io.free(&[out]);
+                Verdict::Drop(Drop::NoRoom)
+            }
+        }
+    }
+}

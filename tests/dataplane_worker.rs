@@ -1,0 +1,274 @@
+//! The worker pipeline over the in-memory backend: classify, SIP, punt, relay, replies, drops,
+//! counters that add up, and zero allocations per batch.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::punt::{Arrival, PuntQueue};
+use pcscf::dataplane::stats::{Drop, SharedStats};
+use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::io::Side;
+use pcscf::io::mem::MemIo;
+use pcscf::sip::headers::Via;
+use pcscf::sip::{HeaderName, Message};
+
+struct Counting;
+thread_local! { static ALLOCS: Cell<u64> = const { Cell::new(0) }; }
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REGISTER: &[u8] = include_bytes!("data/ims/register1_v4.sip");
+const MESSAGE: &[u8] = include_bytes!("data/ims/message_v4.sip");
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn cfg(relay: bool) -> WorkerConfig {
+    WorkerConfig {
+        id: 0,
+        ue_addrs: vec!["10.46.0.1".parse().unwrap(), "fd00:46::1".parse().unwrap()],
+        ue_sip_port: 5060,
+        protected_ports: 5100..=5199,
+        core: addr("10.0.1.10:5060"),
+        icscf: Some(addr("10.0.1.20:5060")),
+        stateless_relay: relay,
+        via_sent_by: "10.0.1.10:5060".into(),
+        hostname: "pcscf.example.net".into(),
+        batch: 64,
+    }
+}
+
+fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 128 + payload.len()];
+    buf[128..].copy_from_slice(payload);
+    let r = l3::write_udp(&mut buf, 128..128 + payload.len(), addr(src), addr(dst)).unwrap();
+    buf[r].to_vec()
+}
+
+fn worker(relay: bool) -> (Worker<MemIo>, Arc<PuntQueue>, Arc<SharedStats>) {
+    let punt = PuntQueue::new(64, None);
+    let shared = Arc::new(SharedStats::default());
+    (
+        Worker::new(MemIo::new(512), cfg(relay), punt.clone(), shared.clone()),
+        punt,
+        shared,
+    )
+}
+
+fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
+    match l3::classify(pkt) {
+        L4::Udp { src, dst, payload } => {
+            assert!(
+                l3::udp_checksum_ok(pkt, src, dst, payload),
+                "checksum of what we sent"
+            );
+            (src, dst, pkt[payload.0..payload.1].to_vec())
+        }
+        other => panic!("not UDP: {other:?}"),
+    }
+}
+
+#[test]
+fn register_is_punted_with_its_source() {
+    let (mut w, punt, _) = worker(false);
+    assert!(
+        w.io()
+            .inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5060", REGISTER))
+    );
+    assert_eq!(w.poll_once(), 1);
+    let b = punt.pop().expect("punted");
+    assert_eq!(b.payload(), REGISTER);
+    assert_eq!(
+        (b.side, b.arrival, b.src),
+        (Side::Ue, Arrival::Plain, addr("10.46.0.6:5060"))
+    );
+    assert_eq!(w.stats().punted, 1);
+    assert!(w.io().take_sent().is_empty());
+}
+
+#[test]
+fn unprotected_message_is_refused_with_403() {
+    let (mut w, _, _) = worker(false);
+    w.io()
+        .inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5060", MESSAGE));
+    w.poll_once();
+    let sent = w.io().take_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Side::Ue);
+    let (src, dst, sip) = sip_of(&sent[0].1);
+    assert_eq!((src, dst), (addr("10.46.0.1:5060"), addr("10.46.0.6:5060")));
+    let m = Message::parse_strict(&sip).unwrap();
+    assert_eq!(m.view().status(), Some(403));
+    assert_eq!(w.stats().replied, 1);
+}
+
+#[test]
+fn stateless_relay_forwards_and_routes_the_response_back() {
+    let (mut w, _, _) = worker(true);
+    w.io()
+        .inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5060", MESSAGE));
+    w.poll_once();
+    let sent = w.io().take_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Side::Core);
+    let (src, dst, sip) = sip_of(&sent[0].1);
+    assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:5060")));
+    let m = Message::parse_strict(&sip).unwrap();
+    let v = m.view();
+    let top = Via::parse(v.values(HeaderName::Via).next().unwrap()).unwrap();
+    assert_eq!(top.host, b"10.0.1.10");
+    // the same request again gets the same branch (RFC 3261 §16.11)
+    w.io()
+        .inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5060", MESSAGE));
+    w.poll_once();
+    let again = w.io().take_sent();
+    let m2 = Message::parse(&sip_of(&again[0].1).2)
+        .unwrap()
+        .view()
+        .values(HeaderName::Via)
+        .next()
+        .unwrap()
+        .to_vec();
+    assert_eq!(m2, v.values(HeaderName::Via).next().unwrap());
+
+    // The core answers 200: it comes back to the UE's address from the Via received/rport.
+    let call_id = String::from_utf8(v.header(HeaderName::CallId).unwrap().to_vec()).unwrap();
+    let vias: Vec<String> = v
+        .values(HeaderName::Via)
+        .map(|x| String::from_utf8(x.to_vec()).unwrap())
+        .collect();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nVia: {}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    w.io().inject(
+        Side::Core,
+        &udp("10.0.1.20:5060", "10.0.1.10:5060", ok.as_bytes()),
+    );
+    w.poll_once();
+    let back = w.io().take_sent();
+    assert_eq!(back.len(), 1, "{:?}", w.stats());
+    assert_eq!(back[0].0, Side::Ue);
+    let (src, dst, sip) = sip_of(&back[0].1);
+    assert_eq!((src, dst), (addr("10.46.0.1:5060"), addr("10.46.0.6:5060")));
+    let m = Message::parse_strict(&sip).unwrap();
+    assert_eq!(m.view().values(HeaderName::Via).count(), 1);
+}
+
+#[test]
+fn bad_input_is_counted_and_dropped() {
+    let (mut w, _, shared) = worker(true);
+    let io = w.io();
+    io.inject(
+        Side::Ue,
+        &udp(
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            b"\x00\x01garbage not sip",
+        ),
+    );
+    io.inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5999", MESSAGE)); // wrong port
+    io.inject(Side::Ue, &udp("10.46.0.6:5060", "10.46.0.1:5101", MESSAGE)); // plain UDP on a protected port
+    io.inject(Side::Core, &udp("10.0.1.20:5060", "10.0.1.10:5060", b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n\r\n"));
+    let mut bad_ck = udp("10.46.0.6:5060", "10.46.0.1:5060", MESSAGE);
+    let n = bad_ck.len();
+    bad_ck[n - 1] ^= 0xff;
+    io.inject(Side::Ue, &bad_ck);
+    io.inject(
+        Side::Ue,
+        &[
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 1, 2, 3, 4, 10, 46, 0, 1,
+        ],
+    ); // ICMP-ish
+    let mut esp = vec![
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 50, 0, 0, 10, 46, 0, 6, 10, 46, 0, 1,
+    ];
+    esp.extend_from_slice(&[
+        0, 0, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    io.inject(Side::Ue, &esp);
+    let max_forwards_zero = String::from_utf8(MESSAGE.to_vec()).unwrap().replacen(
+        "Max-Forwards: 70",
+        "Max-Forwards: 0",
+        1,
+    );
+    io.inject(
+        Side::Ue,
+        &udp(
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            max_forwards_zero.as_bytes(),
+        ),
+    );
+    assert_eq!(w.poll_once(), 8);
+    let s = *w.stats();
+    assert_eq!(s.drops[Drop::BadSip as usize], 1);
+    assert_eq!(s.drops[Drop::NotForUs as usize], 2);
+    assert_eq!(s.drops[Drop::NotOurVia as usize], 1);
+    assert_eq!(s.drops[Drop::BadUdpChecksum as usize], 1);
+    assert_eq!(s.drops[Drop::NotIpUdpEsp as usize], 1);
+    assert_eq!(s.drops[Drop::UnknownSpi as usize], 1);
+    assert_eq!(s.replied, 1, "483");
+    // counters add up: every packet in is forwarded, punted, answered or dropped
+    assert_eq!(s.rx, s.forwarded + s.punted + s.replied + s.dropped());
+    assert_eq!(shared.snapshot(), s);
+    let sent = w.io().take_sent();
+    let sip = sip_of(&sent[0].1).2;
+    let m = Message::parse(&sip).unwrap();
+    assert_eq!(m.view().status(), Some(483));
+    // every frame came back to the pool
+    assert_eq!(w.io().free_frames(), 512);
+}
+
+#[test]
+fn worker_batch_does_not_allocate() {
+    let (mut w, punt, _) = worker(true);
+    let pkts = [
+        (Side::Ue, udp("10.46.0.6:5060", "10.46.0.1:5060", MESSAGE)),
+        (Side::Ue, udp("10.46.0.6:5060", "10.46.0.1:5060", REGISTER)),
+        (
+            Side::Ue,
+            udp("10.46.0.6:5060", "10.46.0.1:5060", b"garbage"),
+        ),
+        (Side::Ue, udp("10.46.0.6:5060", "10.46.0.1:5999", MESSAGE)),
+    ];
+    let no_relay = {
+        let (w2, _, _) = worker(false);
+        w2
+    };
+    let mut w2 = no_relay;
+    for round in 0..3 {
+        for (side, p) in &pkts {
+            assert!(w.io().inject(*side, p));
+            assert!(w2.io().inject(*side, p));
+        }
+        let before = ALLOCS.with(|c| c.get());
+        w.poll_once();
+        w2.poll_once();
+        let allocs = ALLOCS.with(|c| c.get()) - before;
+        assert_eq!(allocs, 0, "round {round}: {allocs} allocations in a batch");
+        w.io().discard_sent();
+        w2.io().discard_sent();
+        while let Some(b) = punt.pop() {
+            punt.recycle(b);
+        }
+    }
+    assert!(w.stats().forwarded >= 3 && w2.stats().replied >= 3);
+}
