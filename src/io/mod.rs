@@ -14,7 +14,12 @@
 
 use std::io;
 
+pub mod afpacket;
 pub mod mem;
+pub mod neigh;
+pub mod pkt;
+pub mod pool;
+pub mod socket;
 
 /// Size of every frame (the AF_XDP UMEM chunk size).
 pub const FRAME_SIZE: usize = 4096;
