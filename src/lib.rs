@@ -8,6 +8,7 @@
 
 pub mod aka;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod esp;
 pub mod io;

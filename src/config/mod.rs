@@ -129,6 +129,10 @@ pub struct Dataplane {
     pub frames: u32,
     #[serde(default = "default_punt")]
     pub punt_queue: usize,
+    /// Forward unprotected non-REGISTER requests statelessly to `core.icscf` instead of
+    /// rejecting them (load tests and side-by-side comparisons only).
+    #[serde(default)]
+    pub stateless_relay: bool,
 }
 
 impl Default for Dataplane {
@@ -141,6 +145,7 @@ impl Default for Dataplane {
             ring_size: default_ring(),
             frames: default_frames(),
             punt_queue: default_punt(),
+            stateless_relay: false,
         }
     }
 }
@@ -359,6 +364,18 @@ impl Config {
             return Err(bad(
                 "dataplane.frames",
                 "must be at least twice dataplane.ring_size",
+            ));
+        }
+        if dp.backend == Backend::Socket && dp.workers.len() > 1 {
+            return Err(bad(
+                "dataplane.workers",
+                "the socket backend runs one worker",
+            ));
+        }
+        if dp.stateless_relay && self.core.icscf.is_none() {
+            return Err(bad(
+                "dataplane.stateless_relay",
+                "needs core.icscf (where to relay to)",
             ));
         }
         if dp.punt_queue == 0 {

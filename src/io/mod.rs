@@ -20,6 +20,7 @@ pub mod neigh;
 pub mod pkt;
 pub mod pool;
 pub mod socket;
+pub mod xdp;
 
 /// Size of every frame (the AF_XDP UMEM chunk size).
 pub const FRAME_SIZE: usize = 4096;
@@ -99,4 +100,28 @@ pub trait PacketIo: Send {
     fn flush(&mut self) -> io::Result<()>;
 
     fn stats(&self) -> IoStats;
+}
+
+impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
+    fn recv(&mut self, out: &mut [Desc]) -> io::Result<usize> {
+        (**self).recv(out)
+    }
+    fn frame(&mut self, d: &Desc) -> &mut [u8] {
+        (**self).frame(d)
+    }
+    fn alloc(&mut self, side: Side) -> Option<Desc> {
+        (**self).alloc(side)
+    }
+    fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
+        (**self).send(pkts)
+    }
+    fn free(&mut self, pkts: &[Desc]) {
+        (**self).free(pkts)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn stats(&self) -> IoStats {
+        (**self).stats()
+    }
 }

@@ -1,0 +1,319 @@
+//! `pcscf run`: wiring the configuration into backends, pinned workers and the control thread.
+//!
+//! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
+//! missing privilege is reported at once), the control loop (the registration thread's mio
+//! poll on the punt queue, the neighbour refresher, the stats merge and the Prometheus
+//! endpoint), SIGINT/SIGTERM handling, and the final counters. Backends are dropped on the way
+//! out, which detaches an XDP program.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::{Backend, Config, LogLevel};
+use crate::dataplane::punt::{Arrival, PuntQueue};
+use crate::dataplane::stats::{SharedStats, WorkerStats};
+use crate::dataplane::worker::{Worker, WorkerConfig};
+use crate::io::PacketIo;
+use crate::io::Side;
+use crate::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
+use crate::io::neigh::{NeighShared, NeighTable};
+use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
+
+pub mod log;
+
+/// Set by SIGINT / SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is an `extern "C"` function that only stores to an atomic, which
+        // is async-signal-safe; `signal` has no other preconditions.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Ask a running [`run`] to stop (what the signal handlers do).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+const WAKE: mio::Token = mio::Token(0);
+
+/// What a run ends with.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub workers: Vec<WorkerStats>,
+    pub punts_handled: u64,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    pub fn total(&self) -> WorkerStats {
+        let mut t = WorkerStats::default();
+        for w in &self.workers {
+            t.add(w);
+        }
+        t
+    }
+}
+
+fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::error::Error>> {
+    let core = SocketAddr::new(cfg.core.address, cfg.core.sip_port);
+    Ok(WorkerConfig {
+        id,
+        ue_addrs: cfg.ue.addresses.clone(),
+        ue_sip_port: cfg.ue.sip_port,
+        protected_ports: cfg.protected_ports()?,
+        core,
+        icscf: cfg.core.icscf,
+        stateless_relay: cfg.dataplane.stateless_relay,
+        via_sent_by: core.to_string(),
+        hostname: cfg.core.hostname.clone(),
+        batch: cfg.dataplane.batch,
+    })
+}
+
+fn open_backend(
+    cfg: &Config,
+    index: usize,
+    neigh: &Arc<NeighShared>,
+) -> Result<Box<dyn PacketIo>, Box<dyn std::error::Error>> {
+    let dp = &cfg.dataplane;
+    let protected = cfg.protected_ports()?;
+    Ok(match dp.backend {
+        Backend::Socket => {
+            let mut udp = Vec::new();
+            let mut esp = Vec::new();
+            for a in &cfg.ue.addresses {
+                udp.push(UdpBind {
+                    side: Side::Ue,
+                    addr: SocketAddr::new(*a, cfg.ue.sip_port),
+                });
+                esp.push(EspBind {
+                    side: Side::Ue,
+                    addr: *a,
+                });
+            }
+            udp.push(UdpBind {
+                side: Side::Core,
+                addr: SocketAddr::new(cfg.core.address, cfg.core.sip_port),
+            });
+            let sc = SocketConfig {
+                udp,
+                esp,
+                frames: dp.frames,
+                batch: dp.batch,
+                ..SocketConfig::default()
+            };
+            Box::new(SocketIo::new(&sc).map_err(|e| format!("socket backend: {e}"))?)
+        }
+        Backend::Afpacket => {
+            let mut local = cfg.ue.addresses.clone();
+            local.push(cfg.core.address);
+            let pc = PacketMmapConfig {
+                ports: vec![
+                    PortConfig {
+                        ifname: cfg.ue.interface.clone(),
+                        side: Side::Ue,
+                    },
+                    PortConfig {
+                        ifname: cfg.core.interface.clone(),
+                        side: Side::Core,
+                    },
+                ],
+                local,
+                udp_ports: vec![
+                    cfg.ue.sip_port..=cfg.ue.sip_port,
+                    cfg.core.sip_port..=cfg.core.sip_port,
+                    protected,
+                ],
+                frames: dp.frames,
+                // one placeholder set is enough; every worker's sockets join one fanout group
+                placeholders: index == 0,
+                fanout: (dp.workers.len() > 1).then_some(0x5c5c),
+                ..PacketMmapConfig::default()
+            };
+            Box::new(
+                PacketMmapIo::new(&pc, neigh.reader())
+                    .map_err(|e| format!("afpacket backend: {e}"))?,
+            )
+        }
+        Backend::Xdp => {
+            return Err("dataplane.backend: \"xdp\" is not in this build yet; use \"afpacket\" or \"socket\"".into());
+        }
+    })
+}
+
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
+pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
+    log::set_level(cfg.log.level);
+    install_signal_handlers();
+    STOP.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+
+    let neigh = NeighShared::new(NeighTable::from_kernel().unwrap_or_else(|e| {
+        log::warn(format_args!("neighbour table: {e}; starting empty"));
+        NeighTable::empty()
+    }));
+    let mut poll = mio::Poll::new()?;
+    let waker = mio::Waker::new(poll.registry(), WAKE)?;
+    let punt = PuntQueue::new(cfg.dataplane.punt_queue, Some(waker));
+
+    // Open every backend first: errors surface before anything runs.
+    let mut backends = Vec::new();
+    for i in 0..cfg.dataplane.workers.len() {
+        backends.push(open_backend(cfg, i, &neigh)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
+
+    let mut shared = Vec::new();
+    let mut handles = Vec::new();
+    for (i, (io, &core)) in backends.into_iter().zip(&cfg.dataplane.workers).enumerate() {
+        let wcfg = worker_config(cfg, i as u16)?;
+        let st = Arc::new(SharedStats::default());
+        shared.push(st.clone());
+        let punt = punt.clone();
+        let stop = stop.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        log::warn(format_args!("worker {i}: could not pin to core {core}"));
+                    }
+                    let mut w = Worker::new(io, wcfg, punt, st);
+                    w.run(&stop);
+                })?,
+        );
+    }
+    log::info(format_args!(
+        "running: {} worker(s) on cores {:?}, backend {:?}, UE side {} {:?}:{}, core side {} {}:{}",
+        cfg.dataplane.workers.len(),
+        cfg.dataplane.workers,
+        cfg.dataplane.backend,
+        cfg.ue.interface,
+        cfg.ue.addresses,
+        cfg.ue.sip_port,
+        cfg.core.interface,
+        cfg.core.address,
+        cfg.core.sip_port
+    ));
+
+    if let Some(addr) = cfg.stats.prometheus {
+        spawn_prometheus(addr, shared.clone(), stop.clone())?;
+    }
+
+    // The control loop: today it drains the punt queue; the registration state machine
+    // (issue 5) plugs in here.
+    let mut events = mio::Events::with_capacity(64);
+    let mut punts: u64 = 0;
+    while !STOP.load(Ordering::SeqCst) {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(200)));
+        while let Some(b) = punt.pop() {
+            punts += 1;
+            let what = match b.arrival {
+                Arrival::Plain => "plain",
+                Arrival::Protected { .. } => "protected",
+            };
+            log::debug(format_args!(
+                "punted {} bytes ({what}) from {} on {:?}",
+                b.len, b.src, b.side
+            ));
+            punt.recycle(b);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = refresher.join();
+    let report = RunReport {
+        workers: shared.iter().map(|s| s.snapshot()).collect(),
+        punts_handled: punts,
+        elapsed: started.elapsed(),
+    };
+    Ok(report)
+}
+
+/// Prometheus text format (version 0.0.4) on `GET /metrics`, one connection at a time, from a
+/// thread of its own.
+fn spawn_prometheus(
+    addr: SocketAddr,
+    shared: Vec<Arc<SharedStats>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("prometheus".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut req = [0u8; 1024];
+                        let _ = s.read(&mut req);
+                        let body = metrics_text(&shared);
+                        let _ = write!(
+                            s,
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+pub fn metrics_text(shared: &[Arc<SharedStats>]) -> String {
+    let mut out = String::new();
+    for (i, s) in shared.iter().enumerate() {
+        s.snapshot().write_prometheus(&i.to_string(), &mut out);
+    }
+    out
+}
+
+/// The final counters, as printed on exit.
+pub fn print_report(r: &RunReport, level: LogLevel) {
+    let t = r.total();
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "pcscf: stopped after {:.1} s: rx {} tx {} forwarded {} punted {} replied {} dropped {} ({:.0} pkt/s in)",
+        secs,
+        t.rx,
+        t.tx,
+        t.forwarded,
+        t.punted,
+        t.replied,
+        t.dropped(),
+        t.rx as f64 / secs
+    );
+    for d in crate::dataplane::stats::Drop::ALL {
+        let n = t.drops[d as usize];
+        if n > 0 {
+            eprintln!("pcscf:   dropped {:<18} {n}", d.name());
+        }
+    }
+    if level >= LogLevel::Info {
+        for (i, w) in r.workers.iter().enumerate() {
+            let ns = if w.rx > 0 { w.busy_ns / w.rx } else { 0 };
+            eprintln!(
+                "pcscf:   worker {i}: rx {} tx {} batches {} ~{ns} ns/packet",
+                w.rx, w.tx, w.batches
+            );
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! rtnetlink, just enough for XDP: read a link's MAC and attached XDP program
+//! (`RTM_GETLINK`, `IFLA_ADDRESS`, `IFLA_XDP`), and attach, replace or detach a program
+//! (`RTM_SETLINK` with a nested `IFLA_XDP`). Errors carry the kernel's extended-ack text.
+//!
+//! Owns: message building and parsing (native-endian, 4-byte aligned attributes).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NETLINK_ROUTE: i32 = 0;
+const SOL_NETLINK: i32 = 270;
+const NETLINK_CAP_ACK: i32 = 10;
+const NETLINK_EXT_ACK: i32 = 11;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
+
+/// `XDP_FLAGS_*` for `IFLA_XDP_FLAGS`.
+pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
+pub const XDP_FLAGS_SKB_MODE: u32 = 2;
+pub const XDP_FLAGS_DRV_MODE: u32 = 4;
+pub const XDP_FLAGS_REPLACE: u32 = 16;
+
+/// `IFLA_XDP_ATTACHED` values.
+pub const XDP_ATTACHED_NONE: u8 = 0;
+pub const XDP_ATTACHED_DRV: u8 = 1;
+pub const XDP_ATTACHED_SKB: u8 = 2;
+
+const NLMSG_HDRLEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+
+/// What `RTM_GETLINK` tells about one interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkXdp {
+    pub mac: Option<[u8; 6]>,
+    /// `XDP_ATTACHED_*`.
+    pub attached: u8,
+    /// Id of the attached program (0: none).
+    pub prog_id: u32,
+}
+
+struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Socket {
+    fn open() -> io::Result<Socket> {
+        // SAFETY: plain socket(2) call with constant arguments.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: i32 = 1;
+        for opt in [NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
+            // SAFETY: `one` is a live c_int and the length says so. Failure only loses the
+            // extended error text, so the result is ignored.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    SOL_NETLINK,
+                    opt,
+                    &one as *const i32 as *const libc::c_void,
+                    4,
+                );
+            }
+        }
+        Ok(Socket { fd, seq: 1 })
+    }
+
+    /// Send one request and return the reply messages (type, payload) up to the ACK or DONE.
+    fn request(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        body: &[u8],
+    ) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = NLMSG_HDRLEN + body.len();
+        let mut m = Vec::with_capacity(len);
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&msg_type.to_ne_bytes());
+        m.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        // SAFETY: `m` is a live buffer of m.len() bytes; the kernel fills in the address.
+        let r = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            sa.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                m.as_ptr() as *const libc::c_void,
+                m.len(),
+                0,
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bounded: a request gets at most a few messages; 64 reads is far beyond that.
+        for _ in 0..64 {
+            // SAFETY: `buf` is a writable buffer of buf.len() bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut p = &buf[..n as usize];
+            while p.len() >= NLMSG_HDRLEN {
+                let mlen = u32::from_ne_bytes(p[0..4].try_into().unwrap()) as usize;
+                let mtype = u16::from_ne_bytes(p[4..6].try_into().unwrap());
+                let mflags = u16::from_ne_bytes(p[6..8].try_into().unwrap());
+                let mseq = u32::from_ne_bytes(p[8..12].try_into().unwrap());
+                if mlen < NLMSG_HDRLEN || mlen > p.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink: bad message length",
+                    ));
+                }
+                let payload = &p[NLMSG_HDRLEN..mlen];
+                if mseq == seq {
+                    match mtype {
+                        NLMSG_ERROR => {
+                            let err = i32::from_ne_bytes(payload[0..4].try_into().unwrap());
+                            if err == 0 {
+                                return Ok(out);
+                            }
+                            let text = ext_ack_msg(payload, mflags);
+                            let e = io::Error::from_raw_os_error(-err);
+                            return Err(match text {
+                                Some(t) => io::Error::new(e.kind(), format!("{e}: {t}")),
+                                None => e,
+                            });
+                        }
+                        NLMSG_DONE => return Ok(out),
+                        _ => out.push((mtype, payload.to_vec())),
+                    }
+                }
+                let adv = (mlen + 3) & !3;
+                p = &p[adv.min(p.len())..];
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "netlink: no ACK"))
+    }
+}
+
+/// The extended-ack message text of an `NLMSG_ERROR` payload, if any (with CAP_ACK set the
+/// echoed request is only its header).
+fn ext_ack_msg(payload: &[u8], flags: u16) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let mut p = payload.get(4 + NLMSG_HDRLEN..)?;
+    while p.len() >= 4 {
+        let alen = u16::from_ne_bytes([p[0], p[1]]) as usize;
+        let atype = u16::from_ne_bytes([p[2], p[3]]) & 0x3fff;
+        if alen < 4 || alen > p.len() {
+            break;
+        }
+        if atype == NLMSGERR_ATTR_MSG {
+            let v = &p[4..alen];
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            return Some(String::from_utf8_lossy(&v[..end]).into_owned());
+        }
+        p = &p[((alen + 3) & !3).min(p.len())..];
+    }
+    None
+}
+
+fn ifinfomsg(ifindex: u32) -> Vec<u8> {
+    let mut b = vec![0u8; IFINFOMSG_LEN];
+    // ifi_family = AF_UNSPEC (0), ifi_type = 0, ifi_index at offset 4.
+    b[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    b
+}
+
+fn put_attr(b: &mut Vec<u8>, atype: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    b.extend_from_slice(&(len as u16).to_ne_bytes());
+    b.extend_from_slice(&atype.to_ne_bytes());
+    b.extend_from_slice(value);
+    while !b.len().is_multiple_of(4) {
+        b.push(0);
+    }
+}
+
+/// Iterate attributes (type without flag bits, value).
+fn attrs(mut p: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if p.len() < 4 {
+            return None;
+        }
+        let alen = u16::from_ne_bytes([p[0], p[1]]) as usize;
+        let atype = u16::from_ne_bytes([p[2], p[3]]) & 0x3fff;
+        if alen < 4 || alen > p.len() {
+            return None;
+        }
+        let v = &p[4..alen];
+        p = &p[((alen + 3) & !3).min(p.len())..];
+        Some((atype, v))
+    })
+}
+
+/// Read the MAC and XDP state of `ifindex`.
+pub fn link_xdp(ifindex: u32) -> io::Result<LinkXdp> {
+    let mut s = Socket::open()?;
+    let msgs = s.request(RTM_GETLINK, 0, &ifinfomsg(ifindex))?;
+    let mut out = LinkXdp::default();
+    for (t, payload) in msgs {
+        if t != RTM_NEWLINK || payload.len() < IFINFOMSG_LEN {
+            continue;
+        }
+        for (at, v) in attrs(&payload[IFINFOMSG_LEN..]) {
+            match at {
+                IFLA_ADDRESS if v.len() == 6 => out.mac = Some(v.try_into().unwrap()),
+                IFLA_XDP => {
+                    for (xt, xv) in attrs(v) {
+                        match xt {
+                            IFLA_XDP_ATTACHED if !xv.is_empty() => out.attached = xv[0],
+                            IFLA_XDP_PROG_ID if xv.len() == 4 => {
+                                out.prog_id = u32::from_ne_bytes(xv.try_into().unwrap())
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        return Ok(out);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no link with index {ifindex}"),
+    ))
+}
+
+/// Attach `prog_fd` (or detach with -1) with `flags` (`XDP_FLAGS_*`). With
+/// `XDP_FLAGS_REPLACE`, `expected_fd` names the program that must be attached now.
+pub fn set_xdp(ifindex: u32, prog_fd: i32, flags: u32, expected_fd: Option<i32>) -> io::Result<()> {
+    let mut nested = Vec::new();
+    put_attr(&mut nested, IFLA_XDP_FD, &prog_fd.to_ne_bytes());
+    put_attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
+    if let Some(e) = expected_fd {
+        put_attr(&mut nested, IFLA_XDP_EXPECTED_FD, &e.to_ne_bytes());
+    }
+    let mut body = ifinfomsg(ifindex);
+    put_attr(&mut body, IFLA_XDP | NLA_F_NESTED, &nested);
+    let mut s = Socket::open()?;
+    s.request(RTM_SETLINK, 0, &body)?;
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! One AF_XDP socket on one queue of one interface, with its own UMEM: [`XdpIo`], the
+//! [`PacketIo`] implementation.
+//!
+//! Owns: the UMEM (an anonymous mapping of `frames` chunks of [`FRAME_SIZE`] bytes), the four
+//! rings, the frame free list and the per-frame ownership state, the Ethernet header on
+//! receive (stripped by offset, no copy) and on send (written in front of the L3 packet).
+//!
+//! Frame life cycle: `Free` (in the free list) → `Kernel` (in the fill ring or on RX; in the TX
+//! ring until its completion) → `User` (handed out by `recv` or `alloc`, until `send` or
+//! `free`). Only `User` frames can be read or written through [`PacketIo::frame`]; that check
+//! is what keeps a wrong descriptor from racing with the kernel's writes.
+//!
+//! Frame geometry: the UMEM is registered with no extra headroom, so the kernel puts a received
+//! frame's Ethernet header at `XDP_PACKET_HEADROOM` (256) in the chunk and the L3 packet at
+//! 270: at least [`HEADROOM`] bytes are free before it, as the trait asks. On send the packet
+//! may start anywhere from offset 14; the Ethernet header goes into the 14 bytes before it.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+use super::loader::ifindex;
+use super::neigh::NeighLookup;
+use super::netlink;
+use super::ring::Ring;
+use super::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// How to bind: the zero-copy question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// Try `XDP_ZEROCOPY`; if the driver refuses, use copy mode.
+    Auto,
+    /// `XDP_COPY` only (the only mode veth offers).
+    Copy,
+    /// `XDP_ZEROCOPY` only; fail if the driver can't.
+    ZeroCopy,
+}
+
+/// Configuration of one socket.
+#[derive(Debug, Clone)]
+pub struct XskConfig {
+    pub ifname: String,
+    pub queue_id: u32,
+    /// The side every received packet is tagged with.
+    pub side: Side,
+    /// UMEM chunks (power of two not required); memory is `frames * FRAME_SIZE`, locked.
+    pub frames: u32,
+    /// Entries in each of the four rings (power of two).
+    pub ring_size: u32,
+    /// Frames kept with the kernel for receiving (fill ring + RX in flight); the rest serve
+    /// `alloc`. Clamped to `ring_size` and `frames / 2`.
+    pub fill_frames: u32,
+    pub bind: BindMode,
+    /// `XDP_USE_NEED_WAKEUP`: kick the kernel with a syscall only when a ring flag asks.
+    pub need_wakeup: bool,
+}
+
+impl XskConfig {
+    /// Defaults: 4096 frames (16 MiB), rings of 2048, Auto bind, need_wakeup on.
+    pub fn new(ifname: &str, queue_id: u32, side: Side) -> Self {
+        XskConfig {
+            ifname: ifname.to_string(),
+            queue_id,
+            side,
+            frames: 4096,
+            ring_size: 2048,
+            fill_frames: 2048,
+            bind: BindMode::Auto,
+            need_wakeup: true,
+        }
+    }
+}
+
+/// The kernel's own counters for the socket (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XskKernelStats {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum FrameState {
+    Free,
+    Kernel,
+    User,
+}
+
+/// The UMEM memory (unmapped on drop, after the socket that registered it is closed).
+#[derive(Debug)]
+struct Umem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain memory owned by one XdpIo; see the Send rationale on Ring.
+unsafe impl Send for Umem {}
+
+impl Umem {
+    fn new(frames: u32) -> io::Result<Umem> {
+        let len = frames as usize * FRAME_SIZE;
+        // SAFETY: a fresh private anonymous mapping; nothing aliases it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("mmap UMEM of {len} bytes: {e}"),
+            ));
+        }
+        Ok(Umem {
+            ptr: NonNull::new(p as *mut u8).expect("mmap returned non-null"),
+            len,
+        })
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly our mapping; no borrow of it outlives the owning XdpIo. The
+        // kernel keeps its own pin on the pages for as long as the socket lived.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// An AF_XDP socket bound to one queue, implementing [`PacketIo`].
+pub struct XdpIo {
+    // Field order is drop order: rings unmapped, socket closed, then the UMEM unmapped.
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+    fd: OwnedFd,
+    umem: Umem,
+    nframes: u32,
+    free: Vec<u32>,
+    state: Vec<FrameState>,
+    /// Frames in the fill ring or on their way to RX.
+    in_fill: u32,
+    fill_target: u32,
+    side: Side,
+    queue_id: u32,
+    ifindex: u32,
+    mac: [u8; 6],
+    zerocopy: bool,
+    need_wakeup: bool,
+    neigh: Box<dyn NeighLookup>,
+    stats: IoStats,
+}
+
+impl std::fmt::Debug for XdpIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpIo")
+            .field("ifindex", &self.ifindex)
+            .field("queue_id", &self.queue_id)
+            .field("side", &self.side)
+            .field("zerocopy", &self.zerocopy)
+            .field("free", &self.free.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+struct Rings {
+    fd: OwnedFd,
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+}
+
+fn setsockopt<T>(fd: RawFd, opt: i32, v: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `v` is a live T and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("setsockopt {what}: {e}")));
+    }
+    Ok(())
+}
+
+fn getsockopt<T: Copy>(fd: RawFd, opt: i32, v: &mut T, what: &str) -> io::Result<()> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` is a writable T of `len` bytes; the kernel writes at most `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            opt,
+            v as *mut T as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("getsockopt {what}: {e}")));
+    }
+    Ok(())
+}
+
+fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> io::Result<Rings> {
+    // SAFETY: plain socket(2) call.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("socket(AF_XDP): {e} (kernel without CONFIG_XDP_SOCKETS, or not root?)"),
+        ));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let raw = fd.as_raw_fd();
+
+    // SAFETY: xdp_umem_reg is plain integers; all-zero is a valid value.
+    let mut reg: libc::xdp_umem_reg = unsafe { std::mem::zeroed() };
+    reg.addr = umem.ptr.as_ptr() as u64;
+    reg.len = umem.len as u64;
+    reg.chunk_size = FRAME_SIZE as u32;
+    reg.headroom = 0;
+    setsockopt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+    let n = cfg.ring_size;
+    setsockopt(raw, libc::XDP_UMEM_FILL_RING, &n, "XDP_UMEM_FILL_RING")?;
+    setsockopt(
+        raw,
+        libc::XDP_UMEM_COMPLETION_RING,
+        &n,
+        "XDP_UMEM_COMPLETION_RING",
+    )?;
+    setsockopt(raw, libc::XDP_RX_RING, &n, "XDP_RX_RING")?;
+    setsockopt(raw, libc::XDP_TX_RING, &n, "XDP_TX_RING")?;
+
+    // SAFETY: plain integers; all-zero is valid.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    getsockopt(raw, libc::XDP_MMAP_OFFSETS, &mut off, "XDP_MMAP_OFFSETS")?;
+    let fill = Ring::map(raw, libc::XDP_UMEM_PGOFF_FILL_RING, n, &off.fr)?;
+    let comp = Ring::map(raw, libc::XDP_UMEM_PGOFF_COMPLETION_RING, n, &off.cr)?;
+    let rx = Ring::map(raw, libc::XDP_PGOFF_RX_RING as u64, n, &off.rx)?;
+    let tx = Ring::map(raw, libc::XDP_PGOFF_TX_RING as u64, n, &off.tx)?;
+
+    // SAFETY: plain integers; all-zero is valid.
+    let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
+    sa.sxdp_family = libc::AF_XDP as u16;
+    sa.sxdp_flags = bind_flags;
+    sa.sxdp_ifindex = ifindex;
+    sa.sxdp_queue_id = cfg.queue_id;
+    // SAFETY: `sa` is a live sockaddr_xdp and the length is its size.
+    let r = unsafe {
+        libc::bind(
+            raw,
+            &sa as *const libc::sockaddr_xdp as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("bind AF_XDP to {} queue {}: {e}", cfg.ifname, cfg.queue_id),
+        ));
+    }
+    Ok(Rings {
+        fd,
+        fill,
+        comp,
+        rx,
+        tx,
+    })
+}
+
+impl XdpIo {
+    /// Open a socket on `cfg.ifname` queue `cfg.queue_id` (in the calling thread's network
+    /// namespace). `neigh` gives next-hop MACs for `send`. Register it with
+    /// [`XdpProgram::register`](super::XdpProgram::register) to receive.
+    pub fn open(cfg: &XskConfig, neigh: Box<dyn NeighLookup>) -> io::Result<XdpIo> {
+        if !cfg.ring_size.is_power_of_two() || cfg.frames < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ring_size must be a power of two and frames >= 2",
+            ));
+        }
+        let ifindex = ifindex(&cfg.ifname)?;
+        let mac = netlink::link_xdp(ifindex)?
+            .mac
+            .ok_or_else(|| io::Error::other(format!("{}: no Ethernet address", cfg.ifname)))?;
+        let umem = Umem::new(cfg.frames)?;
+        let wake = if cfg.need_wakeup {
+            libc::XDP_USE_NEED_WAKEUP
+        } else {
+            0
+        };
+        let rings = match cfg.bind {
+            BindMode::Copy => open_socket(&umem, cfg, ifindex, libc::XDP_COPY | wake)?,
+            BindMode::ZeroCopy => open_socket(&umem, cfg, ifindex, libc::XDP_ZEROCOPY | wake)?,
+            BindMode::Auto => match open_socket(&umem, cfg, ifindex, libc::XDP_ZEROCOPY | wake) {
+                Ok(r) => r,
+                // The failed socket is closed (dropped) before the copy-mode one registers
+                // the same memory.
+                Err(_) => open_socket(&umem, cfg, ifindex, libc::XDP_COPY | wake)?,
+            },
+        };
+        // SAFETY: plain integers; all-zero is valid.
+        let mut opts: libc::xdp_options = unsafe { std::mem::zeroed() };
+        getsockopt(
+            rings.fd.as_raw_fd(),
+            libc::XDP_OPTIONS,
+            &mut opts,
+            "XDP_OPTIONS",
+        )?;
+        let zerocopy = opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0;
+
+        let fill_target = cfg
+            .fill_frames
+            .min(cfg.ring_size)
+            .min(cfg.frames / 2)
+            .max(1);
+        let mut io = XdpIo {
+            fill: rings.fill,
+            comp: rings.comp,
+            rx: rings.rx,
+            tx: rings.tx,
+            fd: rings.fd,
+            umem,
+            nframes: cfg.frames,
+            // Pop order: frame 0 first.
+            free: (0..cfg.frames).rev().collect(),
+            state: vec![FrameState::Free; cfg.frames as usize],
+            in_fill: 0,
+            fill_target,
+            side: cfg.side,
+            queue_id: cfg.queue_id,
+            ifindex,
+            mac,
+            zerocopy,
+            need_wakeup: cfg.need_wakeup,
+            neigh,
+            stats: IoStats::default(),
+        };
+        io.refill();
+        Ok(io)
+    }
+
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Our interface's MAC (the source of every frame sent).
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Whether the driver gave us zero-copy (`XDP_OPTIONS_ZEROCOPY`).
+    pub fn is_zerocopy(&self) -> bool {
+        self.zerocopy
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Frames in the free list (for tests and monitoring).
+    pub fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Replace the next-hop lookup.
+    pub fn set_neigh(&mut self, neigh: Box<dyn NeighLookup>) {
+        self.neigh = neigh;
+    }
+
+    /// The kernel's counters for this socket (one syscall).
+    pub fn kernel_stats(&self) -> io::Result<XskKernelStats> {
+        // SAFETY: plain integers; all-zero is valid.
+        let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        getsockopt(
+            self.fd.as_raw_fd(),
+            libc::XDP_STATISTICS,
+            &mut s,
+            "XDP_STATISTICS",
+        )?;
+        Ok(XskKernelStats {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+            tx_ring_empty_descs: s.tx_ring_empty_descs,
+        })
+    }
+
+    /// Top the fill ring up to `fill_target` frames from the free list. Counts `rx_no_frame`
+    /// once per call that leaves the kernel with no frame at all to receive into (the worker
+    /// holds them all); the kernel's own count of dropped frames is in `kernel_stats`.
+    fn refill(&mut self) {
+        let want = self.fill_target.saturating_sub(self.in_fill);
+        if want == 0 {
+            return;
+        }
+        let have = (self.free.len() as u32).min(want);
+        if have == 0 && self.in_fill == 0 {
+            self.stats.rx_no_frame += 1;
+        }
+        let n = self.fill.prod_reserve(have);
+        for i in 0..n {
+            let f = self.free.pop().expect("counted above");
+            self.state[f as usize] = FrameState::Kernel;
+            self.fill.prod_write(i, u64::from(f) * FRAME_SIZE as u64);
+        }
+        if n > 0 {
+            self.fill.prod_submit(n);
+            self.in_fill += n;
+        }
+    }
+
+    /// Take back frames the kernel finished sending.
+    fn reap_completions(&mut self) {
+        let n = self.comp.cons_peek(self.comp.size());
+        for i in 0..n {
+            let addr = self.comp.cons_read(i);
+            let f = (addr / FRAME_SIZE as u64) as u32;
+            if f < self.nframes && self.state[f as usize] == FrameState::Kernel {
+                self.state[f as usize] = FrameState::Free;
+                self.free.push(f);
+            }
+        }
+        if n > 0 {
+            self.comp.cons_release(n);
+        }
+    }
+
+    fn give_back(&mut self, f: u32) {
+        if f < self.nframes && self.state[f as usize] == FrameState::User {
+            self.state[f as usize] = FrameState::Free;
+            self.free.push(f);
+        } else {
+            debug_assert!(false, "frame {f} given back but not owned by the caller");
+        }
+    }
+
+    /// Kick the kernel to transmit (sendto), as often as it asks for it in copy mode.
+    fn kick_tx(&mut self) -> io::Result<()> {
+        // Copy mode sends at most a small budget (32) per call and answers EAGAIN when more is
+        // left; bounded by the ring size.
+        let max_kicks = self.tx.size() / 16 + 2;
+        for _ in 0..max_kicks {
+            if self.tx.prod_outstanding() == 0 {
+                return Ok(());
+            }
+            if self.need_wakeup && !self.tx.needs_wakeup() {
+                return Ok(());
+            }
+            self.stats.syscalls += 1;
+            // SAFETY: sendto with no buffer and no address: the AF_XDP "kick".
+            let r = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            self.reap_completions();
+            if r >= 0 {
+                if self.zerocopy {
+                    return Ok(());
+                }
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => continue,
+                Some(libc::EBUSY) | Some(libc::ENOBUFS) | Some(libc::ENETDOWN) => return Ok(()),
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole frame `f` as a mutable slice.
+    fn frame_slice(&mut self, f: u32) -> &mut [u8] {
+        assert!(f < self.nframes, "frame {f} out of range");
+        assert_eq!(
+            self.state[f as usize],
+            FrameState::User,
+            "frame {f} is not owned by the caller"
+        );
+        // SAFETY: frame f lies inside the UMEM mapping (checked above); it is in state User,
+        // so the kernel neither reads nor writes it until we hand it over, and `&mut self`
+        // makes this the only borrow of it.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.umem.ptr.as_ptr().add(f as usize * FRAME_SIZE),
+                FRAME_SIZE,
+            )
+        }
+    }
+}
+
+/// The L3 length from the IP header at `p` (`None`: not IPv4/IPv6, or longer than `p`).
+fn l3_len(p: &[u8]) -> Option<usize> {
+    let v = p.first()? >> 4;
+    let len = match v {
+        4 if p.len() >= 20 => usize::from(u16::from_be_bytes([p[2], p[3]])),
+        6 if p.len() >= 40 => 40 + usize::from(u16::from_be_bytes([p[4], p[5]])),
+        _ => return None,
+    };
+    // Frames may carry Ethernet padding after the packet: the IP length is the truth.
+    (len >= 20 && len <= p.len()).then_some(len)
+}
+
+fn dst_addr(p: &[u8]) -> Option<(IpAddr, u16)> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            let a: [u8; 4] = p[16..20].try_into().ok()?;
+            Some((IpAddr::V4(Ipv4Addr::from(a)), ETH_P_IP))
+        }
+        6 if p.len() >= 40 => {
+            let a: [u8; 16] = p[24..40].try_into().ok()?;
+            Some((IpAddr::V6(Ipv6Addr::from(a)), ETH_P_IPV6))
+        }
+        _ => None,
+    }
+}
+
+impl PacketIo for XdpIo {
+    fn recv(&mut self, out: &mut [Desc]) -> io::Result<usize> {
+        let n = self.rx.cons_peek(out.len().min(u32::MAX as usize) as u32);
+        let mut k = 0;
+        for i in 0..n {
+            let d = self.rx.cons_read(i);
+            let f = (d.addr / FRAME_SIZE as u64) as u32;
+            let off = (d.addr % FRAME_SIZE as u64) as usize;
+            self.in_fill = self.in_fill.saturating_sub(1);
+            if f >= self.nframes || off + d.len as usize > FRAME_SIZE {
+                // Cannot happen with a well-behaved kernel; never touch such a frame.
+                self.stats.rx_dropped += 1;
+                continue;
+            }
+            self.state[f as usize] = FrameState::User;
+            let len = d.len as usize;
+            let frame = self.frame_slice(f);
+            let pkt = &frame[off..off + len];
+            let l3 = if len >= ETH_HLEN {
+                let et = u16::from_be_bytes([pkt[12], pkt[13]]);
+                match et {
+                    ETH_P_IP | ETH_P_IPV6 => l3_len(&pkt[ETH_HLEN..]),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            match l3 {
+                Some(l) => {
+                    let start = off + ETH_HLEN;
+                    out[k] = Desc {
+                        frame: f,
+                        start: start as u16,
+                        end: (start + l) as u16,
+                        side: self.side,
+                    };
+                    k += 1;
+                }
+                None => {
+                    self.stats.rx_dropped += 1;
+                    self.give_back(f);
+                }
+            }
+        }
+        if n > 0 {
+            self.rx.cons_release(n);
+        }
+        self.stats.rx_packets += k as u64;
+        self.refill();
+        if n == 0 && self.need_wakeup && self.fill.needs_wakeup() {
+            self.stats.syscalls += 1;
+            // SAFETY: recvfrom with no buffer: the AF_XDP RX wakeup; never blocks (DONTWAIT).
+            unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+        Ok(k)
+    }
+
+    fn frame(&mut self, d: &Desc) -> &mut [u8] {
+        self.frame_slice(d.frame)
+    }
+
+    fn alloc(&mut self, side: Side) -> Option<Desc> {
+        if self.free.is_empty() {
+            self.reap_completions();
+        }
+        let f = self.free.pop()?;
+        self.state[f as usize] = FrameState::User;
+        Some(Desc {
+            frame: f,
+            start: HEADROOM as u16,
+            end: HEADROOM as u16,
+            side,
+        })
+    }
+
+    fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
+        let mut slots = self
+            .tx
+            .prod_reserve(pkts.len().min(u32::MAX as usize) as u32);
+        if (slots as usize) < pkts.len() {
+            self.reap_completions();
+            let _ = self.kick_tx();
+            slots = self.tx.prod_reserve(pkts.len() as u32);
+        }
+        let mac = self.mac;
+        let mut k = 0u32;
+        for d in pkts {
+            let (start, end) = (d.start as usize, d.end as usize);
+            let owned = d.frame < self.nframes && self.state[d.frame as usize] == FrameState::User;
+            if !owned {
+                debug_assert!(false, "send of frame {} not owned by the caller", d.frame);
+                self.stats.tx_dropped += 1;
+                continue;
+            }
+            if k == slots || start < ETH_HLEN || end > FRAME_SIZE || end <= start {
+                self.stats.tx_dropped += 1;
+                self.give_back(d.frame);
+                continue;
+            }
+            let frame = self.frame_slice(d.frame);
+            let Some((dst, ethertype)) = dst_addr(&frame[start..end]) else {
+                self.stats.tx_dropped += 1;
+                self.give_back(d.frame);
+                continue;
+            };
+            let Some(dmac) = self.neigh.lookup(dst) else {
+                self.stats.tx_no_neighbour += 1;
+                self.give_back(d.frame);
+                continue;
+            };
+            let frame = self.frame_slice(d.frame);
+            let eth = &mut frame[start - ETH_HLEN..start];
+            eth[0..6].copy_from_slice(&dmac);
+            eth[6..12].copy_from_slice(&mac);
+            eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            self.state[d.frame as usize] = FrameState::Kernel;
+            self.tx.prod_write(
+                k,
+                libc::xdp_desc {
+                    addr: u64::from(d.frame) * FRAME_SIZE as u64 + (start - ETH_HLEN) as u64,
+                    len: (end - start + ETH_HLEN) as u32,
+                    options: 0,
+                },
+            );
+            k += 1;
+        }
+        if k > 0 {
+            self.tx.prod_submit(k);
+            self.stats.tx_packets += u64::from(k);
+        }
+        Ok(())
+    }
+
+    fn free(&mut self, pkts: &[Desc]) {
+        for d in pkts {
+            self.give_back(d.frame);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.kick_tx();
+        self.reap_completions();
+        self.refill();
+        r
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+}
