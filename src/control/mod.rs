@@ -309,7 +309,7 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
     }
     if level >= LogLevel::Info {
         for (i, w) in r.workers.iter().enumerate() {
-            let ns = if w.rx > 0 { w.busy_ns / w.rx } else { 0 };
+            let ns = w.busy_ns.checked_div(w.rx).unwrap_or(0);
             eprintln!(
                 "pcscf:   worker {i}: rx {} tx {} batches {} ~{ns} ns/packet",
                 w.rx, w.tx, w.batches
