@@ -22,6 +22,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
+    /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
+    Run {
+        /// The TOML configuration (`pcscf config-example` prints a commented one).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 if it is valid).
+    CheckConfig {
+        /// The TOML configuration to check.
+        config: PathBuf,
+    },
+    /// Print the commented example configuration.
+    ConfigExample,
     /// Parse a SIP message from a file and print its index (start line, headers, body).
     Parse {
         /// File holding one SIP message (CRLF line ends).
@@ -53,6 +67,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
+        Cmd::Run { config } => {
+            let cfg = pcscf::config::Config::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))?;
+            let report = pcscf::control::run(&cfg)?;
+            pcscf::control::print_report(&report, cfg.log.level);
+        }
+        Cmd::CheckConfig { config } => {
+            pcscf::config::Config::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))?;
+            println!("{}: ok", config.display());
+        }
+        Cmd::ConfigExample => print!("{}", pcscf::config::EXAMPLE),
         Cmd::Parse { file } => {
             let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let msg = Message::parse_strict(&data)?;

@@ -52,6 +52,7 @@ fn cfg(relay: bool) -> WorkerConfig {
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.example.net".into(),
         batch: 64,
+        verify_udp_checksum: true,
     }
 }
 

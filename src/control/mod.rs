@@ -19,8 +19,12 @@ use crate::dataplane::worker::{Worker, WorkerConfig};
 use crate::io::PacketIo;
 use crate::io::Side;
 use crate::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
-use crate::io::neigh::{NeighShared, NeighTable};
+use crate::io::dual::DualIo;
+use crate::io::neigh::{NeighReader, NeighShared, NeighTable};
 use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
+use crate::io::xdp::{
+    AttachMode, NeighLookup, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig,
+};
 
 pub mod log;
 
@@ -80,6 +84,7 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
         via_sent_by: core.to_string(),
         hostname: cfg.core.hostname.clone(),
         batch: cfg.dataplane.batch,
+        verify_udp_checksum: cfg.dataplane.backend != Backend::Xdp,
     })
 }
 
@@ -87,6 +92,7 @@ fn open_backend(
     cfg: &Config,
     index: usize,
     neigh: &Arc<NeighShared>,
+    progs: &[XdpProgram],
 ) -> Result<Box<dyn PacketIo>, Box<dyn std::error::Error>> {
     let dp = &cfg.dataplane;
     let protected = cfg.protected_ports()?;
@@ -149,9 +155,91 @@ fn open_backend(
             )
         }
         Backend::Xdp => {
-            return Err("dataplane.backend: \"xdp\" is not in this build yet; use \"afpacket\" or \"socket\"".into());
+            let queue = index as u32;
+            let open = |ifname: &str, side: Side| -> Result<XdpIo, Box<dyn std::error::Error>> {
+                let mut xc = XskConfig::new(ifname, queue, side);
+                xc.frames = dp.frames;
+                xc.ring_size = dp.ring_size;
+                xc.fill_frames = dp.ring_size;
+                let io = XdpIo::open(
+                    &xc,
+                    Box::new(NeighAdapter(std::cell::RefCell::new(neigh.reader()))),
+                )
+                .map_err(|e| format!("xdp backend on {ifname} queue {queue}: {e}"))?;
+                Ok(io)
+            };
+            let ue = open(&cfg.ue.interface, Side::Ue)?;
+            let core = open(&cfg.core.interface, Side::Core)?;
+            // each interface's program steers its queue `index` to this worker's socket
+            if let [p_ue, p_core] = progs {
+                p_ue.register(&ue)?;
+                p_core.register(&core)?;
+            }
+            Box::new(DualIo::new(ue, core, dp.batch))
         }
     })
+}
+
+/// The XDP steering programs (one per interface); detached when dropped.
+fn attach_xdp(cfg: &Config) -> Result<Vec<XdpProgram>, Box<dyn std::error::Error>> {
+    let mode = match cfg.dataplane.xdp_mode {
+        crate::config::XdpMode::Skb => AttachMode::Skb,
+        crate::config::XdpMode::Drv => AttachMode::Drv,
+    };
+    let split = |addrs: &[std::net::IpAddr]| {
+        let mut s = Steering::default();
+        for a in addrs {
+            match a {
+                std::net::IpAddr::V4(v) => s.v4.push(*v),
+                std::net::IpAddr::V6(v) => s.v6.push(*v),
+            }
+        }
+        s
+    };
+    let protected = cfg.protected_ports()?;
+    let mut ue = split(&cfg.ue.addresses);
+    ue.udp_ports = vec![
+        (cfg.ue.sip_port, cfg.ue.sip_port),
+        (*protected.start(), *protected.end()),
+    ];
+    let mut core = split(&[cfg.core.address]);
+    core.udp_ports = vec![(cfg.core.sip_port, cfg.core.sip_port)];
+    let queues = cfg.dataplane.workers.len() as u32;
+    let mut progs = Vec::new();
+    for (ifname, steering) in [(&cfg.ue.interface, ue), (&cfg.core.interface, core)] {
+        let p = XdpProgram::attach(&ProgramConfig {
+            ifname: ifname.clone(),
+            mode,
+            steering,
+            queues,
+        })
+        .map_err(|e| format!("attaching XDP to {ifname}: {e}"))?;
+        if let Some(old) = p.replaced_stale() {
+            log::warn(format_args!(
+                "{ifname}: replaced a stale pcscf XDP program (id {old}, left by a crash?)"
+            ));
+        }
+        progs.push(p);
+    }
+    Ok(progs)
+}
+
+/// The neighbour table as AF_XDP's next-hop lookup: one atomic load per call to pick up a new
+/// snapshot; misses are reported so the refresher resolves them.
+struct NeighAdapter(std::cell::RefCell<NeighReader>);
+
+impl NeighLookup for NeighAdapter {
+    fn lookup(&self, dst: std::net::IpAddr) -> Option<[u8; 6]> {
+        let mut r = self.0.borrow_mut();
+        r.update();
+        match r.lookup(dst) {
+            Some(e) => Some(e.dst_mac),
+            None => {
+                r.miss(dst);
+                None
+            }
+        }
+    }
 }
 
 /// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
@@ -169,11 +257,18 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
     let punt = PuntQueue::new(cfg.dataplane.punt_queue, Some(waker));
 
-    // Open every backend first: errors surface before anything runs.
+    // Attach XDP and open every backend first: errors surface before anything runs.
+    let progs = if cfg.dataplane.backend == Backend::Xdp {
+        attach_xdp(cfg)?
+    } else {
+        Vec::new()
+    };
     let mut backends = Vec::new();
     for i in 0..cfg.dataplane.workers.len() {
-        backends.push(open_backend(cfg, i, &neigh)?);
+        let io = open_backend(cfg, i, &neigh, &progs)?;
+        backends.push(io);
     }
+
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
 
@@ -238,6 +333,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
         let _ = h.join();
     }
     let _ = refresher.join();
+    drop(progs); // detach XDP
     let report = RunReport {
         workers: shared.iter().map(|s| s.snapshot()).collect(),
         punts_handled: punts,

@@ -15,6 +15,7 @@
 use std::io;
 
 pub mod afpacket;
+pub mod dual;
 pub mod mem;
 pub mod neigh;
 pub mod pkt;
