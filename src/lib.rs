@@ -12,4 +12,5 @@ pub mod control;
 pub mod dataplane;
 pub mod esp;
 pub mod io;
+pub mod lab;
 pub mod sip;

@@ -4,118 +4,30 @@
 //! stops it cleanly (and detaches XDP); an XDP program left by a killed run does not break the
 //! next start. Needs root and `ip` (CI runs as root); the namespaces are removed afterwards.
 
-use std::fs::File;
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sip::{HeaderName, Message};
 
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
+fn lab(tag: &str) -> Lab {
+    Lab::new("prun", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"))
 }
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test creates network namespaces and must run as root (CI does)"
-    );
-    assert!(
-        Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "the `ip` command (iproute2) is required"
-    );
-}
-
-/// ue (10.211.0.2) — (10.211.0.1) pcscf (10.212.0.1) — core (10.212.0.2)
-struct Lab {
-    ue: String,
-    pc: String,
-    core: String,
-    pc_ue_if: String,
-    pc_core_if: String,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        require_root();
-        let pid = std::process::id() % 100_000;
-        let l = Lab {
-            ue: format!("prun-{pid}-{tag}-ue"),
-            pc: format!("prun-{pid}-{tag}-pc"),
-            core: format!("prun-{pid}-{tag}-co"),
-            pc_ue_if: format!("r{pid}{tag}u"),
-            pc_core_if: format!("r{pid}{tag}c"),
-        };
-        for ns in [&l.ue, &l.pc, &l.core] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        let (ue_if, core_if) = (format!("r{pid}{tag}U"), format!("r{pid}{tag}C"));
-        ip(&[
-            "link",
-            "add",
-            &l.pc_ue_if,
-            "netns",
-            &l.pc,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ue_if,
-            "netns",
-            &l.ue,
-        ]);
-        ip(&[
-            "link",
-            "add",
-            &l.pc_core_if,
-            "netns",
-            &l.pc,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &core_if,
-            "netns",
-            &l.core,
-        ]);
-        for (ns, ifn, addr) in [
-            (&l.pc, &l.pc_ue_if, "10.211.0.1/24"),
-            (&l.ue, &ue_if, "10.211.0.2/24"),
-            (&l.pc, &l.pc_core_if, "10.212.0.1/24"),
-            (&l.core, &core_if, "10.212.0.2/24"),
-        ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", ifn]);
-            ip(&["-n", ns, "link", "set", ifn, "up"]);
-        }
-        l
-    }
-
-    fn config(&self, backend: &str) -> std::path::PathBuf {
-        let text = format!(
-            r#"
+fn config(lab: &Lab, backend: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
 [ue]
 interface = "{}"
-addresses = ["10.211.0.1"]
+addresses = ["{}"]
 [core]
 interface = "{}"
-address = "10.212.0.1"
-icscf = "10.212.0.2:5060"
+address = "{}"
+icscf = "{}:5060"
 hostname = "pcscf.test"
 [dataplane]
 backend = "{backend}"
@@ -127,67 +39,33 @@ stateless_relay = true
 [log]
 level = "info"
 "#,
-            self.pc_ue_if, self.pc_core_if
-        );
-        let path = std::env::temp_dir().join(format!("{}-{backend}.toml", self.pc));
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn start(&self, backend: &str) -> Child {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.pc,
-                env!("CARGO_BIN_EXE_pcscf"),
-                "run",
-                "--config",
-            ])
-            .arg(self.config(backend))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pcscf")
-    }
-
-    fn xdp_attached(&self) -> bool {
-        let o = Command::new("ip")
-            .args(["-n", &self.pc, "link", "show"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).contains("xdp")
-    }
+        lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
+    );
+    let path = std::env::temp_dir().join(format!("{}-{backend}.toml", lab.pcscf));
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.ue, &self.pc, &self.core] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Run `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; only this thread's network namespace changes.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
+fn start(lab: &Lab, backend: &str) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pcscf,
+            env!("CARGO_BIN_EXE_pcscf"),
+            "run",
+            "--config",
+        ])
+        .arg(config(lab, backend))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pcscf")
 }
 
 /// The core: answer every request with 200 (Via, From, To, Call-ID, CSeq copied) until `until`.
 fn core_responder(ns: &str, until: Instant, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
-    in_ns(ns, move || {
+    spawn_in(ns, move || {
         let s = UdpSocket::bind("10.212.0.2:5060").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -225,7 +103,7 @@ const REGISTER: &[u8] = include_bytes!("data/ims/register1_v4.sip");
 /// The UE: send `n` MESSAGEs, each until its 200 comes back (the P-CSCF may still be starting),
 /// then one REGISTER. Returns how many got their 200.
 fn ue_client(ns: &str, n: u32, deadline: Instant) -> std::thread::JoinHandle<u32> {
-    in_ns(ns, move || {
+    spawn_in(ns, move || {
         let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -293,8 +171,8 @@ fn counter(report: &str, name: &str) -> u64 {
 }
 
 fn relay_through(backend: &str, tag: &str) {
-    let lab = Lab::new(tag);
-    let child = lab.start(backend);
+    let lab = lab(tag);
+    let child = start(&lab, backend);
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = Arc::new(AtomicBool::new(false));
     let core = core_responder(&lab.core, deadline, done.clone());
@@ -344,8 +222,8 @@ fn run_xdp_backend() {
 
 #[test]
 fn xdp_left_by_a_killed_run_is_replaced() {
-    let lab = Lab::new("k");
-    let mut first = lab.start("xdp");
+    let lab = lab("k");
+    let mut first = start(&lab, "xdp");
     // wait until it attached, then kill it hard: the program stays attached
     let t = Instant::now();
     while !lab.xdp_attached() {
@@ -358,7 +236,7 @@ fn xdp_left_by_a_killed_run_is_replaced() {
         lab.xdp_attached(),
         "a killed run leaves its program (as a crash would)"
     );
-    let child = lab.start("xdp");
+    let child = start(&lab, "xdp");
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = Arc::new(AtomicBool::new(false));
     let core = core_responder(&lab.core, deadline, done.clone());

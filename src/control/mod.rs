@@ -57,6 +57,8 @@ const WAKE: mio::Token = mio::Token(0);
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub workers: Vec<WorkerStats>,
+    /// rx-to-tx latency of all workers, merged (ns).
+    pub latency: Option<hdrhistogram::Histogram<u64>>,
     pub punts_handled: u64,
     pub elapsed: Duration,
 }
@@ -334,8 +336,13 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     }
     let _ = refresher.join();
     drop(progs); // detach XDP
+    let mut latency = crate::dataplane::stats::new_histogram();
+    for s in &shared {
+        let _ = latency.add(s.latency());
+    }
     let report = RunReport {
         workers: shared.iter().map(|s| s.snapshot()).collect(),
+        latency: Some(latency),
         punts_handled: punts,
         elapsed: started.elapsed(),
     };
@@ -375,9 +382,23 @@ fn spawn_prometheus(
 }
 
 pub fn metrics_text(shared: &[Arc<SharedStats>]) -> String {
+    use std::fmt::Write;
     let mut out = String::new();
     for (i, s) in shared.iter().enumerate() {
         s.snapshot().write_prometheus(&i.to_string(), &mut out);
+        let h = s.latency();
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                out,
+                "pcscf_rx_tx_latency_ns{{worker=\"{i}\",quantile=\"{q}\"}} {}",
+                h.value_at_quantile(q)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "pcscf_rx_tx_latency_ns_count{{worker=\"{i}\"}} {}",
+            h.len()
+        );
     }
     out
 }
@@ -397,6 +418,15 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
         t.dropped(),
         t.rx as f64 / secs
     );
+    if let Some(h) = r.latency.as_ref().filter(|h| !h.is_empty()) {
+        eprintln!(
+            "pcscf:   rx-to-tx latency: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
     for d in crate::dataplane::stats::Drop::ALL {
         let n = t.drops[d as usize];
         if n > 0 {

@@ -4,7 +4,15 @@
 //! publishes a snapshot into [`SharedStats`] once per batch with relaxed stores; the control
 //! thread reads and sums the snapshots. Drops are counted by [`Drop`] reason.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+/// A latency histogram in nanoseconds: 1 ns to 10 s, 3 significant figures.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid histogram bounds")
+}
 
 /// Why a worker dropped a packet. One counter each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,9 +160,21 @@ impl WorkerStats {
 
 /// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedStats {
     fields: [AtomicU64; 12 + DROP_REASONS],
+    /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
+    /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for SharedStats {
+    fn default() -> Self {
+        SharedStats {
+            fields: Default::default(),
+            latency: Mutex::new(new_histogram()),
+        }
+    }
 }
 
 impl SharedStats {
@@ -175,6 +195,28 @@ impl SharedStats {
         ];
         for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
             f.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// Worker side: fold `local` into the shared histogram if nobody holds it, then clear it.
+    /// Returns whether it was merged (if not, the worker keeps counting and tries later).
+    pub fn try_merge_latency(&self, local: &mut Histogram<u64>) -> bool {
+        match self.latency.try_lock() {
+            Ok(mut h) => {
+                // Same bounds on both sides: `add` does not allocate.
+                let _ = h.add(&*local);
+                local.reset();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Control side: a copy of the latency histogram so far.
+    pub fn latency(&self) -> Histogram<u64> {
+        match self.latency.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 

@@ -1,0 +1,5 @@
+//! Test-bed plumbing shared by the namespace tests, the perf tools and (next) `pcscf lab`.
+//!
+//! - [`netns`]: the three-namespace topology ue — pcscf — core, removed on drop.
+
+pub mod netns;

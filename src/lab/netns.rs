@@ -1,0 +1,151 @@
+//! Network namespaces for a lab: `ue` — `pcscf` — `core`, joined by two veth pairs, with
+//! addresses that exist only inside the namespaces. Everything is removed on drop, also when a
+//! test fails half-way. Needs root and iproute2's `ip`.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// Run `ip` with `args`; an error names the command and what `ip` said.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// Whether we can create namespaces here (root and `ip`), with the reason when not.
+pub fn check_privileges() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "creating network namespaces needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)".into(),
+        );
+    }
+    ip(&["-V"]).map_err(|e| format!("the `ip` command (iproute2) is required: {e}"))
+}
+
+/// The lab's three namespaces and the P-CSCF's two interfaces.
+#[derive(Debug)]
+pub struct Lab {
+    pub ue: String,
+    pub pcscf: String,
+    pub core: String,
+    /// The P-CSCF's interface toward the UE namespace, and toward the core.
+    pub pcscf_ue_if: String,
+    pub pcscf_core_if: String,
+    pub ue_if: String,
+    pub core_if: String,
+    pub ue_addr: IpAddr,
+    pub pcscf_ue_addr: IpAddr,
+    pub pcscf_core_addr: IpAddr,
+    pub core_addr: IpAddr,
+}
+
+impl Lab {
+    /// Create `<prefix>-ue`, `<prefix>-pc`, `<prefix>-co` with IPv4 /24s `10.211.0.0` (ue side)
+    /// and `10.212.0.0` (core side): .2 is the peer, .1 the P-CSCF. `tag` (≤ 3 chars) keeps
+    /// interface names unique among concurrent labs of one process.
+    pub fn new(prefix: &str, tag: &str) -> Result<Lab, String> {
+        check_privileges()?;
+        let pid = std::process::id() % 100_000;
+        let lab = Lab {
+            ue: format!("{prefix}-{pid}-{tag}-ue"),
+            pcscf: format!("{prefix}-{pid}-{tag}-pc"),
+            core: format!("{prefix}-{pid}-{tag}-co"),
+            pcscf_ue_if: format!("l{pid}{tag}u"),
+            pcscf_core_if: format!("l{pid}{tag}c"),
+            ue_if: format!("l{pid}{tag}U"),
+            core_if: format!("l{pid}{tag}C"),
+            ue_addr: "10.211.0.2".parse().expect("literal"),
+            pcscf_ue_addr: "10.211.0.1".parse().expect("literal"),
+            pcscf_core_addr: "10.212.0.1".parse().expect("literal"),
+            core_addr: "10.212.0.2".parse().expect("literal"),
+        };
+        // From here on, Drop removes whatever was made.
+        for ns in [&lab.ue, &lab.pcscf, &lab.core] {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        ip(&[
+            "link",
+            "add",
+            &lab.pcscf_ue_if,
+            "netns",
+            &lab.pcscf,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.ue_if,
+            "netns",
+            &lab.ue,
+        ])?;
+        ip(&[
+            "link",
+            "add",
+            &lab.pcscf_core_if,
+            "netns",
+            &lab.pcscf,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.core_if,
+            "netns",
+            &lab.core,
+        ])?;
+        for (ns, ifn, addr) in [
+            (&lab.pcscf, &lab.pcscf_ue_if, "10.211.0.1/24"),
+            (&lab.ue, &lab.ue_if, "10.211.0.2/24"),
+            (&lab.pcscf, &lab.pcscf_core_if, "10.212.0.1/24"),
+            (&lab.core, &lab.core_if, "10.212.0.2/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", ifn])?;
+            ip(&["-n", ns, "link", "set", ifn, "up"])?;
+        }
+        Ok(lab)
+    }
+
+    /// Whether an XDP program is attached to an interface of the P-CSCF namespace.
+    pub fn xdp_attached(&self) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.pcscf, "link", "show"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its veth ends, and with them their peers.
+        for ns in [&self.ue, &self.pcscf, &self.core] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Run `f` on a new thread inside namespace `ns` (sockets it opens stay there).
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
