@@ -297,18 +297,8 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
-        match l3::write_udp(frame, range, core, next) {
-            Some(r) => {
-                self.stats.forwarded += 1;
-                Verdict::Tx(Desc {
-                    frame: d.frame,
-                    start: r.start as u16,
-                    end: r.end as u16,
-                    side: Side::Core,
-                })
-            }
-            None => Verdict::Drop(Drop::NoRoom),
-        }
+        let r = l3::write_udp(frame, range, core, next);
+        self.forwarded(d, r, Side::Core)
     }
 
     /// A SIP message from the core.
@@ -367,7 +357,13 @@ impl<P: PacketIo> Worker<P> {
         let Some(from) = from else {
             return Verdict::Drop(Drop::NoRoute);
         };
-        match l3::write_udp(frame, range, from, next) {
+        let r = l3::write_udp(frame, range, from, next);
+        self.forwarded(d, r, toward)
+    }
+
+    /// The verdict for a packet re-addressed in its own frame (`r`: where it now lies).
+    fn forwarded(&mut self, d: Desc, r: Option<std::ops::Range<usize>>, toward: Side) -> Verdict {
+        match r {
             Some(r) => {
                 self.stats.forwarded += 1;
                 Verdict::Tx(Desc {

@@ -75,6 +75,17 @@ impl FramePool {
         Some(f)
     }
 
+    /// Take a free frame as an empty packet at [`HEADROOM`](crate::io::HEADROOM) for `side`.
+    #[inline]
+    pub fn alloc_desc(&mut self, side: crate::io::Side) -> Option<crate::io::Desc> {
+        self.alloc().map(|frame| crate::io::Desc {
+            frame,
+            start: crate::io::HEADROOM as u16,
+            end: crate::io::HEADROOM as u16,
+            side,
+        })
+    }
+
     /// Give a frame back. Out-of-range indices and double frees are ignored (debug-asserted).
     #[inline]
     pub fn free(&mut self, f: u32) {

@@ -912,13 +912,7 @@ impl PacketIo for SocketIo {
     }
 
     fn alloc(&mut self, side: Side) -> Option<Desc> {
-        let f = self.pool.alloc()?;
-        Some(Desc {
-            frame: f,
-            start: HEADROOM as u16,
-            end: HEADROOM as u16,
-            side,
-        })
+        self.pool.alloc_desc(side)
     }
 
     fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
