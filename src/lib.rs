@@ -13,4 +13,5 @@ pub mod dataplane;
 pub mod esp;
 pub mod io;
 pub mod lab;
+pub mod satable;
 pub mod sip;

@@ -273,3 +273,113 @@ fn worker_batch_does_not_allocate() {
     }
     assert!(w.stats().forwarded >= 3 && w2.stats().replied >= 3);
 }
+
+mod protected {
+    use super::*;
+    use pcscf::esp::{Frame, Sa, SaOptions};
+    use pcscf::satable::{EntryMeta, SaTableConfig, SetState, sa_table};
+
+    const CK: [u8; 16] = [0x11; 16];
+    const IK: [u8; 16] = [0x22; 16];
+
+    /// UE 10.46.0.6 port-c 7004 → our port-s 5103, over ESP with `spi`.
+    fn esp_packet(tx: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Vec<u8> {
+        let inner = udp(
+            &format!("10.46.0.6:{sport}"),
+            &format!("10.46.0.1:{dport}"),
+            sip,
+        );
+        let mut buf = vec![0u8; 256 + inner.len() + 128];
+        buf[256..256 + inner.len()].copy_from_slice(&inner);
+        let mut f = Frame::new(&mut buf, 256, 256 + inner.len());
+        tx.outbound(&mut f).unwrap();
+        let (s, e) = (f.start, f.end);
+        buf[s..e].to_vec()
+    }
+
+    #[test]
+    fn protected_register_reaches_the_registration_thread_and_bad_esp_is_dropped() {
+        let (mut writer, reader) = sa_table(SaTableConfig {
+            inbound_capacity: 64,
+            outbound_capacity: 64,
+            spi_min: 4096,
+            spi_max: 1 << 20,
+        })
+        .unwrap();
+        let spi = writer.reserve_spi().unwrap();
+        let rx = Sa::from_aka(
+            spi,
+            "hmac-sha-1-96",
+            "aes-cbc",
+            &CK,
+            &IK,
+            SaOptions::default(),
+        )
+        .unwrap();
+        writer
+            .install_inbound(
+                rx,
+                &EntryMeta {
+                    ue_addr: "10.46.0.6".parse().unwrap(),
+                    ue_port: 7004,
+                    local_port: 5103,
+                    binding: 1,
+                    state: SetState::Temporary,
+                },
+            )
+            .unwrap();
+        let tx = Sa::from_aka(
+            spi,
+            "hmac-sha-1-96",
+            "aes-cbc",
+            &CK,
+            &IK,
+            SaOptions::default(),
+        )
+        .unwrap();
+        let other = Sa::from_aka(
+            spi + 1,
+            "hmac-sha-1-96",
+            "aes-cbc",
+            &CK,
+            &IK,
+            SaOptions::default(),
+        )
+        .unwrap();
+
+        let punt = PuntQueue::new(64, None);
+        let shared = Arc::new(SharedStats::default());
+        let mut w = Worker::new(MemIo::new(64), cfg(false), punt.clone(), shared).with_sas(reader);
+
+        let good = esp_packet(&tx, 7004, 5103, REGISTER);
+        let mut flipped = esp_packet(&tx, 7004, 5103, REGISTER);
+        let n = flipped.len();
+        flipped[n - 1] ^= 1; // ICV
+        let wrong_port = esp_packet(&tx, 7005, 5103, REGISTER); // selector
+        let unknown = esp_packet(&other, 7004, 5103, REGISTER);
+        let io = w.io();
+        for p in [&good, &good, &flipped, &wrong_port, &unknown] {
+            assert!(io.inject(Side::Ue, p));
+        }
+        assert_eq!(w.poll_once(), 5);
+        let s = *w.stats();
+        assert_eq!(s.punted, 1, "{s:?}");
+        assert_eq!(s.drops[Drop::EspReplay as usize], 1, "the replayed copy");
+        assert_eq!(s.drops[Drop::EspIcv as usize], 1);
+        assert_eq!(
+            s.drops[Drop::EspOther as usize],
+            1,
+            "inner ports off the SA's selector"
+        );
+        assert_eq!(s.drops[Drop::UnknownSpi as usize], 1);
+        let b = punt.pop().unwrap();
+        assert_eq!(b.arrival, Arrival::Protected { spi });
+        assert_eq!(b.src, addr("10.46.0.6:7004"));
+        assert_eq!(b.payload(), REGISTER, "decrypted in place, byte for byte");
+        // the bad packets did not hurt the SA: the next good packet still goes through
+        w.io()
+            .inject(Side::Ue, &esp_packet(&tx, 7004, 5103, REGISTER));
+        w.poll_once();
+        assert_eq!(w.stats().punted, 2);
+    }
+}

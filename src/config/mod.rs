@@ -84,6 +84,10 @@ pub struct Ipsec {
     pub algorithms: Vec<String>,
     #[serde(default = "default_replay_window")]
     pub replay_window: u32,
+    /// Most inbound SAs at once (four SAs per UE registration, up to three sets while
+    /// re-registering); sizes the SA table, allocated at start.
+    #[serde(default = "default_max_sas")]
+    pub max_sas: u32,
 }
 
 impl Default for Ipsec {
@@ -92,6 +96,7 @@ impl Default for Ipsec {
             spi_range: default_spi_range(),
             algorithms: default_algorithms(),
             replay_window: default_replay_window(),
+            max_sas: default_max_sas(),
         }
     }
 }
@@ -212,6 +217,9 @@ fn default_algorithms() -> Vec<String> {
 }
 fn default_replay_window() -> u32 {
     64
+}
+fn default_max_sas() -> u32 {
+    1 << 16
 }
 fn default_backend() -> Backend {
     Backend::Xdp
@@ -337,6 +345,19 @@ impl Config {
             return Err(bad("ipsec.spi_range", "needs at least two SPIs"));
         }
         self.algorithms()?;
+        if !(16..=1 << 24).contains(&self.ipsec.max_sas) {
+            return Err(bad("ipsec.max_sas", "must be within 16..=16777216"));
+        }
+        let slots = self.ipsec.max_sas.next_power_of_two() as u64;
+        if spis.end() - spis.start() + 1 < 2 * slots {
+            return Err(bad(
+                "ipsec.spi_range",
+                format!(
+                    "must hold at least twice ipsec.max_sas rounded up ({} SPIs)",
+                    2 * slots
+                ),
+            ));
+        }
         if !(64..=1024).contains(&self.ipsec.replay_window) {
             return Err(bad("ipsec.replay_window", "must be within 64..=1024"));
         }

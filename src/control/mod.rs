@@ -25,6 +25,7 @@ use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
 use crate::io::xdp::{
     AttachMode, NeighLookup, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig,
 };
+use crate::satable::{SaTableConfig, sa_table};
 
 pub mod log;
 
@@ -258,6 +259,15 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     let mut poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
     let punt = PuntQueue::new(cfg.dataplane.punt_queue, Some(waker));
+    let spis = cfg.spi_range()?;
+    // The registration thread is the single writer of the SA table (issue 5 fills it).
+    let (sa_writer, sa_reader) = sa_table(SaTableConfig {
+        inbound_capacity: cfg.ipsec.max_sas,
+        outbound_capacity: cfg.ipsec.max_sas,
+        spi_min: *spis.start() as u32,
+        spi_max: *spis.end() as u32,
+    })
+    .map_err(|e| format!("ipsec: SA table: {e:?}"))?;
 
     // Attach XDP and open every backend first: errors surface before anything runs.
     let progs = if cfg.dataplane.backend == Backend::Xdp {
@@ -282,6 +292,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
         shared.push(st.clone());
         let punt = punt.clone();
         let stop = stop.clone();
+        let sas = sa_reader.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -289,7 +300,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         log::warn(format_args!("worker {i}: could not pin to core {core}"));
                     }
-                    let mut w = Worker::new(io, wcfg, punt, st);
+                    let mut w = Worker::new(io, wcfg, punt, st).with_sas(sas);
                     w.run(&stop);
                 })?,
         );
@@ -335,6 +346,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
         let _ = h.join();
     }
     let _ = refresher.join();
+    drop(sa_writer);
     drop(progs); // detach XDP
     let mut latency = crate::dataplane::stats::new_histogram();
     for s in &shared {

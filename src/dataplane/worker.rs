@@ -20,7 +20,9 @@ use std::time::Instant;
 use crate::dataplane::l3::{self, L4};
 use crate::dataplane::punt::{Arrival, PuntQueue};
 use crate::dataplane::stats::{Drop, SharedStats, WorkerStats, new_histogram};
+use crate::esp::EspError;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
+use crate::satable::{ReadGuard, SaReader};
 use crate::sip::msg::Index;
 use crate::sip::pcscf::{self as rules, ProxyIdentity};
 use crate::sip::{Editor, HeaderName};
@@ -63,6 +65,8 @@ enum Verdict {
 pub struct Worker<P: PacketIo> {
     io: P,
     cfg: WorkerConfig,
+    /// The SA table (pinned once per batch). `None`: no SAs, every SPI is unknown.
+    sas: Option<SaReader>,
     punt: Arc<PuntQueue>,
     shared: Arc<SharedStats>,
     stats: WorkerStats,
@@ -96,6 +100,7 @@ impl<P: PacketIo> Worker<P> {
         let batch = cfg.batch.max(1);
         Worker {
             io,
+            sas: None,
             punt,
             shared,
             stats: WorkerStats::default(),
@@ -116,6 +121,12 @@ impl<P: PacketIo> Worker<P> {
             last_merge: Instant::now(),
             cfg,
         }
+    }
+
+    /// Give the worker its reader of the SA table.
+    pub fn with_sas(mut self, sas: SaReader) -> Self {
+        self.sas = Some(sas);
+        self
     }
 
     pub fn io(&mut self) -> &mut P {
@@ -149,9 +160,12 @@ impl<P: PacketIo> Worker<P> {
         let t0 = Instant::now();
         self.stats.batches += 1;
         self.stats.rx += n as u64;
+        // One epoch pin per batch: SAs seen by this batch stay valid until it is done.
+        let sas = self.sas.clone();
+        let guard = sas.as_ref().map(|s| s.pin());
         for i in 0..n {
             let d = self.rx[i];
-            match self.process(d) {
+            match self.process(d, guard.as_ref()) {
                 Verdict::Tx(out) => self.tx.push(out),
                 Verdict::Replied(out) => {
                     self.stats.replied += 1;
@@ -169,6 +183,7 @@ impl<P: PacketIo> Worker<P> {
             }
         }
         self.stats.tx += self.tx.len() as u64;
+        drop(guard);
         let _ = self.io.send(&self.tx);
         self.io.free(&self.freed);
         self.tx.clear();
@@ -194,7 +209,7 @@ impl<P: PacketIo> Worker<P> {
         n
     }
 
-    fn process(&mut self, d: Desc) -> Verdict {
+    fn process(&mut self, d: Desc, sas: Option<&ReadGuard<'_>>) -> Verdict {
         self.stats.classify += 1;
         let class = {
             let frame = self.io.frame(&d);
@@ -226,18 +241,59 @@ impl<P: PacketIo> Worker<P> {
                 let at = d.start as usize;
                 self.sip_from_core(d, src, dst, (at + payload.0, at + payload.1))
             }
-            (L4::Esp { dst, .. }, Side::Ue) => {
+            (L4::Esp { src, dst, .. }, Side::Ue) => {
                 if !self.cfg.ue_addrs.contains(&dst) {
                     return Verdict::Drop(Drop::NotForUs);
                 }
-                self.stats.esp_in += 1;
-                // The SA table joins the workers with issue 4's next slice; until then every
-                // SPI is unknown.
-                Verdict::Drop(Drop::UnknownSpi)
+                self.esp_in(d, src, sas)
             }
             (L4::Esp { .. }, Side::Core) => Verdict::Drop(Drop::NotForUs),
             (L4::Other, _) => Verdict::Drop(Drop::NotIpUdpEsp),
         }
+    }
+
+    /// ESP from a UE (spec §3.3): SA by SPI, outer source = the SA's UE, ICV, anti-replay,
+    /// decrypt (all in `Sa::decapsulate`), then the selector check on the inner UDP ports
+    /// (RFC 4301 §5.2: SA1 is UE port-c → our port-s, SA4 UE port-s → our port-c).
+    fn esp_in(&mut self, d: Desc, src: IpAddr, sas: Option<&ReadGuard<'_>>) -> Verdict {
+        self.stats.esp_in += 1;
+        let Some(sas) = sas else {
+            return Verdict::Drop(Drop::UnknownSpi);
+        };
+        let frame = self.io.frame(&d);
+        let (start, end) = (d.start as usize, d.end as usize);
+        let Ok(spi) = crate::esp::packet::peek_spi(&frame[start..end]) else {
+            return Verdict::Drop(Drop::EspOther);
+        };
+        let Some(e) = sas.inbound(spi) else {
+            return Verdict::Drop(Drop::UnknownSpi);
+        };
+        if e.ue_addr() != src {
+            return Verdict::Drop(Drop::EspOther);
+        }
+        let inner = match e.sa().decapsulate(&mut frame[start..end]) {
+            Ok((inner, _)) => start + inner.start..start + inner.end,
+            Err(EspError::IcvMismatch) => return Verdict::Drop(Drop::EspIcv),
+            Err(EspError::Replayed | EspError::TooOld) => return Verdict::Drop(Drop::EspReplay),
+            Err(_) => return Verdict::Drop(Drop::EspOther),
+        };
+        let L4::Udp {
+            src: isrc,
+            dst: idst,
+            payload,
+        } = l3::classify(&frame[inner.clone()])
+        else {
+            // TCP over the SA is not handled yet.
+            return Verdict::Drop(Drop::EspOther);
+        };
+        if isrc.port() != e.ue_port() || idst.port() != e.local_port() {
+            return Verdict::Drop(Drop::EspOther);
+        }
+        let payload = (inner.start + payload.0, inner.start + payload.1);
+        self.stats.sip += 1;
+        // The registration thread decides what a protected message means (REGISTER over the
+        // temporary or current set, or traffic of a registered UE: issue 5).
+        self.punt(Side::Ue, Arrival::Protected { spi }, isrc, idst, payload, d)
     }
 
     /// An unprotected SIP message from a UE (port 5060).
