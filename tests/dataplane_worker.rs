@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pcscf::dataplane::l3::{self, L4};
-use pcscf::dataplane::punt::{Arrival, PuntQueue};
+use pcscf::dataplane::queue::{Arrival, MsgQueue};
 use pcscf::dataplane::stats::{Drop, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::io::Side;
@@ -63,8 +63,8 @@ fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     buf[r].to_vec()
 }
 
-fn worker(relay: bool) -> (Worker<MemIo>, Arc<PuntQueue>, Arc<SharedStats>) {
-    let punt = PuntQueue::new(64, None);
+fn worker(relay: bool) -> (Worker<MemIo>, Arc<MsgQueue>, Arc<SharedStats>) {
+    let punt = MsgQueue::new(64, None);
     let shared = Arc::new(SharedStats::default());
     (
         Worker::new(MemIo::new(512), cfg(relay), punt.clone(), shared.clone()),
@@ -347,7 +347,7 @@ mod protected {
         )
         .unwrap();
 
-        let punt = PuntQueue::new(64, None);
+        let punt = MsgQueue::new(64, None);
         let shared = Arc::new(SharedStats::default());
         let mut w = Worker::new(MemIo::new(64), cfg(false), punt.clone(), shared).with_sas(reader);
 
@@ -381,5 +381,109 @@ mod protected {
             .inject(Side::Ue, &esp_packet(&tx, 7004, 5103, REGISTER));
         w.poll_once();
         assert_eq!(w.stats().punted, 2);
+    }
+}
+
+mod inject {
+    use super::*;
+    use pcscf::esp::{Sa, SaOptions};
+    use pcscf::satable::{EntryMeta, SaTableConfig, SetState, sa_table};
+
+    #[test]
+    fn registration_thread_sends_plain_and_over_the_sa() {
+        let (mut writer, reader) = sa_table(SaTableConfig {
+            inbound_capacity: 16,
+            outbound_capacity: 16,
+            spi_min: 4096,
+            spi_max: 1 << 20,
+        })
+        .unwrap();
+        // outbound SA2: our port-c 5102 → UE port-s 7005, SPI chosen by the UE
+        let ue_spi = 0x8000_0001;
+        let ck = [3u8; 16];
+        let ik = [4u8; 16];
+        let out = Sa::from_aka(ue_spi, "null", "aes-gcm", &ck, &ik, SaOptions::default()).unwrap();
+        writer
+            .install_outbound(
+                out,
+                &EntryMeta {
+                    ue_addr: "10.46.0.6".parse().unwrap(),
+                    ue_port: 7005,
+                    local_port: 5102,
+                    binding: 7,
+                    state: SetState::New,
+                },
+            )
+            .unwrap();
+        let ue_rx =
+            Sa::from_aka(ue_spi, "null", "aes-gcm", &ck, &ik, SaOptions::default()).unwrap();
+
+        let punt = MsgQueue::new(8, None);
+        let inject = MsgQueue::new(8, None);
+        let shared = Arc::new(SharedStats::default());
+        let mut w = Worker::new(MemIo::new(32), cfg(false), punt, shared)
+            .with_sas(reader)
+            .with_inject(inject.clone());
+        let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        inject
+            .push(
+                Side::Ue,
+                Arrival::Protected { spi: 0 },
+                addr("10.46.0.1:5102"),
+                addr("10.46.0.6:7005"),
+                0,
+                ok,
+            )
+            .unwrap();
+        inject
+            .push(
+                Side::Core,
+                Arrival::Plain,
+                addr("10.0.1.10:5060"),
+                addr("10.0.1.20:5060"),
+                0,
+                REGISTER,
+            )
+            .unwrap();
+        // a protected message to a flow with no SA is not sent in the clear
+        inject
+            .push(
+                Side::Ue,
+                Arrival::Protected { spi: 0 },
+                addr("10.46.0.1:5102"),
+                addr("10.46.0.9:7005"),
+                0,
+                ok,
+            )
+            .unwrap();
+        w.poll_once();
+        let sent = w.io().take_sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            (
+                w.stats().injected,
+                w.stats().inject_dropped,
+                w.stats().esp_out
+            ),
+            (2, 1, 1)
+        );
+        let mut esp = sent[0].1.clone();
+        assert_eq!(sent[0].0, Side::Ue);
+        assert!(
+            matches!(l3::classify(&esp), L4::Esp { .. }),
+            "went out as ESP"
+        );
+        let (inner, _) = ue_rx
+            .decapsulate(&mut esp)
+            .expect("the UE's SA decrypts it");
+        let (src, dst, sip) = sip_of(&esp[inner]);
+        assert_eq!((src, dst), (addr("10.46.0.1:5102"), addr("10.46.0.6:7005")));
+        assert_eq!(sip, ok);
+        let (src, dst, sip) = sip_of(&sent[1].1);
+        assert_eq!(
+            (sent[1].0, src, dst),
+            (Side::Core, addr("10.0.1.10:5060"), addr("10.0.1.20:5060"))
+        );
+        assert_eq!(sip, REGISTER);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config, LogLevel};
-use crate::dataplane::punt::{Arrival, PuntQueue};
+use crate::dataplane::queue::{Arrival, MsgQueue};
 use crate::dataplane::stats::{SharedStats, WorkerStats};
 use crate::dataplane::worker::{Worker, WorkerConfig};
 use crate::io::PacketIo;
@@ -258,7 +258,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     }));
     let mut poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
-    let punt = PuntQueue::new(cfg.dataplane.punt_queue, Some(waker));
+    let punt = MsgQueue::new(cfg.dataplane.punt_queue, Some(waker));
     let spis = cfg.spi_range()?;
     // The registration thread is the single writer of the SA table (issue 5 fills it).
     let (sa_writer, sa_reader) = sa_table(SaTableConfig {
@@ -286,6 +286,8 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
 
     let mut shared = Vec::new();
     let mut handles = Vec::new();
+    // One inject queue per worker: the registration thread sends through the workers' TX path.
+    let mut injects = Vec::new();
     for (i, (io, &core)) in backends.into_iter().zip(&cfg.dataplane.workers).enumerate() {
         let wcfg = worker_config(cfg, i as u16)?;
         let st = Arc::new(SharedStats::default());
@@ -293,6 +295,8 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
         let punt = punt.clone();
         let stop = stop.clone();
         let sas = sa_reader.clone();
+        let inject = MsgQueue::new(cfg.dataplane.punt_queue, None);
+        injects.push(inject.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -300,7 +304,9 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         log::warn(format_args!("worker {i}: could not pin to core {core}"));
                     }
-                    let mut w = Worker::new(io, wcfg, punt, st).with_sas(sas);
+                    let mut w = Worker::new(io, wcfg, punt, st)
+                        .with_sas(sas)
+                        .with_inject(inject);
                     w.run(&stop);
                 })?,
         );
@@ -347,6 +353,7 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     }
     let _ = refresher.join();
     drop(sa_writer);
+    drop(injects);
     drop(progs); // detach XDP
     let mut latency = crate::dataplane::stats::new_histogram();
     for s in &shared {

@@ -2,10 +2,10 @@
 //!
 //! - [`l3`]: classify an L3 packet (UDP / ESP / other) and write fresh IP + UDP headers.
 //! - [`stats`]: per-worker, per-stage counters and drop reasons.
-//! - [`punt`]: the bounded queue to the registration thread.
+//! - [`queue`]: the bounded message queues between the workers and the registration thread.
 //! - [`worker`]: the per-packet pipeline of one pinned worker.
 
 pub mod l3;
-pub mod punt;
+pub mod queue;
 pub mod stats;
 pub mod worker;

@@ -98,6 +98,10 @@ pub struct WorkerStats {
     pub punted: u64,
     /// SIP responses the worker generated (4xx for bad requests).
     pub replied: u64,
+    /// Messages the registration thread had this worker send, and those it could not (no
+    /// frame, no outbound SA); kept apart from `drops`, which count received packets.
+    pub injected: u64,
+    pub inject_dropped: u64,
     pub drops: [u64; DROP_REASONS],
     /// Time spent processing batches (ns), to derive ns per packet.
     pub busy_ns: u64,
@@ -124,6 +128,8 @@ impl WorkerStats {
         self.forwarded += o.forwarded;
         self.punted += o.punted;
         self.replied += o.replied;
+        self.injected += o.injected;
+        self.inject_dropped += o.inject_dropped;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -146,6 +152,8 @@ impl WorkerStats {
         c("forwarded_packets", self.forwarded);
         c("punted_packets", self.punted);
         c("replied_packets", self.replied);
+        c("injected_packets", self.injected);
+        c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
         for d in Drop::ALL {
             let _ = writeln!(
@@ -162,7 +170,7 @@ impl WorkerStats {
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
 #[derive(Debug)]
 pub struct SharedStats {
-    fields: [AtomicU64; 12 + DROP_REASONS],
+    fields: [AtomicU64; 13 + DROP_REASONS],
     /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
     /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
     latency: Mutex<Histogram<u64>>,
@@ -191,7 +199,8 @@ impl SharedStats {
             s.punted,
             s.replied,
             s.busy_ns,
-            0,
+            s.injected,
+            s.inject_dropped,
         ];
         for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
             f.store(*v, Ordering::Relaxed);
@@ -234,10 +243,12 @@ impl SharedStats {
             punted: v(8),
             replied: v(9),
             busy_ns: v(10),
+            injected: v(11),
+            inject_dropped: v(12),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {
-            *d = v(12 + i);
+            *d = v(13 + i);
         }
         s
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::dataplane::l3::{self, L4};
-use crate::dataplane::punt::{Arrival, PuntQueue};
+use crate::dataplane::queue::{Arrival, Msg, MsgQueue};
 use crate::dataplane::stats::{Drop, SharedStats, WorkerStats, new_histogram};
 use crate::esp::EspError;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
@@ -67,7 +67,9 @@ pub struct Worker<P: PacketIo> {
     cfg: WorkerConfig,
     /// The SA table (pinned once per batch). `None`: no SAs, every SPI is unknown.
     sas: Option<SaReader>,
-    punt: Arc<PuntQueue>,
+    /// Messages the registration thread wants this worker to send.
+    inject: Option<Arc<MsgQueue>>,
+    punt: Arc<MsgQueue>,
     shared: Arc<SharedStats>,
     stats: WorkerStats,
     rx: Vec<Desc>,
@@ -94,13 +96,14 @@ impl<P: PacketIo> Worker<P> {
     pub fn new(
         io: P,
         cfg: WorkerConfig,
-        punt: Arc<PuntQueue>,
+        punt: Arc<MsgQueue>,
         shared: Arc<SharedStats>,
     ) -> Worker<P> {
         let batch = cfg.batch.max(1);
         Worker {
             io,
             sas: None,
+            inject: None,
             punt,
             shared,
             stats: WorkerStats::default(),
@@ -121,6 +124,12 @@ impl<P: PacketIo> Worker<P> {
             last_merge: Instant::now(),
             cfg,
         }
+    }
+
+    /// Give the worker its queue of messages to send for the registration thread.
+    pub fn with_inject(mut self, q: Arc<MsgQueue>) -> Self {
+        self.inject = Some(q);
+        self
     }
 
     /// Give the worker its reader of the SA table.
@@ -153,7 +162,8 @@ impl<P: PacketIo> Worker<P> {
     /// One batch: receive, process, send. Returns how many packets came in.
     pub fn poll_once(&mut self) -> usize {
         let n = self.io.recv(&mut self.rx).unwrap_or_default();
-        if n == 0 {
+        let injected = self.inject.as_ref().is_some_and(|q| !q.is_empty());
+        if n == 0 && !injected {
             let _ = self.io.flush();
             return 0;
         }
@@ -163,6 +173,9 @@ impl<P: PacketIo> Worker<P> {
         // One epoch pin per batch: SAs seen by this batch stay valid until it is done.
         let sas = self.sas.clone();
         let guard = sas.as_ref().map(|s| s.pin());
+        if injected {
+            self.drain_inject(guard.as_ref());
+        }
         for i in 0..n {
             let d = self.rx[i];
             match self.process(d, guard.as_ref()) {
@@ -197,9 +210,11 @@ impl<P: PacketIo> Worker<P> {
         self.stats.busy_ns += took.as_nanos() as u64;
         // Every packet of the batch left (or was dropped) by now: one sample per packet, taken
         // once per batch (the clock is read twice per batch, never per packet).
-        let _ = self
-            .latency
-            .record_n(took.as_nanos().max(1) as u64, n as u64);
+        if n > 0 {
+            let _ = self
+                .latency
+                .record_n(took.as_nanos().max(1) as u64, n as u64);
+        }
         self.shared.publish(&self.stats);
         if took + t0.duration_since(self.last_merge) > std::time::Duration::from_millis(100)
             && self.shared.try_merge_latency(&mut self.latency)
@@ -207,6 +222,71 @@ impl<P: PacketIo> Worker<P> {
             self.last_merge = Instant::now();
         }
         n
+    }
+
+    /// Send what the registration thread queued for this worker (at most one batch's worth).
+    fn drain_inject(&mut self, sas: Option<&ReadGuard<'_>>) {
+        let Some(q) = self.inject.clone() else {
+            return;
+        };
+        for _ in 0..self.cfg.batch {
+            let Some(m) = q.pop() else {
+                break;
+            };
+            match self.send_injected(&m, sas) {
+                Verdict::Tx(d) => {
+                    self.stats.injected += 1;
+                    self.tx.push(d);
+                }
+                Verdict::Drop(_) => self.stats.inject_dropped += 1,
+                Verdict::Punted | Verdict::Replied(_) => {}
+            }
+            q.recycle(m);
+        }
+    }
+
+    /// One injected message: into a fresh frame, IP + UDP headers, and ESP when it goes over
+    /// the UE's SA (the outbound SA of its flow: our port → the UE's port, spec §2.2).
+    fn send_injected(&mut self, m: &Msg, sas: Option<&ReadGuard<'_>>) -> Verdict {
+        let Some(out) = self.io.alloc(m.side) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let frame = self.io.frame(&out);
+        let at = HEADROOM + l3::IPV6_HDR + l3::UDP_HDR;
+        let len = m.len;
+        if at + len + 64 > frame.len() {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        frame[at..at + len].copy_from_slice(m.payload());
+        let Some(r) = l3::write_udp(frame, at..at + len, m.src, m.dst) else {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let range = match m.arrival {
+            Arrival::Plain => r,
+            Arrival::Protected { .. } => {
+                let sa = sas.and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()));
+                let Some(e) = sa else {
+                    self.io.free(&[out]);
+                    return Verdict::Drop(Drop::NoRoute);
+                };
+                let frame = self.io.frame(&out);
+                let mut f = crate::esp::Frame::new(frame, r.start, r.end);
+                if e.sa().outbound(&mut f).is_err() {
+                    self.io.free(&[out]);
+                    return Verdict::Drop(Drop::EspOther);
+                }
+                self.stats.esp_out += 1;
+                f.start..f.end
+            }
+        };
+        Verdict::Tx(Desc {
+            frame: out.frame,
+            start: range.start as u16,
+            end: range.end as u16,
+            side: m.side,
+        })
     }
 
     fn process(&mut self, d: Desc, sas: Option<&ReadGuard<'_>>) -> Verdict {

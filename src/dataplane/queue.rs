@@ -1,11 +1,15 @@
-//! The punt path: workers hand packets they cannot finish alone (registration traffic) to the
-//! registration thread.
+//! The bounded message queues between the workers and the registration thread, both ways:
+//! - **punt**: a worker hands the registration thread a SIP message it cannot finish alone
+//!   (registration traffic), with where it came from and how (plain or over which SA);
+//! - **inject**: the registration thread hands a worker a SIP message to send (a 401 or 200
+//!   toward a UE, a REGISTER toward the I-CSCF), with the addresses to use and whether it goes
+//!   over the UE's SA; the worker sends it through its own TX path.
 //!
-//! Owns: a bounded, lock-free queue of pre-allocated buffers (crossbeam `ArrayQueue`s: one of
-//! free buffers, one of full ones) and the mio [`Waker`](mio::Waker) that wakes the registration
-//! thread. A worker never waits: no free buffer or a full queue means drop and count. The
-//! buffers are allocated once; a punt copies the packet (registration traffic is rare next to
-//! the data path) and allocates nothing. The worker wakes the thread once per batch, not per
+//! Owns: a lock-free queue of pre-allocated buffers (crossbeam `ArrayQueue`s: one of free
+//! buffers, one of full ones) and an optional mio [`Waker`](mio::Waker) for a sleeping
+//! consumer. A producer never waits: no free buffer means drop and count. The buffers are
+//! allocated once; a message is copied in (registration traffic is rare next to the data path)
+//! and nothing is allocated. Workers wake the registration thread once per batch, not per
 //! packet, so the eventfd write is a per-batch syscall.
 
 use std::net::SocketAddr;
@@ -16,68 +20,69 @@ use crossbeam_queue::ArrayQueue;
 use crate::io::Side;
 
 /// Largest packet that can be punted (a SIP message over UDP; larger ones go over TCP).
-pub const PUNT_MAX: usize = 4096;
+pub const MSG_MAX: usize = 4096;
 
-/// How a punted message arrived.
+/// How a message arrived (punt) or is to be sent (inject).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arrival {
     /// Plain UDP on `side`.
     Plain,
-    /// Inside ESP on the SA with this (our inbound) SPI.
+    /// Punt: inside ESP on the SA with this (our inbound) SPI. Inject: over the outbound SA
+    /// of the flow `src` port → `dst` (the SPI is not needed: the flow names the SA).
     Protected { spi: u32 },
 }
 
-/// One punted SIP message (the UDP payload) with where it came from.
+/// One SIP message (the UDP payload) with its addresses.
 #[derive(Debug)]
-pub struct PuntBuf {
+pub struct Msg {
     pub side: Side,
     pub arrival: Arrival,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub worker: u16,
     pub len: usize,
-    pub data: [u8; PUNT_MAX],
+    pub data: [u8; MSG_MAX],
 }
 
-impl PuntBuf {
+impl Msg {
     pub fn payload(&self) -> &[u8] {
         &self.data[..self.len]
     }
 }
 
-/// The queue between the workers and the registration thread (shared through an `Arc`).
+/// One queue (shared through an `Arc`).
 #[derive(Debug)]
-pub struct PuntQueue {
-    free: ArrayQueue<Box<PuntBuf>>,
-    full: ArrayQueue<Box<PuntBuf>>,
+pub struct MsgQueue {
+    free: ArrayQueue<Box<Msg>>,
+    full: ArrayQueue<Box<Msg>>,
     waker: Option<mio::Waker>,
 }
 
 /// Why a punt did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PuntError {
+pub enum QueueError {
     Full,
     TooBig,
 }
 
-impl PuntQueue {
+impl MsgQueue {
     /// `depth` buffers, all allocated now. `waker` wakes the consumer's mio poll.
-    pub fn new(depth: usize, waker: Option<mio::Waker>) -> Arc<PuntQueue> {
+    pub fn new(depth: usize, waker: Option<mio::Waker>) -> Arc<MsgQueue> {
         let depth = depth.max(1);
         let free = ArrayQueue::new(depth);
         for _ in 0..depth {
-            let b = Box::new(PuntBuf {
+            let b = Box::new(Msg {
                 side: Side::Ue,
                 arrival: Arrival::Plain,
                 src: SocketAddr::from(([0, 0, 0, 0], 0)),
                 dst: SocketAddr::from(([0, 0, 0, 0], 0)),
                 worker: 0,
                 len: 0,
-                data: [0; PUNT_MAX],
+                data: [0; MSG_MAX],
             });
             let _ = free.push(b);
         }
-        Arc::new(PuntQueue {
+        Arc::new(MsgQueue {
             free,
             full: ArrayQueue::new(depth),
             waker,
@@ -94,11 +99,11 @@ impl PuntQueue {
         dst: SocketAddr,
         worker: u16,
         payload: &[u8],
-    ) -> Result<(), PuntError> {
-        if payload.len() > PUNT_MAX {
-            return Err(PuntError::TooBig);
+    ) -> Result<(), QueueError> {
+        if payload.len() > MSG_MAX {
+            return Err(QueueError::TooBig);
         }
-        let mut b = self.free.pop().ok_or(PuntError::Full)?;
+        let mut b = self.free.pop().ok_or(QueueError::Full)?;
         b.side = side;
         b.arrival = arrival;
         b.src = src;
@@ -110,7 +115,7 @@ impl PuntQueue {
         // did, the buffer goes back to the free list rather than leak.
         if let Err(b) = self.full.push(b) {
             let _ = self.free.push(b);
-            return Err(PuntError::Full);
+            return Err(QueueError::Full);
         }
         Ok(())
     }
@@ -123,12 +128,12 @@ impl PuntQueue {
     }
 
     /// Consumer side: the next punted message.
-    pub fn pop(&self) -> Option<Box<PuntBuf>> {
+    pub fn pop(&self) -> Option<Box<Msg>> {
         self.full.pop()
     }
 
     /// Consumer side: give a buffer back.
-    pub fn recycle(&self, b: Box<PuntBuf>) {
+    pub fn recycle(&self, b: Box<Msg>) {
         let _ = self.free.push(b);
     }
 
