@@ -28,6 +28,9 @@ use crate::io::xdp::{
 use crate::satable::{SaTableConfig, sa_table};
 
 pub mod log;
+pub mod registrar;
+
+use registrar::{Incoming, Registrar, RegistrarConfig};
 
 /// Set by SIGINT / SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -88,6 +91,31 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
         hostname: cfg.core.hostname.clone(),
         batch: cfg.dataplane.batch,
         verify_udp_checksum: cfg.dataplane.backend != Backend::Xdp,
+    })
+}
+
+fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error::Error>> {
+    let core = SocketAddr::new(cfg.core.address, cfg.core.sip_port);
+    let icscf = cfg
+        .core
+        .icscf
+        .ok_or("core.icscf: required (DNS resolution of the home domain is not in this build)")?;
+    Ok(RegistrarConfig {
+        ue_addrs: cfg.ue.addresses.clone(),
+        ue_sip_port: cfg.ue.sip_port,
+        protected_ports: cfg.protected_ports()?,
+        core,
+        icscf,
+        via_sent_by: core.to_string(),
+        path_uri: format!("sip:term@{}:{};lr", cfg.core.hostname, cfg.core.sip_port),
+        own_hosts: vec![cfg.core.hostname.clone()],
+        visited_network_id: cfg.network.visited_network_id.clone(),
+        orig_ioi: cfg.network.orig_ioi.clone(),
+        prefs: cfg.algorithms()?,
+        sa_options: crate::esp::SaOptions {
+            window: cfg.ipsec.replay_window,
+            ..crate::esp::SaOptions::default()
+        },
     })
 }
 
@@ -328,12 +356,17 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
         spawn_prometheus(addr, shared.clone(), stop.clone())?;
     }
 
-    // The control loop: today it drains the punt queue; the registration state machine
-    // (issue 5) plugs in here.
+    // The control loop: the registration thread. It drains the punt queue into the registrar
+    // and hands what it sends to the workers' inject queues.
+    let mut registrar = Registrar::new(registrar_config(cfg)?, sa_writer);
     let mut events = mio::Events::with_capacity(64);
     let mut punts: u64 = 0;
+    let mut outgoing = Vec::new();
+    let mut inject_dropped: u64 = 0;
+    let mut last_timer = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
-        let _ = poll.poll(&mut events, Some(Duration::from_millis(200)));
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        let now = Instant::now();
         while let Some(b) = punt.pop() {
             punts += 1;
             let what = match b.arrival {
@@ -344,15 +377,46 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
                 "punted {} bytes ({what}) from {} on {:?}",
                 b.len, b.src, b.side
             ));
+            let msg = Incoming {
+                side: b.side,
+                arrival: b.arrival,
+                src: b.src,
+                dst: b.dst,
+                payload: b.payload(),
+            };
+            registrar.on_message(msg, now, &mut outgoing);
             punt.recycle(b);
         }
+        for o in outgoing.drain(..) {
+            // Messages of one UE always go through the same worker.
+            let w = match o.dst.ip() {
+                std::net::IpAddr::V4(a) => u32::from(a) as usize,
+                std::net::IpAddr::V6(a) => a.segments()[7] as usize,
+            } % injects.len().max(1);
+            if injects[w]
+                .push(o.side, o.arrival, o.src, o.dst, 0, &o.payload)
+                .is_err()
+            {
+                inject_dropped += 1;
+            }
+        }
+        if now.duration_since(last_timer) >= Duration::from_millis(500) {
+            registrar.on_timer(now);
+            last_timer = now;
+        }
     }
+    if inject_dropped > 0 {
+        log::warn(format_args!(
+            "{inject_dropped} messages of the registration thread found the inject queue full"
+        ));
+    }
+    log::info(format_args!("registrar: {:?}", registrar.stats));
     stop.store(true, Ordering::SeqCst);
     for h in handles {
         let _ = h.join();
     }
     let _ = refresher.join();
-    drop(sa_writer);
+    drop(registrar); // the SA table's writer
     drop(injects);
     drop(progs); // detach XDP
     let mut latency = crate::dataplane::stats::new_histogram();

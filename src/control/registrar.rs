@@ -1,0 +1,669 @@
+//! The registration state machine of the P-CSCF (TS 24.229 §5.2.2, TS 33.203 §7): the single
+//! writer of the SA table.
+//!
+//! Owns: pending REGISTER transactions (by our Via branch), registrations (bindings) with their
+//! SA sets (temporary → current), SPI and protected-port allocation, building the four SAs from
+//! CK/IK, and the timers that remove SAs (reg-await-auth for a temporary set, registration
+//! expiry + 30 s for a current one). It is sans-IO: it takes punted messages and a `now`, and
+//! returns [`Outgoing`] messages for the workers to send; it never touches a socket.
+//!
+//! The flow (spec digest §0):
+//! 1. unprotected REGISTER → §1.1 checks (4xx on failure) → rewrite → to the I-CSCF;
+//! 2. 401 with ck/ik → allocate spi-c/spi-s and port-c/port-s, install the four SAs as the
+//!    temporary set, add Security-Server → 401 to the UE, unprotected;
+//! 3. REGISTER over SA1 of that set → Security-Verify and Security-Client checks (494 over the
+//!    SA on a mismatch) → rewrite with integrity-protected="yes" → to the I-CSCF;
+//! 4. 200 → the set becomes current (lifetime expires + 30 s), Service-Route and
+//!    P-Associated-URI kept → 200 to the UE over SA2 (our port-c → its port-s).
+//!
+//! Any other final response is relayed the way the request came; a failed authentication
+//! removes the temporary set.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use crate::dataplane::queue::Arrival;
+use crate::esp::{Sa, SaOptions};
+use crate::io::Side;
+use crate::satable::{EntryMeta, SaWriter, SetState};
+use crate::sip::headers::{Alg, Ealg, IpsecOffer, Via};
+use crate::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use crate::sip::{Editor, HeaderName, Message};
+
+/// TS 24.229 Table 7.7.1: reg-await-auth, the life of a temporary SA set.
+pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
+/// TS 24.229 §5.1.1.5.1: an SA set outlives the registration by 30 s.
+pub const SA_GRACE: Duration = Duration::from_secs(30);
+
+/// What the registrar needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    pub ue_addrs: Vec<IpAddr>,
+    pub ue_sip_port: u16,
+    pub protected_ports: RangeInclusive<u16>,
+    pub core: SocketAddr,
+    pub icscf: SocketAddr,
+    pub via_sent_by: String,
+    pub path_uri: String,
+    pub own_hosts: Vec<String>,
+    pub visited_network_id: String,
+    pub orig_ioi: String,
+    pub prefs: Vec<(Alg, Ealg)>,
+    pub sa_options: SaOptions,
+}
+
+/// A message a worker punted: how and where it arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    pub side: Side,
+    pub arrival: Arrival,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// A message for a worker to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub side: Side,
+    /// `Protected`: over the outbound SA of the flow `src` → `dst`.
+    pub arrival: Arrival,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Counters of the registration thread, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistrarStats {
+    pub registers_in: u64,
+    pub rejected: u64,
+    pub forwarded: u64,
+    pub challenges: u64,
+    pub registered: u64,
+    pub deregistered: u64,
+    pub verify_mismatch: u64,
+    pub auth_failed: u64,
+    pub unknown_transaction: u64,
+    pub malformed: u64,
+    pub sa_install_failed: u64,
+    pub expired_sets: u64,
+}
+
+/// One set of four SAs (spec §2.1).
+#[derive(Clone, Debug)]
+struct SaSet {
+    ue: IpAddr,
+    spi_pc: u32,
+    spi_ps: u32,
+    port_pc: u16,
+    port_ps: u16,
+    port_uc: u16,
+    port_us: u16,
+    /// The Security-Server we sent and the Security-Client the UE sent, for the protected
+    /// REGISTER's checks.
+    server: Vec<u8>,
+    client: Vec<u8>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Binding {
+    impi: Vec<u8>,
+    temporary: Option<SaSet>,
+    current: Option<SaSet>,
+    service_route: Vec<Vec<u8>>,
+    impus: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    binding: u64,
+    /// Where the response goes, and how.
+    reply_src: SocketAddr,
+    reply_dst: SocketAddr,
+    reply_arrival: Arrival,
+    client: Vec<u8>,
+    offer: IpsecOffer,
+    ue: SocketAddr,
+    contact: Option<Vec<u8>>,
+    created: Instant,
+}
+
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    sas: SaWriter,
+    bindings: HashMap<u64, Binding>,
+    by_impi: HashMap<Vec<u8>, u64>,
+    by_spi: HashMap<u32, u64>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    next_port: u16,
+    branch_seq: u64,
+    branch_key: u64,
+    pub stats: RegistrarStats,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("bindings", &self.bindings.len())
+            .field("pending", &self.pending.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// A frame with room for the rewrites (the slow path may allocate).
+fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
+    let head = 512;
+    let mut f = vec![0u8; head + payload.len() + 1024];
+    f[head..head + payload.len()].copy_from_slice(payload);
+    (f, head, head + payload.len())
+}
+
+impl Registrar {
+    pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
+        Registrar {
+            cfg,
+            sas,
+            bindings: HashMap::new(),
+            by_impi: HashMap::new(),
+            by_spi: HashMap::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            next_port: 0,
+            branch_seq: 0,
+            branch_key: {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(0x5ca1ab1e_u64)
+            },
+            stats: RegistrarStats::default(),
+        }
+    }
+
+    pub fn registrations(&self) -> usize {
+        self.bindings
+            .values()
+            .filter(|b| b.current.is_some())
+            .count()
+    }
+
+    /// A message punted by a worker.
+    pub fn on_message(&mut self, msg: Incoming<'_>, now: Instant, out: &mut Vec<Outgoing>) {
+        let Incoming {
+            side,
+            arrival,
+            src,
+            dst,
+            payload,
+        } = msg;
+        let Ok(m) = Message::parse_strict(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match (side, m.view().method()) {
+            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now, out),
+            (Side::Core, None) => self.on_response(payload, now, out),
+            // Other requests need the registered-UE path of the workers (not yet here).
+            _ => self.stats.unknown_transaction += 1,
+        }
+    }
+
+    fn reply_to(
+        &self,
+        m: &Message<'_>,
+        why: rules::Reject,
+        to: (SocketAddr, SocketAddr, Arrival),
+    ) -> Outgoing {
+        let mut buf = vec![0u8; m.buf.len() + 1024];
+        let n = rules::build_reject(m.view(), &why, b"pcscf", &self.cfg.prefs, &mut buf)
+            .unwrap_or_default();
+        buf.truncate(n);
+        Outgoing {
+            side: Side::Ue,
+            arrival: to.2,
+            src: to.0,
+            dst: to.1,
+            payload: buf,
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        m: &Message<'_>,
+        arrival: Arrival,
+        src: SocketAddr,
+        dst: SocketAddr,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.stats.registers_in += 1;
+        let v = m.view();
+        // Where the answer goes: unprotected back from 5060; protected over SA2 (our port-c →
+        // the UE's port-s), spec §2.2.
+        let (binding_id, reply) = match arrival {
+            Arrival::Plain => (None, (dst, src, Arrival::Plain)),
+            Arrival::Protected { spi } => {
+                let Some(&id) = self.by_spi.get(&spi) else {
+                    self.stats.unknown_transaction += 1;
+                    return;
+                };
+                let b = &self.bindings[&id];
+                let set = [&b.temporary, &b.current]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.spi_ps == spi || s.spi_pc == spi);
+                let Some(set) = set else {
+                    self.stats.unknown_transaction += 1;
+                    return;
+                };
+                let from = SocketAddr::new(dst.ip(), set.port_pc);
+                let to = SocketAddr::new(set.ue, set.port_us);
+                (Some(id), (from, to, Arrival::Protected { spi }))
+            }
+        };
+        let info = match rules::check_register(v, &self.cfg.prefs) {
+            Ok(i) => i,
+            Err(r) => {
+                self.stats.rejected += 1;
+                out.push(self.reply_to(m, r, reply));
+                return;
+            }
+        };
+        let mut client = vec![0u8; 4096];
+        let n = rules::copy_security_client(v, &mut client).unwrap_or(0);
+        client.truncate(n);
+        if let Some(id) = binding_id {
+            // TS 33.203 §7.2 / RFC 3329 §2.3.1: the protected REGISTER repeats our
+            // Security-Server in Security-Verify and its first Security-Client.
+            let b = &self.bindings[&id];
+            let set = b
+                .temporary
+                .as_ref()
+                .or(b.current.as_ref())
+                .expect("set of the SPI");
+            if let Err(r) = rules::check_protected_register(v, &set.server, &set.client) {
+                self.stats.verify_mismatch += 1;
+                out.push(self.reply_to(m, r, reply));
+                return;
+            }
+        }
+        let id = binding_id.unwrap_or_else(|| {
+            let id = *self.by_impi.entry(info.impi.to_vec()).or_insert_with(|| {
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            });
+            self.bindings.entry(id).or_insert_with(|| Binding {
+                impi: info.impi.to_vec(),
+                temporary: None,
+                current: None,
+                service_route: Vec::new(),
+                impus: Vec::new(),
+            });
+            id
+        });
+        // Unique per transaction (RFC 3261 §8.1.1.7): a counter scrambled by a per-process key.
+        self.branch_seq += 1;
+        let branch = (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (mut f, s, e) = framed(m.buf);
+        let Ok(mut ed) = Editor::new(&mut f, s, e) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let fw = Forward {
+            source: src,
+            protected: binding_id.is_some(),
+            branch,
+            icid: branch.rotate_left(17),
+        };
+        let hosts: Vec<&[u8]> = self.cfg.own_hosts.iter().map(|h| h.as_bytes()).collect();
+        let me = ProxyIdentity {
+            via_sent_by: self.cfg.via_sent_by.as_bytes(),
+            via_transport: b"UDP",
+            path_uri: self.cfg.path_uri.as_bytes(),
+            own_hosts: &hosts,
+            visited_network_id: self.cfg.visited_network_id.as_bytes(),
+            orig_ioi: self.cfg.orig_ioi.as_bytes(),
+        };
+        if rules::rewrite_register(&mut ed, &me, &fw).is_err() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let payload = ed.as_bytes().to_vec();
+        self.pending.insert(
+            branch,
+            Pending {
+                binding: id,
+                reply_src: reply.0,
+                reply_dst: reply.1,
+                reply_arrival: reply.2,
+                client,
+                offer: info.offer,
+                ue: src,
+                contact: info.contact_uri.map(<[u8]>::to_vec),
+                created: now,
+            },
+        );
+        self.stats.forwarded += 1;
+        out.push(Outgoing {
+            side: Side::Core,
+            arrival: Arrival::Plain,
+            src: self.cfg.core,
+            dst: self.cfg.icscf,
+            payload,
+        });
+    }
+
+    fn on_response(&mut self, payload: &[u8], now: Instant, out: &mut Vec<Outgoing>) {
+        let Ok(m) = Message::parse(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let v = m.view();
+        let branch = v
+            .values(HeaderName::Via)
+            .next()
+            .and_then(Via::parse)
+            .and_then(|via| via.branch())
+            .and_then(|b| b.strip_prefix(b"z9hG4bK"))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        let status = v.status().unwrap_or(0);
+        let Some(branch) = branch else {
+            self.stats.unknown_transaction += 1;
+            return;
+        };
+        if status < 200 {
+            return; // provisional: nothing to relay for REGISTER
+        }
+        let Some(p) = self.pending.remove(&branch) else {
+            self.stats.unknown_transaction += 1;
+            return;
+        };
+        let (mut f, s, e) = framed(payload);
+        let Ok(mut ed) = Editor::new(&mut f, s, e) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match status {
+            401 => {
+                if p.reply_arrival == Arrival::Plain {
+                    // a new challenge replaces any earlier temporary set (spec §1.3 step 1)
+                    self.drop_temporary(p.binding);
+                }
+                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate() else {
+                    self.stats.sa_install_failed += 1;
+                    return;
+                };
+                let mut server = vec![0u8; 256];
+                let n = rules::write_security_server(
+                    &mut server,
+                    p.offer.alg,
+                    p.offer.ealg,
+                    spi_pc,
+                    spi_ps,
+                    port_pc,
+                    port_ps,
+                )
+                .unwrap_or(0);
+                server.truncate(n);
+                let keys = match rules::rewrite_401(&mut ed, &server) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        self.stats.malformed += 1;
+                        return;
+                    }
+                };
+                if let Some(k) = keys {
+                    let set = SaSet {
+                        ue: p.ue.ip(),
+                        spi_pc,
+                        spi_ps,
+                        port_pc,
+                        port_ps,
+                        port_uc: p.offer.port_c,
+                        port_us: p.offer.port_s,
+                        server,
+                        client: p.client.clone(),
+                        expires: now + REG_AWAIT_AUTH,
+                    };
+                    if self
+                        .install(&set, &p.offer, &k.ck, &k.ik, p.binding)
+                        .is_err()
+                    {
+                        self.stats.sa_install_failed += 1;
+                        let _ = self.sas.remove_inbound(spi_pc);
+                        let _ = self.sas.remove_inbound(spi_ps);
+                        return;
+                    }
+                    if let Some(b) = self.bindings.get_mut(&p.binding) {
+                        b.temporary = Some(set);
+                    }
+                    self.stats.challenges += 1;
+                }
+            }
+            200 => {
+                let reg = rules::rewrite_200(&mut ed, p.contact.as_deref()).unwrap_or_default();
+                let view = ed.view();
+                let routes: Vec<Vec<u8>> = reg
+                    .service_route
+                    .as_slice()
+                    .iter()
+                    .map(|s| view.bytes(*s).to_vec())
+                    .collect();
+                let impus: Vec<Vec<u8>> = reg
+                    .associated_uris
+                    .as_slice()
+                    .iter()
+                    .map(|s| view.bytes(*s).to_vec())
+                    .collect();
+                let expires = reg.expires.unwrap_or(0);
+                if let Some(b) = self.bindings.get_mut(&p.binding) {
+                    if let Some(mut t) = b.temporary.take() {
+                        // the temporary set becomes current (spec §1.5 step 5); the old one
+                        // stays until it expires
+                        t.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
+                        if let Some(old) = b.current.replace(t) {
+                            b.temporary = None;
+                            let _ = old; // old set: removed by the timer at its expiry
+                        }
+                    } else if let Some(c) = b.current.as_mut() {
+                        c.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
+                    }
+                    b.service_route = routes;
+                    b.impus = impus;
+                }
+                if let Some(b) = self.bindings.get(&p.binding)
+                    && let Some(c) = &b.current
+                {
+                    let (pc, ps) = (c.spi_pc, c.spi_ps);
+                    let _ = self.sas.set_inbound_state(pc, SetState::New);
+                    let _ = self.sas.set_inbound_state(ps, SetState::New);
+                }
+                if expires == 0 {
+                    self.stats.deregistered += 1;
+                } else {
+                    self.stats.registered += 1;
+                }
+                // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's
+                // port-s (spec §1.5 step 6).
+                let (src, dst, arrival) = match self
+                    .bindings
+                    .get(&p.binding)
+                    .and_then(|b| b.current.as_ref())
+                {
+                    Some(c) if p.reply_arrival != Arrival::Plain => (
+                        SocketAddr::new(p.reply_src.ip(), c.port_pc),
+                        SocketAddr::new(c.ue, c.port_us),
+                        Arrival::Protected { spi: c.spi_pc },
+                    ),
+                    _ => (p.reply_src, p.reply_dst, p.reply_arrival),
+                };
+                out.push(Outgoing {
+                    side: Side::Ue,
+                    arrival,
+                    src,
+                    dst,
+                    payload: ed.as_bytes().to_vec(),
+                });
+                if expires == 0 {
+                    // de-registration: the SAs go only after the 200 went out over them; the
+                    // grace timer removes them (spec §1.6).
+                    if let Some(c) = self
+                        .bindings
+                        .get_mut(&p.binding)
+                        .and_then(|b| b.current.as_mut())
+                    {
+                        c.expires = now + Duration::from_secs(2);
+                    }
+                }
+                return;
+            }
+            _ => {
+                if (400..500).contains(&status) && p.reply_arrival != Arrival::Plain {
+                    // e.g. 403 for a wrong RES: the temporary set goes
+                    self.stats.auth_failed += 1;
+                    self.drop_temporary(p.binding);
+                }
+                if rules::pop_top_via(&mut ed).is_err() {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        }
+        out.push(Outgoing {
+            side: Side::Ue,
+            arrival: p.reply_arrival,
+            src: p.reply_src,
+            dst: p.reply_dst,
+            payload: ed.as_bytes().to_vec(),
+        });
+    }
+
+    /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.
+    fn allocate(&mut self) -> Option<(u32, u32, u16, u16)> {
+        let spi_pc = self.sas.reserve_spi().ok()?;
+        let spi_ps = match self.sas.reserve_spi() {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = self.sas.remove_inbound(spi_pc);
+                return None;
+            }
+        };
+        let (lo, hi) = (
+            *self.cfg.protected_ports.start(),
+            *self.cfg.protected_ports.end(),
+        );
+        let pairs = (hi - lo).div_ceil(2); // whole (port-c, port-s) pairs in the range
+        let k = self.next_port % pairs.max(1);
+        self.next_port = self.next_port.wrapping_add(1);
+        let port_pc = lo + 2 * k;
+        Some((spi_pc, spi_ps, port_pc, port_pc + 1))
+    }
+
+    /// The four SAs of spec §2.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).
+    fn install(
+        &mut self,
+        set: &SaSet,
+        offer: &IpsecOffer,
+        ck: &[u8; 16],
+        ik: &[u8; 16],
+        binding: u64,
+    ) -> Result<(), String> {
+        let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
+        let sa = |spi: u32| {
+            Sa::from_aka(spi, alg, ealg, ck, ik, self.cfg.sa_options).map_err(|e| e.to_string())
+        };
+        let meta = |ue_port: u16, local_port: u16| EntryMeta {
+            ue_addr: set.ue,
+            ue_port,
+            local_port,
+            binding,
+            state: SetState::Temporary,
+        };
+        // SA1: UE port-c → our port-s (in, our spi-s); SA4: UE port-s → our port-c (in, spi-c)
+        self.sas
+            .install_inbound(sa(set.spi_ps)?, &meta(set.port_uc, set.port_ps))
+            .map_err(|e| format!("{e:?}"))?;
+        self.sas
+            .install_inbound(sa(set.spi_pc)?, &meta(set.port_us, set.port_pc))
+            .map_err(|e| format!("{e:?}"))?;
+        // SA2: our port-c → UE port-s (out, the UE's spi-s); SA3: our port-s → UE port-c
+        self.sas
+            .install_outbound(sa(offer.spi_s)?, &meta(set.port_us, set.port_pc))
+            .map_err(|e| format!("{e:?}"))?;
+        self.sas
+            .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
+            .map_err(|e| format!("{e:?}"))?;
+        self.by_spi.insert(set.spi_pc, binding);
+        self.by_spi.insert(set.spi_ps, binding);
+        Ok(())
+    }
+
+    fn remove_set(&mut self, set: &SaSet) {
+        for spi in [set.spi_pc, set.spi_ps] {
+            let _ = self.sas.remove_inbound(spi);
+            self.by_spi.remove(&spi);
+        }
+        let _ = self.sas.remove_outbound(set.ue, set.port_us, set.port_pc);
+        let _ = self.sas.remove_outbound(set.ue, set.port_uc, set.port_ps);
+    }
+
+    fn drop_temporary(&mut self, binding: u64) {
+        if let Some(t) = self
+            .bindings
+            .get_mut(&binding)
+            .and_then(|b| b.temporary.take())
+        {
+            self.remove_set(&t);
+        }
+    }
+
+    /// Timers: temporary sets after reg-await-auth, current sets after expiry + 30 s, and
+    /// transactions the core never answered.
+    pub fn on_timer(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (id, b) in &mut self.bindings {
+            if b.temporary.as_ref().is_some_and(|t| t.expires <= now) {
+                gone.push(b.temporary.take().expect("checked"));
+            }
+            if b.current.as_ref().is_some_and(|c| c.expires <= now) {
+                gone.push(b.current.take().expect("checked"));
+            }
+            let _ = id;
+        }
+        for set in &gone {
+            self.stats.expired_sets += 1;
+            self.remove_set(set);
+        }
+        self.bindings
+            .retain(|_, b| b.temporary.is_some() || b.current.is_some());
+        let live: std::collections::HashSet<u64> = self.bindings.keys().copied().collect();
+        self.by_impi.retain(|_, id| live.contains(id));
+        self.pending
+            .retain(|_, p| now.duration_since(p.created) < Duration::from_secs(32));
+    }
+
+    /// The registration of the UE behind one of our inbound SPIs.
+    pub fn registration_of(&self, spi: u32) -> Option<RegistrationView<'_>> {
+        let b = self.bindings.get(self.by_spi.get(&spi)?)?;
+        Some(RegistrationView {
+            impi: &b.impi,
+            impus: &b.impus,
+            service_route: &b.service_route,
+        })
+    }
+}
+
+/// What the registrar knows of one registered UE.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationView<'a> {
+    pub impi: &'a [u8],
+    /// P-Associated-URI, in order: the first is the default for P-Asserted-Identity.
+    pub impus: &'a [Vec<u8>],
+    pub service_route: &'a [Vec<u8>],
+}

@@ -1,0 +1,441 @@
+//! The IMS registration of an unauthenticated user through the registration thread, sans-IO:
+//! a UE (our AKA and digest code as the USIM) and a core (an HSS + S-CSCF stub on test set 1)
+//! exchange real SIP with the registrar, which installs the SAs the workers use. Negative cases:
+//! Security-Verify mismatch, wrong RES, a challenge never answered.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
+use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
+use pcscf::dataplane::queue::Arrival;
+use pcscf::esp::SaOptions;
+use pcscf::io::Side;
+use pcscf::satable::{SaReader, SaTableConfig, sa_table};
+use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
+use pcscf::sip::pcscf::build_response;
+use pcscf::sip::{HeaderName, Message};
+
+const REGISTER1: &str = include_str!("data/ims/register1_v4.sip");
+const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
+const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
+const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct World {
+    reg: Registrar,
+    sas: SaReader,
+    hss: HssSubscriber,
+    usim: Usim,
+    now: Instant,
+}
+
+fn world() -> World {
+    let (writer, sas) = sa_table(SaTableConfig {
+        inbound_capacity: 64,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let cfg = RegistrarConfig {
+        ue_addrs: vec!["10.46.0.1".parse().unwrap()],
+        ue_sip_port: 5060,
+        protected_ports: 5100..=5199,
+        core: addr("10.0.1.10:5060"),
+        icscf: addr("10.0.1.20:5060"),
+        via_sent_by: "10.0.1.10:5060".into(),
+        path_uri: "sip:term@pcscf.test:5060;lr".into(),
+        own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
+        visited_network_id: "\"Visited\"".into(),
+        orig_ioi: "visited.test".into(),
+        prefs: vec![
+            (Alg::HmacSha1_96, Ealg::AesCbc),
+            (Alg::HmacMd5_96, Ealg::Null),
+        ],
+        sa_options: SaOptions::default(),
+    };
+    let k = aka::hex_array::<16>(K).unwrap();
+    let opc = aka::hex_array::<16>(OPC).unwrap();
+    World {
+        reg: Registrar::new(cfg, writer),
+        sas,
+        hss: HssSubscriber::new(
+            Milenage::new(&k, &opc),
+            SqnGenerator::with_default_step(),
+            [0x80, 0],
+        ),
+        usim: Usim::new(Milenage::new(&k, &opc), UeSqnState::default()),
+        now: Instant::now(),
+    }
+}
+
+impl World {
+    fn feed(
+        &mut self,
+        side: Side,
+        arrival: Arrival,
+        src: &str,
+        dst: &str,
+        payload: &[u8],
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let msg = Incoming {
+            side,
+            arrival,
+            src: addr(src),
+            dst: addr(dst),
+            payload,
+        };
+        self.reg.on_message(msg, self.now, &mut out);
+        out
+    }
+}
+
+/// The core's answer to a forwarded REGISTER: `code` with the request's Via/From/To/Call-ID/CSeq
+/// and `extra` header lines.
+fn core_answer(req: &[u8], code: u16, reason: &str, extra: &str) -> Vec<u8> {
+    let m = Message::parse(req).unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = build_response(
+        m.view(),
+        code,
+        reason,
+        b"scscf",
+        &[extra.as_bytes()],
+        &mut out,
+    )
+    .unwrap();
+    out.truncate(n);
+    out
+}
+
+fn header(msg: &[u8], h: HeaderName) -> Option<String> {
+    let m = Message::parse(msg).unwrap();
+    m.view()
+        .header(h)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The UE's protected REGISTER: the first one with Security-Verify = our Security-Server and the
+/// digest response computed from RES.
+fn protected_register(nonce: &str, res: &aka::Res, server: &str) -> Vec<u8> {
+    let uri = "sip:ims.mnc001.mcc001.3gppnetwork.org";
+    let input = digest::DigestInput {
+        username: IMPI.as_bytes(),
+        realm: REALM.as_bytes(),
+        nonce: nonce.as_bytes(),
+        method: b"REGISTER",
+        uri: uri.as_bytes(),
+        qop: digest::Qop::None,
+    };
+    let resp = digest::response_aka(&input, res);
+    let auth = format!(
+        "Authorization: Digest username=\"{IMPI}\",realm=\"{REALM}\",uri=\"{uri}\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
+        resp.as_str()
+    );
+    let start = REGISTER1.find("Authorization:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
+    let mut s = format!(
+        "{}{}Security-Verify: {server}\r\n{}",
+        &REGISTER1[..start],
+        auth,
+        &REGISTER1[end..]
+    );
+    s = s.replacen("CSeq: 1 REGISTER", "CSeq: 2 REGISTER", 1);
+    s.into_bytes()
+}
+
+struct Challenge {
+    out_401: Vec<u8>,
+    server: String,
+    nonce: String,
+    xres: aka::Res,
+    spi_pc: u32,
+    spi_ps: u32,
+    port_pc: u16,
+    port_ps: u16,
+}
+
+/// Steps 1–3: REGISTER, the core's 401, the 401 to the UE with the SAs installed.
+fn challenge(w: &mut World) -> Challenge {
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        REGISTER1.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "forwarded to the I-CSCF");
+    let fwd = &out[0];
+    assert_eq!(
+        (fwd.side, fwd.src, fwd.dst),
+        (Side::Core, addr("10.0.1.10:5060"), addr("10.0.1.20:5060"))
+    );
+    let auth = header(&fwd.payload, HeaderName::Authorization).unwrap();
+    assert!(auth.contains("integrity-protected=\"no\""), "{auth}");
+    assert!(header(&fwd.payload, HeaderName::SecurityClient).is_none());
+    assert!(
+        header(&fwd.payload, HeaderName::Route).is_none(),
+        "the pre-loaded Route to us is popped"
+    );
+    assert_eq!(
+        header(&fwd.payload, HeaderName::Path).as_deref(),
+        Some("<sip:term@pcscf.test:5060;lr>")
+    );
+
+    let av = w.hss.next_vector(&[0x23; 16]).unwrap();
+    let mut nb = [0u8; aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb).to_string();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let www = format!(
+        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\", qop=\"auth,auth-int\"\r\n",
+        hex(av.ck.as_bytes()),
+        hex(av.ik.as_bytes())
+    );
+    let resp = core_answer(&fwd.payload, 401, "Unauthorized", &www);
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let to_ue = &out[0];
+    assert_eq!(
+        (to_ue.side, to_ue.arrival, to_ue.src, to_ue.dst),
+        (
+            Side::Ue,
+            Arrival::Plain,
+            addr("10.46.0.1:5060"),
+            addr("10.46.0.6:5060")
+        ),
+        "the 401 goes back unprotected, from 5060"
+    );
+    let text = String::from_utf8_lossy(&to_ue.payload).to_string();
+    assert!(
+        !text.contains(&hex(av.ck.as_bytes())) && !text.contains("ck="),
+        "CK never reaches the UE"
+    );
+    let server = header(&to_ue.payload, HeaderName::SecurityServer).expect("Security-Server");
+    let mech = SecMechanism::parse(server.as_bytes())
+        .unwrap()
+        .ipsec()
+        .unwrap();
+    assert_eq!((mech.alg, mech.ealg), (Alg::HmacSha1_96, Ealg::AesCbc));
+    assert!(mech.spi_c >= 4096 && mech.spi_s >= 4096 && mech.spi_c != mech.spi_s);
+    Challenge {
+        out_401: to_ue.payload.clone(),
+        server,
+        nonce,
+        xres: av.xres.clone(),
+        spi_pc: mech.spi_c,
+        spi_ps: mech.spi_s,
+        port_pc: mech.port_c,
+        port_ps: mech.port_s,
+    }
+}
+
+#[test]
+fn registration_end_to_end() {
+    let mut w = world();
+    let c = challenge(&mut w);
+
+    // The four SAs are in the table for the workers: SA1/SA4 in, SA2/SA3 out (spec §2.1).
+    {
+        let g = w.sas.pin();
+        let sa1 = g.inbound(c.spi_ps).expect("SA1");
+        assert_eq!((sa1.ue_port(), sa1.local_port()), (7004, c.port_ps));
+        let sa4 = g.inbound(c.spi_pc).expect("SA4");
+        assert_eq!((sa4.ue_port(), sa4.local_port()), (7005, c.port_pc));
+        let sa2 = g
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .expect("SA2");
+        assert_eq!(sa2.spi(), 1237, "outbound SAs carry the UE's SPIs");
+        let sa3 = g
+            .outbound("10.46.0.6".parse().unwrap(), 7004, c.port_ps)
+            .expect("SA3");
+        assert_eq!(sa3.spi(), 1236);
+    }
+
+    // The UE checks AUTN and computes RES / CK / IK.
+    let got = w
+        .usim
+        .authenticate_nonce(&c.nonce)
+        .expect("the network is authentic");
+    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let fwd = &out[0];
+    assert_eq!(fwd.side, Side::Core);
+    let auth = header(&fwd.payload, HeaderName::Authorization).unwrap();
+    assert!(auth.contains("integrity-protected=\"yes\""), "{auth}");
+    assert!(header(&fwd.payload, HeaderName::SecurityVerify).is_none());
+
+    // The S-CSCF verifies the response against XRES (RFC 3310) and answers 200.
+    let m = Message::parse(&fwd.payload).unwrap();
+    let d = Digest::parse(m.view().header(HeaderName::Authorization).unwrap()).unwrap();
+    let input = digest::DigestInput {
+        username: d.username().unwrap(),
+        realm: d.realm().unwrap(),
+        nonce: d.nonce().unwrap(),
+        method: b"REGISTER",
+        uri: d.uri().unwrap(),
+        qop: digest::Qop::None,
+    };
+    digest::verify_aka(&input, &c.xres, d.response().unwrap()).expect("RES verifies at the S-CSCF");
+    let ok = core_answer(
+        &fwd.payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>, <tel:+15551230001>\r\nContact: <sip:001010000000001@10.46.0.6:5060>;expires=600000\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(out.len(), 1);
+    let to_ue = &out[0];
+    assert_eq!(
+        (to_ue.side, to_ue.src, to_ue.dst),
+        (
+            Side::Ue,
+            addr(&format!("10.46.0.1:{}", c.port_pc)),
+            addr("10.46.0.6:7005")
+        ),
+        "the 200 goes over SA2: our port-c to the UE's port-s"
+    );
+    assert!(matches!(to_ue.arrival, Arrival::Protected { .. }));
+    assert_eq!(
+        Message::parse(&to_ue.payload).unwrap().view().status(),
+        Some(200)
+    );
+    assert_eq!(w.reg.registrations(), 1);
+    let r = w.reg.registration_of(c.spi_ps).unwrap();
+    assert_eq!(r.impi, IMPI.as_bytes());
+    assert_eq!(r.impus[0], b"sip:001010000000001@ims.test");
+    assert_eq!(r.service_route[0], b"sip:orig@scscf.test:6060;lr");
+    assert_eq!(w.reg.stats.registered, 1);
+    let _ = c.out_401;
+
+    // The set lives for expires + 30 s, then the SAs go.
+    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 29));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_some());
+    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 31));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none());
+    assert_eq!(w.reg.registrations(), 0);
+}
+
+#[test]
+fn security_verify_mismatch_is_refused_over_the_sa_and_not_forwarded() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
+    // bidding down: the UE (or an attacker) claims null encryption
+    let forged = c.server.replace("ealg=aes-cbc", "ealg=null");
+    let reg2 = protected_register(&c.nonce, &got.res, &forged);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].side, Side::Ue, "nothing forwarded to the core");
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(494)
+    );
+    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert_eq!(w.reg.stats.verify_mismatch, 1);
+}
+
+#[test]
+fn wrong_res_removes_the_temporary_set() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    let wrong = aka::Res::from_slice(&[0u8; 8]).unwrap();
+    let reg2 = protected_register(&c.nonce, &wrong, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    let fwd = &out[0];
+    let forbidden = core_answer(&fwd.payload, 403, "Forbidden", "");
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &forbidden,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(403)
+    );
+    assert!(
+        w.sas.pin().inbound(c.spi_ps).is_none(),
+        "temporary SAs removed"
+    );
+    assert_eq!(w.reg.stats.auth_failed, 1);
+}
+
+#[test]
+fn unanswered_challenge_expires_after_reg_await_auth() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    w.reg.on_timer(w.now + Duration::from_secs(239));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_some());
+    w.reg.on_timer(w.now + Duration::from_secs(241));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none());
+    assert!(
+        w.sas
+            .pin()
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .is_none()
+    );
+    assert_eq!(w.reg.stats.expired_sets, 1);
+}
+
+#[test]
+fn register_without_security_client_gets_494() {
+    let mut w = world();
+    let start = REGISTER1.find("Security-Client:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
+    let bad = format!("{}{}", &REGISTER1[..start], &REGISTER1[end..]);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        bad.as_bytes(),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].side, out[0].dst),
+        (Side::Ue, addr("10.46.0.6:5060"))
+    );
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(494)
+    );
+}
