@@ -3,7 +3,6 @@
 //! exchange real SIP with the registrar, which installs the SAs the workers use. Negative cases:
 //! Security-Verify mismatch, wrong RES, a challenge never answered.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
@@ -13,18 +12,10 @@ use pcscf::esp::SaOptions;
 use pcscf::io::Side;
 use pcscf::satable::{SaReader, SaTableConfig, sa_table};
 use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
-use pcscf::sip::pcscf::build_response;
 use pcscf::sip::{HeaderName, Message};
 
-const REGISTER1: &str = include_str!("data/ims/register1_v4.sip");
-const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
-const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+mod ims_support;
+use ims_support::*;
 
 struct World {
     reg: Registrar,
@@ -94,60 +85,6 @@ impl World {
         self.reg.on_message(msg, self.now, &mut out);
         out
     }
-}
-
-/// The core's answer to a forwarded REGISTER: `code` with the request's Via/From/To/Call-ID/CSeq
-/// and `extra` header lines.
-fn core_answer(req: &[u8], code: u16, reason: &str, extra: &str) -> Vec<u8> {
-    let m = Message::parse(req).unwrap();
-    let mut out = vec![0u8; 4096];
-    let n = build_response(
-        m.view(),
-        code,
-        reason,
-        b"scscf",
-        &[extra.as_bytes()],
-        &mut out,
-    )
-    .unwrap();
-    out.truncate(n);
-    out
-}
-
-fn header(msg: &[u8], h: HeaderName) -> Option<String> {
-    let m = Message::parse(msg).unwrap();
-    m.view()
-        .header(h)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// The UE's protected REGISTER: the first one with Security-Verify = our Security-Server and the
-/// digest response computed from RES.
-fn protected_register(nonce: &str, res: &aka::Res, server: &str) -> Vec<u8> {
-    let uri = "sip:ims.mnc001.mcc001.3gppnetwork.org";
-    let input = digest::DigestInput {
-        username: IMPI.as_bytes(),
-        realm: REALM.as_bytes(),
-        nonce: nonce.as_bytes(),
-        method: b"REGISTER",
-        uri: uri.as_bytes(),
-        qop: digest::Qop::None,
-    };
-    let resp = digest::response_aka(&input, res);
-    let auth = format!(
-        "Authorization: Digest username=\"{IMPI}\",realm=\"{REALM}\",uri=\"{uri}\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
-        resp.as_str()
-    );
-    let start = REGISTER1.find("Authorization:").unwrap();
-    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
-    let mut s = format!(
-        "{}{}Security-Verify: {server}\r\n{}",
-        &REGISTER1[..start],
-        auth,
-        &REGISTER1[end..]
-    );
-    s = s.replacen("CSeq: 1 REGISTER", "CSeq: 2 REGISTER", 1);
-    s.into_bytes()
 }
 
 struct Challenge {

@@ -1,0 +1,328 @@
+//! The mission end to end through `pcscf run`, in three network namespaces: a UE (our USIM
+//! code, and our ESP over raw sockets as its IPsec) registers through the P-CSCF with an
+//! HSS/S-CSCF stub in the core namespace. The unprotected REGISTER and the 401 go in the clear;
+//! the protected REGISTER goes as ESP over SA1 and the 200 comes back as ESP over SA2, which the
+//! UE decrypts. Run for each backend. Needs root (CI runs as root).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
+use pcscf::dataplane::l3::{self, L4};
+use pcscf::esp::{Frame, Sa, SaOptions};
+use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::sip::headers::{Digest, SecMechanism};
+use pcscf::sip::{HeaderName, Message};
+
+mod ims_support;
+use ims_support::*;
+
+fn config(lab: &Lab, backend: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[ue]
+interface = "{}"
+addresses = ["{}"]
+protected_ports = "5100-5199"
+[core]
+interface = "{}"
+address = "{}"
+icscf = "{}:5060"
+hostname = "pcscf.ims.mnc001.mcc001.3gppnetwork.org"
+[ipsec]
+algorithms = ["hmac-sha-1-96/aes-cbc", "hmac-md5-96/null"]
+[dataplane]
+backend = "{backend}"
+workers = [0]
+batch = 32
+ring_size = 512
+frames = 2048
+[log]
+level = "info"
+"#,
+        lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
+    );
+    let path = std::env::temp_dir().join(format!("{}-{backend}-reg.toml", lab.pcscf));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(lab: &Lab, backend: &str) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pcscf,
+            env!("CARGO_BIN_EXE_pcscf"),
+            "run",
+            "--config",
+        ])
+        .arg(config(lab, backend))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pcscf")
+}
+
+/// HSS + S-CSCF stub: 401 with an AKA vector to a REGISTER without a response, 200 (or 403)
+/// after checking the digest against XRES.
+fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    spawn_in(ns, move || {
+        let s = UdpSocket::bind("10.212.0.2:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let k = aka::hex_array::<16>(K).unwrap();
+        let opc = aka::hex_array::<16>(OPC).unwrap();
+        let mut hss = HssSubscriber::new(
+            Milenage::new(&k, &opc),
+            SqnGenerator::with_default_step(),
+            [0x80, 0],
+        );
+        let mut xres = None;
+        let mut registered = 0;
+        let mut buf = [0u8; 4096];
+        while !done.load(Ordering::Relaxed) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            let req = buf[..n].to_vec();
+            let Ok(m) = Message::parse(&req) else {
+                continue;
+            };
+            let v = m.view();
+            if !v.is_method(b"REGISTER") {
+                continue;
+            }
+            let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
+            let integrity = d.integrity_protected().map(<[u8]>::to_vec);
+            let answer = if d.response().unwrap_or_default().is_empty() {
+                assert_eq!(integrity.as_deref(), Some(&b"no"[..]));
+                let av = hss.next_vector(&[0x42; 16]).unwrap();
+                let mut nb = [0u8; aka::NONCE_B64_LEN];
+                let nonce = av.nonce(&mut nb).to_string();
+                let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                let www = format!(
+                    "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
+                    hex(av.ck.as_bytes()),
+                    hex(av.ik.as_bytes())
+                );
+                xres = Some(av.xres.clone());
+                core_answer(&req, 401, "Unauthorized", &www)
+            } else {
+                assert_eq!(
+                    integrity.as_deref(),
+                    Some(&b"yes"[..]),
+                    "protected REGISTER marked so"
+                );
+                let input = digest::DigestInput {
+                    username: d.username().unwrap(),
+                    realm: d.realm().unwrap(),
+                    nonce: d.nonce().unwrap(),
+                    method: b"REGISTER",
+                    uri: d.uri().unwrap(),
+                    qop: digest::Qop::None,
+                };
+                match xres
+                    .as_ref()
+                    .map(|x| digest::verify_aka(&input, x, d.response().unwrap()))
+                {
+                    Some(Ok(())) => {
+                        registered += 1;
+                        core_answer(
+                            &req,
+                            200,
+                            "OK",
+                            "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.211.0.2:7005>;expires=3600\r\n",
+                        )
+                    }
+                    _ => core_answer(&req, 403, "Forbidden", ""),
+                }
+            };
+            s.send_to(&answer, from).unwrap();
+        }
+        registered
+    })
+}
+
+fn raw_socket(proto: i32) -> OwnedFd {
+    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn send_ip(fd: &OwnedFd, pkt: &[u8], dst: std::net::Ipv4Addr) {
+    // SAFETY: sockaddr_in is plain data; zeroed is valid and we fill family and address.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_addr.s_addr = u32::from(dst).to_be();
+    // SAFETY: pkt is a valid buffer for its length and sa a valid sockaddr_in.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            pkt.as_ptr() as *const libc::c_void,
+            pkt.len(),
+            0,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(
+        r as usize,
+        pkt.len(),
+        "sendto: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
+    while Instant::now() < until {
+        // SAFETY: buf is valid for writes of its length; MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n > 0 {
+            return Some(n as usize);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// The UE: REGISTER, 401, AKA, the four SAs, protected REGISTER over ESP, 200 over ESP.
+/// Returns the 200's bytes.
+fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+    spawn_in(ns, move || {
+        let k = aka::hex_array::<16>(K).unwrap();
+        let opc = aka::hex_array::<16>(OPC).unwrap();
+        let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
+        let register = REGISTER1.replace("10.46.0.6", "10.211.0.2");
+        let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
+        let mut buf = [0u8; 4096];
+        // 1–3: until the P-CSCF is up, retry; the answer is the 401
+        let challenge = loop {
+            if Instant::now() > deadline {
+                return Err("no 401".into());
+            }
+            s.send_to(register.as_bytes(), pcscf).unwrap();
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                break buf[..n].to_vec();
+            }
+        };
+        let m = Message::parse_strict(&challenge).map_err(|e| e.to_string())?;
+        let v = m.view();
+        if v.status() != Some(401) {
+            return Err(format!(
+                "expected 401, got {}",
+                String::from_utf8_lossy(&challenge)
+            ));
+        }
+        let server = String::from_utf8(
+            v.header(HeaderName::SecurityServer)
+                .ok_or("no Security-Server")?
+                .to_vec(),
+        )
+        .unwrap();
+        let mech = SecMechanism::parse(server.as_bytes())
+            .unwrap()
+            .ipsec()
+            .unwrap();
+        let d = Digest::parse(v.header(HeaderName::WwwAuthenticate).unwrap()).unwrap();
+        let nonce = String::from_utf8(d.nonce().unwrap().to_vec()).unwrap();
+        let got = usim
+            .authenticate_nonce(&nonce)
+            .map_err(|e| format!("{e:?}"))?;
+        // 4: the UE's SAs: SA1 out (our spi-s, 7004 → port-s), SA2 in (its spi-s 1237)
+        let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
+        let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
+        let sa1 = Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+        let sa2 = Sa::from_aka(1237, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+        // 5: the protected REGISTER, from port-c 7004 to the P-CSCF's port-s, over SA1
+        let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
+            .unwrap()
+            .replace("10.46.0.6", "10.211.0.2");
+        let mut frame = vec![0u8; 256 + reg2.len() + 512];
+        let at = 256 + 28;
+        frame[at..at + reg2.len()].copy_from_slice(reg2.as_bytes());
+        let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
+        let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), mech.port_s);
+        let r = l3::write_udp(&mut frame, at..at + reg2.len(), src, dst).unwrap();
+        let mut f = Frame::new(&mut frame, r.start, r.end);
+        sa1.outbound(&mut f).unwrap();
+        let (fs, fe) = (f.start, f.end);
+        let esp = frame[fs..fe].to_vec();
+        let tx = raw_socket(libc::IPPROTO_RAW);
+        let rx = raw_socket(libc::IPPROTO_ESP);
+        send_ip(&tx, &esp, "10.211.0.1".parse().unwrap());
+        // 200 over SA2: ESP from the P-CSCF to the UE's port-s
+        let mut pkt = [0u8; 4096];
+        while let Some(n) = recv_ip(&rx, &mut pkt, deadline) {
+            let mut p = pkt[..n].to_vec();
+            let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
+                continue;
+            };
+            let inner = &p[inner];
+            let L4::Udp { src, dst, payload } = l3::classify(inner) else {
+                return Err("inner packet not UDP".into());
+            };
+            if dst.port() != 7005 || src.port() != mech.port_c {
+                return Err(format!("200 on the wrong ports {src} -> {dst}"));
+            }
+            return Ok(inner[payload.0..payload.1].to_vec());
+        }
+        Err("no ESP answer to the protected REGISTER".into())
+    })
+}
+
+fn stop(child: Child) -> String {
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "pcscf: {}\n{err}", out.status);
+    err
+}
+
+fn register_through(backend: &str, tag: &str) {
+    let lab = Lab::new("preg", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"));
+    let child = start(&lab, backend);
+    let done = Arc::new(AtomicBool::new(false));
+    let core_t = core(&lab.core, done.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let result = ue(&lab.ue, deadline).join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let registered = core_t.join().unwrap();
+    let report = stop(child);
+    let ok = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
+    let m = Message::parse_strict(&ok).unwrap();
+    assert_eq!(m.view().status(), Some(200), "{report}");
+    assert_eq!(registered, 1);
+    assert!(report.contains("registered: 1"), "{report}");
+}
+
+#[test]
+fn registration_over_xdp() {
+    register_through("xdp", "x");
+}
+
+#[test]
+fn registration_over_afpacket() {
+    register_through("afpacket", "p");
+}
+
+#[test]
+fn registration_over_sockets() {
+    register_through("socket", "s");
+}
