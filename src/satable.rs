@@ -238,10 +238,24 @@ pub struct EntryMeta {
     pub state: SetState,
 }
 
+/// What a worker needs to relay the traffic of a registered UE arriving over an inbound SA
+/// (TS 24.229 §5.2.6.3): the identity it may assert and where its requests go. Published by
+/// the registration thread when the 200 to REGISTER arrives.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The P-Asserted-Identity value to set: the default IMPU, as `<uri>`.
+    pub pai: Box<[u8]>,
+    /// The Route to set: the stored Service-Route, as header value text.
+    pub route: Box<[u8]>,
+    /// Where requests go (the first Service-Route hop, resolved).
+    pub next_hop: std::net::SocketAddr,
+}
+
 /// One published SA with its selectors. Immutable; see the module doc.
 #[repr(C, align(64))]
 pub struct Entry {
     sa: Arc<Sa>,
+    reg: Option<Arc<Registration>>,
     binding: u64,
     /// A fold of all other fields: lets tests catch torn or freed entries; poisoned on drop.
     check: u64,
@@ -271,6 +285,7 @@ impl Entry {
         let mut e = Entry {
             spi: sa.spi(),
             sa,
+            reg: None,
             binding: m.binding,
             check: 0,
             ue_addr: m.ue_addr,
@@ -286,11 +301,28 @@ impl Entry {
     fn with_state(&self, state: SetState) -> Entry {
         let mut e = Entry {
             sa: Arc::clone(&self.sa),
+            reg: self.reg.clone(),
             state,
             ..*self
         };
         e.check = e.fold();
         e
+    }
+
+    fn with_registration(&self, reg: Option<Arc<Registration>>) -> Entry {
+        let mut e = Entry {
+            sa: Arc::clone(&self.sa),
+            reg,
+            ..*self
+        };
+        e.check = e.fold();
+        e
+    }
+
+    /// The registration this (inbound) SA belongs to, once the UE is registered.
+    #[inline]
+    pub fn registration(&self) -> Option<&Registration> {
+        self.reg.as_deref()
     }
 
     fn fold(&self) -> u64 {
@@ -765,6 +797,28 @@ impl SaWriter {
         // SAFETY: installed slots are non-null and only this writer frees them.
         let old = cell.load(Ordering::Relaxed, &g);
         let new = Owned::new(unsafe { old.deref() }.with_state(state));
+        cell.store(new, Ordering::Release);
+        // SAFETY: `old` was just unlinked, by the only writer.
+        unsafe { retire(&g, old, &self.inner.freed) };
+        self.stats.entries_created += 1;
+        Ok(())
+    }
+
+    /// Attaches (or clears) the registration of an inbound SA: republished like a state change.
+    pub fn set_inbound_registration(
+        &mut self,
+        spi: u32,
+        reg: Option<Arc<Registration>>,
+    ) -> Result<(), SaTableError> {
+        let slot = self.slot_of(spi)?;
+        if self.state[slot] != SlotState::Installed {
+            return Err(SaTableError::NotFound);
+        }
+        let g = epoch::pin();
+        let cell = &self.inner.slots[slot];
+        // SAFETY: installed slots are non-null and only this writer frees them.
+        let old = cell.load(Ordering::Relaxed, &g);
+        let new = Owned::new(unsafe { old.deref() }.with_registration(reg));
         cell.store(new, Ordering::Release);
         // SAFETY: `old` was just unlinked, by the only writer.
         unsafe { retire(&g, old, &self.inner.freed) };

@@ -267,6 +267,24 @@ fn registration_end_to_end() {
     assert_eq!(r.impus[0], b"sip:001010000000001@ims.test");
     assert_eq!(r.service_route[0], b"sip:orig@scscf.test:6060;lr");
     assert_eq!(w.reg.stats.registered, 1);
+    // the workers learn the registration through the SA entries (SA1 and SA4)
+    {
+        let g = w.sas.pin();
+        for spi in [c.spi_ps, c.spi_pc] {
+            let reg = g
+                .inbound(spi)
+                .unwrap()
+                .registration()
+                .expect("registration published");
+            assert_eq!(&*reg.pai, b"<sip:001010000000001@ims.test>");
+            assert_eq!(&*reg.route, b"<sip:orig@scscf.test:6060;lr>");
+            assert_eq!(
+                reg.next_hop,
+                addr("10.0.1.20:5060"),
+                "a host name falls back to the I-CSCF"
+            );
+        }
+    }
     let _ = c.out_401;
 
     // The set lives for expires + 30 s, then the SAs go.

@@ -94,6 +94,19 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
             };
             let v = m.view();
             if !v.is_method(b"REGISTER") {
+                // a registered UE's request: the P-CSCF asserted the registered identity and
+                // set the Service-Route (TS 24.229 §5.2.6.3)
+                assert_eq!(
+                    v.header(HeaderName::PAssertedIdentity),
+                    Some(&b"<sip:001010000000001@ims.test>"[..])
+                );
+                assert!(v.header(HeaderName::PPreferredIdentity).is_none());
+                assert_eq!(
+                    v.header(HeaderName::Route),
+                    Some(&b"<sip:orig@10.212.0.2:5060;lr>"[..])
+                );
+                let answer = core_answer(&req, 200, "OK", "");
+                s.send_to(&answer, from).unwrap();
                 continue;
             }
             let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
@@ -135,7 +148,7 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
                             &req,
                             200,
                             "OK",
-                            "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.211.0.2:7005>;expires=3600\r\n",
+                            "Service-Route: <sip:orig@10.212.0.2:5060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.211.0.2:7005>;expires=3600\r\n",
                         )
                     }
                     _ => core_answer(&req, 403, "Forbidden", ""),
@@ -198,9 +211,45 @@ fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
     None
 }
 
-/// The UE: REGISTER, 401, AKA, the four SAs, protected REGISTER over ESP, 200 over ESP.
-/// Returns the 200's bytes.
-fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+/// Encrypt a SIP message from the UE's port-c to the P-CSCF's port-s over SA1.
+fn esp_from_ue(sa1: &Sa, port_s: u16, sip: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 256 + sip.len() + 512];
+    let at = 256 + 28;
+    frame[at..at + sip.len()].copy_from_slice(sip);
+    let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
+    let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), port_s);
+    let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst).unwrap();
+    let mut f = Frame::new(&mut frame, r.start, r.end);
+    sa1.outbound(&mut f).unwrap();
+    let (fs, fe) = (f.start, f.end);
+    frame[fs..fe].to_vec()
+}
+
+/// The next SIP message that arrives over SA2 (from the P-CSCF's port-c to our port-s).
+fn esp_to_ue(rx: &OwnedFd, sa2: &Sa, port_c: u16, deadline: Instant) -> Result<Vec<u8>, String> {
+    let mut pkt = [0u8; 4096];
+    while let Some(n) = recv_ip(rx, &mut pkt, deadline) {
+        let mut p = pkt[..n].to_vec();
+        let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
+            continue;
+        };
+        let inner = &p[inner];
+        let L4::Udp { src, dst, payload } = l3::classify(inner) else {
+            return Err("inner packet not UDP".into());
+        };
+        if dst.port() != 7005 || src.port() != port_c {
+            return Err(format!("wrong ports {src} -> {dst}"));
+        }
+        return Ok(inner[payload.0..payload.1].to_vec());
+    }
+    Err("nothing arrived over SA2".into())
+}
+
+const MESSAGE: &str = "MESSAGE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.211.0.2:7005;branch=z9hG4bKmsg1\r\nMax-Forwards: 70\r\nRoute: <sip:pcscf.ims.mnc001.mcc001.3gppnetwork.org:5103;lr>\r\nFrom: <sip:001010000000001@ims.test>;tag=m1\r\nTo: <sip:bob@ims.test>\r\nCall-ID: msg-1@10.211.0.2\r\nCSeq: 1 MESSAGE\r\nP-Preferred-Identity: <sip:somebody-else@ims.test>\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+
+/// The UE: REGISTER, 401, AKA, the four SAs, protected REGISTER over ESP, 200 over ESP, then a
+/// protected MESSAGE and its 200 over the SAs. Returns the two 200s.
+fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<Result<(Vec<u8>, Vec<u8>), String>> {
     spawn_in(ns, move || {
         let k = aka::hex_array::<16>(K).unwrap();
         let opc = aka::hex_array::<16>(OPC).unwrap();
@@ -253,36 +302,22 @@ fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<Result<Vec<u8>, St
         let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
             .unwrap()
             .replace("10.46.0.6", "10.211.0.2");
-        let mut frame = vec![0u8; 256 + reg2.len() + 512];
-        let at = 256 + 28;
-        frame[at..at + reg2.len()].copy_from_slice(reg2.as_bytes());
-        let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
-        let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), mech.port_s);
-        let r = l3::write_udp(&mut frame, at..at + reg2.len(), src, dst).unwrap();
-        let mut f = Frame::new(&mut frame, r.start, r.end);
-        sa1.outbound(&mut f).unwrap();
-        let (fs, fe) = (f.start, f.end);
-        let esp = frame[fs..fe].to_vec();
         let tx = raw_socket(libc::IPPROTO_RAW);
         let rx = raw_socket(libc::IPPROTO_ESP);
-        send_ip(&tx, &esp, "10.211.0.1".parse().unwrap());
-        // 200 over SA2: ESP from the P-CSCF to the UE's port-s
-        let mut pkt = [0u8; 4096];
-        while let Some(n) = recv_ip(&rx, &mut pkt, deadline) {
-            let mut p = pkt[..n].to_vec();
-            let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
-                continue;
-            };
-            let inner = &p[inner];
-            let L4::Udp { src, dst, payload } = l3::classify(inner) else {
-                return Err("inner packet not UDP".into());
-            };
-            if dst.port() != 7005 || src.port() != mech.port_c {
-                return Err(format!("200 on the wrong ports {src} -> {dst}"));
-            }
-            return Ok(inner[payload.0..payload.1].to_vec());
-        }
-        Err("no ESP answer to the protected REGISTER".into())
+        send_ip(
+            &tx,
+            &esp_from_ue(&sa1, mech.port_s, reg2.as_bytes()),
+            "10.211.0.1".parse().unwrap(),
+        );
+        let ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline)?;
+        // registered: a MESSAGE over SA1, its 200 back over SA2
+        send_ip(
+            &tx,
+            &esp_from_ue(&sa1, mech.port_s, MESSAGE.as_bytes()),
+            "10.211.0.1".parse().unwrap(),
+        );
+        let msg_ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline)?;
+        Ok((ok, msg_ok))
     })
 }
 
@@ -305,9 +340,20 @@ fn register_through(backend: &str, tag: &str) {
     done.store(true, Ordering::Relaxed);
     let registered = core_t.join().unwrap();
     let report = stop(child);
-    let ok = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
+    let (ok, msg_ok) = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
     let m = Message::parse_strict(&ok).unwrap();
     assert_eq!(m.view().status(), Some(200), "{report}");
+    let m = Message::parse_strict(&msg_ok).unwrap();
+    assert_eq!(m.view().status(), Some(200), "{report}");
+    assert_eq!(
+        m.view().header(HeaderName::CallId),
+        Some(&b"msg-1@10.211.0.2"[..])
+    );
+    assert_eq!(
+        m.view().values(HeaderName::Via).count(),
+        1,
+        "our Via popped"
+    );
     assert_eq!(registered, 1);
     assert!(report.contains("registered: 1"), "{report}");
 }

@@ -22,12 +22,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::queue::Arrival;
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
-use crate::satable::{EntryMeta, SaWriter, SetState};
+use crate::satable::{EntryMeta, Registration, SaWriter, SetState};
 use crate::sip::headers::{Alg, Ealg, IpsecOffer, Via};
 use crate::sip::pcscf::{self as rules, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
@@ -481,8 +482,11 @@ impl Registrar {
                     && let Some(c) = &b.current
                 {
                     let (pc, ps) = (c.spi_pc, c.spi_ps);
-                    let _ = self.sas.set_inbound_state(pc, SetState::New);
-                    let _ = self.sas.set_inbound_state(ps, SetState::New);
+                    let reg = (expires > 0).then(|| Arc::new(self.registration(b)));
+                    for spi in [pc, ps] {
+                        let _ = self.sas.set_inbound_state(spi, SetState::New);
+                        let _ = self.sas.set_inbound_registration(spi, reg.clone());
+                    }
                 }
                 if expires == 0 {
                     self.stats.deregistered += 1;
@@ -542,6 +546,44 @@ impl Registrar {
             dst: p.reply_dst,
             payload: ed.as_bytes().to_vec(),
         });
+    }
+
+    /// What the workers need to relay this UE's requests: its default IMPU as the asserted
+    /// identity, its Service-Route as the Route set, and where that route goes (the first hop
+    /// when it names an IP address; the I-CSCF otherwise, until DNS resolution lands).
+    fn registration(&self, b: &Binding) -> Registration {
+        let pai = match b.impus.first() {
+            Some(u) => [b"<", u.as_slice(), b">"].concat(),
+            None => [b"<sip:", b.impi.as_slice(), b">"].concat(),
+        };
+        let mut route = Vec::new();
+        for (i, r) in b.service_route.iter().enumerate() {
+            if i > 0 {
+                route.extend_from_slice(b", ");
+            }
+            route.extend_from_slice(b"<");
+            route.extend_from_slice(r);
+            route.extend_from_slice(b">");
+        }
+        let next_hop = b
+            .service_route
+            .first()
+            .and_then(|r| {
+                let hp = crate::sip::headers::uri_hostport(r);
+                let (host, port) = crate::sip::headers::split_host_port(hp)?;
+                let host = host
+                    .strip_prefix(b"[")
+                    .and_then(|h| h.strip_suffix(b"]"))
+                    .unwrap_or(host);
+                let ip: IpAddr = std::str::from_utf8(host).ok()?.parse().ok()?;
+                Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+            })
+            .unwrap_or(self.cfg.icscf);
+        Registration {
+            pai: pai.into_boxed_slice(),
+            route: route.into_boxed_slice(),
+            next_hop,
+        }
     }
 
     /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.

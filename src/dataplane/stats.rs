@@ -43,9 +43,11 @@ pub enum Drop {
     NotOurVia,
     /// No headroom/tailroom or frame for a rewrite.
     NoRoom,
+    /// A request over an SA whose UE is not (yet) registered.
+    NotRegistered,
 }
 
-pub const DROP_REASONS: usize = 13;
+pub const DROP_REASONS: usize = 14;
 
 impl Drop {
     pub const ALL: [Drop; DROP_REASONS] = [
@@ -62,6 +64,7 @@ impl Drop {
         Drop::TooManyHops,
         Drop::NotOurVia,
         Drop::NoRoom,
+        Drop::NotRegistered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Drop {
             Drop::TooManyHops => "too_many_hops",
             Drop::NotOurVia => "not_our_via",
             Drop::NoRoom => "no_room",
+            Drop::NotRegistered => "not_registered",
         }
     }
 }

@@ -319,7 +319,7 @@ impl<P: PacketIo> Worker<P> {
                     return Verdict::Drop(Drop::BadUdpChecksum);
                 }
                 let at = d.start as usize;
-                self.sip_from_core(d, src, dst, (at + payload.0, at + payload.1))
+                self.sip_from_core(d, src, dst, (at + payload.0, at + payload.1), sas)
             }
             (L4::Esp { src, dst, .. }, Side::Ue) => {
                 if !self.cfg.ue_addrs.contains(&dst) {
@@ -371,9 +371,49 @@ impl<P: PacketIo> Worker<P> {
         }
         let payload = (inner.start + payload.0, inner.start + payload.1);
         self.stats.sip += 1;
-        // The registration thread decides what a protected message means (REGISTER over the
-        // temporary or current set, or traffic of a registered UE: issue 5).
-        self.punt(Side::Ue, Arrival::Protected { spi }, isrc, idst, payload, d)
+        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let view = idx.view(frame);
+        if view.validate().is_err() {
+            return Verdict::Drop(Drop::BadSip);
+        }
+        if !idx.is_request() {
+            // the UE answering a request the core sent it: back to the core
+            return self.relay_response(d, idx, Side::Core, Some(sas));
+        }
+        if view.is_method(b"REGISTER") {
+            // REGISTER over the temporary or current set: the registration thread's.
+            return self.punt(Side::Ue, Arrival::Protected { spi }, isrc, idst, payload, d);
+        }
+        let Some(reg) = e.registration() else {
+            return Verdict::Drop(Drop::NotRegistered);
+        };
+        if rules::max_forwards_exhausted(view) {
+            return Verdict::Drop(Drop::TooManyHops);
+        }
+        // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
+        let branch = rules::stateless_branch(view);
+        let core = self.cfg.core;
+        let me = ProxyIdentity {
+            via_sent_by: self.cfg.via_sent_by.as_bytes(),
+            via_transport: b"UDP",
+            path_uri: b"",
+            own_hosts: &[],
+            visited_network_id: b"",
+            orig_ioi: b"",
+        };
+        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        if rules::rewrite_protected_request(&mut ed, &me, isrc, branch, &reg.pai, &reg.route)
+            .is_err()
+        {
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        let range = ed.range();
+        let r = l3::write_udp(frame, range, core, reg.next_hop);
+        self.forwarded(d, r, Side::Core)
     }
 
     /// An unprotected SIP message from a UE (port 5060).
@@ -397,7 +437,7 @@ impl<P: PacketIo> Worker<P> {
                 return Verdict::Drop(Drop::BadSip);
             }
             // a UE's response to a request the relay forwarded: back toward the core
-            return self.relay_response(d, idx, Side::Core);
+            return self.relay_response(d, idx, Side::Core, None);
         }
         if !valid {
             return self.reply(d, idx, src, dst, 400, "Bad Request");
@@ -444,6 +484,7 @@ impl<P: PacketIo> Worker<P> {
         src: SocketAddr,
         dst: SocketAddr,
         payload: (usize, usize),
+        sas: Option<&ReadGuard<'_>>,
     ) -> Verdict {
         self.stats.sip += 1;
         let frame = self.io.frame(&d);
@@ -465,17 +506,50 @@ impl<P: PacketIo> Worker<P> {
         if is_register {
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         }
-        self.relay_response(d, idx, Side::Ue)
+        self.relay_response(d, idx, Side::Ue, sas)
     }
 
     /// Pop our Via and send the response to the address the next Via names.
-    fn relay_response(&mut self, d: Desc, idx: Index, toward: Side) -> Verdict {
+    fn relay_response(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        toward: Side,
+        sas: Option<&ReadGuard<'_>>,
+    ) -> Verdict {
         let (ue_port, core) = (self.cfg.ue_sip_port, self.cfg.core);
         let frame = self.io.frame(&d);
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(Drop::NoRoom);
+        }
+        // Over the UE's SA when the next Via is a protected port of a UE with SAs (spec §2.2:
+        // our port-c → its port-s); else in the clear to received / rport (RFC 3581).
+        if toward == Side::Ue
+            && let Some(sent_by) = rules::top_via_sent_by(ed.view())
+            && let Some(e) = sas.and_then(|g| g.outbound_any(sent_by.ip(), sent_by.port()))
+        {
+            let Some(ours) = self
+                .cfg
+                .ue_addrs
+                .iter()
+                .find(|a| a.is_ipv4() == sent_by.is_ipv4())
+            else {
+                return Verdict::Drop(Drop::NoRoute);
+            };
+            let from = SocketAddr::new(*ours, e.local_port());
+            let range = ed.range();
+            let Some(r) = l3::write_udp(frame, range, from, sent_by) else {
+                return Verdict::Drop(Drop::NoRoom);
+            };
+            let mut f = crate::esp::Frame::new(frame, r.start, r.end);
+            if e.sa().outbound(&mut f).is_err() {
+                return Verdict::Drop(Drop::EspOther);
+            }
+            self.stats.esp_out += 1;
+            let r = Some(f.start..f.end);
+            return self.forwarded(d, r, Side::Ue);
         }
         let Some(next) = rules::response_next_hop(ed.view()) else {
             return Verdict::Drop(Drop::NoRoute);

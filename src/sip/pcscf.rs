@@ -882,3 +882,47 @@ pub fn response_next_hop(v: View<'_>) -> Option<SocketAddr> {
     };
     Some(SocketAddr::new(ip, port))
 }
+
+/// A request from a registered UE, received over its SA, toward the core (TS 24.229 §5.2.6.3):
+/// our Via and Max-Forwards as for any forward; the identity is the network's — any
+/// P-Preferred-Identity or P-Asserted-Identity the UE wrote goes (RFC 3325 §9.1) and
+/// `P-Asserted-Identity: <pai>` (its default registered IMPU) is set; the Route set is the
+/// Service-Route stored at registration (`route`), whatever the UE pre-loaded.
+pub fn rewrite_protected_request(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: u64,
+    pai: &[u8],
+    route: &[u8],
+) -> Result<(), EditError> {
+    forward_request(ed, me, source, branch)?;
+    ed.remove_all(HeaderName::PPreferredIdentity)?;
+    ed.remove_all(HeaderName::PAssertedIdentity)?;
+    ed.remove_all(HeaderName::Route)?;
+    let end = ed.index().headers().len();
+    ed.insert_lines(
+        end,
+        2,
+        &[
+            b"Route: ",
+            route,
+            b"\r\nP-Asserted-Identity: ",
+            pai,
+            b"\r\n",
+        ],
+    )
+}
+
+/// The top Via's sent-by as an address, when its host is an IP literal (the UE's protected
+/// port for a request that came over an SA, spec §2.2).
+pub fn top_via_sent_by(v: View<'_>) -> Option<SocketAddr> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let host = via
+        .host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(via.host);
+    let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
+    Some(SocketAddr::new(ip, via.port.unwrap_or(5060)))
+}
