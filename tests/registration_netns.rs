@@ -249,7 +249,10 @@ const MESSAGE: &str = "MESSAGE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.2
 
 /// The UE: REGISTER, 401, AKA, the four SAs, protected REGISTER over ESP, 200 over ESP, then a
 /// protected MESSAGE and its 200 over the SAs. Returns the two 200s.
-fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<Result<(Vec<u8>, Vec<u8>), String>> {
+/// The 200 to the protected REGISTER and the 200 to the MESSAGE, or what went wrong.
+type UeResult = Result<(Vec<u8>, Vec<u8>), String>;
+
+fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
     spawn_in(ns, move || {
         let k = aka::hex_array::<16>(K).unwrap();
         let opc = aka::hex_array::<16>(OPC).unwrap();
