@@ -28,6 +28,10 @@ enum Cmd {
         /// The TOML configuration (`pcscf config-example` prints a commented one).
         #[arg(long, short)]
         config: PathBuf,
+        /// Append every SA, as it is created, to this file in Wireshark's `esp_sa` format
+        /// (put it as `esp_sa` in a Wireshark configuration directory to read protected SIP).
+        #[arg(long)]
+        keylog: Option<PathBuf>,
     },
     /// Check a configuration file and exit (0 if it is valid).
     CheckConfig {
@@ -67,10 +71,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
-        Cmd::Run { config } => {
+        Cmd::Run { config, keylog } => {
             let cfg = pcscf::config::Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
-            let report = pcscf::control::run(&cfg)?;
+            let report = pcscf::control::run(&cfg, keylog.as_deref())?;
             pcscf::control::print_report(&report, cfg.log.level);
         }
         Cmd::CheckConfig { config } => {

@@ -51,7 +51,7 @@ level = "info"
     path
 }
 
-fn start(lab: &Lab, backend: &str) -> Child {
+fn start(lab: &Lab, backend: &str, keylog: &std::path::Path) -> Child {
     Command::new("ip")
         .args([
             "netns",
@@ -62,6 +62,8 @@ fn start(lab: &Lab, backend: &str) -> Child {
             "--config",
         ])
         .arg(config(lab, backend))
+        .arg("--keylog")
+        .arg(keylog)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -226,9 +228,16 @@ fn esp_from_ue(sa1: &Sa, port_s: u16, sip: &[u8]) -> Vec<u8> {
 }
 
 /// The next SIP message that arrives over SA2 (from the P-CSCF's port-c to our port-s).
-fn esp_to_ue(rx: &OwnedFd, sa2: &Sa, port_c: u16, deadline: Instant) -> Result<Vec<u8>, String> {
+fn esp_to_ue(
+    rx: &OwnedFd,
+    sa2: &Sa,
+    port_c: u16,
+    deadline: Instant,
+    seen: &mut Vec<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
     let mut pkt = [0u8; 4096];
     while let Some(n) = recv_ip(rx, &mut pkt, deadline) {
+        seen.push(pkt[..n].to_vec());
         let mut p = pkt[..n].to_vec();
         let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
             continue;
@@ -249,8 +258,9 @@ const MESSAGE: &str = "MESSAGE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.2
 
 /// The UE: REGISTER, 401, AKA, the four SAs, protected REGISTER over ESP, 200 over ESP, then a
 /// protected MESSAGE and its 200 over the SAs. Returns the two 200s.
-/// The 200 to the protected REGISTER and the 200 to the MESSAGE, or what went wrong.
-type UeResult = Result<(Vec<u8>, Vec<u8>), String>;
+/// The 200 to the protected REGISTER, the 200 to the MESSAGE, and every ESP packet the UE
+/// sent or received (for the capture) — or what went wrong.
+type UeResult = Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>), String>;
 
 fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
     spawn_in(ns, move || {
@@ -307,20 +317,17 @@ fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
             .replace("10.46.0.6", "10.211.0.2");
         let tx = raw_socket(libc::IPPROTO_RAW);
         let rx = raw_socket(libc::IPPROTO_ESP);
-        send_ip(
-            &tx,
-            &esp_from_ue(&sa1, mech.port_s, reg2.as_bytes()),
-            "10.211.0.1".parse().unwrap(),
-        );
-        let ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline)?;
+        let mut seen = Vec::new();
+        let p = esp_from_ue(&sa1, mech.port_s, reg2.as_bytes());
+        send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
+        seen.push(p);
+        let ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
         // registered: a MESSAGE over SA1, its 200 back over SA2
-        send_ip(
-            &tx,
-            &esp_from_ue(&sa1, mech.port_s, MESSAGE.as_bytes()),
-            "10.211.0.1".parse().unwrap(),
-        );
-        let msg_ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline)?;
-        Ok((ok, msg_ok))
+        let p = esp_from_ue(&sa1, mech.port_s, MESSAGE.as_bytes());
+        send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
+        seen.push(p);
+        let msg_ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
+        Ok((ok, msg_ok, seen))
     })
 }
 
@@ -335,7 +342,11 @@ fn stop(child: Child) -> String {
 
 fn register_through(backend: &str, tag: &str) {
     let lab = Lab::new("preg", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"));
-    let child = start(&lab, backend);
+    let dir = std::env::temp_dir().join(format!("{}-wireshark", lab.pcscf));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keylog = dir.join("esp_sa");
+    let child = start(&lab, backend, &keylog);
     let done = Arc::new(AtomicBool::new(false));
     let core_t = core(&lab.core, done.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -343,7 +354,8 @@ fn register_through(backend: &str, tag: &str) {
     done.store(true, Ordering::Relaxed);
     let registered = core_t.join().unwrap();
     let report = stop(child);
-    let (ok, msg_ok) = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
+    let (ok, msg_ok, seen) = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
+    tshark_reads_the_capture(&dir, &seen);
     let m = Message::parse_strict(&ok).unwrap();
     assert_eq!(m.view().status(), Some(200), "{report}");
     let m = Message::parse_strict(&msg_ok).unwrap();
@@ -359,6 +371,56 @@ fn register_through(backend: &str, tag: &str) {
     );
     assert_eq!(registered, 1);
     assert!(report.contains("registered: 1"), "{report}");
+}
+
+/// The UE-side capture, decrypted by tshark with nothing but the P-CSCF's key log: every packet's
+/// ICV good and every SIP message readable.
+fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
+    assert_eq!(pkts.len(), 4, "REGISTER, 200, MESSAGE, 200 over the SAs");
+    let pcap = dir.join("ue-side.pcap");
+    let refs: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
+    pcscf::lab::pcap::write_raw(&pcap, &refs).unwrap();
+    let out = Command::new("tshark")
+        .env("WIRESHARK_CONFIG_DIR", dir)
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            "esp.enable_authentication_check:TRUE",
+            "-d",
+            "udp.port==7004,sip",
+            "-d",
+            "udp.port==7005,sip",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "esp.spi",
+            "-e",
+            "esp.icv_good",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+        ])
+        .output()
+        .expect("tshark is required (CI installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for l in &lines {
+        assert_eq!(l[1], "1", "ICV good: {text}");
+    }
+    let sip: Vec<String> = lines.iter().map(|l| format!("{}{}", l[2], l[3])).collect();
+    assert_eq!(sip, ["REGISTER", "200", "MESSAGE", "200"], "{text}");
 }
 
 #[test]

@@ -273,8 +273,12 @@ impl NeighLookup for NeighAdapter {
     }
 }
 
-/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
-pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]). With `keylog`, every SA is
+/// written there as it is created, in Wireshark's `esp_sa` format.
+pub fn run(
+    cfg: &Config,
+    keylog: Option<&std::path::Path>,
+) -> Result<RunReport, Box<dyn std::error::Error>> {
     log::set_level(cfg.log.level);
     install_signal_handlers();
     STOP.store(false, Ordering::SeqCst);
@@ -359,6 +363,18 @@ pub fn run(cfg: &Config) -> Result<RunReport, Box<dyn std::error::Error>> {
     // The control loop: the registration thread. It drains the punt queue into the registrar
     // and hands what it sends to the workers' inject queues.
     let mut registrar = Registrar::new(registrar_config(cfg)?, sa_writer);
+    if let Some(path) = keylog {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--keylog {}: {e}", path.display()))?;
+        log::warn(format_args!(
+            "writing ESP keys to {} (Wireshark esp_sa): protect that file",
+            path.display()
+        ));
+        registrar.set_keylog(f);
+    }
     let mut events = mio::Events::with_capacity(64);
     let mut punts: u64 = 0;
     let mut outgoing = Vec::new();

@@ -144,6 +144,8 @@ pub struct Registrar {
     next_port: u16,
     branch_seq: u64,
     branch_key: u64,
+    /// `--keylog`: every SA as it is created, in Wireshark's esp_sa format.
+    keylog: Option<std::fs::File>,
     pub stats: RegistrarStats,
 }
 
@@ -181,8 +183,14 @@ impl Registrar {
                 use std::hash::BuildHasher;
                 std::collections::hash_map::RandomState::new().hash_one(0x5ca1ab1e_u64)
             },
+            keylog: None,
             stats: RegistrarStats::default(),
         }
+    }
+
+    /// Write every SA created from now on to `file` (Wireshark's `esp_sa` table format).
+    pub fn set_keylog(&mut self, file: std::fs::File) {
+        self.keylog = Some(file);
     }
 
     pub fn registrations(&self) -> usize {
@@ -643,6 +651,20 @@ impl Registrar {
             .map_err(|e| format!("{e:?}"))?;
         self.by_spi.insert(set.spi_pc, binding);
         self.by_spi.insert(set.spi_ps, binding);
+        if let Some(f) = self.keylog.as_mut() {
+            use std::io::Write;
+            if let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg) {
+                let keys = crate::esp::EspKeys::derive(suite, ck, ik);
+                for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
+                    if let Some(line) =
+                        crate::esp::wireshark::esp_sa_line(set.ue, spi, suite, &keys)
+                    {
+                        let _ = f.write_all(line.as_bytes());
+                    }
+                }
+                let _ = f.flush();
+            }
+        }
         Ok(())
     }
 

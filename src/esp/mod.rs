@@ -13,6 +13,7 @@
 //! - `sa.rs`: [`Sa`]: outbound ([`Sa::outbound`] on a [`Frame`]) and inbound ([`Sa::inbound`],
 //!   [`Sa::inbound_ip`], [`Sa::decapsulate`]).
 //! - `error.rs`: [`EspError`].
+//! - `wireshark.rs`: the `esp_sa` key-log line for Wireshark/tshark.
 //!
 //! Typical use:
 //! ```
@@ -42,6 +43,7 @@ mod keys;
 pub mod packet;
 mod replay;
 mod sa;
+pub mod wireshark;
 mod xform;
 
 #[cfg(test)]
