@@ -14,4 +14,5 @@ pub mod esp;
 pub mod io;
 pub mod lab;
 pub mod satable;
+pub mod sim;
 pub mod sip;

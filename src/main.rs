@@ -22,6 +22,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole IMS registration on this machine: three network namespaces (ue, pcscf, core),
+    /// pcscf in the middle, the core and UE simulators around it; N UEs register over IPsec and
+    /// send protected MESSAGEs; a report; everything removed afterwards. Needs root.
+    Lab {
+        /// How many UEs register.
+        #[arg(long, default_value_t = 1000)]
+        ues: usize,
+        /// Registrations started per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Protected MESSAGEs each UE sends once registered.
+        #[arg(long, default_value_t = 1)]
+        messages: u32,
+        /// Packet I/O backend of the P-CSCF: xdp, afpacket or socket.
+        #[arg(long, default_value = "xdp")]
+        backend: String,
+        /// Write every SA to this file in Wireshark's esp_sa format.
+        #[arg(long)]
+        keylog: Option<PathBuf>,
+    },
+    /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
+    CoreSim {
+        /// Where to listen, e.g. 10.0.1.20:5060.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The home domain (realm).
+        #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
+        realm: String,
+    },
+    /// Run many simulated UEs against a P-CSCF (needs root for the raw ESP sockets).
+    UeSim {
+        /// The P-CSCF's unprotected SIP address, e.g. 10.46.0.1:5060.
+        #[arg(long)]
+        pcscf: SocketAddr,
+        /// The UEs' (IPv4) address.
+        #[arg(long)]
+        ue_ip: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 100)]
+        ues: usize,
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 1)]
+        messages: u32,
+        #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
+        realm: String,
+    },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
     Run {
@@ -71,6 +117,70 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
+        Cmd::Lab {
+            ues,
+            rate,
+            messages,
+            backend,
+            keylog,
+        } => {
+            let cfg = pcscf::lab::run::LabConfig {
+                ues,
+                rate,
+                messages,
+                backend,
+                keylog,
+            };
+            if !pcscf::lab::run::run(&cfg)? {
+                return Err("some registrations failed".into());
+            }
+        }
+        Cmd::CoreSim { listen, realm } => {
+            pcscf::control::install_signal_handlers();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s2 = stop.clone();
+            std::thread::spawn(move || {
+                while !pcscf::control::stop_requested() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                s2.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let stats = pcscf::sim::core::serve(listen, &realm, stop)?;
+            eprintln!("core-sim: {stats:?}");
+        }
+        Cmd::UeSim {
+            pcscf,
+            ue_ip,
+            ues,
+            rate,
+            messages,
+            realm,
+        } => {
+            pcscf::control::install_signal_handlers();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s2 = stop.clone();
+            std::thread::spawn(move || {
+                while !pcscf::control::stop_requested() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                s2.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let cfg = pcscf::sim::ue::UeSimConfig {
+                ue_ip,
+                pcscf,
+                realm,
+                ues,
+                rate,
+                messages,
+                timeout: std::time::Duration::from_secs(5),
+                progress: true,
+            };
+            let report = pcscf::sim::ue::run(cfg, stop)?;
+            report.print();
+            if report.failed() > 0 {
+                return Err("some registrations failed".into());
+            }
+        }
         Cmd::Run { config, keylog } => {
             let cfg = pcscf::config::Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;

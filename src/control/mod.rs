@@ -40,7 +40,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() {
+/// SIGINT / SIGTERM set the stop flag ([`stop_requested`]).
+pub fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: `on_signal` is an `extern "C"` function that only stores to an atomic, which
         // is async-signal-safe; `signal` has no other preconditions.
@@ -48,6 +49,11 @@ fn install_signal_handlers() {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
+}
+
+/// Whether SIGINT / SIGTERM arrived (or [`request_stop`] was called).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 /// Ask a running [`run`] to stop (what the signal handlers do).

@@ -88,6 +88,7 @@ pub struct RegistrarStats {
     pub verify_mismatch: u64,
     pub auth_failed: u64,
     pub unknown_transaction: u64,
+    pub retransmissions: u64,
     pub malformed: u64,
     pub sa_install_failed: u64,
     pub expired_sets: u64,
@@ -131,6 +132,8 @@ struct Pending {
     ue: SocketAddr,
     contact: Option<Vec<u8>>,
     created: Instant,
+    /// What we forwarded, for retransmissions.
+    forwarded: Vec<u8>,
 }
 
 pub struct Registrar {
@@ -140,6 +143,11 @@ pub struct Registrar {
     by_impi: HashMap<Vec<u8>, u64>,
     by_spi: HashMap<u32, u64>,
     pending: HashMap<u64, Pending>,
+    /// (Call-ID, CSeq) of each pending REGISTER → its branch: a retransmission is forwarded
+    /// again as the same transaction (RFC 3261 §17.2.3), not as a new one.
+    by_txn: HashMap<(Vec<u8>, u64), u64>,
+    /// Answers to completed REGISTER transactions, for their retransmissions.
+    completed: HashMap<(Vec<u8>, u64), (Outgoing, Instant)>,
     next_id: u64,
     next_port: u16,
     branch_seq: u64,
@@ -176,6 +184,8 @@ impl Registrar {
             by_impi: HashMap::new(),
             by_spi: HashMap::new(),
             pending: HashMap::new(),
+            by_txn: HashMap::new(),
+            completed: HashMap::new(),
             next_id: 1,
             next_port: 0,
             branch_seq: 0,
@@ -260,7 +270,10 @@ impl Registrar {
                     self.stats.unknown_transaction += 1;
                     return;
                 };
-                let b = &self.bindings[&id];
+                let Some(b) = self.bindings.get(&id) else {
+                    self.stats.unknown_transaction += 1;
+                    return;
+                };
                 let set = [&b.temporary, &b.current]
                     .into_iter()
                     .flatten()
@@ -282,18 +295,41 @@ impl Registrar {
                 return;
             }
         };
+        if let Some((o, _)) = self.completed.get(&(info.call_id.to_vec(), info.cseq)) {
+            self.stats.retransmissions += 1;
+            out.push(o.clone());
+            return;
+        }
+        if let Some(p) = self
+            .by_txn
+            .get(&(info.call_id.to_vec(), info.cseq))
+            .and_then(|b| self.pending.get(b))
+        {
+            // a retransmission of a REGISTER still in progress: the same request again
+            self.stats.retransmissions += 1;
+            out.push(Outgoing {
+                side: Side::Core,
+                arrival: Arrival::Plain,
+                src: self.cfg.core,
+                dst: self.cfg.icscf,
+                payload: p.forwarded.clone(),
+            });
+            return;
+        }
         let mut client = vec![0u8; 4096];
         let n = rules::copy_security_client(v, &mut client).unwrap_or(0);
         client.truncate(n);
         if let Some(id) = binding_id {
             // TS 33.203 §7.2 / RFC 3329 §2.3.1: the protected REGISTER repeats our
             // Security-Server in Security-Verify and its first Security-Client.
-            let b = &self.bindings[&id];
-            let set = b
-                .temporary
-                .as_ref()
-                .or(b.current.as_ref())
-                .expect("set of the SPI");
+            let set = self
+                .bindings
+                .get(&id)
+                .and_then(|b| b.temporary.as_ref().or(b.current.as_ref()));
+            let Some(set) = set else {
+                self.stats.unknown_transaction += 1;
+                return;
+            };
             if let Err(r) = rules::check_protected_register(v, &set.server, &set.client) {
                 self.stats.verify_mismatch += 1;
                 out.push(self.reply_to(m, r, reply));
@@ -343,6 +379,8 @@ impl Registrar {
             return;
         }
         let payload = ed.as_bytes().to_vec();
+        self.by_txn
+            .insert((info.call_id.to_vec(), info.cseq), branch);
         self.pending.insert(
             branch,
             Pending {
@@ -355,6 +393,7 @@ impl Registrar {
                 ue: src,
                 contact: info.contact_uri.map(<[u8]>::to_vec),
                 created: now,
+                forwarded: payload.clone(),
             },
         );
         self.stats.forwarded += 1;
@@ -367,7 +406,25 @@ impl Registrar {
         });
     }
 
+    /// A final response from the core; the answer sent to the UE is kept for 32 s (RFC 3261
+    /// §17.2.1, Timer J) so a retransmitted REGISTER gets it again instead of a new transaction.
     fn on_response(&mut self, payload: &[u8], now: Instant, out: &mut Vec<Outgoing>) {
+        let before = out.len();
+        let txn = Message::parse(payload).ok().and_then(|m| {
+            let v = m.view();
+            let call_id = v.header(HeaderName::CallId)?.to_vec();
+            let cseq = crate::sip::headers::cseq(v.header(HeaderName::CSeq)?)?.0;
+            Some((call_id, cseq))
+        });
+        self.on_final_response(payload, now, out);
+        if let Some(txn) = txn
+            && let Some(o) = out[before..].iter().find(|o| o.side == Side::Ue)
+        {
+            self.completed.insert(txn, (o.clone(), now));
+        }
+    }
+
+    fn on_final_response(&mut self, payload: &[u8], now: Instant, out: &mut Vec<Outgoing>) {
         let Ok(m) = Message::parse(payload) else {
             self.stats.malformed += 1;
             return;
@@ -427,7 +484,7 @@ impl Registrar {
                         return;
                     }
                 };
-                if let Some(k) = keys {
+                if let Some(k) = keys.filter(|_| self.bindings.contains_key(&p.binding)) {
                     let set = SaSet {
                         ue: p.ue.ip(),
                         spi_pc,
@@ -691,25 +748,31 @@ impl Registrar {
     /// transactions the core never answered.
     pub fn on_timer(&mut self, now: Instant) {
         let mut gone = Vec::new();
-        for (id, b) in &mut self.bindings {
-            if b.temporary.as_ref().is_some_and(|t| t.expires <= now) {
-                gone.push(b.temporary.take().expect("checked"));
+        for b in self.bindings.values_mut() {
+            if let Some(t) = b.temporary.take_if(|t| t.expires <= now) {
+                gone.push(t);
             }
-            if b.current.as_ref().is_some_and(|c| c.expires <= now) {
-                gone.push(b.current.take().expect("checked"));
+            if let Some(c) = b.current.take_if(|c| c.expires <= now) {
+                gone.push(c);
             }
-            let _ = id;
         }
         for set in &gone {
             self.stats.expired_sets += 1;
             self.remove_set(set);
         }
-        self.bindings
-            .retain(|_, b| b.temporary.is_some() || b.current.is_some());
-        let live: std::collections::HashSet<u64> = self.bindings.keys().copied().collect();
-        self.by_impi.retain(|_, id| live.contains(id));
         self.pending
             .retain(|_, p| now.duration_since(p.created) < Duration::from_secs(32));
+        // A binding lives while it has an SA set or a transaction in progress.
+        let in_flight: std::collections::HashSet<u64> =
+            self.pending.values().map(|p| p.binding).collect();
+        self.bindings
+            .retain(|id, b| b.temporary.is_some() || b.current.is_some() || in_flight.contains(id));
+        let live: std::collections::HashSet<u64> = self.bindings.keys().copied().collect();
+        self.by_impi.retain(|_, id| live.contains(id));
+        let pending = &self.pending;
+        self.by_txn.retain(|_, branch| pending.contains_key(branch));
+        self.completed
+            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
     }
 
     /// The registration of the UE behind one of our inbound SPIs.

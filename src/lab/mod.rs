@@ -2,6 +2,8 @@
 //!
 //! - [`netns`]: the three-namespace topology ue — pcscf — core, removed on drop.
 //! - [`pcap`]: writing captures for tshark.
+//! - [`run`]: `pcscf lab`, everything in one command.
 
 pub mod netns;
 pub mod pcap;
+pub mod run;
