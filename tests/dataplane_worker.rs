@@ -1,8 +1,6 @@
 //! The worker pipeline over the in-memory backend: classify, SIP, punt, relay, replies, drops,
 //! counters that add up, and zero allocations per batch.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,23 +13,10 @@ use pcscf::io::mem::MemIo;
 use pcscf::sip::headers::Via;
 use pcscf::sip::{HeaderName, Message};
 
-struct Counting;
-thread_local! { static ALLOCS: Cell<u64> = const { Cell::new(0) }; }
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+mod alloc_counter;
+
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_counter::Counting = alloc_counter::Counting;
 
 const REGISTER: &[u8] = include_bytes!("data/ims/register1_v4.sip");
 const MESSAGE: &[u8] = include_bytes!("data/ims/message_v4.sip");
@@ -260,10 +245,10 @@ fn worker_batch_does_not_allocate() {
             assert!(w.io().inject(*side, p));
             assert!(w2.io().inject(*side, p));
         }
-        let before = ALLOCS.with(|c| c.get());
+        let before = alloc_counter::count();
         w.poll_once();
         w2.poll_once();
-        let allocs = ALLOCS.with(|c| c.get()) - before;
+        let allocs = alloc_counter::count() - before;
         assert_eq!(allocs, 0, "round {round}: {allocs} allocations in a batch");
         w.io().discard_sent();
         w2.io().discard_sent();

@@ -11,10 +11,22 @@ fn lab_registers_every_ue_and_cleans_up() {
         .expect("run pcscf lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pcscf lab failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("registrations: 100 ok, 0 failed"), "{stdout}");
-    assert!(stdout.contains("protected MESSAGEs answered: 200"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("registrations: 100 ok, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("protected MESSAGEs answered: 200"),
+        "{stdout}"
+    );
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&ns.stdout);
-    assert!(!left.contains("pcscf-lab"), "namespaces left behind: {left}");
+    assert!(
+        !left.contains("pcscf-lab"),
+        "namespaces left behind: {left}"
+    );
 }

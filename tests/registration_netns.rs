@@ -5,7 +5,7 @@
 //! UE decrypts. Run for each backend. Needs root (CI runs as root).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, 
 use pcscf::dataplane::l3::{self, L4};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::rawip::{self, send_ip};
 use pcscf::sip::headers::{Digest, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
@@ -163,50 +164,13 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
 }
 
 fn raw_socket(proto: i32) -> OwnedFd {
-    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
-    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-fn send_ip(fd: &OwnedFd, pkt: &[u8], dst: std::net::Ipv4Addr) {
-    // SAFETY: sockaddr_in is plain data; zeroed is valid and we fill family and address.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as u16;
-    sa.sin_addr.s_addr = u32::from(dst).to_be();
-    // SAFETY: pkt is a valid buffer for its length and sa a valid sockaddr_in.
-    let r = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            pkt.as_ptr() as *const libc::c_void,
-            pkt.len(),
-            0,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    assert_eq!(
-        r as usize,
-        pkt.len(),
-        "sendto: {}",
-        std::io::Error::last_os_error()
-    );
+    rawip::raw(proto).expect("raw socket (root)")
 }
 
 fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
     while Instant::now() < until {
-        // SAFETY: buf is valid for writes of its length; MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            return Some(n as usize);
+        if let Some(n) = rawip::recv_ip(fd, buf) {
+            return Some(n);
         }
         std::thread::sleep(Duration::from_millis(2));
     }

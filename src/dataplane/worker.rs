@@ -51,6 +51,19 @@ pub struct WorkerConfig {
     pub verify_udp_checksum: bool,
 }
 
+/// Who we are when the workers forward: only our Via matters (Path, P-Visited-Network-ID and
+/// the charging vector belong to the REGISTER, which the registration thread rewrites).
+fn relay_identity(cfg: &WorkerConfig) -> ProxyIdentity<'_> {
+    ProxyIdentity {
+        via_sent_by: cfg.via_sent_by.as_bytes(),
+        via_transport: b"UDP",
+        path_uri: b"",
+        own_hosts: &[],
+        visited_network_id: b"",
+        orig_ioi: b"",
+    }
+}
+
 /// What happened to one packet.
 enum Verdict {
     Tx(Desc),
@@ -395,14 +408,7 @@ impl<P: PacketIo> Worker<P> {
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
         let branch = rules::stateless_branch(view);
         let core = self.cfg.core;
-        let me = ProxyIdentity {
-            via_sent_by: self.cfg.via_sent_by.as_bytes(),
-            via_transport: b"UDP",
-            path_uri: b"",
-            own_hosts: &[],
-            visited_network_id: b"",
-            orig_ioi: b"",
-        };
+        let me = relay_identity(&self.cfg);
         let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
             return Verdict::Drop(Drop::BadSip);
         };
@@ -457,14 +463,7 @@ impl<P: PacketIo> Worker<P> {
         };
         let branch = rules::stateless_branch(view);
         let core = self.cfg.core;
-        let me = ProxyIdentity {
-            via_sent_by: self.cfg.via_sent_by.as_bytes(),
-            via_transport: b"UDP",
-            path_uri: b"",
-            own_hosts: &[],
-            visited_network_id: b"",
-            orig_ioi: b"",
-        };
+        let me = relay_identity(&self.cfg);
         let frame = self.io.frame(&d);
         let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
             return Verdict::Drop(Drop::BadSip);

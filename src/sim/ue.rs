@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::l3::{self, L4};
 use crate::esp::{Frame, Sa, SaOptions};
+use crate::lab::rawip::{raw, recv_ip, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
 
@@ -117,47 +118,6 @@ struct Ue {
     last_sent: Instant,
     /// The protected request in flight (protected REGISTER or MESSAGE), for retransmission.
     in_flight: Option<String>,
-}
-
-fn raw(proto: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the fd is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, proto) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn send_ip(fd: &OwnedFd, pkt: &[u8], dst: Ipv4Addr) {
-    // SAFETY: sockaddr_in is plain data; zeroed is valid and we fill family and address.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as u16;
-    sa.sin_addr.s_addr = u32::from(dst).to_be();
-    // SAFETY: pkt is valid for its length; sa is a valid sockaddr_in.
-    unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            pkt.as_ptr() as *const libc::c_void,
-            pkt.len(),
-            0,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-}
-
-fn recv_ip(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
-    // SAFETY: buf is valid for writes of its length; the socket is non-blocking.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            0,
-        )
-    };
-    (n > 0).then_some(n as usize)
 }
 
 struct Sim {
