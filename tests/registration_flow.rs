@@ -394,3 +394,168 @@ fn register_without_security_client_gets_494() {
         Some(494)
     );
 }
+
+/// Register fully (REGISTER, 401, protected REGISTER, 200); returns the challenge's data.
+fn register(w: &mut World) -> Challenge {
+    let c = challenge(w);
+    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
+    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(200)
+    );
+    c
+}
+
+#[test]
+fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
+    let mut w = world();
+    let first = register(&mut w);
+    // The UE re-registers over its current SA1 with a new Security-Client (new SPIs and
+    // port-c, same port-s) and Security-Verify = the current Security-Server (spec §1.6).
+    let new_client =
+        "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=2236;spi-s=2237;port-c=7006;port-s=7005";
+    let start = REGISTER1.find("Security-Client:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
+    let rereg = format!(
+        "{}Security-Client: {new_client}\r\nSecurity-Verify: {}\r\n{}",
+        &REGISTER1[..start],
+        first.server,
+        &REGISTER1[end..]
+    )
+    .replacen("CSeq: 1 REGISTER", "CSeq: 3 REGISTER", 1);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: first.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", first.port_ps),
+        rereg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    assert_eq!(
+        out[0].side,
+        Side::Core,
+        "a new Security-Client is fine on a re-registration"
+    );
+    // The core re-authenticates: a new 401 with new CK/IK.
+    let av = w.hss.next_vector(&[0x77; 16]).unwrap();
+    let mut nb = [0u8; aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb).to_string();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let www = format!(
+        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
+        hex(av.ck.as_bytes()),
+        hex(av.ik.as_bytes())
+    );
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert_eq!(out.len(), 1);
+    // the 401 goes over the current set: our port-c → the UE's port-s
+    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert_eq!(out[0].src, addr(&format!("10.46.0.1:{}", first.port_pc)));
+    assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
+    let server = header(&out[0].payload, HeaderName::SecurityServer).unwrap();
+    let mech = SecMechanism::parse(server.as_bytes())
+        .unwrap()
+        .ipsec()
+        .unwrap();
+    assert_ne!(
+        mech.port_c, first.port_pc,
+        "the new set gets other ports than the current one"
+    );
+    {
+        let g = w.sas.pin();
+        assert!(
+            g.inbound(mech.spi_s).is_some(),
+            "new temporary set installed"
+        );
+        assert!(g.inbound(first.spi_ps).is_some(), "current set still there");
+        assert_eq!(
+            g.outbound("10.46.0.6".parse().unwrap(), 7006, mech.port_s)
+                .unwrap()
+                .spi(),
+            2236
+        );
+    }
+    // The UE answers over the new set: Security-Client = its new one, Security-Verify = new.
+    let got = w.usim.authenticate_nonce(&nonce).unwrap();
+    let reg = String::from_utf8(protected_register(&nonce, &got.res, &server)).unwrap();
+    let start = reg.find("Security-Client:").unwrap();
+    let end = start + reg[start..].find("\r\n").unwrap() + 2;
+    let reg = format!(
+        "{}Security-Client: {new_client}\r\n{}",
+        &reg[..start],
+        &reg[end..]
+    )
+    .replacen("CSeq: 2 REGISTER", "CSeq: 4 REGISTER", 1);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: mech.spi_s },
+        "10.46.0.6:7006",
+        &format!("10.46.0.1:{}", mech.port_s),
+        reg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    assert_eq!(out[0].side, Side::Core);
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(
+        out[0].src,
+        addr(&format!("10.46.0.1:{}", mech.port_c)),
+        "200 over the new set"
+    );
+    // Both sets carry traffic now; the old one goes at its expiry (3600 + 30 s).
+    {
+        let g = w.sas.pin();
+        assert!(g.inbound(mech.spi_s).is_some() && g.inbound(first.spi_ps).is_some());
+        assert!(g.inbound(mech.spi_s).unwrap().registration().is_some());
+    }
+    w.reg.on_timer(w.now + Duration::from_secs(3600 + 31));
+    let g = w.sas.pin();
+    assert!(
+        g.inbound(first.spi_ps).is_none(),
+        "old set gone at its expiry"
+    );
+    assert!(
+        g.outbound("10.46.0.6".parse().unwrap(), 7005, first.port_pc)
+            .is_none()
+    );
+    // (the new set's lifetime is max(old, new expiry + 30 s): it expires at the same moment here)
+}

@@ -116,6 +116,9 @@ struct Binding {
     impi: Vec<u8>,
     temporary: Option<SaSet>,
     current: Option<SaSet>,
+    /// The set a re-registration replaced: it keeps carrying traffic until it expires
+    /// (spec §1.5 step 9, §1.6), so no message in flight is lost across the switch.
+    old: Option<SaSet>,
     service_route: Vec<Vec<u8>>,
     impus: Vec<Vec<u8>>,
 }
@@ -274,7 +277,7 @@ impl Registrar {
                     self.stats.unknown_transaction += 1;
                     return;
                 };
-                let set = [&b.temporary, &b.current]
+                let set = [&b.temporary, &b.current, &b.old]
                     .into_iter()
                     .flatten()
                     .find(|s| s.spi_ps == spi || s.spi_pc == spi);
@@ -322,15 +325,28 @@ impl Registrar {
         if let Some(id) = binding_id {
             // TS 33.203 §7.2 / RFC 3329 §2.3.1: the protected REGISTER repeats our
             // Security-Server in Security-Verify and its first Security-Client.
-            let set = self
-                .bindings
-                .get(&id)
-                .and_then(|b| b.temporary.as_ref().or(b.current.as_ref()));
+            let Arrival::Protected { spi } = arrival else {
+                return;
+            };
+            let b = self.bindings.get(&id);
+            let on_temporary = b
+                .and_then(|b| b.temporary.as_ref())
+                .is_some_and(|t| t.spi_ps == spi || t.spi_pc == spi);
+            let set = b.and_then(|b| {
+                [&b.temporary, &b.current, &b.old]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.spi_ps == spi || s.spi_pc == spi)
+            });
             let Some(set) = set else {
                 self.stats.unknown_transaction += 1;
                 return;
             };
-            if let Err(r) = rules::check_protected_register(v, &set.server, &set.client) {
+            // Over the temporary set (completing a challenge) the Security-Client must be the
+            // first REGISTER's; over the current set (a re-registration) it carries the UE's
+            // new SPIs and ports, and only Security-Verify is checked (spec §1.4, §1.6).
+            let client: &[u8] = if on_temporary { &set.client } else { &client };
+            if let Err(r) = rules::check_protected_register(v, &set.server, client) {
                 self.stats.verify_mismatch += 1;
                 out.push(self.reply_to(m, r, reply));
                 return;
@@ -346,6 +362,7 @@ impl Registrar {
                 impi: info.impi.to_vec(),
                 temporary: None,
                 current: None,
+                old: None,
                 service_route: Vec::new(),
                 impus: Vec::new(),
             });
@@ -461,7 +478,18 @@ impl Registrar {
                     // a new challenge replaces any earlier temporary set (spec §1.3 step 1)
                     self.drop_temporary(p.binding);
                 }
-                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate() else {
+                let busy = self
+                    .bindings
+                    .get(&p.binding)
+                    .map(|b| {
+                        [&b.current, &b.old]
+                            .into_iter()
+                            .flatten()
+                            .map(|s| s.port_pc)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(&busy) else {
                     self.stats.sa_install_failed += 1;
                     return;
                 };
@@ -513,6 +541,7 @@ impl Registrar {
                 }
             }
             200 => {
+                let mut gone_now = Vec::new();
                 let reg = rules::rewrite_200(&mut ed, p.contact.as_deref()).unwrap_or_default();
                 let view = ed.view();
                 let routes: Vec<Vec<u8>> = reg
@@ -530,18 +559,27 @@ impl Registrar {
                 let expires = reg.expires.unwrap_or(0);
                 if let Some(b) = self.bindings.get_mut(&p.binding) {
                     if let Some(mut t) = b.temporary.take() {
-                        // the temporary set becomes current (spec §1.5 step 5); the old one
-                        // stays until it expires
-                        t.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
-                        if let Some(old) = b.current.replace(t) {
-                            b.temporary = None;
-                            let _ = old; // old set: removed by the timer at its expiry
+                        // the temporary set becomes current (spec §1.5 step 5): lifetime
+                        // max(old, expires + 30 s); the replaced set becomes "old" and goes at
+                        // its own expiry (an older one goes now)
+                        let new_life = now + Duration::from_secs(expires as u64) + SA_GRACE;
+                        t.expires = b
+                            .current
+                            .as_ref()
+                            .map_or(new_life, |c| c.expires.max(new_life));
+                        if let Some(prev) = b.current.replace(t) {
+                            if let Some(older) = b.old.replace(prev) {
+                                gone_now.push(older);
+                            }
                         }
                     } else if let Some(c) = b.current.as_mut() {
                         c.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
                     }
                     b.service_route = routes;
                     b.impus = impus;
+                }
+                for set in &gone_now {
+                    self.remove_set(set);
                 }
                 if let Some(b) = self.bindings.get(&p.binding)
                     && let Some(c) = &b.current
@@ -652,7 +690,7 @@ impl Registrar {
     }
 
     /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.
-    fn allocate(&mut self) -> Option<(u32, u32, u16, u16)> {
+    fn allocate(&mut self, busy: &[u16]) -> Option<(u32, u32, u16, u16)> {
         let spi_pc = self.sas.reserve_spi().ok()?;
         let spi_ps = match self.sas.reserve_spi() {
             Ok(s) => s,
@@ -665,10 +703,18 @@ impl Registrar {
             *self.cfg.protected_ports.start(),
             *self.cfg.protected_ports.end(),
         );
-        let pairs = (hi - lo).div_ceil(2); // whole (port-c, port-s) pairs in the range
-        let k = self.next_port % pairs.max(1);
-        self.next_port = self.next_port.wrapping_add(1);
-        let port_pc = lo + 2 * k;
+        let pairs = (hi - lo).div_ceil(2).max(1); // whole (port-c, port-s) pairs in the range
+        // Many UEs share a pair (their SAs differ by address and SPI), but one UE's sets must
+        // not: its outbound SAs are keyed by (UE address, UE port, our port).
+        let mut port_pc = lo;
+        for _ in 0..=busy.len() {
+            let k = self.next_port % pairs;
+            self.next_port = self.next_port.wrapping_add(1);
+            port_pc = lo + 2 * k;
+            if !busy.contains(&port_pc) {
+                break;
+            }
+        }
         Some((spi_pc, spi_ps, port_pc, port_pc + 1))
     }
 
@@ -735,6 +781,7 @@ impl Registrar {
     }
 
     fn drop_temporary(&mut self, binding: u64) {
+        // (the current and old sets are untouched: a failed re-authentication keeps them)
         if let Some(t) = self
             .bindings
             .get_mut(&binding)
@@ -755,6 +802,9 @@ impl Registrar {
             if let Some(c) = b.current.take_if(|c| c.expires <= now) {
                 gone.push(c);
             }
+            if let Some(o) = b.old.take_if(|o| o.expires <= now) {
+                gone.push(o);
+            }
         }
         for set in &gone {
             self.stats.expired_sets += 1;
@@ -765,8 +815,12 @@ impl Registrar {
         // A binding lives while it has an SA set or a transaction in progress.
         let in_flight: std::collections::HashSet<u64> =
             self.pending.values().map(|p| p.binding).collect();
-        self.bindings
-            .retain(|id, b| b.temporary.is_some() || b.current.is_some() || in_flight.contains(id));
+        self.bindings.retain(|id, b| {
+            b.temporary.is_some()
+                || b.current.is_some()
+                || b.old.is_some()
+                || in_flight.contains(id)
+        });
         let live: std::collections::HashSet<u64> = self.bindings.keys().copied().collect();
         self.by_impi.retain(|_, id| live.contains(id));
         let pending = &self.pending;
