@@ -567,10 +567,10 @@ impl Registrar {
                             .current
                             .as_ref()
                             .map_or(new_life, |c| c.expires.max(new_life));
-                        if let Some(prev) = b.current.replace(t) {
-                            if let Some(older) = b.old.replace(prev) {
-                                gone_now.push(older);
-                            }
+                        if let Some(prev) = b.current.replace(t)
+                            && let Some(older) = b.old.replace(prev)
+                        {
+                            gone_now.push(older);
                         }
                     } else if let Some(c) = b.current.as_mut() {
                         c.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
