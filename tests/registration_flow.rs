@@ -559,3 +559,62 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     );
     // (the new set's lifetime is max(old, new expiry + 30 s): it expires at the same moment here)
 }
+
+#[test]
+fn de_registration_answers_over_the_sa_then_removes_it() {
+    let mut w = world();
+    let c = register(&mut w);
+    // Expires: 0 over the current SA (spec §1.6)
+    let start = REGISTER1.find("Security-Client:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
+    let dereg = format!(
+        "{}Security-Client: ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=3236;spi-s=3237;port-c=7008;port-s=7005\r\nSecurity-Verify: {}\r\n{}",
+        &REGISTER1[..start],
+        c.server,
+        &REGISTER1[end..]
+    )
+    .replacen("CSeq: 1 REGISTER", "CSeq: 5 REGISTER", 1)
+    .replacen("Expires: 600000", "Expires: 0", 1)
+    .replacen(";expires=600000", ";expires=0", 1);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        dereg.as_bytes(),
+    );
+    assert_eq!(out[0].side, Side::Core, "{:?}", w.reg.stats);
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Contact: <sip:001010000000001@10.46.0.6:7005>;expires=0\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    // The 200 goes out over the SA, which is still there when the worker sends it...
+    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
+    assert!(
+        w.sas
+            .pin()
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .is_some()
+    );
+    assert_eq!(w.reg.stats.deregistered, 1);
+    // ...and the SAs go right after (not at the old expiry).
+    w.reg.on_timer(w.now + Duration::from_secs(3));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none());
+    assert!(
+        w.sas
+            .pin()
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .is_none()
+    );
+    assert_eq!(w.reg.registrations(), 0);
+}
