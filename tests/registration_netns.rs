@@ -73,7 +73,11 @@ fn start(lab: &Lab, backend: &str, keylog: &std::path::Path) -> Child {
 
 /// HSS + S-CSCF stub: 401 with an AKA vector to a REGISTER without a response, 200 (or 403)
 /// after checking the digest against XRES.
-fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+/// A request of the core to the registered UE, through the Path the P-CSCF inserted.
+const MT_MESSAGE: &str = "MESSAGE sip:001010000000001@10.211.0.2:7005 SIP/2.0\r\nVia: SIP/2.0/UDP 10.212.0.2:5060;branch=z9hG4bKcore-mt1\r\nMax-Forwards: 69\r\nRoute: <sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr>\r\nFrom: <sip:bob@ims.test>;tag=b1\r\nTo: <sip:001010000000001@ims.test>\r\nCall-ID: mt-1@10.212.0.2\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nyo!";
+
+/// Registrations completed, and 200s received for the core's own request to the UE.
+fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> {
     spawn_in(ns, move || {
         let s = UdpSocket::bind("10.212.0.2:5060").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -86,6 +90,7 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
         );
         let mut xres = None;
         let mut registered = 0;
+        let mut mt_answered = 0;
         let mut buf = [0u8; 4096];
         while !done.load(Ordering::Relaxed) {
             let Ok((n, from)) = s.recv_from(&mut buf) else {
@@ -96,6 +101,20 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
                 continue;
             };
             let v = m.view();
+            if v.status().is_some() {
+                // the UE's answer to our request, relayed back by the P-CSCF
+                if v.status() == Some(200)
+                    && v.header(HeaderName::CallId) == Some(&b"mt-1@10.212.0.2"[..])
+                {
+                    assert_eq!(
+                        v.values(HeaderName::Via).count(),
+                        1,
+                        "the P-CSCF's Via popped"
+                    );
+                    mt_answered += 1;
+                }
+                continue;
+            }
             if !v.is_method(b"REGISTER") {
                 // a registered UE's request: the P-CSCF asserted the registered identity and
                 // set the Service-Route (TS 24.229 §5.2.6.3)
@@ -110,6 +129,8 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
                 );
                 let answer = core_answer(&req, 200, "OK", "");
                 s.send_to(&answer, from).unwrap();
+                // and a request of ours to the UE, through the P-CSCF (its core address)
+                s.send_to(MT_MESSAGE.as_bytes(), "10.212.0.1:5060").unwrap();
                 continue;
             }
             let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
@@ -159,7 +180,7 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
             };
             s.send_to(&answer, from).unwrap();
         }
-        registered
+        (registered, mt_answered)
     })
 }
 
@@ -179,11 +200,16 @@ fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
 
 /// Encrypt a SIP message from the UE's port-c to the P-CSCF's port-s over SA1.
 fn esp_from_ue(sa1: &Sa, port_s: u16, sip: &[u8]) -> Vec<u8> {
+    esp_from(sa1, 7004, port_s, sip)
+}
+
+/// Encrypt a SIP message from our `sport` to the P-CSCF's `dport` over `sa`.
+fn esp_from(sa1: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; 256 + sip.len() + 512];
     let at = 256 + 28;
     frame[at..at + sip.len()].copy_from_slice(sip);
-    let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
-    let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), port_s);
+    let src = SocketAddr::new("10.211.0.2".parse().unwrap(), sport);
+    let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), dport);
     let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst).unwrap();
     let mut f = Frame::new(&mut frame, r.start, r.end);
     sa1.outbound(&mut f).unwrap();
@@ -291,6 +317,23 @@ fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
         send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
         seen.push(p);
         let msg_ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
+        // the core's MESSAGE to us arrives over SA2; we answer over SA4 (our port-s → the
+        // P-CSCF's port-c, spec §2.1)
+        let mt = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
+        let m = Message::parse_strict(&mt).map_err(|e| e.to_string())?;
+        let v = m.view();
+        if !v.is_method(b"MESSAGE") || v.header(HeaderName::Route).is_some() {
+            return Err(format!(
+                "expected the core's MESSAGE without our Route: {}",
+                String::from_utf8_lossy(&mt)
+            ));
+        }
+        let mut out = [0u8; 4096];
+        let n = pcscf::sip::pcscf::build_response(v, 200, "OK", b"ue", &[], &mut out).unwrap();
+        let sa4 = Sa::from_aka(mech.spi_c, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+        let p = esp_from(&sa4, 7005, mech.port_c, &out[..n]);
+        send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
+        seen.push(p);
         Ok((ok, msg_ok, seen))
     })
 }
@@ -315,8 +358,9 @@ fn register_through(backend: &str, tag: &str) {
     let core_t = core(&lab.core, done.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let result = ue(&lab.ue, deadline).join().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the UE's 200 to the core's MESSAGE
     done.store(true, Ordering::Relaxed);
-    let registered = core_t.join().unwrap();
+    let (registered, mt_answered) = core_t.join().unwrap();
     let report = stop(child);
     let (ok, msg_ok, seen) = result.unwrap_or_else(|e| panic!("{backend}: {e}\n{report}"));
     tshark_reads_the_capture(&dir, &seen);
@@ -334,13 +378,21 @@ fn register_through(backend: &str, tag: &str) {
         "our Via popped"
     );
     assert_eq!(registered, 1);
+    assert_eq!(
+        mt_answered, 1,
+        "the core's request reached the UE over its SA and the 200 came back"
+    );
     assert!(report.contains("registered: 1"), "{report}");
 }
 
 /// The UE-side capture, decrypted by tshark with nothing but the P-CSCF's key log: every packet's
 /// ICV good and every SIP message readable.
 fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
-    assert_eq!(pkts.len(), 4, "REGISTER, 200, MESSAGE, 200 over the SAs");
+    assert_eq!(
+        pkts.len(),
+        6,
+        "REGISTER, 200, MESSAGE, 200, the core's MESSAGE, 200 over the SAs"
+    );
     let pcap = dir.join("ue-side.pcap");
     let refs: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
     pcscf::lab::pcap::write_raw(&pcap, &refs).unwrap();
@@ -379,12 +431,16 @@ fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 6, "{text}");
     for l in &lines {
         assert_eq!(l[1], "1", "ICV good: {text}");
     }
     let sip: Vec<String> = lines.iter().map(|l| format!("{}{}", l[2], l[3])).collect();
-    assert_eq!(sip, ["REGISTER", "200", "MESSAGE", "200"], "{text}");
+    assert_eq!(
+        sip,
+        ["REGISTER", "200", "MESSAGE", "200", "MESSAGE", "200"],
+        "{text}"
+    );
 }
 
 #[test]

@@ -492,8 +492,7 @@ impl<P: PacketIo> Worker<P> {
         };
         let view = idx.view(frame);
         if idx.is_request() {
-            // Requests toward UEs need the registration state (issue 5).
-            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+            return self.request_to_ue(d, idx, src, dst, payload, sas);
         }
         if !rules::top_via_is(view, self.cfg.via_sent_by.as_bytes()) {
             return Verdict::Drop(Drop::NotOurVia);
@@ -506,6 +505,76 @@ impl<P: PacketIo> Worker<P> {
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         }
         self.relay_response(d, idx, Side::Ue, sas)
+    }
+
+    /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
+    /// over the UE's SA2 — our port-c to the port-s of the registered contact — with our Route
+    /// popped and our UE-side Via on top. Anything else goes to the registration thread.
+    fn request_to_ue(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: (usize, usize),
+        sas: Option<&ReadGuard<'_>>,
+    ) -> Verdict {
+        let frame = self.io.frame(&d);
+        let view = idx.view(frame);
+        let target = rules::request_uri_addr(view);
+        let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
+        let (Some(target), Some(e)) = (target, entry) else {
+            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+        };
+        if rules::max_forwards_exhausted(view) {
+            return Verdict::Drop(Drop::TooManyHops);
+        }
+        let Some(ours) = self
+            .cfg
+            .ue_addrs
+            .iter()
+            .find(|a| a.is_ipv4() == target.is_ipv4())
+        else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let from = SocketAddr::new(*ours, e.local_port());
+        // our UE-side sent-by, written without allocating
+        let mut sent_by = [0u8; 64];
+        let mut w = crate::sip::write::Writer::new(&mut sent_by);
+        w.display(&from);
+        let Some(n) = w.finish() else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let core_host = self.cfg.via_sent_by.as_bytes();
+        let core_host = core_host.split(|&b| b == b':').next().unwrap_or(core_host);
+        let hosts = [self.cfg.hostname.as_bytes(), core_host];
+        let me = ProxyIdentity {
+            via_sent_by: &sent_by[..n],
+            via_transport: b"UDP",
+            path_uri: b"",
+            own_hosts: &hosts,
+            visited_network_id: b"",
+            orig_ioi: b"",
+        };
+        let branch = rules::stateless_branch(view);
+        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        if rules::rewrite_request_to_ue(&mut ed, &me, src, branch).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        let range = ed.range();
+        let to = SocketAddr::new(target.ip(), e.ue_port());
+        let Some(r) = l3::write_udp(frame, range, from, to) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let mut f = crate::esp::Frame::new(frame, r.start, r.end);
+        if e.sa().outbound(&mut f).is_err() {
+            return Verdict::Drop(Drop::EspOther);
+        }
+        self.stats.esp_out += 1;
+        let r = Some(f.start..f.end);
+        self.forwarded(d, r, Side::Ue)
     }
 
     /// Pop our Via and send the response to the address the next Via names.

@@ -483,7 +483,7 @@ fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditError> {
 }
 
 /// RFC 3261 §16.4: pop the Route values that name us (the pre-loaded P-CSCF route).
-fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(), EditError> {
+pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(), EditError> {
     loop {
         let Some(i) = ed.find(HeaderName::Route, 0) else {
             return Ok(());
@@ -925,4 +925,30 @@ pub fn top_via_sent_by(v: View<'_>) -> Option<SocketAddr> {
         .unwrap_or(via.host);
     let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
     Some(SocketAddr::new(ip, via.port.unwrap_or(5060)))
+}
+
+/// The Request-URI's host and port as an address, when the host is an IP literal (the
+/// registered contact of a UE, for a request the core sends it through our Path).
+pub fn request_uri_addr(v: View<'_>) -> Option<SocketAddr> {
+    let hp = headers::uri_hostport(v.request_uri()?);
+    let (host, port) = headers::split_host_port(hp)?;
+    let host = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+}
+
+/// A request from the core toward a registered UE, arriving through the Path we inserted
+/// (TS 24.229 §5.2.6.4): our Route entry popped, our UE-side Via on top (`me.via_sent_by`),
+/// Max-Forwards decremented.
+pub fn rewrite_request_to_ue(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: u64,
+) -> Result<(), EditError> {
+    pop_own_routes(ed, me)?;
+    forward_request(ed, me, source, branch)
 }
