@@ -409,9 +409,8 @@ impl<P: PacketIo> Worker<P> {
         let branch = rules::stateless_branch(view);
         let core = self.cfg.core;
         let me = relay_identity(&self.cfg);
-        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
-            return Verdict::Drop(Drop::BadSip);
-        };
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
         if rules::rewrite_protected_request(&mut ed, &me, isrc, branch, &reg.pai, &reg.route)
             .is_err()
         {
@@ -465,9 +464,8 @@ impl<P: PacketIo> Worker<P> {
         let core = self.cfg.core;
         let me = relay_identity(&self.cfg);
         let frame = self.io.frame(&d);
-        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
-            return Verdict::Drop(Drop::BadSip);
-        };
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
         if rules::forward_request(&mut ed, &me, src, branch).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
@@ -557,9 +555,8 @@ impl<P: PacketIo> Worker<P> {
             orig_ioi: b"",
         };
         let branch = rules::stateless_branch(view);
-        let Ok(mut ed) = Editor::new(frame, payload.0, payload.1) else {
-            return Verdict::Drop(Drop::BadSip);
-        };
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
         if rules::rewrite_request_to_ue(&mut ed, &me, src, branch).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
