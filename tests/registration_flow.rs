@@ -618,3 +618,86 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
     );
     assert_eq!(w.reg.registrations(), 0);
 }
+
+#[test]
+fn ipv6_ue_registers_and_gets_ipv6_sas() {
+    let (writer, sas) = sa_table(SaTableConfig {
+        inbound_capacity: 64,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let cfg = RegistrarConfig {
+        ue_addrs: vec![
+            "10.46.0.1".parse().unwrap(),
+            "2001:db8:46::1".parse().unwrap(),
+        ],
+        ue_sip_port: 5060,
+        protected_ports: 5100..=5199,
+        core: addr("10.0.1.10:5060"),
+        icscf: addr("10.0.1.20:5060"),
+        via_sent_by: "10.0.1.10:5060".into(),
+        path_uri: "sip:term@pcscf.test:5060;lr".into(),
+        own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
+        visited_network_id: "\"Visited\"".into(),
+        orig_ioi: "visited.test".into(),
+        prefs: vec![(Alg::HmacSha1_96, Ealg::AesCbc)],
+        sa_options: SaOptions::default(),
+    };
+    let mut reg = Registrar::new(cfg, writer);
+    let now = Instant::now();
+    let reg6 = include_bytes!("data/ims/register1_v6.sip");
+    let ue = "[2001:db8:46::6]:5060";
+    let mut out = Vec::new();
+    let msg = Incoming {
+        side: Side::Ue,
+        arrival: Arrival::Plain,
+        src: addr(ue),
+        dst: addr("[2001:db8:46::1]:5060"),
+        payload: reg6,
+    };
+    reg.on_message(msg, now, &mut out);
+    assert_eq!(out.len(), 1, "{:?}", reg.stats);
+    let via = header(&out[0].payload, HeaderName::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/UDP 10.0.1.10:5060"), "{via}");
+    let m = Message::parse(&out[0].payload).unwrap();
+    let ue_via = m.view().values(HeaderName::Via).nth(1).unwrap().to_vec();
+    assert!(
+        String::from_utf8_lossy(&ue_via).contains("rport=5060"),
+        "{}",
+        String::from_utf8_lossy(&ue_via)
+    );
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", algorithm=AKAv1-MD5, ck=\"00112233445566778899aabbccddeeff\", ik=\"ffeeddccbbaa99887766554433221100\"\r\n";
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", www);
+    let mut out2 = Vec::new();
+    let msg = Incoming {
+        side: Side::Core,
+        arrival: Arrival::Plain,
+        src: addr("10.0.1.20:5060"),
+        dst: addr("10.0.1.10:5060"),
+        payload: &resp,
+    };
+    reg.on_message(msg, now, &mut out2);
+    assert_eq!(out2.len(), 1);
+    assert_eq!(
+        (out2[0].src, out2[0].dst),
+        (addr("[2001:db8:46::1]:5060"), addr(ue))
+    );
+    let server = header(&out2[0].payload, HeaderName::SecurityServer).unwrap();
+    let mech = SecMechanism::parse(server.as_bytes())
+        .unwrap()
+        .ipsec()
+        .unwrap();
+    let g = sas.pin();
+    let ip6: std::net::IpAddr = "2001:db8:46::6".parse().unwrap();
+    let sa1 = g.inbound(mech.spi_s).expect("SA1 for the IPv6 UE");
+    assert_eq!(
+        (sa1.ue_addr(), sa1.ue_port(), sa1.local_port()),
+        (ip6, 6301, mech.port_s)
+    );
+    let sa2 = g
+        .outbound(ip6, 6300, mech.port_c)
+        .expect("SA2 toward the IPv6 UE");
+    assert_eq!(sa2.spi(), 3523141112, "SPIs above 2^31 kept as u32");
+}
