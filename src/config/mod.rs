@@ -53,6 +53,9 @@ pub struct CoreSide {
     pub sip_port: u16,
     #[serde(default)]
     pub icscf: Option<SocketAddr>,
+    /// DNS server for RFC 3263 resolution of the home domain (used when `icscf` is not set).
+    #[serde(default)]
+    pub dns: Option<SocketAddr>,
     #[serde(default = "default_hostname")]
     pub hostname: String,
 }
@@ -314,6 +317,12 @@ impl Config {
         }
         if self.core.interface.is_empty() {
             return Err(bad("core.interface", "must not be empty"));
+        }
+        if self.core.icscf.is_none() && self.core.dns.is_none() {
+            return Err(bad(
+                "core.icscf",
+                "set core.icscf (a static I-CSCF) or core.dns (resolve the home domain, RFC 3263)",
+            ));
         }
         if self.ue.addresses.is_empty() {
             return Err(bad("ue.addresses", "needs at least one address"));

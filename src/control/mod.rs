@@ -27,6 +27,7 @@ use crate::io::xdp::{
 };
 use crate::satable::{SaTableConfig, sa_table};
 
+pub mod dns;
 pub mod log;
 pub mod registrar;
 
@@ -102,16 +103,14 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
 
 fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error::Error>> {
     let core = SocketAddr::new(cfg.core.address, cfg.core.sip_port);
-    let icscf = cfg
-        .core
-        .icscf
-        .ok_or("core.icscf: required (DNS resolution of the home domain is not in this build)")?;
+
     Ok(RegistrarConfig {
         ue_addrs: cfg.ue.addresses.clone(),
         ue_sip_port: cfg.ue.sip_port,
         protected_ports: cfg.protected_ports()?,
         core,
-        icscf,
+        icscf: cfg.core.icscf,
+        dns: cfg.core.dns,
         via_sent_by: core.to_string(),
         path_uri: format!("sip:term@{}:{};lr", cfg.core.hostname, cfg.core.sip_port),
         own_hosts: vec![cfg.core.hostname.clone()],

@@ -45,7 +45,10 @@ pub struct RegistrarConfig {
     pub ue_sip_port: u16,
     pub protected_ports: RangeInclusive<u16>,
     pub core: SocketAddr,
-    pub icscf: SocketAddr,
+    /// A static I-CSCF; without it the home domain is resolved by DNS (RFC 3263).
+    pub icscf: Option<SocketAddr>,
+    /// The DNS server for that resolution.
+    pub dns: Option<SocketAddr>,
     pub via_sent_by: String,
     pub path_uri: String,
     pub own_hosts: Vec<String>,
@@ -88,6 +91,7 @@ pub struct RegistrarStats {
     pub verify_mismatch: u64,
     pub auth_failed: u64,
     pub unknown_transaction: u64,
+    pub no_next_hop: u64,
     pub retransmissions: u64,
     pub malformed: u64,
     pub sa_install_failed: u64,
@@ -135,8 +139,9 @@ struct Pending {
     ue: SocketAddr,
     contact: Option<Vec<u8>>,
     created: Instant,
-    /// What we forwarded, for retransmissions.
+    /// What we forwarded and where, for retransmissions.
     forwarded: Vec<u8>,
+    next: SocketAddr,
 }
 
 pub struct Registrar {
@@ -157,6 +162,7 @@ pub struct Registrar {
     branch_key: u64,
     /// `--keylog`: every SA as it is created, in Wireshark's esp_sa format.
     keylog: Option<std::fs::File>,
+    resolver: super::dns::Resolver,
     pub stats: RegistrarStats,
 }
 
@@ -197,8 +203,58 @@ impl Registrar {
                 std::collections::hash_map::RandomState::new().hash_one(0x5ca1ab1e_u64)
             },
             keylog: None,
+            resolver: super::dns::Resolver::default(),
             stats: RegistrarStats::default(),
         }
+    }
+
+    /// The I-CSCF for `home`: the static one, else RFC 3263 resolution (cached for the TTL).
+    fn next_hop(&mut self, home: &str, now: Instant) -> Result<SocketAddr, String> {
+        if let Some(a) = self.cfg.icscf {
+            return Ok(a);
+        }
+        let server = self
+            .cfg
+            .dns
+            .ok_or("no core.icscf and no core.dns configured")?;
+        let mut t = super::dns::udp_transport(server, Duration::from_millis(300));
+        self.resolver.resolve(home, now, &mut t)
+    }
+
+    /// Where a registered UE's requests go: the first Service-Route hop (an address as is, a
+    /// name through DNS when a server is configured), else `fallback`.
+    fn route_next_hop(
+        &mut self,
+        routes: &[Vec<u8>],
+        fallback: SocketAddr,
+        now: Instant,
+    ) -> SocketAddr {
+        let Some(r) = routes.first() else {
+            return fallback;
+        };
+        let hp = crate::sip::headers::uri_hostport(r);
+        let Some((host, port)) = crate::sip::headers::split_host_port(hp) else {
+            return fallback;
+        };
+        let host = String::from_utf8_lossy(host).into_owned();
+        if host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok()
+            || self.cfg.dns.is_none()
+        {
+            return fallback_or_ip(&host, port, fallback);
+        }
+        match self.next_hop_dns(&host, now) {
+            Ok(a) => SocketAddr::new(a.ip(), port.unwrap_or(a.port())),
+            Err(_) => fallback,
+        }
+    }
+
+    fn next_hop_dns(&mut self, host: &str, now: Instant) -> Result<SocketAddr, String> {
+        let server = self.cfg.dns.ok_or("no DNS server")?;
+        let mut t = super::dns::udp_transport(server, Duration::from_millis(300));
+        self.resolver.resolve(host, now, &mut t)
     }
 
     /// Write every SA created from now on to `file` (Wireshark's `esp_sa` table format).
@@ -314,11 +370,27 @@ impl Registrar {
                 side: Side::Core,
                 arrival: Arrival::Plain,
                 src: self.cfg.core,
-                dst: self.cfg.icscf,
+                dst: p.next,
                 payload: p.forwarded.clone(),
             });
             return;
         }
+        // TS 24.229 §5.2.2.2: the I-CSCF of the home network, e.g. by DNS (RFC 3263).
+        let home = String::from_utf8_lossy(info.home_domain).into_owned();
+        let next = match self.next_hop(&home, now) {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.no_next_hop += 1;
+                crate::control::log::warn(format_args!("REGISTER for {home}: {e}"));
+                let r = rules::Reject {
+                    code: 503,
+                    reason: "Service Unavailable",
+                    why: rules::RejectWhy::NoNextHop,
+                };
+                out.push(self.reply_to(m, r, reply));
+                return;
+            }
+        };
         let mut client = vec![0u8; 4096];
         let n = rules::copy_security_client(v, &mut client).unwrap_or(0);
         client.truncate(n);
@@ -411,6 +483,7 @@ impl Registrar {
                 contact: info.contact_uri.map(<[u8]>::to_vec),
                 created: now,
                 forwarded: payload.clone(),
+                next,
             },
         );
         self.stats.forwarded += 1;
@@ -418,7 +491,7 @@ impl Registrar {
             side: Side::Core,
             arrival: Arrival::Plain,
             src: self.cfg.core,
-            dst: self.cfg.icscf,
+            dst: next,
             payload,
         });
     }
@@ -581,11 +654,17 @@ impl Registrar {
                 for set in &gone_now {
                     self.remove_set(set);
                 }
+                let routes = self
+                    .bindings
+                    .get(&p.binding)
+                    .map(|b| b.service_route.clone())
+                    .unwrap_or_default();
+                let fallback = self.route_next_hop(&routes, p.next, now);
                 if let Some(b) = self.bindings.get(&p.binding)
                     && let Some(c) = &b.current
                 {
                     let (pc, ps) = (c.spi_pc, c.spi_ps);
-                    let reg = (expires > 0).then(|| Arc::new(self.registration(b)));
+                    let reg = (expires > 0).then(|| Arc::new(self.registration(b, fallback)));
                     for spi in [pc, ps] {
                         let _ = self.sas.set_inbound_state(spi, SetState::New);
                         let _ = self.sas.set_inbound_registration(spi, reg.clone());
@@ -654,7 +733,7 @@ impl Registrar {
     /// What the workers need to relay this UE's requests: its default IMPU as the asserted
     /// identity, its Service-Route as the Route set, and where that route goes (the first hop
     /// when it names an IP address; the I-CSCF otherwise, until DNS resolution lands).
-    fn registration(&self, b: &Binding) -> Registration {
+    fn registration(&self, b: &Binding, fallback: SocketAddr) -> Registration {
         let pai = match b.impus.first() {
             Some(u) => [b"<", u.as_slice(), b">"].concat(),
             None => [b"<sip:", b.impi.as_slice(), b">"].concat(),
@@ -681,7 +760,7 @@ impl Registrar {
                 let ip: IpAddr = std::str::from_utf8(host).ok()?.parse().ok()?;
                 Some(SocketAddr::new(ip, port.unwrap_or(5060)))
             })
-            .unwrap_or(self.cfg.icscf);
+            .unwrap_or(fallback);
         Registration {
             pai: pai.into_boxed_slice(),
             route: route.into_boxed_slice(),
@@ -847,4 +926,14 @@ pub struct RegistrationView<'a> {
     /// P-Associated-URI, in order: the first is the default for P-Asserted-Identity.
     pub impus: &'a [Vec<u8>],
     pub service_route: &'a [Vec<u8>],
+}
+
+fn fallback_or_ip(host: &str, port: Option<u16>, fallback: SocketAddr) -> SocketAddr {
+    match host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
+        Ok(ip) => SocketAddr::new(ip, port.unwrap_or(5060)),
+        Err(_) => fallback,
+    }
 }

@@ -58,6 +58,8 @@ pub enum RejectWhy {
     SecurityClientMismatch,
     /// The Via of a protected request does not name the UE the SA belongs to.
     ViaMismatch,
+    /// The next hop (the I-CSCF of the home domain) could not be found.
+    NoNextHop,
     Malformed,
 }
 
