@@ -22,7 +22,17 @@ use pcscf::sip::{HeaderName, Message};
 mod ims_support;
 use ims_support::*;
 
-fn config(lab: &Lab, backend: &str) -> std::path::PathBuf {
+/// The fixture's second Security-Client offer; each test swaps in its own suite (one offer,
+/// so the protected REGISTER stays under the 1500-byte MTU: larger ones belong on TCP).
+const FIXTURE_CLIENT: &str =
+    "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=1236;spi-s=1237;port-c=7004;port-s=7005";
+
+fn client_offer(suite: &str) -> String {
+    let (alg, ealg) = suite.split_once('/').unwrap();
+    format!("ipsec-3gpp;alg={alg};ealg={ealg};spi-c=1236;spi-s=1237;port-c=7004;port-s=7005")
+}
+
+fn config(lab: &Lab, backend: &str, suite: &str) -> std::path::PathBuf {
     let text = format!(
         r#"
 [ue]
@@ -35,7 +45,7 @@ address = "{}"
 icscf = "{}:5060"
 hostname = "pcscf.ims.mnc001.mcc001.3gppnetwork.org"
 [ipsec]
-algorithms = ["hmac-sha-1-96/aes-cbc", "hmac-md5-96/null"]
+algorithms = ["{suite}"]
 [dataplane]
 backend = "{backend}"
 workers = [0]
@@ -52,7 +62,7 @@ level = "info"
     path
 }
 
-fn start(lab: &Lab, backend: &str, keylog: &std::path::Path) -> Child {
+fn start(lab: &Lab, backend: &str, suite: &str, keylog: &std::path::Path) -> Child {
     Command::new("ip")
         .args([
             "netns",
@@ -62,7 +72,7 @@ fn start(lab: &Lab, backend: &str, keylog: &std::path::Path) -> Child {
             "run",
             "--config",
         ])
-        .arg(config(lab, backend))
+        .arg(config(lab, backend, suite))
         .arg("--keylog")
         .arg(keylog)
         .stdout(Stdio::null())
@@ -252,12 +262,16 @@ const MESSAGE: &str = "MESSAGE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.2
 /// sent or received (for the capture) — or what went wrong.
 type UeResult = Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>), String>;
 
-fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
+fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeResult> {
+    let client = client_offer(suite);
     spawn_in(ns, move || {
         let k = aka::hex_array::<16>(K).unwrap();
         let opc = aka::hex_array::<16>(OPC).unwrap();
         let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
-        let register = REGISTER1.replace("10.46.0.6", "10.211.0.2");
+        assert!(REGISTER1.contains(FIXTURE_CLIENT));
+        let register = REGISTER1
+            .replace("10.46.0.6", "10.211.0.2")
+            .replace(FIXTURE_CLIENT, &client);
         let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -304,7 +318,8 @@ fn ue(ns: &str, deadline: Instant) -> std::thread::JoinHandle<UeResult> {
         // 5: the protected REGISTER, from port-c 7004 to the P-CSCF's port-s, over SA1
         let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
             .unwrap()
-            .replace("10.46.0.6", "10.211.0.2");
+            .replace("10.46.0.6", "10.211.0.2")
+            .replace(FIXTURE_CLIENT, &client);
         let tx = raw_socket(libc::IPPROTO_RAW);
         let rx = raw_socket(libc::IPPROTO_ESP);
         let mut seen = Vec::new();
@@ -347,17 +362,17 @@ fn stop(child: Child) -> String {
     err
 }
 
-fn register_through(backend: &str, tag: &str) {
+fn register_through(backend: &str, tag: &str, suite: &str) {
     let lab = Lab::new("preg", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"));
     let dir = std::env::temp_dir().join(format!("{}-wireshark", lab.pcscf));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let keylog = dir.join("esp_sa");
-    let child = start(&lab, backend, &keylog);
+    let child = start(&lab, backend, suite, &keylog);
     let done = Arc::new(AtomicBool::new(false));
     let core_t = core(&lab.core, done.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
-    let result = ue(&lab.ue, deadline).join().unwrap();
+    let result = ue(&lab.ue, deadline, suite).join().unwrap();
     std::thread::sleep(Duration::from_millis(300)); // the UE's 200 to the core's MESSAGE
     done.store(true, Ordering::Relaxed);
     let (registered, mt_answered) = core_t.join().unwrap();
@@ -445,15 +460,15 @@ fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
 
 #[test]
 fn registration_over_xdp() {
-    register_through("xdp", "x");
+    register_through("xdp", "x", "hmac-sha-1-96/aes-cbc");
 }
 
 #[test]
 fn registration_over_afpacket() {
-    register_through("afpacket", "p");
+    register_through("afpacket", "p", "null/aes-gcm");
 }
 
 #[test]
 fn registration_over_sockets() {
-    register_through("socket", "s");
+    register_through("socket", "s", "hmac-sha-1-96/null");
 }
