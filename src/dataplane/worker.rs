@@ -64,6 +64,29 @@ fn relay_identity(cfg: &WorkerConfig) -> ProxyIdentity<'_> {
     }
 }
 
+/// Write IP + UDP headers for `frame[range]` from `from` to `to`, then ESP-protect the packet in
+/// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
+fn udp_over_sa(
+    frame: &mut [u8],
+    range: std::ops::Range<usize>,
+    from: SocketAddr,
+    to: SocketAddr,
+    sa: &crate::esp::Sa,
+) -> Result<std::ops::Range<usize>, Drop> {
+    let r = l3::write_udp(frame, range, from, to).ok_or(Drop::NoRoom)?;
+    let mut f = crate::esp::Frame::new(frame, r.start, r.end);
+    sa.outbound(&mut f).map_err(|_| Drop::EspOther)?;
+    Ok(f.start..f.end)
+}
+
+/// Our UE-side address of the same family as `peer`.
+fn our_ue_addr(cfg: &WorkerConfig, peer: IpAddr) -> Option<IpAddr> {
+    cfg.ue_addrs
+        .iter()
+        .copied()
+        .find(|a| a.is_ipv4() == peer.is_ipv4())
+}
+
 /// What happened to one packet.
 enum Verdict {
     Tx(Desc),
@@ -527,15 +550,10 @@ impl<P: PacketIo> Worker<P> {
         if rules::max_forwards_exhausted(view) {
             return Verdict::Drop(Drop::TooManyHops);
         }
-        let Some(ours) = self
-            .cfg
-            .ue_addrs
-            .iter()
-            .find(|a| a.is_ipv4() == target.is_ipv4())
-        else {
+        let Some(ours) = our_ue_addr(&self.cfg, target.ip()) else {
             return Verdict::Drop(Drop::NoRoute);
         };
-        let from = SocketAddr::new(*ours, e.local_port());
+        let from = SocketAddr::new(ours, e.local_port());
         // our UE-side sent-by, written without allocating
         let mut sent_by = [0u8; 64];
         let mut w = crate::sip::write::Writer::new(&mut sent_by);
@@ -562,16 +580,8 @@ impl<P: PacketIo> Worker<P> {
         }
         let range = ed.range();
         let to = SocketAddr::new(target.ip(), e.ue_port());
-        let Some(r) = l3::write_udp(frame, range, from, to) else {
-            return Verdict::Drop(Drop::NoRoom);
-        };
-        let mut f = crate::esp::Frame::new(frame, r.start, r.end);
-        if e.sa().outbound(&mut f).is_err() {
-            return Verdict::Drop(Drop::EspOther);
-        }
-        self.stats.esp_out += 1;
-        let r = Some(f.start..f.end);
-        self.forwarded(d, r, Side::Ue)
+        let r = udp_over_sa(frame, range, from, to, e.sa());
+        self.sent_over_sa(d, r)
     }
 
     /// Pop our Via and send the response to the address the next Via names.
@@ -595,26 +605,13 @@ impl<P: PacketIo> Worker<P> {
             && let Some(sent_by) = rules::top_via_sent_by(ed.view())
             && let Some(e) = sas.and_then(|g| g.outbound_any(sent_by.ip(), sent_by.port()))
         {
-            let Some(ours) = self
-                .cfg
-                .ue_addrs
-                .iter()
-                .find(|a| a.is_ipv4() == sent_by.is_ipv4())
-            else {
+            let Some(ours) = our_ue_addr(&self.cfg, sent_by.ip()) else {
                 return Verdict::Drop(Drop::NoRoute);
             };
-            let from = SocketAddr::new(*ours, e.local_port());
+            let from = SocketAddr::new(ours, e.local_port());
             let range = ed.range();
-            let Some(r) = l3::write_udp(frame, range, from, sent_by) else {
-                return Verdict::Drop(Drop::NoRoom);
-            };
-            let mut f = crate::esp::Frame::new(frame, r.start, r.end);
-            if e.sa().outbound(&mut f).is_err() {
-                return Verdict::Drop(Drop::EspOther);
-            }
-            self.stats.esp_out += 1;
-            let r = Some(f.start..f.end);
-            return self.forwarded(d, r, Side::Ue);
+            let r = udp_over_sa(frame, range, from, sent_by, e.sa());
+            return self.sent_over_sa(d, r);
         }
         let Some(next) = rules::response_next_hop(ed.view()) else {
             return Verdict::Drop(Drop::NoRoute);
@@ -622,18 +619,24 @@ impl<P: PacketIo> Worker<P> {
         let range = ed.range();
         let from = match toward {
             Side::Core => Some(core),
-            Side::Ue => self
-                .cfg
-                .ue_addrs
-                .iter()
-                .find(|a| a.is_ipv4() == next.is_ipv4())
-                .map(|a| SocketAddr::new(*a, ue_port)),
+            Side::Ue => our_ue_addr(&self.cfg, next.ip()).map(|a| SocketAddr::new(a, ue_port)),
         };
         let Some(from) = from else {
             return Verdict::Drop(Drop::NoRoute);
         };
         let r = l3::write_udp(frame, range, from, next);
         self.forwarded(d, r, toward)
+    }
+
+    /// The verdict for a packet re-addressed and ESP-protected in its own frame.
+    fn sent_over_sa(&mut self, d: Desc, r: Result<std::ops::Range<usize>, Drop>) -> Verdict {
+        match r {
+            Ok(r) => {
+                self.stats.esp_out += 1;
+                self.forwarded(d, Some(r), Side::Ue)
+            }
+            Err(why) => Verdict::Drop(why),
+        }
     }
 
     /// The verdict for a packet re-addressed in its own frame (`r`: where it now lies).
