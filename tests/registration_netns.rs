@@ -139,8 +139,10 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
                 );
                 let answer = core_answer(&req, 200, "OK", "");
                 s.send_to(&answer, from).unwrap();
-                // and a request of ours to the UE, through the P-CSCF (its core address)
-                s.send_to(MT_MESSAGE.as_bytes(), "10.212.0.1:5060").unwrap();
+                // after the first MESSAGE, a request of ours to the UE through the P-CSCF
+                if v.header(HeaderName::CallId) == Some(&b"msg-1@10.211.0.2"[..]) {
+                    s.send_to(MT_MESSAGE.as_bytes(), "10.212.0.1:5060").unwrap();
+                }
                 continue;
             }
             let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
@@ -349,6 +351,59 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
         let p = esp_from(&sa4, 7005, mech.port_c, &out[..n]);
         send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
         seen.push(p);
+
+        // Bad input, each harmless to the registration (spec: counted and dropped, or answered):
+        let pcscf_ip = "10.211.0.1".parse().unwrap();
+        // a replayed ESP packet (the first MESSAGE again, byte for byte)
+        send_ip(&tx, &seen[2], pcscf_ip);
+        // ESP with an SPI nobody gave out
+        let stranger =
+            Sa::from_aka(0x00de_ad00, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+        send_ip(
+            &tx,
+            &esp_from(&stranger, 7004, mech.port_s, MESSAGE.as_bytes()),
+            pcscf_ip,
+        );
+        // a flood of garbage at 5060
+        for i in 0..200u32 {
+            s.send_to(format!("garbage {i} \x01\x02").as_bytes(), pcscf)
+                .unwrap();
+        }
+        // an unprotected MESSAGE: refused with 403 (TS 24.229 §5.2.2)
+        s.send_to(MESSAGE.replace("msg-1", "plain-1").as_bytes(), pcscf)
+            .unwrap();
+        let refused = loop {
+            if Instant::now() > deadline {
+                return Err("no answer to the unprotected MESSAGE".into());
+            }
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let m = Message::parse(&buf[..n]).map_err(|e| e.to_string())?;
+                if m.view().header(HeaderName::CallId) == Some(&b"plain-1@10.211.0.2"[..]) {
+                    break m.view().status();
+                }
+            }
+        };
+        if refused != Some(403) {
+            return Err(format!("unprotected MESSAGE answered {refused:?}"));
+        }
+        // and the registration still carries traffic: a second protected MESSAGE gets its 200
+        let p = esp_from_ue(
+            &sa1,
+            mech.port_s,
+            MESSAGE.replace("msg-1", "msg-2").as_bytes(),
+        );
+        send_ip(&tx, &p, pcscf_ip);
+        let mut later = Vec::new();
+        let again = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut later)?;
+        let m = Message::parse(&again).map_err(|e| e.to_string())?;
+        if m.view().status() != Some(200)
+            || m.view().header(HeaderName::CallId) != Some(&b"msg-2@10.211.0.2"[..])
+        {
+            return Err(format!(
+                "after the bad input: {}",
+                String::from_utf8_lossy(&again)
+            ));
+        }
         Ok((ok, msg_ok, seen))
     })
 }
@@ -398,6 +453,14 @@ fn register_through(backend: &str, tag: &str, suite: &str) {
         "the core's request reached the UE over its SA and the 200 came back"
     );
     assert!(report.contains("registered: 1"), "{report}");
+    for (reason, n) in [("esp_replay", 1), ("unknown_spi", 1), ("bad_sip", 200)] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(&format!("dropped {reason}")))
+            .unwrap_or_else(|| panic!("no {reason} drops counted:\n{report}"));
+        let got: u64 = line.split_whitespace().last().unwrap().parse().unwrap();
+        assert_eq!(got, n, "{reason}: {report}");
+    }
 }
 
 /// The UE-side capture, decrypted by tshark with nothing but the P-CSCF's key log: every packet's
