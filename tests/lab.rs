@@ -23,6 +23,10 @@ fn lab_registers_every_ue_and_cleans_up() {
         stdout.contains("protected MESSAGEs answered: 200"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("dns: 3 answers"),
+        "the I-CSCF came from the lab's DNS (NAPTR, SRV, A), then from the cache: {stdout}"
+    );
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&ns.stdout);
     assert!(

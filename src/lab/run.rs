@@ -37,7 +37,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("pcscf.toml");
     let text = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5999\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5999\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_core_if,
@@ -71,6 +71,15 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     let core_stop = stop.clone();
     let core = spawn_in(&lab.core, move || {
         sim::core::serve(core_addr, realm, core_stop)
+    });
+    // The home domain's I-CSCF is found by DNS (RFC 3263), served from the core namespace.
+    let IpAddr::V4(core_v4) = lab.core_addr else {
+        return Err("lab addresses are IPv4".into());
+    };
+    let dns_stop = stop.clone();
+    let dns_addr = SocketAddr::new(lab.core_addr, 53);
+    let dns = spawn_in(&lab.core, move || {
+        super::dns::serve(dns_addr, realm, core_v4, dns_stop)
     });
     // Ctrl-C reaches us and the child: pass it on to the simulators.
     let watch_stop = stop.clone();
@@ -120,6 +129,10 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         .map_err(|e| format!("ue-sim: {e}"))?;
     stop.store(true, Ordering::Relaxed);
     let core_stats = core.join().map_err(|_| "core-sim panicked".to_string())?;
+    let dns_answers = dns
+        .join()
+        .map_err(|_| "dns panicked".to_string())?
+        .unwrap_or(0);
     let _ = watcher.join();
     // SAFETY: kill(2) on our child's pid.
     unsafe { libc::kill(pcscf.id() as i32, libc::SIGTERM) };
@@ -136,6 +149,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
             c.challenges, c.registered, c.auth_failed, c.messages
         );
     }
+    println!("dns: {dns_answers} answers (NAPTR / SRV / A for {realm})");
     println!("-- pcscf:");
     for l in log
         .lines()

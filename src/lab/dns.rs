@@ -1,0 +1,123 @@
+//! The lab's own DNS server: answers for the home domain exactly what RFC 3263 resolution asks
+//! (NAPTR → `SIP+D2U` → SRV → A), so `pcscf lab` resolves its I-CSCF by DNS with nothing
+//! installed. Authoritative for those three names only; anything else gets NXDOMAIN. A lab
+//! tool built on the resolver's wire code (`control::dns`), not a general DNS server.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::control::dns::{TYPE_A, TYPE_NAPTR, TYPE_SRV};
+
+fn name(n: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in n.trim_end_matches('.').split('.') {
+        v.push(l.len() as u8);
+        v.extend_from_slice(l.as_bytes());
+    }
+    v.push(0);
+    v
+}
+
+/// The question's name and type, and where the question ends.
+fn question(q: &[u8]) -> Option<(String, u16, usize)> {
+    let mut pos = 12;
+    let mut n = String::new();
+    loop {
+        let len = *q.get(pos)? as usize;
+        if len == 0 || len & 0xc0 != 0 {
+            break;
+        }
+        if !n.is_empty() {
+            n.push('.');
+        }
+        n.push_str(&String::from_utf8_lossy(q.get(pos + 1..pos + 1 + len)?));
+        pos += 1 + len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(pos + 1)?, *q.get(pos + 2)?]);
+    Some((n.to_ascii_lowercase(), qtype, pos + 5))
+}
+
+/// The answer to one query, or `None` for garbage.
+pub fn answer(q: &[u8], realm: &str, icscf: Ipv4Addr) -> Option<Vec<u8>> {
+    let (qname, qtype, qend) = question(q)?;
+    let realm = realm.to_ascii_lowercase();
+    let srv_name = format!("_sip._udp.icscf.{realm}");
+    let host = format!("icscf1.{realm}");
+    let rdata: Option<(u16, Vec<u8>)> = if qname == realm && qtype == TYPE_NAPTR {
+        let mut rd = vec![0, 10, 0, 50];
+        for s in ["s", "SIP+D2U", ""] {
+            rd.push(s.len() as u8);
+            rd.extend_from_slice(s.as_bytes());
+        }
+        rd.extend(name(&srv_name));
+        Some((TYPE_NAPTR, rd))
+    } else if qname == srv_name && qtype == TYPE_SRV {
+        let mut rd = vec![0, 10, 0, 10, 0x13, 0xc4];
+        rd.extend(name(&host));
+        Some((TYPE_SRV, rd))
+    } else if qname == host && qtype == TYPE_A {
+        Some((TYPE_A, icscf.octets().to_vec()))
+    } else {
+        None
+    };
+    let mut r = q.get(..qend)?.to_vec();
+    r[2] = 0x84 | (q[2] & 0x01); // response, authoritative, RD copied
+    r[3] = if rdata.is_some() || qname.ends_with(&realm) {
+        0x80
+    } else {
+        0x83
+    }; // NOERROR / NXDOMAIN
+    r[4..12].copy_from_slice(&[0, 1, 0, rdata.is_some() as u8, 0, 0, 0, 0]);
+    if let Some((t, rd)) = rdata {
+        r.extend_from_slice(&[0xc0, 12]);
+        r.extend_from_slice(&t.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0x0e, 0x10]); // class IN, TTL 3600
+        r.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rd);
+    }
+    Some(r)
+}
+
+/// Serve on `addr` until `stop`.
+pub fn serve(
+    addr: SocketAddr,
+    realm: &str,
+    icscf: Ipv4Addr,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<u64> {
+    let s = UdpSocket::bind(addr)?;
+    s.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut buf = [0u8; 512];
+    let mut answered = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        if let Some(a) = answer(&buf[..n], realm, icscf) {
+            let _ = s.send_to(&a, from);
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::dns::Resolver;
+
+    #[test]
+    fn the_resolver_finds_the_icscf_through_this_server() {
+        let icscf = Ipv4Addr::new(10, 212, 0, 2);
+        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> {
+            answer(q, "ims.example", icscf).ok_or_else(|| std::io::Error::other("garbage"))
+        };
+        let a = Resolver::default()
+            .resolve("ims.example", std::time::Instant::now(), &mut t)
+            .unwrap();
+        assert_eq!(a, SocketAddr::new(icscf.into(), 5060));
+        assert!(answer(&[1, 2, 3], "ims.example", icscf).is_none());
+    }
+}
