@@ -50,11 +50,15 @@ pub struct Lab {
     pub pcscf_ue_addr: IpAddr,
     pub pcscf_core_addr: IpAddr,
     pub core_addr: IpAddr,
+    /// IPv6 on the UE side too (fd00:211::/64): UEs of either family.
+    pub ue_addr6: IpAddr,
+    pub pcscf_ue_addr6: IpAddr,
 }
 
 impl Lab {
     /// Create `<prefix>-ue`, `<prefix>-pc`, `<prefix>-co` with IPv4 /24s `10.211.0.0` (ue side)
-    /// and `10.212.0.0` (core side): .2 is the peer, .1 the P-CSCF. `tag` (≤ 3 chars) keeps
+    /// and `10.212.0.0` (core side): .2 is the peer, .1 the P-CSCF; the ue side also has
+    /// `fd00:211::/64` (::2 the UE, ::1 the P-CSCF). `tag` (≤ 3 chars) keeps
     /// interface names unique among concurrent labs of one process.
     pub fn new(prefix: &str, tag: &str) -> Result<Lab, String> {
         check_privileges()?;
@@ -71,6 +75,8 @@ impl Lab {
             pcscf_ue_addr: "10.211.0.1".parse().expect("literal"),
             pcscf_core_addr: "10.212.0.1".parse().expect("literal"),
             core_addr: "10.212.0.2".parse().expect("literal"),
+            ue_addr6: "fd00:211::2".parse().expect("literal"),
+            pcscf_ue_addr6: "fd00:211::1".parse().expect("literal"),
         };
         // From here on, Drop removes whatever was made.
         for ns in [&lab.ue, &lab.pcscf, &lab.core] {
@@ -113,6 +119,12 @@ impl Lab {
         ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", ifn])?;
             ip(&["-n", ns, "link", "set", ifn, "up"])?;
+        }
+        for (ns, ifn, addr) in [
+            (&lab.pcscf, &lab.pcscf_ue_if, "fd00:211::1/64"),
+            (&lab.ue, &lab.ue_if, "fd00:211::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", ifn, "nodad"])?;
         }
         Ok(lab)
     }
