@@ -324,6 +324,33 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
             .replace(FIXTURE_CLIENT, &client);
         let tx = raw_socket(libc::IPPROTO_RAW);
         let rx = raw_socket(libc::IPPROTO_ESP);
+        // Before the real one, two protected REGISTERs that must not pass:
+        // a Security-Verify that bids down (494 over the SA, nothing forwarded)...
+        let forged = reg2.replace(
+            "Security-Verify: ipsec-3gpp;q=0.1;",
+            "Security-Verify: ipsec-3gpp;q=0.5;",
+        );
+        assert_ne!(forged, reg2);
+        send_ip(
+            &tx,
+            &esp_from_ue(&sa1, mech.port_s, forged.as_bytes()),
+            "10.211.0.1".parse().unwrap(),
+        );
+        let mut scratch = Vec::new();
+        let refused = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut scratch)?;
+        let code = Message::parse(&refused)
+            .map_err(|e| e.to_string())?
+            .view()
+            .status();
+        if code != Some(494) {
+            return Err(format!("forged Security-Verify answered {code:?}"));
+        }
+        // ...and one from another UE port than the SA's selector (dropped by the worker)
+        send_ip(
+            &tx,
+            &esp_from(&sa1, 7010, mech.port_s, reg2.as_bytes()),
+            "10.211.0.1".parse().unwrap(),
+        );
         let mut seen = Vec::new();
         let p = esp_from_ue(&sa1, mech.port_s, reg2.as_bytes());
         send_ip(&tx, &p, "10.211.0.1".parse().unwrap());
@@ -453,7 +480,13 @@ fn register_through(backend: &str, tag: &str, suite: &str) {
         "the core's request reached the UE over its SA and the 200 came back"
     );
     assert!(report.contains("registered: 1"), "{report}");
-    for (reason, n) in [("esp_replay", 1), ("unknown_spi", 1), ("bad_sip", 200)] {
+    assert!(report.contains("verify_mismatch: 1"), "{report}");
+    for (reason, n) in [
+        ("esp_replay", 1),
+        ("unknown_spi", 1),
+        ("bad_sip", 200),
+        ("esp_other", 1),
+    ] {
         let line = report
             .lines()
             .find(|l| l.contains(&format!("dropped {reason}")))
