@@ -14,12 +14,27 @@ use pcscf::sim;
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 #[test]
-fn registration_with_the_i_cscf_found_by_dns() {
+fn dns_and_aes_gcm() {
+    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "g");
+}
+
+#[test]
+fn dns_and_aes_cbc_hmac_sha1() {
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "c");
+}
+
+#[test]
+fn dns_and_null_hmac_sha1() {
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "n");
+}
+
+/// ue-sim and core-sim around `pcscf run` with only `suite` allowed.
+fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str) {
     assert!(
         Command::new("dnsmasq").arg("--version").output().is_ok(),
         "dnsmasq (Debian package dnsmasq-base) is required; .ci/run installs it"
     );
-    let lab = Lab::new("pdns", "d").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new("pdns", tag).unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let core_ip = lab.core_addr.to_string();
     let mut dns = Command::new("ip")
         .args([
@@ -50,7 +65,7 @@ fn registration_with_the_i_cscf_found_by_dns() {
         .spawn()
         .expect("start dnsmasq");
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr
     );
     let path = std::env::temp_dir().join(format!("{}-dns.toml", lab.pcscf));

@@ -149,7 +149,7 @@ impl Sim {
             .map(|v| format!("Security-Verify: {v}\r\n"))
             .unwrap_or_default();
         format!(
-            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires=600000\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: 600000\r\nContent-Length: 0\r\n\r\n"
+            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires=600000\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: 600000\r\nContent-Length: 0\r\n\r\n"
         )
     }
 
