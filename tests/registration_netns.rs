@@ -99,6 +99,10 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
             [0x80, 0],
         );
         let mut xres = None;
+        // the nonce of the last successful registration: a REGISTER that reuses it is
+        // challenged again (re-authentication, with a new SA set)
+        let mut used_nonce: Option<Vec<u8>> = None;
+        let mut vectors = 0u8;
         let mut registered = 0;
         let mut mt_answered = 0;
         let mut buf = [0u8; 4096];
@@ -147,9 +151,13 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
             }
             let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
             let integrity = d.integrity_protected().map(<[u8]>::to_vec);
-            let answer = if d.response().unwrap_or_default().is_empty() {
-                assert_eq!(integrity.as_deref(), Some(&b"no"[..]));
-                let av = hss.next_vector(&[0x42; 16]).unwrap();
+            let stale = used_nonce.as_deref() == d.nonce();
+            let answer = if d.response().unwrap_or_default().is_empty() || stale {
+                if !stale {
+                    assert_eq!(integrity.as_deref(), Some(&b"no"[..]));
+                }
+                vectors += 1;
+                let av = hss.next_vector(&[0x42 ^ vectors; 16]).unwrap();
                 let mut nb = [0u8; aka::NONCE_B64_LEN];
                 let nonce = av.nonce(&mut nb).to_string();
                 let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -180,6 +188,7 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
                 {
                     Some(Ok(())) => {
                         registered += 1;
+                        used_nonce = d.nonce().map(<[u8]>::to_vec);
                         core_answer(
                             &req,
                             200,
@@ -431,6 +440,117 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
                 String::from_utf8_lossy(&again)
             ));
         }
+
+        // Re-registration with re-authentication (spec §1.6): over the current set, a new
+        // Security-Client (new SPIs and port-c, same port-s); the core challenges again.
+        let renew = |t: &str| {
+            t.replace("spi-c=1236", "spi-c=2236")
+                .replace("spi-s=1237", "spi-s=2237")
+                .replace("port-c=7004", "port-c=7006")
+        };
+        let rereg = renew(&reg2).replacen("CSeq: 2 REGISTER", "CSeq: 10 REGISTER", 1);
+        send_ip(
+            &tx,
+            &esp_from_ue(&sa1, mech.port_s, rereg.as_bytes()),
+            pcscf_ip,
+        );
+        let c2 = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut later)?;
+        let m2 = Message::parse(&c2).map_err(|e| e.to_string())?;
+        let v2 = m2.view();
+        if v2.status() != Some(401) {
+            return Err(format!(
+                "re-registration not challenged: {}",
+                String::from_utf8_lossy(&c2)
+            ));
+        }
+        let server2 = String::from_utf8(
+            v2.header(HeaderName::SecurityServer)
+                .ok_or("no new Security-Server")?
+                .to_vec(),
+        )
+        .unwrap();
+        let mech2 = SecMechanism::parse(server2.as_bytes())
+            .unwrap()
+            .ipsec()
+            .unwrap();
+        let nonce2 = String::from_utf8(
+            Digest::parse(v2.header(HeaderName::WwwAuthenticate).unwrap())
+                .unwrap()
+                .nonce()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let got2 = usim
+            .authenticate_nonce(&nonce2)
+            .map_err(|e| format!("{e:?}"))?;
+        let (ck2, ik2) = (*got2.ck.as_bytes(), *got2.ik.as_bytes());
+        let new1 = Sa::from_aka(mech2.spi_s, alg, ealg, &ck2, &ik2, SaOptions::default()).unwrap();
+        let new2 = Sa::from_aka(2237, alg, ealg, &ck2, &ik2, SaOptions::default()).unwrap();
+        // while the new set is being set up, the old one still carries traffic
+        send_ip(
+            &tx,
+            &esp_from_ue(
+                &sa1,
+                mech.port_s,
+                MESSAGE.replace("msg-1", "msg-3").as_bytes(),
+            ),
+            pcscf_ip,
+        );
+        let r3 = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut later)?;
+        if Message::parse(&r3)
+            .map_err(|e| e.to_string())?
+            .view()
+            .status()
+            != Some(200)
+        {
+            return Err("a MESSAGE over the old set during re-registration was lost".into());
+        }
+        // the REGISTER over the new temporary set completes the switch
+        let reg3 = renew(
+            &String::from_utf8(protected_register(&nonce2, &got2.res, &server2))
+                .unwrap()
+                .replace("10.46.0.6", "10.211.0.2")
+                .replace(FIXTURE_CLIENT, &client),
+        )
+        .replacen("CSeq: 2 REGISTER", "CSeq: 11 REGISTER", 1);
+        send_ip(
+            &tx,
+            &esp_from(&new1, 7006, mech2.port_s, reg3.as_bytes()),
+            pcscf_ip,
+        );
+        let ok2 = esp_to_ue(&rx, &new2, mech2.port_c, deadline, &mut later)?;
+        if Message::parse(&ok2)
+            .map_err(|e| e.to_string())?
+            .view()
+            .status()
+            != Some(200)
+        {
+            return Err(format!(
+                "re-registration over the new set: {}",
+                String::from_utf8_lossy(&ok2)
+            ));
+        }
+        // both sets carry traffic now
+        send_ip(
+            &tx,
+            &esp_from(
+                &new1,
+                7006,
+                mech2.port_s,
+                MESSAGE.replace("msg-1", "msg-4").as_bytes(),
+            ),
+            pcscf_ip,
+        );
+        let r4 = esp_to_ue(&rx, &new2, mech2.port_c, deadline, &mut later)?;
+        if Message::parse(&r4)
+            .map_err(|e| e.to_string())?
+            .view()
+            .status()
+            != Some(200)
+        {
+            return Err("a MESSAGE over the new set got no 200".into());
+        }
         Ok((ok, msg_ok, seen))
     })
 }
@@ -474,12 +594,12 @@ fn register_through(backend: &str, tag: &str, suite: &str) {
         1,
         "our Via popped"
     );
-    assert_eq!(registered, 1);
+    assert_eq!(registered, 2, "the registration and the re-registration");
     assert_eq!(
         mt_answered, 1,
         "the core's request reached the UE over its SA and the 200 came back"
     );
-    assert!(report.contains("registered: 1"), "{report}");
+    assert!(report.contains("registered: 2"), "{report}");
     assert!(report.contains("verify_mismatch: 1"), "{report}");
     for (reason, n) in [
         ("esp_replay", 1),

@@ -429,7 +429,10 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::TooManyHops);
         }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
-        let branch = rules::stateless_branch(view);
+        // The branch's low 16 bits carry the port the request came in on, so the response
+        // can go back over the same SA set even while a re-registration has two (see
+        // relay_response); the rest is the RFC 3261 §16.11 hash.
+        let branch = (rules::stateless_branch(view) & !0xffff) | e.local_port() as u64;
         let core = self.cfg.core;
         let me = relay_identity(&self.cfg);
         // the index already describes this frame: edit with it, no second parse
@@ -596,6 +599,7 @@ impl<P: PacketIo> Worker<P> {
         let frame = self.io.frame(&d);
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let came_in_on = rules::top_via_branch_port(ed.view());
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
@@ -603,7 +607,17 @@ impl<P: PacketIo> Worker<P> {
         // our port-c → its port-s); else in the clear to received / rport (RFC 3581).
         if toward == Side::Ue
             && let Some(sent_by) = rules::top_via_sent_by(ed.view())
-            && let Some(e) = sas.and_then(|g| g.outbound_any(sent_by.ip(), sent_by.port()))
+            && let Some(e) = sas.and_then(|g| {
+                let (ip, port) = (sent_by.ip(), sent_by.port());
+                // the set the request came over: it arrived at our port-s (SA1; our port-c is
+                // one below, as the registrar pairs them) or at our port-c (SA4)
+                came_in_on
+                    .and_then(|p| {
+                        g.outbound(ip, port, p.wrapping_sub(1))
+                            .or_else(|| g.outbound(ip, port, p))
+                    })
+                    .or_else(|| g.outbound_any(ip, port))
+            })
         {
             let Some(ours) = our_ue_addr(&self.cfg, sent_by.ip()) else {
                 return Verdict::Drop(Drop::NoRoute);

@@ -954,3 +954,15 @@ pub fn rewrite_request_to_ue(
     pop_own_routes(ed, me)?;
     forward_request(ed, me, source, branch)
 }
+
+/// The low 16 bits of our top Via's branch (`z9hG4bK` + 16 hex digits, as we write it): the
+/// workers put there the port a protected request arrived at.
+pub fn top_via_branch_port(v: View<'_>) -> Option<u16> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let hex = via.branch()?.strip_prefix(b"z9hG4bK")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let n = u64::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
+    Some(n as u16)
+}
