@@ -11,6 +11,9 @@ use std::time::Duration;
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim;
 
+mod ims_support;
+use ims_support::start_pcscf;
+
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 #[test]
@@ -68,22 +71,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str) {
         "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr
     );
-    let path = std::env::temp_dir().join(format!("{}-dns.toml", lab.pcscf));
-    std::fs::write(&path, cfg).unwrap();
-    let pcscf = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pcscf,
-            env!("CARGO_BIN_EXE_pcscf"),
-            "run",
-            "--config",
-        ])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pcscf = start_pcscf(&lab, "dns", &cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let core_addr = SocketAddr::new(lab.core_addr, 5060);
     let s2 = stop.clone();

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -102,22 +101,7 @@ fn ipv6_ue_registers_over_esp() {
         lab.pcscf_core_addr,
         lab.core_addr
     );
-    let path = std::env::temp_dir().join(format!("{}-v6.toml", lab.pcscf));
-    std::fs::write(&path, cfg).unwrap();
-    let pcscf = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pcscf,
-            env!("CARGO_BIN_EXE_pcscf"),
-            "run",
-            "--config",
-        ])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pcscf = start_pcscf(&lab, "v6", &cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let core_addr = SocketAddr::new(lab.core_addr, 5060);
     let s2 = stop.clone();

@@ -44,22 +44,7 @@ fn registration_with_sipp_as_the_scscf() {
         "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
-    let path = std::env::temp_dir().join(format!("{}-sipp.toml", lab.pcscf));
-    std::fs::write(&path, cfg).unwrap();
-    let pcscf = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.pcscf,
-            env!("CARGO_BIN_EXE_pcscf"),
-            "run",
-            "--config",
-        ])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pcscf = start_pcscf(&lab, "sipp", &cfg);
 
     // The vector SIPp hands out (our HSS code, test set 1).
     let k = aka::hex_array::<16>(K).unwrap();

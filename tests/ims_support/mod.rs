@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 
 use pcscf::aka::{self, digest};
 use pcscf::sip::pcscf::build_response;
@@ -70,4 +71,24 @@ pub fn protected_register(nonce: &str, res: &aka::Res, server: &str) -> Vec<u8> 
     );
     s = s.replacen("CSeq: 1 REGISTER", "CSeq: 2 REGISTER", 1);
     s.into_bytes()
+}
+
+/// Start `pcscf run` in the lab's P-CSCF namespace with `config` (TOML text), stderr piped.
+pub fn start_pcscf(lab: &pcscf::lab::netns::Lab, name: &str, config: &str) -> Child {
+    let path = std::env::temp_dir().join(format!("{}-{name}.toml", lab.pcscf));
+    std::fs::write(&path, config).unwrap();
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pcscf,
+            env!("CARGO_BIN_EXE_pcscf"),
+            "run",
+            "--config",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pcscf")
 }
