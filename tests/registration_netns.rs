@@ -151,6 +151,17 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
             }
             let d = Digest::parse(v.header(HeaderName::Authorization).unwrap()).unwrap();
             let integrity = d.integrity_protected().map(<[u8]>::to_vec);
+            if v.header(HeaderName::Expires) == Some(&b"0"[..]) {
+                // de-registration over the SA: accepted as it is
+                let bye = core_answer(
+                    &req,
+                    200,
+                    "OK",
+                    "Contact: <sip:001010000000001@10.211.0.2:7005>;expires=0\r\n",
+                );
+                s.send_to(&bye, from).unwrap();
+                continue;
+            }
             let stale = used_nonce.as_deref() == d.nonce();
             let answer = if d.response().unwrap_or_default().is_empty() || stale {
                 if !stale {
@@ -551,6 +562,40 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
         {
             return Err("a MESSAGE over the new set got no 200".into());
         }
+        // De-registration over the new set: the 200 still comes over it (spec §1.6), then every
+        // set of the UE goes; MESSAGEs afterwards find no SA (counted as unknown SPIs).
+        let bye = reg3
+            .replacen("CSeq: 11 REGISTER", "CSeq: 12 REGISTER", 1)
+            .replacen("Expires: 600000", "Expires: 0", 1)
+            .replacen(";expires=600000", ";expires=0", 1);
+        send_ip(
+            &tx,
+            &esp_from(&new1, 7006, mech2.port_s, bye.as_bytes()),
+            pcscf_ip,
+        );
+        let r5 = esp_to_ue(&rx, &new2, mech2.port_c, deadline, &mut later)?;
+        if Message::parse(&r5)
+            .map_err(|e| e.to_string())?
+            .view()
+            .status()
+            != Some(200)
+        {
+            return Err(format!("de-registration: {}", String::from_utf8_lossy(&r5)));
+        }
+        std::thread::sleep(Duration::from_millis(3000));
+        let late_new = MESSAGE.replace("msg-1", "msg-5");
+        send_ip(
+            &tx,
+            &esp_from(&new1, 7006, mech2.port_s, late_new.as_bytes()),
+            pcscf_ip,
+        );
+        let late_old = MESSAGE.replace("msg-1", "msg-6");
+        send_ip(
+            &tx,
+            &esp_from_ue(&sa1, mech.port_s, late_old.as_bytes()),
+            pcscf_ip,
+        );
+        std::thread::sleep(Duration::from_millis(200));
         Ok((ok, msg_ok, seen))
     })
 }
@@ -601,9 +646,11 @@ fn register_through(backend: &str, tag: &str, suite: &str) {
     );
     assert!(report.contains("registered: 2"), "{report}");
     assert!(report.contains("verify_mismatch: 1"), "{report}");
+    assert!(report.contains("deregistered: 1"), "{report}");
+    // the stranger's SPI, then the new and the old set's after the de-registration
     for (reason, n) in [
         ("esp_replay", 1),
-        ("unknown_spi", 1),
+        ("unknown_spi", 3),
         ("bad_sip", 200),
         ("esp_other", 1),
     ] {

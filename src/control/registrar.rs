@@ -697,14 +697,15 @@ impl Registrar {
                     payload: ed.as_bytes().to_vec(),
                 });
                 if expires == 0 {
-                    // de-registration: the SAs go only after the 200 went out over them; the
-                    // grace timer removes them (spec §1.6).
-                    if let Some(c) = self
-                        .bindings
-                        .get_mut(&p.binding)
-                        .and_then(|b| b.current.as_mut())
-                    {
-                        c.expires = now + Duration::from_secs(2);
+                    // de-registration: every SA set of the UE goes, but only after the 200 went
+                    // out over the current one; the timer removes them (spec §1.6)
+                    if let Some(b) = self.bindings.get_mut(&p.binding) {
+                        for set in [&mut b.current, &mut b.old, &mut b.temporary]
+                            .into_iter()
+                            .flatten()
+                        {
+                            set.expires = now + Duration::from_secs(2);
+                        }
                     }
                 }
                 return;
