@@ -41,6 +41,9 @@ enum Cmd {
         /// Write every SA to this file in Wireshark's esp_sa format.
         #[arg(long)]
         keylog: Option<PathBuf>,
+        /// The UEs use IPv6 toward the P-CSCF.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -56,9 +59,9 @@ enum Cmd {
         /// The P-CSCF's unprotected SIP address, e.g. 10.46.0.1:5060.
         #[arg(long)]
         pcscf: SocketAddr,
-        /// The UEs' (IPv4) address.
+        /// The UEs' address (IPv4 or IPv6).
         #[arg(long)]
-        ue_ip: std::net::Ipv4Addr,
+        ue_ip: std::net::IpAddr,
         #[arg(long, default_value_t = 100)]
         ues: usize,
         #[arg(long, default_value_t = 200)]
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             messages,
             backend,
             keylog,
+            ipv6,
         } => {
             let cfg = pcscf::lab::run::LabConfig {
                 ues,
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 messages,
                 backend,
                 keylog,
+                ipv6,
             };
             if !pcscf::lab::run::run(&cfg)? {
                 return Err("some registrations failed".into());

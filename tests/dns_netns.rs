@@ -18,21 +18,26 @@ const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 #[test]
 fn dns_and_aes_gcm() {
-    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "g");
+    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "g", false);
 }
 
 #[test]
 fn dns_and_aes_cbc_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "c");
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "c", false);
 }
 
 #[test]
 fn dns_and_null_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "n");
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "n", false);
+}
+
+#[test]
+fn dns_ipv6_ues_and_aes_gcm() {
+    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "6", true);
 }
 
 /// ue-sim and core-sim around `pcscf run` with only `suite` allowed.
-fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str) {
+fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool) {
     assert!(
         Command::new("dnsmasq").arg("--version").output().is_ok(),
         "dnsmasq (Debian package dnsmasq-base) is required; .ci/run installs it"
@@ -68,8 +73,12 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str) {
         .spawn()
         .expect("start dnsmasq");
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
-        lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        lab.pcscf_ue_if,
+        lab.pcscf_ue_addr,
+        lab.pcscf_ue_addr6,
+        lab.pcscf_core_if,
+        lab.pcscf_core_addr
     );
     let pcscf = start_pcscf(&lab, "dns", &cfg);
     let stop = Arc::new(AtomicBool::new(false));
@@ -77,10 +86,12 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str) {
     let s2 = stop.clone();
     let core = spawn_in(&lab.core, move || sim::core::serve(core_addr, REALM, s2));
     std::thread::sleep(Duration::from_millis(1500));
-    let pcscf_addr = SocketAddr::new(lab.pcscf_ue_addr, 5060);
-    let std::net::IpAddr::V4(ue_ip) = lab.ue_addr else {
-        unreachable!()
+    let (ue_ip, pcscf_ue) = if ipv6 {
+        (lab.ue_addr6, lab.pcscf_ue_addr6)
+    } else {
+        (lab.ue_addr, lab.pcscf_ue_addr)
     };
+    let pcscf_addr = SocketAddr::new(pcscf_ue, 5060);
     let s3 = stop.clone();
     let report = spawn_in(&lab.ue, move || {
         sim::ue::run(

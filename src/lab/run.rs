@@ -21,6 +21,8 @@ pub struct LabConfig {
     pub messages: u32,
     pub backend: String,
     pub keylog: Option<std::path::PathBuf>,
+    /// The UEs talk IPv6 to the P-CSCF (the core side stays IPv4).
+    pub ipv6: bool,
 }
 
 /// Run the lab; `Ok(true)` when every UE registered.
@@ -30,16 +32,19 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     })?;
     crate::control::install_signal_handlers();
     let lab = Lab::new("pcscf-lab", "l")?;
-    let IpAddr::V4(ue_ip) = lab.ue_addr else {
-        return Err("lab addresses are IPv4".into());
+    let (ue_ip, pcscf_ue) = if cfg.ipv6 {
+        (lab.ue_addr6, lab.pcscf_ue_addr6)
+    } else {
+        (lab.ue_addr, lab.pcscf_ue_addr)
     };
     let dir = std::env::temp_dir().join(format!("{}-run", lab.pcscf));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("pcscf.toml");
     let text = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5999\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
+        lab.pcscf_ue_addr6,
         lab.pcscf_core_if,
         lab.pcscf_core_addr,
         lab.core_addr,
@@ -93,10 +98,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     });
     // Let each side's kernel resolve the other (a datagram to the discard port makes the peers
     // ARP), then give pcscf's neighbour refresher (1 s) and XDP attach time to settle.
-    for (ns, to) in [
-        (&lab.ue, lab.pcscf_ue_addr),
-        (&lab.core, lab.pcscf_core_addr),
-    ] {
+    for (ns, to) in [(&lab.ue, pcscf_ue), (&lab.core, lab.pcscf_core_addr)] {
         let _ = spawn_in(ns, move || {
             if let Ok(s) = std::net::UdpSocket::bind(SocketAddr::new(
                 if to.is_ipv4() {
@@ -114,7 +116,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     std::thread::sleep(Duration::from_millis(2000));
     let ue_cfg = sim::ue::UeSimConfig {
         ue_ip,
-        pcscf: SocketAddr::new(lab.pcscf_ue_addr, 5060),
+        pcscf: SocketAddr::new(pcscf_ue, 5060),
         realm: realm.into(),
         ues: cfg.ues,
         rate: cfg.rate,

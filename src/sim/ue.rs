@@ -9,7 +9,7 @@
 //! and SPIs 0x10000+2i / 0x10001+2i.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,14 +20,15 @@ use hdrhistogram::Histogram;
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::l3::{self, L4};
 use crate::esp::{Frame, Sa, SaOptions};
-use crate::lab::rawip::{raw, recv_ip, send_ip};
+use crate::lab::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct UeSimConfig {
-    pub ue_ip: Ipv4Addr,
+    /// The UEs' address (IPv4 or IPv6; all UEs share it, with their own ports).
+    pub ue_ip: IpAddr,
     pub pcscf: SocketAddr,
     pub realm: String,
     pub ues: usize,
@@ -123,6 +124,8 @@ struct Ue {
 struct Sim {
     cfg: UeSimConfig,
     udp: UdpSocket,
+    /// IPv4: a raw IPPROTO_RAW socket to send whole packets and an ESP one to receive.
+    /// IPv6: one ESP socket both ways; the kernel writes and strips the IPv6 header.
     tx: OwnedFd,
     rx: OwnedFd,
 }
@@ -144,7 +147,7 @@ impl Sim {
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
         let realm = &self.cfg.realm;
-        let ip = self.cfg.ue_ip;
+        let ip = self.host();
         let verify = verify
             .map(|v| format!("Security-Verify: {v}\r\n"))
             .unwrap_or_default();
@@ -165,10 +168,45 @@ impl Sim {
             .send_to(self.register(i, 1, &auth, None).as_bytes(), self.cfg.pcscf);
     }
 
+    /// The UEs' address as written in SIP (an IPv6 reference in brackets).
+    fn host(&self) -> String {
+        match self.cfg.ue_ip {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+
+    /// Send an ESP packet (a whole IP packet as `esp` builds it) to the P-CSCF.
+    fn send_esp(&self, pkt: &[u8]) {
+        match self.cfg.pcscf.ip() {
+            IpAddr::V4(dst) => send_ip(&self.tx, pkt, dst),
+            IpAddr::V6(dst) => send_esp6(&self.tx, &pkt[40..], dst),
+        }
+    }
+
+    /// The next ESP packet for us, as a whole IP packet in `buf` (IPv6: the header the raw
+    /// socket stripped is rebuilt). Returns its length.
+    fn recv_esp(&self, buf: &mut [u8]) -> Option<usize> {
+        match self.cfg.ue_ip {
+            IpAddr::V4(_) => recv_ip(&self.rx, buf),
+            IpAddr::V6(me) => {
+                let (n, from) = recv_esp6(&self.rx, &mut buf[40..])?;
+                buf[..40].fill(0);
+                buf[0] = 0x60;
+                buf[4..6].copy_from_slice(&(n as u16).to_be_bytes());
+                buf[6] = crate::dataplane::l3::PROTO_ESP;
+                buf[7] = 64;
+                buf[8..24].copy_from_slice(&from.octets());
+                buf[24..40].copy_from_slice(&me.octets());
+                Some(40 + n)
+            }
+        }
+    }
+
     fn message(&self, i: usize, n: u32) -> String {
         let (_, ps) = Self::ports(i);
         let realm = &self.cfg.realm;
-        let ip = self.cfg.ue_ip;
+        let ip = self.host();
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
         format!(
@@ -182,7 +220,7 @@ impl Sim {
         let mut frame = vec![0u8; 256 + sip.len() + 256];
         let at = 256 + 28;
         frame[at..at + sip.len()].copy_from_slice(sip);
-        let src = SocketAddr::new(IpAddr::V4(self.cfg.ue_ip), pc);
+        let src = SocketAddr::new(self.cfg.ue_ip, pc);
         let dst = SocketAddr::new(self.cfg.pcscf.ip(), port_ps);
         let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst)?;
         let mut f = Frame::new(&mut frame, r.start, r.end);
@@ -194,17 +232,19 @@ impl Sim {
 
 /// Run the simulation until every UE is done or failed, or `stop` is set.
 pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimReport> {
-    let udp = UdpSocket::bind(SocketAddr::new(IpAddr::V4(cfg.ue_ip), 5060))?;
+    let udp = UdpSocket::bind(SocketAddr::new(cfg.ue_ip, 5060))?;
     udp.set_nonblocking(true)?;
-    let sim = Sim {
-        tx: raw(libc::IPPROTO_RAW)?,
-        rx: raw(libc::IPPROTO_ESP)?,
-        udp,
-        cfg,
+    if cfg.ue_ip.is_ipv4() != cfg.pcscf.is_ipv4() {
+        return Err(std::io::Error::other(
+            "the UEs and the P-CSCF address must be of one family",
+        ));
+    }
+    let (tx, rx) = if cfg.ue_ip.is_ipv4() {
+        (raw(libc::IPPROTO_RAW)?, raw(libc::IPPROTO_ESP)?)
+    } else {
+        (esp6_socket()?, esp6_socket()?)
     };
-    let IpAddr::V4(pcscf_ip) = sim.cfg.pcscf.ip() else {
-        return Err(std::io::Error::other("ue-sim speaks IPv4"));
-    };
+    let sim = Sim { tx, rx, udp, cfg };
     let k = aka::hex_array::<16>(super::core::TEST_K).expect("constant");
     let opc = aka::hex_array::<16>(super::core::TEST_OPC).expect("constant");
     let t0 = Instant::now();
@@ -271,7 +311,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                             continue;
                         };
                         if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, sip.as_bytes()) {
-                            send_ip(&sim.tx, &pkt, pcscf_ip);
+                            sim.send_esp(&pkt);
                         }
                     }
                     _ => continue,
@@ -362,7 +402,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 finished += 1;
                 continue;
             };
-            send_ip(&sim.tx, &pkt, pcscf_ip);
+            sim.send_esp(&pkt);
             by_spi.insert(ss, i);
             ue.in_flight = Some(reg2);
             ue.resends = 0;
@@ -375,7 +415,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             ue.step_at = now;
         }
         // protected answers: 200 to the REGISTER, 200 to MESSAGEs
-        while let Some(len) = recv_ip(&sim.rx, &mut buf) {
+        while let Some(len) = sim.recv_esp(&mut buf) {
             idle = false;
             let Ok(spi) = crate::esp::packet::peek_spi(&buf[..len]) else {
                 continue;
@@ -452,7 +492,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     let sa1 = ue.sa1.as_ref().expect("registered");
                     if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
                         ue.msg_sent = now;
-                        send_ip(&sim.tx, &pkt, pcscf_ip);
+                        sim.send_esp(&pkt);
                     }
                     ue.in_flight = Some(msg);
                     ue.resends = 0;
