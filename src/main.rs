@@ -179,6 +179,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 messages,
                 timeout: std::time::Duration::from_secs(5),
                 progress: true,
+                wrong_res_every: 0,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();

@@ -104,6 +104,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 messages: 1,
                 timeout: Duration::from_secs(5),
                 progress: false,
+                wrong_res_every: 0,
             },
             s3,
         )

@@ -348,9 +348,26 @@ fn wrong_res_removes_the_temporary_set() {
         Message::parse(&out[0].payload).unwrap().view().status(),
         Some(403)
     );
+    // the 403 goes back over the temporary SA2, which is still there for it...
+    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
+    assert!(
+        w.sas
+            .pin()
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .is_some()
+    );
+    // ...and right after, the temporary SAs are removed
+    w.reg.on_timer(w.now + Duration::from_secs(3));
     assert!(
         w.sas.pin().inbound(c.spi_ps).is_none(),
         "temporary SAs removed"
+    );
+    assert!(
+        w.sas
+            .pin()
+            .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .is_none()
     );
     assert_eq!(w.reg.stats.auth_failed, 1);
 }

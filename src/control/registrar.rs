@@ -712,9 +712,16 @@ impl Registrar {
             }
             _ => {
                 if (400..500).contains(&status) && p.reply_arrival != Arrival::Plain {
-                    // e.g. 403 for a wrong RES: the temporary set goes
+                    // e.g. 403 for a wrong RES: the temporary set goes, right after this answer
+                    // went out over it (the timer removes it)
                     self.stats.auth_failed += 1;
-                    self.drop_temporary(p.binding);
+                    if let Some(t) = self
+                        .bindings
+                        .get_mut(&p.binding)
+                        .and_then(|b| b.temporary.as_mut())
+                    {
+                        t.expires = now + Duration::from_secs(2);
+                    }
                 }
                 if rules::pop_top_via(&mut ed).is_err() {
                     self.stats.malformed += 1;

@@ -40,6 +40,10 @@ pub struct UeSimConfig {
     pub timeout: Duration,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Every n-th UE (n > 0) answers the challenge with a wrong RES, as a cloned or broken SIM
+    /// would: the core must refuse it and the P-CSCF drop its temporary SAs, and no other UE
+    /// may notice.
+    pub wrong_res_every: usize,
 }
 
 /// The outcome.
@@ -391,7 +395,13 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 uri: uri.as_bytes(),
                 qop: digest::Qop::None,
             };
-            let resp = digest::response_aka(&input, &got.res);
+            let wrong = sim.cfg.wrong_res_every > 0 && i % sim.cfg.wrong_res_every == 0;
+            let res = if wrong {
+                aka::Res::from_slice(&[0u8; 8]).expect("8 bytes")
+            } else {
+                got.res.clone()
+            };
+            let resp = digest::response_aka(&input, &res);
             let auth = format!(
                 "Authorization: Digest username=\"{impi}\",realm=\"{realm}\",uri=\"{uri}\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
                 resp.as_str()
