@@ -58,7 +58,7 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 SocketAddr::new(pcscf_ue, 5060),
             );
             sent.0 += 1;
-            if sent.0 % 10 == 0 {
+            if sent.0.is_multiple_of(10) {
                 let mut frame = vec![0u8; 512];
                 let r = pcscf::dataplane::l3::write_udp(
                     &mut frame,
