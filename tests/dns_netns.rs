@@ -36,6 +36,16 @@ fn dns_ipv6_ues_and_aes_gcm() {
     registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "6", true);
 }
 
+#[test]
+fn dns_ipv6_ues_and_aes_cbc_hmac_sha1() {
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "7", true);
+}
+
+#[test]
+fn dns_ipv6_ues_and_null_hmac_sha1() {
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "8", true);
+}
+
 /// ue-sim and core-sim around `pcscf run` with only `suite` allowed.
 fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool) {
     assert!(
