@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
 use pcscf::dataplane::l3::{self, L4};
-use pcscf::esp::{Frame, Sa, SaOptions};
+use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip::{self, send_ip};
-use pcscf::sip::headers::{Digest, SecMechanism};
+use pcscf::sip::headers::Digest;
 use pcscf::sip::{HeaderName, Message};
 
 mod ims_support;
@@ -220,33 +220,16 @@ fn raw_socket(proto: i32) -> OwnedFd {
     rawip::raw(proto).expect("raw socket (root)")
 }
 
-fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
-    while Instant::now() < until {
-        if let Some(n) = rawip::recv_ip(fd, buf) {
-            return Some(n);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    None
-}
-
 /// Encrypt a SIP message from the UE's port-c to the P-CSCF's port-s over SA1.
 fn esp_from_ue(sa1: &Sa, port_s: u16, sip: &[u8]) -> Vec<u8> {
     esp_from(sa1, 7004, port_s, sip)
 }
 
 /// Encrypt a SIP message from our `sport` to the P-CSCF's `dport` over `sa`.
-fn esp_from(sa1: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0u8; 256 + sip.len() + 512];
-    let at = 256 + 28;
-    frame[at..at + sip.len()].copy_from_slice(sip);
+fn esp_from(sa: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Vec<u8> {
     let src = SocketAddr::new("10.211.0.2".parse().unwrap(), sport);
     let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), dport);
-    let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst).unwrap();
-    let mut f = Frame::new(&mut frame, r.start, r.end);
-    sa1.outbound(&mut f).unwrap();
-    let (fs, fe) = (f.start, f.end);
-    frame[fs..fe].to_vec()
+    esp_packet(sa, src, dst, sip)
 }
 
 /// The next SIP message that arrives over SA2 (from the P-CSCF's port-c to our port-s).
@@ -258,7 +241,7 @@ fn esp_to_ue(
     seen: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
     let mut pkt = [0u8; 4096];
-    while let Some(n) = recv_ip(rx, &mut pkt, deadline) {
+    while let Some(n) = recv_ip_until(rx, &mut pkt, deadline) {
         seen.push(pkt[..n].to_vec());
         let mut p = pkt[..n].to_vec();
         let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
@@ -299,39 +282,13 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
             .unwrap();
         let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
         let mut buf = [0u8; 4096];
-        // 1–3: until the P-CSCF is up, retry; the answer is the 401
-        let challenge = loop {
-            if Instant::now() > deadline {
-                return Err("no 401".into());
-            }
-            s.send_to(register.as_bytes(), pcscf).unwrap();
-            if let Ok((n, _)) = s.recv_from(&mut buf) {
-                break buf[..n].to_vec();
-            }
-        };
-        let m = Message::parse_strict(&challenge).map_err(|e| e.to_string())?;
-        let v = m.view();
-        if v.status() != Some(401) {
-            return Err(format!(
-                "expected 401, got {}",
-                String::from_utf8_lossy(&challenge)
-            ));
-        }
-        let server = String::from_utf8(
-            v.header(HeaderName::SecurityServer)
-                .ok_or("no Security-Server")?
-                .to_vec(),
-        )
-        .unwrap();
-        let mech = SecMechanism::parse(server.as_bytes())
-            .unwrap()
-            .ipsec()
-            .unwrap();
-        let d = Digest::parse(v.header(HeaderName::WwwAuthenticate).unwrap()).unwrap();
-        let nonce = String::from_utf8(d.nonce().unwrap().to_vec()).unwrap();
-        let got = usim
-            .authenticate_nonce(&nonce)
-            .map_err(|e| format!("{e:?}"))?;
+        // 1–3: the unprotected REGISTER until the P-CSCF is up; the answer is the 401
+        let Challenge {
+            server,
+            mech,
+            nonce,
+            auth: got,
+        } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
         // 4: the UE's SAs: SA1 out (our spi-s, 7004 → port-s), SA2 in (its spi-s 1237)
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
         let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
@@ -466,35 +423,12 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
             pcscf_ip,
         );
         let c2 = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut later)?;
-        let m2 = Message::parse(&c2).map_err(|e| e.to_string())?;
-        let v2 = m2.view();
-        if v2.status() != Some(401) {
-            return Err(format!(
-                "re-registration not challenged: {}",
-                String::from_utf8_lossy(&c2)
-            ));
-        }
-        let server2 = String::from_utf8(
-            v2.header(HeaderName::SecurityServer)
-                .ok_or("no new Security-Server")?
-                .to_vec(),
-        )
-        .unwrap();
-        let mech2 = SecMechanism::parse(server2.as_bytes())
-            .unwrap()
-            .ipsec()
-            .unwrap();
-        let nonce2 = String::from_utf8(
-            Digest::parse(v2.header(HeaderName::WwwAuthenticate).unwrap())
-                .unwrap()
-                .nonce()
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap();
-        let got2 = usim
-            .authenticate_nonce(&nonce2)
-            .map_err(|e| format!("{e:?}"))?;
+        let Challenge {
+            server: server2,
+            mech: mech2,
+            nonce: nonce2,
+            auth: got2,
+        } = read_challenge(&c2, &mut usim).map_err(|e| format!("re-registration: {e}"))?;
         let (ck2, ik2) = (*got2.ck.as_bytes(), *got2.ik.as_bytes());
         let new1 = Sa::from_aka(mech2.spi_s, alg, ealg, &ck2, &ik2, SaOptions::default()).unwrap();
         let new2 = Sa::from_aka(2237, alg, ealg, &ck2, &ik2, SaOptions::default()).unwrap();

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, UeSqnState, Usim};
 use pcscf::dataplane::l3::{self, L4};
-use pcscf::esp::{Frame, Sa, SaOptions};
+use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim;
-use pcscf::sip::headers::{Digest, SecMechanism};
-use pcscf::sip::{HeaderName, Message};
+use pcscf::sip::Message;
 
 mod ims_support;
 use ims_support::*;
@@ -122,25 +121,7 @@ fn ipv6_ue_registers_over_esp() {
         let s = UdpSocket::bind(SocketAddr::new(ue6.into(), 5060)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         let pcscf = SocketAddr::new(pc6.into(), 5060);
-        let mut buf = [0u8; 4096];
-        let challenge = loop {
-            if Instant::now() > deadline {
-                return Err("no 401".into());
-            }
-            s.send_to(register.as_bytes(), pcscf).unwrap();
-            if let Ok((n, _)) = s.recv_from(&mut buf) {
-                break buf[..n].to_vec();
-            }
-        };
-        let m = Message::parse_strict(&challenge).map_err(|e| e.to_string())?;
-        let v = m.view();
-        if v.status() != Some(401) {
-            return Err(format!("expected 401: {}", String::from_utf8_lossy(&challenge)));
-        }
-        let server = String::from_utf8(v.header(HeaderName::SecurityServer).ok_or("no Security-Server")?.to_vec()).unwrap();
-        let mech = SecMechanism::parse(server.as_bytes()).unwrap().ipsec().unwrap();
-        let nonce = String::from_utf8(Digest::parse(v.header(HeaderName::WwwAuthenticate).unwrap()).unwrap().nonce().unwrap().to_vec()).unwrap();
-        let got = usim.authenticate_nonce(&nonce).map_err(|e| format!("{e:?}"))?;
+        let Challenge { server, mech, nonce, auth: got } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
         let sa1 = Sa::from_aka(mech.spi_s, "hmac-sha-1-96", "aes-cbc", &ck, &ik, SaOptions::default()).unwrap();
         let sa2 = Sa::from_aka(3523141112, "hmac-sha-1-96", "aes-cbc", &ck, &ik, SaOptions::default()).unwrap();
@@ -164,17 +145,11 @@ fn ipv6_ue_registers_over_esp() {
             &register[end..]
         )
         .replacen("CSeq: 1 REGISTER", "CSeq: 2 REGISTER", 1);
-        let mut frame = vec![0u8; 256 + reg2.len() + 512];
-        let at = 256 + 48;
-        frame[at..at + reg2.len()].copy_from_slice(reg2.as_bytes());
         let src = SocketAddr::new(ue6.into(), 6301);
         let dst = SocketAddr::new(pc6.into(), mech.port_s);
-        let r = l3::write_udp(&mut frame, at..at + reg2.len(), src, dst).unwrap();
-        let mut f = Frame::new(&mut frame, r.start, r.end);
-        sa1.outbound(&mut f).unwrap();
-        let (fs, fe) = (f.start, f.end);
+        let packet = esp_packet(&sa1, src, dst, reg2.as_bytes());
         let esp = esp6_socket();
-        send_esp6(&esp, &frame[fs + 40..fe], pc6); // the kernel writes the IPv6 header
+        send_esp6(&esp, &packet[40..], pc6); // the kernel writes the IPv6 header
         let mut pkt = [0u8; 4096];
         while let Some((n, from)) = recv_esp6(&esp, &mut pkt, deadline) {
             // rebuild the IPv6 header the raw socket stripped, to decapsulate the whole packet

@@ -4,33 +4,21 @@
 //! UE — the 200 as ESP. Needs root and sipp (CI installs it); a missing sipp fails the test.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::dataplane::l3::{self, L4};
-use pcscf::esp::{Frame, Sa, SaOptions};
+use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip::{self, send_ip};
-use pcscf::sip::headers::{Digest, SecMechanism};
-use pcscf::sip::{HeaderName, Message};
+use pcscf::sip::Message;
 
 mod ims_support;
 use ims_support::*;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn recv_ip(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
-    while Instant::now() < until {
-        if let Some(n) = rawip::recv_ip(fd, buf) {
-            return Some(n);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    None
 }
 
 #[test]
@@ -97,43 +85,12 @@ fn registration_with_sipp_as_the_scscf() {
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
-        let mut buf = [0u8; 4096];
-        let challenge = loop {
-            if Instant::now() > deadline {
-                return Err("no 401".into());
-            }
-            s.send_to(register.as_bytes(), pcscf).unwrap();
-            if let Ok((n, _)) = s.recv_from(&mut buf) {
-                break buf[..n].to_vec();
-            }
-        };
-        let m = Message::parse_strict(&challenge).map_err(|e| e.to_string())?;
-        let v = m.view();
-        if v.status() != Some(401) {
-            return Err(format!(
-                "expected 401: {}",
-                String::from_utf8_lossy(&challenge)
-            ));
-        }
-        let server = String::from_utf8(
-            v.header(HeaderName::SecurityServer)
-                .ok_or("no Security-Server")?
-                .to_vec(),
-        )
-        .unwrap();
-        let mech = SecMechanism::parse(server.as_bytes())
-            .unwrap()
-            .ipsec()
-            .unwrap();
-        let n = Digest::parse(v.header(HeaderName::WwwAuthenticate).unwrap())
-            .unwrap()
-            .nonce()
-            .unwrap()
-            .to_vec();
-        let nonce = String::from_utf8(n).unwrap();
-        let got = usim
-            .authenticate_nonce(&nonce)
-            .map_err(|e| format!("{e:?}"))?;
+        let Challenge {
+            server,
+            mech,
+            nonce,
+            auth: got,
+        } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
         let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
         let sa1 = Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
@@ -141,20 +98,14 @@ fn registration_with_sipp_as_the_scscf() {
         let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
             .unwrap()
             .replace("10.46.0.6", "10.211.0.2");
-        let mut frame = vec![0u8; 256 + reg2.len() + 512];
-        let at = 256 + 28;
-        frame[at..at + reg2.len()].copy_from_slice(reg2.as_bytes());
         let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
         let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), mech.port_s);
-        let r = l3::write_udp(&mut frame, at..at + reg2.len(), src, dst).unwrap();
-        let mut f = Frame::new(&mut frame, r.start, r.end);
-        sa1.outbound(&mut f).unwrap();
-        let (fs, fe) = (f.start, f.end);
+        let esp = esp_packet(&sa1, src, dst, reg2.as_bytes());
         let tx = rawip::raw(libc::IPPROTO_RAW).unwrap();
         let rx = rawip::raw(libc::IPPROTO_ESP).unwrap();
-        send_ip(&tx, &frame[fs..fe], "10.211.0.1".parse().unwrap());
+        send_ip(&tx, &esp, "10.211.0.1".parse().unwrap());
         let mut pkt = [0u8; 4096];
-        while let Some(n) = recv_ip(&rx, &mut pkt, deadline) {
+        while let Some(n) = recv_ip_until(&rx, &mut pkt, deadline) {
             let mut p = pkt[..n].to_vec();
             let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
                 continue;

@@ -2,10 +2,16 @@
 //! fixtures, our AKA code as the USIM and as the HSS/S-CSCF (TS 35.208 test set 1).
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use pcscf::aka::{self, digest};
+use pcscf::aka::{self, UeAuthResult, Usim, digest};
+use pcscf::dataplane::l3;
+use pcscf::esp::{Frame, Sa};
+use pcscf::lab::rawip;
+use pcscf::sip::headers::{Digest, IpsecOffer, SecMechanism};
 use pcscf::sip::pcscf::build_response;
 use pcscf::sip::{HeaderName, Message};
 
@@ -91,4 +97,95 @@ pub fn start_pcscf(lab: &pcscf::lab::netns::Lab, name: &str, config: &str) -> Ch
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pcscf")
+}
+
+/// What the UE takes from the 401: our Security-Server (text, for its Security-Verify, and
+/// parsed), the nonce, and what the USIM made of it.
+pub struct Challenge {
+    pub server: String,
+    pub mech: IpsecOffer,
+    pub nonce: String,
+    pub auth: UeAuthResult,
+}
+
+/// Steps 1–3 as the UE: send the unprotected `register` from `s` to `pcscf` until an answer
+/// comes (the P-CSCF may still be starting), then [`read_challenge`] it. `s` needs a read timeout.
+pub fn challenge(
+    s: &UdpSocket,
+    register: &[u8],
+    pcscf: SocketAddr,
+    usim: &mut Usim,
+    deadline: Instant,
+) -> Result<Challenge, String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if Instant::now() > deadline {
+            return Err("no 401".into());
+        }
+        s.send_to(register, pcscf).map_err(|e| e.to_string())?;
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return read_challenge(&buf[..n], usim);
+        }
+    }
+}
+
+/// The UE's reading of an answer to its REGISTER: it must be the 401 with our Security-Server,
+/// and the USIM must accept its nonce.
+pub fn read_challenge(answer: &[u8], usim: &mut Usim) -> Result<Challenge, String> {
+    let m = Message::parse_strict(answer).map_err(|e| e.to_string())?;
+    let v = m.view();
+    if v.status() != Some(401) {
+        return Err(format!(
+            "expected 401, got {}",
+            String::from_utf8_lossy(answer)
+        ));
+    }
+    let server = String::from_utf8_lossy(
+        v.header(HeaderName::SecurityServer)
+            .ok_or("no Security-Server")?,
+    )
+    .into_owned();
+    let mech = SecMechanism::parse(server.as_bytes())
+        .and_then(|m| m.ipsec().ok())
+        .ok_or_else(|| format!("bad Security-Server {server}"))?;
+    let www = v
+        .header(HeaderName::WwwAuthenticate)
+        .ok_or("no WWW-Authenticate")?;
+    let nonce = Digest::parse(www)
+        .and_then(|d| d.nonce().map(|n| String::from_utf8_lossy(n).into_owned()))
+        .ok_or("no nonce")?;
+    let auth = usim
+        .authenticate_nonce(&nonce)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(Challenge {
+        server,
+        mech,
+        nonce,
+        auth,
+    })
+}
+
+/// A SIP message as the UE's ESP packet over `sa`: UDP `src` → `dst` in an IP header of their
+/// family, then ESP (transport mode). The whole IP packet comes back.
+pub fn esp_packet(sa: &Sa, src: SocketAddr, dst: SocketAddr, sip: &[u8]) -> Vec<u8> {
+    let ip_udp = if src.is_ipv4() { 20 + 8 } else { 40 + 8 };
+    let at = 256 + ip_udp;
+    let mut frame = vec![0u8; at + sip.len() + 512];
+    frame[at..at + sip.len()].copy_from_slice(sip);
+    let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst).unwrap();
+    let mut f = Frame::new(&mut frame, r.start, r.end);
+    sa.outbound(&mut f).unwrap();
+    let (fs, fe) = (f.start, f.end);
+    frame[fs..fe].to_vec()
+}
+
+/// The next IP packet on the raw socket `fd` before `until` (it is non-blocking: poll it).
+pub fn recv_ip_until(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usize> {
+    while Instant::now() < until {
+        if let Some(n) = rawip::recv_ip(fd, buf) {
+            return Some(n);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
 }
