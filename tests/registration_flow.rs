@@ -50,6 +50,7 @@ fn world() -> World {
             (Alg::HmacMd5_96, Ealg::Null),
         ],
         sa_options: SaOptions::default(),
+        max_pending: 8,
     };
     let k = aka::hex_array::<16>(K).unwrap();
     let opc = aka::hex_array::<16>(OPC).unwrap();
@@ -389,6 +390,64 @@ fn unanswered_challenge_expires_after_reg_await_auth() {
     assert_eq!(w.reg.stats.expired_sets, 1);
 }
 
+/// A REGISTER flood (or a core that stopped answering) cannot grow the transaction table past
+/// `max_pending`: the next new REGISTER gets 503 and is not forwarded; a retransmission of one in
+/// progress is still absorbed, and room comes back when transactions time out (32 s).
+#[test]
+fn register_flood_is_capped_with_503() {
+    let mut w = world();
+    let reg = |n: usize| REGISTER1.replace("a84b4c76e66710-", &format!("flood{n}-"));
+    for n in 0..8 {
+        let out = w.feed(
+            Side::Ue,
+            Arrival::Plain,
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            reg(n).as_bytes(),
+        );
+        assert_eq!(
+            (out.len(), out[0].side),
+            (1, Side::Core),
+            "REGISTER {n} forwarded"
+        );
+    }
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        reg(8).as_bytes(),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].side, Side::Ue);
+    assert!(
+        out[0].payload.starts_with(b"SIP/2.0 503 "),
+        "{}",
+        String::from_utf8_lossy(&out[0].payload)
+    );
+    assert_eq!((w.reg.stats.overloaded, w.reg.stats.forwarded), (1, 8));
+    // a retransmission of a transaction in progress is forwarded again, not refused
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        reg(3).as_bytes(),
+    );
+    assert_eq!((out.len(), out[0].side), (1, Side::Core));
+    assert_eq!(w.reg.stats.retransmissions, 1);
+    // unanswered transactions go after 32 s: new REGISTERs are forwarded again
+    w.reg.on_timer(w.now + Duration::from_secs(33));
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        reg(9).as_bytes(),
+    );
+    assert_eq!((out.len(), out[0].side), (1, Side::Core));
+}
+
 #[test]
 fn register_without_security_client_gets_494() {
     let mut w = world();
@@ -663,6 +722,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         orig_ioi: "visited.test".into(),
         prefs: vec![(Alg::HmacSha1_96, Ealg::AesCbc)],
         sa_options: SaOptions::default(),
+        max_pending: 8,
     };
     let mut reg = Registrar::new(cfg, writer);
     let now = Instant::now();

@@ -121,6 +121,7 @@ fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error:
             window: cfg.ipsec.replay_window,
             ..crate::esp::SaOptions::default()
         },
+        max_pending: registrar::MAX_PENDING,
     })
 }
 

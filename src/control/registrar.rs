@@ -35,6 +35,10 @@ use crate::sip::{Editor, HeaderName, Message};
 
 /// TS 24.229 Table 7.7.1: reg-await-auth, the life of a temporary SA set.
 pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
+/// REGISTER transactions in progress at most (each holds ~2 KB until answered or 32 s pass): past
+/// it a new REGISTER gets 503 (RFC 3261 §21.5.4) instead of growing memory without bound under a
+/// flood or a silent core.
+pub const MAX_PENDING: usize = 1 << 17;
 /// TS 24.229 §5.1.1.5.1: an SA set outlives the registration by 30 s.
 pub const SA_GRACE: Duration = Duration::from_secs(30);
 
@@ -56,6 +60,8 @@ pub struct RegistrarConfig {
     pub orig_ioi: String,
     pub prefs: Vec<(Alg, Ealg)>,
     pub sa_options: SaOptions,
+    /// REGISTER transactions in progress at most ([`MAX_PENDING`] in `pcscf run`).
+    pub max_pending: usize,
 }
 
 /// A message a worker punted: how and where it arrived.
@@ -96,6 +102,8 @@ pub struct RegistrarStats {
     pub malformed: u64,
     pub sa_install_failed: u64,
     pub expired_sets: u64,
+    /// New REGISTERs answered 503 because `max_pending` transactions were in progress.
+    pub overloaded: u64,
 }
 
 /// One set of four SAs (spec §2.1).
@@ -373,6 +381,16 @@ impl Registrar {
                 dst: p.next,
                 payload: p.forwarded.clone(),
             });
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            self.stats.overloaded += 1;
+            let r = rules::Reject {
+                code: 503,
+                reason: "Service Unavailable",
+                why: rules::RejectWhy::Overloaded,
+            };
+            out.push(self.reply_to(m, r, reply));
             return;
         }
         // TS 24.229 §5.2.2.2: the I-CSCF of the home network, e.g. by DNS (RFC 3263).
@@ -815,9 +833,10 @@ impl Registrar {
         binding: u64,
     ) -> Result<(), String> {
         let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
-        let sa = |spi: u32| {
-            Sa::from_aka(spi, alg, ealg, ck, ik, self.cfg.sa_options).map_err(|e| e.to_string())
-        };
+        // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
+        let keys = Sa::from_aka(set.spi_ps, alg, ealg, ck, ik, self.cfg.sa_options)
+            .map_err(|e| e.to_string())?;
+        let sa = |spi: u32| keys.sibling(spi).map_err(|e| e.to_string());
         let meta = |ue_port: u16, local_port: u16| EntryMeta {
             ue_addr: set.ue,
             ue_port,

@@ -6,8 +6,8 @@
 //!   (TS 33.203 Annex I).
 //! - `keys.rs`: ESP keys from CK/IK, incl. the GCM/GMAC salt KDF ([`EspKeys`]).
 //! - `backend/`: the one internal crypto trait and its RustCrypto and aws-lc-rs implementations.
-//! - `xform.rs`: per-suite ESP transforms over that trait (what is encrypted, what the ICV covers).
-//! - `iv.rs`: unpredictable CBC IVs without a syscall per packet.
+//! - `xform.rs`: per-suite ESP transforms over that trait (what is encrypted, what the ICV covers,
+//!   CBC IVs), with key state shared by the SAs of a set.
 //! - `replay.rs`: the lock-free anti-replay window ([`ReplayWindow`], RFC 4303 §3.4.3).
 //! - `packet.rs`: IPv4/IPv6 header walking and fixing.
 //! - `sa.rs`: [`Sa`]: outbound ([`Sa::outbound`] on a [`Frame`]) and inbound ([`Sa::inbound`],
@@ -38,7 +38,6 @@
 mod alg;
 mod backend;
 mod error;
-mod iv;
 mod keys;
 pub mod packet;
 mod replay;

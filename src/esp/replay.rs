@@ -20,14 +20,14 @@ pub const MAX_WINDOW: u32 = 1024;
 pub const MIN_WINDOW: u32 = 64;
 /// Default window.
 pub const DEFAULT_WINDOW: u32 = 64;
-const SLOTS_MAX: usize = (MAX_WINDOW as usize) / 32 + 1;
-
-/// The receive-side replay state of one SA (32-bit sequence numbers, no ESN).
+/// The receive-side replay state of one SA (32-bit sequence numbers, no ESN). The slots are
+/// sized by the window (a 64-packet window is 3 slots, 24 bytes), not by [`MAX_WINDOW`]: with a
+/// million registered UEs the window is a large part of the memory per UE.
 pub struct ReplayWindow {
     window: u64,
     nslots: u64,
     highest: AtomicU64,
-    slots: [AtomicU64; SLOTS_MAX],
+    slots: Box<[AtomicU64]>,
 }
 
 impl core::fmt::Debug for ReplayWindow {
@@ -50,7 +50,7 @@ impl ReplayWindow {
             window: w,
             nslots: w / 32 + 1,
             highest: AtomicU64::new(0),
-            slots: [const { AtomicU64::new(0) }; SLOTS_MAX],
+            slots: (0..w / 32 + 1).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -66,7 +66,7 @@ impl ReplayWindow {
 
     #[inline]
     fn slot(&self, seq: u64) -> &AtomicU64 {
-        // nslots <= SLOTS_MAX, so the index is in range.
+        // nslots == slots.len(), so the index is in range.
         &self.slots[((seq >> 5) % self.nslots) as usize]
     }
 

@@ -3,10 +3,9 @@
 //! place. All per-packet methods take `&self` (sequence counter and replay window are atomics),
 //! allocate nothing and never panic.
 
-use super::alg::{EncAlg, Suite};
+use super::alg::Suite;
 use super::backend::BackendKind;
 use super::error::EspError;
-use super::iv::IvGen;
 use super::keys::EspKeys;
 use super::packet::{self, PROTO_ESP, PROTO_NONE};
 use super::replay::{DEFAULT_WINDOW, ReplayWindow};
@@ -79,13 +78,12 @@ pub fn overhead(suite: Suite, payload_len: usize) -> (usize, usize) {
 }
 
 /// One ESP SA. Key material lives in the expanded key schedules (zeroised on drop by the crypto
-/// crates) and is never shown by `Debug`.
+/// crates) and is never shown by `Debug`; SAs made with [`Sa::sibling`] share it.
 pub struct Sa {
     spi: u32,
     suite: Suite,
     backend: BackendKind,
     xform: AnyXform,
-    iv: Option<IvGen>,
     /// Last sequence number handed out (outbound).
     seq: AtomicU64,
     replay: ReplayWindow,
@@ -110,18 +108,30 @@ impl Sa {
             return Err(EspError::BadSpi);
         }
         let xform = AnyXform::new(opts.backend, suite, keys)?;
-        let iv = match suite.enc() {
-            EncAlg::AesCbc | EncAlg::DesEde3Cbc => Some(IvGen::new()?),
-            _ => None,
-        };
         Ok(Sa {
             spi,
             suite,
             backend: opts.backend,
             xform,
-            iv,
             seq: AtomicU64::new(0),
             replay: ReplayWindow::new(opts.window)?,
+        })
+    }
+
+    /// A new SA with another SPI and the same algorithms and keys, sharing this one's expanded key
+    /// state (TS 33.203 Annex I: the four SAs of a set use the same CK_ESP/IK_ESP), with its own
+    /// sequence counter and replay window.
+    pub fn sibling(&self, spi: u32) -> Result<Self, EspError> {
+        if spi == 0 {
+            return Err(EspError::BadSpi);
+        }
+        Ok(Sa {
+            spi,
+            suite: self.suite,
+            backend: self.backend,
+            xform: self.xform.clone(),
+            seq: AtomicU64::new(0),
+            replay: ReplayWindow::new(self.replay.size())?,
         })
     }
 
@@ -307,11 +317,11 @@ impl Sa {
         buf[esp_off..esp_off + 4].copy_from_slice(&self.spi.to_be_bytes());
         buf[esp_off + 4..esp_off + 8].copy_from_slice(&seq32.to_be_bytes());
         let iv = &mut buf[esp_off + 8..esp_off + 8 + iv_len];
-        match &self.iv {
-            Some(g) => g.fill(seq, iv),
-            // RFC 4106 §3.1 / RFC 4543 §3.1: the explicit IV must not repeat under the key; the
-            // sequence number zero-extended to 64 bits never does.
-            None => iv.copy_from_slice(&seq.to_be_bytes()[..iv_len]),
+        // RFC 3602 §2: CBC IVs unpredictable (see xform.rs); RFC 4106 §3.1 / RFC 4543 §3.1: the
+        // GCM/GMAC explicit IV must not repeat under the key, and the sequence number
+        // zero-extended to 64 bits never does.
+        if !self.xform.fill_iv(self.spi, seq, iv)? {
+            iv.copy_from_slice(&seq.to_be_bytes()[..iv_len]);
         }
         // §2.4: trailer.
         for (i, b) in buf[ip_end..ip_end + pad].iter_mut().enumerate() {

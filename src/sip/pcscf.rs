@@ -60,6 +60,8 @@ pub enum RejectWhy {
     ViaMismatch,
     /// The next hop (the I-CSCF of the home domain) could not be found.
     NoNextHop,
+    /// Too many REGISTER transactions in progress (a flood, or a core that stopped answering).
+    Overloaded,
     Malformed,
 }
 
