@@ -5,7 +5,7 @@
 //! Reports ns per message and messages per second for one core, per suite, and counts
 //! allocations in the loop (must be 0).
 //!
-//! cargo run --release --example pipeline_loop [rounds=20]
+//! cargo run --release --example pipeline_loop [rounds=20] [suite filter, e.g. gcm]
 //! valgrind --tool=callgrind target/release/examples/pipeline_loop 1   (instructions per message)
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -210,6 +210,8 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // optional: only the suites whose "alg/ealg" contains this (e.g. "gcm")
+    let only = std::env::args().nth(2).unwrap_or_default();
     println!(
         "| suite | ns per message (in + its 200 out) | messages/s on one core | allocations in the loop |"
     );
@@ -219,6 +221,9 @@ fn main() {
         ("hmac-sha-1-96", "aes-cbc"),
         ("hmac-sha-1-96", "null"),
     ] {
+        if !format!("{alg}/{ealg}").contains(&only) {
+            continue;
+        }
         let (ns, allocs) = run_suite(alg, ealg, rounds);
         println!("| {alg} / {ealg} | {ns:.0} | {:.0} | {allocs} |", 1e9 / ns);
     }

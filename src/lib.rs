@@ -13,6 +13,7 @@ pub mod dataplane;
 pub mod esp;
 pub mod io;
 pub mod lab;
+pub mod preload;
 pub mod satable;
 pub mod sim;
 pub mod sip;

@@ -81,6 +81,13 @@ enum Cmd {
         /// (put it as `esp_sa` in a Wireshark configuration directory to read protected SIP).
         #[arg(long)]
         keylog: Option<PathBuf>,
+        /// Load tests only (needs a `--features bench-hooks` build): install N registered UEs
+        /// whose keys follow from their index (perf/load.rs sends from them).
+        #[arg(long, default_value_t = 0, hide = !cfg!(feature = "bench-hooks"))]
+        bench_preload_ues: u32,
+        /// Where to write what each preloaded UE got (index, our SPIs and ports).
+        #[arg(long, hide = !cfg!(feature = "bench-hooks"))]
+        bench_preload_map: Option<PathBuf>,
     },
     /// Check a configuration file and exit (0 if it is valid).
     CheckConfig {
@@ -187,10 +194,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 return Err("some registrations failed".into());
             }
         }
-        Cmd::Run { config, keylog } => {
+        Cmd::Run {
+            config,
+            keylog,
+            bench_preload_ues,
+            bench_preload_map,
+        } => {
             let cfg = pcscf::config::Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
-            let report = pcscf::control::run(&cfg, keylog.as_deref())?;
+            let opts = pcscf::control::RunOptions {
+                keylog,
+                preload_ues: bench_preload_ues,
+                preload_map: bench_preload_map,
+            };
+            let report = pcscf::control::run(&cfg, &opts)?;
             pcscf::control::print_report(&report, cfg.log.level);
         }
         Cmd::CheckConfig { config } => {

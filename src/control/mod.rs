@@ -279,12 +279,20 @@ impl NeighLookup for NeighAdapter {
     }
 }
 
-/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]). With `keylog`, every SA is
-/// written there as it is created, in Wireshark's `esp_sa` format.
-pub fn run(
-    cfg: &Config,
-    keylog: Option<&std::path::Path>,
-) -> Result<RunReport, Box<dyn std::error::Error>> {
+/// Options of [`run`] beyond the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Every SA is written there as it is created, in Wireshark's `esp_sa` format.
+    pub keylog: Option<std::path::PathBuf>,
+    /// Load tests only (cargo feature `bench-hooks`): install this many registered bench UEs
+    /// ([`crate::preload`]) before serving, and write what each got to `preload_map`.
+    pub preload_ues: u32,
+    pub preload_map: Option<std::path::PathBuf>,
+}
+
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
+    let keylog = opts.keylog.as_deref();
     log::set_level(cfg.log.level);
     install_signal_handlers();
     STOP.store(false, Ordering::SeqCst);
@@ -381,6 +389,9 @@ pub fn run(
         ));
         registrar.set_keylog(f);
     }
+    if opts.preload_ues > 0 {
+        preload(&mut registrar, opts)?;
+    }
     let mut events = mio::Events::with_capacity(64);
     let mut punts: u64 = 0;
     let mut outgoing = Vec::new();
@@ -433,6 +444,16 @@ pub fn run(
         ));
     }
     log::info(format_args!("registrar: {:?}", registrar.stats));
+    let cpu = thread_cpu_seconds();
+    log::info(format_args!(
+        "registration thread: {punts} punted messages, {:.3} s of CPU ({:.1} us per message)",
+        cpu,
+        if punts > 0 {
+            cpu * 1e6 / punts as f64
+        } else {
+            0.0
+        }
+    ));
     stop.store(true, Ordering::SeqCst);
     for h in handles {
         let _ = h.join();
@@ -452,6 +473,65 @@ pub fn run(
         elapsed: started.elapsed(),
     };
     Ok(report)
+}
+
+/// `--bench-preload-ues`: registered bench UEs, their map file, and the resident memory they
+/// took (the memory-per-UE figure of perf/RESULTS.md).
+#[cfg(feature = "bench-hooks")]
+fn preload(registrar: &mut Registrar, opts: &RunOptions) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::preload::{BenchUe, MAX_UES, rss_bytes};
+    if opts.preload_ues > MAX_UES {
+        return Err(format!("--bench-preload-ues: at most {MAX_UES}").into());
+    }
+    log::warn(format_args!(
+        "bench hook: installing {} registered UEs with public keys: never in a deployment",
+        opts.preload_ues
+    ));
+    let before = rss_bytes().unwrap_or(0);
+    let t = Instant::now();
+    let mut map = String::new();
+    for i in 0..opts.preload_ues {
+        let a = registrar
+            .bench_preload(
+                &BenchUe::new(i),
+                Duration::from_secs(24 * 3600),
+                Instant::now(),
+            )
+            .map_err(|e| format!("bench preload of UE {i}: {e}"))?;
+        if opts.preload_map.is_some() {
+            map.push_str(&a.line());
+        }
+    }
+    let after = rss_bytes().unwrap_or(0);
+    if let Some(p) = &opts.preload_map {
+        std::fs::write(p, map).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    // one line for scripts to read
+    println!(
+        "bench-preload: ues={} seconds={:.3} rss_before={} rss_after={} bytes_per_ue={}",
+        opts.preload_ues,
+        t.elapsed().as_secs_f64(),
+        before,
+        after,
+        after.saturating_sub(before) / u64::from(opts.preload_ues)
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "bench-hooks"))]
+fn preload(_: &mut Registrar, _: &RunOptions) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--bench-preload-ues needs a build with the bench-hooks feature".into())
+}
+
+/// User + system CPU time of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the rusage we pass; RUSAGE_THREAD needs nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// Prometheus text format (version 0.0.4) on `GET /metrics`, one connection at a time, from a

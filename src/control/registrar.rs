@@ -964,3 +964,73 @@ fn fallback_or_ip(host: &str, port: Option<u16>, fallback: SocketAddr) -> Socket
         Err(_) => fallback,
     }
 }
+
+/// Load-test hook (cargo feature `bench-hooks`): registered UEs without AKA.
+#[cfg(feature = "bench-hooks")]
+impl Registrar {
+    /// Installs bench UE `ue` as if it had registered: its four SAs from its CK/IK (the first
+    /// algorithm preference), a current set living `lifetime`, its IMPU and a Service-Route to the
+    /// I-CSCF published for the workers, its binding and SPI maps, all through the same
+    /// structures a real registration fills. Returns what was allocated for it.
+    pub fn bench_preload(
+        &mut self,
+        ue: &crate::preload::BenchUe,
+        lifetime: Duration,
+        now: Instant,
+    ) -> Result<crate::preload::Allocated, String> {
+        let (alg, ealg) = *self.cfg.prefs.first().ok_or("no algorithms configured")?;
+        let (spi_pc, spi_ps, port_pc, port_ps) =
+            self.allocate(&[]).ok_or("SA table full (SPIs)")?;
+        let offer = IpsecOffer {
+            alg,
+            ealg,
+            spi_c: ue.spi_uc,
+            spi_s: ue.spi_us,
+            port_c: ue.port_uc,
+            port_s: ue.port_us,
+            q: None,
+        };
+        let set = SaSet {
+            ue: ue.addr,
+            spi_pc,
+            spi_ps,
+            port_pc,
+            port_ps,
+            port_uc: ue.port_uc,
+            port_us: ue.port_us,
+            server: Vec::new(),
+            client: Vec::new(),
+            expires: now + lifetime + SA_GRACE,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(e) = self.install(&set, &offer, &ue.ck, &ue.ik, id) {
+            self.remove_set(&set);
+            return Err(e);
+        }
+        let next = self.cfg.icscf.unwrap_or(self.cfg.core);
+        let b = Binding {
+            impi: ue.impi.as_bytes().to_vec(),
+            temporary: None,
+            current: Some(set),
+            old: None,
+            service_route: vec![format!("sip:orig@{next};lr").into_bytes()],
+            impus: vec![ue.impu.as_bytes().to_vec()],
+        };
+        let reg = Some(Arc::new(self.registration(&b, next)));
+        for spi in [spi_pc, spi_ps] {
+            let _ = self.sas.set_inbound_state(spi, SetState::New);
+            let _ = self.sas.set_inbound_registration(spi, reg.clone());
+        }
+        self.by_impi.insert(b.impi.clone(), id);
+        self.bindings.insert(id, b);
+        self.stats.registered += 1;
+        Ok(crate::preload::Allocated {
+            index: ue.index,
+            spi_ps,
+            port_ps,
+            spi_pc,
+            port_pc,
+        })
+    }
+}

@@ -401,6 +401,9 @@ impl Port {
         let rx = Ring::map(rfd, bs as usize * bn as usize)?;
         bind_ll(rfd, ETH_P_ALL, idx)?;
         if let Some(g) = cfg.fanout {
+            // a fanout group belongs to one device: one group id per interface (the kernel
+            // refuses, EINVAL, a socket of another ifindex joining the group)
+            let g = g.wrapping_add(idx as u16);
             let v = g as i32 | ((libc::PACKET_FANOUT_HASH as i32) << 16);
             setsockopt_int(rfd, libc::SOL_PACKET, libc::PACKET_FANOUT, v)?;
         }

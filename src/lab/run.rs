@@ -154,10 +154,9 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     }
     println!("dns: {dns_answers} answers (NAPTR / SRV / A for {realm})");
     println!("-- pcscf:");
-    for l in log
-        .lines()
-        .filter(|l| l.starts_with("pcscf:") || l.contains("registrar"))
-    {
+    for l in log.lines().filter(|l| {
+        l.starts_with("pcscf:") || l.contains("registrar") || l.contains("registration thread")
+    }) {
         println!("{l}");
     }
     let _ = std::fs::remove_dir_all(&dir);
