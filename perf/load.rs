@@ -66,6 +66,10 @@ struct Args {
     /// Offered packets per second; 0 = flat out.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Frames per sendmmsg call (at most 64): small bursts for latency runs, so a message does
+    /// not wait behind its burst-mates in the worker's batch.
+    #[arg(long, default_value_t = 64)]
+    burst: usize,
     /// Stop sending after this many seconds even if frames are left.
     #[arg(long, default_value_t = 10.0)]
     secs: f64,
@@ -197,6 +201,7 @@ fn blast(
     fd: i32,
     dst: SocketAddr,
     frames: &Frames,
+    burst: usize,
     rate: u64,
     secs: f64,
     sent_at: &[AtomicU64],
@@ -226,7 +231,7 @@ fn blast(
                 std::hint::spin_loop();
             }
         }
-        let m = BATCH.min(n - k);
+        let m = burst.clamp(1, BATCH).min(n - k);
         for j in 0..m {
             let f = frames.get(k + j);
             iov[j].iov_base = f.as_ptr() as *mut libc::c_void;
@@ -437,9 +442,12 @@ fn start_pcscf(
         ])
         .arg(&map_path);
     }
+    // stderr to a file, read after the run: a pipe nobody reads during the run can fill and
+    // block the relay's logging thread
+    let errf = std::fs::File::create(dir.join("relay.err")).map_err(|e| e.to_string())?;
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(errf)
         .spawn()
         .map_err(|e| format!("start pcscf: {e}"))?;
     let mut line = String::new();
@@ -451,10 +459,10 @@ fn start_pcscf(
             line.clear();
             if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
                 let _ = child.kill();
-                let o = child.wait_with_output().map_err(|e| e.to_string())?;
+                let _ = child.wait();
                 return Err(format!(
                     "pcscf exited: {}",
-                    String::from_utf8_lossy(&o.stderr)
+                    std::fs::read_to_string(dir.join("relay.err")).unwrap_or_default()
                 ));
             }
             if line.starts_with("bench-preload:") {
@@ -491,8 +499,10 @@ fn start_kamailio(a: &Args, lab: &Lab, dir: &std::path::Path) -> Result<Child, S
             "-E",
             "-n",
             &a.workers.to_string(),
+            // tm keeps ~7 KB per transaction (one branch) alive toward a core that never
+            // answers (perf/kamailio/README.md)
             "-m",
-            "512",
+            "6144",
             "-M",
             "32",
         ])
@@ -508,9 +518,11 @@ fn start_kamailio(a: &Args, lab: &Lab, dir: &std::path::Path) -> Result<Child, S
             &format!("NEXT_HOP_IP=\"{}\"", lab.core_addr),
             "-A",
             "NEXT_HOP_PORT=5060",
+            "-A",
+            "MAX_BRANCHES=1",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("relay.err")).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("start kamailio (apt-get install kamailio): {e}"))?;
     std::thread::sleep(Duration::from_millis(1500));
@@ -557,24 +569,42 @@ fn run(a: &Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let _ = child.wait();
     if a.target != Target::Pcscf {
         for p in pids_named(&dir.to_string_lossy()) {
             // SAFETY: kill(2) of leftover Kamailio children of this run.
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
     }
+    let report = std::fs::read_to_string(dir.join("relay.err")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    let report = String::from_utf8_lossy(&out.stderr);
+    let mut line = res?;
     if a.target == Target::Pcscf {
         for l in report
             .lines()
-            .filter(|l| l.contains("stopped after") || l.contains("drop"))
+            .filter(|l| l.contains("stopped after") || l.contains("drop") || l.contains("latency"))
         {
             eprintln!("  {l}");
         }
+        // the P-CSCF's own rx-to-tx latency (its workers' histogram): the latency it adds
+        if let Some(l) = report.lines().find(|l| l.contains("rx-to-tx latency:")) {
+            let num = |key: &str| {
+                l.split(key)
+                    .nth(1)
+                    .and_then(|x| x.trim_start().split(' ').next())
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .map_or(-1.0, |ns| ns / 1e3)
+            };
+            line.push_str(&format!(
+                " added_p50_us={:.1} added_p99_us={:.1} added_p999_us={:.1}",
+                num("p50"),
+                num("p99"),
+                num("p99.9")
+            ));
+        }
     }
-    res
+    println!("{line}");
+    Ok(())
 }
 
 fn drive(
@@ -584,18 +614,17 @@ fn drive(
     map: &[Allocated],
     child: &Child,
     preload: &str,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let label = if a.label.is_empty() {
         format!("{:?}-{:?}", a.target, a.traffic).to_lowercase()
     } else {
         a.label.clone()
     };
     if a.memory_only {
-        println!(
+        return Ok(format!(
             "result: label={label} {}",
             preload.trim_start_matches("bench-preload: ")
-        );
-        return Ok(());
+        ));
     }
     let t = Instant::now();
     let frames = match a.traffic {
@@ -627,7 +656,7 @@ fn drive(
     };
     let cpu0 = cpu_ticks(&relay_pids);
     let (fr, sa3, t3) = (frames.clone(), sent_at.clone(), sent.clone());
-    let (esp, rate, secs) = (a.traffic == Traffic::Esp, a.rate, a.secs);
+    let (esp, rate, secs, burst) = (a.traffic == Traffic::Esp, a.rate, a.secs, a.burst);
     let ue_addr = SocketAddr::new(lab.ue_addr, 5060);
     let dst = SocketAddr::new(lab.pcscf_ue_addr, if esp { 0 } else { 5060 });
     let blast_t = spawn_in(&lab.ue, move || {
@@ -638,16 +667,17 @@ fn drive(
             // SAFETY: fd is a fresh socket we own.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let t0 = Instant::now();
-            blast(owned.as_raw_fd(), dst, &fr, rate, secs, &sa3, &t3);
+            blast(owned.as_raw_fd(), dst, &fr, burst, rate, secs, &sa3, &t3);
             t0.elapsed()
         } else {
             let s = UdpSocket::bind(ue_addr).expect("bind blaster");
             let t0 = Instant::now();
-            blast(s.as_raw_fd(), dst, &fr, rate, secs, &sa3, &t3);
+            blast(s.as_raw_fd(), dst, &fr, burst, rate, secs, &sa3, &t3);
             t0.elapsed()
         }
     });
     let send_time = blast_t.join().map_err(|_| "blaster panicked")?;
+    let first_sent_ns = sent_at.first().map_or(0, |s| s.load(Ordering::Relaxed));
     // drain: until nothing arrives for 300 ms
     let mut last = got.load(Ordering::Relaxed);
     loop {
@@ -663,7 +693,8 @@ fn drive(
     let r = sink_t.join().map_err(|_| "sink panicked")?;
     let sent = sent.load(Ordering::Relaxed);
     let offered = sent as f64 / send_time.as_secs_f64();
-    let span = (r.last_ns.saturating_sub(r.first_ns)) as f64 / 1e9;
+    // from the first frame sent to the last message out: bursty delivery cannot inflate it
+    let span = (r.last_ns.saturating_sub(first_sent_ns)) as f64 / 1e9;
     let delivered = if span > 0.0 { r.got as f64 / span } else { 0.0 };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -674,7 +705,7 @@ fn drive(
         0.0
     };
     let h = &r.hist;
-    println!(
+    let line = format!(
         "result: label={label} target={:?} traffic={:?} backend={} workers={} ues={} suite={} sent={sent} got={} offered_pps={offered:.0} delivered_pps={delivered:.0} loss={:.4} dups={} other={} relay_cpu_s={cpu_s:.2} msgs_per_cpu_s={per_cpu_s:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
         a.target,
         a.traffic,
@@ -716,5 +747,5 @@ fn drive(
     if r.got == 0 {
         return Err(format!("{label}: nothing came out of the relay"));
     }
-    Ok(())
+    Ok(line)
 }

@@ -86,6 +86,7 @@ def main():
     w("")
     for name, title in [("bench-pipeline.txt", "cargo bench --bench pipeline"),
                         ("bench-pipeline-null.txt", "cargo bench --bench pipeline --features esp-null (ESP crypto swapped for a no-op)"),
+                        ("bench-esp.txt", "cargo bench --bench esp (ESP alone, the SIP stage off: decrypt + verify and encrypt per packet)"),
                         ("bench-satable.txt", "cargo bench --bench satable (SA lookups with 1k / 100k / 1M installed SAs)")]:
         p = os.path.join(raw, name)
         if os.path.exists(p):
@@ -152,13 +153,17 @@ def main():
       "sends them from the UEs' own addresses over a raw socket. pcscf decrypts, verifies, checks "
       "the SA's selectors, rewrites toward the Service-Route with P-Asserted-Identity and forwards.")
     w("")
-    w("| run | backend | workers | UEs | suite | offered (pkt/s) | delivered (msg/s) | loss | p50 / p99 / p99.9 latency (µs) |")
-    w("|---|---|---:|---:|---|---:|---:|---:|---|")
+    w("Latency: end to end (sent in the UE namespace → read by the sink), and added inside pcscf "
+      "(its workers' own rx → tx histogram).")
+    w("")
+    w("| run | backend | workers | UEs | suite | offered (pkt/s) | delivered (msg/s) | loss | end-to-end p50 / p99 / p99.9 (µs) | added by pcscf p50 / p99 / p99.9 (µs) |")
+    w("|---|---|---:|---:|---|---:|---:|---:|---|---|")
     esp_rows = [r for l, r in sorted(res.items()) if l.startswith("esp-")]
     for r in esp_rows:
         w(f"| {r['label']} | {r['backend']} | {r['workers']} | {fmt_int(r['ues'])} | {r['suite']} | "
           f"{fmt_int(r['offered_pps'])} | **{fmt_int(r['delivered_pps'])}** | {100*float(r['loss']):.1f} % | "
-          f"{r['p50_us']} / {r['p99_us']} / {r['p999_us']} |")
+          f"{r['p50_us']} / {r['p99_us']} / {r['p999_us']} | "
+          f"{r.get('added_p50_us', '?')} / {r.get('added_p99_us', '?')} / {r.get('added_p999_us', '?')} |")
     if not esp_rows:
         problems.append("ESP table empty")
     w("")
@@ -197,7 +202,7 @@ def main():
     w("")
     txt = "\n".join(labl)
     mreg = re.search(r"registrations: (\d+) ok, (\d+) failed in ([\d.]+) s \((\d+) registrations/s\)", txt)
-    mcpu = re.search(r"registration thread: (\d+) punted messages, ([\d.]+) s of CPU", txt)
+    mcpu = re.search(r"registration thread: (\d+) messages handled, ([\d.]+) s of CPU", txt)
     if mreg and mcpu and float(mcpu.group(2)) > 0:
         regs, cpu = int(mreg.group(1)), float(mcpu.group(2))
         w(f"- **{int(mreg.group(4)):,} registrations/s** offered and completed ({regs:,} UEs, "

@@ -69,8 +69,10 @@
 //! ## Memory
 //! See [`SaTableConfig::memory_bytes`] and [`ENTRY_SIZE`]: per inbound slot 8 B shared + 5 B
 //! writer-side + 4 B free list; per outbound capacity 16 B of buckets; per installed SA one
-//! [`Entry`] (64 B, one cache line) plus the `Arc<Sa>` it points to (about 2.2 KB, mostly key
-//! schedules and the 1024-packet-capable replay window).
+//! [`Entry`] (64 B) plus the `Arc<Sa>` it points to (96 B and its replay window; the four SAs of a
+//! set share one key schedule). Entries are not cache-line aligned: an over-aligned allocation
+//! cost ~58 B of allocator overhead each, ~230 B per registered UE (perf/RESULTS.md), more than
+//! the occasional second cache line of an immutable, read-only entry.
 //!
 //! Measured (bench/satable.rs, shared 2-core VM, medians per lookup with 1k / 100k / 1M SAs):
 //! inbound 1.4 / 23 / 39 ns; outbound 19 / 290 / 610 ns (a plain loop over the same 1M table
@@ -87,7 +89,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-/// Size of one [`Entry`] in bytes (one cache line).
+/// Size of one [`Entry`] in bytes.
 pub const ENTRY_SIZE: usize = core::mem::size_of::<Entry>();
 
 /// Smallest SPI the table hands out (RFC 4303 §2.1: 0 is reserved, 1–255 belong to IANA).
@@ -251,20 +253,21 @@ pub struct Registration {
     pub next_hop: std::net::SocketAddr,
 }
 
-/// One published SA with its selectors. Immutable; see the module doc.
-#[repr(C, align(64))]
+/// One published SA with its selectors. Immutable; see the module doc. The lookup keys come
+/// first.
+#[repr(C)]
 pub struct Entry {
-    sa: Arc<Sa>,
-    reg: Option<Arc<Registration>>,
-    binding: u64,
-    /// A fold of all other fields: lets tests catch torn or freed entries; poisoned on drop.
-    check: u64,
     ue_addr: IpAddr,
     spi: u32,
     ue_port: u16,
     local_port: u16,
     dir: Direction,
     state: SetState,
+    sa: Arc<Sa>,
+    reg: Option<Arc<Registration>>,
+    binding: u64,
+    /// A fold of all other fields: lets tests catch torn or freed entries; poisoned on drop.
+    check: u64,
 }
 
 impl fmt::Debug for Entry {

@@ -70,7 +70,10 @@ def ue():
                 or src != ("10.250.1.1", 5060):
             sys.exit("  ue: expected the 200 OK from 10.250.1.1:5060")
 
-{"core": core, "ue": ue}[sys.argv[1]]()
+try:
+    {"core": core, "ue": ue}[sys.argv[1]]()
+except socket.timeout:
+    sys.exit(f"  {sys.argv[1]}: timed out")
 EOF
 
 fail=0
@@ -90,7 +93,7 @@ for cfg in stateless tm; do
 		sleep 0.3
 		ip netns exec "$UE" python3 "$TMP/sip.py" ue; rc_ue=$?
 		wait $CPID; rc_co=$?
-		kill "$KPID"; wait "$KPID" 2>/dev/null; KPID=""
+		kill "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null; KPID=""
 		if [ $rc_ue -ne 0 ] || [ $rc_co -ne 0 ]; then
 			fail=1; echo "  FAIL"; sed 's/^/  kamailio: /' "$TMP/kam.log"
 		else

@@ -446,7 +446,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     log::info(format_args!("registrar: {:?}", registrar.stats));
     let cpu = thread_cpu_seconds();
     log::info(format_args!(
-        "registration thread: {punts} punted messages, {:.3} s of CPU ({:.1} us per message)",
+        "registration thread: {punts} messages handled, {:.3} s of CPU ({:.1} us per message)",
         cpu,
         if punts > 0 {
             cpu * 1e6 / punts as f64

@@ -123,14 +123,16 @@ struct SaSet {
     expires: Instant,
 }
 
+/// The sets are boxed: a registered UE has one, and the bindings map of a million UEs should not
+/// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
 struct Binding {
     impi: Vec<u8>,
-    temporary: Option<SaSet>,
-    current: Option<SaSet>,
+    temporary: Option<Box<SaSet>>,
+    current: Option<Box<SaSet>>,
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
     /// (spec §1.5 step 9, §1.6), so no message in flight is lost across the switch.
-    old: Option<SaSet>,
+    old: Option<Box<SaSet>>,
     service_route: Vec<Vec<u8>>,
     impus: Vec<Vec<u8>>,
 }
@@ -626,7 +628,7 @@ impl Registrar {
                         return;
                     }
                     if let Some(b) = self.bindings.get_mut(&p.binding) {
-                        b.temporary = Some(set);
+                        b.temporary = Some(Box::new(set));
                     }
                     self.stats.challenges += 1;
                 }
@@ -1012,7 +1014,7 @@ impl Registrar {
         let b = Binding {
             impi: ue.impi.as_bytes().to_vec(),
             temporary: None,
-            current: Some(set),
+            current: Some(Box::new(set)),
             old: None,
             service_route: vec![format!("sip:orig@{next};lr").into_bytes()],
             impus: vec![ue.impu.as_bytes().to_vec()],

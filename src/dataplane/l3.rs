@@ -78,12 +78,26 @@ pub fn classify(pkt: &[u8]) -> L4 {
     }
 }
 
-/// One's-complement sum of `data` (RFC 1071), folded to 16 bits, not inverted.
+/// One's-complement sum of `data` (RFC 1071) added to `acc` (not folded, not inverted): the
+/// 16-bit words are big-endian pairs from the start of `data`.
+///
+/// RFC 1071 §2(B): the sum is byte-order independent, so whole 8-byte words are added in native
+/// order into a 128-bit accumulator (no carry handling in the loop), folded to 16 bits and
+/// swapped back once: a quarter of the additions of a 16-bit loop, on every packet we forward.
 pub fn sum16(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(4);
+    let mut wide: u128 = 0;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        wide += u128::from(u64::from_ne_bytes(w));
     }
+    let mut v = (wide as u64 as u128) + (wide >> 64);
+    while v >> 16 != 0 {
+        v = (v & 0xffff) + (v >> 16);
+    }
+    acc += u64::from(u16::from_be(v as u16));
+    // (8-byte chunks keep the remainder at an even offset: its pairs are still word-aligned)
     let rest = chunks.remainder();
     let mut i = 0;
     while i + 1 < rest.len() {
@@ -199,6 +213,34 @@ pub fn udp_checksum_ok(
 
 #[cfg(test)]
 mod tests {
+
+    /// The word-at-a-time sum equals the plain RFC 1071 16-bit loop, at every length and start.
+    #[test]
+    fn sum16_matches_the_plain_loop() {
+        fn plain(d: &[u8], mut acc: u64) -> u64 {
+            for c in d.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            acc
+        }
+        let data: Vec<u8> = (0..1600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let ff = vec![0xffu8; 1600];
+        for d in [&data[..], &ff[..]] {
+            for start in 0..3 {
+                for len in (0..200).chain([1023, 1024, 1025, 1500, 1597]) {
+                    let s = &d[start..start + len];
+                    assert_eq!(
+                        fold(sum16(s, 77)),
+                        fold(plain(s, 77)),
+                        "start {start} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

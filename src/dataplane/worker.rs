@@ -418,7 +418,7 @@ impl<P: PacketIo> Worker<P> {
         }
         if !idx.is_request() {
             // the UE answering a request the core sent it: back to the core
-            return self.relay_response(d, idx, Side::Core, Some(sas));
+            return self.relay_response(d, idx, Side::Core, Some(sas), None);
         }
         if view.is_method(b"REGISTER") {
             // REGISTER over the temporary or current set: the registration thread's.
@@ -470,7 +470,7 @@ impl<P: PacketIo> Worker<P> {
                 return Verdict::Drop(Drop::BadSip);
             }
             // a UE's response to a request the relay forwarded: back toward the core
-            return self.relay_response(d, idx, Side::Core, None);
+            return self.relay_response(d, idx, Side::Core, None, None);
         }
         if !valid {
             return self.reply(d, idx, src, dst, 400, "Bad Request");
@@ -520,9 +520,9 @@ impl<P: PacketIo> Worker<P> {
         if idx.is_request() {
             return self.request_to_ue(d, idx, src, dst, payload, sas);
         }
-        if !rules::top_via_is(view, self.cfg.via_sent_by.as_bytes()) {
+        let Some(came_in_on) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
             return Verdict::Drop(Drop::NotOurVia);
-        }
+        };
         let is_register = view
             .header(HeaderName::CSeq)
             .and_then(crate::sip::headers::cseq)
@@ -530,7 +530,7 @@ impl<P: PacketIo> Worker<P> {
         if is_register {
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         }
-        self.relay_response(d, idx, Side::Ue, sas)
+        self.relay_response(d, idx, Side::Ue, sas, came_in_on)
     }
 
     /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
@@ -596,12 +596,13 @@ impl<P: PacketIo> Worker<P> {
         idx: Index,
         toward: Side,
         sas: Option<&ReadGuard<'_>>,
+        // toward the UE: the port our branch says the request came in on (top_via_ours)
+        came_in_on: Option<u16>,
     ) -> Verdict {
         let (ue_port, core) = (self.cfg.ue_sip_port, self.cfg.core);
         let frame = self.io.frame(&d);
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
-        let came_in_on = rules::top_via_branch_port(ed.view());
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }

@@ -20,15 +20,19 @@ pub const MAX_WINDOW: u32 = 1024;
 pub const MIN_WINDOW: u32 = 64;
 /// Default window.
 pub const DEFAULT_WINDOW: u32 = 64;
-/// The receive-side replay state of one SA (32-bit sequence numbers, no ESN). The slots are
-/// sized by the window (a 64-packet window is 3 slots, 24 bytes), not by [`MAX_WINDOW`]: with a
-/// million registered UEs the window is a large part of the memory per UE.
+/// The receive-side replay state of one SA (32-bit sequence numbers, no ESN). The slots of a
+/// window up to [`DEFAULT_WINDOW`] (3 slots) live inline; a larger window's are allocated, sized
+/// by the window and not by [`MAX_WINDOW`]: with a million registered UEs the window is a large
+/// part of the memory per UE.
 pub struct ReplayWindow {
-    window: u64,
-    nslots: u64,
+    window: u32,
+    nslots: u32,
     highest: AtomicU64,
-    slots: Box<[AtomicU64]>,
+    inline: [AtomicU64; INLINE_SLOTS],
+    spill: Option<Box<[AtomicU64]>>,
 }
+
+const INLINE_SLOTS: usize = DEFAULT_WINDOW as usize / 32 + 1;
 
 impl core::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -45,18 +49,20 @@ impl ReplayWindow {
         if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
             return Err(EspError::BadWindow);
         }
-        let w = u64::from(window.div_ceil(32) * 32);
+        let w = window.div_ceil(32) * 32;
+        let n = w / 32 + 1;
         Ok(ReplayWindow {
             window: w,
-            nslots: w / 32 + 1,
+            nslots: n,
             highest: AtomicU64::new(0),
-            slots: (0..w / 32 + 1).map(|_| AtomicU64::new(0)).collect(),
+            inline: [const { AtomicU64::new(0) }; INLINE_SLOTS],
+            spill: (n as usize > INLINE_SLOTS).then(|| (0..n).map(|_| AtomicU64::new(0)).collect()),
         })
     }
 
     /// Window size in packets.
     pub fn size(&self) -> u32 {
-        self.window as u32
+        self.window
     }
 
     /// Highest sequence number accepted so far (0 = none).
@@ -66,15 +72,19 @@ impl ReplayWindow {
 
     #[inline]
     fn slot(&self, seq: u64) -> &AtomicU64 {
-        // nslots == slots.len(), so the index is in range.
-        &self.slots[((seq >> 5) % self.nslots) as usize]
+        // the index is below nslots, the length of whichever array holds the slots
+        let i = ((seq >> 5) % u64::from(self.nslots)) as usize;
+        match &self.spill {
+            Some(s) => &s[i],
+            None => &self.inline[i],
+        }
     }
 
     /// Cheap read-only check before any crypto: is `seq` left of the window or already seen?
     #[inline]
     pub fn precheck(&self, seq: u32) -> Result<(), EspError> {
         let seq = u64::from(seq);
-        if seq == 0 || seq + self.window <= self.highest.load(Ordering::Acquire) {
+        if seq == 0 || seq + u64::from(self.window) <= self.highest.load(Ordering::Acquire) {
             return Err(EspError::TooOld);
         }
         let v = self.slot(seq).load(Ordering::Acquire);
@@ -93,7 +103,7 @@ impl ReplayWindow {
     /// marking) if it is too old or was marked meanwhile by another thread.
     pub fn check_and_set(&self, seq: u32) -> Result<(), EspError> {
         let seq = u64::from(seq);
-        if seq == 0 || seq + self.window <= self.highest.load(Ordering::Acquire) {
+        if seq == 0 || seq + u64::from(self.window) <= self.highest.load(Ordering::Acquire) {
             return Err(EspError::TooOld);
         }
         let want = seq >> 5;

@@ -856,17 +856,28 @@ pub fn max_forwards_exhausted(v: View<'_>) -> bool {
 /// Whether the top Via of a response is ours: its sent-by equals `sent_by` as we write it
 /// (host case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch.
 pub fn top_via_is(v: View<'_>, sent_by: &[u8]) -> bool {
-    let Some((our_host, our_port)) = headers::split_host_port(sent_by) else {
-        return false;
-    };
-    v.values(HeaderName::Via)
-        .next()
-        .and_then(Via::parse)
-        .is_some_and(|via| {
-            via.host.eq_ignore_ascii_case(our_host)
-                && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
-                && via.branch().is_some_and(|b| b.starts_with(b"z9hG4bK"))
-        })
+    top_via_ours(v, sent_by).is_some()
+}
+
+/// [`top_via_is`] and [`top_via_branch_port`] from one parse of the top Via (the response path
+/// of every relayed message): `None` if the Via is not ours, else the port our branch carries.
+pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<u16>> {
+    let (our_host, our_port) = headers::split_host_port(sent_by)?;
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let branch = via.branch()?;
+    let ours = via.host.eq_ignore_ascii_case(our_host)
+        && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
+        && branch.starts_with(b"z9hG4bK");
+    ours.then(|| branch_port(branch))
+}
+
+fn branch_port(branch: &[u8]) -> Option<u16> {
+    let hex = branch.strip_prefix(b"z9hG4bK")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let n = u64::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
+    Some(n as u16)
 }
 
 /// Where a response goes after our Via is gone (RFC 3261 §18.2.2, RFC 3581 §4): the top Via's
@@ -961,10 +972,5 @@ pub fn rewrite_request_to_ue(
 /// workers put there the port a protected request arrived at.
 pub fn top_via_branch_port(v: View<'_>) -> Option<u16> {
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
-    let hex = via.branch()?.strip_prefix(b"z9hG4bK")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    let n = u64::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
-    Some(n as u16)
+    branch_port(via.branch()?)
 }
