@@ -116,11 +116,31 @@ struct SaSet {
     port_ps: u16,
     port_uc: u16,
     port_us: u16,
-    /// The Security-Server we sent and the Security-Client the UE sent, for the protected
-    /// REGISTER's checks.
-    server: Vec<u8>,
-    client: Vec<u8>,
+    /// The algorithms we chose: with the SPIs and ports they rebuild the Security-Server we sent
+    /// ([`SaSet::server`]) for the Security-Verify check, instead of keeping its text per UE.
+    alg: Alg,
+    ealg: Ealg,
+    /// The Security-Client the UE sent, needed only while the set is temporary (the protected
+    /// REGISTER that completes the challenge must repeat it); emptied when the set becomes current.
+    client: Box<[u8]>,
     expires: Instant,
+}
+
+impl SaSet {
+    /// The Security-Server value we sent for this set (TS 33.203 §7.2), into `buf`.
+    fn server<'b>(&self, buf: &'b mut [u8; 256]) -> &'b [u8] {
+        let n = rules::write_security_server(
+            buf,
+            self.alg,
+            self.ealg,
+            self.spi_pc,
+            self.spi_ps,
+            self.port_pc,
+            self.port_ps,
+        )
+        .unwrap_or(0);
+        &buf[..n]
+    }
 }
 
 /// The sets are boxed: a registered UE has one, and the bindings map of a million UEs should not
@@ -133,8 +153,13 @@ struct Binding {
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
     /// (spec §1.5 step 9, §1.6), so no message in flight is lost across the switch.
     old: Option<Box<SaSet>>,
-    service_route: Vec<Vec<u8>>,
-    impus: Vec<Vec<u8>>,
+    /// What the workers were given at the last 200 (asserted identity, Service-Route as a
+    /// Route value, next hop), shared with the SA entries: the registration's state is kept
+    /// once, not again as lists here.
+    reg: Option<Arc<Registration>>,
+    /// P-Associated-URI entries after the first (the default IMPU, in `reg`), '\n'-separated;
+    /// usually empty.
+    other_impus: Box<[u8]>,
 }
 
 #[derive(Debug)]
@@ -158,8 +183,10 @@ pub struct Registrar {
     cfg: RegistrarConfig,
     sas: SaWriter,
     bindings: HashMap<u64, Binding>,
-    by_impi: HashMap<Vec<u8>, u64>,
-    by_spi: HashMap<u32, u64>,
+    by_impi: HashMap<Box<[u8]>, u64>,
+    /// Our inbound SPI → binding comes from the SA table itself (each entry carries its
+    /// binding): no second map of two entries per UE.
+    sas_view: crate::satable::SaReader,
     pending: HashMap<u64, Pending>,
     /// (Call-ID, CSeq) of each pending REGISTER → its branch: a retransmission is forwarded
     /// again as the same transaction (RFC 3261 §17.2.3), not as a new one.
@@ -196,12 +223,13 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
+        let sas_view = sas.reader();
         Registrar {
             cfg,
             sas,
             bindings: HashMap::new(),
             by_impi: HashMap::new(),
-            by_spi: HashMap::new(),
+            sas_view,
             pending: HashMap::new(),
             by_txn: HashMap::new(),
             completed: HashMap::new(),
@@ -335,7 +363,7 @@ impl Registrar {
         let (binding_id, reply) = match arrival {
             Arrival::Plain => (None, (dst, src, Arrival::Plain)),
             Arrival::Protected { spi } => {
-                let Some(&id) = self.by_spi.get(&spi) else {
+                let Some(id) = self.binding_of(spi) else {
                     self.stats.unknown_transaction += 1;
                     return;
                 };
@@ -438,25 +466,30 @@ impl Registrar {
             // first REGISTER's; over the current set (a re-registration) it carries the UE's
             // new SPIs and ports, and only Security-Verify is checked (spec §1.4, §1.6).
             let client: &[u8] = if on_temporary { &set.client } else { &client };
-            if let Err(r) = rules::check_protected_register(v, &set.server, client) {
+            let mut sbuf = [0u8; 256];
+            if let Err(r) = rules::check_protected_register(v, set.server(&mut sbuf), client) {
                 self.stats.verify_mismatch += 1;
                 out.push(self.reply_to(m, r, reply));
                 return;
             }
         }
         let id = binding_id.unwrap_or_else(|| {
-            let id = *self.by_impi.entry(info.impi.to_vec()).or_insert_with(|| {
-                let id = self.next_id;
-                self.next_id += 1;
-                id
-            });
+            let id = match self.by_impi.get(info.impi) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.by_impi.insert(info.impi.into(), id);
+                    id
+                }
+            };
             self.bindings.entry(id).or_insert_with(|| Binding {
                 impi: info.impi.to_vec(),
                 temporary: None,
                 current: None,
                 old: None,
-                service_route: Vec::new(),
-                impus: Vec::new(),
+                reg: None,
+                other_impus: Box::default(),
             });
             id
         });
@@ -614,8 +647,9 @@ impl Registrar {
                         port_ps,
                         port_uc: p.offer.port_c,
                         port_us: p.offer.port_s,
-                        server,
-                        client: p.client.clone(),
+                        alg: p.offer.alg,
+                        ealg: p.offer.ealg,
+                        client: p.client.clone().into_boxed_slice(),
                         expires: now + REG_AWAIT_AUTH,
                     };
                     if self
@@ -652,6 +686,7 @@ impl Registrar {
                 let expires = reg.expires.unwrap_or(0);
                 if let Some(b) = self.bindings.get_mut(&p.binding) {
                     if let Some(mut t) = b.temporary.take() {
+                        t.client = Box::default();
                         // the temporary set becomes current (spec §1.5 step 5): lifetime
                         // max(old, expires + 30 s); the replaced set becomes "old" and goes at
                         // its own expiry (an older one goes now)
@@ -668,26 +703,21 @@ impl Registrar {
                     } else if let Some(c) = b.current.as_mut() {
                         c.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
                     }
-                    b.service_route = routes;
-                    b.impus = impus;
                 }
                 for set in &gone_now {
                     self.remove_set(set);
                 }
-                let routes = self
-                    .bindings
-                    .get(&p.binding)
-                    .map(|b| b.service_route.clone())
-                    .unwrap_or_default();
                 let fallback = self.route_next_hop(&routes, p.next, now);
-                if let Some(b) = self.bindings.get(&p.binding)
-                    && let Some(c) = &b.current
-                {
-                    let (pc, ps) = (c.spi_pc, c.spi_ps);
-                    let reg = (expires > 0).then(|| Arc::new(self.registration(b, fallback)));
-                    for spi in [pc, ps] {
-                        let _ = self.sas.set_inbound_state(spi, SetState::New);
-                        let _ = self.sas.set_inbound_registration(spi, reg.clone());
+                if let Some(b) = self.bindings.get_mut(&p.binding) {
+                    let reg = (expires > 0)
+                        .then(|| Arc::new(registration(&b.impi, &impus, &routes, fallback)));
+                    b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
+                    b.reg = reg.clone();
+                    if let Some(c) = &b.current {
+                        for spi in [c.spi_pc, c.spi_ps] {
+                            let _ = self.sas.set_inbound_state(spi, SetState::New);
+                            let _ = self.sas.set_inbound_registration(spi, reg.clone());
+                        }
                     }
                 }
                 if expires == 0 {
@@ -758,44 +788,6 @@ impl Registrar {
         });
     }
 
-    /// What the workers need to relay this UE's requests: its default IMPU as the asserted
-    /// identity, its Service-Route as the Route set, and where that route goes (the first hop
-    /// when it names an IP address; the I-CSCF otherwise, until DNS resolution lands).
-    fn registration(&self, b: &Binding, fallback: SocketAddr) -> Registration {
-        let pai = match b.impus.first() {
-            Some(u) => [b"<", u.as_slice(), b">"].concat(),
-            None => [b"<sip:", b.impi.as_slice(), b">"].concat(),
-        };
-        let mut route = Vec::new();
-        for (i, r) in b.service_route.iter().enumerate() {
-            if i > 0 {
-                route.extend_from_slice(b", ");
-            }
-            route.extend_from_slice(b"<");
-            route.extend_from_slice(r);
-            route.extend_from_slice(b">");
-        }
-        let next_hop = b
-            .service_route
-            .first()
-            .and_then(|r| {
-                let hp = crate::sip::headers::uri_hostport(r);
-                let (host, port) = crate::sip::headers::split_host_port(hp)?;
-                let host = host
-                    .strip_prefix(b"[")
-                    .and_then(|h| h.strip_suffix(b"]"))
-                    .unwrap_or(host);
-                let ip: IpAddr = std::str::from_utf8(host).ok()?.parse().ok()?;
-                Some(SocketAddr::new(ip, port.unwrap_or(5060)))
-            })
-            .unwrap_or(fallback);
-        Registration {
-            pai: pai.into_boxed_slice(),
-            route: route.into_boxed_slice(),
-            next_hop,
-        }
-    }
-
     /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.
     fn allocate(&mut self, busy: &[u16]) -> Option<(u32, u32, u16, u16)> {
         let spi_pc = self.sas.reserve_spi().ok()?;
@@ -860,8 +852,6 @@ impl Registrar {
         self.sas
             .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
-        self.by_spi.insert(set.spi_pc, binding);
-        self.by_spi.insert(set.spi_ps, binding);
         if let Some(f) = self.keylog.as_mut() {
             use std::io::Write;
             if let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg) {
@@ -882,7 +872,6 @@ impl Registrar {
     fn remove_set(&mut self, set: &SaSet) {
         for spi in [set.spi_pc, set.spi_ps] {
             let _ = self.sas.remove_inbound(spi);
-            self.by_spi.remove(&spi);
         }
         let _ = self.sas.remove_outbound(set.ue, set.port_us, set.port_pc);
         let _ = self.sas.remove_outbound(set.ue, set.port_uc, set.port_ps);
@@ -937,24 +926,93 @@ impl Registrar {
             .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
     }
 
+    /// The binding one of our inbound SPIs belongs to.
+    fn binding_of(&self, spi: u32) -> Option<u64> {
+        self.sas_view.pin().inbound(spi).map(|e| e.binding())
+    }
+
     /// The registration of the UE behind one of our inbound SPIs.
     pub fn registration_of(&self, spi: u32) -> Option<RegistrationView<'_>> {
-        let b = self.bindings.get(self.by_spi.get(&spi)?)?;
+        let b = self.bindings.get(&self.binding_of(spi)?)?;
+        let unbracket = |u: &[u8]| {
+            let u = u.strip_prefix(b"<").unwrap_or(u);
+            u.strip_suffix(b">").unwrap_or(u).to_vec()
+        };
+        let mut impus = Vec::new();
+        let mut service_route = Vec::new();
+        if let Some(r) = &b.reg {
+            impus.push(unbracket(&r.pai));
+            // we wrote the Route value as "<uri>, <uri>"
+            service_route = r
+                .route
+                .split(|&c| c == b',')
+                .map(|x| unbracket(x.trim_ascii()))
+                .filter(|x| !x.is_empty())
+                .collect();
+        }
+        impus.extend(
+            b.other_impus
+                .split(|&c| c == b'\n')
+                .filter(|x| !x.is_empty())
+                .map(<[u8]>::to_vec),
+        );
         Some(RegistrationView {
             impi: &b.impi,
-            impus: &b.impus,
-            service_route: &b.service_route,
+            impus,
+            service_route,
         })
     }
 }
 
+/// What the workers need to relay a UE's requests: its default IMPU as the asserted identity,
+/// its Service-Route as the Route set, and where that route goes (the first hop when it names an
+/// IP address; `fallback`, the I-CSCF or the route's DNS answer, otherwise).
+fn registration(
+    impi: &[u8],
+    impus: &[Vec<u8>],
+    service_route: &[Vec<u8>],
+    fallback: SocketAddr,
+) -> Registration {
+    let pai = match impus.first() {
+        Some(u) => [b"<", u.as_slice(), b">"].concat(),
+        None => [b"<sip:", impi, b">"].concat(),
+    };
+    let mut route = Vec::new();
+    for (i, r) in service_route.iter().enumerate() {
+        if i > 0 {
+            route.extend_from_slice(b", ");
+        }
+        route.extend_from_slice(b"<");
+        route.extend_from_slice(r);
+        route.extend_from_slice(b">");
+    }
+    let next_hop = service_route
+        .first()
+        .and_then(|r| {
+            let hp = crate::sip::headers::uri_hostport(r);
+            let (host, port) = crate::sip::headers::split_host_port(hp)?;
+            let host = host
+                .strip_prefix(b"[")
+                .and_then(|h| h.strip_suffix(b"]"))
+                .unwrap_or(host);
+            let ip: IpAddr = std::str::from_utf8(host).ok()?.parse().ok()?;
+            Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+        })
+        .unwrap_or(fallback);
+    Registration {
+        pai: pai.into_boxed_slice(),
+        route: route.into_boxed_slice(),
+        next_hop,
+    }
+}
+
 /// What the registrar knows of one registered UE.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RegistrationView<'a> {
     pub impi: &'a [u8],
     /// P-Associated-URI, in order: the first is the default for P-Asserted-Identity.
-    pub impus: &'a [Vec<u8>],
-    pub service_route: &'a [Vec<u8>],
+    pub impus: Vec<Vec<u8>>,
+    pub service_route: Vec<Vec<u8>>,
 }
 
 fn fallback_or_ip(host: &str, port: Option<u16>, fallback: SocketAddr) -> SocketAddr {
@@ -1000,8 +1058,9 @@ impl Registrar {
             port_ps,
             port_uc: ue.port_uc,
             port_us: ue.port_us,
-            server: Vec::new(),
-            client: Vec::new(),
+            alg,
+            ealg,
+            client: Box::default(),
             expires: now + lifetime + SA_GRACE,
         };
         let id = self.next_id;
@@ -1011,20 +1070,27 @@ impl Registrar {
             return Err(e);
         }
         let next = self.cfg.icscf.unwrap_or(self.cfg.core);
+        let routes = [format!("sip:orig@{next};lr").into_bytes()];
+        let impus = [ue.impu.as_bytes().to_vec()];
+        let reg = Some(Arc::new(registration(
+            ue.impi.as_bytes(),
+            &impus,
+            &routes,
+            next,
+        )));
         let b = Binding {
             impi: ue.impi.as_bytes().to_vec(),
             temporary: None,
             current: Some(Box::new(set)),
             old: None,
-            service_route: vec![format!("sip:orig@{next};lr").into_bytes()],
-            impus: vec![ue.impu.as_bytes().to_vec()],
+            reg: reg.clone(),
+            other_impus: Box::default(),
         };
-        let reg = Some(Arc::new(self.registration(&b, next)));
         for spi in [spi_pc, spi_ps] {
             let _ = self.sas.set_inbound_state(spi, SetState::New);
             let _ = self.sas.set_inbound_registration(spi, reg.clone());
         }
-        self.by_impi.insert(b.impi.clone(), id);
+        self.by_impi.insert(b.impi.as_slice().into(), id);
         self.bindings.insert(id, b);
         self.stats.registered += 1;
         Ok(crate::preload::Allocated {

@@ -28,8 +28,12 @@ pub struct ReplayWindow {
     window: u32,
     nslots: u32,
     highest: AtomicU64,
-    inline: [AtomicU64; INLINE_SLOTS],
-    spill: Option<Box<[AtomicU64]>>,
+    slots: Slots,
+}
+
+enum Slots {
+    Inline([AtomicU64; INLINE_SLOTS]),
+    Heap(Box<[AtomicU64]>),
 }
 
 const INLINE_SLOTS: usize = DEFAULT_WINDOW as usize / 32 + 1;
@@ -55,8 +59,11 @@ impl ReplayWindow {
             window: w,
             nslots: n,
             highest: AtomicU64::new(0),
-            inline: [const { AtomicU64::new(0) }; INLINE_SLOTS],
-            spill: (n as usize > INLINE_SLOTS).then(|| (0..n).map(|_| AtomicU64::new(0)).collect()),
+            slots: if n as usize > INLINE_SLOTS {
+                Slots::Heap((0..n).map(|_| AtomicU64::new(0)).collect())
+            } else {
+                Slots::Inline([const { AtomicU64::new(0) }; INLINE_SLOTS])
+            },
         })
     }
 
@@ -74,9 +81,9 @@ impl ReplayWindow {
     fn slot(&self, seq: u64) -> &AtomicU64 {
         // the index is below nslots, the length of whichever array holds the slots
         let i = ((seq >> 5) % u64::from(self.nslots)) as usize;
-        match &self.spill {
-            Some(s) => &s[i],
-            None => &self.inline[i],
+        match &self.slots {
+            Slots::Heap(s) => &s[i],
+            Slots::Inline(s) => &s[i],
         }
     }
 
