@@ -159,11 +159,7 @@ fn table(suite: &str) -> (SaWriter, SaReader, u32) {
     writer
         .install_inbound(sa(suite, spi), &meta(UE_PORT_C, OUR_PORT_S))
         .unwrap();
-    let reg = Arc::new(Registration {
-        pai: PAI.to_vec().into_boxed_slice(),
-        route: ROUTE.to_vec().into_boxed_slice(),
-        next_hop: addr(NEXT_HOP),
-    });
+    let reg = Arc::new(Registration::new(PAI, ROUTE, addr(NEXT_HOP)));
     writer.set_inbound_registration(spi, Some(reg)).unwrap();
     (writer, reader, spi)
 }

@@ -409,7 +409,7 @@ fn start_pcscf(
     let workers: Vec<String> = (0..a.workers).map(|w| w.to_string()).collect();
     let max_sas = (2 * a.ues as usize + 4096).next_power_of_two();
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"warn\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_core_if,
@@ -585,6 +585,18 @@ fn run(a: &Args) -> Result<(), String> {
             .filter(|l| l.contains("stopped after") || l.contains("drop") || l.contains("latency"))
         {
             eprintln!("  {l}");
+        }
+        // the registration thread's own CPU (REGISTERs go there, not to the workers)
+        if let Some(l) = report.lines().find(|l| l.contains("registration thread:")) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let at = |w: &str| f.iter().position(|x| *x == w);
+            if let (Some(m), Some(c)) = (at("messages"), at("s")) {
+                line.push_str(&format!(
+                    " reg_thread_msgs={} reg_thread_cpu_s={}",
+                    f[m - 1],
+                    f[c - 1]
+                ));
+            }
         }
         // the P-CSCF's own rx-to-tx latency (its workers' histogram): the latency it adds
         if let Some(l) = report.lines().find(|l| l.contains("rx-to-tx latency:")) {

@@ -64,11 +64,11 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         spi_max: 1 << 20,
     })
     .unwrap();
-    let reg = Arc::new(Registration {
-        pai: b"<sip:alice@ims.example.net>".to_vec().into_boxed_slice(),
-        route: b"<sip:orig@10.0.1.30:5060;lr>".to_vec().into_boxed_slice(),
-        next_hop: addr("10.0.1.30:5060"),
-    });
+    let reg = Arc::new(Registration::new(
+        b"<sip:alice@ims.example.net>",
+        b"<sip:orig@10.0.1.30:5060;lr>",
+        addr("10.0.1.30:5060"),
+    ));
     let meta = |ue_port, local_port| EntryMeta {
         ue_addr: ue,
         ue_port,

@@ -243,14 +243,36 @@ pub struct EntryMeta {
 /// What a worker needs to relay the traffic of a registered UE arriving over an inbound SA
 /// (TS 24.229 §5.2.6.3): the identity it may assert and where its requests go. Published by
 /// the registration thread when the 200 to REGISTER arrives.
+/// The two texts share one allocation (memory per registered UE).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Registration {
-    /// The P-Asserted-Identity value to set: the default IMPU, as `<uri>`.
-    pub pai: Box<[u8]>,
-    /// The Route to set: the stored Service-Route, as header value text.
-    pub route: Box<[u8]>,
+    /// P-Asserted-Identity value ‖ Route value.
+    text: Box<[u8]>,
+    pai_len: usize,
     /// Where requests go (the first Service-Route hop, resolved).
     pub next_hop: std::net::SocketAddr,
+}
+
+impl Registration {
+    /// `pai`: the P-Asserted-Identity value to set (the default IMPU, as `<uri>`); `route`: the
+    /// Route to set (the stored Service-Route, as header value text).
+    pub fn new(pai: &[u8], route: &[u8], next_hop: std::net::SocketAddr) -> Registration {
+        Registration {
+            text: [pai, route].concat().into_boxed_slice(),
+            pai_len: pai.len(),
+            next_hop,
+        }
+    }
+
+    /// The P-Asserted-Identity value.
+    pub fn pai(&self) -> &[u8] {
+        &self.text[..self.pai_len]
+    }
+
+    /// The Route value.
+    pub fn route(&self) -> &[u8] {
+        &self.text[self.pai_len..]
+    }
 }
 
 /// One published SA with its selectors. Immutable; see the module doc. The lookup keys come

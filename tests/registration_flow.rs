@@ -278,8 +278,8 @@ fn registration_end_to_end() {
                 .unwrap()
                 .registration()
                 .expect("registration published");
-            assert_eq!(&*reg.pai, b"<sip:001010000000001@ims.test>");
-            assert_eq!(&*reg.route, b"<sip:orig@scscf.test:6060;lr>");
+            assert_eq!(reg.pai(), b"<sip:001010000000001@ims.test>");
+            assert_eq!(reg.route(), b"<sip:orig@scscf.test:6060;lr>");
             assert_eq!(
                 reg.next_hop,
                 addr("10.0.1.20:5060"),
@@ -396,30 +396,27 @@ fn unanswered_challenge_expires_after_reg_await_auth() {
 #[test]
 fn register_flood_is_capped_with_503() {
     let mut w = world();
-    let reg = |n: usize| REGISTER1.replace("a84b4c76e66710-", &format!("flood{n}-"));
-    for n in 0..8 {
-        let out = w.feed(
+    // REGISTER number n (its own Call-ID) from the UE, unprotected; what the registrar sends
+    let send = |w: &mut World, n: usize| {
+        let m = REGISTER1.replace("a84b4c76e66710-", &format!("flood{n}-"));
+        w.feed(
             Side::Ue,
             Arrival::Plain,
             "10.46.0.6:5060",
             "10.46.0.1:5060",
-            reg(n).as_bytes(),
-        );
+            m.as_bytes(),
+        )
+    };
+    for n in 0..8 {
+        let out = send(&mut w, n);
         assert_eq!(
             (out.len(), out[0].side),
             (1, Side::Core),
             "REGISTER {n} forwarded"
         );
     }
-    let out = w.feed(
-        Side::Ue,
-        Arrival::Plain,
-        "10.46.0.6:5060",
-        "10.46.0.1:5060",
-        reg(8).as_bytes(),
-    );
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].side, Side::Ue);
+    let out = send(&mut w, 8);
+    assert_eq!((out.len(), out[0].side), (1, Side::Ue));
     assert!(
         out[0].payload.starts_with(b"SIP/2.0 503 "),
         "{}",
@@ -427,24 +424,12 @@ fn register_flood_is_capped_with_503() {
     );
     assert_eq!((w.reg.stats.overloaded, w.reg.stats.forwarded), (1, 8));
     // a retransmission of a transaction in progress is forwarded again, not refused
-    let out = w.feed(
-        Side::Ue,
-        Arrival::Plain,
-        "10.46.0.6:5060",
-        "10.46.0.1:5060",
-        reg(3).as_bytes(),
-    );
+    let out = send(&mut w, 3);
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
     assert_eq!(w.reg.stats.retransmissions, 1);
     // unanswered transactions go after 32 s: new REGISTERs are forwarded again
     w.reg.on_timer(w.now + Duration::from_secs(33));
-    let out = w.feed(
-        Side::Ue,
-        Arrival::Plain,
-        "10.46.0.6:5060",
-        "10.46.0.1:5060",
-        reg(9).as_bytes(),
-    );
+    let out = send(&mut w, 9);
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
 }
 

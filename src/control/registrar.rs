@@ -147,7 +147,6 @@ impl SaSet {
 /// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
 struct Binding {
-    impi: Vec<u8>,
     temporary: Option<Box<SaSet>>,
     current: Option<Box<SaSet>>,
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
@@ -165,6 +164,8 @@ struct Binding {
 #[derive(Debug)]
 struct Pending {
     binding: u64,
+    /// The private identity (the binding's key in `by_impi`; the binding does not repeat it).
+    impi: Box<[u8]>,
     /// Where the response goes, and how.
     reply_src: SocketAddr,
     reply_dst: SocketAddr,
@@ -484,7 +485,6 @@ impl Registrar {
                 }
             };
             self.bindings.entry(id).or_insert_with(|| Binding {
-                impi: info.impi.to_vec(),
                 temporary: None,
                 current: None,
                 old: None,
@@ -527,6 +527,7 @@ impl Registrar {
             branch,
             Pending {
                 binding: id,
+                impi: info.impi.into(),
                 reply_src: reply.0,
                 reply_dst: reply.1,
                 reply_arrival: reply.2,
@@ -710,7 +711,7 @@ impl Registrar {
                 let fallback = self.route_next_hop(&routes, p.next, now);
                 if let Some(b) = self.bindings.get_mut(&p.binding) {
                     let reg = (expires > 0)
-                        .then(|| Arc::new(registration(&b.impi, &impus, &routes, fallback)));
+                        .then(|| Arc::new(registration(&p.impi, &impus, &routes, fallback)));
                     b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
                     b.reg = reg.clone();
                     if let Some(c) = &b.current {
@@ -933,7 +934,14 @@ impl Registrar {
 
     /// The registration of the UE behind one of our inbound SPIs.
     pub fn registration_of(&self, spi: u32) -> Option<RegistrationView<'_>> {
-        let b = self.bindings.get(&self.binding_of(spi)?)?;
+        let id = self.binding_of(spi)?;
+        let b = self.bindings.get(&id)?;
+        // (a scan: this is a diagnostic view; the hot paths key by IMPI or SPI)
+        let impi = self
+            .by_impi
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map_or(&[][..], |(k, _)| &**k);
         let unbracket = |u: &[u8]| {
             let u = u.strip_prefix(b"<").unwrap_or(u);
             u.strip_suffix(b">").unwrap_or(u).to_vec()
@@ -941,10 +949,10 @@ impl Registrar {
         let mut impus = Vec::new();
         let mut service_route = Vec::new();
         if let Some(r) = &b.reg {
-            impus.push(unbracket(&r.pai));
+            impus.push(unbracket(r.pai()));
             // we wrote the Route value as "<uri>, <uri>"
             service_route = r
-                .route
+                .route()
                 .split(|&c| c == b',')
                 .map(|x| unbracket(x.trim_ascii()))
                 .filter(|x| !x.is_empty())
@@ -957,7 +965,7 @@ impl Registrar {
                 .map(<[u8]>::to_vec),
         );
         Some(RegistrationView {
-            impi: &b.impi,
+            impi,
             impus,
             service_route,
         })
@@ -999,11 +1007,7 @@ fn registration(
             Some(SocketAddr::new(ip, port.unwrap_or(5060)))
         })
         .unwrap_or(fallback);
-    Registration {
-        pai: pai.into_boxed_slice(),
-        route: route.into_boxed_slice(),
-        next_hop,
-    }
+    Registration::new(&pai, &route, next_hop)
 }
 
 /// What the registrar knows of one registered UE.
@@ -1079,7 +1083,6 @@ impl Registrar {
             next,
         )));
         let b = Binding {
-            impi: ue.impi.as_bytes().to_vec(),
             temporary: None,
             current: Some(Box::new(set)),
             old: None,
@@ -1090,7 +1093,7 @@ impl Registrar {
             let _ = self.sas.set_inbound_state(spi, SetState::New);
             let _ = self.sas.set_inbound_registration(spi, reg.clone());
         }
-        self.by_impi.insert(b.impi.as_slice().into(), id);
+        self.by_impi.insert(ue.impi.as_bytes().into(), id);
         self.bindings.insert(id, b);
         self.stats.registered += 1;
         Ok(crate::preload::Allocated {

@@ -439,7 +439,7 @@ impl<P: PacketIo> Worker<P> {
         let me = relay_identity(&self.cfg);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::rewrite_protected_request(&mut ed, &me, isrc, branch, &reg.pai, &reg.route)
+        if rules::rewrite_protected_request(&mut ed, &me, isrc, branch, reg.pai(), reg.route())
             .is_err()
         {
             return Verdict::Drop(Drop::NoRoom);

@@ -7,7 +7,7 @@ use super::backend::awslc::AwsLc;
 use super::backend::rustcrypto::RustCrypto;
 use super::error::EspError;
 use super::keys::{EspKeys, annex_i_kdf, gcm_salt, gmac_salt};
-use super::xform::Xform;
+use super::xform::build;
 
 fn h(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -88,7 +88,7 @@ fn hmac96_truncation<B: CryptoBackend>() {
     ] {
         let suite = Suite::new(integ, EncAlg::Null).unwrap();
         let keys = EspKeys::from_raw(&[], &key, [0; 4]).unwrap();
-        let x = Xform::<B>::new(suite, &keys).unwrap();
+        let x = build::<B>(suite, &keys).unwrap();
         // "Test With Truncation" is 20 bytes: 8 as "SPI‖Seq", 12 as body, then 12 bytes of ICV.
         let mut pkt = b"Test With Truncation".to_vec();
         pkt.extend_from_slice(&[0; 12]);

@@ -12,7 +12,7 @@
 //! window.
 
 use super::error::EspError;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Largest supported window.
 pub const MAX_WINDOW: u32 = 1024;
@@ -25,9 +25,11 @@ pub const DEFAULT_WINDOW: u32 = 64;
 /// by the window and not by [`MAX_WINDOW`]: with a million registered UEs the window is a large
 /// part of the memory per UE.
 pub struct ReplayWindow {
-    window: u32,
-    nslots: u32,
-    highest: AtomicU64,
+    // (u16s and a u32: with the inline slots the window is 40 bytes, and an Sa 72)
+    window: u16,
+    nslots: u16,
+    /// Sequence numbers are 32-bit (no ESN).
+    highest: AtomicU32,
     slots: Slots,
 }
 
@@ -56,9 +58,9 @@ impl ReplayWindow {
         let w = window.div_ceil(32) * 32;
         let n = w / 32 + 1;
         Ok(ReplayWindow {
-            window: w,
-            nslots: n,
-            highest: AtomicU64::new(0),
+            window: w as u16,
+            nslots: n as u16,
+            highest: AtomicU32::new(0),
             slots: if n as usize > INLINE_SLOTS {
                 Slots::Heap((0..n).map(|_| AtomicU64::new(0)).collect())
             } else {
@@ -69,12 +71,12 @@ impl ReplayWindow {
 
     /// Window size in packets.
     pub fn size(&self) -> u32 {
-        self.window
+        u32::from(self.window)
     }
 
     /// Highest sequence number accepted so far (0 = none).
     pub fn highest(&self) -> u64 {
-        self.highest.load(Ordering::Acquire)
+        u64::from(self.highest.load(Ordering::Acquire))
     }
 
     #[inline]
@@ -91,7 +93,7 @@ impl ReplayWindow {
     #[inline]
     pub fn precheck(&self, seq: u32) -> Result<(), EspError> {
         let seq = u64::from(seq);
-        if seq == 0 || seq + u64::from(self.window) <= self.highest.load(Ordering::Acquire) {
+        if seq == 0 || seq + u64::from(self.window) <= self.highest() {
             return Err(EspError::TooOld);
         }
         let v = self.slot(seq).load(Ordering::Acquire);
@@ -110,7 +112,7 @@ impl ReplayWindow {
     /// marking) if it is too old or was marked meanwhile by another thread.
     pub fn check_and_set(&self, seq: u32) -> Result<(), EspError> {
         let seq = u64::from(seq);
-        if seq == 0 || seq + u64::from(self.window) <= self.highest.load(Ordering::Acquire) {
+        if seq == 0 || seq + u64::from(self.window) <= self.highest() {
             return Err(EspError::TooOld);
         }
         let want = seq >> 5;
@@ -134,7 +136,7 @@ impl ReplayWindow {
                 Err(v) => cur = v,
             }
         }
-        self.highest.fetch_max(seq, Ordering::AcqRel);
+        self.highest.fetch_max(seq as u32, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use super::error::EspError;
 use super::keys::EspKeys;
 use super::packet::{self, PROTO_ESP, PROTO_NONE};
 use super::replay::{DEFAULT_WINDOW, ReplayWindow};
-use super::xform::AnyXform;
+use super::xform::{AnyXform, new_xform};
 use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -107,7 +107,7 @@ impl Sa {
         if spi == 0 {
             return Err(EspError::BadSpi);
         }
-        let xform = AnyXform::new(opts.backend, suite, keys)?;
+        let xform = new_xform(opts.backend, suite, keys)?;
         Ok(Sa {
             spi,
             suite,
