@@ -204,6 +204,18 @@ def main():
     labl = [l.rstrip() for l in open(lab)] if os.path.exists(lab) else []
     if not any("registrations:" in l for l in labl):
         problems.append("lab output has no registrations line")
+    rl = os.path.join(raw, "register_loop.txt")
+    rll = [l.strip() for l in open(rl)] if os.path.exists(rl) else []
+    w("The registration thread alone, without I/O (`perf/register_loop.rs`: the sans-IO registrar "
+      "fed REGISTER → the core's 401 with CK/IK → four SAs built and installed → protected "
+      "REGISTER with Security-Verify → 200 → registration published; the simulated core and UEs "
+      "run in the same loop, untimed):")
+    w("")
+    for l in rll:
+        w(f"- {l}")
+    if not rll:
+        problems.append("register_loop output missing")
+    w("")
     w("`pcscf lab` (ue-sim and core-sim with Milenage, the full AKA flow with ESP, 4 SAs per UE). "
       "The simulators share the 2 vCPUs with pcscf, so the offered rate is what they can drive; "
       "the registration thread's own capacity is its CPU time per registration (each "
@@ -237,7 +249,13 @@ def main():
     w("| suite | instructions per message |")
     w("|---|---:|")
     for c in cgl:
-        w(f"| {c['suite']} | {fmt_int(c['per_message'])} |")
+        if "suite" in c:
+            w(f"| {c['suite']} | {fmt_int(c['per_message'])} |")
+    for c in cgl:
+        if "per_registration" in c:
+            w("")
+            w(f"Instructions per registration inside `Registrar::on_message` (callgrind on "
+              f"`register_loop 500`, 4 messages each): **{fmt_int(c['per_registration'])}**.")
     if not cgl:
         problems.append("callgrind table empty")
     w("")

@@ -214,6 +214,35 @@ fn same_mechanisms(stored: &[u8], v: View<'_>, name: HeaderName) -> bool {
         v.headers(name)
             .flat_map(move |h| headers::mechanisms(v.bytes(h.value)))
     };
+    // theirs parsed once (a UE offers a handful); more than fit: compare the slow way
+    const MAX: usize = 8;
+    let mut parsed: [Option<headers::ParamSet<'_>>; MAX] = [None; MAX];
+    let mut n = 0;
+    for m in theirs() {
+        match (parsed.get_mut(n), headers::ParamSet::of(&m)) {
+            (Some(slot), Some(p)) => *slot = Some(p),
+            _ => return same_mechanisms_slow(stored, v, name),
+        }
+        n += 1;
+    }
+    let mut count = 0;
+    for m in headers::mechanisms(stored) {
+        count += 1;
+        let Some(mine) = headers::ParamSet::of(&m) else {
+            return same_mechanisms_slow(stored, v, name);
+        };
+        if !parsed[..n].iter().flatten().any(|t| t.same_as(&mine)) {
+            return false;
+        }
+    }
+    count > 0 && count == n
+}
+
+fn same_mechanisms_slow(stored: &[u8], v: View<'_>, name: HeaderName) -> bool {
+    let theirs = || {
+        v.headers(name)
+            .flat_map(move |h| headers::mechanisms(v.bytes(h.value)))
+    };
     let mut count = 0;
     for m in headers::mechanisms(stored) {
         count += 1;
