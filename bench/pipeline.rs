@@ -30,11 +30,13 @@ use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::mem::MemIo;
 use pcscf::io::{FRAME_SIZE, HEADROOM, Side};
-use pcscf::satable::{
-    EntryMeta, Registration, SaReader, SaTableConfig, SaWriter, SetState, sa_table,
-};
+use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetState};
 use pcscf::sip::pcscf::{self as rules, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Index, Message};
+
+#[path = "../perf/fixtures.rs"]
+mod fixtures;
+use fixtures::message;
 
 /// Messages per worker batch (as pipeline_loop).
 const BATCH: usize = 64;
@@ -104,18 +106,6 @@ fn esp_is_null() -> bool {
     f.packet().windows(marker.len()).any(|w| w == marker)
 }
 
-/// pipeline_loop's MESSAGE number `n`: 974 bytes of SIP (a 560-byte text body), 1002 B as
-/// IPv4/UDP; forwarded it is 1030 B of SIP. The core's 200 to it is 294 B of SIP, 230 B once
-/// our Via is gone.
-fn message(n: usize) -> Vec<u8> {
-    let body = "x".repeat(560);
-    format!(
-        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK{n:08}\r\nMax-Forwards: 70\r\nRoute: <sip:pcscf.ims.example.net:5103;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: pipeline-{n:08}@10.46.0.6\r\nCSeq: 1 MESSAGE\r\nP-Preferred-Identity: <sip:alice@ims.example.net>\r\nUser-Agent: pipeline_loop\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// An IPv4/UDP packet carrying `payload`.
 fn udp_packet(payload: &[u8], src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let mut buf = vec![0u8; 64 + payload.len()];
@@ -145,13 +135,7 @@ fn meta(ue_port: u16, local_port: u16) -> EntryMeta {
 /// The SA table of one registered UE: SA1 inbound (with its registration) and SA2 outbound.
 /// Returns the writer (keep it alive), a reader and SA1's SPI.
 fn table(suite: &str) -> (SaWriter, SaReader, u32) {
-    let (mut writer, reader) = sa_table(SaTableConfig {
-        inbound_capacity: 1024,
-        outbound_capacity: 1024,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (mut writer, reader) = fixtures::small_table();
     writer
         .install_outbound(sa(suite, SPI_SA2), &meta(UE_PORT_S, OUR_PORT_C))
         .unwrap();

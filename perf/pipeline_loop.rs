@@ -21,7 +21,11 @@ use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
-use pcscf::satable::{EntryMeta, Registration, SaTableConfig, SetState, sa_table};
+use pcscf::satable::{EntryMeta, Registration, SetState};
+
+#[path = "fixtures.rs"]
+mod fixtures;
+use fixtures::message;
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -44,26 +48,11 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn message(n: usize) -> Vec<u8> {
-    let body = "x".repeat(560);
-    format!(
-        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK{n:08}\r\nMax-Forwards: 70\r\nRoute: <sip:pcscf.ims.example.net:5103;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: pipeline-{n:08}@10.46.0.6\r\nCSeq: 1 MESSAGE\r\nP-Preferred-Identity: <sip:alice@ims.example.net>\r\nUser-Agent: pipeline_loop\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     let ck = [7u8; 16];
     let ik = [9u8; 16];
     let ue = "10.46.0.6".parse().unwrap();
-    let (mut writer, reader) = sa_table(SaTableConfig {
-        inbound_capacity: 1024,
-        outbound_capacity: 1024,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (mut writer, reader) = fixtures::small_table();
     let reg = Arc::new(Registration::new(
         b"<sip:alice@ims.example.net>",
         b"<sip:orig@10.0.1.30:5060;lr>",
