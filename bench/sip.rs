@@ -4,8 +4,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use pcscf::sip::headers::{Alg, Ealg};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::pcscf::{self as rules, Forward};
 use pcscf::sip::{Editor, Message};
 
 const REGISTER: &[u8] = include_bytes!("../tests/data/ims/register1_v4.sip");
@@ -13,18 +12,10 @@ const CHALLENGE: &[u8] = include_bytes!("../tests/data/ims/401_from_scscf.sip");
 const OK: &[u8] = include_bytes!("../tests/data/ims/200_register.sip");
 const HEAD: usize = 256;
 
-const PREFS: &[(Alg, Ealg)] = &[
-    (Alg::HmacSha1_96, Ealg::AesCbc),
-    (Alg::HmacMd5_96, Ealg::Null),
-];
-const ME: ProxyIdentity<'static> = ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
-    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
-    visited_network_id: b"\"Visited Network\"",
-    orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
-};
+#[path = "../perf/fixtures.rs"]
+#[allow(dead_code)] // (the pipeline's fixtures)
+mod fixtures;
+use fixtures::{ME, PREFS};
 
 fn main() {
     divan::main();

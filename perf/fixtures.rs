@@ -1,5 +1,6 @@
-//! Messages shared by the in-memory pipeline measurements (`perf/pipeline_loop.rs`,
-//! `bench/pipeline.rs`), so both time the same bytes.
+//! What the measurements share, so they time the same bytes: the pipeline MESSAGE and SA table
+//! (`perf/pipeline_loop.rs`, `bench/pipeline.rs`), the SIP benches' identity (`perf/sip_loop.rs`,
+//! `bench/sip.rs`). Each includes this file with `#[path]`; what one does not use is dead there.
 
 /// The registered UE's MESSAGE number `n`: 974 bytes of SIP (a 560-byte text body), 1002 B as
 /// IPv4/UDP; forwarded it is 1030 B of SIP. The core's 200 to it is 294 B of SIP, 230 B once
@@ -23,3 +24,24 @@ pub fn small_table() -> (pcscf::satable::SaWriter, pcscf::satable::SaReader) {
     })
     .expect("a valid table")
 }
+
+/// The P-CSCF identity and algorithm preferences of the SIP benchmarks (`bench/sip.rs`,
+/// `perf/sip_loop.rs`).
+pub const PREFS: &[(pcscf::sip::headers::Alg, pcscf::sip::headers::Ealg)] = &[
+    (
+        pcscf::sip::headers::Alg::HmacSha1_96,
+        pcscf::sip::headers::Ealg::AesCbc,
+    ),
+    (
+        pcscf::sip::headers::Alg::HmacMd5_96,
+        pcscf::sip::headers::Ealg::Null,
+    ),
+];
+pub const ME: pcscf::sip::pcscf::ProxyIdentity<'static> = pcscf::sip::pcscf::ProxyIdentity {
+    via_sent_by: b"10.0.1.10:5060",
+    via_transport: b"UDP",
+    path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
+    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+    visited_network_id: b"\"Visited Network\"",
+    orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
+};

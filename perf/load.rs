@@ -262,7 +262,6 @@ struct SinkResult {
     /// frames received again, and datagrams that were not ours
     dups: u64,
     other: u64,
-    first_ns: u64,
     last_ns: u64,
     hist: hdrhistogram::Histogram<u64>,
 }
@@ -306,7 +305,6 @@ fn sink(sock: &UdpSocket, stop: &AtomicBool, sent_at: &[AtomicU64], got: &Atomic
         got: 0,
         dups: 0,
         other: 0,
-        first_ns: 0,
         last_ns: 0,
         hist: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
     };
@@ -325,9 +323,6 @@ fn sink(sock: &UdpSocket, stop: &AtomicBool, sent_at: &[AtomicU64], got: &Atomic
             continue;
         }
         let now = mono_ns();
-        if r.first_ns == 0 {
-            r.first_ns = now;
-        }
         r.last_ns = now;
         for (h, b) in hdrs.iter().zip(&bufs).take(n as usize) {
             let p = &b[..h.msg_len as usize];

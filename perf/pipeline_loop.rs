@@ -24,6 +24,7 @@ use pcscf::io::mem::MemIo;
 use pcscf::satable::{EntryMeta, Registration, SetState};
 
 #[path = "fixtures.rs"]
+#[allow(dead_code)] // (the SIP benches' identity)
 mod fixtures;
 use fixtures::message;
 

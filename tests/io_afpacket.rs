@@ -8,33 +8,13 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{A4, A6, B4, B6, NetnsPair, RawEsp, poll_until, udp_checksum_ok};
+use common::{A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok};
 use pcscf::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
 use pcscf::io::neigh::{NeighShared, NeighTable};
 use pcscf::io::pkt::{self, parse_l3};
 use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
 
 const WAIT: Duration = Duration::from_secs(2);
-
-fn recv_n(io: &mut PacketMmapIo, n: usize) -> Vec<Desc> {
-    let mut got = Vec::new();
-    let mut buf = [Desc {
-        frame: 0,
-        start: 0,
-        end: 0,
-        side: Side::Core,
-    }; 64];
-    poll_until(WAIT, || {
-        let k = io.recv(&mut buf).unwrap();
-        got.extend_from_slice(&buf[..k]);
-        (got.len() >= n).then_some(())
-    });
-    got
-}
-
-fn bytes(io: &mut PacketMmapIo, d: &Desc) -> Vec<u8> {
-    io.frame(d)[d.start as usize..d.end as usize].to_vec()
-}
 
 /// A reply in a fresh frame: UDP with checksums left 0 (the backend fills them) or ESP.
 fn build(
@@ -122,14 +102,14 @@ fn afpacket_backend_rx_tx_icmp() {
     e4.send_to(&esp4, A4.into());
     e6.send_to(&esp6, A6.into());
     let sys0 = io.stats().syscalls;
-    let got = recv_n(&mut io, 4);
+    let got = recv_n(&mut io, 4, WAIT);
     assert_eq!(io.stats().syscalls, sys0, "RX ring polled without syscalls");
     assert_eq!(got.len(), 4, "stats {:?}", io.stats());
     let mut seen = 0;
     for d in &got {
         assert_eq!(d.side, Side::Ue);
         assert_eq!(d.start as usize, HEADROOM);
-        let p = bytes(&mut io, d);
+        let p = packet_of(&mut io, d);
         let l3 = parse_l3(&p).unwrap();
         assert_eq!(l3.len, p.len(), "trimmed to the IP length");
         match (l3.proto, l3.src) {

@@ -6,32 +6,12 @@ mod common;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{A4, A6, B4, B6, NetnsPair, RawEsp, poll_until, udp_checksum_ok};
+use common::{A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok};
 use pcscf::io::pkt::{self, parse_l3};
 use pcscf::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
 use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
 
 const WAIT: Duration = Duration::from_secs(2);
-
-fn recv_n(io: &mut SocketIo, n: usize) -> Vec<Desc> {
-    let mut got = Vec::new();
-    let mut buf = [Desc {
-        frame: 0,
-        start: 0,
-        end: 0,
-        side: Side::Ue,
-    }; 64];
-    poll_until(WAIT, || {
-        let k = io.recv(&mut buf).unwrap();
-        got.extend_from_slice(&buf[..k]);
-        (got.len() >= n).then_some(())
-    });
-    got
-}
-
-fn pkt_of(io: &mut SocketIo, d: &Desc) -> Vec<u8> {
-    io.frame(d)[d.start as usize..d.end as usize].to_vec()
-}
 
 /// Turn a received UDP packet around in place: swap addresses and ports, new payload.
 fn make_reply(io: &mut SocketIo, d: &Desc, payload: &[u8]) -> Desc {
@@ -98,11 +78,11 @@ fn socket_backend_udp_esp_v4_v6() {
 
     // --- UDP over IPv4: exact synthetic header, reply arrives.
     u4.send_to(b"REGISTER sip:ims v4", (A4, 5060)).unwrap();
-    let d = recv_n(&mut io, 1);
+    let d = recv_n(&mut io, 1, WAIT);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].side, Side::Ue);
     assert_eq!(d[0].start as usize, HEADROOM);
-    let p = pkt_of(&mut io, &d[0]);
+    let p = packet_of(&mut io, &d[0]);
     assert_eq!(p.len(), 20 + 8 + 19);
     assert_eq!(p[0], 0x45);
     assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
@@ -125,11 +105,11 @@ fn socket_backend_udp_esp_v4_v6() {
     // --- UDP over IPv6 (bound address) and to the wildcard-bound core-side socket.
     u6.send_to(b"REGISTER v6", (A6, 5060)).unwrap();
     u6.send_to(b"to core", (A6, 5080)).unwrap();
-    let d = recv_n(&mut io, 2);
+    let d = recv_n(&mut io, 2, WAIT);
     assert_eq!(d.len(), 2);
     let (mut ue, mut core) = (None, None);
     for x in &d {
-        let p = pkt_of(&mut io, x);
+        let p = packet_of(&mut io, x);
         assert_eq!(p[0] >> 4, 6);
         assert_eq!(p[6], 17);
         assert_eq!(u16::from_be_bytes([p[4], p[5]]) as usize, p.len() - 40);
@@ -196,7 +176,7 @@ fn socket_backend_udp_esp_v4_v6() {
         "epoll_wait + one recvmmsg"
     );
     for (i, x) in buf[..k].iter().enumerate() {
-        let p = pkt_of(&mut io, x);
+        let p = packet_of(&mut io, x);
         assert_eq!(&p[22..24], &5063u16.to_be_bytes());
         assert_eq!(&p[28..], &[b'x', i as u8]);
     }
@@ -220,9 +200,9 @@ fn socket_backend_udp_esp_v4_v6() {
         0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4,
     ];
     e4.send_to(&esp_in, A4.into());
-    let d = recv_n(&mut io, 1);
+    let d = recv_n(&mut io, 1, WAIT);
     assert_eq!(d.len(), 1);
-    let p = pkt_of(&mut io, &d[0]);
+    let p = packet_of(&mut io, &d[0]);
     assert_eq!(p[0], 0x45);
     assert_eq!(p[9], 50);
     assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
@@ -251,9 +231,9 @@ fn socket_backend_udp_esp_v4_v6() {
     // --- ESP over IPv6: header built from ancillary data; reply with PKTINFO source.
     let esp6 = [0, 0, 0x30, 0x03, 0, 0, 0, 2, 0x55, 0x66];
     e6.send_to(&esp6, A6.into());
-    let d = recv_n(&mut io, 1);
+    let d = recv_n(&mut io, 1, WAIT);
     assert_eq!(d.len(), 1);
-    let p = pkt_of(&mut io, &d[0]);
+    let p = packet_of(&mut io, &d[0]);
     assert_eq!(p.len(), 40 + esp6.len());
     assert_eq!(p[0] >> 4, 6);
     assert_eq!(p[6], 50);

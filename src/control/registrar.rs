@@ -622,19 +622,23 @@ impl Registrar {
                     self.stats.sa_install_failed += 1;
                     return;
                 };
-                let mut server = vec![0u8; 256];
-                let n = rules::write_security_server(
-                    &mut server,
-                    p.offer.alg,
-                    p.offer.ealg,
+                let set = SaSet {
+                    ue: p.ue.ip(),
                     spi_pc,
                     spi_ps,
                     port_pc,
                     port_ps,
-                )
-                .unwrap_or(0);
-                server.truncate(n);
-                let keys = match rules::rewrite_401(&mut ed, &server) {
+                    port_uc: p.offer.port_c,
+                    port_us: p.offer.port_s,
+                    alg: p.offer.alg,
+                    ealg: p.offer.ealg,
+                    client: p.client.clone().into_boxed_slice(),
+                    expires: now + REG_AWAIT_AUTH,
+                };
+                // the Security-Server of the 401 is the one the protected REGISTER is checked
+                // against: both come from SaSet::server
+                let mut sbuf = [0u8; 256];
+                let keys = match rules::rewrite_401(&mut ed, set.server(&mut sbuf)) {
                     Ok(k) => k,
                     Err(_) => {
                         self.stats.malformed += 1;
@@ -642,19 +646,6 @@ impl Registrar {
                     }
                 };
                 if let Some(k) = keys.filter(|_| self.bindings.contains_key(&p.binding)) {
-                    let set = SaSet {
-                        ue: p.ue.ip(),
-                        spi_pc,
-                        spi_ps,
-                        port_pc,
-                        port_ps,
-                        port_uc: p.offer.port_c,
-                        port_us: p.offer.port_s,
-                        alg: p.offer.alg,
-                        ealg: p.offer.ealg,
-                        client: p.client.clone().into_boxed_slice(),
-                        expires: now + REG_AWAIT_AUTH,
-                    };
                     if self
                         .install(&set, &p.offer, &k.ck, &k.ik, p.binding)
                         .is_err()

@@ -882,14 +882,10 @@ pub fn max_forwards_exhausted(v: View<'_>) -> bool {
         == Some(0)
 }
 
-/// Whether the top Via of a response is ours: its sent-by equals `sent_by` as we write it
-/// (host case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch.
-pub fn top_via_is(v: View<'_>, sent_by: &[u8]) -> bool {
-    top_via_ours(v, sent_by).is_some()
-}
-
-/// [`top_via_is`] and [`top_via_branch_port`] from one parse of the top Via (the response path
-/// of every relayed message): `None` if the Via is not ours, else the port our branch carries.
+/// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
+/// case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch — and if so,
+/// the port our branch carries (the workers put there the port a protected request arrived at),
+/// from one parse of the top Via: `None` if the Via is not ours.
 pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<u16>> {
     let (our_host, our_port) = headers::split_host_port(sent_by)?;
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
@@ -995,11 +991,4 @@ pub fn rewrite_request_to_ue(
 ) -> Result<(), EditError> {
     pop_own_routes(ed, me)?;
     forward_request(ed, me, source, branch)
-}
-
-/// The low 16 bits of our top Via's branch (`z9hG4bK` + 16 hex digits, as we write it): the
-/// workers put there the port a protected request arrived at.
-pub fn top_via_branch_port(v: View<'_>) -> Option<u16> {
-    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
-    branch_port(via.branch()?)
 }

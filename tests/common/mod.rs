@@ -150,6 +150,32 @@ pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// Receive from a backend until `n` descriptors came (at most `limit`); what came.
+pub fn recv_n<P: pcscf::io::PacketIo>(
+    io: &mut P,
+    n: usize,
+    limit: Duration,
+) -> Vec<pcscf::io::Desc> {
+    let mut got = Vec::new();
+    let mut buf = [pcscf::io::Desc {
+        frame: 0,
+        start: 0,
+        end: 0,
+        side: pcscf::io::Side::Ue,
+    }; 64];
+    poll_until(limit, || {
+        let k = io.recv(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..k]);
+        (got.len() >= n).then_some(())
+    });
+    got
+}
+
+/// The packet a descriptor points at, copied out.
+pub fn packet_of<P: pcscf::io::PacketIo>(io: &mut P, d: &pcscf::io::Desc) -> Vec<u8> {
+    io.frame(d)[d.start as usize..d.end as usize].to_vec()
+}
+
 /// A raw IP-protocol-50 socket (blocking, with a receive timeout) for the peer.
 pub struct RawEsp {
     pub fd: std::os::fd::OwnedFd,
