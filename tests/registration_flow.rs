@@ -765,3 +765,342 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         .expect("SA2 toward the IPv6 UE");
     assert_eq!(sa2.spi(), 3523141112, "SPIs above 2^31 kept as u32");
 }
+
+// ---- issue 10: the registrar as a trust boundary (each test failed on 27db4e7) ----
+
+/// A REGISTER (REGISTER1) from `src` naming `impi`, unprotected, with its own Call-ID.
+fn register_as(
+    w: &mut World,
+    src: &str,
+    impi: &str,
+    callid: &str,
+    client: Option<&str>,
+) -> Vec<Outgoing> {
+    let mut m = REGISTER1
+        .replace(IMPI, impi)
+        .replace("a84b4c76e66710-", callid);
+    if let Some(c) = client {
+        let start = m.find("Security-Client:").unwrap();
+        let end = start + m[start..].find("\r\n").unwrap() + 2;
+        m = format!("{}Security-Client: {c}\r\n{}", &m[..start], &m[end..]);
+    }
+    w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        src,
+        "10.46.0.1:5060",
+        m.as_bytes(),
+    )
+}
+
+/// The core's 401 with AKA keys for a forwarded REGISTER; returns what the registrar sent.
+fn challenge_401(w: &mut World, fwd: &[u8]) -> Vec<Outgoing> {
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"bm9uY2U=\", algorithm=AKAv1-MD5, ck=\"00112233445566778899aabbccddeeff\", ik=\"ffeeddccbbaa99887766554433221100\"\r\n";
+    let resp = core_answer(fwd, 401, "Unauthorized", www);
+    w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    )
+}
+
+/// Item 2: a protected REGISTER over UE A's SA naming another IMPI gets 403 over the SA and
+/// nothing reaches the core.
+#[test]
+fn protected_register_with_another_impi_is_refused() {
+    let mut w = world();
+    let c = register(&mut w);
+    let got_server = c.server.clone();
+    let other = "001010000000002@ims.mnc001.mcc001.3gppnetwork.org";
+    let dereg = String::from_utf8(protected_register(
+        &c.nonce,
+        &aka::Res::from_slice(&[1; 8]).unwrap(),
+        &got_server,
+    ))
+    .unwrap()
+    .replace(IMPI, other)
+    .replacen("CSeq: 2 REGISTER", "CSeq: 9 REGISTER", 1)
+    .replacen("Expires: 600000", "Expires: 0", 1);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        dereg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].side, Side::Ue, "nothing forwarded to the core");
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(403)
+    );
+    assert_eq!(w.reg.stats.impi_mismatch, 1);
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// Item 6: a 401 to a protected re-REGISTER, twice, and 401s without keys: no SA slot leaks.
+#[test]
+fn challenges_never_leak_sa_slots() {
+    let mut w = world();
+    let c = register(&mut w);
+    for n in 0..5 {
+        let rereg = String::from_utf8(protected_register(
+            &c.nonce,
+            &aka::Res::from_slice(&[1; 8]).unwrap(),
+            &c.server,
+        ))
+        .unwrap()
+        .replacen("CSeq: 2 REGISTER", &format!("CSeq: {} REGISTER", 10 + n), 1);
+        let out = w.feed(
+            Side::Ue,
+            Arrival::Protected { spi: c.spi_ps },
+            "10.46.0.6:7004",
+            &format!("10.46.0.1:{}", c.port_ps),
+            rereg.as_bytes(),
+        );
+        assert_eq!(out[0].side, Side::Core, "{:?}", w.reg.stats);
+        let out = challenge_401(&mut w, &out[0].payload);
+        assert_eq!(out.len(), 1);
+        w.reg.check_sa_invariants().unwrap();
+    }
+    // plain Digest 401s (no ck/ik) reserve nothing
+    for n in 0..5 {
+        let out = register_as(&mut w, "10.46.0.9:5060", IMPI, &format!("plain{n}-"), None);
+        let resp = core_answer(
+            &out[0].payload,
+            401,
+            "Unauthorized",
+            "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n",
+        );
+        let out = w.feed(
+            Side::Core,
+            Arrival::Plain,
+            "10.0.1.20:5060",
+            "10.0.1.10:5060",
+            &resp,
+        );
+        assert_eq!(out.len(), 1);
+        assert!(header(&out[0].payload, HeaderName::SecurityServer).is_none());
+        w.reg.check_sa_invariants().unwrap();
+    }
+    let used = w.reg.sa_table_stats().inbound_used;
+    assert_eq!(
+        used, 4,
+        "the current set and one temporary set: {used} SPIs in use"
+    );
+    w.reg.on_timer(w.now + Duration::from_secs(10_000));
+    w.reg.check_sa_invariants().unwrap();
+    assert_eq!(w.reg.sa_table_stats().inbound_used, 0);
+}
+
+/// Item 10: an attacker's unprotected REGISTER naming the victim's IMPI during the victim's
+/// registration neither replaces nor steals the victim's temporary set: the victim's 200 goes
+/// over the victim's own set.
+#[test]
+fn another_address_cannot_hijack_a_challenge_in_progress() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    // the attacker (another address) naming the same IMPI gets a challenge of its own
+    let out = register_as(&mut w, "10.46.0.66:5060", IMPI, "evil-", None);
+    let out = challenge_401(&mut w, &out[0].payload);
+    assert_eq!(out[0].dst, addr("10.46.0.66:5060"));
+    assert!(
+        w.sas.pin().inbound(c.spi_ps).is_some(),
+        "the victim's temporary set is still there"
+    );
+    // the victim completes over its set
+    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
+    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    assert_eq!(out[0].side, Side::Core);
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(
+        out[0].dst,
+        addr("10.46.0.6:7005"),
+        "the 200 goes to the victim"
+    );
+    assert_eq!(out[0].src, addr(&format!("10.46.0.1:{}", c.port_pc)));
+    assert!(
+        w.sas
+            .pin()
+            .inbound(c.spi_ps)
+            .unwrap()
+            .registration()
+            .is_some()
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// Item 11: an unprotected REGISTER with the victim's (spoofed) address and ports does not
+/// replace or later delete the victim's outbound SAs.
+#[test]
+fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
+    let mut w = world();
+    let c = register(&mut w);
+    let victim: std::net::IpAddr = "10.46.0.6".parse().unwrap();
+    let before = w.sas.pin().outbound(victim, 7005, c.port_pc).unwrap().spi();
+    let other = "001010000000009@ims.mnc001.mcc001.3gppnetwork.org";
+    for n in 0..60 {
+        let out = register_as(&mut w, "10.46.0.6:5060", other, &format!("spoof{n}-"), None);
+        if out[0].side == Side::Core {
+            let _ = challenge_401(&mut w, &out[0].payload);
+        }
+        let g = w.sas.pin();
+        assert_eq!(
+            g.outbound(victim, 7005, c.port_pc).map(|e| e.spi()),
+            Some(before)
+        );
+        assert_eq!(
+            g.outbound(victim, 7004, c.port_ps).map(|e| e.spi()),
+            Some(1236)
+        );
+    }
+    w.reg.check_sa_invariants().unwrap();
+    // the attacker's temporary sets expire: the victim's SAs stay
+    w.reg.on_timer(w.now + Duration::from_secs(300));
+    assert_eq!(
+        w.sas
+            .pin()
+            .outbound(victim, 7005, c.port_pc)
+            .map(|e| e.spi()),
+        Some(before)
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// Item 18: a 200 without P-Associated-URI asserts no identity made from UE text; after a
+/// de-registration no set asserts the identity, at once.
+#[test]
+fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
+    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Contact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(200)
+    );
+    assert!(
+        w.sas
+            .pin()
+            .inbound(c.spi_ps)
+            .unwrap()
+            .registration()
+            .is_none()
+    );
+    assert_eq!(w.reg.stats.no_associated_uri, 1);
+
+    let mut w = world();
+    let c = register(&mut w);
+    assert!(
+        w.sas
+            .pin()
+            .inbound(c.spi_ps)
+            .unwrap()
+            .registration()
+            .is_some()
+    );
+    let dereg = String::from_utf8(protected_register(
+        &c.nonce,
+        &aka::Res::from_slice(&[1; 8]).unwrap(),
+        &c.server,
+    ))
+    .unwrap()
+    .replacen("CSeq: 2 REGISTER", "CSeq: 7 REGISTER", 1)
+    .replacen("Expires: 600000", "Expires: 0", 1);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        dereg.as_bytes(),
+    );
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Contact: <sip:001010000000001@10.46.0.6:7005>;expires=0\r\n",
+    );
+    let _ = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    for spi in [c.spi_ps, c.spi_pc] {
+        let g = w.sas.pin();
+        let e = g.inbound(spi).expect("the SA stays for the 200");
+        assert!(
+            e.registration().is_none(),
+            "no identity asserted after de-registration"
+        );
+    }
+}
+
+/// Item 8 (part): a final response from another address than the REGISTER went to is ignored.
+#[test]
+fn a_response_from_elsewhere_is_ignored() {
+    let mut w = world();
+    let out = register_as(&mut w, "10.46.0.6:5060", IMPI, "x-", None);
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"bm9uY2U=\", algorithm=AKAv1-MD5, ck=\"00112233445566778899aabbccddeeff\", ik=\"ffeeddccbbaa99887766554433221100\"\r\n";
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", www);
+    let got = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.99:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert!(got.is_empty());
+    assert_eq!(w.reg.stats.foreign_response, 1);
+    let got = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert_eq!(got.len(), 1, "the real next hop's answer still counts");
+    w.reg.check_sa_invariants().unwrap();
+}

@@ -41,6 +41,13 @@ pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
 pub const MAX_PENDING: usize = 1 << 17;
 /// TS 24.229 §5.1.1.5.1: an SA set outlives the registration by 30 s.
 pub const SA_GRACE: Duration = Duration::from_secs(30);
+/// Challenges in progress per IMPI (one per UE address): past it a new challenge for that IMPI
+/// from yet another address is refused, so a flood of REGISTERs naming one subscriber cannot
+/// hold SA slots without bound nor evict the subscriber's own challenge.
+pub const MAX_TEMPORARY: usize = 4;
+/// After this long a de-registered or failed set is removed: time for the last answer to leave
+/// over it.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// What the registrar needs from the configuration.
 #[derive(Clone, Debug)]
@@ -104,6 +111,21 @@ pub struct RegistrarStats {
     pub expired_sets: u64,
     /// New REGISTERs answered 503 because `max_pending` transactions were in progress.
     pub overloaded: u64,
+    /// Protected REGISTERs naming another IMPI than the one their SA set was created for (403).
+    pub impi_mismatch: u64,
+    /// Challenges refused because the IMPI already had [`MAX_TEMPORARY`] in progress.
+    pub temporary_full: u64,
+    /// 200s without P-Associated-URI: relayed, but no identity is asserted for the UE.
+    pub no_associated_uri: u64,
+    /// Final responses from another address than the one the REGISTER was sent to.
+    pub foreign_response: u64,
+    /// REGISTERs for a domain this P-CSCF does not serve, or an IP literal (403).
+    pub unknown_home_domain: u64,
+    /// Answers to completed transactions dropped from the retransmission cache when it was full.
+    pub completed_evicted: u64,
+    /// Answers to unprotected REGISTERs not sent because they were larger than the request
+    /// (a spoofed source would make us an amplifier).
+    pub reflection_suppressed: u64,
 }
 
 /// One set of four SAs (spec §2.1).
@@ -116,6 +138,10 @@ struct SaSet {
     port_ps: u16,
     port_uc: u16,
     port_us: u16,
+    /// The UE's SPIs (our outbound SAs carry them): an outbound entry is removed only while it
+    /// still holds this set's SA, never one another set or binding installed since.
+    spi_uc: u32,
+    spi_us: u32,
     /// The algorithms we chose: with the SPIs and ports they rebuild the Security-Server we sent
     /// ([`SaSet::server`]) for the Security-Verify check, instead of keeping its text per UE.
     alg: Alg,
@@ -147,7 +173,11 @@ impl SaSet {
 /// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
 struct Binding {
-    temporary: Option<Box<SaSet>>,
+    /// Challenges in progress, at most one per UE address and [`MAX_TEMPORARY`] in all: an
+    /// unprotected REGISTER naming this IMPI from another address (anyone can send one) gets its
+    /// own temporary set and never replaces or promotes another address's (issue: a 200 must
+    /// promote only the set its protected REGISTER arrived on).
+    temporary: Vec<SaSet>,
     current: Option<Box<SaSet>>,
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
     /// (spec §1.5 step 9, §1.6), so no message in flight is lost across the switch.
@@ -159,6 +189,37 @@ struct Binding {
     /// P-Associated-URI entries after the first (the default IMPU, in `reg`), '\n'-separated;
     /// usually empty.
     other_impus: Box<[u8]>,
+}
+
+impl Binding {
+    fn new() -> Binding {
+        Binding {
+            temporary: Vec::new(),
+            current: None,
+            old: None,
+            reg: None,
+            other_impus: Box::default(),
+        }
+    }
+
+    /// Every SA set of the binding.
+    fn sets(&self) -> impl Iterator<Item = &SaSet> {
+        self.temporary
+            .iter()
+            .chain(self.current.as_deref())
+            .chain(self.old.as_deref())
+    }
+
+    /// The set one of our inbound SPIs belongs to.
+    fn set_of(&self, spi: u32) -> Option<&SaSet> {
+        self.sets().find(|s| s.spi_ps == spi || s.spi_pc == spi)
+    }
+
+    fn is_temporary(&self, spi: u32) -> bool {
+        self.temporary
+            .iter()
+            .any(|s| s.spi_ps == spi || s.spi_pc == spi)
+    }
 }
 
 #[derive(Debug)]
@@ -301,6 +362,11 @@ impl Registrar {
         self.keylog = Some(file);
     }
 
+    /// The SA table's counters (for the operator's report and the tests' leak checks).
+    pub fn sa_table_stats(&self) -> crate::satable::SaTableStats {
+        self.sas.stats()
+    }
+
     pub fn registrations(&self) -> usize {
         self.bindings
             .values()
@@ -325,7 +391,7 @@ impl Registrar {
         };
         match (side, m.view().method()) {
             (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now, out),
-            (Side::Core, None) => self.on_response(payload, now, out),
+            (Side::Core, None) => self.on_response(payload, src, now, out),
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
         }
@@ -370,15 +436,7 @@ impl Registrar {
                     self.stats.unknown_transaction += 1;
                     return;
                 };
-                let Some(b) = self.bindings.get(&id) else {
-                    self.stats.unknown_transaction += 1;
-                    return;
-                };
-                let set = [&b.temporary, &b.current, &b.old]
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.spi_ps == spi || s.spi_pc == spi);
-                let Some(set) = set else {
+                let Some(set) = self.bindings.get(&id).and_then(|b| b.set_of(spi)) else {
                     self.stats.unknown_transaction += 1;
                     return;
                 };
@@ -395,6 +453,25 @@ impl Registrar {
                 return;
             }
         };
+        // TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was created for.
+        // A protected REGISTER naming another IMPI would have the core trust this UE's SA for
+        // someone else's identity (e.g. de-register them): refused, nothing forwarded.
+        if let Some(id) = binding_id
+            && self.by_impi.get(info.impi) != Some(&id)
+        {
+            self.stats.impi_mismatch += 1;
+            crate::control::log::warn(format_args!(
+                "protected REGISTER from {src} names IMPI {:?}, not the one its SAs belong to: 403",
+                String::from_utf8_lossy(info.impi)
+            ));
+            let r = rules::Reject {
+                code: 403,
+                reason: "Forbidden",
+                why: rules::RejectWhy::ImpiMismatch,
+            };
+            out.push(self.reply_to(m, r, reply));
+            return;
+        }
         if let Some((o, _)) = self.completed.get(&(info.call_id.to_vec(), info.cseq)) {
             self.stats.retransmissions += 1;
             out.push(o.clone());
@@ -452,16 +529,8 @@ impl Registrar {
                 return;
             };
             let b = self.bindings.get(&id);
-            let on_temporary = b
-                .and_then(|b| b.temporary.as_ref())
-                .is_some_and(|t| t.spi_ps == spi || t.spi_pc == spi);
-            let set = b.and_then(|b| {
-                [&b.temporary, &b.current, &b.old]
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.spi_ps == spi || s.spi_pc == spi)
-            });
-            let Some(set) = set else {
+            let on_temporary = b.is_some_and(|b| b.is_temporary(spi));
+            let Some(set) = b.and_then(|b| b.set_of(spi)) else {
                 self.stats.unknown_transaction += 1;
                 return;
             };
@@ -486,13 +555,7 @@ impl Registrar {
                     id
                 }
             };
-            self.bindings.entry(id).or_insert_with(|| Binding {
-                temporary: None,
-                current: None,
-                old: None,
-                reg: None,
-                other_impus: Box::default(),
-            });
+            self.bindings.entry(id).or_insert_with(Binding::new);
             id
         });
         // Unique per transaction (RFC 3261 §8.1.1.7): a counter scrambled by a per-process key.
@@ -554,7 +617,13 @@ impl Registrar {
 
     /// A final response from the core; the answer sent to the UE is kept for 32 s (RFC 3261
     /// §17.2.1, Timer J) so a retransmitted REGISTER gets it again instead of a new transaction.
-    fn on_response(&mut self, payload: &[u8], now: Instant, out: &mut Vec<Outgoing>) {
+    fn on_response(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
         let before = out.len();
         let txn = Message::parse(payload).ok().and_then(|m| {
             let v = m.view();
@@ -562,7 +631,7 @@ impl Registrar {
             let cseq = crate::sip::headers::cseq(v.header(HeaderName::CSeq)?)?.0;
             Some((call_id, cseq))
         });
-        self.on_final_response(payload, now, out);
+        self.on_final_response(payload, from, now, out);
         if let Some(txn) = txn
             && let Some(o) = out[before..].iter().find(|o| o.side == Side::Ue)
         {
@@ -570,7 +639,13 @@ impl Registrar {
         }
     }
 
-    fn on_final_response(&mut self, payload: &[u8], now: Instant, out: &mut Vec<Outgoing>) {
+    fn on_final_response(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
         let Ok(m) = Message::parse(payload) else {
             self.stats.malformed += 1;
             return;
@@ -592,8 +667,21 @@ impl Registrar {
         if status < 200 {
             return; // provisional: nothing to relay for REGISTER
         }
+        // Only the next hop we sent the REGISTER to may answer it (RFC 3261 §18.1.2 matches
+        // responses to the transaction; we also bind it to where it went). The address, not the
+        // port: a proxy may answer from another of its sockets.
+        match self.pending.get(&branch) {
+            None => {
+                self.stats.unknown_transaction += 1;
+                return;
+            }
+            Some(p) if p.next.ip() != from.ip() => {
+                self.stats.foreign_response += 1;
+                return;
+            }
+            Some(_) => {}
+        }
         let Some(p) = self.pending.remove(&branch) else {
-            self.stats.unknown_transaction += 1;
             return;
         };
         let (mut f, s, e) = framed(payload);
@@ -601,170 +689,35 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         };
+        // The SA set the REGISTER arrived on, if it came protected.
+        let came_on = match p.reply_arrival {
+            Arrival::Protected { spi } => Some(spi),
+            Arrival::Plain => None,
+        };
         match status {
             401 => {
-                if p.reply_arrival == Arrival::Plain {
-                    // a new challenge replaces any earlier temporary set (spec §1.3 step 1)
-                    self.drop_temporary(p.binding);
-                }
-                let busy = self
-                    .bindings
-                    .get(&p.binding)
-                    .map(|b| {
-                        [&b.current, &b.old]
-                            .into_iter()
-                            .flatten()
-                            .map(|s| s.port_pc)
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
-                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(&busy) else {
-                    self.stats.sa_install_failed += 1;
+                if !self.on_401(&mut ed, &p, now) {
                     return;
-                };
-                let set = SaSet {
-                    ue: p.ue.ip(),
-                    spi_pc,
-                    spi_ps,
-                    port_pc,
-                    port_ps,
-                    port_uc: p.offer.port_c,
-                    port_us: p.offer.port_s,
-                    alg: p.offer.alg,
-                    ealg: p.offer.ealg,
-                    client: p.client.clone().into_boxed_slice(),
-                    expires: now + REG_AWAIT_AUTH,
-                };
-                // the Security-Server of the 401 is the one the protected REGISTER is checked
-                // against: both come from SaSet::server
-                let mut sbuf = [0u8; 256];
-                let keys = match rules::rewrite_401(&mut ed, set.server(&mut sbuf)) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        self.stats.malformed += 1;
-                        return;
-                    }
-                };
-                if let Some(k) = keys.filter(|_| self.bindings.contains_key(&p.binding)) {
-                    if self
-                        .install(&set, &p.offer, &k.ck, &k.ik, p.binding)
-                        .is_err()
-                    {
-                        self.stats.sa_install_failed += 1;
-                        let _ = self.sas.remove_inbound(spi_pc);
-                        let _ = self.sas.remove_inbound(spi_ps);
-                        return;
-                    }
-                    if let Some(b) = self.bindings.get_mut(&p.binding) {
-                        b.temporary = Some(Box::new(set));
-                    }
-                    self.stats.challenges += 1;
                 }
             }
             200 => {
-                let mut gone_now = Vec::new();
-                let reg = rules::rewrite_200(&mut ed, p.contact.as_deref()).unwrap_or_default();
-                let view = ed.view();
-                let routes: Vec<Vec<u8>> = reg
-                    .service_route
-                    .as_slice()
-                    .iter()
-                    .map(|s| view.bytes(*s).to_vec())
-                    .collect();
-                let impus: Vec<Vec<u8>> = reg
-                    .associated_uris
-                    .as_slice()
-                    .iter()
-                    .map(|s| view.bytes(*s).to_vec())
-                    .collect();
-                let expires = reg.expires.unwrap_or(0);
-                if let Some(b) = self.bindings.get_mut(&p.binding) {
-                    if let Some(mut t) = b.temporary.take() {
-                        t.client = Box::default();
-                        // the temporary set becomes current (spec §1.5 step 5): lifetime
-                        // max(old, expires + 30 s); the replaced set becomes "old" and goes at
-                        // its own expiry (an older one goes now)
-                        let new_life = now + Duration::from_secs(expires as u64) + SA_GRACE;
-                        t.expires = b
-                            .current
-                            .as_ref()
-                            .map_or(new_life, |c| c.expires.max(new_life));
-                        if let Some(prev) = b.current.replace(t)
-                            && let Some(older) = b.old.replace(prev)
-                        {
-                            gone_now.push(older);
-                        }
-                    } else if let Some(c) = b.current.as_mut() {
-                        c.expires = now + Duration::from_secs(expires as u64) + SA_GRACE;
-                    }
-                }
-                for set in &gone_now {
-                    self.remove_set(set);
-                }
-                let fallback = self.route_next_hop(&routes, p.next, now);
-                if let Some(b) = self.bindings.get_mut(&p.binding) {
-                    let reg = (expires > 0)
-                        .then(|| Arc::new(registration(&p.impi, &impus, &routes, fallback)));
-                    b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
-                    b.reg = reg.clone();
-                    if let Some(c) = &b.current {
-                        for spi in [c.spi_pc, c.spi_ps] {
-                            let _ = self.sas.set_inbound_state(spi, SetState::New);
-                            let _ = self.sas.set_inbound_registration(spi, reg.clone());
-                        }
-                    }
-                }
-                if expires == 0 {
-                    self.stats.deregistered += 1;
-                } else {
-                    self.stats.registered += 1;
-                }
-                // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's
-                // port-s (spec §1.5 step 6).
-                let (src, dst, arrival) = match self
-                    .bindings
-                    .get(&p.binding)
-                    .and_then(|b| b.current.as_ref())
-                {
-                    Some(c) if p.reply_arrival != Arrival::Plain => (
-                        SocketAddr::new(p.reply_src.ip(), c.port_pc),
-                        SocketAddr::new(c.ue, c.port_us),
-                        Arrival::Protected { spi: c.spi_pc },
-                    ),
-                    _ => (p.reply_src, p.reply_dst, p.reply_arrival),
-                };
-                out.push(Outgoing {
-                    side: Side::Ue,
-                    arrival,
-                    src,
-                    dst,
-                    payload: ed.as_bytes().to_vec(),
-                });
-                if expires == 0 {
-                    // de-registration: every SA set of the UE goes, but only after the 200 went
-                    // out over the current one; the timer removes them (spec §1.6)
-                    if let Some(b) = self.bindings.get_mut(&p.binding) {
-                        for set in [&mut b.current, &mut b.old, &mut b.temporary]
-                            .into_iter()
-                            .flatten()
-                        {
-                            set.expires = now + Duration::from_secs(2);
-                        }
-                    }
-                }
+                self.on_200(&mut ed, &p, came_on, now, out);
                 return;
             }
             _ => {
-                if (400..500).contains(&status) && p.reply_arrival != Arrival::Plain {
-                    // e.g. 403 for a wrong RES: the temporary set goes, right after this answer
-                    // went out over it (the timer removes it)
+                if (400..500).contains(&status)
+                    && let Some(spi) = came_on
+                {
+                    // e.g. 403 for a wrong RES: the temporary set it came over goes, right after
+                    // this answer went out over it (the timer removes it); a current set stays
+                    // (a failed re-authentication does not end the registration)
                     self.stats.auth_failed += 1;
-                    if let Some(t) = self
-                        .bindings
-                        .get_mut(&p.binding)
-                        .and_then(|b| b.temporary.as_mut())
-                    {
-                        t.expires = now + Duration::from_secs(2);
+                    if let Some(t) = self.bindings.get_mut(&p.binding).and_then(|b| {
+                        b.temporary
+                            .iter_mut()
+                            .find(|t| t.spi_ps == spi || t.spi_pc == spi)
+                    }) {
+                        t.expires = t.expires.min(now + LINGER);
                     }
                 }
                 if rules::pop_top_via(&mut ed).is_err() {
@@ -782,8 +735,250 @@ impl Registrar {
         });
     }
 
-    /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.
-    fn allocate(&mut self, busy: &[u16]) -> Option<(u32, u32, u16, u16)> {
+    /// A 401 for the UE: with IMS AKA keys, a new temporary SA set for this UE address (replacing
+    /// the one it may have, never another address's) and Security-Server; without, only our Via
+    /// goes. Every SPI reserved here is installed in the set or released again, whatever fails.
+    /// `false`: nothing is to be relayed.
+    fn on_401(&mut self, ed: &mut Editor<'_>, p: &Pending, now: Instant) -> bool {
+        let ue = p.ue.ip();
+        let has_keys = rules::has_aka_keys(ed.view());
+        if !has_keys || !self.bindings.contains_key(&p.binding) {
+            // plain Digest (no ck/ik), or the binding went meanwhile: no SAs, no Security-Server
+            if rules::rewrite_401(ed, b"").is_err() {
+                self.stats.malformed += 1;
+                return false;
+            }
+            return true;
+        }
+        // A new challenge replaces this UE address's earlier temporary set (spec §1.3 step 1),
+        // whether the REGISTER came protected (a re-authentication) or not; other addresses'
+        // challenges for the same IMPI stay.
+        let replaced = self.bindings.get_mut(&p.binding).and_then(|b| {
+            let i = b.temporary.iter().position(|t| t.ue == ue)?;
+            Some(b.temporary.swap_remove(i))
+        });
+        if let Some(t) = replaced {
+            self.remove_set(&t, p.binding);
+        }
+        if self
+            .bindings
+            .get(&p.binding)
+            .is_some_and(|b| b.temporary.len() >= MAX_TEMPORARY)
+        {
+            self.stats.temporary_full += 1;
+            crate::control::log::warn(format_args!(
+                "REGISTER from {}: {MAX_TEMPORARY} challenges already in progress for IMPI {:?}; challenge dropped",
+                p.ue,
+                String::from_utf8_lossy(&p.impi)
+            ));
+            return false;
+        }
+        let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer) else {
+            self.stats.sa_install_failed += 1;
+            return false;
+        };
+        let set = SaSet {
+            ue,
+            spi_pc,
+            spi_ps,
+            port_pc,
+            port_ps,
+            port_uc: p.offer.port_c,
+            port_us: p.offer.port_s,
+            spi_uc: p.offer.spi_c,
+            spi_us: p.offer.spi_s,
+            alg: p.offer.alg,
+            ealg: p.offer.ealg,
+            client: p.client.clone().into_boxed_slice(),
+            expires: now + REG_AWAIT_AUTH,
+        };
+        // the Security-Server of the 401 is the one the protected REGISTER is checked against:
+        // both come from SaSet::server
+        let mut sbuf = [0u8; 256];
+        let keys = match rules::rewrite_401(ed, set.server(&mut sbuf)) {
+            Ok(Some(k)) => k,
+            Ok(None) | Err(_) => {
+                self.stats.malformed += 1;
+                self.remove_set(&set, p.binding);
+                return false;
+            }
+        };
+        if let Err(e) = self.install(&set, &p.offer, &keys.ck, &keys.ik, p.binding) {
+            self.stats.sa_install_failed += 1;
+            crate::control::log::warn(format_args!("SA set for {}: {e}", p.ue));
+            self.remove_set(&set, p.binding);
+            return false;
+        }
+        if let Some(b) = self.bindings.get_mut(&p.binding) {
+            b.temporary.push(set);
+        }
+        self.stats.challenges += 1;
+        true
+    }
+
+    /// A 200: only a REGISTER that came over one of the binding's SA sets changes the
+    /// registration — the temporary set it came over becomes current, or the current one is
+    /// refreshed. A 200 to an unprotected REGISTER (anyone may send one naming any IMPI) is
+    /// relayed and changes nothing.
+    fn on_200(
+        &mut self,
+        ed: &mut Editor<'_>,
+        p: &Pending,
+        came_on: Option<u32>,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let reg = rules::rewrite_200(ed, p.contact.as_deref()).unwrap_or_default();
+        let view = ed.view();
+        let routes: Vec<Vec<u8>> = reg
+            .service_route
+            .as_slice()
+            .iter()
+            .map(|s| view.bytes(*s).to_vec())
+            .collect();
+        let impus: Vec<Vec<u8>> = reg
+            .associated_uris
+            .as_slice()
+            .iter()
+            .map(|s| view.bytes(*s).to_vec())
+            .collect();
+        let expires = reg.expires.unwrap_or(0);
+        let mut gone_now = Vec::new();
+        let mut changed = false;
+        if let Some(spi) = came_on
+            && let Some(b) = self.bindings.get_mut(&p.binding)
+        {
+            let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
+            if let Some(i) = b
+                .temporary
+                .iter()
+                .position(|t| t.spi_ps == spi || t.spi_pc == spi)
+            {
+                let mut t = b.temporary.swap_remove(i);
+                t.client = Box::default();
+                // the temporary set becomes current (spec §1.5 step 5): lifetime
+                // max(old, expires + 30 s); the replaced set becomes "old" and goes at its own
+                // expiry (an older one goes now)
+                t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
+                if let Some(prev) = b.current.replace(Box::new(t))
+                    && let Some(older) = b.old.replace(prev)
+                {
+                    gone_now.push(older);
+                }
+                changed = true;
+            } else if let Some(c) = b.current.as_mut() {
+                c.expires = life;
+                changed = true;
+            }
+        }
+        for set in &gone_now {
+            self.remove_set(set, p.binding);
+        }
+        if changed {
+            if expires > 0 && impus.is_empty() {
+                // TS 24.229 §5.2.2.2: the asserted identity comes from P-Associated-URI; we do
+                // not make one up from what the UE wrote
+                self.stats.no_associated_uri += 1;
+                crate::control::log::warn(format_args!(
+                    "200 to REGISTER of {:?} has no P-Associated-URI: registered, but its requests are refused",
+                    String::from_utf8_lossy(&p.impi)
+                ));
+            }
+            let fallback = self.route_next_hop(&routes, p.next, now);
+            let reg = (expires > 0 && !impus.is_empty())
+                .then(|| Arc::new(registration(&impus, &routes, fallback)));
+            if let Some(b) = self.bindings.get_mut(&p.binding) {
+                b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
+                b.reg = reg.clone();
+                if expires == 0 {
+                    // de-registration: every set stops asserting the identity at once, and goes
+                    // right after the 200 went out over the current one (spec §1.6)
+                    let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
+                    for set in b.temporary.iter_mut().chain(later) {
+                        set.expires = set.expires.min(now + LINGER);
+                    }
+                }
+            }
+            let sets: Vec<(u32, u32, bool)> = self
+                .bindings
+                .get(&p.binding)
+                .map(|b| {
+                    b.current
+                        .iter()
+                        .map(|c| (c.spi_pc, c.spi_ps, true))
+                        .chain(b.old.iter().map(|o| (o.spi_pc, o.spi_ps, false)))
+                        .chain(b.temporary.iter().map(|t| (t.spi_pc, t.spi_ps, false)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (spi_pc, spi_ps, current) in sets {
+                for spi in [spi_pc, spi_ps] {
+                    if current {
+                        let _ = self.sas.set_inbound_state(spi, SetState::New);
+                    }
+                    if current || expires == 0 {
+                        let r = if current { reg.clone() } else { None };
+                        let _ = self.sas.set_inbound_registration(spi, r);
+                    }
+                }
+            }
+            if expires == 0 {
+                self.stats.deregistered += 1;
+            } else {
+                self.stats.registered += 1;
+            }
+        }
+        // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
+        // (spec §1.5 step 6).
+        let (src, dst, arrival) = match self
+            .bindings
+            .get(&p.binding)
+            .and_then(|b| b.current.as_ref())
+        {
+            Some(c) if came_on.is_some() => (
+                SocketAddr::new(p.reply_src.ip(), c.port_pc),
+                SocketAddr::new(c.ue, c.port_us),
+                Arrival::Protected { spi: c.spi_pc },
+            ),
+            _ => (p.reply_src, p.reply_dst, p.reply_arrival),
+        };
+        out.push(Outgoing {
+            side: Side::Ue,
+            arrival,
+            src,
+            dst,
+            payload: ed.as_bytes().to_vec(),
+        });
+    }
+
+    /// Two of our SPIs and a (port-c, port-s) pair of the protected range whose outbound keys
+    /// toward this UE address and ports are free in the whole table: a new set never replaces
+    /// an outbound SA of another set or another binding (a spoofed source naming a victim's
+    /// address and ports gets other ports of ours, not the victim's SAs).
+    fn allocate(&mut self, ue: IpAddr, offer: &IpsecOffer) -> Option<(u32, u32, u16, u16)> {
+        let (lo, hi) = (
+            *self.cfg.protected_ports.start(),
+            *self.cfg.protected_ports.end(),
+        );
+        let pairs = (hi - lo).div_ceil(2).max(1); // whole (port-c, port-s) pairs in the range
+        // Many UEs share a pair (their SAs differ by address and SPI), but one (address, port)
+        // of a UE must not meet the same port of ours twice.
+        let port_pc = {
+            let g = self.sas_view.pin();
+            let mut found = None;
+            for _ in 0..pairs {
+                let k = self.next_port % pairs;
+                self.next_port = self.next_port.wrapping_add(1);
+                let pc = lo + 2 * k;
+                if g.outbound(ue, offer.port_s, pc).is_none()
+                    && g.outbound(ue, offer.port_c, pc + 1).is_none()
+                {
+                    found = Some(pc);
+                    break;
+                }
+            }
+            found?
+        };
         let spi_pc = self.sas.reserve_spi().ok()?;
         let spi_ps = match self.sas.reserve_spi() {
             Ok(s) => s,
@@ -792,22 +987,6 @@ impl Registrar {
                 return None;
             }
         };
-        let (lo, hi) = (
-            *self.cfg.protected_ports.start(),
-            *self.cfg.protected_ports.end(),
-        );
-        let pairs = (hi - lo).div_ceil(2).max(1); // whole (port-c, port-s) pairs in the range
-        // Many UEs share a pair (their SAs differ by address and SPI), but one UE's sets must
-        // not: its outbound SAs are keyed by (UE address, UE port, our port).
-        let mut port_pc = lo;
-        for _ in 0..=busy.len() {
-            let k = self.next_port % pairs;
-            self.next_port = self.next_port.wrapping_add(1);
-            port_pc = lo + 2 * k;
-            if !busy.contains(&port_pc) {
-                break;
-            }
-        }
         Some((spi_pc, spi_ps, port_pc, port_pc + 1))
     }
 
@@ -839,7 +1018,17 @@ impl Registrar {
         self.sas
             .install_inbound(sa(set.spi_pc)?, &meta(set.port_us, set.port_pc))
             .map_err(|e| format!("{e:?}"))?;
-        // SA2: our port-c → UE port-s (out, the UE's spi-s); SA3: our port-s → UE port-c
+        // SA2: our port-c → UE port-s (out, the UE's spi-s); SA3: our port-s → UE port-c.
+        // Never over an outbound SA someone else holds (allocate chose free keys; this keeps
+        // it true whatever calls install).
+        for (port, lport) in [(set.port_us, set.port_pc), (set.port_uc, set.port_ps)] {
+            if self.sas_view.pin().outbound(set.ue, port, lport).is_some() {
+                return Err(format!(
+                    "outbound SA toward {}:{port} from our port {lport} is held by another set",
+                    set.ue
+                ));
+            }
+        }
         self.sas
             .install_outbound(sa(offer.spi_s)?, &meta(set.port_us, set.port_pc))
             .map_err(|e| format!("{e:?}"))?;
@@ -863,22 +1052,25 @@ impl Registrar {
         Ok(())
     }
 
-    fn remove_set(&mut self, set: &SaSet) {
+    /// Removes a set's SAs: its two inbound SPIs (installed or only reserved) and the outbound
+    /// entries that still hold this set's SAs — an entry another set or binding has at the same
+    /// address and ports stays.
+    fn remove_set(&mut self, set: &SaSet, binding: u64) {
         for spi in [set.spi_pc, set.spi_ps] {
             let _ = self.sas.remove_inbound(spi);
         }
-        let _ = self.sas.remove_outbound(set.ue, set.port_us, set.port_pc);
-        let _ = self.sas.remove_outbound(set.ue, set.port_uc, set.port_ps);
-    }
-
-    fn drop_temporary(&mut self, binding: u64) {
-        // (the current and old sets are untouched: a failed re-authentication keeps them)
-        if let Some(t) = self
-            .bindings
-            .get_mut(&binding)
-            .and_then(|b| b.temporary.take())
-        {
-            self.remove_set(&t);
+        for (port, lport, spi) in [
+            (set.port_us, set.port_pc, set.spi_us),
+            (set.port_uc, set.port_ps, set.spi_uc),
+        ] {
+            let ours = self
+                .sas_view
+                .pin()
+                .outbound(set.ue, port, lport)
+                .is_some_and(|e| e.binding() == binding && e.spi() == spi);
+            if ours {
+                let _ = self.sas.remove_outbound(set.ue, port, lport);
+            }
         }
     }
 
@@ -886,20 +1078,25 @@ impl Registrar {
     /// transactions the core never answered.
     pub fn on_timer(&mut self, now: Instant) {
         let mut gone = Vec::new();
-        for b in self.bindings.values_mut() {
-            if let Some(t) = b.temporary.take_if(|t| t.expires <= now) {
-                gone.push(t);
+        for (&id, b) in self.bindings.iter_mut() {
+            let mut i = 0;
+            while i < b.temporary.len() {
+                if b.temporary[i].expires <= now {
+                    gone.push((id, Box::new(b.temporary.swap_remove(i))));
+                } else {
+                    i += 1;
+                }
             }
             if let Some(c) = b.current.take_if(|c| c.expires <= now) {
-                gone.push(c);
+                gone.push((id, c));
             }
             if let Some(o) = b.old.take_if(|o| o.expires <= now) {
-                gone.push(o);
+                gone.push((id, o));
             }
         }
-        for set in &gone {
+        for (id, set) in &gone {
             self.stats.expired_sets += 1;
-            self.remove_set(set);
+            self.remove_set(set, *id);
         }
         self.pending
             .retain(|_, p| now.duration_since(p.created) < Duration::from_secs(32));
@@ -907,7 +1104,7 @@ impl Registrar {
         let in_flight: std::collections::HashSet<u64> =
             self.pending.values().map(|p| p.binding).collect();
         self.bindings.retain(|id, b| {
-            b.temporary.is_some()
+            !b.temporary.is_empty()
                 || b.current.is_some()
                 || b.old.is_some()
                 || in_flight.contains(id)
@@ -918,6 +1115,57 @@ impl Registrar {
         self.by_txn.retain(|_, branch| pending.contains_key(branch));
         self.completed
             .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
+    }
+
+    /// The SA table holds exactly what the bindings hold: two inbound and two outbound entries
+    /// per set, each naming its binding, and no SPI reserved beyond them (no leaked slot).
+    /// The tests run it after every scenario.
+    pub fn check_sa_invariants(&self) -> Result<(), String> {
+        let st = self.sas.stats();
+        let g = self.sas_view.pin();
+        let mut sets = 0;
+        for (&id, b) in &self.bindings {
+            for s in b.sets() {
+                sets += 1;
+                for spi in [s.spi_pc, s.spi_ps] {
+                    match g.inbound(spi) {
+                        Some(e) if e.binding() == id => {}
+                        _ => {
+                            return Err(format!(
+                                "binding {id}: inbound SPI {spi} not in the table"
+                            ));
+                        }
+                    }
+                }
+                for (port, lport, spi) in [
+                    (s.port_us, s.port_pc, s.spi_us),
+                    (s.port_uc, s.port_ps, s.spi_uc),
+                ] {
+                    match g.outbound(s.ue, port, lport) {
+                        Some(e) if e.binding() == id && e.spi() == spi => {}
+                        _ => {
+                            return Err(format!(
+                                "binding {id}: outbound {}:{port}/{lport} not this set's",
+                                s.ue
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if st.inbound_used != 2 * sets || st.inbound_live != 2 * sets {
+            return Err(format!(
+                "{sets} sets but {} inbound SPIs reserved, {} installed",
+                st.inbound_used, st.inbound_live
+            ));
+        }
+        if st.outbound_live != 2 * sets {
+            return Err(format!(
+                "{sets} sets but {} outbound entries",
+                st.outbound_live
+            ));
+        }
+        Ok(())
     }
 
     /// The binding one of our inbound SPIs belongs to.
@@ -969,15 +1217,16 @@ impl Registrar {
 /// its Service-Route as the Route set, and where that route goes (the first hop when it names an
 /// IP address; `fallback`, the I-CSCF or the route's DNS answer, otherwise).
 fn registration(
-    impi: &[u8],
     impus: &[Vec<u8>],
     service_route: &[Vec<u8>],
     fallback: SocketAddr,
 ) -> Registration {
-    let pai = match impus.first() {
-        Some(u) => [b"<", u.as_slice(), b">"].concat(),
-        None => [b"<sip:", impi, b">"].concat(),
-    };
+    let pai = [
+        &b"<"[..],
+        impus.first().map_or(&[][..], |u| u.as_slice()),
+        b">",
+    ]
+    .concat();
     let mut route = Vec::new();
     for (i, r) in service_route.iter().enumerate() {
         if i > 0 {
@@ -1036,8 +1285,6 @@ impl Registrar {
         now: Instant,
     ) -> Result<crate::preload::Allocated, String> {
         let (alg, ealg) = *self.cfg.prefs.first().ok_or("no algorithms configured")?;
-        let (spi_pc, spi_ps, port_pc, port_ps) =
-            self.allocate(&[]).ok_or("SA table full (SPIs)")?;
         let offer = IpsecOffer {
             alg,
             ealg,
@@ -1047,6 +1294,9 @@ impl Registrar {
             port_s: ue.port_us,
             q: None,
         };
+        let (spi_pc, spi_ps, port_pc, port_ps) = self
+            .allocate(ue.addr, &offer)
+            .ok_or("SA table full (SPIs or ports)")?;
         let set = SaSet {
             ue: ue.addr,
             spi_pc,
@@ -1055,6 +1305,8 @@ impl Registrar {
             port_ps,
             port_uc: ue.port_uc,
             port_us: ue.port_us,
+            spi_uc: ue.spi_uc,
+            spi_us: ue.spi_us,
             alg,
             ealg,
             client: Box::default(),
@@ -1063,24 +1315,17 @@ impl Registrar {
         let id = self.next_id;
         self.next_id += 1;
         if let Err(e) = self.install(&set, &offer, &ue.ck, &ue.ik, id) {
-            self.remove_set(&set);
+            self.remove_set(&set, id);
             return Err(e);
         }
         let next = self.cfg.icscf.unwrap_or(self.cfg.core);
         let routes = [format!("sip:orig@{next};lr").into_bytes()];
         let impus = [ue.impu.as_bytes().to_vec()];
-        let reg = Some(Arc::new(registration(
-            ue.impi.as_bytes(),
-            &impus,
-            &routes,
-            next,
-        )));
+        let reg = Some(Arc::new(registration(&impus, &routes, next)));
         let b = Binding {
-            temporary: None,
             current: Some(Box::new(set)),
-            old: None,
             reg: reg.clone(),
-            other_impus: Box::default(),
+            ..Binding::new()
         };
         for spi in [spi_pc, spi_ps] {
             let _ = self.sas.set_inbound_state(spi, SetState::New);

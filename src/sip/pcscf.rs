@@ -62,6 +62,12 @@ pub enum RejectWhy {
     NoNextHop,
     /// Too many REGISTER transactions in progress (a flood, or a core that stopped answering).
     Overloaded,
+    /// A protected REGISTER names another IMPI than its SA set was created for.
+    ImpiMismatch,
+    /// The Request-URI names a domain we do not serve, or an IP address.
+    UnknownHomeDomain,
+    /// The IMPI already has as many challenges in progress as we allow.
+    TooManyChallenges,
     Malformed,
 }
 
@@ -590,6 +596,14 @@ impl core::fmt::Debug for AkaKeys {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("AkaKeys { .. }")
     }
+}
+
+/// Whether a 401 carries IMS AKA keys (ck and ik in a WWW-Authenticate, TS 24.229 §7.2A.1):
+/// only then does the registration thread reserve SPIs for it.
+pub fn has_aka_keys(v: View<'_>) -> bool {
+    v.headers(HeaderName::WwwAuthenticate)
+        .filter_map(|h| Digest::parse(v.bytes(h.value)))
+        .any(|d| d.ck().and_then(hex16).is_some() && d.ik().and_then(hex16).is_some())
 }
 
 /// Rewrite the 401 from the S-CSCF for the UE (TS 24.229 §5.2.2.2; spec digest §1.3): our Via
