@@ -179,6 +179,7 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
             rx_dropped: a.rx_dropped + b.rx_dropped,
             tx_dropped: a.tx_dropped + b.tx_dropped + self.cross_no_frame,
             rx_no_frame: a.rx_no_frame + b.rx_no_frame,
+            rx_oversize: a.rx_oversize + b.rx_oversize,
             tx_no_neighbour: a.tx_no_neighbour + b.tx_no_neighbour,
             syscalls: a.syscalls + b.syscalls,
         }

@@ -72,6 +72,10 @@ pub struct IoStats {
     pub tx_dropped: u64,
     /// No free frame to receive into.
     pub rx_no_frame: u64,
+    /// Received packets too big for a frame (over `FRAME_SIZE - HEADROOM` bytes, e.g. on a
+    /// jumbo-MTU link): dropped before any copy into a frame. The worker reports them as the
+    /// `oversize` drop reason.
+    pub rx_oversize: u64,
     /// No next-hop MAC known for the destination (AF_XDP / AF_PACKET).
     pub tx_no_neighbour: u64,
     pub syscalls: u64,
