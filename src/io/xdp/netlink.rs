@@ -382,6 +382,8 @@ mod tests {
     fn answers_from_other_senders_are_ignored() {
         assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
         let mut s = Socket::open().unwrap();
+        // The first request binds the socket to its port id (autobind on send).
+        s.request(RTM_GETLINK, 0, &ifinfomsg(1)).unwrap();
         let mut me: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         let mut l = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         // SAFETY: getsockname fills a sockaddr_nl of the stated size.
@@ -393,6 +395,7 @@ mod tests {
             )
         };
         assert_eq!(r, 0);
+        assert_ne!(me.nl_pid, 0);
         let spoof = Socket::open().unwrap();
         let forged = nlmsg(NLMSG_ERROR, s.seq.wrapping_add(1), &0i32.to_ne_bytes());
         let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
