@@ -288,6 +288,9 @@ pub struct RunOptions {
     /// ([`crate::preload`]) before serving, and write what each got to `preload_map`.
     pub preload_ues: u32,
     pub preload_map: Option<std::path::PathBuf>,
+    /// Load tests and lab comparisons only (`--allow-stateless-relay`, a hidden flag): without
+    /// it a configuration with `dataplane.stateless_relay` is refused.
+    pub allow_stateless_relay: bool,
 }
 
 /// Open (append) or create the `--keylog` file. It holds every SA's keys, so a new one is
@@ -301,8 +304,18 @@ pub fn open_keylog(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Why `run` refuses a configuration with `dataplane.stateless_relay`.
+pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unprotected requests \
+of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
+(the load tools pass --allow-stateless-relay)";
+
 /// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
+    // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
+    // not and without integrity protection: a load-test shortcut, never a deployment mode.
+    if cfg.dataplane.stateless_relay && !opts.allow_stateless_relay {
+        return Err(STATELESS_RELAY_REFUSED.into());
+    }
     let keylog = opts.keylog.as_deref();
     log::set_level(cfg.log.level);
     install_signal_handlers();
