@@ -190,7 +190,7 @@ impl<P: PacketIo> Worker<P> {
                 // The backend drops some packets before the worker sees any (oversize): an
                 // idle worker still publishes them now and then.
                 idle = idle.wrapping_add(1);
-                if idle % 1024 == 0 {
+                if idle.is_multiple_of(1024) {
                     self.note_io_drops();
                     self.shared.publish(&self.stats);
                 }

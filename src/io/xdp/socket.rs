@@ -631,7 +631,7 @@ impl PacketIo for XdpIo {
         }
         self.stats.rx_packets += k as u64;
         self.recv_calls = self.recv_calls.wrapping_add(1);
-        if self.recv_calls % KSTATS_EVERY == 0 {
+        if self.recv_calls.is_multiple_of(KSTATS_EVERY) {
             self.note_kernel_drops();
         }
         self.refill();
