@@ -53,7 +53,8 @@ pub struct Desc {
 impl Desc {
     #[inline]
     pub fn len(&self) -> usize {
-        (self.end - self.start) as usize
+        // A descriptor with end before start (a bug upstream) is empty, not a panic.
+        self.end.saturating_sub(self.start) as usize
     }
     #[inline]
     pub fn is_empty(&self) -> bool {
