@@ -537,6 +537,17 @@ impl PacketMmapIo {
                 p.left = num;
                 p.off = p.rx.read_u32(bbase + 16) as usize;
             }
+            // The packet header (48 bytes, then sockaddr_ll up to sll_pkttype) must lie inside
+            // the block: if the offsets say otherwise, give the block back and count what was
+            // left in it, rather than read past it.
+            if p.off.checked_add(48 + 11).is_none_or(|e| e > p.block_size) {
+                self.stats.rx_dropped += u64::from(p.left);
+                p.left = 0;
+                p.rx.status(bbase + 8)
+                    .store(TP_STATUS_KERNEL, Ordering::Release);
+                p.blk = (p.blk + 1) % p.block_count;
+                continue;
+            }
             // tpacket3_hdr: next_offset @0, snaplen @12, len @16, status @20, mac u16 @24.
             let h = bbase + p.off;
             let next = p.rx.read_u32(h) as usize;
