@@ -429,6 +429,10 @@ fn start_pcscf(
         .arg(&pcscf)
         .args(["run", "--config"])
         .arg(&path);
+    if a.traffic != Traffic::Esp {
+        // the config above sets stateless_relay, which pcscf run refuses without this
+        cmd.arg("--allow-stateless-relay");
+    }
     if a.traffic == Traffic::Esp || a.memory_only {
         cmd.args([
             "--bench-preload-ues",

@@ -88,6 +88,10 @@ enum Cmd {
         /// Where to write what each preloaded UE got (index, our SPIs and ports).
         #[arg(long, hide = !cfg!(feature = "bench-hooks"))]
         bench_preload_map: Option<PathBuf>,
+        /// Load tests only: accept a configuration with `dataplane.stateless_relay` (refused
+        /// otherwise: it relays requests of unregistered UEs).
+        #[arg(long, hide = true)]
+        allow_stateless_relay: bool,
     },
     /// Check a configuration file and exit (0 if it is valid).
     CheckConfig {
@@ -199,6 +203,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             keylog,
             bench_preload_ues,
             bench_preload_map,
+            allow_stateless_relay,
         } => {
             let cfg = pcscf::config::Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
@@ -206,6 +211,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 keylog,
                 preload_ues: bench_preload_ues,
                 preload_map: bench_preload_map,
+                allow_stateless_relay,
             };
             let report = pcscf::control::run(&cfg, &opts)?;
             pcscf::control::print_report(&report, cfg.log.level);

@@ -237,3 +237,46 @@ fn afpacket_backend_rx_tx_icmp() {
         "ICMP unreachable expected once the placeholders are gone"
     );
 }
+
+/// A jumbo-MTU link: datagrams bigger than a frame are dropped and counted as oversize (they
+/// used to abort the process on the copy into the frame), and the next normal one goes through.
+#[test]
+fn afpacket_jumbo_frames_dropped_and_counted() {
+    let ns = NetnsPair::new("j");
+    ns.set_mtu(9000);
+    let ifa = ns.ifa.clone();
+    let mut io = NetnsPair::run_in(&ns.a, move || {
+        let shared = NeighShared::new(NeighTable::from_kernel().unwrap());
+        let cfg = PacketMmapConfig {
+            ports: vec![PortConfig {
+                ifname: ifa,
+                side: Side::Ue,
+            }],
+            local: vec![A4.into(), A6.into()],
+            udp_ports: vec![5060..=5060],
+            frames: 64,
+            block_count: 8,
+            tx_slots: 32,
+            ..Default::default()
+        };
+        PacketMmapIo::new(&cfg, shared.reader()).expect("PacketMmapIo::new")
+    });
+    let (u4, u6) = NetnsPair::run_in(&ns.b, || {
+        (
+            UdpSocket::bind((B4, 40000)).unwrap(),
+            UdpSocket::bind((B6, 40006)).unwrap(),
+        )
+    });
+    for size in [5000, 8000] {
+        u4.send_to(&vec![b'x'; size], (A4, 5060)).unwrap();
+        u6.send_to(&vec![b'y'; size], (A6, 5060)).unwrap();
+    }
+    u4.send_to(b"REGISTER after jumbo", (A4, 5060)).unwrap();
+    let got = recv_n(&mut io, 1, WAIT);
+    assert_eq!(got.len(), 1, "stats {:?}", io.stats());
+    let p = packet_of(&mut io, &got[0]);
+    assert_eq!(&p[28..], b"REGISTER after jumbo");
+    io.free(&got);
+    assert_eq!(io.stats().rx_oversize, 4, "stats {:?}", io.stats());
+    assert_eq!(io.free_frames(), 64, "no frame lost");
+}

@@ -54,6 +54,7 @@ fn start(lab: &Lab, backend: &str) -> Child {
             &lab.pcscf,
             env!("CARGO_BIN_EXE_pcscf"),
             "run",
+            "--allow-stateless-relay",
             "--config",
         ])
         .arg(config(lab, backend))

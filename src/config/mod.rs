@@ -249,6 +249,16 @@ fn default_level() -> LogLevel {
     LogLevel::Info
 }
 
+/// Upper bounds of the sizes allocated at start: a value beyond them would abort the process
+/// in the allocator (or take the machine's memory) instead of being refused with the key's name.
+/// `dataplane.frames`: frames per worker (4 KiB each, so 1 GiB per worker at most).
+pub const MAX_FRAMES: u32 = 1 << 18;
+/// `dataplane.punt_queue`: message buffers per queue (one punt queue plus one inject queue per
+/// worker, each buffer a full SIP message).
+pub const MAX_PUNT_QUEUE: usize = 1 << 15;
+/// `dataplane.workers`: worker threads (each owns a backend with its rings and frames).
+pub const MAX_WORKERS: usize = 256;
+
 /// A configuration error: the key (dotted path) and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -374,6 +384,12 @@ impl Config {
         if dp.workers.is_empty() {
             return Err(bad("dataplane.workers", "needs at least one core"));
         }
+        if dp.workers.len() > MAX_WORKERS {
+            return Err(bad(
+                "dataplane.workers",
+                format!("at most {MAX_WORKERS} workers"),
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if let Some(c) = dp.workers.iter().find(|&&c| c >= cores) {
             return Err(bad(
@@ -388,6 +404,12 @@ impl Config {
             return Err(bad(
                 "dataplane.ring_size",
                 "must be a power of two within 64..=65536",
+            ));
+        }
+        if dp.frames > MAX_FRAMES {
+            return Err(bad(
+                "dataplane.frames",
+                format!("must be at most {MAX_FRAMES} (each frame is 4 KiB, mapped at start)"),
             ));
         }
         if dp.frames < 2 * dp.ring_size {
@@ -408,8 +430,13 @@ impl Config {
                 "needs core.icscf (where to relay to)",
             ));
         }
-        if dp.punt_queue == 0 {
-            return Err(bad("dataplane.punt_queue", "must be at least 1"));
+        if !(1..=MAX_PUNT_QUEUE).contains(&dp.punt_queue) {
+            return Err(bad(
+                "dataplane.punt_queue",
+                format!(
+                    "must be within 1..={MAX_PUNT_QUEUE} (each slot is a message buffer allocated at start)"
+                ),
+            ));
         }
         Ok(())
     }
@@ -473,6 +500,26 @@ mod tests {
     }
 
     #[test]
+    fn sizes_have_upper_bounds() {
+        let base = EXAMPLE.replacen(
+            "workers = [0]",
+            &format!("workers = [{}]", vec!["0"; MAX_WORKERS + 1].join(",")),
+            1,
+        );
+        let msg = err_key(&base);
+        assert!(msg.contains("dataplane.workers"), "{msg}");
+        // the bounds themselves are accepted
+        let ok = EXAMPLE
+            .replacen("frames = 8192", &format!("frames = {MAX_FRAMES}"), 1)
+            .replacen(
+                "punt_queue = 4096",
+                &format!("punt_queue = {MAX_PUNT_QUEUE}"),
+                1,
+            );
+        Config::parse(&ok).unwrap();
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = EXAMPLE;
         let cases = [
@@ -506,6 +553,19 @@ mod tests {
                 "sip_prot",
             ),
             ("\"null/aes-gcm\"", "\"null/aes-cbc\"", "ipsec.algorithms"),
+            ("frames = 8192", "frames = 4294967295", "dataplane.frames"),
+            ("frames = 8192", "frames = 262145", "dataplane.frames"),
+            (
+                "punt_queue = 4096",
+                "punt_queue = 9223372036854775807",
+                "dataplane.punt_queue",
+            ),
+            (
+                "punt_queue = 4096",
+                "punt_queue = 32769",
+                "dataplane.punt_queue",
+            ),
+            ("max_sas = 65536", "max_sas = 4294967295", "ipsec.max_sas"),
         ];
         for (from, to, key) in cases {
             assert!(base.contains(from), "{from}");

@@ -6,7 +6,6 @@
 //! endpoint), SIGINT/SIGTERM handling, and the final counters. Backends are dropped on the way
 //! out, which detaches an XDP program.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +28,7 @@ use crate::satable::{SaTableConfig, sa_table};
 
 pub mod dns;
 pub mod log;
+pub mod prometheus;
 pub mod registrar;
 
 use registrar::{Incoming, Registrar, RegistrarConfig};
@@ -288,10 +288,34 @@ pub struct RunOptions {
     /// ([`crate::preload`]) before serving, and write what each got to `preload_map`.
     pub preload_ues: u32,
     pub preload_map: Option<std::path::PathBuf>,
+    /// Load tests and lab comparisons only (`--allow-stateless-relay`, a hidden flag): without
+    /// it a configuration with `dataplane.stateless_relay` is refused.
+    pub allow_stateless_relay: bool,
 }
+
+/// Open (append) or create the `--keylog` file. It holds every SA's keys, so a new one is
+/// created owner-only (0600) whatever the umask; an existing file keeps the mode it has.
+pub fn open_keylog(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Why `run` refuses a configuration with `dataplane.stateless_relay`.
+pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unprotected requests \
+of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
+(the load tools pass --allow-stateless-relay)";
 
 /// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
+    // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
+    // not and without integrity protection: a load-test shortcut, never a deployment mode.
+    if cfg.dataplane.stateless_relay && !opts.allow_stateless_relay {
+        return Err(STATELESS_RELAY_REFUSED.into());
+    }
     let keylog = opts.keylog.as_deref();
     log::set_level(cfg.log.level);
     install_signal_handlers();
@@ -378,11 +402,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     // and hands what it sends to the workers' inject queues.
     let mut registrar = Registrar::new(registrar_config(cfg)?, sa_writer);
     if let Some(path) = keylog {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("--keylog {}: {e}", path.display()))?;
+        let f = open_keylog(path).map_err(|e| format!("--keylog {}: {e}", path.display()))?;
         log::warn(format_args!(
             "writing ESP keys to {} (Wireshark esp_sa): protect that file",
             path.display()
@@ -535,34 +555,16 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 /// Prometheus text format (version 0.0.4) on `GET /metrics`, one connection at a time, from a
-/// thread of its own.
+/// thread of its own ([`prometheus::serve`] bounds what each client may cost).
 fn spawn_prometheus(
     addr: SocketAddr,
     shared: Vec<Arc<SharedStats>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("prometheus".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                        let mut req = [0u8; 1024];
-                        let _ = s.read(&mut req);
-                        let body = metrics_text(&shared);
-                        let _ = write!(
-                            s,
-                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })?;
+        .spawn(move || prometheus::serve(listener, &stop, || metrics_text(&shared)))?;
     Ok(())
 }
 

@@ -45,9 +45,12 @@ pub enum Drop {
     NoRoom,
     /// A request over an SA whose UE is not (yet) registered.
     NotRegistered,
+    /// Received packets bigger than a frame (a jumbo-MTU link), dropped by the backend before
+    /// the worker saw them (the backend's `IoStats::rx_oversize`).
+    Oversize,
 }
 
-pub const DROP_REASONS: usize = 14;
+pub const DROP_REASONS: usize = 15;
 
 impl Drop {
     pub const ALL: [Drop; DROP_REASONS] = [
@@ -65,6 +68,7 @@ impl Drop {
         Drop::NotOurVia,
         Drop::NoRoom,
         Drop::NotRegistered,
+        Drop::Oversize,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Drop {
             Drop::NotOurVia => "not_our_via",
             Drop::NoRoom => "no_room",
             Drop::NotRegistered => "not_registered",
+            Drop::Oversize => "oversize",
         }
     }
 }

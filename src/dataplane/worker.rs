@@ -184,15 +184,30 @@ impl<P: PacketIo> Worker<P> {
 
     /// Run until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
+        let mut idle: u32 = 0;
         while !stop.load(Ordering::Relaxed) {
             if self.poll_once() == 0 {
+                // The backend drops some packets before the worker sees any (oversize): an
+                // idle worker still publishes them now and then.
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(1024) {
+                    self.note_io_drops();
+                    self.shared.publish(&self.stats);
+                }
                 std::hint::spin_loop();
             }
         }
+        self.note_io_drops();
         self.shared.publish(&self.stats);
         while !self.shared.try_merge_latency(&mut self.latency) {
             std::thread::yield_now();
         }
+    }
+
+    /// Drops the backend made on its own (packets too big for a frame) as a drop reason.
+    #[inline]
+    fn note_io_drops(&mut self) {
+        self.stats.drops[Drop::Oversize as usize] = self.io.stats().rx_oversize;
     }
 
     /// One batch: receive, process, send. Returns how many packets came in.
@@ -253,6 +268,7 @@ impl<P: PacketIo> Worker<P> {
                 .latency
                 .record_n(took.as_nanos().max(1) as u64, n as u64);
         }
+        self.note_io_drops();
         self.shared.publish(&self.stats);
         if took + t0.duration_since(self.last_merge) > std::time::Duration::from_millis(100)
             && self.shared.try_merge_latency(&mut self.latency)

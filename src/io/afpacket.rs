@@ -15,7 +15,9 @@
 //! them (`retire_tov_ms`, default 1 ms). For each frame: the Ethernet header is stripped (up to
 //! two 802.1Q / 802.1ad tags skipped); only IPv4 / IPv6 packets to one of `local` addresses
 //! that are ESP, or unfragmented UDP to one of `udp_ports`, are copied to a pool frame at
-//! `HEADROOM`, trimmed to the IP length (no Ethernet padding). Everything else counts in
+//! `HEADROOM`, trimmed to the IP length (no Ethernet padding). One bigger than a frame
+//! (`FRAME_SIZE - HEADROOM`, e.g. on a jumbo-MTU link) or cut short by the ring is dropped and
+//! counted in `rx_oversize`, never copied. Everything else counts in
 //! `rx_dropped` and is left to the kernel, which sees every frame anyway (AF_PACKET taps get
 //! copies). Frames whose checksum is still partial (`TP_STATUS_CSUMNOTREADY`, e.g. from veth)
 //! get their UDP checksum computed, so the worker sees valid packets. IPv4 fragments and IPv6
@@ -535,10 +537,22 @@ impl PacketMmapIo {
                 p.left = num;
                 p.off = p.rx.read_u32(bbase + 16) as usize;
             }
+            // The packet header (48 bytes, then sockaddr_ll up to sll_pkttype) must lie inside
+            // the block: if the offsets say otherwise, give the block back and count what was
+            // left in it, rather than read past it.
+            if p.off.checked_add(48 + 11).is_none_or(|e| e > p.block_size) {
+                self.stats.rx_dropped += u64::from(p.left);
+                p.left = 0;
+                p.rx.status(bbase + 8)
+                    .store(TP_STATUS_KERNEL, Ordering::Release);
+                p.blk = (p.blk + 1) % p.block_count;
+                continue;
+            }
             // tpacket3_hdr: next_offset @0, snaplen @12, len @16, status @20, mac u16 @24.
             let h = bbase + p.off;
             let next = p.rx.read_u32(h) as usize;
             let snap = p.rx.read_u32(h + 12) as usize;
+            let wire_len = p.rx.read_u32(h + 16) as usize;
             let status = p.rx.read_u32(h + 20);
             let mac = p.rx.read_u16(h + 24) as usize;
             // sockaddr_ll follows the 48-byte aligned header: sll_pkttype at +10.
@@ -548,9 +562,14 @@ impl PacketMmapIo {
             p.left -= 1;
             p.off += next;
             let finished = p.left == 0;
-            if frame_ok && pkttype != PACKET_OUTGOING {
+            if frame_ok && pkttype != PACKET_OUTGOING && wire_len > snap {
+                // Cut by the ring (a frame larger than a block can hold): too big for us.
+                self.stats.rx_oversize += 1;
+            } else if frame_ok && pkttype != PACKET_OUTGOING {
                 let data = self.ports[pi].rx.bytes(h + mac, snap);
                 match l3_offset(data).and_then(|o| self.ours(&data[o..]).map(|l| (o, l))) {
+                    // Bigger than a pool frame (a jumbo-MTU link): dropped, never copied.
+                    Some((_, len)) if len > FRAME_SIZE - HEADROOM => self.stats.rx_oversize += 1,
                     Some((o, len)) => match self.pool.alloc() {
                         Some(f) => {
                             let dst = &mut self.pool.frame_mut(f)[HEADROOM..HEADROOM + len];

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use super::{Desc, IoStats, PacketIo, Side};
+use super::{Desc, FRAME_SIZE, IoStats, PacketIo, Side};
 
 const CORE_BIT: u32 = 1 << 31;
 
@@ -24,6 +24,8 @@ pub struct DualIo<A: PacketIo, B: PacketIo> {
     core_first: bool,
     /// Packets dropped because the other side's pool had no frame for the copy.
     cross_no_frame: u64,
+    /// Packets to cross sides whose descriptor lay outside the frame (dropped).
+    cross_bad: u64,
 }
 
 impl<A: PacketIo, B: PacketIo> DualIo<A, B> {
@@ -38,6 +40,7 @@ impl<A: PacketIo, B: PacketIo> DualIo<A, B> {
             free_core: Vec::with_capacity(2 * batch),
             core_first: false,
             cross_no_frame: 0,
+            cross_bad: 0,
         }
     }
 
@@ -104,9 +107,15 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
                 (false, Side::Ue) => self.tx_ue.push(u),
                 (true, Side::Core) => self.tx_core.push(u),
                 (false, Side::Core) => {
+                    let (s, e) = (u.start as usize, u.end as usize);
+                    if s > e || e > FRAME_SIZE {
+                        // A descriptor outside its frame: never copied, dropped and counted.
+                        self.cross_bad += 1;
+                        self.free_ue.push(u);
+                        continue;
+                    }
                     match self.core.alloc(Side::Core) {
                         Some(n) => {
-                            let (s, e) = (u.start as usize, u.end as usize);
                             let src = &self.ue.frame(&u)[s..e];
                             let dst = self.core.frame(&n);
                             dst[s..e].copy_from_slice(src);
@@ -121,9 +130,15 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
                     self.free_ue.push(u);
                 }
                 (true, Side::Ue) => {
+                    let (s, e) = (u.start as usize, u.end as usize);
+                    if s > e || e > FRAME_SIZE {
+                        // A descriptor outside its frame: never copied, dropped and counted.
+                        self.cross_bad += 1;
+                        self.free_core.push(u);
+                        continue;
+                    }
                     match self.ue.alloc(Side::Ue) {
                         Some(n) => {
-                            let (s, e) = (u.start as usize, u.end as usize);
                             let src = &self.core.frame(&u)[s..e];
                             let dst = self.ue.frame(&n);
                             dst[s..e].copy_from_slice(src);
@@ -177,8 +192,9 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
             rx_packets: a.rx_packets + b.rx_packets,
             tx_packets: a.tx_packets + b.tx_packets,
             rx_dropped: a.rx_dropped + b.rx_dropped,
-            tx_dropped: a.tx_dropped + b.tx_dropped + self.cross_no_frame,
+            tx_dropped: a.tx_dropped + b.tx_dropped + self.cross_no_frame + self.cross_bad,
             rx_no_frame: a.rx_no_frame + b.rx_no_frame,
+            rx_oversize: a.rx_oversize + b.rx_oversize,
             tx_no_neighbour: a.tx_no_neighbour + b.tx_no_neighbour,
             syscalls: a.syscalls + b.syscalls,
         }
@@ -221,6 +237,29 @@ mod tests {
         let got_core = core.take_sent();
         assert_eq!(got_ue, vec![(Side::Ue, b"from-core".to_vec())]);
         assert_eq!(got_core, vec![(Side::Core, b"from-ue".to_vec())]);
+        assert_eq!((ue.free_frames(), core.free_frames()), (8, 8));
+    }
+
+    #[test]
+    fn a_descriptor_outside_its_frame_is_dropped_not_copied() {
+        let mut io = DualIo::new(MemIo::new(8), MemIo::new(8), 8);
+        io.sides().0.inject(Side::Ue, b"from-ue");
+        let mut d = [Desc {
+            frame: 0,
+            start: 0,
+            end: 0,
+            side: Side::Ue,
+        }; 4];
+        assert_eq!(io.recv(&mut d).unwrap(), 1);
+        let bad = [Desc {
+            side: Side::Core,
+            end: u16::MAX,
+            ..d[0]
+        }];
+        io.send(&bad).unwrap();
+        assert_eq!(io.stats().tx_dropped, 1);
+        let (ue, core) = io.sides();
+        assert!(core.take_sent().is_empty());
         assert_eq!((ue.free_frames(), core.free_frames()), (8, 8));
     }
 }

@@ -53,7 +53,8 @@ pub struct Desc {
 impl Desc {
     #[inline]
     pub fn len(&self) -> usize {
-        (self.end - self.start) as usize
+        // A descriptor with end before start (a bug upstream) is empty, not a panic.
+        self.end.saturating_sub(self.start) as usize
     }
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -72,6 +73,10 @@ pub struct IoStats {
     pub tx_dropped: u64,
     /// No free frame to receive into.
     pub rx_no_frame: u64,
+    /// Received packets too big for a frame (over `FRAME_SIZE - HEADROOM` bytes, e.g. on a
+    /// jumbo-MTU link): dropped before any copy into a frame. The worker reports them as the
+    /// `oversize` drop reason.
+    pub rx_oversize: u64,
     /// No next-hop MAC known for the destination (AF_XDP / AF_PACKET).
     pub tx_no_neighbour: u64,
     pub syscalls: u64,

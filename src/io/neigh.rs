@@ -179,61 +179,12 @@ impl NeighTable {
         let mut rq = [0u8; 12];
         rq[0] = libc::AF_UNSPEC as u8;
         for m in nl.dump(libc::RTM_GETROUTE, &rq)? {
-            if m.ty != libc::RTM_NEWROUTE || m.body.len() < 12 {
+            if m.ty != libc::RTM_NEWROUTE {
                 continue;
             }
-            let b = &m.body;
-            let (fam, dst_len, table, rtype) = (b[0] as i32, b[1], b[4], b[7]);
-            if rtype != libc::RTN_UNICAST {
-                continue;
+            if let Some(r) = parse_route(&m.body) {
+                t.routes.push(r);
             }
-            let v6 = fam == libc::AF_INET6;
-            if !v6 && fam != libc::AF_INET {
-                continue;
-            }
-            let mut table = table as u32;
-            let (mut dst, mut oif, mut gw, mut metric) = (None, 0u32, None, 0u32);
-            for (ty, v) in attrs(&b[12..]) {
-                match ty {
-                    libc::RTA_DST => dst = ip_from(v),
-                    libc::RTA_OIF if v.len() == 4 => {
-                        oif = u32::from_ne_bytes(v.try_into().unwrap())
-                    }
-                    libc::RTA_GATEWAY => gw = ip_from(v),
-                    libc::RTA_PRIORITY if v.len() == 4 => {
-                        metric = u32::from_ne_bytes(v.try_into().unwrap())
-                    }
-                    libc::RTA_TABLE if v.len() == 4 => {
-                        table = u32::from_ne_bytes(v.try_into().unwrap())
-                    }
-                    libc::RTA_MULTIPATH if oif == 0 && v.len() >= 8 => {
-                        // First rtnexthop: len u16, flags u8, hops u8, ifindex i32, then attrs.
-                        let l = (u16::from_ne_bytes([v[0], v[1]]) as usize).min(v.len());
-                        oif = i32::from_ne_bytes(v[4..8].try_into().unwrap()) as u32;
-                        for (t2, v2) in attrs(&v[8..l]) {
-                            if t2 == libc::RTA_GATEWAY {
-                                gw = ip_from(v2);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if table != libc::RT_TABLE_MAIN as u32 || oif == 0 {
-                continue;
-            }
-            let bits = match dst {
-                Some(a) => addr_bits(a).0,
-                None => 0,
-            };
-            t.routes.push(Route {
-                prefix: mask(bits, dst_len, v6),
-                len: dst_len,
-                v6,
-                oif,
-                gw,
-                metric,
-            });
         }
         t.sort();
         // Neighbours.
@@ -269,6 +220,61 @@ impl NeighTable {
         }
         Ok(t)
     }
+}
+
+/// A unicast route of the main table from an `RTM_NEWROUTE` body (`rtmsg` then attributes);
+/// `None` for anything else or a malformed message (every slice is checked: the body comes
+/// from outside this process).
+fn parse_route(b: &[u8]) -> Option<Route> {
+    if b.len() < 12 {
+        return None;
+    }
+    let (fam, dst_len, table, rtype) = (b[0] as i32, b[1], b[4], b[7]);
+    if rtype != libc::RTN_UNICAST {
+        return None;
+    }
+    let v6 = fam == libc::AF_INET6;
+    if !v6 && fam != libc::AF_INET {
+        return None;
+    }
+    let mut table = table as u32;
+    let (mut dst, mut oif, mut gw, mut metric) = (None, 0u32, None, 0u32);
+    for (ty, v) in attrs(&b[12..]) {
+        match ty {
+            libc::RTA_DST => dst = ip_from(v),
+            libc::RTA_OIF if v.len() == 4 => oif = u32::from_ne_bytes(v.try_into().ok()?),
+            libc::RTA_GATEWAY => gw = ip_from(v),
+            libc::RTA_PRIORITY if v.len() == 4 => metric = u32::from_ne_bytes(v.try_into().ok()?),
+            libc::RTA_TABLE if v.len() == 4 => table = u32::from_ne_bytes(v.try_into().ok()?),
+            libc::RTA_MULTIPATH if oif == 0 && v.len() >= 8 => {
+                // First rtnexthop: len u16, flags u8, hops u8, ifindex i32, then attrs. Its
+                // length may claim less than its own header: then it has no attributes.
+                let l = (u16::from_ne_bytes([v[0], v[1]]) as usize).min(v.len());
+                oif = i32::from_ne_bytes(v[4..8].try_into().ok()?) as u32;
+                for (t2, v2) in attrs(v.get(8..l).unwrap_or_default()) {
+                    if t2 == libc::RTA_GATEWAY {
+                        gw = ip_from(v2);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if table != libc::RT_TABLE_MAIN as u32 || oif == 0 {
+        return None;
+    }
+    let bits = match dst {
+        Some(a) => addr_bits(a).0,
+        None => 0,
+    };
+    Some(Route {
+        prefix: mask(bits, dst_len, v6),
+        len: dst_len,
+        v6,
+        oif,
+        gw,
+        metric,
+    })
 }
 
 /// Ask the kernel (RTM_GETROUTE for one destination, honouring policy routing) for the next
@@ -359,6 +365,54 @@ struct NlMsg {
 
 struct Netlink {
     fd: OwnedFd,
+    /// Sequence number of the last request (each request gets a new one; answers carry it).
+    seq: std::cell::Cell<u32>,
+}
+
+/// One answer datagram from the kernel: the messages of request `seq` go to `out`. Returns
+/// whether the answer is complete (NLMSG_DONE, an ACK, or the one reply of a non-dump). A
+/// message of another sequence number (a stale answer) is skipped; every length is checked, so
+/// a truncated or hostile datagram is an error, never a panic.
+fn parse_answer(mut b: &[u8], seq: u32, is_dump: bool, out: &mut Vec<NlMsg>) -> io::Result<bool> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"));
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes(b[0..4].try_into().map_err(|_| bad("header"))?) as usize;
+        let mty = u16::from_ne_bytes([b[4], b[5]]);
+        let mseq = u32::from_ne_bytes(b[8..12].try_into().map_err(|_| bad("header"))?);
+        if len < 16 || len > b.len() {
+            return Err(bad("bad message length"));
+        }
+        let body = &b[16..len];
+        b = &b[align4(len).min(b.len())..];
+        if mseq != seq {
+            continue;
+        }
+        match mty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => {
+                // struct nlmsgerr: error i32, then the request's header.
+                let code = body
+                    .get(0..4)
+                    .and_then(|c| c.try_into().ok())
+                    .map(i32::from_ne_bytes)
+                    .ok_or_else(|| bad("truncated error message"))?;
+                if code != 0 {
+                    return Err(io::Error::from_raw_os_error(code.saturating_neg()));
+                }
+                return Ok(true); // an ACK
+            }
+            _ => {
+                out.push(NlMsg {
+                    ty: mty,
+                    body: body.to_vec(),
+                });
+                if !is_dump {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 impl Netlink {
@@ -378,7 +432,10 @@ impl Netlink {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Netlink { fd })
+        Ok(Netlink {
+            fd,
+            seq: std::cell::Cell::new(0),
+        })
     }
 
     fn dump(&self, ty: u16, body: &[u8]) -> io::Result<Vec<NlMsg>> {
@@ -386,13 +443,17 @@ impl Netlink {
     }
 
     /// Send one request and collect the answer until NLMSG_DONE (dump) or the first reply.
+    /// Only datagrams from the kernel (sender port id 0) are read: another process may send to
+    /// this socket's port id (a unicast netlink message needs no privilege to address it), and
+    /// its messages are skipped whatever they say.
     fn request(&self, ty: u16, flags: u16, body: &[u8]) -> io::Result<Vec<NlMsg>> {
-        const SEQ: u32 = 1;
+        let seq = self.seq.get().wrapping_add(1).max(1);
+        self.seq.set(seq);
         let mut req = Vec::with_capacity(16 + body.len());
         req.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
         req.extend_from_slice(&ty.to_ne_bytes());
         req.extend_from_slice(&flags.to_ne_bytes());
-        req.extend_from_slice(&SEQ.to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
         req.extend_from_slice(&0u32.to_ne_bytes());
         req.extend_from_slice(body);
         // SAFETY: `req` is a live buffer of the given length; kernel is the default destination.
@@ -418,13 +479,18 @@ impl Netlink {
                     "netlink: no answer",
                 ));
             }
-            // SAFETY: `buf` is a live, writable buffer of its length.
+            // SAFETY: zeroed sockaddr_nl is valid; recvfrom fills it.
+            let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut from_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: `buf` and `from` are live, writable buffers of the stated lengths.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_nl).cast(),
+                    &mut from_len,
                 )
             };
             if n < 0 {
@@ -434,44 +500,11 @@ impl Netlink {
                 }
                 return Err(e);
             }
-            let mut b = &buf[..n as usize];
-            while b.len() >= 16 {
-                let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
-                let mty = u16::from_ne_bytes([b[4], b[5]]);
-                let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
-                if len < 16 || len > b.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink: bad message length",
-                    ));
-                }
-                let body = &b[16..len];
-                b = &b[align4(len).min(b.len())..];
-                if seq != SEQ {
-                    continue;
-                }
-                match mty as i32 {
-                    libc::NLMSG_DONE => return Ok(out),
-                    libc::NLMSG_ERROR => {
-                        let code = body
-                            .get(0..4)
-                            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
-                            .unwrap_or(0);
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        return Ok(out); // an ACK
-                    }
-                    _ => {
-                        out.push(NlMsg {
-                            ty: mty,
-                            body: body.to_vec(),
-                        });
-                        if !is_dump {
-                            return Ok(out);
-                        }
-                    }
-                }
+            if !from_kernel(&from, from_len) {
+                continue;
+            }
+            if parse_answer(&buf[..n as usize], seq, is_dump, &mut out)? {
+                return Ok(out);
             }
         }
         Err(io::Error::new(
@@ -479,6 +512,13 @@ impl Netlink {
             "netlink: dump did not end",
         ))
     }
+}
+
+/// Was a datagram sent by the kernel? (netlink address of port id 0)
+fn from_kernel(sa: &libc::sockaddr_nl, len: libc::socklen_t) -> bool {
+    len as usize >= size_of::<libc::sockaddr_nl>()
+        && sa.nl_family == libc::AF_NETLINK as u16
+        && sa.nl_pid == 0
 }
 
 const MAX_MISSES: usize = 64;
@@ -643,5 +683,131 @@ mod tests {
         r.update();
         assert!(r.lookup("10.0.0.7".parse().unwrap()).is_some());
         assert_eq!(s.take_misses().len(), 1);
+    }
+
+    fn nlmsg(ty: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        m.resize(align4(m.len()), 0);
+        m
+    }
+
+    fn rtmsg(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut b = vec![0u8; 12];
+        b[0] = libc::AF_INET as u8;
+        b[1] = 24;
+        b[4] = libc::RT_TABLE_MAIN;
+        b[7] = libc::RTN_UNICAST;
+        for (t, v) in attrs {
+            push_attr(&mut b, *t, v);
+        }
+        b
+    }
+
+    #[test]
+    fn hostile_route_attributes_do_not_panic() {
+        // A multipath next hop whose length claims less than its own 8-byte header: the old
+        // code sliced `v[8..4]` and panicked.
+        let mut nh = vec![0u8; 12];
+        nh[0..2].copy_from_slice(&4u16.to_ne_bytes());
+        nh[4..8].copy_from_slice(&7i32.to_ne_bytes());
+        let r = parse_route(&rtmsg(&[(libc::RTA_MULTIPATH, nh)])).unwrap();
+        assert_eq!((r.oif, r.gw), (7, None));
+        // Good multipath: the gateway inside is found.
+        let mut nh = vec![0u8; 8];
+        nh[4..8].copy_from_slice(&9i32.to_ne_bytes());
+        push_attr(&mut nh, libc::RTA_GATEWAY, &[10, 0, 0, 1]);
+        let l = nh.len() as u16;
+        nh[0..2].copy_from_slice(&l.to_ne_bytes());
+        let r = parse_route(&rtmsg(&[(libc::RTA_MULTIPATH, nh)])).unwrap();
+        assert_eq!((r.oif, r.gw), (9, Some("10.0.0.1".parse().unwrap())));
+        // Truncated bodies and attributes, odd lengths, a prefix longer than the family.
+        for n in 0..12 {
+            assert_eq!(parse_route(&[0u8; 12][..n]), None);
+        }
+        let mut b = rtmsg(&[(libc::RTA_OIF, 3u32.to_ne_bytes().to_vec())]);
+        b[1] = 200;
+        assert_eq!(parse_route(&b).unwrap().len, 200);
+        let mut b = rtmsg(&[(libc::RTA_OIF, 3u32.to_ne_bytes().to_vec())]);
+        b.extend_from_slice(&[0xff, 0xff, 1, 0]); // an attribute longer than what is left
+        assert_eq!(parse_route(&b).unwrap().oif, 3);
+        for cut in 12..b.len() {
+            let _ = parse_route(&b[..cut]);
+        }
+    }
+
+    #[test]
+    fn hostile_answers_are_errors_not_panics() {
+        let mut out = Vec::new();
+        // Truncated NLMSG_ERROR (no error code).
+        let m = nlmsg(libc::NLMSG_ERROR as u16, 5, &[]);
+        assert!(parse_answer(&m, 5, true, &mut out).is_err());
+        // An error code of i32::MIN (negating it overflowed).
+        let m = nlmsg(libc::NLMSG_ERROR as u16, 5, &i32::MIN.to_ne_bytes());
+        assert!(parse_answer(&m, 5, true, &mut out).is_err());
+        // Length below the header, or past the datagram.
+        let mut m = nlmsg(libc::RTM_NEWROUTE, 5, &[0; 12]);
+        m[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(parse_answer(&m, 5, true, &mut out).is_err());
+        m[0..4].copy_from_slice(&4000u32.to_ne_bytes());
+        assert!(parse_answer(&m, 5, true, &mut out).is_err());
+        // Every truncation of a good answer: no panic.
+        let mut good = nlmsg(libc::RTM_NEWROUTE, 5, &rtmsg(&[]));
+        good.extend(nlmsg(libc::NLMSG_DONE as u16, 5, &[0; 4]));
+        for cut in 0..good.len() {
+            let _ = parse_answer(&good[..cut], 5, true, &mut Vec::new());
+        }
+        // Messages of another sequence number are skipped: a stale DONE does not end the dump.
+        let mut d = nlmsg(libc::NLMSG_DONE as u16, 4, &[0; 4]);
+        d.extend(nlmsg(libc::RTM_NEWROUTE, 5, &rtmsg(&[])));
+        let mut out = Vec::new();
+        assert!(!parse_answer(&d, 5, true, &mut out).unwrap());
+        assert_eq!(out.len(), 1);
+        assert!(parse_answer(&good, 5, true, &mut out).unwrap());
+    }
+
+    /// Another socket (any process may address ours by port id) sends a forged end of dump
+    /// with the sequence number we are about to use: it is ignored, the kernel's answer counts.
+    #[test]
+    fn answers_from_other_senders_are_ignored() {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("needs root (sending to another netlink socket's port id)");
+        }
+        let nl = Netlink::open().unwrap();
+        let mut me: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut l = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: getsockname fills a sockaddr_nl of the stated size.
+        let r = unsafe {
+            libc::getsockname(
+                nl.fd.as_raw_fd(),
+                (&mut me as *mut libc::sockaddr_nl).cast(),
+                &mut l,
+            )
+        };
+        assert_eq!(r, 0);
+        let spoof = Netlink::open().unwrap();
+        let forged = nlmsg(libc::NLMSG_DONE as u16, 1, &[0; 4]);
+        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        to.nl_family = libc::AF_NETLINK as u16;
+        to.nl_pid = me.nl_pid;
+        // SAFETY: live buffers of the stated sizes.
+        let r = unsafe {
+            libc::sendto(
+                spoof.fd.as_raw_fd(),
+                forged.as_ptr().cast(),
+                forged.len(),
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        assert_eq!(r as usize, forged.len(), "{}", io::Error::last_os_error());
+        let links = nl.dump(libc::RTM_GETLINK, &[0u8; 16]).unwrap();
+        assert!(!links.is_empty(), "the forged NLMSG_DONE ended the dump");
     }
 }

@@ -18,8 +18,8 @@
 //!   (next header 50) is built from `msg_name`, `IPV6_PKTINFO`, hop limit and traffic class.
 //!   Extension headers the original packet had are not reproduced.
 //!
-//! Datagrams that do not fit the frame (`MSG_TRUNC`) or lack the ancillary data are dropped and
-//! counted in `rx_dropped`. IPv6 sockets are `IPV6_V6ONLY`, so each family has its own sockets.
+//! Datagrams that do not fit the frame (`MSG_TRUNC`) are dropped and counted in `rx_oversize`;
+//! those that lack the ancillary data, in `rx_dropped`. IPv6 sockets are `IPV6_V6ONLY`, so each family has its own sockets.
 //!
 //! **Send.** `send` parses each packet's L3 header and queues it on a socket; a queue that fills
 //! (`batch`) is flushed at once, and `flush` pushes all queues, one `sendmmsg(MSG_DONTWAIT)` per
@@ -502,7 +502,13 @@ impl SocketIo {
             }
             let len = self.msgs[i].msg_len as usize;
             let flags = self.msgs[i].msg_hdr.msg_flags;
-            let meta = if flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            if flags & libc::MSG_TRUNC != 0 {
+                // The datagram did not fit the frame (a jumbo-MTU link): the kernel cut it.
+                self.stats.rx_oversize += 1;
+                self.pool.free(f);
+                continue;
+            }
+            let meta = if flags & libc::MSG_CTRUNC != 0 {
                 None
             } else {
                 // SAFETY: msgs[i] was filled by the kernel; its control pointer/length describe

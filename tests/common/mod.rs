@@ -82,6 +82,13 @@ impl NetnsPair {
         p
     }
 
+    /// Set the MTU of both ends of the veth (e.g. 9000: jumbo frames).
+    pub fn set_mtu(&self, mtu: u32) {
+        let m = mtu.to_string();
+        ip(&["-n", &self.a, "link", "set", &self.ifa, "mtu", &m]);
+        ip(&["-n", &self.b, "link", "set", &self.ifb, "mtu", &m]);
+    }
+
     /// Run `f` on a thread that has entered namespace `ns`; sockets it opens stay in `ns`.
     pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/run/netns/{ns}");

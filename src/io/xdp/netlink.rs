@@ -89,6 +89,22 @@ impl Socket {
                 );
             }
         }
+        // A request waits for its answer at most this long (recv would otherwise block for
+        // ever if the answer never comes).
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        // SAFETY: a timeval of its size on our socket.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+        }
         Ok(Socket { fd, seq: 1 })
     }
 
@@ -127,53 +143,31 @@ impl Socket {
         }
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        // Bounded: a request gets at most a few messages; 64 reads is far beyond that.
         for _ in 0..64 {
-            // SAFETY: `buf` is a writable buffer of buf.len() bytes.
+            let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: `buf` and `from` are live, writable buffers of the stated lengths; the
+            // socket has a receive timeout, so this does not block for ever.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr() as *mut libc::c_void,
                     buf.len(),
                     0,
+                    &mut from as *mut libc::sockaddr_nl as *mut libc::sockaddr,
+                    &mut from_len,
                 )
             };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut p = &buf[..n as usize];
-            while p.len() >= NLMSG_HDRLEN {
-                let mlen = u32::from_ne_bytes(p[0..4].try_into().unwrap()) as usize;
-                let mtype = u16::from_ne_bytes(p[4..6].try_into().unwrap());
-                let mflags = u16::from_ne_bytes(p[6..8].try_into().unwrap());
-                let mseq = u32::from_ne_bytes(p[8..12].try_into().unwrap());
-                if mlen < NLMSG_HDRLEN || mlen > p.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink: bad message length",
-                    ));
-                }
-                let payload = &p[NLMSG_HDRLEN..mlen];
-                if mseq == seq {
-                    match mtype {
-                        NLMSG_ERROR => {
-                            let err = i32::from_ne_bytes(payload[0..4].try_into().unwrap());
-                            if err == 0 {
-                                return Ok(out);
-                            }
-                            let text = ext_ack_msg(payload, mflags);
-                            let e = io::Error::from_raw_os_error(-err);
-                            return Err(match text {
-                                Some(t) => io::Error::new(e.kind(), format!("{e}: {t}")),
-                                None => e,
-                            });
-                        }
-                        NLMSG_DONE => return Ok(out),
-                        _ => out.push((mtype, payload.to_vec())),
-                    }
-                }
-                let adv = (mlen + 3) & !3;
-                p = &p[adv.min(p.len())..];
+            // Only the kernel (port id 0) answers requests; anything else is another
+            // process writing to our port id.
+            if (from_len as usize) < std::mem::size_of::<libc::sockaddr_nl>() || from.nl_pid != 0 {
+                continue;
+            }
+            if parse_answer(&buf[..n as usize], seq, &mut out)? {
+                return Ok(out);
             }
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "netlink: no ACK"))
@@ -182,6 +176,48 @@ impl Socket {
 
 /// The extended-ack message text of an `NLMSG_ERROR` payload, if any (with CAP_ACK set the
 /// echoed request is only its header).
+/// One answer datagram: messages of request `seq` go to `out`; returns whether the answer is
+/// complete (ACK, error, NLMSG_DONE). Other sequence numbers are skipped; every length is
+/// checked, so a truncated or hostile datagram is an error, never a panic.
+fn parse_answer(mut p: &[u8], seq: u32, out: &mut Vec<(u16, Vec<u8>)>) -> io::Result<bool> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"));
+    while p.len() >= NLMSG_HDRLEN {
+        let mlen = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        let mtype = u16::from_ne_bytes([p[4], p[5]]);
+        let mflags = u16::from_ne_bytes([p[6], p[7]]);
+        let mseq = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
+        if mlen < NLMSG_HDRLEN || mlen > p.len() {
+            return Err(bad("bad message length"));
+        }
+        let payload = &p[NLMSG_HDRLEN..mlen];
+        p = &p[((mlen + 3) & !3).min(p.len())..];
+        if mseq != seq {
+            continue;
+        }
+        match mtype {
+            NLMSG_ERROR => {
+                // struct nlmsgerr: error i32, then the request's header (and ack TLVs).
+                let err = payload
+                    .get(0..4)
+                    .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                    .ok_or_else(|| bad("truncated error message"))?;
+                if err == 0 {
+                    return Ok(true);
+                }
+                let text = ext_ack_msg(payload, mflags);
+                let e = io::Error::from_raw_os_error(err.saturating_neg());
+                return Err(match text {
+                    Some(t) => io::Error::new(e.kind(), format!("{e}: {t}")),
+                    None => e,
+                });
+            }
+            NLMSG_DONE => return Ok(true),
+            _ => out.push((mtype, payload.to_vec())),
+        }
+    }
+    Ok(false)
+}
+
 fn ext_ack_msg(payload: &[u8], flags: u16) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
@@ -285,4 +321,103 @@ pub fn set_xdp(ifindex: u32, prog_fd: i32, flags: u32, expected_fd: Option<i32>)
     let mut s = Socket::open()?;
     s.request(RTM_SETLINK, 0, &body)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn nlmsg(ty: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&NLM_F_ACK_TLVS.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        while !m.len().is_multiple_of(4) {
+            m.push(0);
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_answers_are_errors_not_panics() {
+        let mut out = Vec::new();
+        // A truncated NLMSG_ERROR: the old code sliced `payload[0..4]` and panicked.
+        assert!(parse_answer(&nlmsg(NLMSG_ERROR, 3, &[]), 3, &mut out).is_err());
+        assert!(parse_answer(&nlmsg(NLMSG_ERROR, 3, &[1, 2]), 3, &mut out).is_err());
+        // An error code whose negation overflows.
+        assert!(
+            parse_answer(&nlmsg(NLMSG_ERROR, 3, &i32::MIN.to_ne_bytes()), 3, &mut out).is_err()
+        );
+        // An error with ack TLVs cut anywhere.
+        let mut e = (-22i32).to_ne_bytes().to_vec();
+        e.extend(nlmsg(RTM_SETLINK, 3, &[]));
+        put_attr(&mut e, NLMSGERR_ATTR_MSG, b"bad thing\0");
+        let m = nlmsg(NLMSG_ERROR, 3, &e);
+        let err = parse_answer(&m, 3, &mut out).unwrap_err();
+        assert!(err.to_string().contains("bad thing"), "{err}");
+        for cut in 0..m.len() {
+            let _ = parse_answer(&m[..cut], 3, &mut Vec::new());
+        }
+        // Lengths below the header or past the datagram.
+        let mut m = nlmsg(RTM_NEWLINK, 3, &[0; 16]);
+        m[0..4].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(parse_answer(&m, 3, &mut out).is_err());
+        m[0..4].copy_from_slice(&9999u32.to_ne_bytes());
+        assert!(parse_answer(&m, 3, &mut out).is_err());
+        // Another sequence number is skipped (a stale ACK does not end this request).
+        let mut m = nlmsg(NLMSG_ERROR, 2, &0i32.to_ne_bytes());
+        m.extend(nlmsg(RTM_NEWLINK, 3, &[0; 16]));
+        let mut out = Vec::new();
+        assert!(!parse_answer(&m, 3, &mut out).unwrap());
+        assert_eq!(out.len(), 1);
+    }
+
+    /// A forged ACK from another socket (any process may address ours by port id), with the
+    /// sequence number of the next request, is ignored: the kernel's answer counts.
+    #[test]
+    fn answers_from_other_senders_are_ignored() {
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+        let mut s = Socket::open().unwrap();
+        // The first request binds the socket to its port id (autobind on send).
+        s.request(RTM_GETLINK, 0, &ifinfomsg(1)).unwrap();
+        let mut me: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut l = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: getsockname fills a sockaddr_nl of the stated size.
+        let r = unsafe {
+            libc::getsockname(
+                s.fd.as_raw_fd(),
+                &mut me as *mut libc::sockaddr_nl as *mut libc::sockaddr,
+                &mut l,
+            )
+        };
+        assert_eq!(r, 0);
+        assert_ne!(me.nl_pid, 0);
+        let spoof = Socket::open().unwrap();
+        let forged = nlmsg(NLMSG_ERROR, s.seq.wrapping_add(1), &0i32.to_ne_bytes());
+        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        to.nl_family = libc::AF_NETLINK as u16;
+        to.nl_pid = me.nl_pid;
+        // SAFETY: live buffers of the stated sizes.
+        let r = unsafe {
+            libc::sendto(
+                spoof.fd.as_raw_fd(),
+                forged.as_ptr() as *const libc::c_void,
+                forged.len(),
+                0,
+                &to as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        assert_eq!(r as usize, forged.len(), "{}", io::Error::last_os_error());
+        // ifindex 1 is the loopback of any namespace.
+        let msgs = s.request(RTM_GETLINK, 0, &ifinfomsg(1)).unwrap();
+        assert!(
+            msgs.iter().any(|(t, _)| *t == RTM_NEWLINK),
+            "the forged ACK ended the request"
+        );
+    }
 }

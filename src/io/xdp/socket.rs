@@ -166,7 +166,14 @@ pub struct XdpIo {
     need_wakeup: bool,
     neigh: Box<dyn NeighLookup>,
     stats: IoStats,
+    /// Frames the kernel could not put in a UMEM frame because they were too big, from
+    /// `XDP_STATISTICS` (read once per [`KSTATS_EVERY`] `recv` calls, never per packet).
+    kernel_oversize: u64,
+    recv_calls: u32,
 }
+
+/// How many `recv` calls between two reads of the kernel's counters (one syscall).
+const KSTATS_EVERY: u32 = 1024;
 
 impl std::fmt::Debug for XdpIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -363,6 +370,8 @@ impl XdpIo {
             need_wakeup: cfg.need_wakeup,
             neigh,
             stats: IoStats::default(),
+            kernel_oversize: 0,
+            recv_calls: 0,
         };
         io.refill();
         Ok(io)
@@ -418,6 +427,15 @@ impl XdpIo {
             rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
             tx_ring_empty_descs: s.tx_ring_empty_descs,
         })
+    }
+
+    /// Frames the kernel dropped as too big for a UMEM frame (a jumbo-MTU link). The kernel
+    /// counts in `rx_dropped` both those and the frames that found the fill ring empty (which it
+    /// also counts in `rx_fill_ring_empty_descs`, one each): the difference is the oversize ones.
+    pub fn note_kernel_drops(&mut self) {
+        if let Ok(k) = self.kernel_stats() {
+            self.kernel_oversize = k.rx_dropped.saturating_sub(k.rx_fill_ring_empty_descs);
+        }
     }
 
     /// Top the fill ring up to `fill_target` frames from the free list. Counts `rx_no_frame`
@@ -565,9 +583,17 @@ impl PacketIo for XdpIo {
             let f = (d.addr / FRAME_SIZE as u64) as u32;
             let off = (d.addr % FRAME_SIZE as u64) as usize;
             self.in_fill = self.in_fill.saturating_sub(1);
-            if f >= self.nframes || off + d.len as usize > FRAME_SIZE {
+            if f >= self.nframes {
                 // Cannot happen with a well-behaved kernel; never touch such a frame.
                 self.stats.rx_dropped += 1;
+                continue;
+            }
+            if off + d.len as usize > FRAME_SIZE {
+                // Longer than its frame (the kernel drops such frames itself: see
+                // `kernel_oversize`); never read past the frame, give it back.
+                self.stats.rx_oversize += 1;
+                self.state[f as usize] = FrameState::User;
+                self.give_back(f);
                 continue;
             }
             self.state[f as usize] = FrameState::User;
@@ -604,6 +630,10 @@ impl PacketIo for XdpIo {
             self.rx.cons_release(n);
         }
         self.stats.rx_packets += k as u64;
+        self.recv_calls = self.recv_calls.wrapping_add(1);
+        if self.recv_calls.is_multiple_of(KSTATS_EVERY) {
+            self.note_kernel_drops();
+        }
         self.refill();
         if n == 0 && self.need_wakeup && self.fill.needs_wakeup() {
             self.stats.syscalls += 1;
@@ -712,6 +742,9 @@ impl PacketIo for XdpIo {
     }
 
     fn stats(&self) -> IoStats {
-        self.stats
+        IoStats {
+            rx_oversize: self.stats.rx_oversize + self.kernel_oversize,
+            ..self.stats
+        }
     }
 }
