@@ -618,7 +618,9 @@ impl Registrar {
                             .collect::<Vec<_>>()
                     })
                     .unwrap_or_default();
-                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(&busy) else {
+                let ue_spis = [p.offer.spi_c, p.offer.spi_s];
+                let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(&busy, &ue_spis)
+                else {
                     self.stats.sa_install_failed += 1;
                     return;
                 };
@@ -782,10 +784,11 @@ impl Registrar {
         });
     }
 
-    /// Two of our SPIs and the next (port-c, port-s) pair of the protected range.
-    fn allocate(&mut self, busy: &[u16]) -> Option<(u32, u32, u16, u16)> {
-        let spi_pc = self.sas.reserve_spi().ok()?;
-        let spi_ps = match self.sas.reserve_spi() {
+    /// Two of our SPIs, none of `ue_spis` (see `esp::outbound_ivs_disjoint`), and the next
+    /// (port-c, port-s) pair of the protected range.
+    fn allocate(&mut self, busy: &[u16], ue_spis: &[u32]) -> Option<(u32, u32, u16, u16)> {
+        let spi_pc = self.sas.reserve_spi_avoiding(ue_spis).ok()?;
+        let spi_ps = match self.sas.reserve_spi_avoiding(ue_spis) {
             Ok(s) => s,
             Err(_) => {
                 let _ = self.sas.remove_inbound(spi_pc);
@@ -821,6 +824,11 @@ impl Registrar {
         binding: u64,
     ) -> Result<(), String> {
         let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
+        // RFC 4106 §3.1 / RFC 4543 §3.1: no GCM/GMAC IV may repeat under the set's one key
+        if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [offer.spi_c, offer.spi_s])
+        {
+            return Err("UE SPIs equal each other or ours".into());
+        }
         // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
         let keys = Sa::from_aka(set.spi_ps, alg, ealg, ck, ik, self.cfg.sa_options)
             .map_err(|e| e.to_string())?;
@@ -1036,8 +1044,9 @@ impl Registrar {
         now: Instant,
     ) -> Result<crate::preload::Allocated, String> {
         let (alg, ealg) = *self.cfg.prefs.first().ok_or("no algorithms configured")?;
-        let (spi_pc, spi_ps, port_pc, port_ps) =
-            self.allocate(&[]).ok_or("SA table full (SPIs)")?;
+        let (spi_pc, spi_ps, port_pc, port_ps) = self
+            .allocate(&[], &[ue.spi_uc, ue.spi_us])
+            .ok_or("SA table full (SPIs)")?;
         let offer = IpsecOffer {
             alg,
             ealg,
