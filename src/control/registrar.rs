@@ -596,7 +596,9 @@ impl Registrar {
             self.stats.unknown_transaction += 1;
             return;
         };
-        let (mut f, s, e) = framed(payload);
+        // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
+        let (f, s, e) = framed(payload);
+        let mut f = zeroize::Zeroizing::new(f);
         let Ok(mut ed) = Editor::new(&mut f, s, e) else {
             self.stats.malformed += 1;
             return;
