@@ -16,7 +16,7 @@ trait NotCopy<A> {
 impl<T: ?Sized> NotCopy<()> for T {}
 #[allow(dead_code)]
 struct IsCopy;
-impl<T: ?Sized + Copy> NotCopy<IsCopy> for T {}
+impl<T: Copy> NotCopy<IsCopy> for T {}
 
 fn wiped_on_drop<T: ZeroizeOnDrop>() {}
 
