@@ -789,6 +789,22 @@ impl SaWriter {
         Ok(self.spi_of(slot))
     }
 
+    /// [`SaWriter::reserve_spi`], but never one of `avoid` (the UE's own SPIs: an SA set whose
+    /// SPIs coincide could repeat GCM/GMAC IVs under its shared key, see
+    /// `esp::outbound_ivs_disjoint`). A slot whose SPI is in `avoid` goes straight back to the
+    /// free list under its next generation; after `avoid.len() + 1` tries it is
+    /// [`SaTableError::InboundFull`].
+    pub fn reserve_spi_avoiding(&mut self, avoid: &[u32]) -> Result<u32, SaTableError> {
+        for _ in 0..=avoid.len() {
+            let spi = self.reserve_spi()?;
+            if !avoid.contains(&spi) {
+                return Ok(spi);
+            }
+            self.remove_inbound(spi)?;
+        }
+        Err(SaTableError::InboundFull)
+    }
+
     /// Publishes an inbound SA under its own SPI, which must have come from
     /// [`SaWriter::reserve_spi`] and not be installed yet.
     pub fn install_inbound(

@@ -146,7 +146,7 @@ fn large_window() {
 }
 
 #[test]
-fn cbc_ivs_differ_and_gcm_iv_is_seq() {
+fn cbc_ivs_differ_and_gcm_iv_is_spi_seq() {
     let suite = Suite::new(IntegAlg::HmacMd5_96, EncAlg::AesCbc).unwrap();
     let tx = sa(0x300, suite, BackendKind::default());
     let pkt = ip_packet(Fam::V4, L4::Udp, 1, 2, b"same", false);
@@ -161,8 +161,9 @@ fn cbc_ivs_differ_and_gcm_iv_is_seq() {
     );
     let a = protect(&gcm, &pkt);
     let b = protect(&gcm, &pkt);
-    assert_eq!(a[28..36], 1u64.to_be_bytes());
-    assert_eq!(b[28..36], 2u64.to_be_bytes());
+    // RFC 4106 §3.1: SPI ‖ seq, unique across the SAs sharing the key (see `esp::aead_iv`)
+    assert_eq!(a[28..36], [0, 0, 3, 1, 0, 0, 0, 1]);
+    assert_eq!(b[28..36], [0, 0, 3, 1, 0, 0, 0, 2]);
 }
 
 #[test]

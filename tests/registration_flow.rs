@@ -1104,3 +1104,40 @@ fn a_response_from_elsewhere_is_ignored() {
     assert_eq!(got.len(), 1, "the real next hop's answer still counts");
     w.reg.check_sa_invariants().unwrap();
 }
+
+/// A Security-Client whose spi-c equals its spi-s would give our two outbound SAs the same
+/// SPI under the set's one key, so the same GCM/GMAC IV `SPI ‖ seq` (RFC 4106 §3.1): no SA
+/// set is installed for it and the challenge does not go out.
+#[test]
+fn security_client_with_equal_spis_gets_no_sa_set() {
+    let mut w = world();
+    let reg = REGISTER1.replace("spi-s=1237", "spi-s=1236");
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        reg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "forwarded to the I-CSCF");
+    let av = w.hss.next_vector(&[0x23; 16]).unwrap();
+    let mut nb = [0u8; aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb).to_string();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let www = format!(
+        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
+        hex(av.ck.as_bytes()),
+        hex(av.ik.as_bytes())
+    );
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let out = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(w.reg.stats.sa_install_failed, 1);
+    assert_eq!(w.reg.stats.challenges, 0);
+}

@@ -337,3 +337,31 @@ fn outbound_probes_stay_short() {
     println!("2^16 flows in 2^17 buckets: mean probe {mean:.2}, max {max}");
     assert!(mean < 2.0 && max < 64, "{mean} {max}");
 }
+
+/// A UE's own SPIs are never handed out as ours for its set (GCM/GMAC IVs `SPI ‖ seq` under
+/// the set's shared key must not repeat, RFC 4106 §3.1): the colliding SPIs are skipped and
+/// return to the free list.
+#[test]
+fn reserve_spi_avoiding_skips_the_ues_spis() {
+    // one slot, 8 generations: its SPIs come round in a fixed cycle of 8
+    let (mut w, _r) = sa_table(small(1, 1, 256, 256 + 7)).unwrap();
+    let cycle: Vec<u32> = (0..8)
+        .map(|_| {
+            let s = w.reserve_spi().unwrap();
+            w.remove_inbound(s).unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(cycle.iter().collect::<HashSet<_>>().len(), 8);
+    let got = w.reserve_spi_avoiding(&cycle[..2]).unwrap();
+    assert_eq!(got, cycle[2]);
+    w.install_inbound(null_sa(got), &meta(v4(1), 5000, 5100, 1))
+        .unwrap();
+    w.remove_inbound(got).unwrap();
+    // every SPI avoided: refused, and the slot is free again
+    assert_eq!(
+        w.reserve_spi_avoiding(&cycle),
+        Err(SaTableError::InboundFull)
+    );
+    assert!(w.reserve_spi().is_ok());
+}

@@ -35,7 +35,7 @@ use super::vector::Res;
 pub const ALGORITHM: &str = "AKAv1-MD5";
 
 /// 32 lowercase hex digits of an MD5 digest.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct HexDigest([u8; 32]);
 
 impl HexDigest {
@@ -149,8 +149,10 @@ fn md5_parts(parts: &[&[u8]]) -> [u8; 16] {
 }
 
 /// `HA1 = MD5(username ":" realm ":" password)` (RFC 2617 §3.2.2.2).
+/// HA1 stands for the password (RES), so it and its raw hash are wiped after use.
 pub fn ha1(username: &[u8], realm: &[u8], password: &[u8]) -> HexDigest {
-    HexDigest(hex16(&md5_parts(&[username, b":", realm, b":", password])))
+    let raw = zeroize::Zeroizing::new(md5_parts(&[username, b":", realm, b":", password]));
+    HexDigest(hex16(&raw))
 }
 
 /// `HA2 = MD5(method ":" uri)`, or `MD5(method ":" uri ":" hex(MD5(body)))` for auth-int

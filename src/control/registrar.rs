@@ -684,7 +684,9 @@ impl Registrar {
         let Some(p) = self.pending.remove(&branch) else {
             return;
         };
-        let (mut f, s, e) = framed(payload);
+        // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
+        let (f, s, e) = framed(payload);
+        let mut f = zeroize::Zeroizing::new(f);
         let Ok(mut ed) = Editor::new(&mut f, s, e) else {
             self.stats.malformed += 1;
             return;
@@ -979,8 +981,10 @@ impl Registrar {
             }
             found?
         };
-        let spi_pc = self.sas.reserve_spi().ok()?;
-        let spi_ps = match self.sas.reserve_spi() {
+        // none of the UE's SPIs (see `esp::outbound_ivs_disjoint`)
+        let ue_spis = [offer.spi_c, offer.spi_s];
+        let spi_pc = self.sas.reserve_spi_avoiding(&ue_spis).ok()?;
+        let spi_ps = match self.sas.reserve_spi_avoiding(&ue_spis) {
             Ok(s) => s,
             Err(_) => {
                 let _ = self.sas.remove_inbound(spi_pc);
@@ -1000,6 +1004,11 @@ impl Registrar {
         binding: u64,
     ) -> Result<(), String> {
         let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
+        // RFC 4106 §3.1 / RFC 4543 §3.1: no GCM/GMAC IV may repeat under the set's one key
+        if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [offer.spi_c, offer.spi_s])
+        {
+            return Err("UE SPIs equal each other or ours".into());
+        }
         // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
         let keys = Sa::from_aka(set.spi_ps, alg, ealg, ck, ik, self.cfg.sa_options)
             .map_err(|e| e.to_string())?;

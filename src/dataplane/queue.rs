@@ -132,8 +132,12 @@ impl MsgQueue {
         self.full.pop()
     }
 
-    /// Consumer side: give a buffer back.
-    pub fn recycle(&self, b: Box<Msg>) {
+    /// Consumer side: give a buffer back. Its bytes are wiped first: a punted 401 carries CK
+    /// and IK in hex (TS 24.229 §5.2.2.2: the P-CSCF keeps them), and they must not stay in a
+    /// free buffer until it is overwritten.
+    pub fn recycle(&self, mut b: Box<Msg>) {
+        zeroize::Zeroize::zeroize(&mut b.data[..b.len.min(MSG_MAX)]);
+        b.len = 0;
         let _ = self.free.push(b);
     }
 

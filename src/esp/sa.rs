@@ -77,6 +77,33 @@ pub fn overhead(suite: Suite, payload_len: usize) -> (usize, usize) {
     (ESP_HEADER_LEN + suite.iv_len(), pad + 2 + suite.icv_len())
 }
 
+/// The explicit 8-byte GCM/GMAC IV of an outbound packet: `SPI ‖ seq`.
+///
+/// RFC 4106 §3.1 and RFC 4543 §3.1: an IV must never repeat under one key. The four SAs of a
+/// TS 33.203 set share the key and salt (Annex I), so the counter alone would repeat across our
+/// two outbound SAs and against a peer counting the same way. With the SPI in the top half,
+/// our IVs are unique per key as long as the set's outbound SPIs differ from each other and
+/// from the peer's outbound SPIs (see [`outbound_ivs_disjoint`]), and they never equal the
+/// `0 ‖ seq` IVs of a peer that sends the zero-extended counter, since an SPI is never 0
+/// (RFC 4303 §2.1). The receiver takes the IV from the packet, so any sender scheme decrypts.
+/// `seq` is 32 bits: an SA never sends past 2^32 - 1 (RFC 4303 §3.3.3, no ESN).
+pub fn aead_iv(spi: u32, seq: u32) -> [u8; 8] {
+    let mut iv = [0u8; 8];
+    iv[..4].copy_from_slice(&spi.to_be_bytes());
+    iv[4..].copy_from_slice(&seq.to_be_bytes());
+    iv
+}
+
+/// Whether the SPIs of a TS 33.203 set keep every [`aead_iv`] unique under the set's one key:
+/// `ours` are the SPIs we receive on (spi-c, spi-s of our Security-Server, the UE's outbound
+/// SAs), `theirs` the UE's (Security-Client spi-c, spi-s, our outbound SAs). Ours send with
+/// the UE's SPIs, so those must be nonzero and distinct (else SA2 and SA3 repeat each other),
+/// and differ from ours (else a UE that uses `SPI ‖ seq` as well repeats our IVs).
+pub fn outbound_ivs_disjoint(ours: [u32; 2], theirs: [u32; 2]) -> bool {
+    let [t1, t2] = theirs;
+    t1 != 0 && t2 != 0 && t1 != t2 && !ours.contains(&t1) && !ours.contains(&t2)
+}
+
 /// One ESP SA. Key material lives in the expanded key schedules (zeroised on drop by the crypto
 /// crates) and is never shown by `Debug`; SAs made with [`Sa::sibling`] share it.
 pub struct Sa {
@@ -318,10 +345,10 @@ impl Sa {
         buf[esp_off + 4..esp_off + 8].copy_from_slice(&seq32.to_be_bytes());
         let iv = &mut buf[esp_off + 8..esp_off + 8 + iv_len];
         // RFC 3602 §2: CBC IVs unpredictable (see xform.rs); RFC 4106 §3.1 / RFC 4543 §3.1: the
-        // GCM/GMAC explicit IV must not repeat under the key, and the sequence number
-        // zero-extended to 64 bits never does.
+        // GCM/GMAC explicit IV must never repeat under the key, which all four SAs of a set
+        // share (TS 33.203 Annex I): see [`aead_iv`].
         if !self.xform.fill_iv(self.spi, seq, iv)? {
-            iv.copy_from_slice(&seq.to_be_bytes()[..iv_len]);
+            iv.copy_from_slice(&aead_iv(self.spi, seq32)[..iv_len]);
         }
         // §2.4: trailer.
         for (i, b) in buf[ip_end..ip_end + pad].iter_mut().enumerate() {
@@ -342,5 +369,96 @@ impl Sa {
         frame.start = new_start;
         frame.end = esp_end;
         Ok(seq32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esp::{EncAlg, IntegAlg};
+    use std::collections::HashSet;
+
+    /// The explicit IV of one outbound packet of `sa` (a small IPv4/UDP packet).
+    fn next_iv(sa: &Sa) -> [u8; 8] {
+        let mut buf = [0u8; 256];
+        let ip = [
+            0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x13, 0xc4, 0x13,
+            0xc5, 0, 9, 0, 0, 0x55,
+        ];
+        buf[64..64 + ip.len()].copy_from_slice(&ip);
+        let mut f = Frame::new(&mut buf, 64, 64 + ip.len());
+        sa.outbound(&mut f).unwrap();
+        let esp = f.start + 20;
+        f.buf[esp + 8..esp + 16].try_into().unwrap()
+    }
+
+    const AEAD: [(IntegAlg, EncAlg); 2] = [
+        (IntegAlg::Null, EncAlg::AesGcm),
+        (IntegAlg::AesGmac, EncAlg::Null),
+    ];
+
+    /// RFC 4106 §3.1 / RFC 4543 §3.1: the four SAs of a set share the key and salt (TS 33.203
+    /// Annex I), so no IV may repeat across them. Our two outbound SAs (the UE's SPIs) and a UE
+    /// that sends `SPI ‖ seq` with our SPIs, or the bare counter, never meet.
+    #[test]
+    fn aead_ivs_unique_across_a_set() {
+        for (i, e) in AEAD {
+            let suite = Suite::new(i, e).unwrap();
+            for &backend in BackendKind::ALL {
+                let keys = EspKeys::derive(suite, &[7; 16], &[9; 16]);
+                let opts = SaOptions {
+                    backend,
+                    ..SaOptions::default()
+                };
+                let (ours, theirs) = ([0x1000, 0x1001], [0x2000_0001, 0x2000_0002]);
+                assert!(outbound_ivs_disjoint(ours, theirs));
+                let first = Sa::new(ours[0], suite, &keys, opts).unwrap();
+                let set: Vec<Sa> = ours
+                    .iter()
+                    .chain(&theirs)
+                    .map(|&s| first.sibling(s).unwrap())
+                    .collect();
+                let mut seen = HashSet::new();
+                for _ in 0..2000 {
+                    for sa in &set {
+                        let iv = next_iv(sa);
+                        assert!(seen.insert(iv), "{suite:?} {backend:?} repeats {iv:02x?}");
+                    }
+                }
+                // a peer sending the zero-extended counter: 0 ‖ seq
+                for seq in 1..=2000u64 {
+                    assert!(!seen.contains(&seq.to_be_bytes()), "{suite:?} {seq}");
+                }
+            }
+        }
+    }
+
+    /// The IV layout is `SPI ‖ seq`, big-endian, and follows the sequence number.
+    #[test]
+    fn aead_iv_layout() {
+        assert_eq!(aead_iv(0x0102_0304, 5), [1, 2, 3, 4, 0, 0, 0, 5]);
+        for (i, e) in AEAD {
+            let suite = Suite::new(i, e).unwrap();
+            let keys = EspKeys::derive(suite, &[1; 16], &[2; 16]);
+            let sa = Sa::new(0xdead_beef, suite, &keys, SaOptions::default()).unwrap();
+            assert_eq!(next_iv(&sa), [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1]);
+            assert_eq!(next_iv(&sa), [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 2]);
+            sa.force_last_seq_sent(u32::MAX - 1);
+            assert_eq!(
+                next_iv(&sa),
+                [0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff]
+            );
+        }
+    }
+
+    /// SPIs that would let IVs repeat under the set's key are refused.
+    #[test]
+    fn colliding_spis_refused() {
+        let ours = [0x1000, 0x1001];
+        assert!(outbound_ivs_disjoint(ours, [5, 6]));
+        assert!(!outbound_ivs_disjoint(ours, [5, 5]));
+        assert!(!outbound_ivs_disjoint(ours, [0, 6]));
+        assert!(!outbound_ivs_disjoint(ours, [5, 0x1001]));
+        assert!(!outbound_ivs_disjoint(ours, [0x1000, 6]));
     }
 }

@@ -44,7 +44,7 @@ pub(crate) trait EspXform: Send + Sync {
     /// Verifies the ICV (constant time), then decrypts the body in place.
     fn open(&self, esp: &mut [u8], iv_len: usize, icv_len: usize) -> Result<(), EspError>;
     /// Writes the explicit IV for (`spi`, `seq`) when the suite derives it from its key (CBC);
-    /// `false`: the caller writes the sequence number (GCM/GMAC, RFC 4106 §3.1).
+    /// `false`: the caller writes `SPI ‖ seq` (GCM/GMAC, RFC 4106 §3.1; see `sa::aead_iv`).
     fn fill_iv(&self, _spi: u32, _seq: u64, _out: &mut [u8]) -> Result<bool, EspError> {
         Ok(false)
     }

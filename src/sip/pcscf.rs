@@ -10,7 +10,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use super::edit::{EditError, Editor};
-use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via, hex16};
+use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via};
 use super::msg::{HeaderName, Span, View};
 use super::write::Writer;
 
@@ -585,8 +585,9 @@ fn set_integrity_protected(ed: &mut Editor<'_>, protected: bool) -> Result<(), E
     Ok(())
 }
 
-/// CK and IK taken from a 401 (TS 24.229 §7.2A.1). The caller must wipe them after use.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// CK and IK taken from a 401 (TS 24.229 §7.2A.1). Not `Copy`, and wiped on drop, so no
+/// stray copy of the keys outlives its use.
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct AkaKeys {
     pub ck: [u8; 16],
     pub ik: [u8; 16],
@@ -603,7 +604,7 @@ impl core::fmt::Debug for AkaKeys {
 pub fn has_aka_keys(v: View<'_>) -> bool {
     v.headers(HeaderName::WwwAuthenticate)
         .filter_map(|h| Digest::parse(v.bytes(h.value)))
-        .any(|d| d.ck().and_then(hex16).is_some() && d.ik().and_then(hex16).is_some())
+        .any(|d| d.ck().is_some_and(|c| c.len() == 32) && d.ik().is_some_and(|i| i.len() == 32))
 }
 
 /// Rewrite the 401 from the S-CSCF for the UE (TS 24.229 §5.2.2.2; spec digest §1.3): our Via
@@ -623,9 +624,21 @@ pub fn rewrite_401(
             let v = ed.view();
             let h = v.idx.headers()[i];
             if let Some(d) = Digest::parse(v.bytes(h.value))
-                && let (Some(ck), Some(ik)) = (d.ck().and_then(hex16), d.ik().and_then(hex16))
+                && let (Some(ck), Some(ik)) = (d.ck(), d.ik())
             {
-                keys = Some(AkaKeys { ck, ik });
+                // decoded straight into the wiped-on-drop keys: no bare copy on the stack
+                let mut k = AkaKeys {
+                    ck: [0; 16],
+                    ik: [0; 16],
+                };
+                let hex = crate::aka::encoding::hex_decode;
+                if ck.len() == 32
+                    && ik.len() == 32
+                    && hex(ck, &mut k.ck).is_ok()
+                    && hex(ik, &mut k.ik).is_ok()
+                {
+                    keys = Some(k);
+                }
             }
         }
         // CK and IK must never reach the UE: strip them from every challenge.
