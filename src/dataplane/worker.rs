@@ -75,7 +75,10 @@ fn udp_over_sa(
 ) -> Result<std::ops::Range<usize>, Drop> {
     let r = l3::write_udp(frame, range, from, to).ok_or(Drop::NoRoom)?;
     let mut f = crate::esp::Frame::new(frame, r.start, r.end);
-    sa.outbound(&mut f).map_err(|_| Drop::EspOther)?;
+    sa.outbound(&mut f).map_err(|e| match e {
+        EspError::NoRoom | EspError::TooBig => Drop::NoRoom,
+        _ => Drop::EspOther,
+    })?;
     Ok(f.start..f.end)
 }
 
@@ -722,7 +725,13 @@ impl<P: PacketIo> Worker<P> {
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM;
-        frame[at..at + n].copy_from_slice(&self.scratch[..n]);
+        // The answer can be longer than the request (compact names expanded, a To tag and
+        // Content-Length added): one that does not fit the frame is dropped, never a panic.
+        let Some(dst_bytes) = frame.get_mut(at..at + n) else {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        dst_bytes.copy_from_slice(&self.scratch[..n]);
         match l3::write_udp(frame, at..at + n, dst, src) {
             Some(r) => Verdict::Replied(Desc {
                 frame: out.frame,
