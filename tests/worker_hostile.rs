@@ -72,10 +72,7 @@ fn fat_request(line: &str, size: usize) -> Vec<u8> {
 /// Call-IDs expanded) is longer than what the frame holds after its headroom.
 #[test]
 fn error_response_that_outgrows_the_frame_is_dropped_and_counted() {
-    for (line, code_drop) in [
-        ("v:SIP/2.0/UDP h;branch=z9hG4bK1", "403"),
-        ("i:a", "400"),
-    ] {
+    for (line, code_drop) in [("v:SIP/2.0/UDP h;branch=z9hG4bK1", "403"), ("i:a", "400")] {
         let mut w = worker(false);
         let req = fat_request(line, 3780);
         let pkt = udp("10.46.0.6:5060", "10.46.0.1:5060", &req);
