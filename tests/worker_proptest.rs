@@ -14,8 +14,15 @@ const SEEDS: &[&[u8]] = &[
     include_bytes!("data/ims/200_register.sip"),
     include_bytes!("data/ims/401_from_scscf.sip"),
     b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK0123456789abcdef\r\nVia: SIP/2.0/UDP 10.46.0.6:7004;branch=z9hG4bK1;rport\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+    CORE_OK,
+    UE_OK,
     b"MESSAGE sip:alice@10.46.0.6:7005 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\nRoute: <sip:10.0.1.10:5060;lr>\r\nFrom: <sip:b@c>;tag=1\r\nTo: <sip:alice@ims.example.net>\r\nCall-ID: y\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
 ];
+
+/// Responses carrying [`worker_support::MARK`] where our branch goes (input bit 3): the core's
+/// answer to the UE's MESSAGE, and the UE's answer to the core's MESSAGE.
+const CORE_OK: &[u8] = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK$\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKm5g0a1b2c3d4;rport=5060;received=10.46.0.6\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+const UE_OK: &[u8] = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.1:5102;branch=z9hG4bK$\r\nVia: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKs1;received=10.0.1.20\r\nFrom: <sip:b@c>;tag=1\r\nTo: <sip:alice@ims.example.net>;tag=9\r\nCall-ID: y\r\nCSeq: 1 MESSAGE\r\nP-Preferred-Identity: <sip:evil@x>\r\nContent-Length: 0\r\n\r\n";
 
 /// Header lines that make a response grow (compact names) or confuse routing.
 const LINES: &[&str] = &[
@@ -112,5 +119,27 @@ fn every_kind_reaches_sip() {
         input.extend_from_slice(SEEDS[0]);
         let s = worker_support::run_one(&input);
         assert_eq!(s.sip, 1, "kind {sel}: {s:?}");
+    }
+}
+
+/// With bit 3 the marked responses carry our genuine branch and get through the check: the
+/// fuzzer reaches the paths behind it (core answer over SA2 or in the clear, UE answer to the
+/// core with the identity replaced).
+#[test]
+fn marked_responses_pass_the_branch_check() {
+    for (sel, msg) in [
+        (0x09u8, CORE_OK),
+        (0x0d, CORE_OK),
+        (0x0b, UE_OK),
+        (0x0f, UE_OK),
+    ] {
+        let mut input = vec![sel];
+        input.extend_from_slice(msg);
+        let s = worker_support::run_one(&input);
+        assert_eq!(s.forwarded, 1, "{sel:#x}: {s:?}");
+        // without the mark's replacement the check refuses it
+        input[0] &= !8;
+        let s = worker_support::run_one(&input);
+        assert_eq!(s.forwarded, 0, "{sel:#x} unmarked: {s:?}");
     }
 }

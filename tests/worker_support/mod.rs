@@ -4,7 +4,10 @@
 //! One registered UE (10.46.0.6, port-c 7004 / port-s 7005) with SA1 (its port-c → our port-s
 //! 5103, registered), SA4 (its port-s → our port-c 5102) and SA2 (our port-c → its port-s), keys
 //! fixed, so SIP bytes can be ESP-protected the way the UE would and reach the SIP stages inside
-//! ESP. The first input byte picks how the SIP bytes arrive ([`Kind`]).
+//! ESP. The first input byte picks how the SIP bytes arrive ([`Kind`]), whether the worker is in
+//! stateless relay mode (bit 2), and whether [`MARK`] in the SIP bytes becomes one of our genuine
+//! branches (bit 3: the core-side one from the core, the UE-side one from the UE), so the
+//! response paths behind the branch check are reached too.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -31,6 +34,12 @@ const IK: [u8; 16] = [0x22; 16];
 const ALG: &str = "hmac-sha-1-96";
 const EALG: &str = "null";
 const FRAMES: usize = 64;
+/// In an input with bit 3 of byte 0 set, replaced by a branch the worker sealed.
+pub const MARK: &[u8] = b"z9hG4bK$";
+/// What the rig sends the worker to learn its branches: a MESSAGE from the UE (over SA1, or
+/// in the clear in relay mode) and one from the core to the UE.
+pub const UE_MESSAGE: &[u8] = include_bytes!("../data/ims/message_v4.sip");
+pub const CORE_MESSAGE: &[u8] = b"MESSAGE sip:alice@10.46.0.6:7005 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\nRoute: <sip:10.0.1.10:5060;lr>\r\nFrom: <sip:b@ims.example.net>;tag=1\r\nTo: <sip:alice@ims.example.net>\r\nCall-ID: y\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -99,6 +108,28 @@ pub struct Rig {
     pub sa2_rx: Sa,
     /// Keeps the table's writer (and its entries) alive.
     pub writer: pcscf::satable::SaWriter,
+    /// Our branch on the UE's MESSAGE toward the core, and on the core's MESSAGE to the UE.
+    pub core_branch: Vec<u8>,
+    pub ue_branch: Vec<u8>,
+}
+
+/// The top Via's branch of `sip`.
+fn top_branch(sip: &[u8]) -> Vec<u8> {
+    let m = pcscf::sip::Message::parse(sip).unwrap();
+    let v = m.view();
+    let via = v.values(pcscf::sip::HeaderName::Via).next().unwrap();
+    pcscf::sip::headers::Via::parse(via)
+        .and_then(|v| v.branch())
+        .unwrap()
+        .to_vec()
+}
+
+/// The SIP payload of a UDP packet.
+fn sip_in(pkt: &[u8]) -> Vec<u8> {
+    match l3::classify(pkt) {
+        l3::L4::Udp { payload, .. } => pkt[payload.0..payload.1].to_vec(),
+        other => panic!("not UDP: {other:?}"),
+    }
 }
 
 pub fn rig(relay: bool) -> Rig {
@@ -140,7 +171,7 @@ pub fn rig(relay: bool) -> Rig {
     let shared = Arc::new(SharedStats::default());
     let w =
         Worker::new(MemIo::new(FRAMES), cfg(relay), punt.clone(), shared.clone()).with_sas(reader);
-    Rig {
+    let mut r = Rig {
         w,
         punt,
         shared,
@@ -148,7 +179,17 @@ pub fn rig(relay: bool) -> Rig {
         sa4_tx: sa(spi4),
         sa2_rx: sa(SPI_SA2),
         writer,
-    }
+        core_branch: Vec::new(),
+        ue_branch: Vec::new(),
+    };
+    // learn the branches (stable: the same request always gets the same one)
+    let kind = if relay { Kind::PlainUe } else { Kind::EspPortC };
+    let sent = r.exchange(kind, UE_MESSAGE);
+    r.core_branch = top_branch(&sip_in(&sent));
+    let mut esp = r.exchange(Kind::Core, CORE_MESSAGE);
+    let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
+    r.ue_branch = top_branch(&sip_in(&esp[inner]));
+    r
 }
 
 /// `sip` over `tx` from the UE's `sport` to our `dport`, as the UE would send it.
@@ -167,6 +208,16 @@ pub fn esp(tx: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Rig {
+    /// Send `sip` the way `kind` says; the one packet the worker sent for it.
+    pub fn exchange(&mut self, kind: Kind, sip: &[u8]) -> Vec<u8> {
+        let (side, pkt) = self.packet(kind, sip).unwrap();
+        assert!(self.w.io().inject(side, &pkt));
+        self.w.poll_once();
+        let mut sent = self.w.io().take_sent();
+        assert_eq!(sent.len(), 1, "{:?}", self.w.stats());
+        sent.remove(0).1
+    }
+
     /// The packet that carries `sip` the way `kind` says, or `None` if it cannot be built.
     pub fn packet(&self, kind: Kind, sip: &[u8]) -> Option<(Side, Vec<u8>)> {
         let ue = |p| SocketAddr::new(UE.parse().unwrap(), p);
@@ -199,7 +250,20 @@ impl Rig {
         let Some((&sel, sip)) = data.split_first() else {
             return WorkerStats::default();
         };
-        let Some((side, pkt)) = self.packet(Kind::of(sel), sip) else {
+        let kind = Kind::of(sel);
+        let marked;
+        let sip = if sel & 8 != 0 {
+            let b = if kind == Kind::Core {
+                &self.core_branch
+            } else {
+                &self.ue_branch
+            };
+            marked = replace_all(sip, MARK, b);
+            &marked[..]
+        } else {
+            sip
+        };
+        let Some((side, pkt)) = self.packet(kind, sip) else {
             return WorkerStats::default();
         };
         if !self.w.io().inject(side, &pkt) {
@@ -229,8 +293,38 @@ impl Rig {
         }
         assert_eq!(self.w.io().free_frames(), FRAMES, "every frame back");
         let mut delta = s;
-        delta.rx -= before.rx;
-        delta.sip -= before.sip;
+        for (f, b) in [
+            (&mut delta.batches, before.batches),
+            (&mut delta.rx, before.rx),
+            (&mut delta.tx, before.tx),
+            (&mut delta.classify, before.classify),
+            (&mut delta.esp_in, before.esp_in),
+            (&mut delta.sip, before.sip),
+            (&mut delta.esp_out, before.esp_out),
+            (&mut delta.forwarded, before.forwarded),
+            (&mut delta.punted, before.punted),
+            (&mut delta.replied, before.replied),
+        ] {
+            *f -= b;
+        }
+        for (f, b) in delta.drops.iter_mut().zip(before.drops) {
+            *f -= b;
+        }
         delta
     }
+}
+
+fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len() + to.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
