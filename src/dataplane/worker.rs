@@ -5,6 +5,8 @@
 //! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4, spec §3.3);
 //! 3. **SIP**: parse and validate the message in the frame; registration traffic is punted to the
 //!    registration thread, bad requests get their 4xx, the rest is rewritten in place;
+//!    responses go where our authenticated Via branch says (`sip::branch`), never where a
+//!    UE-written Via points, and one whose top Via does not verify is dropped;
 //! 4. **ESP out / forward**: fresh IP + UDP headers toward the next hop (ESP-protected toward a
 //!    registered UE — issue 5), then TX.
 //!
