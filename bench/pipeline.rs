@@ -31,6 +31,7 @@ use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::mem::MemIo;
 use pcscf::io::{FRAME_SIZE, HEADROOM, Side};
 use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetState};
+use pcscf::sip::branch::{Branch, BranchKey, Dir};
 use pcscf::sip::pcscf::{self as rules, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Index, Message};
 
@@ -58,6 +59,14 @@ const UE_PORT_S: u16 = 7005;
 const OUR_PORT_C: u16 = 5102;
 const OUR_PORT_S: u16 = 5103;
 const OUR_UE_SIDE: &str = "10.46.0.1";
+/// The SPI of SA1 in the SIP-stage benches (which seal a branch as the worker does).
+const SA1_SPI: u32 = 0x1000;
+
+/// The stage benches' branch key (the worker draws its own per process).
+fn branch_key() -> &'static BranchKey {
+    static KEY: std::sync::OnceLock<BranchKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| BranchKey::new(&[5; 32]))
+}
 const CORE: &str = "10.0.1.10:5060";
 const NEXT_HOP: &str = "10.0.1.30:5060";
 const PAI: &[u8] = b"<sip:alice@ims.example.net>";
@@ -359,9 +368,13 @@ mod stage {
         view.validate().unwrap();
         assert!(idx.is_request() && !view.is_method(b"REGISTER"));
         assert!(!rules::max_forwards_exhausted(view));
-        let branch = (rules::stateless_branch(view) & !0xffff) | u64::from(OUR_PORT_S);
+        // as the worker does: the SPI it came over and the UE's Via port, sealed
+        let port = rules::top_via_port(view).unwrap();
+        let hash = rules::stateless_branch(view);
+        let ue = source.ip();
+        let branch = branch_key().seal(Dir::ToCore, SA1_SPI, port, hash, ue, ue);
         let mut ed = Editor::from_index(frame, idx);
-        rules::rewrite_protected_request(&mut ed, &ME, source, branch, PAI, ROUTE).unwrap();
+        rules::rewrite_protected_request(&mut ed, &ME, source, &branch, PAI, ROUTE).unwrap();
         ed.range()
     }
 
@@ -372,20 +385,22 @@ mod stage {
         frame: &mut [u8],
         start: usize,
         end: usize,
-    ) -> (std::ops::Range<usize>, SocketAddr, Option<u16>) {
+    ) -> (std::ops::Range<usize>, SocketAddr, Branch) {
         let idx = Index::parse(frame, start, end).unwrap();
         let view = idx.view(frame);
         assert!(!idx.is_request());
-        // as the worker does: our Via and its branch port from one parse
-        let came_in_on = rules::top_via_ours(view, CORE.as_bytes()).unwrap();
+        // as the worker does: our Via and its branch from one parse, the branch verified
+        let branch = rules::top_via_ours(view, CORE.as_bytes()).unwrap().unwrap();
         let cseq = view
             .header(HeaderName::CSeq)
             .and_then(pcscf::sip::headers::cseq);
         assert!(cseq.is_some_and(|(_, m)| m != b"REGISTER"));
         let mut ed = Editor::from_index(frame, idx);
         rules::pop_top_via(&mut ed).unwrap();
-        let to = rules::top_via_sent_by(ed.view()).unwrap();
-        (ed.range(), to, came_in_on)
+        // the UE and its port come from the branch (the worker then looks up SA1 by its SPI)
+        let ue = ip(UE_IP);
+        assert!(branch_key().verify(&branch, Dir::ToCore, ue, ue));
+        (ed.range(), SocketAddr::new(ue, branch.port), branch)
     }
 
     /// ESP in: `Sa::decapsulate` (replay pre-check, ICV, decrypt, padding, window update,

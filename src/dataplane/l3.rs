@@ -136,6 +136,13 @@ pub fn write_udp(
         (IpAddr::V6(_), IpAddr::V6(_)) => IPV6_HDR,
         _ => return None,
     };
+    // the IPv4 Total Length counts the header too (RFC 791); IPv6's Payload Length does not
+    if iph == IPV4_HDR && IPV4_HDR + ulen > u16::MAX as usize {
+        return None;
+    }
+    if payload.end > buf.len() {
+        return None;
+    }
     let start = payload.start.checked_sub(iph + UDP_HDR)?;
     let u = payload.start - UDP_HDR;
     buf[u..u + 2].copy_from_slice(&src.port().to_be_bytes());
@@ -213,6 +220,22 @@ pub fn udp_checksum_ok(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A datagram too long for the IPv4 Total Length, or a payload range past the buffer, is
+    /// refused rather than written with a truncated length or out of bounds.
+    #[test]
+    fn write_udp_refuses_what_does_not_fit() {
+        let v4 = |p| SocketAddr::new(IpAddr::from([10, 0, 0, 1]), p);
+        let v6 = |p| SocketAddr::new(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), p);
+        let mut buf = vec![0u8; 70_000];
+        let top = u16::MAX as usize - IPV4_HDR - UDP_HDR;
+        assert!(write_udp(&mut buf, 64..64 + top + 1, v4(1), v4(2)).is_none());
+        assert!(write_udp(&mut buf, 64..64 + top, v4(1), v4(2)).is_some());
+        assert!(write_udp(&mut buf, 64..64 + top + 1, v6(1), v6(2)).is_some());
+        let mut small = [0u8; 128];
+        assert!(write_udp(&mut small, 64..129, v4(1), v4(2)).is_none());
+    }
 
     /// The word-at-a-time sum equals the plain RFC 1071 16-bit loop, at every length and start.
     #[test]
@@ -240,8 +263,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn write_then_classify_round_trips() {

@@ -39,7 +39,8 @@ pub enum Drop {
     NoRoute,
     /// Max-Forwards reached zero (a 483 went back when possible).
     TooManyHops,
-    /// A response whose top Via is not ours.
+    /// A response whose top Via is not ours: another sent-by, or a branch that does not verify
+    /// (RFC 3261 §18.1.2).
     NotOurVia,
     /// No headroom/tailroom or frame for a rewrite.
     NoRoom,

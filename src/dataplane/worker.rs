@@ -5,6 +5,8 @@
 //! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4, spec §3.3);
 //! 3. **SIP**: parse and validate the message in the frame; registration traffic is punted to the
 //!    registration thread, bad requests get their 4xx, the rest is rewritten in place;
+//!    responses go where our authenticated Via branch says (`sip::branch`), never where a
+//!    UE-written Via points, and one whose top Via does not verify is dropped;
 //! 4. **ESP out / forward**: fresh IP + UDP headers toward the next hop (ESP-protected toward a
 //!    registered UE — issue 5), then TX.
 //!
@@ -23,6 +25,7 @@ use crate::dataplane::stats::{Drop, SharedStats, WorkerStats, new_histogram};
 use crate::esp::EspError;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
+use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
 use crate::sip::pcscf::{self as rules, ProxyIdentity};
 use crate::sip::{Editor, HeaderName};
@@ -75,7 +78,10 @@ fn udp_over_sa(
 ) -> Result<std::ops::Range<usize>, Drop> {
     let r = l3::write_udp(frame, range, from, to).ok_or(Drop::NoRoom)?;
     let mut f = crate::esp::Frame::new(frame, r.start, r.end);
-    sa.outbound(&mut f).map_err(|_| Drop::EspOther)?;
+    sa.outbound(&mut f).map_err(|e| match e {
+        EspError::NoRoom | EspError::TooBig => Drop::NoRoom,
+        _ => Drop::EspOther,
+    })?;
     Ok(f.start..f.end)
 }
 
@@ -85,6 +91,20 @@ fn our_ue_addr(cfg: &WorkerConfig, peer: IpAddr) -> Option<IpAddr> {
         .iter()
         .copied()
         .find(|a| a.is_ipv4() == peer.is_ipv4())
+}
+
+/// The branch key of this process: every worker seals and verifies with it, so a response may
+/// come back to any worker (drawn once from the OS; no lock after that).
+fn branch_key() -> &'static BranchKey {
+    static KEY: std::sync::OnceLock<BranchKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(BranchKey::random)
+}
+
+/// Our UE-side Via sent-by for `ours`:`port`, written without allocating.
+fn ue_sent_by(ours: IpAddr, port: u16, out: &mut [u8; 64]) -> Option<usize> {
+    let mut w = crate::sip::write::Writer::new(out);
+    w.display(&SocketAddr::new(ours, port));
+    w.finish()
 }
 
 /// What happened to one packet.
@@ -108,6 +128,8 @@ pub struct Worker<P: PacketIo> {
     punt: Arc<MsgQueue>,
     shared: Arc<SharedStats>,
     stats: WorkerStats,
+    /// Seals and checks our Via branches.
+    key: &'static BranchKey,
     rx: Vec<Desc>,
     tx: Vec<Desc>,
     freed: Vec<Desc>,
@@ -143,6 +165,7 @@ impl<P: PacketIo> Worker<P> {
             punt,
             shared,
             stats: WorkerStats::default(),
+            key: branch_key(),
             rx: vec![
                 Desc {
                     frame: 0,
@@ -433,8 +456,8 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::BadSip);
         }
         if !idx.is_request() {
-            // the UE answering a request the core sent it: back to the core
-            return self.relay_response(d, idx, Side::Core, Some(sas), None);
+            // the UE answering a request the core sent it (request_to_ue): back to the core
+            return self.ue_response_over_sa(d, idx, e);
         }
         if view.is_method(b"REGISTER") {
             // REGISTER over the temporary or current set: the registration thread's.
@@ -447,15 +470,20 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::TooManyHops);
         }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
-        // The branch's low 16 bits carry the port the request came in on, so the response
-        // can go back over the same SA set even while a re-registration has two (see
-        // relay_response); the rest is the RFC 3261 §16.11 hash.
-        let branch = (rules::stateless_branch(view) & !0xffff) | e.local_port() as u64;
+        // The branch records the SPI the request came over and the UE's port (the Via sent-by,
+        // spec §2.2), so the response goes back over this SA set — even while a re-registration
+        // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
+        let Some(port) = rules::top_via_port(view) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let ue = e.ue_addr();
+        let hash = rules::stateless_branch(view);
+        let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
         let core = self.cfg.core;
         let me = relay_identity(&self.cfg);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::rewrite_protected_request(&mut ed, &me, isrc, branch, reg.pai(), reg.route())
+        if rules::rewrite_protected_request(&mut ed, &me, isrc, &branch, reg.pai(), reg.route())
             .is_err()
         {
             return Verdict::Drop(Drop::NoRoom);
@@ -485,8 +513,8 @@ impl<P: PacketIo> Worker<P> {
             if !valid || !self.cfg.stateless_relay {
                 return Verdict::Drop(Drop::BadSip);
             }
-            // a UE's response to a request the relay forwarded: back toward the core
-            return self.relay_response(d, idx, Side::Core, None, None);
+            // a UE's response in the clear: only to a request that carries our UE-side Via
+            return self.ue_response_plain(d, idx, src);
         }
         if !valid {
             return self.reply(d, idx, src, dst, 400, "Bad Request");
@@ -504,13 +532,18 @@ impl<P: PacketIo> Worker<P> {
         let Some(next) = self.cfg.icscf else {
             return Verdict::Drop(Drop::NoRoute);
         };
-        let branch = rules::stateless_branch(view);
+        // RFC 3261 §16.11 hash; the response goes back where this request came from (RFC 3581).
+        let Some(port) = rules::reply_port(view, src) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let hash = rules::stateless_branch(view);
+        let branch = self.key.seal(Dir::ToCore, 0, port, hash, src.ip(), NO_UE);
         let core = self.cfg.core;
         let me = relay_identity(&self.cfg);
         let frame = self.io.frame(&d);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::forward_request(&mut ed, &me, src, branch).is_err() {
+        if rules::forward_request(&mut ed, &me, src, &branch).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
@@ -536,7 +569,8 @@ impl<P: PacketIo> Worker<P> {
         if idx.is_request() {
             return self.request_to_ue(d, idx, src, dst, payload, sas);
         }
-        let Some(came_in_on) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
+        // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
+        let Some(ours) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
             return Verdict::Drop(Drop::NotOurVia);
         };
         let is_register = view
@@ -544,9 +578,13 @@ impl<P: PacketIo> Worker<P> {
             .and_then(crate::sip::headers::cseq)
             .is_some_and(|(_, m)| m == b"REGISTER");
         if is_register {
+            // the registration thread's branches have their own format and check
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         }
-        self.relay_response(d, idx, Side::Ue, sas, came_in_on)
+        let Some(branch) = ours else {
+            return Verdict::Drop(Drop::NotOurVia);
+        };
+        self.core_response_to_ue(d, idx, branch, sas)
     }
 
     /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
@@ -575,11 +613,8 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoute);
         };
         let from = SocketAddr::new(ours, e.local_port());
-        // our UE-side sent-by, written without allocating
         let mut sent_by = [0u8; 64];
-        let mut w = crate::sip::write::Writer::new(&mut sent_by);
-        w.display(&from);
-        let Some(n) = w.finish() else {
+        let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
             return Verdict::Drop(Drop::NoRoom);
         };
         let core_host = self.cfg.via_sent_by.as_bytes();
@@ -593,10 +628,18 @@ impl<P: PacketIo> Worker<P> {
             visited_network_id: b"",
             orig_ioi: b"",
         };
-        let branch = rules::stateless_branch(view);
+        // The UE's response must come back with this branch (ue_response_over_sa): it binds
+        // the UE and the core hop the response goes back to (RFC 3581: where this came from).
+        let Some(port) = rules::reply_port(view, src) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let hash = rules::stateless_branch(view);
+        let branch = self
+            .key
+            .seal(Dir::ToUe, 0, port, hash, src.ip(), e.ue_addr());
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::rewrite_request_to_ue(&mut ed, &me, src, branch).is_err() {
+        if rules::rewrite_request_to_ue(&mut ed, &me, src, &branch).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
@@ -605,60 +648,137 @@ impl<P: PacketIo> Worker<P> {
         self.sent_over_sa(d, r)
     }
 
-    /// Pop our Via and send the response to the address the next Via names.
-    fn relay_response(
+    /// A response from the core whose top Via is ours in the workers' format (RFC 3261
+    /// §16.7, stateless per §16.11): the branch must verify, then our Via goes and the response
+    /// is sent to the UE the branch names — over the SA set the request came over (spec §2.2:
+    /// our port-c → the UE's port-s, or the port it named), never one looked up from text.
+    fn core_response_to_ue(
         &mut self,
         d: Desc,
         idx: Index,
-        toward: Side,
+        b: Branch,
         sas: Option<&ReadGuard<'_>>,
-        // toward the UE: the port our branch says the request came in on (top_via_ours)
-        came_in_on: Option<u16>,
     ) -> Verdict {
-        let (ue_port, core) = (self.cfg.ue_sip_port, self.cfg.core);
+        let (key, ue_port) = (self.key, self.cfg.ue_sip_port);
         let frame = self.io.frame(&d);
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(Drop::NoRoom);
         }
-        // Over the UE's SA when the next Via is a protected port of a UE with SAs (spec §2.2:
-        // our port-c → its port-s); else in the clear to received / rport (RFC 3581).
-        if toward == Side::Ue
-            && let Some(sent_by) = rules::top_via_sent_by(ed.view())
-            && let Some(e) = sas.and_then(|g| {
-                let (ip, port) = (sent_by.ip(), sent_by.port());
-                // the set the request came over: it arrived at our port-s (SA1; our port-c is
-                // one below, as the registrar pairs them) or at our port-c (SA4)
-                came_in_on
-                    .and_then(|p| {
-                        g.outbound(ip, port, p.wrapping_sub(1))
-                            .or_else(|| g.outbound(ip, port, p))
-                    })
-                    .or_else(|| g.outbound_any(ip, port))
-            })
-        {
-            let Some(ours) = our_ue_addr(&self.cfg, sent_by.ip()) else {
+        if b.spi == 0 {
+            // The request came in the clear (stateless relay): back to where it came from,
+            // which the branch binds (RFC 3581 §4; a Via changed on the way does not verify).
+            let Some(next) = rules::response_next_hop(ed.view()) else {
+                return Verdict::Drop(Drop::NotOurVia);
+            };
+            if next.port() != b.port || !key.verify(&b, Dir::ToCore, next.ip(), NO_UE) {
+                return Verdict::Drop(Drop::NotOurVia);
+            }
+            let Some(ours) = our_ue_addr(&self.cfg, next.ip()) else {
                 return Verdict::Drop(Drop::NoRoute);
             };
-            let from = SocketAddr::new(ours, e.local_port());
             let range = ed.range();
-            let r = udp_over_sa(frame, range, from, sent_by, e.sa());
-            return self.sent_over_sa(d, r);
+            let r = l3::write_udp(frame, range, SocketAddr::new(ours, ue_port), next);
+            return self.forwarded(d, r, Side::Ue);
+        }
+        // The SA the request came over names the UE. If it is gone (the set was replaced or
+        // the UE deregistered) the response is dropped: the UE retransmits over its new set,
+        // and nothing goes out in the clear or over another UE's SA.
+        let Some(inb) = sas.and_then(|g| g.inbound(b.spi)) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let ue = inb.ue_addr();
+        if !key.verify(&b, Dir::ToCore, ue, ue) {
+            return Verdict::Drop(Drop::NotOurVia);
+        }
+        // The set's outbound SA to the UE's port: it arrived at our port-s (SA1; our port-c is
+        // one below, as the registrar pairs them) or at our port-c (SA4).
+        let local = inb.local_port();
+        let Some(e) = sas.and_then(|g| {
+            g.outbound(ue, b.port, local.wrapping_sub(1))
+                .or_else(|| g.outbound(ue, b.port, local))
+        }) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let Some(ours) = our_ue_addr(&self.cfg, ue) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let from = SocketAddr::new(ours, e.local_port());
+        let range = ed.range();
+        let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
+        self.sent_over_sa(d, r)
+    }
+
+    /// A UE's response, over its SA `e`, to a request the core sent it through us
+    /// (`request_to_ue`): our UE-side Via must be on top with a branch we sealed for this UE and
+    /// the core hop it names (RFC 3261 §18.1.2; else dropped); then our Via goes, the identity
+    /// is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and it goes to that hop.
+    fn ue_response_over_sa(&mut self, d: Desc, idx: Index, e: &crate::satable::Entry) -> Verdict {
+        let ue = e.ue_addr();
+        let Some(ours) = our_ue_addr(&self.cfg, ue) else {
+            return Verdict::Drop(Drop::NotOurVia);
+        };
+        let mut sent_by = [0u8; 64];
+        let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let Some(reg) = e.registration() else {
+            return Verdict::Drop(Drop::NotRegistered);
+        };
+        let (key, core) = (self.key, self.cfg.core);
+        let frame = self.io.frame(&d);
+        let Some(Some(b)) = rules::top_via_ours(idx.view(frame), &sent_by[..n]) else {
+            return Verdict::Drop(Drop::NotOurVia);
+        };
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if rules::pop_top_via(&mut ed).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
         }
         let Some(next) = rules::response_next_hop(ed.view()) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(Drop::NotOurVia);
         };
+        if b.spi != 0 || next.port() != b.port || !key.verify(&b, Dir::ToUe, next.ip(), ue) {
+            return Verdict::Drop(Drop::NotOurVia);
+        }
+        if rules::assert_identity(&mut ed, reg.pai()).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
+        }
         let range = ed.range();
-        let from = match toward {
-            Side::Core => Some(core),
-            Side::Ue => our_ue_addr(&self.cfg, next.ip()).map(|a| SocketAddr::new(a, ue_port)),
+        let r = l3::write_udp(frame, range, core, next);
+        self.forwarded(d, r, Side::Core)
+    }
+
+    /// A UE's response in the clear (stateless relay mode): the same check of our UE-side Via
+    /// as over an SA (for our unprotected address and port, this UE), then to the core hop.
+    fn ue_response_plain(&mut self, d: Desc, idx: Index, src: SocketAddr) -> Verdict {
+        let Some(ours) = our_ue_addr(&self.cfg, src.ip()) else {
+            return Verdict::Drop(Drop::NotOurVia);
         };
-        let Some(from) = from else {
-            return Verdict::Drop(Drop::NoRoute);
+        let mut sent_by = [0u8; 64];
+        let Some(n) = ue_sent_by(ours, self.cfg.ue_sip_port, &mut sent_by) else {
+            return Verdict::Drop(Drop::NoRoom);
         };
-        let r = l3::write_udp(frame, range, from, next);
-        self.forwarded(d, r, toward)
+        let (key, core) = (self.key, self.cfg.core);
+        let frame = self.io.frame(&d);
+        let Some(Some(b)) = rules::top_via_ours(idx.view(frame), &sent_by[..n]) else {
+            return Verdict::Drop(Drop::NotOurVia);
+        };
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if rules::pop_top_via(&mut ed).is_err() {
+            return Verdict::Drop(Drop::NoRoom);
+        }
+        let Some(next) = rules::response_next_hop(ed.view()) else {
+            return Verdict::Drop(Drop::NotOurVia);
+        };
+        if b.spi != 0 || next.port() != b.port || !key.verify(&b, Dir::ToUe, next.ip(), src.ip()) {
+            return Verdict::Drop(Drop::NotOurVia);
+        }
+        let range = ed.range();
+        let r = l3::write_udp(frame, range, core, next);
+        self.forwarded(d, r, Side::Core)
     }
 
     /// The verdict for a packet re-addressed and ESP-protected in its own frame.
@@ -738,7 +858,13 @@ impl<P: PacketIo> Worker<P> {
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM;
-        frame[at..at + n].copy_from_slice(&self.scratch[..n]);
+        // The answer can be longer than the request (compact names expanded, a To tag and
+        // Content-Length added): one that does not fit the frame is dropped, never a panic.
+        let Some(dst_bytes) = frame.get_mut(at..at + n) else {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        dst_bytes.copy_from_slice(&self.scratch[..n]);
         match l3::write_udp(frame, at..at + n, dst, src) {
             Some(r) => Verdict::Replied(Desc {
                 frame: out.frame,

@@ -5,10 +5,12 @@
 //! - [`headers`] gives typed, zero-copy views of the header values the P-CSCF reads.
 //! - [`edit`] rewrites a message inside its frame buffer, using headroom and tailroom.
 //! - [`pcscf`] is the P-CSCF's registration-flow logic on top (TS 24.229 §5.2.2, RFC 3329).
+//! - [`branch`] is our authenticated Via branch (what a response needs to find its way back).
 //! - [`write`] is a tiny allocation-free formatter for header text.
 //!
 //! Nothing here allocates, locks or reads the clock.
 
+pub mod branch;
 pub mod edit;
 pub mod headers;
 pub mod msg;

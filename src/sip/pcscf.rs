@@ -9,6 +9,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
+use super::branch::Branch;
 use super::edit::{EditError, Editor};
 use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via};
 use super::msg::{HeaderName, Span, View};
@@ -885,7 +886,7 @@ pub fn forward_request(
     ed: &mut Editor<'_>,
     me: &ProxyIdentity<'_>,
     source: SocketAddr,
-    branch: u64,
+    branch: &Branch,
 ) -> Result<(), EditError> {
     fix_top_via(ed, source)?;
     let mut via = [0u8; 160];
@@ -894,8 +895,8 @@ pub fn forward_request(
         .put(me.via_transport)
         .put(b" ")
         .put(me.via_sent_by)
-        .put(b";branch=z9hG4bK")
-        .hex64(branch);
+        .put(b";branch=");
+    branch.write(&mut w);
     let vlen = w.finish().ok_or(EditError::NoRoom)?;
     let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
     ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
@@ -911,25 +912,47 @@ pub fn max_forwards_exhausted(v: View<'_>) -> bool {
 
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
 /// case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch — and if so,
-/// the port our branch carries (the workers put there the port a protected request arrived at),
-/// from one parse of the top Via: `None` if the Via is not ours.
-pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<u16>> {
+/// the branch when it has the format of the workers' branches ([`Branch`], still to be verified
+/// with [`crate::sip::branch::BranchKey::verify`]): `None` if the Via is not ours,
+/// `Some(None)` for one of ours in another format (the registration thread's).
+pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<Branch>> {
     let (our_host, our_port) = headers::split_host_port(sent_by)?;
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
     let branch = via.branch()?;
     let ours = via.host.eq_ignore_ascii_case(our_host)
         && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
-        && branch.starts_with(b"z9hG4bK");
-    ours.then(|| branch_port(branch))
+        && branch.starts_with(crate::sip::branch::COOKIE);
+    ours.then(|| Branch::parse(branch))
 }
 
-fn branch_port(branch: &[u8]) -> Option<u16> {
-    let hex = branch.strip_prefix(b"z9hG4bK")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    let n = u64::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
-    Some(n as u16)
+/// The port a response to this request goes back to (RFC 3261 §18.2.2, RFC 3581 §4), where
+/// `source` is where the request came from: the rport we fill in (or the one written), else the
+/// Via's sent-by port (5060 when none) — what [`response_next_hop`] reads back once the request's
+/// Via was fixed. The address is always `source`'s: the Via either names it or gets `received`.
+pub fn reply_port(v: View<'_>, source: SocketAddr) -> Option<u16> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    Some(match via.rport() {
+        Some(Some(p)) => crate::sip::msg::parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
+        Some(None) => source.port(),
+        None => via.port.unwrap_or(5060),
+    })
+}
+
+/// The top Via's sent-by port (5060 when none): where a UE asks for the response to a request it
+/// sent over an SA (spec §2.2).
+pub fn top_via_port(v: View<'_>) -> Option<u16> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    Some(via.port.unwrap_or(5060))
+}
+
+/// Replace the identity a UE wrote by the network-asserted one (RFC 3325 §9.1, TS 24.229
+/// §5.2.6.3 and §5.2.6.4): every P-Preferred-Identity and P-Asserted-Identity goes, and
+/// `P-Asserted-Identity: <pai>` is added.
+pub fn assert_identity(ed: &mut Editor<'_>, pai: &[u8]) -> Result<(), EditError> {
+    ed.remove_all(HeaderName::PPreferredIdentity)?;
+    ed.remove_all(HeaderName::PAssertedIdentity)?;
+    let end = ed.index().headers().len();
+    ed.insert_lines(end, 1, &[b"P-Asserted-Identity: ", pai, b"\r\n"])
 }
 
 /// Where a response goes after our Via is gone (RFC 3261 §18.2.2, RFC 3581 §4): the top Via's
@@ -959,7 +982,7 @@ pub fn rewrite_protected_request(
     ed: &mut Editor<'_>,
     me: &ProxyIdentity<'_>,
     source: SocketAddr,
-    branch: u64,
+    branch: &Branch,
     pai: &[u8],
     route: &[u8],
 ) -> Result<(), EditError> {
@@ -1014,7 +1037,7 @@ pub fn rewrite_request_to_ue(
     ed: &mut Editor<'_>,
     me: &ProxyIdentity<'_>,
     source: SocketAddr,
-    branch: u64,
+    branch: &Branch,
 ) -> Result<(), EditError> {
     pop_own_routes(ed, me)?;
     forward_request(ed, me, source, branch)
