@@ -397,3 +397,32 @@ fn a_flood_of_unprotected_registers_leaves_room_for_the_core() {
             .is_err()
     );
 }
+
+/// The control loop drains the punt queue in bounded passes: a pass takes every waiting core
+/// response (up to its budget) but only its budget of unprotected REGISTERs, then the loop
+/// sends, reads DNS and runs timers before the next pass.
+#[test]
+fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
+    use pcscf::control::{PASS_BUDGET, punt_pass};
+    let mut reg = registrar(Some(addr("10.0.1.20:5060")), None);
+    let q = MsgQueue::prioritized(2048, None);
+    let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));
+    for _ in 0..300 {
+        q.push(Side::Ue, Arrival::Plain, ue, us, 0, b"junk")
+            .unwrap();
+    }
+    let answer = core_answer(&register_n(1, REALM, false), 200, "OK", "");
+    let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
+    q.push(Side::Core, Arrival::Plain, icscf, core, 0, &answer)
+        .unwrap();
+    let mut out = Vec::new();
+    let (handled, left) = punt_pass(&q, &mut reg, Instant::now(), &mut out);
+    assert!(left);
+    assert_eq!(handled as usize, 1 + PASS_BUDGET[2]);
+    assert_eq!(
+        reg.stats.unknown_transaction, 1,
+        "the core's answer was handled"
+    );
+    assert_eq!(reg.stats.malformed as usize, PASS_BUDGET[2]);
+    assert_eq!(q.len(), 300 - PASS_BUDGET[2]);
+}

@@ -69,7 +69,7 @@ const DNS: mio::Token = mio::Token(1);
 /// Punted messages of each class (core responses, protected REGISTERs, unprotected REGISTERs)
 /// one pass of the control loop takes at most; between passes it sends what it has, reads DNS
 /// and runs timers, so neither a backlog nor a flood of one class stalls the others.
-const PASS_BUDGET: [usize; 3] = [256, 128, 64];
+pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
 /// DNS datagrams one pass reads at most.
 const DNS_BUDGET: usize = 64;
 
@@ -300,6 +300,44 @@ pub struct RunOptions {
 }
 
 /// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
+/// One pass of the control loop over the punt queue: at most [`PASS_BUDGET`] messages of each
+/// class, the highest class first, into the registrar. The messages handled, and whether any
+/// are left for the next pass.
+pub fn punt_pass(
+    punt: &MsgQueue,
+    registrar: &mut Registrar,
+    now: Instant,
+    out: &mut Vec<registrar::Outgoing>,
+) -> (u64, bool) {
+    let mut handled = 0;
+    for (class, budget) in Class::ALL.into_iter().zip(PASS_BUDGET) {
+        for _ in 0..budget {
+            let Some(b) = punt.pop_class(class) else {
+                break;
+            };
+            handled += 1;
+            let what = match b.arrival {
+                Arrival::Plain => "plain",
+                Arrival::Protected { .. } => "protected",
+            };
+            log::debug(format_args!(
+                "punted {} bytes ({what}) from {} on {:?}",
+                b.len, b.src, b.side
+            ));
+            let msg = Incoming {
+                side: b.side,
+                arrival: b.arrival,
+                src: b.src,
+                dst: b.dst,
+                payload: b.payload(),
+            };
+            registrar.on_message(msg, now, out);
+            punt.recycle(b);
+        }
+    }
+    (handled, !punt.is_empty())
+}
+
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
     let keylog = opts.keylog.as_deref();
     log::set_level(cfg.log.level);
@@ -455,32 +493,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             registrar.on_dns_timeout(now, &mut outgoing);
         }
         // One bounded pass, the highest class first (issue 10 item 7).
-        for (class, budget) in Class::ALL.into_iter().zip(PASS_BUDGET) {
-            for _ in 0..budget {
-                let Some(b) = punt.pop_class(class) else {
-                    break;
-                };
-                punts += 1;
-                let what = match b.arrival {
-                    Arrival::Plain => "plain",
-                    Arrival::Protected { .. } => "protected",
-                };
-                log::debug(format_args!(
-                    "punted {} bytes ({what}) from {} on {:?}",
-                    b.len, b.src, b.side
-                ));
-                let msg = Incoming {
-                    side: b.side,
-                    arrival: b.arrival,
-                    src: b.src,
-                    dst: b.dst,
-                    payload: b.payload(),
-                };
-                registrar.on_message(msg, now, &mut outgoing);
-                punt.recycle(b);
-            }
-        }
-        backlog |= !punt.is_empty();
+        let (handled, left) = punt_pass(&punt, &mut registrar, now, &mut outgoing);
+        punts += handled;
+        backlog |= left;
         while let Some((server, q)) = registrar.dns_transmit() {
             if let Some(s) = dns_sock.as_ref() {
                 // a lost query is sent again by the resolver's timer
