@@ -537,20 +537,19 @@ impl Resolver {
     }
 
     fn finish_ok(&mut self, key: &str, a: SocketAddr, ttl: u32, now: Instant) {
-        self.end(key, Some(a), now + clamp_ttl(ttl));
+        self.end(key, Some(a), now + clamp_ttl(ttl), now);
     }
 
     fn finish(&mut self, key: &str, a: Option<SocketAddr>, now: Instant) {
         self.stats.failures += u64::from(a.is_none());
-        self.end(key, a, now + NEGATIVE_TTL);
+        self.end(key, a, now + NEGATIVE_TTL, now);
     }
 
-    fn end(&mut self, key: &str, a: Option<SocketAddr>, until: Instant) {
+    fn end(&mut self, key: &str, a: Option<SocketAddr>, until: Instant, now: Instant) {
         if let Some(q) = self.jobs.remove(key).and_then(|j| j.query) {
             self.ids.remove(&q.id);
         }
         if self.cache.len() >= MAX_CACHE && !self.cache.contains_key(key) {
-            let now = until.checked_sub(TTL_MAX).unwrap_or(until);
             self.cache.retain(|_, (_, u)| *u > now);
             if self.cache.len() >= MAX_CACHE
                 && let Some(k) = self.cache.keys().next().cloned()
@@ -895,5 +894,25 @@ mod tests {
         assert_eq!(r.stats.overloaded, 1);
         // a name already in progress is not a new resolution
         assert_eq!(r.lookup("d0.example", now), Lookup::Pending);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let now = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        for i in 0..MAX_CACHE + 10 {
+            assert_eq!(r.lookup(&format!("d{i}.example"), now), Lookup::Pending);
+            while let Some((_, q)) = r.poll_transmit() {
+                r.handle_datagram(SERVER, &respond(&q, &[]), now);
+            }
+        }
+        assert_eq!(r.cache.len(), MAX_CACHE);
+        // expired entries go first
+        let later = now + NEGATIVE_TTL + Duration::from_secs(1);
+        assert_eq!(r.lookup("new.example", later), Lookup::Pending);
+        while let Some((_, q)) = r.poll_transmit() {
+            r.handle_datagram(SERVER, &respond(&q, &[]), later);
+        }
+        assert_eq!(r.cache.len(), 1);
     }
 }
