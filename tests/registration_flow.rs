@@ -959,9 +959,13 @@ fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
     let c = register(&mut w);
     let victim: std::net::IpAddr = "10.46.0.6".parse().unwrap();
     let before = w.sas.pin().outbound(victim, 7005, c.port_pc).unwrap().spi();
-    let other = "001010000000009@ims.mnc001.mcc001.3gppnetwork.org";
+    // more challenges than we have port pairs (50), each for another IMPI and a second apart
+    // (within the per-source and per-IMPI rate limits)
     for n in 0..60 {
-        let out = register_as(&mut w, "10.46.0.6:5060", other, &format!("spoof{n}-"), None);
+        w.now += Duration::from_secs(1);
+        let other = format!("0010100000001{n:02}@ims.mnc001.mcc001.3gppnetwork.org");
+        let out = register_as(&mut w, "10.46.0.6:5060", &other, &format!("spoof{n}-"), None);
+        assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
         if out[0].side == Side::Core {
             let _ = challenge_401(&mut w, &out[0].payload);
         }

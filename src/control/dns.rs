@@ -1,20 +1,49 @@
 //! Locating the I-CSCF of the home domain by DNS (RFC 3263 §4 for UDP): NAPTR → SRV → A/AAAA,
-//! with the answers cached for their TTL. Runs on the registration thread, which asks it once
-//! per home domain per TTL; a static `core.icscf` in the configuration bypasses it.
+//! with positive and negative answers cached. A static `core.icscf` in the configuration
+//! bypasses it.
 //!
 //! Owns: the DNS wire format we need (RFC 1035 §4: queries, answers, name compression; RFC 3403
-//! NAPTR; RFC 2782 SRV; RFC 3596 AAAA) and the resolution procedure. The transport is a
-//! function from query bytes to response bytes, so the procedure is tested without a network;
-//! [`udp_transport`] is the real one (one UDP exchange, a short timeout, one retry).
+//! NAPTR; RFC 2782 SRV; RFC 3596 AAAA), the resolution procedure, the cache and the query
+//! timers. It is sans-IO in the quinn-proto style, so it never blocks the registration thread:
+//! [`Resolver::lookup`] answers from the cache or starts a resolution and says `Pending`; the
+//! owner sends what [`Resolver::poll_transmit`] gives to the server, feeds the server's
+//! datagrams to [`Resolver::handle_datagram`] and the clock to [`Resolver::handle_timeout`],
+//! and collects finished resolutions with [`Resolver::poll_done`].
+//!
+//! Hostile answers (issue 10 item 12): the query ID is random (RFC 5452 §9.2), an answer is
+//! taken only from the server we asked, with our ID and our question (RFC 5452 §9.1); TTLs are
+//! clamped, failures are cached for a short fixed time, and resolutions in progress, queries per
+//! resolution and cache entries are all bounded. The wire code is kept here rather than moved
+//! to hickory-proto: it is a few hundred lines that parse only four record types with bounds
+//! checks everywhere, fuzzable alone, and the crate would pull a large dependency tree into a
+//! binary that otherwise has no async runtime.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_SRV: u16 = 33;
 pub const TYPE_NAPTR: u16 = 35;
+
+/// A positive answer is kept for its TTL, within these bounds: a TTL of 0 would send a query per
+/// REGISTER, a huge one would pin a moved I-CSCF for days.
+pub const TTL_MIN: Duration = Duration::from_secs(5);
+pub const TTL_MAX: Duration = Duration::from_secs(3600);
+/// A failed resolution (NXDOMAIN, no usable record, no answer) is remembered this long, so a
+/// flood of REGISTERs for a name that does not resolve costs one resolution, not one each
+/// (RFC 2308 §5 caches negative answers; we do not read the SOA, so the time is fixed and short).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// Wait for one answer, and sends of one query in all (the first and the retransmissions).
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(400);
+pub const QUERY_TRIES: u32 = 3;
+/// Queries one resolution may send (a hostile NAPTR/SRV answer could list many targets).
+pub const MAX_STEPS: usize = 12;
+/// Resolutions in progress at once; past it a lookup fails at once (the REGISTER gets 503).
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Cached names at most.
+pub const MAX_CACHE: usize = 4096;
 
 /// One answer record we understand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,10 +115,26 @@ fn u16_at(msg: &[u8], pos: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]))
 }
 
-/// The answers of a response to query `id`, with their TTLs. `None` if it is not a valid
-/// response to that query or reports an error (RCODE ≠ 0 and ≠ NXDOMAIN).
-pub fn parse_response(msg: &[u8], id: u16) -> Option<Vec<(Record, u32)>> {
-    if u16_at(msg, 0)? != id || msg.get(2)? & 0x80 == 0 {
+/// Whether `msg` is a response to our query `id` for `name`/`qtype` (class IN): RFC 5452 §9.1
+/// accepts an answer only if its ID and its question match the query's.
+fn answers_question(msg: &[u8], id: u16, name: &str, qtype: u16) -> bool {
+    let check = || -> Option<bool> {
+        let ok_header = u16_at(msg, 0)? == id && msg.get(2)? & 0x80 != 0 && u16_at(msg, 4)? == 1;
+        let (qn, end) = read_name(msg, 12)?;
+        Some(
+            ok_header
+                && qn.eq_ignore_ascii_case(name.trim_end_matches('.'))
+                && u16_at(msg, end)? == qtype
+                && u16_at(msg, end + 2)? == 1,
+        )
+    };
+    check().unwrap_or(false)
+}
+
+/// The answers of a response to our query `id` for `name`/`qtype`, with their TTLs. `None` if
+/// it is not a response to that question or reports an error (RCODE ≠ 0 and ≠ NXDOMAIN).
+pub fn parse_response(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Vec<(Record, u32)>> {
+    if !answers_question(msg, id, name, qtype) {
         return None;
     }
     let rcode = msg.get(3)? & 0x0f;
@@ -99,12 +144,8 @@ pub fn parse_response(msg: &[u8], id: u16) -> Option<Vec<(Record, u32)>> {
     if rcode != 0 {
         return None;
     }
-    let qd = u16_at(msg, 4)?;
     let an = u16_at(msg, 6)?;
-    let mut pos = 12;
-    for _ in 0..qd {
-        pos = read_name(msg, pos)?.1 + 4;
-    }
+    let mut pos = read_name(msg, 12)?.1 + 4; // past the (one, checked) question
     let mut out = Vec::new();
     for _ in 0..an {
         pos = read_name(msg, pos)?.1;
@@ -149,173 +190,413 @@ pub fn parse_response(msg: &[u8], id: u16) -> Option<Vec<(Record, u32)>> {
     Some(out)
 }
 
-/// Sends a query and returns the response bytes.
+/// Sends a query and returns the response bytes (tests and tools drive the resolver with it).
 pub type Transport<'a> = dyn FnMut(&[u8]) -> std::io::Result<Vec<u8>> + 'a;
 
-/// One UDP exchange with `server` (timeout `wait`, one retry).
-pub fn udp_transport(
-    server: SocketAddr,
-    wait: Duration,
-) -> impl FnMut(&[u8]) -> std::io::Result<Vec<u8>> {
-    move |q: &[u8]| {
-        let bind: SocketAddr = if server.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let s = UdpSocket::bind(bind)?;
-        s.set_read_timeout(Some(wait))?;
-        let mut buf = vec![0u8; 4096];
-        let mut last = std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer");
-        for _ in 0..2 {
-            s.send_to(q, server)?;
-            match s.recv_from(&mut buf) {
-                Ok((n, from)) if from == server => return Ok(buf[..n].to_vec()),
-                Ok(_) => continue,
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
+/// What [`Resolver::lookup`] knows now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Ready(SocketAddr),
+    /// No address (also cached: asking again within [`NEGATIVE_TTL`] costs no query).
+    Failed,
+    /// A resolution is in progress: [`Resolver::poll_done`] will name the domain when it ends.
+    Pending,
 }
 
-/// RFC 3263 resolution for SIP over UDP, with a TTL cache.
+/// One step of RFC 3263 §4 for a domain; each sends one query. `ttl`: the smallest TTL of the
+/// records that led here.
+#[derive(Clone, Debug)]
+enum Step {
+    Naptr,
+    Srv {
+        name: String,
+        ttl: u32,
+    },
+    Addr {
+        host: String,
+        port: u16,
+        qtype: u16,
+        ttl: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Query {
+    id: u16,
+    name: String,
+    qtype: u16,
+    bytes: Vec<u8>,
+    deadline: Instant,
+    sent: u32,
+    step: Step,
+}
+
+/// One resolution in progress: the steps still to try (a stack, the next one last).
+#[derive(Debug)]
+struct Job {
+    todo: Vec<Step>,
+    steps: usize,
+    query: Option<Query>,
+}
+
+/// Counters of the resolver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    pub queries: u64,
+    pub retransmissions: u64,
+    pub failures: u64,
+    pub cache_hits: u64,
+    pub negative_hits: u64,
+    /// Datagrams dropped: not from the server, unknown ID, or not our question.
+    pub ignored: u64,
+    /// Lookups failed at once because [`MAX_IN_FLIGHT`] resolutions were in progress.
+    pub overloaded: u64,
+}
+
+/// RFC 3263 resolution for SIP over UDP, sans-IO, with a bounded cache.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    cache: HashMap<String, (SocketAddr, Instant)>,
-    next_id: u16,
-    pub lookups: u64,
-    pub failures: u64,
+    server: Option<SocketAddr>,
+    cache: HashMap<String, (Option<SocketAddr>, Instant)>,
+    jobs: HashMap<String, Job>,
+    ids: HashMap<u16, String>,
+    transmit: VecDeque<Vec<u8>>,
+    done: VecDeque<(String, Option<SocketAddr>)>,
+    pub stats: DnsStats,
+}
+
+/// A query ID nobody off-path can guess (RFC 5452 §9.2).
+fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_err() {
+        use std::hash::BuildHasher;
+        let h = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        return h as u16;
+    }
+    u16::from_ne_bytes(b)
+}
+
+fn clamp_ttl(ttl: u32) -> Duration {
+    Duration::from_secs(ttl as u64).clamp(TTL_MIN, TTL_MAX)
 }
 
 impl Resolver {
-    fn ask(
-        &mut self,
-        t: &mut Transport<'_>,
-        name: &str,
-        qtype: u16,
-    ) -> Result<Vec<(Record, u32)>, String> {
-        self.next_id = self.next_id.wrapping_add(1);
-        let id = self.next_id;
-        self.lookups += 1;
-        let resp = t(&query(id, name, qtype)).map_err(|e| format!("DNS {name}: {e}"))?;
-        parse_response(&resp, id).ok_or_else(|| format!("DNS {name}: bad or failed response"))
+    /// A resolver asking `server` (none: every name that is not an address fails).
+    pub fn new(server: Option<SocketAddr>) -> Resolver {
+        Resolver {
+            server,
+            ..Resolver::default()
+        }
     }
 
-    fn address(
-        &mut self,
-        t: &mut Transport<'_>,
-        host: &str,
-        port: u16,
-    ) -> Result<(SocketAddr, u32), String> {
-        for qtype in [TYPE_A, TYPE_AAAA] {
-            for (r, ttl) in self.ask(t, host, qtype)? {
-                match r {
-                    Record::A(a) => return Ok((SocketAddr::new(IpAddr::V4(a), port), ttl)),
-                    Record::Aaaa(a) => return Ok((SocketAddr::new(IpAddr::V6(a), port), ttl)),
-                    _ => {}
+    /// Where to send SIP over UDP for `domain` (RFC 3263 §4.1, §4.2), if known now; else a
+    /// resolution starts (or is already running) and the answer is `Pending`.
+    pub fn lookup(&mut self, domain: &str, now: Instant) -> Lookup {
+        let host = domain.trim_matches(|c| c == '[' || c == ']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Lookup::Ready(SocketAddr::new(ip, 5060));
+        }
+        let key = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some((a, until)) = self.cache.get(&key)
+            && *until > now
+        {
+            return match a {
+                Some(a) => {
+                    self.stats.cache_hits += 1;
+                    Lookup::Ready(*a)
+                }
+                None => {
+                    self.stats.negative_hits += 1;
+                    Lookup::Failed
+                }
+            };
+        }
+        if self.jobs.contains_key(&key) {
+            return Lookup::Pending;
+        }
+        if self.server.is_none() || key.is_empty() {
+            return Lookup::Failed;
+        }
+        if self.jobs.len() >= MAX_IN_FLIGHT {
+            self.stats.overloaded += 1;
+            return Lookup::Failed;
+        }
+        let job = Job {
+            todo: vec![Step::Naptr],
+            steps: 0,
+            query: None,
+        };
+        self.jobs.insert(key.clone(), job);
+        self.advance(&key, now);
+        if self.jobs.contains_key(&key) {
+            Lookup::Pending
+        } else {
+            self.lookup(&key, now)
+        }
+    }
+
+    /// The next query to send, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let server = self.server?;
+        self.transmit.pop_front().map(|q| (server, q))
+    }
+
+    /// A resolution that ended: the domain (lowercase) and its address, or `None` if it failed.
+    pub fn poll_done(&mut self) -> Option<(String, Option<SocketAddr>)> {
+        self.done.pop_front()
+    }
+
+    /// When [`Resolver::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.jobs
+            .values()
+            .filter_map(|j| j.query.as_ref().map(|q| q.deadline))
+            .min()
+    }
+
+    /// Resolutions in progress.
+    pub fn in_flight(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Retransmit unanswered queries; a query unanswered after [`QUERY_TRIES`] sends fails its
+    /// resolution (the server is down or the path lossy: retrying other names would wait too).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        for (key, job) in &mut self.jobs {
+            let Some(q) = job.query.as_mut() else {
+                continue;
+            };
+            if q.deadline > now {
+                continue;
+            }
+            if q.sent < QUERY_TRIES {
+                q.sent += 1;
+                q.deadline = now + QUERY_TIMEOUT;
+                self.stats.retransmissions += 1;
+                self.transmit.push_back(q.bytes.clone());
+            } else {
+                failed.push(key.clone());
+            }
+        }
+        for key in failed {
+            self.finish(&key, None, now);
+        }
+    }
+
+    /// A datagram from `from` on the DNS socket. Only an answer from the server, with the ID
+    /// and the question of a query in flight, is taken; anything else is counted and dropped.
+    pub fn handle_datagram(&mut self, from: SocketAddr, msg: &[u8], now: Instant) {
+        if Some(from) != self.server {
+            self.stats.ignored += 1;
+            return;
+        }
+        let Some(key) = u16_at(msg, 0).and_then(|id| self.ids.get(&id)).cloned() else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let Some(q) = job
+            .query
+            .take_if(|q| answers_question(msg, q.id, &q.name, q.qtype))
+        else {
+            self.stats.ignored += 1;
+            return;
+        };
+        self.ids.remove(&q.id);
+        // an error RCODE counts as no records: the next step is tried
+        let records = parse_response(msg, q.id, &q.name, q.qtype).unwrap_or_default();
+        match q.step {
+            Step::Naptr => {
+                // §4.1: the SIP over UDP service with the "s" flag, lowest order/preference
+                // first; §4.2 (SRV for _sip._udp, then the domain's address) if none leads on.
+                let mut naptrs: Vec<(u16, u16, String, u32)> = records
+                    .into_iter()
+                    .filter_map(|(r, ttl)| match r {
+                        Record::Naptr {
+                            order,
+                            preference,
+                            flags,
+                            service,
+                            replacement,
+                        } if service.eq_ignore_ascii_case("SIP+D2U")
+                            && flags.eq_ignore_ascii_case("s") =>
+                        {
+                            Some((order, preference, replacement, ttl))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                naptrs.sort();
+                job.todo.push(Step::Addr {
+                    host: key.clone(),
+                    port: 5060,
+                    qtype: TYPE_A,
+                    ttl: u32::MAX,
+                });
+                job.todo.push(Step::Srv {
+                    name: format!("_sip._udp.{key}"),
+                    ttl: u32::MAX,
+                });
+                for (_, _, name, ttl) in naptrs.into_iter().rev() {
+                    job.todo.push(Step::Srv { name, ttl });
+                }
+            }
+            Step::Srv { ttl, .. } => {
+                let mut srvs: Vec<(u16, u16, u16, String, u32)> = records
+                    .into_iter()
+                    .filter_map(|(r, t)| match r {
+                        Record::Srv {
+                            priority,
+                            weight,
+                            port,
+                            target,
+                        } => Some((priority, u16::MAX - weight, port, target, t)),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 2782: lowest priority first; among equals, the heaviest weight first.
+                srvs.sort();
+                for (_, _, port, host, t) in srvs.into_iter().rev() {
+                    job.todo.push(Step::Addr {
+                        host,
+                        port,
+                        qtype: TYPE_A,
+                        ttl: ttl.min(t),
+                    });
+                }
+            }
+            Step::Addr {
+                host,
+                port,
+                qtype,
+                ttl,
+            } => {
+                let found = records.into_iter().find_map(|(r, t)| match r {
+                    Record::A(a) => Some((SocketAddr::new(IpAddr::V4(a), port), t)),
+                    Record::Aaaa(a) => Some((SocketAddr::new(IpAddr::V6(a), port), t)),
+                    _ => None,
+                });
+                if let Some((a, t)) = found {
+                    self.finish_ok(&key, a, ttl.min(t), now);
+                    return;
+                }
+                if qtype == TYPE_A {
+                    job.todo.push(Step::Addr {
+                        host,
+                        port,
+                        qtype: TYPE_AAAA,
+                        ttl,
+                    });
                 }
             }
         }
-        Err(format!("DNS: no address for {host}"))
+        self.advance(&key, now);
     }
 
-    fn srv(
-        &mut self,
-        t: &mut Transport<'_>,
-        name: &str,
-    ) -> Result<Option<(SocketAddr, u32)>, String> {
-        let mut srvs: Vec<(u16, u16, u16, String, u32)> = self
-            .ask(t, name, TYPE_SRV)?
-            .into_iter()
-            .filter_map(|(r, ttl)| match r {
-                Record::Srv {
-                    priority,
-                    weight,
-                    port,
-                    target,
-                } => Some((priority, u16::MAX - weight, port, target, ttl)),
-                _ => None,
-            })
-            .collect();
-        // RFC 2782: lowest priority first; among equals, the heaviest weight first.
-        srvs.sort();
-        for (_, _, port, target, ttl) in srvs {
-            if let Ok((a, t2)) = self.address(t, &target, port) {
-                return Ok(Some((a, ttl.min(t2))));
+    /// Send the next step's query, or end the resolution if none is left.
+    fn advance(&mut self, key: &str, now: Instant) {
+        let Some(job) = self.jobs.get_mut(key) else {
+            return;
+        };
+        let step = if job.steps < MAX_STEPS {
+            job.todo.pop()
+        } else {
+            None
+        };
+        let Some(step) = step else {
+            self.finish(key, None, now);
+            return;
+        };
+        job.steps += 1;
+        let (name, qtype) = match &step {
+            Step::Naptr => (key.to_string(), TYPE_NAPTR),
+            Step::Srv { name, .. } => (name.clone(), TYPE_SRV),
+            Step::Addr { host, qtype, .. } => (host.clone(), *qtype),
+        };
+        let mut id = random_id();
+        while self.ids.contains_key(&id) {
+            id = random_id();
+        }
+        let bytes = query(id, &name, qtype);
+        self.ids.insert(id, key.to_string());
+        self.transmit.push_back(bytes.clone());
+        self.stats.queries += 1;
+        job.query = Some(Query {
+            id,
+            name,
+            qtype,
+            bytes,
+            deadline: now + QUERY_TIMEOUT,
+            sent: 1,
+            step,
+        });
+    }
+
+    fn finish_ok(&mut self, key: &str, a: SocketAddr, ttl: u32, now: Instant) {
+        self.end(key, Some(a), now + clamp_ttl(ttl), now);
+    }
+
+    fn finish(&mut self, key: &str, a: Option<SocketAddr>, now: Instant) {
+        self.stats.failures += u64::from(a.is_none());
+        self.end(key, a, now + NEGATIVE_TTL, now);
+    }
+
+    fn end(&mut self, key: &str, a: Option<SocketAddr>, until: Instant, now: Instant) {
+        if let Some(q) = self.jobs.remove(key).and_then(|j| j.query) {
+            self.ids.remove(&q.id);
+        }
+        if self.cache.len() >= MAX_CACHE && !self.cache.contains_key(key) {
+            self.cache.retain(|_, (_, u)| *u > now);
+            if self.cache.len() >= MAX_CACHE
+                && let Some(k) = self.cache.keys().next().cloned()
+            {
+                self.cache.remove(&k);
             }
         }
-        Ok(None)
+        self.cache.insert(key.to_string(), (a, until));
+        self.done.push_back((key.to_string(), a));
     }
 
-    /// Where to send SIP over UDP for `domain` (RFC 3263 §4.1, §4.2).
-    pub fn resolve(
+    /// Runs a lookup to its end with `t` as the network, one exchange per query (tests and
+    /// tools; the registration thread never calls it).
+    pub fn resolve_with(
         &mut self,
         domain: &str,
         now: Instant,
         t: &mut Transport<'_>,
     ) -> Result<SocketAddr, String> {
-        if let Some((a, until)) = self.cache.get(domain)
-            && *until > now
-        {
-            return Ok(*a);
-        }
-        let r = self.resolve_uncached(domain, t);
-        match &r {
-            Ok((a, ttl)) => {
-                self.cache.insert(
-                    domain.to_string(),
-                    (*a, now + Duration::from_secs((*ttl).max(1) as u64)),
-                );
+        let mut at = now;
+        for _ in 0..(MAX_STEPS as u32 * QUERY_TRIES + 4) {
+            match self.lookup(domain, now) {
+                Lookup::Ready(a) => return Ok(a),
+                Lookup::Failed => return Err(format!("DNS: no address for {domain}")),
+                Lookup::Pending => {}
             }
-            Err(_) => self.failures += 1,
-        }
-        r.map(|(a, _)| a)
-    }
-
-    fn resolve_uncached(
-        &mut self,
-        domain: &str,
-        t: &mut Transport<'_>,
-    ) -> Result<(SocketAddr, u32), String> {
-        let host = domain.trim_matches(|c| c == '[' || c == ']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok((SocketAddr::new(ip, 5060), u32::MAX));
-        }
-        // §4.1: NAPTR, keeping the SIP over UDP service with the "s" flag
-        let mut naptrs: Vec<(u16, u16, String, u32)> = self
-            .ask(t, domain, TYPE_NAPTR)?
-            .into_iter()
-            .filter_map(|(r, ttl)| match r {
-                Record::Naptr {
-                    order,
-                    preference,
-                    flags,
-                    service,
-                    replacement,
-                } if service.eq_ignore_ascii_case("SIP+D2U") && flags.eq_ignore_ascii_case("s") => {
-                    Some((order, preference, replacement, ttl))
+            let mut answered = false;
+            while let Some((server, q)) = self.poll_transmit() {
+                if let Ok(r) = t(&q) {
+                    self.handle_datagram(server, &r, now);
+                    answered = true;
                 }
-                _ => None,
-            })
-            .collect();
-        naptrs.sort();
-        for (_, _, replacement, ttl) in naptrs {
-            if let Some((a, t2)) = self.srv(t, &replacement)? {
-                return Ok((a, ttl.min(t2)));
+            }
+            if !answered {
+                at += QUERY_TIMEOUT;
+                self.handle_timeout(at);
             }
         }
-        // §4.2: no NAPTR: SRV for _sip._udp, then the domain's own address on 5060
-        if let Some(found) = self.srv(t, &format!("_sip._udp.{domain}"))? {
-            return Ok(found);
-        }
-        self.address(t, domain, 5060)
+        Err(format!("DNS: {domain}: no end"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53)), 53);
 
     /// A response to `q` carrying `answers` (type, rdata) with TTL 300, names uncompressed.
     fn respond(q: &[u8], answers: &[(u16, Vec<u8>)]) -> Vec<u8> {
@@ -380,12 +661,12 @@ mod tests {
                 _ => respond(q, &[]),
             })
         };
-        let mut r = Resolver::default();
+        let mut r = Resolver::new(Some(SERVER));
         let now = Instant::now();
-        let a = r.resolve("ims.example", now, &mut t).unwrap();
+        let a = r.resolve_with("ims.example", now, &mut t).unwrap();
         assert_eq!(a, "10.0.1.20:5060".parse().unwrap());
         let a2 = r
-            .resolve("ims.example", now + Duration::from_secs(10), &mut t)
+            .resolve_with("ims.example", now + Duration::from_secs(10), &mut t)
             .unwrap();
         assert_eq!(a2, a);
         assert_eq!(
@@ -408,11 +689,13 @@ mod tests {
                 _ => respond(q, &[]),
             })
         };
-        let mut r = Resolver::default();
-        let a = r.resolve("plain.example", Instant::now(), &mut t).unwrap();
+        let mut r = Resolver::new(Some(SERVER));
+        let a = r
+            .resolve_with("plain.example", Instant::now(), &mut t)
+            .unwrap();
         assert_eq!(a, "192.0.2.7:5060".parse().unwrap());
         assert_eq!(
-            r.resolve("10.9.9.9", Instant::now(), &mut t).unwrap(),
+            r.resolve_with("10.9.9.9", Instant::now(), &mut t).unwrap(),
             "10.9.9.9:5060".parse().unwrap()
         );
     }
@@ -425,19 +708,211 @@ mod tests {
             v[7] = 5; // five answers that are not there
             v
         }] {
-            assert!(parse_response(&junk, 1).is_none_or(|a| a.is_empty()));
+            assert!(parse_response(&junk, 1, "x.example", TYPE_A).is_none_or(|a| a.is_empty()));
         }
         // a compression pointer loop
         let mut q = query(2, "x.example", TYPE_A);
         q[2] = 0x81;
         q[7] = 1;
         q.extend_from_slice(&[0xc0, (q.len()) as u8]);
-        assert!(parse_response(&q, 2).is_none());
+        assert!(parse_response(&q, 2, "x.example", TYPE_A).is_none());
         let mut t = |_: &[u8]| -> std::io::Result<Vec<u8>> { Err(std::io::Error::other("down")) };
         assert!(
-            Resolver::default()
-                .resolve("a.example", Instant::now(), &mut t)
+            Resolver::new(Some(SERVER))
+                .resolve_with("a.example", Instant::now(), &mut t)
                 .is_err()
         );
+    }
+
+    /// `respond` with every TTL set to `ttl`.
+    fn with_ttl(mut r: Vec<u8>, ttl: u32) -> Vec<u8> {
+        let (_, end) = read_name(&r, 12).unwrap();
+        let mut pos = end + 4;
+        while pos + 12 <= r.len() {
+            r[pos + 6..pos + 10].copy_from_slice(&ttl.to_be_bytes());
+            let rdlen = u16_at(&r, pos + 10).unwrap() as usize;
+            pos += 12 + rdlen;
+        }
+        r
+    }
+
+    /// A plain domain: no NAPTR, no SRV, an A record with `ttl`.
+    fn plain(q: &[u8], ttl: u32) -> Vec<u8> {
+        match qname(q) {
+            (n, TYPE_A) if n == "plain.example" => {
+                with_ttl(respond(q, &[(TYPE_A, vec![192, 0, 2, 7])]), ttl)
+            }
+            _ => respond(q, &[]),
+        }
+    }
+
+    #[test]
+    fn answers_from_elsewhere_with_another_id_or_question_are_ignored() {
+        let now = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        assert_eq!(r.lookup("plain.example", now), Lookup::Pending);
+        let (to, q) = r.poll_transmit().unwrap();
+        assert_eq!(to, SERVER);
+        assert_eq!(qname(&q).1, TYPE_NAPTR);
+        // an answer with records for our question, but from another address
+        let elsewhere: SocketAddr = "192.0.2.66:53".parse().unwrap();
+        r.handle_datagram(elsewhere, &respond(&q, &[]), now);
+        // from the server, our question, another ID
+        let mut wrong_id = respond(&q, &[]);
+        wrong_id[0] ^= 0x55;
+        r.handle_datagram(SERVER, &wrong_id, now);
+        // from the server, our ID, another question (type A instead of NAPTR)
+        let id = u16_at(&q, 0).unwrap();
+        let other = respond(
+            &query(id, "plain.example", TYPE_A),
+            &[(TYPE_A, vec![6, 6, 6, 6])],
+        );
+        r.handle_datagram(SERVER, &other, now);
+        let other_name = respond(&query(id, "evil.example", TYPE_NAPTR), &[]);
+        r.handle_datagram(SERVER, &other_name, now);
+        assert_eq!(r.stats.ignored, 4);
+        assert!(r.poll_transmit().is_none(), "nothing moved on");
+        assert_eq!(r.lookup("plain.example", now), Lookup::Pending);
+        // the real answer, then the rest of the chain
+        r.handle_datagram(SERVER, &plain(&q, 300), now);
+        while let Some((_, q)) = r.poll_transmit() {
+            r.handle_datagram(SERVER, &plain(&q, 300), now);
+        }
+        assert_eq!(
+            r.poll_done(),
+            Some((
+                "plain.example".into(),
+                Some("192.0.2.7:5060".parse().unwrap())
+            ))
+        );
+        assert_eq!(
+            r.lookup("plain.example", now),
+            Lookup::Ready("192.0.2.7:5060".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn query_ids_are_random() {
+        let now = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        let mut ids = Vec::new();
+        for i in 0..16 {
+            assert_eq!(r.lookup(&format!("d{i}.example"), now), Lookup::Pending);
+            let (_, q) = r.poll_transmit().unwrap();
+            ids.push(u16_at(&q, 0).unwrap());
+        }
+        let sequential = ids
+            .windows(2)
+            .filter(|w| w[1] == w[0].wrapping_add(1))
+            .count();
+        assert!(sequential < 3, "{ids:?}");
+    }
+
+    #[test]
+    fn ttls_are_clamped() {
+        let t0 = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, u32::MAX)) };
+        r.resolve_with("plain.example", t0, &mut t).unwrap();
+        let later = t0 + TTL_MAX + Duration::from_secs(1);
+        assert_eq!(
+            r.lookup("plain.example", later),
+            Lookup::Pending,
+            "a TTL of 136 years is kept at most TTL_MAX"
+        );
+        let mut r = Resolver::new(Some(SERVER));
+        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, 0)) };
+        r.resolve_with("plain.example", t0, &mut t).unwrap();
+        let queries = r.stats.queries;
+        assert!(matches!(
+            r.lookup("plain.example", t0 + Duration::from_secs(1)),
+            Lookup::Ready(_)
+        ));
+        assert_eq!(r.stats.queries, queries, "a TTL of 0 is kept TTL_MIN");
+    }
+
+    #[test]
+    fn a_failure_is_cached_and_costs_no_second_query() {
+        let t0 = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        assert_eq!(r.lookup("nowhere.example", t0), Lookup::Pending);
+        while let Some((_, q)) = r.poll_transmit() {
+            let mut nx = respond(&q, &[]);
+            nx[3] = 0x83; // NXDOMAIN
+            r.handle_datagram(SERVER, &nx, t0);
+        }
+        assert_eq!(r.poll_done(), Some(("nowhere.example".into(), None)));
+        let queries = r.stats.queries;
+        assert_eq!(
+            r.lookup("nowhere.example", t0 + Duration::from_secs(5)),
+            Lookup::Failed
+        );
+        assert_eq!(
+            r.lookup("NOWHERE.example.", t0 + Duration::from_secs(5)),
+            Lookup::Failed
+        );
+        assert!(r.poll_transmit().is_none());
+        assert_eq!(r.stats.queries, queries);
+        assert_eq!(r.stats.negative_hits, 2);
+        assert_eq!(
+            r.lookup(
+                "nowhere.example",
+                t0 + NEGATIVE_TTL + Duration::from_secs(1)
+            ),
+            Lookup::Pending
+        );
+    }
+
+    #[test]
+    fn a_silent_server_fails_the_lookup_after_the_retries() {
+        let t0 = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        assert_eq!(r.lookup("plain.example", t0), Lookup::Pending);
+        let mut sent = 0;
+        let mut now = t0;
+        while r.poll_done().is_none() {
+            while r.poll_transmit().is_some() {
+                sent += 1;
+            }
+            now = r.poll_timeout().expect("a query in flight has a timer");
+            r.handle_timeout(now);
+            assert!(now - t0 < Duration::from_secs(5));
+        }
+        assert_eq!(sent, QUERY_TRIES);
+        assert_eq!(r.lookup("plain.example", now), Lookup::Failed);
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn resolutions_in_progress_are_bounded() {
+        let now = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        for i in 0..MAX_IN_FLIGHT {
+            assert_eq!(r.lookup(&format!("d{i}.example"), now), Lookup::Pending);
+        }
+        assert_eq!(r.lookup("one-more.example", now), Lookup::Failed);
+        assert_eq!(r.stats.overloaded, 1);
+        // a name already in progress is not a new resolution
+        assert_eq!(r.lookup("d0.example", now), Lookup::Pending);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let now = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        for i in 0..MAX_CACHE + 10 {
+            assert_eq!(r.lookup(&format!("d{i}.example"), now), Lookup::Pending);
+            while let Some((_, q)) = r.poll_transmit() {
+                r.handle_datagram(SERVER, &respond(&q, &[]), now);
+            }
+        }
+        assert_eq!(r.cache.len(), MAX_CACHE);
+        // expired entries go first
+        let later = now + NEGATIVE_TTL + Duration::from_secs(1);
+        assert_eq!(r.lookup("new.example", later), Lookup::Pending);
+        while let Some((_, q)) = r.poll_transmit() {
+            r.handle_datagram(SERVER, &respond(&q, &[]), later);
+        }
+        assert_eq!(r.cache.len(), 1);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config, LogLevel};
-use crate::dataplane::queue::{Arrival, MsgQueue};
+use crate::dataplane::queue::{Arrival, Class, MsgQueue};
 use crate::dataplane::stats::{SharedStats, WorkerStats};
 use crate::dataplane::worker::{Worker, WorkerConfig};
 use crate::io::PacketIo;
@@ -29,6 +29,7 @@ use crate::satable::{SaTableConfig, sa_table};
 pub mod dns;
 pub mod log;
 pub mod prometheus;
+pub mod ratelimit;
 pub mod registrar;
 
 use registrar::{Incoming, Registrar, RegistrarConfig};
@@ -63,6 +64,14 @@ pub fn request_stop() {
 }
 
 const WAKE: mio::Token = mio::Token(0);
+/// The registration thread's DNS socket.
+const DNS: mio::Token = mio::Token(1);
+/// Punted messages of each class (core responses, protected REGISTERs, unprotected REGISTERs)
+/// one pass of the control loop takes at most; between passes it sends what it has, reads DNS
+/// and runs timers, so neither a backlog nor a flood of one class stalls the others.
+pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
+/// DNS datagrams one pass reads at most.
+const DNS_BUDGET: usize = 64;
 
 /// What a run ends with.
 #[derive(Clone, Debug, Default)]
@@ -310,6 +319,44 @@ of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; r
 (the load tools pass --allow-stateless-relay)";
 
 /// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
+/// One pass of the control loop over the punt queue: at most [`PASS_BUDGET`] messages of each
+/// class, the highest class first, into the registrar. The messages handled, and whether any
+/// are left for the next pass.
+pub fn punt_pass(
+    punt: &MsgQueue,
+    registrar: &mut Registrar,
+    now: Instant,
+    out: &mut Vec<registrar::Outgoing>,
+) -> (u64, bool) {
+    let mut handled = 0;
+    for (class, budget) in Class::ALL.into_iter().zip(PASS_BUDGET) {
+        for _ in 0..budget {
+            let Some(b) = punt.pop_class(class) else {
+                break;
+            };
+            handled += 1;
+            let what = match b.arrival {
+                Arrival::Plain => "plain",
+                Arrival::Protected { .. } => "protected",
+            };
+            log::debug(format_args!(
+                "punted {} bytes ({what}) from {} on {:?}",
+                b.len, b.src, b.side
+            ));
+            let msg = Incoming {
+                side: b.side,
+                arrival: b.arrival,
+                src: b.src,
+                dst: b.dst,
+                payload: b.payload(),
+            };
+            registrar.on_message(msg, now, out);
+            punt.recycle(b);
+        }
+    }
+    (handled, !punt.is_empty())
+}
+
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
     // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
     // not and without integrity protection: a load-test shortcut, never a deployment mode.
@@ -328,7 +375,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }));
     let mut poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
-    let punt = MsgQueue::new(cfg.dataplane.punt_queue, Some(waker));
+    let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
     let spis = cfg.spi_range()?;
     // The registration thread is the single writer of the SA table (issue 5 fills it).
     let (sa_writer, sa_reader) = sa_table(SaTableConfig {
@@ -412,33 +459,68 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     if opts.preload_ues > 0 {
         preload(&mut registrar, opts)?;
     }
+    // The DNS socket (non-blocking): the registrar's resolver is sans-IO, this loop carries
+    // its queries and answers.
+    let mut dns_sock = match cfg.core.dns {
+        Some(server) => {
+            let bind: SocketAddr = if server.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let mut s = mio::net::UdpSocket::bind(bind)?;
+            poll.registry()
+                .register(&mut s, DNS, mio::Interest::READABLE)?;
+            Some(s)
+        }
+        None => None,
+    };
+    let mut dns_buf = vec![0u8; 4096];
     let mut events = mio::Events::with_capacity(64);
     let mut punts: u64 = 0;
     let mut outgoing = Vec::new();
     let mut inject_dropped: u64 = 0;
     let mut last_timer = Instant::now();
+    // more to do than one pass took: poll without sleeping
+    let mut backlog = false;
     while !STOP.load(Ordering::SeqCst) {
-        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        let mut wait = if backlog {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        if let Some(t) = registrar.dns_timeout() {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
+        let _ = poll.poll(&mut events, Some(wait));
         let now = Instant::now();
-        while let Some(b) = punt.pop() {
-            punts += 1;
-            let what = match b.arrival {
-                Arrival::Plain => "plain",
-                Arrival::Protected { .. } => "protected",
-            };
-            log::debug(format_args!(
-                "punted {} bytes ({what}) from {} on {:?}",
-                b.len, b.src, b.side
-            ));
-            let msg = Incoming {
-                side: b.side,
-                arrival: b.arrival,
-                src: b.src,
-                dst: b.dst,
-                payload: b.payload(),
-            };
-            registrar.on_message(msg, now, &mut outgoing);
-            punt.recycle(b);
+        backlog = false;
+        if let Some(s) = dns_sock.as_mut() {
+            let mut read = 0;
+            while read < DNS_BUDGET {
+                match s.recv_from(&mut dns_buf) {
+                    Ok((n, from)) => {
+                        registrar.on_dns_datagram(from, &dns_buf[..n], now, &mut outgoing)
+                    }
+                    Err(_) => break,
+                }
+                read += 1;
+            }
+            // (edge-triggered: what is left gives no new event, so come back at once)
+            backlog |= read == DNS_BUDGET;
+        }
+        if registrar.dns_timeout().is_some_and(|t| t <= now) {
+            registrar.on_dns_timeout(now, &mut outgoing);
+        }
+        // One bounded pass, the highest class first (issue 10 item 7).
+        let (handled, left) = punt_pass(&punt, &mut registrar, now, &mut outgoing);
+        punts += handled;
+        backlog |= left;
+        while let Some((server, q)) = registrar.dns_transmit() {
+            if let Some(s) = dns_sock.as_ref() {
+                // a lost query is sent again by the resolver's timer
+                let _ = s.send_to(&q, server);
+            }
         }
         for o in outgoing.drain(..) {
             // Messages of one UE always go through the same worker.
@@ -464,6 +546,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         ));
     }
     log::info(format_args!("registrar: {:?}", registrar.stats));
+    log::info(format_args!("registrar DNS: {:?}", registrar.dns_stats()));
     let cpu = thread_cpu_seconds();
     log::info(format_args!(
         "registration thread: {punts} messages handled, {:.3} s of CPU ({:.1} us per message)",

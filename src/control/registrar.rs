@@ -39,6 +39,19 @@ pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
 /// it a new REGISTER gets 503 (RFC 3261 §21.5.4) instead of growing memory without bound under a
 /// flood or a silent core.
 pub const MAX_PENDING: usize = 1 << 17;
+/// REGISTERs waiting for the DNS answer of one home domain at most; past it the next gets 503
+/// (RFC 3261 §21.5.4). The resolver bounds the domains in progress, so this bounds them all.
+pub const MAX_PARKED_PER_DOMAIN: usize = 32;
+/// Unprotected REGISTERs per source address: a burst, then a rate. A UE sends one per
+/// registration attempt (its retransmissions are absorbed before the check), so these leave it
+/// ample room while one source cannot keep the registration thread busy.
+pub const SOURCE_BURST: u32 = 20;
+pub const SOURCE_PER_SECOND: f64 = 5.0;
+/// Unprotected REGISTERs per IMPI.
+pub const IMPI_BURST: u32 = 10;
+pub const IMPI_PER_SECOND: f64 = 0.5;
+/// Keys each rate limiter remembers at most.
+pub const RATE_KEYS: usize = 1 << 16;
 /// TS 24.229 §5.1.1.5.1: an SA set outlives the registration by 30 s.
 pub const SA_GRACE: Duration = Duration::from_secs(30);
 /// Challenges in progress per IMPI (one per UE address): past it a new challenge for that IMPI
@@ -126,6 +139,23 @@ pub struct RegistrarStats {
     /// Answers to unprotected REGISTERs not sent because they were larger than the request
     /// (a spoofed source would make us an amplifier).
     pub reflection_suppressed: u64,
+    /// REGISTERs held until the DNS answer for their home domain came.
+    pub parked: u64,
+    /// Unprotected REGISTERs dropped by the per-source / per-IMPI rate limits.
+    pub rate_limited_source: u64,
+    pub rate_limited_impi: u64,
+}
+
+/// A REGISTER waiting for the resolution of its home domain: the message as it came, run again
+/// through [`Registrar::on_message`] when the answer is in the cache.
+#[derive(Debug)]
+struct Parked {
+    side: Side,
+    arrival: Arrival,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: Vec<u8>,
+    txn: (Vec<u8>, u64),
 }
 
 /// One set of four SAs (spec §2.1).
@@ -262,6 +292,16 @@ pub struct Registrar {
     /// `--keylog`: every SA as it is created, in Wireshark's esp_sa format.
     keylog: Option<std::fs::File>,
     resolver: super::dns::Resolver,
+    /// REGISTERs waiting for DNS, by home domain (lowercase, as the resolver names it).
+    parked: HashMap<String, Vec<Parked>>,
+    /// A parked REGISTER is being run again: it was counted and rate-limited the first time.
+    resuming: bool,
+    /// Unprotected transactions in `pending`: they have their own `max_pending` budget, apart
+    /// from the protected ones, so REGISTERs anyone can send cannot get a registered UE's
+    /// re-REGISTER a 503 (issue 10 item 7).
+    pending_plain: usize,
+    source_limit: super::ratelimit::RateLimiter<IpAddr>,
+    impi_limit: super::ratelimit::RateLimiter<Vec<u8>>,
     pub stats: RegistrarStats,
 }
 
@@ -286,6 +326,7 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
         let sas_view = sas.reader();
+        let resolver = super::dns::Resolver::new(cfg.dns);
         Registrar {
             cfg,
             sas,
@@ -303,26 +344,34 @@ impl Registrar {
                 std::collections::hash_map::RandomState::new().hash_one(0x5ca1ab1e_u64)
             },
             keylog: None,
-            resolver: super::dns::Resolver::default(),
+            resolver,
+            parked: HashMap::new(),
+            resuming: false,
+            pending_plain: 0,
+            source_limit: super::ratelimit::RateLimiter::new(
+                SOURCE_BURST,
+                SOURCE_PER_SECOND,
+                RATE_KEYS,
+            ),
+            impi_limit: super::ratelimit::RateLimiter::new(IMPI_BURST, IMPI_PER_SECOND, RATE_KEYS),
             stats: RegistrarStats::default(),
         }
     }
 
-    /// The I-CSCF for `home`: the static one, else RFC 3263 resolution (cached for the TTL).
-    fn next_hop(&mut self, home: &str, now: Instant) -> Result<SocketAddr, String> {
-        if let Some(a) = self.cfg.icscf {
-            return Ok(a);
+    /// The I-CSCF for `home`: the static one, else RFC 3263 resolution from the cache, or
+    /// `Pending` while the resolver asks (it never blocks this thread).
+    fn next_hop(&mut self, home: &str, now: Instant) -> super::dns::Lookup {
+        match self.cfg.icscf {
+            Some(a) => super::dns::Lookup::Ready(a),
+            None => self.resolver.lookup(home, now),
         }
-        let server = self
-            .cfg
-            .dns
-            .ok_or("no core.icscf and no core.dns configured")?;
-        let mut t = super::dns::udp_transport(server, Duration::from_millis(300));
-        self.resolver.resolve(home, now, &mut t)
     }
 
     /// Where a registered UE's requests go: the first Service-Route hop (an address as is, a
-    /// name through DNS when a server is configured), else `fallback`.
+    /// name from the DNS cache when a server is configured), else `fallback`. The 200 is not
+    /// held for DNS: a name not cached yet starts its resolution and the UE's requests go to
+    /// `fallback` (the I-CSCF that routed the REGISTER, which can route them on) until its
+    /// next re-registration finds the name cached.
     fn route_next_hop(
         &mut self,
         routes: &[Vec<u8>],
@@ -345,16 +394,86 @@ impl Registrar {
         {
             return fallback_or_ip(&host, port, fallback);
         }
-        match self.next_hop_dns(&host, now) {
-            Ok(a) => SocketAddr::new(a.ip(), port.unwrap_or(a.port())),
-            Err(_) => fallback,
+        match self.resolver.lookup(&host, now) {
+            super::dns::Lookup::Ready(a) => SocketAddr::new(a.ip(), port.unwrap_or(a.port())),
+            _ => fallback,
         }
     }
 
-    fn next_hop_dns(&mut self, host: &str, now: Instant) -> Result<SocketAddr, String> {
-        let server = self.cfg.dns.ok_or("no DNS server")?;
-        let mut t = super::dns::udp_transport(server, Duration::from_millis(300));
-        self.resolver.resolve(host, now, &mut t)
+    /// The next DNS query to send, and to which server (the control loop owns the socket).
+    pub fn dns_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.resolver.poll_transmit()
+    }
+
+    /// When [`Registrar::on_dns_timeout`] has a query to retransmit or give up.
+    pub fn dns_timeout(&self) -> Option<Instant> {
+        self.resolver.poll_timeout()
+    }
+
+    pub fn dns_stats(&self) -> super::dns::DnsStats {
+        self.resolver.stats
+    }
+
+    /// A datagram on the DNS socket; REGISTERs whose domain it resolved go on (into `out`).
+    pub fn on_dns_datagram(
+        &mut self,
+        from: SocketAddr,
+        msg: &[u8],
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.resolver.handle_datagram(from, msg, now);
+        self.resume_parked(now, out);
+    }
+
+    /// DNS timers; REGISTERs whose resolution failed get their 503 (into `out`).
+    pub fn on_dns_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        self.resolver.handle_timeout(now);
+        self.resume_parked(now, out);
+    }
+
+    /// Run again the REGISTERs of every domain whose resolution ended: the answer (or the
+    /// failure) is in the cache now, so they are forwarded or get 503 without waiting again.
+    fn resume_parked(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        while let Some((domain, _)) = self.resolver.poll_done() {
+            for p in self.parked.remove(&domain).unwrap_or_default() {
+                let msg = Incoming {
+                    side: p.side,
+                    arrival: p.arrival,
+                    src: p.src,
+                    dst: p.dst,
+                    payload: &p.payload,
+                };
+                self.resuming = true;
+                self.on_message(msg, now, out);
+                self.resuming = false;
+            }
+        }
+    }
+
+    /// Hold `m` until its home domain resolves; false if that domain has no room left.
+    fn park(
+        &mut self,
+        home: &str,
+        m: &Message<'_>,
+        how: (Side, Arrival, SocketAddr, SocketAddr),
+        txn: (Vec<u8>, u64),
+    ) -> bool {
+        let key = home.trim_end_matches('.').to_ascii_lowercase();
+        let list = self.parked.entry(key).or_default();
+        if list.len() >= MAX_PARKED_PER_DOMAIN {
+            return false;
+        }
+        self.stats.parked += 1;
+        list.push(Parked {
+            side: how.0,
+            arrival: how.1,
+            src: how.2,
+            dst: how.3,
+            payload: m.buf.to_vec(),
+            txn,
+        });
+        true
     }
 
     /// Write every SA created from now on to `file` (Wireshark's `esp_sa` table format).
@@ -425,7 +544,9 @@ impl Registrar {
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) {
-        self.stats.registers_in += 1;
+        if !self.resuming {
+            self.stats.registers_in += 1;
+        }
         let v = m.view();
         // Where the answer goes: unprotected back from 5060; protected over SA2 (our port-c →
         // the UE's port-s), spec §2.2.
@@ -493,7 +614,33 @@ impl Registrar {
             });
             return;
         }
-        if self.pending.len() >= self.cfg.max_pending {
+        let txn = (info.call_id.to_vec(), info.cseq);
+        if self.parked.values().flatten().any(|p| p.txn == txn) {
+            // a retransmission of a REGISTER waiting for DNS: it goes on when the answer comes
+            self.stats.retransmissions += 1;
+            return;
+        }
+        // Unprotected REGISTERs come from anyone: per source and per IMPI rate limits. Over
+        // them the request is dropped, not answered: the source of a UDP request is not
+        // verified, so a 503 would make us a reflector, and a UE whose request is lost simply
+        // retransmits (RFC 3261 §17.1.2.2); it is what Kamailio's pike module setups do.
+        if arrival == Arrival::Plain && !self.resuming {
+            if !self.source_limit.allow(&src.ip(), now) {
+                self.stats.rate_limited_source += 1;
+                return;
+            }
+            if !self.impi_limit.allow(info.impi, now) {
+                self.stats.rate_limited_impi += 1;
+                return;
+            }
+        }
+        // Separate budgets for unprotected and protected transactions (see `pending_plain`).
+        let in_class = if arrival == Arrival::Plain {
+            self.pending_plain
+        } else {
+            self.pending.len() - self.pending_plain.min(self.pending.len())
+        };
+        if in_class >= self.cfg.max_pending {
             self.stats.overloaded += 1;
             let r = rules::Reject {
                 code: 503,
@@ -506,10 +653,17 @@ impl Registrar {
         // TS 24.229 §5.2.2.2: the I-CSCF of the home network, e.g. by DNS (RFC 3263).
         let home = String::from_utf8_lossy(info.home_domain).into_owned();
         let next = match self.next_hop(&home, now) {
-            Ok(a) => a,
-            Err(e) => {
+            super::dns::Lookup::Ready(a) => a,
+            super::dns::Lookup::Pending
+                if self.park(&home, m, (Side::Ue, arrival, src, dst), txn.clone()) =>
+            {
+                return;
+            }
+            lookup => {
                 self.stats.no_next_hop += 1;
-                crate::control::log::warn(format_args!("REGISTER for {home}: {e}"));
+                crate::control::log::warn(format_args!(
+                    "REGISTER for {home}: no I-CSCF ({lookup:?}: no address, or too many waiting)"
+                ));
                 let r = rules::Reject {
                     code: 503,
                     reason: "Service Unavailable",
@@ -586,8 +740,10 @@ impl Registrar {
             return;
         }
         let payload = ed.as_bytes().to_vec();
-        self.by_txn
-            .insert((info.call_id.to_vec(), info.cseq), branch);
+        self.by_txn.insert(txn, branch);
+        if arrival == Arrival::Plain {
+            self.pending_plain += 1;
+        }
         self.pending.insert(
             branch,
             Pending {
@@ -684,6 +840,9 @@ impl Registrar {
         let Some(p) = self.pending.remove(&branch) else {
             return;
         };
+        if p.reply_arrival == Arrival::Plain {
+            self.pending_plain = self.pending_plain.saturating_sub(1);
+        }
         // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
         let (f, s, e) = framed(payload);
         let mut f = zeroize::Zeroizing::new(f);
@@ -1109,6 +1268,11 @@ impl Registrar {
         }
         self.pending
             .retain(|_, p| now.duration_since(p.created) < Duration::from_secs(32));
+        self.pending_plain = self
+            .pending
+            .values()
+            .filter(|p| p.reply_arrival == Arrival::Plain)
+            .count();
         // A binding lives while it has an SA set or a transaction in progress.
         let in_flight: std::collections::HashSet<u64> =
             self.pending.values().map(|p| p.binding).collect();

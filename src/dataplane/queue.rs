@@ -11,6 +11,11 @@
 //! allocated once; a message is copied in (registration traffic is rare next to the data path)
 //! and nothing is allocated. Workers wake the registration thread once per batch, not per
 //! packet, so the eventfd write is a per-batch syscall.
+//!
+//! The punt queue has one lane per [`Class`], each with its own buffers (issue 10 item 7): a
+//! flood of unprotected REGISTERs, which anyone can send, fills only its own lane and cannot
+//! cost the core's 401/200 or a registered UE's protected REGISTER a buffer; the consumer takes
+//! the lanes in priority order with a budget each ([`MsgQueue::pop_class`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +37,29 @@ pub enum Arrival {
     Protected { spi: u32 },
 }
 
+/// Priority classes of punted messages, highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Responses from the core (401, 200 …): they complete work already done.
+    Core = 0,
+    /// REGISTERs over an SA: from UEs that authenticated.
+    Protected = 1,
+    /// Plain REGISTERs from the UE side: from anyone.
+    Unprotected = 2,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Core, Class::Protected, Class::Unprotected];
+
+    pub fn of(side: Side, arrival: Arrival) -> Class {
+        match (side, arrival) {
+            (Side::Core, _) => Class::Core,
+            (Side::Ue, Arrival::Protected { .. }) => Class::Protected,
+            (Side::Ue, Arrival::Plain) => Class::Unprotected,
+        }
+    }
+}
+
 /// One SIP message (the UDP payload) with its addresses.
 #[derive(Debug)]
 pub struct Msg {
@@ -50,24 +78,15 @@ impl Msg {
     }
 }
 
-/// One queue (shared through an `Arc`).
+/// Free and full buffers of one lane.
 #[derive(Debug)]
-pub struct MsgQueue {
+struct Lane {
     free: ArrayQueue<Box<Msg>>,
     full: ArrayQueue<Box<Msg>>,
-    waker: Option<mio::Waker>,
 }
 
-/// Why a punt did not happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueError {
-    Full,
-    TooBig,
-}
-
-impl MsgQueue {
-    /// `depth` buffers, all allocated now. `waker` wakes the consumer's mio poll.
-    pub fn new(depth: usize, waker: Option<mio::Waker>) -> Arc<MsgQueue> {
+impl Lane {
+    fn new(depth: usize) -> Lane {
         let depth = depth.max(1);
         let free = ArrayQueue::new(depth);
         for _ in 0..depth {
@@ -82,11 +101,54 @@ impl MsgQueue {
             });
             let _ = free.push(b);
         }
-        Arc::new(MsgQueue {
+        Lane {
             free,
             full: ArrayQueue::new(depth),
+        }
+    }
+}
+
+/// One queue (shared through an `Arc`): one lane, or one per [`Class`].
+#[derive(Debug)]
+pub struct MsgQueue {
+    lanes: Vec<Lane>,
+    waker: Option<mio::Waker>,
+}
+
+/// Why a punt did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    Full,
+    TooBig,
+}
+
+impl MsgQueue {
+    /// `depth` buffers, all allocated now, in one lane. `waker` wakes the consumer's mio poll.
+    pub fn new(depth: usize, waker: Option<mio::Waker>) -> Arc<MsgQueue> {
+        Arc::new(MsgQueue {
+            lanes: vec![Lane::new(depth)],
             waker,
         })
+    }
+
+    /// `depth` buffers shared out among the three [`Class`] lanes: a quarter each for the core's
+    /// responses and protected REGISTERs (bounded by the transactions in progress), the rest
+    /// for unprotected REGISTERs.
+    pub fn prioritized(depth: usize, waker: Option<mio::Waker>) -> Arc<MsgQueue> {
+        let quarter = (depth / 4).max(1);
+        Arc::new(MsgQueue {
+            lanes: vec![
+                Lane::new(quarter),
+                Lane::new(quarter),
+                Lane::new(depth.saturating_sub(2 * quarter)),
+            ],
+            waker,
+        })
+    }
+
+    fn lane(&self, side: Side, arrival: Arrival) -> &Lane {
+        let i = Class::of(side, arrival) as usize;
+        &self.lanes[if self.lanes.len() > i { i } else { 0 }]
     }
 
     /// Worker side: copy `payload` into a free buffer and queue it. Never blocks.
@@ -103,7 +165,8 @@ impl MsgQueue {
         if payload.len() > MSG_MAX {
             return Err(QueueError::TooBig);
         }
-        let mut b = self.free.pop().ok_or(QueueError::Full)?;
+        let lane = self.lane(side, arrival);
+        let mut b = lane.free.pop().ok_or(QueueError::Full)?;
         b.side = side;
         b.arrival = arrival;
         b.src = src;
@@ -113,8 +176,8 @@ impl MsgQueue {
         b.data[..payload.len()].copy_from_slice(payload);
         // `full` has the same capacity as the number of buffers, so this cannot fail; if it
         // did, the buffer goes back to the free list rather than leak.
-        if let Err(b) = self.full.push(b) {
-            let _ = self.free.push(b);
+        if let Err(b) = lane.full.push(b) {
+            let _ = lane.free.push(b);
             return Err(QueueError::Full);
         }
         Ok(())
@@ -127,25 +190,30 @@ impl MsgQueue {
         }
     }
 
-    /// Consumer side: the next punted message.
+    /// Consumer side: the next punted message, the highest class first.
     pub fn pop(&self) -> Option<Box<Msg>> {
-        self.full.pop()
+        self.lanes.iter().find_map(|l| l.full.pop())
     }
 
-    /// Consumer side: give a buffer back. Its bytes are wiped first: a punted 401 carries CK
-    /// and IK in hex (TS 24.229 §5.2.2.2: the P-CSCF keeps them), and they must not stay in a
-    /// free buffer until it is overwritten.
+    /// Consumer side: the next message of `class` (a one-lane queue has only the first class's).
+    pub fn pop_class(&self, class: Class) -> Option<Box<Msg>> {
+        self.lanes.get(class as usize)?.full.pop()
+    }
+
+    /// Consumer side: give a buffer back (to its lane: its side and arrival are unchanged). Its
+    /// bytes are wiped first: a punted 401 carries CK and IK in hex (TS 24.229 §5.2.2.2: the
+    /// P-CSCF keeps them), and they must not stay in a free buffer until it is overwritten.
     pub fn recycle(&self, mut b: Box<Msg>) {
         zeroize::Zeroize::zeroize(&mut b.data[..b.len.min(MSG_MAX)]);
         b.len = 0;
-        let _ = self.free.push(b);
+        let _ = self.lane(b.side, b.arrival).free.push(b);
     }
 
     pub fn len(&self) -> usize {
-        self.full.len()
+        self.lanes.iter().map(|l| l.full.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.full.is_empty()
+        self.lanes.iter().all(|l| l.full.is_empty())
     }
 }

@@ -114,8 +114,8 @@ mod tests {
         let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> {
             answer(q, "ims.example", icscf).ok_or_else(|| std::io::Error::other("garbage"))
         };
-        let a = Resolver::default()
-            .resolve("ims.example", std::time::Instant::now(), &mut t)
+        let a = Resolver::new(Some("192.0.2.53:53".parse().unwrap()))
+            .resolve_with("ims.example", std::time::Instant::now(), &mut t)
             .unwrap();
         assert_eq!(a, SocketAddr::new(icscf.into(), 5060));
         assert!(answer(&[1, 2, 3], "ims.example", icscf).is_none());
