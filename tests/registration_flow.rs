@@ -964,7 +964,13 @@ fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
     for n in 0..60 {
         w.now += Duration::from_secs(1);
         let other = format!("0010100000001{n:02}@ims.mnc001.mcc001.3gppnetwork.org");
-        let out = register_as(&mut w, "10.46.0.6:5060", &other, &format!("spoof{n}-"), None);
+        let out = register_as(
+            &mut w,
+            "10.46.0.6:5060",
+            &other,
+            &format!("spoof{n}-"),
+            None,
+        );
         assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
         if out[0].side == Side::Core {
             let _ = challenge_401(&mut w, &out[0].payload);
@@ -1144,4 +1150,136 @@ fn security_client_with_equal_spis_gets_no_sa_set() {
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(w.reg.stats.sa_install_failed, 1);
     assert_eq!(w.reg.stats.challenges, 0);
+}
+
+/// Item 9: a forged integrity-protected never reaches the core: the forwarded REGISTER has
+/// exactly one Authorization, rebuilt, with exactly one integrity-protected (ours); shapes we
+/// cannot read exactly are refused with 400.
+#[test]
+fn forged_integrity_protected_never_reaches_the_core() {
+    let base = "Authorization: Digest username=\"001010000000001@ims.mnc001.mcc001.3gppnetwork.org\",realm=\"ims.mnc001.mcc001.3gppnetwork.org\",uri=\"sip:ims.mnc001.mcc001.3gppnetwork.org\",nonce=\"\",response=\"\"";
+    let start = REGISTER1.find("Authorization:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap();
+    let with = |auth: &str| format!("{}{auth}{}", &REGISTER1[..start], &REGISTER1[end..]);
+    // a readable forgery: rebuilt, ours only
+    for (n, auth) in [
+        format!("{base},integrity-protected=\"yes\""),
+        format!("{base}, integrity-protected=yes , integrity-protected=\"yes\""),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut w = world();
+        let m = with(auth).replace("a84b4c76e66710-", &format!("ok{n}-"));
+        let out = w.feed(
+            Side::Ue,
+            Arrival::Plain,
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            m.as_bytes(),
+        );
+        assert_eq!(out[0].side, Side::Core, "{auth}");
+        let text = String::from_utf8_lossy(&out[0].payload).to_string();
+        assert_eq!(text.matches("Authorization:").count(), 1, "{text}");
+        assert_eq!(text.matches("integrity-protected").count(), 1, "{text}");
+        assert!(text.contains("integrity-protected=\"no\""), "{text}");
+    }
+    // shapes that slipped a second value through before: refused
+    for auth in [
+        format!("{base}\r\nAuthorization: Basic integrity-protected=\"yes\""),
+        format!("{base}\r\nAuthorization: Digest integrity-protected=\"yes\""),
+        format!("{base} integrity-protected=\"yes\""),
+        format!("{base};integrity-protected=\"yes\""),
+        format!("{base},opaque=\"abc, integrity-protected=\"yes\""),
+        format!("{base},integrity-protected"),
+    ] {
+        let mut w = world();
+        let out = w.feed(
+            Side::Ue,
+            Arrival::Plain,
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            with(&auth).as_bytes(),
+        );
+        assert!(
+            out.iter().all(|o| o.side == Side::Ue),
+            "not forwarded: {auth}"
+        );
+        // 400, or (an unterminated quote: not SIP at all) dropped and counted as malformed
+        match out.first() {
+            Some(o) => assert_eq!(
+                Message::parse(&o.payload).unwrap().view().status(),
+                Some(400),
+                "{auth}"
+            ),
+            None => assert_eq!(w.reg.stats.malformed, 1, "{auth}"),
+        }
+    }
+}
+
+/// Item 13: a small spoofed REGISTER gets no answer larger than itself (no amplification), and
+/// the cache of completed transactions is capped, evictions counted.
+#[test]
+fn no_amplification_and_a_capped_completed_cache() {
+    let mut w = world();
+    let tiny = "REGISTER sip:ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:a@ims.test>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n\r\n";
+    assert!(tiny.len() < 160, "{}", tiny.len());
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "192.0.2.7:5060",
+        "10.46.0.1:5060",
+        tiny.as_bytes(),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(w.reg.stats.reflection_suppressed, 1);
+    // a real REGISTER without Security-Client still gets its 494
+    let start = REGISTER1.find("Security-Client:").unwrap();
+    let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
+    let bad = format!("{}{}", &REGISTER1[..start], &REGISTER1[end..]);
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        bad.as_bytes(),
+    );
+    assert_eq!(out.len(), 1);
+
+    // 12 completed transactions with max_pending = 8: 4 evicted, the newest still answered
+    let mut w = world();
+    for n in 0..12 {
+        let impi = format!("0010100000002{n:02}@ims.mnc001.mcc001.3gppnetwork.org");
+        let out = register_as(
+            &mut w,
+            &format!("10.46.1.{n}:5060"),
+            &impi,
+            &format!("c{n}-"),
+            None,
+        );
+        assert_eq!(out[0].side, Side::Core);
+        let resp = core_answer(
+            &out[0].payload,
+            401,
+            "Unauthorized",
+            "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n",
+        );
+        let out = w.feed(
+            Side::Core,
+            Arrival::Plain,
+            "10.0.1.20:5060",
+            "10.0.1.10:5060",
+            &resp,
+        );
+        assert_eq!(out.len(), 1);
+    }
+    assert_eq!(w.reg.stats.completed_evicted, 4);
+    let impi = "001010000000211@ims.mnc001.mcc001.3gppnetwork.org";
+    let again = register_as(&mut w, "10.46.1.11:5060", impi, "c11-", None);
+    assert_eq!(
+        (again.len(), again[0].side),
+        (1, Side::Ue),
+        "the cached answer"
+    );
+    assert_eq!(w.reg.stats.retransmissions, 1);
 }

@@ -285,6 +285,9 @@ pub struct Registrar {
     by_txn: HashMap<(Vec<u8>, u64), u64>,
     /// Answers to completed REGISTER transactions, for their retransmissions.
     completed: HashMap<(Vec<u8>, u64), (Outgoing, Instant)>,
+    /// `completed`'s keys, oldest first: past `max_pending` answers the oldest is evicted (its
+    /// retransmission then starts a new transaction, which the core absorbs).
+    completed_order: std::collections::VecDeque<(Vec<u8>, u64)>,
     next_id: u64,
     next_port: u16,
     branch_seq: u64,
@@ -336,6 +339,7 @@ impl Registrar {
             pending: HashMap::new(),
             by_txn: HashMap::new(),
             completed: HashMap::new(),
+            completed_order: std::collections::VecDeque::new(),
             next_id: 1,
             next_port: 0,
             branch_seq: 0,
@@ -535,6 +539,25 @@ impl Registrar {
         }
     }
 
+    /// Answer a REGISTER with an error. An unprotected REGISTER's source may be spoofed, so its
+    /// answer is not sent when larger than the request: no amplification toward a victim (the
+    /// 494's Security-Server list and the To tag can make it so; a real phone's REGISTER is
+    /// larger than any of our error answers).
+    fn answer(
+        &mut self,
+        m: &Message<'_>,
+        why: rules::Reject,
+        to: (SocketAddr, SocketAddr, Arrival),
+        out: &mut Vec<Outgoing>,
+    ) {
+        let o = self.reply_to(m, why, to);
+        if to.2 == Arrival::Plain && o.payload.len() > m.buf.len() {
+            self.stats.reflection_suppressed += 1;
+            return;
+        }
+        out.push(o);
+    }
+
     fn on_register(
         &mut self,
         m: &Message<'_>,
@@ -570,7 +593,7 @@ impl Registrar {
             Ok(i) => i,
             Err(r) => {
                 self.stats.rejected += 1;
-                out.push(self.reply_to(m, r, reply));
+                self.answer(m, r, reply, out);
                 return;
             }
         };
@@ -590,7 +613,7 @@ impl Registrar {
                 reason: "Forbidden",
                 why: rules::RejectWhy::ImpiMismatch,
             };
-            out.push(self.reply_to(m, r, reply));
+            self.answer(m, r, reply, out);
             return;
         }
         if let Some((o, _)) = self.completed.get(&(info.call_id.to_vec(), info.cseq)) {
@@ -647,7 +670,7 @@ impl Registrar {
                 reason: "Service Unavailable",
                 why: rules::RejectWhy::Overloaded,
             };
-            out.push(self.reply_to(m, r, reply));
+            self.answer(m, r, reply, out);
             return;
         }
         // TS 24.229 §5.2.2.2: the I-CSCF of the home network, e.g. by DNS (RFC 3263).
@@ -669,7 +692,7 @@ impl Registrar {
                     reason: "Service Unavailable",
                     why: rules::RejectWhy::NoNextHop,
                 };
-                out.push(self.reply_to(m, r, reply));
+                self.answer(m, r, reply, out);
                 return;
             }
         };
@@ -695,7 +718,7 @@ impl Registrar {
             let mut sbuf = [0u8; 256];
             if let Err(r) = rules::check_protected_register(v, set.server(&mut sbuf), client) {
                 self.stats.verify_mismatch += 1;
-                out.push(self.reply_to(m, r, reply));
+                self.answer(m, r, reply, out);
                 return;
             }
         }
@@ -791,7 +814,21 @@ impl Registrar {
         if let Some(txn) = txn
             && let Some(o) = out[before..].iter().find(|o| o.side == Side::Ue)
         {
-            self.completed.insert(txn, (o.clone(), now));
+            while self.completed.len() >= self.cfg.max_pending.max(1) {
+                let Some(k) = self.completed_order.pop_front() else {
+                    break;
+                };
+                if self.completed.remove(&k).is_some() {
+                    self.stats.completed_evicted += 1;
+                }
+            }
+            if self
+                .completed
+                .insert(txn.clone(), (o.clone(), now))
+                .is_none()
+            {
+                self.completed_order.push_back(txn);
+            }
         }
     }
 
@@ -1288,6 +1325,8 @@ impl Registrar {
         self.by_txn.retain(|_, branch| pending.contains_key(branch));
         self.completed
             .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
+        let completed = &self.completed;
+        self.completed_order.retain(|k| completed.contains_key(k));
     }
 
     /// The SA table holds exactly what the bindings hold: two inbound and two outbound entries

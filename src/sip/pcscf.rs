@@ -152,11 +152,23 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
             RejectWhy::SecAgreeNotRequired,
         ));
     }
-    // TS 24.229 §5.1.1.2.1: the REGISTER carries Authorization with username = IMPI.
-    let impi = v
-        .headers(HeaderName::Authorization)
-        .filter_map(|h| Digest::parse(v.bytes(h.value)))
-        .find_map(|d| d.username())
+    // TS 24.229 §5.1.1.2.1: the REGISTER carries one Authorization with username = IMPI. We
+    // forward it rebuilt (set_integrity_protected), so it must be one strictly well-formed
+    // Digest value: a second Authorization, or one we cannot read exactly, is refused rather
+    // than passed on with a forged integrity-protected somewhere in it.
+    let mut auths = v.headers(HeaderName::Authorization);
+    let auth = auths
+        .next()
+        .ok_or(Reject::new(403, "Forbidden", RejectWhy::NoAuthorization))?;
+    if auths.next().is_some() {
+        return Err(malformed);
+    }
+    let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
+    if strict_digest_params(v.bytes(auth.value), &mut params).is_none() {
+        return Err(malformed);
+    }
+    let impi = Digest::parse(v.bytes(auth.value))
+        .and_then(|d| d.username())
         .filter(|u| !u.is_empty())
         .ok_or(Reject::new(403, "Forbidden", RejectWhy::NoAuthorization))?;
     let (offer_raw, offer) = choose_offer(v, prefs).ok_or(Reject::new(
@@ -547,43 +559,105 @@ pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(),
     }
 }
 
-/// Overwrite integrity-protected in every Digest Authorization (TS 24.229 §5.2.2.2: never
-/// forward what the UE claims).
-fn set_integrity_protected(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
-    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
-    let mut from = 0;
-    while let Some(i) = ed.find(HeaderName::Authorization, from) {
-        from = i + 1;
-        // Remove every integrity-protected the UE put there.
-        loop {
-            let found = {
-                let v = ed.view();
-                let h = v.idx.headers()[i];
-                Digest::parse(v.bytes(h.value)).and_then(|d| {
-                    d.items()
-                        .find(|p| p.name.eq_ignore_ascii_case(b"integrity-protected"))
-                        .map(|p| Span::of(v.buf, p.raw))
-                })
-            };
-            match found {
-                Some(item) => ed.remove_item(i, item, b',', false)?,
-                None => break,
+/// Most auth-params a REGISTER's credentials may carry (RFC 2617 §3.2.2 defines about ten).
+const MAX_AUTH_PARAMS: usize = 24;
+
+/// RFC 2617 §3.2.2 / RFC 3261 §25.1, strictly: `Digest` LWS auth-param *( "," auth-param ),
+/// auth-param = token "=" ( token / quoted-string ). Anything else (a missing comma, `;`, an
+/// unterminated quote, a bare token, trailing bytes) is `None`: what we forward is rebuilt from
+/// these pairs, so a shape we cannot read must not reach the core.
+pub fn strict_digest_params<'a>(
+    value: &'a [u8],
+    out: &mut [(&'a [u8], &'a [u8]); MAX_AUTH_PARAMS],
+) -> Option<usize> {
+    let d = Digest::parse(value)?;
+    let s = d.params;
+    let mut i = 0;
+    let mut n = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < s.len() && headers::is_ws(s[*i]) {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        let start = i;
+        while i < s.len() && headers::is_token_char(s[i]) {
+            i += 1;
+        }
+        let name = &s[start..i];
+        if name.is_empty() {
+            return None;
+        }
+        skip_ws(&mut i);
+        if s.get(i) != Some(&b'=') {
+            return None;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let vstart = i;
+        if s.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match s.get(i)? {
+                    b'"' => break,
+                    b'\\' => i += 2,
+                    b'\r' | b'\n' => return None,
+                    _ => i += 1,
+                }
+            }
+            i += 1;
+        } else {
+            while i < s.len() && headers::is_token_char(s[i]) {
+                i += 1;
+            }
+            if i == vstart {
+                return None;
             }
         }
-        let is_digest = Digest::parse(
-            ed.view()
-                .bytes(ed.header(i).ok_or(EditError::BadTarget)?.value),
-        );
-        if let Some(d) = is_digest {
-            let sep: &[u8] = if headers::trim(d.params).is_empty() {
-                b" "
-            } else {
-                b", "
-            };
-            ed.append_to_header(i, &[sep, b"integrity-protected=", value])?;
+        let slot = out.get_mut(n)?;
+        *slot = (name, &s[vstart..i]);
+        n += 1;
+        skip_ws(&mut i);
+        match s.get(i) {
+            None => return Some(n),
+            Some(b',') => i += 1,
+            Some(_) => return None,
         }
     }
-    Ok(())
+}
+
+/// TS 24.229 §5.2.2.2: the REGISTER toward the core carries exactly one Authorization, ours:
+/// rebuilt from the strictly parsed parameters of the UE's single Digest credentials, without
+/// any integrity-protected the UE wrote, with ours appended (TS 24.229 §7.2A.2).
+/// [`check_register`] refused every shape this cannot rebuild.
+fn set_integrity_protected(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
+    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
+    let Some(i) = ed.find(HeaderName::Authorization, 0) else {
+        return Ok(());
+    };
+    // any further Authorization header goes (check_register allows only one)
+    while let Some(j) = ed.find(HeaderName::Authorization, i + 1) {
+        ed.remove_header(j)?;
+    }
+    let mut buf = [0u8; 2048];
+    let (span, len) = {
+        let v = ed.view();
+        let h = v.idx.headers()[i];
+        let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
+        let n = strict_digest_params(v.bytes(h.value), &mut params).ok_or(EditError::BadTarget)?;
+        let mut w = Writer::new(&mut buf);
+        w.put(b"Digest ");
+        for (name, val) in params[..n]
+            .iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(b"integrity-protected"))
+        {
+            w.put(name).put(b"=").put(val).put(b", ");
+        }
+        w.put(b"integrity-protected=").put(value);
+        (h.value, w.finish().ok_or(EditError::NoRoom)?)
+    };
+    ed.replace_in_header(i, span, &[&buf[..len]])
 }
 
 /// CK and IK taken from a 401 (TS 24.229 §7.2A.1). Not `Copy`, and wiped on drop, so no
