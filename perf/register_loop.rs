@@ -111,6 +111,7 @@ fn main() {
         core,
         icscf: Some(icscf),
         dns: None,
+        home_domains: vec![],
         via_sent_by: core.to_string(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.test".into()],

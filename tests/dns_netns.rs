@@ -83,7 +83,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
         .spawn()
         .expect("start dnsmasq");
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{core_ip}:53\"\nhome_domains = [\"{REALM}\"]\nhostname = \"pcscf.{REALM}\"\n[ipsec]\nalgorithms = [\"{suite}\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,

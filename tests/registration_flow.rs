@@ -40,6 +40,7 @@ fn world() -> World {
         core: addr("10.0.1.10:5060"),
         icscf: Some(addr("10.0.1.20:5060")),
         dns: None,
+        home_domains: vec![],
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
@@ -700,6 +701,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         core: addr("10.0.1.10:5060"),
         icscf: Some(addr("10.0.1.20:5060")),
         dns: None,
+        home_domains: vec![],
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
@@ -1282,4 +1284,64 @@ fn no_amplification_and_a_capped_completed_cache() {
         "the cached answer"
     );
     assert_eq!(w.reg.stats.retransmissions, 1);
+}
+
+/// Item 8: the UE does not choose its home network: an IP-literal Request-URI is refused, and
+/// with `home_domains` set so is any domain not in it; a listed one (any case) goes on.
+#[test]
+fn only_served_home_domains_are_forwarded() {
+    let mut w = world();
+    let ip = REGISTER1.replacen(
+        "REGISTER sip:ims.mnc001.mcc001.3gppnetwork.org ",
+        "REGISTER sip:192.0.2.99 ",
+        1,
+    );
+    let out = w.feed(
+        Side::Ue,
+        Arrival::Plain,
+        "10.46.0.6:5060",
+        "10.46.0.1:5060",
+        ip.as_bytes(),
+    );
+    assert_eq!((out.len(), out[0].side), (1, Side::Ue));
+    assert!(out[0].payload.starts_with(b"SIP/2.0 403 "));
+    assert_eq!(w.reg.stats.unknown_home_domain, 1);
+
+    let (writer, _sas) = sa_table(SaTableConfig {
+        inbound_capacity: 64,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let mut cfg = w.reg.config().clone();
+    cfg.home_domains = vec!["IMS.mnc001.mcc001.3gppnetwork.org".into()];
+    let mut reg = Registrar::new(cfg, writer);
+    let mut feed = |text: &str| {
+        let mut out = Vec::new();
+        let msg = Incoming {
+            side: Side::Ue,
+            arrival: Arrival::Plain,
+            src: addr("10.46.0.6:5060"),
+            dst: addr("10.46.0.1:5060"),
+            payload: text.as_bytes(),
+        };
+        reg.on_message(msg, w.now, &mut out);
+        out
+    };
+    let evil = REGISTER1
+        .replacen(
+            "REGISTER sip:ims.mnc001.mcc001.3gppnetwork.org ",
+            "REGISTER sip:evil.example ",
+            1,
+        )
+        .replace("a84b4c76e66710-", "evil-");
+    let out = feed(&evil);
+    assert!(out[0].payload.starts_with(b"SIP/2.0 403 "));
+    let out = feed(REGISTER1);
+    assert_eq!(
+        out[0].side,
+        Side::Core,
+        "a served domain goes to the I-CSCF"
+    );
 }

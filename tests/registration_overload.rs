@@ -33,6 +33,7 @@ fn registrar(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> Registrar {
         core: addr("10.0.1.10:5060"),
         icscf,
         dns,
+        home_domains: vec![],
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],

@@ -56,6 +56,12 @@ pub struct CoreSide {
     /// DNS server for RFC 3263 resolution of the home domain (used when `icscf` is not set).
     #[serde(default)]
     pub dns: Option<SocketAddr>,
+    /// The home network domains this P-CSCF serves: a REGISTER whose Request-URI names another
+    /// domain (or an IP address) is refused with 403, so a UE cannot pick its own "home
+    /// network". Required with `dns`; with a static `icscf` and no list, every domain goes to
+    /// that I-CSCF.
+    #[serde(default)]
+    pub home_domains: Vec<String>,
     #[serde(default = "default_hostname")]
     pub hostname: String,
 }
@@ -328,6 +334,24 @@ impl Config {
         if self.core.interface.is_empty() {
             return Err(bad("core.interface", "must not be empty"));
         }
+        if self.core.icscf.is_none() && self.core.dns.is_some() && self.core.home_domains.is_empty()
+        {
+            return Err(bad(
+                "core.home_domains",
+                "list the home domains this P-CSCF serves: with core.dns, a UE would otherwise choose which network (and I-CSCF) authenticates it",
+            ));
+        }
+        if let Some(d) = self.core.home_domains.iter().find(|d| {
+            d.is_empty()
+                || d.trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .is_ok()
+        }) {
+            return Err(bad(
+                "core.home_domains",
+                format!("{d:?} is not a domain name"),
+            ));
+        }
         if self.core.icscf.is_none() && self.core.dns.is_none() {
             return Err(bad(
                 "core.icscf",
@@ -540,6 +564,16 @@ mod tests {
                 "ue.protected_ports",
             ),
             ("backend = \"xdp\"", "backend = \"dpdk\"", "backend"),
+            (
+                "home_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]",
+                "home_domains = [\"10.0.1.20\"]",
+                "core.home_domains",
+            ),
+            (
+                "icscf = \"10.0.1.20:5060\"              # a static I-CSCF; or leave it out and set dns:\n# dns = \"10.0.1.53:53\"                # resolve the home domain: NAPTR -> SRV -> A/AAAA (RFC 3263)\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]",
+                "dns = \"10.0.1.53:53\"",
+                "core.home_domains",
+            ),
             (
                 "ring_size = 2048",
                 "ring_size = 1000",

@@ -120,6 +120,7 @@ fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error:
         core,
         icscf: cfg.core.icscf,
         dns: cfg.core.dns,
+        home_domains: cfg.core.home_domains.clone(),
         via_sent_by: core.to_string(),
         path_uri: format!("sip:term@{}:{};lr", cfg.core.hostname, cfg.core.sip_port),
         own_hosts: vec![cfg.core.hostname.clone()],

@@ -73,6 +73,8 @@ pub struct RegistrarConfig {
     pub icscf: Option<SocketAddr>,
     /// The DNS server for that resolution.
     pub dns: Option<SocketAddr>,
+    /// The home domains served (`core.home_domains`); empty: any domain name (static I-CSCF).
+    pub home_domains: Vec<String>,
     pub via_sent_by: String,
     pub path_uri: String,
     pub own_hosts: Vec<String>,
@@ -362,6 +364,27 @@ impl Registrar {
         }
     }
 
+    /// Whether a REGISTER's Request-URI host is a home domain we serve: a name (never an IP
+    /// literal), in `home_domains` when that list is set (case-insensitive, RFC 3261 §19.1.4).
+    fn serves(&self, host: &[u8]) -> bool {
+        let Ok(h) = std::str::from_utf8(host) else {
+            return false;
+        };
+        if h.is_empty()
+            || h.trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok()
+        {
+            return false;
+        }
+        self.cfg.home_domains.is_empty()
+            || self
+                .cfg
+                .home_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(h))
+    }
+
     /// The I-CSCF for `home`: the static one, else RFC 3263 resolution from the cache, or
     /// `Pending` while the resolver asks (it never blocks this thread).
     fn next_hop(&mut self, home: &str, now: Instant) -> super::dns::Lookup {
@@ -483,6 +506,11 @@ impl Registrar {
     /// Write every SA created from now on to `file` (Wireshark's `esp_sa` table format).
     pub fn set_keylog(&mut self, file: std::fs::File) {
         self.keylog = Some(file);
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.cfg
     }
 
     /// The SA table's counters (for the operator's report and the tests' leak checks).
@@ -669,6 +697,24 @@ impl Registrar {
                 code: 503,
                 reason: "Service Unavailable",
                 why: rules::RejectWhy::Overloaded,
+            };
+            self.answer(m, r, reply, out);
+            return;
+        }
+        // TS 24.229 §5.1.1.2.1: the Request-URI of a REGISTER names the home network's domain.
+        // The UE does not choose which network authenticates it: an IP address, or a domain
+        // we do not serve, is refused (else any host it names would be "home" and could hand
+        // out keys and identities through us).
+        if !self.serves(info.home_domain) {
+            self.stats.unknown_home_domain += 1;
+            crate::control::log::warn(format_args!(
+                "REGISTER from {src} for {:?}: not a home domain we serve: 403",
+                String::from_utf8_lossy(info.home_domain)
+            ));
+            let r = rules::Reject {
+                code: 403,
+                reason: "Forbidden",
+                why: rules::RejectWhy::UnknownHomeDomain,
             };
             self.answer(m, r, reply, out);
             return;
