@@ -404,7 +404,7 @@ fn start_pcscf(
     let workers: Vec<String> = (0..a.workers).map(|w| w.to_string()).collect();
     let max_sas = (2 * a.ues as usize + 4096).next_power_of_two();
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\nregister_burst_per_source = 10000000\nregister_rate_per_source = 10000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_core_if,

@@ -23,7 +23,7 @@ const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
     let lab = Lab::new("pbad", "b").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.{REALM}\"\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nregister_burst_per_source = 1000\nregister_rate_per_source = 1000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.{REALM}\"\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
     let pcscf = start_pcscf(&lab, "bad", &cfg);

@@ -41,6 +41,10 @@ fn world() -> World {
         icscf: Some(addr("10.0.1.20:5060")),
         dns: None,
         home_domains: vec![],
+        source_limit: (
+            pcscf::control::registrar::SOURCE_BURST,
+            pcscf::control::registrar::SOURCE_PER_SECOND,
+        ),
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
@@ -702,6 +706,10 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         icscf: Some(addr("10.0.1.20:5060")),
         dns: None,
         home_domains: vec![],
+        source_limit: (
+            pcscf::control::registrar::SOURCE_BURST,
+            pcscf::control::registrar::SOURCE_PER_SECOND,
+        ),
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],

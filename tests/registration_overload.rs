@@ -34,6 +34,10 @@ fn registrar(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> Registrar {
         icscf,
         dns,
         home_domains: vec![],
+        source_limit: (
+            pcscf::control::registrar::SOURCE_BURST,
+            pcscf::control::registrar::SOURCE_PER_SECOND,
+        ),
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],

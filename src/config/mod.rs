@@ -42,6 +42,13 @@ pub struct UeSide {
     pub sip_port: u16,
     #[serde(default = "default_protected_ports")]
     pub protected_ports: String,
+    /// Unprotected REGISTERs accepted per source address: a burst, then this many per second
+    /// (more are dropped and counted). A phone sends one per registration attempt; raise these
+    /// only where many UEs share one address (a lab, a load generator).
+    #[serde(default = "default_register_burst")]
+    pub register_burst_per_source: u32,
+    #[serde(default = "default_register_rate")]
+    pub register_rate_per_source: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -198,6 +205,12 @@ impl Default for Log {
 fn default_sip_port() -> u16 {
     5060
 }
+fn default_register_burst() -> u32 {
+    crate::control::registrar::SOURCE_BURST
+}
+fn default_register_rate() -> f64 {
+    crate::control::registrar::SOURCE_PER_SECOND
+}
 fn default_protected_ports() -> String {
     "5100-5199".into()
 }
@@ -333,6 +346,14 @@ impl Config {
         }
         if self.core.interface.is_empty() {
             return Err(bad("core.interface", "must not be empty"));
+        }
+        if self.ue.register_burst_per_source == 0
+            || !(self.ue.register_rate_per_source > 0.0 && self.ue.register_rate_per_source <= 1e7)
+        {
+            return Err(bad(
+                "ue.register_rate_per_source",
+                "burst >= 1 and a rate in (0, 10000000] per second",
+            ));
         }
         if self.core.icscf.is_none() && self.core.dns.is_some() && self.core.home_domains.is_empty()
         {

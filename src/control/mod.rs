@@ -121,6 +121,10 @@ fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error:
         icscf: cfg.core.icscf,
         dns: cfg.core.dns,
         home_domains: cfg.core.home_domains.clone(),
+        source_limit: (
+            cfg.ue.register_burst_per_source,
+            cfg.ue.register_rate_per_source,
+        ),
         via_sent_by: core.to_string(),
         path_uri: format!("sip:term@{}:{};lr", cfg.core.hostname, cfg.core.sip_port),
         own_hosts: vec![cfg.core.hostname.clone()],

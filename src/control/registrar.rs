@@ -75,6 +75,10 @@ pub struct RegistrarConfig {
     pub dns: Option<SocketAddr>,
     /// The home domains served (`core.home_domains`); empty: any domain name (static I-CSCF).
     pub home_domains: Vec<String>,
+    /// Unprotected REGISTERs per source address: (burst, per second). Defaults
+    /// [`SOURCE_BURST`], [`SOURCE_PER_SECOND`]; a lab whose simulated UEs share one address
+    /// raises them (`ue.register_burst_per_source`, `ue.register_rate_per_source`).
+    pub source_limit: (u32, f64),
     pub via_sent_by: String,
     pub path_uri: String,
     pub own_hosts: Vec<String>,
@@ -332,6 +336,7 @@ impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
         let sas_view = sas.reader();
         let resolver = super::dns::Resolver::new(cfg.dns);
+        let (burst, rate) = cfg.source_limit;
         Registrar {
             cfg,
             sas,
@@ -354,11 +359,7 @@ impl Registrar {
             parked: HashMap::new(),
             resuming: false,
             pending_plain: 0,
-            source_limit: super::ratelimit::RateLimiter::new(
-                SOURCE_BURST,
-                SOURCE_PER_SECOND,
-                RATE_KEYS,
-            ),
+            source_limit: super::ratelimit::RateLimiter::new(burst, rate, RATE_KEYS),
             impi_limit: super::ratelimit::RateLimiter::new(IMPI_BURST, IMPI_PER_SECOND, RATE_KEYS),
             stats: RegistrarStats::default(),
         }
