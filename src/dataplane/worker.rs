@@ -715,16 +715,36 @@ impl<P: PacketIo> Worker<P> {
     /// the core hop it names (RFC 3261 §18.1.2; else dropped); then our Via goes, the identity
     /// is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and it goes to that hop.
     fn ue_response_over_sa(&mut self, d: Desc, idx: Index, e: &crate::satable::Entry) -> Verdict {
-        let ue = e.ue_addr();
+        let Some(reg) = e.registration() else {
+            return Verdict::Drop(Drop::NotRegistered);
+        };
+        self.ue_response_to_core(d, idx, e.ue_addr(), e.local_port(), Some(reg.pai()))
+    }
+
+    /// A UE's response in the clear (stateless relay mode): the same check of our UE-side Via
+    /// as over an SA (for our unprotected address and port, this UE), then to the core hop.
+    fn ue_response_plain(&mut self, d: Desc, idx: Index, src: SocketAddr) -> Verdict {
+        let port = self.cfg.ue_sip_port;
+        self.ue_response_to_core(d, idx, src.ip(), port, None)
+    }
+
+    /// The shared part of both: our UE-side Via (our address of the UE's family, `our_port`) on
+    /// top with a branch sealed for `ue` and the core hop below it, else dropped; our Via
+    /// popped; `pai`, when given, asserted; then to that hop.
+    fn ue_response_to_core(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        ue: IpAddr,
+        our_port: u16,
+        pai: Option<&[u8]>,
+    ) -> Verdict {
         let Some(ours) = our_ue_addr(&self.cfg, ue) else {
             return Verdict::Drop(Drop::NotOurVia);
         };
         let mut sent_by = [0u8; 64];
-        let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
+        let Some(n) = ue_sent_by(ours, our_port, &mut sent_by) else {
             return Verdict::Drop(Drop::NoRoom);
-        };
-        let Some(reg) = e.registration() else {
-            return Verdict::Drop(Drop::NotRegistered);
         };
         let (key, core) = (self.key, self.cfg.core);
         let frame = self.io.frame(&d);
@@ -742,39 +762,10 @@ impl<P: PacketIo> Worker<P> {
         if b.spi != 0 || next.port() != b.port || !key.verify(&b, Dir::ToUe, next.ip(), ue) {
             return Verdict::Drop(Drop::NotOurVia);
         }
-        if rules::assert_identity(&mut ed, reg.pai()).is_err() {
+        if let Some(pai) = pai
+            && rules::assert_identity(&mut ed, pai).is_err()
+        {
             return Verdict::Drop(Drop::NoRoom);
-        }
-        let range = ed.range();
-        let r = l3::write_udp(frame, range, core, next);
-        self.forwarded(d, r, Side::Core)
-    }
-
-    /// A UE's response in the clear (stateless relay mode): the same check of our UE-side Via
-    /// as over an SA (for our unprotected address and port, this UE), then to the core hop.
-    fn ue_response_plain(&mut self, d: Desc, idx: Index, src: SocketAddr) -> Verdict {
-        let Some(ours) = our_ue_addr(&self.cfg, src.ip()) else {
-            return Verdict::Drop(Drop::NotOurVia);
-        };
-        let mut sent_by = [0u8; 64];
-        let Some(n) = ue_sent_by(ours, self.cfg.ue_sip_port, &mut sent_by) else {
-            return Verdict::Drop(Drop::NoRoom);
-        };
-        let (key, core) = (self.key, self.cfg.core);
-        let frame = self.io.frame(&d);
-        let Some(Some(b)) = rules::top_via_ours(idx.view(frame), &sent_by[..n]) else {
-            return Verdict::Drop(Drop::NotOurVia);
-        };
-        let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx);
-        if rules::pop_top_via(&mut ed).is_err() {
-            return Verdict::Drop(Drop::NoRoom);
-        }
-        let Some(next) = rules::response_next_hop(ed.view()) else {
-            return Verdict::Drop(Drop::NotOurVia);
-        };
-        if b.spi != 0 || next.port() != b.port || !key.verify(&b, Dir::ToUe, next.ip(), src.ip()) {
-            return Verdict::Drop(Drop::NotOurVia);
         }
         let range = ed.range();
         let r = l3::write_udp(frame, range, core, next);
