@@ -33,30 +33,7 @@ fn world() -> World {
         spi_max: 1 << 20,
     })
     .unwrap();
-    let cfg = RegistrarConfig {
-        ue_addrs: vec!["10.46.0.1".parse().unwrap()],
-        ue_sip_port: 5060,
-        protected_ports: 5100..=5199,
-        core: addr("10.0.1.10:5060"),
-        icscf: Some(addr("10.0.1.20:5060")),
-        dns: None,
-        home_domains: vec![],
-        source_limit: (
-            pcscf::control::registrar::SOURCE_BURST,
-            pcscf::control::registrar::SOURCE_PER_SECOND,
-        ),
-        via_sent_by: "10.0.1.10:5060".into(),
-        path_uri: "sip:term@pcscf.test:5060;lr".into(),
-        own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
-        visited_network_id: "\"Visited\"".into(),
-        orig_ioi: "visited.test".into(),
-        prefs: vec![
-            (Alg::HmacSha1_96, Ealg::AesCbc),
-            (Alg::HmacMd5_96, Ealg::Null),
-        ],
-        sa_options: SaOptions::default(),
-        max_pending: 8,
-    };
+    let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
     let k = aka::hex_array::<16>(K).unwrap();
     let opc = aka::hex_array::<16>(OPC).unwrap();
     World {

@@ -7,13 +7,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
-use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
+use pcscf::control::registrar::{Incoming, Outgoing, Registrar};
 use pcscf::dataplane::queue::{Arrival, Class, MsgQueue};
-use pcscf::esp::SaOptions;
 use pcscf::io::Side;
 use pcscf::satable::{SaTableConfig, sa_table};
 use pcscf::sip::HeaderName;
-use pcscf::sip::headers::{Alg, Ealg, SecMechanism};
+use pcscf::sip::headers::SecMechanism;
 
 mod ims_support;
 use ims_support::*;
@@ -26,27 +25,7 @@ fn registrar(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> Registrar {
         spi_max: 1 << 20,
     })
     .unwrap();
-    let cfg = RegistrarConfig {
-        ue_addrs: vec!["10.46.0.1".parse().unwrap()],
-        ue_sip_port: 5060,
-        protected_ports: 5100..=5199,
-        core: addr("10.0.1.10:5060"),
-        icscf,
-        dns,
-        home_domains: vec![],
-        source_limit: (
-            pcscf::control::registrar::SOURCE_BURST,
-            pcscf::control::registrar::SOURCE_PER_SECOND,
-        ),
-        via_sent_by: "10.0.1.10:5060".into(),
-        path_uri: "sip:term@pcscf.test:5060;lr".into(),
-        own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
-        visited_network_id: "\"Visited\"".into(),
-        orig_ioi: "visited.test".into(),
-        prefs: vec![(Alg::HmacSha1_96, Ealg::AesCbc)],
-        sa_options: SaOptions::default(),
-        max_pending: 8,
-    };
+    let cfg = registrar_config(icscf, dns);
     Registrar::new(cfg, writer)
 }
 

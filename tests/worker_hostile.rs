@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pcscf::dataplane::l3::{self, L4};
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::{Drop, SharedStats};
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::worker::Worker;
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
 use pcscf::sip::headers::Via;
@@ -22,25 +22,7 @@ static GLOBAL: alloc_counter::Counting = alloc_counter::Counting;
 
 const MESSAGE: &[u8] = include_bytes!("data/ims/message_v4.sip");
 
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn cfg(relay: bool) -> WorkerConfig {
-    WorkerConfig {
-        id: 0,
-        ue_addrs: vec!["10.46.0.1".parse().unwrap(), "fd00:46::1".parse().unwrap()],
-        ue_sip_port: 5060,
-        protected_ports: 5100..=5199,
-        core: addr("10.0.1.10:5060"),
-        icscf: Some(addr("10.0.1.20:5060")),
-        stateless_relay: relay,
-        via_sent_by: "10.0.1.10:5060".into(),
-        hostname: "pcscf.example.net".into(),
-        batch: 64,
-        verify_udp_checksum: true,
-    }
-}
+use worker_support::{addr, cfg};
 
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 128 + payload.len()];

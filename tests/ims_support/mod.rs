@@ -8,10 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, UeAuthResult, Usim, digest};
+use pcscf::control::registrar::{RegistrarConfig, SOURCE_BURST, SOURCE_PER_SECOND};
 use pcscf::dataplane::l3;
+use pcscf::esp::SaOptions;
 use pcscf::esp::{Frame, Sa};
 use pcscf::lab::rawip;
-use pcscf::sip::headers::{Digest, IpsecOffer, SecMechanism};
+use pcscf::sip::headers::{Alg, Digest, Ealg, IpsecOffer, SecMechanism};
 use pcscf::sip::pcscf::build_response;
 use pcscf::sip::{HeaderName, Message};
 
@@ -20,6 +22,32 @@ pub const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 pub const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 pub const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
 pub const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+
+/// The registrar of the sans-IO tests: UE side 10.46.0.1, core side 10.0.1.10, the I-CSCF or
+/// DNS server given, room for 8 transactions, the default per-source limits.
+pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> RegistrarConfig {
+    RegistrarConfig {
+        ue_addrs: vec!["10.46.0.1".parse().unwrap()],
+        ue_sip_port: 5060,
+        protected_ports: 5100..=5199,
+        core: addr("10.0.1.10:5060"),
+        icscf,
+        dns,
+        home_domains: vec![],
+        source_limit: (SOURCE_BURST, SOURCE_PER_SECOND),
+        via_sent_by: "10.0.1.10:5060".into(),
+        path_uri: "sip:term@pcscf.test:5060;lr".into(),
+        own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
+        visited_network_id: "\"Visited\"".into(),
+        orig_ioi: "visited.test".into(),
+        prefs: vec![
+            (Alg::HmacSha1_96, Ealg::AesCbc),
+            (Alg::HmacMd5_96, Ealg::Null),
+        ],
+        sa_options: SaOptions::default(),
+        max_pending: 8,
+    }
+}
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
