@@ -70,6 +70,9 @@ enum Cmd {
         messages: u32,
         #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
         realm: String,
+        /// After its MESSAGEs, each UE re-registers over its SAs (a protected re-REGISTER).
+        #[arg(long)]
+        reregister: bool,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -171,6 +174,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             rate,
             messages,
             realm,
+            reregister,
         } => {
             pcscf::control::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -191,6 +195,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 timeout: std::time::Duration::from_secs(5),
                 progress: true,
                 wrong_res_every: 0,
+                reregister,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();

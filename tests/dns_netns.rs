@@ -115,6 +115,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 timeout: Duration::from_secs(5),
                 progress: false,
                 wrong_res_every: 0,
+                reregister: false,
             },
             s3,
         )

@@ -93,6 +93,7 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 timeout: Duration::from_secs(5),
                 progress: false,
                 wrong_res_every: 5,
+                reregister: false,
             },
             s3,
         )

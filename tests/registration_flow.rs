@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
-use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
+use pcscf::control::registrar::{Incoming, MAX_TEMPORARY, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::queue::Arrival;
 use pcscf::esp::SaOptions;
 use pcscf::io::Side;
@@ -934,6 +934,37 @@ fn another_address_cannot_hijack_a_challenge_in_progress() {
             .unwrap()
             .registration()
             .is_some()
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// Forged addresses cannot lock a subscriber out: challenges for the victim's IMPI from
+/// [`MAX_TEMPORARY`] other addresses, and the victim's own challenge still gets its SAs (the
+/// oldest challenge makes room), within the cap.
+#[test]
+fn squatted_challenges_do_not_lock_the_subscriber_out() {
+    let mut w = world();
+    for k in 0..MAX_TEMPORARY {
+        let src = format!("10.46.0.{}:5060", 50 + k);
+        let out = register_as(&mut w, &src, IMPI, &format!("squat{k}-"), None);
+        let out = challenge_401(&mut w, &out[0].payload);
+        assert!(header(&out[0].payload, HeaderName::SecurityServer).is_some());
+        w.now += Duration::from_secs(1);
+    }
+    let out = register_as(&mut w, "10.46.0.6:5060", IMPI, "victim-", None);
+    let out = challenge_401(&mut w, &out[0].payload);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dst, addr("10.46.0.6:5060"));
+    assert!(
+        header(&out[0].payload, HeaderName::SecurityServer).is_some(),
+        "the victim is challenged with SAs: {:?}",
+        w.reg.stats
+    );
+    assert_eq!(w.reg.stats.temporary_evicted, 1);
+    assert_eq!(
+        w.reg.sa_table_stats().inbound_used,
+        2 * MAX_TEMPORARY,
+        "still at most MAX_TEMPORARY sets"
     );
     w.reg.check_sa_invariants().unwrap();
 }

@@ -253,6 +253,30 @@ pub struct DnsStats {
     pub overloaded: u64,
 }
 
+impl DnsStats {
+    /// Every counter with its name (see `RegistrarStats::named`).
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        let DnsStats {
+            queries,
+            retransmissions,
+            failures,
+            cache_hits,
+            negative_hits,
+            ignored,
+            overloaded,
+        } = *self;
+        [
+            ("queries", queries),
+            ("retransmissions", retransmissions),
+            ("failures", failures),
+            ("cache_hits", cache_hits),
+            ("negative_hits", negative_hits),
+            ("ignored", ignored),
+            ("overloaded", overloaded),
+        ]
+    }
+}
+
 /// RFC 3263 resolution for SIP over UDP, sans-IO, with a bounded cache.
 #[derive(Debug, Default)]
 pub struct Resolver {

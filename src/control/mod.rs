@@ -7,8 +7,8 @@
 //! out, which detaches an XDP program.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config, LogLevel};
@@ -446,8 +446,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg.core.sip_port
     ));
 
+    // The registration thread's counters, as Prometheus text, renewed on its timer tick (the
+    // metrics thread only copies it: the registrar is never shared).
+    let control_text = Arc::new(Mutex::new(String::new()));
     if let Some(addr) = cfg.stats.prometheus {
-        spawn_prometheus(addr, shared.clone(), stop.clone())?;
+        spawn_prometheus(addr, shared.clone(), control_text.clone(), stop.clone())?;
     }
 
     // The control loop: the registration thread. It drains the punt queue into the registrar
@@ -543,6 +546,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         if now.duration_since(last_timer) >= Duration::from_millis(500) {
             registrar.on_timer(now);
             last_timer = now;
+            if cfg.stats.prometheus.is_some() {
+                let text = control_metrics(&registrar);
+                *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
+            }
         }
     }
     if inject_dropped > 0 {
@@ -552,6 +559,17 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     log::info(format_args!("registrar: {:?}", registrar.stats));
     log::info(format_args!("registrar DNS: {:?}", registrar.dns_stats()));
+    // Every SA in the table belongs to a set a binding holds, and the other way round (a
+    // leak here would, over days, fill the table): checked once on the way out, where a walk
+    // over every binding costs nothing.
+    let st = registrar.sa_table_stats();
+    match registrar.check_sa_invariants() {
+        Ok(()) => log::info(format_args!(
+            "registrar: SA table invariant holds ({} inbound, {} outbound entries)",
+            st.inbound_live, st.outbound_live
+        )),
+        Err(e) => log::warn(format_args!("registrar: SA table invariant BROKEN: {e}")),
+    }
     let cpu = thread_cpu_seconds();
     log::info(format_args!(
         "registration thread: {punts} messages handled, {:.3} s of CPU ({:.1} us per message)",
@@ -647,13 +665,42 @@ fn thread_cpu_seconds() -> f64 {
 fn spawn_prometheus(
     addr: SocketAddr,
     shared: Vec<Arc<SharedStats>>,
+    control: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     std::thread::Builder::new()
         .name("prometheus".into())
-        .spawn(move || prometheus::serve(listener, &stop, || metrics_text(&shared)))?;
+        .spawn(move || {
+            prometheus::serve(listener, &stop, || {
+                let mut text = metrics_text(&shared);
+                text.push_str(&control.lock().unwrap_or_else(|p| p.into_inner()));
+                text
+            })
+        })?;
     Ok(())
+}
+
+/// The registration thread's counters and its SA table's occupancy, in Prometheus text format.
+pub fn control_metrics(registrar: &Registrar) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (name, v) in registrar.stats.named() {
+        let _ = writeln!(out, "pcscf_registrar_events_total{{event=\"{name}\"}} {v}");
+    }
+    for (name, v) in registrar.dns_stats().named() {
+        let _ = writeln!(out, "pcscf_dns_events_total{{event=\"{name}\"}} {v}");
+    }
+    let st = registrar.sa_table_stats();
+    for (name, v) in [
+        ("inbound_reserved", st.inbound_used),
+        ("inbound_live", st.inbound_live),
+        ("outbound_live", st.outbound_live),
+        ("outbound_tombstones", st.outbound_tombstones),
+    ] {
+        let _ = writeln!(out, "pcscf_sa_table_entries{{kind=\"{name}\"}} {v}");
+    }
+    out
 }
 
 pub fn metrics_text(shared: &[Arc<SharedStats>]) -> String {

@@ -132,8 +132,9 @@ pub struct RegistrarStats {
     pub overloaded: u64,
     /// Protected REGISTERs naming another IMPI than the one their SA set was created for (403).
     pub impi_mismatch: u64,
-    /// Challenges refused because the IMPI already had [`MAX_TEMPORARY`] in progress.
-    pub temporary_full: u64,
+    /// Challenges in progress dropped (the oldest) for a new one, the IMPI having
+    /// [`MAX_TEMPORARY`] already.
+    pub temporary_evicted: u64,
     /// 200s without P-Associated-URI: relayed, but no identity is asserted for the UE.
     pub no_associated_uri: u64,
     /// Final responses from another address than the one the REGISTER was sent to.
@@ -150,6 +151,67 @@ pub struct RegistrarStats {
     /// Unprotected REGISTERs dropped by the per-source / per-IMPI rate limits.
     pub rate_limited_source: u64,
     pub rate_limited_impi: u64,
+}
+
+impl RegistrarStats {
+    /// Every counter with its name (Prometheus labels and logs). The destructuring names each
+    /// field, so a counter added to the struct and not here does not compile.
+    pub fn named(&self) -> [(&'static str, u64); 25] {
+        let RegistrarStats {
+            registers_in,
+            rejected,
+            forwarded,
+            challenges,
+            registered,
+            deregistered,
+            verify_mismatch,
+            auth_failed,
+            unknown_transaction,
+            no_next_hop,
+            retransmissions,
+            malformed,
+            sa_install_failed,
+            expired_sets,
+            overloaded,
+            impi_mismatch,
+            temporary_evicted,
+            no_associated_uri,
+            foreign_response,
+            unknown_home_domain,
+            completed_evicted,
+            reflection_suppressed,
+            parked,
+            rate_limited_source,
+            rate_limited_impi,
+        } = *self;
+        [
+            ("registers_in", registers_in),
+            ("rejected", rejected),
+            ("forwarded", forwarded),
+            ("challenges", challenges),
+            ("registered", registered),
+            ("deregistered", deregistered),
+            ("verify_mismatch", verify_mismatch),
+            ("auth_failed", auth_failed),
+            ("unknown_transaction", unknown_transaction),
+            ("no_next_hop", no_next_hop),
+            ("retransmissions", retransmissions),
+            ("malformed", malformed),
+            ("sa_install_failed", sa_install_failed),
+            ("expired_sets", expired_sets),
+            ("overloaded", overloaded),
+            ("impi_mismatch", impi_mismatch),
+            ("temporary_evicted", temporary_evicted),
+            ("no_associated_uri", no_associated_uri),
+            ("foreign_response", foreign_response),
+            ("unknown_home_domain", unknown_home_domain),
+            ("completed_evicted", completed_evicted),
+            ("reflection_suppressed", reflection_suppressed),
+            ("parked", parked),
+            ("rate_limited_source", rate_limited_source),
+            ("rate_limited_impi", rate_limited_impi),
+        ]
+    }
 }
 
 /// A REGISTER waiting for the resolution of its home domain: the message as it came, run again
@@ -209,7 +271,8 @@ impl SaSet {
 /// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
 struct Binding {
-    /// Challenges in progress, at most one per UE address and [`MAX_TEMPORARY`] in all: an
+    /// Challenges in progress, at most one per UE address and [`MAX_TEMPORARY`] in all (the
+    /// oldest makes room for a new one): an
     /// unprotected REGISTER naming this IMPI from another address (anyone can send one) gets its
     /// own temporary set and never replaces or promotes another address's (issue: a 200 must
     /// promote only the set its protected REGISTER arrived on).
@@ -1005,18 +1068,26 @@ impl Registrar {
         if let Some(t) = replaced {
             self.remove_set(&t, p.binding);
         }
-        if self
-            .bindings
-            .get(&p.binding)
-            .is_some_and(|b| b.temporary.len() >= MAX_TEMPORARY)
-        {
-            self.stats.temporary_full += 1;
+        // At the cap the oldest challenge goes, not this one: unprotected REGISTERs naming
+        // the IMPI can come from anyone and any (forged) address, so refusing new challenges
+        // would let a few of them lock the subscriber out for REG_AWAIT_AUTH; evicting the
+        // oldest only costs a challenge that waited longest (its UE registers again).
+        let evicted = self.bindings.get_mut(&p.binding).and_then(|b| {
+            if b.temporary.len() < MAX_TEMPORARY {
+                return None;
+            }
+            let i = (0..b.temporary.len()).min_by_key(|&i| b.temporary[i].expires)?;
+            Some(b.temporary.swap_remove(i))
+        });
+        if let Some(t) = evicted {
+            self.stats.temporary_evicted += 1;
             crate::control::log::warn(format_args!(
-                "REGISTER from {}: {MAX_TEMPORARY} challenges already in progress for IMPI {:?}; challenge dropped",
+                "REGISTER from {}: {MAX_TEMPORARY} challenges already in progress for IMPI {:?}; the oldest (UE {}) dropped",
                 p.ue,
-                String::from_utf8_lossy(&p.impi)
+                String::from_utf8_lossy(&p.impi),
+                t.ue
             ));
-            return false;
+            self.remove_set(&t, p.binding);
         }
         let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer) else {
             self.stats.sa_install_failed += 1;

@@ -124,6 +124,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         timeout: Duration::from_secs(5),
         progress: true,
         wrong_res_every: 0,
+        reregister: false,
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))

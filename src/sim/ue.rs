@@ -44,12 +44,18 @@ pub struct UeSimConfig {
     /// would: the core must refuse it and the P-CSCF drop its temporary SAs, and no other UE
     /// may notice.
     pub wrong_res_every: usize,
+    /// After its MESSAGEs, each UE refreshes its registration with a protected re-REGISTER over
+    /// its SAs (TS 24.229 §5.1.1.4: the same Security-Verify, the last Authorization) and
+    /// waits for the 200.
+    pub reregister: bool,
 }
 
 /// The outcome.
 #[derive(Debug)]
 pub struct UeSimReport {
     pub registered: usize,
+    /// Re-registrations answered 200 ([`UeSimConfig::reregister`]).
+    pub reregistered: usize,
     pub messages_ok: u64,
     pub failures: HashMap<&'static str, u64>,
     pub elapsed: Duration,
@@ -73,6 +79,9 @@ impl UeSimReport {
             self.registered as f64 / secs
         );
         println!("protected MESSAGEs answered: {}", self.messages_ok);
+        if self.reregistered > 0 {
+            println!("re-registrations: {} ok", self.reregistered);
+        }
         let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
         if !self.reg_latency.is_empty() {
             println!(
@@ -103,6 +112,7 @@ enum Step {
     Challenged,
     Registering,
     Messaging,
+    Reregistering,
     Done,
     Failed,
 }
@@ -123,6 +133,10 @@ struct Ue {
     last_sent: Instant,
     /// The protected request in flight (protected REGISTER or MESSAGE), for retransmission.
     in_flight: Option<String>,
+    /// Our Security-Verify (the 401's Security-Server) and Authorization line, for the
+    /// re-REGISTER.
+    verify: String,
+    auth: String,
 }
 
 struct Sim {
@@ -268,11 +282,14 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             resends: 0,
             last_sent: t0,
             in_flight: None,
+            verify: String::new(),
+            auth: String::new(),
         })
         .collect();
     let mut by_spi: HashMap<u32, usize> = HashMap::new();
     let mut report = UeSimReport {
         registered: 0,
+        reregistered: 0,
         messages_ok: 0,
         failures: HashMap::new(),
         elapsed: Duration::ZERO,
@@ -308,7 +325,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             {
                 match ue.step {
                     Step::Challenged => sim.first_register(i),
-                    Step::Registering | Step::Messaging => {
+                    Step::Registering | Step::Messaging | Step::Reregistering => {
                         // a protected request again, as a new ESP packet (a new sequence number)
                         let (Some(sip), Some(sa1)) = (ue.in_flight.as_ref(), ue.sa1.as_ref())
                         else {
@@ -415,6 +432,8 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             sim.send_esp(&pkt);
             by_spi.insert(ss, i);
             ue.in_flight = Some(reg2);
+            ue.verify = server;
+            ue.auth = auth;
             ue.resends = 0;
             ue.last_sent = now;
             ue.sa1 = Some(sa1);
@@ -489,10 +508,31 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                         .record((now - ue.msg_sent).as_micros().max(1) as u64);
                     ue.step_at = now;
                 }
+                Step::Reregistering => {
+                    if status != Some(200) {
+                        fail(ue, "re-REGISTER refused", &mut report);
+                    } else {
+                        report.reregistered += 1;
+                        ue.step = Step::Done;
+                    }
+                    finished += 1;
+                    continue;
+                }
                 _ => continue,
             }
             if ue.step == Step::Messaging {
-                if ue.messages_left == 0 {
+                if ue.messages_left == 0 && sim.cfg.reregister {
+                    // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
+                    let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
+                    let sa1 = ue.sa1.as_ref().expect("registered");
+                    if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, reg.as_bytes()) {
+                        sim.send_esp(&pkt);
+                    }
+                    ue.in_flight = Some(reg);
+                    ue.resends = 0;
+                    ue.last_sent = now;
+                    ue.step = Step::Reregistering;
+                } else if ue.messages_left == 0 {
                     ue.step = Step::Done;
                     finished += 1;
                 } else {
@@ -514,12 +554,13 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         for ue in ues.iter_mut().take(started) {
             if matches!(
                 ue.step,
-                Step::Challenged | Step::Registering | Step::Messaging
+                Step::Challenged | Step::Registering | Step::Messaging | Step::Reregistering
             ) && now.duration_since(ue.step_at) > sim.cfg.timeout
             {
                 let why = match ue.step {
                     Step::Challenged => "no answer to the first REGISTER",
                     Step::Registering => "no answer to the protected REGISTER",
+                    Step::Reregistering => "no answer to the re-REGISTER",
                     _ => "no answer to a MESSAGE",
                 };
                 fail(ue, why, &mut report);
