@@ -969,6 +969,39 @@ fn squatted_challenges_do_not_lock_the_subscriber_out() {
     w.reg.check_sa_invariants().unwrap();
 }
 
+/// A full SA table: the UE whose challenge cannot get SAs is told so with a 503 and
+/// Retry-After (not left to time out), and nothing of the 401's keys reaches it.
+#[test]
+fn no_room_for_an_sa_set_is_a_503_not_silence() {
+    let (writer, _sas) = sa_table(SaTableConfig {
+        inbound_capacity: 2,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let mut w = world();
+    w.reg = Registrar::new(registrar_config(Some(addr("10.0.1.20:5060")), None), writer);
+    let out = register_as(&mut w, "10.46.0.6:5060", IMPI, "first-", None);
+    let out = challenge_401(&mut w, &out[0].payload);
+    assert!(header(&out[0].payload, HeaderName::SecurityServer).is_some());
+    let other = "001010000000002@ims.mnc001.mcc001.3gppnetwork.org";
+    let out = register_as(&mut w, "10.46.0.7:5060", other, "second-", None);
+    let out = challenge_401(&mut w, &out[0].payload);
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    assert_eq!(out[0].dst, addr("10.46.0.7:5060"));
+    let m = Message::parse_strict(&out[0].payload).unwrap();
+    let v = m.view();
+    assert_eq!(v.status(), Some(503));
+    assert!(v.header(HeaderName::WwwAuthenticate).is_none());
+    assert_eq!(v.values(HeaderName::Via).count(), 1, "only the UE's Via");
+    let text = String::from_utf8_lossy(&out[0].payload).to_ascii_lowercase();
+    assert!(text.contains("retry-after: "), "{text}");
+    assert!(!text.contains("ck=") && !text.contains("ik="), "{text}");
+    assert_eq!(w.reg.stats.sa_install_failed, 1);
+    w.reg.check_sa_invariants().unwrap();
+}
+
 /// Item 11: an unprotected REGISTER with the victim's (spoofed) address and ports does not
 /// replace or later delete the victim's outbound SAs.
 #[test]
@@ -1135,7 +1168,7 @@ fn a_response_from_elsewhere_is_ignored() {
 
 /// A Security-Client whose spi-c equals its spi-s would give our two outbound SAs the same
 /// SPI under the set's one key, so the same GCM/GMAC IV `SPI ‖ seq` (RFC 4106 §3.1): no SA
-/// set is installed for it and the challenge does not go out.
+/// set is installed for it and the challenge does not go out (a 503 does).
 #[test]
 fn security_client_with_equal_spis_gets_no_sa_set() {
     let mut w = world();
@@ -1165,9 +1198,17 @@ fn security_client_with_equal_spis_gets_no_sa_set() {
         "10.0.1.10:5060",
         &resp,
     );
-    assert!(out.is_empty(), "{out:?}");
+    // no challenge: a 503 without keys or Security-Server
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(503)
+    );
+    assert!(header(&out[0].payload, HeaderName::WwwAuthenticate).is_none());
+    assert!(header(&out[0].payload, HeaderName::SecurityServer).is_none());
     assert_eq!(w.reg.stats.sa_install_failed, 1);
     assert_eq!(w.reg.stats.challenges, 0);
+    w.reg.check_sa_invariants().unwrap();
 }
 
 /// Item 9: a forged integrity-protected never reaches the core: the forwarded REGISTER has

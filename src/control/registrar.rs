@@ -214,6 +214,16 @@ impl RegistrarStats {
     }
 }
 
+/// What becomes of a 401 from the core.
+enum Challenge {
+    /// Relay it (with Security-Server when it carried keys).
+    Relay,
+    /// Malformed: nothing goes to the UE (counted).
+    Drop,
+    /// No SA set could be made for it (table full, no free port pair): the UE gets a 503.
+    Unavailable,
+}
+
 /// A REGISTER waiting for the resolution of its home domain: the message as it came, run again
 /// through [`Registrar::on_message`] when the answer is in the cache.
 #[derive(Debug)]
@@ -1003,11 +1013,18 @@ impl Registrar {
             Arrival::Plain => None,
         };
         match status {
-            401 => {
-                if !self.on_401(&mut ed, &p, now) {
+            401 => match self.on_401(&mut ed, &p, now) {
+                Challenge::Relay => {}
+                Challenge::Drop => return,
+                Challenge::Unavailable => {
+                    // The UE would otherwise wait out its transaction timer and retry blind: a
+                    // 503 with Retry-After says when (RFC 3261 §21.5.4), and no key leaves us.
+                    if let Some(o) = self.unavailable(payload, &p) {
+                        out.push(o);
+                    }
                     return;
                 }
-            }
+            },
             200 => {
                 self.on_200(&mut ed, &p, came_on, now, out);
                 return;
@@ -1046,17 +1063,16 @@ impl Registrar {
     /// A 401 for the UE: with IMS AKA keys, a new temporary SA set for this UE address (replacing
     /// the one it may have, never another address's) and Security-Server; without, only our Via
     /// goes. Every SPI reserved here is installed in the set or released again, whatever fails.
-    /// `false`: nothing is to be relayed.
-    fn on_401(&mut self, ed: &mut Editor<'_>, p: &Pending, now: Instant) -> bool {
+    fn on_401(&mut self, ed: &mut Editor<'_>, p: &Pending, now: Instant) -> Challenge {
         let ue = p.ue.ip();
         let has_keys = rules::has_aka_keys(ed.view());
         if !has_keys || !self.bindings.contains_key(&p.binding) {
             // plain Digest (no ck/ik), or the binding went meanwhile: no SAs, no Security-Server
             if rules::rewrite_401(ed, b"").is_err() {
                 self.stats.malformed += 1;
-                return false;
+                return Challenge::Drop;
             }
-            return true;
+            return Challenge::Relay;
         }
         // A new challenge replaces this UE address's earlier temporary set (spec §1.3 step 1),
         // whether the REGISTER came protected (a re-authentication) or not; other addresses'
@@ -1091,7 +1107,11 @@ impl Registrar {
         }
         let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer) else {
             self.stats.sa_install_failed += 1;
-            return false;
+            crate::control::log::warn(format_args!(
+                "SA set for {}: no free SPIs or protected port pair: 503",
+                p.ue
+            ));
+            return Challenge::Unavailable;
         };
         let set = SaSet {
             ue,
@@ -1116,20 +1136,46 @@ impl Registrar {
             Ok(None) | Err(_) => {
                 self.stats.malformed += 1;
                 self.remove_set(&set, p.binding);
-                return false;
+                return Challenge::Drop;
             }
         };
         if let Err(e) = self.install(&set, &p.offer, &keys.ck, &keys.ik, p.binding) {
             self.stats.sa_install_failed += 1;
-            crate::control::log::warn(format_args!("SA set for {}: {e}", p.ue));
+            crate::control::log::warn(format_args!("SA set for {}: {e}: 503", p.ue));
             self.remove_set(&set, p.binding);
-            return false;
+            return Challenge::Unavailable;
         }
         if let Some(b) = self.bindings.get_mut(&p.binding) {
             b.temporary.push(set);
         }
         self.stats.challenges += 1;
-        true
+        Challenge::Relay
+    }
+
+    /// 503 to the UE in place of a 401 we could not give SAs: built from the 401 (the UE's
+    /// Via, From, To, Call-ID, CSeq; our Via popped), nothing else of it.
+    fn unavailable(&self, payload: &[u8], p: &Pending) -> Option<Outgoing> {
+        let (f, s, e) = framed(payload);
+        let mut f = zeroize::Zeroizing::new(f);
+        let mut ed = Editor::new(&mut f, s, e).ok()?;
+        rules::pop_top_via(&mut ed).ok()?;
+        let mut buf = vec![0u8; payload.len() + 256];
+        let n = rules::build_response(
+            ed.view(),
+            503,
+            "Service Unavailable",
+            b"pcscf",
+            &[b"Retry-After: 30\r\n"],
+            &mut buf,
+        )?;
+        buf.truncate(n);
+        Some(Outgoing {
+            side: Side::Ue,
+            arrival: p.reply_arrival,
+            src: p.reply_src,
+            dst: p.reply_dst,
+            payload: buf,
+        })
     }
 
     /// A 200: only a REGISTER that came over one of the binding's SA sets changes the
