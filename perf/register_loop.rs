@@ -112,6 +112,7 @@ fn main() {
         icscf: Some(icscf),
         dns: None,
         home_domains: vec![],
+        icscf_by_domain: vec![],
         source_limit: (u32::MAX, 1e9), // its simulated UEs share addresses
         via_sent_by: core.to_string(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),

@@ -683,6 +683,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         icscf: Some(addr("10.0.1.20:5060")),
         dns: None,
         home_domains: vec![],
+        icscf_by_domain: vec![],
         source_limit: (
             pcscf::control::registrar::SOURCE_BURST,
             pcscf::control::registrar::SOURCE_PER_SECOND,
@@ -1401,4 +1402,56 @@ fn only_served_home_domains_are_forwarded() {
         Side::Core,
         "a served domain goes to the I-CSCF"
     );
+}
+
+/// Each home domain may have an I-CSCF of its own (`core.icscf_by_domain`): a REGISTER for it
+/// goes there, one for the other served domain to the static I-CSCF, and the core's answer is
+/// accepted only from the I-CSCF the REGISTER went to.
+#[test]
+fn each_home_domain_goes_to_its_own_icscf() {
+    let w = world();
+    let (writer, _sas) = sa_table(SaTableConfig {
+        inbound_capacity: 64,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let mut cfg = w.reg.config().clone();
+    let other = "ims.mnc002.mcc001.3gppnetwork.org";
+    cfg.home_domains = vec![REALM.into(), other.into()];
+    cfg.icscf_by_domain = vec![(other.into(), addr("10.0.2.20:5060"))];
+    let mut reg = Registrar::new(cfg, writer);
+    let mut feed = |side: Side, src: &str, text: &[u8]| {
+        let mut out = Vec::new();
+        let msg = Incoming {
+            side,
+            arrival: Arrival::Plain,
+            src: addr(src),
+            dst: addr("10.46.0.1:5060"),
+            payload: text,
+        };
+        reg.on_message(msg, w.now, &mut out);
+        out
+    };
+    let out = feed(Side::Ue, "10.46.0.6:5060", REGISTER1.as_bytes());
+    assert_eq!(out[0].dst, addr("10.0.1.20:5060"), "the static I-CSCF");
+    let b = REGISTER1
+        .replace(REALM, other)
+        .replace("a84b4c76e66710-", "other-");
+    let out = feed(Side::Ue, "10.46.0.7:5060", b.as_bytes());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].side, Side::Core);
+    assert_eq!(
+        out[0].dst,
+        addr("10.0.2.20:5060"),
+        "the domain's own I-CSCF"
+    );
+    // its answer from the static I-CSCF is not taken; from its own one it is
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"bm9uY2U=\", algorithm=AKAv1-MD5, ck=\"00112233445566778899aabbccddeeff\", ik=\"ffeeddccbbaa99887766554433221100\"\r\n";
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", www);
+    assert!(feed(Side::Core, "10.0.1.20:5060", &resp).is_empty());
+    let out = feed(Side::Core, "10.0.2.20:5060", &resp);
+    assert_eq!(out[0].dst, addr("10.46.0.7:5060"));
+    assert!(out[0].payload.starts_with(b"SIP/2.0 401 "));
 }

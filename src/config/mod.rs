@@ -71,6 +71,24 @@ pub struct CoreSide {
     pub home_domains: Vec<String>,
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// Home domains with an I-CSCF of their own (TS 24.229 §5.2.2.2): served as if listed in
+    /// `home_domains`, and sent there rather than to `icscf` or by `dns`.
+    #[serde(default)]
+    pub icscf_by_domain: std::collections::BTreeMap<String, SocketAddr>,
+}
+
+impl CoreSide {
+    /// Every home domain served: `home_domains` and the keys of `icscf_by_domain`. Empty:
+    /// any domain name (only with a static `icscf`).
+    pub fn served_domains(&self) -> Vec<String> {
+        let mut all = self.home_domains.clone();
+        for d in self.icscf_by_domain.keys() {
+            if !all.iter().any(|h| h.eq_ignore_ascii_case(d)) {
+                all.push(d.clone());
+            }
+        }
+        all
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -362,7 +380,7 @@ impl Config {
                 "list the home domains this P-CSCF serves: with core.dns, a UE would otherwise choose which network (and I-CSCF) authenticates it",
             ));
         }
-        if let Some(d) = self.core.home_domains.iter().find(|d| {
+        if let Some(d) = self.core.served_domains().iter().find(|d| {
             d.is_empty()
                 || d.trim_matches(|c| c == '[' || c == ']')
                     .parse::<IpAddr>()
@@ -374,10 +392,27 @@ impl Config {
             ));
         }
         if self.core.icscf.is_none() && self.core.dns.is_none() {
-            return Err(bad(
-                "core.icscf",
-                "set core.icscf (a static I-CSCF) or core.dns (resolve the home domain, RFC 3263)",
-            ));
+            if self.core.icscf_by_domain.is_empty() {
+                return Err(bad(
+                    "core.icscf",
+                    "set core.icscf (a static I-CSCF), core.dns (resolve the home domain, RFC 3263) or core.icscf_by_domain",
+                ));
+            }
+            // only the domains given an I-CSCF can be served
+            if let Some(d) = self.core.home_domains.iter().find(|d| {
+                !self
+                    .core
+                    .icscf_by_domain
+                    .keys()
+                    .any(|k| k.eq_ignore_ascii_case(d))
+            }) {
+                return Err(bad(
+                    "core.home_domains",
+                    format!(
+                        "{d:?} has no I-CSCF: add it to core.icscf_by_domain, or set core.icscf or core.dns"
+                    ),
+                ));
+            }
         }
         if self.ue.addresses.is_empty() {
             return Err(bad("ue.addresses", "needs at least one address"));
@@ -562,6 +597,44 @@ mod tests {
                 1,
             );
         Config::parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn home_domains_with_their_own_icscf() {
+        let base = EXAMPLE
+            .replacen("# [core.icscf_by_domain]", "[core.icscf_by_domain]", 1)
+            .replacen(
+                "# \"ims.mnc002.mcc001.3gppnetwork.org\" = ",
+                "\"ims.mnc002.mcc001.3gppnetwork.org\" = ",
+                1,
+            );
+        let c = Config::parse(&base).unwrap();
+        assert_eq!(
+            c.core.served_domains(),
+            [
+                "ims.mnc001.mcc001.3gppnetwork.org",
+                "ims.mnc002.mcc001.3gppnetwork.org"
+            ]
+        );
+        // without icscf or dns, each served domain needs its own I-CSCF
+        let no_default = base.replacen("icscf = \"10.0.1.20:5060\"", "# icscf", 1);
+        assert!(err_key(&no_default).contains("core.home_domains"));
+        let only_mapped = no_default.replacen(
+            "home_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]",
+            "home_domains = []",
+            1,
+        );
+        let c = Config::parse(&only_mapped).unwrap();
+        assert_eq!(
+            c.core.served_domains(),
+            ["ims.mnc002.mcc001.3gppnetwork.org"]
+        );
+        let ip = base.replacen(
+            "\"ims.mnc002.mcc001.3gppnetwork.org\" = ",
+            "\"10.9.9.9\" = ",
+            1,
+        );
+        assert!(err_key(&ip).contains("core.home_domains"));
     }
 
     #[test]

@@ -120,7 +120,13 @@ fn registrar_config(cfg: &Config) -> Result<RegistrarConfig, Box<dyn std::error:
         core,
         icscf: cfg.core.icscf,
         dns: cfg.core.dns,
-        home_domains: cfg.core.home_domains.clone(),
+        home_domains: cfg.core.served_domains(),
+        icscf_by_domain: cfg
+            .core
+            .icscf_by_domain
+            .iter()
+            .map(|(d, a)| (d.clone(), *a))
+            .collect(),
         source_limit: (
             cfg.ue.register_burst_per_source,
             cfg.ue.register_rate_per_source,

@@ -73,8 +73,11 @@ pub struct RegistrarConfig {
     pub icscf: Option<SocketAddr>,
     /// The DNS server for that resolution.
     pub dns: Option<SocketAddr>,
-    /// The home domains served (`core.home_domains`); empty: any domain name (static I-CSCF).
+    /// The home domains served (`core.home_domains` and `core.icscf_by_domain`); empty: any
+    /// domain name (static I-CSCF).
     pub home_domains: Vec<String>,
+    /// Home domains with an I-CSCF of their own, ahead of `icscf` and DNS.
+    pub icscf_by_domain: Vec<(String, SocketAddr)>,
     /// Unprotected REGISTERs per source address: (burst, per second). Defaults
     /// [`SOURCE_BURST`], [`SOURCE_PER_SECOND`]; a lab whose simulated UEs share one address
     /// raises them (`ue.register_burst_per_source`, `ue.register_rate_per_source`).
@@ -459,9 +462,17 @@ impl Registrar {
                 .any(|d| d.eq_ignore_ascii_case(h))
     }
 
-    /// The I-CSCF for `home`: the static one, else RFC 3263 resolution from the cache, or
+    /// The I-CSCF for `home`: its own (`icscf_by_domain`), the static one, else RFC 3263 resolution from the cache, or
     /// `Pending` while the resolver asks (it never blocks this thread).
     fn next_hop(&mut self, home: &str, now: Instant) -> super::dns::Lookup {
+        if let Some((_, a)) = self
+            .cfg
+            .icscf_by_domain
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(home))
+        {
+            return super::dns::Lookup::Ready(*a);
+        }
         match self.cfg.icscf {
             Some(a) => super::dns::Lookup::Ready(a),
             None => self.resolver.lookup(home, now),

@@ -34,6 +34,7 @@ pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> R
         icscf,
         dns,
         home_domains: vec![],
+        icscf_by_domain: vec![],
         source_limit: (SOURCE_BURST, SOURCE_PER_SECOND),
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),
