@@ -4,18 +4,16 @@
 //! and forged ESP hits the P-CSCF at the same time. Every honest UE registers and gets its
 //! MESSAGE through; every bad packet is counted. Needs root (CI runs as root).
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
-use pcscf::lab::rawip;
 use pcscf::sim;
 
 mod ims_support;
-use ims_support::start_pcscf;
+use ims_support::{flood, start_pcscf};
 
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
@@ -37,45 +35,10 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
     let (pcscf_ue, ue_addr) = (lab.pcscf_ue_addr, lab.ue_addr);
     let flood_stop = stop.clone();
     let flood = spawn_in(&lab.ue, move || {
-        let s = UdpSocket::bind(SocketAddr::new(ue_addr, 0)).unwrap();
-        let raw = rawip::raw(libc::IPPROTO_RAW).unwrap();
-        let IpAddr::V4(dst) = pcscf_ue else {
+        let (IpAddr::V4(from), IpAddr::V4(to)) = (ue_addr, pcscf_ue) else {
             unreachable!()
         };
-        let forged = Sa::from_aka(
-            0x7777_0000,
-            "null",
-            "aes-gcm",
-            &[1; 16],
-            &[2; 16],
-            SaOptions::default(),
-        )
-        .unwrap();
-        let mut sent = (0u64, 0u64);
-        while !flood_stop.load(Ordering::Relaxed) && sent.0 < 2000 {
-            let _ = s.send_to(
-                b"INVITE garbage \xff\xfe\r\n\r\n",
-                SocketAddr::new(pcscf_ue, 5060),
-            );
-            sent.0 += 1;
-            if sent.0.is_multiple_of(10) {
-                let mut frame = vec![0u8; 512];
-                let r = pcscf::dataplane::l3::write_udp(
-                    &mut frame,
-                    300..320,
-                    SocketAddr::new(ue_addr, 7004),
-                    SocketAddr::new(pcscf_ue, 5101),
-                )
-                .unwrap();
-                let mut f = Frame::new(&mut frame, r.start, r.end);
-                forged.outbound(&mut f).unwrap();
-                let (a, b) = (f.start, f.end);
-                rawip::send_ip(&raw, &frame[a..b], dst);
-                sent.1 += 1;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        sent
+        flood(from, to, &flood_stop, 2000, Duration::from_micros(200))
     });
 
     let ue_ip = lab.ue_addr;

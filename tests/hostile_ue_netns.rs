@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, UeSqnState, Usim, digest};
 use pcscf::dataplane::l3::{self, L4};
-use pcscf::esp::{Frame, Sa, SaOptions};
+use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, ip, spawn_in};
 use pcscf::lab::rawip;
 use pcscf::sim;
 use pcscf::sip::{HeaderName, Message};
 
 mod ims_support;
-use ims_support::{challenge, esp_packet, recv_ip_until, start_pcscf};
+use ims_support::{challenge, esp_packet, flood, recv_ip_until, start_pcscf};
 
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 const HONEST: usize = 20;
@@ -385,47 +385,6 @@ fn source_flood(a: &Attacker) -> u64 {
     SOURCE_FLOOD
 }
 
-/// Garbage at 5060 and ESP under SPIs nobody gave out, from the attacker's address, until
-/// `stop` (bounded in count).
-fn floods(stop: Arc<AtomicBool>) -> (u64, u64) {
-    let s = UdpSocket::bind(SocketAddr::new(ATTACKER.into(), 0)).unwrap();
-    let raw = rawip::raw(libc::IPPROTO_RAW).unwrap();
-    let forged = Sa::from_aka(
-        0x7777_0000,
-        "null",
-        "aes-gcm",
-        &[1; 16],
-        &[2; 16],
-        SaOptions::default(),
-    )
-    .unwrap();
-    let mut sent = (0u64, 0u64);
-    while !stop.load(Ordering::Relaxed) && sent.0 < 4000 {
-        let _ = s.send_to(
-            b"INVITE garbage \xff\xfe\r\n\r\n",
-            SocketAddr::new(PCSCF.into(), 5060),
-        );
-        sent.0 += 1;
-        if sent.0.is_multiple_of(10) {
-            let mut frame = vec![0u8; 512];
-            let r = l3::write_udp(
-                &mut frame,
-                300..320,
-                SocketAddr::new(ATTACKER.into(), 7004),
-                SocketAddr::new(PCSCF.into(), 5101),
-            )
-            .unwrap();
-            let mut f = Frame::new(&mut frame, r.start, r.end);
-            forged.outbound(&mut f).unwrap();
-            let (a, b) = (f.start, f.end);
-            rawip::send_ip(&raw, &frame[a..b], PCSCF);
-            sent.1 += 1;
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    sent
-}
-
 /// `GET /metrics` from inside the P-CSCF's namespace: every `name{labels} value` line.
 fn scrape(lab: &Lab) -> HashMap<String, u64> {
     let text = spawn_in(&lab.pcscf, || {
@@ -474,7 +433,9 @@ fn one_hostile_ue_among_twenty_honest_ones() {
 
     let flood_stop = Arc::new(AtomicBool::new(false));
     let fs = flood_stop.clone();
-    let flood = spawn_in(&lab.ue, move || floods(fs));
+    let flood = spawn_in(&lab.ue, move || {
+        flood(ATTACKER, PCSCF, &fs, 4000, Duration::from_micros(500))
+    });
     let attacker = spawn_in(&lab.ue, move || {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut a = Attacker::register(deadline)?;

@@ -10,7 +10,7 @@ use pcscf::control::registrar::{Incoming, MAX_TEMPORARY, Outgoing, Registrar, Re
 use pcscf::dataplane::queue::Arrival;
 use pcscf::esp::SaOptions;
 use pcscf::io::Side;
-use pcscf::satable::{SaReader, SaTableConfig, sa_table};
+use pcscf::satable::SaReader;
 use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
@@ -26,13 +26,7 @@ struct World {
 }
 
 fn world() -> World {
-    let (writer, sas) = sa_table(SaTableConfig {
-        inbound_capacity: 64,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, sas) = test_sa_table(64);
     let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
     let k = aka::hex_array::<16>(K).unwrap();
     let opc = aka::hex_array::<16>(OPC).unwrap();
@@ -665,13 +659,7 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
 
 #[test]
 fn ipv6_ue_registers_and_gets_ipv6_sas() {
-    let (writer, sas) = sa_table(SaTableConfig {
-        inbound_capacity: 64,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, sas) = test_sa_table(64);
     let cfg = RegistrarConfig {
         ue_addrs: vec![
             "10.46.0.1".parse().unwrap(),
@@ -974,13 +962,7 @@ fn squatted_challenges_do_not_lock_the_subscriber_out() {
 /// Retry-After (not left to time out), and nothing of the 401's keys reaches it.
 #[test]
 fn no_room_for_an_sa_set_is_a_503_not_silence() {
-    let (writer, _sas) = sa_table(SaTableConfig {
-        inbound_capacity: 2,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, _sas) = test_sa_table(2);
     let mut w = world();
     w.reg = Registrar::new(registrar_config(Some(addr("10.0.1.20:5060")), None), writer);
     let out = register_as(&mut w, "10.46.0.6:5060", IMPI, "first-", None);
@@ -1365,13 +1347,7 @@ fn only_served_home_domains_are_forwarded() {
     assert!(out[0].payload.starts_with(b"SIP/2.0 403 "));
     assert_eq!(w.reg.stats.unknown_home_domain, 1);
 
-    let (writer, _sas) = sa_table(SaTableConfig {
-        inbound_capacity: 64,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, _sas) = test_sa_table(64);
     let mut cfg = w.reg.config().clone();
     cfg.home_domains = vec!["IMS.mnc001.mcc001.3gppnetwork.org".into()];
     let mut reg = Registrar::new(cfg, writer);
@@ -1410,13 +1386,7 @@ fn only_served_home_domains_are_forwarded() {
 #[test]
 fn each_home_domain_goes_to_its_own_icscf() {
     let w = world();
-    let (writer, _sas) = sa_table(SaTableConfig {
-        inbound_capacity: 64,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, _sas) = test_sa_table(64);
     let mut cfg = w.reg.config().clone();
     let other = "ims.mnc002.mcc001.3gppnetwork.org";
     cfg.home_domains = vec![REALM.into(), other.into()];

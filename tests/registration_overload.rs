@@ -10,7 +10,6 @@ use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar};
 use pcscf::dataplane::queue::{Arrival, Class, MsgQueue};
 use pcscf::io::Side;
-use pcscf::satable::{SaTableConfig, sa_table};
 use pcscf::sip::HeaderName;
 use pcscf::sip::headers::SecMechanism;
 
@@ -18,13 +17,7 @@ mod ims_support;
 use ims_support::*;
 
 fn registrar(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> Registrar {
-    let (writer, _sas) = sa_table(SaTableConfig {
-        inbound_capacity: 64,
-        outbound_capacity: 64,
-        spi_min: 4096,
-        spi_max: 1 << 20,
-    })
-    .unwrap();
+    let (writer, _sas) = test_sa_table(64);
     let cfg = registrar_config(icscf, dns);
     Registrar::new(cfg, writer)
 }

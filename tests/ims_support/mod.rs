@@ -13,6 +13,7 @@ use pcscf::dataplane::l3;
 use pcscf::esp::SaOptions;
 use pcscf::esp::{Frame, Sa};
 use pcscf::lab::rawip;
+use pcscf::satable::{SaReader, SaTableConfig, SaWriter, sa_table};
 use pcscf::sip::headers::{Alg, Digest, Ealg, IpsecOffer, SecMechanism};
 use pcscf::sip::pcscf::build_response;
 use pcscf::sip::{HeaderName, Message};
@@ -48,6 +49,17 @@ pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> R
         sa_options: SaOptions::default(),
         max_pending: 8,
     }
+}
+
+/// The SA table of the sans-IO tests: `inbound` inbound entries, 64 outbound, SPIs from 4096.
+pub fn test_sa_table(inbound: u32) -> (SaWriter, SaReader) {
+    sa_table(SaTableConfig {
+        inbound_capacity: inbound,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap()
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -217,4 +229,47 @@ pub fn recv_ip_until(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<usi
         std::thread::sleep(Duration::from_millis(2));
     }
     None
+}
+
+/// A flood from `from` (a UE-side address) at the P-CSCF `pcscf` until `stop` or `max` garbage
+/// datagrams: garbage at 5060, and every tenth time an ESP packet under an SPI nobody gave out,
+/// `pause` between datagrams. Returns (garbage, forged ESP) sent.
+pub fn flood(
+    from: std::net::Ipv4Addr,
+    pcscf: std::net::Ipv4Addr,
+    stop: &std::sync::atomic::AtomicBool,
+    max: u64,
+    pause: Duration,
+) -> (u64, u64) {
+    let s = UdpSocket::bind(SocketAddr::new(from.into(), 0)).unwrap();
+    let raw = rawip::raw(libc::IPPROTO_RAW).unwrap();
+    let forged = Sa::from_aka(
+        0x7777_0000,
+        "null",
+        "aes-gcm",
+        &[1; 16],
+        &[2; 16],
+        SaOptions::default(),
+    )
+    .unwrap();
+    let mut sent = (0u64, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent.0 < max {
+        let _ = s.send_to(
+            b"INVITE garbage \xff\xfe\r\n\r\n",
+            SocketAddr::new(pcscf.into(), 5060),
+        );
+        sent.0 += 1;
+        if sent.0.is_multiple_of(10) {
+            let p = esp_packet(
+                &forged,
+                SocketAddr::new(from.into(), 7004),
+                SocketAddr::new(pcscf.into(), 5101),
+                &[0u8; 20],
+            );
+            rawip::send_ip(&raw, &p, pcscf);
+            sent.1 += 1;
+        }
+        std::thread::sleep(pause);
+    }
+    sent
 }
