@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::SharedStats;
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
@@ -121,7 +121,9 @@ fn udp_packet(payload: &[u8], src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let mut buf = vec![0u8; 64 + payload.len()];
     buf[64..].copy_from_slice(payload);
     let end = buf.len();
-    let r = l3::write_udp(&mut buf, 64..end, src, dst).unwrap();
+    let r = pcscf::wire::emit_datagram(&mut buf, 64..end, src, dst)
+        .ok()
+        .unwrap();
     buf[r].to_vec()
 }
 
@@ -161,10 +163,10 @@ fn table(suite: &str) -> (SaWriter, SaReader, u32) {
 /// The core's 200 to a request the worker forwarded (IP/UDP packet `pkt`), from where the
 /// request went to where it came from.
 fn core_answer(pkt: &[u8]) -> Vec<u8> {
-    let L4::Udp { src, dst, payload } = l3::classify(pkt) else {
+    let L4::Udp { src, dst, payload } = classify::classify(pkt) else {
         panic!("forwarded packet is not UDP");
     };
-    let m = Message::parse(&pkt[payload.0..payload.1]).unwrap();
+    let m = Message::parse(&pkt[payload.start..payload.end]).unwrap();
     let mut out = vec![0u8; 4096];
     let n = rules::build_response(m.view(), 200, "OK", b"core", &[], &mut out).unwrap();
     udp_packet(&out[..n], dst, src)
@@ -277,7 +279,7 @@ impl Pipeline {
         );
         for (side, pkt) in &sent {
             assert_eq!(*side, Side::Ue);
-            let L4::Esp { dst, .. } = l3::classify(pkt) else {
+            let L4::Esp { dst, .. } = classify::classify(pkt) else {
                 panic!("a 200 went to the UE without ESP");
             };
             assert_eq!(dst, ip(UE_IP));
@@ -351,7 +353,9 @@ mod stage {
         let (mut buf, s, e) = plain_message();
         let source = SocketAddr::new(ip(UE_IP), UE_PORT_C);
         let r = sip_request(&mut buf, s, e, source);
-        let fwd = l3::write_udp(&mut buf, r, addr(CORE), addr(NEXT_HOP)).unwrap();
+        let fwd = pcscf::wire::emit_datagram(&mut buf, r, addr(CORE), addr(NEXT_HOP))
+            .ok()
+            .unwrap();
         core_answer(&buf[fwd])
     }
 
@@ -448,10 +452,14 @@ mod stage {
             "message" => plain_message(),
             _ => {
                 let pkt = core_200();
-                let L4::Udp { payload, .. } = l3::classify(&pkt) else {
+                let L4::Udp { payload, .. } = classify::classify(&pkt) else {
                     unreachable!()
                 };
-                (frame_with(&pkt), HEADROOM + payload.0, HEADROOM + payload.1)
+                (
+                    frame_with(&pkt),
+                    HEADROOM + payload.start,
+                    HEADROOM + payload.end,
+                )
             }
         };
         b.bench_local(|| {
@@ -479,11 +487,11 @@ mod stage {
     #[divan::bench]
     fn sip_200(b: Bencher) {
         let pkt = core_200();
-        let L4::Udp { payload, .. } = l3::classify(&pkt) else {
+        let L4::Udp { payload, .. } = classify::classify(&pkt) else {
             unreachable!()
         };
         let frame = frame_with(&pkt);
-        let (s, e) = (HEADROOM + payload.0, HEADROOM + payload.1);
+        let (s, e) = (HEADROOM + payload.start, HEADROOM + payload.end);
         b.with_inputs(|| frame.clone())
             .bench_local_refs(|f| sip_response(f, s, e));
     }
@@ -494,14 +502,16 @@ mod stage {
     fn esp_out(b: Bencher, suite: &str) {
         let sa2 = sa(suite, SPI_SA2);
         let pkt = core_200();
-        let L4::Udp { payload, .. } = l3::classify(&pkt) else {
+        let L4::Udp { payload, .. } = classify::classify(&pkt) else {
             unreachable!()
         };
         let mut frame = frame_with(&pkt);
-        let (r, to, _) = sip_response(&mut frame, HEADROOM + payload.0, HEADROOM + payload.1);
+        let (r, to, _) = sip_response(&mut frame, HEADROOM + payload.start, HEADROOM + payload.end);
         assert_eq!(to, SocketAddr::new(ip(UE_IP), UE_PORT_S));
         let from = SocketAddr::new(ip(OUR_UE_SIDE), OUR_PORT_C);
-        let ip_pkt = l3::write_udp(&mut frame, r, from, to).unwrap();
+        let ip_pkt = pcscf::wire::emit_datagram(&mut frame, r, from, to)
+            .ok()
+            .unwrap();
         b.with_inputs(|| frame.clone()).bench_local_refs(|f| {
             let mut f = Frame::new(f, ip_pkt.start, ip_pkt.end);
             sa2.outbound(&mut f).unwrap()
@@ -515,10 +525,10 @@ mod stage {
         let pkt = core_200();
         b.bench_local(|| {
             let pkt = black_box(&pkt[..]);
-            let L4::Udp { src, dst, payload } = l3::classify(pkt) else {
+            let L4::Udp { src, dst, payload } = classify::classify(pkt) else {
                 unreachable!()
             };
-            assert!(l3::udp_checksum_ok(pkt, src, dst, payload));
+            assert!(classify::udp_checksum_ok(pkt, src, dst, &payload));
         });
     }
 
@@ -530,7 +540,11 @@ mod stage {
         let source = SocketAddr::new(ip(UE_IP), UE_PORT_C);
         let r = sip_request(&mut frame, s, e, source);
         let (core, next) = (addr(CORE), addr(NEXT_HOP));
-        b.bench_local(|| l3::write_udp(black_box(&mut frame), r.clone(), core, next).unwrap());
+        b.bench_local(|| {
+            pcscf::wire::emit_datagram(black_box(&mut frame), r.clone(), core, next)
+                .ok()
+                .unwrap()
+        });
     }
 
     /// The inbound SA lookup of an ESP packet (by SPI), in a table of one UE; bench/satable.rs

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use pcscf::dataplane::l3;
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::preload::{Allocated, BenchUe};
@@ -167,12 +166,13 @@ fn build_esp(a: &Args, lab: &Lab, map: &[Allocated]) -> Result<Frames, String> {
         );
         let at = 256 + 28;
         scratch[at..at + sip.len()].copy_from_slice(&sip);
-        let r = l3::write_udp(
+        let r = pcscf::wire::emit_datagram(
             &mut scratch,
             at..at + sip.len(),
             SocketAddr::new(ue.addr, ue.port_uc),
             SocketAddr::new(lab.pcscf_ue_addr, m.port_ps),
         )
+        .ok()
         .ok_or("write_udp")?;
         let mut f = Frame::new(&mut scratch, r.start, r.end);
         sa.outbound(&mut f).map_err(|e| e.to_string())?;

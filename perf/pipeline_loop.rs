@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use pcscf::dataplane::l3;
+use pcscf::dataplane::classify;
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::SharedStats;
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
@@ -118,12 +118,13 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
                 let mut frame = vec![0u8; 256 + sip.len() + 256];
                 let at = 256 + 28;
                 frame[at..at + sip.len()].copy_from_slice(&sip);
-                let r = l3::write_udp(
+                let r = pcscf::wire::emit_datagram(
                     &mut frame,
                     at..at + sip.len(),
                     addr("10.46.0.6:7004"),
                     addr("10.46.0.1:5103"),
                 )
+                .ok()
                 .unwrap();
                 let mut f = Frame::new(&mut frame, r.start, r.end);
                 tx.outbound(&mut f).unwrap();
@@ -179,16 +180,16 @@ impl CoreAnswers for MemIo {
         let sent = self.take_sent();
         sent.into_iter()
             .filter_map(|(_, pkt)| {
-                let l3::L4::Udp { src, dst, payload } = l3::classify(&pkt) else {
+                let classify::L4::Udp { src, dst, payload } = classify::classify(&pkt) else {
                     return None;
                 };
-                let m = pcscf::sip::Message::parse(&pkt[payload.0..payload.1]).ok()?;
+                let m = pcscf::sip::Message::parse(&pkt[payload.start..payload.end]).ok()?;
                 let mut out = vec![0u8; 4096];
                 let n =
                     pcscf::sip::pcscf::build_response(m.view(), 200, "OK", b"core", &[], &mut out)?;
                 let mut frame = vec![0u8; 128 + n];
                 frame[128..].copy_from_slice(&out[..n]);
-                let r = l3::write_udp(&mut frame, 128..128 + n, dst, src)?;
+                let r = pcscf::wire::emit_datagram(&mut frame, 128..128 + n, dst, src).ok()?;
                 Some(frame[r].to_vec())
             })
             .collect()

@@ -17,3 +17,4 @@ pub mod preload;
 pub mod satable;
 pub mod sim;
 pub mod sip;
+pub mod wire;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::dataplane::queue::{Arrival, MsgQueue};
 use pcscf::dataplane::stats::{Drop, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
@@ -44,7 +44,9 @@ fn cfg(relay: bool) -> WorkerConfig {
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 128 + payload.len()];
     buf[128..].copy_from_slice(payload);
-    let r = l3::write_udp(&mut buf, 128..128 + payload.len(), addr(src), addr(dst)).unwrap();
+    let r = pcscf::wire::emit_datagram(&mut buf, 128..128 + payload.len(), addr(src), addr(dst))
+        .ok()
+        .unwrap();
     buf[r].to_vec()
 }
 
@@ -59,13 +61,13 @@ fn worker(relay: bool) -> (Worker<MemIo>, Arc<MsgQueue>, Arc<SharedStats>) {
 }
 
 fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
-    match l3::classify(pkt) {
+    match classify::classify(pkt) {
         L4::Udp { src, dst, payload } => {
             assert!(
-                l3::udp_checksum_ok(pkt, src, dst, payload),
+                classify::udp_checksum_ok(pkt, src, dst, &payload),
                 "checksum of what we sent"
             );
-            (src, dst, pkt[payload.0..payload.1].to_vec())
+            (src, dst, pkt[payload.start..payload.end].to_vec())
         }
         other => panic!("not UDP: {other:?}"),
     }
@@ -455,7 +457,7 @@ mod inject {
         let mut esp = sent[0].1.clone();
         assert_eq!(sent[0].0, Side::Ue);
         assert!(
-            matches!(l3::classify(&esp), L4::Esp { .. }),
+            matches!(classify::classify(&esp), L4::Esp { .. }),
             "went out as ESP"
         );
         let (inner, _) = ue_rx

@@ -8,10 +8,12 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok};
+use common::{
+    A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok, udp_ports,
+    write_ip, write_udp,
+};
 use pcscf::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
 use pcscf::io::neigh::{NeighShared, NeighTable};
-use pcscf::io::pkt::{self, parse_l3};
 use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -30,13 +32,9 @@ fn build(
     let ipl = if src.is_ipv4() { 20 } else { 40 };
     let l4 = if proto == 17 { 8 } else { 0 };
     f[ipl + l4..ipl + l4 + body.len()].copy_from_slice(body);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => pkt::write_ipv4(f, s, d, proto, 64, 0, l4 + body.len()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => pkt::write_ipv6(f, s, d, proto, 64, 0, l4 + body.len()),
-        _ => unreachable!(),
-    }
+    write_ip(f, src, dst, proto, l4 + body.len());
     if proto == 17 {
-        pkt::write_udp(&mut f[ipl..], ports.0, ports.1, body.len());
+        write_udp(&mut f[ipl..], ports.0, ports.1, body.len());
         if src.is_ipv4() {
             f[10] = 0; // spoil the IPv4 header checksum: the backend must recompute it
         }
@@ -110,20 +108,20 @@ fn afpacket_backend_rx_tx_icmp() {
         assert_eq!(d.side, Side::Ue);
         assert_eq!(d.start as usize, HEADROOM);
         let p = packet_of(&mut io, d);
-        let l3 = parse_l3(&p).unwrap();
-        assert_eq!(l3.len, p.len(), "trimmed to the IP length");
-        match (l3.proto, l3.src) {
+        let l3 = pcscf::wire::ip::parse(&p).unwrap();
+        assert_eq!(l3.end, p.len(), "trimmed to the IP length");
+        match (l3.protocol, l3.src) {
             (17, IpAddr::V4(s)) => {
                 assert_eq!((s, l3.dst), (B4, IpAddr::V4(A4)));
                 assert_eq!(common::csum(&p[..20]), 0);
-                assert_eq!(l3.udp_ports(&p), Some((40000, 5060)));
+                assert_eq!(udp_ports(&p), Some((40000, 5060)));
                 assert!(udp_checksum_ok(&p), "UDP checksum completed");
                 assert_eq!(&p[28..], b"REGISTER over af_packet");
                 seen |= 1;
             }
             (17, IpAddr::V6(s)) => {
                 assert_eq!((s, l3.dst), (B6, IpAddr::V6(A6)));
-                assert_eq!(l3.udp_ports(&p), Some((40006, 5062)));
+                assert_eq!(udp_ports(&p), Some((40006, 5062)));
                 assert!(udp_checksum_ok(&p));
                 assert_eq!(&p[48..], b"REGISTER v6");
                 seen |= 2;

@@ -6,8 +6,10 @@ mod common;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok};
-use pcscf::io::pkt::{self, parse_l3};
+use common::{
+    A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok, udp_ports,
+    write_ip, write_udp,
+};
 use pcscf::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
 use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
 
@@ -17,18 +19,13 @@ const WAIT: Duration = Duration::from_secs(2);
 fn make_reply(io: &mut SocketIo, d: &Desc, payload: &[u8]) -> Desc {
     let f = io.frame(d);
     let p = &mut f[d.start as usize..];
-    let l3 = parse_l3(p).unwrap();
-    let (sp, dp) = l3.udp_ports(p).unwrap();
-    let body = l3.l4 + 8;
+    let l3 = pcscf::wire::ip::parse(p).unwrap();
+    let (sp, dp) = udp_ports(p).unwrap();
+    let body = l3.header_len + 8;
     p[body..body + payload.len()].copy_from_slice(payload);
     let total = body + payload.len();
-    let (src, dst) = (l3.dst, l3.src);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(t)) => pkt::write_ipv4(p, s, t, 17, 64, 0, total - 20),
-        (IpAddr::V6(s), IpAddr::V6(t)) => pkt::write_ipv6(p, s, t, 17, 64, 0, total - 40),
-        _ => unreachable!(),
-    }
-    pkt::write_udp(&mut p[l3.l4..], dp, sp, payload.len());
+    write_ip(p, l3.dst, l3.src, 17, total - l3.header_len);
+    write_udp(&mut p[l3.header_len..], dp, sp, payload.len());
     Desc {
         end: d.start + total as u16,
         ..*d
@@ -215,7 +212,7 @@ fn socket_backend_udp_esp_v4_v6() {
     let out = [0, 0, 0x20, 0x02, 0, 0, 0, 7, 9, 8, 7, 6, 5];
     let a = io.alloc(Side::Ue).unwrap();
     let f = io.frame(&a);
-    pkt::write_ipv4(&mut f[HEADROOM..], A4, B4, 50, 64, 0, out.len());
+    write_ip(&mut f[HEADROOM..], A4.into(), B4.into(), 50, out.len());
     f[HEADROOM + 20..HEADROOM + 20 + out.len()].copy_from_slice(&out);
     io.send(&[Desc {
         end: a.start + 20 + out.len() as u16,
@@ -247,7 +244,7 @@ fn socket_backend_udp_esp_v4_v6() {
     io.free(&d);
     let a = io.alloc(Side::Ue).unwrap();
     let f = io.frame(&a);
-    pkt::write_ipv6(&mut f[HEADROOM..], A6, B6, 50, 64, 0, out.len());
+    write_ip(&mut f[HEADROOM..], A6.into(), B6.into(), 50, out.len());
     f[HEADROOM + 40..HEADROOM + 40 + out.len()].copy_from_slice(&out);
     io.send(&[Desc {
         end: a.start + 40 + out.len() as u16,
@@ -265,8 +262,8 @@ fn socket_backend_udp_esp_v4_v6() {
     for proto in [17u8, 6, 0] {
         let a = io.alloc(Side::Core).unwrap();
         let f = io.frame(&a);
-        pkt::write_ipv4(&mut f[HEADROOM..], A4, B4, proto, 64, 0, 8 + 4);
-        pkt::write_udp(&mut f[HEADROOM + 20..], 5999, 40000, 4);
+        write_ip(&mut f[HEADROOM..], A4.into(), B4.into(), proto, 8 + 4);
+        write_udp(&mut f[HEADROOM + 20..], 5999, 40000, 4);
         if proto == 0 {
             f[HEADROOM] = 0x99; // not IP
         }
@@ -358,4 +355,57 @@ fn socket_jumbo_datagrams_dropped_and_counted() {
     assert_eq!(io.stats().rx_oversize, 4, "stats {:?}", io.stats());
     assert_eq!(io.stats().rx_dropped, 0, "stats {:?}", io.stats());
     assert_eq!(io.free_frames(), 64, "no frame lost");
+}
+
+/// A socket queue that overflows while the worker is away: the kernel's drops come back as
+/// `rx_queue_overflow` (SO_RXQ_OVFL), so every datagram sent is either received or counted.
+#[test]
+fn socket_queue_overflow_is_counted() {
+    let ns = NetnsPair::new("q");
+    let mut cfg = SocketConfig {
+        frames: 256,
+        batch: 32,
+        // the smallest queue the kernel allows (it doubles and floors the value)
+        rcvbuf: Some(1),
+        ..Default::default()
+    };
+    cfg.udp.push(UdpBind {
+        side: Side::Ue,
+        addr: SocketAddr::new(A4.into(), 5060),
+    });
+    let mut io = NetnsPair::run_in(&ns.a, move || SocketIo::new(&cfg).expect("SocketIo::new"));
+    let u4 = NetnsPair::run_in(&ns.b, || UdpSocket::bind((B4, 40000)).unwrap());
+    const SENT: u64 = 200;
+    for i in 0..SENT {
+        u4.send_to(format!("OPTIONS {i:04}").as_bytes(), (A4, 5060))
+            .unwrap();
+    }
+    let mut received = 0u64;
+    let mut drain = |io: &mut SocketIo, until: std::time::Instant| {
+        while std::time::Instant::now() < until {
+            let mut buf = [Desc {
+                frame: 0,
+                start: 0,
+                end: 0,
+                side: Side::Ue,
+            }; 32];
+            let k = io.recv(&mut buf).unwrap();
+            received += k as u64;
+            io.free(&buf[..k]);
+        }
+    };
+    drain(
+        &mut io,
+        std::time::Instant::now() + Duration::from_millis(300),
+    );
+    // the kernel reports the drops with the next datagram it queues
+    u4.send_to(b"OPTIONS last", (A4, 5060)).unwrap();
+    drain(
+        &mut io,
+        std::time::Instant::now() + Duration::from_millis(300),
+    );
+    let s = io.stats();
+    assert!(s.rx_queue_overflow > 0, "a 2 KiB queue overflowed: {s:?}");
+    assert!(received > 0, "{s:?}");
+    assert_eq!(received + s.rx_queue_overflow, SENT + 1, "{s:?}");
 }

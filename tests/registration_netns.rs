@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip::{self, send_ip};
@@ -248,13 +248,13 @@ fn esp_to_ue(
             continue;
         };
         let inner = &p[inner];
-        let L4::Udp { src, dst, payload } = l3::classify(inner) else {
+        let L4::Udp { src, dst, payload } = classify::classify(inner) else {
             return Err("inner packet not UDP".into());
         };
         if dst.port() != 7005 || src.port() != port_c {
             return Err(format!("wrong ports {src} -> {dst}"));
         }
-        return Ok(inner[payload.0..payload.1].to_vec());
+        return Ok(inner[payload.start..payload.end].to_vec());
     }
     Err("nothing arrived over SA2".into())
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip::{self, send_ip};
@@ -111,10 +111,10 @@ fn registration_with_sipp_as_the_scscf() {
                 continue;
             };
             let inner = &p[inner];
-            let L4::Udp { payload, .. } = l3::classify(inner) else {
+            let L4::Udp { payload, .. } = classify::classify(inner) else {
                 return Err("inner packet not UDP".into());
             };
-            return Ok(inner[payload.0..payload.1].to_vec());
+            return Ok(inner[payload.start..payload.end].to_vec());
         }
         Err("no 200 over SA2".into())
     })

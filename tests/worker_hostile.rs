@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::{Drop, SharedStats};
 use pcscf::dataplane::worker::Worker;
@@ -27,7 +27,9 @@ use worker_support::{addr, cfg};
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 128 + payload.len()];
     buf[128..].copy_from_slice(payload);
-    let r = l3::write_udp(&mut buf, 128..128 + payload.len(), addr(src), addr(dst)).unwrap();
+    let r = pcscf::wire::emit_datagram(&mut buf, 128..128 + payload.len(), addr(src), addr(dst))
+        .ok()
+        .unwrap();
     buf[r].to_vec()
 }
 
@@ -87,7 +89,7 @@ fn error_response_that_fits_still_goes_back() {
     w.poll_once();
     let sent = w.io().take_sent();
     assert_eq!(sent.len(), 1);
-    assert!(matches!(l3::classify(&sent[0].1), L4::Udp { .. }));
+    assert!(matches!(classify::classify(&sent[0].1), L4::Udp { .. }));
     assert_eq!(w.stats().replied, 1);
 }
 
@@ -98,10 +100,10 @@ use pcscf::satable::{EntryMeta, SetState};
 use worker_support::{Kind, Rig, rig};
 
 fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
-    match l3::classify(pkt) {
+    match classify::classify(pkt) {
         L4::Udp { src, dst, payload } => {
-            assert!(l3::udp_checksum_ok(pkt, src, dst, payload));
-            (src, dst, pkt[payload.0..payload.1].to_vec())
+            assert!(classify::udp_checksum_ok(pkt, src, dst, &payload));
+            (src, dst, pkt[payload.start..payload.end].to_vec())
         }
         other => panic!("not UDP: {other:?}"),
     }
@@ -110,7 +112,7 @@ fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
 /// What the worker sent the UE over SA2, decrypted with the UE's copy: (outer dst, inner
 /// src, inner dst, SIP).
 fn over_sa2(r: &Rig, pkt: &[u8]) -> (std::net::IpAddr, SocketAddr, SocketAddr, Vec<u8>) {
-    let L4::Esp { dst, .. } = l3::classify(pkt) else {
+    let L4::Esp { dst, .. } = classify::classify(pkt) else {
         panic!("not ESP");
     };
     let mut p = pkt.to_vec();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::dataplane::l3::{self, L4};
+use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
 use crate::dataplane::queue::{Arrival, Msg, MsgQueue};
 use crate::dataplane::stats::{Drop, SharedStats, WorkerStats, new_histogram};
 use crate::esp::EspError;
@@ -29,6 +29,7 @@ use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
 use crate::sip::pcscf::{self as rules, ProxyIdentity};
 use crate::sip::{Editor, HeaderName};
+use crate::wire;
 
 /// What a worker needs to know about the deployment; built once from the configuration.
 #[derive(Clone, Debug)]
@@ -76,7 +77,7 @@ fn udp_over_sa(
     to: SocketAddr,
     sa: &crate::esp::Sa,
 ) -> Result<std::ops::Range<usize>, Drop> {
-    let r = l3::write_udp(frame, range, from, to).ok_or(Drop::NoRoom)?;
+    let r = wire::emit_datagram(frame, range, from, to).map_err(|_| Drop::NoRoom)?;
     let mut f = crate::esp::Frame::new(frame, r.start, r.end);
     sa.outbound(&mut f).map_err(|e| match e {
         EspError::NoRoom | EspError::TooBig => Drop::NoRoom,
@@ -227,10 +228,13 @@ impl<P: PacketIo> Worker<P> {
         }
     }
 
-    /// Drops the backend made on its own (packets too big for a frame) as a drop reason.
+    /// Drops the backend made or saw on its own (packets too big for a frame, a full kernel
+    /// receive queue) as drop reasons.
     #[inline]
     fn note_io_drops(&mut self) {
-        self.stats.drops[Drop::Oversize as usize] = self.io.stats().rx_oversize;
+        let io = self.io.stats();
+        self.stats.drops[Drop::Oversize as usize] = io.rx_oversize;
+        self.stats.drops[Drop::QueueOverflow as usize] = io.rx_queue_overflow;
     }
 
     /// One batch: receive, process, send. Returns how many packets came in.
@@ -329,14 +333,14 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         };
         let frame = self.io.frame(&out);
-        let at = HEADROOM + l3::IPV6_HDR + l3::UDP_HDR;
+        let at = HEADROOM + wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN;
         let len = m.len;
         if at + len + 64 > frame.len() {
             self.io.free(&[out]);
             return Verdict::Drop(Drop::NoRoom);
         }
         frame[at..at + len].copy_from_slice(m.payload());
-        let Some(r) = l3::write_udp(frame, at..at + len, m.src, m.dst) else {
+        let Ok(r) = wire::emit_datagram(frame, at..at + len, m.src, m.dst) else {
             self.io.free(&[out]);
             return Verdict::Drop(Drop::NoRoom);
         };
@@ -370,7 +374,7 @@ impl<P: PacketIo> Worker<P> {
         self.stats.classify += 1;
         let class = {
             let frame = self.io.frame(&d);
-            l3::classify(&frame[d.start as usize..d.end as usize])
+            classify(&frame[d.start as usize..d.end as usize])
         };
         match (class, d.side) {
             (L4::Udp { src, dst, payload }, Side::Ue) => {
@@ -380,11 +384,11 @@ impl<P: PacketIo> Worker<P> {
                 }
                 let frame = self.io.frame(&d);
                 let pkt = &frame[d.start as usize..d.end as usize];
-                if self.cfg.verify_udp_checksum && !l3::udp_checksum_ok(pkt, src, dst, payload) {
+                if self.cfg.verify_udp_checksum && !udp_checksum_ok(pkt, src, dst, &payload) {
                     return Verdict::Drop(Drop::BadUdpChecksum);
                 }
                 let at = d.start as usize;
-                self.sip_from_ue(d, src, dst, (at + payload.0, at + payload.1))
+                self.sip_from_ue(d, src, dst, (at + payload.start, at + payload.end))
             }
             (L4::Udp { src, dst, payload }, Side::Core) => {
                 if dst != self.cfg.core {
@@ -392,11 +396,11 @@ impl<P: PacketIo> Worker<P> {
                 }
                 let frame = self.io.frame(&d);
                 let pkt = &frame[d.start as usize..d.end as usize];
-                if self.cfg.verify_udp_checksum && !l3::udp_checksum_ok(pkt, src, dst, payload) {
+                if self.cfg.verify_udp_checksum && !udp_checksum_ok(pkt, src, dst, &payload) {
                     return Verdict::Drop(Drop::BadUdpChecksum);
                 }
                 let at = d.start as usize;
-                self.sip_from_core(d, src, dst, (at + payload.0, at + payload.1), sas)
+                self.sip_from_core(d, src, dst, (at + payload.start, at + payload.end), sas)
             }
             (L4::Esp { src, dst, .. }, Side::Ue) => {
                 if !self.cfg.ue_addrs.contains(&dst) {
@@ -438,7 +442,7 @@ impl<P: PacketIo> Worker<P> {
             src: isrc,
             dst: idst,
             payload,
-        } = l3::classify(&frame[inner.clone()])
+        } = classify(&frame[inner.clone()])
         else {
             // TCP over the SA is not handled yet.
             return Verdict::Drop(Drop::EspOther);
@@ -446,7 +450,7 @@ impl<P: PacketIo> Worker<P> {
         if isrc.port() != e.ue_port() || idst.port() != e.local_port() {
             return Verdict::Drop(Drop::EspOther);
         }
-        let payload = (inner.start + payload.0, inner.start + payload.1);
+        let payload = (inner.start + payload.start, inner.start + payload.end);
         self.stats.sip += 1;
         let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
             return Verdict::Drop(Drop::BadSip);
@@ -489,7 +493,7 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
-        let r = l3::write_udp(frame, range, core, reg.next_hop);
+        let r = wire::emit_datagram(frame, range, core, reg.next_hop).ok();
         self.forwarded(d, r, Side::Core)
     }
 
@@ -547,7 +551,7 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
-        let r = l3::write_udp(frame, range, core, next);
+        let r = wire::emit_datagram(frame, range, core, next).ok();
         self.forwarded(d, r, Side::Core)
     }
 
@@ -679,7 +683,7 @@ impl<P: PacketIo> Worker<P> {
                 return Verdict::Drop(Drop::NoRoute);
             };
             let range = ed.range();
-            let r = l3::write_udp(frame, range, SocketAddr::new(ours, ue_port), next);
+            let r = wire::emit_datagram(frame, range, SocketAddr::new(ours, ue_port), next).ok();
             return self.forwarded(d, r, Side::Ue);
         }
         // The SA the request came over names the UE. If it is gone (the set was replaced or
@@ -768,7 +772,7 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
-        let r = l3::write_udp(frame, range, core, next);
+        let r = wire::emit_datagram(frame, range, core, next).ok();
         self.forwarded(d, r, Side::Core)
     }
 
@@ -856,14 +860,14 @@ impl<P: PacketIo> Worker<P> {
             return Verdict::Drop(Drop::NoRoom);
         };
         dst_bytes.copy_from_slice(&self.scratch[..n]);
-        match l3::write_udp(frame, at..at + n, dst, src) {
-            Some(r) => Verdict::Replied(Desc {
+        match wire::emit_datagram(frame, at..at + n, dst, src) {
+            Ok(r) => Verdict::Replied(Desc {
                 frame: out.frame,
                 start: r.start as u16,
                 end: r.end as u16,
                 side: d.side,
             }),
-            None => {
+            Err(_) => {
                 self.io.free(&[out]);
                 Verdict::Drop(Drop::NoRoom)
             }

@@ -9,7 +9,7 @@
 //! - `xform.rs`: per-suite ESP transforms over that trait (what is encrypted, what the ICV covers,
 //!   CBC IVs), with key state shared by the SAs of a set.
 //! - `replay.rs`: the lock-free anti-replay window ([`ReplayWindow`], RFC 4303 §3.4.3).
-//! - `packet.rs`: IPv4/IPv6 header walking and fixing.
+//! - `packet.rs`: finding ESP in an IP packet (the IP headers themselves are `crate::wire`'s).
 //! - `sa.rs`: [`Sa`]: outbound ([`Sa::outbound`] on a [`Frame`]) and inbound ([`Sa::inbound`],
 //!   [`Sa::inbound_ip`], [`Sa::decapsulate`]).
 //! - `error.rs`: [`EspError`].

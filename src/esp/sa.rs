@@ -7,9 +7,10 @@ use super::alg::Suite;
 use super::backend::BackendKind;
 use super::error::EspError;
 use super::keys::EspKeys;
-use super::packet::{self, PROTO_ESP, PROTO_NONE};
+use super::packet;
 use super::replay::{DEFAULT_WINDOW, ReplayWindow};
 use super::xform::{AnyXform, new_xform};
+use crate::wire::protocol::{ESP as PROTO_ESP, NO_NEXT as PROTO_NONE};
 use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -285,12 +286,10 @@ impl Sa {
         let l = packet::locate_esp(pkt)?;
         let inb = self.inbound(pkt, l.body())?;
         let shift = ESP_HEADER_LEN + self.suite.iv_len();
-        pkt.copy_within(0..l.hdr_len, shift);
-        let new_len = l.hdr_len + inb.payload.len();
-        packet::fix_ip_header(
-            &mut pkt[shift..shift + l.hdr_len],
-            l.version,
-            l.nh_field,
+        pkt.copy_within(0..l.header_len, shift);
+        let new_len = l.header_len + inb.payload.len();
+        l.rewrite(
+            &mut pkt[shift..shift + l.header_len],
             inb.next_header,
             new_len,
         )?;
@@ -308,11 +307,11 @@ impl Sa {
         if start > end || end > frame.buf.len() {
             return Err(EspError::Truncated);
         }
-        let l = packet::parse_ip(&frame.buf[start..end])?;
-        if l.proto == PROTO_NONE && l.hdr_len == l.end {
+        let l = packet::whole_datagram(&frame.buf[start..end])?;
+        if l.protocol == PROTO_NONE && l.header_len == l.end {
             return Err(EspError::EmptyPayload);
         }
-        let payload_len = l.end - l.hdr_len;
+        let payload_len = l.end - l.header_len;
         if payload_len == 0 {
             return Err(EspError::EmptyPayload);
         }
@@ -325,7 +324,11 @@ impl Sa {
             return Err(EspError::NoRoom);
         }
         let new_len = l.end + head + tail;
-        let limit = if l.version == 4 { 0xffff } else { 0xffff + 40 };
+        let limit = if l.version() == 4 {
+            0xffff
+        } else {
+            0xffff + 40
+        };
         if new_len > limit {
             return Err(EspError::TooBig);
         }
@@ -339,8 +342,8 @@ impl Sa {
 
         let buf = &mut *frame.buf;
         let new_start = start - head;
-        buf.copy_within(start..start + l.hdr_len, new_start);
-        let esp_off = new_start + l.hdr_len;
+        buf.copy_within(start..start + l.header_len, new_start);
+        let esp_off = new_start + l.header_len;
         buf[esp_off..esp_off + 4].copy_from_slice(&self.spi.to_be_bytes());
         buf[esp_off + 4..esp_off + 8].copy_from_slice(&seq32.to_be_bytes());
         let iv = &mut buf[esp_off + 8..esp_off + 8 + iv_len];
@@ -355,14 +358,8 @@ impl Sa {
             *b = (i + 1) as u8;
         }
         buf[ip_end + pad] = pad as u8;
-        buf[ip_end + pad + 1] = l.proto;
-        packet::fix_ip_header(
-            &mut buf[new_start..esp_off],
-            l.version,
-            l.nh_field,
-            PROTO_ESP,
-            new_len,
-        )?;
+        buf[ip_end + pad + 1] = l.protocol;
+        l.rewrite(&mut buf[new_start..esp_off], PROTO_ESP, new_len)?;
         let esp_end = ip_end + tail;
         self.xform
             .seal(&mut buf[esp_off..esp_end], iv_len, icv_len)?;

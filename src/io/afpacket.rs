@@ -65,11 +65,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::io::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
 
 use super::neigh::NeighReader;
-use super::pkt::{IPPROTO_ESP, IPPROTO_UDP, fix_ipv4_checksum, fix_udp_checksum, parse_l3};
 use super::pool::FramePool;
 use super::socket::{bind, new_socket, setsockopt_int};
+use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, UdpPacket, ethertype, protocol};
 
-const ETH_HDR: usize = 14;
+const ETH_HDR: usize = wire::eth::HEADER_LEN;
 const ETH_P_ALL: u16 = 0x0003;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -493,18 +493,18 @@ impl PacketMmapIo {
 
     /// Is this L3 packet (inside an Ethernet frame) ours? Returns its L3 length.
     fn ours(&self, l3pkt: &[u8]) -> Option<usize> {
-        let l3 = parse_l3(l3pkt)?;
-        if !self.local.contains(&l3.dst) {
+        let l3 = wire::ip::parse(l3pkt).ok()?;
+        if !self.local.contains(&l3.dst) || l3.fragment {
             return None;
         }
-        match l3.proto {
-            IPPROTO_ESP if !l3.fragment => Some(l3.len),
-            IPPROTO_UDP => {
-                let (_, dport) = l3.udp_ports(l3pkt)?;
+        match l3.protocol {
+            protocol::ESP => Some(l3.end),
+            protocol::UDP => {
+                let dport = UdpPacket::new_checked(&l3pkt[l3.body()]).ok()?.dst_port();
                 self.udp_ports
                     .iter()
                     .any(|r| r.contains(&dport))
-                    .then_some(l3.len)
+                    .then_some(l3.end)
             }
             _ => None,
         }
@@ -574,11 +574,8 @@ impl PacketMmapIo {
                         Some(f) => {
                             let dst = &mut self.pool.frame_mut(f)[HEADROOM..HEADROOM + len];
                             dst.copy_from_slice(&data[o..o + len]);
-                            if status & TP_STATUS_CSUMNOTREADY != 0
-                                && let Some(l3) = parse_l3(dst)
-                                && l3.udp_ports(dst).is_some()
-                            {
-                                fix_udp_checksum(dst, &l3);
+                            if status & TP_STATUS_CSUMNOTREADY != 0 {
+                                fill_udp_checksum(dst);
                             }
                             out[n] = Desc {
                                 frame: f,
@@ -611,7 +608,7 @@ impl PacketMmapIo {
         let (s, e) = (d.start as usize, d.end as usize);
         let pkt_ok = s <= e && e <= FRAME_SIZE;
         let l3 = if pkt_ok {
-            parse_l3(&self.pool.frame(d.frame)[s..e])
+            wire::ip::parse(&self.pool.frame(d.frame)[s..e]).ok()
         } else {
             None
         };
@@ -628,7 +625,7 @@ impl PacketMmapIo {
             self.stats.tx_dropped += 1;
             return;
         };
-        let total = ETH_HDR + l3.len;
+        let total = ETH_HDR + l3.end;
         let p = &mut self.ports[pi];
         if TX_DATA_OFF + total > TX_SLOT {
             self.stats.tx_dropped += 1;
@@ -641,18 +638,26 @@ impl PacketMmapIo {
             return;
         }
         let buf = p.tx.bytes_mut(slot + TX_DATA_OFF, total);
-        buf[0..6].copy_from_slice(&nb.dst_mac);
-        buf[6..12].copy_from_slice(&nb.src_mac);
-        let et: u16 = if l3.dst.is_ipv4() { 0x0800 } else { 0x86dd };
-        buf[12..14].copy_from_slice(&et.to_be_bytes());
+        let ethertype = if l3.dst.is_ipv4() {
+            ethertype::IPV4
+        } else {
+            ethertype::IPV6
+        };
+        let eth = EthernetRepr {
+            src: nb.src_mac,
+            dst: nb.dst_mac,
+            ethertype,
+        };
+        if eth.emit(buf).is_err() {
+            self.stats.tx_dropped += 1;
+            return;
+        }
         let ip = &mut buf[ETH_HDR..];
-        ip.copy_from_slice(&self.pool.frame(d.frame)[s..s + l3.len]);
+        ip.copy_from_slice(&self.pool.frame(d.frame)[s..s + l3.end]);
         if l3.dst.is_ipv4() {
-            fix_ipv4_checksum(&mut ip[..l3.l4]);
+            Ipv4Packet::new_unchecked(&mut ip[..l3.header_len]).fill_checksum();
         }
-        if l3.udp_ports(ip).is_some() {
-            fix_udp_checksum(ip, &l3);
-        }
+        fill_udp_checksum(ip);
         // tpacket2_hdr: tp_len @4, tp_snaplen @8.
         let hdr = p.tx.bytes_mut(slot, 16);
         hdr[4..8].copy_from_slice(&(total as u32).to_ne_bytes());
@@ -668,16 +673,20 @@ impl PacketMmapIo {
 /// Offset of the L3 header in an Ethernet frame (VLAN tags skipped), if IPv4/IPv6.
 #[inline]
 fn l3_offset(f: &[u8]) -> Option<usize> {
-    let mut o = 12;
-    for _ in 0..3 {
-        let et = u16::from_be_bytes([*f.get(o)?, *f.get(o + 1)?]);
-        match et {
-            0x0800 | 0x86dd => return Some(o + 2),
-            0x8100 | 0x88a8 => o += 4,
-            _ => return None,
-        }
+    EthernetFrame::new_checked(f).ok()?.ip_offset()
+}
+
+/// Fills the UDP checksum of an unfragmented UDP packet in place (anything else is left alone).
+fn fill_udp_checksum(pkt: &mut [u8]) {
+    let Ok(l) = wire::ip::parse(pkt) else {
+        return;
+    };
+    if l.fragment || l.protocol != protocol::UDP {
+        return;
     }
-    None
+    if let Ok(mut u) = UdpPacket::new_checked(&mut pkt[l.body()]) {
+        u.fill_checksum(l.src, l.dst);
+    }
 }
 
 impl PacketIo for PacketMmapIo {

@@ -195,6 +195,7 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
             tx_dropped: a.tx_dropped + b.tx_dropped + self.cross_no_frame + self.cross_bad,
             rx_no_frame: a.rx_no_frame + b.rx_no_frame,
             rx_oversize: a.rx_oversize + b.rx_oversize,
+            rx_queue_overflow: a.rx_queue_overflow + b.rx_queue_overflow,
             tx_no_neighbour: a.tx_no_neighbour + b.tx_no_neighbour,
             syscalls: a.syscalls + b.syscalls,
         }

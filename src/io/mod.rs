@@ -18,7 +18,6 @@ pub mod afpacket;
 pub mod dual;
 pub mod mem;
 pub mod neigh;
-pub mod pkt;
 pub mod pool;
 pub mod socket;
 pub mod xdp;
@@ -79,6 +78,9 @@ pub struct IoStats {
     pub rx_oversize: u64,
     /// No next-hop MAC known for the destination (AF_XDP / AF_PACKET).
     pub tx_no_neighbour: u64,
+    /// Datagrams the kernel dropped because a socket's receive queue was full (socket backend,
+    /// `SO_RXQ_OVFL`): we did not read fast enough.
+    pub rx_queue_overflow: u64,
     pub syscalls: u64,
 }
 

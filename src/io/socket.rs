@@ -50,10 +50,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::io::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
 
-use super::pkt::{
-    self, IPPROTO_ESP, IPPROTO_UDP, IPV4_HDR, IPV6_HDR, UDP_HDR, fix_udp_checksum, parse_l3,
-};
 use super::pool::FramePool;
+use crate::wire::ip::{self, IPV4_HEADER_LEN as IPV4_HDR, IPV6_HEADER_LEN as IPV6_HDR};
+use crate::wire::udp::{HEADER_LEN as UDP_HDR, UdpPacket, UdpRepr};
+use crate::wire::{Ipv4Repr, Ipv6Repr, protocol};
 
 /// A UDP socket to bind: packets received on it are tagged `side`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,9 @@ pub struct SocketConfig {
     pub frames: u32,
     /// Most datagrams per `recvmmsg`/`sendmmsg` (default 64).
     pub batch: usize,
-    /// `SO_RCVBUF` / `SO_SNDBUF` for every socket, if set.
+    /// `SO_RCVBUF` / `SO_SNDBUF` for every socket, if set. The receive default is 4 MiB, not
+    /// the kernel's ~200 KiB: a worker descheduled for a few milliseconds during a burst (a
+    /// cell coming back, its phones all registering) must not lose datagrams.
     pub rcvbuf: Option<usize>,
     pub sndbuf: Option<usize>,
 }
@@ -91,7 +93,7 @@ impl Default for SocketConfig {
             esp: Vec::new(),
             frames: 4096,
             batch: 64,
-            rcvbuf: None,
+            rcvbuf: Some(4 << 20),
             sndbuf: None,
         }
     }
@@ -144,6 +146,8 @@ struct TxItem {
 
 #[derive(Debug)]
 struct Sock {
+    /// The kernel's drop count (`SO_RXQ_OVFL`) last seen on this socket.
+    queue_drops: u32,
     fd: OwnedFd,
     kind: Kind,
     side: Side,
@@ -340,6 +344,7 @@ impl SocketIo {
             bind(raw, b.addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("bind UDP {}: {e}", b.addr)))?;
             socks.push(Sock {
+                queue_drops: 0,
                 fd,
                 kind,
                 side: b.side,
@@ -368,6 +373,7 @@ impl SocketIo {
                     .map_err(|e| io::Error::new(e.kind(), format!("bind ESP {}: {e}", b.addr)))?;
             }
             socks.push(Sock {
+                queue_drops: 0,
                 fd,
                 kind,
                 side: b.side,
@@ -518,6 +524,11 @@ impl SocketIo {
             let name = self.names[i].to_socket_addr();
             let local = self.socks[si].local;
             let port = self.socks[si].port;
+            if let Some(d) = meta.and_then(|m| m.queue_drops) {
+                let seen = &mut self.socks[si].queue_drops;
+                self.stats.rx_queue_overflow += u64::from(d.wrapping_sub(*seen));
+                *seen = d;
+            }
             let frame = self.pool.frame_mut(f);
             let ok = match meta {
                 None => None,
@@ -633,10 +644,14 @@ impl SocketIo {
             return None;
         }
         let pkt = &frame[s..e];
-        let l3 = parse_l3(pkt)?;
-        match l3.proto {
-            IPPROTO_UDP => {
-                let (sport, dport) = l3.udp_ports(pkt)?;
+        let l3 = ip::parse(pkt).ok()?;
+        if l3.fragment {
+            return None;
+        }
+        match l3.protocol {
+            protocol::UDP => {
+                let udp = UdpPacket::new_checked(&pkt[l3.body()]).ok()?;
+                let (sport, dport) = (udp.src_port(), udp.dst_port());
                 let want_v4 = l3.src.is_ipv4();
                 let si = self.socks.iter().position(|k| {
                     matches!((k.kind, want_v4), (Kind::Udp4, true) | (Kind::Udp6, false))
@@ -644,21 +659,21 @@ impl SocketIo {
                         && (k.local == l3.src || k.local.is_unspecified())
                 })?;
                 let (dst, _) = SockAddrBuf::new(SocketAddr::new(l3.dst, dport));
-                let off = s + l3.l4 + UDP_HDR;
+                let off = s + l3.header_len + UDP_HDR;
                 let src = self.socks[si].local.is_unspecified().then_some(l3.src);
                 Some((
                     si,
                     TxItem {
                         frame: d.frame,
                         off: off as u16,
-                        len: (s + l3.len - off) as u16,
+                        len: (s + l3.end - off) as u16,
                         dst,
                         src,
                         hlim: 0,
                     },
                 ))
             }
-            IPPROTO_ESP => {
+            protocol::ESP => {
                 let want = if l3.src.is_ipv4() {
                     Kind::Esp4
                 } else {
@@ -674,20 +689,24 @@ impl SocketIo {
                         TxItem {
                             frame: d.frame,
                             off: s as u16,
-                            len: l3.len as u16,
+                            len: l3.end as u16,
                             dst,
                             src: None,
                             hlim: 0,
                         },
                     ))
                 } else {
+                    // the kernel writes the IPv6 header of a raw socket: no extension headers
+                    if l3.header_len != IPV6_HDR {
+                        return None;
+                    }
                     let off = s + IPV6_HDR;
                     Some((
                         si,
                         TxItem {
                             frame: d.frame,
                             off: off as u16,
-                            len: (l3.len - IPV6_HDR) as u16,
+                            len: (l3.end - IPV6_HDR) as u16,
                             dst,
                             src: Some(l3.src),
                             hlim: pkt[7],
@@ -701,13 +720,14 @@ impl SocketIo {
 }
 
 fn set_bufs(fd: RawFd, cfg: &SocketConfig) -> io::Result<()> {
+    // every datagram tells us how many the kernel dropped on a full queue before it
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
     if let Some(n) = cfg.rcvbuf {
-        setsockopt_int(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            n.min(i32::MAX as usize) as i32,
-        )?;
+        let n = n.min(i32::MAX as usize / 2) as i32;
+        // past net.core.rmem_max only with CAP_NET_ADMIN; without it, what the limit allows
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, n).is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n)?;
+        }
     }
     if let Some(n) = cfg.sndbuf {
         setsockopt_int(
@@ -726,6 +746,8 @@ struct RxMeta {
     dst: Option<IpAddr>,
     ttl: Option<u8>,
     tos: u8,
+    /// The socket's running count of datagrams dropped on a full receive queue.
+    queue_drops: Option<u32>,
 }
 
 /// Read IP_PKTINFO / IPV6_PKTINFO, TTL / hop limit and TOS / traffic class.
@@ -760,6 +782,9 @@ unsafe fn parse_cmsgs(h: &libc::msghdr) -> RxMeta {
                 (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
                     m.tos = data.cast::<libc::c_int>().read_unaligned() as u8
                 }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                    m.queue_drops = Some(data.cast::<u32>().read_unaligned())
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
@@ -783,48 +808,68 @@ fn build_rx(
     let dst = m.dst.or((!local.is_unspecified()).then_some(local));
     match kind {
         Kind::Esp4 => {
-            let l3 = parse_l3(&p[..len])?;
-            (l3.len == len).then_some(len)
+            let l3 = ip::parse(p.get(..len)?).ok()?;
+            (l3.end == len).then_some(len)
         }
         Kind::Esp6 => {
             let (IpAddr::V6(s), Some(IpAddr::V6(d))) = (name?.ip(), dst) else {
                 return None;
             };
-            pkt::write_ipv6(p, s, d, IPPROTO_ESP, m.ttl.unwrap_or(64), m.tos, len);
+            Ipv6Repr {
+                src: s,
+                dst: d,
+                next_header: protocol::ESP,
+                hop_limit: m.ttl.unwrap_or(64),
+                traffic_class: m.tos,
+                payload_len: len,
+            }
+            .emit(p)
+            .ok()?;
             Some(IPV6_HDR + len)
         }
         Kind::Udp4 | Kind::Udp6 => {
             let src = name?;
-            let (ip_len, total) = match (src.ip(), dst?) {
+            let dst = dst?;
+            let udp_len = UDP_HDR + len;
+            let ip_len = match (src.ip(), dst) {
                 (IpAddr::V4(s), IpAddr::V4(d)) => {
-                    pkt::write_ipv4(
-                        p,
-                        s,
-                        d,
-                        IPPROTO_UDP,
-                        m.ttl.unwrap_or(64),
-                        m.tos,
-                        UDP_HDR + len,
-                    );
-                    (IPV4_HDR, IPV4_HDR + UDP_HDR + len)
+                    Ipv4Repr {
+                        src: s,
+                        dst: d,
+                        protocol: protocol::UDP,
+                        ttl: m.ttl.unwrap_or(64),
+                        tos: m.tos,
+                        payload_len: udp_len,
+                    }
+                    .emit(p)
+                    .ok()?;
+                    IPV4_HDR
                 }
                 (IpAddr::V6(s), IpAddr::V6(d)) => {
-                    pkt::write_ipv6(
-                        p,
-                        s,
-                        d,
-                        IPPROTO_UDP,
-                        m.ttl.unwrap_or(64),
-                        m.tos,
-                        UDP_HDR + len,
-                    );
-                    (IPV6_HDR, IPV6_HDR + UDP_HDR + len)
+                    Ipv6Repr {
+                        src: s,
+                        dst: d,
+                        next_header: protocol::UDP,
+                        hop_limit: m.ttl.unwrap_or(64),
+                        traffic_class: m.tos,
+                        payload_len: udp_len,
+                    }
+                    .emit(p)
+                    .ok()?;
+                    IPV6_HDR
                 }
                 _ => return None,
             };
-            pkt::write_udp(&mut p[ip_len..], src.port(), port, len);
-            let l3 = parse_l3(&p[..total])?;
-            fix_udp_checksum(p, &l3);
+            let total = ip_len + udp_len;
+            let udp = p.get_mut(ip_len..total)?;
+            UdpRepr {
+                src_port: src.port(),
+                dst_port: port,
+                payload_len: len,
+            }
+            .emit(udp)
+            .ok()?;
+            UdpPacket::new_unchecked(udp).fill_checksum(src.ip(), dst);
             Some(total)
         }
     }

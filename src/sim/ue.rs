@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
-use crate::dataplane::l3::{self, L4};
+use crate::dataplane::classify::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions};
 use crate::lab::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
+use crate::wire::{self, Ipv6Repr, protocol};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -209,13 +210,16 @@ impl Sim {
             IpAddr::V4(_) => recv_ip(&self.rx, buf),
             IpAddr::V6(me) => {
                 let (n, from) = recv_esp6(&self.rx, &mut buf[40..])?;
-                buf[..40].fill(0);
-                buf[0] = 0x60;
-                buf[4..6].copy_from_slice(&(n as u16).to_be_bytes());
-                buf[6] = crate::dataplane::l3::PROTO_ESP;
-                buf[7] = 64;
-                buf[8..24].copy_from_slice(&from.octets());
-                buf[24..40].copy_from_slice(&me.octets());
+                Ipv6Repr {
+                    src: from,
+                    dst: me,
+                    next_header: protocol::ESP,
+                    hop_limit: 64,
+                    traffic_class: 0,
+                    payload_len: n,
+                }
+                .emit(buf)
+                .ok()?;
                 Some(40 + n)
             }
         }
@@ -240,7 +244,7 @@ impl Sim {
         frame[at..at + sip.len()].copy_from_slice(sip);
         let src = SocketAddr::new(self.cfg.ue_ip, pc);
         let dst = SocketAddr::new(self.cfg.pcscf.ip(), port_ps);
-        let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst)?;
+        let r = wire::emit_datagram(&mut frame, at..at + sip.len(), src, dst).ok()?;
         let mut f = Frame::new(&mut frame, r.start, r.end);
         sa1.outbound(&mut f).ok()?;
         let (s, e) = (f.start, f.end);
@@ -455,13 +459,13 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             let Ok((inner, _)) = sa2.decapsulate(&mut buf[..len]) else {
                 continue;
             };
-            let L4::Udp { src, payload, .. } = l3::classify(&buf[inner.clone()]) else {
+            let L4::Udp { src, payload, .. } = classify(&buf[inner.clone()]) else {
                 continue;
             };
             if src.port() != ue.port_pc {
                 continue;
             }
-            let sip = &buf[inner.start + payload.0..inner.start + payload.1];
+            let sip = &buf[inner.start + payload.start..inner.start + payload.end];
             let Ok(m) = Message::parse(sip) else { continue };
             let status = m.view().status();
             // only the answer to the request in flight (retransmissions bring duplicates)

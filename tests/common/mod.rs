@@ -354,3 +354,59 @@ pub fn link_info(ns: &str, ifname: &str) -> ([u8; 6], u32) {
     }
     (m, idx)
 }
+
+/// Test frames: writes an IP header at `buf[0..]` for `payload_len` bytes of `proto` after it
+/// (TTL 64) and returns the header's length.
+pub fn write_ip(buf: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8, payload_len: usize) -> usize {
+    use pcscf::wire::{Ipv4Repr, Ipv6Repr};
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            Ipv4Repr {
+                src,
+                dst,
+                protocol: proto,
+                ttl: 64,
+                tos: 0,
+                payload_len,
+            }
+            .emit(buf)
+            .unwrap();
+            20
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: proto,
+                hop_limit: 64,
+                traffic_class: 0,
+                payload_len,
+            }
+            .emit(buf)
+            .unwrap();
+            40
+        }
+        _ => panic!("families differ"),
+    }
+}
+
+/// Test frames: a UDP header at `buf[0..8]` (checksum 0).
+pub fn write_udp(buf: &mut [u8], sport: u16, dport: u16, payload_len: usize) {
+    pcscf::wire::UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+        payload_len,
+    }
+    .emit(buf)
+    .unwrap();
+}
+
+/// The UDP ports of an IP packet, if it is unfragmented UDP.
+pub fn udp_ports(p: &[u8]) -> Option<(u16, u16)> {
+    let l = pcscf::wire::ip::parse(p).ok()?;
+    if l.fragment || l.protocol != 17 {
+        return None;
+    }
+    let u = pcscf::wire::UdpPacket::new_checked(&p[l.body()]).ok()?;
+    Some((u.src_port(), u.dst_port()))
+}

@@ -102,8 +102,7 @@ pub fn ip_packet(fam: Fam, l4: L4, sport: u16, dport: u16, data: &[u8], v6_ext: 
             p.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
             p.extend_from_slice(&V4_SRC);
             p.extend_from_slice(&V4_DST);
-            let c = pcscf::esp::packet::ipv4_header_checksum(&p);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
+            pcscf::wire::Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
         }
         Fam::V6 => {
             let ext: Vec<u8> = if v6_ext {

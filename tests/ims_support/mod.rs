@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, UeAuthResult, Usim, digest};
 use pcscf::control::registrar::{RegistrarConfig, SOURCE_BURST, SOURCE_PER_SECOND};
-use pcscf::dataplane::l3;
 use pcscf::esp::SaOptions;
 use pcscf::esp::{Frame, Sa};
 use pcscf::lab::rawip;
@@ -213,7 +212,9 @@ pub fn esp_packet(sa: &Sa, src: SocketAddr, dst: SocketAddr, sip: &[u8]) -> Vec<
     let at = 256 + ip_udp;
     let mut frame = vec![0u8; at + sip.len() + 512];
     frame[at..at + sip.len()].copy_from_slice(sip);
-    let r = l3::write_udp(&mut frame, at..at + sip.len(), src, dst).unwrap();
+    let r = pcscf::wire::emit_datagram(&mut frame, at..at + sip.len(), src, dst)
+        .ok()
+        .unwrap();
     let mut f = Frame::new(&mut frame, r.start, r.end);
     sa.outbound(&mut f).unwrap();
     let (fs, fe) = (f.start, f.end);

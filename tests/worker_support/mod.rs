@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::l3;
+use pcscf::dataplane::classify;
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::{SharedStats, WorkerStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
@@ -65,7 +65,9 @@ pub fn cfg(relay: bool) -> WorkerConfig {
 pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 128 + payload.len()];
     buf[128..].copy_from_slice(payload);
-    let r = l3::write_udp(&mut buf, 128..128 + payload.len(), src, dst).unwrap();
+    let r = pcscf::wire::emit_datagram(&mut buf, 128..128 + payload.len(), src, dst)
+        .ok()
+        .unwrap();
     buf[r].to_vec()
 }
 
@@ -126,8 +128,8 @@ fn top_branch(sip: &[u8]) -> Vec<u8> {
 
 /// The SIP payload of a UDP packet.
 fn sip_in(pkt: &[u8]) -> Vec<u8> {
-    match l3::classify(pkt) {
-        l3::L4::Udp { payload, .. } => pkt[payload.0..payload.1].to_vec(),
+    match classify::classify(pkt) {
+        classify::L4::Udp { payload, .. } => pkt[payload.start..payload.end].to_vec(),
         other => panic!("not UDP: {other:?}"),
     }
 }
@@ -284,7 +286,7 @@ impl Rig {
         assert!(sent.len() <= 1);
         for (_, p) in &sent {
             assert!(
-                !matches!(l3::classify(p), l3::L4::Other),
+                !matches!(classify::classify(p), classify::L4::Other),
                 "sent a packet that is not IP/UDP/ESP"
             );
         }

@@ -16,7 +16,6 @@
 //! may start anywhere from offset 14; the Ethernet header goes into the 14 bytes before it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
@@ -25,10 +24,9 @@ use super::neigh::NeighLookup;
 use super::netlink;
 use super::ring::Ring;
 use super::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
+use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv6Packet, ethertype};
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_HLEN: usize = wire::eth::HEADER_LEN;
 
 /// How to bind: the zero-copy question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,28 +546,13 @@ impl XdpIo {
     }
 }
 
-/// The L3 length from the IP header at `p` (`None`: not IPv4/IPv6, or longer than `p`).
+/// The IP datagram's length from its header at `p` (`None`: not IPv4/IPv6, or malformed, or
+/// longer than `p`). Frames may carry Ethernet padding after the packet: the IP length is the
+/// truth.
 fn l3_len(p: &[u8]) -> Option<usize> {
-    let v = p.first()? >> 4;
-    let len = match v {
-        4 if p.len() >= 20 => usize::from(u16::from_be_bytes([p[2], p[3]])),
-        6 if p.len() >= 40 => 40 + usize::from(u16::from_be_bytes([p[4], p[5]])),
-        _ => return None,
-    };
-    // Frames may carry Ethernet padding after the packet: the IP length is the truth.
-    (len >= 20 && len <= p.len()).then_some(len)
-}
-
-fn dst_addr(p: &[u8]) -> Option<(IpAddr, u16)> {
     match p.first()? >> 4 {
-        4 if p.len() >= 20 => {
-            let a: [u8; 4] = p[16..20].try_into().ok()?;
-            Some((IpAddr::V4(Ipv4Addr::from(a)), ETH_P_IP))
-        }
-        6 if p.len() >= 40 => {
-            let a: [u8; 16] = p[24..40].try_into().ok()?;
-            Some((IpAddr::V6(Ipv6Addr::from(a)), ETH_P_IPV6))
-        }
+        4 => Some(Ipv4Packet::new_checked(p).ok()?.total_len()),
+        6 => Some(Ipv6Packet::new_checked(p).ok()?.total_len()),
         _ => None,
     }
 }
@@ -600,14 +583,9 @@ impl PacketIo for XdpIo {
             let len = d.len as usize;
             let frame = self.frame_slice(f);
             let pkt = &frame[off..off + len];
-            let l3 = if len >= ETH_HLEN {
-                let et = u16::from_be_bytes([pkt[12], pkt[13]]);
-                match et {
-                    ETH_P_IP | ETH_P_IPV6 => l3_len(&pkt[ETH_HLEN..]),
-                    _ => None,
-                }
-            } else {
-                None
+            let l3 = match EthernetFrame::new_checked(pkt).map(|f| f.ethertype()) {
+                Ok(ethertype::IPV4 | ethertype::IPV6) => l3_len(&pkt[ETH_HLEN..]),
+                _ => None,
             };
             match l3 {
                 Some(l) => {
@@ -695,7 +673,7 @@ impl PacketIo for XdpIo {
                 continue;
             }
             let frame = self.frame_slice(d.frame);
-            let Some((dst, ethertype)) = dst_addr(&frame[start..end]) else {
+            let Ok(dst) = wire::ip::parse(&frame[start..end]).map(|l| l.dst) else {
                 self.stats.tx_dropped += 1;
                 self.give_back(d.frame);
                 continue;
@@ -706,10 +684,18 @@ impl PacketIo for XdpIo {
                 continue;
             };
             let frame = self.frame_slice(d.frame);
-            let eth = &mut frame[start - ETH_HLEN..start];
-            eth[0..6].copy_from_slice(&dmac);
-            eth[6..12].copy_from_slice(&mac);
-            eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            let ethertype = if dst.is_ipv4() {
+                ethertype::IPV4
+            } else {
+                ethertype::IPV6
+            };
+            // (room checked above: start ≥ ETH_HLEN)
+            let _ = EthernetRepr {
+                src: mac,
+                dst: dmac,
+                ethertype,
+            }
+            .emit(&mut frame[start - ETH_HLEN..start]);
             self.state[d.frame as usize] = FrameState::Kernel;
             self.tx.prod_write(
                 k,
