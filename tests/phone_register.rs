@@ -859,3 +859,16 @@ fn requests_to_us_in_the_clear_are_answered_not_forwarded() {
         }
     }
 }
+
+/// In the clear the source is not verified: an OPTIONS to us whose answer would be larger than
+/// it (a bare request, no Route, no Max-Forwards) is not answered — no amplification.
+#[test]
+fn a_bare_options_to_us_in_the_clear_is_not_amplified() {
+    let mut r = rig(false);
+    let bare = b"OPTIONS sip:10.46.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 10.46.0.6;branch=z9hG4bKa\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\ni: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let (side, pkt) = r.packet(Kind::PlainUe, bare).unwrap();
+    assert!(r.w.io().inject(side, &pkt));
+    r.w.poll_once();
+    assert!(r.w.io().take_sent().is_empty());
+    assert_eq!(r.w.stats().drops[Drop::ToUs as usize], 1);
+}

@@ -49,7 +49,8 @@ pub enum Drop {
     /// Received packets bigger than a frame (a jumbo-MTU link), dropped by the backend before
     /// the worker saw them (the backend's `IoStats::rx_oversize`).
     Oversize,
-    /// A request addressed to us that takes no answer (an ACK, RFC 3261 §17.2.3), absorbed.
+    /// A request addressed to us that takes no answer (an ACK, RFC 3261 §17.2.3), or whose
+    /// answer would be larger than it (an unverified source: no amplification).
     ToUs,
 }
 

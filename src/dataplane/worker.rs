@@ -556,9 +556,17 @@ impl<P: PacketIo> Worker<P> {
         // request loses anyway) makes us the UAS: answered here, never forwarded.
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
-                Some((code, reason)) => {
-                    self.reply_with(d, idx, (src, dst), code, reason, rules::ALLOW_TO_US)
-                }
+                // The source of a UDP request is not verified: an answer larger than the
+                // request is not sent (no amplification toward a spoofed victim; a phone's
+                // OPTIONS, with its Route and Max-Forwards, is larger than our answer).
+                Some((code, reason)) => self.reply_with(
+                    d,
+                    idx,
+                    (src, dst),
+                    (code, reason),
+                    rules::ALLOW_TO_US,
+                    Some(payload.1 - payload.0),
+                ),
                 None => Verdict::Drop(Drop::ToUs),
             };
         }
@@ -937,18 +945,19 @@ impl<P: PacketIo> Worker<P> {
         code: u16,
         reason: &str,
     ) -> Verdict {
-        self.reply_with(d, idx, (src, dst), code, reason, b"")
+        self.reply_with(d, idx, (src, dst), (code, reason), b"", None)
     }
 
-    /// [`Self::reply`] with `extra` header lines (each ending in CRLF).
+    /// [`Self::reply`] with `extra` header lines (each ending in CRLF); not sent (dropped as
+    /// [`Drop::ToUs`]) when longer than `at_most` bytes.
     fn reply_with(
         &mut self,
         d: Desc,
         idx: Index,
         (src, dst): (SocketAddr, SocketAddr),
-        code: u16,
-        reason: &str,
+        (code, reason): (u16, &str),
         extra: &[u8],
+        at_most: Option<usize>,
     ) -> Verdict {
         let frame = self.io.frame(&d);
         let n = match rules::build_response(
@@ -962,6 +971,9 @@ impl<P: PacketIo> Worker<P> {
             Some(n) => n,
             None => return Verdict::Drop(Drop::NoRoom),
         };
+        if at_most.is_some_and(|m| n > m) {
+            return Verdict::Drop(Drop::ToUs);
+        }
         let Some(out) = self.io.alloc(d.side) else {
             return Verdict::Drop(Drop::NoRoom);
         };
