@@ -872,3 +872,34 @@ fn a_bare_options_to_us_in_the_clear_is_not_amplified() {
     assert!(r.w.io().take_sent().is_empty());
     assert_eq!(r.w.stats().drops[Drop::ToUs as usize], 1);
 }
+
+/// From the core: an OPTIONS to us is answered from our core-side address, never sent on to a
+/// UE; in relay mode a UE's request loses the Route entries naming us before it is forwarded.
+#[test]
+fn core_options_to_us_and_relay_pops_our_routes() {
+    let mut r = rig(false);
+    let opt = b"OPTIONS sip:pcscf.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKc1\r\nMax-Forwards: 70\r\nFrom: <sip:scscf@ims.example.net>;tag=1\r\nTo: <sip:pcscf.example.net>\r\nCall-ID: k\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let sent = r.exchange(Kind::Core, opt);
+    let (src, dst, sip) = match l3::classify(&sent) {
+        l3::L4::Udp { src, dst, payload } => (src, dst, sent[payload.0..payload.1].to_vec()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:5060")));
+    assert_eq!(
+        Message::parse_strict(&sip).unwrap().view().status(),
+        Some(200)
+    );
+
+    let mut r = rig(true);
+    let msg: &str = "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bKr1;rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.46.0.1:5060;lr>, <sip:[fd00:46::1];lr>\r\nRoute: <sip:icscf.example.net;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: r1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let sent = r.exchange(Kind::PlainUe, msg.as_bytes());
+    let sip = match l3::classify(&sent) {
+        l3::L4::Udp { payload, .. } => sent[payload.0..payload.1].to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let m = Message::parse_strict(&sip).unwrap();
+    assert_eq!(
+        m.view().values(HeaderName::Route).collect::<Vec<_>>(),
+        vec![&b"<sip:icscf.example.net;lr>"[..]]
+    );
+}

@@ -588,7 +588,12 @@ impl<P: PacketIo> Worker<P> {
         let frame = self.io.frame(&d);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::forward_request(&mut ed, &me, src, &branch).is_err() {
+        // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
+        // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
+        // other Routes stay, as a stateless proxy's would.)
+        if rules::pop_own_routes(&mut ed, &me).is_err()
+            || rules::forward_request(&mut ed, &me, src, &branch).is_err()
+        {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
@@ -646,6 +651,14 @@ impl<P: PacketIo> Worker<P> {
     ) -> Verdict {
         let frame = self.io.frame(&d);
         let view = idx.view(frame);
+        // RFC 3261 §16.4: a request from the core addressed to us (an OPTIONS keep-alive, say)
+        // is answered here, from our core-side address.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some(cr) => self.reply_with(d, idx, (src, dst), cr, rules::ALLOW_TO_US, None),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         let target = rules::request_uri_addr(view);
         let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
         let (Some(target), Some(e)) = (target, entry) else {
