@@ -52,9 +52,12 @@ pub enum Drop {
     /// Datagrams the kernel dropped because our socket's receive queue was full: the worker did
     /// not keep up (socket backend, `SO_RXQ_OVFL`; the backend's `IoStats::rx_queue_overflow`).
     QueueOverflow,
+    /// A request addressed to us that takes no answer (an ACK, RFC 3261 §17.2.3), or whose
+    /// answer would be larger than it (an unverified source: no amplification).
+    ToUs,
 }
 
-pub const DROP_REASONS: usize = 16;
+pub const DROP_REASONS: usize = 17;
 
 impl Drop {
     pub const ALL: [Drop; DROP_REASONS] = [
@@ -74,6 +77,7 @@ impl Drop {
         Drop::NotRegistered,
         Drop::Oversize,
         Drop::QueueOverflow,
+        Drop::ToUs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Drop {
             Drop::NotRegistered => "not_registered",
             Drop::Oversize => "oversize",
             Drop::QueueOverflow => "queue_overflow",
+            Drop::ToUs => "to_us",
         }
     }
 }

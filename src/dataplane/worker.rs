@@ -28,8 +28,23 @@ use crate::satable::{ReadGuard, SaReader};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
 use crate::sip::pcscf::{self as rules, ProxyIdentity};
-use crate::sip::{Editor, HeaderName};
+use crate::sip::{Editor, HeaderName, OwnUris};
 use crate::wire;
+
+impl WorkerConfig {
+    /// What names us in a Route or Request-URI: our hostname, UE-side and core-side addresses,
+    /// the plain UE-side and core-side ports and the protected range (`sip::own`).
+    pub fn own_uris(&self) -> OwnUris {
+        let mut addrs = self.ue_addrs.clone();
+        addrs.push(self.core.ip());
+        OwnUris::new(
+            &[self.hostname.as_str()],
+            &addrs,
+            &[self.ue_sip_port, self.core.port()],
+            Some(self.protected_ports.clone()),
+        )
+    }
+}
 
 /// What a worker needs to know about the deployment; built once from the configuration.
 #[derive(Clone, Debug)]
@@ -57,12 +72,12 @@ pub struct WorkerConfig {
 
 /// Who we are when the workers forward: only our Via matters (Path, P-Visited-Network-ID and
 /// the charging vector belong to the REGISTER, which the registration thread rewrites).
-fn relay_identity(cfg: &WorkerConfig) -> ProxyIdentity<'_> {
+fn relay_identity<'a>(cfg: &'a WorkerConfig, own: &'a OwnUris) -> ProxyIdentity<'a> {
     ProxyIdentity {
         via_sent_by: cfg.via_sent_by.as_bytes(),
         via_transport: b"UDP",
         path_uri: b"",
-        own_hosts: &[],
+        own,
         visited_network_id: b"",
         orig_ioi: b"",
     }
@@ -131,6 +146,8 @@ pub struct Worker<P: PacketIo> {
     stats: WorkerStats,
     /// Seals and checks our Via branches.
     key: &'static BranchKey,
+    /// What names us in a Route / Request-URI (built once from `cfg`).
+    own: OwnUris,
     rx: Vec<Desc>,
     tx: Vec<Desc>,
     freed: Vec<Desc>,
@@ -167,6 +184,7 @@ impl<P: PacketIo> Worker<P> {
             shared,
             stats: WorkerStats::default(),
             key: branch_key(),
+            own: cfg.own_uris(),
             rx: vec![
                 Desc {
                     frame: 0,
@@ -473,6 +491,15 @@ impl<P: PacketIo> Worker<P> {
         if rules::max_forwards_exhausted(view) {
             return Verdict::Drop(Drop::TooManyHops);
         }
+        // RFC 3261 §16.4: a Request-URI that is us makes us the UAS (the UE's Route entries do
+        // not matter: below they are all replaced by the Service-Route). Answered over the SA
+        // set it came over, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some((code, reason)) => self.reply_over_sa(d, idx, e, sas, code, reason),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
         // The branch records the SPI the request came over and the UE's port (the Via sent-by,
         // spec §2.2), so the response goes back over this SA set — even while a re-registration
@@ -484,7 +511,7 @@ impl<P: PacketIo> Worker<P> {
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
         let core = self.cfg.core;
-        let me = relay_identity(&self.cfg);
+        let me = relay_identity(&self.cfg, &self.own);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
         if rules::rewrite_protected_request(&mut ed, &me, isrc, &branch, reg.pai(), reg.route())
@@ -529,6 +556,24 @@ impl<P: PacketIo> Worker<P> {
         if rules::max_forwards_exhausted(view) {
             return self.reply(d, idx, src, dst, 483, "Too Many Hops");
         }
+        // RFC 3261 §16.4: a Request-URI that is us (after our Route entries, which a relayed
+        // request loses anyway) makes us the UAS: answered here, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                // The source of a UDP request is not verified: an answer larger than the
+                // request is not sent (no amplification toward a spoofed victim; a phone's
+                // OPTIONS, with its Route and Max-Forwards, is larger than our answer).
+                Some((code, reason)) => self.reply_with(
+                    d,
+                    idx,
+                    (src, dst),
+                    (code, reason),
+                    rules::ALLOW_TO_US,
+                    Some(payload.1 - payload.0),
+                ),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         if !self.cfg.stateless_relay {
             // TS 24.229 §5.2.2: requests other than REGISTER must arrive over the UE's SAs.
             return self.reply(d, idx, src, dst, 403, "Forbidden");
@@ -543,11 +588,16 @@ impl<P: PacketIo> Worker<P> {
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, 0, port, hash, src.ip(), NO_UE);
         let core = self.cfg.core;
-        let me = relay_identity(&self.cfg);
+        let me = relay_identity(&self.cfg, &self.own);
         let frame = self.io.frame(&d);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::forward_request(&mut ed, &me, src, &branch).is_err() {
+        // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
+        // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
+        // other Routes stay, as a stateless proxy's would.)
+        if rules::pop_own_routes(&mut ed, &me).is_err()
+            || rules::forward_request(&mut ed, &me, src, &branch).is_err()
+        {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
@@ -605,6 +655,14 @@ impl<P: PacketIo> Worker<P> {
     ) -> Verdict {
         let frame = self.io.frame(&d);
         let view = idx.view(frame);
+        // RFC 3261 §16.4: a request from the core addressed to us (an OPTIONS keep-alive, say)
+        // is answered here, from our core-side address.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some(cr) => self.reply_with(d, idx, (src, dst), cr, rules::ALLOW_TO_US, None),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         let target = rules::request_uri_addr(view);
         let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
         let (Some(target), Some(e)) = (target, entry) else {
@@ -621,14 +679,11 @@ impl<P: PacketIo> Worker<P> {
         let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
             return Verdict::Drop(Drop::NoRoom);
         };
-        let core_host = self.cfg.via_sent_by.as_bytes();
-        let core_host = core_host.split(|&b| b == b':').next().unwrap_or(core_host);
-        let hosts = [self.cfg.hostname.as_bytes(), core_host];
         let me = ProxyIdentity {
             via_sent_by: &sent_by[..n],
             via_transport: b"UDP",
             path_uri: b"",
-            own_hosts: &hosts,
+            own: &self.own,
             visited_network_id: b"",
             orig_ioi: b"",
         };
@@ -776,6 +831,77 @@ impl<P: PacketIo> Worker<P> {
         self.forwarded(d, r, Side::Core)
     }
 
+    /// Answer a request that came over the SA entry `e` (a request addressed to us) with
+    /// `code` and [`rules::ALLOW_TO_US`], back over the same set as any response to the UE
+    /// (spec §2.2: our port-c → the port its Via names; our port-s when that is the pair).
+    fn reply_over_sa(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        e: &crate::satable::Entry,
+        sas: &ReadGuard<'_>,
+        code: u16,
+        reason: &str,
+    ) -> Verdict {
+        let frame = self.io.frame(&d);
+        let view = idx.view(frame);
+        let Some(port) = rules::top_via_port(view) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let Some(n) = rules::build_response(
+            view,
+            code,
+            reason,
+            b"pcscf",
+            &[rules::ALLOW_TO_US],
+            &mut self.scratch,
+        ) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let (ue, local) = (e.ue_addr(), e.local_port());
+        let Some(out_sa) = sas
+            .outbound(ue, port, local.wrapping_sub(1))
+            .or_else(|| sas.outbound(ue, port, local))
+        else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let Some(ours) = our_ue_addr(&self.cfg, ue) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let Some(out) = self.io.alloc(Side::Ue) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let frame = self.io.frame(&out);
+        let at = HEADROOM + wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN;
+        let Some(body) = frame.get_mut(at..at + n) else {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        body.copy_from_slice(&self.scratch[..n]);
+        let from = SocketAddr::new(ours, out_sa.local_port());
+        match udp_over_sa(
+            frame,
+            at..at + n,
+            from,
+            SocketAddr::new(ue, port),
+            out_sa.sa(),
+        ) {
+            Ok(r) => {
+                self.stats.esp_out += 1;
+                Verdict::Replied(Desc {
+                    frame: out.frame,
+                    start: r.start as u16,
+                    end: r.end as u16,
+                    side: Side::Ue,
+                })
+            }
+            Err(why) => {
+                self.io.free(&[out]);
+                Verdict::Drop(why)
+            }
+        }
+    }
+
     /// The verdict for a packet re-addressed and ESP-protected in its own frame.
     fn sent_over_sa(&mut self, d: Desc, r: Result<std::ops::Range<usize>, Drop>) -> Verdict {
         match r {
@@ -836,18 +962,35 @@ impl<P: PacketIo> Worker<P> {
         code: u16,
         reason: &str,
     ) -> Verdict {
+        self.reply_with(d, idx, (src, dst), (code, reason), b"", None)
+    }
+
+    /// [`Self::reply`] with `extra` header lines (each ending in CRLF); not sent (dropped as
+    /// [`Drop::ToUs`]) when longer than `at_most` bytes.
+    fn reply_with(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        (src, dst): (SocketAddr, SocketAddr),
+        (code, reason): (u16, &str),
+        extra: &[u8],
+        at_most: Option<usize>,
+    ) -> Verdict {
         let frame = self.io.frame(&d);
         let n = match rules::build_response(
             idx.view(frame),
             code,
             reason,
             b"pcscf",
-            &[],
+            &[extra],
             &mut self.scratch,
         ) {
             Some(n) => n,
             None => return Verdict::Drop(Drop::NoRoom),
         };
+        if at_most.is_some_and(|m| n > m) {
+            return Verdict::Drop(Drop::ToUs);
+        }
         let Some(out) = self.io.alloc(d.side) else {
             return Verdict::Drop(Drop::NoRoom);
         };
