@@ -1,5 +1,5 @@
 //! The SA table: every installed ESP SA, looked up by the poll-mode workers without locks
-//! (spec §2; anchors §1.6, §2.3; GitHub issue 4 item 3).
+//! (the four SAs of a UE: TS 33.203 §7.1; the SA database: RFC 4301 §4.4.2).
 //!
 //! What it owns:
 //! - the **inbound slab**: one slot per inbound SA, indexed straight from the SPI (no hashing);

@@ -10,7 +10,7 @@
 //! datagrams to [`Resolver::handle_datagram`] and the clock to [`Resolver::handle_timeout`],
 //! and collects finished resolutions with [`Resolver::poll_done`].
 //!
-//! Hostile answers (issue 10 item 12): the query ID is random (RFC 5452 §9.2), an answer is
+//! Hostile answers: the query ID is random (RFC 5452 §9.2), an answer is
 //! taken only from the server we asked, with our ID and our question (RFC 5452 §9.1); TTLs are
 //! clamped, failures are cached for a short fixed time, and resolutions in progress, queries per
 //! resolution and cache entries are all bounded. The wire code is kept here rather than moved

@@ -388,7 +388,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
     let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
     let spis = cfg.spi_range()?;
-    // The registration thread is the single writer of the SA table (issue 5 fills it).
+    // The registration thread is the single writer of the SA table.
     let (sa_writer, sa_reader) = sa_table(SaTableConfig {
         inbound_capacity: cfg.ipsec.max_sas,
         outbound_capacity: cfg.ipsec.max_sas,
@@ -526,7 +526,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         if registrar.dns_timeout().is_some_and(|t| t <= now) {
             registrar.on_dns_timeout(now, &mut outgoing);
         }
-        // One bounded pass, the highest class first (issue 10 item 7).
+        // One bounded pass, the highest class first.
         let (handled, left) = punt_pass(&punt, &mut registrar, now, &mut outgoing);
         punts += handled;
         backlog |= left;

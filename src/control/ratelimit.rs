@@ -1,5 +1,5 @@
 //! Token buckets keyed by source address or IMPI, for the unprotected REGISTERs the registration
-//! thread takes from anyone (issue 10 item 7).
+//! thread takes from anyone.
 //!
 //! Owns: one bucket per key with bounded memory. A full table first forgets the buckets that
 //! have refilled (they hold nothing a fresh bucket would not); if every bucket is still in use,

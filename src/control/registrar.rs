@@ -387,7 +387,7 @@ pub struct Registrar {
     resuming: bool,
     /// Unprotected transactions in `pending`: they have their own `max_pending` budget, apart
     /// from the protected ones, so REGISTERs anyone can send cannot get a registered UE's
-    /// re-REGISTER a 503 (issue 10 item 7).
+    /// re-REGISTER a 503.
     pending_plain: usize,
     source_limit: super::ratelimit::RateLimiter<IpAddr>,
     impi_limit: super::ratelimit::RateLimiter<Vec<u8>>,

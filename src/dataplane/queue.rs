@@ -12,7 +12,7 @@
 //! and nothing is allocated. Workers wake the registration thread once per batch, not per
 //! packet, so the eventfd write is a per-batch syscall.
 //!
-//! The punt queue has one lane per [`Class`], each with its own buffers (issue 10 item 7): a
+//! The punt queue has one lane per [`Class`], each with its own buffers: a
 //! flood of unprotected REGISTERs, which anyone can send, fills only its own lane and cannot
 //! cost the core's 401/200 or a registered UE's protected REGISTER a buffer; the consumer takes
 //! the lanes in priority order with a budget each ([`MsgQueue::pop_class`]).

@@ -8,7 +8,7 @@
 //!    responses go where our authenticated Via branch says (`sip::branch`), never where a
 //!    UE-written Via points, and one whose top Via does not verify is dropped;
 //! 4. **ESP out / forward**: fresh IP + UDP headers toward the next hop (ESP-protected toward a
-//!    registered UE — issue 5), then TX.
+//!    registered UE), then TX.
 //!
 //! Owns: the per-packet path. Per packet it allocates nothing, takes no lock and makes no
 //! syscall; `recv`, `send`, `flush` and the punt wake-up are once per batch.

@@ -1,6 +1,6 @@
 //! Our Via branches: what a response needs to find its way back, authenticated so that nothing
 //! a UE writes can steer it (RFC 3261 §18.1.2: a response whose top Via is not ours is
-//! discarded; issue 10).
+//! discarded).
 //!
 //! A branch is the RFC 3261 §8.1.1.7 magic cookie followed by 44 lower-case hex digits: the
 //! inbound SPI the request arrived over (0: in the clear), the port the response goes to, the

@@ -6,7 +6,7 @@
 //!
 //! Phones learn the P-CSCF's address from the bearer's PCO and pre-load it as a Route by IP
 //! (`<sip:10.88.1.1:5060;lr>`, then `<sip:10.88.1.1:5101;lr>` — our port-s — once protected), so
-//! our hostname alone is not enough (issue 11). `is_us` reads the URI in place: no allocation,
+//! our hostname alone is not enough. `is_us` reads the URI in place: no allocation,
 //! no lock (it runs in the workers), linear in the URI, `false` for anything it cannot read.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
