@@ -103,13 +103,13 @@ const CHECK_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Direction {
-    /// UE → P-CSCF: looked up by SPI (SA1, SA4 of spec §2.1).
+    /// UE → P-CSCF: looked up by SPI (the UE → P-CSCF SAs of TS 33.203 §7.1).
     In = 0,
     /// P-CSCF → UE: looked up by the UE's flow (SA2, SA3).
     Out = 1,
 }
 
-/// Where an SA stands in the registration's life (spec §1.6).
+/// Where an SA stands in the registration's life (TS 33.203 §7.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum SetState {
@@ -137,7 +137,7 @@ pub struct SaTableConfig {
 }
 
 impl Default for SaTableConfig {
-    /// 2^20 inbound slots and outbound entries, SPIs in `[2^16, 2^31)` (spec §2.3's advice).
+    /// 2^20 inbound slots and outbound entries, SPIs in `[2^16, 2^31)` (RFC 4303 §2.1: 1–255 reserved).
     fn default() -> Self {
         SaTableConfig {
             inbound_capacity: 1 << 20,

@@ -241,7 +241,7 @@ struct Parked {
     txn: (Vec<u8>, u64),
 }
 
-/// One set of four SAs (spec §2.1).
+/// One set of four SAs (TS 33.203 §7.1).
 #[derive(Clone, Debug)]
 struct SaSet {
     ue: IpAddr,
@@ -294,7 +294,7 @@ struct Binding {
     temporary: Vec<SaSet>,
     current: Option<Box<SaSet>>,
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
-    /// (spec §1.5 step 9, §1.6), so no message in flight is lost across the switch.
+    /// (TS 33.203 §7.4), so no message in flight is lost across the switch.
     old: Option<Box<SaSet>>,
     /// What the workers were given at the last 200 (asserted identity, Service-Route as a
     /// Route value, next hop), shared with the SA entries: the registration's state is kept
@@ -700,7 +700,7 @@ impl Registrar {
         }
         let v = m.view();
         // Where the answer goes: unprotected back from 5060; protected over SA2 (our port-c →
-        // the UE's port-s), spec §2.2.
+        // the UE's port-s), TS 33.203 §7.1.
         let (binding_id, reply) = match arrival {
             Arrival::Plain => (None, (dst, src, Arrival::Plain)),
             Arrival::Protected { spi } => {
@@ -863,7 +863,7 @@ impl Registrar {
             };
             // Over the temporary set (completing a challenge) the Security-Client must be the
             // first REGISTER's; over the current set (a re-registration) it carries the UE's
-            // new SPIs and ports, and only Security-Verify is checked (spec §1.4, §1.6).
+            // new SPIs and ports, and only Security-Verify is checked (TS 33.203 §7.4; RFC 3329 §2.3.1).
             let client: &[u8] = if on_temporary { &set.client } else { &client };
             let mut sbuf = [0u8; 256];
             if let Err(r) = rules::check_protected_register(v, set.server(&mut sbuf), client) {
@@ -1103,7 +1103,7 @@ impl Registrar {
             }
             return Challenge::Relay;
         }
-        // A new challenge replaces this UE address's earlier temporary set (spec §1.3 step 1),
+        // A new challenge replaces this UE address's earlier temporary set (TS 33.203 §7.4),
         // whether the REGISTER came protected (a re-authentication) or not; other addresses'
         // challenges for the same IMPI stay.
         let replaced = self.bindings.get_mut(&p.binding).and_then(|b| {
@@ -1247,7 +1247,7 @@ impl Registrar {
             {
                 let mut t = b.temporary.swap_remove(i);
                 t.client = Box::default();
-                // the temporary set becomes current (spec §1.5 step 5): lifetime
+                // the temporary set becomes current (TS 33.203 §7.4): lifetime
                 // max(old, expires + 30 s); the replaced set becomes "old" and goes at its own
                 // expiry (an older one goes now)
                 t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
@@ -1283,7 +1283,7 @@ impl Registrar {
                 b.reg = reg.clone();
                 if expires == 0 {
                     // de-registration: every set stops asserting the identity at once, and goes
-                    // right after the 200 went out over the current one (spec §1.6)
+                    // right after the 200 went out over the current one (TS 33.203 §7.4)
                     let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
                     for set in b.temporary.iter_mut().chain(later) {
                         set.expires = set.expires.min(now + LINGER);
@@ -1320,7 +1320,7 @@ impl Registrar {
             }
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
-        // (spec §1.5 step 6).
+        // (TS 33.203 §7.4).
         let (src, dst, arrival) = match self
             .bindings
             .get(&p.binding)
@@ -1383,7 +1383,7 @@ impl Registrar {
         Some((spi_pc, spi_ps, port_pc, port_pc + 1))
     }
 
-    /// The four SAs of spec §2.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).
+    /// The four SAs of TS 33.203 §7.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).
     fn install(
         &mut self,
         set: &SaSet,

@@ -2,7 +2,7 @@
 //!
 //! Stages, in the order a packet meets them (each counted in [`WorkerStats`]):
 //! 1. **classify**: UDP or ESP to one of our addresses and ports, else drop;
-//! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4, spec §3.3);
+//! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4);
 //! 3. **SIP**: parse and validate the message in the frame; registration traffic is punted to the
 //!    registration thread, bad requests get their 4xx, the rest is rewritten in place;
 //!    responses go where our authenticated Via branch says (`sip::branch`), never where a
@@ -431,7 +431,7 @@ impl<P: PacketIo> Worker<P> {
         }
     }
 
-    /// ESP from a UE (spec §3.3): SA by SPI, outer source = the SA's UE, ICV, anti-replay,
+    /// ESP from a UE (RFC 4303 §3.4): SA by SPI, outer source = the SA's UE, ICV, anti-replay,
     /// decrypt (all in `Sa::decapsulate`), then the selector check on the inner UDP ports
     /// (RFC 4301 §5.2: SA1 is UE port-c → our port-s, SA4 UE port-s → our port-c).
     fn esp_in(&mut self, d: Desc, src: IpAddr, sas: Option<&ReadGuard<'_>>) -> Verdict {
@@ -502,7 +502,7 @@ impl<P: PacketIo> Worker<P> {
         }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
         // The branch records the SPI the request came over and the UE's port (the Via sent-by,
-        // spec §2.2), so the response goes back over this SA set — even while a re-registration
+        // TS 33.203 §7.1), so the response goes back over this SA set — even while a re-registration
         // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
         let Some(port) = rules::top_via_port(view) else {
             return Verdict::Drop(Drop::BadSip);
@@ -709,7 +709,7 @@ impl<P: PacketIo> Worker<P> {
 
     /// A response from the core whose top Via is ours in the workers' format (RFC 3261
     /// §16.7, stateless per §16.11): the branch must verify, then our Via goes and the response
-    /// is sent to the UE the branch names — over the SA set the request came over (spec §2.2:
+    /// is sent to the UE the branch names — over the SA set the request came over (TS 33.203 §7.1:
     /// our port-c → the UE's port-s, or the port it named), never one looked up from text.
     fn core_response_to_ue(
         &mut self,
@@ -833,7 +833,7 @@ impl<P: PacketIo> Worker<P> {
 
     /// Answer a request that came over the SA entry `e` (a request addressed to us) with
     /// `code` and [`rules::ALLOW_TO_US`], back over the same set as any response to the UE
-    /// (spec §2.2: our port-c → the port its Via names; our port-s when that is the pair).
+    /// (TS 33.203 §7.1: our port-c → the port its Via names; our port-s when that is the pair).
     fn reply_over_sa(
         &mut self,
         d: Desc,

@@ -1,4 +1,4 @@
-//! Known-answer tests of the primitives, run against every backend (spec §3.6, §3.7).
+//! Known-answer tests of the primitives, run against every backend (the TS 33.203 Annex I algorithms).
 
 use super::alg::{EncAlg, IntegAlg, Suite};
 use super::backend::CryptoBackend;

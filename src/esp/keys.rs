@@ -1,4 +1,4 @@
-//! ESP keys from the AKA CK and IK (TS 33.203 Annex I, as digested in spec §3.6):
+//! ESP keys from the AKA CK and IK (TS 33.203 Annex I):
 //! - hmac-md5-96: IK; hmac-sha-1-96: IK ‖ 0^32;
 //! - aes-cbc: CK; des-ede3-cbc: CK1 ‖ CK2 ‖ CK1 (CK = CK1 ‖ CK2);
 //! - aes-gcm: CK plus salt = last 4 bytes of HMAC-SHA-256(CK ‖ IK, 0x59 ‖ "AES_GCM_SALT" ‖ 0x000c);

@@ -1,5 +1,5 @@
 //! User-space IPsec ESP (RFC 4303), transport mode, for the P-CSCF's protected ports
-//! (TS 33.203; spec §2–§3).
+//! (TS 33.203 §7, Annex I).
 //!
 //! What each file owns:
 //! - `alg.rs`: Security-Client tokens → [`IntegAlg`], [`EncAlg`], valid pairs → [`Suite`]

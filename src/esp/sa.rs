@@ -279,7 +279,7 @@ impl Sa {
     }
 
     /// Inbound processing that also rebuilds the inner IP packet in place (RFC 4303 §3.4 step 6
-    /// of spec §3.3): the outer header moves forward over the ESP header, its protocol becomes the
+    /// of RFC 4303 §3.4, transport mode): the outer header moves forward over the ESP header, its protocol becomes the
     /// Next Header and lengths/checksum are fixed. Returns the inner packet's range in `pkt`
     /// and the accepted packet's details (whose `payload` is relative to `pkt` as well).
     pub fn decapsulate(&self, pkt: &mut [u8]) -> Result<(Range<usize>, Inbound), EspError> {

@@ -1121,7 +1121,7 @@ pub fn reply_port(v: View<'_>, source: SocketAddr) -> Option<u16> {
 }
 
 /// The top Via's sent-by port (5060 when none): where a UE asks for the response to a request it
-/// sent over an SA (spec §2.2).
+/// sent over an SA (TS 33.203 §7.1).
 pub fn top_via_port(v: View<'_>) -> Option<u16> {
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
     Some(via.port.unwrap_or(5060))
@@ -1187,7 +1187,7 @@ pub fn rewrite_protected_request(
 }
 
 /// The top Via's sent-by as an address, when its host is an IP literal (the UE's protected
-/// port for a request that came over an SA, spec §2.2).
+/// port for a request that came over an SA, TS 33.203 §7.1).
 pub fn top_via_sent_by(v: View<'_>) -> Option<SocketAddr> {
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
     let host = via
