@@ -345,7 +345,7 @@ impl<P: PacketIo> Worker<P> {
     }
 
     /// One injected message: into a fresh frame, IP + UDP headers, and ESP when it goes over
-    /// the UE's SA (the outbound SA of its flow: our port → the UE's port, spec §2.2).
+    /// the UE's SA (the outbound SA of its flow: our port → the UE's port, TS 33.203 §7.1).
     fn send_injected(&mut self, m: &Msg, sas: Option<&ReadGuard<'_>>) -> Verdict {
         let Some(out) = self.io.alloc(m.side) else {
             return Verdict::Drop(Drop::NoRoom);
