@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::dataplane::queue::{Arrival, MsgQueue};
-use pcscf::dataplane::stats::{Drop, SharedStats};
+use pcscf::dataplane::stats::{DropReason, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
@@ -207,12 +207,12 @@ fn bad_input_is_counted_and_dropped() {
     );
     assert_eq!(w.poll_once(), 8);
     let s = *w.stats();
-    assert_eq!(s.drops[Drop::BadSip as usize], 1);
-    assert_eq!(s.drops[Drop::NotForUs as usize], 2);
-    assert_eq!(s.drops[Drop::NotOurVia as usize], 1);
-    assert_eq!(s.drops[Drop::BadUdpChecksum as usize], 1);
-    assert_eq!(s.drops[Drop::NotIpUdpEsp as usize], 1);
-    assert_eq!(s.drops[Drop::UnknownSpi as usize], 1);
+    assert_eq!(s.drops[DropReason::BadSip as usize], 1);
+    assert_eq!(s.drops[DropReason::NotForUs as usize], 2);
+    assert_eq!(s.drops[DropReason::NotOurVia as usize], 1);
+    assert_eq!(s.drops[DropReason::BadUdpChecksum as usize], 1);
+    assert_eq!(s.drops[DropReason::NotIpUdpEsp as usize], 1);
+    assert_eq!(s.drops[DropReason::UnknownSpi as usize], 1);
     assert_eq!(s.replied, 1, "483");
     // counters add up: every packet in is forwarded, punted, answered or dropped
     assert_eq!(s.rx, s.forwarded + s.punted + s.replied + s.dropped());
@@ -360,14 +360,18 @@ mod protected {
         assert_eq!(w.poll_once(), 5);
         let s = *w.stats();
         assert_eq!(s.punted, 1, "{s:?}");
-        assert_eq!(s.drops[Drop::EspReplay as usize], 1, "the replayed copy");
-        assert_eq!(s.drops[Drop::EspIcv as usize], 1);
         assert_eq!(
-            s.drops[Drop::EspOther as usize],
+            s.drops[DropReason::EspReplay as usize],
+            1,
+            "the replayed copy"
+        );
+        assert_eq!(s.drops[DropReason::EspIcv as usize], 1);
+        assert_eq!(
+            s.drops[DropReason::EspOther as usize],
             1,
             "inner ports off the SA's selector"
         );
-        assert_eq!(s.drops[Drop::UnknownSpi as usize], 1);
+        assert_eq!(s.drops[DropReason::UnknownSpi as usize], 1);
         let b = punt.pop().unwrap();
         assert_eq!(b.arrival, Arrival::Protected { spi });
         assert_eq!(b.src, addr("10.46.0.6:7004"));

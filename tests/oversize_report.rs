@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use pcscf::control::metrics_text;
 use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::{Drop, SharedStats};
+use pcscf::dataplane::stats::{DropReason, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::io::mem::MemIo;
 use pcscf::io::{Desc, IoStats, PacketIo, Side};
@@ -73,7 +73,7 @@ fn backend_oversize_drops_are_a_published_drop_reason() {
     w.io().oversize = 3;
     w.run(&AtomicBool::new(true));
     let s = shared.snapshot();
-    assert_eq!(s.drops[Drop::Oversize as usize], 3);
+    assert_eq!(s.drops[DropReason::Oversize as usize], 3);
     assert_eq!(s.dropped(), 3);
     let text = metrics_text(std::slice::from_ref(&shared));
     assert!(

@@ -15,7 +15,7 @@ use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, 
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::classify;
 use pcscf::dataplane::queue::Arrival;
-use pcscf::dataplane::stats::Drop;
+use pcscf::dataplane::stats::DropReason;
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
@@ -787,7 +787,7 @@ fn requests_to_us_over_the_sa_are_answered_not_forwarded() {
     assert!(r.w.io().inject(side, &pkt));
     r.w.poll_once();
     assert!(r.w.io().take_sent().is_empty(), "an ACK is never answered");
-    assert_eq!(r.w.stats().drops[Drop::ToUs as usize], 1);
+    assert_eq!(r.w.stats().drops[DropReason::ToUs as usize], 1);
     // a request to someone else still goes to the Service-Route, with none of the UE's Routes
     let sent = r.exchange(
         Kind::EspPortC,
@@ -872,7 +872,7 @@ fn a_bare_options_to_us_in_the_clear_is_not_amplified() {
     assert!(r.w.io().inject(side, &pkt));
     r.w.poll_once();
     assert!(r.w.io().take_sent().is_empty());
-    assert_eq!(r.w.stats().drops[Drop::ToUs as usize], 1);
+    assert_eq!(r.w.stats().drops[DropReason::ToUs as usize], 1);
 }
 
 /// From the core: an OPTIONS to us is answered from our core-side address, never sent on to a

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::{Drop, SharedStats};
+use pcscf::dataplane::stats::{DropReason, SharedStats};
 use pcscf::dataplane::worker::Worker;
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
@@ -72,7 +72,7 @@ fn error_response_that_outgrows_the_frame_is_dropped_and_counted() {
         assert!(w.io().inject(Side::Ue, &pkt), "{code_drop}: fits the frame");
         assert_eq!(w.poll_once(), 1);
         let s = *w.stats();
-        assert_eq!(s.drops[Drop::NoRoom as usize], 1, "{code_drop}");
+        assert_eq!(s.drops[DropReason::NoRoom as usize], 1, "{code_drop}");
         assert_eq!(s.replied, 0, "{code_drop}");
         assert!(w.io().take_sent().is_empty());
         assert_eq!(w.io().free_frames(), 64, "{code_drop}: every frame back");
@@ -247,14 +247,14 @@ fn core_response_with_a_forged_branch_is_dropped() {
     let forwarded = r.w.stats().forwarded;
     for forged in ["z9hG4bK0123456789ab13ff", &flipped, &other_spi] {
         let bad = ok.replacen(&branch, forged, 1);
-        let before =
-            r.w.stats().drops[Drop::NotOurVia as usize] + r.w.stats().drops[Drop::NoRoute as usize];
+        let before = r.w.stats().drops[DropReason::NotOurVia as usize]
+            + r.w.stats().drops[DropReason::NoRoute as usize];
         assert!(
             send(&mut r, Kind::Core, bad.as_bytes()).is_empty(),
             "{forged}"
         );
-        let after =
-            r.w.stats().drops[Drop::NotOurVia as usize] + r.w.stats().drops[Drop::NoRoute as usize];
+        let after = r.w.stats().drops[DropReason::NotOurVia as usize]
+            + r.w.stats().drops[DropReason::NoRoute as usize];
         assert_eq!(after, before + 1, "{forged}: counted");
     }
     assert_eq!(
@@ -327,7 +327,7 @@ fn ue_response_over_sa_with_a_forged_via_is_dropped() {
             "case {n}"
         );
         assert_eq!(
-            r.w.stats().drops[Drop::NotOurVia as usize],
+            r.w.stats().drops[DropReason::NotOurVia as usize],
             n as u64 + 1,
             "case {n}"
         );
@@ -342,7 +342,7 @@ fn plain_ue_response_with_a_foreign_via_is_dropped_in_relay_mode() {
     let mut r = rig(true);
     let victim = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bKx\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKy\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: z\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
     assert!(send(&mut r, Kind::PlainUe, victim).is_empty());
-    assert_eq!(r.w.stats().drops[Drop::NotOurVia as usize], 1);
+    assert_eq!(r.w.stats().drops[DropReason::NotOurVia as usize], 1);
 }
 
 /// An OPTIONS from the UE to us (our address in another IPv6 form, our port-s).
@@ -385,6 +385,6 @@ fn response_paths_do_not_allocate() {
     // the rig's two, the untimed two, then per round: request and UE answer to the core,
     // core answer and core request over SA2
     assert_eq!(s.forwarded, 2 + 2 + 3 * 4, "{s:?}");
-    assert_eq!(s.drops[Drop::NotOurVia as usize], 3);
+    assert_eq!(s.drops[DropReason::NotOurVia as usize], 3);
     assert_eq!(s.replied, 3, "the OPTIONS to us, once a round: {s:?}");
 }

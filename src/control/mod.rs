@@ -755,7 +755,7 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
             h.max()
         );
     }
-    for d in crate::dataplane::stats::Drop::ALL {
+    for d in crate::dataplane::stats::DropReason::ALL {
         let n = t.drops[d as usize];
         if n > 0 {
             eprintln!("pcscf:   dropped {:<18} {n}", d.name());

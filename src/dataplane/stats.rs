@@ -2,7 +2,7 @@
 //!
 //! Owns: what a worker counts. The worker counts in plain integers (no atomic per packet) and
 //! publishes a snapshot into [`SharedStats`] once per batch with relaxed stores; the control
-//! thread reads and sums the snapshots. Drops are counted by [`Drop`] reason.
+//! thread reads and sums the snapshots. Drops are counted by [`DropReason`].
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ pub fn new_histogram() -> Histogram<u64> {
 /// Why a worker dropped a packet. One counter each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Drop {
+pub enum DropReason {
     /// Not UDP or ESP, a fragment, or a malformed IP header.
     NotIpUdpEsp = 0,
     /// UDP to a port we do not serve, or to an address that is not ours.
@@ -59,46 +59,46 @@ pub enum Drop {
 
 pub const DROP_REASONS: usize = 17;
 
-impl Drop {
-    pub const ALL: [Drop; DROP_REASONS] = [
-        Drop::NotIpUdpEsp,
-        Drop::NotForUs,
-        Drop::BadUdpChecksum,
-        Drop::BadSip,
-        Drop::UnknownSpi,
-        Drop::EspIcv,
-        Drop::EspReplay,
-        Drop::EspOther,
-        Drop::PuntFull,
-        Drop::NoRoute,
-        Drop::TooManyHops,
-        Drop::NotOurVia,
-        Drop::NoRoom,
-        Drop::NotRegistered,
-        Drop::Oversize,
-        Drop::QueueOverflow,
-        Drop::ToUs,
+impl DropReason {
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::NotIpUdpEsp,
+        DropReason::NotForUs,
+        DropReason::BadUdpChecksum,
+        DropReason::BadSip,
+        DropReason::UnknownSpi,
+        DropReason::EspIcv,
+        DropReason::EspReplay,
+        DropReason::EspOther,
+        DropReason::PuntFull,
+        DropReason::NoRoute,
+        DropReason::TooManyHops,
+        DropReason::NotOurVia,
+        DropReason::NoRoom,
+        DropReason::NotRegistered,
+        DropReason::Oversize,
+        DropReason::QueueOverflow,
+        DropReason::ToUs,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Drop::NotIpUdpEsp => "not_ip_udp_esp",
-            Drop::NotForUs => "not_for_us",
-            Drop::BadUdpChecksum => "bad_udp_checksum",
-            Drop::BadSip => "bad_sip",
-            Drop::UnknownSpi => "unknown_spi",
-            Drop::EspIcv => "esp_icv",
-            Drop::EspReplay => "esp_replay",
-            Drop::EspOther => "esp_other",
-            Drop::PuntFull => "punt_full",
-            Drop::NoRoute => "no_route",
-            Drop::TooManyHops => "too_many_hops",
-            Drop::NotOurVia => "not_our_via",
-            Drop::NoRoom => "no_room",
-            Drop::NotRegistered => "not_registered",
-            Drop::Oversize => "oversize",
-            Drop::QueueOverflow => "queue_overflow",
-            Drop::ToUs => "to_us",
+            DropReason::NotIpUdpEsp => "not_ip_udp_esp",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::BadUdpChecksum => "bad_udp_checksum",
+            DropReason::BadSip => "bad_sip",
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::EspIcv => "esp_icv",
+            DropReason::EspReplay => "esp_replay",
+            DropReason::EspOther => "esp_other",
+            DropReason::PuntFull => "punt_full",
+            DropReason::NoRoute => "no_route",
+            DropReason::TooManyHops => "too_many_hops",
+            DropReason::NotOurVia => "not_our_via",
+            DropReason::NoRoom => "no_room",
+            DropReason::NotRegistered => "not_registered",
+            DropReason::Oversize => "oversize",
+            DropReason::QueueOverflow => "queue_overflow",
+            DropReason::ToUs => "to_us",
         }
     }
 }
@@ -129,7 +129,7 @@ pub struct WorkerStats {
 
 impl WorkerStats {
     #[inline]
-    pub fn drop(&mut self, why: Drop) {
+    pub fn drop(&mut self, why: DropReason) {
         self.drops[why as usize] += 1;
     }
 
@@ -175,7 +175,7 @@ impl WorkerStats {
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
-        for d in Drop::ALL {
+        for d in DropReason::ALL {
             let _ = writeln!(
                 out,
                 "pcscf_dropped_packets_total{{worker=\"{worker}\",reason=\"{}\"}} {}",

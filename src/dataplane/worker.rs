@@ -14,14 +14,14 @@
 //! syscall; `recv`, `send`, `flush` and the punt wake-up are once per batch.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
 use crate::dataplane::queue::{Arrival, Msg, MsgQueue};
-use crate::dataplane::stats::{Drop, SharedStats, WorkerStats, new_histogram};
+use crate::dataplane::stats::{DropReason, SharedStats, WorkerStats, new_histogram};
 use crate::esp::EspError;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
@@ -87,16 +87,16 @@ fn relay_identity<'a>(cfg: &'a WorkerConfig, own: &'a OwnUris) -> ProxyIdentity<
 /// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
 fn udp_over_sa(
     frame: &mut [u8],
-    range: std::ops::Range<usize>,
+    range: Range<usize>,
     from: SocketAddr,
     to: SocketAddr,
     sa: &crate::esp::Sa,
-) -> Result<std::ops::Range<usize>, Drop> {
-    let r = wire::emit_datagram(frame, range, from, to).map_err(|_| Drop::NoRoom)?;
+) -> Result<Range<usize>, DropReason> {
+    let r = wire::emit_datagram(frame, range, from, to).map_err(|_| DropReason::NoRoom)?;
     let mut f = crate::esp::Frame::new(frame, r.start, r.end);
     sa.outbound(&mut f).map_err(|e| match e {
-        EspError::NoRoom | EspError::TooBig => Drop::NoRoom,
-        _ => Drop::EspOther,
+        EspError::NoRoom | EspError::TooBig => DropReason::NoRoom,
+        _ => DropReason::EspOther,
     })?;
     Ok(f.start..f.end)
 }
@@ -126,7 +126,7 @@ fn ue_sent_by(ours: IpAddr, port: u16, out: &mut [u8; 64]) -> Option<usize> {
 /// What happened to one packet.
 enum Verdict {
     Tx(Desc),
-    Drop(Drop),
+    Drop(DropReason),
     /// Copied to the registration thread; the frame can go.
     Punted,
     /// Answered with a new packet (the request's frame can go).
@@ -251,8 +251,8 @@ impl<P: PacketIo> Worker<P> {
     #[inline]
     fn note_io_drops(&mut self) {
         let io = self.io.stats();
-        self.stats.drops[Drop::Oversize as usize] = io.rx_oversize;
-        self.stats.drops[Drop::QueueOverflow as usize] = io.rx_queue_overflow;
+        self.stats.drops[DropReason::Oversize as usize] = io.rx_oversize;
+        self.stats.drops[DropReason::QueueOverflow as usize] = io.rx_queue_overflow;
     }
 
     /// One batch: receive, process, send. Returns how many packets came in.
@@ -348,19 +348,19 @@ impl<P: PacketIo> Worker<P> {
     /// the UE's SA (the outbound SA of its flow: our port → the UE's port, TS 33.203 §7.1).
     fn send_injected(&mut self, m: &Msg, sas: Option<&ReadGuard<'_>>) -> Verdict {
         let Some(out) = self.io.alloc(m.side) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM + wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN;
         let len = m.len;
         if at + len + 64 > frame.len() {
             self.io.free(&[out]);
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         frame[at..at + len].copy_from_slice(m.payload());
         let Ok(r) = wire::emit_datagram(frame, at..at + len, m.src, m.dst) else {
             self.io.free(&[out]);
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let range = match m.arrival {
             Arrival::Plain => r,
@@ -368,13 +368,13 @@ impl<P: PacketIo> Worker<P> {
                 let sa = sas.and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()));
                 let Some(e) = sa else {
                     self.io.free(&[out]);
-                    return Verdict::Drop(Drop::NoRoute);
+                    return Verdict::Drop(DropReason::NoRoute);
                 };
                 let frame = self.io.frame(&out);
                 let mut f = crate::esp::Frame::new(frame, r.start, r.end);
                 if e.sa().outbound(&mut f).is_err() {
                     self.io.free(&[out]);
-                    return Verdict::Drop(Drop::EspOther);
+                    return Verdict::Drop(DropReason::EspOther);
                 }
                 self.stats.esp_out += 1;
                 f.start..f.end
@@ -398,36 +398,36 @@ impl<P: PacketIo> Worker<P> {
             (L4::Udp { src, dst, payload }, Side::Ue) => {
                 if !self.cfg.ue_addrs.contains(&dst.ip()) || dst.port() != self.cfg.ue_sip_port {
                     // Protected ports carry only ESP (TS 33.203 §7.1): plain UDP there is dropped.
-                    return Verdict::Drop(Drop::NotForUs);
+                    return Verdict::Drop(DropReason::NotForUs);
                 }
                 let frame = self.io.frame(&d);
                 let pkt = &frame[d.start as usize..d.end as usize];
                 if self.cfg.verify_udp_checksum && !udp_checksum_ok(pkt, src, dst, &payload) {
-                    return Verdict::Drop(Drop::BadUdpChecksum);
+                    return Verdict::Drop(DropReason::BadUdpChecksum);
                 }
                 let at = d.start as usize;
-                self.sip_from_ue(d, src, dst, (at + payload.start, at + payload.end))
+                self.sip_from_ue(d, src, dst, at + payload.start..at + payload.end)
             }
             (L4::Udp { src, dst, payload }, Side::Core) => {
                 if dst != self.cfg.core {
-                    return Verdict::Drop(Drop::NotForUs);
+                    return Verdict::Drop(DropReason::NotForUs);
                 }
                 let frame = self.io.frame(&d);
                 let pkt = &frame[d.start as usize..d.end as usize];
                 if self.cfg.verify_udp_checksum && !udp_checksum_ok(pkt, src, dst, &payload) {
-                    return Verdict::Drop(Drop::BadUdpChecksum);
+                    return Verdict::Drop(DropReason::BadUdpChecksum);
                 }
                 let at = d.start as usize;
-                self.sip_from_core(d, src, dst, (at + payload.start, at + payload.end), sas)
+                self.sip_from_core(d, src, dst, at + payload.start..at + payload.end, sas)
             }
             (L4::Esp { src, dst, .. }, Side::Ue) => {
                 if !self.cfg.ue_addrs.contains(&dst) {
-                    return Verdict::Drop(Drop::NotForUs);
+                    return Verdict::Drop(DropReason::NotForUs);
                 }
                 self.esp_in(d, src, sas)
             }
-            (L4::Esp { .. }, Side::Core) => Verdict::Drop(Drop::NotForUs),
-            (L4::Other, _) => Verdict::Drop(Drop::NotIpUdpEsp),
+            (L4::Esp { .. }, Side::Core) => Verdict::Drop(DropReason::NotForUs),
+            (L4::Other, _) => Verdict::Drop(DropReason::NotIpUdpEsp),
         }
     }
 
@@ -437,24 +437,26 @@ impl<P: PacketIo> Worker<P> {
     fn esp_in(&mut self, d: Desc, src: IpAddr, sas: Option<&ReadGuard<'_>>) -> Verdict {
         self.stats.esp_in += 1;
         let Some(sas) = sas else {
-            return Verdict::Drop(Drop::UnknownSpi);
+            return Verdict::Drop(DropReason::UnknownSpi);
         };
         let frame = self.io.frame(&d);
         let (start, end) = (d.start as usize, d.end as usize);
         let Ok(spi) = crate::esp::packet::peek_spi(&frame[start..end]) else {
-            return Verdict::Drop(Drop::EspOther);
+            return Verdict::Drop(DropReason::EspOther);
         };
         let Some(e) = sas.inbound(spi) else {
-            return Verdict::Drop(Drop::UnknownSpi);
+            return Verdict::Drop(DropReason::UnknownSpi);
         };
         if e.ue_addr() != src {
-            return Verdict::Drop(Drop::EspOther);
+            return Verdict::Drop(DropReason::EspOther);
         }
         let inner = match e.sa().decapsulate(&mut frame[start..end]) {
             Ok((inner, _)) => start + inner.start..start + inner.end,
-            Err(EspError::IcvMismatch) => return Verdict::Drop(Drop::EspIcv),
-            Err(EspError::Replayed | EspError::TooOld) => return Verdict::Drop(Drop::EspReplay),
-            Err(_) => return Verdict::Drop(Drop::EspOther),
+            Err(EspError::IcvMismatch) => return Verdict::Drop(DropReason::EspIcv),
+            Err(EspError::Replayed | EspError::TooOld) => {
+                return Verdict::Drop(DropReason::EspReplay);
+            }
+            Err(_) => return Verdict::Drop(DropReason::EspOther),
         };
         let L4::Udp {
             src: isrc,
@@ -463,19 +465,19 @@ impl<P: PacketIo> Worker<P> {
         } = classify(&frame[inner.clone()])
         else {
             // TCP over the SA is not handled yet.
-            return Verdict::Drop(Drop::EspOther);
+            return Verdict::Drop(DropReason::EspOther);
         };
         if isrc.port() != e.ue_port() || idst.port() != e.local_port() {
-            return Verdict::Drop(Drop::EspOther);
+            return Verdict::Drop(DropReason::EspOther);
         }
-        let payload = (inner.start + payload.start, inner.start + payload.end);
+        let payload = inner.start + payload.start..inner.start + payload.end;
         self.stats.sip += 1;
-        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
-            return Verdict::Drop(Drop::BadSip);
+        let Ok(idx) = Index::parse(frame, payload.start, payload.end) else {
+            return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
         if view.validate().is_err() {
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         }
         if !idx.is_request() {
             // the UE answering a request the core sent it (request_to_ue): back to the core
@@ -486,10 +488,10 @@ impl<P: PacketIo> Worker<P> {
             return self.punt(Side::Ue, Arrival::Protected { spi }, isrc, idst, payload, d);
         }
         let Some(reg) = e.registration() else {
-            return Verdict::Drop(Drop::NotRegistered);
+            return Verdict::Drop(DropReason::NotRegistered);
         };
         if rules::max_forwards_exhausted(view) {
-            return Verdict::Drop(Drop::TooManyHops);
+            return Verdict::Drop(DropReason::TooManyHops);
         }
         // RFC 3261 §16.4: a Request-URI that is us makes us the UAS (the UE's Route entries do
         // not matter: below they are all replaced by the Service-Route). Answered over the SA
@@ -497,7 +499,7 @@ impl<P: PacketIo> Worker<P> {
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
                 Some((code, reason)) => self.reply_over_sa(d, idx, e, sas, code, reason),
-                None => Verdict::Drop(Drop::ToUs),
+                None => Verdict::Drop(DropReason::ToUs),
             };
         }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
@@ -505,7 +507,7 @@ impl<P: PacketIo> Worker<P> {
         // TS 33.203 §7.1), so the response goes back over this SA set — even while a re-registration
         // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
         let Some(port) = rules::top_via_port(view) else {
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         };
         let ue = e.ue_addr();
         let hash = rules::stateless_branch(view);
@@ -517,7 +519,7 @@ impl<P: PacketIo> Worker<P> {
         if rules::rewrite_protected_request(&mut ed, &me, isrc, &branch, reg.pai(), reg.route())
             .is_err()
         {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, core, reg.next_hop).ok();
@@ -530,19 +532,19 @@ impl<P: PacketIo> Worker<P> {
         d: Desc,
         src: SocketAddr,
         dst: SocketAddr,
-        payload: (usize, usize),
+        payload: Range<usize>,
     ) -> Verdict {
         self.stats.sip += 1;
         let frame = self.io.frame(&d);
-        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
+        let Ok(idx) = Index::parse(frame, payload.start, payload.end) else {
             // Not SIP at all: nothing to answer (RFC 3261 §18.3 lets us discard it).
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
         let valid = view.validate().is_ok();
         if !idx.is_request() {
             if !valid || !self.cfg.stateless_relay {
-                return Verdict::Drop(Drop::BadSip);
+                return Verdict::Drop(DropReason::BadSip);
             }
             // a UE's response in the clear: only to a request that carries our UE-side Via
             return self.ue_response_plain(d, idx, src);
@@ -569,9 +571,9 @@ impl<P: PacketIo> Worker<P> {
                     (src, dst),
                     (code, reason),
                     rules::ALLOW_TO_US,
-                    Some(payload.1 - payload.0),
+                    Some(payload.len()),
                 ),
-                None => Verdict::Drop(Drop::ToUs),
+                None => Verdict::Drop(DropReason::ToUs),
             };
         }
         if !self.cfg.stateless_relay {
@@ -579,11 +581,11 @@ impl<P: PacketIo> Worker<P> {
             return self.reply(d, idx, src, dst, 403, "Forbidden");
         }
         let Some(next) = self.cfg.icscf else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         // RFC 3261 §16.11 hash; the response goes back where this request came from (RFC 3581).
         let Some(port) = rules::reply_port(view, src) else {
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         };
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, 0, port, hash, src.ip(), NO_UE);
@@ -598,7 +600,7 @@ impl<P: PacketIo> Worker<P> {
         if rules::pop_own_routes(&mut ed, &me).is_err()
             || rules::forward_request(&mut ed, &me, src, &branch).is_err()
         {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, core, next).ok();
@@ -611,13 +613,13 @@ impl<P: PacketIo> Worker<P> {
         d: Desc,
         src: SocketAddr,
         dst: SocketAddr,
-        payload: (usize, usize),
+        payload: Range<usize>,
         sas: Option<&ReadGuard<'_>>,
     ) -> Verdict {
         self.stats.sip += 1;
         let frame = self.io.frame(&d);
-        let Ok(idx) = Index::parse(frame, payload.0, payload.1) else {
-            return Verdict::Drop(Drop::BadSip);
+        let Ok(idx) = Index::parse(frame, payload.start, payload.end) else {
+            return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
         if idx.is_request() {
@@ -625,7 +627,7 @@ impl<P: PacketIo> Worker<P> {
         }
         // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
         let Some(ours) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         };
         let is_register = view
             .header(HeaderName::CSeq)
@@ -636,7 +638,7 @@ impl<P: PacketIo> Worker<P> {
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         }
         let Some(branch) = ours else {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         };
         self.core_response_to_ue(d, idx, branch, sas)
     }
@@ -650,7 +652,7 @@ impl<P: PacketIo> Worker<P> {
         idx: Index,
         src: SocketAddr,
         dst: SocketAddr,
-        payload: (usize, usize),
+        payload: Range<usize>,
         sas: Option<&ReadGuard<'_>>,
     ) -> Verdict {
         let frame = self.io.frame(&d);
@@ -660,7 +662,7 @@ impl<P: PacketIo> Worker<P> {
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
                 Some(cr) => self.reply_with(d, idx, (src, dst), cr, rules::ALLOW_TO_US, None),
-                None => Verdict::Drop(Drop::ToUs),
+                None => Verdict::Drop(DropReason::ToUs),
             };
         }
         let target = rules::request_uri_addr(view);
@@ -669,15 +671,15 @@ impl<P: PacketIo> Worker<P> {
             return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
         };
         if rules::max_forwards_exhausted(view) {
-            return Verdict::Drop(Drop::TooManyHops);
+            return Verdict::Drop(DropReason::TooManyHops);
         }
         let Some(ours) = our_ue_addr(&self.cfg, target.ip()) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let from = SocketAddr::new(ours, e.local_port());
         let mut sent_by = [0u8; 64];
         let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let me = ProxyIdentity {
             via_sent_by: &sent_by[..n],
@@ -690,7 +692,7 @@ impl<P: PacketIo> Worker<P> {
         // The UE's response must come back with this branch (ue_response_over_sa): it binds
         // the UE and the core hop the response goes back to (RFC 3581: where this came from).
         let Some(port) = rules::reply_port(view, src) else {
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         };
         let hash = rules::stateless_branch(view);
         let branch = self
@@ -699,7 +701,7 @@ impl<P: PacketIo> Worker<P> {
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
         if rules::rewrite_request_to_ue(&mut ed, &me, src, &branch).is_err() {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         let range = ed.range();
         let to = SocketAddr::new(target.ip(), e.ue_port());
@@ -723,19 +725,19 @@ impl<P: PacketIo> Worker<P> {
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
         if rules::pop_top_via(&mut ed).is_err() {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         if b.spi == 0 {
             // The request came in the clear (stateless relay): back to where it came from,
             // which the branch binds (RFC 3581 §4; a Via changed on the way does not verify).
             let Some(next) = rules::response_next_hop(ed.view()) else {
-                return Verdict::Drop(Drop::NotOurVia);
+                return Verdict::Drop(DropReason::NotOurVia);
             };
             if next.port() != b.port || !key.verify(&b, Dir::ToCore, next.ip(), NO_UE) {
-                return Verdict::Drop(Drop::NotOurVia);
+                return Verdict::Drop(DropReason::NotOurVia);
             }
             let Some(ours) = our_ue_addr(&self.cfg, next.ip()) else {
-                return Verdict::Drop(Drop::NoRoute);
+                return Verdict::Drop(DropReason::NoRoute);
             };
             let range = ed.range();
             let r = wire::emit_datagram(frame, range, SocketAddr::new(ours, ue_port), next).ok();
@@ -745,11 +747,11 @@ impl<P: PacketIo> Worker<P> {
         // the UE deregistered) the response is dropped: the UE retransmits over its new set,
         // and nothing goes out in the clear or over another UE's SA.
         let Some(inb) = sas.and_then(|g| g.inbound(b.spi)) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let ue = inb.ue_addr();
         if !key.verify(&b, Dir::ToCore, ue, ue) {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         }
         // The set's outbound SA to the UE's port: it arrived at our port-s (SA1; our port-c is
         // one below, as the registrar pairs them) or at our port-c (SA4).
@@ -758,10 +760,10 @@ impl<P: PacketIo> Worker<P> {
             g.outbound(ue, b.port, local.wrapping_sub(1))
                 .or_else(|| g.outbound(ue, b.port, local))
         }) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(ours) = our_ue_addr(&self.cfg, ue) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
@@ -775,7 +777,7 @@ impl<P: PacketIo> Worker<P> {
     /// is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and it goes to that hop.
     fn ue_response_over_sa(&mut self, d: Desc, idx: Index, e: &crate::satable::Entry) -> Verdict {
         let Some(reg) = e.registration() else {
-            return Verdict::Drop(Drop::NotRegistered);
+            return Verdict::Drop(DropReason::NotRegistered);
         };
         self.ue_response_to_core(d, idx, e.ue_addr(), e.local_port(), Some(reg.pai()))
     }
@@ -799,32 +801,32 @@ impl<P: PacketIo> Worker<P> {
         pai: Option<&[u8]>,
     ) -> Verdict {
         let Some(ours) = our_ue_addr(&self.cfg, ue) else {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         };
         let mut sent_by = [0u8; 64];
         let Some(n) = ue_sent_by(ours, our_port, &mut sent_by) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let (key, core) = (self.key, self.cfg.core);
         let frame = self.io.frame(&d);
         let Some(Some(b)) = rules::top_via_ours(idx.view(frame), &sent_by[..n]) else {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         };
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
         if rules::pop_top_via(&mut ed).is_err() {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         let Some(next) = rules::response_next_hop(ed.view()) else {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         };
         if b.spi != 0 || next.port() != b.port || !key.verify(&b, Dir::ToUe, next.ip(), ue) {
-            return Verdict::Drop(Drop::NotOurVia);
+            return Verdict::Drop(DropReason::NotOurVia);
         }
         if let Some(pai) = pai
             && rules::assert_identity(&mut ed, pai).is_err()
         {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, core, next).ok();
@@ -846,7 +848,7 @@ impl<P: PacketIo> Worker<P> {
         let frame = self.io.frame(&d);
         let view = idx.view(frame);
         let Some(port) = rules::top_via_port(view) else {
-            return Verdict::Drop(Drop::BadSip);
+            return Verdict::Drop(DropReason::BadSip);
         };
         let Some(n) = rules::build_response(
             view,
@@ -856,26 +858,26 @@ impl<P: PacketIo> Worker<P> {
             &[rules::ALLOW_TO_US],
             &mut self.scratch,
         ) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let (ue, local) = (e.ue_addr(), e.local_port());
         let Some(out_sa) = sas
             .outbound(ue, port, local.wrapping_sub(1))
             .or_else(|| sas.outbound(ue, port, local))
         else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(ours) = our_ue_addr(&self.cfg, ue) else {
-            return Verdict::Drop(Drop::NoRoute);
+            return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(out) = self.io.alloc(Side::Ue) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM + wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN;
         let Some(body) = frame.get_mut(at..at + n) else {
             self.io.free(&[out]);
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         body.copy_from_slice(&self.scratch[..n]);
         let from = SocketAddr::new(ours, out_sa.local_port());
@@ -903,7 +905,7 @@ impl<P: PacketIo> Worker<P> {
     }
 
     /// The verdict for a packet re-addressed and ESP-protected in its own frame.
-    fn sent_over_sa(&mut self, d: Desc, r: Result<std::ops::Range<usize>, Drop>) -> Verdict {
+    fn sent_over_sa(&mut self, d: Desc, r: Result<Range<usize>, DropReason>) -> Verdict {
         match r {
             Ok(r) => {
                 self.stats.esp_out += 1;
@@ -914,7 +916,7 @@ impl<P: PacketIo> Worker<P> {
     }
 
     /// The verdict for a packet re-addressed in its own frame (`r`: where it now lies).
-    fn forwarded(&mut self, d: Desc, r: Option<std::ops::Range<usize>>, toward: Side) -> Verdict {
+    fn forwarded(&mut self, d: Desc, r: Option<Range<usize>>, toward: Side) -> Verdict {
         match r {
             Some(r) => {
                 self.stats.forwarded += 1;
@@ -925,7 +927,7 @@ impl<P: PacketIo> Worker<P> {
                     side: toward,
                 })
             }
-            None => Verdict::Drop(Drop::NoRoom),
+            None => Verdict::Drop(DropReason::NoRoom),
         }
     }
 
@@ -935,20 +937,20 @@ impl<P: PacketIo> Worker<P> {
         arrival: Arrival,
         src: SocketAddr,
         dst: SocketAddr,
-        payload: (usize, usize),
+        payload: Range<usize>,
         d: Desc,
     ) -> Verdict {
         let id = self.cfg.id;
         let frame = self.io.frame(&d);
         match self
             .punt
-            .push(side, arrival, src, dst, id, &frame[payload.0..payload.1])
+            .push(side, arrival, src, dst, id, &frame[payload.clone()])
         {
             Ok(()) => {
                 self.punted_this_batch = true;
                 Verdict::Punted
             }
-            Err(_) => Verdict::Drop(Drop::PuntFull),
+            Err(_) => Verdict::Drop(DropReason::PuntFull),
         }
     }
 
@@ -966,7 +968,7 @@ impl<P: PacketIo> Worker<P> {
     }
 
     /// [`Self::reply`] with `extra` header lines (each ending in CRLF); not sent (dropped as
-    /// [`Drop::ToUs`]) when longer than `at_most` bytes.
+    /// [`DropReason::ToUs`]) when longer than `at_most` bytes.
     fn reply_with(
         &mut self,
         d: Desc,
@@ -986,13 +988,13 @@ impl<P: PacketIo> Worker<P> {
             &mut self.scratch,
         ) {
             Some(n) => n,
-            None => return Verdict::Drop(Drop::NoRoom),
+            None => return Verdict::Drop(DropReason::NoRoom),
         };
         if at_most.is_some_and(|m| n > m) {
-            return Verdict::Drop(Drop::ToUs);
+            return Verdict::Drop(DropReason::ToUs);
         }
         let Some(out) = self.io.alloc(d.side) else {
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM;
@@ -1000,7 +1002,7 @@ impl<P: PacketIo> Worker<P> {
         // Content-Length added): one that does not fit the frame is dropped, never a panic.
         let Some(dst_bytes) = frame.get_mut(at..at + n) else {
             self.io.free(&[out]);
-            return Verdict::Drop(Drop::NoRoom);
+            return Verdict::Drop(DropReason::NoRoom);
         };
         dst_bytes.copy_from_slice(&self.scratch[..n]);
         match wire::emit_datagram(frame, at..at + n, dst, src) {
@@ -1012,7 +1014,7 @@ impl<P: PacketIo> Worker<P> {
             }),
             Err(_) => {
                 self.io.free(&[out]);
-                Verdict::Drop(Drop::NoRoom)
+                Verdict::Drop(DropReason::NoRoom)
             }
         }
     }
