@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
+use crate::esp::EspError;
+
 /// A latency histogram in nanoseconds: 1 ns to 10 s, 3 significant figures.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid histogram bounds")
@@ -99,6 +101,20 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::QueueOverflow => "queue_overflow",
             DropReason::ToUs => "to_us",
+        }
+    }
+}
+
+/// The one mapping from an ESP refusal to a drop reason: authentication and replay failures
+/// apart (an operator tells an attack from a key mismatch by them), no room as no room, the rest
+/// as `esp_other`.
+impl From<EspError> for DropReason {
+    fn from(e: EspError) -> Self {
+        match e {
+            EspError::IcvMismatch => DropReason::EspIcv,
+            EspError::Replayed | EspError::TooOld => DropReason::EspReplay,
+            EspError::NoRoom | EspError::TooBig => DropReason::NoRoom,
+            _ => DropReason::EspOther,
         }
     }
 }

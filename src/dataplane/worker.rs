@@ -22,7 +22,6 @@ use std::time::Instant;
 use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
 use crate::dataplane::queue::{Arrival, Msg, MsgQueue};
 use crate::dataplane::stats::{DropReason, SharedStats, WorkerStats, new_histogram};
-use crate::esp::EspError;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
@@ -94,10 +93,7 @@ fn udp_over_sa(
 ) -> Result<Range<usize>, DropReason> {
     let r = wire::emit_datagram(frame, range, from, to).map_err(|_| DropReason::NoRoom)?;
     let mut f = crate::esp::Frame::new(frame, r.start, r.end);
-    sa.outbound(&mut f).map_err(|e| match e {
-        EspError::NoRoom | EspError::TooBig => DropReason::NoRoom,
-        _ => DropReason::EspOther,
-    })?;
+    sa.outbound(&mut f)?;
     Ok(f.start..f.end)
 }
 
@@ -452,11 +448,7 @@ impl<P: PacketIo> Worker<P> {
         }
         let inner = match e.sa().decapsulate(&mut frame[start..end]) {
             Ok((inner, _)) => start + inner.start..start + inner.end,
-            Err(EspError::IcvMismatch) => return Verdict::Drop(DropReason::EspIcv),
-            Err(EspError::Replayed | EspError::TooOld) => {
-                return Verdict::Drop(DropReason::EspReplay);
-            }
-            Err(_) => return Verdict::Drop(DropReason::EspOther),
+            Err(why) => return Verdict::Drop(why.into()),
         };
         let L4::Udp {
             src: isrc,
