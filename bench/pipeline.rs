@@ -331,7 +331,7 @@ mod stage {
         via_sent_by: CORE.as_bytes(),
         via_transport: b"UDP",
         path_uri: b"",
-        own_hosts: &[],
+        own: &pcscf::sip::OwnUris::NONE,
         visited_network_id: b"",
         orig_ioi: b"",
     };

@@ -15,7 +15,7 @@ const HEAD: usize = 256;
 #[path = "../perf/fixtures.rs"]
 #[allow(dead_code)] // (the pipeline's fixtures)
 mod fixtures;
-use fixtures::{ME, PREFS};
+use fixtures::{PREFS, me};
 
 fn main() {
     divan::main();
@@ -69,7 +69,7 @@ fn parse_check_rewrite_register(b: divan::Bencher) {
             branch: n,
             icid: n,
         };
-        rules::rewrite_register(&mut ed, &ME, &fw).unwrap();
+        rules::rewrite_register(&mut ed, &me(), &fw).unwrap();
         black_box(ed.range());
     });
 }

@@ -37,11 +37,22 @@ pub const PREFS: &[(pcscf::sip::headers::Alg, pcscf::sip::headers::Ealg)] = &[
         pcscf::sip::headers::Ealg::Null,
     ),
 ];
-pub const ME: pcscf::sip::pcscf::ProxyIdentity<'static> = pcscf::sip::pcscf::ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
-    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
-    visited_network_id: b"\"Visited Network\"",
-    orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
-};
+static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
+    pcscf::sip::OwnUris::new(
+        &["pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+        &["10.46.0.1".parse().unwrap()],
+        &[5060],
+        Some(5100..=5199),
+    )
+});
+/// Who the P-CSCF is in the benchmarks (the REGISTER fixtures' P-CSCF).
+pub fn me() -> pcscf::sip::pcscf::ProxyIdentity<'static> {
+    pcscf::sip::pcscf::ProxyIdentity {
+        via_sent_by: b"10.0.1.10:5060",
+        via_transport: b"UDP",
+        path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
+        own: &OWN,
+        visited_network_id: b"\"Visited Network\"",
+        orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
+    }
+}

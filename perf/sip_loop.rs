@@ -14,7 +14,7 @@ const HEAD: usize = 256;
 #[path = "fixtures.rs"]
 #[allow(dead_code)] // (the pipeline's fixtures)
 mod fixtures;
-use fixtures::{ME, PREFS};
+use fixtures::{PREFS, me};
 
 fn main() {
     let n: u64 = std::env::args()
@@ -37,7 +37,7 @@ fn main() {
             branch: i,
             icid: i,
         };
-        rules::rewrite_register(&mut ed, &ME, &fw).unwrap();
+        rules::rewrite_register(&mut ed, &me(), &fw).unwrap();
         black_box(ed.range());
     }
     let el = t.elapsed();

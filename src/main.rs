@@ -259,11 +259,24 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if let Err(r) = rules::check_register(ed.view(), &prefs) {
                 return Err(format!("rejected: {} {} ({:?})", r.code, r.reason, r.why).into());
             }
+            // the lab's and the test fixtures' P-CSCF (tests/data/ims, tests/data/ims/phones)
+            let own = pcscf::sip::OwnUris::new(
+                &["pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+                &[
+                    "10.46.0.1".parse()?,
+                    "2001:db8:46::1".parse()?,
+                    "10.211.0.1".parse()?,
+                    "fd00:211::1".parse()?,
+                    "10.0.1.10".parse()?,
+                ],
+                &[5060],
+                Some(5100..=5199),
+            );
             let me = ProxyIdentity {
                 via_sent_by: b"10.0.1.10:5060",
                 via_transport: b"UDP",
                 path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org;lr",
-                own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org", b"10.46.0.1"],
+                own: &own,
                 visited_network_id: b"\"Visited Network\"",
                 orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
             };

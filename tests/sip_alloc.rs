@@ -26,14 +26,28 @@ const PREFS: &[(Alg, Ealg)] = &[
     (Alg::HmacSha1_96, Ealg::AesCbc),
     (Alg::HmacMd5_96, Ealg::Null),
 ];
-const ME: ProxyIdentity<'static> = ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
-    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
-    visited_network_id: b"\"Visited Network\"",
-    orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
-};
+static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
+    pcscf::sip::OwnUris::new(
+        &["pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+        &[
+            "10.46.0.1".parse().unwrap(),
+            "2001:db8:46::1".parse().unwrap(),
+        ],
+        &[5060],
+        Some(5100..=5199),
+    )
+});
+
+fn me() -> ProxyIdentity<'static> {
+    ProxyIdentity {
+        via_sent_by: b"10.0.1.10:5060",
+        via_transport: b"UDP",
+        path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
+        own: &OWN,
+        visited_network_id: b"\"Visited Network\"",
+        orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
+    }
+}
 
 #[test]
 fn sip_hot_path_does_not_allocate() {
@@ -44,6 +58,7 @@ fn sip_hot_path_does_not_allocate() {
         "10.46.0.6:5060".parse().unwrap(),
         "[2001:db8:46::6]:5060".parse().unwrap(),
     ];
+    let me = me(); // builds OWN before counting starts
 
     for (msg, src) in [(REGISTER, sources[0]), (REGISTER_V6, sources[1])] {
         frame[512..512 + msg.len()].copy_from_slice(msg);
@@ -57,7 +72,7 @@ fn sip_hot_path_does_not_allocate() {
                 branch: 7,
                 icid: 9,
             };
-            rules::rewrite_register(&mut ed, &ME, &fw).unwrap();
+            rules::rewrite_register(&mut ed, &me, &fw).unwrap();
             assert!(ed.as_bytes().len() > msg.len());
         });
         assert_eq!(n, 0, "REGISTER parse + check + rewrite allocated {n} times");
@@ -94,4 +109,31 @@ fn sip_hot_path_does_not_allocate() {
 
     // Sanity check that the counter counts.
     assert!(allocations_in(|| drop(vec![1u8; 10])) >= 1);
+}
+
+/// The "is this URI us?" rule runs in the workers on every relayed request: no allocation for
+/// any form (IPv4, IPv6 in any compression, hostname, userinfo, garbage, a huge URI).
+#[test]
+fn is_us_does_not_allocate() {
+    let own = &*OWN;
+    let huge = vec![b'a'; 70_000];
+    let uris: [&[u8]; 9] = [
+        b"sip:10.46.0.1:5060;lr",
+        b"sips:[2001:DB8:46:0::1]:5101;lr;transport=udp",
+        b"sip:PCSCF.ims.mnc001.mcc001.3gppnetwork.org;lr",
+        b"sip:10.46.0.1@evil.com;lr",
+        b"sip:[::1",
+        b"sip:10.46.0.10",
+        b"sip:10.46.0.1:5061",
+        b"tel:+15551234",
+        &huge,
+    ];
+    let mut hits = 0;
+    let n = allocations_in(|| {
+        for u in uris {
+            hits += own.is_us(u) as u32;
+        }
+    });
+    assert_eq!(n, 0, "is_us allocated {n} times");
+    assert_eq!(hits, 3);
 }

@@ -15,14 +15,25 @@ const PREFS: &[(Alg, Ealg)] = &[
     (Alg::HmacSha1_96, Ealg::AesCbc),
     (Alg::HmacMd5_96, Ealg::Null),
 ];
-const ME: ProxyIdentity<'static> = ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.example.net;lr",
-    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
-    visited_network_id: b"vnet",
-    orig_ioi: b"example.net",
-};
+static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
+    pcscf::sip::OwnUris::new(
+        &["pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+        &[],
+        &[5060],
+        Some(5100..=5199),
+    )
+});
+
+fn me() -> ProxyIdentity<'static> {
+    ProxyIdentity {
+        via_sent_by: b"10.0.1.10:5060",
+        via_transport: b"UDP",
+        path_uri: b"sip:term@pcscf.example.net;lr",
+        own: &OWN,
+        visited_network_id: b"vnet",
+        orig_ioi: b"example.net",
+    }
+}
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -52,7 +63,7 @@ fn exercise(data: &[u8]) {
                 branch: 1,
                 icid: 2,
             };
-            if rules::rewrite_register(&mut ed, &ME, &fw).is_ok() {
+            if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
             }
         }

@@ -15,14 +15,25 @@ const PREFS: &[(Alg, Ealg)] = &[
     (Alg::HmacMd5_96, Ealg::Null),
 ];
 
-const ME: ProxyIdentity<'static> = ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
-    own_hosts: &[b"pcscf.ims.mnc001.mcc001.3gppnetwork.org", b"10.46.0.1"],
-    visited_network_id: b"\"Visited Network\"",
-    orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
-};
+static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
+    pcscf::sip::OwnUris::new(
+        &["pcscf.ims.mnc001.mcc001.3gppnetwork.org"],
+        &["10.46.0.1".parse().unwrap()],
+        &[5060],
+        Some(5100..=5199),
+    )
+});
+
+fn me() -> ProxyIdentity<'static> {
+    ProxyIdentity {
+        via_sent_by: b"10.0.1.10:5060",
+        via_transport: b"UDP",
+        path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",
+        own: &OWN,
+        visited_network_id: b"\"Visited Network\"",
+        orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
+    }
+}
 
 fn load(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,7 +86,7 @@ fn rewrite_register(
     let mut ed = Editor::new(&mut f, head, head + msg.len()).unwrap();
     ed.view().validate().unwrap();
     rules::check_register(ed.view(), PREFS).unwrap();
-    rules::rewrite_register(&mut ed, &ME, &fw(source, protected)).unwrap();
+    rules::rewrite_register(&mut ed, &me(), &fw(source, protected)).unwrap();
     ed.as_bytes().to_vec()
 }
 
@@ -310,7 +321,7 @@ fn protected_register_checks_and_rewrite() {
     let out = {
         let mut f = frame(&second, 256, 256);
         let mut ed = Editor::new(&mut f, 256, 256 + second.len()).unwrap();
-        rules::rewrite_register(&mut ed, &ME, &fw("10.46.0.6:7004", true)).unwrap();
+        rules::rewrite_register(&mut ed, &me(), &fw("10.46.0.6:7004", true)).unwrap();
         ed.as_bytes().to_vec()
     };
     let m = Message::parse_strict(&out).unwrap();

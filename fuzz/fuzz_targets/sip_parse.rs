@@ -7,14 +7,20 @@ use pcscf::sip::headers::{Alg, Ealg};
 use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
-const ME: ProxyIdentity<'static> = ProxyIdentity {
+static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
+    pcscf::sip::OwnUris::new(&["pcscf.example.net"], &[], &[5060], Some(5100..=5199))
+});
+
+fn me() -> ProxyIdentity<'static> {
+    ProxyIdentity {
     via_sent_by: b"10.0.1.10:5060",
     via_transport: b"UDP",
     path_uri: b"sip:term@pcscf.example.net;lr",
-    own_hosts: &[b"pcscf.example.net"],
+    own: &OWN,
     visited_network_id: b"vnet",
     orig_ioi: b"example.net",
-};
+}
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut frame = vec![0u8; data.len() + 1024];
@@ -24,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     if ed.view().is_method(b"REGISTER") {
         if rules::check_register(ed.view(), &[(Alg::HmacSha1_96, Ealg::Null)]).is_ok() {
             let fw = Forward { source: "10.1.2.3:5060".parse().unwrap(), protected: false, branch: 1, icid: 1 };
-            if rules::rewrite_register(&mut ed, &ME, &fw).is_ok() {
+            if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
             }
         }

@@ -84,6 +84,8 @@ pub struct RegistrarConfig {
     pub source_limit: (u32, f64),
     pub via_sent_by: String,
     pub path_uri: String,
+    /// Our hostnames. With `ue_addrs`, `core`, `ue_sip_port` and `protected_ports` they make
+    /// the "is this URI us?" rule (`sip::own`) for Route pops and Request-URI checks.
     pub own_hosts: Vec<String>,
     pub visited_network_id: String,
     pub orig_ioi: String,
@@ -355,6 +357,8 @@ struct Pending {
 
 pub struct Registrar {
     cfg: RegistrarConfig,
+    /// What names us in a Route / Request-URI (from `cfg`, built once).
+    own: crate::sip::OwnUris,
     sas: SaWriter,
     bindings: HashMap<u64, Binding>,
     by_impi: HashMap<Box<[u8]>, u64>,
@@ -413,7 +417,18 @@ impl Registrar {
         let sas_view = sas.reader();
         let resolver = super::dns::Resolver::new(cfg.dns);
         let (burst, rate) = cfg.source_limit;
+        let own = {
+            let mut addrs = cfg.ue_addrs.clone();
+            addrs.push(cfg.core.ip());
+            crate::sip::OwnUris::new(
+                &cfg.own_hosts,
+                &addrs,
+                &[cfg.ue_sip_port, cfg.core.port()],
+                Some(cfg.protected_ports.clone()),
+            )
+        };
         Registrar {
+            own,
             cfg,
             sas,
             bindings: HashMap::new(),
@@ -880,12 +895,11 @@ impl Registrar {
             branch,
             icid: branch.rotate_left(17),
         };
-        let hosts: Vec<&[u8]> = self.cfg.own_hosts.iter().map(|h| h.as_bytes()).collect();
         let me = ProxyIdentity {
             via_sent_by: self.cfg.via_sent_by.as_bytes(),
             via_transport: b"UDP",
             path_uri: self.cfg.path_uri.as_bytes(),
-            own_hosts: &hosts,
+            own: &self.own,
             visited_network_id: self.cfg.visited_network_id.as_bytes(),
             orig_ioi: self.cfg.orig_ioi.as_bytes(),
         };

@@ -28,7 +28,22 @@ use crate::satable::{ReadGuard, SaReader};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
 use crate::sip::pcscf::{self as rules, ProxyIdentity};
-use crate::sip::{Editor, HeaderName};
+use crate::sip::{Editor, HeaderName, OwnUris};
+
+impl WorkerConfig {
+    /// What names us in a Route or Request-URI: our hostname, UE-side and core-side addresses,
+    /// the plain UE-side and core-side ports and the protected range (`sip::own`).
+    pub fn own_uris(&self) -> OwnUris {
+        let mut addrs = self.ue_addrs.clone();
+        addrs.push(self.core.ip());
+        OwnUris::new(
+            &[self.hostname.as_str()],
+            &addrs,
+            &[self.ue_sip_port, self.core.port()],
+            Some(self.protected_ports.clone()),
+        )
+    }
+}
 
 /// What a worker needs to know about the deployment; built once from the configuration.
 #[derive(Clone, Debug)]
@@ -56,12 +71,12 @@ pub struct WorkerConfig {
 
 /// Who we are when the workers forward: only our Via matters (Path, P-Visited-Network-ID and
 /// the charging vector belong to the REGISTER, which the registration thread rewrites).
-fn relay_identity(cfg: &WorkerConfig) -> ProxyIdentity<'_> {
+fn relay_identity<'a>(cfg: &'a WorkerConfig, own: &'a OwnUris) -> ProxyIdentity<'a> {
     ProxyIdentity {
         via_sent_by: cfg.via_sent_by.as_bytes(),
         via_transport: b"UDP",
         path_uri: b"",
-        own_hosts: &[],
+        own,
         visited_network_id: b"",
         orig_ioi: b"",
     }
@@ -130,6 +145,8 @@ pub struct Worker<P: PacketIo> {
     stats: WorkerStats,
     /// Seals and checks our Via branches.
     key: &'static BranchKey,
+    /// What names us in a Route / Request-URI (built once from `cfg`).
+    own: OwnUris,
     rx: Vec<Desc>,
     tx: Vec<Desc>,
     freed: Vec<Desc>,
@@ -166,6 +183,7 @@ impl<P: PacketIo> Worker<P> {
             shared,
             stats: WorkerStats::default(),
             key: branch_key(),
+            own: cfg.own_uris(),
             rx: vec![
                 Desc {
                     frame: 0,
@@ -480,7 +498,7 @@ impl<P: PacketIo> Worker<P> {
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
         let core = self.cfg.core;
-        let me = relay_identity(&self.cfg);
+        let me = relay_identity(&self.cfg, &self.own);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
         if rules::rewrite_protected_request(&mut ed, &me, isrc, &branch, reg.pai(), reg.route())
@@ -539,7 +557,7 @@ impl<P: PacketIo> Worker<P> {
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, 0, port, hash, src.ip(), NO_UE);
         let core = self.cfg.core;
-        let me = relay_identity(&self.cfg);
+        let me = relay_identity(&self.cfg, &self.own);
         let frame = self.io.frame(&d);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
@@ -617,14 +635,11 @@ impl<P: PacketIo> Worker<P> {
         let Some(n) = ue_sent_by(ours, e.local_port(), &mut sent_by) else {
             return Verdict::Drop(Drop::NoRoom);
         };
-        let core_host = self.cfg.via_sent_by.as_bytes();
-        let core_host = core_host.split(|&b| b == b':').next().unwrap_or(core_host);
-        let hosts = [self.cfg.hostname.as_bytes(), core_host];
         let me = ProxyIdentity {
             via_sent_by: &sent_by[..n],
             via_transport: b"UDP",
             path_uri: b"",
-            own_hosts: &hosts,
+            own: &self.own,
             visited_network_id: b"",
             orig_ioi: b"",
         };

@@ -5,6 +5,7 @@
 //! - [`headers`] gives typed, zero-copy views of the header values the P-CSCF reads.
 //! - [`edit`] rewrites a message inside its frame buffer, using headroom and tailroom.
 //! - [`pcscf`] is the P-CSCF's registration-flow logic on top (TS 24.229 §5.2.2, RFC 3329).
+//! - [`own`] is the one "is this URI us?" rule (Route pops, Request-URI checks).
 //! - [`branch`] is our authenticated Via branch (what a response needs to find its way back).
 //! - [`write`] is a tiny allocation-free formatter for header text.
 //!
@@ -14,8 +15,10 @@ pub mod branch;
 pub mod edit;
 pub mod headers;
 pub mod msg;
+pub mod own;
 pub mod pcscf;
 pub mod write;
 
 pub use edit::{EditError, Editor};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, StartLine, View};
+pub use own::OwnUris;

@@ -13,6 +13,7 @@ use super::branch::Branch;
 use super::edit::{EditError, Editor};
 use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via};
 use super::msg::{HeaderName, Span, View};
+use super::own::OwnUris;
 use super::write::Writer;
 
 /// Who we are, as written into forwarded messages. Built once from configuration.
@@ -25,8 +26,8 @@ pub struct ProxyIdentity<'a> {
     /// The URI we put in Path (RFC 3327), without the angle brackets, e.g.
     /// `sip:term@pcscf.ims.example.net:5060;lr`.
     pub path_uri: &'a [u8],
-    /// Hosts (names or addresses) that identify us in a pre-loaded Route.
-    pub own_hosts: &'a [&'a [u8]],
+    /// What names us in a Route or Request-URI (addresses, hostnames, ports).
+    pub own: &'a OwnUris,
     /// P-Visited-Network-ID value (RFC 7315 §4.3), token or quoted string as written.
     pub visited_network_id: &'a [u8],
     /// orig-ioi for P-Charging-Vector (type 1 IOI naming our network).
@@ -534,7 +535,9 @@ fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditError> {
     }
 }
 
-/// RFC 3261 §16.4: pop the Route values that name us (the pre-loaded P-CSCF route).
+/// RFC 3261 §16.4: pop every leading Route value that names us (the pre-loaded P-CSCF route,
+/// by hostname or by the address a phone learned from PCO), across several Route headers and
+/// comma-separated values; the first value that is not us stops it.
 pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(), EditError> {
     loop {
         let Some(i) = ed.find(HeaderName::Route, 0) else {
@@ -545,11 +548,7 @@ pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(),
             let h = v.idx.headers()[i];
             ListIter::new(v.bytes(h.value)).next().and_then(|item| {
                 let na = NameAddr::parse(item)?;
-                let host = na.uri_host();
-                me.own_hosts
-                    .iter()
-                    .any(|o| o.eq_ignore_ascii_case(host))
-                    .then(|| Span::of(v.buf, item))
+                me.own.is_us(na.uri).then(|| Span::of(v.buf, item))
             })
         };
         match target {
