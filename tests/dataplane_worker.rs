@@ -234,6 +234,11 @@ fn worker_batch_does_not_allocate() {
             udp("10.46.0.6:5060", "10.46.0.1:5060", b"garbage"),
         ),
         (Side::Ue, udp("10.46.0.6:5060", "10.46.0.1:5999", MESSAGE)),
+        // addressed to us (issue 11): answered, in relay mode too
+        (
+            Side::Ue,
+            udp("10.46.0.6:5060", "10.46.0.1:5060", b"OPTIONS sip:[FD00:46:0::1];transport=udp SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bKo1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"),
+        ),
     ];
     let no_relay = {
         let (w2, _, _) = worker(false);
@@ -256,7 +261,11 @@ fn worker_batch_does_not_allocate() {
             punt.recycle(b);
         }
     }
-    assert!(w.stats().forwarded >= 3 && w2.stats().replied >= 3);
+    assert!(w.stats().forwarded >= 3 && w2.stats().replied >= 6);
+    assert!(
+        w.stats().replied >= 3,
+        "OPTIONS to us answered in relay mode"
+    );
 }
 
 mod protected {

@@ -365,8 +365,14 @@ fn register_checks_yield_the_right_sip_errors() {
             420,
             RejectWhy::UnsupportedProxyRequire,
         ),
+        // No Authorization: the IMPI comes from the To IMPU (issue 11), which a tel: URI
+        // cannot give.
         (
-            replace(&msg, "Authorization:", "X-Authorization:"),
+            replace(
+                &replace(&msg, "Authorization:", "X-Authorization:"),
+                "\r\nTo: <sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>",
+                "\r\nTo: <tel:+15551234567>",
+            ),
             403,
             RejectWhy::NoAuthorization,
         ),

@@ -343,6 +343,9 @@ fn plain_ue_response_with_a_foreign_via_is_dropped_in_relay_mode() {
     assert_eq!(r.w.stats().drops[Drop::NotOurVia as usize], 1);
 }
 
+/// An OPTIONS from the UE to us (our address in another IPv6 form, our port-s).
+const OPTIONS_TO_US: &[u8] = b"OPTIONS sip:[FD00:46:0::1]:5103 SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKo1\r\nMax-Forwards: 70\r\nRoute: <sip:10.46.0.1:5103;lr>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
 /// The new paths allocate nothing per packet: A's request over SA1, the core's answer over
 /// SA2, the core's request to the UE, the UE's answer over SA4, and a forged one.
 #[test]
@@ -364,6 +367,8 @@ fn response_paths_do_not_allocate() {
             r.packet(Kind::Core, CORE_MESSAGE).unwrap(),
             r.packet(Kind::EspPortS, &ue_ok).unwrap(),
             r.packet(Kind::EspPortS, forged.as_bytes()).unwrap(),
+            // addressed to us (issue 11): answered over SA2, IPv6 R-URI in another form
+            r.packet(Kind::EspPortC, OPTIONS_TO_US).unwrap(),
         ];
         for (side, p) in &pkts {
             assert!(r.w.io().inject(*side, p));
@@ -379,4 +384,5 @@ fn response_paths_do_not_allocate() {
     // core answer and core request over SA2
     assert_eq!(s.forwarded, 2 + 2 + 3 * 4, "{s:?}");
     assert_eq!(s.drops[Drop::NotOurVia as usize], 3);
+    assert_eq!(s.replied, 3, "the OPTIONS to us, once a round: {s:?}");
 }

@@ -805,7 +805,11 @@ impl Registrar {
         // The UE does not choose which network authenticates it: an IP address, or a domain
         // we do not serve, is refused (else any host it names would be "home" and could hand
         // out keys and identities through us).
-        if !self.serves(info.home_domain) {
+        // RFC 3261 §16.4: a Request-URI that is us (our address, say, once the UE's Route
+        // naming us is popped) addresses the REGISTER to us, and we are no registrar and no
+        // home domain: the same 403 as for a domain we do not serve, nothing forwarded.
+        let to_us = v.request_uri().is_some_and(|u| self.own.is_us(u));
+        if to_us || !self.serves(info.home_domain) {
             self.stats.unknown_home_domain += 1;
             crate::control::log::warn(format_args!(
                 "REGISTER from {src} for {:?}: not a home domain we serve: 403",

@@ -49,9 +49,12 @@ pub enum Drop {
     /// Received packets bigger than a frame (a jumbo-MTU link), dropped by the backend before
     /// the worker saw them (the backend's `IoStats::rx_oversize`).
     Oversize,
+    /// A request addressed to us that takes no answer (an ACK, RFC 3261 §17.2.3), or whose
+    /// answer would be larger than it (an unverified source: no amplification).
+    ToUs,
 }
 
-pub const DROP_REASONS: usize = 15;
+pub const DROP_REASONS: usize = 16;
 
 impl Drop {
     pub const ALL: [Drop; DROP_REASONS] = [
@@ -70,6 +73,7 @@ impl Drop {
         Drop::NoRoom,
         Drop::NotRegistered,
         Drop::Oversize,
+        Drop::ToUs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Drop {
             Drop::NoRoom => "no_room",
             Drop::NotRegistered => "not_registered",
             Drop::Oversize => "oversize",
+            Drop::ToUs => "to_us",
         }
     }
 }

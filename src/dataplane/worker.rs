@@ -487,6 +487,15 @@ impl<P: PacketIo> Worker<P> {
         if rules::max_forwards_exhausted(view) {
             return Verdict::Drop(Drop::TooManyHops);
         }
+        // RFC 3261 §16.4: a Request-URI that is us makes us the UAS (the UE's Route entries do
+        // not matter: below they are all replaced by the Service-Route). Answered over the SA
+        // set it came over, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some((code, reason)) => self.reply_over_sa(d, idx, e, sas, code, reason),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
         // The branch records the SPI the request came over and the UE's port (the Via sent-by,
         // spec §2.2), so the response goes back over this SA set — even while a re-registration
@@ -543,6 +552,24 @@ impl<P: PacketIo> Worker<P> {
         if rules::max_forwards_exhausted(view) {
             return self.reply(d, idx, src, dst, 483, "Too Many Hops");
         }
+        // RFC 3261 §16.4: a Request-URI that is us (after our Route entries, which a relayed
+        // request loses anyway) makes us the UAS: answered here, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                // The source of a UDP request is not verified: an answer larger than the
+                // request is not sent (no amplification toward a spoofed victim; a phone's
+                // OPTIONS, with its Route and Max-Forwards, is larger than our answer).
+                Some((code, reason)) => self.reply_with(
+                    d,
+                    idx,
+                    (src, dst),
+                    (code, reason),
+                    rules::ALLOW_TO_US,
+                    Some(payload.1 - payload.0),
+                ),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         if !self.cfg.stateless_relay {
             // TS 24.229 §5.2.2: requests other than REGISTER must arrive over the UE's SAs.
             return self.reply(d, idx, src, dst, 403, "Forbidden");
@@ -561,7 +588,12 @@ impl<P: PacketIo> Worker<P> {
         let frame = self.io.frame(&d);
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::forward_request(&mut ed, &me, src, &branch).is_err() {
+        // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
+        // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
+        // other Routes stay, as a stateless proxy's would.)
+        if rules::pop_own_routes(&mut ed, &me).is_err()
+            || rules::forward_request(&mut ed, &me, src, &branch).is_err()
+        {
             return Verdict::Drop(Drop::NoRoom);
         }
         let range = ed.range();
@@ -619,6 +651,14 @@ impl<P: PacketIo> Worker<P> {
     ) -> Verdict {
         let frame = self.io.frame(&d);
         let view = idx.view(frame);
+        // RFC 3261 §16.4: a request from the core addressed to us (an OPTIONS keep-alive, say)
+        // is answered here, from our core-side address.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some(cr) => self.reply_with(d, idx, (src, dst), cr, rules::ALLOW_TO_US, None),
+                None => Verdict::Drop(Drop::ToUs),
+            };
+        }
         let target = rules::request_uri_addr(view);
         let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
         let (Some(target), Some(e)) = (target, entry) else {
@@ -787,6 +827,77 @@ impl<P: PacketIo> Worker<P> {
         self.forwarded(d, r, Side::Core)
     }
 
+    /// Answer a request that came over the SA entry `e` (a request addressed to us) with
+    /// `code` and [`rules::ALLOW_TO_US`], back over the same set as any response to the UE
+    /// (spec §2.2: our port-c → the port its Via names; our port-s when that is the pair).
+    fn reply_over_sa(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        e: &crate::satable::Entry,
+        sas: &ReadGuard<'_>,
+        code: u16,
+        reason: &str,
+    ) -> Verdict {
+        let frame = self.io.frame(&d);
+        let view = idx.view(frame);
+        let Some(port) = rules::top_via_port(view) else {
+            return Verdict::Drop(Drop::BadSip);
+        };
+        let Some(n) = rules::build_response(
+            view,
+            code,
+            reason,
+            b"pcscf",
+            &[rules::ALLOW_TO_US],
+            &mut self.scratch,
+        ) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let (ue, local) = (e.ue_addr(), e.local_port());
+        let Some(out_sa) = sas
+            .outbound(ue, port, local.wrapping_sub(1))
+            .or_else(|| sas.outbound(ue, port, local))
+        else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let Some(ours) = our_ue_addr(&self.cfg, ue) else {
+            return Verdict::Drop(Drop::NoRoute);
+        };
+        let Some(out) = self.io.alloc(Side::Ue) else {
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        let frame = self.io.frame(&out);
+        let at = HEADROOM + l3::IPV6_HDR + l3::UDP_HDR;
+        let Some(body) = frame.get_mut(at..at + n) else {
+            self.io.free(&[out]);
+            return Verdict::Drop(Drop::NoRoom);
+        };
+        body.copy_from_slice(&self.scratch[..n]);
+        let from = SocketAddr::new(ours, out_sa.local_port());
+        match udp_over_sa(
+            frame,
+            at..at + n,
+            from,
+            SocketAddr::new(ue, port),
+            out_sa.sa(),
+        ) {
+            Ok(r) => {
+                self.stats.esp_out += 1;
+                Verdict::Replied(Desc {
+                    frame: out.frame,
+                    start: r.start as u16,
+                    end: r.end as u16,
+                    side: Side::Ue,
+                })
+            }
+            Err(why) => {
+                self.io.free(&[out]);
+                Verdict::Drop(why)
+            }
+        }
+    }
+
     /// The verdict for a packet re-addressed and ESP-protected in its own frame.
     fn sent_over_sa(&mut self, d: Desc, r: Result<std::ops::Range<usize>, Drop>) -> Verdict {
         match r {
@@ -847,18 +958,35 @@ impl<P: PacketIo> Worker<P> {
         code: u16,
         reason: &str,
     ) -> Verdict {
+        self.reply_with(d, idx, (src, dst), (code, reason), b"", None)
+    }
+
+    /// [`Self::reply`] with `extra` header lines (each ending in CRLF); not sent (dropped as
+    /// [`Drop::ToUs`]) when longer than `at_most` bytes.
+    fn reply_with(
+        &mut self,
+        d: Desc,
+        idx: Index,
+        (src, dst): (SocketAddr, SocketAddr),
+        (code, reason): (u16, &str),
+        extra: &[u8],
+        at_most: Option<usize>,
+    ) -> Verdict {
         let frame = self.io.frame(&d);
         let n = match rules::build_response(
             idx.view(frame),
             code,
             reason,
             b"pcscf",
-            &[],
+            &[extra],
             &mut self.scratch,
         ) {
             Some(n) => n,
             None => return Verdict::Drop(Drop::NoRoom),
         };
+        if at_most.is_some_and(|m| n > m) {
+            return Verdict::Drop(Drop::ToUs);
+        }
         let Some(out) = self.io.alloc(d.side) else {
             return Verdict::Drop(Drop::NoRoom);
         };

@@ -157,30 +157,39 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
     // forward it rebuilt (set_integrity_protected), so it must be one strictly well-formed
     // Digest value: a second Authorization, or one we cannot read exactly, is refused rather
     // than passed on with a forged integrity-protected somewhere in it.
+    let to = v
+        .header(HeaderName::To)
+        .and_then(NameAddr::parse)
+        .ok_or(malformed)?;
+    let forbidden = Reject::new(403, "Forbidden", RejectWhy::NoAuthorization);
     let mut auths = v.headers(HeaderName::Authorization);
-    let auth = auths
-        .next()
-        .ok_or(Reject::new(403, "Forbidden", RejectWhy::NoAuthorization))?;
-    if auths.next().is_some() {
-        return Err(malformed);
-    }
-    let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
-    if strict_digest_params(v.bytes(auth.value), &mut params).is_none() {
-        return Err(malformed);
-    }
-    let impi = Digest::parse(v.bytes(auth.value))
-        .and_then(|d| d.username())
-        .filter(|u| !u.is_empty())
-        .ok_or(Reject::new(403, "Forbidden", RejectWhy::NoAuthorization))?;
+    let impi = match auths.next() {
+        Some(auth) => {
+            if auths.next().is_some() {
+                return Err(malformed);
+            }
+            let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
+            if strict_digest_params(v.bytes(auth.value), &mut params).is_none() {
+                return Err(malformed);
+            }
+            Digest::parse(v.bytes(auth.value))
+                .and_then(|d| d.username())
+                .filter(|u| !u.is_empty())
+                .ok_or(forbidden)?
+        }
+        // No Authorization (phones send it, TS 24.229 §5.1.1.2.2, but not all do): the IMPI is
+        // derived from the IMPU being registered, as the UE itself derives its temporary
+        // identities (TS 23.003 §13.3/§13.4B: IMPI `<user>@<domain>`, temporary IMPU
+        // `sip:<user>@<domain>`; [spec-m]): `sip:user@domain` → `user@domain`. A tel: URI, a
+        // URI without a user part or with an IP host names no IMPI: 403. The REGISTER forwarded
+        // carries an Authorization we write with that username ([`rewrite_register`]).
+        None => impi_from_impu(to.uri).ok_or(forbidden)?,
+    };
     let (offer_raw, offer) = choose_offer(v, prefs).ok_or(Reject::new(
         494,
         "Security Agreement Required",
         RejectWhy::NoAcceptableMechanism,
     ))?;
-    let to = v
-        .header(HeaderName::To)
-        .and_then(NameAddr::parse)
-        .ok_or(malformed)?;
     let home_domain = headers::uri_host(v.request_uri().unwrap_or_default());
     let call_id = v.header(HeaderName::CallId).ok_or(malformed)?;
     let cseq = v
@@ -225,6 +234,38 @@ fn choose_offer<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Option<(&'a [u8], Ips
             .find(|(_, o)| o.alg == alg && o.ealg == ealg)
             .copied()
     })
+}
+
+/// The IMPI a UE without Authorization registers as: `sip:user@domain` (or `sips:`, any case)
+/// → `user@domain`, a slice of `impu`. The user part is RFC 3261 `unreserved` / escaped / a few
+/// user-unreserved characters (no `;`, `?`, `:`, quotes); the host a domain name (no IP
+/// literal, no port or parameters kept). Anything else, a tel: URI included, is `None`.
+pub fn impi_from_impu(impu: &[u8]) -> Option<&[u8]> {
+    let colon = impu.iter().position(|&b| b == b':')?;
+    let scheme = &impu[..colon];
+    if !scheme.eq_ignore_ascii_case(b"sip") && !scheme.eq_ignore_ascii_case(b"sips") {
+        return None;
+    }
+    let rest = &impu[colon + 1..];
+    let at = rest.iter().position(|&b| b == b'@')?;
+    let user = &rest[..at];
+    let host_end = rest[at + 1..]
+        .iter()
+        .position(|&b| matches!(b, b':' | b';' | b'?'))
+        .map_or(rest.len(), |p| at + 1 + p);
+    let host = &rest[at + 1..host_end];
+    let user_ok = !user.is_empty()
+        && user.len() <= 128
+        && user
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,/".contains(&b));
+    let host_ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && host.iter().any(|b| b.is_ascii_alphabetic());
+    (user_ok && host_ok).then_some(&rest[..host_end])
 }
 
 /// Compare a stored mechanism list with the `name` headers of `v`, as sets of parameter sets
@@ -374,6 +415,11 @@ pub fn rewrite_register(
 
     decrement_max_forwards(ed)?;
     pop_own_routes(ed, me)?;
+    // TS 24.229 §5.2.2.2: the P-CSCF sends the REGISTER to the I-CSCF of the home network it
+    // determines itself (the caller chose it). A Route the UE wrote after ours would have the
+    // I-CSCF loose-route the REGISTER wherever the UE wants (RFC 3261 §16.4): every remaining
+    // UE Route goes, so the UE never steers its registration.
+    ed.remove_all(HeaderName::Route)?;
     // sec-agree is hop-by-hop: strip the option tags and the Security-* headers (RFC 3329
     // §2.3.1, TS 24.229 §5.2.2.2).
     ed.remove_list_value(HeaderName::Require, b"sec-agree")?;
@@ -384,7 +430,11 @@ pub fn rewrite_register(
     ed.remove_all(HeaderName::PVisitedNetworkId)?;
     ed.remove_all(HeaderName::PChargingVector)?;
     ed.remove_all(HeaderName::PAssertedIdentity)?;
-    set_integrity_protected(ed, fw.protected)?;
+    if ed.find(HeaderName::Authorization, 0).is_some() {
+        set_integrity_protected(ed, fw.protected)?;
+    } else {
+        add_authorization(ed, fw.protected)?;
+    }
 
     // Appended at the end of the header section, so only the (usually empty) body moves.
     let mut icid = [0u8; 16];
@@ -422,6 +472,46 @@ pub fn rewrite_register(
     }
     let end = ed.index().headers().len();
     ed.insert_lines(end, lines, &parts[..n])
+}
+
+/// A REGISTER without Authorization ([`check_register`] derived its IMPI from To): the core
+/// gets one as a conforming UE writes it on its first REGISTER (TS 24.229 §5.1.1.2.2: username =
+/// IMPI, realm = the home domain, uri = the Request-URI, empty nonce and response) with our
+/// integrity-protected (TS 24.229 §5.2.2.2, §7.2A.2), so the S-CSCF runs IMS AKA as for any
+/// phone.
+fn add_authorization(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
+    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
+    let mut line = [0u8; 1024];
+    let n = {
+        let v = ed.view();
+        let to = v
+            .header(HeaderName::To)
+            .and_then(NameAddr::parse)
+            .ok_or(EditError::BadTarget)?;
+        let impi = impi_from_impu(to.uri).ok_or(EditError::BadTarget)?;
+        let ruri = v.request_uri().ok_or(EditError::BadTarget)?;
+        let realm = headers::uri_host(ruri);
+        // inside quoted strings: no quote, backslash or control character may come through
+        if [ruri, realm].iter().any(|x| {
+            x.iter()
+                .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+        }) {
+            return Err(EditError::BadTarget);
+        }
+        let mut w = Writer::new(&mut line);
+        w.put(b"Authorization: Digest username=\"")
+            .put(impi)
+            .put(b"\",realm=\"")
+            .put(realm)
+            .put(b"\",uri=\"")
+            .put(ruri)
+            .put(b"\",nonce=\"\",response=\"\",integrity-protected=")
+            .put(value)
+            .put(b"\r\n");
+        w.finish().ok_or(EditError::NoRoom)?
+    };
+    let end = ed.index().headers().len();
+    ed.insert_lines(end, 1, &[&line[..n]])
 }
 
 /// Write an IP address as text: IPv4 by hand (the common case, no `fmt` machinery), IPv6
@@ -932,6 +1022,25 @@ pub fn build_reject(
     let n = w.finish()?;
     build_response(req, r.code, r.reason, to_tag, &[&extra[..n]], out)
 }
+
+/// What we answer a request addressed to us — its Request-URI is us ([`crate::sip::OwnUris`])
+/// once our own Route entries are popped (RFC 3261 §16.4: we are then its UAS, nothing is
+/// forwarded): OPTIONS gets 200 (RFC 3261 §11.2) with [`ALLOW_TO_US`]; ACK gets nothing
+/// (RFC 3261 §17.2.3: never answered); every other method 405 with the same Allow (RFC 3261
+/// §8.2.1: a UAS lists what it supports). REGISTER addressed to us is the registrar's (403:
+/// we are no home domain, TS 24.229 §5.1.1.2.1).
+pub fn answer_to_us(v: View<'_>) -> Option<(u16, &'static str)> {
+    if v.is_method(b"ACK") {
+        None
+    } else if v.is_method(b"OPTIONS") {
+        Some((200, "OK"))
+    } else {
+        Some((405, "Method Not Allowed"))
+    }
+}
+
+/// The Allow line of [`answer_to_us`]: the only method we serve as a UAS.
+pub const ALLOW_TO_US: &[u8] = b"Allow: OPTIONS\r\n";
 
 /// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
 /// request, so it is a hash (FNV-1a, 64 bits) of the incoming top Via value and Call-ID.
