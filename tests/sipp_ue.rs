@@ -3,6 +3,7 @@
 //! REGISTER and `<sip:10.211.0.1:PORT_S;lr>` on the protected one) registers through
 //! `pcscf run` (AF_XDP) to SIPp as the I-CSCF/S-CSCF (`tests/sipp/scscf_uas.xml`), which fails
 //! on any forwarded Route naming the P-CSCF. Both SIPps must exit 0 with empty error files.
+//! Once over IPv4 and once over IPv6 (`<sip:[fd00:211::1]:5060;lr>`; the core side stays IPv4).
 //!
 //! SIPp has no ESP and the kernel here has none either (shared/spec/testbed.md §2), so the UE
 //! namespace runs a small user-space ESP shim as SIPp's remote host: SIPp's messages reach it
@@ -14,7 +15,7 @@
 //! layer would (TS 33.203 §7.1). ESP from us is decrypted and its UDP payload handed to SIPp.
 //! Needs root and sipp (CI installs both).
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,8 +32,6 @@ mod sipp_support;
 use sipp_support::*;
 
 const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
-const UE: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 2);
-const PCSCF: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
 /// SIPp (UE) and the shim's side facing it, on the UE namespace's loopback.
 const SIPP_UE: &str = "127.0.0.1:5070";
 const SHIM: &str = "127.0.0.1:5071";
@@ -103,15 +102,16 @@ fn client_offer(msg: &str) -> Option<(u32, u32, u16, u16)> {
 
 /// The ESP shim: SIPp's datagrams on `SHIM` go to the P-CSCF (plain before the 401, ESP after);
 /// what comes back (plain UDP to UE:5060, ESP under the UE's inbound SPIs) goes to SIPp.
-fn shim(k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBool>) -> ShimStats {
+fn shim(ue: IpAddr, pcscf: IpAddr, k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBool>) -> ShimStats {
     let mut st = ShimStats::default();
     let from_sipp = UdpSocket::bind(SHIM).unwrap();
-    let plain = UdpSocket::bind((UE, 5060)).unwrap();
+    let plain = UdpSocket::bind((ue, 5060)).unwrap();
     for s in [&from_sipp, &plain] {
         s.set_nonblocking(true).unwrap();
     }
     let tx = rawip::raw(libc::IPPROTO_RAW).unwrap();
     let rx = rawip::raw(libc::IPPROTO_ESP).unwrap();
+    let esp6 = rawip::esp6_socket().unwrap();
     let sipp: SocketAddr = SIPP_UE.parse().unwrap();
     let mut usim = Usim::new(Milenage::from_op(&k, &op), UeSqnState::default());
     let mut offer = None;
@@ -128,19 +128,23 @@ fn shim(k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBool>) -> ShimStats {
                     if offer.is_none() {
                         offer = client_offer(&String::from_utf8_lossy(msg));
                     }
-                    plain.send_to(msg, (PCSCF, 5060)).unwrap();
+                    plain.send_to(msg, (pcscf, 5060)).unwrap();
                     st.plain_out += 1;
                 }
                 Some((out, _, port_ps)) => {
                     let (_, _, port_c, _) = offer.unwrap();
-                    let src = SocketAddr::new(UE.into(), port_c);
-                    let dst = SocketAddr::new(PCSCF.into(), *port_ps);
+                    let src = SocketAddr::new(ue, port_c);
+                    let dst = SocketAddr::new(pcscf, *port_ps);
                     let p = esp_packet(out, src, dst, msg);
                     if p.len() > 1500 {
                         st.error =
                             Some(format!("protected message of {} bytes over 1500", p.len()));
                     }
-                    rawip::send_ip(&tx, &p, PCSCF);
+                    match pcscf {
+                        IpAddr::V4(a) => rawip::send_ip(&tx, &p, a),
+                        // the kernel writes the IPv6 header
+                        IpAddr::V6(a) => rawip::send_esp6(&esp6, &p[40..], a),
+                    }
                     st.esp_out += 1;
                 }
             }
@@ -166,9 +170,13 @@ fn shim(k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBool>) -> ShimStats {
             }
             from_sipp.send_to(&msg, sipp).unwrap();
         }
-        if let Some(n) = rawip::recv_ip(&rx, &mut buf) {
+        let got = match ue {
+            IpAddr::V4(_) => rawip::recv_ip(&rx, &mut buf).map(|n| buf[..n].to_vec()),
+            IpAddr::V6(me) => rawip::recv_esp6(&esp6, &mut buf)
+                .map(|(n, from)| with_v6_header(&buf[..n], from, me)),
+        };
+        if let Some(p) = got {
             idle = false;
-            let p = buf[..n].to_vec();
             let inbound = sas.as_ref().map(|(_, i, _)| i);
             let dec = inbound.and_then(|i| {
                 i.iter().find_map(|sa| {
@@ -194,8 +202,38 @@ fn shim(k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBool>) -> ShimStats {
     st
 }
 
+/// Rebuild the IPv6 header a raw IPv6 socket strips, so the SA can check the whole packet.
+fn with_v6_header(esp: &[u8], from: Ipv6Addr, to: Ipv6Addr) -> Vec<u8> {
+    let mut p = vec![0u8; 40 + esp.len()];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(esp.len() as u16).to_be_bytes());
+    p[6] = 50;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&from.octets());
+    p[24..40].copy_from_slice(&to.octets());
+    p[40..].copy_from_slice(esp);
+    p
+}
+
 #[test]
-fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
+fn sipp_ue_registers_over_ipv4_with_our_address_in_route() {
+    sipp_ue_registers(false);
+}
+
+#[test]
+fn sipp_ue_registers_over_ipv6_with_our_address_in_route() {
+    sipp_ue_registers(true);
+}
+
+/// `[v6]` for a SIP URI or Via host.
+fn uri_host(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+fn sipp_ue_registers(v6: bool) {
     require_sipp();
     let t0 = Instant::now();
     let ue_xml = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/ue_register.xml");
@@ -217,14 +255,25 @@ fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
     let mut nb = [0u8; aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb).to_string();
 
-    let lab = Lab::new("psue", "u").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new("psue", if v6 { "6" } else { "4" })
+        .unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let (ue_ip, pc_ip) = if v6 {
+        (lab.ue_addr6, lab.pcscf_ue_addr6)
+    } else {
+        (lab.ue_addr, lab.pcscf_ue_addr)
+    };
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
-        lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        lab.pcscf_ue_if,
+        lab.pcscf_ue_addr,
+        lab.pcscf_ue_addr6,
+        lab.pcscf_core_if,
+        lab.pcscf_core_addr,
+        lab.core_addr
     );
     let pcscf = start_pcscf(&lab, "sipp-ue", &cfg);
 
-    let dir = work_dir("ue");
+    let dir = work_dir(if v6 { "ue6" } else { "ue4" });
     let route_re = route_names_us_regex(
         &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
         &[HOSTNAME],
@@ -256,7 +305,7 @@ fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    let shim = spawn_in(&lab.ue, move || shim(k, op, s2));
+    let shim = spawn_in(&lab.ue, move || shim(ue_ip, pc_ip, k, op, s2));
     let (ip, port) = SIPP_UE.split_once(':').unwrap();
     let ue_args: Vec<String> = [
         "-i",
@@ -273,10 +322,10 @@ fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
         "sip:ims.mnc001.mcc001.3gppnetwork.org",
         "-key",
         "ue_ip",
-        &UE.to_string(),
+        &uri_host(ue_ip),
         "-key",
         "pcscf_ip",
-        &PCSCF.to_string(),
+        &uri_host(pc_ip),
         "-key",
         "spi_c",
         &SPI_C.to_string(),
@@ -322,8 +371,9 @@ fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
     // SIPp really named us by address: 5060 first, then our port-s (the protected range)
     let sent = &ue_out.messages;
     assert!(
-        sent.contains("Route: <sip:10.211.0.1:5060;lr>")
-            && (5100..=5199).any(|p| sent.contains(&format!("Route: <sip:10.211.0.1:{p};lr>"))),
+        sent.contains(&format!("Route: <sip:{}:5060;lr>", uri_host(pc_ip)))
+            && (5100..=5199)
+                .any(|p| sent.contains(&format!("Route: <sip:{}:{p};lr>", uri_host(pc_ip)))),
         "the SIPp UE did not send the Routes of issue 11:\n{}",
         all()
     );
@@ -335,7 +385,7 @@ fn sipp_ue_registers_through_pcscf_with_our_address_in_route() {
     );
     assert!(report.contains("registered: 1"), "{}", all());
     eprintln!(
-        "SIPp UE registered in {:?}; shim {shim_stats:?}",
+        "SIPp UE ({ue_ip}) registered in {:?}; shim {shim_stats:?}",
         t0.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
