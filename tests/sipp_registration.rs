@@ -198,3 +198,102 @@ fn route_check_expression_finds_us_in_every_form_and_only_us() {
         assert!(!posix_match(&re, &msg(other)), "matched: {other}");
     }
 }
+
+/// The hostile side of the core's checks, without a P-CSCF: the SIPp S-CSCF of
+/// `scscf_uas.xml` (as the tests instantiate it) is fed REGISTERs straight from a socket on
+/// loopback. A clean pair passes; a pair whose Routes name us (IPv6 in another form, then our
+/// hostname in capitals, second in a folded list) and a pair that still carries
+/// Security-Client, then `Require: sec-agree`, are reported in SIPp's error file — so an empty
+/// error file in the namespace tests means something. SIPp logs only the first failed check
+/// of a message, hence one trap per message. Needs sipp, not root.
+#[test]
+fn the_sipp_core_reports_a_route_naming_us() {
+    require_sipp();
+    let dir = work_dir("hostile-core");
+    let route_re = route_names_us_regex(
+        &[
+            "10.211.0.1".parse().unwrap(),
+            "fd00:211::1".parse().unwrap(),
+            "10.212.0.1".parse().unwrap(),
+        ],
+        &[HOSTNAME],
+    );
+    let sf = scenario("scscf_uas.xml", &route_re, &dir);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args: Vec<String> = [
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "3",
+        "-timeout",
+        "15",
+        "-timeout_error",
+        "-key",
+        "nonce",
+        "bm9uY2U=",
+        "-key",
+        "ck",
+        "00",
+        "-key",
+        "ik",
+        "00",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sipp = start_sipp_here(&dir, &sf, &args);
+    let core: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = s.local_addr().unwrap();
+    let register = |call: &str, cseq: u32, extra: &str, ip: &str| {
+        format!(
+            "REGISTER sip:ims.mnc001.mcc001.3gppnetwork.org SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\nMax-Forwards: 69\r\n{extra}From: <sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>;tag={call}\r\nTo: <sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>\r\nCall-ID: {call}@test\r\nCSeq: {cseq} REGISTER\r\nAuthorization: Digest username=\"{IMPI}\",realm=\"{REALM}\",uri=\"sip:{REALM}\",nonce=\"bm9uY2U=\",response=\"0123456789abcdef0123456789abcdef\",integrity-protected=\"{ip}\"\r\nPath: <sip:term@{HOSTNAME};lr>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exchange = |msg: String, expect: &str| {
+        let mut buf = [0u8; 4096];
+        loop {
+            assert!(Instant::now() < deadline, "SIPp did not answer {msg}");
+            s.send_to(msg.as_bytes(), core).unwrap();
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let a = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(a.starts_with(expect), "{a}");
+                return;
+            }
+        }
+    };
+    exchange(register("clean", 1, "", "no"), "SIP/2.0 401");
+    exchange(register("clean", 2, "", "yes"), "SIP/2.0 200");
+    let bad1 = "Route: <sip:[FD00:211:0:0::1]:5060;lr;transport=udp>\r\n";
+    let bad2 =
+        "Route: <sip:scscf.test;lr>,\r\n <sip:PCSCF.IMS.MNC001.MCC001.3GPPNETWORK.ORG:5103;lr>\r\n";
+    exchange(register("bad", 1, bad1, "no"), "SIP/2.0 401");
+    exchange(register("bad", 2, bad2, "yes"), "SIP/2.0 200");
+    let sec1 =
+        "Security-Client: ipsec-3gpp;alg=hmac-sha-1-96;spi-c=1;spi-s=2;port-c=3;port-s=4\r\n";
+    exchange(register("sec", 1, sec1, "no"), "SIP/2.0 401");
+    exchange(
+        register("sec", 2, "Proxy-Require: foo, sec-agree\r\n", "yes"),
+        "SIP/2.0 200",
+    );
+    let out = sipp.finish(Duration::from_secs(10));
+    let hits = out.errors.matches("Regexp matched but should not").count();
+    assert_eq!(hits, 4, "{}", out.report("SIPp S-CSCF"));
+    assert_eq!(out.errors.matches("Call-ID: bad@test").count(), 2);
+    assert_eq!(out.errors.matches("Call-ID: sec@test").count(), 2);
+    assert!(
+        !out.errors.contains("clean@test"),
+        "{}",
+        out.report("SIPp S-CSCF")
+    );
+    assert!(!out.clean());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -199,11 +199,22 @@ pub fn tail(s: &str, n: usize) -> &str {
 /// Start `sipp -sf scenario` in namespace `ns` with `args`, in `dir`; errors and messages are
 /// traced into files there.
 pub fn start_sipp(ns: &str, dir: &Path, scenario: &Path, args: &[String]) -> SippRun {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "sipp"]);
+    spawn_sipp(cmd, dir, scenario, args)
+}
+
+/// [`start_sipp`] in our own namespace (loopback tests, no root needed).
+pub fn start_sipp_here(dir: &Path, scenario: &Path, args: &[String]) -> SippRun {
+    spawn_sipp(Command::new("sipp"), dir, scenario, args)
+}
+
+fn spawn_sipp(mut cmd: Command, dir: &Path, scenario: &Path, args: &[String]) -> SippRun {
     let stem = scenario.file_stem().unwrap().to_string_lossy().into_owned();
     let errors = dir.join(format!("{stem}.errors.log"));
     let messages = dir.join(format!("{stem}.messages.log"));
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, "sipp", "-sf"])
+    let child = cmd
+        .arg("-sf")
         .arg(scenario)
         .args(args)
         .args(["-nostdin", "-trace_err", "-error_file"])
