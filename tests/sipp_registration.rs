@@ -258,7 +258,7 @@ fn the_sipp_core_reports_a_route_naming_us() {
         )
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut exchange = |msg: String, expect: &str| {
+    let exchange = |msg: String, expect: &str| {
         let mut buf = [0u8; 4096];
         loop {
             assert!(Instant::now() < deadline, "SIPp did not answer {msg}");
