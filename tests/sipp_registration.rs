@@ -140,6 +140,7 @@ fn registration_with_sipp_as_the_scscf() {
         sipp_out.report("SIPp S-CSCF")
     );
     assert!(report.contains("registered: 1"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The core-side Route check, run through glibc's POSIX regex as SIPp runs it: every form in
