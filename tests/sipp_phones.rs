@@ -1,6 +1,6 @@
 //! A phone's first REGISTER in every shape of `tests/data/ims/phones/*.sip` (issue 11), each
-//! registered end to end through one `pcscf run` (AF_XDP) in a lab, with SIPp as the
-//! I-CSCF/S-CSCF checking what we forward (`tests/sipp/scscf_uas.xml`: no Route naming us by
+//! registered end to end through one `pcscf run` in a lab (one test per backend: AF_XDP,
+//! AF_PACKET, sockets), with SIPp as the I-CSCF/S-CSCF checking what we forward (`tests/sipp/scscf_uas.xml`: no Route naming us by
 //! address, hostname or port; no Security-Client/-Verify; no sec-agree in Require; Path;
 //! integrity-protected "no" then "yes"). Our test UE (tests/ims_support) does the AKA and ESP:
 //! for each fixture it sends the file as written, reads the 401, derives the protected REGISTER
@@ -396,7 +396,23 @@ fn register(ph: &Phone, s: &Sockets, deadline: Instant) -> Result<usize, String>
 }
 
 #[test]
-fn every_phone_register_shape_registers_and_the_core_sees_no_route_to_us() {
+fn every_phone_shape_registers_through_xdp_and_the_core_sees_no_route_to_us() {
+    phones_through("xdp", "x");
+}
+
+#[test]
+fn every_phone_shape_registers_through_afpacket_and_the_core_sees_no_route_to_us() {
+    phones_through("afpacket", "a");
+}
+
+#[test]
+fn every_phone_shape_registers_through_sockets_and_the_core_sees_no_route_to_us() {
+    phones_through("socket", "s");
+}
+
+/// Every fixture through one `pcscf run` on `backend`; `tag` keeps the labs of the three
+/// backends apart when the tests run at once.
+fn phones_through(backend: &str, tag: &str) {
     require_sipp();
     let t0 = Instant::now();
     let phones = load_phones();
@@ -405,9 +421,9 @@ fn every_phone_register_shape_registers_and_the_core_sees_no_route_to_us() {
         phones.iter().any(|p| p.expect_494) && phones.iter().any(|p| p.v6),
         "the README's 494 row and the IPv6 fixtures are part of the proof"
     );
-    let lab = Lab::new("pphn", "p").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new("pphn", tag).unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"{backend}\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,
@@ -415,7 +431,7 @@ fn every_phone_register_shape_registers_and_the_core_sees_no_route_to_us() {
         lab.pcscf_core_addr,
         lab.core_addr
     );
-    let pcscf = start_pcscf(&lab, "phones", &cfg);
+    let pcscf = start_pcscf(&lab, &format!("phones-{backend}"), &cfg);
 
     // One vector for every call: each phone has a fresh USIM, so the same SQN is fresh to each.
     let k = aka::hex_array::<16>(K).unwrap();
@@ -428,7 +444,7 @@ fn every_phone_register_shape_registers_and_the_core_sees_no_route_to_us() {
     let av = hss.next_vector(&[0x31; 16]).unwrap();
     let mut nb = [0u8; aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb).to_string();
-    let dir = work_dir("phones");
+    let dir = work_dir(&format!("phones-{backend}"));
     let route_re = route_names_us_regex(
         &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
         &[HOSTNAME],
@@ -526,7 +542,7 @@ fn every_phone_register_shape_registers_and_the_core_sees_no_route_to_us() {
         .map(|o| format!("{}={}", o.name, o.result.as_ref().unwrap()))
         .collect();
     eprintln!(
-        "{} phones ({forwarded} registered) in {:?}; protected REGISTER IP packet sizes: {}",
+        "{backend}: {} phones ({forwarded} registered) in {:?}; protected REGISTER IP packet sizes: {}",
         ue.len(),
         t0.elapsed(),
         sizes.join(" ")
