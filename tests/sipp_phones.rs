@@ -1,8 +1,8 @@
 //! A phone's first REGISTER in every shape of `tests/data/ims/phones/*.sip` (issue 11), each
 //! registered end to end through one `pcscf run` in a lab (one test per backend: AF_XDP,
-//! AF_PACKET, sockets), with SIPp as the I-CSCF/S-CSCF checking what we forward (`tests/sipp/scscf_uas.xml`: no Route naming us by
-//! address, hostname or port; no Security-Client/-Verify; no sec-agree in Require; Path;
-//! integrity-protected "no" then "yes"). Our test UE (tests/ims_support) does the AKA and ESP:
+//! AF_PACKET, sockets), with SIPp as the I-CSCF/S-CSCF checking what we forward
+//! (`tests/sipp/scscf_uas.xml`: no Route naming us by address, hostname or port; no
+//! Security-Client/-Verify; no sec-agree in Require; Path; integrity-protected "no" then "yes"). Our test UE (tests/ims_support) does the AKA and ESP:
 //! for each fixture it sends the file as written, reads the 401, derives the protected REGISTER
 //! as the fixtures' README says and sends it over ESP to our port-s; the 200 must come back
 //! over ESP. The README's expected answers are read from it: a row expecting 494 gets 494 and
