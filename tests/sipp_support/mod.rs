@@ -8,8 +8,9 @@
 //! instantiates `@ROUTE_NAMES_PCSCF@` in the scenario template with the lab's addresses.
 //!
 //! SIPp 3.6 traps handled here: a failed `<ereg check_it…>` marks the call failed but does NOT
-//! stop the scenario and often not the exit status either, so [`SippRun::finish`] returns the
-//! error file (`-trace_err -error_file`) and callers fail on any content; header lookups with
+//! stop the scenario (the 401 and 200 still go out, so the registration succeeds), and only the
+//! first failed check of a message is logged; [`SippRun::finish`] returns the error file
+//! (`-trace_err -error_file`) and callers require it empty as well as exit 0; header lookups with
 //! `search_in="hdr"` see only the first occurrence and are case-sensitive, so the Route check
 //! searches the whole message (`search_in="msg"`); backslashes in attribute values are eaten by
 //! its XML reader, so the expression escapes with bracket expressions (`[.]`) only.
