@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip;
@@ -371,10 +371,10 @@ fn register(ph: &Phone, s: &Sockets, deadline: Instant) -> Result<usize, String>
             continue; // another phone's SA
         };
         let inner = &p[inner];
-        let L4::Udp { dst, payload, .. } = l3::classify(inner) else {
+        let L4::Udp { dst, payload, .. } = classify::classify(inner) else {
             return Err("inner packet not UDP".into());
         };
-        let sip = &inner[payload.0..payload.1];
+        let sip = &inner[payload.start..payload.end];
         let st = Message::parse_strict(sip)
             .ok()
             .and_then(|m| m.view().status());

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
-use pcscf::dataplane::l3::{self, L4};
+use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::lab::rawip;
@@ -184,12 +184,12 @@ fn shim(ue: IpAddr, pcscf: IpAddr, k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBo
                     sa.decapsulate(&mut q).ok().map(|(r, _)| q[r].to_vec())
                 })
             });
-            match dec.as_deref().map(l3::classify) {
+            match dec.as_deref().map(classify::classify) {
                 Some(L4::Udp { payload, .. }) => {
                     st.esp_in += 1;
                     let inner = dec.as_ref().unwrap();
                     from_sipp
-                        .send_to(&inner[payload.0..payload.1], sipp)
+                        .send_to(&inner[payload.start..payload.end], sipp)
                         .unwrap();
                 }
                 _ => st.esp_bad += 1,
