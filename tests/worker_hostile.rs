@@ -308,6 +308,36 @@ fn ue_response_over_sa_reaches_the_core_with_the_registered_identity() {
     assert!(v.header(HeaderName::PPreferredIdentity).is_none());
 }
 
+/// A core response whose only Via is ours was meant for us (RFC 3261 §16.7 step 3): it is not
+/// forwarded to the UE, over the SA or in the clear, and it is counted.
+#[test]
+fn core_response_with_only_our_via_is_not_forwarded() {
+    for plain in [false, true] {
+        let mut r = rig(plain);
+        let fwd = a_request(&mut r, "10.46.0.6");
+        let ok = String::from_utf8(answer(&fwd, &[])).unwrap();
+        let mut seen = 0;
+        let only_ours: String = ok
+            .split_inclusive("\r\n")
+            .filter(|l| {
+                let via = l.starts_with("Via:");
+                seen += usize::from(via);
+                !via || seen == 1
+            })
+            .collect();
+        assert!(seen >= 2, "the answer carried our Via and the UE's: {ok}");
+        let before = r.w.stats().drops[DropReason::ToUs as usize];
+        assert!(send(&mut r, Kind::Core, only_ours.as_bytes()).is_empty());
+        assert_eq!(r.w.stats().drops[DropReason::ToUs as usize], before + 1);
+        // the genuine answer still goes through
+        assert_eq!(
+            send(&mut r, Kind::Core, ok.as_bytes()).len(),
+            1,
+            "plain {plain}"
+        );
+    }
+}
+
 /// A UE's response over its SA whose top Via is not ours (or is ours with the core hop below it
 /// changed) is dropped and counted: the UE cannot make us send SIP from our core address to a
 /// host of its choosing.

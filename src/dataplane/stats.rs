@@ -55,7 +55,8 @@ pub enum DropReason {
     /// not keep up (socket backend, `SO_RXQ_OVFL`; the backend's `IoStats::rx_queue_overflow`).
     QueueOverflow,
     /// A request addressed to us that takes no answer (an ACK, RFC 3261 §17.2.3), or whose
-    /// answer would be larger than it (an unverified source: no amplification).
+    /// answer would be larger than it (an unverified source: no amplification); a response
+    /// with no Via left but ours, meant for us (RFC 3261 §16.7 step 3).
     ToUs,
 }
 

@@ -719,6 +719,11 @@ impl<P: PacketIo> Worker<P> {
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }
+        // RFC 3261 §16.7 step 3: with no Via left the response was meant for us; it MUST NOT
+        // be forwarded (a core that answers with our Via only would otherwise reach the UE).
+        if ed.find(HeaderName::Via, 0).is_none() {
+            return Verdict::Drop(DropReason::ToUs);
+        }
         if b.spi == 0 {
             // The request came in the clear (stateless relay): back to where it came from,
             // which the branch binds (RFC 3581 §4; a Via changed on the way does not verify).
