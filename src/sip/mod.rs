@@ -14,6 +14,7 @@
 pub mod branch;
 pub mod edit;
 pub mod headers;
+pub mod lex;
 pub mod msg;
 pub mod own;
 pub mod pcscf;

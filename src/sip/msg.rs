@@ -8,7 +8,8 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::headers::{self, ListIter};
+use super::headers;
+use super::lex::{self, ListIter, parse_u64};
 
 /// The most header lines one message may carry. Real IMS REGISTERs carry 15–30.
 pub const MAX_HEADERS: usize = 64;
@@ -318,25 +319,25 @@ pub(crate) fn scan_header(
         next = nx;
     }
     let mut i = pos;
-    while i < content_end && headers::is_token_char(buf[i]) {
+    while i < content_end && lex::is_token_char(buf[i]) {
         i += 1;
     }
     if i == pos {
         return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
     }
     let name_end = i;
-    while i < content_end && headers::is_ws(buf[i]) {
+    while i < content_end && lex::is_ws(buf[i]) {
         i += 1;
     }
     if i >= content_end || buf[i] != b':' {
         return Err(ParseError::at(i, ParseErrorKind::MissingColon));
     }
     i += 1;
-    while i < content_end && headers::is_ws(buf[i]) {
+    while i < content_end && lex::is_ws(buf[i]) {
         i += 1;
     }
     let mut vend = content_end;
-    while vend > i && headers::is_ws(buf[vend - 1]) {
+    while vend > i && lex::is_ws(buf[vend - 1]) {
         vend -= 1;
     }
     let header = Header {
@@ -385,7 +386,7 @@ fn parse_start_line(buf: &[u8], pos: usize, content_end: usize) -> Result<StartL
         });
     }
     let method = &line[..sp1];
-    if method.is_empty() || !method.iter().all(|&b| headers::is_token_char(b)) {
+    if method.is_empty() || !method.iter().all(|&b| lex::is_token_char(b)) {
         return bad(ParseErrorKind::BadMethod);
     }
     let sp2 = match rest.iter().position(|&b| b == b' ') {
@@ -411,21 +412,6 @@ fn parse_start_line(buf: &[u8], pos: usize, content_end: usize) -> Result<StartL
         uri: Span::new(uri_start, uri_start + sp2),
         version: Span::new(ver_start, content_end),
     })
-}
-
-/// Parse a decimal number of at most `max_digits` digits (no sign, no spaces).
-pub(crate) fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
-    if s.is_empty() || s.len() > max_digits {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as u64;
-    }
-    Some(v)
 }
 
 impl Index {
@@ -781,7 +767,7 @@ impl<'a> View<'a> {
                     }
                 }
                 HeaderName::CallId => {
-                    if v.is_empty() || v.iter().any(|&b| headers::is_ws(b)) {
+                    if v.is_empty() || v.iter().any(|&b| lex::is_ws(b)) {
                         return err(h.value, bad);
                     }
                 }
@@ -819,7 +805,7 @@ impl<'a> View<'a> {
                 }
                 HeaderName::Other | HeaderName::Subject => {}
                 _ => {
-                    if !headers::quotes_balanced(v) {
+                    if !lex::quotes_balanced(v) {
                         return err(h.value, bad);
                     }
                 }
