@@ -18,6 +18,7 @@ pub mod lex;
 pub mod msg;
 pub mod own;
 pub mod pcscf;
+mod validate;
 pub mod write;
 
 pub use edit::{EditError, Editor};
