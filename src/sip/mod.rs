@@ -4,7 +4,7 @@
 //!   caller's buffer (no heap), and checks the RFC 3261 rules a proxy relies on.
 //! - [`headers`] gives typed, zero-copy views of the header values the P-CSCF reads.
 //! - [`edit`] rewrites a message inside its frame buffer, using headroom and tailroom.
-//! - [`pcscf`] is the P-CSCF's registration-flow logic on top (TS 24.229 §5.2.2, RFC 3329).
+//! - [`rules`] is the P-CSCF's registration-flow rules on top (TS 24.229 §5.2.2, RFC 3329).
 //! - [`own`] is the one "is this URI us?" rule (Route pops, Request-URI checks).
 //! - [`branch`] is our authenticated Via branch (what a response needs to find its way back).
 //! - [`write`] is a tiny allocation-free formatter for header text.
@@ -17,7 +17,7 @@ pub mod headers;
 pub mod lex;
 pub mod msg;
 pub mod own;
-pub mod pcscf;
+pub mod rules;
 mod validate;
 pub mod write;
 
