@@ -3,6 +3,7 @@
 
 use crate::sip::lex::{all_host_chars, parse_u64, trim};
 
+/// RFC 3261 §19.1.1 / §19.1.5: a Request-URI has a scheme, no `<>`, and a SIP(S) one carries
 /// no headers.
 pub fn request_uri_ok(uri: &[u8]) -> bool {
     let colon = match uri.iter().position(|&b| b == b':') {
