@@ -32,7 +32,7 @@ use pcscf::io::mem::MemIo;
 use pcscf::io::{FRAME_SIZE, HEADROOM, Side};
 use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetState};
 use pcscf::sip::branch::{Branch, BranchKey, Dir};
-use pcscf::sip::pcscf::{self as rules, ProxyIdentity};
+use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Index, Message};
 
 #[path = "../perf/fixtures.rs"]

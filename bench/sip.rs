@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use pcscf::sip::pcscf::{self as rules, Forward};
+use pcscf::sip::rules::{self, Forward};
 use pcscf::sip::{Editor, Message};
 
 const REGISTER: &[u8] = include_bytes!("../tests/data/ims/register1_v4.sip");

@@ -46,8 +46,8 @@ static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(
     )
 });
 /// Who the P-CSCF is in the benchmarks (the REGISTER fixtures' P-CSCF).
-pub fn me() -> pcscf::sip::pcscf::ProxyIdentity<'static> {
-    pcscf::sip::pcscf::ProxyIdentity {
+pub fn me() -> pcscf::sip::rules::ProxyIdentity<'static> {
+    pcscf::sip::rules::ProxyIdentity {
         via_sent_by: b"10.0.1.10:5060",
         via_transport: b"UDP",
         path_uri: b"sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr",

@@ -186,7 +186,7 @@ impl CoreAnswers for MemIo {
                 let m = pcscf::sip::Message::parse(&pkt[payload.start..payload.end]).ok()?;
                 let mut out = vec![0u8; 4096];
                 let n =
-                    pcscf::sip::pcscf::build_response(m.view(), 200, "OK", b"core", &[], &mut out)?;
+                    pcscf::sip::rules::build_response(m.view(), 200, "OK", b"core", &[], &mut out)?;
                 let mut frame = vec![0u8; 128 + n];
                 frame[128..].copy_from_slice(&out[..n]);
                 let r = pcscf::wire::emit_datagram(&mut frame, 128..128 + n, dst, src).ok()?;

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use pcscf::sip::Editor;
-use pcscf::sip::pcscf::{self as rules, Forward};
+use pcscf::sip::rules::{self, Forward};
 
 const REGISTER: &[u8] = include_bytes!("../tests/data/ims/register1_v4.sip");
 const HEAD: usize = 256;

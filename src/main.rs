@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pcscf::sip::headers::{Alg, Ealg};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
 #[derive(Parser)]

@@ -6,7 +6,7 @@ use pcscf::aka::digest::HexDigest;
 use pcscf::aka::{Ck, Ik, KeyOutputs, Res};
 use pcscf::dataplane::queue::{Arrival, MsgQueue};
 use pcscf::io::Side;
-use pcscf::sip::pcscf::AkaKeys;
+use pcscf::sip::rules::AkaKeys;
 use zeroize::ZeroizeOnDrop;
 
 /// Compiles only while `T` is not `Copy` (with `Copy`, `_` has two candidates).

@@ -20,7 +20,7 @@ use pcscf::esp::{Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
 use pcscf::sip::headers::{Alg, Digest, Ealg, NameAddr, SecMechanism, Via};
-use pcscf::sip::pcscf::{self as rules, ProxyIdentity};
+use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
 mod ims_support;

@@ -350,7 +350,7 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
             ));
         }
         let mut out = [0u8; 4096];
-        let n = pcscf::sip::pcscf::build_response(v, 200, "OK", b"ue", &[], &mut out).unwrap();
+        let n = pcscf::sip::rules::build_response(v, 200, "OK", b"ue", &[], &mut out).unwrap();
         let sa4 = Sa::from_aka(mech.spi_c, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
         let p = esp_from(&sa4, 7005, mech.port_c, &out[..n]);
         send_ip(&tx, &p, "10.211.0.1".parse().unwrap());

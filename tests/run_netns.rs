@@ -85,7 +85,7 @@ fn core_responder(ns: &str, until: Instant, done: Arc<AtomicBool>) -> std::threa
             }
             let mut out = [0u8; 4096];
             let len =
-                pcscf::sip::pcscf::build_response(v, 200, "OK", b"core", &[], &mut out).unwrap();
+                pcscf::sip::rules::build_response(v, 200, "OK", b"core", &[], &mut out).unwrap();
             s.send_to(&out[..len], from).unwrap();
             answered += 1;
         }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use pcscf::sip::headers::{Alg, Ealg};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
 mod alloc_counter;

@@ -2,7 +2,7 @@
 //! do not touch byte-identical. Case counts are ≥ 10,000 (PROPTEST_CASES overrides).
 
 use pcscf::sip::headers::{Alg, Ealg};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message};
 use proptest::prelude::*;
 

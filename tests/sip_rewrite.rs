@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use pcscf::sip::headers::{self, Alg, Digest, Ealg, NameAddr, Via};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity, RejectWhy};
+use pcscf::sip::rules::{self, Forward, ProxyIdentity, RejectWhy};
 use pcscf::sip::{EditError, Editor, HeaderName, Message};
 
 const PREFS: &[(Alg, Ealg)] = &[

@@ -11,7 +11,7 @@ use pcscf::dataplane::worker::Worker;
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
 use pcscf::sip::headers::Via;
-use pcscf::sip::pcscf as rules;
+use pcscf::sip::rules;
 use pcscf::sip::{HeaderName, Message};
 
 mod alloc_counter;

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pcscf::sip::headers::{Alg, Ealg};
-use pcscf::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
 static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {

@@ -30,7 +30,7 @@ use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
 use crate::satable::{EntryMeta, Registration, SaWriter, SetState};
 use crate::sip::headers::{Alg, Ealg, IpsecOffer, Via};
-use crate::sip::pcscf::{self as rules, Forward, ProxyIdentity};
+use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
 
 /// TS 24.229 Table 7.7.1: reg-await-auth, the life of a temporary SA set.

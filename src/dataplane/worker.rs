@@ -26,7 +26,7 @@ use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
-use crate::sip::pcscf::{self as rules, ProxyIdentity};
+use crate::sip::rules::{self, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, OwnUris};
 use crate::wire;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::aka::{self, HssSubscriber, Milenage, Res, SqnGenerator, digest};
 use crate::sip::headers::Digest;
-use crate::sip::pcscf::build_response;
+use crate::sip::rules::build_response;
 use crate::sip::{HeaderName, Message};
 
 /// Test set 1 (TS 35.208): K and OPc.

@@ -11,7 +11,7 @@
 
 use core::fmt;
 
-use super::headers::{self, ListIter};
+use super::lex::{self, ListIter};
 use super::msg::{self, Header, HeaderName, Index, MAX_HEADERS, ParseError, Span, View};
 use super::write::Writer;
 
@@ -309,7 +309,7 @@ impl<'b> Editor<'b> {
         let (vs, ve) = (h.value.start as usize, h.value.end as usize);
         // a separator before the item (only whitespace between)?
         let mut a = item.start as usize;
-        while a > vs && headers::is_ws(b[a - 1]) {
+        while a > vs && lex::is_ws(b[a - 1]) {
             a -= 1;
         }
         if a > vs && b[a - 1] == sep {
@@ -317,17 +317,17 @@ impl<'b> Editor<'b> {
         }
         // a separator after it?
         let mut z = item.end as usize;
-        while z < ve && headers::is_ws(b[z]) {
+        while z < ve && lex::is_ws(b[z]) {
             z += 1;
         }
         if z < ve && b[z] == sep {
             z += 1;
-            while z < ve && headers::is_ws(b[z]) {
+            while z < ve && lex::is_ws(b[z]) {
                 z += 1;
             }
             return self.replace_in_header(i, Span::new(item.start as usize, z), &[]);
         }
-        if drop_empty_line && headers::trim(&b[vs..ve]).len() == item.len() {
+        if drop_empty_line && lex::trim(&b[vs..ve]).len() == item.len() {
             return self.remove_header(i);
         }
         self.replace_in_header(i, item, &[])

@@ -1,22 +1,35 @@
-//! SIP: a zero-copy message view, an in-place editor, and the P-CSCF rewrites.
+//! SIP: a zero-copy message view, an in-place editor, and the P-CSCF's rules on top.
 //!
-//! - [`msg`] frames a datagram and indexes its start line and headers as byte ranges over the
-//!   caller's buffer (no heap), and checks the RFC 3261 rules a proxy relies on.
-//! - [`headers`] gives typed, zero-copy views of the header values the P-CSCF reads.
-//! - [`edit`] rewrites a message inside its frame buffer, using headroom and tailroom.
-//! - [`pcscf`] is the P-CSCF's registration-flow logic on top (TS 24.229 §5.2.2, RFC 3329).
-//! - [`own`] is the one "is this URI us?" rule (Route pops, Request-URI checks).
-//! - [`branch`] is our authenticated Via branch (what a response needs to find its way back).
-//! - [`write`] is a tiny allocation-free formatter for header text.
+//! Layers, lowest first; a file imports only from layers below its own (no circle; the layering
+//! of ezk's `sip-types`, parse → typed headers → message, without its allocations):
 //!
-//! Nothing here allocates, locks or reads the clock.
+//! 0. [`lex`]: the lexical level of RFC 3261 §25.1 (character classes, trim/unquote, quoted
+//!    strings, list and `;` parameter iterators, `parse_u64`); [`write`](mod@write), a tiny
+//!    allocation-free formatter; [`own`], the one "is this URI us?" rule (Route pops,
+//!    Request-URI checks).
+//! 1. [`headers`]: typed, zero-copy views of the header values the P-CSCF reads, one file per
+//!    header family (`via`, `name_addr`, `cseq`, `digest`, `sec_agree`, `uri`); built on
+//!    `lex`. [`msg`]: frames a datagram and indexes its start line and headers as byte ranges
+//!    over the caller's buffer; built on `lex`. [`branch`]: our authenticated Via branch (what
+//!    a response needs to find its way back); built on `write`.
+//! 2. `validate` ([`View::validate`], [`Message::parse_strict`]): the RFC 3261 checks a proxy
+//!    applies before it trusts a message; on `msg` and `headers`. [`edit`]: rewrites a message
+//!    inside its frame buffer, using headroom and tailroom; on `msg`, `lex` and `write`.
+//! 3. [`rules`]: the P-CSCF's rules for the registration flow (TS 24.229 §5.2.2, TS 33.203 §7,
+//!    RFC 3329): the checks, the rewrites and the error responses; on everything below.
+//!
+//! Nothing here allocates, locks or reads the clock, and nothing here is `unsafe`.
+
+#![forbid(unsafe_code)]
 
 pub mod branch;
 pub mod edit;
 pub mod headers;
+pub mod lex;
 pub mod msg;
 pub mod own;
-pub mod pcscf;
+pub mod rules;
+mod validate;
 pub mod write;
 
 pub use edit::{EditError, Editor};

@@ -1,14 +1,15 @@
 //! Framing and indexing of one SIP message (RFC 3261 §7, §18.3) over the caller's buffer.
 //!
 //! Owns: the start line, the fixed-capacity header index ([`Index`]), the body range, and the
-//! syntax checks a proxy needs before it trusts a message ([`Index::validate`]). It never copies
-//! the message and never allocates: every field is a byte range into the buffer the caller owns.
+//! read-only [`View`] with its accessors. The checks a proxy applies before it trusts a message
+//! are in `validate.rs` ([`View::validate`]). It never copies the message and never allocates:
+//! every field is a byte range into the buffer the caller owns.
 //! More headers than [`MAX_HEADERS`] is an error, not a panic. No input can make it panic.
 
 use core::fmt;
 use core::ops::Range;
 
-use super::headers::{self, ListIter};
+use super::lex::{self, ListIter, parse_u64};
 
 /// The most header lines one message may carry. Real IMS REGISTERs carry 15–30.
 pub const MAX_HEADERS: usize = 64;
@@ -149,23 +150,6 @@ impl HeaderName {
                 | HeaderName::Expires
         )
     }
-
-    /// Headers whose value is a name-addr / addr-spec (RFC 3261 §20.10, §20.20, §20.34...).
-    fn is_name_addr(self) -> bool {
-        matches!(
-            self,
-            HeaderName::From
-                | HeaderName::To
-                | HeaderName::Contact
-                | HeaderName::Route
-                | HeaderName::RecordRoute
-                | HeaderName::Path
-                | HeaderName::ServiceRoute
-                | HeaderName::PAssociatedUri
-                | HeaderName::PAssertedIdentity
-                | HeaderName::PPreferredIdentity
-        )
-    }
 }
 
 /// One header line in the index. `line` runs from the first byte of the name through the line
@@ -238,7 +222,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn at(offset: usize, kind: ParseErrorKind) -> ParseError {
+    pub(crate) fn at(offset: usize, kind: ParseErrorKind) -> ParseError {
         ParseError {
             offset: offset as u32,
             kind,
@@ -318,25 +302,25 @@ pub(crate) fn scan_header(
         next = nx;
     }
     let mut i = pos;
-    while i < content_end && headers::is_token_char(buf[i]) {
+    while i < content_end && lex::is_token_char(buf[i]) {
         i += 1;
     }
     if i == pos {
         return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
     }
     let name_end = i;
-    while i < content_end && headers::is_ws(buf[i]) {
+    while i < content_end && lex::is_ws(buf[i]) {
         i += 1;
     }
     if i >= content_end || buf[i] != b':' {
         return Err(ParseError::at(i, ParseErrorKind::MissingColon));
     }
     i += 1;
-    while i < content_end && headers::is_ws(buf[i]) {
+    while i < content_end && lex::is_ws(buf[i]) {
         i += 1;
     }
     let mut vend = content_end;
-    while vend > i && headers::is_ws(buf[vend - 1]) {
+    while vend > i && lex::is_ws(buf[vend - 1]) {
         vend -= 1;
     }
     let header = Header {
@@ -385,7 +369,7 @@ fn parse_start_line(buf: &[u8], pos: usize, content_end: usize) -> Result<StartL
         });
     }
     let method = &line[..sp1];
-    if method.is_empty() || !method.iter().all(|&b| headers::is_token_char(b)) {
+    if method.is_empty() || !method.iter().all(|&b| lex::is_token_char(b)) {
         return bad(ParseErrorKind::BadMethod);
     }
     let sp2 = match rest.iter().position(|&b| b == b' ') {
@@ -411,21 +395,6 @@ fn parse_start_line(buf: &[u8], pos: usize, content_end: usize) -> Result<StartL
         uri: Span::new(uri_start, uri_start + sp2),
         version: Span::new(ver_start, content_end),
     })
-}
-
-/// Parse a decimal number of at most `max_digits` digits (no sign, no spaces).
-pub(crate) fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
-    if s.is_empty() || s.len() > max_digits {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as u64;
-    }
-    Some(v)
 }
 
 impl Index {
@@ -637,13 +606,6 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// Parse, then apply [`Index::validate`]: what a proxy must do with input it does not trust.
-    pub fn parse_strict(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
-        let m = Message::parse(buf)?;
-        m.view().validate()?;
-        Ok(m)
-    }
-
     #[inline]
     pub fn view(&self) -> View<'_> {
         View {
@@ -726,108 +688,5 @@ impl<'a> View<'a> {
                 self.buf[h.line.start as usize..h.name_end as usize].eq_ignore_ascii_case(name)
             })
             .map(|h| self.bytes(h.value))
-    }
-
-    /// The syntax and consistency checks a proxy applies to a message from an untrusted peer
-    /// (RFC 3261 §8.1.1, §16.3, §20; the RFC 4475 invalid messages are refused here).
-    pub fn validate(&self) -> Result<(), ParseError> {
-        let idx = self.idx;
-        let err = |s: Span, k| Err(ParseError::at(s.start as usize, k));
-        if let StartLine::Request { uri, .. } = idx.start_line
-            && !headers::request_uri_ok(self.bytes(uri))
-        {
-            return err(uri, ParseErrorKind::BadRequestUri);
-        }
-        // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6).
-        for name in [
-            HeaderName::Via,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-            HeaderName::CSeq,
-        ] {
-            if self.headers(name).next().is_none() {
-                return Err(ParseError::at(
-                    idx.headers_end as usize,
-                    ParseErrorKind::MissingHeader(name),
-                ));
-            }
-        }
-        let hs = idx.headers();
-        for (i, h) in hs.iter().enumerate() {
-            let v = self.bytes(h.value);
-            let bad = ParseErrorKind::BadHeaderValue(h.name);
-            if h.name.is_single() && hs[..i].iter().any(|p| p.name == h.name) {
-                return err(h.line, ParseErrorKind::DuplicateHeader(h.name));
-            }
-            match h.name {
-                HeaderName::CSeq => {
-                    let (num, method) = headers::cseq(v).ok_or(ParseError::at(
-                        h.value.start as usize,
-                        ParseErrorKind::BadCSeq,
-                    ))?;
-                    // RFC 3261 §8.1.1.5: the number MUST be < 2^31.
-                    if num >= 1 << 31 {
-                        return err(h.value, ParseErrorKind::BadCSeq);
-                    }
-                    if self.method().is_some_and(|m| m != method) {
-                        return err(h.value, ParseErrorKind::CSeqMethodMismatch);
-                    }
-                }
-                HeaderName::MaxForwards => {
-                    // RFC 3261 §20.22: 0..=255.
-                    if !matches!(parse_u64(v, 10), Some(0..=255)) {
-                        return err(h.value, ParseErrorKind::BadMaxForwards);
-                    }
-                }
-                HeaderName::CallId => {
-                    if v.is_empty() || v.iter().any(|&b| headers::is_ws(b)) {
-                        return err(h.value, bad);
-                    }
-                }
-                HeaderName::Expires => {
-                    // delta-seconds (RFC 3261 §20.19), kept within 32 bits.
-                    if !matches!(parse_u64(v, 10), Some(0..=0xffff_ffff)) {
-                        return err(h.value, bad);
-                    }
-                }
-                HeaderName::Date => {
-                    // RFC 3261 §20.17: SIP-date is RFC 1123 and always in GMT.
-                    if !v.ends_with(b"GMT") {
-                        return err(h.value, bad);
-                    }
-                }
-                HeaderName::Via => {
-                    for item in ListIter::new(v) {
-                        if headers::Via::parse(item).is_none() {
-                            return err(h.value, bad);
-                        }
-                    }
-                }
-                HeaderName::Contact if v == b"*" => {}
-                n if n.is_name_addr() => {
-                    let mut count = 0;
-                    for item in ListIter::new(v) {
-                        count += 1;
-                        if headers::NameAddr::parse(item).is_none() {
-                            return err(h.value, bad);
-                        }
-                    }
-                    if count == 0 || (h.name.is_single() && count > 1) {
-                        return err(h.value, bad);
-                    }
-                }
-                HeaderName::Other | HeaderName::Subject => {}
-                _ => {
-                    if !headers::quotes_balanced(v) {
-                        return err(h.value, bad);
-                    }
-                }
-            }
-        }
-        if let StartLine::Response { .. } = idx.start_line {
-            // nothing more: responses are matched by the transaction layer.
-        }
-        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use pcscf::esp::{Frame, Sa};
 use pcscf::lab::rawip;
 use pcscf::satable::{SaReader, SaTableConfig, SaWriter, sa_table};
 use pcscf::sip::headers::{Alg, Digest, Ealg, IpsecOffer, SecMechanism};
-use pcscf::sip::pcscf::build_response;
+use pcscf::sip::rules::build_response;
 use pcscf::sip::{HeaderName, Message};
 
 pub const REGISTER1: &str = include_str!("../data/ims/register1_v4.sip");

@@ -11,7 +11,8 @@ use core::net::{IpAddr, SocketAddr};
 
 use super::branch::Branch;
 use super::edit::{EditError, Editor};
-use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, ListIter, NameAddr, Via};
+use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, NameAddr, Via};
+use super::lex::{self, ListIter, parse_u64};
 use super::msg::{HeaderName, Span, View};
 use super::own::OwnUris;
 use super::write::Writer;
@@ -113,7 +114,7 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
     }
     // RFC 3261 §16.3 item 3.
     if v.header(HeaderName::MaxForwards)
-        .and_then(|m| crate::sip::msg::parse_u64(m, 10))
+        .and_then(|m| parse_u64(m, 10))
         == Some(0)
     {
         return Err(Reject::new(483, "Too Many Hops", RejectWhy::TooManyHops));
@@ -200,7 +201,7 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
     let contact = v.values(HeaderName::Contact).find_map(NameAddr::parse);
     let expires = v
         .header(HeaderName::Expires)
-        .and_then(|e| crate::sip::msg::parse_u64(e, 10))
+        .and_then(|e| parse_u64(e, 10))
         .map(|e| e.min(u32::MAX as u64) as u32)
         .or_else(|| contact.and_then(|c| c.expires()));
     Ok(RegisterInfo {
@@ -558,7 +559,7 @@ fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
         let mut w = Writer::new(&mut out);
         let mut cursor = 0;
         let (mut has_received, mut has_rport, mut changed) = (false, false, false);
-        for p in headers::ParamIter::new(via.params) {
+        for p in lex::ParamIter::new(via.params) {
             let at = Span::of(item, p.raw);
             w.put(&item[cursor..at.start as usize]);
             cursor = at.end as usize;
@@ -614,7 +615,7 @@ fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditError> {
     match ed.find(HeaderName::MaxForwards, 0) {
         Some(i) => {
             let h = ed.header(i).ok_or(EditError::BadTarget)?;
-            let cur = crate::sip::msg::parse_u64(ed.view().bytes(h.value), 10).unwrap_or(70);
+            let cur = parse_u64(ed.view().bytes(h.value), 10).unwrap_or(70);
             let mut tmp = [0u8; 4];
             let mut w = Writer::new(&mut tmp);
             w.dec(cur.saturating_sub(1).min(255));
@@ -664,14 +665,14 @@ pub fn strict_digest_params<'a>(
     let mut i = 0;
     let mut n = 0;
     let skip_ws = |i: &mut usize| {
-        while *i < s.len() && headers::is_ws(s[*i]) {
+        while *i < s.len() && lex::is_ws(s[*i]) {
             *i += 1;
         }
     };
     loop {
         skip_ws(&mut i);
         let start = i;
-        while i < s.len() && headers::is_token_char(s[i]) {
+        while i < s.len() && lex::is_token_char(s[i]) {
             i += 1;
         }
         let name = &s[start..i];
@@ -697,7 +698,7 @@ pub fn strict_digest_params<'a>(
             }
             i += 1;
         } else {
-            while i < s.len() && headers::is_token_char(s[i]) {
+            while i < s.len() && lex::is_token_char(s[i]) {
                 i += 1;
             }
             if i == vstart {
@@ -912,7 +913,7 @@ pub fn rewrite_200(
     .or_else(|| contacts().find_map(|c| c.expires()));
     out.expires = contact_expires.or_else(|| {
         v.header(HeaderName::Expires)
-            .and_then(|e| crate::sip::msg::parse_u64(e, 10))
+            .and_then(|e| parse_u64(e, 10))
             .map(|e| e.min(u32::MAX as u64) as u32)
     });
     for na in v
@@ -1088,7 +1089,7 @@ pub fn forward_request(
 /// Max-Forwards of a request is zero (RFC 3261 §16.3 item 3: answer 483).
 pub fn max_forwards_exhausted(v: View<'_>) -> bool {
     v.header(HeaderName::MaxForwards)
-        .and_then(|m| crate::sip::msg::parse_u64(m, 10))
+        .and_then(|m| parse_u64(m, 10))
         == Some(0)
 }
 
@@ -1114,7 +1115,7 @@ pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<Branch>> {
 pub fn reply_port(v: View<'_>, source: SocketAddr) -> Option<u16> {
     let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
     Some(match via.rport() {
-        Some(Some(p)) => crate::sip::msg::parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
+        Some(Some(p)) => parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
         Some(None) => source.port(),
         None => via.port.unwrap_or(5060),
     })
@@ -1149,7 +1150,7 @@ pub fn response_next_hop(v: View<'_>) -> Option<SocketAddr> {
         .unwrap_or(host);
     let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
     let port = match via.rport() {
-        Some(Some(p)) => crate::sip::msg::parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
+        Some(Some(p)) => parse_u64(p, 5).and_then(|p| u16::try_from(p).ok())?,
         _ => via.port.unwrap_or(5060),
     };
     Some(SocketAddr::new(ip, port))

@@ -1,0 +1,143 @@
+//! The checks a proxy applies to a message from an untrusted peer before it trusts it
+//! (RFC 3261 §8.1.1, §16.3, §20; the RFC 4475 invalid messages are refused here).
+//!
+//! Owns: [`View::validate`] and [`Message::parse_strict`] (parse, then validate). Framing and
+//! indexing stay in `msg.rs`, which knows nothing of these checks; the per-header syntax comes
+//! from the typed headers. Reads only; nothing allocates.
+
+use super::headers;
+use super::lex::{self, ListIter, parse_u64};
+use super::msg::{HeaderName, Message, ParseError, ParseErrorKind, Span, StartLine, View};
+
+impl<'a> Message<'a> {
+    /// Parse, then apply [`View::validate`]: what a proxy must do with input it does not trust.
+    pub fn parse_strict(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        let m = Message::parse(buf)?;
+        m.view().validate()?;
+        Ok(m)
+    }
+}
+
+impl HeaderName {
+    /// Headers whose value is a name-addr / addr-spec (RFC 3261 §20.10, §20.20, §20.34...).
+    fn is_name_addr(self) -> bool {
+        matches!(
+            self,
+            HeaderName::From
+                | HeaderName::To
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Path
+                | HeaderName::ServiceRoute
+                | HeaderName::PAssociatedUri
+                | HeaderName::PAssertedIdentity
+                | HeaderName::PPreferredIdentity
+        )
+    }
+}
+
+impl View<'_> {
+    /// The syntax and consistency checks a proxy applies to a message from an untrusted peer
+    /// (RFC 3261 §8.1.1, §16.3, §20; the RFC 4475 invalid messages are refused here).
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let idx = self.idx;
+        let err = |s: Span, k| Err(ParseError::at(s.start as usize, k));
+        if let StartLine::Request { uri, .. } = idx.start_line
+            && !headers::request_uri_ok(self.bytes(uri))
+        {
+            return err(uri, ParseErrorKind::BadRequestUri);
+        }
+        // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6).
+        for name in [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            if self.headers(name).next().is_none() {
+                return Err(ParseError::at(
+                    idx.headers_end as usize,
+                    ParseErrorKind::MissingHeader(name),
+                ));
+            }
+        }
+        let hs = idx.headers();
+        for (i, h) in hs.iter().enumerate() {
+            let v = self.bytes(h.value);
+            let bad = ParseErrorKind::BadHeaderValue(h.name);
+            if h.name.is_single() && hs[..i].iter().any(|p| p.name == h.name) {
+                return err(h.line, ParseErrorKind::DuplicateHeader(h.name));
+            }
+            match h.name {
+                HeaderName::CSeq => {
+                    let (num, method) = headers::cseq(v).ok_or(ParseError::at(
+                        h.value.start as usize,
+                        ParseErrorKind::BadCSeq,
+                    ))?;
+                    // RFC 3261 §8.1.1.5: the number MUST be < 2^31.
+                    if num >= 1 << 31 {
+                        return err(h.value, ParseErrorKind::BadCSeq);
+                    }
+                    if self.method().is_some_and(|m| m != method) {
+                        return err(h.value, ParseErrorKind::CSeqMethodMismatch);
+                    }
+                }
+                HeaderName::MaxForwards => {
+                    // RFC 3261 §20.22: 0..=255.
+                    if !matches!(parse_u64(v, 10), Some(0..=255)) {
+                        return err(h.value, ParseErrorKind::BadMaxForwards);
+                    }
+                }
+                HeaderName::CallId => {
+                    if v.is_empty() || v.iter().any(|&b| lex::is_ws(b)) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Expires => {
+                    // delta-seconds (RFC 3261 §20.19), kept within 32 bits.
+                    if !matches!(parse_u64(v, 10), Some(0..=0xffff_ffff)) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Date => {
+                    // RFC 3261 §20.17: SIP-date is RFC 1123 and always in GMT.
+                    if !v.ends_with(b"GMT") {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Via => {
+                    for item in ListIter::new(v) {
+                        if headers::Via::parse(item).is_none() {
+                            return err(h.value, bad);
+                        }
+                    }
+                }
+                HeaderName::Contact if v == b"*" => {}
+                n if n.is_name_addr() => {
+                    let mut count = 0;
+                    for item in ListIter::new(v) {
+                        count += 1;
+                        if headers::NameAddr::parse(item).is_none() {
+                            return err(h.value, bad);
+                        }
+                    }
+                    if count == 0 || (h.name.is_single() && count > 1) {
+                        return err(h.value, bad);
+                    }
+                }
+                HeaderName::Other | HeaderName::Subject => {}
+                _ => {
+                    if !lex::quotes_balanced(v) {
+                        return err(h.value, bad);
+                    }
+                }
+            }
+        }
+        if let StartLine::Response { .. } = idx.start_line {
+            // nothing more: responses are matched by the transaction layer.
+        }
+        Ok(())
+    }
+}
