@@ -54,7 +54,6 @@
 //! user space are accessed as `AtomicU32` (acquire on reading ownership, release on handing it
 //! back), which orders the payload accesses around them as the kernel's protocol requires.
 
-use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
@@ -64,7 +63,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::io::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
 
-use super::neigh::NeighReader;
+use super::neigh::{NeighReader, ifindex};
 use super::pool::FramePool;
 use super::socket::{bind, new_socket, setsockopt_int};
 use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, UdpPacket, ethertype, protocol};
@@ -309,21 +308,6 @@ impl Placeholders {
 
     pub fn is_empty(&self) -> bool {
         self.fds.is_empty()
-    }
-}
-
-fn ifindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name}"),
-        ))
-    } else {
-        Ok(i)
     }
 }
 

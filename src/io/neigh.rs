@@ -642,6 +642,24 @@ impl NeighReader {
     }
 }
 
+/// The index of interface `name` in the calling thread's network namespace (what netlink and
+/// the XDP/AF_PACKET binds name interfaces by).
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in interface name")
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("interface {name}: {e}"),
+        ));
+    }
+    Ok(idx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

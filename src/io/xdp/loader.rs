@@ -13,6 +13,7 @@ use super::netlink::{
 };
 use super::prog::{self, Steering, Verdict};
 use super::socket::XdpIo;
+use crate::io::neigh::ifindex;
 
 /// Name of our program in the kernel; an attached program with this name is ours (left by a
 /// crashed run) and is replaced on start.
@@ -58,19 +59,6 @@ pub struct XdpProgram {
     xskmap: Map,
     replaced: Option<u32>,
     attached: bool,
-}
-
-/// The index of interface `name` in the calling thread's network namespace.
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in ifname"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("interface {name}: {e}")));
-    }
-    Ok(idx)
 }
 
 fn mode_of_attached(attached: u8) -> Option<AttachMode> {

@@ -57,7 +57,8 @@ pub mod prog;
 mod ring;
 mod socket;
 
-pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram, ifindex};
+pub use crate::io::neigh::ifindex;
+pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram};
 pub use neigh::{NeighLookup, StaticNeigh};
 pub use prog::Steering;
 pub use socket::{BindMode, XdpIo, XskConfig, XskKernelStats};

@@ -19,11 +19,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use super::loader::ifindex;
 use super::neigh::NeighLookup;
 use super::netlink;
 use super::ring::Ring;
 use super::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
+use crate::io::neigh::ifindex;
 use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv6Packet, ethertype};
 
 const ETH_HLEN: usize = wire::eth::HEADER_LEN;
