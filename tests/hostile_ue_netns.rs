@@ -18,8 +18,8 @@ use pcscf::aka::{self, Milenage, UeSqnState, Usim, digest};
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, ip, spawn_in};
-use pcscf::lab::rawip;
 use pcscf::sim;
+use pcscf::sim::rawip;
 use pcscf::sip::{HeaderName, Message};
 
 mod ims_support;

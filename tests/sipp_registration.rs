@@ -12,7 +12,7 @@ use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
-use pcscf::lab::rawip::{self, send_ip};
+use pcscf::sim::rawip::{self, send_ip};
 use pcscf::sip::Message;
 
 mod ims_support;

@@ -24,7 +24,7 @@ use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
-use pcscf::lab::rawip;
+use pcscf::sim::rawip;
 
 mod ims_support;
 use ims_support::*;

@@ -4,10 +4,8 @@
 //! - [`netns`]: the three-namespace topology ue — pcscf — core, removed on drop.
 //! - [`pcap`]: writing captures for tshark.
 //! - [`run`]: `pcscf lab`, everything in one command.
-//! - [`rawip`]: raw IPv4 sockets (ESP without kernel IPsec).
 
 pub mod dns;
 pub mod netns;
 pub mod pcap;
-pub mod rawip;
 pub mod run;

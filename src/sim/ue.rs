@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::classify::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions};
-use crate::lab::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
+use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
 use crate::wire::{self, Ipv6Repr, protocol};
