@@ -60,7 +60,8 @@ impl World {
             dst: addr(dst),
             payload,
         };
-        self.reg.on_message(msg, self.now, &mut out);
+        self.reg.handle_message(msg, self.now);
+        out.extend(std::iter::from_fn(|| self.reg.poll_transmit()));
         out
     }
 }
@@ -266,9 +267,11 @@ fn registration_end_to_end() {
     let _ = c.out_401;
 
     // The set lives for expires + 30 s, then the SAs go.
-    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 29));
+    w.reg
+        .handle_timeout(w.now + Duration::from_secs(600_000 + 29));
     assert!(w.sas.pin().inbound(c.spi_ps).is_some());
-    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 31));
+    w.reg
+        .handle_timeout(w.now + Duration::from_secs(600_000 + 31));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert_eq!(w.reg.registrations(), 0);
 }
@@ -335,7 +338,7 @@ fn wrong_res_removes_the_temporary_set() {
             .is_some()
     );
     // ...and right after, the temporary SAs are removed
-    w.reg.on_timer(w.now + Duration::from_secs(3));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3));
     assert!(
         w.sas.pin().inbound(c.spi_ps).is_none(),
         "temporary SAs removed"
@@ -353,9 +356,9 @@ fn wrong_res_removes_the_temporary_set() {
 fn unanswered_challenge_expires_after_reg_await_auth() {
     let mut w = world();
     let c = challenge(&mut w);
-    w.reg.on_timer(w.now + Duration::from_secs(239));
+    w.reg.handle_timeout(w.now + Duration::from_secs(239));
     assert!(w.sas.pin().inbound(c.spi_ps).is_some());
-    w.reg.on_timer(w.now + Duration::from_secs(241));
+    w.reg.handle_timeout(w.now + Duration::from_secs(241));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert!(
         w.sas
@@ -404,7 +407,7 @@ fn register_flood_is_capped_with_503() {
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
     assert_eq!(w.reg.stats.retransmissions, 1);
     // unanswered transactions go after 32 s: new REGISTERs are forwarded again
-    w.reg.on_timer(w.now + Duration::from_secs(33));
+    w.reg.handle_timeout(w.now + Duration::from_secs(33));
     let out = send(&mut w, 9);
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
 }
@@ -585,7 +588,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         assert!(g.inbound(mech.spi_s).is_some() && g.inbound(first.spi_ps).is_some());
         assert!(g.inbound(mech.spi_s).unwrap().registration().is_some());
     }
-    w.reg.on_timer(w.now + Duration::from_secs(3600 + 31));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3600 + 31));
     let g = w.sas.pin();
     assert!(
         g.inbound(first.spi_ps).is_none(),
@@ -646,7 +649,7 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
     );
     assert_eq!(w.reg.stats.deregistered, 1);
     // ...and the SAs go right after (not at the old expiry).
-    w.reg.on_timer(w.now + Duration::from_secs(3));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert!(
         w.sas
@@ -697,7 +700,8 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         dst: addr("[2001:db8:46::1]:5060"),
         payload: reg6,
     };
-    reg.on_message(msg, now, &mut out);
+    reg.handle_message(msg, now);
+    out.extend(std::iter::from_fn(|| reg.poll_transmit()));
     assert_eq!(out.len(), 1, "{:?}", reg.stats);
     let via = header(&out[0].payload, HeaderName::Via).unwrap();
     assert!(via.starts_with("SIP/2.0/UDP 10.0.1.10:5060"), "{via}");
@@ -718,7 +722,8 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         dst: addr("10.0.1.10:5060"),
         payload: &resp,
     };
-    reg.on_message(msg, now, &mut out2);
+    reg.handle_message(msg, now);
+    out2.extend(std::iter::from_fn(|| reg.poll_transmit()));
     assert_eq!(out2.len(), 1);
     assert_eq!(
         (out2[0].src, out2[0].dst),
@@ -866,7 +871,7 @@ fn challenges_never_leak_sa_slots() {
         used, 4,
         "the current set and one temporary set: {used} SPIs in use"
     );
-    w.reg.on_timer(w.now + Duration::from_secs(10_000));
+    w.reg.handle_timeout(w.now + Duration::from_secs(10_000));
     w.reg.check_sa_invariants().unwrap();
     assert_eq!(w.reg.sa_table_stats().inbound_used, 0);
 }
@@ -1021,7 +1026,7 @@ fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
     }
     w.reg.check_sa_invariants().unwrap();
     // the attacker's temporary sets expire: the victim's SAs stay
-    w.reg.on_timer(w.now + Duration::from_secs(300));
+    w.reg.handle_timeout(w.now + Duration::from_secs(300));
     assert_eq!(
         w.sas
             .pin()
@@ -1360,7 +1365,8 @@ fn only_served_home_domains_are_forwarded() {
             dst: addr("10.46.0.1:5060"),
             payload: text.as_bytes(),
         };
-        reg.on_message(msg, w.now, &mut out);
+        reg.handle_message(msg, w.now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
         out
     };
     let evil = REGISTER1
@@ -1401,7 +1407,8 @@ fn each_home_domain_goes_to_its_own_icscf() {
             dst: addr("10.46.0.1:5060"),
             payload: text,
         };
-        reg.on_message(msg, w.now, &mut out);
+        reg.handle_message(msg, w.now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
         out
     };
     let out = feed(Side::Ue, "10.46.0.6:5060", REGISTER1.as_bytes());
