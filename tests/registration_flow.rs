@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
-use pcscf::control::registrar::{Incoming, MAX_TEMPORARY, Outgoing, Registrar, RegistrarConfig};
+use pcscf::control::keylog::{KeyLog, SaSecret};
+use pcscf::control::registrar::{
+    Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
+};
 use pcscf::dataplane::queue::Arrival;
 use pcscf::esp::SaOptions;
 use pcscf::io::Side;
@@ -26,7 +29,18 @@ struct World {
 }
 
 fn world() -> World {
-    let (writer, sas) = test_sa_table(64);
+    world_sized(64)
+}
+
+/// A world whose SA table has room for `sas` inbound and `sas` (at least 64) outbound SAs.
+fn world_sized(sas: u32) -> World {
+    let (writer, sas) = pcscf::satable::sa_table(pcscf::satable::SaTableConfig {
+        inbound_capacity: sas,
+        outbound_capacity: sas.max(64),
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
     let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
     let k = aka::hex_array::<16>(K).unwrap();
     let opc = aka::hex_array::<16>(OPC).unwrap();
@@ -1431,4 +1445,105 @@ fn each_home_domain_goes_to_its_own_icscf() {
     let out = feed(Side::Core, "10.0.2.20:5060", &resp);
     assert_eq!(out[0].dst, addr("10.46.0.7:5060"));
     assert!(out[0].payload.starts_with(b"SIP/2.0 401 "));
+}
+
+/// Sans-IO time: an idle registrar has no deadline; a challenged UE's temporary set is the
+/// deadline `poll_timeout` names once the earlier ones are handled, and it ends exactly there,
+/// not a nanosecond before; then nothing is left to wait for.
+#[test]
+fn a_temporary_set_ends_exactly_at_the_deadline_poll_timeout_names() {
+    let mut w = world();
+    assert_eq!(w.reg.poll_timeout(), None, "idle: nothing to wake up for");
+    let c = challenge(&mut w);
+    let end = w.now + REG_AWAIT_AUTH;
+    // earlier deadlines (the answered transaction, its binding, the kept 401) come first
+    let mut turns = 0;
+    while let Some(t) = w.reg.poll_timeout().filter(|t| *t < end) {
+        assert!(t >= w.now);
+        w.reg.handle_timeout(t);
+        turns += 1;
+        assert!(turns < 16, "the earlier deadlines end");
+    }
+    assert_eq!(w.reg.poll_timeout(), Some(end));
+    w.reg.handle_timeout(end - Duration::from_nanos(1));
+    assert!(
+        w.sas.pin().inbound(c.spi_ps).is_some(),
+        "not before its time"
+    );
+    assert_eq!(w.reg.stats.expired_sets, 0);
+    w.reg.handle_timeout(end);
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none(), "at its time");
+    assert_eq!(w.reg.stats.expired_sets, 1);
+    assert_eq!(
+        w.reg.poll_timeout(),
+        None,
+        "the binding went with its last set"
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// A timeout looks only at the timers that are due: with a hundred challenges in progress, the
+/// fifty due ones are fired (counted by the registrar), not a scan of every binding.
+#[test]
+fn a_timeout_touches_only_the_due_timers() {
+    let mut w = world_sized(1024);
+    let challenge_n = |w: &mut World, range: std::ops::Range<usize>| {
+        for i in range {
+            let impi = format!("0010100{i:08}@ims.mnc001.mcc001.3gppnetwork.org");
+            let src = format!("10.46.{}.{}:5060", 1 + i / 200, 1 + i % 200);
+            let out = register_as(w, &src, &impi, &format!("n{i}-"), None);
+            assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+            let out = challenge_401(w, &out[0].payload);
+            assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+        }
+    };
+    let t0 = w.now;
+    challenge_n(&mut w, 0..50);
+    w.now = t0 + Duration::from_secs(60);
+    challenge_n(&mut w, 50..100);
+    // everything before the first sets' end: transactions, bindings, kept answers
+    w.reg.handle_timeout(t0 + Duration::from_secs(120));
+    assert_eq!(w.reg.stats.challenges, 100);
+    assert_eq!(w.reg.stats.expired_sets, 0);
+    let before = w.reg.timer_stats();
+    assert_eq!(before.queued, 100, "one live timer per set: {before:?}");
+    w.reg.handle_timeout(t0 + REG_AWAIT_AUTH);
+    let after = w.reg.timer_stats();
+    assert_eq!(w.reg.stats.expired_sets, 50);
+    assert_eq!(
+        after.fired - before.fired,
+        50,
+        "only the due timers: {after:?}"
+    );
+    assert_eq!(after.stale, before.stale);
+    assert_eq!(after.queued, 50);
+    assert_eq!(
+        w.reg.poll_timeout(),
+        Some(t0 + Duration::from_secs(60) + REG_AWAIT_AUTH)
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// The registrar reports each SA it installs to the key log it was given: the four SAs of a
+/// challenge, with our two SPIs and the UE's two.
+#[test]
+fn the_key_log_gets_the_four_sas_of_a_challenge() {
+    #[derive(Default)]
+    struct Spis(std::sync::Mutex<Vec<u32>>);
+    impl KeyLog for Spis {
+        fn log(&self, sa: &SaSecret<'_>) {
+            self.0.lock().unwrap().push(sa.spi);
+        }
+    }
+    let mut w = world();
+    let log = std::sync::Arc::new(Spis::default());
+    w.reg.set_keylog(log.clone());
+    let c = challenge(&mut w);
+    let mut got = log.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got.contains(&c.spi_pc) && got.contains(&c.spi_ps),
+        "{got:?}"
+    );
 }
