@@ -1547,3 +1547,33 @@ fn the_key_log_gets_the_four_sas_of_a_challenge() {
         "{got:?}"
     );
 }
+
+/// Timers are not removed when their transaction is answered (lazy deletion), but the queue
+/// follows the live state: thousands of answered REGISTERs leave it bounded, not one entry each.
+#[test]
+fn answered_transactions_do_not_grow_the_timer_queue() {
+    let mut w = world();
+    for i in 0..3000 {
+        let impi = format!("0010100{i:08}@ims.mnc001.mcc001.3gppnetwork.org");
+        let src = format!("10.47.{}.{}:5060", i / 200, 1 + i % 200);
+        let out = register_as(&mut w, &src, &impi, &format!("q{i}-"), None);
+        assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+        let resp = core_answer(&out[0].payload, 403, "Forbidden", "");
+        let out = w.feed(
+            Side::Core,
+            Arrival::Plain,
+            "10.0.1.20:5060",
+            "10.0.1.10:5060",
+            &resp,
+        );
+        assert_eq!(out.len(), 1);
+        w.reg.handle_timeout(w.now);
+        let t = w.reg.timer_stats();
+        assert!(t.queued <= 1024 + 8, "after {i}: {t:?}");
+    }
+    assert_eq!(w.reg.stats.forwarded, 3000);
+    // every transaction's timer, stale or not, is gone 32 s on, and so is every binding
+    w.reg.handle_timeout(w.now + Duration::from_secs(32));
+    assert_eq!(w.reg.timer_stats().queued, 0);
+    assert_eq!(w.reg.poll_timeout(), None);
+}

@@ -1775,13 +1775,18 @@ impl Registrar {
     /// state, not the history of refreshes.
     fn arm(&mut self, at: Instant, timer: Timer) {
         self.timers.push(Reverse((at, timer)));
-        // at most 4 temporary + current + old set timers and one binding check per binding,
-        // one per transaction: past 8 per item most entries are stale
+        // live and distinct: at most 4 temporary + current + old set timers and one binding
+        // check per binding, one per transaction; past 8 per item most entries are stale, and
+        // the rebuild is paid for by the pushes since the last one
         let live = 8 * (self.bindings.len() + self.pending.len()) + 1024;
         if self.timers.len() > live {
-            let mut timers = std::mem::take(&mut self.timers);
+            // (duplicates go too: a set armed twice for one instant, say two answers handled
+            // with the same `now`, would otherwise count as live twice)
+            let mut timers = std::mem::take(&mut self.timers).into_vec();
+            timers.sort_unstable();
+            timers.dedup();
             timers.retain(|Reverse((at, t))| self.timer_live(*at, *t));
-            self.timers = timers;
+            self.timers = timers.into();
         }
     }
 
