@@ -4,8 +4,8 @@
 //! missing privilege is reported at once), the control loop (the registration thread's mio
 //! poll on the punt queue and the DNS socket, asleep until the registrar's next deadline or the
 //! next Prometheus renewal; the neighbour refresher, the stats merge and the Prometheus
-//! endpoint), the `--keylog` file, SIGINT/SIGTERM handling, and the final counters. Backends are dropped on the way
-//! out, which detaches an XDP program.
+//! endpoint), the `--keylog` file, SIGINT/SIGTERM handling, and the final counters. Backends
+//! are dropped on the way out, which detaches an XDP program.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,7 +326,6 @@ pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unpr
 of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
 (the load tools pass --allow-stateless-relay)";
 
-/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 /// One pass of the control loop over the punt queue: at most [`PASS_BUDGET`] messages of each
 /// class, the highest class first, into the registrar (what it sends then waits in
 /// [`Registrar::poll_transmit`]). The messages handled, and whether any are left for the next
@@ -361,6 +360,7 @@ pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u
     (handled, !punt.is_empty())
 }
 
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
     // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
     // not and without integrity protection: a load-test shortcut, never a deployment mode.
@@ -455,6 +455,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     // The control loop: the registration thread. It drains the punt queue into the registrar
     // and hands what it sends to the workers' inject queues.
     let mut registrar = Registrar::new(registrar_config(cfg)?, sa_writer);
+    let mut keylog_file = None;
     if let Some(path) = keylog {
         let f = keylog::FileKeyLog::open(path)
             .map_err(|e| format!("--keylog {}: {e}", path.display()))?;
@@ -462,7 +463,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             "writing ESP keys to {} (Wireshark esp_sa): protect that file",
             path.display()
         ));
-        registrar.set_keylog(Arc::new(f));
+        let f = Arc::new(f);
+        registrar.set_keylog(f.clone());
+        keylog_file = Some(f);
     }
     if opts.preload_ues > 0 {
         preload(&mut registrar, opts)?;
@@ -582,6 +585,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     let _ = refresher.join();
     drop(registrar); // the SA table's writer
+    if let Some(f) = keylog_file {
+        if f.dropped() > 0 {
+            log::warn(format_args!(
+                "--keylog: {} SA lines dropped (the file's writer fell behind)",
+                f.dropped()
+            ));
+        }
+        drop(f); // what is queued is written, the file closed
+    }
     drop(injects);
     drop(progs); // detach XDP
     let mut latency = crate::dataplane::stats::new_histogram();
