@@ -79,7 +79,7 @@ type Txn = (Vec<u8>, u64);
 /// A deadline of the registrar, queued in `Registrar::timers`. Entries are not removed when
 /// the state they name changes (lazy deletion): one that comes due checks that state and does
 /// nothing when it moved on (a refreshed set, an answered transaction).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
     /// The SA set of `binding` whose inbound spi-c is `spi` expires.
     Set { binding: u64, spi: u32 },
@@ -1862,15 +1862,27 @@ impl Registrar {
     }
 
     /// The SA table holds exactly what the bindings hold: two inbound and two outbound entries
-    /// per set, each naming its binding, and no SPI reserved beyond them (no leaked slot).
-    /// The tests run it after every scenario.
+    /// per set, each naming its binding, and no SPI reserved beyond them (no leaked slot); and
+    /// every set and transaction has its timer queued for its deadline (none would live
+    /// forever). The tests run it after every scenario.
     pub fn check_sa_invariants(&self) -> Result<(), String> {
         let st = self.sas.stats();
         let g = self.sas_view.pin();
+        let timers: std::collections::HashSet<(Instant, Timer)> =
+            self.timers.iter().map(|Reverse(e)| *e).collect();
+        for (&branch, p) in &self.pending {
+            if !timers.contains(&(p.created + TRANSACTION_LIFE, Timer::Pending(branch))) {
+                return Err(format!("transaction {branch:x} has no timer"));
+            }
+        }
         let mut sets = 0;
         for (&id, b) in &self.bindings {
             for s in b.sets() {
                 sets += 1;
+                let spi = s.spi_pc;
+                if !timers.contains(&(s.expires, Timer::Set { binding: id, spi })) {
+                    return Err(format!("binding {id}: set {spi} has no timer"));
+                }
                 for spi in [s.spi_pc, s.spi_ps] {
                     match g.inbound(spi) {
                         Some(e) if e.binding() == id => {}
