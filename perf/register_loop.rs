@@ -7,7 +7,7 @@
 //! registration (the stable figure):
 //!
 //! cargo run --release --example register_loop [ues=20000] [suite=null/aes-gcm]
-//! valgrind --tool=callgrind --toggle-collect='*Registrar*on_message*' \
+//! valgrind --tool=callgrind --toggle-collect='*Registrar*handle_message*' \
 //!     target/release/examples/register_loop 2000
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -75,7 +75,9 @@ impl Timed<'_> {
             payload: p,
         };
         let t = Instant::now();
-        self.reg.on_message(msg, self.now, &mut self.out);
+        self.reg.handle_message(msg, self.now);
+        self.out
+            .extend(std::iter::from_fn(|| self.reg.poll_transmit()));
         self.spent += t.elapsed();
         assert_eq!(self.out.len(), 1, "{:?}", self.reg.stats);
         self.out.pop().unwrap()

@@ -340,7 +340,7 @@ def main():
     for c in cgl:
         if "per_registration" in c:
             w("")
-            w(f"Instructions per registration inside `Registrar::on_message` (callgrind on "
+            w(f"Instructions per registration inside `Registrar::handle_message` (callgrind on "
               f"`register_loop 500`, 4 messages each): **{fmt_int(c['per_registration'])}**.")
     if not cgl:
         problems.append("callgrind table empty")

@@ -150,7 +150,8 @@ impl World {
             dst,
             payload,
         };
-        self.reg.on_message(msg, self.now, &mut out);
+        self.reg.handle_message(msg, self.now);
+        out.extend(std::iter::from_fn(|| self.reg.poll_transmit()));
         out
     }
 

@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
-use pcscf::control::registrar::{Incoming, MAX_TEMPORARY, Outgoing, Registrar, RegistrarConfig};
+use pcscf::control::keylog::{KeyLog, SaSecret};
+use pcscf::control::registrar::{
+    Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
+};
 use pcscf::dataplane::queue::Arrival;
 use pcscf::esp::SaOptions;
 use pcscf::io::Side;
@@ -26,7 +29,18 @@ struct World {
 }
 
 fn world() -> World {
-    let (writer, sas) = test_sa_table(64);
+    world_sized(64)
+}
+
+/// A world whose SA table has room for `sas` inbound and `sas` (at least 64) outbound SAs.
+fn world_sized(sas: u32) -> World {
+    let (writer, sas) = pcscf::satable::sa_table(pcscf::satable::SaTableConfig {
+        inbound_capacity: sas,
+        outbound_capacity: sas.max(64),
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
     let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
     let k = aka::hex_array::<16>(K).unwrap();
     let opc = aka::hex_array::<16>(OPC).unwrap();
@@ -60,7 +74,8 @@ impl World {
             dst: addr(dst),
             payload,
         };
-        self.reg.on_message(msg, self.now, &mut out);
+        self.reg.handle_message(msg, self.now);
+        out.extend(std::iter::from_fn(|| self.reg.poll_transmit()));
         out
     }
 }
@@ -266,9 +281,11 @@ fn registration_end_to_end() {
     let _ = c.out_401;
 
     // The set lives for expires + 30 s, then the SAs go.
-    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 29));
+    w.reg
+        .handle_timeout(w.now + Duration::from_secs(600_000 + 29));
     assert!(w.sas.pin().inbound(c.spi_ps).is_some());
-    w.reg.on_timer(w.now + Duration::from_secs(600_000 + 31));
+    w.reg
+        .handle_timeout(w.now + Duration::from_secs(600_000 + 31));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert_eq!(w.reg.registrations(), 0);
 }
@@ -335,7 +352,7 @@ fn wrong_res_removes_the_temporary_set() {
             .is_some()
     );
     // ...and right after, the temporary SAs are removed
-    w.reg.on_timer(w.now + Duration::from_secs(3));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3));
     assert!(
         w.sas.pin().inbound(c.spi_ps).is_none(),
         "temporary SAs removed"
@@ -353,9 +370,9 @@ fn wrong_res_removes_the_temporary_set() {
 fn unanswered_challenge_expires_after_reg_await_auth() {
     let mut w = world();
     let c = challenge(&mut w);
-    w.reg.on_timer(w.now + Duration::from_secs(239));
+    w.reg.handle_timeout(w.now + Duration::from_secs(239));
     assert!(w.sas.pin().inbound(c.spi_ps).is_some());
-    w.reg.on_timer(w.now + Duration::from_secs(241));
+    w.reg.handle_timeout(w.now + Duration::from_secs(241));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert!(
         w.sas
@@ -404,7 +421,7 @@ fn register_flood_is_capped_with_503() {
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
     assert_eq!(w.reg.stats.retransmissions, 1);
     // unanswered transactions go after 32 s: new REGISTERs are forwarded again
-    w.reg.on_timer(w.now + Duration::from_secs(33));
+    w.reg.handle_timeout(w.now + Duration::from_secs(33));
     let out = send(&mut w, 9);
     assert_eq!((out.len(), out[0].side), (1, Side::Core));
 }
@@ -585,7 +602,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         assert!(g.inbound(mech.spi_s).is_some() && g.inbound(first.spi_ps).is_some());
         assert!(g.inbound(mech.spi_s).unwrap().registration().is_some());
     }
-    w.reg.on_timer(w.now + Duration::from_secs(3600 + 31));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3600 + 31));
     let g = w.sas.pin();
     assert!(
         g.inbound(first.spi_ps).is_none(),
@@ -646,7 +663,7 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
     );
     assert_eq!(w.reg.stats.deregistered, 1);
     // ...and the SAs go right after (not at the old expiry).
-    w.reg.on_timer(w.now + Duration::from_secs(3));
+    w.reg.handle_timeout(w.now + Duration::from_secs(3));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none());
     assert!(
         w.sas
@@ -697,7 +714,8 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         dst: addr("[2001:db8:46::1]:5060"),
         payload: reg6,
     };
-    reg.on_message(msg, now, &mut out);
+    reg.handle_message(msg, now);
+    out.extend(std::iter::from_fn(|| reg.poll_transmit()));
     assert_eq!(out.len(), 1, "{:?}", reg.stats);
     let via = header(&out[0].payload, HeaderName::Via).unwrap();
     assert!(via.starts_with("SIP/2.0/UDP 10.0.1.10:5060"), "{via}");
@@ -718,7 +736,8 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         dst: addr("10.0.1.10:5060"),
         payload: &resp,
     };
-    reg.on_message(msg, now, &mut out2);
+    reg.handle_message(msg, now);
+    out2.extend(std::iter::from_fn(|| reg.poll_transmit()));
     assert_eq!(out2.len(), 1);
     assert_eq!(
         (out2[0].src, out2[0].dst),
@@ -866,7 +885,7 @@ fn challenges_never_leak_sa_slots() {
         used, 4,
         "the current set and one temporary set: {used} SPIs in use"
     );
-    w.reg.on_timer(w.now + Duration::from_secs(10_000));
+    w.reg.handle_timeout(w.now + Duration::from_secs(10_000));
     w.reg.check_sa_invariants().unwrap();
     assert_eq!(w.reg.sa_table_stats().inbound_used, 0);
 }
@@ -1021,7 +1040,7 @@ fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
     }
     w.reg.check_sa_invariants().unwrap();
     // the attacker's temporary sets expire: the victim's SAs stay
-    w.reg.on_timer(w.now + Duration::from_secs(300));
+    w.reg.handle_timeout(w.now + Duration::from_secs(300));
     assert_eq!(
         w.sas
             .pin()
@@ -1360,7 +1379,8 @@ fn only_served_home_domains_are_forwarded() {
             dst: addr("10.46.0.1:5060"),
             payload: text.as_bytes(),
         };
-        reg.on_message(msg, w.now, &mut out);
+        reg.handle_message(msg, w.now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
         out
     };
     let evil = REGISTER1
@@ -1401,7 +1421,8 @@ fn each_home_domain_goes_to_its_own_icscf() {
             dst: addr("10.46.0.1:5060"),
             payload: text,
         };
-        reg.on_message(msg, w.now, &mut out);
+        reg.handle_message(msg, w.now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
         out
     };
     let out = feed(Side::Ue, "10.46.0.6:5060", REGISTER1.as_bytes());
@@ -1424,4 +1445,135 @@ fn each_home_domain_goes_to_its_own_icscf() {
     let out = feed(Side::Core, "10.0.2.20:5060", &resp);
     assert_eq!(out[0].dst, addr("10.46.0.7:5060"));
     assert!(out[0].payload.starts_with(b"SIP/2.0 401 "));
+}
+
+/// Sans-IO time: an idle registrar has no deadline; a challenged UE's temporary set is the
+/// deadline `poll_timeout` names once the earlier ones are handled, and it ends exactly there,
+/// not a nanosecond before; then nothing is left to wait for.
+#[test]
+fn a_temporary_set_ends_exactly_at_the_deadline_poll_timeout_names() {
+    let mut w = world();
+    assert_eq!(w.reg.poll_timeout(), None, "idle: nothing to wake up for");
+    let c = challenge(&mut w);
+    let end = w.now + REG_AWAIT_AUTH;
+    // earlier deadlines (the answered transaction, its binding, the kept 401) come first
+    let mut turns = 0;
+    while let Some(t) = w.reg.poll_timeout().filter(|t| *t < end) {
+        assert!(t >= w.now);
+        w.reg.handle_timeout(t);
+        turns += 1;
+        assert!(turns < 16, "the earlier deadlines end");
+    }
+    assert_eq!(w.reg.poll_timeout(), Some(end));
+    w.reg.handle_timeout(end - Duration::from_nanos(1));
+    assert!(
+        w.sas.pin().inbound(c.spi_ps).is_some(),
+        "not before its time"
+    );
+    assert_eq!(w.reg.stats.expired_sets, 0);
+    w.reg.handle_timeout(end);
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none(), "at its time");
+    assert_eq!(w.reg.stats.expired_sets, 1);
+    assert_eq!(
+        w.reg.poll_timeout(),
+        None,
+        "the binding went with its last set"
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// A timeout looks only at the timers that are due: with a hundred challenges in progress, the
+/// fifty due ones are fired (counted by the registrar), not a scan of every binding.
+#[test]
+fn a_timeout_touches_only_the_due_timers() {
+    let mut w = world_sized(1024);
+    let challenge_n = |w: &mut World, range: std::ops::Range<usize>| {
+        for i in range {
+            let impi = format!("0010100{i:08}@ims.mnc001.mcc001.3gppnetwork.org");
+            let src = format!("10.46.{}.{}:5060", 1 + i / 200, 1 + i % 200);
+            let out = register_as(w, &src, &impi, &format!("n{i}-"), None);
+            assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+            let out = challenge_401(w, &out[0].payload);
+            assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+        }
+    };
+    let t0 = w.now;
+    challenge_n(&mut w, 0..50);
+    w.now = t0 + Duration::from_secs(60);
+    challenge_n(&mut w, 50..100);
+    // everything before the first sets' end: transactions, bindings, kept answers
+    w.reg.handle_timeout(t0 + Duration::from_secs(120));
+    assert_eq!(w.reg.stats.challenges, 100);
+    assert_eq!(w.reg.stats.expired_sets, 0);
+    let before = w.reg.timer_stats();
+    assert_eq!(before.queued, 100, "one live timer per set: {before:?}");
+    w.reg.handle_timeout(t0 + REG_AWAIT_AUTH);
+    let after = w.reg.timer_stats();
+    assert_eq!(w.reg.stats.expired_sets, 50);
+    assert_eq!(
+        after.fired - before.fired,
+        50,
+        "only the due timers: {after:?}"
+    );
+    assert_eq!(after.stale, before.stale);
+    assert_eq!(after.queued, 50);
+    assert_eq!(
+        w.reg.poll_timeout(),
+        Some(t0 + Duration::from_secs(60) + REG_AWAIT_AUTH)
+    );
+    w.reg.check_sa_invariants().unwrap();
+}
+
+/// The registrar reports each SA it installs to the key log it was given: the four SAs of a
+/// challenge, with our two SPIs and the UE's two.
+#[test]
+fn the_key_log_gets_the_four_sas_of_a_challenge() {
+    #[derive(Default)]
+    struct Spis(std::sync::Mutex<Vec<u32>>);
+    impl KeyLog for Spis {
+        fn log(&self, sa: &SaSecret<'_>) {
+            self.0.lock().unwrap().push(sa.spi);
+        }
+    }
+    let mut w = world();
+    let log = std::sync::Arc::new(Spis::default());
+    w.reg.set_keylog(log.clone());
+    let c = challenge(&mut w);
+    let mut got = log.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got.contains(&c.spi_pc) && got.contains(&c.spi_ps),
+        "{got:?}"
+    );
+}
+
+/// Timers are not removed when their transaction is answered (lazy deletion), but the queue
+/// follows the live state: thousands of answered REGISTERs leave it bounded, not one entry each.
+#[test]
+fn answered_transactions_do_not_grow_the_timer_queue() {
+    let mut w = world();
+    for i in 0..3000 {
+        let impi = format!("0010100{i:08}@ims.mnc001.mcc001.3gppnetwork.org");
+        let src = format!("10.47.{}.{}:5060", i / 200, 1 + i % 200);
+        let out = register_as(&mut w, &src, &impi, &format!("q{i}-"), None);
+        assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+        let resp = core_answer(&out[0].payload, 403, "Forbidden", "");
+        let out = w.feed(
+            Side::Core,
+            Arrival::Plain,
+            "10.0.1.20:5060",
+            "10.0.1.10:5060",
+            &resp,
+        );
+        assert_eq!(out.len(), 1);
+        w.reg.handle_timeout(w.now);
+        let t = w.reg.timer_stats();
+        assert!(t.queued <= 1024 + 8, "after {i}: {t:?}");
+    }
+    assert_eq!(w.reg.stats.forwarded, 3000);
+    // every transaction's timer, stale or not, is gone 32 s on, and so is every binding
+    w.reg.handle_timeout(w.now + Duration::from_secs(32));
+    assert_eq!(w.reg.timer_stats().queued, 0);
+    assert_eq!(w.reg.poll_timeout(), None);
 }

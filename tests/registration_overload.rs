@@ -39,7 +39,8 @@ fn feed(
         dst: addr(dst),
         payload,
     };
-    reg.on_message(msg, now, &mut out);
+    reg.handle_message(msg, now);
+    out.extend(std::iter::from_fn(|| reg.poll_transmit()));
     out
 }
 
@@ -82,7 +83,7 @@ fn a_register_for_an_unresolved_domain_does_not_block() {
     let took = t.elapsed();
     assert!(
         took < Duration::from_millis(100),
-        "on_message returned after {took:?}"
+        "handle_message returned after {took:?}"
     );
     assert!(
         out.is_empty(),
@@ -142,13 +143,14 @@ fn parked_registers_go_on_when_dns_answers() {
     // the resolver's queries (NAPTR, SRV, A …): answer A for good.example, NXDOMAIN otherwise
     let mut out = Vec::new();
     for _ in 0..32 {
-        let Some((to, q)) = reg.dns_transmit() else {
+        let Some((to, q)) = reg.poll_dns_query() else {
             break;
         };
         assert_eq!(to, server);
         let good = String::from_utf8_lossy(&q).contains("good");
         let a = (good && qtype(&q) == 1).then_some([10, 0, 1, 99]);
-        reg.on_dns_datagram(server, &dns_answer(&q, a), now, &mut out);
+        reg.handle_dns(server, &dns_answer(&q, a), now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
     }
     let fwd: Vec<_> = out.iter().filter(|o| o.side == Side::Core).collect();
     assert_eq!(fwd.len(), 2, "{out:?}");
@@ -161,7 +163,7 @@ fn parked_registers_go_on_when_dns_answers() {
     let out = send(&mut reg, 4, "bad.example");
     assert_eq!(out.len(), 1);
     assert_eq!(status(&out[0]), 503);
-    assert!(reg.dns_transmit().is_none());
+    assert!(reg.poll_dns_query().is_none());
     assert_eq!(reg.dns_stats().queries, queries, "the failure was cached");
     assert_eq!(reg.stats.registers_in, 5, "a parked REGISTER counts once");
 }
@@ -184,10 +186,11 @@ fn a_parked_register_gets_503_when_dns_times_out() {
     assert!(out.is_empty());
     let mut out = Vec::new();
     while out.is_empty() {
-        while reg.dns_transmit().is_some() {}
-        let now = reg.dns_timeout().expect("a query in flight");
+        while reg.poll_dns_query().is_some() {}
+        let now = reg.poll_timeout().expect("a query in flight");
         assert!(now - t0 < Duration::from_secs(5));
-        reg.on_dns_timeout(now, &mut out);
+        reg.handle_timeout(now);
+        out.extend(std::iter::from_fn(|| reg.poll_transmit()));
     }
     assert_eq!(out.len(), 1);
     assert_eq!(status(&out[0]), 503);
@@ -392,8 +395,7 @@ fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
     let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
     q.push(Side::Core, Arrival::Plain, icscf, core, 0, &answer)
         .unwrap();
-    let mut out = Vec::new();
-    let (handled, left) = punt_pass(&q, &mut reg, Instant::now(), &mut out);
+    let (handled, left) = punt_pass(&q, &mut reg, Instant::now());
     assert!(left);
     assert_eq!(handled as usize, 1 + PASS_BUDGET[2]);
     assert_eq!(

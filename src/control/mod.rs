@@ -2,9 +2,10 @@
 //!
 //! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
 //! missing privilege is reported at once), the control loop (the registration thread's mio
-//! poll on the punt queue, the neighbour refresher, the stats merge and the Prometheus
-//! endpoint), SIGINT/SIGTERM handling, and the final counters. Backends are dropped on the way
-//! out, which detaches an XDP program.
+//! poll on the punt queue and the DNS socket, asleep until the registrar's next deadline or the
+//! next Prometheus renewal; the neighbour refresher, the stats merge and the Prometheus
+//! endpoint), the `--keylog` file, SIGINT/SIGTERM handling, and the final counters. Backends
+//! are dropped on the way out, which detaches an XDP program.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ use crate::io::xdp::{
 use crate::satable::{SaTableConfig, sa_table};
 
 pub mod dns;
+pub mod keylog;
 pub mod log;
 pub mod prometheus;
 pub mod ratelimit;
@@ -72,6 +74,10 @@ const DNS: mio::Token = mio::Token(1);
 pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
 /// DNS datagrams one pass reads at most.
 const DNS_BUDGET: usize = 64;
+/// How often the registration thread's counters are renewed for Prometheus.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// The longest the control loop sleeps with nothing due: how soon it sees [`request_stop`].
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What a run ends with.
 #[derive(Clone, Debug, Default)]
@@ -313,32 +319,18 @@ pub struct RunOptions {
     pub allow_stateless_relay: bool,
 }
 
-/// Open (append) or create the `--keylog` file. It holds every SA's keys, so a new one is
-/// created owner-only (0600) whatever the umask; an existing file keeps the mode it has.
-pub fn open_keylog(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
+pub use keylog::open_keylog;
 
 /// Why `run` refuses a configuration with `dataplane.stateless_relay`.
 pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unprotected requests \
 of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
 (the load tools pass --allow-stateless-relay)";
 
-/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 /// One pass of the control loop over the punt queue: at most [`PASS_BUDGET`] messages of each
-/// class, the highest class first, into the registrar. The messages handled, and whether any
-/// are left for the next pass.
-pub fn punt_pass(
-    punt: &MsgQueue,
-    registrar: &mut Registrar,
-    now: Instant,
-    out: &mut Vec<registrar::Outgoing>,
-) -> (u64, bool) {
+/// class, the highest class first, into the registrar (what it sends then waits in
+/// [`Registrar::poll_transmit`]). The messages handled, and whether any are left for the next
+/// pass.
+pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u64, bool) {
     let mut handled = 0;
     for (class, budget) in Class::ALL.into_iter().zip(PASS_BUDGET) {
         for _ in 0..budget {
@@ -361,13 +353,14 @@ pub fn punt_pass(
                 dst: b.dst,
                 payload: b.payload(),
             };
-            registrar.on_message(msg, now, out);
+            registrar.handle_message(msg, now);
             punt.recycle(b);
         }
     }
     (handled, !punt.is_empty())
 }
 
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
     // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
     // not and without integrity protection: a load-test shortcut, never a deployment mode.
@@ -452,7 +445,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg.core.sip_port
     ));
 
-    // The registration thread's counters, as Prometheus text, renewed on its timer tick (the
+    // The registration thread's counters, as Prometheus text, renewed every PUBLISH_EVERY (the
     // metrics thread only copies it: the registrar is never shared).
     let control_text = Arc::new(Mutex::new(String::new()));
     if let Some(addr) = cfg.stats.prometheus {
@@ -462,13 +455,17 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     // The control loop: the registration thread. It drains the punt queue into the registrar
     // and hands what it sends to the workers' inject queues.
     let mut registrar = Registrar::new(registrar_config(cfg)?, sa_writer);
+    let mut keylog_file = None;
     if let Some(path) = keylog {
-        let f = open_keylog(path).map_err(|e| format!("--keylog {}: {e}", path.display()))?;
+        let f = keylog::FileKeyLog::open(path)
+            .map_err(|e| format!("--keylog {}: {e}", path.display()))?;
         log::warn(format_args!(
             "writing ESP keys to {} (Wireshark esp_sa): protect that file",
             path.display()
         ));
-        registrar.set_keylog(f);
+        let f = Arc::new(f);
+        registrar.set_keylog(f.clone());
+        keylog_file = Some(f);
     }
     if opts.preload_ues > 0 {
         preload(&mut registrar, opts)?;
@@ -492,19 +489,20 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let mut dns_buf = vec![0u8; 4096];
     let mut events = mio::Events::with_capacity(64);
     let mut punts: u64 = 0;
-    let mut outgoing = Vec::new();
     let mut inject_dropped: u64 = 0;
-    let mut last_timer = Instant::now();
+    let mut last_publish = Instant::now();
     // more to do than one pass took: poll without sleeping
     let mut backlog = false;
     while !STOP.load(Ordering::SeqCst) {
-        let mut wait = if backlog {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(100)
-        };
-        if let Some(t) = registrar.dns_timeout() {
-            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        // Sleep until the registrar's next deadline, the next Prometheus renewal, or a punt or
+        // DNS answer wakes us.
+        let before = Instant::now();
+        let mut wait = if backlog { Duration::ZERO } else { IDLE_WAIT };
+        if let Some(t) = registrar.poll_timeout() {
+            wait = wait.min(t.saturating_duration_since(before));
+        }
+        if cfg.stats.prometheus.is_some() {
+            wait = wait.min((last_publish + PUBLISH_EVERY).saturating_duration_since(before));
         }
         let _ = poll.poll(&mut events, Some(wait));
         let now = Instant::now();
@@ -513,9 +511,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             let mut read = 0;
             while read < DNS_BUDGET {
                 match s.recv_from(&mut dns_buf) {
-                    Ok((n, from)) => {
-                        registrar.on_dns_datagram(from, &dns_buf[..n], now, &mut outgoing)
-                    }
+                    Ok((n, from)) => registrar.handle_dns(from, &dns_buf[..n], now),
                     Err(_) => break,
                 }
                 read += 1;
@@ -523,20 +519,20 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             // (edge-triggered: what is left gives no new event, so come back at once)
             backlog |= read == DNS_BUDGET;
         }
-        if registrar.dns_timeout().is_some_and(|t| t <= now) {
-            registrar.on_dns_timeout(now, &mut outgoing);
+        if registrar.poll_timeout().is_some_and(|t| t <= now) {
+            registrar.handle_timeout(now);
         }
         // One bounded pass, the highest class first.
-        let (handled, left) = punt_pass(&punt, &mut registrar, now, &mut outgoing);
+        let (handled, left) = punt_pass(&punt, &mut registrar, now);
         punts += handled;
         backlog |= left;
-        while let Some((server, q)) = registrar.dns_transmit() {
+        while let Some((server, q)) = registrar.poll_dns_query() {
             if let Some(s) = dns_sock.as_ref() {
                 // a lost query is sent again by the resolver's timer
                 let _ = s.send_to(&q, server);
             }
         }
-        for o in outgoing.drain(..) {
+        while let Some(o) = registrar.poll_transmit() {
             // Messages of one UE always go through the same worker.
             let w = match o.dst.ip() {
                 std::net::IpAddr::V4(a) => u32::from(a) as usize,
@@ -549,13 +545,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
                 inject_dropped += 1;
             }
         }
-        if now.duration_since(last_timer) >= Duration::from_millis(500) {
-            registrar.on_timer(now);
-            last_timer = now;
-            if cfg.stats.prometheus.is_some() {
-                let text = control_metrics(&registrar);
-                *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
-            }
+        if cfg.stats.prometheus.is_some() && now.duration_since(last_publish) >= PUBLISH_EVERY {
+            last_publish = now;
+            let text = control_metrics(&registrar);
+            *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
         }
     }
     if inject_dropped > 0 {
@@ -592,6 +585,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     let _ = refresher.join();
     drop(registrar); // the SA table's writer
+    if let Some(f) = keylog_file {
+        if f.dropped() > 0 {
+            log::warn(format_args!(
+                "--keylog: {} SA lines dropped (the file's writer fell behind)",
+                f.dropped()
+            ));
+        }
+        drop(f); // what is queued is written, the file closed
+    }
     drop(injects);
     drop(progs); // detach XDP
     let mut latency = crate::dataplane::stats::new_histogram();

@@ -4,8 +4,14 @@
 //! Owns: pending REGISTER transactions (by our Via branch), registrations (bindings) with their
 //! SA sets (temporary → current), SPI and protected-port allocation, building the four SAs from
 //! CK/IK, and the timers that remove SAs (reg-await-auth for a temporary set, registration
-//! expiry + 30 s for a current one). It is sans-IO: it takes punted messages and a `now`, and
-//! returns [`Outgoing`] messages for the workers to send; it never touches a socket.
+//! expiry + 30 s for a current one). It is sans-IO, shaped like quinn-proto's connection: time
+//! is an argument, inputs are `handle_*` ([`Registrar::handle_message`] for a punted message,
+//! [`Registrar::handle_dns`] for a DNS answer, [`Registrar::handle_timeout`]), outputs are
+//! `poll_*` ([`Registrar::poll_transmit`] for the workers to send, [`Registrar::poll_dns_query`]
+//! for the control loop's DNS socket) and [`Registrar::poll_timeout`] is the next deadline (a
+//! heap of timers, so a timeout touches only what is due). It never touches a socket or a
+//! file: SA keys go to a [`KeyLog`] only when one is set. The SAs it installs go straight into
+//! the lock-free SA table it is the single writer of (memory, no I/O).
 //!
 //! The flow (spec digest §0):
 //! 1. unprotected REGISTER → §1.1 checks (4xx on failure) → rewrite → to the I-CSCF;
@@ -19,12 +25,14 @@
 //! Any other final response is relayed the way the request came; a failed authentication
 //! removes the temporary set.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::keylog::{KeyLog, SaSecret};
 use crate::dataplane::queue::Arrival;
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
@@ -61,6 +69,36 @@ pub const MAX_TEMPORARY: usize = 4;
 /// After this long a de-registered or failed set is removed: time for the last answer to leave
 /// over it.
 const LINGER: Duration = Duration::from_secs(2);
+/// 64*T1 (RFC 3261 §17.1.1.2 Timer B, §17.2.1 Timer J): how long a transaction waits for the
+/// core's answer, and how long its answer is kept for retransmissions.
+const TRANSACTION_LIFE: Duration = Duration::from_secs(32);
+
+/// A transaction as the UE names it: (Call-ID, CSeq number).
+type Txn = (Vec<u8>, u64);
+
+/// A deadline of the registrar, queued in `Registrar::timers`. Entries are not removed when
+/// the state they name changes (lazy deletion): one that comes due checks that state and does
+/// nothing when it moved on (a refreshed set, an answered transaction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// The SA set of `binding` whose inbound spi-c is `spi` expires.
+    Set { binding: u64, spi: u32 },
+    /// The REGISTER transaction of this branch has had no final response in time.
+    Pending(u64),
+    /// The binding goes if it holds no set and no transaction any more.
+    Binding(u64),
+}
+
+/// The timers' counters (a timeout touches only the due entries: the tests count them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerStats {
+    /// Entries queued now, live or stale.
+    pub queued: usize,
+    /// Entries that came due and were looked at.
+    pub fired: u64,
+    /// Of those, entries that had nothing to do (the state they named moved on).
+    pub stale: u64,
+}
 
 /// What the registrar needs from the configuration.
 #[derive(Clone, Debug)]
@@ -105,7 +143,7 @@ pub struct Incoming<'a> {
     pub payload: &'a [u8],
 }
 
-/// A message for a worker to send.
+/// A message for a worker to send ([`Registrar::poll_transmit`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub side: Side,
@@ -230,7 +268,7 @@ enum Challenge {
 }
 
 /// A REGISTER waiting for the resolution of its home domain: the message as it came, run again
-/// through [`Registrar::on_message`] when the answer is in the cache.
+/// through [`Registrar::handle_message`] when the answer is in the cache.
 #[derive(Debug)]
 struct Parked {
     side: Side,
@@ -238,7 +276,7 @@ struct Parked {
     src: SocketAddr,
     dst: SocketAddr,
     payload: Vec<u8>,
-    txn: (Vec<u8>, u64),
+    txn: Txn,
 }
 
 /// One set of four SAs (TS 33.203 §7.1).
@@ -286,6 +324,10 @@ impl SaSet {
 /// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
 struct Binding {
+    /// The private identity, shared with its key in `by_impi`.
+    impi: Arc<[u8]>,
+    /// Transactions in `pending` for this binding: it lives while one is in progress.
+    in_flight: u32,
     /// Challenges in progress, at most one per UE address and [`MAX_TEMPORARY`] in all (the
     /// oldest makes room for a new one): an
     /// unprotected REGISTER naming this IMPI from another address (anyone can send one) gets its
@@ -306,8 +348,10 @@ struct Binding {
 }
 
 impl Binding {
-    fn new() -> Binding {
+    fn new(impi: Arc<[u8]>) -> Binding {
         Binding {
+            impi,
+            in_flight: 0,
             temporary: Vec::new(),
             current: None,
             old: None,
@@ -336,11 +380,27 @@ impl Binding {
     }
 }
 
+/// A REGISTER on its way through the stages of [`Registrar::on_register`].
+struct Register<'a, 'm> {
+    m: &'a Message<'m>,
+    arrival: Arrival,
+    src: SocketAddr,
+    dst: SocketAddr,
+    /// Where its answer goes: (from, to, how).
+    reply: (SocketAddr, SocketAddr, Arrival),
+    /// The binding of the SA set it came over (protected).
+    binding: Option<u64>,
+    txn: Txn,
+    now: Instant,
+}
+
 #[derive(Debug)]
 struct Pending {
     binding: u64,
-    /// The private identity (the binding's key in `by_impi`; the binding does not repeat it).
+    /// The private identity (for logs).
     impi: Box<[u8]>,
+    /// Its key in `by_txn`.
+    txn: Txn,
     /// Where the response goes, and how.
     reply_src: SocketAddr,
     reply_dst: SocketAddr,
@@ -361,25 +421,33 @@ pub struct Registrar {
     own: crate::sip::OwnUris,
     sas: SaWriter,
     bindings: HashMap<u64, Binding>,
-    by_impi: HashMap<Box<[u8]>, u64>,
+    by_impi: HashMap<Arc<[u8]>, u64>,
     /// Our inbound SPI → binding comes from the SA table itself (each entry carries its
     /// binding): no second map of two entries per UE.
     sas_view: crate::satable::SaReader,
     pending: HashMap<u64, Pending>,
     /// (Call-ID, CSeq) of each pending REGISTER → its branch: a retransmission is forwarded
     /// again as the same transaction (RFC 3261 §17.2.3), not as a new one.
-    by_txn: HashMap<(Vec<u8>, u64), u64>,
-    /// Answers to completed REGISTER transactions, for their retransmissions.
-    completed: HashMap<(Vec<u8>, u64), (Outgoing, Instant)>,
-    /// `completed`'s keys, oldest first: past `max_pending` answers the oldest is evicted (its
-    /// retransmission then starts a new transaction, which the core absorbs).
-    completed_order: std::collections::VecDeque<(Vec<u8>, u64)>,
+    by_txn: HashMap<Txn, u64>,
+    /// Answers to completed REGISTER transactions, for their retransmissions, each with the
+    /// number of its entry in `completed_order`.
+    completed: HashMap<Txn, (Outgoing, u64)>,
+    /// `completed`'s keys, oldest first, with their number and when they go: past
+    /// `max_pending` answers the oldest is evicted, and the front is the next to expire (an
+    /// entry whose number is not the map's is stale).
+    completed_order: VecDeque<(Txn, u64, Instant)>,
+    completed_seq: u64,
+    /// Deadlines of sets, transactions and bindings, the earliest on top.
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timer_stats: TimerStats,
+    /// Messages for the workers to send ([`Registrar::poll_transmit`]).
+    transmits: VecDeque<Outgoing>,
     next_id: u64,
     next_port: u16,
     branch_seq: u64,
     branch_key: u64,
-    /// `--keylog`: every SA as it is created, in Wireshark's esp_sa format.
-    keylog: Option<std::fs::File>,
+    /// Where every SA's keys go as it is installed; none by default.
+    keylog: Option<Arc<dyn KeyLog>>,
     resolver: super::dns::Resolver,
     /// REGISTERs waiting for DNS, by home domain (lowercase, as the resolver names it).
     parked: HashMap<String, Vec<Parked>>,
@@ -437,7 +505,11 @@ impl Registrar {
             pending: HashMap::new(),
             by_txn: HashMap::new(),
             completed: HashMap::new(),
-            completed_order: std::collections::VecDeque::new(),
+            completed_order: VecDeque::new(),
+            completed_seq: 0,
+            timers: BinaryHeap::new(),
+            timer_stats: TimerStats::default(),
+            transmits: VecDeque::new(),
             next_id: 1,
             next_port: 0,
             branch_seq: 0,
@@ -527,41 +599,29 @@ impl Registrar {
         }
     }
 
-    /// The next DNS query to send, and to which server (the control loop owns the socket).
-    pub fn dns_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.resolver.poll_transmit()
+    /// The next message for a worker to send.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.transmits.pop_front()
     }
 
-    /// When [`Registrar::on_dns_timeout`] has a query to retransmit or give up.
-    pub fn dns_timeout(&self) -> Option<Instant> {
-        self.resolver.poll_timeout()
+    /// The next DNS query to send, and to which server (the control loop owns the socket).
+    pub fn poll_dns_query(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.resolver.poll_transmit()
     }
 
     pub fn dns_stats(&self) -> super::dns::DnsStats {
         self.resolver.stats
     }
 
-    /// A datagram on the DNS socket; REGISTERs whose domain it resolved go on (into `out`).
-    pub fn on_dns_datagram(
-        &mut self,
-        from: SocketAddr,
-        msg: &[u8],
-        now: Instant,
-        out: &mut Vec<Outgoing>,
-    ) {
+    /// A datagram on the DNS socket; REGISTERs whose domain it resolved go on.
+    pub fn handle_dns(&mut self, from: SocketAddr, msg: &[u8], now: Instant) {
         self.resolver.handle_datagram(from, msg, now);
-        self.resume_parked(now, out);
-    }
-
-    /// DNS timers; REGISTERs whose resolution failed get their 503 (into `out`).
-    pub fn on_dns_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        self.resolver.handle_timeout(now);
-        self.resume_parked(now, out);
+        self.resume_parked(now);
     }
 
     /// Run again the REGISTERs of every domain whose resolution ended: the answer (or the
     /// failure) is in the cache now, so they are forwarded or get 503 without waiting again.
-    fn resume_parked(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+    fn resume_parked(&mut self, now: Instant) {
         while let Some((domain, _)) = self.resolver.poll_done() {
             for p in self.parked.remove(&domain).unwrap_or_default() {
                 let msg = Incoming {
@@ -572,7 +632,7 @@ impl Registrar {
                     payload: &p.payload,
                 };
                 self.resuming = true;
-                self.on_message(msg, now, out);
+                self.handle_message(msg, now);
                 self.resuming = false;
             }
         }
@@ -584,7 +644,7 @@ impl Registrar {
         home: &str,
         m: &Message<'_>,
         how: (Side, Arrival, SocketAddr, SocketAddr),
-        txn: (Vec<u8>, u64),
+        txn: Txn,
     ) -> bool {
         let key = home.trim_end_matches('.').to_ascii_lowercase();
         let list = self.parked.entry(key).or_default();
@@ -603,9 +663,9 @@ impl Registrar {
         true
     }
 
-    /// Write every SA created from now on to `file` (Wireshark's `esp_sa` table format).
-    pub fn set_keylog(&mut self, file: std::fs::File) {
-        self.keylog = Some(file);
+    /// Report every SA installed from now on to `log` (`--keylog`: [`super::keylog::FileKeyLog`]).
+    pub fn set_keylog(&mut self, log: Arc<dyn KeyLog>) {
+        self.keylog = Some(log);
     }
 
     /// The configuration it runs with.
@@ -625,10 +685,11 @@ impl Registrar {
             .count()
     }
 
-    /// A message punted by a worker.
+    /// A message punted by a worker; what it makes the registrar send waits in
+    /// [`Registrar::poll_transmit`].
     // out of line: perf/profile counts instructions inside it (callgrind --toggle-collect)
     #[inline(never)]
-    pub fn on_message(&mut self, msg: Incoming<'_>, now: Instant, out: &mut Vec<Outgoing>) {
+    pub fn handle_message(&mut self, msg: Incoming<'_>, now: Instant) {
         let Incoming {
             side,
             arrival,
@@ -641,8 +702,8 @@ impl Registrar {
             return;
         };
         match (side, m.view().method()) {
-            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now, out),
-            (Side::Core, None) => self.on_response(payload, src, now, out),
+            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now),
+            (Side::Core, None) => self.on_response(payload, src, now),
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
         }
@@ -676,16 +737,27 @@ impl Registrar {
         m: &Message<'_>,
         why: rules::Reject,
         to: (SocketAddr, SocketAddr, Arrival),
-        out: &mut Vec<Outgoing>,
     ) {
         let o = self.reply_to(m, why, to);
         if to.2 == Arrival::Plain && o.payload.len() > m.buf.len() {
             self.stats.reflection_suppressed += 1;
             return;
         }
-        out.push(o);
+        self.transmits.push_back(o);
     }
 
+    /// A REGISTER from a UE, through the stages of the flow (module doc, steps 1 and 3). Each
+    /// stage that stops it has answered or counted it already:
+    /// 1. [`Registrar::reply_route`]: where its answer goes (protected: over SA2 of its set);
+    /// 2. `rules::check_register` and [`Registrar::check_impi`]: the checks of TS 24.229
+    ///    §5.2.2, and the IMPI its SA set was created for;
+    /// 3. [`Registrar::absorb_retransmission`]: a retransmission gets what the first got;
+    /// 4. [`Registrar::admit`]: the rate limits and the transaction budget;
+    /// 5. [`Registrar::home_next_hop`]: a home domain we serve, and its I-CSCF (or parked
+    ///    until DNS answers);
+    /// 6. [`Registrar::verify_protected`]: Security-Verify and Security-Client;
+    /// 7. [`Registrar::forward_register`]: its binding, our rewrite, the transaction, out to
+    ///    the I-CSCF.
     fn on_register(
         &mut self,
         m: &Message<'_>,
@@ -693,209 +765,270 @@ impl Registrar {
         src: SocketAddr,
         dst: SocketAddr,
         now: Instant,
-        out: &mut Vec<Outgoing>,
     ) {
         if !self.resuming {
             self.stats.registers_in += 1;
         }
-        let v = m.view();
-        // Where the answer goes: unprotected back from 5060; protected over SA2 (our port-c →
-        // the UE's port-s), TS 33.203 §7.1.
-        let (binding_id, reply) = match arrival {
-            Arrival::Plain => (None, (dst, src, Arrival::Plain)),
-            Arrival::Protected { spi } => {
-                let Some(id) = self.binding_of(spi) else {
-                    self.stats.unknown_transaction += 1;
-                    return;
-                };
-                let Some(set) = self.bindings.get(&id).and_then(|b| b.set_of(spi)) else {
-                    self.stats.unknown_transaction += 1;
-                    return;
-                };
-                let from = SocketAddr::new(dst.ip(), set.port_pc);
-                let to = SocketAddr::new(set.ue, set.port_us);
-                (Some(id), (from, to, Arrival::Protected { spi }))
-            }
+        let Some((binding, reply)) = self.reply_route(arrival, src, dst) else {
+            return;
         };
-        let info = match rules::check_register(v, &self.cfg.prefs) {
+        let info = match rules::check_register(m.view(), &self.cfg.prefs) {
             Ok(i) => i,
             Err(r) => {
                 self.stats.rejected += 1;
-                self.answer(m, r, reply, out);
+                self.answer(m, r, reply);
                 return;
             }
         };
-        // TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was created for.
-        // A protected REGISTER naming another IMPI would have the core trust this UE's SA for
-        // someone else's identity (e.g. de-register them): refused, nothing forwarded.
-        if let Some(id) = binding_id
-            && self.by_impi.get(info.impi) != Some(&id)
+        let r = Register {
+            m,
+            arrival,
+            src,
+            dst,
+            reply,
+            binding,
+            txn: (info.call_id.to_vec(), info.cseq),
+            now,
+        };
+        if !self.check_impi(&r, info.impi)
+            || self.absorb_retransmission(&r.txn)
+            || !self.admit(&r, info.impi)
         {
-            self.stats.impi_mismatch += 1;
-            crate::control::log::warn(format_args!(
-                "protected REGISTER from {src} names IMPI {:?}, not the one its SAs belong to: 403",
-                String::from_utf8_lossy(info.impi)
-            ));
-            let r = rules::Reject {
-                code: 403,
-                reason: "Forbidden",
-                why: rules::RejectWhy::ImpiMismatch,
-            };
-            self.answer(m, r, reply, out);
             return;
         }
-        if let Some((o, _)) = self.completed.get(&(info.call_id.to_vec(), info.cseq)) {
-            self.stats.retransmissions += 1;
-            out.push(o.clone());
+        let Some(next) = self.home_next_hop(&r, info.home_domain) else {
             return;
+        };
+        let Some(client) = self.verify_protected(&r) else {
+            return;
+        };
+        self.forward_register(&r, &info, client, next);
+    }
+
+    /// Stage 1: the binding a protected REGISTER's SA set belongs to, and where the answer
+    /// goes: unprotected back from 5060; protected over SA2 (our port-c → the UE's port-s),
+    /// TS 33.203 §7.1. `None`: an SA we do not know (counted).
+    #[allow(clippy::type_complexity)]
+    fn reply_route(
+        &mut self,
+        arrival: Arrival,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<(Option<u64>, (SocketAddr, SocketAddr, Arrival))> {
+        let Arrival::Protected { spi } = arrival else {
+            return Some((None, (dst, src, Arrival::Plain)));
+        };
+        let Some(id) = self.binding_of(spi) else {
+            self.stats.unknown_transaction += 1;
+            return None;
+        };
+        let Some(set) = self.bindings.get(&id).and_then(|b| b.set_of(spi)) else {
+            self.stats.unknown_transaction += 1;
+            return None;
+        };
+        let from = SocketAddr::new(dst.ip(), set.port_pc);
+        let to = SocketAddr::new(set.ue, set.port_us);
+        Some((Some(id), (from, to, Arrival::Protected { spi })))
+    }
+
+    /// Stage 2: TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was
+    /// created for. A protected REGISTER naming another IMPI would have the core trust this
+    /// UE's SA for someone else's identity (e.g. de-register them): 403, nothing forwarded.
+    fn check_impi(&mut self, r: &Register<'_, '_>, impi: &[u8]) -> bool {
+        let Some(id) = r.binding else {
+            return true;
+        };
+        if self.by_impi.get(impi) == Some(&id) {
+            return true;
         }
-        if let Some(p) = self
-            .by_txn
-            .get(&(info.call_id.to_vec(), info.cseq))
-            .and_then(|b| self.pending.get(b))
-        {
-            // a retransmission of a REGISTER still in progress: the same request again
+        self.stats.impi_mismatch += 1;
+        crate::control::log::warn(format_args!(
+            "protected REGISTER from {} names IMPI {:?}, not the one its SAs belong to: 403",
+            r.src,
+            String::from_utf8_lossy(impi)
+        ));
+        let why = rules::Reject {
+            code: 403,
+            reason: "Forbidden",
+            why: rules::RejectWhy::ImpiMismatch,
+        };
+        self.answer(r.m, why, r.reply);
+        false
+    }
+
+    /// Stage 3: a retransmission (RFC 3261 §17.2.3: same Call-ID and CSeq) of a completed
+    /// REGISTER gets its answer again; of one in progress, the same forward again; of one
+    /// waiting for DNS, nothing (it goes on when the answer comes). True when it was one.
+    fn absorb_retransmission(&mut self, txn: &Txn) -> bool {
+        if let Some((o, _)) = self.completed.get(txn) {
             self.stats.retransmissions += 1;
-            out.push(Outgoing {
+            self.transmits.push_back(o.clone());
+            return true;
+        }
+        if let Some(p) = self.by_txn.get(txn).and_then(|b| self.pending.get(b)) {
+            self.stats.retransmissions += 1;
+            let o = Outgoing {
                 side: Side::Core,
                 arrival: Arrival::Plain,
                 src: self.cfg.core,
                 dst: p.next,
                 payload: p.forwarded.clone(),
-            });
-            return;
+            };
+            self.transmits.push_back(o);
+            return true;
         }
-        let txn = (info.call_id.to_vec(), info.cseq);
-        if self.parked.values().flatten().any(|p| p.txn == txn) {
-            // a retransmission of a REGISTER waiting for DNS: it goes on when the answer comes
+        if self.parked.values().flatten().any(|p| &p.txn == txn) {
             self.stats.retransmissions += 1;
-            return;
+            return true;
         }
-        // Unprotected REGISTERs come from anyone: per source and per IMPI rate limits. Over
-        // them the request is dropped, not answered: the source of a UDP request is not
-        // verified, so a 503 would make us a reflector, and a UE whose request is lost simply
-        // retransmits (RFC 3261 §17.1.2.2); it is what Kamailio's pike module setups do.
-        if arrival == Arrival::Plain && !self.resuming {
-            if !self.source_limit.allow(&src.ip(), now) {
+        false
+    }
+
+    /// Stage 4: unprotected REGISTERs come from anyone: per source and per IMPI rate limits.
+    /// Over them the request is dropped, not answered: the source of a UDP request is not
+    /// verified, so a 503 would make us a reflector, and a UE whose request is lost simply
+    /// retransmits (RFC 3261 §17.1.2.2); it is what Kamailio's pike module setups do. Then the
+    /// transaction budget of its class (see `pending_plain`): 503 past it (RFC 3261 §21.5.4).
+    fn admit(&mut self, r: &Register<'_, '_>, impi: &[u8]) -> bool {
+        if r.arrival == Arrival::Plain && !self.resuming {
+            if !self.source_limit.allow(&r.src.ip(), r.now) {
                 self.stats.rate_limited_source += 1;
-                return;
+                return false;
             }
-            if !self.impi_limit.allow(info.impi, now) {
+            if !self.impi_limit.allow(impi, r.now) {
                 self.stats.rate_limited_impi += 1;
-                return;
+                return false;
             }
         }
-        // Separate budgets for unprotected and protected transactions (see `pending_plain`).
-        let in_class = if arrival == Arrival::Plain {
+        let in_class = if r.arrival == Arrival::Plain {
             self.pending_plain
         } else {
             self.pending.len() - self.pending_plain.min(self.pending.len())
         };
         if in_class >= self.cfg.max_pending {
             self.stats.overloaded += 1;
-            let r = rules::Reject {
+            let why = rules::Reject {
                 code: 503,
                 reason: "Service Unavailable",
                 why: rules::RejectWhy::Overloaded,
             };
-            self.answer(m, r, reply, out);
-            return;
+            self.answer(r.m, why, r.reply);
+            return false;
         }
-        // TS 24.229 §5.1.1.2.1: the Request-URI of a REGISTER names the home network's domain.
-        // The UE does not choose which network authenticates it: an IP address, or a domain
-        // we do not serve, is refused (else any host it names would be "home" and could hand
-        // out keys and identities through us).
-        // RFC 3261 §16.4: a Request-URI that is us (our address, say, once the UE's Route
-        // naming us is popped) addresses the REGISTER to us, and we are no registrar and no
-        // home domain: the same 403 as for a domain we do not serve, nothing forwarded.
-        let to_us = v.request_uri().is_some_and(|u| self.own.is_us(u));
-        if to_us || !self.serves(info.home_domain) {
+        true
+    }
+
+    /// Stage 5: the I-CSCF of the REGISTER's home network (TS 24.229 §5.2.2.2, e.g. by DNS,
+    /// RFC 3263). `None`: refused (answered), or parked until the resolver has the answer.
+    ///
+    /// TS 24.229 §5.1.1.2.1: the Request-URI of a REGISTER names the home network's domain.
+    /// The UE does not choose which network authenticates it: an IP address, or a domain we
+    /// do not serve, is refused (else any host it names would be "home" and could hand out
+    /// keys and identities through us). RFC 3261 §16.4: a Request-URI that is us (our
+    /// address, say, once the UE's Route naming us is popped) addresses the REGISTER to us,
+    /// and we are no registrar and no home domain: the same 403, nothing forwarded.
+    fn home_next_hop(&mut self, r: &Register<'_, '_>, home: &[u8]) -> Option<SocketAddr> {
+        let to_us = r.m.view().request_uri().is_some_and(|u| self.own.is_us(u));
+        if to_us || !self.serves(home) {
             self.stats.unknown_home_domain += 1;
             crate::control::log::warn(format_args!(
-                "REGISTER from {src} for {:?}: not a home domain we serve: 403",
-                String::from_utf8_lossy(info.home_domain)
+                "REGISTER from {} for {:?}: not a home domain we serve: 403",
+                r.src,
+                String::from_utf8_lossy(home)
             ));
-            let r = rules::Reject {
+            let why = rules::Reject {
                 code: 403,
                 reason: "Forbidden",
                 why: rules::RejectWhy::UnknownHomeDomain,
             };
-            self.answer(m, r, reply, out);
-            return;
+            self.answer(r.m, why, r.reply);
+            return None;
         }
-        // TS 24.229 §5.2.2.2: the I-CSCF of the home network, e.g. by DNS (RFC 3263).
-        let home = String::from_utf8_lossy(info.home_domain).into_owned();
-        let next = match self.next_hop(&home, now) {
-            super::dns::Lookup::Ready(a) => a,
+        let home = String::from_utf8_lossy(home).into_owned();
+        match self.next_hop(&home, r.now) {
+            super::dns::Lookup::Ready(a) => Some(a),
             super::dns::Lookup::Pending
-                if self.park(&home, m, (Side::Ue, arrival, src, dst), txn.clone()) =>
+                if self.park(
+                    &home,
+                    r.m,
+                    (Side::Ue, r.arrival, r.src, r.dst),
+                    r.txn.clone(),
+                ) =>
             {
-                return;
+                None
             }
             lookup => {
                 self.stats.no_next_hop += 1;
                 crate::control::log::warn(format_args!(
                     "REGISTER for {home}: no I-CSCF ({lookup:?}: no address, or too many waiting)"
                 ));
-                let r = rules::Reject {
+                let why = rules::Reject {
                     code: 503,
                     reason: "Service Unavailable",
                     why: rules::RejectWhy::NoNextHop,
                 };
-                self.answer(m, r, reply, out);
-                return;
-            }
-        };
-        let mut client = vec![0u8; m.buf.len()]; // (the values cannot outgrow the message)
-        let n = rules::copy_security_client(v, &mut client).unwrap_or(0);
-        client.truncate(n);
-        if let Some(id) = binding_id {
-            // TS 33.203 §7.2 / RFC 3329 §2.3.1: the protected REGISTER repeats our
-            // Security-Server in Security-Verify and its first Security-Client.
-            let Arrival::Protected { spi } = arrival else {
-                return;
-            };
-            let b = self.bindings.get(&id);
-            let on_temporary = b.is_some_and(|b| b.is_temporary(spi));
-            let Some(set) = b.and_then(|b| b.set_of(spi)) else {
-                self.stats.unknown_transaction += 1;
-                return;
-            };
-            // Over the temporary set (completing a challenge) the Security-Client must be the
-            // first REGISTER's; over the current set (a re-registration) it carries the UE's
-            // new SPIs and ports, and only Security-Verify is checked (TS 33.203 §7.4; RFC 3329 §2.3.1).
-            let client: &[u8] = if on_temporary { &set.client } else { &client };
-            let mut sbuf = [0u8; 256];
-            if let Err(r) = rules::check_protected_register(v, set.server(&mut sbuf), client) {
-                self.stats.verify_mismatch += 1;
-                self.answer(m, r, reply, out);
-                return;
+                self.answer(r.m, why, r.reply);
+                None
             }
         }
-        let id = binding_id.unwrap_or_else(|| {
-            let id = match self.by_impi.get(info.impi) {
-                Some(&id) => id,
-                None => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.by_impi.insert(info.impi.into(), id);
-                    id
-                }
-            };
-            self.bindings.entry(id).or_insert_with(Binding::new);
-            id
-        });
+    }
+
+    /// Stage 6: the UE's Security-Client (kept for the protected REGISTER of a challenge).
+    /// TS 33.203 §7.2 / RFC 3329 §2.3.1: a protected REGISTER repeats our Security-Server in
+    /// Security-Verify; over the temporary set (completing a challenge) its Security-Client
+    /// must be the first REGISTER's; over the current set (a re-registration) it carries the
+    /// UE's new SPIs and ports, and only Security-Verify is checked (TS 33.203 §7.4). `None`:
+    /// refused (494 answered, or an SA set gone meanwhile, counted).
+    fn verify_protected(&mut self, r: &Register<'_, '_>) -> Option<Vec<u8>> {
+        let mut client = vec![0u8; r.m.buf.len()]; // (the values cannot outgrow the message)
+        let n = rules::copy_security_client(r.m.view(), &mut client).unwrap_or(0);
+        client.truncate(n);
+        let (Some(id), Arrival::Protected { spi }) = (r.binding, r.arrival) else {
+            return Some(client);
+        };
+        let b = self.bindings.get(&id);
+        let on_temporary = b.is_some_and(|b| b.is_temporary(spi));
+        let Some(set) = b.and_then(|b| b.set_of(spi)) else {
+            self.stats.unknown_transaction += 1;
+            return None;
+        };
+        let expected: &[u8] = if on_temporary { &set.client } else { &client };
+        let mut sbuf = [0u8; 256];
+        if let Err(why) =
+            rules::check_protected_register(r.m.view(), set.server(&mut sbuf), expected)
+        {
+            self.stats.verify_mismatch += 1;
+            self.answer(r.m, why, r.reply);
+            return None;
+        }
+        Some(client)
+    }
+
+    /// Stage 7: the binding (the one its SA set belongs to, else the IMPI's, else a new one),
+    /// the REGISTER rewritten for the core (TS 24.229 §5.2.2: Path, Via, P-Charging-Vector,
+    /// integrity-protected), the transaction kept under our branch, and the forward.
+    fn forward_register(
+        &mut self,
+        r: &Register<'_, '_>,
+        info: &rules::RegisterInfo<'_>,
+        client: Vec<u8>,
+        next: SocketAddr,
+    ) {
+        let id = match r.binding {
+            Some(id) => id,
+            None => self.binding_for(info.impi, r.now),
+        };
         // Unique per transaction (RFC 3261 §8.1.1.7): a counter scrambled by a per-process key.
         self.branch_seq += 1;
         let branch = (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let (mut f, s, e) = framed(m.buf);
+        let (mut f, s, e) = framed(r.m.buf);
         let Ok(mut ed) = Editor::new(&mut f, s, e) else {
             self.stats.malformed += 1;
             return;
         };
         let fw = Forward {
-            source: src,
-            protected: binding_id.is_some(),
+            source: r.src,
+            protected: r.binding.is_some(),
             branch,
             icid: branch.rotate_left(17),
         };
@@ -912,29 +1045,34 @@ impl Registrar {
             return;
         }
         let payload = ed.as_bytes().to_vec();
-        self.by_txn.insert(txn, branch);
-        if arrival == Arrival::Plain {
+        self.by_txn.insert(r.txn.clone(), branch);
+        if r.arrival == Arrival::Plain {
             self.pending_plain += 1;
+        }
+        if let Some(b) = self.bindings.get_mut(&id) {
+            b.in_flight += 1;
         }
         self.pending.insert(
             branch,
             Pending {
                 binding: id,
                 impi: info.impi.into(),
-                reply_src: reply.0,
-                reply_dst: reply.1,
-                reply_arrival: reply.2,
+                txn: r.txn.clone(),
+                reply_src: r.reply.0,
+                reply_dst: r.reply.1,
+                reply_arrival: r.reply.2,
                 client,
                 offer: info.offer,
-                ue: src,
+                ue: r.src,
                 contact: info.contact_uri.map(<[u8]>::to_vec),
-                created: now,
+                created: r.now,
                 forwarded: payload.clone(),
                 next,
             },
         );
+        self.arm(r.now + TRANSACTION_LIFE, Timer::Pending(branch));
         self.stats.forwarded += 1;
-        out.push(Outgoing {
+        self.transmits.push_back(Outgoing {
             side: Side::Core,
             arrival: Arrival::Plain,
             src: self.cfg.core,
@@ -943,92 +1081,73 @@ impl Registrar {
         });
     }
 
+    /// The binding of `impi`, made when it has none. A new one is looked at again once due
+    /// timers run ([`Timer::Binding`]): it goes if nothing came to hold it.
+    fn binding_for(&mut self, impi: &[u8], now: Instant) -> u64 {
+        if let Some(&id) = self.by_impi.get(impi)
+            && self.bindings.contains_key(&id)
+        {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let impi: Arc<[u8]> = impi.into();
+        self.by_impi.insert(impi.clone(), id);
+        self.bindings.insert(id, Binding::new(impi));
+        self.arm(now, Timer::Binding(id));
+        id
+    }
+
     /// A final response from the core; the answer sent to the UE is kept for 32 s (RFC 3261
     /// §17.2.1, Timer J) so a retransmitted REGISTER gets it again instead of a new transaction.
-    fn on_response(
-        &mut self,
-        payload: &[u8],
-        from: SocketAddr,
-        now: Instant,
-        out: &mut Vec<Outgoing>,
-    ) {
-        let before = out.len();
+    fn on_response(&mut self, payload: &[u8], from: SocketAddr, now: Instant) {
+        let before = self.transmits.len();
         let txn = Message::parse(payload).ok().and_then(|m| {
             let v = m.view();
             let call_id = v.header(HeaderName::CallId)?.to_vec();
             let cseq = crate::sip::headers::cseq(v.header(HeaderName::CSeq)?)?.0;
             Some((call_id, cseq))
         });
-        self.on_final_response(payload, from, now, out);
+        self.on_final_response(payload, from, now);
         if let Some(txn) = txn
-            && let Some(o) = out[before..].iter().find(|o| o.side == Side::Ue)
+            && let Some(o) = self.transmits.range(before..).find(|o| o.side == Side::Ue)
         {
-            while self.completed.len() >= self.cfg.max_pending.max(1) {
-                let Some(k) = self.completed_order.pop_front() else {
-                    break;
-                };
-                if self.completed.remove(&k).is_some() {
-                    self.stats.completed_evicted += 1;
-                }
-            }
-            if self
-                .completed
-                .insert(txn.clone(), (o.clone(), now))
-                .is_none()
-            {
-                self.completed_order.push_back(txn);
-            }
+            let o = o.clone();
+            self.remember_answer(txn, o, now);
         }
     }
 
-    fn on_final_response(
-        &mut self,
-        payload: &[u8],
-        from: SocketAddr,
-        now: Instant,
-        out: &mut Vec<Outgoing>,
-    ) {
-        let Ok(m) = Message::parse(payload) else {
-            self.stats.malformed += 1;
-            return;
-        };
-        let v = m.view();
-        let branch = v
-            .values(HeaderName::Via)
-            .next()
-            .and_then(Via::parse)
-            .and_then(|via| via.branch())
-            .and_then(|b| b.strip_prefix(b"z9hG4bK"))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u64::from_str_radix(h, 16).ok());
-        let status = v.status().unwrap_or(0);
-        let Some(branch) = branch else {
-            self.stats.unknown_transaction += 1;
-            return;
-        };
-        if status < 200 {
-            return; // provisional: nothing to relay for REGISTER
-        }
-        // Only the next hop we sent the REGISTER to may answer it (RFC 3261 §18.1.2 matches
-        // responses to the transaction; we also bind it to where it went). The address, not the
-        // port: a proxy may answer from another of its sockets.
-        match self.pending.get(&branch) {
-            None => {
-                self.stats.unknown_transaction += 1;
-                return;
+    /// Keep the answer of a completed transaction for its retransmissions; past `max_pending`
+    /// answers the oldest goes (its retransmission then starts a new transaction, which the
+    /// core absorbs).
+    fn remember_answer(&mut self, txn: Txn, o: Outgoing, now: Instant) {
+        while self.completed.len() >= self.cfg.max_pending.max(1) {
+            let Some((k, seq, _)) = self.completed_order.pop_front() else {
+                break;
+            };
+            if self.completed.get(&k).is_some_and(|(_, s)| *s == seq) {
+                self.completed.remove(&k);
+                self.stats.completed_evicted += 1;
             }
-            Some(p) if p.next.ip() != from.ip() => {
-                self.stats.foreign_response += 1;
-                return;
-            }
-            Some(_) => {}
         }
-        let Some(p) = self.pending.remove(&branch) else {
+        self.completed_seq += 1;
+        self.completed.insert(txn.clone(), (o, self.completed_seq));
+        self.completed_order
+            .push_back((txn, self.completed_seq, now + TRANSACTION_LIFE));
+    }
+
+    /// A final response to one of our REGISTER transactions (module doc, steps 2 and 4), in
+    /// stages:
+    /// 1. [`Registrar::take_transaction`]: the transaction it answers, from the hop we sent
+    ///    it to;
+    /// 2. by status: a 401 makes the temporary SA set ([`Registrar::on_401`]), a 200 changes
+    ///    the registration and answers the UE itself ([`Registrar::on_200`]), another final
+    ///    response ends a failed challenge's set ([`Registrar::on_failure`]);
+    /// 3. the response, our Via popped, to the UE the way its REGISTER came.
+    fn on_final_response(&mut self, payload: &[u8], from: SocketAddr, now: Instant) {
+        let Some((p, status)) = self.take_transaction(payload, from, now) else {
             return;
         };
-        if p.reply_arrival == Arrival::Plain {
-            self.pending_plain = self.pending_plain.saturating_sub(1);
-        }
         // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
         let (f, s, e) = framed(payload);
         let mut f = zeroize::Zeroizing::new(f);
@@ -1049,44 +1168,133 @@ impl Registrar {
                     // The UE would otherwise wait out its transaction timer and retry blind: a
                     // 503 with Retry-After says when (RFC 3261 §21.5.4), and no key leaves us.
                     if let Some(o) = self.unavailable(payload, &p) {
-                        out.push(o);
+                        self.transmits.push_back(o);
                     }
                     return;
                 }
             },
             200 => {
-                self.on_200(&mut ed, &p, came_on, now, out);
+                self.on_200(&mut ed, &p, came_on, now);
                 return;
             }
             _ => {
-                if (400..500).contains(&status)
-                    && let Some(spi) = came_on
-                {
-                    // e.g. 403 for a wrong RES: the temporary set it came over goes, right after
-                    // this answer went out over it (the timer removes it); a current set stays
-                    // (a failed re-authentication does not end the registration)
-                    self.stats.auth_failed += 1;
-                    if let Some(t) = self.bindings.get_mut(&p.binding).and_then(|b| {
-                        b.temporary
-                            .iter_mut()
-                            .find(|t| t.spi_ps == spi || t.spi_pc == spi)
-                    }) {
-                        t.expires = t.expires.min(now + LINGER);
-                    }
-                }
-                if rules::pop_top_via(&mut ed).is_err() {
-                    self.stats.malformed += 1;
+                if !self.on_failure(&mut ed, &p, status, came_on, now) {
                     return;
                 }
             }
         }
-        out.push(Outgoing {
+        self.transmits.push_back(Outgoing {
             side: Side::Ue,
             arrival: p.reply_arrival,
             src: p.reply_src,
             dst: p.reply_dst,
             payload: ed.as_bytes().to_vec(),
         });
+    }
+
+    /// Stage 1 of a final response: the pending transaction its top Via branch names, taken
+    /// out, with the status. Only the next hop we sent the REGISTER to may answer it (RFC 3261
+    /// §18.1.2 matches responses to the transaction; we also bind it to where it went) — the
+    /// address, not the port: a proxy may answer from another of its sockets. `None`: not
+    /// ours, malformed or provisional (counted, except provisional: nothing to relay for
+    /// REGISTER).
+    fn take_transaction(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Option<(Pending, u16)> {
+        let Ok(m) = Message::parse(payload) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let v = m.view();
+        let branch = v
+            .values(HeaderName::Via)
+            .next()
+            .and_then(Via::parse)
+            .and_then(|via| via.branch())
+            .and_then(|b| b.strip_prefix(b"z9hG4bK"))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        let status = v.status().unwrap_or(0);
+        let Some(branch) = branch else {
+            self.stats.unknown_transaction += 1;
+            return None;
+        };
+        if status < 200 {
+            return None;
+        }
+        match self.pending.get(&branch) {
+            None => {
+                self.stats.unknown_transaction += 1;
+                return None;
+            }
+            Some(p) if p.next.ip() != from.ip() => {
+                self.stats.foreign_response += 1;
+                return None;
+            }
+            Some(_) => {}
+        }
+        let p = self.pending.remove(&branch)?;
+        self.forget_pending(branch, &p);
+        // the binding goes once this response is through if nothing holds it any more
+        self.arm(now, Timer::Binding(p.binding));
+        Some((p, status))
+    }
+
+    /// A transaction left `pending` (answered or timed out): its other indexes follow.
+    fn forget_pending(&mut self, branch: u64, p: &Pending) {
+        if p.reply_arrival == Arrival::Plain {
+            self.pending_plain = self.pending_plain.saturating_sub(1);
+        }
+        if self.by_txn.get(&p.txn) == Some(&branch) {
+            self.by_txn.remove(&p.txn);
+        }
+        if let Some(b) = self.bindings.get_mut(&p.binding) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Another final response than 401 and 200: a 4xx to a REGISTER that came over a
+    /// temporary set (e.g. 403 for a wrong RES) ends that set, right after this answer went
+    /// out over it; a current set stays (a failed re-authentication does not end the
+    /// registration). Our Via goes; false when the response is malformed (counted).
+    fn on_failure(
+        &mut self,
+        ed: &mut Editor<'_>,
+        p: &Pending,
+        status: u16,
+        came_on: Option<u32>,
+        now: Instant,
+    ) -> bool {
+        if (400..500).contains(&status)
+            && let Some(spi) = came_on
+        {
+            self.stats.auth_failed += 1;
+            let ends = self.bindings.get_mut(&p.binding).and_then(|b| {
+                let t = b
+                    .temporary
+                    .iter_mut()
+                    .find(|t| t.spi_ps == spi || t.spi_pc == spi)?;
+                t.expires = t.expires.min(now + LINGER);
+                Some((t.expires, t.spi_pc))
+            });
+            if let Some((at, spi)) = ends {
+                self.arm(
+                    at,
+                    Timer::Set {
+                        binding: p.binding,
+                        spi,
+                    },
+                );
+            }
+        }
+        if rules::pop_top_via(ed).is_err() {
+            self.stats.malformed += 1;
+            return false;
+        }
+        true
     }
 
     /// A 401 for the UE: with IMS AKA keys, a new temporary SA set for this UE address (replacing
@@ -1174,8 +1382,14 @@ impl Registrar {
             self.remove_set(&set, p.binding);
             return Challenge::Unavailable;
         }
+        let timer = Timer::Set {
+            binding: p.binding,
+            spi: set.spi_pc,
+        };
+        let at = set.expires;
         if let Some(b) = self.bindings.get_mut(&p.binding) {
             b.temporary.push(set);
+            self.arm(at, timer);
         }
         self.stats.challenges += 1;
         Challenge::Relay
@@ -1210,15 +1424,10 @@ impl Registrar {
     /// A 200: only a REGISTER that came over one of the binding's SA sets changes the
     /// registration — the temporary set it came over becomes current, or the current one is
     /// refreshed. A 200 to an unprotected REGISTER (anyone may send one naming any IMPI) is
-    /// relayed and changes nothing.
-    fn on_200(
-        &mut self,
-        ed: &mut Editor<'_>,
-        p: &Pending,
-        came_on: Option<u32>,
-        now: Instant,
-        out: &mut Vec<Outgoing>,
-    ) {
+    /// relayed and changes nothing. Stages: our rewrite ([`rules::rewrite_200`]), the sets
+    /// ([`Registrar::promote`]), what the workers are given
+    /// ([`Registrar::publish_registration`]), the 200 to the UE.
+    fn on_200(&mut self, ed: &mut Editor<'_>, p: &Pending, came_on: Option<u32>, now: Instant) {
         let reg = rules::rewrite_200(ed, p.contact.as_deref()).unwrap_or_default();
         let view = ed.view();
         let routes: Vec<Vec<u8>> = reg
@@ -1234,90 +1443,10 @@ impl Registrar {
             .map(|s| view.bytes(*s).to_vec())
             .collect();
         let expires = reg.expires.unwrap_or(0);
-        let mut gone_now = Vec::new();
-        let mut changed = false;
         if let Some(spi) = came_on
-            && let Some(b) = self.bindings.get_mut(&p.binding)
+            && self.promote(p.binding, spi, expires, now)
         {
-            let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
-            if let Some(i) = b
-                .temporary
-                .iter()
-                .position(|t| t.spi_ps == spi || t.spi_pc == spi)
-            {
-                let mut t = b.temporary.swap_remove(i);
-                t.client = Box::default();
-                // the temporary set becomes current (TS 33.203 §7.4): lifetime
-                // max(old, expires + 30 s); the replaced set becomes "old" and goes at its own
-                // expiry (an older one goes now)
-                t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
-                if let Some(prev) = b.current.replace(Box::new(t))
-                    && let Some(older) = b.old.replace(prev)
-                {
-                    gone_now.push(older);
-                }
-                changed = true;
-            } else if let Some(c) = b.current.as_mut() {
-                c.expires = life;
-                changed = true;
-            }
-        }
-        for set in &gone_now {
-            self.remove_set(set, p.binding);
-        }
-        if changed {
-            if expires > 0 && impus.is_empty() {
-                // TS 24.229 §5.2.2.2: the asserted identity comes from P-Associated-URI; we do
-                // not make one up from what the UE wrote
-                self.stats.no_associated_uri += 1;
-                crate::control::log::warn(format_args!(
-                    "200 to REGISTER of {:?} has no P-Associated-URI: registered, but its requests are refused",
-                    String::from_utf8_lossy(&p.impi)
-                ));
-            }
-            let fallback = self.route_next_hop(&routes, p.next, now);
-            let reg = (expires > 0 && !impus.is_empty())
-                .then(|| Arc::new(registration(&impus, &routes, fallback)));
-            if let Some(b) = self.bindings.get_mut(&p.binding) {
-                b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
-                b.reg = reg.clone();
-                if expires == 0 {
-                    // de-registration: every set stops asserting the identity at once, and goes
-                    // right after the 200 went out over the current one (TS 33.203 §7.4)
-                    let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
-                    for set in b.temporary.iter_mut().chain(later) {
-                        set.expires = set.expires.min(now + LINGER);
-                    }
-                }
-            }
-            let sets: Vec<(u32, u32, bool)> = self
-                .bindings
-                .get(&p.binding)
-                .map(|b| {
-                    b.current
-                        .iter()
-                        .map(|c| (c.spi_pc, c.spi_ps, true))
-                        .chain(b.old.iter().map(|o| (o.spi_pc, o.spi_ps, false)))
-                        .chain(b.temporary.iter().map(|t| (t.spi_pc, t.spi_ps, false)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (spi_pc, spi_ps, current) in sets {
-                for spi in [spi_pc, spi_ps] {
-                    if current {
-                        let _ = self.sas.set_inbound_state(spi, SetState::New);
-                    }
-                    if current || expires == 0 {
-                        let r = if current { reg.clone() } else { None };
-                        let _ = self.sas.set_inbound_registration(spi, r);
-                    }
-                }
-            }
-            if expires == 0 {
-                self.stats.deregistered += 1;
-            } else {
-                self.stats.registered += 1;
-            }
+            self.publish_registration(p, &routes, &impus, expires, now);
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
         // (TS 33.203 §7.4).
@@ -1333,13 +1462,129 @@ impl Registrar {
             ),
             _ => (p.reply_src, p.reply_dst, p.reply_arrival),
         };
-        out.push(Outgoing {
+        self.transmits.push_back(Outgoing {
             side: Side::Ue,
             arrival,
             src,
             dst,
             payload: ed.as_bytes().to_vec(),
         });
+    }
+
+    /// The sets of a 200 to a REGISTER that came over SA `spi` of `binding`: its temporary set
+    /// becomes current (TS 33.203 §7.4) with lifetime max(old, expires + 30 s), the replaced
+    /// set becomes "old" and goes at its own expiry (an older one goes now); over the current
+    /// set, its lifetime is renewed. Whether the registration changed.
+    fn promote(&mut self, binding: u64, spi: u32, expires: u32, now: Instant) -> bool {
+        let Some(b) = self.bindings.get_mut(&binding) else {
+            return false;
+        };
+        let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
+        let mut gone_now = None;
+        let current = if let Some(i) = b
+            .temporary
+            .iter()
+            .position(|t| t.spi_ps == spi || t.spi_pc == spi)
+        {
+            let mut t = b.temporary.swap_remove(i);
+            t.client = Box::default();
+            t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
+            if let Some(prev) = b.current.replace(Box::new(t)) {
+                gone_now = b.old.replace(prev);
+            }
+            b.current.as_deref()
+        } else if let Some(c) = b.current.as_mut() {
+            c.expires = life;
+            Some(&**c)
+        } else {
+            None
+        };
+        let Some(c) = current else {
+            return false;
+        };
+        let (at, timer) = (
+            c.expires,
+            Timer::Set {
+                binding,
+                spi: c.spi_pc,
+            },
+        );
+        self.arm(at, timer);
+        if let Some(set) = gone_now {
+            self.remove_set(&set, binding);
+        }
+        true
+    }
+
+    /// What the workers are given after a 200 that changed the registration: the asserted
+    /// identity, the Service-Route as a Route value and the next hop, on the sets' inbound SAs
+    /// (the current set's marked in use); a de-registration (expires 0) takes the identity off
+    /// every set and ends them right after the 200 went out over the current one
+    /// (TS 33.203 §7.4).
+    fn publish_registration(
+        &mut self,
+        p: &Pending,
+        routes: &[Vec<u8>],
+        impus: &[Vec<u8>],
+        expires: u32,
+        now: Instant,
+    ) {
+        if expires > 0 && impus.is_empty() {
+            // TS 24.229 §5.2.2.2: the asserted identity comes from P-Associated-URI; we do
+            // not make one up from what the UE wrote
+            self.stats.no_associated_uri += 1;
+            crate::control::log::warn(format_args!(
+                "200 to REGISTER of {:?} has no P-Associated-URI: registered, but its requests are refused",
+                String::from_utf8_lossy(&p.impi)
+            ));
+        }
+        let fallback = self.route_next_hop(routes, p.next, now);
+        let reg = (expires > 0 && !impus.is_empty())
+            .then(|| Arc::new(registration(impus, routes, fallback)));
+        let mut ending = Vec::new();
+        if let Some(b) = self.bindings.get_mut(&p.binding) {
+            b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
+            b.reg = reg.clone();
+            if expires == 0 {
+                let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
+                for set in b.temporary.iter_mut().chain(later) {
+                    set.expires = set.expires.min(now + LINGER);
+                    ending.push((set.expires, set.spi_pc));
+                }
+            }
+        }
+        for (at, spi) in ending {
+            let binding = p.binding;
+            self.arm(at, Timer::Set { binding, spi });
+        }
+        let sets: Vec<(u32, u32, bool)> = self
+            .bindings
+            .get(&p.binding)
+            .map(|b| {
+                b.current
+                    .iter()
+                    .map(|c| (c.spi_pc, c.spi_ps, true))
+                    .chain(b.old.iter().map(|o| (o.spi_pc, o.spi_ps, false)))
+                    .chain(b.temporary.iter().map(|t| (t.spi_pc, t.spi_ps, false)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (spi_pc, spi_ps, current) in sets {
+            for spi in [spi_pc, spi_ps] {
+                if current {
+                    let _ = self.sas.set_inbound_state(spi, SetState::New);
+                }
+                if current || expires == 0 {
+                    let r = if current { reg.clone() } else { None };
+                    let _ = self.sas.set_inbound_registration(spi, r);
+                }
+            }
+        }
+        if expires == 0 {
+            self.stats.deregistered += 1;
+        } else {
+            self.stats.registered += 1;
+        }
     }
 
     /// Two of our SPIs and a (port-c, port-s) pair of the protected range whose outbound keys
@@ -1433,18 +1678,17 @@ impl Registrar {
         self.sas
             .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
-        if let Some(f) = self.keylog.as_mut() {
-            use std::io::Write;
-            if let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg) {
-                let keys = crate::esp::EspKeys::derive(suite, ck, ik);
-                for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
-                    if let Some(line) =
-                        crate::esp::wireshark::esp_sa_line(set.ue, spi, suite, &keys)
-                    {
-                        let _ = f.write_all(line.as_bytes());
-                    }
-                }
-                let _ = f.flush();
+        if let Some(log) = self.keylog.as_deref()
+            && let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg)
+        {
+            let keys = crate::esp::EspKeys::derive(suite, ck, ik);
+            for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
+                log.log(&SaSecret {
+                    ue: set.ue,
+                    spi,
+                    suite,
+                    keys: &keys,
+                });
             }
         }
         Ok(())
@@ -1472,66 +1716,173 @@ impl Registrar {
         }
     }
 
-    /// Timers: temporary sets after reg-await-auth, current sets after expiry + 30 s, and
-    /// transactions the core never answered.
-    pub fn on_timer(&mut self, now: Instant) {
-        let mut gone = Vec::new();
-        for (&id, b) in self.bindings.iter_mut() {
-            let mut i = 0;
-            while i < b.temporary.len() {
-                if b.temporary[i].expires <= now {
-                    gone.push((id, Box::new(b.temporary.swap_remove(i))));
-                } else {
-                    i += 1;
-                }
+    /// The next deadline: when [`Registrar::handle_timeout`] has something to do (an SA set
+    /// to end, a transaction to give up, an answer to forget, a DNS query to retransmit).
+    /// `None`: nothing is waiting. It may be early (an entry whose state moved on), never late.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let answer = self.completed_order.front().map(|(_, _, at)| *at);
+        [timer, answer, self.resolver.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Timers due at `now`: temporary sets after reg-await-auth, current sets after expiry +
+    /// 30 s, transactions the core never answered, answers kept for retransmissions, DNS
+    /// queries (REGISTERs whose resolution failed get their 503). Only what is due is touched.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.resolver.poll_timeout().is_some_and(|t| t <= now) {
+            self.resolver.handle_timeout(now);
+            self.resume_parked(now);
+        }
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
             }
-            if let Some(c) = b.current.take_if(|c| c.expires <= now) {
-                gone.push((id, c));
-            }
-            if let Some(o) = b.old.take_if(|o| o.expires <= now) {
-                gone.push((id, o));
+            self.timers.pop();
+            self.timer_stats.fired += 1;
+            let acted = match timer {
+                Timer::Set { binding, spi } => self.expire_set(binding, spi, now),
+                Timer::Pending(branch) => self.expire_pending(branch, now),
+                Timer::Binding(id) => self.collect_binding(id),
+            };
+            if !acted {
+                self.timer_stats.stale += 1;
             }
         }
-        for (id, set) in &gone {
-            self.stats.expired_sets += 1;
-            self.remove_set(set, *id);
+        while let Some((k, seq, at)) = self.completed_order.front() {
+            if *at > now {
+                break;
+            }
+            if self.completed.get(k).is_some_and(|(_, s)| s == seq) {
+                self.completed.remove(k);
+            }
+            self.completed_order.pop_front();
         }
-        self.pending
-            .retain(|_, p| now.duration_since(p.created) < Duration::from_secs(32));
-        self.pending_plain = self
+    }
+
+    /// The timers' counters (the queue length, entries fired, stale ones among them).
+    pub fn timer_stats(&self) -> TimerStats {
+        TimerStats {
+            queued: self.timers.len(),
+            ..self.timer_stats
+        }
+    }
+
+    /// Queue `timer` for `at`. Entries are never taken out early (lazy deletion); when stale
+    /// ones outnumber the live ones the queue is rebuilt, so its memory follows the live
+    /// state, not the history of refreshes.
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+        // live and distinct: at most 4 temporary + current + old set timers and one binding
+        // check per binding, one per transaction; past 8 per item most entries are stale, and
+        // the rebuild is paid for by the pushes since the last one
+        let live = 8 * (self.bindings.len() + self.pending.len()) + 1024;
+        if self.timers.len() > live {
+            // (duplicates go too: a set armed twice for one instant, say two answers handled
+            // with the same `now`, would otherwise count as live twice)
+            let mut timers = std::mem::take(&mut self.timers).into_vec();
+            timers.sort_unstable();
+            timers.dedup();
+            timers.retain(|Reverse((at, t))| self.timer_live(*at, *t));
+            self.timers = timers.into();
+        }
+    }
+
+    /// Whether a queued timer still names the state it was armed for.
+    fn timer_live(&self, at: Instant, timer: Timer) -> bool {
+        match timer {
+            Timer::Set { binding, spi } => self
+                .bindings
+                .get(&binding)
+                .is_some_and(|b| b.sets().any(|s| s.spi_pc == spi && s.expires == at)),
+            Timer::Pending(branch) => self
+                .pending
+                .get(&branch)
+                .is_some_and(|p| p.created + TRANSACTION_LIFE == at),
+            Timer::Binding(id) => self.bindings.contains_key(&id),
+        }
+    }
+
+    /// The set of `binding` with inbound SPI `spi`, if it has expired: its SAs go. Whether it
+    /// did (false: refreshed or gone meanwhile).
+    fn expire_set(&mut self, binding: u64, spi: u32, now: Instant) -> bool {
+        let Some(b) = self.bindings.get_mut(&binding) else {
+            return false;
+        };
+        let due = |s: &SaSet| s.spi_pc == spi && s.expires <= now;
+        let set = if let Some(i) = b.temporary.iter().position(due) {
+            Box::new(b.temporary.swap_remove(i))
+        } else if let Some(c) = b.current.take_if(|c| due(c)) {
+            c
+        } else if let Some(o) = b.old.take_if(|o| due(o)) {
+            o
+        } else {
+            return false;
+        };
+        self.stats.expired_sets += 1;
+        self.remove_set(&set, binding);
+        self.collect_binding(binding);
+        true
+    }
+
+    /// The transaction of `branch`, if the core has not answered it in time (RFC 3261
+    /// §17.1.1.2, Timer B: 64*T1): forgotten.
+    fn expire_pending(&mut self, branch: u64, now: Instant) -> bool {
+        if self
             .pending
-            .values()
-            .filter(|p| p.reply_arrival == Arrival::Plain)
-            .count();
-        // A binding lives while it has an SA set or a transaction in progress.
-        let in_flight: std::collections::HashSet<u64> =
-            self.pending.values().map(|p| p.binding).collect();
-        self.bindings.retain(|id, b| {
-            !b.temporary.is_empty()
-                || b.current.is_some()
-                || b.old.is_some()
-                || in_flight.contains(id)
-        });
-        let live: std::collections::HashSet<u64> = self.bindings.keys().copied().collect();
-        self.by_impi.retain(|_, id| live.contains(id));
-        let pending = &self.pending;
-        self.by_txn.retain(|_, branch| pending.contains_key(branch));
-        self.completed
-            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
-        let completed = &self.completed;
-        self.completed_order.retain(|k| completed.contains_key(k));
+            .get(&branch)
+            .is_none_or(|p| p.created + TRANSACTION_LIFE > now)
+        {
+            return false;
+        }
+        let Some(p) = self.pending.remove(&branch) else {
+            return false;
+        };
+        self.forget_pending(branch, &p);
+        self.collect_binding(p.binding);
+        true
+    }
+
+    /// A binding lives while it has an SA set or a transaction in progress. Whether it went.
+    fn collect_binding(&mut self, id: u64) -> bool {
+        let Some(b) = self.bindings.get(&id) else {
+            return false;
+        };
+        if b.in_flight > 0 || b.sets().next().is_some() {
+            return false;
+        }
+        if let Some(b) = self.bindings.remove(&id)
+            && self.by_impi.get(&*b.impi) == Some(&id)
+        {
+            self.by_impi.remove(&*b.impi);
+        }
+        true
     }
 
     /// The SA table holds exactly what the bindings hold: two inbound and two outbound entries
-    /// per set, each naming its binding, and no SPI reserved beyond them (no leaked slot).
-    /// The tests run it after every scenario.
+    /// per set, each naming its binding, and no SPI reserved beyond them (no leaked slot); and
+    /// every set and transaction has its timer queued for its deadline (none would live
+    /// forever). The tests run it after every scenario.
     pub fn check_sa_invariants(&self) -> Result<(), String> {
         let st = self.sas.stats();
         let g = self.sas_view.pin();
+        let timers: std::collections::HashSet<(Instant, Timer)> =
+            self.timers.iter().map(|Reverse(e)| *e).collect();
+        for (&branch, p) in &self.pending {
+            if !timers.contains(&(p.created + TRANSACTION_LIFE, Timer::Pending(branch))) {
+                return Err(format!("transaction {branch:x} has no timer"));
+            }
+        }
         let mut sets = 0;
         for (&id, b) in &self.bindings {
             for s in b.sets() {
                 sets += 1;
+                let spi = s.spi_pc;
+                if !timers.contains(&(s.expires, Timer::Set { binding: id, spi })) {
+                    return Err(format!("binding {id}: set {spi} has no timer"));
+                }
                 for spi in [s.spi_pc, s.spi_ps] {
                     match g.inbound(spi) {
                         Some(e) if e.binding() == id => {}
@@ -1582,12 +1933,7 @@ impl Registrar {
     pub fn registration_of(&self, spi: u32) -> Option<RegistrationView<'_>> {
         let id = self.binding_of(spi)?;
         let b = self.bindings.get(&id)?;
-        // (a scan: this is a diagnostic view; the hot paths key by IMPI or SPI)
-        let impi = self
-            .by_impi
-            .iter()
-            .find(|(_, v)| **v == id)
-            .map_or(&[][..], |(k, _)| &**k);
+        let impi = &*b.impi;
         let unbracket = |u: &[u8]| {
             let u = u.strip_prefix(b"<").unwrap_or(u);
             u.strip_suffix(b">").unwrap_or(u).to_vec()
@@ -1719,6 +2065,13 @@ impl Registrar {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let (at, timer) = (
+            set.expires,
+            Timer::Set {
+                binding: id,
+                spi: spi_pc,
+            },
+        );
         if let Err(e) = self.install(&set, &offer, &ue.ck, &ue.ik, id) {
             self.remove_set(&set, id);
             return Err(e);
@@ -1727,17 +2080,19 @@ impl Registrar {
         let routes = [format!("sip:orig@{next};lr").into_bytes()];
         let impus = [ue.impu.as_bytes().to_vec()];
         let reg = Some(Arc::new(registration(&impus, &routes, next)));
+        let impi: Arc<[u8]> = ue.impi.as_bytes().into();
         let b = Binding {
             current: Some(Box::new(set)),
             reg: reg.clone(),
-            ..Binding::new()
+            ..Binding::new(impi.clone())
         };
         for spi in [spi_pc, spi_ps] {
             let _ = self.sas.set_inbound_state(spi, SetState::New);
             let _ = self.sas.set_inbound_registration(spi, reg.clone());
         }
-        self.by_impi.insert(ue.impi.as_bytes().into(), id);
+        self.by_impi.insert(impi, id);
         self.bindings.insert(id, b);
+        self.arm(at, timer);
         self.stats.registered += 1;
         Ok(crate::preload::Allocated {
             index: ue.index,
