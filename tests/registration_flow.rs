@@ -1168,6 +1168,44 @@ fn a_response_from_elsewhere_is_ignored() {
     w.reg.check_sa_invariants().unwrap();
 }
 
+/// A core answer that kept only our Via was meant for us (RFC 3261 §16.7 step 3): nothing reaches
+/// the UE, no SA set is made, and it is counted; with the UE's Via back it is relayed.
+#[test]
+fn an_answer_with_only_our_via_is_not_relayed() {
+    let mut w = world();
+    let out = register_as(&mut w, "10.46.0.6:5060", IMPI, "v-", None);
+    let www = "WWW-Authenticate: Digest realm=\"r\", nonce=\"bm9uY2U=\", algorithm=AKAv1-MD5, ck=\"00112233445566778899aabbccddeeff\", ik=\"ffeeddccbbaa99887766554433221100\"\r\n";
+    let resp = String::from_utf8(core_answer(&out[0].payload, 401, "Unauthorized", www)).unwrap();
+    let mut vias = 0;
+    let only_ours: String = resp
+        .split_inclusive("\r\n")
+        .filter(|l| {
+            let via = l.starts_with("Via:");
+            vias += usize::from(via);
+            !via || vias == 1
+        })
+        .collect();
+    assert!(vias >= 2, "{resp}");
+    let from = "10.0.1.20:5060";
+    let got = w.feed(
+        Side::Core,
+        Arrival::Plain,
+        from,
+        "10.0.1.10:5060",
+        only_ours.as_bytes(),
+    );
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(w.reg.stats.meant_for_us, 1);
+    assert_eq!(w.reg.stats.challenges, 0, "no SA set for it");
+    w.reg.check_sa_invariants().unwrap();
+    // the UE's retransmission is a new transaction, whose genuine answer is relayed
+    let again = register_as(&mut w, "10.46.0.6:5060", IMPI, "v-", None);
+    let resp = core_answer(&again[0].payload, 401, "Unauthorized", www);
+    let got = w.feed(Side::Core, Arrival::Plain, from, "10.0.1.10:5060", &resp);
+    assert_eq!(got.len(), 1);
+    w.reg.check_sa_invariants().unwrap();
+}
+
 /// A Security-Client whose spi-c equals its spi-s would give our two outbound SAs the same
 /// SPI under the set's one key, so the same GCM/GMAC IV `SPI ‖ seq` (RFC 4106 §3.1): no SA
 /// set is installed for it and the challenge does not go out (a 503 does).

@@ -223,11 +223,17 @@ impl Default for Log {
 fn default_sip_port() -> u16 {
     5060
 }
+/// `ue.register_burst_per_source` when unset: unprotected REGISTERs one source address may send
+/// at once (a phone needs 1; a NAT or a lab's shared address more).
+pub const DEFAULT_REGISTER_BURST_PER_SOURCE: u32 = 20;
+/// `ue.register_rate_per_source` when unset: the refill, REGISTERs per second.
+pub const DEFAULT_REGISTER_RATE_PER_SOURCE: f64 = 5.0;
+
 fn default_register_burst() -> u32 {
-    crate::control::registrar::SOURCE_BURST
+    DEFAULT_REGISTER_BURST_PER_SOURCE
 }
 fn default_register_rate() -> f64 {
-    crate::control::registrar::SOURCE_PER_SECOND
+    DEFAULT_REGISTER_RATE_PER_SOURCE
 }
 fn default_protected_ports() -> String {
     "5100-5199".into()

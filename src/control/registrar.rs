@@ -53,8 +53,8 @@ pub const MAX_PARKED_PER_DOMAIN: usize = 32;
 /// Unprotected REGISTERs per source address: a burst, then a rate. A UE sends one per
 /// registration attempt (its retransmissions are absorbed before the check), so these leave it
 /// ample room while one source cannot keep the registration thread busy.
-pub const SOURCE_BURST: u32 = 20;
-pub const SOURCE_PER_SECOND: f64 = 5.0;
+pub const SOURCE_BURST: u32 = crate::config::DEFAULT_REGISTER_BURST_PER_SOURCE;
+pub const SOURCE_PER_SECOND: f64 = crate::config::DEFAULT_REGISTER_RATE_PER_SOURCE;
 /// Unprotected REGISTERs per IMPI.
 pub const IMPI_BURST: u32 = 10;
 pub const IMPI_PER_SECOND: f64 = 0.5;
@@ -194,12 +194,15 @@ pub struct RegistrarStats {
     /// Unprotected REGISTERs dropped by the per-source / per-IMPI rate limits.
     pub rate_limited_source: u64,
     pub rate_limited_impi: u64,
+    /// Final responses that carried no Via but ours: meant for us, not relayed to the UE
+    /// (RFC 3261 §16.7 step 3).
+    pub meant_for_us: u64,
 }
 
 impl RegistrarStats {
     /// Every counter with its name (Prometheus labels and logs). The destructuring names each
     /// field, so a counter added to the struct and not here does not compile.
-    pub fn named(&self) -> [(&'static str, u64); 25] {
+    pub fn named(&self) -> [(&'static str, u64); 26] {
         let RegistrarStats {
             registers_in,
             rejected,
@@ -226,6 +229,7 @@ impl RegistrarStats {
             parked,
             rate_limited_source,
             rate_limited_impi,
+            meant_for_us,
         } = *self;
         [
             ("registers_in", registers_in),
@@ -253,6 +257,7 @@ impl RegistrarStats {
             ("parked", parked),
             ("rate_limited_source", rate_limited_source),
             ("rate_limited_impi", rate_limited_impi),
+            ("meant_for_us", meant_for_us),
         ]
     }
 }
@@ -1155,6 +1160,13 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         };
+        // RFC 3261 §16.7 step 3: with no Via left once ours goes, the response was meant for
+        // us and MUST NOT be forwarded. The transaction is over: nothing is installed, and the
+        // UE's retransmission starts a new one.
+        if rules::via_count(ed.view()) < 2 {
+            self.stats.meant_for_us += 1;
+            return;
+        }
         // The SA set the REGISTER arrived on, if it came protected.
         let came_on = match p.reply_arrival {
             Arrival::Protected { spi } => Some(spi),

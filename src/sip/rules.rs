@@ -848,6 +848,13 @@ pub fn rewrite_401(
     Ok(keys)
 }
 
+/// How many Via values a message carries (header lines and comma-separated values alike).
+pub fn via_count(v: View<'_>) -> usize {
+    v.values(HeaderName::Via)
+        .map(|h| ListIter::new(h).count())
+        .sum()
+}
+
 /// Remove the topmost Via value (ours) from a response (RFC 3261 §16.7 item 3).
 pub fn pop_top_via(ed: &mut Editor<'_>) -> Result<(), EditError> {
     let Some(i) = ed.find(HeaderName::Via, 0) else {
