@@ -24,7 +24,7 @@ use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
 mod ims_support;
-use ims_support::{IMPI, K, OPC, REALM, addr, core_answer, header, test_sa_table};
+use ims_support::{HOSTNAME, IMPI, K, OPC, REALM, addr, core_answer, header, test_sa_table};
 mod worker_support;
 
 const PCSCF_V4: &str = "10.211.0.1";
@@ -33,7 +33,6 @@ const UE_V4: &str = "10.211.0.2";
 const UE_V6: &str = "fd00:211::2";
 const ICSCF: &str = "10.0.1.20:5060";
 const CORE: &str = "10.0.1.10:5060";
-const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
 
 /// Every fixture that registers (all but `sec_client_unacceptable_v4`), with the UE's spi-c we
 /// expect the registrar to choose (by our preference list: sha1/aes-cbc first).

@@ -33,7 +33,6 @@ use ims_support::*;
 mod sipp_support;
 use sipp_support::*;
 
-const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
 const FIXTURE_IMSI: &str = "001010000000001";
 const PHONES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ims/phones");
 
@@ -442,37 +441,8 @@ fn phones_through(backend: &str, tag: &str) {
         [0x80, 0],
     );
     let av = hss.next_vector(&[0x31; 16]).unwrap();
-    let mut nb = [0u8; aka::NONCE_B64_LEN];
-    let nonce = av.nonce(&mut nb).to_string();
     let dir = work_dir(&format!("phones-{backend}"));
-    let route_re = route_names_us_regex(
-        &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
-        &[HOSTNAME],
-    );
-    let scenario = scenario("scscf_uas.xml", &route_re, &dir);
-    let args: Vec<String> = [
-        "-i",
-        &lab.core_addr.to_string(),
-        "-p",
-        "5060",
-        "-m",
-        &forwarded.to_string(),
-        "-timeout",
-        "25",
-        "-timeout_error",
-        "-key",
-        "nonce",
-        &nonce,
-        "-key",
-        "ck",
-        &hex(av.ck.as_bytes()),
-        "-key",
-        "ik",
-        &hex(av.ik.as_bytes()),
-    ]
-    .map(String::from)
-    .to_vec();
-    let sipp = start_sipp(&lab.core, &dir, &scenario, &args);
+    let sipp = start_scscf(&lab, &dir, HOSTNAME, (forwarded, 25), &av);
 
     let deadline = Instant::now() + Duration::from_secs(25);
     let ue = spawn_in(&lab.ue, move || {

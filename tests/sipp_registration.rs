@@ -20,8 +20,6 @@ use ims_support::*;
 mod sipp_support;
 use sipp_support::*;
 
-const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
-
 #[test]
 fn registration_with_sipp_as_the_scscf() {
     require_sipp();
@@ -41,37 +39,8 @@ fn registration_with_sipp_as_the_scscf() {
         [0x80, 0],
     );
     let av = hss.next_vector(&[0x31; 16]).unwrap();
-    let mut nb = [0u8; aka::NONCE_B64_LEN];
-    let nonce = av.nonce(&mut nb).to_string();
     let dir = work_dir("reg");
-    let route_re = route_names_us_regex(
-        &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
-        &[HOSTNAME],
-    );
-    let scenario = scenario("scscf_uas.xml", &route_re, &dir);
-    let args: Vec<String> = [
-        "-i",
-        &lab.core_addr.to_string(),
-        "-p",
-        "5060",
-        "-m",
-        "1",
-        "-timeout",
-        "20",
-        "-timeout_error",
-        "-key",
-        "nonce",
-        &nonce,
-        "-key",
-        "ck",
-        &hex(av.ck.as_bytes()),
-        "-key",
-        "ik",
-        &hex(av.ik.as_bytes()),
-    ]
-    .map(String::from)
-    .to_vec();
-    let sipp = start_sipp(&lab.core, &dir, &scenario, &args);
+    let sipp = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let ue = spawn_in(&lab.ue, move || -> Result<Vec<u8>, String> {

@@ -31,7 +31,6 @@ use ims_support::*;
 mod sipp_support;
 use sipp_support::*;
 
-const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
 /// SIPp (UE) and the shim's side facing it, on the UE namespace's loopback.
 const SIPP_UE: &str = "127.0.0.1:5070";
 const SHIM: &str = "127.0.0.1:5071";
@@ -274,34 +273,7 @@ fn sipp_ue_registers(v6: bool) {
     let pcscf = start_pcscf(&lab, "sipp-ue", &cfg);
 
     let dir = work_dir(if v6 { "ue6" } else { "ue4" });
-    let route_re = route_names_us_regex(
-        &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
-        &[HOSTNAME],
-    );
-    let core_sf = scenario("scscf_uas.xml", &route_re, &dir);
-    let core_args: Vec<String> = [
-        "-i",
-        &lab.core_addr.to_string(),
-        "-p",
-        "5060",
-        "-m",
-        "1",
-        "-timeout",
-        "20",
-        "-timeout_error",
-        "-key",
-        "nonce",
-        &nonce,
-        "-key",
-        "ck",
-        &hex(av.ck.as_bytes()),
-        "-key",
-        "ik",
-        &hex(av.ik.as_bytes()),
-    ]
-    .map(String::from)
-    .to_vec();
-    let core = start_sipp(&lab.core, &dir, &core_sf, &core_args);
+    let core = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
 
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();

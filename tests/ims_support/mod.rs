@@ -22,6 +22,8 @@ pub const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 pub const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 pub const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
 pub const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+/// The P-CSCF's hostname in the lab and the sans-IO tests.
+pub const HOSTNAME: &str = "pcscf.ims.mnc001.mcc001.3gppnetwork.org";
 
 /// The registrar of the sans-IO tests: UE side 10.46.0.1, core side 10.0.1.10, the I-CSCF or
 /// DNS server given, room for 8 transactions, the default per-source limits.

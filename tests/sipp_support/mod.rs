@@ -264,3 +264,46 @@ impl SippRun {
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// SIPp as the I-CSCF/S-CSCF (`tests/sipp/scscf_uas.xml`) in the lab's core namespace, for
+/// `calls` registrations within `timeout_s`: it challenges with `av`'s nonce, CK and IK and
+/// fails (error file) on any Route naming pcscf — by any of its addresses or `hostname`.
+pub fn start_scscf(
+    lab: &pcscf::lab::netns::Lab,
+    dir: &Path,
+    hostname: &str,
+    (calls, timeout_s): (usize, u32),
+    av: &pcscf::aka::AuthVector,
+) -> SippRun {
+    let mut nb = [0u8; pcscf::aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb);
+    let (ck, ik) = (av.ck.as_bytes(), av.ik.as_bytes());
+    let route_re = route_names_us_regex(
+        &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
+        &[hostname],
+    );
+    let sf = scenario("scscf_uas.xml", &route_re, dir);
+    let args: Vec<String> = [
+        "-i",
+        &lab.core_addr.to_string(),
+        "-p",
+        "5060",
+        "-m",
+        &calls.to_string(),
+        "-timeout",
+        &timeout_s.to_string(),
+        "-timeout_error",
+        "-key",
+        "nonce",
+        nonce,
+        "-key",
+        "ck",
+        &hex(ck),
+        "-key",
+        "ik",
+        &hex(ik),
+    ]
+    .map(String::from)
+    .to_vec();
+    start_sipp(&lab.core, dir, &sf, &args)
+}
