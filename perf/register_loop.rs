@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use pcscf::aka::{self, Milenage, digest, sqn::UeSqnState, ue::Usim};
 use pcscf::control::registrar::{Incoming, MAX_PENDING, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::queue::Arrival;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;
 use pcscf::satable::{SaTableConfig, sa_table};
 use pcscf::sim::core::{CoreSim, TEST_K, TEST_OPC};
-use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
+use pcscf::sip::headers::{Digest, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
@@ -90,8 +91,8 @@ fn main() {
     let suite = args.next().unwrap_or_else(|| "null/aes-gcm".into());
     let (a, e) = suite.split_once('/').expect("suite alg/ealg");
     let pref = (
-        Alg::from_token(a.as_bytes()).expect("alg"),
-        Ealg::from_token(e.as_bytes()).expect("ealg"),
+        IntegAlg::from_token(a.as_bytes()).expect("alg"),
+        EncAlg::from_token(e.as_bytes()).expect("ealg"),
     );
     let cap = (4 * n as u32 + 1024).next_power_of_two();
     let (writer, _reader) = sa_table(SaTableConfig {

@@ -90,7 +90,7 @@ impl Attacker {
             &empty_auth(IMPI),
         );
         let c = challenge(&udp, reg1.as_bytes(), pcscf, &mut usim, deadline)?;
-        let (alg, ealg) = (c.mech.alg.as_str(), c.mech.ealg.as_str());
+        let (alg, ealg) = (c.mech.alg.token(), c.mech.ealg.token());
         let (ck, ik) = (*c.auth.ck.as_bytes(), *c.auth.ik.as_bytes());
         let sa1 = Sa::from_aka(c.mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default())
             .map_err(|e| format!("{e:?}"))?;

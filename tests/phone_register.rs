@@ -16,10 +16,11 @@ use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::classify;
 use pcscf::dataplane::queue::Arrival;
 use pcscf::dataplane::stats::DropReason;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
-use pcscf::sip::headers::{Alg, Digest, Ealg, NameAddr, SecMechanism, Via};
+use pcscf::sip::headers::{Digest, NameAddr, SecMechanism, Via};
 use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
@@ -364,7 +365,7 @@ fn register(shape: &str, spi_c: u32) -> String {
         .unwrap();
     assert_eq!(
         (mech.alg, mech.ealg),
-        (Alg::HmacSha1_96, Ealg::AesCbc),
+        (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
         "{shape}"
     );
     assert!((5100..=5199).contains(&mech.port_s));

@@ -12,9 +12,10 @@ use pcscf::control::registrar::{
 };
 use pcscf::dataplane::queue::Arrival;
 use pcscf::esp::SaOptions;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
-use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
+use pcscf::sip::headers::{Digest, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
 mod ims_support;
@@ -157,7 +158,10 @@ fn challenge(w: &mut World) -> Challenge {
         .unwrap()
         .ipsec()
         .unwrap();
-    assert_eq!((mech.alg, mech.ealg), (Alg::HmacSha1_96, Ealg::AesCbc));
+    assert_eq!(
+        (mech.alg, mech.ealg),
+        (IntegAlg::HmacSha1_96, EncAlg::AesCbc)
+    );
     assert!(mech.spi_c >= 4096 && mech.spi_s >= 4096 && mech.spi_c != mech.spi_s);
     Challenge {
         out_401: to_ue.payload.clone(),
@@ -698,7 +702,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
         visited_network_id: "\"Visited\"".into(),
         orig_ioi: "visited.test".into(),
-        prefs: vec![(Alg::HmacSha1_96, Ealg::AesCbc)],
+        prefs: vec![(IntegAlg::HmacSha1_96, EncAlg::AesCbc)],
         sa_options: SaOptions::default(),
         max_pending: 8,
     };

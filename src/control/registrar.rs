@@ -34,10 +34,11 @@ use std::time::{Duration, Instant};
 
 use super::keylog::{KeyLog, SaSecret};
 use crate::dataplane::queue::Arrival;
+use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
 use crate::satable::{EntryMeta, Registration, SaWriter, SetState};
-use crate::sip::headers::{Alg, Ealg, IpsecOffer, Via};
+use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
 
@@ -127,7 +128,7 @@ pub struct RegistrarConfig {
     pub own_hosts: Vec<String>,
     pub visited_network_id: String,
     pub orig_ioi: String,
-    pub prefs: Vec<(Alg, Ealg)>,
+    pub prefs: Vec<(IntegAlg, EncAlg)>,
     pub sa_options: SaOptions,
     /// REGISTER transactions in progress at most ([`MAX_PENDING`] in `pcscf run`).
     pub max_pending: usize,
@@ -300,8 +301,8 @@ struct SaSet {
     spi_us: u32,
     /// The algorithms we chose: with the SPIs and ports they rebuild the Security-Server we sent
     /// ([`SaSet::server`]) for the Security-Verify check, instead of keeping its text per UE.
-    alg: Alg,
-    ealg: Ealg,
+    alg: IntegAlg,
+    ealg: EncAlg,
     /// The Security-Client the UE sent, needed only while the set is temporary (the protected
     /// REGISTER that completes the challenge must repeat it); emptied when the set becomes current.
     client: Box<[u8]>,
@@ -1649,14 +1650,16 @@ impl Registrar {
         ik: &[u8; 16],
         binding: u64,
     ) -> Result<(), String> {
-        let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
+        // check_register chose the offer among the configured pairs, all valid suites
+        // (config::algorithms), so this fails only for a hand-built offer.
+        let suite = Suite::new(offer.alg, offer.ealg).map_err(|e| e.to_string())?;
         // RFC 4106 §3.1 / RFC 4543 §3.1: no GCM/GMAC IV may repeat under the set's one key
         if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [offer.spi_c, offer.spi_s])
         {
             return Err("UE SPIs equal each other or ours".into());
         }
         // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
-        let keys = Sa::from_aka(set.spi_ps, alg, ealg, ck, ik, self.cfg.sa_options)
+        let keys = Sa::from_aka_suite(set.spi_ps, suite, ck, ik, self.cfg.sa_options)
             .map_err(|e| e.to_string())?;
         let sa = |spi: u32| keys.sibling(spi).map_err(|e| e.to_string());
         let meta = |ue_port: u16, local_port: u16| EntryMeta {
@@ -1690,9 +1693,7 @@ impl Registrar {
         self.sas
             .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
-        if let Some(log) = self.keylog.as_deref()
-            && let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg)
-        {
+        if let Some(log) = self.keylog.as_deref() {
             let keys = crate::esp::EspKeys::derive(suite, ck, ik);
             for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
                 log.log(&SaSecret {
