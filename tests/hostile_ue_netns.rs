@@ -557,7 +557,7 @@ fn one_hostile_ue_among_twenty_honest_ones() {
     );
     assert_eq!(reg("reflection_suppressed"), 1);
     // The per-IMPI limit takes 10 at once, then 1 each 2 s: 3 or 4 of 14 (as the flood's
-    // arrival happens to straddle a refill).
+    // protection happens to straddle a refill).
     assert!(
         (3..=4).contains(&reg("rate_limited_impi")),
         "the per-IMPI limit bit: {all:?}"

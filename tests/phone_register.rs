@@ -14,7 +14,7 @@ use std::time::Instant;
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::classify;
-use pcscf::dataplane::queue::Arrival;
+use pcscf::dataplane::queue::Protection;
 use pcscf::dataplane::stats::DropReason;
 use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::esp::{Sa, SaOptions};
@@ -138,7 +138,7 @@ impl World {
     fn feed(
         &mut self,
         side: Side,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
@@ -146,7 +146,7 @@ impl World {
         let mut out = Vec::new();
         let msg = Incoming {
             side,
-            arrival,
+            protection,
             src,
             dst,
             payload,
@@ -160,7 +160,7 @@ impl World {
     fn first(&mut self, shape: &str, text: &str, src_port: u16) -> Vec<Outgoing> {
         let src = SocketAddr::new(ue_ip(shape), src_port);
         let dst = SocketAddr::new(pcscf_ip(shape), 5060);
-        self.feed(Side::Ue, Arrival::Plain, src, dst, text.as_bytes())
+        self.feed(Side::Ue, Protection::Plain, src, dst, text.as_bytes())
     }
 }
 
@@ -330,15 +330,21 @@ fn register(shape: &str, spi_c: u32) -> String {
         hex(av.ik.as_bytes())
     );
     let resp = core_answer(&fwd.payload, 401, "Unauthorized", &www);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &resp);
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        addr(ICSCF),
+        addr(CORE),
+        &resp,
+    );
     assert_eq!(out.len(), 1, "{shape}: {:?}", w.reg.stats);
     let to_ue = &out[0];
     let ue = SocketAddr::new(ue_ip(shape), nat_port);
     assert_eq!(
-        (to_ue.side, to_ue.arrival, to_ue.src, to_ue.dst),
+        (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
         (
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             SocketAddr::new(pcscf_ip(shape), 5060),
             ue
         ),
@@ -388,7 +394,7 @@ fn register(shape: &str, spi_c: u32) -> String {
     }
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         SocketAddr::new(ue_ip(shape), 7004),
         SocketAddr::new(pcscf_ip(shape), mech.port_s),
         reg2.as_bytes(),
@@ -412,13 +418,13 @@ fn register(shape: &str, spi_c: u32) -> String {
         if v6(shape) { "[fd00:211::2]" } else { UE_V4 }
     );
     let ok = core_answer(&fwd.payload, 200, "OK", &contact);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &ok);
+    let out = w.feed(Side::Core, Protection::Plain, addr(ICSCF), addr(CORE), &ok);
     assert_eq!(out.len(), 1, "{shape}");
     assert_eq!(
         Message::parse(&out[0].payload).unwrap().view().status(),
         Some(200)
     );
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(w.reg.registrations(), 1, "{shape}");
     w.reg.check_sa_invariants().unwrap();
     reg2
@@ -624,7 +630,13 @@ fn no_authorization_binds_the_set_to_the_derived_impi() {
         hex(av.ik.as_bytes())
     );
     let resp = core_answer(&fwd, 401, "Unauthorized", &www);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &resp);
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        addr(ICSCF),
+        addr(CORE),
+        &resp,
+    );
     let server = header(&out[0].payload, HeaderName::SecurityServer).unwrap();
     let mech = SecMechanism::parse(server.as_bytes())
         .unwrap()
@@ -637,7 +649,7 @@ fn no_authorization_binds_the_set_to_the_derived_impi() {
     );
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         SocketAddr::new(UE_V4.parse().unwrap(), 7004),
         SocketAddr::new(PCSCF_V4.parse().unwrap(), mech.port_s),
         reg2.as_bytes(),

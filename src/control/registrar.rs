@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::keylog::{KeyLog, SaSecret};
-use crate::dataplane::queue::Arrival;
+use crate::dataplane::queue::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
@@ -134,26 +134,12 @@ pub struct RegistrarConfig {
     pub max_pending: usize,
 }
 
-/// A message a worker punted: how and where it arrived.
-#[derive(Clone, Copy, Debug)]
-pub struct Incoming<'a> {
-    pub side: Side,
-    pub arrival: Arrival,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub payload: &'a [u8],
-}
+/// A message a worker punted: how and where it arrived (the queue's [`Datagram`]).
+pub type Incoming<'a> = Datagram<&'a [u8]>;
 
-/// A message for a worker to send ([`Registrar::poll_transmit`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    pub side: Side,
-    /// `Protected`: over the outbound SA of the flow `src` → `dst`.
-    pub arrival: Arrival,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-}
+/// A message for a worker to send ([`Registrar::poll_transmit`]); `Protected`: over the
+/// outbound SA of the flow `src` → `dst`.
+pub type Outgoing = Datagram<Vec<u8>>;
 
 /// Counters of the registration thread, by outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -277,11 +263,7 @@ enum Challenge {
 /// through [`Registrar::handle_message`] when the answer is in the cache.
 #[derive(Debug)]
 struct Parked {
-    side: Side,
-    arrival: Arrival,
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload: Vec<u8>,
+    msg: Datagram<Vec<u8>>,
     txn: Txn,
 }
 
@@ -389,11 +371,11 @@ impl Binding {
 /// A REGISTER on its way through the stages of [`Registrar::on_register`].
 struct Register<'a, 'm> {
     m: &'a Message<'m>,
-    arrival: Arrival,
+    protection: Protection,
     src: SocketAddr,
     dst: SocketAddr,
     /// Where its answer goes: (from, to, how).
-    reply: (SocketAddr, SocketAddr, Arrival),
+    reply: (SocketAddr, SocketAddr, Protection),
     /// The binding of the SA set it came over (protected).
     binding: Option<u64>,
     txn: Txn,
@@ -410,7 +392,7 @@ struct Pending {
     /// Where the response goes, and how.
     reply_src: SocketAddr,
     reply_dst: SocketAddr,
-    reply_arrival: Arrival,
+    reply_protection: Protection,
     client: Vec<u8>,
     offer: IpsecOffer,
     ue: SocketAddr,
@@ -630,15 +612,8 @@ impl Registrar {
     fn resume_parked(&mut self, now: Instant) {
         while let Some((domain, _)) = self.resolver.poll_done() {
             for p in self.parked.remove(&domain).unwrap_or_default() {
-                let msg = Incoming {
-                    side: p.side,
-                    arrival: p.arrival,
-                    src: p.src,
-                    dst: p.dst,
-                    payload: &p.payload,
-                };
                 self.resuming = true;
-                self.handle_message(msg, now);
+                self.handle_message(p.msg.borrowed(), now);
                 self.resuming = false;
             }
         }
@@ -649,7 +624,7 @@ impl Registrar {
         &mut self,
         home: &str,
         m: &Message<'_>,
-        how: (Side, Arrival, SocketAddr, SocketAddr),
+        how: (Side, Protection, SocketAddr, SocketAddr),
         txn: Txn,
     ) -> bool {
         let key = home.trim_end_matches('.').to_ascii_lowercase();
@@ -659,11 +634,13 @@ impl Registrar {
         }
         self.stats.parked += 1;
         list.push(Parked {
-            side: how.0,
-            arrival: how.1,
-            src: how.2,
-            dst: how.3,
-            payload: m.buf.to_vec(),
+            msg: Datagram {
+                side: how.0,
+                protection: how.1,
+                src: how.2,
+                dst: how.3,
+                payload: m.buf.to_vec(),
+            },
             txn,
         });
         true
@@ -698,7 +675,7 @@ impl Registrar {
     pub fn handle_message(&mut self, msg: Incoming<'_>, now: Instant) {
         let Incoming {
             side,
-            arrival,
+            protection,
             src,
             dst,
             payload,
@@ -708,7 +685,7 @@ impl Registrar {
             return;
         };
         match (side, m.view().method()) {
-            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now),
+            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
             (Side::Core, None) => self.on_response(payload, src, now),
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
@@ -719,7 +696,7 @@ impl Registrar {
         &self,
         m: &Message<'_>,
         why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Arrival),
+        to: (SocketAddr, SocketAddr, Protection),
     ) -> Outgoing {
         let mut buf = vec![0u8; m.buf.len() + 1024];
         let n = rules::build_reject(m.view(), &why, b"pcscf", &self.cfg.prefs, &mut buf)
@@ -727,7 +704,7 @@ impl Registrar {
         buf.truncate(n);
         Outgoing {
             side: Side::Ue,
-            arrival: to.2,
+            protection: to.2,
             src: to.0,
             dst: to.1,
             payload: buf,
@@ -742,10 +719,10 @@ impl Registrar {
         &mut self,
         m: &Message<'_>,
         why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Arrival),
+        to: (SocketAddr, SocketAddr, Protection),
     ) {
         let o = self.reply_to(m, why, to);
-        if to.2 == Arrival::Plain && o.payload.len() > m.buf.len() {
+        if to.2 == Protection::Plain && o.payload.len() > m.buf.len() {
             self.stats.reflection_suppressed += 1;
             return;
         }
@@ -767,7 +744,7 @@ impl Registrar {
     fn on_register(
         &mut self,
         m: &Message<'_>,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         now: Instant,
@@ -775,7 +752,7 @@ impl Registrar {
         if !self.resuming {
             self.stats.registers_in += 1;
         }
-        let Some((binding, reply)) = self.reply_route(arrival, src, dst) else {
+        let Some((binding, reply)) = self.reply_route(protection, src, dst) else {
             return;
         };
         let info = match rules::check_register(m.view(), &self.cfg.prefs) {
@@ -788,7 +765,7 @@ impl Registrar {
         };
         let r = Register {
             m,
-            arrival,
+            protection,
             src,
             dst,
             reply,
@@ -817,12 +794,12 @@ impl Registrar {
     #[allow(clippy::type_complexity)]
     fn reply_route(
         &mut self,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
-    ) -> Option<(Option<u64>, (SocketAddr, SocketAddr, Arrival))> {
-        let Arrival::Protected { spi } = arrival else {
-            return Some((None, (dst, src, Arrival::Plain)));
+    ) -> Option<(Option<u64>, (SocketAddr, SocketAddr, Protection))> {
+        let Protection::Protected { spi } = protection else {
+            return Some((None, (dst, src, Protection::Plain)));
         };
         let Some(id) = self.binding_of(spi) else {
             self.stats.unknown_transaction += 1;
@@ -834,7 +811,7 @@ impl Registrar {
         };
         let from = SocketAddr::new(dst.ip(), set.port_pc);
         let to = SocketAddr::new(set.ue, set.port_us);
-        Some((Some(id), (from, to, Arrival::Protected { spi })))
+        Some((Some(id), (from, to, Protection::Protected { spi })))
     }
 
     /// Stage 2: TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was
@@ -875,7 +852,7 @@ impl Registrar {
             self.stats.retransmissions += 1;
             let o = Outgoing {
                 side: Side::Core,
-                arrival: Arrival::Plain,
+                protection: Protection::Plain,
                 src: self.cfg.core,
                 dst: p.next,
                 payload: p.forwarded.clone(),
@@ -896,7 +873,7 @@ impl Registrar {
     /// retransmits (RFC 3261 §17.1.2.2); it is what Kamailio's pike module setups do. Then the
     /// transaction budget of its class (see `pending_plain`): 503 past it (RFC 3261 §21.5.4).
     fn admit(&mut self, r: &Register<'_, '_>, impi: &[u8]) -> bool {
-        if r.arrival == Arrival::Plain && !self.resuming {
+        if r.protection == Protection::Plain && !self.resuming {
             if !self.source_limit.allow(&r.src.ip(), r.now) {
                 self.stats.rate_limited_source += 1;
                 return false;
@@ -906,7 +883,7 @@ impl Registrar {
                 return false;
             }
         }
-        let in_class = if r.arrival == Arrival::Plain {
+        let in_class = if r.protection == Protection::Plain {
             self.pending_plain
         } else {
             self.pending.len() - self.pending_plain.min(self.pending.len())
@@ -957,7 +934,7 @@ impl Registrar {
                 if self.park(
                     &home,
                     r.m,
-                    (Side::Ue, r.arrival, r.src, r.dst),
+                    (Side::Ue, r.protection, r.src, r.dst),
                     r.txn.clone(),
                 ) =>
             {
@@ -989,7 +966,7 @@ impl Registrar {
         let mut client = vec![0u8; r.m.buf.len()]; // (the values cannot outgrow the message)
         let n = rules::copy_security_client(r.m.view(), &mut client).unwrap_or(0);
         client.truncate(n);
-        let (Some(id), Arrival::Protected { spi }) = (r.binding, r.arrival) else {
+        let (Some(id), Protection::Protected { spi }) = (r.binding, r.protection) else {
             return Some(client);
         };
         let b = self.bindings.get(&id);
@@ -1052,7 +1029,7 @@ impl Registrar {
         }
         let payload = ed.as_bytes().to_vec();
         self.by_txn.insert(r.txn.clone(), branch);
-        if r.arrival == Arrival::Plain {
+        if r.protection == Protection::Plain {
             self.pending_plain += 1;
         }
         if let Some(b) = self.bindings.get_mut(&id) {
@@ -1066,7 +1043,7 @@ impl Registrar {
                 txn: r.txn.clone(),
                 reply_src: r.reply.0,
                 reply_dst: r.reply.1,
-                reply_arrival: r.reply.2,
+                reply_protection: r.reply.2,
                 client,
                 offer: info.offer,
                 ue: r.src,
@@ -1080,7 +1057,7 @@ impl Registrar {
         self.stats.forwarded += 1;
         self.transmits.push_back(Outgoing {
             side: Side::Core,
-            arrival: Arrival::Plain,
+            protection: Protection::Plain,
             src: self.cfg.core,
             dst: next,
             payload,
@@ -1169,9 +1146,9 @@ impl Registrar {
             return;
         }
         // The SA set the REGISTER arrived on, if it came protected.
-        let came_on = match p.reply_arrival {
-            Arrival::Protected { spi } => Some(spi),
-            Arrival::Plain => None,
+        let came_on = match p.reply_protection {
+            Protection::Protected { spi } => Some(spi),
+            Protection::Plain => None,
         };
         match status {
             401 => match self.on_401(&mut ed, &p, now) {
@@ -1198,7 +1175,7 @@ impl Registrar {
         }
         self.transmits.push_back(Outgoing {
             side: Side::Ue,
-            arrival: p.reply_arrival,
+            protection: p.reply_protection,
             src: p.reply_src,
             dst: p.reply_dst,
             payload: ed.as_bytes().to_vec(),
@@ -1258,7 +1235,7 @@ impl Registrar {
 
     /// A transaction left `pending` (answered or timed out): its other indexes follow.
     fn forget_pending(&mut self, branch: u64, p: &Pending) {
-        if p.reply_arrival == Arrival::Plain {
+        if p.reply_protection == Protection::Plain {
             self.pending_plain = self.pending_plain.saturating_sub(1);
         }
         if self.by_txn.get(&p.txn) == Some(&branch) {
@@ -1427,7 +1404,7 @@ impl Registrar {
         buf.truncate(n);
         Some(Outgoing {
             side: Side::Ue,
-            arrival: p.reply_arrival,
+            protection: p.reply_protection,
             src: p.reply_src,
             dst: p.reply_dst,
             payload: buf,
@@ -1463,7 +1440,7 @@ impl Registrar {
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
         // (TS 33.203 §7.4).
-        let (src, dst, arrival) = match self
+        let (src, dst, protection) = match self
             .bindings
             .get(&p.binding)
             .and_then(|b| b.current.as_ref())
@@ -1471,13 +1448,13 @@ impl Registrar {
             Some(c) if came_on.is_some() => (
                 SocketAddr::new(p.reply_src.ip(), c.port_pc),
                 SocketAddr::new(c.ue, c.port_us),
-                Arrival::Protected { spi: c.spi_pc },
+                Protection::Protected { spi: c.spi_pc },
             ),
-            _ => (p.reply_src, p.reply_dst, p.reply_arrival),
+            _ => (p.reply_src, p.reply_dst, p.reply_protection),
         };
         self.transmits.push_back(Outgoing {
             side: Side::Ue,
-            arrival,
+            protection,
             src,
             dst,
             payload: ed.as_bytes().to_vec(),
