@@ -141,6 +141,9 @@ pub type Incoming<'a> = Datagram<&'a [u8]>;
 /// outbound SA of the flow `src` → `dst`.
 pub type Outgoing = Datagram<Vec<u8>>;
 
+/// Where and how an answer to a UE goes, before its bytes exist.
+type Reply = Datagram<()>;
+
 /// Counters of the registration thread, by outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegistrarStats {
@@ -374,8 +377,8 @@ struct Register<'a, 'm> {
     protection: Protection,
     src: SocketAddr,
     dst: SocketAddr,
-    /// Where its answer goes: (from, to, how).
-    reply: (SocketAddr, SocketAddr, Protection),
+    /// Where its answer goes, and how.
+    reply: Reply,
     /// The binding of the SA set it came over (protected).
     binding: Option<u64>,
     txn: Txn,
@@ -390,9 +393,7 @@ struct Pending {
     /// Its key in `by_txn`.
     txn: Txn,
     /// Where the response goes, and how.
-    reply_src: SocketAddr,
-    reply_dst: SocketAddr,
-    reply_protection: Protection,
+    reply: Reply,
     client: Vec<u8>,
     offer: IpsecOffer,
     ue: SocketAddr,
@@ -620,13 +621,7 @@ impl Registrar {
     }
 
     /// Hold `m` until its home domain resolves; false if that domain has no room left.
-    fn park(
-        &mut self,
-        home: &str,
-        m: &Message<'_>,
-        how: (Side, Protection, SocketAddr, SocketAddr),
-        txn: Txn,
-    ) -> bool {
+    fn park(&mut self, home: &str, m: &Message<'_>, how: Datagram<()>, txn: Txn) -> bool {
         let key = home.trim_end_matches('.').to_ascii_lowercase();
         let list = self.parked.entry(key).or_default();
         if list.len() >= MAX_PARKED_PER_DOMAIN {
@@ -634,13 +629,7 @@ impl Registrar {
         }
         self.stats.parked += 1;
         list.push(Parked {
-            msg: Datagram {
-                side: how.0,
-                protection: how.1,
-                src: how.2,
-                dst: how.3,
-                payload: m.buf.to_vec(),
-            },
+            msg: how.with_payload(m.buf.to_vec()),
             txn,
         });
         true
@@ -692,37 +681,21 @@ impl Registrar {
         }
     }
 
-    fn reply_to(
-        &self,
-        m: &Message<'_>,
-        why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Protection),
-    ) -> Outgoing {
+    fn reply_to(&self, m: &Message<'_>, why: rules::Reject, to: Reply) -> Outgoing {
         let mut buf = vec![0u8; m.buf.len() + 1024];
         let n = rules::build_reject(m.view(), &why, b"pcscf", &self.cfg.prefs, &mut buf)
             .unwrap_or_default();
         buf.truncate(n);
-        Outgoing {
-            side: Side::Ue,
-            protection: to.2,
-            src: to.0,
-            dst: to.1,
-            payload: buf,
-        }
+        to.with_payload(buf)
     }
 
     /// Answer a REGISTER with an error. An unprotected REGISTER's source may be spoofed, so its
     /// answer is not sent when larger than the request: no amplification toward a victim (the
     /// 494's Security-Server list and the To tag can make it so; a real phone's REGISTER is
     /// larger than any of our error answers).
-    fn answer(
-        &mut self,
-        m: &Message<'_>,
-        why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Protection),
-    ) {
+    fn answer(&mut self, m: &Message<'_>, why: rules::Reject, to: Reply) {
         let o = self.reply_to(m, why, to);
-        if to.2 == Protection::Plain && o.payload.len() > m.buf.len() {
+        if to.protection == Protection::Plain && o.payload.len() > m.buf.len() {
             self.stats.reflection_suppressed += 1;
             return;
         }
@@ -791,15 +764,21 @@ impl Registrar {
     /// Stage 1: the binding a protected REGISTER's SA set belongs to, and where the answer
     /// goes: unprotected back from 5060; protected over SA2 (our port-c → the UE's port-s),
     /// TS 33.203 §7.1. `None`: an SA we do not know (counted).
-    #[allow(clippy::type_complexity)]
     fn reply_route(
         &mut self,
         protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
-    ) -> Option<(Option<u64>, (SocketAddr, SocketAddr, Protection))> {
+    ) -> Option<(Option<u64>, Reply)> {
+        let reply = |src, dst, protection| Datagram {
+            side: Side::Ue,
+            protection,
+            src,
+            dst,
+            payload: (),
+        };
         let Protection::Protected { spi } = protection else {
-            return Some((None, (dst, src, Protection::Plain)));
+            return Some((None, reply(dst, src, Protection::Plain)));
         };
         let Some(id) = self.binding_of(spi) else {
             self.stats.unknown_transaction += 1;
@@ -811,7 +790,7 @@ impl Registrar {
         };
         let from = SocketAddr::new(dst.ip(), set.port_pc);
         let to = SocketAddr::new(set.ue, set.port_us);
-        Some((Some(id), (from, to, Protection::Protected { spi })))
+        Some((Some(id), reply(from, to, Protection::Protected { spi })))
     }
 
     /// Stage 2: TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was
@@ -934,7 +913,13 @@ impl Registrar {
                 if self.park(
                     &home,
                     r.m,
-                    (Side::Ue, r.protection, r.src, r.dst),
+                    Datagram {
+                        side: Side::Ue,
+                        protection: r.protection,
+                        src: r.src,
+                        dst: r.dst,
+                        payload: (),
+                    },
                     r.txn.clone(),
                 ) =>
             {
@@ -1041,9 +1026,7 @@ impl Registrar {
                 binding: id,
                 impi: info.impi.into(),
                 txn: r.txn.clone(),
-                reply_src: r.reply.0,
-                reply_dst: r.reply.1,
-                reply_protection: r.reply.2,
+                reply: r.reply,
                 client,
                 offer: info.offer,
                 ue: r.src,
@@ -1146,7 +1129,7 @@ impl Registrar {
             return;
         }
         // The SA set the REGISTER arrived on, if it came protected.
-        let came_on = match p.reply_protection {
+        let came_on = match p.reply.protection {
             Protection::Protected { spi } => Some(spi),
             Protection::Plain => None,
         };
@@ -1173,13 +1156,8 @@ impl Registrar {
                 }
             }
         }
-        self.transmits.push_back(Outgoing {
-            side: Side::Ue,
-            protection: p.reply_protection,
-            src: p.reply_src,
-            dst: p.reply_dst,
-            payload: ed.as_bytes().to_vec(),
-        });
+        self.transmits
+            .push_back(p.reply.with_payload(ed.as_bytes().to_vec()));
     }
 
     /// Stage 1 of a final response: the pending transaction its top Via branch names, taken
@@ -1235,7 +1213,7 @@ impl Registrar {
 
     /// A transaction left `pending` (answered or timed out): its other indexes follow.
     fn forget_pending(&mut self, branch: u64, p: &Pending) {
-        if p.reply_protection == Protection::Plain {
+        if p.reply.protection == Protection::Plain {
             self.pending_plain = self.pending_plain.saturating_sub(1);
         }
         if self.by_txn.get(&p.txn) == Some(&branch) {
@@ -1402,13 +1380,7 @@ impl Registrar {
             &mut buf,
         )?;
         buf.truncate(n);
-        Some(Outgoing {
-            side: Side::Ue,
-            protection: p.reply_protection,
-            src: p.reply_src,
-            dst: p.reply_dst,
-            payload: buf,
-        })
+        Some(p.reply.with_payload(buf))
     }
 
     /// A 200: only a REGISTER that came over one of the binding's SA sets changes the
@@ -1440,25 +1412,22 @@ impl Registrar {
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
         // (TS 33.203 §7.4).
-        let (src, dst, protection) = match self
+        let to = match self
             .bindings
             .get(&p.binding)
             .and_then(|b| b.current.as_ref())
         {
-            Some(c) if came_on.is_some() => (
-                SocketAddr::new(p.reply_src.ip(), c.port_pc),
-                SocketAddr::new(c.ue, c.port_us),
-                Protection::Protected { spi: c.spi_pc },
-            ),
-            _ => (p.reply_src, p.reply_dst, p.reply_protection),
+            Some(c) if came_on.is_some() => Datagram {
+                side: Side::Ue,
+                protection: Protection::Protected { spi: c.spi_pc },
+                src: SocketAddr::new(p.reply.src.ip(), c.port_pc),
+                dst: SocketAddr::new(c.ue, c.port_us),
+                payload: (),
+            },
+            _ => p.reply,
         };
-        self.transmits.push_back(Outgoing {
-            side: Side::Ue,
-            protection,
-            src,
-            dst,
-            payload: ed.as_bytes().to_vec(),
-        });
+        self.transmits
+            .push_back(to.with_payload(ed.as_bytes().to_vec()));
     }
 
     /// The sets of a 200 to a REGISTER that came over SA `spi` of `binding`: its temporary set

@@ -53,6 +53,19 @@ pub struct Datagram<P> {
     pub payload: P,
 }
 
+impl<P> Datagram<P> {
+    /// The same addressing with another payload (an answer's bytes once they are built).
+    pub fn with_payload<Q>(self, payload: Q) -> Datagram<Q> {
+        Datagram {
+            side: self.side,
+            protection: self.protection,
+            src: self.src,
+            dst: self.dst,
+            payload,
+        }
+    }
+}
+
 impl<P: AsRef<[u8]>> Datagram<P> {
     /// The same message borrowing its bytes (an owned one run again as if punted).
     pub fn borrowed(&self) -> Datagram<&[u8]> {
