@@ -27,15 +27,12 @@ pub fn small_table() -> (pcscf::satable::SaWriter, pcscf::satable::SaReader) {
 
 /// The P-CSCF identity and algorithm preferences of the SIP benchmarks (`bench/sip.rs`,
 /// `perf/sip_loop.rs`).
-pub const PREFS: &[(pcscf::sip::headers::Alg, pcscf::sip::headers::Ealg)] = &[
+pub const PREFS: &[(pcscf::esp::IntegAlg, pcscf::esp::EncAlg)] = &[
     (
-        pcscf::sip::headers::Alg::HmacSha1_96,
-        pcscf::sip::headers::Ealg::AesCbc,
+        pcscf::esp::IntegAlg::HmacSha1_96,
+        pcscf::esp::EncAlg::AesCbc,
     ),
-    (
-        pcscf::sip::headers::Alg::HmacMd5_96,
-        pcscf::sip::headers::Ealg::Null,
-    ),
+    (pcscf::esp::IntegAlg::HmacMd5_96, pcscf::esp::EncAlg::Null),
 ];
 static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
     pcscf::sip::OwnUris::new(

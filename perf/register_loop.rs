@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, digest, sqn::UeSqnState, ue::Usim};
 use pcscf::control::registrar::{Incoming, MAX_PENDING, Outgoing, Registrar, RegistrarConfig};
-use pcscf::dataplane::queue::Arrival;
+use pcscf::dataplane::queue::Protection;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;
 use pcscf::satable::{SaTableConfig, sa_table};
 use pcscf::sim::core::{CoreSim, TEST_K, TEST_OPC};
-use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
+use pcscf::sip::headers::{Digest, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
@@ -61,7 +62,7 @@ impl Timed<'_> {
     fn feed(
         &mut self,
         side: Side,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         p: &[u8],
@@ -69,7 +70,7 @@ impl Timed<'_> {
         self.out.clear();
         let msg = Incoming {
             side,
-            arrival,
+            protection,
             src,
             dst,
             payload: p,
@@ -90,8 +91,8 @@ fn main() {
     let suite = args.next().unwrap_or_else(|| "null/aes-gcm".into());
     let (a, e) = suite.split_once('/').expect("suite alg/ealg");
     let pref = (
-        Alg::from_token(a.as_bytes()).expect("alg"),
-        Ealg::from_token(e.as_bytes()).expect("ealg"),
+        IntegAlg::from_token(a.as_bytes()).expect("alg"),
+        EncAlg::from_token(e.as_bytes()).expect("ealg"),
     );
     let cap = (4 * n as u32 + 1024).next_power_of_two();
     let (writer, _reader) = sa_table(SaTableConfig {
@@ -145,14 +146,14 @@ fn main() {
         // 1. unprotected REGISTER → the I-CSCF
         let fwd = t.feed(
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             ue,
             pcscf,
             &register(i, 1, &auth, ""),
         );
         // 2. the core's 401 → the UE, SAs installed
         let c401 = core_sim.handle(&fwd.payload).expect("401");
-        let to_ue = t.feed(Side::Core, Arrival::Plain, icscf, core, &c401);
+        let to_ue = t.feed(Side::Core, Protection::Plain, icscf, core, &c401);
         // 3. the UE: RES from the nonce, Security-Verify = Security-Server
         let m = Message::parse(&to_ue.payload).unwrap();
         let v = m.view();
@@ -184,14 +185,14 @@ fn main() {
         // 4. protected REGISTER (arrived over SA1: UE port-c → our port-s) → the I-CSCF
         let fwd2 = t.feed(
             Side::Ue,
-            Arrival::Protected { spi: offer.spi_s },
+            Protection::Protected { spi: offer.spi_s },
             SocketAddr::new(ue.ip(), 6100),
             SocketAddr::new(pcscf.ip(), offer.port_s),
             &register(i, 2, &auth2, &verify),
         );
         // 5. the core's 200 → the UE over SA2, registration published
         let c200 = core_sim.handle(&fwd2.payload).expect("200");
-        let ok = t.feed(Side::Core, Arrival::Plain, icscf, core, &c200);
+        let ok = t.feed(Side::Core, Protection::Plain, icscf, core, &c200);
         assert!(ok.payload.starts_with(b"SIP/2.0 200"));
     }
     let spent = t.spent;

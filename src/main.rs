@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
@@ -252,9 +252,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mut ed = Editor::new(&mut frame, 512, 512 + data.len())?;
             ed.view().validate()?;
             let prefs = [
-                (Alg::HmacSha1_96, Ealg::AesCbc),
-                (Alg::HmacSha1_96, Ealg::Null),
-                (Alg::HmacMd5_96, Ealg::Null),
+                (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
+                (IntegAlg::HmacSha1_96, EncAlg::Null),
+                (IntegAlg::HmacMd5_96, EncAlg::Null),
             ];
             if let Err(r) = rules::check_register(ed.view(), &prefs) {
                 return Err(format!("rejected: {} {} ({:?})", r.code, r.reason, r.why).into());

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pcscf::dataplane::classify::{self, L4};
-use pcscf::dataplane::queue::{Arrival, MsgQueue};
+use pcscf::dataplane::queue::{Datagram, MsgQueue, Protection};
 use pcscf::dataplane::stats::{DropReason, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};
 use pcscf::io::Side;
@@ -82,10 +82,10 @@ fn register_is_punted_with_its_source() {
     );
     assert_eq!(w.poll_once(), 1);
     let b = punt.pop().expect("punted");
-    assert_eq!(b.payload(), REGISTER);
+    assert_eq!(b.bytes(), REGISTER);
     assert_eq!(
-        (b.side, b.arrival, b.src),
-        (Side::Ue, Arrival::Plain, addr("10.46.0.6:5060"))
+        (b.side, b.protection, b.src),
+        (Side::Ue, Protection::Plain, addr("10.46.0.6:5060"))
     );
     assert_eq!(w.stats().punted, 1);
     assert!(w.io().take_sent().is_empty());
@@ -373,9 +373,9 @@ mod protected {
         );
         assert_eq!(s.drops[DropReason::UnknownSpi as usize], 1);
         let b = punt.pop().unwrap();
-        assert_eq!(b.arrival, Arrival::Protected { spi });
+        assert_eq!(b.protection, Protection::Protected { spi });
         assert_eq!(b.src, addr("10.46.0.6:7004"));
-        assert_eq!(b.payload(), REGISTER, "decrypted in place, byte for byte");
+        assert_eq!(b.bytes(), REGISTER, "decrypted in place, byte for byte");
         // the bad packets did not hurt the SA: the next good packet still goes through
         w.io()
             .inject(Side::Ue, &esp_packet(&tx, 7004, 5103, REGISTER));
@@ -427,33 +427,39 @@ mod inject {
         let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
         inject
             .push(
-                Side::Ue,
-                Arrival::Protected { spi: 0 },
-                addr("10.46.0.1:5102"),
-                addr("10.46.0.6:7005"),
+                Datagram {
+                    side: Side::Ue,
+                    protection: Protection::Protected { spi: 0 },
+                    src: addr("10.46.0.1:5102"),
+                    dst: addr("10.46.0.6:7005"),
+                    payload: ok,
+                },
                 0,
-                ok,
             )
             .unwrap();
         inject
             .push(
-                Side::Core,
-                Arrival::Plain,
-                addr("10.0.1.10:5060"),
-                addr("10.0.1.20:5060"),
+                Datagram {
+                    side: Side::Core,
+                    protection: Protection::Plain,
+                    src: addr("10.0.1.10:5060"),
+                    dst: addr("10.0.1.20:5060"),
+                    payload: REGISTER,
+                },
                 0,
-                REGISTER,
             )
             .unwrap();
         // a protected message to a flow with no SA is not sent in the clear
         inject
             .push(
-                Side::Ue,
-                Arrival::Protected { spi: 0 },
-                addr("10.46.0.1:5102"),
-                addr("10.46.0.9:7005"),
+                Datagram {
+                    side: Side::Ue,
+                    protection: Protection::Protected { spi: 0 },
+                    src: addr("10.46.0.1:5102"),
+                    dst: addr("10.46.0.9:7005"),
+                    payload: ok,
+                },
                 0,
-                ok,
             )
             .unwrap();
         w.poll_once();

@@ -90,7 +90,7 @@ impl Attacker {
             &empty_auth(IMPI),
         );
         let c = challenge(&udp, reg1.as_bytes(), pcscf, &mut usim, deadline)?;
-        let (alg, ealg) = (c.mech.alg.as_str(), c.mech.ealg.as_str());
+        let (alg, ealg) = (c.mech.alg.token(), c.mech.ealg.token());
         let (ck, ik) = (*c.auth.ck.as_bytes(), *c.auth.ik.as_bytes());
         let sa1 = Sa::from_aka(c.mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default())
             .map_err(|e| format!("{e:?}"))?;
@@ -557,7 +557,7 @@ fn one_hostile_ue_among_twenty_honest_ones() {
     );
     assert_eq!(reg("reflection_suppressed"), 1);
     // The per-IMPI limit takes 10 at once, then 1 each 2 s: 3 or 4 of 14 (as the flood's
-    // arrival happens to straddle a refill).
+    // protection happens to straddle a refill).
     assert!(
         (3..=4).contains(&reg("rate_limited_impi")),
         "the per-IMPI limit bit: {all:?}"

@@ -4,7 +4,7 @@
 
 use pcscf::aka::digest::HexDigest;
 use pcscf::aka::{Ck, Ik, KeyOutputs, Res};
-use pcscf::dataplane::queue::{Arrival, MsgQueue};
+use pcscf::dataplane::queue::{Datagram, MsgQueue, Protection};
 use pcscf::io::Side;
 use pcscf::sip::rules::AkaKeys;
 use zeroize::ZeroizeOnDrop;
@@ -42,18 +42,37 @@ fn recycled_punt_buffer_keeps_no_ck_ik() {
     let a = "127.0.0.1:5060".parse().unwrap();
     let ck = "ck=\"000102030405060708090a0b0c0d0e0f\", ik=\"101112131415161718191a1b1c1d1e1f\"";
     let msg = format!("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest {ck}\r\n\r\n");
-    q.push(Side::Core, Arrival::Plain, a, a, 0, msg.as_bytes())
-        .unwrap();
+    q.push(
+        Datagram {
+            side: Side::Core,
+            protection: Protection::Plain,
+            src: a,
+            dst: a,
+            payload: msg.as_bytes(),
+        },
+        0,
+    )
+    .unwrap();
     let b = q.pop().unwrap();
-    assert_eq!(b.payload(), msg.as_bytes());
+    assert_eq!(b.bytes(), msg.as_bytes());
     q.recycle(b);
     // the one buffer again, now with a short message
-    q.push(Side::Core, Arrival::Plain, a, a, 0, b"x").unwrap();
+    q.push(
+        Datagram {
+            side: Side::Core,
+            protection: Protection::Plain,
+            src: a,
+            dst: a,
+            payload: b"x",
+        },
+        0,
+    )
+    .unwrap();
     let b = q.pop().unwrap();
-    assert_eq!(b.payload(), b"x");
+    assert_eq!(b.bytes(), b"x");
     assert!(
-        b.data[1..].iter().all(|&x| x == 0),
+        b.payload.data[1..].iter().all(|&x| x == 0),
         "stale bytes: {:?}",
-        String::from_utf8_lossy(&b.data[..msg.len()])
+        String::from_utf8_lossy(&b.payload.data[..msg.len()])
     );
 }

@@ -14,12 +14,13 @@ use std::time::Instant;
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::classify;
-use pcscf::dataplane::queue::Arrival;
+use pcscf::dataplane::queue::Protection;
 use pcscf::dataplane::stats::DropReason;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
-use pcscf::sip::headers::{Alg, Digest, Ealg, NameAddr, SecMechanism, Via};
+use pcscf::sip::headers::{Digest, NameAddr, SecMechanism, Via};
 use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
@@ -136,7 +137,7 @@ impl World {
     fn feed(
         &mut self,
         side: Side,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
@@ -144,7 +145,7 @@ impl World {
         let mut out = Vec::new();
         let msg = Incoming {
             side,
-            arrival,
+            protection,
             src,
             dst,
             payload,
@@ -158,7 +159,7 @@ impl World {
     fn first(&mut self, shape: &str, text: &str, src_port: u16) -> Vec<Outgoing> {
         let src = SocketAddr::new(ue_ip(shape), src_port);
         let dst = SocketAddr::new(pcscf_ip(shape), 5060);
-        self.feed(Side::Ue, Arrival::Plain, src, dst, text.as_bytes())
+        self.feed(Side::Ue, Protection::Plain, src, dst, text.as_bytes())
     }
 }
 
@@ -328,15 +329,21 @@ fn register(shape: &str, spi_c: u32) -> String {
         hex(av.ik.as_bytes())
     );
     let resp = core_answer(&fwd.payload, 401, "Unauthorized", &www);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &resp);
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        addr(ICSCF),
+        addr(CORE),
+        &resp,
+    );
     assert_eq!(out.len(), 1, "{shape}: {:?}", w.reg.stats);
     let to_ue = &out[0];
     let ue = SocketAddr::new(ue_ip(shape), nat_port);
     assert_eq!(
-        (to_ue.side, to_ue.arrival, to_ue.src, to_ue.dst),
+        (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
         (
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             SocketAddr::new(pcscf_ip(shape), 5060),
             ue
         ),
@@ -363,7 +370,7 @@ fn register(shape: &str, spi_c: u32) -> String {
         .unwrap();
     assert_eq!(
         (mech.alg, mech.ealg),
-        (Alg::HmacSha1_96, Ealg::AesCbc),
+        (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
         "{shape}"
     );
     assert!((5100..=5199).contains(&mech.port_s));
@@ -386,7 +393,7 @@ fn register(shape: &str, spi_c: u32) -> String {
     }
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         SocketAddr::new(ue_ip(shape), 7004),
         SocketAddr::new(pcscf_ip(shape), mech.port_s),
         reg2.as_bytes(),
@@ -410,13 +417,13 @@ fn register(shape: &str, spi_c: u32) -> String {
         if v6(shape) { "[fd00:211::2]" } else { UE_V4 }
     );
     let ok = core_answer(&fwd.payload, 200, "OK", &contact);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &ok);
+    let out = w.feed(Side::Core, Protection::Plain, addr(ICSCF), addr(CORE), &ok);
     assert_eq!(out.len(), 1, "{shape}");
     assert_eq!(
         Message::parse(&out[0].payload).unwrap().view().status(),
         Some(200)
     );
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(w.reg.registrations(), 1, "{shape}");
     w.reg.check_sa_invariants().unwrap();
     reg2
@@ -622,7 +629,13 @@ fn no_authorization_binds_the_set_to_the_derived_impi() {
         hex(av.ik.as_bytes())
     );
     let resp = core_answer(&fwd, 401, "Unauthorized", &www);
-    let out = w.feed(Side::Core, Arrival::Plain, addr(ICSCF), addr(CORE), &resp);
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        addr(ICSCF),
+        addr(CORE),
+        &resp,
+    );
     let server = header(&out[0].payload, HeaderName::SecurityServer).unwrap();
     let mech = SecMechanism::parse(server.as_bytes())
         .unwrap()
@@ -635,7 +648,7 @@ fn no_authorization_binds_the_set_to_the_derived_impi() {
     );
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         SocketAddr::new(UE_V4.parse().unwrap(), 7004),
         SocketAddr::new(PCSCF_V4.parse().unwrap(), mech.port_s),
         reg2.as_bytes(),

@@ -10,11 +10,12 @@ use pcscf::control::keylog::{KeyLog, SaSecret};
 use pcscf::control::registrar::{
     Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
 };
-use pcscf::dataplane::queue::Arrival;
+use pcscf::dataplane::queue::Protection;
 use pcscf::esp::SaOptions;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;
 use pcscf::satable::SaReader;
-use pcscf::sip::headers::{Alg, Digest, Ealg, SecMechanism};
+use pcscf::sip::headers::{Digest, SecMechanism};
 use pcscf::sip::{HeaderName, Message};
 
 mod ims_support;
@@ -61,7 +62,7 @@ impl World {
     fn feed(
         &mut self,
         side: Side,
-        arrival: Arrival,
+        protection: Protection,
         src: &str,
         dst: &str,
         payload: &[u8],
@@ -69,7 +70,7 @@ impl World {
         let mut out = Vec::new();
         let msg = Incoming {
             side,
-            arrival,
+            protection,
             src: addr(src),
             dst: addr(dst),
             payload,
@@ -95,7 +96,7 @@ struct Challenge {
 fn challenge(w: &mut World) -> Challenge {
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         REGISTER1.as_bytes(),
@@ -130,7 +131,7 @@ fn challenge(w: &mut World) -> Challenge {
     let resp = core_answer(&fwd.payload, 401, "Unauthorized", &www);
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
@@ -138,10 +139,10 @@ fn challenge(w: &mut World) -> Challenge {
     assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
     let to_ue = &out[0];
     assert_eq!(
-        (to_ue.side, to_ue.arrival, to_ue.src, to_ue.dst),
+        (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
         (
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             addr("10.46.0.1:5060"),
             addr("10.46.0.6:5060")
         ),
@@ -157,7 +158,10 @@ fn challenge(w: &mut World) -> Challenge {
         .unwrap()
         .ipsec()
         .unwrap();
-    assert_eq!((mech.alg, mech.ealg), (Alg::HmacSha1_96, Ealg::AesCbc));
+    assert_eq!(
+        (mech.alg, mech.ealg),
+        (IntegAlg::HmacSha1_96, EncAlg::AesCbc)
+    );
     assert!(mech.spi_c >= 4096 && mech.spi_s >= 4096 && mech.spi_c != mech.spi_s);
     Challenge {
         out_401: to_ue.payload.clone(),
@@ -201,7 +205,7 @@ fn registration_end_to_end() {
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -233,7 +237,7 @@ fn registration_end_to_end() {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -249,7 +253,7 @@ fn registration_end_to_end() {
         ),
         "the 200 goes over SA2: our port-c to the UE's port-s"
     );
-    assert!(matches!(to_ue.arrival, Arrival::Protected { .. }));
+    assert!(matches!(to_ue.protection, Protection::Protected { .. }));
     assert_eq!(
         Message::parse(&to_ue.payload).unwrap().view().status(),
         Some(200)
@@ -300,7 +304,7 @@ fn security_verify_mismatch_is_refused_over_the_sa_and_not_forwarded() {
     let reg2 = protected_register(&c.nonce, &got.res, &forged);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -311,7 +315,7 @@ fn security_verify_mismatch_is_refused_over_the_sa_and_not_forwarded() {
         Message::parse(&out[0].payload).unwrap().view().status(),
         Some(494)
     );
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(w.reg.stats.verify_mismatch, 1);
 }
 
@@ -323,7 +327,7 @@ fn wrong_res_removes_the_temporary_set() {
     let reg2 = protected_register(&c.nonce, &wrong, &c.server);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -332,7 +336,7 @@ fn wrong_res_removes_the_temporary_set() {
     let forbidden = core_answer(&fwd.payload, 403, "Forbidden", "");
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &forbidden,
@@ -343,7 +347,7 @@ fn wrong_res_removes_the_temporary_set() {
         Some(403)
     );
     // the 403 goes back over the temporary SA2, which is still there for it...
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
     assert!(
         w.sas
@@ -394,7 +398,7 @@ fn register_flood_is_capped_with_503() {
         let m = REGISTER1.replace("a84b4c76e66710-", &format!("flood{n}-"));
         w.feed(
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             "10.46.0.6:5060",
             "10.46.0.1:5060",
             m.as_bytes(),
@@ -434,7 +438,7 @@ fn register_without_security_client_gets_494() {
     let bad = format!("{}{}", &REGISTER1[..start], &REGISTER1[end..]);
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         bad.as_bytes(),
@@ -457,7 +461,7 @@ fn register(w: &mut World) -> Challenge {
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -470,7 +474,7 @@ fn register(w: &mut World) -> Challenge {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -501,7 +505,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     .replacen("CSeq: 1 REGISTER", "CSeq: 3 REGISTER", 1);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: first.spi_ps },
+        Protection::Protected { spi: first.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", first.port_ps),
         rereg.as_bytes(),
@@ -525,14 +529,14 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
     );
     assert_eq!(out.len(), 1);
     // the 401 goes over the current set: our port-c → the UE's port-s
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(out[0].src, addr(&format!("10.46.0.1:{}", first.port_pc)));
     assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
     let server = header(&out[0].payload, HeaderName::SecurityServer).unwrap();
@@ -571,7 +575,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     .replacen("CSeq: 2 REGISTER", "CSeq: 4 REGISTER", 1);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         "10.46.0.6:7006",
         &format!("10.46.0.1:{}", mech.port_s),
         reg.as_bytes(),
@@ -586,7 +590,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -633,7 +637,7 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
     .replacen(";expires=600000", ";expires=0", 1);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         dereg.as_bytes(),
@@ -647,13 +651,13 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
     );
     // The 200 goes out over the SA, which is still there when the worker sends it...
-    assert!(matches!(out[0].arrival, Arrival::Protected { .. }));
+    assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(out[0].dst, addr("10.46.0.6:7005"));
     assert!(
         w.sas
@@ -698,7 +702,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         own_hosts: vec!["pcscf.ims.mnc001.mcc001.3gppnetwork.org".into()],
         visited_network_id: "\"Visited\"".into(),
         orig_ioi: "visited.test".into(),
-        prefs: vec![(Alg::HmacSha1_96, Ealg::AesCbc)],
+        prefs: vec![(IntegAlg::HmacSha1_96, EncAlg::AesCbc)],
         sa_options: SaOptions::default(),
         max_pending: 8,
     };
@@ -709,7 +713,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
     let mut out = Vec::new();
     let msg = Incoming {
         side: Side::Ue,
-        arrival: Arrival::Plain,
+        protection: Protection::Plain,
         src: addr(ue),
         dst: addr("[2001:db8:46::1]:5060"),
         payload: reg6,
@@ -731,7 +735,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
     let mut out2 = Vec::new();
     let msg = Incoming {
         side: Side::Core,
-        arrival: Arrival::Plain,
+        protection: Protection::Plain,
         src: addr("10.0.1.20:5060"),
         dst: addr("10.0.1.10:5060"),
         payload: &resp,
@@ -781,7 +785,7 @@ fn register_as(
     }
     w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         src,
         "10.46.0.1:5060",
         m.as_bytes(),
@@ -794,7 +798,7 @@ fn challenge_401(w: &mut World, fwd: &[u8]) -> Vec<Outgoing> {
     let resp = core_answer(fwd, 401, "Unauthorized", www);
     w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
@@ -820,7 +824,7 @@ fn protected_register_with_another_impi_is_refused() {
     .replacen("Expires: 600000", "Expires: 0", 1);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         dereg.as_bytes(),
@@ -850,7 +854,7 @@ fn challenges_never_leak_sa_slots() {
         .replacen("CSeq: 2 REGISTER", &format!("CSeq: {} REGISTER", 10 + n), 1);
         let out = w.feed(
             Side::Ue,
-            Arrival::Protected { spi: c.spi_ps },
+            Protection::Protected { spi: c.spi_ps },
             "10.46.0.6:7004",
             &format!("10.46.0.1:{}", c.port_ps),
             rereg.as_bytes(),
@@ -871,7 +875,7 @@ fn challenges_never_leak_sa_slots() {
         );
         let out = w.feed(
             Side::Core,
-            Arrival::Plain,
+            Protection::Plain,
             "10.0.1.20:5060",
             "10.0.1.10:5060",
             &resp,
@@ -910,7 +914,7 @@ fn another_address_cannot_hijack_a_challenge_in_progress() {
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -924,7 +928,7 @@ fn another_address_cannot_hijack_a_challenge_in_progress() {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -1061,7 +1065,7 @@ fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
@@ -1074,7 +1078,7 @@ fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
     );
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -1113,7 +1117,7 @@ fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
     .replacen("Expires: 600000", "Expires: 0", 1);
     let out = w.feed(
         Side::Ue,
-        Arrival::Protected { spi: c.spi_ps },
+        Protection::Protected { spi: c.spi_ps },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", c.port_ps),
         dereg.as_bytes(),
@@ -1126,7 +1130,7 @@ fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
     );
     let _ = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
@@ -1150,7 +1154,7 @@ fn a_response_from_elsewhere_is_ignored() {
     let resp = core_answer(&out[0].payload, 401, "Unauthorized", www);
     let got = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.99:5060",
         "10.0.1.10:5060",
         &resp,
@@ -1159,7 +1163,7 @@ fn a_response_from_elsewhere_is_ignored() {
     assert_eq!(w.reg.stats.foreign_response, 1);
     let got = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
@@ -1189,7 +1193,7 @@ fn an_answer_with_only_our_via_is_not_relayed() {
     let from = "10.0.1.20:5060";
     let got = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         from,
         "10.0.1.10:5060",
         only_ours.as_bytes(),
@@ -1201,7 +1205,7 @@ fn an_answer_with_only_our_via_is_not_relayed() {
     // the UE's retransmission is a new transaction, whose genuine answer is relayed
     let again = register_as(&mut w, "10.46.0.6:5060", IMPI, "v-", None);
     let resp = core_answer(&again[0].payload, 401, "Unauthorized", www);
-    let got = w.feed(Side::Core, Arrival::Plain, from, "10.0.1.10:5060", &resp);
+    let got = w.feed(Side::Core, Protection::Plain, from, "10.0.1.10:5060", &resp);
     assert_eq!(got.len(), 1);
     w.reg.check_sa_invariants().unwrap();
 }
@@ -1215,7 +1219,7 @@ fn security_client_with_equal_spis_gets_no_sa_set() {
     let reg = REGISTER1.replace("spi-s=1237", "spi-s=1236");
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         reg.as_bytes(),
@@ -1233,7 +1237,7 @@ fn security_client_with_equal_spis_gets_no_sa_set() {
     let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
     let out = w.feed(
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
@@ -1272,7 +1276,7 @@ fn forged_integrity_protected_never_reaches_the_core() {
         let m = with(auth).replace("a84b4c76e66710-", &format!("ok{n}-"));
         let out = w.feed(
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             "10.46.0.6:5060",
             "10.46.0.1:5060",
             m.as_bytes(),
@@ -1295,7 +1299,7 @@ fn forged_integrity_protected_never_reaches_the_core() {
         let mut w = world();
         let out = w.feed(
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             "10.46.0.6:5060",
             "10.46.0.1:5060",
             with(&auth).as_bytes(),
@@ -1325,7 +1329,7 @@ fn no_amplification_and_a_capped_completed_cache() {
     assert!(tiny.len() < 160, "{}", tiny.len());
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "192.0.2.7:5060",
         "10.46.0.1:5060",
         tiny.as_bytes(),
@@ -1338,7 +1342,7 @@ fn no_amplification_and_a_capped_completed_cache() {
     let bad = format!("{}{}", &REGISTER1[..start], &REGISTER1[end..]);
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         bad.as_bytes(),
@@ -1365,7 +1369,7 @@ fn no_amplification_and_a_capped_completed_cache() {
         );
         let out = w.feed(
             Side::Core,
-            Arrival::Plain,
+            Protection::Plain,
             "10.0.1.20:5060",
             "10.0.1.10:5060",
             &resp,
@@ -1395,7 +1399,7 @@ fn only_served_home_domains_are_forwarded() {
     );
     let out = w.feed(
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         ip.as_bytes(),
@@ -1412,7 +1416,7 @@ fn only_served_home_domains_are_forwarded() {
         let mut out = Vec::new();
         let msg = Incoming {
             side: Side::Ue,
-            arrival: Arrival::Plain,
+            protection: Protection::Plain,
             src: addr("10.46.0.6:5060"),
             dst: addr("10.46.0.1:5060"),
             payload: text.as_bytes(),
@@ -1454,7 +1458,7 @@ fn each_home_domain_goes_to_its_own_icscf() {
         let mut out = Vec::new();
         let msg = Incoming {
             side,
-            arrival: Arrival::Plain,
+            protection: Protection::Plain,
             src: addr(src),
             dst: addr("10.46.0.1:5060"),
             payload: text,
@@ -1599,7 +1603,7 @@ fn answered_transactions_do_not_grow_the_timer_queue() {
         let resp = core_answer(&out[0].payload, 403, "Forbidden", "");
         let out = w.feed(
             Side::Core,
-            Arrival::Plain,
+            Protection::Plain,
             "10.0.1.20:5060",
             "10.0.1.10:5060",
             &resp,

@@ -291,7 +291,7 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
         } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
         // 4: the UE's SAs: SA1 out (our spi-s, 7004 → port-s), SA2 in (its spi-s 1237)
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-        let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
+        let (alg, ealg) = (mech.alg.token(), mech.ealg.token());
         let sa1 = Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
         let sa2 = Sa::from_aka(1237, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
         // 5: the protected REGISTER, from port-c 7004 to the P-CSCF's port-s, over SA1

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar};
-use pcscf::dataplane::queue::{Arrival, Class, MsgQueue};
+use pcscf::dataplane::queue::{Class, Datagram, MsgQueue, Protection};
 use pcscf::io::Side;
 use pcscf::sip::HeaderName;
 use pcscf::sip::headers::SecMechanism;
@@ -26,7 +26,7 @@ fn feed(
     reg: &mut Registrar,
     now: Instant,
     side: Side,
-    arrival: Arrival,
+    protection: Protection,
     src: &str,
     dst: &str,
     payload: &[u8],
@@ -34,7 +34,7 @@ fn feed(
     let mut out = Vec::new();
     let msg = Incoming {
         side,
-        arrival,
+        protection,
         src: addr(src),
         dst: addr(dst),
         payload,
@@ -75,7 +75,7 @@ fn a_register_for_an_unresolved_domain_does_not_block() {
         &mut reg,
         now,
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         &register_n(1, "nowhere.example", false),
@@ -125,7 +125,7 @@ fn parked_registers_go_on_when_dns_answers() {
             reg,
             now,
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             &format!("10.46.0.{}:5060", 10 + n),
             "10.46.0.1:5060",
             &register_n(n, home, true),
@@ -178,7 +178,7 @@ fn a_parked_register_gets_503_when_dns_times_out() {
         &mut reg,
         t0,
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         &register_n(1, "slow.example", false),
@@ -215,7 +215,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
         &mut reg,
         now,
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.0.6:5060",
         "10.46.0.1:5060",
         REGISTER1.as_bytes(),
@@ -235,7 +235,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
         &mut reg,
         now,
         Side::Core,
-        Arrival::Plain,
+        Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &resp,
@@ -251,7 +251,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
             &mut reg,
             now,
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             &format!("10.46.1.{n}:5060"),
             "10.46.0.1:5060",
             &register_n(n, REALM, true),
@@ -265,7 +265,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
         &mut reg,
         now,
         Side::Ue,
-        Arrival::Protected { spi: mech.spi_s },
+        Protection::Protected { spi: mech.spi_s },
         "10.46.0.6:7004",
         &format!("10.46.0.1:{}", mech.port_s),
         &reg2,
@@ -283,7 +283,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
         &mut reg,
         now,
         Side::Ue,
-        Arrival::Plain,
+        Protection::Plain,
         "10.46.1.200:5060",
         "10.46.0.1:5060",
         &register_n(99, REALM, true),
@@ -305,7 +305,7 @@ fn unprotected_registers_are_rate_limited_per_source_and_per_impi() {
             &mut reg,
             now,
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             "10.46.0.6:5060",
             "10.46.0.1:5060",
             &register_n(n, REALM, true),
@@ -324,7 +324,7 @@ fn unprotected_registers_are_rate_limited_per_source_and_per_impi() {
             reg,
             at,
             Side::Ue,
-            Arrival::Plain,
+            Protection::Plain,
             &format!("10.46.2.{n}:5060"),
             "10.46.0.1:5060",
             &register_n(n, REALM, false),
@@ -346,35 +346,83 @@ fn a_flood_of_unprotected_registers_leaves_room_for_the_core() {
     let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));
     let refused = (0..100)
         .filter(|_| {
-            q.push(Side::Ue, Arrival::Plain, ue, us, 0, b"REGISTER")
-                .is_err()
+            q.push(
+                Datagram {
+                    side: Side::Ue,
+                    protection: Protection::Plain,
+                    src: ue,
+                    dst: us,
+                    payload: b"REGISTER",
+                },
+                0,
+            )
+            .is_err()
         })
         .count();
     assert!(refused > 80, "the unprotected lane is full");
-    let spi = Arrival::Protected { spi: 5000 };
-    assert!(q.push(Side::Ue, spi, ue, us, 0, b"REGISTER sa").is_ok());
+    let spi = Protection::Protected { spi: 5000 };
+    assert!(
+        q.push(
+            Datagram {
+                side: Side::Ue,
+                protection: spi,
+                src: ue,
+                dst: us,
+                payload: b"REGISTER sa"
+            },
+            0
+        )
+        .is_ok()
+    );
     let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
     assert!(
-        q.push(Side::Core, Arrival::Plain, icscf, core, 0, b"SIP/2.0 401")
-            .is_ok()
+        q.push(
+            Datagram {
+                side: Side::Core,
+                protection: Protection::Plain,
+                src: icscf,
+                dst: core,
+                payload: b"SIP/2.0 401"
+            },
+            0
+        )
+        .is_ok()
     );
     let b = q.pop().unwrap();
-    assert_eq!(b.payload(), b"SIP/2.0 401");
+    assert_eq!(b.bytes(), b"SIP/2.0 401");
     q.recycle(b);
     assert_eq!(
-        q.pop_class(Class::Protected).unwrap().payload(),
+        q.pop_class(Class::Protected).unwrap().bytes(),
         b"REGISTER sa"
     );
     // a buffer given back goes to its own lane
     let b = q.pop_class(Class::Unprotected).unwrap();
     q.recycle(b);
     assert!(
-        q.push(Side::Ue, Arrival::Plain, ue, us, 0, b"REGISTER")
-            .is_ok()
+        q.push(
+            Datagram {
+                side: Side::Ue,
+                protection: Protection::Plain,
+                src: ue,
+                dst: us,
+                payload: b"REGISTER"
+            },
+            0
+        )
+        .is_ok()
     );
     assert!(
-        q.push(Side::Ue, Arrival::Plain, ue, us, 0, b"REGISTER")
-            .is_err()
+        q.push(
+            Datagram {
+                side: Side::Ue,
+                protection: Protection::Plain,
+                src: ue,
+                dst: us,
+                payload: b"REGISTER"
+            },
+            0
+        )
+        .is_err()
     );
 }
 
@@ -388,13 +436,31 @@ fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
     let q = MsgQueue::prioritized(2048, None);
     let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));
     for _ in 0..300 {
-        q.push(Side::Ue, Arrival::Plain, ue, us, 0, b"junk")
-            .unwrap();
+        q.push(
+            Datagram {
+                side: Side::Ue,
+                protection: Protection::Plain,
+                src: ue,
+                dst: us,
+                payload: b"junk",
+            },
+            0,
+        )
+        .unwrap();
     }
     let answer = core_answer(&register_n(1, REALM, false), 200, "OK", "");
     let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
-    q.push(Side::Core, Arrival::Plain, icscf, core, 0, &answer)
-        .unwrap();
+    q.push(
+        Datagram {
+            side: Side::Core,
+            protection: Protection::Plain,
+            src: icscf,
+            dst: core,
+            payload: &answer,
+        },
+        0,
+    )
+    .unwrap();
     let (handled, left) = punt_pass(&q, &mut reg, Instant::now());
     assert!(left);
     assert_eq!(handled as usize, 1 + PASS_BUDGET[2]);

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
@@ -22,9 +22,9 @@ const REGISTER_V6: &[u8] = include_bytes!("data/ims/register1_v6.sip");
 const CHALLENGE: &[u8] = include_bytes!("data/ims/401_from_scscf.sip");
 const OK: &[u8] = include_bytes!("data/ims/200_register.sip");
 
-const PREFS: &[(Alg, Ealg)] = &[
-    (Alg::HmacSha1_96, Ealg::AesCbc),
-    (Alg::HmacMd5_96, Ealg::Null),
+const PREFS: &[(IntegAlg, EncAlg)] = &[
+    (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
+    (IntegAlg::HmacMd5_96, EncAlg::Null),
 ];
 static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
     pcscf::sip::OwnUris::new(
@@ -101,7 +101,7 @@ fn sip_hot_path_does_not_allocate() {
     let bad = REGISTER.to_vec();
     let n = allocations_in(|| {
         let m = Message::parse(&bad).unwrap();
-        let r = rules::check_register(m.view(), &[(Alg::AesGmac, Ealg::Null)]).unwrap_err();
+        let r = rules::check_register(m.view(), &[(IntegAlg::AesGmac, EncAlg::Null)]).unwrap_err();
         let len = rules::build_reject(m.view(), &r, b"t1", PREFS, &mut out).unwrap();
         assert!(len > 0);
     });

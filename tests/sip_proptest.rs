@@ -1,7 +1,7 @@
 //! Property tests of the SIP engine: no input makes it panic, and edits leave every header they
 //! do not touch byte-identical. Case counts are ≥ 10,000 (PROPTEST_CASES overrides).
 
-use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message};
 use proptest::prelude::*;
@@ -11,9 +11,9 @@ const CHALLENGE: &[u8] = include_bytes!("data/ims/401_from_scscf.sip");
 const OK: &[u8] = include_bytes!("data/ims/200_register.sip");
 const COMPACT: &[u8] = include_bytes!("data/ims/register1_compact.sip");
 
-const PREFS: &[(Alg, Ealg)] = &[
-    (Alg::HmacSha1_96, Ealg::AesCbc),
-    (Alg::HmacMd5_96, Ealg::Null),
+const PREFS: &[(IntegAlg, EncAlg)] = &[
+    (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
+    (IntegAlg::HmacMd5_96, EncAlg::Null),
 ];
 static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
     pcscf::sip::OwnUris::new(

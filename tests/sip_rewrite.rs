@@ -5,14 +5,15 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use pcscf::sip::headers::{self, Alg, Digest, Ealg, NameAddr, Via};
+use pcscf::esp::{EncAlg, IntegAlg};
+use pcscf::sip::headers::{self, Digest, NameAddr, Via};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity, RejectWhy};
 use pcscf::sip::{EditError, Editor, HeaderName, Message};
 
-const PREFS: &[(Alg, Ealg)] = &[
-    (Alg::HmacSha1_96, Ealg::AesCbc),
-    (Alg::HmacSha1_96, Ealg::Null),
-    (Alg::HmacMd5_96, Ealg::Null),
+const PREFS: &[(IntegAlg, EncAlg)] = &[
+    (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
+    (IntegAlg::HmacSha1_96, EncAlg::Null),
+    (IntegAlg::HmacMd5_96, EncAlg::Null),
 ];
 
 static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(|| {
@@ -199,7 +200,7 @@ fn register_v4_to_icscf() {
     };
     assert_eq!(
         (info_offer.alg, info_offer.ealg),
-        (Alg::HmacSha1_96, Ealg::AesCbc)
+        (IntegAlg::HmacSha1_96, EncAlg::AesCbc)
     );
     assert_eq!(
         (
@@ -270,8 +271,8 @@ fn protected_register_checks_and_rewrite() {
     let mut server = [0u8; 256];
     let sn = rules::write_security_server(
         &mut server,
-        Alg::HmacSha1_96,
-        Ealg::AesCbc,
+        IntegAlg::HmacSha1_96,
+        EncAlg::AesCbc,
         4096,
         4097,
         5102,

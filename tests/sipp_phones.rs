@@ -294,7 +294,7 @@ fn register(ph: &Phone, s: &Sockets, deadline: Instant) -> Result<usize, String>
         }
     }
     let ch = read_challenge(&answer, &mut usim)?;
-    let (alg, ealg) = (ch.mech.alg.as_str(), ch.mech.ealg.as_str());
+    let (alg, ealg) = (ch.mech.alg.token(), ch.mech.ealg.token());
     if (alg, ealg) != ("hmac-sha-1-96", "aes-cbc") || ch.server.contains(',') {
         return Err(format!(
             "Security-Server not our one algorithm: {}",

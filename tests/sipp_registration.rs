@@ -60,7 +60,7 @@ fn registration_with_sipp_as_the_scscf() {
             auth: got,
         } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-        let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
+        let (alg, ealg) = (mech.alg.token(), mech.ealg.token());
         let sa1 = Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
         let sa2 = Sa::from_aka(1237, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
         let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))

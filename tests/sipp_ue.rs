@@ -158,7 +158,7 @@ fn shim(ue: IpAddr, pcscf: IpAddr, k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBo
                 match (read_challenge(&msg, &mut usim), offer) {
                     (Ok(ch), Some((spi_c, spi_s, _, _))) => {
                         let (ck, ik) = (*ch.auth.ck.as_bytes(), *ch.auth.ik.as_bytes());
-                        let (a, e) = (ch.mech.alg.as_str(), ch.mech.ealg.as_str());
+                        let (a, e) = (ch.mech.alg.token(), ch.mech.ealg.token());
                         let sa =
                             |spi| Sa::from_aka(spi, a, e, &ck, &ik, SaOptions::default()).unwrap();
                         sas = Some((sa(ch.mech.spi_s), [sa(spi_s), sa(spi_c)], ch.mech.port_s));

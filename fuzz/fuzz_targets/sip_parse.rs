@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pcscf::sip::headers::{Alg, Ealg};
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
 
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut ed) = Editor::new(&mut frame, 512, 512 + data.len()) else { return };
     let _ = ed.view().validate();
     if ed.view().is_method(b"REGISTER") {
-        if rules::check_register(ed.view(), &[(Alg::HmacSha1_96, Ealg::Null)]).is_ok() {
+        if rules::check_register(ed.view(), &[(IntegAlg::HmacSha1_96, EncAlg::Null)]).is_ok() {
             let fw = Forward { source: "10.1.2.3:5060".parse().unwrap(), protected: false, branch: 1, icid: 1 };
             if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");

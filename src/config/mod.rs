@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::sip::headers::{Alg, Ealg};
+use crate::esp::{EncAlg, IntegAlg};
 
 /// The commented example shipped with pcscf (`pcscf config-example`).
 pub const EXAMPLE: &str = include_str!("example.toml");
@@ -541,7 +541,7 @@ impl Config {
     }
 
     /// The (alg, ealg) preference list.
-    pub fn algorithms(&self) -> Result<Vec<(Alg, Ealg)>, ConfigError> {
+    pub fn algorithms(&self) -> Result<Vec<(IntegAlg, EncAlg)>, ConfigError> {
         let key = "ipsec.algorithms";
         if self.ipsec.algorithms.is_empty() {
             return Err(bad(key, "needs at least one alg/ealg pair"));
@@ -553,13 +553,13 @@ impl Config {
                 let (a, e) = s
                     .split_once('/')
                     .ok_or_else(|| bad(key, format!("{s:?}: expected \"ALG/EALG\"")))?;
-                let alg = Alg::from_token(a.as_bytes())
+                let alg = IntegAlg::from_token(a.as_bytes())
                     .ok_or_else(|| bad(key, format!("{s:?}: unknown alg {a:?}")))?;
-                let ealg = Ealg::from_token(e.as_bytes())
+                let ealg = EncAlg::from_token(e.as_bytes())
                     .ok_or_else(|| bad(key, format!("{s:?}: unknown ealg {e:?}")))?;
                 // TS 33.203 Annex I: only the pairs the ESP module implements (e.g. alg=null
                 // only with aes-gcm, aes-gmac only with ealg=null).
-                crate::esp::Suite::from_tokens(a, e)
+                crate::esp::Suite::new(alg, ealg)
                     .map_err(|_| bad(key, format!("{s:?}: not a valid TS 33.203 combination")))?;
                 Ok((alg, ealg))
             })
@@ -576,7 +576,7 @@ mod tests {
         let c = Config::parse(EXAMPLE).unwrap();
         assert_eq!(c.ue.sip_port, 5060);
         assert_eq!(c.protected_ports().unwrap(), 5100..=5199);
-        assert_eq!(c.algorithms().unwrap()[0], (Alg::Null, Ealg::AesGcm));
+        assert_eq!(c.algorithms().unwrap()[0], (IntegAlg::Null, EncAlg::AesGcm));
         assert_eq!(c.dataplane.backend, Backend::Xdp);
     }
 

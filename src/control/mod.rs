@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config, LogLevel};
-use crate::dataplane::queue::{Arrival, Class, MsgQueue};
+use crate::dataplane::queue::{Class, MsgQueue, Protection};
 use crate::dataplane::stats::{SharedStats, WorkerStats};
 use crate::dataplane::worker::{Worker, WorkerConfig};
 use crate::io::PacketIo;
@@ -34,7 +34,7 @@ pub mod prometheus;
 pub mod ratelimit;
 pub mod registrar;
 
-use registrar::{Incoming, Registrar, RegistrarConfig};
+use registrar::{Registrar, RegistrarConfig};
 
 /// Set by SIGINT / SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -338,22 +338,17 @@ pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u
                 break;
             };
             handled += 1;
-            let what = match b.arrival {
-                Arrival::Plain => "plain",
-                Arrival::Protected { .. } => "protected",
+            let what = match b.protection {
+                Protection::Plain => "plain",
+                Protection::Protected { .. } => "protected",
             };
             log::debug(format_args!(
                 "punted {} bytes ({what}) from {} on {:?}",
-                b.len, b.src, b.side
+                b.bytes().len(),
+                b.src,
+                b.side
             ));
-            let msg = Incoming {
-                side: b.side,
-                arrival: b.arrival,
-                src: b.src,
-                dst: b.dst,
-                payload: b.payload(),
-            };
-            registrar.handle_message(msg, now);
+            registrar.handle_message(b.borrowed(), now);
             punt.recycle(b);
         }
     }
@@ -538,10 +533,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
                 std::net::IpAddr::V4(a) => u32::from(a) as usize,
                 std::net::IpAddr::V6(a) => a.segments()[7] as usize,
             } % injects.len().max(1);
-            if injects[w]
-                .push(o.side, o.arrival, o.src, o.dst, 0, &o.payload)
-                .is_err()
-            {
+            if injects[w].push(o.borrowed(), 0).is_err() {
                 inject_dropped += 1;
             }
         }

@@ -33,11 +33,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::keylog::{KeyLog, SaSecret};
-use crate::dataplane::queue::Arrival;
+use crate::dataplane::queue::{Datagram, Protection};
+use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
 use crate::satable::{EntryMeta, Registration, SaWriter, SetState};
-use crate::sip::headers::{Alg, Ealg, IpsecOffer, Via};
+use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
 
@@ -127,32 +128,21 @@ pub struct RegistrarConfig {
     pub own_hosts: Vec<String>,
     pub visited_network_id: String,
     pub orig_ioi: String,
-    pub prefs: Vec<(Alg, Ealg)>,
+    pub prefs: Vec<(IntegAlg, EncAlg)>,
     pub sa_options: SaOptions,
     /// REGISTER transactions in progress at most ([`MAX_PENDING`] in `pcscf run`).
     pub max_pending: usize,
 }
 
-/// A message a worker punted: how and where it arrived.
-#[derive(Clone, Copy, Debug)]
-pub struct Incoming<'a> {
-    pub side: Side,
-    pub arrival: Arrival,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub payload: &'a [u8],
-}
+/// A message a worker punted: how and where it arrived (the queue's [`Datagram`]).
+pub type Incoming<'a> = Datagram<&'a [u8]>;
 
-/// A message for a worker to send ([`Registrar::poll_transmit`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    pub side: Side,
-    /// `Protected`: over the outbound SA of the flow `src` → `dst`.
-    pub arrival: Arrival,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-}
+/// A message for a worker to send ([`Registrar::poll_transmit`]); `Protected`: over the
+/// outbound SA of the flow `src` → `dst`.
+pub type Outgoing = Datagram<Vec<u8>>;
+
+/// Where and how an answer to a UE goes, before its bytes exist.
+type Reply = Datagram<()>;
 
 /// Counters of the registration thread, by outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -276,11 +266,7 @@ enum Challenge {
 /// through [`Registrar::handle_message`] when the answer is in the cache.
 #[derive(Debug)]
 struct Parked {
-    side: Side,
-    arrival: Arrival,
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload: Vec<u8>,
+    msg: Datagram<Vec<u8>>,
     txn: Txn,
 }
 
@@ -300,8 +286,8 @@ struct SaSet {
     spi_us: u32,
     /// The algorithms we chose: with the SPIs and ports they rebuild the Security-Server we sent
     /// ([`SaSet::server`]) for the Security-Verify check, instead of keeping its text per UE.
-    alg: Alg,
-    ealg: Ealg,
+    alg: IntegAlg,
+    ealg: EncAlg,
     /// The Security-Client the UE sent, needed only while the set is temporary (the protected
     /// REGISTER that completes the challenge must repeat it); emptied when the set becomes current.
     client: Box<[u8]>,
@@ -388,11 +374,11 @@ impl Binding {
 /// A REGISTER on its way through the stages of [`Registrar::on_register`].
 struct Register<'a, 'm> {
     m: &'a Message<'m>,
-    arrival: Arrival,
+    protection: Protection,
     src: SocketAddr,
     dst: SocketAddr,
-    /// Where its answer goes: (from, to, how).
-    reply: (SocketAddr, SocketAddr, Arrival),
+    /// Where its answer goes, and how.
+    reply: Reply,
     /// The binding of the SA set it came over (protected).
     binding: Option<u64>,
     txn: Txn,
@@ -407,9 +393,7 @@ struct Pending {
     /// Its key in `by_txn`.
     txn: Txn,
     /// Where the response goes, and how.
-    reply_src: SocketAddr,
-    reply_dst: SocketAddr,
-    reply_arrival: Arrival,
+    reply: Reply,
     client: Vec<u8>,
     offer: IpsecOffer,
     ue: SocketAddr,
@@ -629,28 +613,15 @@ impl Registrar {
     fn resume_parked(&mut self, now: Instant) {
         while let Some((domain, _)) = self.resolver.poll_done() {
             for p in self.parked.remove(&domain).unwrap_or_default() {
-                let msg = Incoming {
-                    side: p.side,
-                    arrival: p.arrival,
-                    src: p.src,
-                    dst: p.dst,
-                    payload: &p.payload,
-                };
                 self.resuming = true;
-                self.handle_message(msg, now);
+                self.handle_message(p.msg.borrowed(), now);
                 self.resuming = false;
             }
         }
     }
 
     /// Hold `m` until its home domain resolves; false if that domain has no room left.
-    fn park(
-        &mut self,
-        home: &str,
-        m: &Message<'_>,
-        how: (Side, Arrival, SocketAddr, SocketAddr),
-        txn: Txn,
-    ) -> bool {
+    fn park(&mut self, home: &str, m: &Message<'_>, how: Datagram<()>, txn: Txn) -> bool {
         let key = home.trim_end_matches('.').to_ascii_lowercase();
         let list = self.parked.entry(key).or_default();
         if list.len() >= MAX_PARKED_PER_DOMAIN {
@@ -658,11 +629,7 @@ impl Registrar {
         }
         self.stats.parked += 1;
         list.push(Parked {
-            side: how.0,
-            arrival: how.1,
-            src: how.2,
-            dst: how.3,
-            payload: m.buf.to_vec(),
+            msg: how.with_payload(m.buf.to_vec()),
             txn,
         });
         true
@@ -697,7 +664,7 @@ impl Registrar {
     pub fn handle_message(&mut self, msg: Incoming<'_>, now: Instant) {
         let Incoming {
             side,
-            arrival,
+            protection,
             src,
             dst,
             payload,
@@ -707,44 +674,28 @@ impl Registrar {
             return;
         };
         match (side, m.view().method()) {
-            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, arrival, src, dst, now),
+            (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
             (Side::Core, None) => self.on_response(payload, src, now),
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
         }
     }
 
-    fn reply_to(
-        &self,
-        m: &Message<'_>,
-        why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Arrival),
-    ) -> Outgoing {
+    fn reply_to(&self, m: &Message<'_>, why: rules::Reject, to: Reply) -> Outgoing {
         let mut buf = vec![0u8; m.buf.len() + 1024];
         let n = rules::build_reject(m.view(), &why, b"pcscf", &self.cfg.prefs, &mut buf)
             .unwrap_or_default();
         buf.truncate(n);
-        Outgoing {
-            side: Side::Ue,
-            arrival: to.2,
-            src: to.0,
-            dst: to.1,
-            payload: buf,
-        }
+        to.with_payload(buf)
     }
 
     /// Answer a REGISTER with an error. An unprotected REGISTER's source may be spoofed, so its
     /// answer is not sent when larger than the request: no amplification toward a victim (the
     /// 494's Security-Server list and the To tag can make it so; a real phone's REGISTER is
     /// larger than any of our error answers).
-    fn answer(
-        &mut self,
-        m: &Message<'_>,
-        why: rules::Reject,
-        to: (SocketAddr, SocketAddr, Arrival),
-    ) {
+    fn answer(&mut self, m: &Message<'_>, why: rules::Reject, to: Reply) {
         let o = self.reply_to(m, why, to);
-        if to.2 == Arrival::Plain && o.payload.len() > m.buf.len() {
+        if to.protection == Protection::Plain && o.payload.len() > m.buf.len() {
             self.stats.reflection_suppressed += 1;
             return;
         }
@@ -766,7 +717,7 @@ impl Registrar {
     fn on_register(
         &mut self,
         m: &Message<'_>,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         now: Instant,
@@ -774,7 +725,7 @@ impl Registrar {
         if !self.resuming {
             self.stats.registers_in += 1;
         }
-        let Some((binding, reply)) = self.reply_route(arrival, src, dst) else {
+        let Some((binding, reply)) = self.reply_route(protection, src, dst) else {
             return;
         };
         let info = match rules::check_register(m.view(), &self.cfg.prefs) {
@@ -787,7 +738,7 @@ impl Registrar {
         };
         let r = Register {
             m,
-            arrival,
+            protection,
             src,
             dst,
             reply,
@@ -813,15 +764,21 @@ impl Registrar {
     /// Stage 1: the binding a protected REGISTER's SA set belongs to, and where the answer
     /// goes: unprotected back from 5060; protected over SA2 (our port-c → the UE's port-s),
     /// TS 33.203 §7.1. `None`: an SA we do not know (counted).
-    #[allow(clippy::type_complexity)]
     fn reply_route(
         &mut self,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
-    ) -> Option<(Option<u64>, (SocketAddr, SocketAddr, Arrival))> {
-        let Arrival::Protected { spi } = arrival else {
-            return Some((None, (dst, src, Arrival::Plain)));
+    ) -> Option<(Option<u64>, Reply)> {
+        let reply = |src, dst, protection| Datagram {
+            side: Side::Ue,
+            protection,
+            src,
+            dst,
+            payload: (),
+        };
+        let Protection::Protected { spi } = protection else {
+            return Some((None, reply(dst, src, Protection::Plain)));
         };
         let Some(id) = self.binding_of(spi) else {
             self.stats.unknown_transaction += 1;
@@ -833,7 +790,7 @@ impl Registrar {
         };
         let from = SocketAddr::new(dst.ip(), set.port_pc);
         let to = SocketAddr::new(set.ue, set.port_us);
-        Some((Some(id), (from, to, Arrival::Protected { spi })))
+        Some((Some(id), reply(from, to, Protection::Protected { spi })))
     }
 
     /// Stage 2: TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was
@@ -874,7 +831,7 @@ impl Registrar {
             self.stats.retransmissions += 1;
             let o = Outgoing {
                 side: Side::Core,
-                arrival: Arrival::Plain,
+                protection: Protection::Plain,
                 src: self.cfg.core,
                 dst: p.next,
                 payload: p.forwarded.clone(),
@@ -895,7 +852,7 @@ impl Registrar {
     /// retransmits (RFC 3261 §17.1.2.2); it is what Kamailio's pike module setups do. Then the
     /// transaction budget of its class (see `pending_plain`): 503 past it (RFC 3261 §21.5.4).
     fn admit(&mut self, r: &Register<'_, '_>, impi: &[u8]) -> bool {
-        if r.arrival == Arrival::Plain && !self.resuming {
+        if r.protection == Protection::Plain && !self.resuming {
             if !self.source_limit.allow(&r.src.ip(), r.now) {
                 self.stats.rate_limited_source += 1;
                 return false;
@@ -905,7 +862,7 @@ impl Registrar {
                 return false;
             }
         }
-        let in_class = if r.arrival == Arrival::Plain {
+        let in_class = if r.protection == Protection::Plain {
             self.pending_plain
         } else {
             self.pending.len() - self.pending_plain.min(self.pending.len())
@@ -956,7 +913,13 @@ impl Registrar {
                 if self.park(
                     &home,
                     r.m,
-                    (Side::Ue, r.arrival, r.src, r.dst),
+                    Datagram {
+                        side: Side::Ue,
+                        protection: r.protection,
+                        src: r.src,
+                        dst: r.dst,
+                        payload: (),
+                    },
                     r.txn.clone(),
                 ) =>
             {
@@ -988,7 +951,7 @@ impl Registrar {
         let mut client = vec![0u8; r.m.buf.len()]; // (the values cannot outgrow the message)
         let n = rules::copy_security_client(r.m.view(), &mut client).unwrap_or(0);
         client.truncate(n);
-        let (Some(id), Arrival::Protected { spi }) = (r.binding, r.arrival) else {
+        let (Some(id), Protection::Protected { spi }) = (r.binding, r.protection) else {
             return Some(client);
         };
         let b = self.bindings.get(&id);
@@ -1051,7 +1014,7 @@ impl Registrar {
         }
         let payload = ed.as_bytes().to_vec();
         self.by_txn.insert(r.txn.clone(), branch);
-        if r.arrival == Arrival::Plain {
+        if r.protection == Protection::Plain {
             self.pending_plain += 1;
         }
         if let Some(b) = self.bindings.get_mut(&id) {
@@ -1063,9 +1026,7 @@ impl Registrar {
                 binding: id,
                 impi: info.impi.into(),
                 txn: r.txn.clone(),
-                reply_src: r.reply.0,
-                reply_dst: r.reply.1,
-                reply_arrival: r.reply.2,
+                reply: r.reply,
                 client,
                 offer: info.offer,
                 ue: r.src,
@@ -1079,7 +1040,7 @@ impl Registrar {
         self.stats.forwarded += 1;
         self.transmits.push_back(Outgoing {
             side: Side::Core,
-            arrival: Arrival::Plain,
+            protection: Protection::Plain,
             src: self.cfg.core,
             dst: next,
             payload,
@@ -1168,9 +1129,9 @@ impl Registrar {
             return;
         }
         // The SA set the REGISTER arrived on, if it came protected.
-        let came_on = match p.reply_arrival {
-            Arrival::Protected { spi } => Some(spi),
-            Arrival::Plain => None,
+        let came_on = match p.reply.protection {
+            Protection::Protected { spi } => Some(spi),
+            Protection::Plain => None,
         };
         match status {
             401 => match self.on_401(&mut ed, &p, now) {
@@ -1195,13 +1156,8 @@ impl Registrar {
                 }
             }
         }
-        self.transmits.push_back(Outgoing {
-            side: Side::Ue,
-            arrival: p.reply_arrival,
-            src: p.reply_src,
-            dst: p.reply_dst,
-            payload: ed.as_bytes().to_vec(),
-        });
+        self.transmits
+            .push_back(p.reply.with_payload(ed.as_bytes().to_vec()));
     }
 
     /// Stage 1 of a final response: the pending transaction its top Via branch names, taken
@@ -1257,7 +1213,7 @@ impl Registrar {
 
     /// A transaction left `pending` (answered or timed out): its other indexes follow.
     fn forget_pending(&mut self, branch: u64, p: &Pending) {
-        if p.reply_arrival == Arrival::Plain {
+        if p.reply.protection == Protection::Plain {
             self.pending_plain = self.pending_plain.saturating_sub(1);
         }
         if self.by_txn.get(&p.txn) == Some(&branch) {
@@ -1424,13 +1380,7 @@ impl Registrar {
             &mut buf,
         )?;
         buf.truncate(n);
-        Some(Outgoing {
-            side: Side::Ue,
-            arrival: p.reply_arrival,
-            src: p.reply_src,
-            dst: p.reply_dst,
-            payload: buf,
-        })
+        Some(p.reply.with_payload(buf))
     }
 
     /// A 200: only a REGISTER that came over one of the binding's SA sets changes the
@@ -1462,25 +1412,22 @@ impl Registrar {
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
         // (TS 33.203 §7.4).
-        let (src, dst, arrival) = match self
+        let to = match self
             .bindings
             .get(&p.binding)
             .and_then(|b| b.current.as_ref())
         {
-            Some(c) if came_on.is_some() => (
-                SocketAddr::new(p.reply_src.ip(), c.port_pc),
-                SocketAddr::new(c.ue, c.port_us),
-                Arrival::Protected { spi: c.spi_pc },
-            ),
-            _ => (p.reply_src, p.reply_dst, p.reply_arrival),
+            Some(c) if came_on.is_some() => Datagram {
+                side: Side::Ue,
+                protection: Protection::Protected { spi: c.spi_pc },
+                src: SocketAddr::new(p.reply.src.ip(), c.port_pc),
+                dst: SocketAddr::new(c.ue, c.port_us),
+                payload: (),
+            },
+            _ => p.reply,
         };
-        self.transmits.push_back(Outgoing {
-            side: Side::Ue,
-            arrival,
-            src,
-            dst,
-            payload: ed.as_bytes().to_vec(),
-        });
+        self.transmits
+            .push_back(to.with_payload(ed.as_bytes().to_vec()));
     }
 
     /// The sets of a 200 to a REGISTER that came over SA `spi` of `binding`: its temporary set
@@ -1649,14 +1596,16 @@ impl Registrar {
         ik: &[u8; 16],
         binding: u64,
     ) -> Result<(), String> {
-        let (alg, ealg) = (offer.alg.as_str(), offer.ealg.as_str());
+        // check_register chose the offer among the configured pairs, all valid suites
+        // (config::algorithms), so this fails only for a hand-built offer.
+        let suite = Suite::new(offer.alg, offer.ealg).map_err(|e| e.to_string())?;
         // RFC 4106 §3.1 / RFC 4543 §3.1: no GCM/GMAC IV may repeat under the set's one key
         if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [offer.spi_c, offer.spi_s])
         {
             return Err("UE SPIs equal each other or ours".into());
         }
         // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
-        let keys = Sa::from_aka(set.spi_ps, alg, ealg, ck, ik, self.cfg.sa_options)
+        let keys = Sa::from_aka_suite(set.spi_ps, suite, ck, ik, self.cfg.sa_options)
             .map_err(|e| e.to_string())?;
         let sa = |spi: u32| keys.sibling(spi).map_err(|e| e.to_string());
         let meta = |ue_port: u16, local_port: u16| EntryMeta {
@@ -1690,9 +1639,7 @@ impl Registrar {
         self.sas
             .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
-        if let Some(log) = self.keylog.as_deref()
-            && let Ok(suite) = crate::esp::Suite::from_tokens(alg, ealg)
-        {
+        if let Some(log) = self.keylog.as_deref() {
             let keys = crate::esp::EspKeys::derive(suite, ck, ik);
             for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
                 log.log(&SaSecret {

@@ -27,14 +27,56 @@ use crate::io::Side;
 /// Largest packet that can be punted (a SIP message over UDP; larger ones go over TCP).
 pub const MSG_MAX: usize = 4096;
 
-/// How a message arrived (punt) or is to be sent (inject).
+/// Whether a message on the UE leg travels inside ESP: how a punted message came in and how an
+/// injected one goes out. Not `Path` or `Transport`: those already mean `std::path::Path` and
+/// SIP's UDP/TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arrival {
+pub enum Protection {
     /// Plain UDP on `side`.
     Plain,
     /// Punt: inside ESP on the SA with this (our inbound) SPI. Inject: over the outbound SA
     /// of the flow `src` port → `dst` (the SPI is not needed: the flow names the SA).
     Protected { spi: u32 },
+}
+
+/// One SIP message between the workers and the registration thread, either way: where it
+/// came from or goes to, how, and its bytes. The one shape of punt and inject: a queue buffer
+/// is a `Datagram<Slot>`, the registrar takes a `Datagram<&[u8]>` ([`Datagram::borrowed`]) and
+/// hands back `Datagram<Vec<u8>>`s, which are pushed as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram<P> {
+    pub side: Side,
+    /// `Protected`: in (punt) or over (inject) an SA of the flow `src` → `dst`.
+    pub protection: Protection,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: P,
+}
+
+impl<P> Datagram<P> {
+    /// The same addressing with another payload (an answer's bytes once they are built).
+    pub fn with_payload<Q>(self, payload: Q) -> Datagram<Q> {
+        Datagram {
+            side: self.side,
+            protection: self.protection,
+            src: self.src,
+            dst: self.dst,
+            payload,
+        }
+    }
+}
+
+impl<P: AsRef<[u8]>> Datagram<P> {
+    /// The same message borrowing its bytes (an owned one run again as if punted).
+    pub fn borrowed(&self) -> Datagram<&[u8]> {
+        Datagram {
+            side: self.side,
+            protection: self.protection,
+            src: self.src,
+            dst: self.dst,
+            payload: self.payload.as_ref(),
+        }
+    }
 }
 
 /// Priority classes of punted messages, highest first.
@@ -51,30 +93,37 @@ pub enum Class {
 impl Class {
     pub const ALL: [Class; 3] = [Class::Core, Class::Protected, Class::Unprotected];
 
-    pub fn of(side: Side, arrival: Arrival) -> Class {
-        match (side, arrival) {
+    pub fn of(side: Side, protection: Protection) -> Class {
+        match (side, protection) {
             (Side::Core, _) => Class::Core,
-            (Side::Ue, Arrival::Protected { .. }) => Class::Protected,
-            (Side::Ue, Arrival::Plain) => Class::Unprotected,
+            (Side::Ue, Protection::Protected { .. }) => Class::Protected,
+            (Side::Ue, Protection::Plain) => Class::Unprotected,
         }
     }
 }
 
-/// One SIP message (the UDP payload) with its addresses.
+/// A queue buffer: one SIP message (the UDP payload) in a [`Datagram`] whose bytes live in a
+/// pre-allocated [`Slot`].
+pub type Msg = Datagram<Slot>;
+
+/// The fixed storage of a queued message's bytes, and the worker that punted it.
 #[derive(Debug)]
-pub struct Msg {
-    pub side: Side,
-    pub arrival: Arrival,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
+pub struct Slot {
     pub worker: u16,
     pub len: usize,
     pub data: [u8; MSG_MAX],
 }
 
+impl AsRef<[u8]> for Slot {
+    fn as_ref(&self) -> &[u8] {
+        &self.data[..self.len.min(MSG_MAX)]
+    }
+}
+
 impl Msg {
-    pub fn payload(&self) -> &[u8] {
-        &self.data[..self.len]
+    /// The message's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.payload.as_ref()
     }
 }
 
@@ -92,12 +141,14 @@ impl Lane {
         for _ in 0..depth {
             let b = Box::new(Msg {
                 side: Side::Ue,
-                arrival: Arrival::Plain,
+                protection: Protection::Plain,
                 src: SocketAddr::from(([0, 0, 0, 0], 0)),
                 dst: SocketAddr::from(([0, 0, 0, 0], 0)),
-                worker: 0,
-                len: 0,
-                data: [0; MSG_MAX],
+                payload: Slot {
+                    worker: 0,
+                    len: 0,
+                    data: [0; MSG_MAX],
+                },
             });
             let _ = free.push(b);
         }
@@ -146,34 +197,27 @@ impl MsgQueue {
         })
     }
 
-    fn lane(&self, side: Side, arrival: Arrival) -> &Lane {
-        let i = Class::of(side, arrival) as usize;
+    fn lane(&self, side: Side, protection: Protection) -> &Lane {
+        let i = Class::of(side, protection) as usize;
         &self.lanes[if self.lanes.len() > i { i } else { 0 }]
     }
 
-    /// Worker side: copy `payload` into a free buffer and queue it. Never blocks.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &self,
-        side: Side,
-        arrival: Arrival,
-        src: SocketAddr,
-        dst: SocketAddr,
-        worker: u16,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
+    /// Copy `d` (pushed by `worker`; 0 from the registration thread) into a free buffer and
+    /// queue it. Never blocks.
+    pub fn push(&self, d: Datagram<&[u8]>, worker: u16) -> Result<(), QueueError> {
+        let payload = d.payload;
         if payload.len() > MSG_MAX {
             return Err(QueueError::TooBig);
         }
-        let lane = self.lane(side, arrival);
+        let lane = self.lane(d.side, d.protection);
         let mut b = lane.free.pop().ok_or(QueueError::Full)?;
-        b.side = side;
-        b.arrival = arrival;
-        b.src = src;
-        b.dst = dst;
-        b.worker = worker;
-        b.len = payload.len();
-        b.data[..payload.len()].copy_from_slice(payload);
+        b.side = d.side;
+        b.protection = d.protection;
+        b.src = d.src;
+        b.dst = d.dst;
+        b.payload.worker = worker;
+        b.payload.len = payload.len();
+        b.payload.data[..payload.len()].copy_from_slice(payload);
         // `full` has the same capacity as the number of buffers, so this cannot fail; if it
         // did, the buffer goes back to the free list rather than leak.
         if let Err(b) = lane.full.push(b) {
@@ -200,13 +244,13 @@ impl MsgQueue {
         self.lanes.get(class as usize)?.full.pop()
     }
 
-    /// Consumer side: give a buffer back (to its lane: its side and arrival are unchanged). Its
+    /// Consumer side: give a buffer back (to its lane: its side and protection are unchanged). Its
     /// bytes are wiped first: a punted 401 carries CK and IK in hex (TS 24.229 §5.2.2.2: the
     /// P-CSCF keeps them), and they must not stay in a free buffer until it is overwritten.
     pub fn recycle(&self, mut b: Box<Msg>) {
-        zeroize::Zeroize::zeroize(&mut b.data[..b.len.min(MSG_MAX)]);
-        b.len = 0;
-        let _ = self.lane(b.side, b.arrival).free.push(b);
+        zeroize::Zeroize::zeroize(&mut b.payload.data[..b.payload.len.min(MSG_MAX)]);
+        b.payload.len = 0;
+        let _ = self.lane(b.side, b.protection).free.push(b);
     }
 
     pub fn len(&self) -> usize {

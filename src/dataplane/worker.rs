@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
-use crate::dataplane::queue::{Arrival, Msg, MsgQueue};
+use crate::dataplane::queue::{Datagram, Msg, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, SharedStats, WorkerStats, new_histogram};
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
@@ -348,19 +348,19 @@ impl<P: PacketIo> Worker<P> {
         };
         let frame = self.io.frame(&out);
         let at = HEADROOM + wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN;
-        let len = m.len;
+        let len = m.bytes().len();
         if at + len + 64 > frame.len() {
             self.io.free(&[out]);
             return Verdict::Drop(DropReason::NoRoom);
         }
-        frame[at..at + len].copy_from_slice(m.payload());
+        frame[at..at + len].copy_from_slice(m.bytes());
         let Ok(r) = wire::emit_datagram(frame, at..at + len, m.src, m.dst) else {
             self.io.free(&[out]);
             return Verdict::Drop(DropReason::NoRoom);
         };
-        let range = match m.arrival {
-            Arrival::Plain => r,
-            Arrival::Protected { .. } => {
+        let range = match m.protection {
+            Protection::Plain => r,
+            Protection::Protected { .. } => {
                 let sa = sas.and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()));
                 let Some(e) = sa else {
                     self.io.free(&[out]);
@@ -477,7 +477,14 @@ impl<P: PacketIo> Worker<P> {
         }
         if view.is_method(b"REGISTER") {
             // REGISTER over the temporary or current set: the registration thread's.
-            return self.punt(Side::Ue, Arrival::Protected { spi }, isrc, idst, payload, d);
+            return self.punt(
+                Side::Ue,
+                Protection::Protected { spi },
+                isrc,
+                idst,
+                payload,
+                d,
+            );
         }
         let Some(reg) = e.registration() else {
             return Verdict::Drop(DropReason::NotRegistered);
@@ -545,7 +552,7 @@ impl<P: PacketIo> Worker<P> {
             return self.reply(d, idx, src, dst, 400, "Bad Request");
         }
         if view.is_method(b"REGISTER") {
-            return self.punt(Side::Ue, Arrival::Plain, src, dst, payload, d);
+            return self.punt(Side::Ue, Protection::Plain, src, dst, payload, d);
         }
         if rules::max_forwards_exhausted(view) {
             return self.reply(d, idx, src, dst, 483, "Too Many Hops");
@@ -627,7 +634,7 @@ impl<P: PacketIo> Worker<P> {
             .is_some_and(|(_, m)| m == b"REGISTER");
         if is_register {
             // the registration thread's branches have their own format and check
-            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+            return self.punt(Side::Core, Protection::Plain, src, dst, payload, d);
         }
         let Some(branch) = ours else {
             return Verdict::Drop(DropReason::NotOurVia);
@@ -660,7 +667,7 @@ impl<P: PacketIo> Worker<P> {
         let target = rules::request_uri_addr(view);
         let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
         let (Some(target), Some(e)) = (target, entry) else {
-            return self.punt(Side::Core, Arrival::Plain, src, dst, payload, d);
+            return self.punt(Side::Core, Protection::Plain, src, dst, payload, d);
         };
         if rules::max_forwards_exhausted(view) {
             return Verdict::Drop(DropReason::TooManyHops);
@@ -931,7 +938,7 @@ impl<P: PacketIo> Worker<P> {
     fn punt(
         &mut self,
         side: Side,
-        arrival: Arrival,
+        protection: Protection,
         src: SocketAddr,
         dst: SocketAddr,
         payload: Range<usize>,
@@ -939,10 +946,14 @@ impl<P: PacketIo> Worker<P> {
     ) -> Verdict {
         let id = self.cfg.id;
         let frame = self.io.frame(&d);
-        match self
-            .punt
-            .push(side, arrival, src, dst, id, &frame[payload.clone()])
-        {
+        let d = Datagram {
+            side,
+            protection,
+            src,
+            dst,
+            payload: &frame[payload.clone()],
+        };
+        match self.punt.push(d, id) {
             Ok(()) => {
                 self.punted_this_batch = true;
                 Verdict::Punted

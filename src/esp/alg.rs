@@ -32,6 +32,22 @@ pub enum EncAlg {
 }
 
 impl IntegAlg {
+    /// Every integrity algorithm, in token-lookup order.
+    pub const ALL: [IntegAlg; 4] = [
+        IntegAlg::HmacMd5_96,
+        IntegAlg::HmacSha1_96,
+        IntegAlg::AesGmac,
+        IntegAlg::Null,
+    ];
+
+    /// The algorithm a Security-Client/-Server `alg=` token names (exact, case-insensitive;
+    /// TS 33.203 Annex H), as the sec-agree parser and the configuration read it.
+    pub fn from_token(t: &[u8]) -> Option<IntegAlg> {
+        IntegAlg::ALL
+            .into_iter()
+            .find(|a| t.eq_ignore_ascii_case(a.token().as_bytes()))
+    }
+
     /// The Security-Client token.
     pub fn token(self) -> &'static str {
         match self {
@@ -44,6 +60,22 @@ impl IntegAlg {
 }
 
 impl EncAlg {
+    /// Every encryption algorithm, in token-lookup order.
+    pub const ALL: [EncAlg; 4] = [
+        EncAlg::Null,
+        EncAlg::AesCbc,
+        EncAlg::DesEde3Cbc,
+        EncAlg::AesGcm,
+    ];
+
+    /// The algorithm an `ealg=` token names (exact, case-insensitive; TS 33.203 Annex H).
+    /// An absent `ealg` means null; that default is the caller's (it has no token).
+    pub fn from_token(t: &[u8]) -> Option<EncAlg> {
+        EncAlg::ALL
+            .into_iter()
+            .find(|e| t.eq_ignore_ascii_case(e.token().as_bytes()))
+    }
+
     /// The Security-Client token.
     pub fn token(self) -> &'static str {
         match self {
@@ -58,32 +90,14 @@ impl EncAlg {
 impl FromStr for IntegAlg {
     type Err = EspError;
     fn from_str(s: &str) -> Result<Self, EspError> {
-        let t = s.trim();
-        [
-            IntegAlg::HmacMd5_96,
-            IntegAlg::HmacSha1_96,
-            IntegAlg::AesGmac,
-            IntegAlg::Null,
-        ]
-        .into_iter()
-        .find(|a| a.token().eq_ignore_ascii_case(t))
-        .ok_or(EspError::UnknownAlgorithm)
+        IntegAlg::from_token(s.trim().as_bytes()).ok_or(EspError::UnknownAlgorithm)
     }
 }
 
 impl FromStr for EncAlg {
     type Err = EspError;
     fn from_str(s: &str) -> Result<Self, EspError> {
-        let t = s.trim();
-        [
-            EncAlg::Null,
-            EncAlg::AesCbc,
-            EncAlg::DesEde3Cbc,
-            EncAlg::AesGcm,
-        ]
-        .into_iter()
-        .find(|a| a.token().eq_ignore_ascii_case(t))
-        .ok_or(EspError::UnknownAlgorithm)
+        EncAlg::from_token(s.trim().as_bytes()).ok_or(EspError::UnknownAlgorithm)
     }
 }
 

@@ -173,7 +173,18 @@ impl Sa {
         ik: &[u8; 16],
         opts: SaOptions,
     ) -> Result<Self, EspError> {
-        let suite = Suite::from_tokens(alg, ealg)?;
+        Sa::from_aka_suite(spi, Suite::from_tokens(alg, ealg)?, ck, ik, opts)
+    }
+
+    /// [`Sa::from_aka`] for a suite already parsed (the registrar's, from the Security-Client
+    /// offer): derives the ESP keys per TS 33.203 Annex I.
+    pub fn from_aka_suite(
+        spi: u32,
+        suite: Suite,
+        ck: &[u8; 16],
+        ik: &[u8; 16],
+        opts: SaOptions,
+    ) -> Result<Self, EspError> {
         let keys = EspKeys::derive(suite, ck, ik);
         Sa::new(spi, suite, &keys, opts)
     }

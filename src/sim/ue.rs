@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::classify::{L4, classify};
-use crate::esp::{Frame, Sa, SaOptions};
+use crate::esp::{Frame, Sa, SaOptions, Suite};
 use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
@@ -395,12 +395,13 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             };
             let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-            let (alg, ealg) = (mech.alg.as_str(), mech.ealg.as_str());
             let (_, ss) = Sim::spis(i);
-            let (Ok(sa1), Ok(sa2)) = (
-                Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()),
-                Sa::from_aka(ss, alg, ealg, &ck, &ik, SaOptions::default()),
-            ) else {
+            let sa = |spi| {
+                Suite::new(mech.alg, mech.ealg).and_then(|suite| {
+                    Sa::from_aka_suite(spi, suite, &ck, &ik, SaOptions::default())
+                })
+            };
+            let (Ok(sa1), Ok(sa2)) = (sa(mech.spi_s), sa(ss)) else {
                 fail(ue, "SA build", &mut report);
                 finished += 1;
                 continue;

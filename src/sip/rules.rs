@@ -11,11 +11,12 @@ use core::net::{IpAddr, SocketAddr};
 
 use super::branch::Branch;
 use super::edit::{EditError, Editor};
-use super::headers::{self, Alg, Digest, Ealg, IpsecOffer, NameAddr, Via};
+use super::headers::{self, Digest, IpsecOffer, NameAddr, Via};
 use super::lex::{self, ListIter, parse_u64};
 use super::msg::{HeaderName, Span, View};
 use super::own::OwnUris;
 use super::write::Writer;
+use crate::esp::{EncAlg, IntegAlg};
 
 /// Who we are, as written into forwarded messages. Built once from configuration.
 #[derive(Clone, Copy, Debug)]
@@ -103,7 +104,10 @@ pub struct RegisterInfo<'a> {
 
 /// Checks of TS 24.229 §5.2.2.2 / TS 33.203 §7.1 / RFC 3329 §2.3.1 on a REGISTER from the UE,
 /// and choice of the mechanism: the first (alg, ealg) of `prefs` that the UE offers.
-pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<RegisterInfo<'a>, Reject> {
+pub fn check_register<'a>(
+    v: View<'a>,
+    prefs: &[(IntegAlg, EncAlg)],
+) -> Result<RegisterInfo<'a>, Reject> {
     let malformed = Reject::new(400, "Bad Request", RejectWhy::Malformed);
     if !v.is_method(b"REGISTER") {
         return Err(Reject::new(
@@ -218,7 +222,7 @@ pub fn check_register<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Result<Register
 }
 
 /// Parse every ipsec-3gpp offer once, then take the first of our preferences the UE offers.
-fn choose_offer<'a>(v: View<'a>, prefs: &[(Alg, Ealg)]) -> Option<(&'a [u8], IpsecOffer)> {
+fn choose_offer<'a>(v: View<'a>, prefs: &[(IntegAlg, EncAlg)]) -> Option<(&'a [u8], IpsecOffer)> {
     const MAX_OFFERS: usize = 16;
     let mut offers: [Option<(&[u8], IpsecOffer)>; MAX_OFFERS] = [None; MAX_OFFERS];
     let mechs = v
@@ -357,8 +361,8 @@ pub fn copy_security_client(v: View<'_>, out: &mut [u8]) -> Option<usize> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_security_server(
     out: &mut [u8],
-    alg: Alg,
-    ealg: Ealg,
+    alg: IntegAlg,
+    ealg: EncAlg,
     spi_c: u32,
     spi_s: u32,
     port_c: u16,
@@ -374,9 +378,9 @@ pub fn write_security_server(
         .put(b";port-s=")
         .dec(port_s as u64)
         .put(b";alg=")
-        .put(alg.as_str().as_bytes())
+        .put(alg.token().as_bytes())
         .put(b";ealg=")
-        .put(ealg.as_str().as_bytes());
+        .put(ealg.token().as_bytes());
     w.finish()
 }
 
@@ -989,7 +993,7 @@ pub fn build_reject(
     req: View<'_>,
     r: &Reject,
     to_tag: &[u8],
-    prefs: &[(Alg, Ealg)],
+    prefs: &[(IntegAlg, EncAlg)],
     out: &mut [u8],
 ) -> Option<usize> {
     let mut extra = [0u8; 512];
@@ -1019,9 +1023,9 @@ pub fn build_reject(
                     w.put(b", ");
                 }
                 w.put(b"ipsec-3gpp;prot=esp;mod=trans;alg=")
-                    .put(alg.as_str().as_bytes())
+                    .put(alg.token().as_bytes())
                     .put(b";ealg=")
-                    .put(ealg.as_str().as_bytes());
+                    .put(ealg.token().as_bytes());
             }
             w.put(b"\r\n");
         }

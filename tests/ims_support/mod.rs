@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use pcscf::aka::{self, UeAuthResult, Usim, digest};
 use pcscf::control::registrar::{RegistrarConfig, SOURCE_BURST, SOURCE_PER_SECOND};
 use pcscf::esp::SaOptions;
+use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::esp::{Frame, Sa};
 use pcscf::satable::{SaReader, SaTableConfig, SaWriter, sa_table};
 use pcscf::sim::rawip;
-use pcscf::sip::headers::{Alg, Digest, Ealg, IpsecOffer, SecMechanism};
+use pcscf::sip::headers::{Digest, IpsecOffer, SecMechanism};
 use pcscf::sip::rules::build_response;
 use pcscf::sip::{HeaderName, Message};
 
@@ -44,8 +45,8 @@ pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> R
         visited_network_id: "\"Visited\"".into(),
         orig_ioi: "visited.test".into(),
         prefs: vec![
-            (Alg::HmacSha1_96, Ealg::AesCbc),
-            (Alg::HmacMd5_96, Ealg::Null),
+            (IntegAlg::HmacSha1_96, EncAlg::AesCbc),
+            (IntegAlg::HmacMd5_96, EncAlg::Null),
         ],
         sa_options: SaOptions::default(),
         max_pending: 8,

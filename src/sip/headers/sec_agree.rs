@@ -1,61 +1,8 @@
 //! Sec-agree: Security-Client, Security-Server, Security-Verify (RFC 3329 §2.2, §2.3.1) and
 //! the `ipsec-3gpp` mechanism with its algorithms (TS 33.203 Annex H).
 
+use crate::esp::{EncAlg, IntegAlg};
 use crate::sip::lex::{ListIter, ParamIter, find_param, is_token, parse_u64, trim, unquote};
-
-/// The integrity algorithms of TS 33.203 Annex H (`alg=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Alg {
-    HmacMd5_96,
-    HmacSha1_96,
-    AesGmac,
-    Null,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 4] = [Alg::HmacMd5_96, Alg::HmacSha1_96, Alg::AesGmac, Alg::Null];
-
-    pub fn from_token(t: &[u8]) -> Option<Alg> {
-        Alg::ALL
-            .into_iter()
-            .find(|a| t.eq_ignore_ascii_case(a.as_str().as_bytes()))
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::HmacMd5_96 => "hmac-md5-96",
-            Alg::HmacSha1_96 => "hmac-sha-1-96",
-            Alg::AesGmac => "aes-gmac",
-            Alg::Null => "null",
-        }
-    }
-}
-
-/// The encryption algorithms of TS 33.203 Annex H (`ealg=`; absent means null).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Ealg {
-    Null,
-    AesCbc,
-    DesEde3Cbc,
-    AesGcm,
-}
-
-impl Ealg {
-    pub const ALL: [Ealg; 4] = [Ealg::Null, Ealg::AesCbc, Ealg::DesEde3Cbc, Ealg::AesGcm];
-
-    pub fn from_token(t: &[u8]) -> Option<Ealg> {
-        Ealg::ALL
-            .into_iter()
-            .find(|e| t.eq_ignore_ascii_case(e.as_str().as_bytes()))
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ealg::Null => "null",
-            Ealg::AesCbc => "aes-cbc",
-            Ealg::DesEde3Cbc => "des-ede3-cbc",
-            Ealg::AesGcm => "aes-gcm",
-        }
-    }
-}
 
 /// One sec-agree mechanism (RFC 3329 §2.2): `ipsec-3gpp;alg=...;spi-c=...`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +28,10 @@ pub enum SecError {
 /// A parsed `ipsec-3gpp` mechanism with the defaults of TS 33.203 Annex H applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpsecOffer {
-    pub alg: Alg,
-    pub ealg: Ealg,
+    /// `alg=` (TS 33.203 Annex H), in the ESP module's vocabulary.
+    pub alg: IntegAlg,
+    /// `ealg=`, null when absent (TS 33.203 Annex H).
+    pub ealg: EncAlg,
     pub spi_c: u32,
     pub spi_s: u32,
     pub port_c: u16,
@@ -152,11 +101,11 @@ impl<'a> SecMechanism<'a> {
                 return Err(SecError::Unsupported);
             }
         }
-        let alg = Alg::from_token(alg.ok_or(SecError::MissingParam("alg"))?)
+        let alg = IntegAlg::from_token(alg.ok_or(SecError::MissingParam("alg"))?)
             .ok_or(SecError::UnknownAlg)?;
         let ealg = match ealg {
-            Some(e) => Ealg::from_token(e).ok_or(SecError::UnknownEalg)?,
-            None => Ealg::Null,
+            Some(e) => EncAlg::from_token(e).ok_or(SecError::UnknownEalg)?,
+            None => EncAlg::Null,
         };
         let q = match q {
             Some(q) => Some(parse_qvalue(q).ok_or(SecError::BadParam("q"))?),
@@ -342,8 +291,8 @@ mod tests {
         let o = m.ipsec().unwrap();
         assert_eq!(o.spi_c, u32::MAX);
         assert_eq!(o.spi_s, 2177074695);
-        assert_eq!(o.alg, Alg::HmacSha1_96);
-        assert_eq!(o.ealg, Ealg::AesCbc);
+        assert_eq!(o.alg, IntegAlg::HmacSha1_96);
+        assert_eq!(o.ealg, EncAlg::AesCbc);
         assert_eq!(o.q, Some(100));
         let a = SecMechanism::parse(b"ipsec-3gpp;spi-c=1;ALG=hmac-md5-96").unwrap();
         let b = SecMechanism::parse(b"IPSEC-3gpp; alg = HMAC-MD5-96 ; spi-c=1").unwrap();
