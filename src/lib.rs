@@ -9,6 +9,7 @@
 pub mod aka;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod esp;
 pub mod io;
