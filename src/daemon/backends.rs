@@ -10,11 +10,9 @@ use crate::io::PacketIo;
 use crate::io::Side;
 use crate::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
 use crate::io::dual::DualIo;
-use crate::io::neigh::{NeighReader, NeighShared};
+use crate::io::neigh::NeighShared;
 use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
-use crate::io::xdp::{
-    AttachMode, NeighLookup, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig,
-};
+use crate::io::xdp::{AttachMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig};
 
 /// Worker `index`'s backend.
 pub(super) fn open_backend(
@@ -90,11 +88,8 @@ pub(super) fn open_backend(
                 xc.frames = dp.frames;
                 xc.ring_size = dp.ring_size;
                 xc.fill_frames = dp.ring_size;
-                let io = XdpIo::open(
-                    &xc,
-                    Box::new(NeighAdapter(std::cell::RefCell::new(neigh.reader()))),
-                )
-                .map_err(|e| format!("xdp backend on {ifname} queue {queue}: {e}"))?;
+                let io = XdpIo::open(&xc, neigh.reader())
+                    .map_err(|e| format!("xdp backend on {ifname} queue {queue}: {e}"))?;
                 Ok(io)
             };
             let ue = open(&cfg.ue.interface, Side::Ue)?;
@@ -151,22 +146,4 @@ pub(super) fn attach_xdp(cfg: &Config) -> Result<Vec<XdpProgram>, Box<dyn std::e
         progs.push(p);
     }
     Ok(progs)
-}
-
-/// The neighbour table as AF_XDP's next-hop lookup: one atomic load per call to pick up a new
-/// snapshot; misses are reported so the refresher resolves them.
-struct NeighAdapter(std::cell::RefCell<NeighReader>);
-
-impl NeighLookup for NeighAdapter {
-    fn lookup(&self, dst: std::net::IpAddr) -> Option<[u8; 6]> {
-        let mut r = self.0.borrow_mut();
-        r.update();
-        match r.lookup(dst) {
-            Some(e) => Some(e.dst_mac),
-            None => {
-                r.miss(dst);
-                None
-            }
-        }
-    }
 }
