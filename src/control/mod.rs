@@ -2,6 +2,8 @@
 //! limits, the key log, logging). Sans-IO where it can be: the daemon (`crate::daemon`) carries
 //! its sockets, queues and timers.
 
+#![forbid(unsafe_code)]
+
 pub mod dns;
 pub mod keylog;
 pub mod log;
