@@ -3,10 +3,10 @@
 //! does its I/O and the process around it).
 //!
 //! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
-//! missing privilege is reported at once: [`backends`]), the pinned workers ([`workers`]), the
-//! control loop that carries the registrar's inputs and outputs ([`registration`]), the
-//! `--keylog` file, SIGINT/SIGTERM ([`signals`]), the Prometheus endpoint ([`prometheus`]) and
-//! the final counters ([`report`]). Backends are dropped on the way out, which detaches an XDP
+//! missing privilege is reported at once: `backends.rs`), the pinned workers (`workers.rs`), the
+//! control loop that carries the registrar's inputs and outputs (`registration.rs`), the
+//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`) and
+//! the final counters (`report.rs`). Backends are dropped on the way out, which detaches an XDP
 //! program.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,7 @@ pub struct RunOptions {
     /// Every SA is written there as it is created, in Wireshark's `esp_sa` format.
     pub keylog: Option<std::path::PathBuf>,
     /// Load tests only (cargo feature `bench-hooks`): install this many registered bench UEs
-    /// ([`crate::preload`]) before serving, and write what each got to `preload_map`.
+    /// (`crate::preload`) before serving, and write what each got to `preload_map`.
     pub preload_ues: u32,
     pub preload_map: Option<std::path::PathBuf>,
     /// Load tests and lab comparisons only (`--allow-stateless-relay`, a hidden flag): without

@@ -26,7 +26,7 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Ask a running [`run`] to stop (what the signal handlers do).
+/// Ask a running [`super::run`] to stop (what the signal handlers do).
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
