@@ -21,7 +21,7 @@ use crate::io::neigh::{NeighShared, NeighTable};
 use crate::satable::{SaTableConfig, sa_table};
 
 mod backends;
-pub mod prometheus;
+mod prometheus;
 mod registration;
 mod report;
 mod signals;
