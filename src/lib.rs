@@ -9,10 +9,13 @@
 pub mod aka;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod esp;
 pub mod io;
 pub mod lab;
+/// Load-test hook only (`--features bench-hooks`): bench UEs whose keys anyone can compute.
+#[cfg(feature = "bench-hooks")]
 pub mod preload;
 pub mod satable;
 pub mod sim;

@@ -155,11 +155,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Cmd::CoreSim { listen, realm } => {
-            pcscf::control::install_signal_handlers();
+            pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
             std::thread::spawn(move || {
-                while !pcscf::control::stop_requested() {
+                while !pcscf::daemon::stop_requested() {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 s2.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -176,11 +176,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             realm,
             reregister,
         } => {
-            pcscf::control::install_signal_handlers();
+            pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
             std::thread::spawn(move || {
-                while !pcscf::control::stop_requested() {
+                while !pcscf::daemon::stop_requested() {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 s2.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -212,14 +212,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let cfg = pcscf::config::Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
-            let opts = pcscf::control::RunOptions {
+            let opts = pcscf::daemon::RunOptions {
                 keylog,
                 preload_ues: bench_preload_ues,
                 preload_map: bench_preload_map,
                 allow_stateless_relay,
             };
-            let report = pcscf::control::run(&cfg, &opts)?;
-            pcscf::control::print_report(&report, cfg.log.level);
+            let report = pcscf::daemon::run(&cfg, &opts)?;
+            pcscf::daemon::print_report(&report, cfg.log.level);
         }
         Cmd::CheckConfig { config } => {
             pcscf::config::Config::load(&config)

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("preload", 4),
     ("dataplane", 4),
     ("control", 5),
+    ("daemon", 6),
     ("sim", 6),
     ("lab", 7),
 ];

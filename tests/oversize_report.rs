@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use pcscf::control::metrics_text;
+use pcscf::daemon::metrics_text;
 use pcscf::dataplane::queue::MsgQueue;
 use pcscf::dataplane::stats::{DropReason, SharedStats};
 use pcscf::dataplane::worker::{Worker, WorkerConfig};

@@ -431,7 +431,7 @@ fn a_flood_of_unprotected_registers_leaves_room_for_the_core() {
 /// sends, reads DNS and runs timers before the next pass.
 #[test]
 fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
-    use pcscf::control::{PASS_BUDGET, punt_pass};
+    use pcscf::daemon::{PASS_BUDGET, punt_pass};
     let mut reg = registrar(Some(addr("10.0.1.20:5060")), None);
     let q = MsgQueue::prioritized(2048, None);
     let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));

@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use pcscf::io::neigh::{NeighReader, NeighShared, NeighTable};
 use pcscf::io::xdp::bpf::{BPF_PROG_TYPE_XDP, Prog};
 use pcscf::io::xdp::netlink::{self, XDP_FLAGS_SKB_MODE};
 use pcscf::io::xdp::{
-    AttachMode, BindMode, ProgramConfig, StaticNeigh, Steering, XdpIo, XdpProgram, XskConfig,
-    ifindex,
+    AttachMode, BindMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig, ifindex,
 };
 use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
 use xdp_util::*;
@@ -43,11 +43,17 @@ fn xsk_cfg(tb: &Testbed, queue: u32) -> XskConfig {
     c
 }
 
-fn neigh() -> Box<StaticNeigh> {
-    let mut n = StaticNeigh::new();
-    n.set_neighbour(IpAddr::V4(V4_B.into()), MAC_B);
-    n.set_neighbour(IpAddr::V6(V6_B.parse().unwrap()), MAC_B);
-    Box::new(n)
+/// The peer as the only neighbour: a host route to each of its addresses. An XDP socket sends
+/// on its own interface, so the ifindex here is only the table's key.
+fn neigh() -> NeighReader {
+    const IF: u32 = 1;
+    let mut t = NeighTable::empty();
+    for ip in [IpAddr::V4(V4_B.into()), IpAddr::V6(V6_B.parse().unwrap())] {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        t.add_link_route(ip, len, IF, None, [0; 6]);
+        t.add_neighbour(ip, IF, MAC_B);
+    }
+    NeighShared::new(t).reader()
 }
 
 /// The peer's sockets, created inside namespace b.

@@ -61,6 +61,8 @@
 //! assert!(digest::verify_aka(&input, &av.xres, resp.as_bytes()).is_ok());
 //! ```
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 pub mod digest;

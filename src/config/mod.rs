@@ -4,6 +4,8 @@
 //! unknown keys and type errors with their path; [`Config::validate`] adds the semantic rules).
 //! Nothing here touches the network.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;

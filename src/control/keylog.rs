@@ -99,7 +99,7 @@ impl FileKeyLog {
         })
     }
 
-    /// Lines dropped because the writer fell [`QUEUE`] lines behind.
+    /// Lines dropped because the writer fell `QUEUE` lines behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

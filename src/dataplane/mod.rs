@@ -5,6 +5,8 @@
 //! - [`queue`]: the bounded message queues between the workers and the registration thread.
 //! - [`worker`]: the per-packet pipeline of one pinned worker.
 
+#![forbid(unsafe_code)]
+
 pub mod classify;
 pub mod queue;
 pub mod stats;

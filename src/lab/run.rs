@@ -30,7 +30,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     super::netns::check_privileges().map_err(|e| {
         format!("{e}.\n`pcscf lab` builds network namespaces and loads XDP: run it as root (sudo), or in a container with CAP_NET_ADMIN and CAP_SYS_ADMIN")
     })?;
-    crate::control::install_signal_handlers();
+    crate::daemon::install_signal_handlers();
     let lab = Lab::new("pcscf-lab", "l")?;
     let (ue_ip, pcscf_ue) = if cfg.ipv6 {
         (lab.ue_addr6, lab.pcscf_ue_addr6)
@@ -90,7 +90,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     let watch_stop = stop.clone();
     let watcher = std::thread::spawn(move || {
         while !watch_stop.load(Ordering::Relaxed) {
-            if crate::control::stop_requested() {
+            if crate::daemon::stop_requested() {
                 watch_stop.store(true, Ordering::Relaxed);
             }
             std::thread::sleep(Duration::from_millis(50));

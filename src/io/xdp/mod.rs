@@ -13,7 +13,6 @@
 //!   replacement on start, detach on drop.
 //! - `ring.rs`: one mmapped AF_XDP ring (cached indices, Acquire/Release).
 //! - `socket.rs`: [`XdpIo`] — UMEM, the four rings, frame pool, Ethernet strip/prepend.
-//! - `neigh.rs`: [`NeighLookup`] (next-hop MAC for TX) and [`StaticNeigh`].
 //!
 //! # The XDP program
 //! For each frame: if it is shorter than an Ethernet header, pass. If the ethertype is IPv4,
@@ -51,7 +50,6 @@ pub(crate) use crate::io::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
 pub mod asm;
 pub mod bpf;
 mod loader;
-mod neigh;
 pub mod netlink;
 pub mod prog;
 mod ring;
@@ -59,6 +57,5 @@ mod socket;
 
 pub use crate::io::neigh::ifindex;
 pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram};
-pub use neigh::{NeighLookup, StaticNeigh};
 pub use prog::Steering;
 pub use socket::{BindMode, XdpIo, XskConfig, XskKernelStats};

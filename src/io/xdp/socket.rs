@@ -19,11 +19,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use super::neigh::NeighLookup;
 use super::netlink;
 use super::ring::Ring;
 use super::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
-use crate::io::neigh::ifindex;
+use crate::io::neigh::{NeighReader, ifindex};
 use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv6Packet, ethertype};
 
 const ETH_HLEN: usize = wire::eth::HEADER_LEN;
@@ -162,7 +161,7 @@ pub struct XdpIo {
     mac: [u8; 6],
     zerocopy: bool,
     need_wakeup: bool,
-    neigh: Box<dyn NeighLookup>,
+    neigh: NeighReader,
     stats: IoStats,
     /// Frames the kernel could not put in a UMEM frame because they were too big, from
     /// `XDP_STATISTICS` (read once per [`KSTATS_EVERY`] `recv` calls, never per packet).
@@ -303,9 +302,9 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> i
 
 impl XdpIo {
     /// Open a socket on `cfg.ifname` queue `cfg.queue_id` (in the calling thread's network
-    /// namespace). `neigh` gives next-hop MACs for `send`. Register it with
+    /// namespace). `neigh` gives next-hop MACs for `send` (a miss is reported to its refresher). Register it with
     /// [`XdpProgram::register`](super::XdpProgram::register) to receive.
-    pub fn open(cfg: &XskConfig, neigh: Box<dyn NeighLookup>) -> io::Result<XdpIo> {
+    pub fn open(cfg: &XskConfig, neigh: NeighReader) -> io::Result<XdpIo> {
         if !cfg.ring_size.is_power_of_two() || cfg.frames < 2 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -400,11 +399,6 @@ impl XdpIo {
     /// Frames in the free list (for tests and monitoring).
     pub fn free_frames(&self) -> usize {
         self.free.len()
-    }
-
-    /// Replace the next-hop lookup.
-    pub fn set_neigh(&mut self, neigh: Box<dyn NeighLookup>) {
-        self.neigh = neigh;
     }
 
     /// The kernel's counters for this socket (one syscall).
@@ -649,6 +643,8 @@ impl PacketIo for XdpIo {
     }
 
     fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
+        // a newly published neighbour table: one atomic load when nothing changed
+        self.neigh.update();
         let mut slots = self
             .tx
             .prod_reserve(pkts.len().min(u32::MAX as usize) as u32);
@@ -678,8 +674,9 @@ impl PacketIo for XdpIo {
                 self.give_back(d.frame);
                 continue;
             };
-            let Some(dmac) = self.neigh.lookup(dst) else {
+            let Some(dmac) = self.neigh.lookup(dst).map(|n| n.dst_mac) else {
                 self.stats.tx_no_neighbour += 1;
+                self.neigh.miss(dst);
                 self.give_back(d.frame);
                 continue;
             };

@@ -7,9 +7,14 @@
 //! floods the request is cut off, and the next client is served.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::dataplane::stats::SharedStats;
+
+use super::report::metrics_text;
 
 /// Longest wait for the request head (`GET /metrics ... \r\n\r\n`).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -17,6 +22,27 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request head read; more is refused with 431.
 pub const MAX_REQUEST: usize = 4096;
+
+/// Prometheus text format (version 0.0.4) on `GET /metrics`, one connection at a time, from a
+/// thread of its own ([`serve`] bounds what each client may cost).
+pub(super) fn spawn(
+    addr: SocketAddr,
+    shared: Vec<Arc<SharedStats>>,
+    control: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    std::thread::Builder::new()
+        .name("prometheus".into())
+        .spawn(move || {
+            serve(listener, &stop, || {
+                let mut text = metrics_text(&shared);
+                text.push_str(&control.lock().unwrap_or_else(|p| p.into_inner()));
+                text
+            })
+        })?;
+    Ok(())
+}
 
 /// Serve `body()` to every client of `listener` (made non-blocking here) until `stop`.
 pub fn serve(listener: TcpListener, stop: &AtomicBool, body: impl Fn() -> String) {

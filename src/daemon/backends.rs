@@ -1,0 +1,149 @@
+//! Opening the packet backends of `pcscf run`: one per worker (sockets, AF_PACKET, or an AF_XDP
+//! socket per interface behind the steering programs attached first).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{Backend, Config};
+use crate::control::log;
+use crate::io::PacketIo;
+use crate::io::Side;
+use crate::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
+use crate::io::dual::DualIo;
+use crate::io::neigh::NeighShared;
+use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
+use crate::io::xdp::{AttachMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig};
+
+/// Worker `index`'s backend.
+pub(super) fn open_backend(
+    cfg: &Config,
+    index: usize,
+    neigh: &Arc<NeighShared>,
+    progs: &[XdpProgram],
+) -> Result<Box<dyn PacketIo>, Box<dyn std::error::Error>> {
+    let dp = &cfg.dataplane;
+    let protected = cfg.protected_ports()?;
+    Ok(match dp.backend {
+        Backend::Socket => {
+            let mut udp = Vec::new();
+            let mut esp = Vec::new();
+            for a in &cfg.ue.addresses {
+                udp.push(UdpBind {
+                    side: Side::Ue,
+                    addr: SocketAddr::new(*a, cfg.ue.sip_port),
+                });
+                esp.push(EspBind {
+                    side: Side::Ue,
+                    addr: *a,
+                });
+            }
+            udp.push(UdpBind {
+                side: Side::Core,
+                addr: SocketAddr::new(cfg.core.address, cfg.core.sip_port),
+            });
+            let sc = SocketConfig {
+                udp,
+                esp,
+                frames: dp.frames,
+                batch: dp.batch,
+                ..SocketConfig::default()
+            };
+            Box::new(SocketIo::new(&sc).map_err(|e| format!("socket backend: {e}"))?)
+        }
+        Backend::Afpacket => {
+            let mut local = cfg.ue.addresses.clone();
+            local.push(cfg.core.address);
+            let pc = PacketMmapConfig {
+                ports: vec![
+                    PortConfig {
+                        ifname: cfg.ue.interface.clone(),
+                        side: Side::Ue,
+                    },
+                    PortConfig {
+                        ifname: cfg.core.interface.clone(),
+                        side: Side::Core,
+                    },
+                ],
+                local,
+                udp_ports: vec![
+                    cfg.ue.sip_port..=cfg.ue.sip_port,
+                    cfg.core.sip_port..=cfg.core.sip_port,
+                    protected,
+                ],
+                frames: dp.frames,
+                // one placeholder set is enough; every worker's sockets join one fanout group
+                placeholders: index == 0,
+                fanout: (dp.workers.len() > 1).then_some(0x5c5c),
+                ..PacketMmapConfig::default()
+            };
+            Box::new(
+                PacketMmapIo::new(&pc, neigh.reader())
+                    .map_err(|e| format!("afpacket backend: {e}"))?,
+            )
+        }
+        Backend::Xdp => {
+            let queue = index as u32;
+            let open = |ifname: &str, side: Side| -> Result<XdpIo, Box<dyn std::error::Error>> {
+                let mut xc = XskConfig::new(ifname, queue, side);
+                xc.frames = dp.frames;
+                xc.ring_size = dp.ring_size;
+                xc.fill_frames = dp.ring_size;
+                let io = XdpIo::open(&xc, neigh.reader())
+                    .map_err(|e| format!("xdp backend on {ifname} queue {queue}: {e}"))?;
+                Ok(io)
+            };
+            let ue = open(&cfg.ue.interface, Side::Ue)?;
+            let core = open(&cfg.core.interface, Side::Core)?;
+            // each interface's program steers its queue `index` to this worker's socket
+            if let [p_ue, p_core] = progs {
+                p_ue.register(&ue)?;
+                p_core.register(&core)?;
+            }
+            Box::new(DualIo::new(ue, core, dp.batch))
+        }
+    })
+}
+
+/// The XDP steering programs (one per interface); detached when dropped.
+pub(super) fn attach_xdp(cfg: &Config) -> Result<Vec<XdpProgram>, Box<dyn std::error::Error>> {
+    let mode = match cfg.dataplane.xdp_mode {
+        crate::config::XdpMode::Skb => AttachMode::Skb,
+        crate::config::XdpMode::Drv => AttachMode::Drv,
+    };
+    let split = |addrs: &[std::net::IpAddr]| {
+        let mut s = Steering::default();
+        for a in addrs {
+            match a {
+                std::net::IpAddr::V4(v) => s.v4.push(*v),
+                std::net::IpAddr::V6(v) => s.v6.push(*v),
+            }
+        }
+        s
+    };
+    let protected = cfg.protected_ports()?;
+    let mut ue = split(&cfg.ue.addresses);
+    ue.udp_ports = vec![
+        (cfg.ue.sip_port, cfg.ue.sip_port),
+        (*protected.start(), *protected.end()),
+    ];
+    let mut core = split(&[cfg.core.address]);
+    core.udp_ports = vec![(cfg.core.sip_port, cfg.core.sip_port)];
+    let queues = cfg.dataplane.workers.len() as u32;
+    let mut progs = Vec::new();
+    for (ifname, steering) in [(&cfg.ue.interface, ue), (&cfg.core.interface, core)] {
+        let p = XdpProgram::attach(&ProgramConfig {
+            ifname: ifname.clone(),
+            mode,
+            steering,
+            queues,
+        })
+        .map_err(|e| format!("attaching XDP to {ifname}: {e}"))?;
+        if let Some(old) = p.replaced_stale() {
+            log::warn(format_args!(
+                "{ifname}: replaced a stale pcscf XDP program (id {old}, left by a crash?)"
+            ));
+        }
+        progs.push(p);
+    }
+    Ok(progs)
+}

@@ -1,0 +1,226 @@
+//! `pcscf run`: the daemon's wiring of the configuration into backends, pinned workers and the
+//! registration thread (the control plane of `control/` does the protocol work; this module
+//! does its I/O and the process around it).
+//!
+//! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
+//! missing privilege is reported at once: `backends.rs`), the pinned workers (`workers.rs`), the
+//! control loop that carries the registrar's inputs and outputs (`registration.rs`), the
+//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`) and
+//! the final counters (`report.rs`). Backends are dropped on the way out, which detaches an XDP
+//! program.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Backend, Config};
+use crate::control::registrar::Registrar;
+use crate::control::{keylog, log};
+use crate::dataplane::queue::MsgQueue;
+use crate::io::neigh::{NeighShared, NeighTable};
+use crate::satable::{SaTableConfig, sa_table};
+
+mod backends;
+mod prometheus;
+mod registration;
+mod report;
+mod signals;
+mod workers;
+
+pub use registration::{PASS_BUDGET, punt_pass};
+pub use report::{RunReport, control_metrics, metrics_text, print_report};
+pub use signals::{install_signal_handlers, request_stop, stop_requested};
+
+/// Options of [`run`] beyond the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Every SA is written there as it is created, in Wireshark's `esp_sa` format.
+    pub keylog: Option<std::path::PathBuf>,
+    /// Load tests only (cargo feature `bench-hooks`): install this many registered bench UEs
+    /// (`crate::preload`) before serving, and write what each got to `preload_map`.
+    pub preload_ues: u32,
+    pub preload_map: Option<std::path::PathBuf>,
+    /// Load tests and lab comparisons only (`--allow-stateless-relay`, a hidden flag): without
+    /// it a configuration with `dataplane.stateless_relay` is refused.
+    pub allow_stateless_relay: bool,
+}
+
+/// Why `run` refuses a configuration with `dataplane.stateless_relay`.
+pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unprotected requests \
+of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
+(the load tools pass --allow-stateless-relay)";
+
+/// Run the P-CSCF until SIGINT/SIGTERM (or [`request_stop`]).
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::error::Error>> {
+    // The relay forwards any unprotected request from any UE to the I-CSCF, registered or
+    // not and without integrity protection: a load-test shortcut, never a deployment mode.
+    if cfg.dataplane.stateless_relay && !opts.allow_stateless_relay {
+        return Err(STATELESS_RELAY_REFUSED.into());
+    }
+    let keylog = opts.keylog.as_deref();
+    log::set_level(cfg.log.level);
+    install_signal_handlers();
+    signals::clear();
+    let started = Instant::now();
+
+    let neigh = NeighShared::new(NeighTable::from_kernel().unwrap_or_else(|e| {
+        log::warn(format_args!("neighbour table: {e}; starting empty"));
+        NeighTable::empty()
+    }));
+    let mut poll = mio::Poll::new()?;
+    let waker = mio::Waker::new(poll.registry(), registration::WAKE)?;
+    let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
+    let spis = cfg.spi_range()?;
+    // The registration thread is the single writer of the SA table.
+    let (sa_writer, sa_reader) = sa_table(SaTableConfig {
+        inbound_capacity: cfg.ipsec.max_sas,
+        outbound_capacity: cfg.ipsec.max_sas,
+        spi_min: *spis.start() as u32,
+        spi_max: *spis.end() as u32,
+    })
+    .map_err(|e| format!("ipsec: SA table: {e:?}"))?;
+
+    // Attach XDP and open every backend first: errors surface before anything runs.
+    let progs = if cfg.dataplane.backend == Backend::Xdp {
+        backends::attach_xdp(cfg)?
+    } else {
+        Vec::new()
+    };
+    let mut backends = Vec::new();
+    for i in 0..cfg.dataplane.workers.len() {
+        let io = backends::open_backend(cfg, i, &neigh, &progs)?;
+        backends.push(io);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
+
+    let workers::Workers {
+        shared,
+        handles,
+        injects,
+    } = workers::spawn(cfg, backends, &punt, &sa_reader, &stop)?;
+    log::info(format_args!(
+        "running: {} worker(s) on cores {:?}, backend {:?}, UE side {} {:?}:{}, core side {} {}:{}",
+        cfg.dataplane.workers.len(),
+        cfg.dataplane.workers,
+        cfg.dataplane.backend,
+        cfg.ue.interface,
+        cfg.ue.addresses,
+        cfg.ue.sip_port,
+        cfg.core.interface,
+        cfg.core.address,
+        cfg.core.sip_port
+    ));
+
+    // The registration thread's counters, as Prometheus text, renewed every PUBLISH_EVERY (the
+    // metrics thread only copies it: the registrar is never shared).
+    let control_text = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = cfg.stats.prometheus {
+        prometheus::spawn(addr, shared.clone(), control_text.clone(), stop.clone())?;
+    }
+
+    // The control loop: the registration thread. It drains the punt queue into the registrar
+    // and hands what it sends to the workers' inject queues.
+    let mut registrar = Registrar::new(registration::registrar_config(cfg)?, sa_writer);
+    let mut keylog_file = None;
+    if let Some(path) = keylog {
+        let f = keylog::FileKeyLog::open(path)
+            .map_err(|e| format!("--keylog {}: {e}", path.display()))?;
+        log::warn(format_args!(
+            "writing ESP keys to {} (Wireshark esp_sa): protect that file",
+            path.display()
+        ));
+        let f = Arc::new(f);
+        registrar.set_keylog(f.clone());
+        keylog_file = Some(f);
+    }
+    if opts.preload_ues > 0 {
+        preload(&mut registrar, opts)?;
+    }
+    let counts = registration::serve(
+        cfg,
+        &mut registrar,
+        &mut poll,
+        &punt,
+        &injects,
+        &control_text,
+    )?;
+    report::log_registration_stop(&registrar, counts.punts, counts.inject_dropped);
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = refresher.join();
+    drop(registrar); // the SA table's writer
+    if let Some(f) = keylog_file {
+        if f.dropped() > 0 {
+            log::warn(format_args!(
+                "--keylog: {} SA lines dropped (the file's writer fell behind)",
+                f.dropped()
+            ));
+        }
+        drop(f); // what is queued is written, the file closed
+    }
+    drop(injects);
+    drop(progs); // detach XDP
+    let mut latency = crate::dataplane::stats::new_histogram();
+    for s in &shared {
+        let _ = latency.add(s.latency());
+    }
+    let report = RunReport {
+        workers: shared.iter().map(|s| s.snapshot()).collect(),
+        latency: Some(latency),
+        punts_handled: counts.punts,
+        elapsed: started.elapsed(),
+    };
+    Ok(report)
+}
+
+/// `--bench-preload-ues`: registered bench UEs, their map file, and the resident memory they
+/// took (the memory-per-UE figure of perf/RESULTS.md).
+#[cfg(feature = "bench-hooks")]
+fn preload(registrar: &mut Registrar, opts: &RunOptions) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::preload::{BenchUe, MAX_UES, rss_bytes};
+    if opts.preload_ues > MAX_UES {
+        return Err(format!("--bench-preload-ues: at most {MAX_UES}").into());
+    }
+    log::warn(format_args!(
+        "bench hook: installing {} registered UEs with public keys: never in a deployment",
+        opts.preload_ues
+    ));
+    let before = rss_bytes().unwrap_or(0);
+    let t = Instant::now();
+    let mut map = String::new();
+    for i in 0..opts.preload_ues {
+        let a = registrar
+            .bench_preload(
+                &BenchUe::new(i),
+                Duration::from_secs(24 * 3600),
+                Instant::now(),
+            )
+            .map_err(|e| format!("bench preload of UE {i}: {e}"))?;
+        if opts.preload_map.is_some() {
+            map.push_str(&a.line());
+        }
+    }
+    let after = rss_bytes().unwrap_or(0);
+    if let Some(p) = &opts.preload_map {
+        std::fs::write(p, map).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    // one line for scripts to read
+    println!(
+        "bench-preload: ues={} seconds={:.3} rss_before={} rss_after={} bytes_per_ue={}",
+        opts.preload_ues,
+        t.elapsed().as_secs_f64(),
+        before,
+        after,
+        after.saturating_sub(before) / u64::from(opts.preload_ues)
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "bench-hooks"))]
+fn preload(_: &mut Registrar, _: &RunOptions) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--bench-preload-ues needs a build with the bench-hooks feature".into())
+}

@@ -1,0 +1,202 @@
+//! The registration thread's I/O: the control loop that carries the registrar's (sans-IO) inputs
+//! and outputs. A mio poll on the punt queue's waker and the DNS socket, asleep until the
+//! registrar's next deadline or the next Prometheus renewal; each pass reads DNS, runs the due
+//! timers, takes a bounded share of each punt class, sends the DNS questions and hands what the
+//! registrar sends to the workers' inject queues.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::control::log;
+use crate::control::registrar::{self, Registrar, RegistrarConfig};
+use crate::dataplane::queue::{Class, MsgQueue, Protection};
+
+use super::report::control_metrics;
+use super::signals;
+
+/// The punt queue's waker.
+pub(super) const WAKE: mio::Token = mio::Token(0);
+/// The registration thread's DNS socket.
+const DNS: mio::Token = mio::Token(1);
+/// Punted messages of each class (core responses, protected REGISTERs, unprotected REGISTERs)
+/// one pass of the control loop takes at most; between passes it sends what it has, reads DNS
+/// and runs timers, so neither a backlog nor a flood of one class stalls the others.
+pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
+/// DNS datagrams one pass reads at most.
+const DNS_BUDGET: usize = 64;
+/// How often the registration thread's counters are renewed for Prometheus.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// The longest the control loop sleeps with nothing due: how soon it sees [`request_stop`].
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+pub(super) fn registrar_config(
+    cfg: &Config,
+) -> Result<RegistrarConfig, Box<dyn std::error::Error>> {
+    let core = SocketAddr::new(cfg.core.address, cfg.core.sip_port);
+
+    Ok(RegistrarConfig {
+        ue_addrs: cfg.ue.addresses.clone(),
+        ue_sip_port: cfg.ue.sip_port,
+        protected_ports: cfg.protected_ports()?,
+        core,
+        icscf: cfg.core.icscf,
+        dns: cfg.core.dns,
+        home_domains: cfg.core.served_domains(),
+        icscf_by_domain: cfg
+            .core
+            .icscf_by_domain
+            .iter()
+            .map(|(d, a)| (d.clone(), *a))
+            .collect(),
+        source_limit: (
+            cfg.ue.register_burst_per_source,
+            cfg.ue.register_rate_per_source,
+        ),
+        via_sent_by: core.to_string(),
+        path_uri: format!("sip:term@{}:{};lr", cfg.core.hostname, cfg.core.sip_port),
+        own_hosts: vec![cfg.core.hostname.clone()],
+        visited_network_id: cfg.network.visited_network_id.clone(),
+        orig_ioi: cfg.network.orig_ioi.clone(),
+        prefs: cfg.algorithms()?,
+        sa_options: crate::esp::SaOptions {
+            window: cfg.ipsec.replay_window,
+            ..crate::esp::SaOptions::default()
+        },
+        max_pending: registrar::MAX_PENDING,
+    })
+}
+
+/// One pass of the control loop over the punt queue: at most [`PASS_BUDGET`] messages of each
+/// class, the highest class first, into the registrar (what it sends then waits in
+/// [`Registrar::poll_transmit`]). The messages handled, and whether any are left for the next
+/// pass.
+pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u64, bool) {
+    let mut handled = 0;
+    for (class, budget) in Class::ALL.into_iter().zip(PASS_BUDGET) {
+        for _ in 0..budget {
+            let Some(b) = punt.pop_class(class) else {
+                break;
+            };
+            handled += 1;
+            let what = match b.protection {
+                Protection::Plain => "plain",
+                Protection::Protected { .. } => "protected",
+            };
+            log::debug(format_args!(
+                "punted {} bytes ({what}) from {} on {:?}",
+                b.bytes().len(),
+                b.src,
+                b.side
+            ));
+            registrar.handle_message(b.borrowed(), now);
+            punt.recycle(b);
+        }
+    }
+    (handled, !punt.is_empty())
+}
+
+/// What the control loop counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LoopCounts {
+    /// Punted messages handed to the registrar.
+    pub punts: u64,
+    /// Messages of the registrar that found their worker's inject queue full.
+    pub inject_dropped: u64,
+}
+
+/// The control loop, until SIGINT/SIGTERM (or [`super::request_stop`]). `control_text` receives
+/// the registration thread's counters for Prometheus every [`PUBLISH_EVERY`] when an endpoint is
+/// configured.
+pub(super) fn serve(
+    cfg: &Config,
+    registrar: &mut Registrar,
+    poll: &mut mio::Poll,
+    punt: &MsgQueue,
+    injects: &[Arc<MsgQueue>],
+    control_text: &Mutex<String>,
+) -> std::io::Result<LoopCounts> {
+    // The DNS socket (non-blocking): the registrar's resolver is sans-IO, this loop carries
+    // its queries and answers.
+    let mut dns_sock = match cfg.core.dns {
+        Some(server) => {
+            let bind: SocketAddr = if server.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let mut s = mio::net::UdpSocket::bind(bind)?;
+            poll.registry()
+                .register(&mut s, DNS, mio::Interest::READABLE)?;
+            Some(s)
+        }
+        None => None,
+    };
+    let mut dns_buf = vec![0u8; 4096];
+    let mut events = mio::Events::with_capacity(64);
+    let mut punts: u64 = 0;
+    let mut inject_dropped: u64 = 0;
+    let mut last_publish = Instant::now();
+    // more to do than one pass took: poll without sleeping
+    let mut backlog = false;
+    while !signals::stop_requested() {
+        // Sleep until the registrar's next deadline, the next Prometheus renewal, or a punt or
+        // DNS answer wakes us.
+        let before = Instant::now();
+        let mut wait = if backlog { Duration::ZERO } else { IDLE_WAIT };
+        if let Some(t) = registrar.poll_timeout() {
+            wait = wait.min(t.saturating_duration_since(before));
+        }
+        if cfg.stats.prometheus.is_some() {
+            wait = wait.min((last_publish + PUBLISH_EVERY).saturating_duration_since(before));
+        }
+        let _ = poll.poll(&mut events, Some(wait));
+        let now = Instant::now();
+        backlog = false;
+        if let Some(s) = dns_sock.as_mut() {
+            let mut read = 0;
+            while read < DNS_BUDGET {
+                match s.recv_from(&mut dns_buf) {
+                    Ok((n, from)) => registrar.handle_dns(from, &dns_buf[..n], now),
+                    Err(_) => break,
+                }
+                read += 1;
+            }
+            // (edge-triggered: what is left gives no new event, so come back at once)
+            backlog |= read == DNS_BUDGET;
+        }
+        if registrar.poll_timeout().is_some_and(|t| t <= now) {
+            registrar.handle_timeout(now);
+        }
+        // One bounded pass, the highest class first.
+        let (handled, left) = punt_pass(punt, registrar, now);
+        punts += handled;
+        backlog |= left;
+        while let Some((server, q)) = registrar.poll_dns_query() {
+            if let Some(s) = dns_sock.as_ref() {
+                // a lost query is sent again by the resolver's timer
+                let _ = s.send_to(&q, server);
+            }
+        }
+        while let Some(o) = registrar.poll_transmit() {
+            // Messages of one UE always go through the same worker.
+            let w = match o.dst.ip() {
+                std::net::IpAddr::V4(a) => u32::from(a) as usize,
+                std::net::IpAddr::V6(a) => a.segments()[7] as usize,
+            } % injects.len().max(1);
+            if injects[w].push(o.borrowed(), 0).is_err() {
+                inject_dropped += 1;
+            }
+        }
+        if cfg.stats.prometheus.is_some() && now.duration_since(last_publish) >= PUBLISH_EVERY {
+            last_publish = now;
+            let text = control_metrics(registrar);
+            *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
+        }
+    }
+    Ok(LoopCounts {
+        punts,
+        inject_dropped,
+    })
+}

@@ -1,0 +1,158 @@
+//! What a run ends with and what it shows while it runs: the stop report printed on exit, the
+//! registration thread's closing log lines, and the counters in Prometheus text format.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::LogLevel;
+use crate::control::log;
+use crate::control::registrar::Registrar;
+use crate::dataplane::stats::{SharedStats, WorkerStats};
+
+/// What a run ends with.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub workers: Vec<WorkerStats>,
+    /// rx-to-tx latency of all workers, merged (ns).
+    pub latency: Option<hdrhistogram::Histogram<u64>>,
+    pub punts_handled: u64,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    pub fn total(&self) -> WorkerStats {
+        let mut t = WorkerStats::default();
+        for w in &self.workers {
+            t.add(w);
+        }
+        t
+    }
+}
+
+/// The registration thread's counters and its SA table's occupancy, in Prometheus text format.
+pub fn control_metrics(registrar: &Registrar) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (name, v) in registrar.stats.named() {
+        let _ = writeln!(out, "pcscf_registrar_events_total{{event=\"{name}\"}} {v}");
+    }
+    for (name, v) in registrar.dns_stats().named() {
+        let _ = writeln!(out, "pcscf_dns_events_total{{event=\"{name}\"}} {v}");
+    }
+    let st = registrar.sa_table_stats();
+    for (name, v) in [
+        ("inbound_reserved", st.inbound_used),
+        ("inbound_live", st.inbound_live),
+        ("outbound_live", st.outbound_live),
+        ("outbound_tombstones", st.outbound_tombstones),
+    ] {
+        let _ = writeln!(out, "pcscf_sa_table_entries{{kind=\"{name}\"}} {v}");
+    }
+    out
+}
+
+pub fn metrics_text(shared: &[Arc<SharedStats>]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (i, s) in shared.iter().enumerate() {
+        s.snapshot().write_prometheus(&i.to_string(), &mut out);
+        let h = s.latency();
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                out,
+                "pcscf_rx_tx_latency_ns{{worker=\"{i}\",quantile=\"{q}\"}} {}",
+                h.value_at_quantile(q)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "pcscf_rx_tx_latency_ns_count{{worker=\"{i}\"}} {}",
+            h.len()
+        );
+    }
+    out
+}
+
+/// The registration thread's closing lines: its counters, the SA table's invariant, its CPU.
+pub(super) fn log_registration_stop(registrar: &Registrar, punts: u64, inject_dropped: u64) {
+    if inject_dropped > 0 {
+        log::warn(format_args!(
+            "{inject_dropped} messages of the registration thread found the inject queue full"
+        ));
+    }
+    log::info(format_args!("registrar: {:?}", registrar.stats));
+    log::info(format_args!("registrar DNS: {:?}", registrar.dns_stats()));
+    // Every SA in the table belongs to a set a binding holds, and the other way round (a
+    // leak here would, over days, fill the table): checked once on the way out, where a walk
+    // over every binding costs nothing.
+    let st = registrar.sa_table_stats();
+    match registrar.check_sa_invariants() {
+        Ok(()) => log::info(format_args!(
+            "registrar: SA table invariant holds ({} inbound, {} outbound entries)",
+            st.inbound_live, st.outbound_live
+        )),
+        Err(e) => log::warn(format_args!("registrar: SA table invariant BROKEN: {e}")),
+    }
+    let cpu = thread_cpu_seconds();
+    log::info(format_args!(
+        "registration thread: {punts} messages handled, {:.3} s of CPU ({:.1} us per message)",
+        cpu,
+        if punts > 0 {
+            cpu * 1e6 / punts as f64
+        } else {
+            0.0
+        }
+    ));
+}
+
+/// User + system CPU time of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the rusage we pass; RUSAGE_THREAD needs nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// The final counters, as printed on exit.
+pub fn print_report(r: &RunReport, level: LogLevel) {
+    let t = r.total();
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "pcscf: stopped after {:.1} s: rx {} tx {} forwarded {} punted {} replied {} dropped {} ({:.0} pkt/s in)",
+        secs,
+        t.rx,
+        t.tx,
+        t.forwarded,
+        t.punted,
+        t.replied,
+        t.dropped(),
+        t.rx as f64 / secs
+    );
+    if let Some(h) = r.latency.as_ref().filter(|h| !h.is_empty()) {
+        eprintln!(
+            "pcscf:   rx-to-tx latency: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    for d in crate::dataplane::stats::DropReason::ALL {
+        let n = t.drops[d as usize];
+        if n > 0 {
+            eprintln!("pcscf:   dropped {:<18} {n}", d.name());
+        }
+    }
+    if level >= LogLevel::Info {
+        for (i, w) in r.workers.iter().enumerate() {
+            let ns = w.busy_ns.checked_div(w.rx).unwrap_or(0);
+            eprintln!(
+                "pcscf:   worker {i}: rx {} tx {} batches {} ~{ns} ns/packet",
+                w.rx, w.tx, w.batches
+            );
+        }
+    }
+}

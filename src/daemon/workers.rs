@@ -1,0 +1,82 @@
+//! The pinned workers of `pcscf run`: one thread per configured core, each with its backend, its
+//! reader of the SA table, the shared punt queue and its own inject queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use crate::config::{Backend, Config};
+use crate::control::log;
+use crate::dataplane::queue::MsgQueue;
+use crate::dataplane::stats::SharedStats;
+use crate::dataplane::worker::{Worker, WorkerConfig};
+use crate::io::PacketIo;
+use crate::satable::SaReader;
+
+/// The running workers: what the rest of the run keeps of them.
+pub(super) struct Workers {
+    /// Each worker's counters, in worker order.
+    pub shared: Vec<Arc<SharedStats>>,
+    pub handles: Vec<JoinHandle<()>>,
+    /// One inject queue per worker: the registration thread sends through the workers' TX path.
+    pub injects: Vec<Arc<MsgQueue>>,
+}
+
+/// Start one worker per backend, pinned to its configured core, until `stop`.
+pub(super) fn spawn(
+    cfg: &Config,
+    backends: Vec<Box<dyn PacketIo>>,
+    punt: &Arc<MsgQueue>,
+    sa_reader: &SaReader,
+    stop: &Arc<AtomicBool>,
+) -> Result<Workers, Box<dyn std::error::Error>> {
+    let mut shared = Vec::new();
+    let mut handles = Vec::new();
+    let mut injects = Vec::new();
+    for (i, (io, &core)) in backends.into_iter().zip(&cfg.dataplane.workers).enumerate() {
+        let wcfg = worker_config(cfg, i as u16)?;
+        let st = Arc::new(SharedStats::default());
+        shared.push(st.clone());
+        let punt = punt.clone();
+        let stop = stop.clone();
+        let sas = sa_reader.clone();
+        let inject = MsgQueue::new(cfg.dataplane.punt_queue, None);
+        injects.push(inject.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        log::warn(format_args!("worker {i}: could not pin to core {core}"));
+                    }
+                    let mut w = Worker::new(io, wcfg, punt, st)
+                        .with_sas(sas)
+                        .with_inject(inject);
+                    w.run(&stop);
+                })?,
+        );
+    }
+    Ok(Workers {
+        shared,
+        handles,
+        injects,
+    })
+}
+
+fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::error::Error>> {
+    let core = SocketAddr::new(cfg.core.address, cfg.core.sip_port);
+    Ok(WorkerConfig {
+        id,
+        ue_addrs: cfg.ue.addresses.clone(),
+        ue_sip_port: cfg.ue.sip_port,
+        protected_ports: cfg.protected_ports()?,
+        core,
+        icscf: cfg.core.icscf,
+        stateless_relay: cfg.dataplane.stateless_relay,
+        via_sent_by: core.to_string(),
+        hostname: cfg.core.hostname.clone(),
+        batch: cfg.dataplane.batch,
+        verify_udp_checksum: cfg.dataplane.backend != Backend::Xdp,
+    })
+}
