@@ -804,7 +804,7 @@ impl Registrar {
             return true;
         }
         self.stats.impi_mismatch += 1;
-        crate::control::log::warn(format_args!(
+        crate::control::log::event(format_args!(
             "protected REGISTER from {} names IMPI {:?}, not the one its SAs belong to: 403",
             r.src,
             String::from_utf8_lossy(impi)
@@ -893,7 +893,7 @@ impl Registrar {
         let to_us = r.m.view().request_uri().is_some_and(|u| self.own.is_us(u));
         if to_us || !self.serves(home) {
             self.stats.unknown_home_domain += 1;
-            crate::control::log::warn(format_args!(
+            crate::control::log::event(format_args!(
                 "REGISTER from {} for {:?}: not a home domain we serve: 403",
                 r.src,
                 String::from_utf8_lossy(home)
@@ -927,7 +927,7 @@ impl Registrar {
             }
             lookup => {
                 self.stats.no_next_hop += 1;
-                crate::control::log::warn(format_args!(
+                crate::control::log::event(format_args!(
                     "REGISTER for {home}: no I-CSCF ({lookup:?}: no address, or too many waiting)"
                 ));
                 let why = rules::Reject {
@@ -1302,7 +1302,7 @@ impl Registrar {
         });
         if let Some(t) = evicted {
             self.stats.temporary_evicted += 1;
-            crate::control::log::warn(format_args!(
+            crate::control::log::event(format_args!(
                 "REGISTER from {}: {MAX_TEMPORARY} challenges already in progress for IMPI {:?}; the oldest (UE {}) dropped",
                 p.ue,
                 String::from_utf8_lossy(&p.impi),
@@ -1312,7 +1312,7 @@ impl Registrar {
         }
         let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer) else {
             self.stats.sa_install_failed += 1;
-            crate::control::log::warn(format_args!(
+            crate::control::log::event(format_args!(
                 "SA set for {}: no free SPIs or protected port pair: 503",
                 p.ue
             ));
@@ -1346,7 +1346,7 @@ impl Registrar {
         };
         if let Err(e) = self.install(&set, &p.offer, &keys.ck, &keys.ik, p.binding) {
             self.stats.sa_install_failed += 1;
-            crate::control::log::warn(format_args!("SA set for {}: {e}: 503", p.ue));
+            crate::control::log::event(format_args!("SA set for {}: {e}: 503", p.ue));
             self.remove_set(&set, p.binding);
             return Challenge::Unavailable;
         }
@@ -1492,7 +1492,7 @@ impl Registrar {
             // TS 24.229 §5.2.2.2: the asserted identity comes from P-Associated-URI; we do
             // not make one up from what the UE wrote
             self.stats.no_associated_uri += 1;
-            crate::control::log::warn(format_args!(
+            crate::control::log::event(format_args!(
                 "200 to REGISTER of {:?} has no P-Associated-URI: registered, but its requests are refused",
                 String::from_utf8_lossy(&p.impi)
             ));
