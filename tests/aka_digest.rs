@@ -1,4 +1,4 @@
-//! Digest AKAv1-MD5 worked example of the digest spec §4.2 (test set 1), plus verification.
+//! Digest AKAv1-MD5 (RFC 3310) worked on TS 35.208 test set 1, plus verification.
 
 use pcscf::aka::digest::{self, DigestInput, Qop};
 use pcscf::aka::{

@@ -1,4 +1,4 @@
-//! TS 35.208 test sets 1-3 (digest spec §4.1): OPc, TEMP, f1, f1*, f2, f3, f4, f5, f5*.
+//! TS 35.208 test sets 1-3 (§4): OPc, TEMP, f1, f1*, f2, f3, f4, f5, f5*.
 
 use pcscf::aka::{Milenage, Sqn, hex_array};
 

@@ -180,7 +180,7 @@ fn registration_end_to_end() {
     let mut w = world();
     let c = challenge(&mut w);
 
-    // The four SAs are in the table for the workers: SA1/SA4 in, SA2/SA3 out (spec §2.1).
+    // The four SAs are in the table for the workers: SA1/SA4 in, SA2/SA3 out (TS 33.203 §7.1).
     {
         let g = w.sas.pin();
         let sa1 = g.inbound(c.spi_ps).expect("SA1");
@@ -491,7 +491,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     let mut w = world();
     let first = register(&mut w);
     // The UE re-registers over its current SA1 with a new Security-Client (new SPIs and
-    // port-c, same port-s) and Security-Verify = the current Security-Server (spec §1.6).
+    // port-c, same port-s) and Security-Verify = the current Security-Server (TS 33.203 §7.4).
     let new_client =
         "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=2236;spi-s=2237;port-c=7006;port-s=7005";
     let start = REGISTER1.find("Security-Client:").unwrap();
@@ -623,7 +623,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
 fn de_registration_answers_over_the_sa_then_removes_it() {
     let mut w = world();
     let c = register(&mut w);
-    // Expires: 0 over the current SA (spec §1.6)
+    // Expires: 0 over the current SA (TS 33.203 §7.4)
     let start = REGISTER1.find("Security-Client:").unwrap();
     let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
     let dereg = format!(

@@ -339,7 +339,7 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
         seen.push(p);
         let msg_ok = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
         // the core's MESSAGE to us arrives over SA2; we answer over SA4 (our port-s → the
-        // P-CSCF's port-c, spec §2.1)
+        // P-CSCF's port-c, TS 33.203 §7.1)
         let mt = esp_to_ue(&rx, &sa2, mech.port_c, deadline, &mut seen)?;
         let m = Message::parse_strict(&mt).map_err(|e| e.to_string())?;
         let v = m.view();
@@ -409,7 +409,7 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
             ));
         }
 
-        // Re-registration with re-authentication (spec §1.6): over the current set, a new
+        // Re-registration with re-authentication (TS 33.203 §7.4): over the current set, a new
         // Security-Client (new SPIs and port-c, same port-s); the core challenges again.
         let renew = |t: &str| {
             t.replace("spi-c=1236", "spi-c=2236")
@@ -496,7 +496,7 @@ fn ue(ns: &str, deadline: Instant, suite: &str) -> std::thread::JoinHandle<UeRes
         {
             return Err("a MESSAGE over the new set got no 200".into());
         }
-        // De-registration over the new set: the 200 still comes over it (spec §1.6), then every
+        // De-registration over the new set: the 200 still comes over it (TS 33.203 §7.4), then every
         // set of the UE goes; MESSAGEs afterwards find no SA (counted as unknown SPIs).
         let bye = reg3
             .replacen("CSeq: 11 REGISTER", "CSeq: 12 REGISTER", 1)
