@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Instant;
 
-use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
+use pcscf::aka::{self, HssSubscriber, Usim, digest};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::classify;
 use pcscf::dataplane::queue::Protection;
@@ -25,7 +25,9 @@ use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
 mod ims_support;
-use ims_support::{HOSTNAME, IMPI, K, OPC, REALM, addr, core_answer, header, test_sa_table};
+use ims_support::{
+    HOSTNAME, IMPI, REALM, addr, core_answer, header, test_hss, test_sa_table, test_usim,
+};
 mod worker_support;
 
 const PCSCF_V4: &str = "10.211.0.1";
@@ -118,17 +120,11 @@ fn world() -> World {
 
 fn world_with(cfg: RegistrarConfig) -> World {
     let (writer, sas) = test_sa_table(64);
-    let k = aka::hex_array::<16>(K).unwrap();
-    let opc = aka::hex_array::<16>(OPC).unwrap();
     World {
         reg: Registrar::new(cfg, writer),
         sas,
-        hss: HssSubscriber::new(
-            Milenage::new(&k, &opc),
-            SqnGenerator::with_default_step(),
-            [0x80, 0],
-        ),
-        usim: Usim::new(Milenage::new(&k, &opc), UeSqnState::default()),
+        hss: test_hss(),
+        usim: test_usim(),
         now: Instant::now(),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
+use pcscf::aka::{self, HssSubscriber, Usim, digest};
 use pcscf::control::keylog::{KeyLog, SaSecret};
 use pcscf::control::registrar::{
     Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
@@ -43,17 +43,11 @@ fn world_sized(sas: u32) -> World {
     })
     .unwrap();
     let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
-    let k = aka::hex_array::<16>(K).unwrap();
-    let opc = aka::hex_array::<16>(OPC).unwrap();
     World {
         reg: Registrar::new(cfg, writer),
         sas,
-        hss: HssSubscriber::new(
-            Milenage::new(&k, &opc),
-            SqnGenerator::with_default_step(),
-            [0x80, 0],
-        ),
-        usim: Usim::new(Milenage::new(&k, &opc), UeSqnState::default()),
+        hss: test_hss(),
+        usim: test_usim(),
         now: Instant::now(),
     }
 }

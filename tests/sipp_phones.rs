@@ -21,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
+use pcscf::aka::{self, Milenage, UeSqnState, Usim};
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
@@ -433,13 +433,7 @@ fn phones_through(backend: &str, tag: &str) {
     let pcscf = start_pcscf(&lab, &format!("phones-{backend}"), &cfg);
 
     // One vector for every call: each phone has a fresh USIM, so the same SQN is fresh to each.
-    let k = aka::hex_array::<16>(K).unwrap();
-    let opc = aka::hex_array::<16>(OPC).unwrap();
-    let mut hss = HssSubscriber::new(
-        Milenage::new(&k, &opc),
-        SqnGenerator::with_default_step(),
-        [0x80, 0],
-    );
+    let mut hss = test_hss();
     let av = hss.next_vector(&[0x31; 16]).unwrap();
     let dir = work_dir(&format!("phones-{backend}"));
     let sipp = start_scscf(&lab, &dir, HOSTNAME, (forwarded, 25), &av);

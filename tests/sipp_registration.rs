@@ -8,7 +8,6 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::dataplane::classify::{self, L4};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
@@ -31,20 +30,14 @@ fn registration_with_sipp_as_the_scscf() {
     let pcscf = start_pcscf(&lab, "sipp", &cfg);
 
     // The vector SIPp hands out (our HSS code, test set 1).
-    let k = aka::hex_array::<16>(K).unwrap();
-    let opc = aka::hex_array::<16>(OPC).unwrap();
-    let mut hss = HssSubscriber::new(
-        Milenage::new(&k, &opc),
-        SqnGenerator::with_default_step(),
-        [0x80, 0],
-    );
+    let mut hss = test_hss();
     let av = hss.next_vector(&[0x31; 16]).unwrap();
     let dir = work_dir("reg");
     let sipp = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let ue = spawn_in(&lab.ue, move || -> Result<Vec<u8>, String> {
-        let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
+        let mut usim = test_usim();
         // our address in Route, as a phone learns it from PCO (issue 11)
         let register = REGISTER1
             .replace("10.46.0.6", "10.211.0.2")

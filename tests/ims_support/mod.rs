@@ -277,3 +277,25 @@ pub fn flood(
     }
     sent
 }
+
+/// The home network's view of the test subscriber (K/OPc above, AMF 8000).
+pub fn test_hss() -> aka::HssSubscriber {
+    let (k, opc) = (
+        aka::hex_array::<16>(K).unwrap(),
+        aka::hex_array::<16>(OPC).unwrap(),
+    );
+    aka::HssSubscriber::new(
+        aka::Milenage::new(&k, &opc),
+        aka::SqnGenerator::with_default_step(),
+        [0x80, 0],
+    )
+}
+
+/// The test subscriber's USIM (K/OPc above), SQN state fresh.
+pub fn test_usim() -> aka::Usim {
+    let (k, opc) = (
+        aka::hex_array::<16>(K).unwrap(),
+        aka::hex_array::<16>(OPC).unwrap(),
+    );
+    aka::Usim::new(aka::Milenage::new(&k, &opc), aka::UeSqnState::default())
+}
