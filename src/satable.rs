@@ -601,6 +601,20 @@ impl fmt::Debug for ReadGuard<'_> {
     }
 }
 
+/// Our protected ports come in pairs: port-s is port-c + 1 (TS 33.203 §7.1 leaves the choice to
+/// the P-CSCF). The registrar allocates pairs by this rule and the workers find a set's other SA
+/// by it; this is its one home.
+#[inline]
+pub const fn port_s_of(port_c: u16) -> u16 {
+    port_c.wrapping_add(1)
+}
+
+/// Our port-c paired with our port-s `port_s` (see [`port_s_of`]).
+#[inline]
+pub const fn port_c_of(port_s: u16) -> u16 {
+    port_s.wrapping_sub(1)
+}
+
 impl ReadGuard<'_> {
     /// The inbound SA for an ESP packet's SPI: one slab load, then the entry's SPI must equal
     /// `spi` (an SPI from an older generation of the slot finds nothing).
@@ -615,6 +629,21 @@ impl ReadGuard<'_> {
         self.inner.probe(&ue_addr, ue_port, &self.guard, |e| {
             e.local_port == local_port
         })
+    }
+
+    /// The outbound SA of the set that an inbound SA (arrived at our `arrived_at` port) belongs
+    /// to, toward the UE's `ue_port`: a response goes back over the set its request came over
+    /// (TS 33.203 §7.1). A request at our port-s (SA1) is answered from our port-c
+    /// ([`port_c_of`]); one at our port-c (SA4) from port-c itself.
+    #[inline]
+    pub fn outbound_of_set(
+        &self,
+        ue_addr: IpAddr,
+        ue_port: u16,
+        arrived_at: u16,
+    ) -> Option<&Entry> {
+        self.outbound(ue_addr, ue_port, port_c_of(arrived_at))
+            .or_else(|| self.outbound(ue_addr, ue_port, arrived_at))
     }
 
     /// Some outbound SA towards `ue_addr:ue_port`, whatever our port (the first on the chain).

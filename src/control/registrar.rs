@@ -37,7 +37,7 @@ use crate::dataplane::queue::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
-use crate::satable::{EntryMeta, Registration, SaWriter, SetState};
+use crate::satable::{EntryMeta, Registration, SaWriter, SetState, port_s_of};
 use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
@@ -1566,7 +1566,7 @@ impl Registrar {
                 self.next_port = self.next_port.wrapping_add(1);
                 let pc = lo + 2 * k;
                 if g.outbound(ue, offer.port_s, pc).is_none()
-                    && g.outbound(ue, offer.port_c, pc + 1).is_none()
+                    && g.outbound(ue, offer.port_c, port_s_of(pc)).is_none()
                 {
                     found = Some(pc);
                     break;
@@ -1584,7 +1584,7 @@ impl Registrar {
                 return None;
             }
         };
-        Some((spi_pc, spi_ps, port_pc, port_pc + 1))
+        Some((spi_pc, spi_ps, port_pc, port_s_of(port_pc)))
     }
 
     /// The four SAs of TS 33.203 §7.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).

@@ -3,11 +3,13 @@
 //! - [`classify`]: is a packet UDP (where is its payload) or ESP, from whom to whom.
 //! - [`stats`]: per-worker, per-stage counters and drop reasons.
 //! - [`queue`]: the bounded message queues between the workers and the registration thread.
-//! - [`worker`]: the per-packet pipeline of one pinned worker.
+//! - [`pipeline`]: the stages one packet goes through, on its frame alone.
+//! - [`worker`]: one pinned worker's batch loop over a packet backend, around a pipeline.
 
 #![forbid(unsafe_code)]
 
 pub mod classify;
+pub mod pipeline;
 pub mod queue;
 pub mod stats;
 pub mod worker;

@@ -1,0 +1,793 @@
+//! The stages one received packet goes through, on its frame's bytes alone.
+//!
+//! Stages, in the order a packet meets them (each counted in [`WorkerStats`]):
+//! 1. **classify**: UDP or ESP to one of our addresses and ports, else drop;
+//! 2. **ESP in**: SA by SPI, ICV, anti-replay, decrypt, selector check (RFC 4303 §3.4);
+//! 3. **SIP**: parse and validate the message in the frame; registration traffic is punted to the
+//!    registration thread, bad requests get their 4xx, the rest is rewritten in place;
+//!    responses go where our authenticated Via branch says (`sip::branch`), never where a
+//!    UE-written Via points, and one whose top Via does not verify is dropped;
+//! 4. **ESP out / forward**: fresh IP + UDP headers toward the next hop (ESP-protected toward a
+//!    registered UE).
+//!
+//! Owns: what happens to one packet. It never touches the backend: [`Pipeline::handle`] takes
+//! the frame and where the packet lies in it, and returns a [`Verdict`] — send the frame on,
+//! send an answer built here (the worker puts it in a fresh frame, [`Pipeline::answer`]), punted,
+//! or dropped. Per packet it allocates nothing, takes no lock and makes no syscall.
+//!
+//! Between the stages a SIP message travels as one [`InFrame`]: who sent it to whom, whether it
+//! came inside ESP, and where its bytes lie in the frame (the same shape as a punted message).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
+
+use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
+use crate::dataplane::queue::{Datagram, MsgQueue, Protection};
+use crate::dataplane::stats::{DropReason, WorkerStats};
+use crate::esp::Sa;
+use crate::io::Side;
+use crate::satable::{Entry, ReadGuard};
+use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
+use crate::sip::msg::Index;
+use crate::sip::rules::{self, ProxyIdentity};
+use crate::sip::{Editor, HeaderName, OwnUris};
+use crate::wire;
+
+/// What a worker needs to know about the deployment; built once from the configuration.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub id: u16,
+    /// Our UE-side addresses and the unprotected SIP port.
+    pub ue_addrs: Vec<IpAddr>,
+    pub ue_sip_port: u16,
+    pub protected_ports: RangeInclusive<u16>,
+    /// Our core-side address and port (Via, source of forwarded requests).
+    pub core: SocketAddr,
+    /// The next hop for requests toward the core (a static I-CSCF), if any.
+    pub icscf: Option<SocketAddr>,
+    /// Forward unprotected non-REGISTER requests statelessly to the I-CSCF (RFC 3261 §16.11)
+    /// instead of rejecting them: a relay mode for load tests and side-by-side comparisons.
+    pub stateless_relay: bool,
+    /// Our Via sent-by toward the core, `host:port`, and the Path/Route identity.
+    pub via_sent_by: String,
+    pub hostname: String,
+    pub batch: usize,
+    /// Check UDP checksums on receive. Off for AF_XDP on veth, which hands over packets with
+    /// partial (offloaded) checksums; ESP has its own integrity check either way.
+    pub verify_udp_checksum: bool,
+}
+
+impl WorkerConfig {
+    /// What names us in a Route or Request-URI: our hostname, UE-side and core-side addresses,
+    /// the plain UE-side and core-side ports and the protected range (`sip::own`).
+    pub fn own_uris(&self) -> OwnUris {
+        let mut addrs = self.ue_addrs.clone();
+        addrs.push(self.core.ip());
+        OwnUris::new(
+            &[self.hostname.as_str()],
+            &addrs,
+            &[self.ue_sip_port, self.core.port()],
+            Some(self.protected_ports.clone()),
+        )
+    }
+}
+
+/// A SIP message found in a frame: who sent it to whom, whether it came inside ESP (and over
+/// which of our SPIs), and where its bytes lie in the frame.
+pub type InFrame = Datagram<Range<usize>>;
+
+/// What to do with one packet.
+#[derive(Debug)]
+pub enum Verdict<'g> {
+    /// Re-addressed (and protected) in its own frame: send `frame[range]` toward `toward`.
+    Forward {
+        range: Range<usize>,
+        toward: Side,
+    },
+    /// Answered: send [`Pipeline::answer`] in a fresh frame; the request's frame can go.
+    Reply(Reply<'g>),
+    /// Copied to the registration thread; the frame can go.
+    Punted,
+    Drop(DropReason),
+}
+
+/// An answer the pipeline built in its scratch buffer, and how it leaves.
+#[derive(Debug)]
+pub struct Reply<'g> {
+    pub side: Side,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// Its length in [`Pipeline::answer`].
+    pub len: usize,
+    /// The outbound SA it goes over (toward a UE over its set), or `None` for plain UDP.
+    pub over: Option<&'g Sa>,
+}
+
+/// The branch key of this process: every worker seals and verifies with it, so a response may
+/// come back to any worker (drawn once from the OS; no lock after that).
+fn branch_key() -> &'static BranchKey {
+    static KEY: std::sync::OnceLock<BranchKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(BranchKey::random)
+}
+
+/// Write IP + UDP headers for `frame[range]` from `from` to `to`, then ESP-protect the packet in
+/// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
+pub(crate) fn udp_over_sa(
+    frame: &mut [u8],
+    range: Range<usize>,
+    from: SocketAddr,
+    to: SocketAddr,
+    sa: &Sa,
+) -> Result<Range<usize>, DropReason> {
+    let r = wire::emit_datagram(frame, range, from, to).map_err(|_| DropReason::NoRoom)?;
+    let mut f = crate::esp::Frame::new(frame, r.start, r.end);
+    sa.outbound(&mut f)?;
+    Ok(f.start..f.end)
+}
+
+/// Our UE-side Via host for one of our UE-side addresses, rendered once (`10.0.0.1`,
+/// `[fd00::1]`).
+#[derive(Clone, Debug)]
+struct UeHost {
+    addr: IpAddr,
+    text: [u8; 48],
+    len: usize,
+}
+
+/// The per-packet pipeline of one worker.
+pub struct Pipeline {
+    cfg: WorkerConfig,
+    /// What names us in a Route / Request-URI (built once from `cfg`).
+    own: OwnUris,
+    /// Our UE-side Via hosts, one per UE-side address (built once from `cfg`).
+    ue_hosts: Vec<UeHost>,
+    /// Seals and checks our Via branches.
+    key: &'static BranchKey,
+    punt: Arc<MsgQueue>,
+    pub(crate) stats: WorkerStats,
+    /// Where answers are built (allocated once).
+    scratch: Vec<u8>,
+    punted: bool,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("id", &self.cfg.id)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn new(cfg: WorkerConfig, punt: Arc<MsgQueue>) -> Pipeline {
+        let ue_hosts = cfg
+            .ue_addrs
+            .iter()
+            .map(|&addr| {
+                let mut text = [0u8; 48];
+                let mut w = crate::sip::write::Writer::new(&mut text);
+                match addr {
+                    IpAddr::V4(a) => w.display(&a),
+                    IpAddr::V6(a) => w.put(b"[").display(&a).put(b"]"),
+                };
+                let len = w.finish().expect("an IP address fits 48 bytes");
+                UeHost { addr, text, len }
+            })
+            .collect();
+        Pipeline {
+            own: cfg.own_uris(),
+            ue_hosts,
+            key: branch_key(),
+            punt,
+            stats: WorkerStats::default(),
+            scratch: vec![0; 4096],
+            punted: false,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// The bytes of the answer a [`Verdict::Reply`] names.
+    pub fn answer(&self, r: &Reply<'_>) -> &[u8] {
+        &self.scratch[..r.len.min(self.scratch.len())]
+    }
+
+    /// Whether anything was punted since the last call (the worker wakes the registration
+    /// thread once per batch, not per message).
+    pub fn take_punted(&mut self) -> bool {
+        std::mem::take(&mut self.punted)
+    }
+
+    /// Our UE-side address of the same family as `peer`.
+    fn our_ue_addr(&self, peer: IpAddr) -> Option<IpAddr> {
+        self.ue_host(peer).map(|h| h.addr)
+    }
+
+    fn ue_host(&self, peer: IpAddr) -> Option<&UeHost> {
+        self.ue_hosts
+            .iter()
+            .find(|h| h.addr.is_ipv4() == peer.is_ipv4())
+    }
+
+    /// Our UE-side Via sent-by toward `peer` with our `port`, written into `out` (no
+    /// allocation). Returns it with the address it names.
+    fn ue_sent_by<'o>(
+        &self,
+        peer: IpAddr,
+        port: u16,
+        out: &'o mut [u8; 64],
+    ) -> Option<(IpAddr, &'o [u8])> {
+        let h = self.ue_host(peer)?;
+        let mut w = crate::sip::write::Writer::new(out);
+        w.put(&h.text[..h.len]).put(b":").dec(u64::from(port));
+        let n = w.finish()?;
+        Some((h.addr, &out[..n]))
+    }
+
+    /// Who we are when the workers forward: only our Via matters (Path, P-Visited-Network-ID
+    /// and the charging vector belong to the REGISTER, which the registration thread rewrites).
+    fn relay_identity(&self) -> ProxyIdentity<'_> {
+        self.identity(self.cfg.via_sent_by.as_bytes())
+    }
+
+    fn identity<'a>(&'a self, via_sent_by: &'a [u8]) -> ProxyIdentity<'a> {
+        ProxyIdentity {
+            via_sent_by,
+            via_transport: b"UDP",
+            path_uri: b"",
+            own: &self.own,
+            visited_network_id: b"",
+            orig_ioi: b"",
+        }
+    }
+
+    /// One received packet, `frame[at]`, that came in on `side`. `sas` is the SA table pinned
+    /// for this batch (`None`: no SAs, every SPI is unknown).
+    pub fn handle<'g>(
+        &mut self,
+        frame: &mut [u8],
+        side: Side,
+        at: Range<usize>,
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        self.stats.classify += 1;
+        let Some(pkt) = frame.get(at.clone()) else {
+            return Verdict::Drop(DropReason::NotIpUdpEsp);
+        };
+        let (src, dst, payload) = match (classify(pkt), side) {
+            (L4::Udp { src, dst, payload }, _) => (src, dst, payload),
+            (L4::Esp { src, dst, .. }, Side::Ue) => {
+                if !self.cfg.ue_addrs.contains(&dst) {
+                    return Verdict::Drop(DropReason::NotForUs);
+                }
+                return self.esp_in(frame, at, src, sas);
+            }
+            (L4::Esp { .. }, Side::Core) => return Verdict::Drop(DropReason::NotForUs),
+            (L4::Other, _) => return Verdict::Drop(DropReason::NotIpUdpEsp),
+        };
+        let for_us = match side {
+            // Protected ports carry only ESP (TS 33.203 §7.1): plain UDP there is dropped.
+            Side::Ue => self.cfg.ue_addrs.contains(&dst.ip()) && dst.port() == self.cfg.ue_sip_port,
+            Side::Core => dst == self.cfg.core,
+        };
+        if !for_us {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        if self.cfg.verify_udp_checksum && !udp_checksum_ok(pkt, src, dst, &payload) {
+            return Verdict::Drop(DropReason::BadUdpChecksum);
+        }
+        let m = InFrame {
+            side,
+            protection: Protection::Plain,
+            src,
+            dst,
+            payload: at.start + payload.start..at.start + payload.end,
+        };
+        match side {
+            Side::Ue => self.sip_from_ue(frame, m),
+            Side::Core => self.sip_from_core(frame, m, sas),
+        }
+    }
+
+    /// ESP from a UE (RFC 4303 §3.4): SA by SPI, outer source = the SA's UE, ICV, anti-replay,
+    /// decrypt (all in `Sa::decapsulate`), then the selector check on the inner UDP ports
+    /// (RFC 4301 §5.2: SA1 is UE port-c → our port-s, SA4 UE port-s → our port-c).
+    fn esp_in<'g>(
+        &mut self,
+        frame: &mut [u8],
+        at: Range<usize>,
+        src: IpAddr,
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        self.stats.esp_in += 1;
+        let Some(sas) = sas else {
+            return Verdict::Drop(DropReason::UnknownSpi);
+        };
+        let Ok(spi) = crate::esp::packet::peek_spi(&frame[at.clone()]) else {
+            return Verdict::Drop(DropReason::EspOther);
+        };
+        let Some(e) = sas.inbound(spi) else {
+            return Verdict::Drop(DropReason::UnknownSpi);
+        };
+        if e.ue_addr() != src {
+            return Verdict::Drop(DropReason::EspOther);
+        }
+        let inner = match e.sa().decapsulate(&mut frame[at.clone()]) {
+            Ok((inner, _)) => at.start + inner.start..at.start + inner.end,
+            Err(why) => return Verdict::Drop(why.into()),
+        };
+        let L4::Udp {
+            src: isrc,
+            dst: idst,
+            payload,
+        } = classify(&frame[inner.clone()])
+        else {
+            // TCP over the SA is not handled yet.
+            return Verdict::Drop(DropReason::EspOther);
+        };
+        if isrc.port() != e.ue_port() || idst.port() != e.local_port() {
+            return Verdict::Drop(DropReason::EspOther);
+        }
+        let m = InFrame {
+            side: Side::Ue,
+            protection: Protection::Protected { spi },
+            src: isrc,
+            dst: idst,
+            payload: inner.start + payload.start..inner.start + payload.end,
+        };
+        self.sip_over_sa(frame, m, e, sas)
+    }
+
+    /// A SIP message that came over the UE's SA entry `e` (ESP checked and removed).
+    fn sip_over_sa<'g>(
+        &mut self,
+        frame: &mut [u8],
+        m: InFrame,
+        e: &'g Entry,
+        sas: &'g ReadGuard<'_>,
+    ) -> Verdict<'g> {
+        self.stats.sip += 1;
+        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let view = idx.view(frame);
+        if view.validate().is_err() {
+            return Verdict::Drop(DropReason::BadSip);
+        }
+        if !idx.is_request() {
+            // the UE answering a request the core sent it (request_to_ue): back to the core
+            let Some(reg) = e.registration() else {
+                return Verdict::Drop(DropReason::NotRegistered);
+            };
+            return self.ue_response_to_core(
+                frame,
+                idx,
+                e.ue_addr(),
+                e.local_port(),
+                Some(reg.pai()),
+            );
+        }
+        if view.is_method(b"REGISTER") {
+            // REGISTER over the temporary or current set: the registration thread's.
+            return self.punt(frame, &m);
+        }
+        let Some(reg) = e.registration() else {
+            return Verdict::Drop(DropReason::NotRegistered);
+        };
+        if rules::max_forwards_exhausted(view) {
+            return Verdict::Drop(DropReason::TooManyHops);
+        }
+        // RFC 3261 §16.4: a Request-URI that is us makes us the UAS (the UE's Route entries do
+        // not matter: below they are all replaced by the Service-Route). Answered over the SA
+        // set it came over, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some(cr) => self.reply_over_sa(frame, idx, e, sas, cr),
+                None => Verdict::Drop(DropReason::ToUs),
+            };
+        }
+        // TS 24.229 §5.2.6.3: toward the Service-Route, asserting the registered identity.
+        // The branch records the SPI the request came over and the UE's port (the Via sent-by,
+        // TS 33.203 §7.1), so the response goes back over this SA set — even while a re-registration
+        // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
+        let Some(port) = rules::top_via_port(view) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let Protection::Protected { spi } = m.protection else {
+            return Verdict::Drop(DropReason::EspOther);
+        };
+        let ue = e.ue_addr();
+        let hash = rules::stateless_branch(view);
+        let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
+        let me = self.relay_identity();
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
+        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, reg.pai(), reg.route())
+            .is_err()
+        {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let range = ed.range();
+        let r = wire::emit_datagram(frame, range, self.cfg.core, reg.next_hop).ok();
+        self.forwarded(r, Side::Core)
+    }
+
+    /// An unprotected SIP message from a UE (port 5060).
+    fn sip_from_ue<'g>(&mut self, frame: &mut [u8], m: InFrame) -> Verdict<'g> {
+        self.stats.sip += 1;
+        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+            // Not SIP at all: nothing to answer (RFC 3261 §18.3 lets us discard it).
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let view = idx.view(frame);
+        let valid = view.validate().is_ok();
+        if !idx.is_request() {
+            if !valid || !self.cfg.stateless_relay {
+                return Verdict::Drop(DropReason::BadSip);
+            }
+            // a UE's response in the clear: only to a request that carries our UE-side Via
+            let port = self.cfg.ue_sip_port;
+            return self.ue_response_to_core(frame, idx, m.src.ip(), port, None);
+        }
+        if !valid {
+            return self.reply(frame, idx, &m, (400, "Bad Request"), b"", None);
+        }
+        if view.is_method(b"REGISTER") {
+            return self.punt(frame, &m);
+        }
+        if rules::max_forwards_exhausted(view) {
+            return self.reply(frame, idx, &m, (483, "Too Many Hops"), b"", None);
+        }
+        // RFC 3261 §16.4: a Request-URI that is us (after our Route entries, which a relayed
+        // request loses anyway) makes us the UAS: answered here, never forwarded.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                // The source of a UDP request is not verified: an answer larger than the
+                // request is not sent (no amplification toward a spoofed victim; a phone's
+                // OPTIONS, with its Route and Max-Forwards, is larger than our answer).
+                Some(cr) => {
+                    let at_most = Some(m.payload.len());
+                    self.reply(frame, idx, &m, cr, rules::ALLOW_TO_US, at_most)
+                }
+                None => Verdict::Drop(DropReason::ToUs),
+            };
+        }
+        if !self.cfg.stateless_relay {
+            // TS 24.229 §5.2.2: requests other than REGISTER must arrive over the UE's SAs.
+            return self.reply(frame, idx, &m, (403, "Forbidden"), b"", None);
+        }
+        let Some(next) = self.cfg.icscf else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        // RFC 3261 §16.11 hash; the response goes back where this request came from (RFC 3581).
+        let Some(port) = rules::reply_port(view, m.src) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let hash = rules::stateless_branch(view);
+        let branch = self.key.seal(Dir::ToCore, 0, port, hash, m.src.ip(), NO_UE);
+        let me = self.relay_identity();
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
+        // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
+        // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
+        // other Routes stay, as a stateless proxy's would.)
+        if rules::pop_own_routes(&mut ed, &me).is_err()
+            || rules::forward_request(&mut ed, &me, m.src, &branch).is_err()
+        {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let range = ed.range();
+        let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();
+        self.forwarded(r, Side::Core)
+    }
+
+    /// A SIP message from the core.
+    fn sip_from_core<'g>(
+        &mut self,
+        frame: &mut [u8],
+        m: InFrame,
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        self.stats.sip += 1;
+        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let view = idx.view(frame);
+        if idx.is_request() {
+            return self.request_to_ue(frame, idx, m, sas);
+        }
+        // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
+        let Some(ours) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        let is_register = view
+            .header(HeaderName::CSeq)
+            .and_then(crate::sip::headers::cseq)
+            .is_some_and(|(_, m)| m == b"REGISTER");
+        if is_register {
+            // the registration thread's branches have their own format and check
+            return self.punt(frame, &m);
+        }
+        let Some(branch) = ours else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        self.core_response_to_ue(frame, idx, branch, sas)
+    }
+
+    /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
+    /// over the UE's SA2 — our port-c to the port-s of the registered contact — with our Route
+    /// popped and our UE-side Via on top. Anything else goes to the registration thread.
+    fn request_to_ue<'g>(
+        &mut self,
+        frame: &mut [u8],
+        idx: Index,
+        m: InFrame,
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        let view = idx.view(frame);
+        // RFC 3261 §16.4: a request from the core addressed to us (an OPTIONS keep-alive, say)
+        // is answered here, from our core-side address.
+        if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            return match rules::answer_to_us(view) {
+                Some(cr) => self.reply(frame, idx, &m, cr, rules::ALLOW_TO_US, None),
+                None => Verdict::Drop(DropReason::ToUs),
+            };
+        }
+        let target = rules::request_uri_addr(view);
+        let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
+        let (Some(target), Some(e)) = (target, entry) else {
+            return self.punt(frame, &m);
+        };
+        if rules::max_forwards_exhausted(view) {
+            return Verdict::Drop(DropReason::TooManyHops);
+        }
+        let mut sent_by = [0u8; 64];
+        let Some((ours, sent_by)) = self.ue_sent_by(target.ip(), e.local_port(), &mut sent_by)
+        else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        // The UE's response must come back with this branch (ue_response_to_core): it binds
+        // the UE and the core hop the response goes back to (RFC 3581: where this came from).
+        let Some(port) = rules::reply_port(view, m.src) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let hash = rules::stateless_branch(view);
+        let branch = self
+            .key
+            .seal(Dir::ToUe, 0, port, hash, m.src.ip(), e.ue_addr());
+        let me = self.identity(sent_by);
+        // the index already describes this frame: edit with it, no second parse
+        let mut ed = Editor::from_index(frame, idx);
+        if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let range = ed.range();
+        let from = SocketAddr::new(ours, e.local_port());
+        let to = SocketAddr::new(target.ip(), e.ue_port());
+        let r = udp_over_sa(frame, range, from, to, e.sa());
+        self.sent_over_sa(r)
+    }
+
+    /// A response from the core whose top Via is ours in the workers' format (RFC 3261
+    /// §16.7, stateless per §16.11): the branch must verify, then our Via goes and the response
+    /// is sent to the UE the branch names — over the SA set the request came over (TS 33.203 §7.1:
+    /// our port-c → the UE's port-s, or the port it named), never one looked up from text.
+    fn core_response_to_ue<'g>(
+        &mut self,
+        frame: &mut [u8],
+        idx: Index,
+        b: Branch,
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        let key = self.key;
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if rules::pop_top_via(&mut ed).is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        // RFC 3261 §16.7 step 3: with no Via left the response was meant for us; it MUST NOT
+        // be forwarded (a core that answers with our Via only would otherwise reach the UE).
+        if ed.find(HeaderName::Via, 0).is_none() {
+            return Verdict::Drop(DropReason::ToUs);
+        }
+        if b.spi == 0 {
+            // The request came in the clear (stateless relay): back to where it came from,
+            // which the branch binds (RFC 3581 §4; a Via changed on the way does not verify).
+            let Some(next) = rules::response_next_hop(ed.view()) else {
+                return Verdict::Drop(DropReason::NotOurVia);
+            };
+            if next.port() != b.port || !key.verify(&b, Dir::ToCore, next.ip(), NO_UE) {
+                return Verdict::Drop(DropReason::NotOurVia);
+            }
+            let Some(ours) = self.our_ue_addr(next.ip()) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            let range = ed.range();
+            let from = SocketAddr::new(ours, self.cfg.ue_sip_port);
+            let r = wire::emit_datagram(frame, range, from, next).ok();
+            return self.forwarded(r, Side::Ue);
+        }
+        // The SA the request came over names the UE. If it is gone (the set was replaced or
+        // the UE deregistered) the response is dropped: the UE retransmits over its new set,
+        // and nothing goes out in the clear or over another UE's SA.
+        let Some(inb) = sas.and_then(|g| g.inbound(b.spi)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let ue = inb.ue_addr();
+        if !key.verify(&b, Dir::ToCore, ue, ue) {
+            return Verdict::Drop(DropReason::NotOurVia);
+        }
+        let Some(e) = sas.and_then(|g| g.outbound_of_set(ue, b.port, inb.local_port())) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(ours) = self.our_ue_addr(ue) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let from = SocketAddr::new(ours, e.local_port());
+        let range = ed.range();
+        let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
+        self.sent_over_sa(r)
+    }
+
+    /// A UE's response to a request the core sent it through us (`request_to_ue`), over its SA
+    /// (`pai`: the registration's identity) or in the clear (stateless relay mode, `pai` none):
+    /// our UE-side Via (our address of the UE's family, `our_port`) must be on top with a branch
+    /// we sealed for `ue` and the core hop below it (RFC 3261 §18.1.2; else dropped); then our
+    /// Via goes, the identity is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and it goes to
+    /// that hop.
+    fn ue_response_to_core<'g>(
+        &mut self,
+        frame: &mut [u8],
+        idx: Index,
+        ue: IpAddr,
+        our_port: u16,
+        pai: Option<&[u8]>,
+    ) -> Verdict<'g> {
+        let mut sent_by = [0u8; 64];
+        let Some((_, sent_by)) = self.ue_sent_by(ue, our_port, &mut sent_by) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        let Some(Some(b)) = rules::top_via_ours(idx.view(frame), sent_by) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if rules::pop_top_via(&mut ed).is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let Some(next) = rules::response_next_hop(ed.view()) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        if b.spi != 0 || next.port() != b.port || !self.key.verify(&b, Dir::ToUe, next.ip(), ue) {
+            return Verdict::Drop(DropReason::NotOurVia);
+        }
+        if let Some(pai) = pai
+            && rules::assert_identity(&mut ed, pai).is_err()
+        {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let range = ed.range();
+        let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();
+        self.forwarded(r, Side::Core)
+    }
+
+    /// Answer a request that came over the SA entry `e` (a request addressed to us) with
+    /// `code` and [`rules::ALLOW_TO_US`], back over the same set as any response to the UE
+    /// (TS 33.203 §7.1: our port-c → the port its Via names; our port-s when that is the pair).
+    fn reply_over_sa<'g>(
+        &mut self,
+        frame: &[u8],
+        idx: Index,
+        e: &Entry,
+        sas: &'g ReadGuard<'_>,
+        (code, reason): (u16, &str),
+    ) -> Verdict<'g> {
+        let view = idx.view(frame);
+        let Some(port) = rules::top_via_port(view) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        let ue = e.ue_addr();
+        let Some(out_sa) = sas.outbound_of_set(ue, port, e.local_port()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(ours) = self.our_ue_addr(ue) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(len) = rules::build_response(
+            view,
+            code,
+            reason,
+            b"pcscf",
+            &[rules::ALLOW_TO_US],
+            &mut self.scratch,
+        ) else {
+            return Verdict::Drop(DropReason::NoRoom);
+        };
+        Verdict::Reply(Reply {
+            side: Side::Ue,
+            src: SocketAddr::new(ours, out_sa.local_port()),
+            dst: SocketAddr::new(ue, port),
+            len,
+            over: Some(out_sa.sa().as_ref()),
+        })
+    }
+
+    /// Answer the plain request `m` with `code` from the address it was sent to, with `extra`
+    /// header lines (each ending in CRLF); not sent (dropped as [`DropReason::ToUs`]) when
+    /// longer than `at_most` bytes.
+    fn reply<'g>(
+        &mut self,
+        frame: &[u8],
+        idx: Index,
+        m: &InFrame,
+        (code, reason): (u16, &str),
+        extra: &[u8],
+        at_most: Option<usize>,
+    ) -> Verdict<'g> {
+        let Some(len) = rules::build_response(
+            idx.view(frame),
+            code,
+            reason,
+            b"pcscf",
+            &[extra],
+            &mut self.scratch,
+        ) else {
+            return Verdict::Drop(DropReason::NoRoom);
+        };
+        if at_most.is_some_and(|most| len > most) {
+            return Verdict::Drop(DropReason::ToUs);
+        }
+        Verdict::Reply(Reply {
+            side: m.side,
+            src: m.dst,
+            dst: m.src,
+            len,
+            over: None,
+        })
+    }
+
+    /// The verdict for a packet re-addressed and ESP-protected in its own frame.
+    fn sent_over_sa<'g>(&mut self, r: Result<Range<usize>, DropReason>) -> Verdict<'g> {
+        match r {
+            Ok(r) => {
+                self.stats.esp_out += 1;
+                self.forwarded(Some(r), Side::Ue)
+            }
+            Err(why) => Verdict::Drop(why),
+        }
+    }
+
+    /// The verdict for a packet re-addressed in its own frame (`r`: where it now lies).
+    fn forwarded<'g>(&mut self, r: Option<Range<usize>>, toward: Side) -> Verdict<'g> {
+        match r {
+            Some(range) => {
+                self.stats.forwarded += 1;
+                Verdict::Forward { range, toward }
+            }
+            None => Verdict::Drop(DropReason::NoRoom),
+        }
+    }
+
+    /// Copy `m` to the registration thread.
+    fn punt<'g>(&mut self, frame: &[u8], m: &InFrame) -> Verdict<'g> {
+        let Some(bytes) = frame.get(m.payload.clone()) else {
+            return Verdict::Drop(DropReason::BadSip);
+        };
+        match self.punt.push(m.clone().with_payload(bytes), self.cfg.id) {
+            Ok(()) => {
+                self.punted = true;
+                Verdict::Punted
+            }
+            Err(_) => Verdict::Drop(DropReason::PuntFull),
+        }
+    }
+}
