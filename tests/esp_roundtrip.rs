@@ -33,8 +33,8 @@ fn every_suite_family_transport_backend() {
                                 let l = packet::locate_esp(&esp)
                                     .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                                 assert_eq!(l.end, esp.len(), "{ctx}");
-                                let (head, tail) = overhead(suite, pkt.len() - l.header_len);
-                                assert_eq!(esp.len(), pkt.len() + head + tail, "{ctx}");
+                                let o = overhead(suite, pkt.len() - l.header_len);
+                                assert_eq!(esp.len(), pkt.len() + o.head + o.tail, "{ctx}");
                                 if fam == Fam::V4 {
                                     assert!(
                                         pcscf::wire::Ipv4Packet::new_checked(&esp[..])

@@ -54,5 +54,6 @@ pub use error::EspError;
 pub use keys::{EspKeys, annex_i_kdf, gcm_salt, gmac_salt};
 pub use replay::{DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, ReplayWindow};
 pub use sa::{
-    ESP_HEADER_LEN, Frame, Inbound, Sa, SaOptions, aead_iv, outbound_ivs_disjoint, overhead,
+    ESP_HEADER_LEN, Frame, Inbound, Overhead, Sa, SaOptions, aead_iv, outbound_ivs_disjoint,
+    overhead,
 };

@@ -71,11 +71,23 @@ pub struct Inbound {
     pub payload: Range<usize>,
 }
 
-/// Bytes an SA adds around an IP payload of `payload_len` bytes: (head, tail).
-pub fn overhead(suite: Suite, payload_len: usize) -> (usize, usize) {
+/// Bytes an SA adds around an IP payload (RFC 4303 §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overhead {
+    /// In front of the payload: the ESP header and the IV.
+    pub head: usize,
+    /// Behind it: padding, Pad Length, Next Header and the ICV.
+    pub tail: usize,
+}
+
+/// What an SA of `suite` adds around an IP payload of `payload_len` bytes.
+pub fn overhead(suite: Suite, payload_len: usize) -> Overhead {
     let align = suite.align();
     let pad = (align - (payload_len + 2) % align) % align;
-    (ESP_HEADER_LEN + suite.iv_len(), pad + 2 + suite.icv_len())
+    Overhead {
+        head: ESP_HEADER_LEN + suite.iv_len(),
+        tail: pad + 2 + suite.icv_len(),
+    }
 }
 
 /// The explicit 8-byte GCM/GMAC IV of an outbound packet: `SPI ‖ seq`.
@@ -329,7 +341,7 @@ impl Sa {
         let ip_end = start + l.end;
         let iv_len = self.suite.iv_len();
         let icv_len = self.suite.icv_len();
-        let (head, tail) = overhead(self.suite, payload_len);
+        let Overhead { head, tail } = overhead(self.suite, payload_len);
         let pad = tail - 2 - icv_len;
         if start < head || frame.buf.len() - ip_end < tail {
             return Err(EspError::NoRoom);

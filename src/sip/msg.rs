@@ -273,16 +273,27 @@ fn find_lf(buf: &[u8], from: usize, end: usize) -> Option<usize> {
     memchr::memchr(b'\n', &buf[from..end]).map(|p| from + p)
 }
 
-/// End of line content (without CR) and start of the next line, for a line starting at `pos`.
+/// One line of the message: where its content ends (before CR LF or a bare LF) and where the
+/// next line starts.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    content_end: usize,
+    next: usize,
+}
+
+/// The line starting at `pos`.
 #[inline]
-fn line_at(buf: &[u8], pos: usize, end: usize) -> Option<(usize, usize)> {
+fn line_at(buf: &[u8], pos: usize, end: usize) -> Option<Line> {
     let lf = find_lf(buf, pos, end)?;
     let content_end = if lf > pos && buf[lf - 1] == b'\r' {
         lf - 1
     } else {
         lf
     };
-    Some((content_end, lf + 1))
+    Some(Line {
+        content_end,
+        next: lf + 1,
+    })
 }
 
 /// Scan one header (with its continuation lines) starting at `pos`.
@@ -292,14 +303,15 @@ pub(crate) fn scan_header(
     pos: usize,
     end: usize,
 ) -> Result<(Header, usize), ParseError> {
-    let (mut content_end, mut next) =
-        line_at(buf, pos, end).ok_or(ParseError::at(pos, ParseErrorKind::Truncated))?;
+    let Line {
+        mut content_end,
+        mut next,
+    } = line_at(buf, pos, end).ok_or(ParseError::at(pos, ParseErrorKind::Truncated))?;
     // Continuation lines (RFC 3261 §7.3.1 folding): a line starting with SP or HT.
     while next < end && (buf[next] == b' ' || buf[next] == b'\t') {
-        let (ce, nx) =
-            line_at(buf, next, end).ok_or(ParseError::at(next, ParseErrorKind::Truncated))?;
-        content_end = ce;
-        next = nx;
+        let l = line_at(buf, next, end).ok_or(ParseError::at(next, ParseErrorKind::Truncated))?;
+        content_end = l.content_end;
+        next = l.next;
     }
     let mut i = pos;
     while i < content_end && lex::is_token_char(buf[i]) {
@@ -417,7 +429,7 @@ impl Index {
             return Err(ParseError::at(pos, ParseErrorKind::Empty));
         }
         let msg_start = pos;
-        let (content_end, next) =
+        let Line { content_end, next } =
             line_at(buf, pos, end).ok_or(ParseError::at(pos, ParseErrorKind::Truncated))?;
         let start_line = parse_start_line(buf, pos, content_end)?;
         pos = next;
