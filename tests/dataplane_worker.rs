@@ -426,41 +426,32 @@ mod inject {
             .with_inject(inject.clone());
         let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
         inject
-            .push(
-                Datagram {
-                    side: Side::Ue,
-                    protection: Protection::Protected { spi: 0 },
-                    src: addr("10.46.0.1:5102"),
-                    dst: addr("10.46.0.6:7005"),
-                    payload: ok,
-                },
-                0,
-            )
+            .push(Datagram {
+                side: Side::Ue,
+                protection: Protection::Protected { spi: 0 },
+                src: addr("10.46.0.1:5102"),
+                dst: addr("10.46.0.6:7005"),
+                payload: ok,
+            })
             .unwrap();
         inject
-            .push(
-                Datagram {
-                    side: Side::Core,
-                    protection: Protection::Plain,
-                    src: addr("10.0.1.10:5060"),
-                    dst: addr("10.0.1.20:5060"),
-                    payload: REGISTER,
-                },
-                0,
-            )
+            .push(Datagram {
+                side: Side::Core,
+                protection: Protection::Plain,
+                src: addr("10.0.1.10:5060"),
+                dst: addr("10.0.1.20:5060"),
+                payload: REGISTER,
+            })
             .unwrap();
         // a protected message to a flow with no SA is not sent in the clear
         inject
-            .push(
-                Datagram {
-                    side: Side::Ue,
-                    protection: Protection::Protected { spi: 0 },
-                    src: addr("10.46.0.1:5102"),
-                    dst: addr("10.46.0.9:7005"),
-                    payload: ok,
-                },
-                0,
-            )
+            .push(Datagram {
+                side: Side::Ue,
+                protection: Protection::Protected { spi: 0 },
+                src: addr("10.46.0.1:5102"),
+                dst: addr("10.46.0.9:7005"),
+                payload: ok,
+            })
             .unwrap();
         w.poll_once();
         let sent = w.io().take_sent();

@@ -42,31 +42,25 @@ fn recycled_punt_buffer_keeps_no_ck_ik() {
     let a = "127.0.0.1:5060".parse().unwrap();
     let ck = "ck=\"000102030405060708090a0b0c0d0e0f\", ik=\"101112131415161718191a1b1c1d1e1f\"";
     let msg = format!("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest {ck}\r\n\r\n");
-    q.push(
-        Datagram {
-            side: Side::Core,
-            protection: Protection::Plain,
-            src: a,
-            dst: a,
-            payload: msg.as_bytes(),
-        },
-        0,
-    )
+    q.push(Datagram {
+        side: Side::Core,
+        protection: Protection::Plain,
+        src: a,
+        dst: a,
+        payload: msg.as_bytes(),
+    })
     .unwrap();
     let b = q.pop().unwrap();
     assert_eq!(b.bytes(), msg.as_bytes());
     q.recycle(b);
     // the one buffer again, now with a short message
-    q.push(
-        Datagram {
-            side: Side::Core,
-            protection: Protection::Plain,
-            src: a,
-            dst: a,
-            payload: b"x",
-        },
-        0,
-    )
+    q.push(Datagram {
+        side: Side::Core,
+        protection: Protection::Plain,
+        src: a,
+        dst: a,
+        payload: b"x",
+    })
     .unwrap();
     let b = q.pop().unwrap();
     assert_eq!(b.bytes(), b"x");

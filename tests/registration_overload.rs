@@ -346,46 +346,37 @@ fn a_flood_of_unprotected_registers_leaves_room_for_the_core() {
     let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));
     let refused = (0..100)
         .filter(|_| {
-            q.push(
-                Datagram {
-                    side: Side::Ue,
-                    protection: Protection::Plain,
-                    src: ue,
-                    dst: us,
-                    payload: b"REGISTER",
-                },
-                0,
-            )
+            q.push(Datagram {
+                side: Side::Ue,
+                protection: Protection::Plain,
+                src: ue,
+                dst: us,
+                payload: b"REGISTER",
+            })
             .is_err()
         })
         .count();
     assert!(refused > 80, "the unprotected lane is full");
     let spi = Protection::Protected { spi: 5000 };
     assert!(
-        q.push(
-            Datagram {
-                side: Side::Ue,
-                protection: spi,
-                src: ue,
-                dst: us,
-                payload: b"REGISTER sa"
-            },
-            0
-        )
+        q.push(Datagram {
+            side: Side::Ue,
+            protection: spi,
+            src: ue,
+            dst: us,
+            payload: b"REGISTER sa"
+        })
         .is_ok()
     );
     let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
     assert!(
-        q.push(
-            Datagram {
-                side: Side::Core,
-                protection: Protection::Plain,
-                src: icscf,
-                dst: core,
-                payload: b"SIP/2.0 401"
-            },
-            0
-        )
+        q.push(Datagram {
+            side: Side::Core,
+            protection: Protection::Plain,
+            src: icscf,
+            dst: core,
+            payload: b"SIP/2.0 401"
+        })
         .is_ok()
     );
     let b = q.pop().unwrap();
@@ -399,29 +390,23 @@ fn a_flood_of_unprotected_registers_leaves_room_for_the_core() {
     let b = q.pop_class(Class::Unprotected).unwrap();
     q.recycle(b);
     assert!(
-        q.push(
-            Datagram {
-                side: Side::Ue,
-                protection: Protection::Plain,
-                src: ue,
-                dst: us,
-                payload: b"REGISTER"
-            },
-            0
-        )
+        q.push(Datagram {
+            side: Side::Ue,
+            protection: Protection::Plain,
+            src: ue,
+            dst: us,
+            payload: b"REGISTER"
+        })
         .is_ok()
     );
     assert!(
-        q.push(
-            Datagram {
-                side: Side::Ue,
-                protection: Protection::Plain,
-                src: ue,
-                dst: us,
-                payload: b"REGISTER"
-            },
-            0
-        )
+        q.push(Datagram {
+            side: Side::Ue,
+            protection: Protection::Plain,
+            src: ue,
+            dst: us,
+            payload: b"REGISTER"
+        })
         .is_err()
     );
 }
@@ -436,30 +421,24 @@ fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
     let q = MsgQueue::prioritized(2048, None);
     let (ue, us) = (addr("10.46.0.6:5060"), addr("10.46.0.1:5060"));
     for _ in 0..300 {
-        q.push(
-            Datagram {
-                side: Side::Ue,
-                protection: Protection::Plain,
-                src: ue,
-                dst: us,
-                payload: b"junk",
-            },
-            0,
-        )
+        q.push(Datagram {
+            side: Side::Ue,
+            protection: Protection::Plain,
+            src: ue,
+            dst: us,
+            payload: b"junk",
+        })
         .unwrap();
     }
     let answer = core_answer(&register_n(1, REALM, false), 200, "OK", "");
     let (icscf, core) = (addr("10.0.1.20:5060"), addr("10.0.1.10:5060"));
-    q.push(
-        Datagram {
-            side: Side::Core,
-            protection: Protection::Plain,
-            src: icscf,
-            dst: core,
-            payload: &answer,
-        },
-        0,
-    )
+    q.push(Datagram {
+        side: Side::Core,
+        protection: Protection::Plain,
+        src: icscf,
+        dst: core,
+        payload: &answer,
+    })
     .unwrap();
     let (handled, left) = punt_pass(&q, &mut reg, Instant::now());
     assert!(left);

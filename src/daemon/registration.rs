@@ -185,7 +185,7 @@ pub(super) fn serve(
                 std::net::IpAddr::V4(a) => u32::from(a) as usize,
                 std::net::IpAddr::V6(a) => a.segments()[7] as usize,
             } % injects.len().max(1);
-            if injects[w].push(o.borrowed(), 0).is_err() {
+            if injects[w].push(o.borrowed()).is_err() {
                 inject_dropped += 1;
             }
         }

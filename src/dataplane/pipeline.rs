@@ -782,7 +782,7 @@ impl Pipeline {
         let Some(bytes) = frame.get(m.payload.clone()) else {
             return Verdict::Drop(DropReason::BadSip);
         };
-        match self.punt.push(m.clone().with_payload(bytes), self.cfg.id) {
+        match self.punt.push(m.clone().with_payload(bytes)) {
             Ok(()) => {
                 self.punted = true;
                 Verdict::Punted

@@ -106,10 +106,9 @@ impl Class {
 /// pre-allocated [`Slot`].
 pub type Msg = Datagram<Slot>;
 
-/// The fixed storage of a queued message's bytes, and the worker that punted it.
+/// The fixed storage of a queued message's bytes.
 #[derive(Debug)]
 pub struct Slot {
-    pub worker: u16,
     pub len: usize,
     pub data: [u8; MSG_MAX],
 }
@@ -145,7 +144,6 @@ impl Lane {
                 src: SocketAddr::from(([0, 0, 0, 0], 0)),
                 dst: SocketAddr::from(([0, 0, 0, 0], 0)),
                 payload: Slot {
-                    worker: 0,
                     len: 0,
                     data: [0; MSG_MAX],
                 },
@@ -202,9 +200,8 @@ impl MsgQueue {
         &self.lanes[if self.lanes.len() > i { i } else { 0 }]
     }
 
-    /// Copy `d` (pushed by `worker`; 0 from the registration thread) into a free buffer and
-    /// queue it. Never blocks.
-    pub fn push(&self, d: Datagram<&[u8]>, worker: u16) -> Result<(), QueueError> {
+    /// Copy `d` into a free buffer and queue it. Never blocks.
+    pub fn push(&self, d: Datagram<&[u8]>) -> Result<(), QueueError> {
         let payload = d.payload;
         if payload.len() > MSG_MAX {
             return Err(QueueError::TooBig);
@@ -215,7 +212,6 @@ impl MsgQueue {
         b.protection = d.protection;
         b.src = d.src;
         b.dst = d.dst;
-        b.payload.worker = worker;
         b.payload.len = payload.len();
         b.payload.data[..payload.len()].copy_from_slice(payload);
         // `full` has the same capacity as the number of buffers, so this cannot fail; if it
