@@ -101,7 +101,11 @@ impl OwnUris {
             return parse_ip::<Ipv6Addr>(inner)
                 .is_some_and(|a| self.addrs.contains(&IpAddr::V6(a)));
         }
-        if let Some(a) = parse_ip::<Ipv4Addr>(host) {
+        // A host name's last label starts with a letter (RFC 3261 §25.1 toplabel), so only a
+        // host ending in a digit can be an IPv4 address: a domain skips the parse.
+        if host.last().is_some_and(u8::is_ascii_digit)
+            && let Some(a) = parse_ip::<Ipv4Addr>(host)
+        {
             return self.addrs.contains(&IpAddr::V4(a));
         }
         self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
