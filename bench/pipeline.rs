@@ -23,10 +23,9 @@ use std::sync::Arc;
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use pcscf::dataplane::classify::{self, L4};
-use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::SharedStats;
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::{
+    L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify, udp_checksum_ok,
+};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::mem::MemIo;
 use pcscf::io::{FRAME_SIZE, HEADROOM, Side};
@@ -163,7 +162,7 @@ fn table(suite: &str) -> (SaWriter, SaReader, u32) {
 /// The core's 200 to a request the worker forwarded (IP/UDP packet `pkt`), from where the
 /// request went to where it came from.
 fn core_answer(pkt: &[u8]) -> Vec<u8> {
-    let L4::Udp { src, dst, payload } = classify::classify(pkt) else {
+    let L4::Udp { src, dst, payload } = classify(pkt) else {
         panic!("forwarded packet is not UDP");
     };
     let m = Message::parse(&pkt[payload.start..payload.end]).unwrap();
@@ -279,7 +278,7 @@ impl Pipeline {
         );
         for (side, pkt) in &sent {
             assert_eq!(*side, Side::Ue);
-            let L4::Esp { dst, .. } = classify::classify(pkt) else {
+            let L4::Esp { dst, .. } = classify(pkt) else {
                 panic!("a 200 went to the UE without ESP");
             };
             assert_eq!(dst, ip(UE_IP));
@@ -452,7 +451,7 @@ mod stage {
             "message" => plain_message(),
             _ => {
                 let pkt = core_200();
-                let L4::Udp { payload, .. } = classify::classify(&pkt) else {
+                let L4::Udp { payload, .. } = classify(&pkt) else {
                     unreachable!()
                 };
                 (
@@ -487,7 +486,7 @@ mod stage {
     #[divan::bench]
     fn sip_200(b: Bencher) {
         let pkt = core_200();
-        let L4::Udp { payload, .. } = classify::classify(&pkt) else {
+        let L4::Udp { payload, .. } = classify(&pkt) else {
             unreachable!()
         };
         let frame = frame_with(&pkt);
@@ -502,7 +501,7 @@ mod stage {
     fn esp_out(b: Bencher, suite: &str) {
         let sa2 = sa(suite, SPI_SA2);
         let pkt = core_200();
-        let L4::Udp { payload, .. } = classify::classify(&pkt) else {
+        let L4::Udp { payload, .. } = classify(&pkt) else {
             unreachable!()
         };
         let mut frame = frame_with(&pkt);
@@ -525,10 +524,10 @@ mod stage {
         let pkt = core_200();
         b.bench_local(|| {
             let pkt = black_box(&pkt[..]);
-            let L4::Udp { src, dst, payload } = classify::classify(pkt) else {
+            let L4::Udp { src, dst, payload } = classify(pkt) else {
                 unreachable!()
             };
-            assert!(classify::udp_checksum_ok(pkt, src, dst, &payload));
+            assert!(udp_checksum_ok(pkt, src, dst, &payload));
         });
     }
 

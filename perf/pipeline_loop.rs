@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use pcscf::dataplane::classify;
-use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::SharedStats;
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
@@ -180,7 +177,7 @@ impl CoreAnswers for MemIo {
         let sent = self.take_sent();
         sent.into_iter()
             .filter_map(|(_, pkt)| {
-                let classify::L4::Udp { src, dst, payload } = classify::classify(&pkt) else {
+                let L4::Udp { src, dst, payload } = classify(&pkt) else {
                     return None;
                 };
                 let m = pcscf::sip::Message::parse(&pkt[payload.start..payload.end]).ok()?;

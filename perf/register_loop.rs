@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, digest, sqn::UeSqnState, ue::Usim};
 use pcscf::control::registrar::{Incoming, MAX_PENDING, Outgoing, Registrar, RegistrarConfig};
-use pcscf::dataplane::queue::Protection;
+use pcscf::dataplane::Protection;
 use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;
 use pcscf::satable::{SaTableConfig, sa_table};

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::classify::{self, L4};
-use pcscf::dataplane::queue::{Datagram, MsgQueue, Protection};
-use pcscf::dataplane::stats::{DropReason, SharedStats};
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::{
+    Datagram, DropReason, L4, MsgQueue, Protection, SharedStats, Worker, WorkerConfig, classify,
+    udp_checksum_ok,
+};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
 use pcscf::sip::headers::Via;
@@ -61,10 +61,10 @@ fn worker(relay: bool) -> (Worker<MemIo>, Arc<MsgQueue>, Arc<SharedStats>) {
 }
 
 fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
-    match classify::classify(pkt) {
+    match classify(pkt) {
         L4::Udp { src, dst, payload } => {
             assert!(
-                classify::udp_checksum_ok(pkt, src, dst, &payload),
+                udp_checksum_ok(pkt, src, dst, &payload),
                 "checksum of what we sent"
             );
             (src, dst, pkt[payload.start..payload.end].to_vec())
@@ -466,10 +466,7 @@ mod inject {
         );
         let mut esp = sent[0].1.clone();
         assert_eq!(sent[0].0, Side::Ue);
-        assert!(
-            matches!(classify::classify(&esp), L4::Esp { .. }),
-            "went out as ESP"
-        );
+        assert!(matches!(classify(&esp), L4::Esp { .. }), "went out as ESP");
         let (inner, _) = ue_rx
             .decapsulate(&mut esp)
             .expect("the UE's SA decrypts it");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, UeSqnState, Usim, digest};
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, ip, spawn_in};
 use pcscf::sim;
@@ -171,7 +171,7 @@ impl Attacker {
                 continue;
             };
             let inner = &buf[inner];
-            let L4::Udp { src, payload, .. } = classify::classify(inner) else {
+            let L4::Udp { src, payload, .. } = classify(inner) else {
                 continue;
             };
             let Ok(m) = Message::parse(&inner[payload.start..payload.end]) else {

@@ -4,7 +4,7 @@
 
 use pcscf::aka::digest::HexDigest;
 use pcscf::aka::{Ck, Ik, KeyOutputs, Res};
-use pcscf::dataplane::queue::{Datagram, MsgQueue, Protection};
+use pcscf::dataplane::{Datagram, MsgQueue, Protection};
 use pcscf::io::Side;
 use pcscf::sip::rules::AkaKeys;
 use zeroize::ZeroizeOnDrop;

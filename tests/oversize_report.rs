@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use pcscf::daemon::metrics_text;
-use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::{DropReason, SharedStats};
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::{DropReason, MsgQueue, SharedStats, Worker, WorkerConfig};
 use pcscf::io::mem::MemIo;
 use pcscf::io::{Desc, IoStats, PacketIo, Side};
 

@@ -13,9 +13,7 @@ use std::time::Instant;
 
 use pcscf::aka::{self, HssSubscriber, Usim, digest};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar, RegistrarConfig};
-use pcscf::dataplane::classify;
-use pcscf::dataplane::queue::Protection;
-use pcscf::dataplane::stats::DropReason;
+use pcscf::dataplane::{DropReason, L4, Protection, classify};
 use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::io::Side;
@@ -749,8 +747,8 @@ fn request(method: &str, ruri: &str, via_port: u16) -> Vec<u8> {
 fn over_sa2(r: &mut worker_support::Rig, pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
     let mut esp = pkt.to_vec();
     let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
-    match classify::classify(&esp[inner.clone()]) {
-        classify::L4::Udp { src, dst, payload } => (
+    match classify(&esp[inner.clone()]) {
+        L4::Udp { src, dst, payload } => (
             src,
             dst,
             esp[inner.start + payload.start..inner.start + payload.end].to_vec(),
@@ -802,10 +800,8 @@ fn requests_to_us_over_the_sa_are_answered_not_forwarded() {
         Kind::EspPortC,
         &request("MESSAGE", "sip:bob@ims.example.net", UE_PORT_C),
     );
-    let (_, dst, sip) = match classify::classify(&sent) {
-        classify::L4::Udp { src, dst, payload } => {
-            (src, dst, sent[payload.start..payload.end].to_vec())
-        }
+    let (_, dst, sip) = match classify(&sent) {
+        L4::Udp { src, dst, payload } => (src, dst, sent[payload.start..payload.end].to_vec()),
         other => panic!("{other:?}"),
     };
     assert_eq!(dst, addr("10.0.1.30:6060"));
@@ -830,8 +826,8 @@ fn requests_to_us_in_the_clear_are_answered_not_forwarded() {
         ] {
             let before = *r.w.stats();
             let sent = r.exchange(Kind::PlainUe, &request(method, ruri, 5060));
-            let (src, dst, sip) = match classify::classify(&sent) {
-                classify::L4::Udp { src, dst, payload } => {
+            let (src, dst, sip) = match classify(&sent) {
+                L4::Udp { src, dst, payload } => {
                     (src, dst, sent[payload.start..payload.end].to_vec())
                 }
                 other => panic!("{other:?}"),
@@ -860,8 +856,8 @@ fn requests_to_us_in_the_clear_are_answered_not_forwarded() {
             if relay {
                 assert_eq!(r.w.stats().forwarded, before.forwarded + 1, "{ruri}");
             } else {
-                let sip = match classify::classify(&sent) {
-                    classify::L4::Udp { payload, .. } => sent[payload.start..payload.end].to_vec(),
+                let sip = match classify(&sent) {
+                    L4::Udp { payload, .. } => sent[payload.start..payload.end].to_vec(),
                     other => panic!("{other:?}"),
                 };
                 let m = Message::parse_strict(&sip).unwrap();
@@ -891,10 +887,8 @@ fn core_options_to_us_and_relay_pops_our_routes() {
     let mut r = rig(false);
     let opt = b"OPTIONS sip:pcscf.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKc1\r\nMax-Forwards: 70\r\nFrom: <sip:scscf@ims.example.net>;tag=1\r\nTo: <sip:pcscf.example.net>\r\nCall-ID: k\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     let sent = r.exchange(Kind::Core, opt);
-    let (src, dst, sip) = match classify::classify(&sent) {
-        classify::L4::Udp { src, dst, payload } => {
-            (src, dst, sent[payload.start..payload.end].to_vec())
-        }
+    let (src, dst, sip) = match classify(&sent) {
+        L4::Udp { src, dst, payload } => (src, dst, sent[payload.start..payload.end].to_vec()),
         other => panic!("{other:?}"),
     };
     assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:5060")));
@@ -906,8 +900,8 @@ fn core_options_to_us_and_relay_pops_our_routes() {
     let mut r = rig(true);
     let msg: &str = "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bKr1;rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.46.0.1:5060;lr>, <sip:[fd00:46::1];lr>\r\nRoute: <sip:icscf.example.net;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: r1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
     let sent = r.exchange(Kind::PlainUe, msg.as_bytes());
-    let sip = match classify::classify(&sent) {
-        classify::L4::Udp { payload, .. } => sent[payload.start..payload.end].to_vec(),
+    let sip = match classify(&sent) {
+        L4::Udp { payload, .. } => sent[payload.start..payload.end].to_vec(),
         other => panic!("{other:?}"),
     };
     let m = Message::parse_strict(&sip).unwrap();

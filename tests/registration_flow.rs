@@ -10,7 +10,7 @@ use pcscf::control::keylog::{KeyLog, SaSecret};
 use pcscf::control::registrar::{
     Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
 };
-use pcscf::dataplane::queue::Protection;
+use pcscf::dataplane::Protection;
 use pcscf::esp::SaOptions;
 use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::io::Side;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim::rawip::{self, send_ip};
@@ -248,7 +248,7 @@ fn esp_to_ue(
             continue;
         };
         let inner = &p[inner];
-        let L4::Udp { src, dst, payload } = classify::classify(inner) else {
+        let L4::Udp { src, dst, payload } = classify(inner) else {
             return Err("inner packet not UDP".into());
         };
         if dst.port() != 7005 || src.port() != port_c {

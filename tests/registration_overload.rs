@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
 use pcscf::control::registrar::{Incoming, Outgoing, Registrar};
-use pcscf::dataplane::queue::{Class, Datagram, MsgQueue, Protection};
+use pcscf::dataplane::{Class, Datagram, MsgQueue, Protection};
 use pcscf::io::Side;
 use pcscf::sip::HeaderName;
 use pcscf::sip::headers::SecMechanism;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, UeSqnState, Usim};
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim;
@@ -163,7 +163,7 @@ fn ipv6_ue_registers_over_esp() {
             p[40..].copy_from_slice(&pkt[..n]);
             let Ok((inner, _)) = sa2.decapsulate(&mut p) else { continue };
             let inner = &p[inner];
-            let L4::Udp { src, dst, payload } = classify::classify(inner) else {
+            let L4::Udp { src, dst, payload } = classify(inner) else {
                 return Err("inner not UDP".into());
             };
             if dst.port() != 6300 || src.port() != mech.port_c || src.ip() != IpAddr::V6(pc6) {

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, Milenage, UeSqnState, Usim};
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim::rawip;
@@ -370,7 +370,7 @@ fn register(ph: &Phone, s: &Sockets, deadline: Instant) -> Result<usize, String>
             continue; // another phone's SA
         };
         let inner = &p[inner];
-        let L4::Udp { dst, payload, .. } = classify::classify(inner) else {
+        let L4::Udp { dst, payload, .. } = classify(inner) else {
             return Err("inner packet not UDP".into());
         };
         let sip = &inner[payload.start..payload.end];

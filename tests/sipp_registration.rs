@@ -8,7 +8,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim::rawip::{self, send_ip};
@@ -76,7 +76,7 @@ fn registration_with_sipp_as_the_scscf() {
                 continue;
             };
             let inner = &p[inner];
-            let L4::Udp { payload, .. } = classify::classify(inner) else {
+            let L4::Udp { payload, .. } = classify(inner) else {
                 return Err("inner packet not UDP".into());
             };
             return Ok(inner[payload.start..payload.end].to_vec());

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
-use pcscf::dataplane::classify::{self, L4};
+use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
 use pcscf::lab::netns::{Lab, spawn_in};
 use pcscf::sim::rawip;
@@ -183,7 +183,7 @@ fn shim(ue: IpAddr, pcscf: IpAddr, k: [u8; 16], op: [u8; 16], stop: Arc<AtomicBo
                     sa.decapsulate(&mut q).ok().map(|(r, _)| q[r].to_vec())
                 })
             });
-            match dec.as_deref().map(classify::classify) {
+            match dec.as_deref().map(classify) {
                 Some(L4::Udp { payload, .. }) => {
                     st.esp_in += 1;
                     let inner = dec.as_ref().unwrap();

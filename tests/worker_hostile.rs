@@ -4,10 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::classify::{self, L4};
-use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::{DropReason, SharedStats};
-use pcscf::dataplane::worker::Worker;
+use pcscf::dataplane::{DropReason, L4, MsgQueue, SharedStats, Worker, classify, udp_checksum_ok};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
 use pcscf::sip::headers::Via;
@@ -89,7 +86,7 @@ fn error_response_that_fits_still_goes_back() {
     w.poll_once();
     let sent = w.io().take_sent();
     assert_eq!(sent.len(), 1);
-    assert!(matches!(classify::classify(&sent[0].1), L4::Udp { .. }));
+    assert!(matches!(classify(&sent[0].1), L4::Udp { .. }));
     assert_eq!(w.stats().replied, 1);
 }
 
@@ -100,9 +97,9 @@ use pcscf::satable::{EntryMeta, SetState};
 use worker_support::{Kind, Rig, rig};
 
 fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
-    match classify::classify(pkt) {
+    match classify(pkt) {
         L4::Udp { src, dst, payload } => {
-            assert!(classify::udp_checksum_ok(pkt, src, dst, &payload));
+            assert!(udp_checksum_ok(pkt, src, dst, &payload));
             (src, dst, pkt[payload.start..payload.end].to_vec())
         }
         other => panic!("not UDP: {other:?}"),
@@ -112,7 +109,7 @@ fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
 /// What the worker sent the UE over SA2, decrypted with the UE's copy: (outer dst, inner
 /// src, inner dst, SIP).
 fn over_sa2(r: &Rig, pkt: &[u8]) -> (std::net::IpAddr, SocketAddr, SocketAddr, Vec<u8>) {
-    let L4::Esp { dst, .. } = classify::classify(pkt) else {
+    let L4::Esp { dst, .. } = classify(pkt) else {
         panic!("not ESP");
     };
     let mut p = pkt.to_vec();

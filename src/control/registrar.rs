@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::keylog::{KeyLog, SaSecret};
-use crate::dataplane::queue::{Datagram, Protection};
+use crate::dataplane::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Backend, Config};
 use crate::control::registrar::Registrar;
 use crate::control::{keylog, log};
-use crate::dataplane::queue::MsgQueue;
+use crate::dataplane::MsgQueue;
 use crate::io::neigh::{NeighShared, NeighTable};
 use crate::satable::{SaTableConfig, sa_table};
 
@@ -164,7 +164,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     drop(injects);
     drop(progs); // detach XDP
-    let mut latency = crate::dataplane::stats::new_histogram();
+    let mut latency = crate::dataplane::new_histogram();
     for s in &shared {
         let _ = latency.add(s.latency());
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dataplane::stats::SharedStats;
+use crate::dataplane::SharedStats;
 
 use super::report::metrics_text;
 

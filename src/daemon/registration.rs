@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::control::log;
 use crate::control::registrar::{self, Registrar, RegistrarConfig};
-use crate::dataplane::queue::{Class, MsgQueue, Protection};
+use crate::dataplane::{Class, MsgQueue, Protection};
 
 use super::report::control_metrics;
 use super::signals;

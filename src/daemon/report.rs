@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::LogLevel;
 use crate::control::log;
 use crate::control::registrar::Registrar;
-use crate::dataplane::stats::{SharedStats, WorkerStats};
+use crate::dataplane::{SharedStats, WorkerStats};
 
 /// What a run ends with.
 #[derive(Clone, Debug, Default)]
@@ -140,7 +140,7 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
             h.max()
         );
     }
-    for d in crate::dataplane::stats::DropReason::ALL {
+    for d in crate::dataplane::DropReason::ALL {
         let n = t.drops[d as usize];
         if n > 0 {
             eprintln!("pcscf:   dropped {:<18} {n}", d.name());

@@ -8,9 +8,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
 use crate::control::log;
-use crate::dataplane::queue::MsgQueue;
-use crate::dataplane::stats::SharedStats;
-use crate::dataplane::worker::{Worker, WorkerConfig};
+use crate::dataplane::{MsgQueue, SharedStats, Worker, WorkerConfig};
 use crate::io::PacketIo;
 use crate::satable::SaReader;
 

@@ -8,8 +8,14 @@
 
 #![forbid(unsafe_code)]
 
-pub mod classify;
-pub mod pipeline;
-pub mod queue;
-pub mod stats;
-pub mod worker;
+mod classify;
+mod pipeline;
+mod queue;
+mod stats;
+mod worker;
+
+pub use classify::{L4, classify, udp_checksum_ok};
+pub use pipeline::{InFrame, Pipeline, Reply, Verdict, WorkerConfig};
+pub use queue::{Class, Datagram, MSG_MAX, Msg, MsgQueue, Protection, QueueError, Slot};
+pub use stats::{DROP_REASONS, DropReason, SharedStats, WorkerStats, new_histogram};
+pub use worker::Worker;

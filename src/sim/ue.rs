@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
-use crate::dataplane::classify::{L4, classify};
+use crate::dataplane::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions, Suite};
 use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};

@@ -13,10 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pcscf::dataplane::classify;
-use pcscf::dataplane::queue::MsgQueue;
-use pcscf::dataplane::stats::{SharedStats, WorkerStats};
-use pcscf::dataplane::worker::{Worker, WorkerConfig};
+use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, WorkerStats, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::Side;
 use pcscf::io::mem::MemIo;
@@ -128,8 +125,8 @@ fn top_branch(sip: &[u8]) -> Vec<u8> {
 
 /// The SIP payload of a UDP packet.
 fn sip_in(pkt: &[u8]) -> Vec<u8> {
-    match classify::classify(pkt) {
-        classify::L4::Udp { payload, .. } => pkt[payload.start..payload.end].to_vec(),
+    match classify(pkt) {
+        L4::Udp { payload, .. } => pkt[payload.start..payload.end].to_vec(),
         other => panic!("not UDP: {other:?}"),
     }
 }
@@ -286,7 +283,7 @@ impl Rig {
         assert!(sent.len() <= 1);
         for (_, p) in &sent {
             assert!(
-                !matches!(classify::classify(p), classify::L4::Other),
+                !matches!(classify(p), L4::Other),
                 "sent a packet that is not IP/UDP/ESP"
             );
         }
