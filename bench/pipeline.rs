@@ -27,8 +27,7 @@ use pcscf::dataplane::{
     L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify, udp_checksum_ok,
 };
 use pcscf::esp::{Frame, Sa, SaOptions};
-use pcscf::io::mem::MemIo;
-use pcscf::io::{FRAME_SIZE, HEADROOM, Side};
+use pcscf::io::{FRAME_SIZE, HEADROOM, MemIo, Side};
 use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetState};
 use pcscf::sip::branch::{Branch, BranchKey, Dir};
 use pcscf::sip::rules::{self, ProxyIdentity};

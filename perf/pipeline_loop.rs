@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
-use pcscf::io::Side;
-use pcscf::io::mem::MemIo;
+use pcscf::io::{MemIo, Side};
 use pcscf::satable::{EntryMeta, Registration, SetState};
 
 #[path = "fixtures.rs"]

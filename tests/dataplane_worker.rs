@@ -8,8 +8,7 @@ use pcscf::dataplane::{
     Datagram, DropReason, L4, MsgQueue, Protection, SharedStats, Worker, WorkerConfig, classify,
     udp_checksum_ok,
 };
-use pcscf::io::Side;
-use pcscf::io::mem::MemIo;
+use pcscf::io::{MemIo, Side};
 use pcscf::sip::headers::Via;
 use pcscf::sip::{HeaderName, Message};
 

@@ -12,9 +12,10 @@ use common::{
     A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok, udp_ports,
     write_ip, write_udp,
 };
-use pcscf::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
-use pcscf::io::neigh::{NeighShared, NeighTable};
-use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
+use pcscf::io::{
+    Desc, HEADROOM, NeighShared, NeighTable, PacketIo, PacketMmapConfig, PacketMmapIo, PortConfig,
+    Side,
+};
 
 const WAIT: Duration = Duration::from_secs(2);
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{A4, A6, B4, B6, NetnsPair, link_info, poll_until};
-use pcscf::io::neigh::{NeighEntry, NeighShared, NeighTable, kernel_route_get};
+use pcscf::io::{NeighEntry, NeighShared, NeighTable, kernel_route_get};
 
 #[test]
 fn neighbour_table_from_kernel() {
@@ -36,8 +36,8 @@ fn neighbour_table_from_kernel() {
                 (Some(a), Some(b)) => Some((a, b)),
                 _ => {
                     // Resolution may need another nudge if the first datagram raced the refresh.
-                    let _ = pcscf::io::neigh::trigger_resolution(IpAddr::V6(B6));
-                    let _ = pcscf::io::neigh::trigger_resolution(IpAddr::V4(B4));
+                    let _ = pcscf::io::trigger_resolution(IpAddr::V6(B6));
+                    let _ = pcscf::io::trigger_resolution(IpAddr::V4(B4));
                     std::thread::sleep(Duration::from_millis(20));
                     None
                 }

@@ -10,8 +10,7 @@ use common::{
     A4, A6, B4, B6, NetnsPair, RawEsp, packet_of, poll_until, recv_n, udp_checksum_ok, udp_ports,
     write_ip, write_udp,
 };
-use pcscf::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
-use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
+use pcscf::io::{Desc, EspBind, HEADROOM, PacketIo, Side, SocketConfig, SocketIo, UdpBind};
 
 const WAIT: Duration = Duration::from_secs(2);
 

@@ -7,8 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use pcscf::daemon::metrics_text;
 use pcscf::dataplane::{DropReason, MsgQueue, SharedStats, Worker, WorkerConfig};
-use pcscf::io::mem::MemIo;
-use pcscf::io::{Desc, IoStats, PacketIo, Side};
+use pcscf::io::{Desc, IoStats, MemIo, PacketIo, Side};
 
 /// The in-memory backend, plus oversize drops it "saw".
 struct Jumbo {

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pcscf::dataplane::{DropReason, L4, MsgQueue, SharedStats, Worker, classify, udp_checksum_ok};
-use pcscf::io::Side;
-use pcscf::io::mem::MemIo;
+use pcscf::io::{MemIo, Side};
 use pcscf::sip::headers::Via;
 use pcscf::sip::rules;
 use pcscf::sip::{HeaderName, Message};

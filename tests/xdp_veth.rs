@@ -9,13 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use pcscf::io::neigh::{NeighReader, NeighShared, NeighTable};
 use pcscf::io::xdp::bpf::{BPF_PROG_TYPE_XDP, Prog};
 use pcscf::io::xdp::netlink::{self, XDP_FLAGS_SKB_MODE};
 use pcscf::io::xdp::{
     AttachMode, BindMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig, ifindex,
 };
-use pcscf::io::{Desc, HEADROOM, PacketIo, Side};
+use pcscf::io::{Desc, HEADROOM, NeighReader, NeighShared, NeighTable, PacketIo, Side};
 use xdp_util::*;
 
 fn steering() -> Steering {

@@ -6,13 +6,11 @@ use std::sync::Arc;
 
 use crate::config::{Backend, Config};
 use crate::control::log;
-use crate::io::PacketIo;
-use crate::io::Side;
-use crate::io::afpacket::{PacketMmapConfig, PacketMmapIo, PortConfig};
-use crate::io::dual::DualIo;
-use crate::io::neigh::NeighShared;
-use crate::io::socket::{EspBind, SocketConfig, SocketIo, UdpBind};
 use crate::io::xdp::{AttachMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig};
+use crate::io::{
+    DualIo, EspBind, NeighShared, PacketIo, PacketMmapConfig, PacketMmapIo, PortConfig, Side,
+    SocketConfig, SocketIo, UdpBind,
+};
 
 /// Worker `index`'s backend.
 pub(super) fn open_backend(

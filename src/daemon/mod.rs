@@ -17,7 +17,7 @@ use crate::config::{Backend, Config};
 use crate::control::registrar::Registrar;
 use crate::control::{keylog, log};
 use crate::dataplane::MsgQueue;
-use crate::io::neigh::{NeighShared, NeighTable};
+use crate::io::{NeighShared, NeighTable};
 use crate::satable::{SaTableConfig, sa_table};
 
 mod backends;

@@ -205,7 +205,7 @@ impl<A: PacketIo, B: PacketIo> PacketIo for DualIo<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::mem::MemIo;
+    use crate::io::MemIo;
 
     #[test]
     fn crossing_sides_copies_and_frees() {

@@ -14,13 +14,24 @@
 
 use std::io;
 
-pub mod afpacket;
-pub mod dual;
-pub mod mem;
-pub mod neigh;
-pub mod pool;
-pub mod socket;
+mod afpacket;
+mod dual;
+mod mem;
+mod neigh;
+mod pool;
+mod socket;
+/// AF_XDP: the socket and rings, and the XDP program we load (its assembler, the bpf(2)
+/// and netlink calls) — a namespace of its own, tested piece by piece.
 pub mod xdp;
+
+pub use afpacket::{PacketMmapConfig, PacketMmapIo, Placeholders, PortConfig};
+pub use dual::DualIo;
+pub use mem::MemIo;
+pub use neigh::{
+    NeighEntry, NeighReader, NeighShared, NeighTable, ifindex, kernel_route_get, trigger_resolution,
+};
+pub use pool::FramePool;
+pub use socket::{EspBind, SocketConfig, SocketIo, UdpBind};
 
 /// Size of every frame (the AF_XDP UMEM chunk size).
 pub const FRAME_SIZE: usize = 4096;

@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, WorkerStats, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
-use pcscf::io::Side;
-use pcscf::io::mem::MemIo;
+use pcscf::io::{MemIo, Side};
 use pcscf::satable::{EntryMeta, Registration, SaTableConfig, SetState, sa_table};
 
 pub const UE: &str = "10.46.0.6";

@@ -13,7 +13,7 @@ use super::netlink::{
 };
 use super::prog::{self, Steering, Verdict};
 use super::socket::XdpIo;
-use crate::io::neigh::ifindex;
+use crate::io::ifindex;
 
 /// Name of our program in the kernel; an attached program with this name is ours (left by a
 /// crashed run) and is replaced on start.

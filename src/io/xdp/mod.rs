@@ -55,7 +55,7 @@ pub mod prog;
 mod ring;
 mod socket;
 
-pub use crate::io::neigh::ifindex;
+pub use crate::io::ifindex;
 pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram};
 pub use prog::Steering;
 pub use socket::{BindMode, XdpIo, XskConfig, XskKernelStats};

@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 use super::netlink;
 use super::ring::Ring;
 use super::{Desc, FRAME_SIZE, HEADROOM, IoStats, PacketIo, Side};
-use crate::io::neigh::{NeighReader, ifindex};
+use crate::io::{NeighReader, ifindex};
 use crate::wire::{self, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv6Packet, ethertype};
 
 const ETH_HLEN: usize = wire::eth::HEADER_LEN;
