@@ -1,7 +1,7 @@
 //! The load tool: blasts pre-built frames into a SIP relay running in a network namespace and
 //! counts what comes out the other side, with latency percentiles.
 //!
-//! Three namespaces (`pcscf::lab::netns::Lab`): the UE side, the relay, the core side. The relay
+//! Three namespaces (`pcscf::lab::Lab`): the UE side, the relay, the core side. The relay
 //! is `pcscf run` (any backend, 1..N workers) or Kamailio (`perf/kamailio/*.cfg`). Traffic:
 //! - `esp`: protected ~1 KB MESSAGEs from up to 1M registered UEs. pcscf installs the UEs at start
 //!   (`--bench-preload-ues`, a `bench-hooks` build) and writes which SPI and port each got; this
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use pcscf::esp::{Frame, Sa, SaOptions};
-use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::{Lab, spawn_in};
 use pcscf::preload::{Allocated, BenchUe};
 
 const BATCH: usize = 64;

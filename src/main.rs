@@ -142,7 +142,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             keylog,
             ipv6,
         } => {
-            let cfg = pcscf::lab::run::LabConfig {
+            let cfg = pcscf::lab::LabConfig {
                 ues,
                 rate,
                 messages,
@@ -150,7 +150,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 keylog,
                 ipv6,
             };
-            if !pcscf::lab::run::run(&cfg)? {
+            if !pcscf::lab::run(&cfg)? {
                 return Err("some registrations failed".into());
             }
         }

@@ -209,7 +209,7 @@ fn scapy_decrypts_our_packets() {
 }
 
 fn write_pcap(path: &std::path::Path, pkts: &[&[u8]]) {
-    pcscf::lab::pcap::write_raw(path, pkts).unwrap();
+    pcscf::lab::write_raw(path, pkts).unwrap();
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::{Lab, spawn_in};
 use pcscf::sim;
 
 mod ims_support;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pcscf::aka::{self, Milenage, UeSqnState, Usim, digest};
 use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::lab::netns::{Lab, ip, spawn_in};
+use pcscf::lab::{Lab, ip, spawn_in};
 use pcscf::sim;
 use pcscf::sim::rawip;
 use pcscf::sip::{HeaderName, Message};

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Usim, digest};
-use pcscf::control::keylog::{KeyLog, SaSecret};
 use pcscf::control::registrar::{
     Incoming, MAX_TEMPORARY, Outgoing, REG_AWAIT_AUTH, Registrar, RegistrarConfig,
 };
+use pcscf::control::{KeyLog, SaSecret};
 use pcscf::dataplane::Protection;
 use pcscf::esp::SaOptions;
 use pcscf::esp::{EncAlg, IntegAlg};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim, digest};
 use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::{Lab, spawn_in};
 use pcscf::sim::rawip::{self, send_ip};
 use pcscf::sip::headers::Digest;
 use pcscf::sip::{HeaderName, Message};
@@ -607,7 +607,7 @@ fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
     );
     let pcap = dir.join("ue-side.pcap");
     let refs: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
-    pcscf::lab::pcap::write_raw(&pcap, &refs).unwrap();
+    pcscf::lab::write_raw(&pcap, &refs).unwrap();
     let out = Command::new("tshark")
         .env("WIRESHARK_CONFIG_DIR", dir)
         .arg("-r")

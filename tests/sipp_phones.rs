@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use pcscf::aka::{self, Milenage, UeSqnState, Usim};
 use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::{Lab, spawn_in};
 use pcscf::sim::rawip;
 use pcscf::sip::{HeaderName, Message};
 

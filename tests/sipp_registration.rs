@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pcscf::dataplane::{L4, classify};
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::lab::netns::{Lab, spawn_in};
+use pcscf::lab::{Lab, spawn_in};
 use pcscf::sim::rawip::{self, send_ip};
 use pcscf::sip::Message;
 

@@ -191,6 +191,7 @@ pub fn parse_response(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Vec
 }
 
 /// Sends a query and returns the response bytes (tests and tools drive the resolver with it).
+#[cfg(test)]
 pub type Transport<'a> = dyn FnMut(&[u8]) -> std::io::Result<Vec<u8>> + 'a;
 
 /// What [`Resolver::lookup`] knows now.
@@ -379,6 +380,7 @@ impl Resolver {
     }
 
     /// Resolutions in progress.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.jobs.len()
     }
@@ -585,8 +587,9 @@ impl Resolver {
         self.done.push_back((key.to_string(), a));
     }
 
-    /// Runs a lookup to its end with `t` as the network, one exchange per query (tests and
-    /// tools; the registration thread never calls it).
+    /// Runs a lookup to its end with `t` as the network, one exchange per query (tests only;
+    /// the registration thread never calls it).
+    #[cfg(test)]
     pub fn resolve_with(
         &mut self,
         domain: &str,

@@ -4,10 +4,10 @@
 
 #![forbid(unsafe_code)]
 
-pub mod dns;
-pub mod keylog;
-pub mod log;
-pub mod ratelimit;
+pub(crate) mod dns;
+pub(crate) mod keylog;
+pub(crate) mod log;
+mod ratelimit;
 pub mod registrar;
 
-pub use keylog::open_keylog;
+pub use keylog::{FileKeyLog, KeyLog, SaSecret, open_keylog};

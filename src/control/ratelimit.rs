@@ -69,12 +69,10 @@ impl<K: Hash + Eq> RateLimiter<K> {
         true
     }
 
-    pub fn len(&self) -> usize {
+    /// Keys tracked (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 

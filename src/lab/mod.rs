@@ -1,11 +1,15 @@
 //! Test-bed plumbing shared by the namespace tests, the perf tools and (next) `pcscf lab`.
 //!
-//! - [`dns`]: the lab's DNS server (NAPTR / SRV / A for the home domain).
-//! - [`netns`]: the three-namespace topology ue — pcscf — core, removed on drop.
-//! - [`pcap`]: writing captures for tshark.
-//! - [`run`]: `pcscf lab`, everything in one command.
+//! - `dns.rs`: the lab's DNS server (NAPTR / SRV / A for the home domain).
+//! - `netns.rs`: the three-namespace topology ue — pcscf — core ([`Lab`]), removed on drop.
+//! - `pcap.rs`: writing captures for tshark ([`write_raw`]).
+//! - `run.rs`: `pcscf lab`, everything in one command ([`run`]).
 
-pub mod dns;
-pub mod netns;
-pub mod pcap;
-pub mod run;
+mod dns;
+mod netns;
+mod pcap;
+mod run;
+
+pub use netns::{Lab, check_privileges, ip, spawn_in};
+pub use pcap::write_raw;
+pub use run::{LabConfig, run};

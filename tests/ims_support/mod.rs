@@ -123,7 +123,7 @@ pub fn protected_register(nonce: &str, res: &aka::Res, server: &str) -> Vec<u8> 
 }
 
 /// Start `pcscf run` in the lab's P-CSCF namespace with `config` (TOML text), stderr piped.
-pub fn start_pcscf(lab: &pcscf::lab::netns::Lab, name: &str, config: &str) -> Child {
+pub fn start_pcscf(lab: &pcscf::lab::Lab, name: &str, config: &str) -> Child {
     let path = std::env::temp_dir().join(format!("{}-{name}.toml", lab.pcscf));
     std::fs::write(&path, config).unwrap();
     Command::new("ip")

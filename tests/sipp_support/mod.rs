@@ -1,4 +1,4 @@
-//! SIPp (Debian's sip-tester) around `pcscf run` in a [`Lab`](pcscf::lab::netns::Lab): starting
+//! SIPp (Debian's sip-tester) around `pcscf run` in a [`Lab`](pcscf::lab::Lab): starting
 //! it in a namespace with its error file where the test can read it, and the core-side check
 //! "no Route names the P-CSCF" as a POSIX regular expression that SIPp itself evaluates.
 //!
@@ -269,7 +269,7 @@ pub fn hex(b: &[u8]) -> String {
 /// `calls` registrations within `timeout_s`: it challenges with `av`'s nonce, CK and IK and
 /// fails (error file) on any Route naming pcscf — by any of its addresses or `hostname`.
 pub fn start_scscf(
-    lab: &pcscf::lab::netns::Lab,
+    lab: &pcscf::lab::Lab,
     dir: &Path,
     hostname: &str,
     (calls, timeout_s): (usize, u32),
