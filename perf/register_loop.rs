@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use pcscf::aka::{self, Milenage, digest, sqn::UeSqnState, ue::Usim};
+use pcscf::aka::{self, Milenage, UeSqnState, Usim, digest};
 use pcscf::control::registrar::{Incoming, MAX_PENDING, Outgoing, Registrar, RegistrarConfig};
 use pcscf::dataplane::Protection;
 use pcscf::esp::{EncAlg, IntegAlg};

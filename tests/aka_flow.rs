@@ -220,6 +220,6 @@ fn nonce_errors_are_typed() {
     raw[16..32].copy_from_slice(&av.autn);
     raw[32..].copy_from_slice(b"srvdata!");
     let mut text = [0u8; 64];
-    let nonce = pcscf::aka::encoding::base64_encode(&raw, &mut text).unwrap();
+    let nonce = pcscf::aka::base64_encode(&raw, &mut text).unwrap();
     assert!(ue.authenticate_nonce(nonce).is_ok());
 }

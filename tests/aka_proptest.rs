@@ -1,8 +1,10 @@
 //! Property tests: no input makes the AKA parsers panic, and the encoders round-trip.
 
 use pcscf::aka::digest::{self, DigestInput, Qop};
-use pcscf::aka::encoding::{base64_decode, base64_encode, hex_decode};
-use pcscf::aka::{Auts, Milenage, Sqn, UeSqnState, Usim, decode_nonce, hex_array};
+use pcscf::aka::{
+    Auts, Milenage, Sqn, UeSqnState, Usim, base64_decode, base64_encode, decode_nonce, hex_array,
+    hex_decode,
+};
 use proptest::prelude::*;
 
 fn usim() -> Usim {

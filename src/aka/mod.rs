@@ -65,15 +65,18 @@
 
 use core::fmt;
 
+/// HTTP Digest AKA (RFC 3310 over RFC 2617): a namespace of its own.
 pub mod digest;
-pub mod encoding;
-pub mod hss;
-pub mod milenage;
-pub mod sqn;
-pub mod ue;
-pub mod vector;
+mod encoding;
+mod hss;
+mod milenage;
+mod sqn;
+mod ue;
+mod vector;
 
-pub use encoding::{EncodingError, hex_array};
+pub use encoding::{
+    EncodingError, base64_decode, base64_encode, hex_array, hex_decode, hex_encode,
+};
 pub use hss::{HssSubscriber, RESYNC_AMF, generate_vector, verify_auts};
 pub use milenage::{Amf, KeyOutputs, Milenage};
 pub use sqn::{Sqn, SqnGenerator, UeSqnState};

@@ -800,7 +800,7 @@ pub fn rewrite_401(
                     ck: [0; 16],
                     ik: [0; 16],
                 };
-                let hex = crate::aka::encoding::hex_decode;
+                let hex = crate::aka::hex_decode;
                 if ck.len() == 32
                     && ik.len() == 32
                     && hex(ck, &mut k.ck).is_ok()
