@@ -65,7 +65,6 @@
 
 use core::fmt;
 
-/// HTTP Digest AKA (RFC 3310 over RFC 2617): a namespace of its own.
 pub mod digest;
 mod encoding;
 mod hss;

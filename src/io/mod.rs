@@ -20,8 +20,8 @@ mod mem;
 mod neigh;
 mod pool;
 mod socket;
-/// AF_XDP: the socket and rings, and the XDP program we load (its assembler, the bpf(2)
-/// and netlink calls) — a namespace of its own, tested piece by piece.
+// AF_XDP (socket, rings, the XDP program, its assembler, bpf(2) and netlink): a namespace of
+// its own, tested piece by piece.
 pub mod xdp;
 
 pub use afpacket::{PacketMmapConfig, PacketMmapIo, Placeholders, PortConfig};
