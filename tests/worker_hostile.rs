@@ -304,6 +304,22 @@ fn ue_response_over_sa_reaches_the_core_with_the_registered_identity() {
     assert!(v.header(HeaderName::PPreferredIdentity).is_none());
 }
 
+/// Phones answer the core's request from their port-c to our port-s (SA1) as well as from their
+/// port-s to our port-c (SA4): both reach the core.
+#[test]
+fn ue_response_over_either_sa_of_the_set_reaches_the_core() {
+    for kind in [Kind::EspPortS, Kind::EspPortC] {
+        let mut r = rig(false);
+        let req = to_ue(&mut r);
+        let ok = answer(&req, &[]);
+        let sent = send(&mut r, kind, &ok);
+        assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+        assert_eq!(sent[0].0, Side::Core);
+        let (src, dst, _) = sip_of(&sent[0].1);
+        assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:6060")));
+    }
+}
+
 /// A core response whose only Via is ours was meant for us (RFC 3261 §16.7 step 3): it is not
 /// forwarded to the UE, over the SA or in the clear, and it is counted.
 #[test]

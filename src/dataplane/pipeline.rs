@@ -27,7 +27,7 @@ use crate::dataplane::queue::{Datagram, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::esp::Sa;
 use crate::io::Side;
-use crate::satable::{Entry, ReadGuard};
+use crate::satable::{Entry, ReadGuard, port_c_of};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::msg::Index;
 use crate::sip::rules::{self, ProxyIdentity};
@@ -368,13 +368,10 @@ impl Pipeline {
             let Some(reg) = e.registration() else {
                 return Verdict::Drop(DropReason::NotRegistered);
             };
-            return self.ue_response_to_core(
-                frame,
-                idx,
-                e.ue_addr(),
-                e.local_port(),
-                Some(reg.pai()),
-            );
+            // Phones answer from their port-s to our port-c (SA4) or from their port-c to our
+            // port-s (SA1): our Via names our port-c either way.
+            let ours = [e.local_port(), port_c_of(e.local_port())];
+            return self.ue_response_to_core(frame, idx, e.ue_addr(), ours, Some(reg.pai()));
         }
         if view.is_method(b"REGISTER") {
             // REGISTER over the temporary or current set: the registration thread's.
@@ -436,7 +433,7 @@ impl Pipeline {
             }
             // a UE's response in the clear: only to a request that carries our UE-side Via
             let port = self.cfg.ue_sip_port;
-            return self.ue_response_to_core(frame, idx, m.src.ip(), port, None);
+            return self.ue_response_to_core(frame, idx, m.src.ip(), [port, port], None);
         }
         if !valid {
             return self.reply(frame, idx, &m, (400, "Bad Request"), b"", None);
@@ -640,23 +637,24 @@ impl Pipeline {
 
     /// A UE's response to a request the core sent it through us (`request_to_ue`), over its SA
     /// (`pai`: the registration's identity) or in the clear (stateless relay mode, `pai` none):
-    /// our UE-side Via (our address of the UE's family, `our_port`) must be on top with a branch
-    /// we sealed for `ue` and the core hop below it (RFC 3261 §18.1.2; else dropped); then our
-    /// Via goes, the identity is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and it goes to
-    /// that hop.
+    /// our UE-side Via (our address of the UE's family, one of `our_ports`) must be on top with
+    /// a branch we sealed for `ue` and the core hop below it (RFC 3261 §18.1.2; else dropped);
+    /// then our Via goes, the identity is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and
+    /// it goes to that hop.
     fn ue_response_to_core<'g>(
         &mut self,
         frame: &mut [u8],
         idx: Index,
         ue: IpAddr,
-        our_port: u16,
+        our_ports: [u16; 2],
         pai: Option<&[u8]>,
     ) -> Verdict<'g> {
-        let mut sent_by = [0u8; 64];
-        let Some((_, sent_by)) = self.ue_sent_by(ue, our_port, &mut sent_by) else {
-            return Verdict::Drop(DropReason::NotOurVia);
-        };
-        let Some(Some(b)) = rules::top_via_ours(idx.view(frame), sent_by) else {
+        let ours = our_ports.iter().find_map(|&port| {
+            let mut sent_by = [0u8; 64];
+            let (_, sent_by) = self.ue_sent_by(ue, port, &mut sent_by)?;
+            rules::top_via_ours(idx.view(frame), sent_by)?
+        });
+        let Some(b) = ours else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
         let end = frame.len();
