@@ -241,14 +241,18 @@ pub struct EntryMeta {
 }
 
 /// What a worker needs to relay the traffic of a registered UE arriving over an inbound SA
-/// (TS 24.229 §5.2.6.3): the identity it may assert and where its requests go. Published by
-/// the registration thread when the 200 to REGISTER arrives.
-/// The two texts share one allocation (memory per registered UE).
+/// (TS 24.229 §5.2.6.3): the identity it asserts by default, the other identities it may
+/// assert when the UE prefers one (its P-Associated-URIs), and where its requests go.
+/// Published by the registration thread when the 200 to REGISTER arrives. The texts share one
+/// allocation (memory per registered UE).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Registration {
-    /// P-Asserted-Identity value ‖ Route value.
+    /// P-Asserted-Identity value ‖ Route value ‖ the associated IMPUs, one after another.
     text: Box<[u8]>,
     pai_len: usize,
+    route_end: usize,
+    /// Where each associated IMPU ends in `text` (each starts where the one before ends).
+    impu_ends: Box<[usize]>,
     /// Where requests go (the first Service-Route hop, resolved).
     pub next_hop: std::net::SocketAddr,
 }
@@ -257,9 +261,33 @@ impl Registration {
     /// `pai`: the P-Asserted-Identity value to set (the default IMPU, as `<uri>`); `route`: the
     /// Route to set (the stored Service-Route, as header value text).
     pub fn new(pai: &[u8], route: &[u8], next_hop: std::net::SocketAddr) -> Registration {
+        Registration::with_impus(pai, route, &[], next_hop)
+    }
+
+    /// [`Registration::new`] with the registered IMPUs (the P-Associated-URIs of the 200 to
+    /// REGISTER, default first; bare URIs, no `<>`), any of which the UE may prefer.
+    pub fn with_impus(
+        pai: &[u8],
+        route: &[u8],
+        impus: &[&[u8]],
+        next_hop: std::net::SocketAddr,
+    ) -> Registration {
+        let mut text = Vec::with_capacity(
+            pai.len() + route.len() + impus.iter().map(|u| u.len()).sum::<usize>(),
+        );
+        text.extend_from_slice(pai);
+        text.extend_from_slice(route);
+        let route_end = text.len();
+        let mut impu_ends = Vec::with_capacity(impus.len());
+        for u in impus {
+            text.extend_from_slice(u);
+            impu_ends.push(text.len());
+        }
         Registration {
-            text: [pai, route].concat().into_boxed_slice(),
+            text: text.into_boxed_slice(),
             pai_len: pai.len(),
+            route_end,
+            impu_ends: impu_ends.into_boxed_slice(),
             next_hop,
         }
     }
@@ -271,7 +299,23 @@ impl Registration {
 
     /// The Route value.
     pub fn route(&self) -> &[u8] {
-        &self.text[self.pai_len..]
+        &self.text[self.pai_len..self.route_end]
+    }
+
+    /// The registered IMPUs, default first.
+    pub fn impus(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = core::iter::once(self.route_end).chain(self.impu_ends.iter().copied());
+        starts
+            .zip(self.impu_ends.iter().copied())
+            .map(|(a, b)| &self.text[a..b])
+    }
+
+    /// The registered IMPU that `uri` (a UE's P-Preferred-Identity) names, if any
+    /// (TS 24.229 §5.2.6.3: the P-CSCF asserts a preferred identity only when it is one of
+    /// the registered ones; compared per RFC 3261 §19.1.4).
+    pub fn registered_impu(&self, uri: &[u8]) -> Option<&[u8]> {
+        self.impus()
+            .find(|u| crate::sip::headers::same_identity(u, uri))
     }
 }
 
@@ -1086,5 +1130,47 @@ impl SaWriter {
         unsafe { g.defer_destroy(old) };
         self.stats.outbound_tombstones = 0;
         self.stats.rebuilds += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_knows_its_impus_and_matches_a_preferred_one() {
+        let next: std::net::SocketAddr = "10.0.1.30:6060".parse().unwrap();
+        let r = Registration::with_impus(
+            b"<sip:alice@ims.example.net>",
+            b"<sip:scscf.ims.example.net;lr>",
+            &[
+                b"sip:alice@ims.example.net",
+                b"tel:+15551234",
+                b"sip:a2@ims.example.net",
+            ],
+            next,
+        );
+        assert_eq!(r.pai(), b"<sip:alice@ims.example.net>");
+        assert_eq!(r.route(), b"<sip:scscf.ims.example.net;lr>");
+        let impus: Vec<&[u8]> = r.impus().collect();
+        assert_eq!(impus.len(), 3);
+        assert_eq!(impus[1], b"tel:+15551234");
+        assert_eq!(
+            r.registered_impu(b"sip:A2@ims.example.net"),
+            None,
+            "the user part is case-sensitive"
+        );
+        assert_eq!(
+            r.registered_impu(b"sip:a2@IMS.example.net;user=phone"),
+            Some(&b"sip:a2@ims.example.net"[..])
+        );
+        assert_eq!(
+            r.registered_impu(b"tel:+15551234"),
+            Some(&b"tel:+15551234"[..])
+        );
+        assert_eq!(r.registered_impu(b"sip:bob@ims.example.net"), None);
+        let bare = Registration::new(b"<sip:x@y>", b"", next);
+        assert_eq!(bare.impus().count(), 0);
+        assert_eq!(bare.registered_impu(b"sip:x@y"), None);
     }
 }

@@ -193,6 +193,63 @@ fn core_response_goes_back_over_the_requesting_ues_sa() {
     );
 }
 
+/// TS 24.229 §5.2.6.3: a P-Preferred-Identity naming one of the UE's registered IMPUs is what
+/// the core sees asserted (any form RFC 3261 §19.1.4 calls the same; a sip: and a tel: one may
+/// come in one header); one naming anyone else is replaced by the default IMPU. Either way no
+/// P-Preferred-Identity and no identity the UE asserted itself reaches the core.
+#[test]
+fn a_registered_preferred_identity_is_asserted_and_any_other_is_not() {
+    let ppi = "P-Preferred-Identity: <sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>";
+    let cases = [
+        (
+            "P-Preferred-Identity: <sip:alice.work@IMS.example.net>",
+            "<sip:alice.work@ims.example.net>",
+        ),
+        (
+            "P-Preferred-Identity: \"Work\" <sip:bob@ims.example.net>, <tel:+15550100>",
+            "<tel:+15550100>",
+        ),
+        (
+            "P-Preferred-Identity: <sip:bob@ims.example.net>",
+            "<sip:alice@ims.example.net>",
+        ),
+        (
+            "P-Preferred-Identity: <sip:Alice.work@ims.example.net>",
+            "<sip:alice@ims.example.net>",
+        ),
+        (
+            "P-Asserted-Identity: <sip:alice.work@ims.example.net>",
+            "<sip:alice@ims.example.net>",
+        ),
+    ];
+    for (header, asserted) in cases {
+        let mut r = rig(false);
+        let msg = String::from_utf8(MESSAGE.to_vec()).unwrap();
+        assert!(msg.contains(ppi));
+        let msg = msg.replacen(ppi, header, 1);
+        let sent = send(&mut r, Kind::EspPortC, msg.as_bytes());
+        assert_eq!(sent.len(), 1, "{header}: {:?}", r.w.stats());
+        let (_, _, sip) = sip_of(&sent[0].1);
+        let m = Message::parse_strict(&sip).unwrap();
+        let v = m.view();
+        let pai: Vec<&[u8]> = v.values(HeaderName::PAssertedIdentity).collect();
+        assert_eq!(pai, [asserted.as_bytes()], "{header}");
+        assert!(
+            v.header(HeaderName::PPreferredIdentity).is_none(),
+            "{header}"
+        );
+    }
+    // not a name-addr at all: the message is not valid SIP (RFC 3325 §9.2), dropped and counted
+    let mut r = rig(false);
+    let msg = String::from_utf8(MESSAGE.to_vec()).unwrap().replacen(
+        ppi,
+        "P-Preferred-Identity: garbage",
+        1,
+    );
+    assert!(send(&mut r, Kind::EspPortC, msg.as_bytes()).is_empty());
+    assert_eq!(r.w.stats().drops[DropReason::BadSip as usize], 1);
+}
+
 /// UE A writes UE B's address in its Via: the answer still goes to A over A's SA, never over
 /// B's (which exists on the same ports).
 #[test]

@@ -1959,7 +1959,8 @@ fn registration(
             Some(SocketAddr::new(ip, port.unwrap_or(5060)))
         })
         .unwrap_or(fallback);
-    Registration::new(&pai, &route, next_hop)
+    let impus: Vec<&[u8]> = impus.iter().map(|u| u.as_slice()).collect();
+    Registration::with_impus(&pai, &route, &impus, next_hop)
 }
 
 /// What the registrar knows of one registered UE.

@@ -126,6 +126,26 @@ pub(crate) fn udp_over_sa(
     Ok(f.start..f.end)
 }
 
+/// The identity to assert for a registered UE's request (TS 24.229 §5.2.6.3): the first
+/// P-Preferred-Identity (RFC 3325 §9.2 allows a sip: and a tel: one) that is one of its
+/// registered IMPUs (written into
+/// `out` as `<uri>`), else `None` (the default IMPU). A preferred identity that is not
+/// registered is not an error: it is replaced, as RFC 3325 §9.1 lets a trusted proxy do.
+fn preferred_identity<'o>(
+    view: crate::sip::View<'_>,
+    reg: &crate::satable::Registration,
+    out: &'o mut [u8; 256],
+) -> Option<&'o [u8]> {
+    let impu = view
+        .values(HeaderName::PPreferredIdentity)
+        .filter_map(crate::sip::headers::NameAddr::parse)
+        .find_map(|na| reg.registered_impu(na.uri))?;
+    let mut w = crate::sip::write::Writer::new(out);
+    w.put(b"<").put(impu).put(b">");
+    let n = w.finish()?;
+    Some(&out[..n])
+}
+
 /// Our UE-side Via host for one of our UE-side addresses, rendered once (`10.0.0.1`,
 /// `[fd00::1]`).
 #[derive(Clone, Debug)]
@@ -405,11 +425,12 @@ impl Pipeline {
         let ue = e.ue_addr();
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
+        let mut pai = [0u8; 256];
+        let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
-        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, reg.pai(), reg.route())
-            .is_err()
+        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, pai, reg.route()).is_err()
         {
             return Verdict::Drop(DropReason::NoRoom);
         }

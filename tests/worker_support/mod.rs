@@ -156,9 +156,14 @@ pub fn rig(relay: bool) -> Rig {
     writer
         .install_outbound(sa(SPI_SA2), &meta(UE_PORT_S, OUR_PORT_C))
         .unwrap();
-    let reg = Arc::new(Registration::new(
+    let reg = Arc::new(Registration::with_impus(
         b"<sip:alice@ims.example.net>",
         b"<sip:orig@scscf.ims.example.net:6060;lr>",
+        &[
+            b"sip:alice@ims.example.net",
+            b"tel:+15550100",
+            b"sip:alice.work@ims.example.net",
+        ],
         addr("10.0.1.30:6060"),
     ));
     writer

@@ -86,3 +86,89 @@ pub fn uri_host(uri: &[u8]) -> &[u8] {
         None => hp,
     }
 }
+
+/// Whether two URIs name the same identity, for matching a P-Preferred-Identity against the
+/// registered IMPUs (TS 24.229 §5.2.6.3; RFC 3261 §19.1.4): the scheme and host compare
+/// without case, the user part exactly, and the parameters and headers are not compared
+/// (identities carry none that matter, and `;user=phone` may come and go). A `tel:` URI
+/// (RFC 3966) compares its number exactly, parameters aside.
+pub fn same_identity(a: &[u8], b: &[u8]) -> bool {
+    let (Some(ca), Some(cb)) = (
+        a.iter().position(|&x| x == b':'),
+        b.iter().position(|&x| x == b':'),
+    ) else {
+        return false;
+    };
+    let (scheme_a, rest_a) = (&a[..ca], &a[ca + 1..]);
+    let (scheme_b, rest_b) = (&b[..cb], &b[cb + 1..]);
+    if !scheme_a.eq_ignore_ascii_case(scheme_b) {
+        return false;
+    }
+    let upto_params = |r: &[u8]| -> usize {
+        // `;` inside userinfo (RFC 3261 user-unreserved) comes before the '@'
+        let from = r.iter().position(|&x| x == b'@').map_or(0, |at| at + 1);
+        from + r[from..]
+            .iter()
+            .position(|&x| x == b';' || x == b'?')
+            .unwrap_or(r.len() - from)
+    };
+    let (ia, ib) = (
+        &rest_a[..upto_params(rest_a)],
+        &rest_b[..upto_params(rest_b)],
+    );
+    match (
+        ia.iter().position(|&x| x == b'@'),
+        ib.iter().position(|&x| x == b'@'),
+    ) {
+        (Some(x), Some(y)) => ia[..x] == ib[..y] && ia[x + 1..].eq_ignore_ascii_case(&ib[y + 1..]),
+        (None, None) if scheme_a.eq_ignore_ascii_case(b"tel") => ia == ib,
+        (None, None) => ia.eq_ignore_ascii_case(ib),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_identity;
+
+    #[test]
+    fn identities_compare_as_rfc_3261_says() {
+        let same = [
+            ("sip:alice@ims.example.net", "sip:alice@ims.example.net"),
+            ("sip:alice@ims.example.net", "SIP:alice@IMS.Example.NET"),
+            (
+                "sip:alice@ims.example.net;user=phone",
+                "sip:alice@ims.example.net",
+            ),
+            (
+                "sip:+1555;npdi@ims.example.net",
+                "sip:+1555;npdi@ims.example.net",
+            ),
+            ("tel:+15551234", "tel:+15551234;phone-context=x"),
+            ("sips:bob@h", "sips:bob@h"),
+        ];
+        for (a, b) in same {
+            assert!(same_identity(a.as_bytes(), b.as_bytes()), "{a} ~ {b}");
+            assert!(same_identity(b.as_bytes(), a.as_bytes()), "{b} ~ {a}");
+        }
+        let other = [
+            ("sip:alice@ims.example.net", "sip:Alice@ims.example.net"),
+            ("sip:alice@ims.example.net", "sips:alice@ims.example.net"),
+            ("sip:alice@ims.example.net", "sip:alice@ims.example.org"),
+            ("sip:alice@ims.example.net", "sip:ims.example.net"),
+            (
+                "sip:alice@ims.example.net",
+                "sip:alice@ims.example.net.evil",
+            ),
+            ("tel:+15551234", "tel:+15551235"),
+            ("tel:+15551234", "sip:+15551234@h"),
+            ("", "sip:a@b"),
+            ("sip", "sip"),
+            ("sip:", "sip:a@b"),
+        ];
+        for (a, b) in other {
+            assert!(!same_identity(a.as_bytes(), b.as_bytes()), "{a} !~ {b}");
+            assert!(!same_identity(b.as_bytes(), a.as_bytes()), "{b} !~ {a}");
+        }
+    }
+}
