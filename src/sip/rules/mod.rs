@@ -10,16 +10,25 @@
 //!   §5.2.6.3 and §5.2.6.4): our Via, received/rport, Max-Forwards, our Route entries popped,
 //!   the Service-Route and the asserted identity of a registered UE's request;
 //! - [`reply`](mod@reply): responses (RFC 3261 §16.7, §18.2.2): is the top Via ours, where a
-//!   response goes, building our own responses and error answers.
+//!   response goes, building our own responses and error answers;
+//! - [`dialog`](mod@dialog): dialogs (RFC 3261 §12, §16.4, §16.12, RFC 5658, TS 24.229
+//!   §5.2.6.3 and §5.2.6.4): which requests are record-routed, our two Record-Route entries
+//!   with their flow tokens, popping them from a request inside a dialog, and the Record-Route
+//!   of the responses that set one up.
 //!
 //! Owns the shared vocabulary: who we are ([`ProxyIdentity`]) and why a request is refused
 //! ([`Reject`], [`RejectWhy`]). Every `rules::name` the rest of the crate uses is re-exported
 //! here.
 
+pub mod dialog;
 pub mod register;
 pub mod relay;
 pub mod reply;
 
+pub use dialog::{
+    DialogError, DialogRoute, OurEntries, RequestKind, classify, pop_dialog_routes, record_route,
+    response_from_ue, response_to_ue,
+};
 pub use register::{
     AkaKeys, Forward, MAX_ROUTES, RegisterInfo, Registered, SpanList, check_protected_register,
     check_register, copy_security_client, has_aka_keys, impi_from_impu, rewrite_200, rewrite_401,
