@@ -30,3 +30,52 @@ pub mod satable;
 pub mod sim;
 pub mod sip;
 pub mod wire;
+
+/// The unit tests' counting allocator, for the zero-allocation checks inside src/ (the
+/// integration tests have their own, tests/alloc_counter). Counts are per thread, so the
+/// other tests running meanwhile do not disturb a count.
+#[cfg(test)]
+pub(crate) mod test_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn bump() {
+        // a const-initialised thread-local without a destructor: touching it never allocates
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: every call forwards to `System`; counting has no effect on the allocation.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            bump();
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            bump();
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            bump();
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Run `f` and count the allocations this thread made meanwhile.
+    pub(crate) fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = COUNT.with(Cell::get);
+        let r = f();
+        (r, COUNT.with(Cell::get) - before)
+    }
+}

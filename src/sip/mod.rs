@@ -11,12 +11,17 @@
 //!    header family (`via`, `name_addr`, `cseq`, `digest`, `sec_agree`, `uri`); built on
 //!    `lex`. [`msg`]: frames a datagram and indexes its start line and headers as byte ranges
 //!    over the caller's buffer; built on `lex`. [`branch`]: our authenticated Via branch (what
-//!    a response needs to find its way back); built on `write`.
+//!    a response needs to find its way back); [`flow`]: the flow token of our Record-Route
+//!    entries (what a request inside a dialog needs: the UE's registration and address);
+//!    both built on `write`.
 //! 2. `validate` ([`View::validate`], [`Message::parse_strict`]): the RFC 3261 checks a proxy
 //!    applies before it trusts a message; on `msg` and `headers`. [`edit`]: rewrites a message
 //!    inside its frame buffer, using headroom and tailroom; on `msg`, `lex` and `write`.
-//! 3. [`rules`]: the P-CSCF's rules for the registration flow (TS 24.229 §5.2.2, TS 33.203 §7,
-//!    RFC 3329): the checks, the rewrites and the error responses; on everything below.
+//! 3. [`rules`]: the P-CSCF's rules, one file per job: `register` (the registration flow,
+//!    TS 24.229 §5.2.2, TS 33.203 §7, RFC 3329), `relay` (forwarding requests), `reply`
+//!    (responses), `dialog` (record-routing and the route set of a dialog, RFC 3261 §12,
+//!    RFC 5658, TS 24.229 §5.2.6): the checks, the rewrites and the error responses; on
+//!    everything below.
 //!
 //! Nothing here allocates, locks or reads the clock, and nothing here is `unsafe`.
 
@@ -24,6 +29,7 @@
 
 pub mod branch;
 pub mod edit;
+pub mod flow;
 pub mod headers;
 pub mod lex;
 pub mod msg;

@@ -1,0 +1,258 @@
+//! Forwarding a request (RFC 3261 §16.4–§16.6, §16.11, RFC 3581, TS 24.229 §5.2.6.3 and
+//! §5.2.6.4), in place.
+//!
+//! Owns: received/rport on the sender's Via, our Via on top, Max-Forwards, popping the Route
+//! entries that name us, the stateless branch hash, and the two relays of a registered UE's
+//! traffic: its request toward the Service-Route with the asserted identity, and a request from
+//! the core toward it through our Path.
+
+use core::net::{IpAddr, SocketAddr};
+
+use super::ProxyIdentity;
+use crate::sip::branch::Branch;
+use crate::sip::edit::{EditError, Editor};
+use crate::sip::headers::{self, NameAddr, Via};
+use crate::sip::lex::{self, ListIter, parse_u64};
+use crate::sip::msg::{HeaderName, Span, View};
+use crate::sip::write::Writer;
+
+/// Write an IP address as text: IPv4 by hand (the common case, no `fmt` machinery), IPv6
+/// through `Display` (RFC 5952 form, no brackets).
+fn write_ip(w: &mut Writer<'_>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            w.dec(o[0] as u64)
+                .put(b".")
+                .dec(o[1] as u64)
+                .put(b".")
+                .dec(o[2] as u64)
+                .put(b".")
+                .dec(o[3] as u64);
+        }
+        IpAddr::V6(v6) => {
+            w.display(&v6);
+        }
+    }
+}
+
+/// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4), in one rewrite of the
+/// first Via value: every byte we do not change is copied as it was.
+pub(super) fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
+    let Some(i) = ed.find(HeaderName::Via, 0) else {
+        return Ok(());
+    };
+    let mut ip = [0u8; 48];
+    let mut w = Writer::new(&mut ip);
+    write_ip(&mut w, src.ip());
+    let iplen = w.finish().ok_or(EditError::NoRoom)?;
+    let ip = &ip[..iplen];
+    let mut out = [0u8; 1024];
+    let (item_span, len) = {
+        let v = ed.view();
+        let h = v.idx.headers()[i];
+        let Some(item) = ListIter::new(v.bytes(h.value)).next() else {
+            return Ok(());
+        };
+        let Some(via) = Via::parse(item) else {
+            return Ok(());
+        };
+        let mut w = Writer::new(&mut out);
+        let mut cursor = 0;
+        let (mut has_received, mut has_rport, mut changed) = (false, false, false);
+        for p in lex::ParamIter::new(via.params) {
+            let at = Span::of(item, p.raw);
+            w.put(&item[cursor..at.start as usize]);
+            cursor = at.end as usize;
+            if p.name.eq_ignore_ascii_case(b"received") {
+                has_received = true;
+                changed |= p.value != Some(ip);
+                w.put(b"received=").put(ip);
+            } else if p.name.eq_ignore_ascii_case(b"rport") {
+                has_rport = true;
+                match p.value {
+                    Some(_) => w.put(p.raw),
+                    None => {
+                        changed = true;
+                        w.put(b"rport=").dec(src.port() as u64)
+                    }
+                };
+            } else {
+                w.put(p.raw);
+            }
+        }
+        w.put(&item[cursor..]);
+        // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
+        // §4 asks for it whenever rport is present.
+        if !has_received && (has_rport || !host_is_ip(via.host, ip, src.ip())) {
+            changed = true;
+            w.put(b";received=").put(ip);
+        }
+        if !changed {
+            return Ok(());
+        }
+        (Span::of(v.buf, item), w.finish().ok_or(EditError::NoRoom)?)
+    };
+    ed.replace_in_header(i, item_span, &[&out[..len]])
+}
+
+/// Whether a Via sent-by host is the source address: textual match first (cheap), parsing only
+/// for IPv6, whose text forms vary.
+fn host_is_ip(host: &[u8], ip_text: &[u8], ip: IpAddr) -> bool {
+    let h = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    h == ip_text
+        || (ip.is_ipv6()
+            && core::str::from_utf8(h)
+                .ok()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                == Some(ip))
+}
+
+/// RFC 3261 §16.6 item 3: decrement Max-Forwards, or add it with 70.
+pub(super) fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditError> {
+    match ed.find(HeaderName::MaxForwards, 0) {
+        Some(i) => {
+            let h = ed.header(i).ok_or(EditError::BadTarget)?;
+            let cur = parse_u64(ed.view().bytes(h.value), 10).unwrap_or(70);
+            let mut tmp = [0u8; 4];
+            let mut w = Writer::new(&mut tmp);
+            w.dec(cur.saturating_sub(1).min(255));
+            let l = w.len();
+            ed.replace_in_header(i, h.value, &[&tmp[..l]])
+        }
+        None => ed.push_header(HeaderName::MaxForwards, &[b"70"]),
+    }
+}
+
+/// RFC 3261 §16.4: pop every leading Route value that names us (the pre-loaded P-CSCF route,
+/// by hostname or by the address a phone learned from PCO), across several Route headers and
+/// comma-separated values; the first value that is not us stops it.
+pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(), EditError> {
+    loop {
+        let Some(i) = ed.find(HeaderName::Route, 0) else {
+            return Ok(());
+        };
+        let target = {
+            let v = ed.view();
+            let h = v.idx.headers()[i];
+            ListIter::new(v.bytes(h.value)).next().and_then(|item| {
+                let na = NameAddr::parse(item)?;
+                me.own.is_us(na.uri).then(|| Span::of(v.buf, item))
+            })
+        };
+        match target {
+            Some(item) => ed.remove_item(i, item, b',', true)?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
+/// request, so it is a hash (FNV-1a, 64 bits) of the incoming top Via value and Call-ID.
+pub fn stateless_branch(v: View<'_>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    if let Some(top) = v.values(HeaderName::Via).next() {
+        eat(top);
+    }
+    if let Some(c) = v.header(HeaderName::CallId) {
+        eat(c);
+    }
+    h
+}
+
+/// Prepare a request for forwarding toward the core (RFC 3261 §16.6): received/rport on the
+/// sender's Via, our Via on top with `branch`, Max-Forwards decremented. The caller has checked
+/// that Max-Forwards is not zero.
+pub fn forward_request(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: &Branch,
+) -> Result<(), EditError> {
+    fix_top_via(ed, source)?;
+    let mut via = [0u8; 160];
+    let mut w = Writer::new(&mut via);
+    w.put(b"SIP/2.0/")
+        .put(me.via_transport)
+        .put(b" ")
+        .put(me.via_sent_by)
+        .put(b";branch=");
+    branch.write(&mut w);
+    let vlen = w.finish().ok_or(EditError::NoRoom)?;
+    let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
+    ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
+    decrement_max_forwards(ed)
+}
+
+/// Max-Forwards of a request is zero (RFC 3261 §16.3 item 3: answer 483).
+pub fn max_forwards_exhausted(v: View<'_>) -> bool {
+    v.header(HeaderName::MaxForwards)
+        .and_then(|m| parse_u64(m, 10))
+        == Some(0)
+}
+
+/// A request from a registered UE, received over its SA, toward the core (TS 24.229 §5.2.6.3):
+/// our Via and Max-Forwards as for any forward; the identity is the network's — any
+/// P-Preferred-Identity or P-Asserted-Identity the UE wrote goes (RFC 3325 §9.1) and
+/// `P-Asserted-Identity: <pai>` (its default registered IMPU) is set; the Route set is the
+/// Service-Route stored at registration (`route`), whatever the UE pre-loaded.
+pub fn rewrite_protected_request(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: &Branch,
+    pai: &[u8],
+    route: &[u8],
+) -> Result<(), EditError> {
+    forward_request(ed, me, source, branch)?;
+    ed.remove_all(HeaderName::PPreferredIdentity)?;
+    ed.remove_all(HeaderName::PAssertedIdentity)?;
+    ed.remove_all(HeaderName::Route)?;
+    let end = ed.index().headers().len();
+    ed.insert_lines(
+        end,
+        2,
+        &[
+            b"Route: ",
+            route,
+            b"\r\nP-Asserted-Identity: ",
+            pai,
+            b"\r\n",
+        ],
+    )
+}
+
+/// The Request-URI's host and port as an address, when the host is an IP literal (the
+/// registered contact of a UE, for a request the core sends it through our Path).
+pub fn request_uri_addr(v: View<'_>) -> Option<SocketAddr> {
+    let hp = headers::uri_hostport(v.request_uri()?);
+    let (host, port) = headers::split_host_port(hp)?;
+    let host = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    let ip: IpAddr = core::str::from_utf8(host).ok()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+}
+
+/// A request from the core toward a registered UE, arriving through the Path we inserted
+/// (TS 24.229 §5.2.6.4): our Route entry popped, our UE-side Via on top (`me.via_sent_by`),
+/// Max-Forwards decremented.
+pub fn rewrite_request_to_ue(
+    ed: &mut Editor<'_>,
+    me: &ProxyIdentity<'_>,
+    source: SocketAddr,
+    branch: &Branch,
+) -> Result<(), EditError> {
+    pop_own_routes(ed, me)?;
+    forward_request(ed, me, source, branch)
+}
