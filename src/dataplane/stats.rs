@@ -58,9 +58,15 @@ pub enum DropReason {
     /// answer would be larger than it (an unverified source: no amplification); a response
     /// with no Via left but ours, meant for us (RFC 3261 §16.7 step 3).
     ToUs,
+    /// An ACK inside a dialog that is not the sending UE's (its route set lacks our flow tokens,
+    /// carries forged or spliced ones, or names another UE's registration: an ACK takes no
+    /// answer, RFC 3261 §17.1.1.3), or a response to a dialog-creating request whose
+    /// Record-Route we did not write. Other such requests get a 403
+    /// (`WorkerStats::dialog_refused`).
+    ForeignDialog,
 }
 
-pub const DROP_REASONS: usize = 17;
+pub const DROP_REASONS: usize = 18;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -81,6 +87,7 @@ impl DropReason {
         DropReason::Oversize,
         DropReason::QueueOverflow,
         DropReason::ToUs,
+        DropReason::ForeignDialog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,7 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::QueueOverflow => "queue_overflow",
             DropReason::ToUs => "to_us",
+            DropReason::ForeignDialog => "foreign_dialog",
         }
     }
 }
@@ -135,6 +143,10 @@ pub struct WorkerStats {
     pub punted: u64,
     /// SIP responses the worker generated (4xx for bad requests).
     pub replied: u64,
+    /// Requests inside a dialog refused with 403 because the dialog is not the sending UE's
+    /// (also counted in `replied`; an ACK or a response refused so is a
+    /// [`DropReason::ForeignDialog`] drop).
+    pub dialog_refused: u64,
     /// Messages the registration thread had this worker send, and those it could not (no
     /// frame, no outbound SA); kept apart from `drops`, which count received packets.
     pub injected: u64,
@@ -165,6 +177,7 @@ impl WorkerStats {
         self.forwarded += o.forwarded;
         self.punted += o.punted;
         self.replied += o.replied;
+        self.dialog_refused += o.dialog_refused;
         self.injected += o.injected;
         self.inject_dropped += o.inject_dropped;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
@@ -189,6 +202,7 @@ impl WorkerStats {
         c("forwarded_packets", self.forwarded);
         c("punted_packets", self.punted);
         c("replied_packets", self.replied);
+        c("dialog_refused_requests", self.dialog_refused);
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
@@ -207,7 +221,7 @@ impl WorkerStats {
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
 #[derive(Debug)]
 pub struct SharedStats {
-    fields: [AtomicU64; 13 + DROP_REASONS],
+    fields: [AtomicU64; 14 + DROP_REASONS],
     /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
     /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
     latency: Mutex<Histogram<u64>>,
@@ -238,6 +252,7 @@ impl SharedStats {
             s.busy_ns,
             s.injected,
             s.inject_dropped,
+            s.dialog_refused,
         ];
         for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
             f.store(*v, Ordering::Relaxed);
@@ -282,10 +297,11 @@ impl SharedStats {
             busy_ns: v(10),
             injected: v(11),
             inject_dropped: v(12),
+            dialog_refused: v(13),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {
-            *d = v(13 + i);
+            *d = v(14 + i);
         }
         s
     }
