@@ -1160,6 +1160,82 @@ mod tests {
         );
     }
 
+    /// Bytes changed at random in messages that pass: every rule returns (never panics), and
+    /// whatever it accepted and edited still parses.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let (own, key, f) = (own(), key(), flow4());
+        let seeds = [
+            request(
+                "BYE",
+                "sip:bob@10.9.9.9",
+                true,
+                &format!("Route: {}, {}, {SCSCF}\r\n", ue_entry(f), core_entry(f)),
+            ),
+            request(
+                "ACK",
+                "sip:alice@10.46.0.6:5105",
+                true,
+                &format!("Route: {},{}\r\n", core_entry(f), ue_entry(f)),
+            ),
+            response(
+                "200 OK",
+                &format!(
+                    "Record-Route: {SCSCF}, {}, {}\r\n",
+                    core_entry(f),
+                    ue_entry(f)
+                ),
+            ),
+            request("INVITE", "sip:bob@ims.example.net", false, ""),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"<>;,:=@[]0123456789abcdefABCDEF \r\nsiplrftok";
+        let mut edited = 0;
+        for round in 0..4000 {
+            let seed = &seeds[round % seeds.len()];
+            let mut bytes = seed.clone().into_bytes();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let mut buf = vec![0u8; HEADROOM];
+            buf.extend_from_slice(&bytes);
+            let end = buf.len();
+            buf.resize(end + TAILROOM, 0);
+            let Ok(mut ed) = Editor::new(&mut buf, HEADROOM, end) else {
+                continue;
+            };
+            let _ = classify(ed.view(), &own);
+            let _ = response_from_ue(ed.view(), &own, &key);
+            for dir in [Dir::ToCore, Dir::ToUe] {
+                if pop_dialog_routes(&mut ed, &own, &key, dir).is_ok() {
+                    Message::parse(ed.as_bytes()).unwrap();
+                    edited += 1;
+                }
+            }
+            if response_to_ue(&mut ed, &own, &key, 5107).is_ok_and(|f| f.is_some()) {
+                Message::parse(ed.as_bytes()).unwrap();
+            }
+            if record_route(&mut ed, &key, &ours6(), flow6(), Dir::ToUe).is_ok() {
+                Message::parse(ed.as_bytes()).unwrap();
+            }
+        }
+        // the mutations left enough messages acceptable for the edits to be exercised
+        assert!(edited > 200, "{edited}");
+    }
+
     /// The whole dialog path of one call allocates nothing (messages and frames are made
     /// before counting starts, as a worker's frames are).
     #[test]
