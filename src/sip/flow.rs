@@ -5,9 +5,9 @@
 //! A dialog's route set is fixed when it is created (RFC 3261 §12.1.1, §12.1.2) and every
 //! in-dialog request carries it back to us as Route entries (§12.2.1.1). So the entries we
 //! record-route (`rules::dialog`) are the place to keep what the fast path needs later: the
-//! token in the `ftok` URI parameter of each of our two entries (RFC 3261 §19.1.1: URI
-//! parameters of a Record-Route value come back in the Route values; header parameters would
-//! not).
+//! token in the `ftok` URI parameter of each of our two entries (RFC 3261 §12.1.1, §12.1.2:
+//! the route set is the Record-Route's URIs with all their URI parameters; header parameters
+//! do not come back).
 //!
 //! The fields, and why these:
 //! - the **binding** (`u64`), the registrar's id of the UE's registration. It stays the same

@@ -4,8 +4,8 @@
 //! set a dialog up. In place, no allocation, no state: what a worker needs later travels in
 //! the flow token of our entries ([`crate::sip::flow`]).
 //!
-//! **Double Record-Routing** (RFC 5658; RFC 3261 §16.6 item 4 describes the single entry
-//! rewritten per direction). pcscf is multi-homed: a UE reaches it at its UE-side address and,
+//! **Double Record-Routing** (RFC 5658, rather than the one entry rewritten in the response
+//! that RFC 3261 §16.7 item 8 allows). pcscf is multi-homed: a UE reaches it at its UE-side address and,
 //! once registered, at the protected server port of its SA set (port-s, TS 33.203 §7.1); the
 //! core reaches it at its core-side address, often of another family. One URI cannot name both,
 //! so each dialog-creating request gets two entries, one per interface:
@@ -17,9 +17,9 @@
 //!   entry to its port-s in the 1xx/2xx toward a calling UE. With our UE-facing entry already
 //!   naming port-s, that is a no-op, except when the response goes over another SA set than the
 //!   request came over (a re-registration in between gave new ports): [`response_to_ue`]
-//!   rewrites the port then, in place, keeping every entry where it was (RFC 3261 §16.7 item 9
-//!   leaves the rest of the Record-Route alone; TS 24.229 §5.2.6.4 [spec-m] asks the order of
-//!   the request's entries to be kept);
+//!   rewrites the port then, in place, keeping every entry where it was (RFC 3261 §16.7 item 8:
+//!   a proxy rewrites only the value it provided; TS 24.229 §5.2.6.4 [spec-m] asks the order
+//!   of the request's entries to be kept);
 //! - a request inside the dialog carries both entries as its first two Route values, UE-facing
 //!   first when it comes from the UE, core-facing first when it comes from the core: both are
 //!   popped (RFC 3261 §16.4) and their tokens must agree, verify and be in that order.
@@ -50,8 +50,8 @@ use crate::sip::write::Writer;
 /// What a request is, for routing (RFC 3261 §12.1, §12.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestKind {
-    /// No To tag and a method that creates a dialog (RFC 3261 §12.1: INVITE; RFC 6665 §4.1:
-    /// SUBSCRIBE; RFC 3515 §2.4.1: REFER): record-routed ([`record_route`]).
+    /// No To tag and a method that creates a dialog (RFC 3261 §12.1: INVITE; RFC 6665:
+    /// SUBSCRIBE; RFC 3515: REFER): record-routed ([`record_route`]).
     Initial,
     /// No To tag, another method (MESSAGE, OPTIONS, PUBLISH, ...): forwarded as before, not
     /// record-routed (it creates no dialog).
@@ -316,7 +316,8 @@ pub struct DialogRoute {
     /// request came over, or will go over ([`Flow::is_of`]).
     pub flow: Flow,
     /// The next hop's URI in the edited message: the first remaining Route value's URI
-    /// (toward the core, RFC 3261 §16.12 loose routing) or the Request-URI (toward the UE).
+    /// (toward the core, RFC 3261 §16.12 loose routing) or the Request-URI (toward the UE: the
+    /// UE's contact, which the caller checks names `flow.ue` before sending over its SA).
     pub next: Span,
 }
 
@@ -1157,6 +1158,82 @@ mod tests {
             record_route(&mut ed, &key(), &ours, flow4(), Dir::ToCore),
             Err(DialogError::TooLong)
         );
+    }
+
+    /// Bytes changed at random in messages that pass: every rule returns (never panics), and
+    /// whatever it accepted and edited still parses.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let (own, key, f) = (own(), key(), flow4());
+        let seeds = [
+            request(
+                "BYE",
+                "sip:bob@10.9.9.9",
+                true,
+                &format!("Route: {}, {}, {SCSCF}\r\n", ue_entry(f), core_entry(f)),
+            ),
+            request(
+                "ACK",
+                "sip:alice@10.46.0.6:5105",
+                true,
+                &format!("Route: {},{}\r\n", core_entry(f), ue_entry(f)),
+            ),
+            response(
+                "200 OK",
+                &format!(
+                    "Record-Route: {SCSCF}, {}, {}\r\n",
+                    core_entry(f),
+                    ue_entry(f)
+                ),
+            ),
+            request("INVITE", "sip:bob@ims.example.net", false, ""),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"<>;,:=@[]0123456789abcdefABCDEF \r\nsiplrftok";
+        let mut edited = 0;
+        for round in 0..4000 {
+            let seed = &seeds[round % seeds.len()];
+            let mut bytes = seed.clone().into_bytes();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let mut buf = vec![0u8; HEADROOM];
+            buf.extend_from_slice(&bytes);
+            let end = buf.len();
+            buf.resize(end + TAILROOM, 0);
+            let Ok(mut ed) = Editor::new(&mut buf, HEADROOM, end) else {
+                continue;
+            };
+            let _ = classify(ed.view(), &own);
+            let _ = response_from_ue(ed.view(), &own, &key);
+            for dir in [Dir::ToCore, Dir::ToUe] {
+                if pop_dialog_routes(&mut ed, &own, &key, dir).is_ok() {
+                    Message::parse(ed.as_bytes()).unwrap();
+                    edited += 1;
+                }
+            }
+            if response_to_ue(&mut ed, &own, &key, 5107).is_ok_and(|f| f.is_some()) {
+                Message::parse(ed.as_bytes()).unwrap();
+            }
+            if record_route(&mut ed, &key, &ours6(), flow6(), Dir::ToUe).is_ok() {
+                Message::parse(ed.as_bytes()).unwrap();
+            }
+        }
+        // the mutations left enough messages acceptable for the edits to be exercised
+        assert!(edited > 200, "{edited}");
     }
 
     /// The whole dialog path of one call allocates nothing (messages and frames are made
