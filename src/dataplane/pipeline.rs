@@ -27,11 +27,12 @@ use crate::dataplane::queue::{Datagram, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::esp::Sa;
 use crate::io::Side;
-use crate::satable::{Entry, ReadGuard, port_c_of};
+use crate::satable::{Entry, ReadGuard, port_c_of, port_s_of};
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
+use crate::sip::flow::{Flow, FlowKey};
 use crate::sip::msg::Index;
-use crate::sip::rules::{self, ProxyIdentity};
-use crate::sip::{Editor, HeaderName, OwnUris};
+use crate::sip::rules::{self, DialogError, OurEntries, ProxyIdentity, RequestKind};
+use crate::sip::{Editor, HeaderName, OwnUris, View};
 use crate::wire;
 
 /// What a worker needs to know about the deployment; built once from the configuration.
@@ -111,6 +112,13 @@ fn branch_key() -> &'static BranchKey {
     KEY.get_or_init(BranchKey::random)
 }
 
+/// The flow-token key of this process: the Record-Route entries any worker writes verify on
+/// every worker (drawn once from the OS; no lock after that).
+fn flow_key() -> &'static FlowKey {
+    static KEY: std::sync::OnceLock<FlowKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(FlowKey::random)
+}
+
 /// Write IP + UDP headers for `frame[range]` from `from` to `to`, then ESP-protect the packet in
 /// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
 pub(crate) fn udp_over_sa(
@@ -164,6 +172,8 @@ pub struct Pipeline {
     ue_hosts: Vec<UeHost>,
     /// Seals and checks our Via branches.
     key: &'static BranchKey,
+    /// Seals and checks the flow tokens of our Record-Route entries.
+    flow_key: &'static FlowKey,
     punt: Arc<MsgQueue>,
     pub(crate) stats: WorkerStats,
     /// Where answers are built (allocated once).
@@ -200,6 +210,7 @@ impl Pipeline {
             own: cfg.own_uris(),
             ue_hosts,
             key: branch_key(),
+            flow_key: flow_key(),
             punt,
             stats: WorkerStats::default(),
             scratch: vec![0; 4096],
@@ -225,6 +236,17 @@ impl Pipeline {
     /// thread once per batch, not per message).
     pub fn take_punted(&mut self) -> bool {
         std::mem::take(&mut self.punted)
+    }
+
+    /// Our port-s of the SA set that has our protected port `local` (its port-c or port-s):
+    /// pairs start at the range's first port (`satable::port_s_of`).
+    fn port_s_of_set(&self, local: u16) -> u16 {
+        let first = *self.cfg.protected_ports.start();
+        if local.wrapping_sub(first).is_multiple_of(2) {
+            port_s_of(local)
+        } else {
+            local
+        }
     }
 
     /// Our UE-side address of the same family as `peer`.
@@ -391,7 +413,11 @@ impl Pipeline {
             // Phones answer from their port-s to our port-c (SA4) or from their port-c to our
             // port-s (SA1): our Via names our port-c either way.
             let ours = [e.local_port(), port_c_of(e.local_port())];
-            return self.ue_response_to_core(frame, idx, e.ue_addr(), ours, Some(reg.pai()));
+            let flow = Flow {
+                binding: e.binding(),
+                ue: e.ue_addr(),
+            };
+            return self.ue_response_to_core(frame, idx, flow.ue, ours, Some((reg.pai(), flow)));
         }
         if view.is_method(b"REGISTER") {
             // REGISTER over the temporary or current set: the registration thread's.
@@ -408,7 +434,7 @@ impl Pipeline {
         // set it came over, never forwarded.
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
-                Some(cr) => self.reply_over_sa(frame, idx, e, sas, cr),
+                Some(cr) => self.reply_over_sa(view, e, sas, cr),
                 None => Verdict::Drop(DropReason::ToUs),
             };
         }
@@ -425,8 +451,30 @@ impl Pipeline {
         let ue = e.ue_addr();
         let hash = rules::stateless_branch(view);
         let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
+        let flow = Flow {
+            binding: e.binding(),
+            ue,
+        };
+        let kind = rules::classify(view, &self.own);
+        if kind == Some(RequestKind::InDialog) {
+            return self.in_dialog_from_ue(frame, idx, &m, (e, sas), &branch, reg.next_hop);
+        }
+        // RFC 3261 §16.6 item 4 is a proxy's: a UA's dialog-creating request carries no
+        // Record-Route, and one that does could steer the dialog around us.
+        let initial = kind == Some(RequestKind::Initial);
+        if initial && view.header(HeaderName::RecordRoute).is_some() {
+            self.stats.dialog_refused += 1;
+            return self.reply_over_sa(view, e, sas, DialogError::RecordRoutePresent.status());
+        }
         let mut pai = [0u8; 256];
         let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
+        let entries = OurEntries {
+            ue_side: match self.our_ue_addr(ue) {
+                Some(a) => SocketAddr::new(a, self.port_s_of_set(e.local_port())),
+                None => return Verdict::Drop(DropReason::NoRoute),
+            },
+            core_side: self.cfg.via_sent_by.as_bytes(),
+        };
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx);
@@ -434,8 +482,64 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
+        // TS 24.229 §5.2.6.3.3 [spec-m]: the P-CSCF record-routes a dialog it takes part in;
+        // our two entries (rules::dialog: double Record-Routing) carry the flow token that
+        // routes the dialog's later requests and ties them to this UE.
+        if initial
+            && rules::record_route(&mut ed, self.flow_key, &entries, flow, Dir::ToCore).is_err()
+        {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, reg.next_hop).ok();
+        self.forwarded(r, Side::Core)
+    }
+
+    /// A request inside a dialog from the UE over its SA entry `e` (RFC 3261 §12.2, TS 24.229
+    /// §5.2.6.3.5 [spec-m]): its route set must start with our two entries, tokened for this UE's
+    /// registration; both are popped and it goes on by loose routing (RFC 3261 §16.12), with
+    /// our Via and no Service-Route or asserted identity of ours. Anything else is refused with
+    /// 403 over the set (an ACK, which takes no answer, is dropped), never forwarded.
+    ///
+    /// The next hop is the UE's S-CSCF (`s_cscf`, the Service-Route's first hop), which
+    /// record-routed every dialog of this UE: the Route values after ours are the UE's to write,
+    /// and a stateless worker cannot tell them from the dialog's, so it never sends a UE's
+    /// request to a host the UE named.
+    fn in_dialog_from_ue<'g>(
+        &mut self,
+        frame: &mut [u8],
+        idx: Index,
+        m: &InFrame,
+        (e, sas): (&'g Entry, &'g ReadGuard<'_>),
+        branch: &Branch,
+        s_cscf: SocketAddr,
+    ) -> Verdict<'g> {
+        let is_ack = idx.view(frame).is_method(b"ACK");
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let refused = match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToCore)
+        {
+            Ok(r) if r.flow.is_of(e.binding(), e.ue_addr()) => None,
+            // another UE's dialog: its tokens verify, but not for this registration
+            Ok(_) => Some(DialogError::Forged.status()),
+            Err(DialogError::TooLong | DialogError::Edit(_)) => {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+            Err(why) => Some(why.status()),
+        };
+        if let Some(status) = refused {
+            if is_ack {
+                return Verdict::Drop(DropReason::ForeignDialog);
+            }
+            self.stats.dialog_refused += 1;
+            return self.reply_over_sa(ed.view(), e, sas, status);
+        }
+        let me = self.relay_identity();
+        if rules::forward_request(&mut ed, &me, m.src, branch).is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let range = ed.range();
+        let r = wire::emit_datagram(frame, range, self.cfg.core, s_cscf).ok();
         self.forwarded(r, Side::Core)
     }
 
@@ -457,13 +561,13 @@ impl Pipeline {
             return self.ue_response_to_core(frame, idx, m.src.ip(), [port, port], None);
         }
         if !valid {
-            return self.reply(frame, idx, &m, (400, "Bad Request"), b"", None);
+            return self.reply(view, &m, (400, "Bad Request"), b"", None);
         }
         if view.is_method(b"REGISTER") {
             return self.punt(frame, &m);
         }
         if rules::max_forwards_exhausted(view) {
-            return self.reply(frame, idx, &m, (483, "Too Many Hops"), b"", None);
+            return self.reply(view, &m, (483, "Too Many Hops"), b"", None);
         }
         // RFC 3261 §16.4: a Request-URI that is us (after our Route entries, which a relayed
         // request loses anyway) makes us the UAS: answered here, never forwarded.
@@ -474,14 +578,14 @@ impl Pipeline {
                 // OPTIONS, with its Route and Max-Forwards, is larger than our answer).
                 Some(cr) => {
                     let at_most = Some(m.payload.len());
-                    self.reply(frame, idx, &m, cr, rules::ALLOW_TO_US, at_most)
+                    self.reply(view, &m, cr, rules::ALLOW_TO_US, at_most)
                 }
                 None => Verdict::Drop(DropReason::ToUs),
             };
         }
         if !self.cfg.stateless_relay {
             // TS 24.229 §5.2.2: requests other than REGISTER must arrive over the UE's SAs.
-            return self.reply(frame, idx, &m, (403, "Forbidden"), b"", None);
+            return self.reply(view, &m, (403, "Forbidden"), b"", None);
         }
         let Some(next) = self.cfg.icscf else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -556,7 +660,7 @@ impl Pipeline {
         // is answered here, from our core-side address.
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
-                Some(cr) => self.reply(frame, idx, &m, cr, rules::ALLOW_TO_US, None),
+                Some(cr) => self.reply(view, &m, cr, rules::ALLOW_TO_US, None),
                 None => Verdict::Drop(DropReason::ToUs),
             };
         }
@@ -582,11 +686,54 @@ impl Pipeline {
         let branch = self
             .key
             .seal(Dir::ToUe, 0, port, hash, m.src.ip(), e.ue_addr());
+        let kind = rules::classify(view, &self.own);
+        let is_ack = view.is_method(b"ACK");
+        let flow = Flow {
+            binding: e.binding(),
+            ue: e.ue_addr(),
+        };
+        let entries = OurEntries {
+            ue_side: SocketAddr::new(ours, self.port_s_of_set(e.local_port())),
+            core_side: self.cfg.via_sent_by.as_bytes(),
+        };
         let me = self.identity(sent_by);
         // the index already describes this frame: edit with it, no second parse
-        let mut ed = Editor::from_index(frame, idx);
-        if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
-            return Verdict::Drop(DropReason::NoRoom);
+        let end = frame.len();
+        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        if kind == Some(RequestKind::InDialog) {
+            // RFC 3261 §12.2, TS 24.229 §5.2.6.4 [spec-m]: the core's request inside a dialog
+            // comes by our core-facing entry; both of ours are popped, and their token must
+            // name the UE that the Request-URI (its contact) reaches over this SA.
+            let refused =
+                match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToUe) {
+                    Ok(r) if r.flow.is_of(flow.binding, flow.ue) => None,
+                    Ok(_) => Some(DialogError::Forged.status()),
+                    Err(DialogError::TooLong | DialogError::Edit(_)) => {
+                        return Verdict::Drop(DropReason::NoRoom);
+                    }
+                    Err(why) => Some(why.status()),
+                };
+            if let Some(status) = refused {
+                if is_ack {
+                    return Verdict::Drop(DropReason::ForeignDialog);
+                }
+                self.stats.dialog_refused += 1;
+                return self.reply(ed.view(), &m, status, b"", None);
+            }
+            if rules::forward_request(&mut ed, &me, m.src, &branch).is_err() {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+        } else {
+            if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+            // TS 24.229 §5.2.6.4.3 [spec-m]: a dialog toward the UE is record-routed too; the
+            // UE-facing entry, on top, names our port-s (rules::dialog).
+            if kind == Some(RequestKind::Initial)
+                && rules::record_route(&mut ed, self.flow_key, &entries, flow, Dir::ToUe).is_err()
+            {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
         }
         let range = ed.range();
         let from = SocketAddr::new(ours, e.local_port());
@@ -650,6 +797,18 @@ impl Pipeline {
         let Some(ours) = self.our_ue_addr(ue) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        // A response that sets up a dialog carries the Record-Route we wrote into the request:
+        // our entries as we wrote them, for this UE, and the UE-facing one naming our port-s of
+        // the set it now goes over (TS 24.229 §5.2.6.3.4 [spec-m]; rules::response_to_ue).
+        let port_s = self.port_s_of_set(e.local_port());
+        match rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s) {
+            Ok(None) => {}
+            Ok(Some(flow)) if flow.is_of(inb.binding(), ue) => {}
+            Err(DialogError::TooLong | DialogError::Edit(_)) => {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+            Ok(Some(_)) | Err(_) => return Verdict::Drop(DropReason::ForeignDialog),
+        }
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
         let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
@@ -657,18 +816,20 @@ impl Pipeline {
     }
 
     /// A UE's response to a request the core sent it through us (`request_to_ue`), over its SA
-    /// (`pai`: the registration's identity) or in the clear (stateless relay mode, `pai` none):
+    /// (`registered`: the registration's identity and flow) or in the clear (stateless relay
+    /// mode, `registered` none):
     /// our UE-side Via (our address of the UE's family, one of `our_ports`) must be on top with
     /// a branch we sealed for `ue` and the core hop below it (RFC 3261 §18.1.2; else dropped);
     /// then our Via goes, the identity is the network's (RFC 3325 §9.1, TS 24.229 §5.2.6.4) and
-    /// it goes to that hop.
+    /// it goes to that hop. A response that sets up a dialog must carry our Record-Route entries
+    /// as we wrote them, tokened for this UE (rules::response_from_ue), else it is dropped.
     fn ue_response_to_core<'g>(
         &mut self,
         frame: &mut [u8],
         idx: Index,
         ue: IpAddr,
         our_ports: [u16; 2],
-        pai: Option<&[u8]>,
+        registered: Option<(&[u8], Flow)>,
     ) -> Verdict<'g> {
         let ours = our_ports.iter().find_map(|&port| {
             let mut sent_by = [0u8; 64];
@@ -678,6 +839,13 @@ impl Pipeline {
         let Some(b) = ours else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
+        if let Some((_, flow)) = registered {
+            match rules::response_from_ue(idx.view(frame), &self.own, self.flow_key) {
+                Ok(None) => {}
+                Ok(Some(f)) if f == flow => {}
+                Ok(Some(_)) | Err(_) => return Verdict::Drop(DropReason::ForeignDialog),
+            }
+        }
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx);
         if rules::pop_top_via(&mut ed).is_err() {
@@ -689,7 +857,7 @@ impl Pipeline {
         if b.spi != 0 || next.port() != b.port || !self.key.verify(&b, Dir::ToUe, next.ip(), ue) {
             return Verdict::Drop(DropReason::NotOurVia);
         }
-        if let Some(pai) = pai
+        if let Some((pai, _)) = registered
             && rules::assert_identity(&mut ed, pai).is_err()
         {
             return Verdict::Drop(DropReason::NoRoom);
@@ -704,13 +872,11 @@ impl Pipeline {
     /// (TS 33.203 §7.1: our port-c → the port its Via names; our port-s when that is the pair).
     fn reply_over_sa<'g>(
         &mut self,
-        frame: &[u8],
-        idx: Index,
+        view: View<'_>,
         e: &Entry,
         sas: &'g ReadGuard<'_>,
         (code, reason): (u16, &str),
     ) -> Verdict<'g> {
-        let view = idx.view(frame);
         let Some(port) = rules::top_via_port(view) else {
             return Verdict::Drop(DropReason::BadSip);
         };
@@ -745,21 +911,15 @@ impl Pipeline {
     /// longer than `at_most` bytes.
     fn reply<'g>(
         &mut self,
-        frame: &[u8],
-        idx: Index,
+        view: View<'_>,
         m: &InFrame,
         (code, reason): (u16, &str),
         extra: &[u8],
         at_most: Option<usize>,
     ) -> Verdict<'g> {
-        let Some(len) = rules::build_response(
-            idx.view(frame),
-            code,
-            reason,
-            b"pcscf",
-            &[extra],
-            &mut self.scratch,
-        ) else {
+        let Some(len) =
+            rules::build_response(view, code, reason, b"pcscf", &[extra], &mut self.scratch)
+        else {
             return Verdict::Drop(DropReason::NoRoom);
         };
         if at_most.is_some_and(|most| len > most) {

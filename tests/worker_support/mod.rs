@@ -131,6 +131,11 @@ fn sip_in(pkt: &[u8]) -> Vec<u8> {
 }
 
 pub fn rig(relay: bool) -> Rig {
+    rig_for(relay, 1)
+}
+
+/// [`rig`] with the UE's SA set and registration under the registrar's `binding` id.
+pub fn rig_for(relay: bool, binding: u64) -> Rig {
     let (mut writer, reader) = sa_table(SaTableConfig {
         inbound_capacity: 16,
         outbound_capacity: 16,
@@ -142,7 +147,7 @@ pub fn rig(relay: bool) -> Rig {
         ue_addr: UE.parse().unwrap(),
         ue_port,
         local_port,
-        binding: 1,
+        binding,
         state: SetState::New,
     };
     let spi1 = writer.reserve_spi().unwrap();
