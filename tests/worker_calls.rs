@@ -464,3 +464,36 @@ fn call_paths_do_not_allocate() {
     assert_eq!(s.dialog_refused - before.dialog_refused, 3);
     assert_eq!(s.dropped(), before.dropped(), "{s:?}");
 }
+
+/// CANCEL follows its INVITE (RFC 3261 §9.1): the same next hop, the same Route, and the same
+/// branch on our Via (the stateless hash of RFC 3261 §16.11 covers the top Via and Call-ID,
+/// which the CANCEL shares), so the S-CSCF matches it to the INVITE's transaction; it is not
+/// record-routed.
+#[test]
+fn a_cancel_goes_the_way_of_its_invite() {
+    let mut r = rig(false);
+    let (_, inv_dst, inv) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let cancel = format!(
+        "CANCEL sip:bob@ims.example.net SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKinv1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.46.0.1:5103;lr>\r\n\
+         From: <sip:alice@ims.example.net>;tag=a1\r\n\
+         To: <sip:bob@ims.example.net>\r\n\
+         Call-ID: call-1@10.46.0.6\r\n\
+         CSeq: 1 CANCEL\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let (_, dst, fwd) = to_core(&mut r, Kind::EspPortC, cancel.as_bytes());
+    assert_eq!(dst, inv_dst);
+    assert_eq!(
+        values(&fwd, HeaderName::Route),
+        values(&inv, HeaderName::Route)
+    );
+    assert_eq!(
+        values(&fwd, HeaderName::Via)[0],
+        values(&inv, HeaderName::Via)[0],
+        "the same branch as the INVITE's"
+    );
+    assert!(values(&fwd, HeaderName::RecordRoute).is_empty());
+}
