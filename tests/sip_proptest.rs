@@ -165,7 +165,7 @@ proptest! {
             let h = ed.header(i).unwrap();
             if h.value.len() > 2 {
                 let mid = h.value.start + 1 + (value.len() as u32 % (h.value.len() as u32 - 2));
-                let at = pcscf::sip::msg::Span { start: mid, end: mid };
+                let at = pcscf::sip::Span { start: mid, end: mid };
                 let v = ed.view();
                 // not inside a folded line break
                 let clean = !matches!(v.buf[mid as usize - 1], b'\r' | b'\n') && !matches!(v.buf[mid as usize], b'\r' | b'\n');

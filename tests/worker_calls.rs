@@ -473,8 +473,7 @@ fn call_paths_do_not_allocate() {
 fn a_cancel_goes_the_way_of_its_invite() {
     let mut r = rig(false);
     let (_, inv_dst, inv) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
-    let cancel = format!(
-        "CANCEL sip:bob@ims.example.net SIP/2.0\r\n\
+    let cancel = "CANCEL sip:bob@ims.example.net SIP/2.0\r\n\
          Via: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKinv1;rport\r\n\
          Max-Forwards: 70\r\n\
          Route: <sip:10.46.0.1:5103;lr>\r\n\
@@ -482,8 +481,7 @@ fn a_cancel_goes_the_way_of_its_invite() {
          To: <sip:bob@ims.example.net>\r\n\
          Call-ID: call-1@10.46.0.6\r\n\
          CSeq: 1 CANCEL\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
+         Content-Length: 0\r\n\r\n";
     let (_, dst, fwd) = to_core(&mut r, Kind::EspPortC, cancel.as_bytes());
     assert_eq!(dst, inv_dst);
     assert_eq!(

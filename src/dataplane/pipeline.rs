@@ -28,9 +28,9 @@ use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::esp::Sa;
 use crate::io::Side;
 use crate::satable::{Entry, ReadGuard, port_c_of, port_s_of};
+use crate::sip::Index;
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::flow::{Flow, FlowKey};
-use crate::sip::msg::Index;
 use crate::sip::rules::{self, DialogError, OurEntries, ProxyIdentity, RequestKind};
 use crate::sip::{Editor, HeaderName, OwnUris, View};
 use crate::wire;
@@ -148,7 +148,7 @@ fn preferred_identity<'o>(
         .values(HeaderName::PPreferredIdentity)
         .filter_map(crate::sip::headers::NameAddr::parse)
         .find_map(|na| reg.registered_impu(na.uri))?;
-    let mut w = crate::sip::write::Writer::new(out);
+    let mut w = crate::sip::Writer::new(out);
     w.put(b"<").put(impu).put(b">");
     let n = w.finish()?;
     Some(&out[..n])
@@ -197,7 +197,7 @@ impl Pipeline {
             .iter()
             .map(|&addr| {
                 let mut text = [0u8; 48];
-                let mut w = crate::sip::write::Writer::new(&mut text);
+                let mut w = crate::sip::Writer::new(&mut text);
                 match addr {
                     IpAddr::V4(a) => w.display(&a),
                     IpAddr::V6(a) => w.put(b"[").display(&a).put(b"]"),
@@ -269,7 +269,7 @@ impl Pipeline {
         out: &'o mut [u8; 64],
     ) -> Option<(IpAddr, &'o [u8])> {
         let h = self.ue_host(peer)?;
-        let mut w = crate::sip::write::Writer::new(out);
+        let mut w = crate::sip::Writer::new(out);
         w.put(&h.text[..h.len]).put(b":").dec(u64::from(port));
         let n = w.finish()?;
         Some((h.addr, &out[..n]))

@@ -273,11 +273,6 @@ pub fn find_param<'a>(params: &'a [u8], name: &[u8]) -> Option<Param<'a>> {
     ParamIter::new(params).find(|p| p.name.eq_ignore_ascii_case(name))
 }
 
-/// Whether a comma list (Require, Supported, Proxy-Require...) holds `tag` (case-insensitive).
-pub fn list_contains(value: &[u8], tag: &[u8]) -> bool {
-    ListIter::new(value).any(|v| v.eq_ignore_ascii_case(tag))
-}
-
 /// Parse a decimal number of at most `max_digits` digits (no sign, no spaces).
 pub fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
     if s.is_empty() || s.len() > max_digits {

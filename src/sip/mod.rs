@@ -3,19 +3,19 @@
 //! Layers, lowest first; a file imports only from layers below its own (no circle; the layering
 //! of ezk's `sip-types`, parse → typed headers → message, without its allocations):
 //!
-//! 0. [`lex`]: the lexical level of RFC 3261 §25.1 (character classes, trim/unquote, quoted
-//!    strings, list and `;` parameter iterators, `parse_u64`); [`write`](mod@write), a tiny
-//!    allocation-free formatter; [`own`], the one "is this URI us?" rule (Route pops,
+//! 0. `lex.rs`: the lexical level of RFC 3261 §25.1 (character classes, trim/unquote, quoted
+//!    strings, list and `;` parameter iterators, `parse_u64`); `write.rs` ([`Writer`]), a tiny
+//!    allocation-free formatter; `own.rs` ([`OwnUris`]), the one "is this URI us?" rule (Route pops,
 //!    Request-URI checks).
 //! 1. [`headers`]: typed, zero-copy views of the header values the P-CSCF reads, one file per
 //!    header family (`via`, `name_addr`, `cseq`, `digest`, `sec_agree`, `uri`); built on
-//!    `lex`. [`msg`]: frames a datagram and indexes its start line and headers as byte ranges
+//!    `lex`. `msg.rs` ([`Message`], [`View`], [`Index`]): frames a datagram and indexes its start line and headers as byte ranges
 //!    over the caller's buffer; built on `lex`. [`branch`]: our authenticated Via branch (what
 //!    a response needs to find its way back); [`flow`]: the flow token of our Record-Route
 //!    entries (what a request inside a dialog needs: the UE's registration and address);
 //!    both built on `write`.
 //! 2. `validate` ([`View::validate`], [`Message::parse_strict`]): the RFC 3261 checks a proxy
-//!    applies before it trusts a message; on `msg` and `headers`. [`edit`]: rewrites a message
+//!    applies before it trusts a message; on `msg` and `headers`. `edit.rs` ([`Editor`]): rewrites a message
 //!    inside its frame buffer, using headroom and tailroom; on `msg`, `lex` and `write`.
 //! 3. [`rules`]: the P-CSCF's rules, one file per job: `register` (the registration flow,
 //!    TS 24.229 §5.2.2, TS 33.203 §7, RFC 3329), `relay` (forwarding requests), `reply`
@@ -23,21 +23,25 @@
 //!    RFC 5658, TS 24.229 §5.2.6): the checks, the rewrites and the error responses; on
 //!    everything below.
 //!
+//! The files of layers 0–2 are private: what they offer is re-exported here; `headers`,
+//! `branch`, `flow` and `rules` are namespaces of their own.
+//!
 //! Nothing here allocates, locks or reads the clock, and nothing here is `unsafe`.
 
 #![forbid(unsafe_code)]
 
 pub mod branch;
-pub mod edit;
+mod edit;
 pub mod flow;
 pub mod headers;
-pub mod lex;
-pub mod msg;
-pub mod own;
+mod lex;
+mod msg;
+mod own;
 pub mod rules;
 mod validate;
-pub mod write;
+mod write;
 
 pub use edit::{EditError, Editor};
-pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, StartLine, View};
+pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
+pub use write::Writer;

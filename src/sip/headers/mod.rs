@@ -4,7 +4,7 @@
 //! P-Associated-URI), CSeq ([`cseq`]), Digest credentials and challenges ([`Digest`], RFC 2617 /
 //! RFC 3310 / TS 24.229 §7.2A.1–2), the sec-agree mechanisms ([`SecMechanism`], RFC 3329 §2.2,
 //! TS 33.203 Annex H), and the URI parts we read ([`uri_hostport`], [`split_host_port`]).
-//! Built on [`crate::sip::lex`] only; knows no message. Every function takes a byte slice and
+//! Built on `sip/lex.rs` only; knows no message. Every function takes a byte slice and
 //! returns sub-slices of it; nothing allocates, and a malformed value yields `None` or an
 //! error, never a panic.
 
