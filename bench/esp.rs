@@ -4,7 +4,8 @@
 //! Results are in bench/README-esp.md. Run `cargo bench --bench esp`; add
 //! `--no-default-features` for the RustCrypto backend alone.
 
-#[path = "../tests/esp_support/mod.rs"]
+#[path = "../tests/support/esp.rs"]
+#[allow(dead_code)] // the tests' helpers, of which the benches use a few
 mod esp_support;
 
 use divan::Bencher;

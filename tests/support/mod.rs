@@ -1,0 +1,24 @@
+//! Helpers shared by the test binaries (`sans_io`, `system`): each binary includes this folder
+//! with `#[path = "../support/mod.rs"] mod support;` and uses what it needs, so the helpers a
+//! binary leaves unused are allowed here.
+//!
+//! - [`alloc`]: the counting (per thread) and poisoning global allocator of `sans_io`.
+//! - [`esp`]: IP packets with valid checksums, SAs of every suite.
+//! - [`ims`]: a UE and an IMS core: the registration flow's messages, AKA as USIM and HSS,
+//!   `pcscf run` inside a lab.
+//! - [`netns`]: two network namespaces joined by a veth pair, for the packet I/O backends.
+//! - [`satable`]: SA-table entries and keys.
+//! - [`sipp`]: SIPp in a lab namespace, and its regular expressions.
+//! - [`worker`]: whole packets through a worker over the in-memory backend (also the worker
+//!   fuzz target's rig).
+//! - [`xdp`]: a veth pair for AF_XDP, frame building.
+#![allow(dead_code)]
+
+pub mod alloc;
+pub mod esp;
+pub mod ims;
+pub mod netns;
+pub mod satable;
+pub mod sipp;
+pub mod worker;
+pub mod xdp;
