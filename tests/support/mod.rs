@@ -22,3 +22,14 @@ pub mod satable;
 pub mod sipp;
 pub mod worker;
 pub mod xdp;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Hold the returned guard to run alone among the tests that also take it: the ones whose
+/// exact counts or deadlines need the machine's CPUs to themselves (floods, many UEs, whole
+/// `pcscf` processes under load). The tests of one binary run in parallel threads otherwise.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A test that panicked while holding it poisons it; the next one may still run alone.
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

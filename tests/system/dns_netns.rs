@@ -17,32 +17,32 @@ const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 #[test]
 fn dns_and_aes_gcm() {
-    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "g", false);
+    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "dg", false);
 }
 
 #[test]
 fn dns_and_aes_cbc_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "c", false);
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "dc", false);
 }
 
 #[test]
 fn dns_and_null_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "n", false);
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "dn", false);
 }
 
 #[test]
 fn dns_ipv6_ues_and_aes_gcm() {
-    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "6", true);
+    registration_with_the_i_cscf_found_by_dns("null/aes-gcm", "d6", true);
 }
 
 #[test]
 fn dns_ipv6_ues_and_aes_cbc_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "7", true);
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/aes-cbc", "d7", true);
 }
 
 #[test]
 fn dns_ipv6_ues_and_null_hmac_sha1() {
-    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "8", true);
+    registration_with_the_i_cscf_found_by_dns("hmac-sha-1-96/null", "d8", true);
 }
 
 /// ue-sim and core-sim around `pcscf run` with only `suite` allowed.

@@ -18,6 +18,8 @@ const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 
 #[test]
 fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
+    // Its floods would slow the other namespace tests; their load would slow its honest UEs.
+    let _alone = crate::support::exclusive();
     let lab = Lab::new("pbad", "b").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let cfg = format!(
         "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nregister_burst_per_source = 1000\nregister_rate_per_source = 1000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.{REALM}\"\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",

@@ -316,7 +316,7 @@ fn socket_backend_udp_esp_v4_v6() {
 /// next normal one goes through.
 #[test]
 fn socket_jumbo_datagrams_dropped_and_counted() {
-    let ns = NetnsPair::new("j");
+    let ns = NetnsPair::new("k");
     ns.set_mtu(9000);
     let mut cfg = SocketConfig {
         frames: 64,

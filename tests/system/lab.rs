@@ -5,6 +5,8 @@ use std::process::Command;
 
 #[test]
 fn lab_registers_every_ue_and_cleans_up() {
+    // 100 UEs at 200/s: alone, so neither it nor the others miss deadlines.
+    let _alone = crate::support::exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
         .args(["lab", "--ues", "100", "--rate", "200", "--messages", "2"])
         .output()

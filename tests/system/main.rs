@@ -1,6 +1,11 @@
 //! The tests that need root (network namespaces, veth pairs, raw, AF_PACKET and AF_XDP sockets,
 //! bpf(2)) or an external tool (SIPp, tshark, scapy, dnsmasq), in one binary:
 //! `cargo test --test system`. A missing privilege or tool fails a test, never skips it.
+//!
+//! The tests run in parallel threads of one process, so whatever they create on the host is
+//! named per test (namespace and interface names carry the process id and a tag unique in this
+//! binary, temporary files the namespace name), and the ones whose exact counts or timings
+//! suffer from a loaded machine take [`support::exclusive`] first.
 
 #[path = "../support/mod.rs"]
 mod support;

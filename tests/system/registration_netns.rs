@@ -656,15 +656,15 @@ fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
 
 #[test]
 fn registration_over_xdp() {
-    register_through("xdp", "x", "hmac-sha-1-96/aes-cbc");
+    register_through("xdp", "rx", "hmac-sha-1-96/aes-cbc");
 }
 
 #[test]
 fn registration_over_afpacket() {
-    register_through("afpacket", "p", "null/aes-gcm");
+    register_through("afpacket", "rp", "null/aes-gcm");
 }
 
 #[test]
 fn registration_over_sockets() {
-    register_through("socket", "s", "hmac-sha-1-96/null");
+    register_through("socket", "rs", "hmac-sha-1-96/null");
 }

@@ -88,7 +88,7 @@ fn recv_esp6(fd: &OwnedFd, buf: &mut [u8], until: Instant) -> Option<(usize, Ipv
 
 #[test]
 fn ipv6_ue_registers_over_esp() {
-    let lab = Lab::new("pv6", "6").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new("pv6", "v6").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let realm = "ims.mnc001.mcc001.3gppnetwork.org";
     let cfg = format!(
         "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"pcscf.{realm}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",

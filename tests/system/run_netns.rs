@@ -208,22 +208,22 @@ fn relay_through(backend: &str, tag: &str) {
 
 #[test]
 fn run_socket_backend() {
-    relay_through("socket", "s");
+    relay_through("socket", "us");
 }
 
 #[test]
 fn run_afpacket_backend() {
-    relay_through("afpacket", "p");
+    relay_through("afpacket", "up");
 }
 
 #[test]
 fn run_xdp_backend() {
-    relay_through("xdp", "x");
+    relay_through("xdp", "ux");
 }
 
 #[test]
 fn xdp_left_by_a_killed_run_is_replaced() {
-    let lab = lab("k");
+    let lab = lab("uk");
     let mut first = start(&lab, "xdp");
     // wait until it attached, then kill it hard: the program stays attached
     let t = Instant::now();

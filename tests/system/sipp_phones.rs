@@ -394,17 +394,17 @@ fn register(ph: &Phone, s: &Sockets, deadline: Instant) -> Result<usize, String>
 
 #[test]
 fn every_phone_shape_registers_through_xdp_and_the_core_sees_no_route_to_us() {
-    phones_through("xdp", "x");
+    phones_through("xdp", "fx");
 }
 
 #[test]
 fn every_phone_shape_registers_through_afpacket_and_the_core_sees_no_route_to_us() {
-    phones_through("afpacket", "a");
+    phones_through("afpacket", "fa");
 }
 
 #[test]
 fn every_phone_shape_registers_through_sockets_and_the_core_sees_no_route_to_us() {
-    phones_through("socket", "s");
+    phones_through("socket", "fs");
 }
 
 /// Every fixture through one `pcscf run` on `backend`; `tag` keeps the labs of the three

@@ -252,7 +252,7 @@ fn sipp_ue_registers(v6: bool) {
     let mut nb = [0u8; aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb).to_string();
 
-    let lab = Lab::new("psue", if v6 { "6" } else { "4" })
+    let lab = Lab::new("psue", if v6 { "e6" } else { "e4" })
         .unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let (ue_ip, pc_ip) = if v6 {
         (lab.ue_addr6, lab.pcscf_ue_addr6)
