@@ -1,4 +1,4 @@
-//! Fuzz whole packets through a worker over the in-memory backend (issue 10): byte 0 picks how
+//! Fuzz whole packets through a worker over the in-memory backend: byte 0 picks how
 //! the rest arrives — plain SIP from the UE or from the core, or SIP inside ESP over one of a
 //! registered UE's SAs (encrypted with its fixed keys, so the SIP stages behind ESP are reached);
 //! bit 2 picks the stateless relay mode. Must never panic; every packet is counted once and every

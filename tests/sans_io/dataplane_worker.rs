@@ -231,7 +231,7 @@ fn worker_batch_does_not_allocate() {
             udp("10.46.0.6:5060", "10.46.0.1:5060", b"garbage"),
         ),
         (Side::Ue, udp("10.46.0.6:5060", "10.46.0.1:5999", MESSAGE)),
-        // addressed to us (issue 11): answered, in relay mode too
+        // addressed to us: answered, in relay mode too
         (
             Side::Ue,
             udp("10.46.0.6:5060", "10.46.0.1:5060", b"OPTIONS sip:[FD00:46:0::1];transport=udp SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bKo1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"),

@@ -1,4 +1,4 @@
-//! Key hygiene (issue 10 item 14): the AKA secrets (CK, IK, RES, HA1 and the CK/IK a 401
+//! Key hygiene: the AKA secrets (CK, IK, RES, HA1 and the CK/IK a 401
 //! carries) are not `Copy` and are wiped on drop, and a punted 401's ck/ik hex does not stay in
 //! the punt queue's free buffers.
 

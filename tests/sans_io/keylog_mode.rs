@@ -8,7 +8,8 @@ fn new_keylog_is_0600_whatever_the_umask() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("esp_sa");
     let _ = std::fs::remove_file(&path);
-    // SAFETY: umask only changes this process's file-creation mask; restored below.
+    // SAFETY: umask only changes this process's file-creation mask; restored below. It is
+    // process-wide: a file another test of this binary creates meanwhile gets the usual 022.
     let old = unsafe { libc::umask(0o022) };
     let f = pcscf::control::open_keylog(&path);
     unsafe { libc::umask(old) };

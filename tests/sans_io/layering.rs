@@ -26,7 +26,9 @@ fn layer(m: &str) -> u8 {
     LAYERS
         .iter()
         .find(|(n, _)| *n == m)
-        .unwrap_or_else(|| panic!("src/{m}: give the new module a layer in tests/layering.rs"))
+        .unwrap_or_else(|| {
+            panic!("src/{m}: give the new module a layer in tests/sans_io/layering.rs")
+        })
         .1
 }
 

@@ -1,4 +1,4 @@
-//! A phone's REGISTER as phones send it (issue 11), sans-IO: every fixture of
+//! A phone's REGISTER as phones send it, sans-IO: every fixture of
 //! tests/data/ims/phones through the registrar — the first REGISTER, the core's 401, the
 //! protected REGISTER (Route to our port-s) and the 200 — checking what reaches the core (no
 //! Route naming us, sec-agree gone, our Path, integrity-protected) and what reaches the UE (the

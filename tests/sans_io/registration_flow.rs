@@ -758,7 +758,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
     assert_eq!(sa2.spi(), 3523141112, "SPIs above 2^31 kept as u32");
 }
 
-// ---- issue 10: the registrar as a trust boundary (each test failed on 27db4e7) ----
+// ---- the registrar as a trust boundary: what a hostile UE sends is refused ----
 
 /// A REGISTER (REGISTER1) from `src` naming `impi`, unprotected, with its own Call-ID.
 fn register_as(

@@ -1,4 +1,4 @@
-//! The registration thread under hostile load (issue 10 item 7), sans-IO: DNS never blocks it
+//! The registration thread under hostile load, sans-IO: DNS never blocks it
 //! (a REGISTER waits for its domain's answer, the next one is handled at once), unprotected
 //! REGISTERs have their own transaction budget and rate limits, and the punt queue keeps room
 //! for the core's responses whatever the UE side sends.

@@ -366,7 +366,7 @@ fn register_checks_yield_the_right_sip_errors() {
             420,
             RejectWhy::UnsupportedProxyRequire,
         ),
-        // No Authorization: the IMPI comes from the To IMPU (issue 11), which a tel: URI
+        // No Authorization: the IMPI comes from the To IMPU, which a tel: URI
         // cannot give.
         (
             replace(

@@ -1,4 +1,4 @@
-//! Hostile input through the whole worker (issue 10): responses that outgrow their frame, and
+//! Hostile input through the whole worker: responses that outgrow their frame, and
 //! responses steered by what a UE writes. Over the in-memory backend.
 
 use std::net::SocketAddr;
@@ -393,7 +393,7 @@ fn response_paths_do_not_allocate() {
             r.packet(Kind::Core, CORE_MESSAGE).unwrap(),
             r.packet(Kind::EspPortS, &ue_ok).unwrap(),
             r.packet(Kind::EspPortS, forged.as_bytes()).unwrap(),
-            // addressed to us (issue 11): answered over SA2, IPv6 R-URI in another form
+            // addressed to us: answered over SA2, IPv6 R-URI in another form
             r.packet(Kind::EspPortC, OPTIONS_TO_US).unwrap(),
         ];
         for (side, p) in &pkts {

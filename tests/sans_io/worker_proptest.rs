@@ -1,7 +1,7 @@
 //! The worker fuzz target's property as a proptest (runs in CI): whole packets — plain SIP from
 //! the UE and from the core, and SIP inside ESP over a valid SA — built from real messages with
 //! random edits, through the worker over the in-memory backend. Never a panic; every packet
-//! counted; every frame back (issue 10).
+//! counted; every frame back.
 
 use proptest::prelude::*;
 

@@ -1,7 +1,7 @@
-//! One hostile UE among honest ones, through `pcscf run` in namespaces (issue 10): 20 honest UEs
+//! One hostile UE among honest ones, through `pcscf run` in namespaces: 20 honest UEs
 //! (ue-sim) register, exchange MESSAGEs and re-register, while one attacker with a valid
-//! registration of its own, on its own address, runs the attacks of issue 10 one after the
-//! other and floods garbage and forged ESP the whole time. Every honest UE succeeds, every
+//! registration of its own, on its own address, runs the attacks one after the other
+//! and floods garbage and forged ESP the whole time. Every honest UE succeeds, every
 //! attack is refused and counted by reason (read from the Prometheus endpoint as an operator
 //! would), the process never exits, and the SA table holds exactly what the bindings hold at
 //! the end. Needs root (CI runs as root).
@@ -225,7 +225,7 @@ impl Attacker {
 
 /// A request of about 3.8 KB that the P-CSCF answers with an error (a MESSAGE outside the SAs
 /// gets 403), made of compact Vias that the answer writes out in full: the answer no longer
-/// fits a frame (issue 10 item 1). Fragmented on the wire, reassembled by the kernel.
+/// fits a frame. Fragmented on the wire, reassembled by the kernel.
 fn fat_plain_message() -> String {
     let mut out = format!(
         "MESSAGE sip:b@{REALM} SIP/2.0\r\nv:SIP/2.0/UDP {ATTACKER}:5060;branch=z9hG4bKfat\r\nf:<sip:a@{REALM}>;tag=1\r\nt:<sip:b@{REALM}>\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"

@@ -1,4 +1,4 @@
-//! A phone's first REGISTER in every shape of `tests/data/ims/phones/*.sip` (issue 11), each
+//! A phone's first REGISTER in every shape of `tests/data/ims/phones/*.sip`, each
 //! registered end to end through one `pcscf run` in a lab (one test per backend: AF_XDP,
 //! AF_PACKET, sockets), with SIPp as the I-CSCF/S-CSCF checking what we forward
 //! (`tests/sipp/scscf_uas.xml`: no Route naming us by address, hostname or port; no

@@ -3,7 +3,7 @@
 //! (it checks Path, integrity-protected "no" then "yes", and that no Route names us) and its 401
 //! and 200 come back to our UE — the 200 as ESP. The UE pre-loads our address as phones learn it
 //! from the bearer's PCO: `Route: <sip:10.211.0.1:5060;lr>`, then our port-s on the protected
-//! REGISTER (issue 11). Needs root and sipp (CI installs it); a missing sipp fails the test.
+//! REGISTER. Needs root and sipp (CI installs it); a missing sipp fails the test.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ fn registration_with_sipp_as_the_scscf() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let ue = spawn_in(&lab.ue, move || -> Result<Vec<u8>, String> {
         let mut usim = test_usim();
-        // our address in Route, as a phone learns it from PCO (issue 11)
+        // our address in Route, as a phone learns it from PCO
         let register = REGISTER1
             .replace("10.46.0.6", "10.211.0.2")
             .replace(&format!("{HOSTNAME}:5060"), "10.211.0.1:5060");

@@ -344,7 +344,7 @@ fn sipp_ue_registers(v6: bool) {
         sent.contains(&format!("Route: <sip:{}:5060;lr>", uri_host(pc_ip)))
             && (5100..=5199)
                 .any(|p| sent.contains(&format!("Route: <sip:{}:{p};lr>", uri_host(pc_ip)))),
-        "the SIPp UE did not send the Routes of issue 11:\n{}",
+        "the SIPp UE did not send our address in Route:\n{}",
         all()
     );
     // the protected REGISTER went out as ESP and the 200 came back as ESP
