@@ -36,6 +36,28 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Wait until `ifn` in `ns` is operationally up. The end of a veth brought up before its peer
+/// only starts transmitting (its queue discipline attached, operstate UP) when the kernel's
+/// link-watch work has run, which waits for the RTNL lock; while other tests create and delete
+/// namespaces that can take a while, and what it sends meanwhile (an ARP reply) is dropped.
+pub fn wait_up(ns: &str, ifn: &str) {
+    let t0 = Instant::now();
+    loop {
+        let o = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "dev", ifn])
+            .output()
+            .expect("run ip");
+        if String::from_utf8_lossy(&o.stdout).contains(" state UP ") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{ns}/{ifn} not up after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Namespace `a` (the backend, `.1` / `::1`) and `b` (the peer, `.2` / `::2`) joined by veth
 /// `ifa` ↔ `ifb`, on 10.201.1.0/24 and fd00:201:1::/64, both visible only inside the namespaces.
 pub struct NetnsPair {
@@ -78,6 +100,8 @@ impl NetnsPair {
             ip(&["-n", ns, "addr", "add", v6, "dev", ifn, "nodad"]);
             ip(&["-n", ns, "link", "set", ifn, "up"]);
         }
+        wait_up(&p.a, &p.ifa);
+        wait_up(&p.b, &p.ifb);
         p
     }
 

@@ -109,6 +109,8 @@ impl Testbed {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             run(&["ip", "-n", ns, "link", "set", ifn, "up"]);
         }
+        super::netns::wait_up(&t.ns_a, &t.if_a);
+        super::netns::wait_up(&t.ns_b, &t.if_b);
         t
     }
 
