@@ -24,6 +24,7 @@ use pcscf::sip::headers::{Digest, NameAddr, SecMechanism, Via};
 use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Message, OwnUris};
 
+use crate::support::hex;
 use crate::support::ims::{
     HOSTNAME, IMPI, REALM, addr, core_answer, header, test_hss, test_sa_table, test_usim,
 };
@@ -155,10 +156,6 @@ impl World {
         let dst = SocketAddr::new(pcscf_ip(shape), 5060);
         self.feed(Side::Ue, Protection::Plain, src, dst, text.as_bytes())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// What reaches the core, checked for every REGISTER: no Route at all (ours popped, the UE's

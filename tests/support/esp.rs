@@ -1,5 +1,6 @@
 //! Shared helpers for the ESP integration tests: packet builders with valid checksums.
 
+use super::inet::{csum_add, csum_fold};
 use pcscf::esp::{BackendKind, EspKeys, Frame, Sa, SaOptions, Suite};
 
 pub const V4_SRC: [u8; 4] = [10, 77, 1, 2];
@@ -25,25 +26,6 @@ pub enum Fam {
 pub enum L4 {
     Udp,
     Tcp,
-}
-
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut i = 0;
-    while i + 1 < data.len() {
-        sum += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
-        i += 2;
-    }
-    if i < data.len() {
-        sum += u32::from(data[i]) << 8;
-    }
-    sum
-}
-
-fn csum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// The transport segment (UDP or TCP header + data) with a correct checksum.
@@ -151,10 +133,6 @@ pub fn sa(spi: u32, suite: Suite, backend: BackendKind) -> Sa {
         },
     )
     .expect("sa")
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub fn suite_name(s: Suite) -> String {

@@ -6,6 +6,7 @@
 //! - [`esp`]: IP packets with valid checksums, SAs of every suite.
 //! - [`ims`]: a UE and an IMS core: the registration flow's messages, AKA as USIM and HSS,
 //!   `pcscf run` inside a lab.
+//! - [`inet`]: the Internet checksum.
 //! - [`netns`]: two network namespaces joined by a veth pair, for the packet I/O backends.
 //! - [`satable`]: SA-table entries and keys.
 //! - [`sipp`]: SIPp in a lab namespace, and its regular expressions.
@@ -17,6 +18,7 @@
 pub mod alloc;
 pub mod esp;
 pub mod ims;
+pub mod inet;
 pub mod netns;
 pub mod satable;
 pub mod sipp;
@@ -24,6 +26,11 @@ pub mod worker;
 pub mod xdp;
 
 use std::sync::{Mutex, MutexGuard};
+
+/// Lower-case hex of `b` (keys and packets in messages, tool arguments).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 
 /// Hold the returned guard to run alone among the tests that also take it: the ones whose
 /// exact counts or deadlines need the machine's CPUs to themselves (floods, many UEs, whole

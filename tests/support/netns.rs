@@ -1,6 +1,7 @@
 //! Test bed for the packet I/O tests: two network namespaces joined by a veth pair, removed on
 //! drop, and helpers to run code inside one of them. Needs root and iproute2's `ip`.
 
+pub use super::inet::csum;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -313,18 +314,6 @@ fn sockaddr(a: IpAddr) -> (libc::sockaddr_in6, u32) {
             (s, size_of::<libc::sockaddr_in6>() as u32)
         }
     }
-}
-
-/// Internet checksum over `data` (folded and complemented): 0 when verifying a correct one.
-pub fn csum(data: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// Verify the UDP checksum of an IPv4/IPv6 + UDP packet (independent of the crate's code).

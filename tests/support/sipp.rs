@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::hex;
+
 /// Fail loudly when sipp is missing: CI installs it (`.ci/run`), a test never skips.
 pub fn require_sipp() {
     let ok = Command::new("sipp")
@@ -257,11 +259,6 @@ impl SippRun {
             messages: read(&self.messages),
         }
     }
-}
-
-/// `b` as lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// SIPp as the I-CSCF/S-CSCF (`tests/sipp/scscf_uas.xml`) in the lab's core namespace, for

@@ -2,6 +2,7 @@
 //! namespaces (deleted on drop, also after a panic), entering a namespace from a thread, and
 //! packet building / checksums.
 
+pub use super::inet::{csum_add, csum_fold};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -174,24 +175,6 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 // ---- checksums and packets ----
-
-pub fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        sum += u32::from(*b) << 8;
-    }
-    sum
-}
-
-pub fn csum_fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Fill in the IPv4 header checksum and the UDP checksum of an IPv4/UDP or IPv6/UDP packet.
 pub fn fix_checksums(p: &mut [u8]) {

@@ -9,6 +9,7 @@
 //! the tests FAIL, not skip.
 
 use crate::support::esp::*;
+use crate::support::hex;
 use pcscf::esp::{BackendKind, EncAlg, EspKeys, IntegAlg, Sa, SaOptions, Suite};
 use std::io::Write;
 use std::path::PathBuf;
