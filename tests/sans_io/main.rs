@@ -5,6 +5,7 @@
 //! The binary's global allocator counts allocations per thread (the zero-allocation tests
 //! measure code run on their own thread, so the tests running beside them do not disturb the
 //! count) and poisons freed blocks (the SA table's use-after-free stress test): support/alloc.rs.
+//! The SA table's lookup allocation count is tests/satable_alloc.rs, alone: it says why.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -29,7 +30,6 @@ mod phone_register;
 mod registration_flow;
 mod registration_overload;
 mod rfc4475;
-mod satable_alloc;
 mod satable_basic;
 mod satable_shared_sa;
 mod satable_stress;
