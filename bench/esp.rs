@@ -4,12 +4,12 @@
 //! Results are in bench/README-esp.md. Run `cargo bench --bench esp`; add
 //! `--no-default-features` for the RustCrypto backend alone.
 
-#[path = "../tests/esp_support/mod.rs"]
-mod esp_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use divan::Bencher;
-use esp_support::{CK, Fam, HEADROOM, IK, L4, frame_buf, ip_packet};
 use pcscf::esp::{BackendKind, EncAlg, EspKeys, Frame, IntegAlg, Sa, SaOptions, Suite};
+use support::esp::{CK, Fam, HEADROOM, IK, L4, frame_buf, ip_packet};
 
 const SIZES: &[usize] = &[200, 500, 1000, 1400];
 

@@ -9,6 +9,11 @@
 //! Loom explores the interleavings of the epoch's atomics (pin, advance, collect) against one
 //! writer and one reader. It does not track plain memory, so freed entries are caught by the
 //! entry's drop poison (`is_intact`), which a read after the free sees in every explored order.
+//!
+//! A test binary of its own, not a module of `sans_io`: it is built only under
+//! `--cfg crossbeam_loom`, which swaps crossbeam-epoch's atomics for loom's in the whole crate
+//! (so CI builds it alone, `--test satable_loom`, in its own target folder); without the cfg it
+//! is empty.
 #![cfg(crossbeam_loom)]
 
 use pcscf::esp::{Sa, SaOptions};

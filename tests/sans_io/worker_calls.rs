@@ -1,0 +1,492 @@
+//! Calls through the worker (RFC 3261 §12, §16.6, §16.12; RFC 5658; TS 24.229 §5.2.6.3 and
+//! §5.2.6.4): an INVITE dialog set up and torn down from either side over the UE's SAs, with our
+//! two Record-Route entries and their flow tokens, and every way a UE might misuse a dialog
+//! refused and counted. Sans-IO: the in-memory backend.
+
+use std::net::SocketAddr;
+
+use pcscf::dataplane::{DropReason, L4, classify, udp_checksum_ok};
+use pcscf::io::Side;
+use pcscf::sip::rules;
+use pcscf::sip::{HeaderName, Message};
+
+
+use crate::support::worker::{Kind, Rig, addr, rig, rig_for};
+
+/// The S-CSCF's own Record-Route entry (it record-routes every dialog it serves).
+const SCSCF_RR: &str = "<sip:scscf.ims.example.net:6060;lr>";
+
+fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
+    match classify(pkt) {
+        L4::Udp { src, dst, payload } => {
+            assert!(udp_checksum_ok(pkt, src, dst, &payload));
+            (src, dst, pkt[payload.start..payload.end].to_vec())
+        }
+        other => panic!("not UDP: {other:?}"),
+    }
+}
+
+/// What the worker sent the UE over SA2, decrypted with the UE's copy: (inner src, inner dst,
+/// SIP).
+fn over_sa2(r: &Rig, pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
+    assert!(matches!(classify(pkt), L4::Esp { .. }), "not ESP");
+    let mut p = pkt.to_vec();
+    let (inner, _) = r
+        .sa2_rx
+        .decapsulate(&mut p)
+        .expect("the UE's SA2 decrypts it");
+    sip_of(&p[inner])
+}
+
+fn send(r: &mut Rig, kind: Kind, sip: &[u8]) -> Vec<(Side, Vec<u8>)> {
+    let (side, pkt) = r.packet(kind, sip).unwrap();
+    assert!(r.w.io().inject(side, &pkt));
+    r.w.poll_once();
+    r.w.io().take_sent()
+}
+
+/// The one message the worker sent for `sip`, to the core: (src, dst, SIP).
+fn to_core(r: &mut Rig, kind: Kind, sip: &[u8]) -> (SocketAddr, SocketAddr, String) {
+    let sent = send(r, kind, sip);
+    assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+    assert_eq!(sent[0].0, Side::Core);
+    let (s, d, m) = sip_of(&sent[0].1);
+    (s, d, String::from_utf8(m).unwrap())
+}
+
+/// The one message the worker sent the UE over SA2 for `sip` from the core.
+fn to_ue(r: &mut Rig, sip: &[u8]) -> (SocketAddr, SocketAddr, String) {
+    let sent = send(r, Kind::Core, sip);
+    assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+    assert_eq!(sent[0].0, Side::Ue);
+    let (s, d, m) = over_sa2(r, &sent[0].1);
+    (s, d, String::from_utf8(m).unwrap())
+}
+
+fn values(sip: &str, h: HeaderName) -> Vec<String> {
+    let m = Message::parse_strict(sip.as_bytes()).unwrap_or_else(|e| panic!("{e:?}\n{sip}"));
+    m.view()
+        .values(h)
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        .collect()
+}
+
+/// The answer of the far end to `req` (its Vias, From, To with a tag, Call-ID, CSeq), with
+/// `extra` header lines.
+fn answer(req: &str, code: u16, extra: &str) -> String {
+    let m = Message::parse(req.as_bytes()).unwrap();
+    let mut out = vec![0u8; 4096];
+    let n =
+        rules::build_response(m.view(), code, "X", b"far", &[extra.as_bytes()], &mut out).unwrap();
+    String::from_utf8(out[..n].to_vec()).unwrap()
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.46.0.6\r\ns=-\r\nc=IN IP4 10.46.0.6\r\nt=0 0\r\nm=audio 49152 RTP/AVP 116\r\na=rtpmap:116 AMR-WB/16000\r\n";
+
+/// A's INVITE to Bob over SA1, as a phone writes it (our address and port-s pre-loaded).
+fn invite() -> String {
+    format!(
+        "INVITE sip:bob@ims.example.net SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKinv1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.46.0.1:5103;lr>\r\n\
+         From: <sip:alice@ims.example.net>;tag=a1\r\n\
+         To: <sip:bob@ims.example.net>\r\n\
+         Call-ID: call-1@10.46.0.6\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@10.46.0.6:7005>\r\n\
+         P-Preferred-Identity: <sip:alice@ims.example.net>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    )
+}
+
+/// A request of A inside the call, with `route` as its Route header value.
+fn in_dialog(method: &str, cseq: u32, route: &str) -> String {
+    format!(
+        "{method} sip:bob@10.0.9.9:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK{method}{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: {route}\r\n\
+         From: <sip:alice@ims.example.net>;tag=a1\r\n\
+         To: <sip:bob@ims.example.net>;tag=b1\r\n\
+         Call-ID: call-1@10.46.0.6\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// An originating call up to the UE's 200: the Record-Route the core saw, and the route set the
+/// UE keeps (the 200's Record-Route reversed, RFC 3261 §12.1.2).
+fn originate(r: &mut Rig) -> (Vec<String>, String) {
+    let (src, dst, fwd) = to_core(r, Kind::EspPortC, invite().as_bytes());
+    assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.30:6060")));
+    let rr = values(&fwd, HeaderName::RecordRoute);
+    // the S-CSCF record-routes too, above us; Bob's 200 carries the whole list
+    let extra = format!(
+        "Record-Route: {SCSCF_RR}\r\nRecord-Route: {}\r\nContact: <sip:bob@10.0.9.9:5060>\r\n",
+        rr.join(", ")
+    );
+    let (src, dst, ok) = to_ue(r, answer(&fwd, 200, &extra).as_bytes());
+    assert_eq!((src, dst), (addr("10.46.0.1:5102"), addr("10.46.0.6:7005")));
+    let mut set = values(&ok, HeaderName::RecordRoute);
+    set.reverse();
+    (rr, set.join(", "))
+}
+
+#[test]
+fn an_originating_invite_is_record_routed_with_both_of_our_entries() {
+    let mut r = rig(false);
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let rr = values(&fwd, HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "{fwd}");
+    // the interface the request leaves by on top (RFC 5658): the core-facing entry, then the
+    // UE-facing one naming our UE-side address and port-s
+    assert!(
+        rr[0].starts_with("<sip:10.0.1.10:5060;lr;ftok=2"),
+        "{}",
+        rr[0]
+    );
+    assert!(
+        rr[1].starts_with("<sip:10.46.0.1:5103;lr;ftok=1"),
+        "{}",
+        rr[1]
+    );
+    // the rest is the originating rewrite: the Service-Route, the asserted identity, our Via
+    assert_eq!(
+        values(&fwd, HeaderName::Route),
+        ["<sip:orig@scscf.ims.example.net:6060;lr>"]
+    );
+    assert_eq!(
+        values(&fwd, HeaderName::PAssertedIdentity),
+        ["<sip:alice@ims.example.net>"]
+    );
+    assert_eq!(values(&fwd, HeaderName::Via).len(), 2);
+    assert!(fwd.ends_with(SDP), "the SDP passes untouched");
+}
+
+#[test]
+fn a_call_from_the_ue_sets_up_and_tears_down_over_its_sas() {
+    let mut r = rig(false);
+    let (rr, route_set) = originate(&mut r);
+    // the 200 reached the UE with the Record-Route as the core sent it: ours still name port-s
+    assert!(route_set.starts_with(&rr[1]), "{route_set}");
+    assert!(route_set.ends_with(SCSCF_RR), "{route_set}");
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let req = in_dialog(method, cseq, &route_set);
+        let (src, dst, fwd) = to_core(&mut r, Kind::EspPortC, req.as_bytes());
+        // to the S-CSCF that record-routed the dialog, our entries popped (RFC 3261 §16.4)
+        assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.30:6060")));
+        assert_eq!(values(&fwd, HeaderName::Route), [SCSCF_RR], "{method}");
+        assert_eq!(values(&fwd, HeaderName::Via).len(), 2, "{method}");
+        // inside a dialog the identity is not asserted again (TS 24.229 §5.2.6.3.5)
+        assert!(values(&fwd, HeaderName::PAssertedIdentity).is_empty());
+        assert!(fwd.starts_with(&format!("{method} sip:bob@10.0.9.9:5060 SIP/2.0\r\n")));
+    }
+    let s = r.w.stats();
+    assert_eq!(s.dialog_refused, 0);
+    assert_eq!(s.drops[DropReason::ForeignDialog as usize], 0);
+}
+
+/// A route set that goes around our entries, or whose tokens were altered, or that belongs to
+/// another UE's registration: refused with 403 over the UE's own SA set (an ACK dropped), and
+/// counted; nothing reaches the core.
+#[test]
+fn a_ue_cannot_use_a_route_set_that_is_not_its_own() {
+    let mut r = rig(false);
+    let (_, route_set) = originate(&mut r);
+    let tampered = {
+        // flip one hex digit of the UE-facing entry's tag
+        let at = route_set.find('>').unwrap() - 1;
+        let mut b = route_set.clone().into_bytes();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(b).unwrap()
+    };
+    let first_two_swapped = {
+        let parts: Vec<&str> = route_set.splitn(3, ", ").collect();
+        format!("{}, {}, {}", parts[1], parts[0], parts[2])
+    };
+    let bad = [
+        SCSCF_RR.to_string(),
+        tampered.clone(),
+        first_two_swapped,
+        format!("<sip:10.46.0.1:5103;lr>, {SCSCF_RR}"),
+    ];
+    for (n, route) in bad.iter().enumerate() {
+        let sent = send(
+            &mut r,
+            Kind::EspPortC,
+            in_dialog("BYE", 3, route).as_bytes(),
+        );
+        assert_eq!(sent.len(), 1, "case {n}: {:?}", r.w.stats());
+        assert_eq!(sent[0].0, Side::Ue, "case {n}: answered, not forwarded");
+        let (_, dst, answer) = over_sa2(&r, &sent[0].1);
+        assert_eq!(dst, addr("10.46.0.6:7005"));
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("SIP/2.0 403 "), "case {n}: {answer}");
+        assert_eq!(r.w.stats().dialog_refused, n as u64 + 1);
+    }
+    // an ACK takes no answer: dropped and counted
+    let sent = send(
+        &mut r,
+        Kind::EspPortC,
+        in_dialog("ACK", 1, &tampered).as_bytes(),
+    );
+    assert!(sent.is_empty());
+    assert_eq!(r.w.stats().drops[DropReason::ForeignDialog as usize], 1);
+    // the genuine route set still works
+    to_core(
+        &mut r,
+        Kind::EspPortC,
+        in_dialog("BYE", 4, &route_set).as_bytes(),
+    );
+
+    // the same route set from the same address under another registration: the tokens verify
+    // (same process key) but name another binding
+    let mut other = rig_for(false, 2);
+    let sent = send(
+        &mut other,
+        Kind::EspPortC,
+        in_dialog("BYE", 5, &route_set).as_bytes(),
+    );
+    assert_eq!(sent.len(), 1);
+    let (_, _, answer) = over_sa2(&other, &sent[0].1);
+    assert!(
+        String::from_utf8(answer)
+            .unwrap()
+            .starts_with("SIP/2.0 403 ")
+    );
+    assert_eq!(other.w.stats().dialog_refused, 1);
+}
+
+/// A UE's dialog-creating request that carries a Record-Route of its own is refused (only
+/// proxies record-route, RFC 3261 §16.6 item 4).
+#[test]
+fn an_invite_with_a_record_route_of_the_ues_is_refused() {
+    let mut r = rig(false);
+    let inv = invite().replacen(
+        "Call-ID:",
+        "Record-Route: <sip:192.0.2.66;lr>\r\nCall-ID:",
+        1,
+    );
+    let sent = send(&mut r, Kind::EspPortC, inv.as_bytes());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Side::Ue);
+    let (_, _, answer) = over_sa2(&r, &sent[0].1);
+    assert!(
+        String::from_utf8(answer)
+            .unwrap()
+            .starts_with("SIP/2.0 403 ")
+    );
+    assert_eq!(r.w.stats().dialog_refused, 1);
+}
+
+/// A 200 from the core whose Record-Route lost or altered our entries does not reach the UE.
+#[test]
+fn a_core_answer_with_our_record_route_altered_is_dropped() {
+    let mut r = rig(false);
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let rr = values(&fwd, HeaderName::RecordRoute);
+    let only_ue = format!("Record-Route: {SCSCF_RR}, {}\r\n", rr[1]);
+    let forged = format!(
+        "Record-Route: {}, {}\r\n",
+        rr[0],
+        rr[1].replacen("ftok=1", "ftok=2", 1)
+    );
+    for (n, extra) in [only_ue, forged].iter().enumerate() {
+        let sent = send(&mut r, Kind::Core, answer(&fwd, 200, extra).as_bytes());
+        assert!(sent.is_empty(), "case {n}");
+        assert_eq!(
+            r.w.stats().drops[DropReason::ForeignDialog as usize],
+            n as u64 + 1
+        );
+    }
+}
+
+/// The core's INVITE to the UE (by our Path) with the S-CSCF's Record-Route.
+fn core_invite() -> String {
+    format!(
+        "INVITE sip:alice@10.46.0.6:7005 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKt1\r\n\
+         Max-Forwards: 68\r\n\
+         Route: <sip:term@10.0.1.10:5060;lr>\r\n\
+         Record-Route: {SCSCF_RR}\r\n\
+         From: <sip:bob@ims.example.net>;tag=b9\r\n\
+         To: <sip:alice@ims.example.net>\r\n\
+         Call-ID: call-2@core\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:bob@10.0.9.9:5060>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    )
+}
+
+fn core_in_dialog(method: &str, cseq: u32, route: &str) -> String {
+    format!(
+        "{method} sip:alice@10.46.0.6:7005 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKt{method}{cseq}\r\n\
+         Max-Forwards: 68\r\n\
+         Route: {route}\r\n\
+         From: <sip:bob@ims.example.net>;tag=b9\r\n\
+         To: <sip:alice@ims.example.net>;tag=a9\r\n\
+         Call-ID: call-2@core\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_call_to_the_ue_sets_up_and_tears_down_over_its_sas() {
+    for answered_over in [Kind::EspPortS, Kind::EspPortC] {
+        let mut r = rig(false);
+        let (_, dst, inv) = to_ue(&mut r, core_invite().as_bytes());
+        assert_eq!(dst, addr("10.46.0.6:7005"));
+        // our Path entry popped; our two entries above the S-CSCF's, the UE-facing one on top
+        assert!(values(&inv, HeaderName::Route).is_empty(), "{inv}");
+        let rr = values(&inv, HeaderName::RecordRoute);
+        assert_eq!(rr.len(), 3, "{inv}");
+        assert!(
+            rr[0].starts_with("<sip:10.46.0.1:5103;lr;ftok=1"),
+            "{}",
+            rr[0]
+        );
+        assert!(
+            rr[1].starts_with("<sip:10.0.1.10:5060;lr;ftok=2"),
+            "{}",
+            rr[1]
+        );
+        assert_eq!(rr[2], SCSCF_RR);
+        assert!(inv.ends_with(SDP));
+        // the UE answers with the Record-Route it was given (RFC 3261 §12.1.1)
+        let extra = format!(
+            "Record-Route: {}\r\nContact: <sip:alice@10.46.0.6:7005>\r\n",
+            rr.join(", ")
+        );
+        let (src, dst, ok) = to_core(&mut r, answered_over, answer(&inv, 200, &extra).as_bytes());
+        // back where the request came from (RFC 3581: received, the sent-by port)
+        assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:6060")));
+        assert_eq!(values(&ok, HeaderName::RecordRoute), rr);
+        assert_eq!(values(&ok, HeaderName::Via).len(), 1);
+        // the core's route set: the Record-Route as it is (RFC 3261 §12.1.1)
+        let core_set = format!("{}, {}", rr[1], rr[0]);
+        let (_, dst, bye) = to_ue(&mut r, core_in_dialog("BYE", 2, &core_set).as_bytes());
+        assert_eq!(dst, addr("10.46.0.6:7005"));
+        assert!(values(&bye, HeaderName::Route).is_empty(), "{bye}");
+        assert!(bye.starts_with("BYE sip:alice@10.46.0.6:7005 SIP/2.0\r\n"));
+        // a route set without our core-facing entry is refused back to the core
+        let sent = send(
+            &mut r,
+            Kind::Core,
+            core_in_dialog("BYE", 3, &rr[0]).as_bytes(),
+        );
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Side::Core);
+        let (_, _, refused) = sip_of(&sent[0].1);
+        assert!(refused.starts_with(b"SIP/2.0 403 "));
+        assert_eq!(r.w.stats().dialog_refused, 1);
+    }
+}
+
+/// The UE cannot answer the core's INVITE with a Record-Route of its own making.
+#[test]
+fn a_ue_answer_with_a_foreign_record_route_is_dropped() {
+    let mut r = rig(false);
+    let (_, _, inv) = to_ue(&mut r, core_invite().as_bytes());
+    let rr = values(&inv, HeaderName::RecordRoute);
+    let cases = [
+        format!("Record-Route: <sip:192.0.2.66;lr>, {}\r\n", rr.join(", ")),
+        format!("Record-Route: {}, {}\r\n", rr[1], rr[0]),
+        format!("Record-Route: {SCSCF_RR}\r\n"),
+    ];
+    for (n, extra) in cases.iter().enumerate() {
+        let sent = send(&mut r, Kind::EspPortS, answer(&inv, 200, extra).as_bytes());
+        assert!(sent.is_empty(), "case {n}");
+        assert_eq!(
+            r.w.stats().drops[DropReason::ForeignDialog as usize],
+            n as u64 + 1,
+            "case {n}"
+        );
+    }
+}
+
+/// A whole call through the worker, both ways, allocates nothing per packet: the INVITE, the
+/// 200, the ACK and the BYE from the UE, the core's INVITE and BYE to the UE, the UE's 200, and
+/// a refused BYE (its 403 included).
+#[test]
+fn call_paths_do_not_allocate() {
+    let mut r = rig(false);
+    let (_, route_set) = originate(&mut r);
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let rr = values(&fwd, HeaderName::RecordRoute);
+    let extra = format!(
+        "Record-Route: {SCSCF_RR}\r\nRecord-Route: {}\r\n",
+        rr.join(", ")
+    );
+    let ok = answer(&fwd, 200, &extra);
+    let (_, _, inv) = to_ue(&mut r, core_invite().as_bytes());
+    let trr = values(&inv, HeaderName::RecordRoute);
+    let ue_ok = answer(&inv, 200, &format!("Record-Route: {}\r\n", trr.join(", ")));
+    let core_bye = core_in_dialog("BYE", 2, &format!("{}, {}", trr[1], trr[0]));
+    let before = *r.w.stats();
+    for round in 0..3 {
+        // fresh ESP sequence numbers each round (a replayed packet is dropped)
+        let pkts = [
+            r.packet(Kind::EspPortC, invite().as_bytes()).unwrap(),
+            r.packet(Kind::Core, ok.as_bytes()).unwrap(),
+            r.packet(Kind::EspPortC, in_dialog("ACK", 1, &route_set).as_bytes())
+                .unwrap(),
+            r.packet(Kind::EspPortC, in_dialog("BYE", 2, &route_set).as_bytes())
+                .unwrap(),
+            r.packet(Kind::Core, core_invite().as_bytes()).unwrap(),
+            r.packet(Kind::EspPortS, ue_ok.as_bytes()).unwrap(),
+            r.packet(Kind::Core, core_bye.as_bytes()).unwrap(),
+            r.packet(Kind::EspPortC, in_dialog("BYE", 3, SCSCF_RR).as_bytes())
+                .unwrap(),
+        ];
+        for (side, p) in &pkts {
+            assert!(r.w.io().inject(*side, p));
+        }
+        let n = crate::support::alloc::count();
+        r.w.poll_once();
+        let allocs = crate::support::alloc::count() - n;
+        assert_eq!(allocs, 0, "round {round}: {allocs} allocations in a batch");
+        r.w.io().discard_sent();
+    }
+    let s = r.w.stats();
+    assert_eq!(s.forwarded - before.forwarded, 3 * 7, "{s:?}");
+    assert_eq!(s.dialog_refused - before.dialog_refused, 3);
+    assert_eq!(s.dropped(), before.dropped(), "{s:?}");
+}
+
+/// CANCEL follows its INVITE (RFC 3261 §9.1): the same next hop, the same Route, and the same
+/// branch on our Via (the stateless hash of RFC 3261 §16.11 covers the top Via and Call-ID,
+/// which the CANCEL shares), so the S-CSCF matches it to the INVITE's transaction; it is not
+/// record-routed.
+#[test]
+fn a_cancel_goes_the_way_of_its_invite() {
+    let mut r = rig(false);
+    let (_, inv_dst, inv) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let cancel = "CANCEL sip:bob@ims.example.net SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKinv1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.46.0.1:5103;lr>\r\n\
+         From: <sip:alice@ims.example.net>;tag=a1\r\n\
+         To: <sip:bob@ims.example.net>\r\n\
+         Call-ID: call-1@10.46.0.6\r\n\
+         CSeq: 1 CANCEL\r\n\
+         Content-Length: 0\r\n\r\n";
+    let (_, dst, fwd) = to_core(&mut r, Kind::EspPortC, cancel.as_bytes());
+    assert_eq!(dst, inv_dst);
+    assert_eq!(
+        values(&fwd, HeaderName::Route),
+        values(&inv, HeaderName::Route)
+    );
+    assert_eq!(
+        values(&fwd, HeaderName::Via)[0],
+        values(&inv, HeaderName::Via)[0],
+        "the same branch as the INVITE's"
+    );
+    assert!(values(&fwd, HeaderName::RecordRoute).is_empty());
+}

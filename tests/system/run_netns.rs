@@ -1,0 +1,254 @@
+//! `pcscf run` end to end in three network namespaces (ue — pcscf — core), one test per backend:
+//! SIP from the UE namespace crosses the P-CSCF's workers to the core namespace and the answers
+//! come back; a REGISTER is punted to the registration thread; the counters add up; SIGTERM
+//! stops it cleanly (and detaches XDP); an XDP program left by a killed run does not break the
+//! next start. Needs root and `ip` (CI runs as root); the namespaces are removed afterwards.
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pcscf::lab::{Lab, spawn_in};
+use pcscf::sip::{HeaderName, Message};
+
+fn lab(tag: &str) -> Lab {
+    Lab::new("prun", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"))
+}
+
+fn config(lab: &Lab, backend: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[ue]
+interface = "{}"
+addresses = ["{}"]
+[core]
+interface = "{}"
+address = "{}"
+icscf = "{}:5060"
+hostname = "pcscf.test"
+[dataplane]
+backend = "{backend}"
+workers = [0]
+batch = 32
+ring_size = 512
+frames = 2048
+stateless_relay = true
+[log]
+level = "info"
+"#,
+        lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
+    );
+    let path = std::env::temp_dir().join(format!("{}-{backend}.toml", lab.pcscf));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(lab: &Lab, backend: &str) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pcscf,
+            env!("CARGO_BIN_EXE_pcscf"),
+            "run",
+            "--allow-stateless-relay",
+            "--config",
+        ])
+        .arg(config(lab, backend))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pcscf")
+}
+
+/// The core: answer every request with 200 (Via, From, To, Call-ID, CSeq copied) until `until`.
+fn core_responder(ns: &str, until: Instant, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    spawn_in(ns, move || {
+        let s = UdpSocket::bind("10.212.0.2:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut answered = 0;
+        while Instant::now() < until && !done.load(Ordering::Relaxed) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(m) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            let v = m.view();
+            if v.method().is_none() {
+                continue;
+            }
+            let mut out = [0u8; 4096];
+            let len =
+                pcscf::sip::rules::build_response(v, 200, "OK", b"core", &[], &mut out).unwrap();
+            s.send_to(&out[..len], from).unwrap();
+            answered += 1;
+        }
+        answered
+    })
+}
+
+fn message(i: u32) -> String {
+    format!(
+        "MESSAGE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.211.0.2:5060;branch=z9hG4bK-{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.test>;tag=a{i}\r\nTo: <sip:bob@ims.test>\r\nCall-ID: call-{i}@10.211.0.2\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+    )
+}
+
+const REGISTER: &[u8] = include_bytes!("../data/ims/register1_v4.sip");
+
+/// The UE: send `n` MESSAGEs, each until its 200 comes back (the P-CSCF may still be starting),
+/// then one REGISTER. Returns how many got their 200.
+fn ue_client(ns: &str, n: u32, deadline: Instant) -> std::thread::JoinHandle<u32> {
+    spawn_in(ns, move || {
+        let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
+        let mut ok = 0;
+        let mut buf = [0u8; 4096];
+        'msgs: for i in 0..n {
+            while Instant::now() < deadline {
+                s.send_to(message(i).as_bytes(), pcscf).unwrap();
+                let Ok((len, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                assert_eq!(from, pcscf, "answers come from the P-CSCF");
+                let m = Message::parse_strict(&buf[..len]).expect("a valid SIP response");
+                let v = m.view();
+                if v.status() == Some(200)
+                    && v.header(HeaderName::CallId)
+                        == Some(format!("call-{i}@10.211.0.2").as_bytes())
+                {
+                    // our Via was removed on the way back: only the UE's remains
+                    assert_eq!(v.values(HeaderName::Via).count(), 1);
+                    ok += 1;
+                    continue 'msgs;
+                }
+            }
+            break;
+        }
+        s.send_to(REGISTER, pcscf).unwrap();
+        ok
+    })
+}
+
+fn stop(mut child: Child) -> String {
+    // SAFETY: kill(2) on the child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pcscf did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "pcscf exited with {status}:\n{err}");
+    err
+}
+
+fn counter(report: &str, name: &str) -> u64 {
+    report
+        .split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{report}"))
+}
+
+fn relay_through(backend: &str, tag: &str) {
+    let lab = lab(tag);
+    let child = start(&lab, backend);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = Arc::new(AtomicBool::new(false));
+    let core = core_responder(&lab.core, deadline, done.clone());
+    let n = 20;
+    let ok = ue_client(&lab.ue, n, deadline).join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300)); // let the REGISTER reach the punt queue
+    let report = stop(child);
+    let _ = core.join();
+    assert_eq!(
+        ok, n,
+        "all MESSAGEs answered through the {backend} backend:\n{report}"
+    );
+    let fwd = counter(&report, "forwarded");
+    assert!(
+        fwd >= 2 * n as u64,
+        "requests and responses forwarded ({fwd}):\n{report}"
+    );
+    assert!(
+        counter(&report, "punted") >= 1,
+        "the REGISTER was punted:\n{report}"
+    );
+    assert!(
+        counter(&report, "rx") >= counter(&report, "forwarded"),
+        "{report}"
+    );
+    assert!(
+        !lab.xdp_attached(),
+        "no XDP program left after a clean stop"
+    );
+}
+
+#[test]
+fn run_socket_backend() {
+    relay_through("socket", "us");
+}
+
+#[test]
+fn run_afpacket_backend() {
+    relay_through("afpacket", "up");
+}
+
+#[test]
+fn run_xdp_backend() {
+    relay_through("xdp", "ux");
+}
+
+#[test]
+fn xdp_left_by_a_killed_run_is_replaced() {
+    let lab = lab("uk");
+    let mut first = start(&lab, "xdp");
+    // wait until it attached, then kill it hard: the program stays attached
+    let t = Instant::now();
+    while !lab.xdp_attached() {
+        assert!(t.elapsed() < Duration::from_secs(10), "XDP never attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert!(
+        lab.xdp_attached(),
+        "a killed run leaves its program (as a crash would)"
+    );
+    let child = start(&lab, "xdp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = Arc::new(AtomicBool::new(false));
+    let core = core_responder(&lab.core, deadline, done.clone());
+    let ok = ue_client(&lab.ue, 3, deadline).join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let report = stop(child);
+    let _ = core.join();
+    assert_eq!(ok, 3, "{report}");
+    assert!(
+        report.contains("replaced a stale pcscf XDP program"),
+        "{report}"
+    );
+    assert!(!lab.xdp_attached());
+}
