@@ -10,7 +10,6 @@ use pcscf::io::Side;
 use pcscf::sip::rules;
 use pcscf::sip::{HeaderName, Message};
 
-
 use crate::support::worker::{Kind, Rig, addr, rig, rig_for};
 
 /// The S-CSCF's own Record-Route entry (it record-routes every dialog it serves).
