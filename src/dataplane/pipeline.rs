@@ -32,7 +32,7 @@ use crate::sip::Index;
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::flow::{Flow, FlowKey};
 use crate::sip::rules::{self, DialogError, OurEntries, ProxyIdentity, RequestKind};
-use crate::sip::{Editor, HeaderName, OwnUris, View};
+use crate::sip::{Editor, HeaderName, Keep, OwnUris, View};
 use crate::wire;
 
 /// What a worker needs to know about the deployment; built once from the configuration.
@@ -111,6 +111,15 @@ fn branch_key() -> &'static BranchKey {
     static KEY: std::sync::OnceLock<BranchKey> = std::sync::OnceLock::new();
     KEY.get_or_init(BranchKey::random)
 }
+
+/// What the layers below SIP write around a message the pipeline edited, which its edits must
+/// leave room for: in front, an IPv6 header, UDP and (toward a UE) the ESP header with the
+/// longest IV of our suites (RFC 4303 §2: AES-CBC's 16 bytes); behind, ESP's padding (at most
+/// 15 with a 16-byte block), Pad Length, Next Header and the longest ICV (16).
+const LOWER_LAYERS: Keep = Keep {
+    head: wire::ip::IPV6_HEADER_LEN + wire::udp::HEADER_LEN + crate::esp::ESP_HEADER_LEN + 16,
+    tail: 15 + 2 + 16,
+};
 
 /// The flow-token key of this process: the Record-Route entries any worker writes verify on
 /// every worker (drawn once from the OS; no lock after that).
@@ -477,7 +486,7 @@ impl Pipeline {
         };
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
-        let mut ed = Editor::from_index(frame, idx);
+        let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
         if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, pai, reg.route()).is_err()
         {
             return Verdict::Drop(DropReason::NoRoom);
@@ -516,7 +525,7 @@ impl Pipeline {
     ) -> Verdict<'g> {
         let is_ack = idx.view(frame).is_method(b"ACK");
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         let refused = match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToCore)
         {
             Ok(r) if r.flow.is_of(e.binding(), e.ue_addr()) => None,
@@ -598,7 +607,7 @@ impl Pipeline {
         let branch = self.key.seal(Dir::ToCore, 0, port, hash, m.src.ip(), NO_UE);
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
-        let mut ed = Editor::from_index(frame, idx);
+        let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
         // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
         // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
         // other Routes stay, as a stateless proxy's would.)
@@ -699,7 +708,7 @@ impl Pipeline {
         let me = self.identity(sent_by);
         // the index already describes this frame: edit with it, no second parse
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if kind == Some(RequestKind::InDialog) {
             // RFC 3261 §12.2, TS 24.229 §5.2.6.4 [spec-m]: the core's request inside a dialog
             // comes by our core-facing entry; both of ours are popped, and their token must
@@ -755,7 +764,7 @@ impl Pipeline {
     ) -> Verdict<'g> {
         let key = self.key;
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }
@@ -847,7 +856,7 @@ impl Pipeline {
             }
         }
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx);
+        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }

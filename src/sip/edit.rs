@@ -45,6 +45,16 @@ impl std::error::Error for EditError {}
 pub struct Editor<'b> {
     buf: &'b mut [u8],
     idx: Index,
+    /// Headroom and tailroom no edit may use: what the lower layers write around the message
+    /// once it is edited (IP and UDP headers, ESP header, IV, padding and ICV).
+    keep: Keep,
+}
+
+/// Room an [`Editor`] leaves free around the message ([`Editor::keeping`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub head: usize,
+    pub tail: usize,
 }
 
 impl fmt::Debug for Editor<'_> {
@@ -67,12 +77,28 @@ impl<'b> Editor<'b> {
     /// Parse the message in `buf[start..end]`; the rest of `buf` is headroom and tailroom.
     pub fn new(buf: &'b mut [u8], start: usize, end: usize) -> Result<Editor<'b>, ParseError> {
         let idx = Index::parse(buf, start, end)?;
-        Ok(Editor { buf, idx })
+        Ok(Editor {
+            buf,
+            idx,
+            keep: Keep::default(),
+        })
     }
 
     /// Take an index the caller already built over `buf`.
     pub fn from_index(buf: &'b mut [u8], idx: Index) -> Editor<'b> {
-        Editor { buf, idx }
+        Editor {
+            buf,
+            idx,
+            keep: Keep::default(),
+        }
+    }
+
+    /// Leave `keep` free before and after the message: an edit that would need it fails with
+    /// [`EditError::NoRoom`] (the message then still fits its frame with the headers the
+    /// lower layers add, rather than being edited into a frame it can no longer leave).
+    pub fn keeping(mut self, keep: Keep) -> Editor<'b> {
+        self.keep = keep;
+        self
     }
 
     #[inline]
@@ -116,8 +142,8 @@ impl<'b> Editor<'b> {
         let head_len = at - start;
         let tail_len = end - (at + len);
         let grow = delta.max(0) as usize;
-        let can_head = start >= grow;
-        let can_tail = self.buf.len() - end >= grow;
+        let can_head = start >= grow + self.keep.head;
+        let can_tail = self.buf.len() - end >= grow + self.keep.tail;
         let head_moved = match (can_head, can_tail) {
             _ if delta == 0 => false,
             (true, true) => head_len < tail_len,

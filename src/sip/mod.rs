@@ -41,7 +41,7 @@ pub mod rules;
 mod validate;
 mod write;
 
-pub use edit::{EditError, Editor};
+pub use edit::{EditError, Editor, Keep};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
 pub use write::Writer;
