@@ -656,7 +656,7 @@ impl Pipeline {
 
     /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
     /// over the UE's SA2 — our port-c to the port-s of the registered contact — with our Route
-    /// popped and our UE-side Via on top. Anything else goes to the registration thread.
+    /// popped and our UE-side Via on top; one for a UE with no SA set is answered 404 or 480.
     fn request_to_ue<'g>(
         &mut self,
         frame: &mut [u8],
@@ -673,10 +673,15 @@ impl Pipeline {
                 None => Verdict::Drop(DropReason::ToUs),
             };
         }
-        let target = rules::request_uri_addr(view);
-        let entry = target.and_then(|t| sas.and_then(|g| g.outbound_any(t.ip(), t.port())));
-        let (Some(target), Some(e)) = (target, entry) else {
-            return self.punt(frame, &m);
+        // RFC 3261 §16.5: a proxy with no target for a request answers it. The core reaches a
+        // UE by the contact it registered (an IP literal, TS 24.229 §5.2.6.4): a Request-URI
+        // that is none is not a UE we serve (404); a contact with no SA set now is a UE that
+        // is no longer (or not yet) reachable here (480). An ACK takes no answer.
+        let Some(target) = rules::request_uri_addr(view) else {
+            return self.no_such_ue(view, &m, (404, "Not Found"));
+        };
+        let Some(e) = sas.and_then(|g| g.outbound_any(target.ip(), target.port())) else {
+            return self.no_such_ue(view, &m, (480, "Temporarily Unavailable"));
         };
         if rules::max_forwards_exhausted(view) {
             return Verdict::Drop(DropReason::TooManyHops);
@@ -941,6 +946,16 @@ impl Pipeline {
             len,
             over: None,
         })
+    }
+
+    /// Answer a request from the core for a UE we cannot reach (`request_to_ue`), counted in
+    /// `ue_unreachable`; an ACK is dropped as [`DropReason::NotRegistered`].
+    fn no_such_ue<'g>(&mut self, view: View<'_>, m: &InFrame, status: (u16, &str)) -> Verdict<'g> {
+        if view.is_method(b"ACK") {
+            return Verdict::Drop(DropReason::NotRegistered);
+        }
+        self.stats.ue_unreachable += 1;
+        self.reply(view, m, status, b"", None)
     }
 
     /// The verdict for a packet re-addressed and ESP-protected in its own frame.

@@ -46,7 +46,8 @@ pub enum DropReason {
     NotOurVia,
     /// No headroom/tailroom or frame for a rewrite.
     NoRoom,
-    /// A request over an SA whose UE is not (yet) registered.
+    /// A request over an SA whose UE is not (yet) registered, or an ACK from the core for a UE
+    /// with no SA set (other such requests are answered: `WorkerStats::ue_unreachable`).
     NotRegistered,
     /// Received packets bigger than a frame (a jumbo-MTU link), dropped by the backend before
     /// the worker saw them (the backend's `IoStats::rx_oversize`).
@@ -147,6 +148,10 @@ pub struct WorkerStats {
     /// (also counted in `replied`; an ACK or a response refused so is a
     /// [`DropReason::ForeignDialog`] drop).
     pub dialog_refused: u64,
+    /// Requests from the core for a UE we cannot reach, answered 404 (the Request-URI is no
+    /// contact address) or 480 (no SA set at that contact; RFC 3261 §16.5); also counted in
+    /// `replied` (an ACK so is a [`DropReason::NotRegistered`] drop).
+    pub ue_unreachable: u64,
     /// Messages the registration thread had this worker send, and those it could not (no
     /// frame, no outbound SA); kept apart from `drops`, which count received packets.
     pub injected: u64,
@@ -178,6 +183,7 @@ impl WorkerStats {
         self.punted += o.punted;
         self.replied += o.replied;
         self.dialog_refused += o.dialog_refused;
+        self.ue_unreachable += o.ue_unreachable;
         self.injected += o.injected;
         self.inject_dropped += o.inject_dropped;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
@@ -203,6 +209,7 @@ impl WorkerStats {
         c("punted_packets", self.punted);
         c("replied_packets", self.replied);
         c("dialog_refused_requests", self.dialog_refused);
+        c("ue_unreachable_requests", self.ue_unreachable);
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
@@ -221,7 +228,7 @@ impl WorkerStats {
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
 #[derive(Debug)]
 pub struct SharedStats {
-    fields: [AtomicU64; 14 + DROP_REASONS],
+    fields: [AtomicU64; 15 + DROP_REASONS],
     /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
     /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
     latency: Mutex<Histogram<u64>>,
@@ -230,7 +237,7 @@ pub struct SharedStats {
 impl Default for SharedStats {
     fn default() -> Self {
         SharedStats {
-            fields: Default::default(),
+            fields: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: Mutex::new(new_histogram()),
         }
     }
@@ -253,6 +260,7 @@ impl SharedStats {
             s.injected,
             s.inject_dropped,
             s.dialog_refused,
+            s.ue_unreachable,
         ];
         for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
             f.store(*v, Ordering::Relaxed);
@@ -298,10 +306,11 @@ impl SharedStats {
             injected: v(11),
             inject_dropped: v(12),
             dialog_refused: v(13),
+            ue_unreachable: v(14),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {
-            *d = v(14 + i);
+            *d = v(15 + i);
         }
         s
     }

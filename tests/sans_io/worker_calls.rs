@@ -528,3 +528,44 @@ fn big_invites_are_edited_without_eating_the_lower_layers_room() {
     }
     assert_eq!(r.w.stats().dropped(), 0);
 }
+
+/// RFC 3261 §16.5: a request from the core for a UE we cannot reach is answered from our core
+/// address — 480 for a contact with no SA set (expired, de-registered, never registered here),
+/// 404 for a Request-URI that is no contact address — and counted; an ACK is dropped. None of
+/// them reaches the registration thread.
+#[test]
+fn a_request_for_a_ue_we_cannot_reach_is_answered_480_or_404() {
+    let mut r = rig(false);
+    let cases = [
+        ("sip:alice@10.46.0.6:7005", "sip:alice@10.46.0.99:7005", 480),
+        ("sip:alice@10.46.0.6:7005", "sip:alice@10.46.0.6:7777", 480),
+        (
+            "sip:alice@10.46.0.6:7005",
+            "sip:alice@[fd00:46::99]:7005",
+            480,
+        ),
+        ("sip:alice@10.46.0.6:7005", "sip:alice@ims.example.net", 404),
+        ("sip:alice@10.46.0.6:7005", "tel:+15550100", 404),
+    ];
+    for (n, (from, to, code)) in cases.into_iter().enumerate() {
+        let inv = core_invite().replacen(from, to, 1);
+        let sent = send(&mut r, Kind::Core, inv.as_bytes());
+        assert_eq!(sent.len(), 1, "{to}: {:?}", r.w.stats());
+        assert_eq!(sent[0].0, Side::Core);
+        let (src, dst, ans) = sip_of(&sent[0].1);
+        assert_eq!((src, dst), (addr("10.0.1.10:5060"), addr("10.0.1.20:5060")));
+        let ans = String::from_utf8(ans).unwrap();
+        assert!(ans.starts_with(&format!("SIP/2.0 {code} ")), "{to}: {ans}");
+        assert_eq!(
+            values(&ans, HeaderName::Via),
+            ["SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKt1"]
+        );
+        assert_eq!(r.w.stats().ue_unreachable, n as u64 + 1);
+    }
+    let ack = core_in_dialog("ACK", 1, "<sip:10.0.1.10:5060;lr>")
+        .replace("10.46.0.6:7005", "10.46.0.99:7005");
+    assert!(send(&mut r, Kind::Core, ack.as_bytes()).is_empty());
+    let s = r.w.stats();
+    assert_eq!(s.drops[DropReason::NotRegistered as usize], 1);
+    assert_eq!((s.punted, s.ue_unreachable, s.replied), (0, 5, 5));
+}
