@@ -798,7 +798,7 @@ fn challenge_401(w: &mut World, fwd: &[u8]) -> Vec<Outgoing> {
     )
 }
 
-/// Item 2: a protected REGISTER over UE A's SA naming another IMPI gets 403 over the SA and
+/// A protected REGISTER over UE A's SA naming another IMPI gets 403 over the SA and
 /// nothing reaches the core.
 #[test]
 fn protected_register_with_another_impi_is_refused() {
@@ -832,7 +832,7 @@ fn protected_register_with_another_impi_is_refused() {
     w.reg.check_sa_invariants().unwrap();
 }
 
-/// Item 6: a 401 to a protected re-REGISTER, twice, and 401s without keys: no SA slot leaks.
+/// A 401 to a protected re-REGISTER, twice, and 401s without keys: no SA slot leaks.
 #[test]
 fn challenges_never_leak_sa_slots() {
     let mut w = world();
@@ -887,7 +887,7 @@ fn challenges_never_leak_sa_slots() {
     assert_eq!(w.reg.sa_table_stats().inbound_used, 0);
 }
 
-/// Item 10: an attacker's unprotected REGISTER naming the victim's IMPI during the victim's
+/// An attacker's unprotected REGISTER naming the victim's IMPI during the victim's
 /// registration neither replaces nor steals the victim's temporary set: the victim's 200 goes
 /// over the victim's own set.
 #[test]
@@ -1001,7 +1001,7 @@ fn no_room_for_an_sa_set_is_a_503_not_silence() {
     w.reg.check_sa_invariants().unwrap();
 }
 
-/// Item 11: an unprotected REGISTER with the victim's (spoofed) address and ports does not
+/// An unprotected REGISTER with the victim's (spoofed) address and ports does not
 /// replace or later delete the victim's outbound SAs.
 #[test]
 fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
@@ -1048,7 +1048,7 @@ fn spoofed_victim_ports_do_not_touch_its_outbound_sas() {
     w.reg.check_sa_invariants().unwrap();
 }
 
-/// Item 18: a 200 without P-Associated-URI asserts no identity made from UE text; after a
+/// A 200 without P-Associated-URI asserts no identity made from UE text; after a
 /// de-registration no set asserts the identity, at once.
 #[test]
 fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
@@ -1138,7 +1138,7 @@ fn no_identity_without_p_associated_uri_and_none_after_deregistration() {
     }
 }
 
-/// Item 8 (part): a final response from another address than the REGISTER went to is ignored.
+/// A final response from another address than the REGISTER went to is ignored.
 #[test]
 fn a_response_from_elsewhere_is_ignored() {
     let mut w = world();
@@ -1248,7 +1248,7 @@ fn security_client_with_equal_spis_gets_no_sa_set() {
     w.reg.check_sa_invariants().unwrap();
 }
 
-/// Item 9: a forged integrity-protected never reaches the core: the forwarded REGISTER has
+/// A forged integrity-protected never reaches the core: the forwarded REGISTER has
 /// exactly one Authorization, rebuilt, with exactly one integrity-protected (ours); shapes we
 /// cannot read exactly are refused with 400.
 #[test]
@@ -1313,7 +1313,7 @@ fn forged_integrity_protected_never_reaches_the_core() {
     }
 }
 
-/// Item 13: a small spoofed REGISTER gets no answer larger than itself (no amplification), and
+/// A small spoofed REGISTER gets no answer larger than itself (no amplification), and
 /// the cache of completed transactions is capped, evictions counted.
 #[test]
 fn no_amplification_and_a_capped_completed_cache() {
@@ -1380,7 +1380,7 @@ fn no_amplification_and_a_capped_completed_cache() {
     assert_eq!(w.reg.stats.retransmissions, 1);
 }
 
-/// Item 8: the UE does not choose its home network: an IP-literal Request-URI is refused, and
+/// The UE does not choose its home network: an IP-literal Request-URI is refused, and
 /// with `home_domains` set so is any domain not in it; a listed one (any case) goes on.
 #[test]
 fn only_served_home_domains_are_forwarded() {

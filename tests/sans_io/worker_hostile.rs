@@ -51,7 +51,7 @@ fn fat_request(line: &str, size: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Item 1: a ~3.4 KB request whose 403 (compact Via names expanded to `Via: `) or 400 (many
+/// A ~3.4 KB request whose 403 (compact Via names expanded to `Via: `) or 400 (many
 /// Call-IDs expanded) is longer than what the frame holds after its headroom.
 #[test]
 fn error_response_that_outgrows_the_frame_is_dropped_and_counted() {
@@ -83,7 +83,7 @@ fn error_response_that_fits_still_goes_back() {
     assert_eq!(w.stats().replied, 1);
 }
 
-// ---- Item 4: responses are not steered by what a UE writes (RFC 3261 §18.1.2) ----
+// ---- Responses are not steered by what a UE writes (RFC 3261 §18.1.2) ----
 
 use crate::support::worker::{Kind, Rig, rig};
 use pcscf::esp::{Sa, SaOptions};

@@ -255,7 +255,7 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
     let me = SocketAddr::new(ATTACKER.into(), 5060);
     let uri = format!("sip:{REALM}");
 
-    // Item 10/6: challenges for a victim's IMPI from four forged addresses, before the victim
+    // Challenges for a victim's IMPI from four forged addresses, before the victim
     // (the last honest UE, which starts late) registers: they must not lock it out.
     let victim = honest_impi(HONEST - 1);
     for k in 0..4u8 {
@@ -271,7 +271,7 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
     }
     log.push("4 spoofed challenges for the last honest UE's IMPI".into());
 
-    // Item 2: a protected REGISTER naming another subscriber, de-registering them: 403.
+    // A protected REGISTER naming another subscriber, de-registering them: 403.
     let other = honest_impi(1);
     let dereg = register(
         &uri,
@@ -300,15 +300,15 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
     broken[last] ^= 0x5a;
     rawip::send_ip(&a.tx, &broken, PCSCF);
 
-    // Item 4: a response over our SA whose top Via is not the P-CSCF's.
+    // A response over our SA whose top Via is not the P-CSCF's.
     a.send_protected(&steer_response());
 
-    // Item 1: an answer that outgrows its frame.
+    // An answer that outgrows its frame.
     if let Some(c) = a.plain(&fat_plain_message(), Duration::from_millis(300)) {
         return Err(format!("the 3.8 KB request was answered ({c})"));
     }
 
-    // Item 8: an IP address, and domains we do not serve, as the home network: 403 each.
+    // An IP address, and domains we do not serve, as the home network: 403 each.
     for (k, ruri) in ["sip:192.0.2.99".to_string()]
         .into_iter()
         .chain((0..5).map(|k| format!("sip:rnd{k}.attacker.example")))
@@ -322,7 +322,7 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
     }
     log.push("6 foreign home networks: 403".into());
 
-    // Item 9: a forged integrity-protected in a second Authorization, and an unterminated
+    // A forged integrity-protected in a second Authorization, and an unterminated
     // quote: 400 / 403, nothing forwarded.
     let two = format!(
         "{}Authorization: Digest username=\"{IMPI}\",integrity-protected=\"yes\"\r\n",
@@ -339,7 +339,7 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
         }
     }
 
-    // Item 13: a small REGISTER whose 494 would be larger than it: not answered.
+    // A small REGISTER whose 494 would be larger than it: not answered.
     let small = format!(
         "REGISTER sip:{REALM} SIP/2.0\r\nv:SIP/2.0/UDP {me};branch=z9hG4bKs\r\nf:<sip:{IMPI}>;tag=1\r\nt:<sip:{IMPI}>\r\ni:small\r\nCSeq:1 REGISTER\r\nl:0\r\n\r\n"
     );
@@ -349,7 +349,7 @@ fn attack(a: &mut Attacker, deadline: Instant) -> Result<Vec<String>, String> {
         ));
     }
 
-    // Item 7: one IMPI's flood (14 REGISTERs, each for an IP literal, so what passes the
+    // One IMPI's flood (14 REGISTERs, each for an IP literal, so what passes the
     // limit is refused as not-home, never forwarded): 4 over the per-IMPI burst.
     for k in 0..14 {
         let r = register(

@@ -1,4 +1,4 @@
-//! Issue 11 proven by stacks we did not write: SIPp as the UE (`tests/sipp/ue_register.xml`:
+//! Real phones' REGISTER, proven by stacks we did not write: SIPp as the UE (`tests/sipp/ue_register.xml`:
 //! Digest AKAv1-MD5 with its own K/OP/AMF, `Route: <sip:10.211.0.1:5060;lr>` on the first
 //! REGISTER and `<sip:10.211.0.1:PORT_S;lr>` on the protected one) registers through
 //! `pcscf run` (AF_XDP) to SIPp as the I-CSCF/S-CSCF (`tests/sipp/scscf_uas.xml`), which fails
