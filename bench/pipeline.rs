@@ -28,7 +28,7 @@ use pcscf::dataplane::{
 };
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::{FRAME_SIZE, HEADROOM, MemIo, Side};
-use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetState};
+use pcscf::satable::{EntryMeta, Registration, SaReader, SaWriter, SetPorts, SetState};
 use pcscf::sip::branch::{Branch, BranchKey, Dir};
 use pcscf::sip::rules::{self, ProxyIdentity};
 use pcscf::sip::{Editor, HeaderName, Index, Message};
@@ -137,6 +137,7 @@ fn meta(ue_port: u16, local_port: u16) -> EntryMeta {
         ue_addr: ip(UE_IP),
         ue_port,
         local_port,
+        ports: SetPorts { c: 5102, s: 5103 },
         binding: 1,
         state: SetState::New,
     }

@@ -8,7 +8,7 @@
 
 use divan::Bencher;
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::satable::{EntryMeta, SaReader, SaTableConfig, SaWriter, SetState, sa_table};
+use pcscf::satable::{EntryMeta, SaReader, SaTableConfig, SaWriter, SetPorts, SetState, sa_table};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -37,6 +37,10 @@ fn meta(ip: IpAddr, port: u16, lport: u16) -> EntryMeta {
         ue_addr: ip,
         ue_port: port,
         local_port: lport,
+        ports: SetPorts {
+            c: lport & !1,
+            s: lport | 1,
+        },
         binding: 1,
         state: SetState::New,
     }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::{MemIo, Side};
-use pcscf::satable::{EntryMeta, Registration, SetState};
+use pcscf::satable::{EntryMeta, Registration, SetPorts, SetState};
 use pcscf::sip::{HeaderName, Message};
 
 #[path = "fixtures.rs"]
@@ -186,6 +186,7 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         ue_addr: ue,
         ue_port,
         local_port,
+        ports: SetPorts { c: 5102, s: 5103 },
         binding: 1,
         state: SetState::New,
     };

@@ -232,8 +232,10 @@ pub struct EntryMeta {
     pub ue_addr: IpAddr,
     /// The UE's port (port_uc or port_us).
     pub ue_port: u16,
-    /// Our port (port_ps or port_pc).
+    /// Our port (port_ps or port_pc: one of `ports`).
     pub local_port: u16,
+    /// Both of our protected ports of the SA set this SA belongs to.
+    pub ports: SetPorts,
     /// The control plane's registration id.
     pub binding: u64,
     /// Temporary / new / old.
@@ -324,9 +326,13 @@ impl Registration {
 #[repr(C)]
 pub struct Entry {
     ue_addr: IpAddr,
-    spi: u32,
+    /// Whether our port of this SA is the set's port-s (else its port-c): with both ports
+    /// kept, the entry stays one 64-byte cache line.
+    at_port_s: bool,
     ue_port: u16,
-    local_port: u16,
+    spi: u32,
+    port_c: u16,
+    port_s: u16,
     dir: Direction,
     state: SetState,
     sa: Arc<Sa>,
@@ -342,7 +348,8 @@ impl fmt::Debug for Entry {
             .field("spi", &format_args!("{:#010x}", self.spi))
             .field("dir", &self.dir)
             .field("ue", &(self.ue_addr, self.ue_port))
-            .field("local_port", &self.local_port)
+            .field("local_port", &self.local_port())
+            .field("ports", &(self.port_c, self.port_s))
             .field("binding", &self.binding)
             .field("state", &self.state)
             .finish_non_exhaustive()
@@ -359,7 +366,14 @@ impl Entry {
             check: 0,
             ue_addr: m.ue_addr,
             ue_port: m.ue_port,
-            local_port: m.local_port,
+            at_port_s: m.local_port == m.ports.s && m.ports.s != m.ports.c,
+            // `local_port` is one of the set's ports; taken as port-c when it is neither
+            port_c: if m.local_port == m.ports.s {
+                m.ports.c
+            } else {
+                m.local_port
+            },
+            port_s: m.ports.s,
             dir,
             state: m.state,
         };
@@ -400,9 +414,14 @@ impl Entry {
             IpAddr::V6(a) => u128::from(a),
         };
         let a = fold(addr as u64 ^ CHECK_KEY, (addr >> 64) as u64 ^ self.binding);
-        let b =
-            u64::from(self.spi) | u64::from(self.ue_port) << 32 | u64::from(self.local_port) << 48;
-        let c = u64::from(self.dir as u8) | u64::from(self.state as u8) << 8;
+        let b = u64::from(self.spi)
+            | u64::from(self.ue_port) << 32
+            | u64::from(self.local_port()) << 48;
+        let c = u64::from(self.dir as u8)
+            | u64::from(self.state as u8) << 8
+            | u64::from(self.at_port_s) << 15
+            | u64::from(self.port_c) << 16
+            | u64::from(self.port_s) << 32;
         fold(a ^ b, c ^ CHECK_KEY) ^ 1
     }
 
@@ -429,7 +448,22 @@ impl Entry {
     /// Our port.
     #[inline]
     pub fn local_port(&self) -> u16 {
-        self.local_port
+        if self.at_port_s {
+            self.port_s
+        } else {
+            self.port_c
+        }
+    }
+    /// Our port-c of this SA's set (where our Via names us toward the UE).
+    #[inline]
+    pub fn port_c(&self) -> u16 {
+        self.port_c
+    }
+    /// Our port-s of this SA's set (where the UE sends its requests, and the port our
+    /// UE-facing Record-Route entry names).
+    #[inline]
+    pub fn port_s(&self) -> u16 {
+        self.port_s
     }
     /// In or out.
     #[inline]
@@ -645,18 +679,16 @@ impl fmt::Debug for ReadGuard<'_> {
     }
 }
 
-/// Our protected ports come in pairs: port-s is port-c + 1 (TS 33.203 §7.1 leaves the choice to
-/// the P-CSCF). The registrar allocates pairs by this rule and the workers find a set's other SA
-/// by it; this is its one home.
-#[inline]
-pub const fn port_s_of(port_c: u16) -> u16 {
-    port_c.wrapping_add(1)
-}
-
-/// Our port-c paired with our port-s `port_s` (see [`port_s_of`]).
-#[inline]
-pub const fn port_c_of(port_s: u16) -> u16 {
-    port_s.wrapping_sub(1)
+/// Our two protected ports of one SA set (TS 33.203 §7.1: port_pc and port_ps). Every SA of
+/// the set carries both, so a worker finds the set's other SAs and names our port-s (in our
+/// Record-Route entry) from whichever SA a message used. No arithmetic ties them: a
+/// re-registration's new set keeps the old set's port-s with a new port-c (TS 33.203 §7.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SetPorts {
+    /// Our protected client port (port_pc).
+    pub c: u16,
+    /// Our protected server port (port_ps).
+    pub s: u16,
 }
 
 impl ReadGuard<'_> {
@@ -671,23 +703,18 @@ impl ReadGuard<'_> {
     #[inline]
     pub fn outbound(&self, ue_addr: IpAddr, ue_port: u16, local_port: u16) -> Option<&Entry> {
         self.inner.probe(&ue_addr, ue_port, &self.guard, |e| {
-            e.local_port == local_port
+            e.local_port() == local_port
         })
     }
 
-    /// The outbound SA of the set that an inbound SA (arrived at our `arrived_at` port) belongs
-    /// to, toward the UE's `ue_port`: a response goes back over the set its request came over
-    /// (TS 33.203 §7.1). A request at our port-s (SA1) is answered from our port-c
-    /// ([`port_c_of`]); one at our port-c (SA4) from port-c itself.
+    /// The outbound SA of the set that the inbound SA `inbound` belongs to, toward the UE's
+    /// `ue_port`: a response goes back over the set its request came over (TS 33.203 §7.1),
+    /// from our port-c of that set (SA2), else from the port the request arrived at (SA3).
     #[inline]
-    pub fn outbound_of_set(
-        &self,
-        ue_addr: IpAddr,
-        ue_port: u16,
-        arrived_at: u16,
-    ) -> Option<&Entry> {
-        self.outbound(ue_addr, ue_port, port_c_of(arrived_at))
-            .or_else(|| self.outbound(ue_addr, ue_port, arrived_at))
+    pub fn outbound_of_set(&self, ue_port: u16, inbound: &Entry) -> Option<&Entry> {
+        let ue_addr = inbound.ue_addr;
+        self.outbound(ue_addr, ue_port, inbound.port_c)
+            .or_else(|| self.outbound(ue_addr, ue_port, inbound.local_port()))
     }
 
     /// Some outbound SA towards `ue_addr:ue_port`, whatever our port (the first on the chain).
@@ -1091,7 +1118,7 @@ impl SaWriter {
             let p = bk.b[i].load(Ordering::Relaxed, g);
             // SAFETY: only this writer frees entries.
             match unsafe { p.as_ref() } {
-                Some(e) if e.ue_port == port && e.local_port == lport && e.ue_addr == *addr => {
+                Some(e) if e.ue_port == port && e.local_port() == lport && e.ue_addr == *addr => {
                     return (Some(i), free);
                 }
                 Some(_) => {}

@@ -17,7 +17,7 @@
 #![cfg(crossbeam_loom)]
 
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::satable::{EntryMeta, SaTableConfig, SetState, sa_table};
+use pcscf::satable::{EntryMeta, SaTableConfig, SetPorts, SetState, sa_table};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ fn meta(binding: u64) -> EntryMeta {
         ue_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         ue_port: 6000,
         local_port: 5100,
+        ports: SetPorts { c: 5100, s: 5101 },
         binding,
         state: SetState::Temporary,
     }

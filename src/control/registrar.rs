@@ -37,7 +37,7 @@ use crate::dataplane::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
 use crate::esp::{Sa, SaOptions};
 use crate::io::Side;
-use crate::satable::{EntryMeta, Registration, SaWriter, SetState, port_s_of};
+use crate::satable::{EntryMeta, Registration, SaWriter, SetPorts, SetState};
 use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Message};
@@ -1310,7 +1310,13 @@ impl Registrar {
             ));
             self.remove_set(&t, p.binding);
         }
-        let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer) else {
+        // TS 33.203 §7.4 [spec-m]: a new set negotiated over an existing one keeps that set's
+        // port-s (the UE's dialogs route to it: our Record-Route entry names it).
+        let keep_ps = match p.reply.protection {
+            Protection::Protected { spi } => self.sas_view.pin().inbound(spi).map(|e| e.port_s()),
+            Protection::Plain => None,
+        };
+        let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer, keep_ps) else {
             self.stats.sa_install_failed += 1;
             crate::control::log::event(format_args!(
                 "SA set for {}: no free SPIs or protected port pair: 503",
@@ -1549,26 +1555,43 @@ impl Registrar {
     /// Two of our SPIs and a (port-c, port-s) pair of the protected range whose outbound keys
     /// toward this UE address and ports are free in the whole table: a new set never replaces
     /// an outbound SA of another set or another binding (a spoofed source naming a victim's
-    /// address and ports gets other ports of ours, not the victim's SAs).
-    fn allocate(&mut self, ue: IpAddr, offer: &IpsecOffer) -> Option<(u32, u32, u16, u16)> {
+    /// address and ports gets other ports of ours, not the victim's SAs). With `keep_ps` (a set
+    /// negotiated over an existing one) that port-s is kept and only port-c is new, as long as
+    /// the keys are free (the UE chose a new port-c, TS 33.203 §7.4); else a fresh pair.
+    fn allocate(
+        &mut self,
+        ue: IpAddr,
+        offer: &IpsecOffer,
+        keep_ps: Option<u16>,
+    ) -> Option<(u32, u32, u16, u16)> {
         let (lo, hi) = (
             *self.cfg.protected_ports.start(),
             *self.cfg.protected_ports.end(),
         );
-        let pairs = (hi - lo).div_ceil(2).max(1); // whole (port-c, port-s) pairs in the range
-        // Many UEs share a pair (their SAs differ by address and SPI), but one (address, port)
-        // of a UE must not meet the same port of ours twice.
-        let port_pc = {
+        // Fresh sets take whole pairs (port-c at an even offset of the range, port-s the next
+        // port): many UEs share a pair (their SAs differ by address and SPI), but one
+        // (address, port) of a UE must not meet the same port of ours twice.
+        let pairs = (hi - lo).div_ceil(2).max(1);
+        let (port_pc, port_ps) = {
             let g = self.sas_view.pin();
+            let free = |pc: u16, ps: u16| {
+                pc != ps
+                    && g.outbound(ue, offer.port_s, pc).is_none()
+                    && g.outbound(ue, offer.port_c, ps).is_none()
+            };
             let mut found = None;
-            for _ in 0..pairs {
-                let k = self.next_port % pairs;
-                self.next_port = self.next_port.wrapping_add(1);
-                let pc = lo + 2 * k;
-                if g.outbound(ue, offer.port_s, pc).is_none()
-                    && g.outbound(ue, offer.port_c, port_s_of(pc)).is_none()
-                {
-                    found = Some(pc);
+            for keep in [keep_ps, None] {
+                for _ in 0..pairs {
+                    let k = self.next_port % pairs;
+                    self.next_port = self.next_port.wrapping_add(1);
+                    let pc = lo + 2 * k;
+                    let ps = keep.unwrap_or(pc + 1);
+                    if free(pc, ps) {
+                        found = Some((pc, ps));
+                        break;
+                    }
+                }
+                if found.is_some() || keep.is_none() {
                     break;
                 }
             }
@@ -1584,7 +1607,7 @@ impl Registrar {
                 return None;
             }
         };
-        Some((spi_pc, spi_ps, port_pc, port_s_of(port_pc)))
+        Some((spi_pc, spi_ps, port_pc, port_ps))
     }
 
     /// The four SAs of TS 33.203 §7.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).
@@ -1612,6 +1635,10 @@ impl Registrar {
             ue_addr: set.ue,
             ue_port,
             local_port,
+            ports: SetPorts {
+                c: set.port_pc,
+                s: set.port_ps,
+            },
             binding,
             state: SetState::Temporary,
         };
@@ -2006,7 +2033,7 @@ impl Registrar {
             q: None,
         };
         let (spi_pc, spi_ps, port_pc, port_ps) = self
-            .allocate(ue.addr, &offer)
+            .allocate(ue.addr, &offer, None)
             .ok_or("SA table full (SPIs or ports)")?;
         let set = SaSet {
             ue: ue.addr,

@@ -27,7 +27,7 @@ use crate::dataplane::queue::{Datagram, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::esp::Sa;
 use crate::io::Side;
-use crate::satable::{Entry, ReadGuard, port_c_of, port_s_of};
+use crate::satable::{Entry, ReadGuard};
 use crate::sip::Index;
 use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
 use crate::sip::flow::{Flow, FlowKey};
@@ -247,17 +247,6 @@ impl Pipeline {
         std::mem::take(&mut self.punted)
     }
 
-    /// Our port-s of the SA set that has our protected port `local` (its port-c or port-s):
-    /// pairs start at the range's first port (`satable::port_s_of`).
-    fn port_s_of_set(&self, local: u16) -> u16 {
-        let first = *self.cfg.protected_ports.start();
-        if local.wrapping_sub(first).is_multiple_of(2) {
-            port_s_of(local)
-        } else {
-            local
-        }
-    }
-
     /// Our UE-side address of the same family as `peer`.
     fn our_ue_addr(&self, peer: IpAddr) -> Option<IpAddr> {
         self.ue_host(peer).map(|h| h.addr)
@@ -421,7 +410,7 @@ impl Pipeline {
             };
             // Phones answer from their port-s to our port-c (SA4) or from their port-c to our
             // port-s (SA1): our Via names our port-c either way.
-            let ours = [e.local_port(), port_c_of(e.local_port())];
+            let ours = [e.local_port(), e.port_c()];
             let flow = Flow {
                 binding: e.binding(),
                 ue: e.ue_addr(),
@@ -479,7 +468,7 @@ impl Pipeline {
         let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
         let entries = OurEntries {
             ue_side: match self.our_ue_addr(ue) {
-                Some(a) => SocketAddr::new(a, self.port_s_of_set(e.local_port())),
+                Some(a) => SocketAddr::new(a, e.port_s()),
                 None => return Verdict::Drop(DropReason::NoRoute),
             },
             core_side: self.cfg.via_sent_by.as_bytes(),
@@ -707,7 +696,7 @@ impl Pipeline {
             ue: e.ue_addr(),
         };
         let entries = OurEntries {
-            ue_side: SocketAddr::new(ours, self.port_s_of_set(e.local_port())),
+            ue_side: SocketAddr::new(ours, e.port_s()),
             core_side: self.cfg.via_sent_by.as_bytes(),
         };
         let me = self.identity(sent_by);
@@ -805,7 +794,7 @@ impl Pipeline {
         if !key.verify(&b, Dir::ToCore, ue, ue) {
             return Verdict::Drop(DropReason::NotOurVia);
         }
-        let Some(e) = sas.and_then(|g| g.outbound_of_set(ue, b.port, inb.local_port())) else {
+        let Some(e) = sas.and_then(|g| g.outbound_of_set(b.port, inb)) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(ours) = self.our_ue_addr(ue) else {
@@ -814,7 +803,7 @@ impl Pipeline {
         // A response that sets up a dialog carries the Record-Route we wrote into the request:
         // our entries as we wrote them, for this UE, and the UE-facing one naming our port-s of
         // the set it now goes over (TS 24.229 §5.2.6.3.4 [spec-m]; rules::response_to_ue).
-        let port_s = self.port_s_of_set(e.local_port());
+        let port_s = e.port_s();
         match rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s) {
             Ok(None) => {}
             Ok(Some(flow)) if flow.is_of(inb.binding(), ue) => {}
@@ -895,7 +884,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         };
         let ue = e.ue_addr();
-        let Some(out_sa) = sas.outbound_of_set(ue, port, e.local_port()) else {
+        let Some(out_sa) = sas.outbound_of_set(port, e) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(ours) = self.our_ue_addr(ue) else {

@@ -267,7 +267,7 @@ fn worker_batch_does_not_allocate() {
 mod protected {
     use super::*;
     use pcscf::esp::{Frame, Sa, SaOptions};
-    use pcscf::satable::{EntryMeta, SaTableConfig, SetState, sa_table};
+    use pcscf::satable::{EntryMeta, SaTableConfig, SetPorts, SetState, sa_table};
 
     const CK: [u8; 16] = [0x11; 16];
     const IK: [u8; 16] = [0x22; 16];
@@ -313,6 +313,7 @@ mod protected {
                     ue_addr: "10.46.0.6".parse().unwrap(),
                     ue_port: 7004,
                     local_port: 5103,
+                    ports: SetPorts { c: 5102, s: 5103 },
                     binding: 1,
                     state: SetState::Temporary,
                 },
@@ -381,7 +382,7 @@ mod protected {
 mod inject {
     use super::*;
     use pcscf::esp::{Sa, SaOptions};
-    use pcscf::satable::{EntryMeta, SaTableConfig, SetState, sa_table};
+    use pcscf::satable::{EntryMeta, SaTableConfig, SetPorts, SetState, sa_table};
 
     #[test]
     fn registration_thread_sends_plain_and_over_the_sa() {
@@ -404,6 +405,7 @@ mod inject {
                     ue_addr: "10.46.0.6".parse().unwrap(),
                     ue_port: 7005,
                     local_port: 5102,
+                    ports: SetPorts { c: 5102, s: 5103 },
                     binding: 7,
                     state: SetState::New,
                 },

@@ -481,12 +481,27 @@ fn register(w: &mut World) -> Challenge {
 
 #[test]
 fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
+    re_register_with_new_keys(7006);
+}
+
+/// A UE that keeps its port-c across re-authentication (TS 33.203 §7.4 says new): our port-s
+/// cannot stay (SA3 of both sets would have the same key), so the new set gets a fresh pair.
+#[test]
+fn re_registration_reusing_the_ue_port_c_gets_a_fresh_port_pair() {
+    re_register_with_new_keys(7004);
+}
+
+/// Register, then re-register over the current set with new SPIs and the UE's port-c
+/// `port_uc`; the core re-authenticates (new CK/IK), the new set takes over, the old goes at
+/// its expiry. Our port-s stays when the UE's port-c is new (TS 33.203 §7.4).
+fn re_register_with_new_keys(port_uc: u16) {
     let mut w = world();
     let first = register(&mut w);
     // The UE re-registers over its current SA1 with a new Security-Client (new SPIs and
     // port-c, same port-s) and Security-Verify = the current Security-Server (TS 33.203 §7.4).
-    let new_client =
-        "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=2236;spi-s=2237;port-c=7006;port-s=7005";
+    let new_client = format!(
+        "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=2236;spi-s=2237;port-c={port_uc};port-s=7005"
+    );
     let start = REGISTER1.find("Security-Client:").unwrap();
     let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
     let rereg = format!(
@@ -539,8 +554,15 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         .unwrap();
     assert_ne!(
         mech.port_c, first.port_pc,
-        "the new set gets other ports than the current one"
+        "the new set gets another port-c than the current one"
     );
+    if port_uc == 7004 {
+        assert_ne!(mech.port_s, first.port_ps, "a fresh pair");
+    } else {
+        // TS 33.203 §7.4 [spec-m]: the UE's dialogs route to our port-s (our Record-Route
+        // entry names it), so it stays across the new set
+        assert_eq!(mech.port_s, first.port_ps, "our port-s stays");
+    }
     {
         let g = w.sas.pin();
         assert!(
@@ -549,11 +571,14 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         );
         assert!(g.inbound(first.spi_ps).is_some(), "current set still there");
         assert_eq!(
-            g.outbound("10.46.0.6".parse().unwrap(), 7006, mech.port_s)
+            g.outbound("10.46.0.6".parse().unwrap(), port_uc, mech.port_s)
                 .unwrap()
                 .spi(),
             2236
         );
+        // every SA of the new set knows both of our ports
+        let e = g.inbound(mech.spi_c).unwrap();
+        assert_eq!((e.port_c(), e.port_s()), (mech.port_c, mech.port_s));
     }
     // The UE answers over the new set: Security-Client = its new one, Security-Verify = new.
     let got = w.usim.authenticate_nonce(&nonce).unwrap();
@@ -569,7 +594,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
     let out = w.feed(
         Side::Ue,
         Protection::Protected { spi: mech.spi_s },
-        "10.46.0.6:7006",
+        &format!("10.46.0.6:{port_uc}"),
         &format!("10.46.0.1:{}", mech.port_s),
         reg.as_bytes(),
     );
@@ -579,7 +604,7 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         &out[0].payload,
         200,
         "OK",
-        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=7200\r\n",
     );
     let out = w.feed(
         Side::Core,
@@ -593,7 +618,8 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         addr(&format!("10.46.0.1:{}", mech.port_c)),
         "200 over the new set"
     );
-    // Both sets carry traffic now; the old one goes at its expiry (3600 + 30 s).
+    // Both sets carry traffic now; the old one goes at its expiry (3600 + 30 s), the new one
+    // (registered for 7200 s) stays.
     {
         let g = w.sas.pin();
         assert!(g.inbound(mech.spi_s).is_some() && g.inbound(first.spi_ps).is_some());
@@ -609,7 +635,12 @@ fn re_registration_with_a_new_sa_set_keeps_the_old_one_until_it_expires() {
         g.outbound("10.46.0.6".parse().unwrap(), 7005, first.port_pc)
             .is_none()
     );
-    // (the new set's lifetime is max(old, new expiry + 30 s): it expires at the same moment here)
+    // the new set stays whole, also where it shares our port-s with the old one
+    assert!(g.inbound(mech.spi_s).is_some() && g.inbound(mech.spi_c).is_some());
+    let ue = "10.46.0.6".parse().unwrap();
+    assert_eq!(g.outbound(ue, port_uc, mech.port_s).unwrap().spi(), 2236);
+    assert_eq!(g.outbound(ue, 7005, mech.port_c).unwrap().spi(), 2237);
+    // (the new set lives until its own expiry, 7200 + 30 s)
 }
 
 #[test]

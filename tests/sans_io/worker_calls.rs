@@ -569,3 +569,80 @@ fn a_request_for_a_ue_we_cannot_reach_is_answered_480_or_404() {
     assert_eq!(s.drops[DropReason::NotRegistered as usize], 1);
     assert_eq!((s.punted, s.ue_unreachable, s.replied), (0, 5, 5));
 }
+
+/// A call outlives a re-authentication (TS 33.203 §7.4): the new SA set keeps our port-s and
+/// gets a new port-c, so the route set the UE learnt before still names our port-s; once the
+/// old set is gone, the UE's BYE over the new set is routed by it, and the answer goes back
+/// over the new set.
+#[test]
+fn a_call_outlives_a_new_sa_set_that_keeps_our_port_s() {
+    use crate::support::worker::{OUR_PORT_S, UE, sa, udp};
+    use pcscf::esp::Frame;
+    use pcscf::satable::{EntryMeta, SetPorts, SetState};
+
+    let mut r = rig(false);
+    let (_, route_set) = originate(&mut r);
+    assert!(
+        route_set.contains(&format!("10.46.0.1:{OUR_PORT_S};")),
+        "{route_set}"
+    );
+    // the new set: our port-s kept, port-c 5104 new; the UE's port-c 7006 new, port-s 7005
+    let ue = UE.parse().unwrap();
+    let ports = SetPorts {
+        c: 5104,
+        s: OUR_PORT_S,
+    };
+    let meta = |ue_port, local_port| EntryMeta {
+        ue_addr: ue,
+        ue_port,
+        local_port,
+        ports,
+        binding: 1,
+        state: SetState::New,
+    };
+    let spi1 = r.writer.reserve_spi().unwrap();
+    r.writer
+        .install_inbound(sa(spi1), &meta(7006, OUR_PORT_S))
+        .unwrap();
+    r.writer
+        .install_outbound(sa(0x8000_0012), &meta(7005, 5104))
+        .unwrap();
+    r.writer
+        .install_outbound(sa(0x8000_0013), &meta(7006, OUR_PORT_S))
+        .unwrap();
+    r.writer
+        .set_inbound_registration(spi1, Some(r.reg.clone()))
+        .unwrap();
+    // the old set goes
+    r.writer.remove_inbound(r.sa1_tx.spi()).unwrap();
+    // the UE's BYE over the new SA1: from its new port-c to our (same) port-s
+    let bye = in_dialog("BYE", 2, &route_set);
+    let inner = udp(
+        SocketAddr::new(ue, 7006),
+        SocketAddr::new("10.46.0.1".parse().unwrap(), OUR_PORT_S),
+        bye.as_bytes(),
+    );
+    let mut buf = vec![0u8; 256 + inner.len() + 256];
+    buf[256..256 + inner.len()].copy_from_slice(&inner);
+    let mut f = Frame::new(&mut buf, 256, 256 + inner.len());
+    sa(spi1).outbound(&mut f).unwrap();
+    let (s, e) = (f.start, f.end);
+    assert!(r.w.io().inject(Side::Ue, &buf[s..e]));
+    r.w.poll_once();
+    let sent = r.w.io().take_sent();
+    assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+    let (_, dst, fwd) = sip_of(&sent[0].1);
+    assert_eq!(dst, addr("10.0.1.30:6060"));
+    let fwd = String::from_utf8(fwd).unwrap();
+    assert_eq!(values(&fwd, HeaderName::Route), [SCSCF_RR]);
+    // the 200 goes back over the new set's SA2: our new port-c → the UE's port-s
+    let ok = answer(&fwd, 200, "");
+    let sent = send(&mut r, Kind::Core, ok.as_bytes());
+    assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+    let mut p = sent[0].1.clone();
+    let (inner, _) = sa(0x8000_0012)
+        .decapsulate(&mut p)
+        .expect("over the new SA2");
+    let (src, dst, _) = sip_of(&p[inner]);
+    assert_eq!((src, dst), (addr("10.46.0.1:5104"), addr("10.46.0.6:7005")));
+}

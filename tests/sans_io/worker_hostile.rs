@@ -87,7 +87,7 @@ fn error_response_that_fits_still_goes_back() {
 
 use crate::support::worker::{Kind, Rig, rig};
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::satable::{EntryMeta, SetState};
+use pcscf::satable::{EntryMeta, SetPorts, SetState};
 
 fn sip_of(pkt: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
     match classify(pkt) {
@@ -148,6 +148,10 @@ fn add_ue_b(r: &mut Rig) {
                 ue_addr: "10.46.0.7".parse().unwrap(),
                 ue_port: crate::support::worker::UE_PORT_S,
                 local_port: crate::support::worker::OUR_PORT_C,
+                ports: SetPorts {
+                    c: crate::support::worker::OUR_PORT_C,
+                    s: crate::support::worker::OUR_PORT_S,
+                },
                 binding: 2,
                 state: SetState::New,
             },

@@ -1,7 +1,7 @@
 //! Helpers shared by the SA-table tests.
 
 use pcscf::esp::{Sa, SaOptions};
-use pcscf::satable::{EntryMeta, SetState};
+use pcscf::satable::{EntryMeta, SetPorts, SetState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -18,6 +18,11 @@ pub fn meta(addr: IpAddr, ue_port: u16, local_port: u16, binding: u64) -> EntryM
         ue_addr: addr,
         ue_port,
         local_port,
+        // the pairing the tests use: port-c even, port-s the next port
+        ports: SetPorts {
+            c: local_port & !1,
+            s: local_port | 1,
+        },
         binding,
         state: SetState::Temporary,
     }

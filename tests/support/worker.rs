@@ -16,7 +16,7 @@ use std::sync::Arc;
 use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, WorkerStats, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::{MemIo, Side};
-use pcscf::satable::{EntryMeta, Registration, SaTableConfig, SetState, sa_table};
+use pcscf::satable::{EntryMeta, Registration, SaTableConfig, SetPorts, SetState, sa_table};
 
 pub const UE: &str = "10.46.0.6";
 pub const UE_PORT_C: u16 = 7004;
@@ -67,7 +67,8 @@ pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     buf[r].to_vec()
 }
 
-fn sa(spi: u32) -> Sa {
+/// An SA of the rig's UE (its suite and keys), for one more set.
+pub fn sa(spi: u32) -> Sa {
     Sa::from_aka(spi, ALG, EALG, &CK, &IK, SaOptions::default()).unwrap()
 }
 
@@ -106,6 +107,8 @@ pub struct Rig {
     pub sa2_rx: Sa,
     /// Keeps the table's writer (and its entries) alive.
     pub writer: pcscf::satable::SaWriter,
+    /// The UE's registration, as its inbound SAs carry it.
+    pub reg: Arc<Registration>,
     /// Our branch on the UE's MESSAGE toward the core, and on the core's MESSAGE to the UE.
     pub core_branch: Vec<u8>,
     pub ue_branch: Vec<u8>,
@@ -147,6 +150,10 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
         ue_addr: UE.parse().unwrap(),
         ue_port,
         local_port,
+        ports: SetPorts {
+            c: OUR_PORT_C,
+            s: OUR_PORT_S,
+        },
         binding,
         state: SetState::New,
     };
@@ -174,7 +181,9 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
     writer
         .set_inbound_registration(spi1, Some(reg.clone()))
         .unwrap();
-    writer.set_inbound_registration(spi4, Some(reg)).unwrap();
+    writer
+        .set_inbound_registration(spi4, Some(reg.clone()))
+        .unwrap();
     let punt = MsgQueue::new(64, None);
     let shared = Arc::new(SharedStats::default());
     let w =
@@ -187,6 +196,7 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
         sa4_tx: sa(spi4),
         sa2_rx: sa(SPI_SA2),
         writer,
+        reg,
         core_branch: Vec::new(),
         ue_branch: Vec::new(),
     };
