@@ -188,6 +188,10 @@ pub struct Pipeline {
     /// Where answers are built (allocated once).
     scratch: Vec<u8>,
     punted: bool,
+    /// The icid-values of the charging vectors we start: a random prefix per pipeline and a
+    /// counter, so they are unique across workers, restarts and nodes without coordination.
+    icid_prefix: u64,
+    icid_seq: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -224,8 +228,22 @@ impl Pipeline {
             stats: WorkerStats::default(),
             scratch: vec![0; 4096],
             punted: false,
+            icid_prefix: {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).expect("the OS random source");
+                u64::from_ne_bytes(b)
+            },
+            icid_seq: 0,
             cfg,
         }
+    }
+
+    /// A fresh icid-value (RFC 7315 §4.6: globally unique), 32 hex digits, in `out`.
+    fn next_icid<'o>(&mut self, out: &'o mut [u8; 32]) -> &'o [u8] {
+        self.icid_seq = self.icid_seq.wrapping_add(1);
+        let mut w = crate::sip::Writer::new(out);
+        w.hex64(self.icid_prefix).hex64(self.icid_seq);
+        out
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -466,6 +484,8 @@ impl Pipeline {
         }
         let mut pai = [0u8; 256];
         let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
+        let mut icid = [0u8; 32];
+        let icid = self.next_icid(&mut icid);
         let entries = OurEntries {
             ue_side: match self.our_ue_addr(ue) {
                 Some(a) => SocketAddr::new(a, e.port_s()),
@@ -476,7 +496,8 @@ impl Pipeline {
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
-        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, pai, reg.route()).is_err()
+        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, pai, reg.route(), icid)
+            .is_err()
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
@@ -533,7 +554,9 @@ impl Pipeline {
             return self.reply_over_sa(ed.view(), e, sas, status);
         }
         let me = self.relay_identity();
-        if rules::forward_request(&mut ed, &me, m.src, branch).is_err() {
+        if rules::strip_charging(&mut ed).is_err()
+            || rules::forward_request(&mut ed, &me, m.src, branch).is_err()
+        {
             return Verdict::Drop(DropReason::NoRoom);
         }
         let range = ed.range();
@@ -723,7 +746,9 @@ impl Pipeline {
                 self.stats.dialog_refused += 1;
                 return self.reply(ed.view(), &m, status, b"", None);
             }
-            if rules::forward_request(&mut ed, &me, m.src, &branch).is_err() {
+            if rules::strip_charging(&mut ed).is_err()
+                || rules::forward_request(&mut ed, &me, m.src, &branch).is_err()
+            {
                 return Verdict::Drop(DropReason::NoRoom);
             }
         } else {
@@ -759,7 +784,7 @@ impl Pipeline {
         let key = self.key;
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
-        if rules::pop_top_via(&mut ed).is_err() {
+        if rules::pop_top_via(&mut ed).is_err() || rules::strip_charging(&mut ed).is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }
         // RFC 3261 §16.7 step 3: with no Via left the response was meant for us; it MUST NOT
@@ -861,7 +886,8 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotOurVia);
         }
         if let Some((pai, _)) = registered
-            && rules::assert_identity(&mut ed, pai).is_err()
+            && (rules::assert_identity(&mut ed, pai).is_err()
+                || rules::strip_charging(&mut ed).is_err())
         {
             return Verdict::Drop(DropReason::NoRoom);
         }

@@ -118,6 +118,7 @@ header_names! {
     MaxForwards => "Max-Forwards";
     PVisitedNetworkId => "P-Visited-Network-ID";
     PChargingVector => "P-Charging-Vector";
+    PChargingFunctionAddresses => "P-Charging-Function-Addresses";
     PAssertedIdentity => "P-Asserted-Identity";
     PPreferredIdentity => "P-Preferred-Identity";
     PAccessNetworkInfo => "P-Access-Network-Info";

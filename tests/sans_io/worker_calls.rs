@@ -646,3 +646,75 @@ fn a_call_outlives_a_new_sa_set_that_keeps_our_port_s() {
     let (src, dst, _) = sip_of(&p[inner]);
     assert_eq!((src, dst), (addr("10.46.0.1:5104"), addr("10.46.0.6:7005")));
 }
+
+/// Charging headers stay inside the network (RFC 7315; TS 24.229 §5.2.6.3, §5.2.6.4): a UE's
+/// P-Charging-Vector or P-Charging-Function-Addresses never reaches the core — its dialog and
+/// standalone requests carry one charging vector, ours, with an icid unique per request — and
+/// the core's never reach the UE, in requests or responses, either way of a call.
+#[test]
+fn charging_headers_never_cross_the_trust_boundary() {
+    let mut r = rig(false);
+    let forged = "P-Charging-Vector: icid-value=free-calls;orig-ioi=evil\r\nP-Charging-Function-Addresses: ccf=10.9.9.9\r\n";
+    let with = |sip: &str| {
+        sip.replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{forged}"),
+            1,
+        )
+    };
+    let mut icids = Vec::new();
+    for n in 0..2 {
+        let inv = with(&invite()).replace("call-1@", &format!("call-pcv{n}@"));
+        let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, inv.as_bytes());
+        let pcv = values(&fwd, HeaderName::PChargingVector);
+        assert_eq!(pcv.len(), 1, "{fwd}");
+        let icid = pcv[0].strip_prefix("icid-value=").expect("ours");
+        assert!(
+            icid.len() == 32 && icid.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{icid}"
+        );
+        assert!(values(&fwd, HeaderName::PChargingFunctionAddresses).is_empty());
+        icids.push(icid.to_string());
+        // the core's answer with its charging headers: none reach the UE
+        let ok = answer(&fwd, 180, forged);
+        let (_, _, ring) = to_ue(&mut r, ok.as_bytes());
+        assert!(
+            values(&ring, HeaderName::PChargingVector).is_empty(),
+            "{ring}"
+        );
+        assert!(values(&ring, HeaderName::PChargingFunctionAddresses).is_empty());
+    }
+    assert_ne!(icids[0], icids[1]);
+    // in a dialog: the UE's are removed, none added
+    let (_, route_set) = originate(&mut r);
+    let bye = with(&in_dialog("BYE", 2, &route_set));
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, bye.as_bytes());
+    assert!(
+        values(&fwd, HeaderName::PChargingVector).is_empty(),
+        "{fwd}"
+    );
+    assert!(values(&fwd, HeaderName::PChargingFunctionAddresses).is_empty());
+    // toward the UE: a terminating INVITE and its in-dialog requests lose the core's
+    let inv = core_invite().replacen(
+        "Max-Forwards: 68\r\n",
+        &format!("Max-Forwards: 68\r\n{forged}"),
+        1,
+    );
+    let (_, _, got) = to_ue(&mut r, inv.as_bytes());
+    assert!(
+        values(&got, HeaderName::PChargingVector).is_empty(),
+        "{got}"
+    );
+    assert!(values(&got, HeaderName::PChargingFunctionAddresses).is_empty());
+    // and the UE's answer loses what the UE wrote
+    let ring = answer(&got, 180, forged);
+    let sent = send(&mut r, Kind::EspPortC, ring.as_bytes());
+    assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+    let (_, _, fwd) = sip_of(&sent[0].1);
+    let fwd = String::from_utf8(fwd).unwrap();
+    assert!(
+        values(&fwd, HeaderName::PChargingVector).is_empty(),
+        "{fwd}"
+    );
+    assert!(values(&fwd, HeaderName::PChargingFunctionAddresses).is_empty());
+}

@@ -205,6 +205,7 @@ pub fn max_forwards_exhausted(v: View<'_>) -> bool {
 /// P-Preferred-Identity or P-Asserted-Identity the UE wrote goes (RFC 3325 §9.1) and
 /// `P-Asserted-Identity: <pai>` (its default registered IMPU) is set; the Route set is the
 /// Service-Route stored at registration (`route`), whatever the UE pre-loaded.
+#[allow(clippy::too_many_arguments)] // one call site, the pipeline's; each is one fact
 pub fn rewrite_protected_request(
     ed: &mut Editor<'_>,
     me: &ProxyIdentity<'_>,
@@ -212,23 +213,38 @@ pub fn rewrite_protected_request(
     branch: &Branch,
     pai: &[u8],
     route: &[u8],
+    icid: &[u8],
 ) -> Result<(), EditError> {
     forward_request(ed, me, source, branch)?;
     ed.remove_all(HeaderName::PPreferredIdentity)?;
     ed.remove_all(HeaderName::PAssertedIdentity)?;
     ed.remove_all(HeaderName::Route)?;
+    strip_charging(ed)?;
+    // TS 24.229 §5.2.6.3.3 / §5.2.6.3.4 [spec-m]: the P-CSCF starts the charging vector of an
+    // originating request (its icid; the IOIs are the S-CSCF's).
     let end = ed.index().headers().len();
     ed.insert_lines(
         end,
-        2,
+        3,
         &[
             b"Route: ",
             route,
             b"\r\nP-Asserted-Identity: ",
             pai,
+            b"\r\nP-Charging-Vector: icid-value=",
+            icid,
             b"\r\n",
         ],
     )
+}
+
+/// Charging headers belong to the network's trust domain (RFC 7315 §4.6, §5.6; TS 24.229
+/// §5.2.6.3 and §5.2.6.4 [spec-m]): what a UE wrote never reaches the core, and what the core
+/// wrote never reaches a UE (it would tell the UE our charging functions' addresses).
+pub fn strip_charging(ed: &mut Editor<'_>) -> Result<(), EditError> {
+    ed.remove_all(HeaderName::PChargingVector)?;
+    ed.remove_all(HeaderName::PChargingFunctionAddresses)?;
+    Ok(())
 }
 
 /// The Request-URI's host and port as an address, when the host is an IP literal (the
@@ -254,5 +270,6 @@ pub fn rewrite_request_to_ue(
     branch: &Branch,
 ) -> Result<(), EditError> {
     pop_own_routes(ed, me)?;
+    strip_charging(ed)?;
     forward_request(ed, me, source, branch)
 }
