@@ -377,7 +377,16 @@ mod stage {
         let ue = source.ip();
         let branch = branch_key().seal(Dir::ToCore, SA1_SPI, port, hash, ue, ue);
         let mut ed = Editor::from_index(frame, idx);
-        rules::rewrite_protected_request(&mut ed, &ME, source, &branch, PAI, ROUTE).unwrap();
+        rules::rewrite_protected_request(
+            &mut ed,
+            &ME,
+            source,
+            &branch,
+            PAI,
+            ROUTE,
+            b"0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
         ed.range()
     }
 
