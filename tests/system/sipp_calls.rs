@@ -74,6 +74,23 @@ fn our_path(core_trace: &str) -> String {
         .expect("a REGISTER with our Path")
 }
 
+/// The Contact URI of the last REGISTER the S-CSCF received (the protected one: the contact
+/// the UE registered, with its port-s).
+fn registered_contact(core_trace: &str) -> String {
+    let t = trace(core_trace);
+    let register = t
+        .iter()
+        .rev()
+        .find(|m| m.received && m.text.starts_with("REGISTER "))
+        .expect("a REGISTER");
+    let contact = header_values(&register.text, "Contact");
+    let uri = contact.first().and_then(|c| {
+        let c = c.strip_prefix('<')?;
+        Some(c[..c.find('>')?].to_string())
+    });
+    uri.unwrap_or_else(|| panic!("no Contact URI in\n{}", register.text))
+}
+
 /// The first message of `t` received (or sent) whose first line starts with `start` and whose
 /// CSeq method is `method`.
 fn message<'a>(t: &'a [Traced], received: bool, start: &str, method: &str) -> &'a str {
@@ -139,7 +156,12 @@ fn sipp_calls(v6: bool) {
     let lab = &reg.lab;
     let port_ps = our_port_s(&reg.ue_out.messages);
     let path = our_path(&reg.core_out.messages);
-    let contact = format!("sip:001010000000001@{}:{PORT_S}", uri_host(ue_ip));
+    // the core calls the UE at the contact it registered
+    let contact = registered_contact(&reg.core_out.messages);
+    assert_eq!(
+        contact,
+        format!("sip:001010000000001@{}:{PORT_S}", uri_host(ue_ip))
+    );
     // our entries as the scenarios look for them (host:port, then the parameters)
     let ue_facing = format!("{}:{port_ps}", uri_host(pc_ip));
     let core_facing = format!("{}:5060", lab.pcscf_core_addr);
