@@ -35,8 +35,9 @@ pub fn require_sipp() {
 }
 
 /// `s` matched case-insensitively, every character outside letters/digits as a bracket
-/// expression (no backslashes: SIPp's XML reader eats them).
-fn literal_ci(s: &str) -> String {
+/// expression (no backslashes: SIPp's XML reader eats them). Hosts, ports and URIs are safe in
+/// it; `s` must not hold `^`, `]` or `\\` (they would not be literal in a bracket).
+pub fn literal_ci(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if c.is_ascii_alphabetic() {
@@ -136,16 +137,36 @@ pub fn posix_match(re: &str, text: &str) -> bool {
 /// The scenario `tests/sipp/<name>` with `@ROUTE_NAMES_PCSCF@` replaced by `route_re`, written
 /// into `dir`.
 pub fn scenario(name: &str, route_re: &str, dir: &Path) -> PathBuf {
+    scenario_with(name, &[("@ROUTE_NAMES_PCSCF@", route_re)], dir)
+}
+
+/// The scenario `tests/sipp/<name>` with each placeholder of `subs` (`@NAME@`) replaced by its
+/// regular expression, written into `dir`. Every placeholder must be used and none may be left.
+pub fn scenario_with(name: &str, subs: &[(&str, &str)], dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
         .join(name);
-    let text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    let mut text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    for (placeholder, re) in subs {
+        assert!(
+            !re.contains(['"', '<', '>', '&', '\\']),
+            "{placeholder}: the expression must survive SIPp's XML reader"
+        );
+        assert!(text.contains(placeholder), "{name} has no {placeholder}");
+        text = text.replace(placeholder, re);
+    }
+    let left = text.match_indices('@').find_map(|(i, _)| {
+        let rest = &text[i + 1..];
+        let w = &rest[..rest.find('@')?];
+        (!w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')).then_some(w)
+    });
     assert!(
-        !route_re.contains(['"', '<', '>', '&', '\\']),
-        "the expression must survive SIPp's XML reader"
+        left.is_none(),
+        "{name}: @{}@ not replaced",
+        left.unwrap_or("")
     );
     let out = dir.join(name);
-    std::fs::write(&out, text.replace("@ROUTE_NAMES_PCSCF@", route_re)).unwrap();
+    std::fs::write(&out, text).unwrap();
     out
 }
 
@@ -302,4 +323,47 @@ pub fn start_scscf(
     .map(String::from)
     .to_vec();
     start_sipp(&lab.core, dir, &sf, &args)
+}
+
+/// One message of a SIPp message trace (`-trace_msg`): whether SIPp received or sent it, and
+/// its text as it was on the wire.
+#[derive(Debug)]
+pub struct Traced {
+    pub received: bool,
+    pub text: String,
+}
+
+/// The messages of a SIPp message trace, in order. SIPp 3.6 writes each as a line of dashes
+/// and a timestamp, `UDP message received [N] bytes :` or `UDP message sent (N bytes):`, an
+/// empty line, the message and a newline.
+pub fn trace(log: &str) -> Vec<Traced> {
+    log.split("----------------------------------------------- ")
+        .filter_map(|block| {
+            let (_stamp, rest) = block.split_once('\n')?;
+            let (what, msg) = rest.split_once("\n\n")?;
+            let received = what.contains("message received");
+            if !received && !what.contains("message sent") {
+                return None;
+            }
+            let text = msg.strip_suffix('\n').unwrap_or(msg);
+            Some(Traced {
+                received,
+                text: text.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The values of header `name` (any case, long form) in `msg`, each comma-separated value on
+/// its own, trimmed: for Via, Route, Record-Route, identities (no comma inside their values).
+pub fn header_values(msg: &str, name: &str) -> Vec<String> {
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v)
+        })
+        .flat_map(|v| v.split(',').map(|x| x.trim().to_string()))
+        .collect()
 }

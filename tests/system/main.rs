@@ -21,6 +21,7 @@ mod lab;
 mod registration_netns;
 mod registration_v6;
 mod run_netns;
+mod sipp_calls;
 mod sipp_phones;
 mod sipp_registration;
 mod sipp_ue;

@@ -13,11 +13,15 @@
 //! from the scenario file, so SIPp and the shim cannot disagree), the UE's SPIs/ports from the
 //! Security-Client SIPp sent and ours from the Security-Server of the 401, as a phone's IPsec
 //! layer would (TS 33.203 §7.1). ESP from us is decrypted and its UDP payload handed to SIPp.
-//! Needs root and sipp (CI installs both).
+//! Needs root and sipp (CI installs both). [`register_sipp_ue`] leaves the lab, pcscf and the
+//! shim running for the calls of tests/system/sipp_calls.rs.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pcscf::aka::{self, HssSubscriber, Milenage, SqnGenerator, UeSqnState, Usim};
@@ -36,7 +40,7 @@ const SHIM: &str = "127.0.0.1:5071";
 const SPI_C: u32 = 7001;
 const SPI_S: u32 = 7002;
 const PORT_C: u16 = 6100;
-const PORT_S: u16 = 6101;
+pub(crate) const PORT_S: u16 = 6101;
 
 /// `name=0x<hex>` of the scenario's `[authentication …]`, without SIPp's C-string `00`.
 fn scenario_hex(text: &str, name: &str, len: usize) -> Vec<u8> {
@@ -68,14 +72,14 @@ fn scenario_hex(text: &str, name: &str, len: usize) -> Vec<u8> {
 
 /// What the shim saw and did.
 #[derive(Debug, Default)]
-struct ShimStats {
-    plain_out: u32,
-    plain_in: u32,
-    esp_out: u32,
-    esp_in: u32,
+pub(crate) struct ShimStats {
+    pub plain_out: u32,
+    pub plain_in: u32,
+    pub esp_out: u32,
+    pub esp_in: u32,
     /// ESP packets that did not decrypt under our SAs.
-    esp_bad: u32,
-    error: Option<String>,
+    pub esp_bad: u32,
+    pub error: Option<String>,
 }
 
 /// The UE's offer from the Security-Client line of a message SIPp sent.
@@ -223,16 +227,95 @@ fn sipp_ue_registers_over_ipv6_with_our_address_in_route() {
 }
 
 /// `[v6]` for a SIP URI or Via host.
-fn uri_host(a: IpAddr) -> String {
+pub(crate) fn uri_host(a: IpAddr) -> String {
     match a {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
-fn sipp_ue_registers(v6: bool) {
+/// The SIPp UE registered (or not: see the outcomes) through `pcscf run` in a lab of its own,
+/// with the ESP shim still running in the UE namespace, so that what follows (calls,
+/// tests/system/sipp_calls.rs) goes over the SAs the registration set up. Dropping it stops
+/// the shim and pcscf; [`Registered::stop`] does so and returns what they report.
+pub(crate) struct Registered {
+    pub lab: Lab,
+    pub dir: PathBuf,
+    pub ue_ip: IpAddr,
+    pub pc_ip: IpAddr,
+    /// The nonce the core handed out and the vector behind it.
+    pub nonce: String,
+    pub av: aka::AuthVector,
+    pub ue_out: SippOutcome,
+    pub core_out: SippOutcome,
+    pcscf: Option<Child>,
+    stop: Arc<AtomicBool>,
+    shim: Option<JoinHandle<ShimStats>>,
+}
+
+impl Registered {
+    /// Stop the shim and pcscf: what the shim saw and did, and pcscf's report (its stderr).
+    pub fn stop(&mut self) -> (ShimStats, String) {
+        self.stop.store(true, Ordering::Relaxed);
+        let shim_stats = self
+            .shim
+            .take()
+            .map(|s| s.join().unwrap())
+            .unwrap_or_default();
+        let report = match self.pcscf.take() {
+            Some(pcscf) => {
+                // SAFETY: kill(2) on our child's pid.
+                unsafe { libc::kill(pcscf.id() as i32, libc::SIGTERM) };
+                let pc = pcscf.wait_with_output().unwrap();
+                String::from_utf8_lossy(&pc.stderr).into_owned()
+            }
+            None => String::new(),
+        };
+        (shim_stats, report)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // a test that failed half-way leaves neither pcscf nor the shim behind
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut pcscf) = self.pcscf.take() {
+            let _ = pcscf.kill();
+            let _ = pcscf.wait();
+        }
+    }
+}
+
+/// The SIPp UE's arguments, `-key` for each of `keys`: SIPp on [`SIPP_UE`] with the shim as its
+/// remote host, one call within 20 s.
+pub(crate) fn sipp_ue_args(keys: &[(&str, String)]) -> Vec<String> {
+    let (ip, port) = SIPP_UE.split_once(':').unwrap();
+    let mut args: Vec<String> = [
+        "-i",
+        ip,
+        "-p",
+        port,
+        SHIM,
+        "-m",
+        "1",
+        "-timeout",
+        "20",
+        "-timeout_error",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (k, v) in keys {
+        args.extend(["-key".to_string(), k.to_string(), v.clone()]);
+    }
+    args
+}
+
+/// Register the SIPp UE (`tests/sipp/ue_register.xml`) through `pcscf run` (AF_XDP) in a new
+/// lab (`prefix`, `tag`, as [`Lab::new`]) to SIPp as the I-CSCF/S-CSCF
+/// (`tests/sipp/scscf_uas.xml`); its IPv6 address when `v6` (the core side stays IPv4). Both
+/// SIPps have finished when it returns; their outcomes are for the caller to judge.
+pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool) -> Registered {
     require_sipp();
-    let t0 = Instant::now();
     let ue_xml = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/ue_register.xml");
     let text = std::fs::read_to_string(ue_xml).unwrap();
     let k: [u8; 16] = scenario_hex(&text, "aka_K", 16).try_into().unwrap();
@@ -252,8 +335,7 @@ fn sipp_ue_registers(v6: bool) {
     let mut nb = [0u8; aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb).to_string();
 
-    let lab = Lab::new("psue", if v6 { "e6" } else { "e4" })
-        .unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new(prefix, tag).unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let (ue_ip, pc_ip) = if v6 {
         (lab.ue_addr6, lab.pcscf_ue_addr6)
     } else {
@@ -268,61 +350,50 @@ fn sipp_ue_registers(v6: bool) {
         lab.pcscf_core_addr,
         lab.core_addr
     );
-    let pcscf = start_pcscf(&lab, "sipp-ue", &cfg);
+    let pcscf = start_pcscf(&lab, &format!("{prefix}-{tag}"), &cfg);
 
-    let dir = work_dir(if v6 { "ue6" } else { "ue4" });
+    let dir = work_dir(&format!("{prefix}-{tag}"));
     let core = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
 
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let shim = spawn_in(&lab.ue, move || shim(ue_ip, pc_ip, k, op, s2));
-    let (ip, port) = SIPP_UE.split_once(':').unwrap();
-    let ue_args: Vec<String> = [
-        "-i",
-        ip,
-        "-p",
-        port,
-        SHIM,
-        "-m",
-        "1",
-        "-timeout",
-        "20",
-        "-timeout_error",
-        "-auth_uri",
-        "sip:ims.mnc001.mcc001.3gppnetwork.org",
-        "-key",
-        "ue_ip",
-        &uri_host(ue_ip),
-        "-key",
-        "pcscf_ip",
-        &uri_host(pc_ip),
-        "-key",
-        "spi_c",
-        &SPI_C.to_string(),
-        "-key",
-        "spi_s",
-        &SPI_S.to_string(),
-        "-key",
-        "port_c",
-        &PORT_C.to_string(),
-        "-key",
-        "port_s",
-        &PORT_S.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut ue_args = sipp_ue_args(&[
+        ("ue_ip", uri_host(ue_ip)),
+        ("pcscf_ip", uri_host(pc_ip)),
+        ("spi_c", SPI_C.to_string()),
+        ("spi_s", SPI_S.to_string()),
+        ("port_c", PORT_C.to_string()),
+        ("port_s", PORT_S.to_string()),
+    ]);
+    ue_args.extend(["-auth_uri", "sip:ims.mnc001.mcc001.3gppnetwork.org"].map(String::from));
     let ue_sf = dir.join("ue_register.xml");
     std::fs::write(&ue_sf, &text).unwrap();
     let ue = start_sipp(&lab.ue, &dir, &ue_sf, &ue_args);
 
     let ue_out = ue.finish(Duration::from_secs(25));
     let core_out = core.finish(Duration::from_secs(5));
-    stop.store(true, Ordering::Relaxed);
-    let shim_stats = shim.join().unwrap();
-    // SAFETY: kill(2) on our child's pid.
-    unsafe { libc::kill(pcscf.id() as i32, libc::SIGTERM) };
-    let pc = pcscf.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&pc.stderr);
+    Registered {
+        lab,
+        dir,
+        ue_ip,
+        pc_ip,
+        nonce,
+        av,
+        ue_out,
+        core_out,
+        pcscf: Some(pcscf),
+        stop,
+        shim: Some(shim),
+    }
+}
+
+fn sipp_ue_registers(v6: bool) {
+    let t0 = Instant::now();
+    let mut reg = register_sipp_ue("psue", if v6 { "e6" } else { "e4" }, v6);
+    let (shim_stats, report) = reg.stop();
+    let (ue_out, core_out, av) = (&reg.ue_out, &reg.core_out, &reg.av);
+    let (ue_ip, pc_ip, nonce) = (reg.ue_ip, reg.pc_ip, &reg.nonce);
     let all = || {
         format!(
             "shim: {shim_stats:?}\n\n{}\n\n{}\n\npcscf:\n{}",
@@ -391,5 +462,5 @@ fn sipp_ue_registers(v6: bool) {
         "SIPp UE ({ue_ip}) registered in {:?}; shim {shim_stats:?}",
         t0.elapsed()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&reg.dir);
 }
