@@ -550,6 +550,9 @@ impl Caller {
     }
 }
 
+/// At most this many 200s wait for their ACK.
+const UNACKED_MAX: usize = 100_000;
+
 /// Serve on `addr` until `stop` is set; returns the counters.
 pub fn serve(addr: SocketAddr, realm: &str, stop: Arc<AtomicBool>) -> std::io::Result<CoreStats> {
     serve_calls(addr, realm, &CorePlan::default(), stop).map(|r| r.stats)
@@ -598,6 +601,9 @@ pub fn serve_calls(
     };
     let mut buf = vec![0u8; 65536];
     let mut stopped_at: Option<Instant> = None;
+    // the 200s to the UEs' INVITEs not ACKed yet: (200, to, last sent, resends)
+    let mut unacked: HashMap<Vec<u8>, (Vec<u8>, SocketAddr, Instant, u32)> = HashMap::new();
+    let mut swept = Instant::now();
     loop {
         let now = Instant::now();
         if stop.load(Ordering::Relaxed) {
@@ -608,6 +614,7 @@ pub fn serve_calls(
         }
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             let now = Instant::now();
+            let mut invite = None;
             if let Ok(m) = Message::parse(&buf[..n]) {
                 let v = m.view();
                 if v.status().is_some() {
@@ -615,10 +622,43 @@ pub fn serve_calls(
                 } else {
                     caller.on_request(v, now);
                 }
+                let cid = v.header(HeaderName::CallId).map(<[u8]>::to_vec);
+                if v.is_method(b"ACK") {
+                    if let Some(c) = cid.as_ref() {
+                        unacked.remove(c);
+                    }
+                } else if v.is_method(b"INVITE") {
+                    invite = cid;
+                }
             }
-            for answer in core.answer(&buf[..n], Some(from)) {
-                let _ = sock.send_to(&answer, from);
+            let answers = core.answer(&buf[..n], Some(from));
+            for answer in &answers {
+                let _ = sock.send_to(answer, from);
             }
+            // RFC 3261 §13.3.1.4: the 200 again until its ACK (bounded: a flood of INVITEs
+            // does not grow the table past its cap)
+            if let (Some(cid), Some(ok)) = (invite, answers.last())
+                && ok.starts_with(b"SIP/2.0 200")
+                && unacked.len() < UNACKED_MAX
+            {
+                unacked.insert(cid, (ok.clone(), from, now, 0));
+            }
+        }
+        let now = Instant::now();
+        // (the sweep walks the whole table: every 10 ms, not at every packet)
+        if now.duration_since(swept) >= Duration::from_millis(10) {
+            swept = now;
+            unacked.retain(|_, (ok, to, sent, n)| {
+                if now.duration_since(*sent) > Duration::from_millis(500 << *n) {
+                    if *n == 3 {
+                        return false;
+                    }
+                    let _ = sock.send_to(ok, *to);
+                    *n += 1;
+                    *sent = now;
+                }
+                true
+            });
         }
         if plan.calls > 0 {
             let now = Instant::now();
