@@ -44,6 +44,13 @@ enum Cmd {
         /// The UEs use IPv6 toward the P-CSCF.
         #[arg(long)]
         ipv6: bool,
+        /// Calls once every UE is registered: the UEs place half, the core calls the UEs for the
+        /// other half; each set up and torn down through the P-CSCF.
+        #[arg(long, default_value_t = 0)]
+        calls: u32,
+        /// Calls started per second (both directions together).
+        #[arg(long, default_value_t = 200)]
+        call_rate: u32,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -53,6 +60,15 @@ enum Cmd {
         /// The home domain (realm).
         #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
         realm: String,
+        /// Calls to place toward the registered UEs (by the Path of their REGISTER).
+        #[arg(long, default_value_t = 0)]
+        calls: u32,
+        /// Calls started per second.
+        #[arg(long, default_value_t = 100)]
+        call_rate: u32,
+        /// Start calling once this many UEs are registered.
+        #[arg(long, default_value_t = 1)]
+        after_registered: usize,
     },
     /// Run many simulated UEs against a P-CSCF (needs root for the raw ESP sockets).
     UeSim {
@@ -73,6 +89,15 @@ enum Cmd {
         /// After its MESSAGEs, each UE re-registers over its SAs (a protected re-REGISTER).
         #[arg(long)]
         reregister: bool,
+        /// Calls the UEs place once all are registered.
+        #[arg(long, default_value_t = 0)]
+        calls: u32,
+        /// Calls started per second.
+        #[arg(long, default_value_t = 100)]
+        call_rate: u32,
+        /// Calls the core will place to the UEs (answered; the run waits for them).
+        #[arg(long, default_value_t = 0)]
+        incoming_calls: u32,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -141,6 +166,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend,
             keylog,
             ipv6,
+            calls,
+            call_rate,
         } => {
             let cfg = pcscf::lab::LabConfig {
                 ues,
@@ -149,12 +176,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 backend,
                 keylog,
                 ipv6,
+                calls,
+                call_rate,
             };
             if !pcscf::lab::run(&cfg)? {
-                return Err("some registrations failed".into());
+                return Err("some registrations or calls failed".into());
             }
         }
-        Cmd::CoreSim { listen, realm } => {
+        Cmd::CoreSim {
+            listen,
+            realm,
+            calls,
+            call_rate,
+            after_registered,
+        } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
@@ -164,8 +199,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 s2.store(true, std::sync::atomic::Ordering::Relaxed);
             });
-            let stats = pcscf::sim::core::serve(listen, &realm, stop)?;
-            eprintln!("core-sim: {stats:?}");
+            let plan = pcscf::sim::core::CorePlan {
+                calls,
+                rate: call_rate,
+                after_registered,
+                ..Default::default()
+            };
+            let report = pcscf::sim::core::serve_calls(listen, &realm, &plan, stop)?;
+            eprintln!("core-sim: {:?}", report.stats);
+            if calls > 0 {
+                eprintln!(
+                    "core-sim: {} terminating calls ok, failed: {:?}",
+                    report.calls_ok, report.call_failures
+                );
+            }
         }
         Cmd::UeSim {
             pcscf,
@@ -175,6 +222,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             messages,
             realm,
             reregister,
+            calls,
+            call_rate,
+            incoming_calls,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -196,11 +246,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 progress: true,
                 wrong_res_every: 0,
                 reregister,
+                calls,
+                call_rate,
+                incoming_calls,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();
-            if report.failed() > 0 {
-                return Err("some registrations failed".into());
+            if report.failed() > 0 || report.calls_failed() > 0 {
+                return Err("some registrations or calls failed".into());
             }
         }
         Cmd::Run {

@@ -129,6 +129,20 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Set the MTU of all four veth ends (before the P-CSCF attaches to them).
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let m = mtu.to_string();
+        for (ns, ifn) in [
+            (&self.pcscf, &self.pcscf_ue_if),
+            (&self.ue, &self.ue_if),
+            (&self.pcscf, &self.pcscf_core_if),
+            (&self.core, &self.core_if),
+        ] {
+            ip(&["-n", ns, "link", "set", ifn, "mtu", &m])?;
+        }
+        Ok(())
+    }
+
     /// Whether an XDP program is attached to an interface of the P-CSCF namespace.
     pub fn xdp_attached(&self) -> bool {
         Command::new("ip")

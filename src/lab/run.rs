@@ -2,6 +2,12 @@
 //! three network namespaces (ue, pcscf, core) joined by veth links, starts `pcscf run` in the
 //! middle one (AF_XDP by default), the core simulator and the UE simulator in the others, shows
 //! progress, prints a report, and removes everything it made — also on Ctrl-C or failure.
+//!
+//! With `--calls N`, once every UE is registered, half the calls are placed by the UEs
+//! (originating: UE → P-CSCF → S-CSCF, the core simulator answering as the far end) and half
+//! by the core (terminating: to each UE's registered Contact by the P-CSCF's Path), each set up
+//! (INVITE, 100, 180, 200, ACK) and torn down (BYE, 200) through the P-CSCF; the report gives
+//! calls/s, setup latencies (INVITE → 180, INVITE → 200) per direction and failures by reason.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +19,9 @@ use std::time::Duration;
 use super::netns::{Lab, spawn_in};
 use crate::sim;
 
+/// The lab links' MTU when it places calls.
+const CALL_MTU: u32 = 3000;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LabConfig {
@@ -23,9 +32,13 @@ pub struct LabConfig {
     pub keylog: Option<std::path::PathBuf>,
     /// The UEs talk IPv6 to the P-CSCF (the core side stays IPv4).
     pub ipv6: bool,
+    /// Calls after registration: the UEs place half (rounded up), the core the other half.
+    pub calls: u32,
+    /// Calls started per second, both directions together.
+    pub call_rate: u32,
 }
 
-/// Run the lab; `Ok(true)` when every UE registered.
+/// Run the lab; `Ok(true)` when every UE registered and every call completed.
 pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     super::netns::check_privileges().map_err(|e| {
         format!("{e}.\n`pcscf lab` builds network namespaces and loads XDP: run it as root (sudo), or in a container with CAP_NET_ADMIN and CAP_SYS_ADMIN")
@@ -37,6 +50,13 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     } else {
         (lab.ue_addr, lab.pcscf_ue_addr)
     };
+    if cfg.calls > 0 {
+        // An INVITE with its SDP is ~1.5 kB from the UE and ~1.9 kB on to the core, once our
+        // Via and Record-Route entries are in: the P-CSCF neither fragments nor reassembles
+        // (and the simulated UEs do not switch to TCP, RFC 3261 §18.1.1), so the lab's links
+        // carry them whole. (Under the 4 kB frames of the P-CSCF and veth's XDP limit.)
+        lab.set_mtu(CALL_MTU)?;
+    }
     let dir = std::env::temp_dir().join(format!("{}-run", lab.pcscf));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("pcscf.toml");
@@ -74,8 +94,17 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     let core_addr = SocketAddr::new(lab.core_addr, 5060);
     let realm = "ims.mnc001.mcc001.3gppnetwork.org";
     let core_stop = stop.clone();
+    let originating = cfg.calls - cfg.calls / 2;
+    let terminating = cfg.calls / 2;
+    let half_rate = cfg.call_rate.div_ceil(2).max(1);
+    let plan = sim::core::CorePlan {
+        calls: terminating,
+        rate: half_rate,
+        after_registered: cfg.ues,
+        timeout: Duration::from_secs(5),
+    };
     let core = spawn_in(&lab.core, move || {
-        sim::core::serve(core_addr, realm, core_stop)
+        sim::core::serve_calls(core_addr, realm, &plan, core_stop)
     });
     // The home domain's I-CSCF is found by DNS (RFC 3263), served from the core namespace.
     let IpAddr::V4(core_v4) = lab.core_addr else {
@@ -125,6 +154,9 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         progress: true,
         wrong_res_every: 0,
         reregister: false,
+        calls: originating,
+        call_rate: half_rate,
+        incoming_calls: terminating,
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))
@@ -147,11 +179,19 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     }
     println!("== pcscf lab: {} UEs, {} backend", cfg.ues, cfg.backend);
     report.print();
-    if let Ok(c) = core_stats {
-        println!(
-            "core-sim: {} challenges, {} registered, {} auth failures, {} MESSAGEs",
-            c.challenges, c.registered, c.auth_failed, c.messages
-        );
+    let mut calls_ok = cfg.calls == 0;
+    match &core_stats {
+        Ok(c) => {
+            let s = c.stats;
+            println!(
+                "core-sim: {} challenges, {} registered, {} auth failures, {} MESSAGEs",
+                s.challenges, s.registered, s.auth_failed, s.messages
+            );
+            if cfg.calls > 0 {
+                calls_ok = print_calls(cfg, &report, c);
+            }
+        }
+        Err(e) => println!("core-sim: {e}"),
     }
     println!("dns: {dns_answers} answers (NAPTR / SRV / A for {realm})");
     println!("-- pcscf:");
@@ -161,5 +201,45 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         println!("{l}");
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(report.registered == cfg.ues && report.failed() == 0)
+    Ok(report.registered == cfg.ues && report.failed() == 0 && calls_ok)
+}
+
+/// The calls' part of the report; `true` when every call, both ways, completed.
+fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::CoreReport) -> bool {
+    let ok = ue.calls_ok + core.calls_ok;
+    let failed = ue.calls_failed() + core.calls_failed();
+    // both directions run at once: the longer of the two spans is the calls' wall time
+    let secs = ue
+        .calls_elapsed
+        .max(core.calls_elapsed)
+        .as_secs_f64()
+        .max(1e-9);
+    println!(
+        "calls: {ok} ok, {failed} failed of {} in {secs:.2} s ({:.0} calls/s): {} originating ok, {} terminating ok",
+        cfg.calls,
+        ok as f64 / secs,
+        ue.calls_ok,
+        core.calls_ok
+    );
+    if !core.setup_180.is_empty() {
+        println!(
+            "terminating setup INVITE→180: {}",
+            sim::call::percentiles(&core.setup_180)
+        );
+    }
+    if !core.setup_200.is_empty() {
+        println!(
+            "terminating setup INVITE→200: {}",
+            sim::call::percentiles(&core.setup_200)
+        );
+    }
+    for (why, n) in &core.call_failures {
+        println!("call failed (core-sim): {why}: {n}");
+    }
+    let s = core.stats;
+    println!(
+        "core-sim calls: {} INVITEs answered, {} ACKs, {} BYEs answered",
+        s.invites, s.acks, s.byes
+    );
+    failed == 0 && ok == u64::from(cfg.calls) && ue.incoming_ok == core.calls_ok
 }

@@ -1,7 +1,9 @@
 //! Simulators for labs and tests: the IMS core ([`core`]: I-CSCF + S-CSCF + HSS) and many UEs
 //! ([`ue`]), built on the same SIP, AKA and ESP code as the P-CSCF but playing the other roles,
-//! and the raw IP sockets they send and receive ESP with ([`rawip`]: no kernel IPsec).
+//! the raw IP sockets they send and receive ESP with ([`rawip`]: no kernel IPsec), and what both
+//! need for calls ([`call`]).
 
+pub mod call;
 pub mod core;
 pub mod rawip;
 pub mod ue;

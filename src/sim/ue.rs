@@ -3,12 +3,22 @@
 //! sockets), the protected REGISTER — then protected MESSAGEs, at a target rate, with failures
 //! counted by reason and hdrhistogram latencies.
 //!
+//! Calls ([`UeSimConfig::calls`], once every UE is registered): UE `k mod n` places call `k` as a
+//! phone does (TS 24.229 §5.1.2A.1.1: the preloaded Route names our protected server port and
+//! the Service-Route; an INVITE with a ~900-byte SDP offer over SA1), takes the 100 / 180 / 200
+//! over SA2, keeps the 200's Record-Route reversed as its route set (RFC 3261 §12.1.2), sends
+//! the ACK and the BYE inside the dialog and waits for the BYE's 200. The UEs also answer the
+//! calls the core places to them ([`UeSimConfig::incoming_calls`]): 180 and 200 (its Contact,
+//! the INVITE's Record-Route echoed, RFC 3261 §12.1.1) from port-s to the P-CSCF's port-c, then
+//! the ACK, and the BYE either way ([`call::callee_hangs_up`]). Setup latencies INVITE → 180
+//! and INVITE → 200 in hdrhistograms; failures by reason.
+//!
 //! One thread, non-blocking sockets: an unprotected UDP socket shared by all UEs (answers are
 //! told apart by Call-ID), a raw socket to send ESP and one to receive it (told apart by the
 //! UE's inbound SPI). UE `i` uses IMPI `001010000{i:06}@<realm>`, ports 20000+2i / 20001+2i
 //! and SPIs 0x10000+2i / 0x10001+2i.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -20,6 +30,7 @@ use hdrhistogram::Histogram;
 use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions, Suite};
+use crate::sim::call;
 use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
@@ -49,6 +60,13 @@ pub struct UeSimConfig {
     /// its SAs (TS 24.229 §5.1.1.4: the same Security-Verify, the last Authorization) and
     /// waits for the 200.
     pub reregister: bool,
+    /// Calls the UEs place once all of them are registered (0: none).
+    pub calls: u32,
+    /// Calls started per second.
+    pub call_rate: u32,
+    /// Calls the core will place to the UEs: the run ends when they are over (or when none
+    /// came for three timeouts; the missing ones count as failed).
+    pub incoming_calls: u32,
 }
 
 /// The outcome.
@@ -63,11 +81,28 @@ pub struct UeSimReport {
     /// Registration (first REGISTER → protected 200) and MESSAGE → 200 latencies, µs.
     pub reg_latency: Histogram<u64>,
     pub msg_latency: Histogram<u64>,
+    /// Calls placed and torn down (the BYE answered 200).
+    pub calls_ok: u64,
+    /// Calls from the core answered and torn down.
+    pub incoming_ok: u64,
+    /// Failed calls (both directions) by reason.
+    pub call_failures: BTreeMap<&'static str, u64>,
+    /// From the first INVITE to the last call's end.
+    pub calls_elapsed: Duration,
+    /// INVITE → 180 and INVITE → 200 of the calls placed, µs.
+    pub setup_180: Histogram<u64>,
+    pub setup_200: Histogram<u64>,
 }
 
 impl UeSimReport {
+    /// Failed registrations and MESSAGEs.
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
+    }
+
+    /// Failed calls, both directions.
+    pub fn calls_failed(&self) -> u64 {
+        self.call_failures.values().sum()
     }
 
     pub fn print(&self) {
@@ -104,6 +139,32 @@ impl UeSimReport {
         for (why, n) in f {
             println!("failed: {why}: {n}");
         }
+        if self.calls_ok > 0 || self.incoming_ok > 0 || self.calls_failed() > 0 {
+            let secs = self.calls_elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "originating calls: {} ok in {:.2} s ({:.0} calls/s); incoming calls: {} ok; {} failed",
+                self.calls_ok,
+                secs,
+                self.calls_ok as f64 / secs,
+                self.incoming_ok,
+                self.calls_failed()
+            );
+        }
+        if !self.setup_180.is_empty() {
+            println!(
+                "originating setup INVITE→180: {}",
+                call::percentiles(&self.setup_180)
+            );
+        }
+        if !self.setup_200.is_empty() {
+            println!(
+                "originating setup INVITE→200: {}",
+                call::percentiles(&self.setup_200)
+            );
+        }
+        for (why, n) in &self.call_failures {
+            println!("call failed (ue-sim): {why}: {n}");
+        }
     }
 }
 
@@ -138,6 +199,365 @@ struct Ue {
     /// re-REGISTER.
     verify: String,
     auth: String,
+    /// SA4: our port-s → the P-CSCF's port-c (our answers to its requests).
+    sa4: Option<Sa>,
+    /// The 200's Service-Route (the rest of the preloaded Route of new dialogs).
+    service_route: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum CallStep {
+    Waiting,
+    Inviting,
+    Proceeding,
+    Ringing,
+    /// Answered, waiting for the ACK (incoming).
+    Answered,
+    /// ACKed, waiting for the core's BYE (incoming).
+    Up,
+    Byeing,
+    Done,
+    Failed,
+}
+
+/// A call, placed or answered.
+struct Call {
+    ue: usize,
+    /// The core placed it.
+    incoming: bool,
+    step: CallStep,
+    started: Instant,
+    step_at: Instant,
+    last_sent: Instant,
+    resends: u32,
+    /// What to send again on a timer (the INVITE, the BYE; incoming: the 200 until the ACK).
+    pending: Vec<u8>,
+    /// Over SA4 (an answer) rather than SA1 (a request).
+    pending_sa4: bool,
+    /// Sent again for a repeated 200 (placed calls) or INVITE (incoming: the 180 and the 200).
+    again: Vec<Vec<u8>>,
+    /// Incoming calls the UE hangs up: its BYE, sent once the ACK came.
+    bye: Vec<u8>,
+}
+
+impl Call {
+    fn new(ue: usize, incoming: bool, now: Instant) -> Call {
+        Call {
+            ue,
+            incoming,
+            step: CallStep::Waiting,
+            started: now,
+            step_at: now,
+            last_sent: now,
+            resends: 0,
+            pending: Vec::new(),
+            pending_sa4: false,
+            again: Vec::new(),
+            bye: Vec::new(),
+        }
+    }
+
+    fn open(&self) -> bool {
+        !matches!(self.step, CallStep::Done | CallStep::Failed)
+    }
+}
+
+/// The calls of all UEs.
+struct Calls {
+    out: Vec<Call>,
+    started: usize,
+    t0: Option<Instant>,
+    last_end: Option<Instant>,
+    /// Incoming calls by Call-ID.
+    incoming: HashMap<Vec<u8>, Call>,
+    incoming_done: u64,
+    last_incoming: Option<Instant>,
+}
+
+impl Calls {
+    fn fail(c: &mut Call, why: &'static str, report: &mut UeSimReport) {
+        c.step = CallStep::Failed;
+        *report.call_failures.entry(why).or_insert(0) += 1;
+    }
+
+    fn outgoing_over(&self) -> bool {
+        self.started == self.out.len() && self.out.iter().all(|c| !c.open())
+    }
+
+    /// Start the calls that are due (all UEs registered).
+    fn start_due(&mut self, sim: &Sim, ues: &[Ue], now: Instant, report: &mut UeSimReport) {
+        let t0 = *self.t0.get_or_insert(now);
+        let due = ((now - t0).as_secs_f64() * sim.cfg.call_rate.max(1) as f64) as usize + 1;
+        while self.started < self.out.len().min(due) && !ues.is_empty() {
+            let k = self.started;
+            self.started += 1;
+            let i = k % ues.len();
+            let c = &mut self.out[k];
+            *c = Call::new(i, false, now);
+            if ues[i].step != Step::Done {
+                Self::fail(c, "caller not registered", report);
+                self.last_end = Some(now);
+                continue;
+            }
+            let inv = sim.invite(i, k, &ues[i]);
+            if !sim.send_sa1(i, &ues[i], inv.as_bytes()) {
+                Self::fail(c, "ESP build", report);
+                continue;
+            }
+            c.pending = inv.into_bytes();
+            c.step = CallStep::Inviting;
+        }
+    }
+
+    /// A message of a call for UE `i`, over its SA2.
+    fn on_message(
+        &mut self,
+        sim: &Sim,
+        i: usize,
+        ue: &Ue,
+        v: crate::sip::View<'_>,
+        now: Instant,
+        report: &mut UeSimReport,
+    ) {
+        if let Some(k) = call::call_index(v, "call-", self.out.len()) {
+            if self.out[k].ue == i && self.out[k].step != CallStep::Waiting {
+                self.placed(sim, k, ue, v, now, report);
+            }
+            return;
+        }
+        if call::call_index(v, "term-", usize::MAX).is_some() {
+            self.answering(sim, i, ue, v, now, report);
+        }
+    }
+
+    /// A response to one of our requests in call `k` (placed by `ue`).
+    fn placed(
+        &mut self,
+        sim: &Sim,
+        k: usize,
+        ue: &Ue,
+        v: crate::sip::View<'_>,
+        now: Instant,
+        report: &mut UeSimReport,
+    ) {
+        let (Some(status), Some(method)) = (v.status(), call::cseq_method(v)) else {
+            return;
+        };
+        let c = &mut self.out[k];
+        let i = c.ue;
+        let since = (now - c.started).as_micros().max(1) as u64;
+        match (method, status) {
+            (b"INVITE", 100..=199) => {
+                if c.step < CallStep::Proceeding {
+                    c.step = CallStep::Proceeding;
+                }
+                if status != 100 && c.step < CallStep::Ringing {
+                    let _ = report.setup_180.record(since);
+                    c.step = CallStep::Ringing;
+                    c.step_at = now;
+                }
+            }
+            (b"INVITE", 200..=299) => {
+                if c.step > CallStep::Ringing {
+                    // a repeated 200: ACK it again (RFC 3261 §13.2.2.4)
+                    if c.step != CallStep::Failed {
+                        for a in &c.again {
+                            sim.send_sa1(i, ue, a);
+                        }
+                    }
+                    return;
+                }
+                let _ = report.setup_200.record(since);
+                // RFC 3261 §12.1.2: the route set is the Record-Route reversed; the remote
+                // target the Contact
+                let mut set = call::all(v, HeaderName::RecordRoute);
+                set.reverse();
+                let (Some(target), Some(to)) =
+                    (call::contact_uri(v), call::text(v, HeaderName::To))
+                else {
+                    Self::fail(c, "200 without Contact or To", report);
+                    self.last_end = Some(now);
+                    return;
+                };
+                if set.is_empty() {
+                    Self::fail(c, "200 without Record-Route", report);
+                    self.last_end = Some(now);
+                    return;
+                }
+                let route = set.join(", ");
+                let ack = sim.in_dialog(i, k, "ACK", 1, &target, &route, &to);
+                let bye = sim.in_dialog(i, k, "BYE", 2, &target, &route, &to);
+                sim.send_sa1(i, ue, ack.as_bytes());
+                sim.send_sa1(i, ue, bye.as_bytes());
+                c.again = vec![ack.into_bytes()];
+                c.pending = bye.into_bytes();
+                c.pending_sa4 = false;
+                c.resends = 0;
+                c.last_sent = now;
+                c.step = CallStep::Byeing;
+                c.step_at = now;
+            }
+            (b"INVITE", _) if c.step < CallStep::Byeing => {
+                Self::fail(c, "INVITE refused", report);
+                self.last_end = Some(now);
+            }
+            (b"BYE", 200..=299) if c.step == CallStep::Byeing => {
+                c.step = CallStep::Done;
+                report.calls_ok += 1;
+                self.last_end = Some(now);
+            }
+            (b"BYE", 300..) if c.step == CallStep::Byeing => {
+                Self::fail(c, "BYE refused", report);
+                self.last_end = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A message of a call the core placed to UE `i`.
+    fn answering(
+        &mut self,
+        sim: &Sim,
+        i: usize,
+        ue: &Ue,
+        v: crate::sip::View<'_>,
+        now: Instant,
+        report: &mut UeSimReport,
+    ) {
+        let Some(k) = call::call_index(v, "term-", usize::MAX) else {
+            return;
+        };
+        let Some(cid) = v.header(HeaderName::CallId) else {
+            return;
+        };
+        let hangs_up = call::callee_hangs_up(k);
+        let method = v.method();
+        if v.is_method(b"INVITE") && !self.incoming.contains_key(cid) {
+            // bounded: a core that invents Call-IDs cannot grow the map without end
+            if self.incoming.len() >= 4 * sim.cfg.incoming_calls as usize + 1024 {
+                return;
+            }
+            self.last_incoming = Some(now);
+            let mut c = Call::new(i, true, now);
+            let Some((answers, bye)) = sim.answer_invite(i, k, v) else {
+                Self::fail(&mut c, "unusable incoming INVITE", report);
+                self.incoming_done += 1;
+                self.incoming.insert(cid.to_vec(), c);
+                return;
+            };
+            for a in &answers {
+                sim.send_sa4(i, ue, a);
+            }
+            c.pending = answers.last().cloned().unwrap_or_default();
+            c.pending_sa4 = true;
+            c.again = answers;
+            c.bye = if hangs_up { bye } else { Vec::new() };
+            c.step = CallStep::Answered;
+            self.incoming.insert(cid.to_vec(), c);
+            return;
+        }
+        let Some(c) = self.incoming.get_mut(cid) else {
+            return;
+        };
+        if c.ue != i {
+            return;
+        }
+        match (method, v.status(), call::cseq_method(v)) {
+            // the core sent it again: so do we (only while it has no ACK)
+            (Some(b"INVITE"), ..) if c.step == CallStep::Answered => {
+                for a in &c.again {
+                    sim.send_sa4(i, ue, a);
+                }
+            }
+            (Some(b"ACK"), ..) => {
+                if c.step != CallStep::Answered {
+                    return;
+                }
+                c.step = CallStep::Up;
+                c.step_at = now;
+                if hangs_up {
+                    sim.send_sa1(i, ue, &c.bye);
+                    c.pending = std::mem::take(&mut c.bye);
+                    c.pending_sa4 = false;
+                    c.resends = 0;
+                    c.last_sent = now;
+                    c.step = CallStep::Byeing;
+                }
+            }
+            (Some(b"BYE"), ..) => {
+                if let Some(ok) = call::respond(v, 200, "OK", "", "", None) {
+                    sim.send_sa4(i, ue, &ok);
+                }
+                // (a BYE before the ACK ends the call too: the ACK may be late)
+                if !hangs_up && matches!(c.step, CallStep::Answered | CallStep::Up) {
+                    c.step = CallStep::Done;
+                    report.incoming_ok += 1;
+                    self.incoming_done += 1;
+                    self.last_incoming = Some(now);
+                }
+            }
+            (None, Some(status), Some(b"BYE")) if c.step == CallStep::Byeing => {
+                if (200..300).contains(&status) {
+                    c.step = CallStep::Done;
+                    report.incoming_ok += 1;
+                } else if status >= 300 {
+                    Self::fail(c, "the UE's BYE refused (incoming call)", report);
+                } else {
+                    return;
+                }
+                self.incoming_done += 1;
+                self.last_incoming = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Retransmissions (0.5, 1, 2 s) and timeouts of every open call.
+    fn timers(&mut self, sim: &Sim, ues: &[Ue], now: Instant, report: &mut UeSimReport) {
+        let timeout = sim.cfg.timeout;
+        for c in self.out[..self.started]
+            .iter_mut()
+            .chain(self.incoming.values_mut())
+        {
+            if !c.open() {
+                continue;
+            }
+            let incoming = c.incoming;
+            if matches!(
+                c.step,
+                CallStep::Inviting | CallStep::Answered | CallStep::Byeing
+            ) && c.resends < 3
+                && now.duration_since(c.last_sent) > Duration::from_millis(500 << c.resends)
+            {
+                let ue = &ues[c.ue];
+                if c.pending_sa4 {
+                    sim.send_sa4(c.ue, ue, &c.pending);
+                } else {
+                    sim.send_sa1(c.ue, ue, &c.pending);
+                }
+                c.resends += 1;
+                c.last_sent = now;
+            }
+            if now.duration_since(c.step_at) <= timeout {
+                continue;
+            }
+            let why = match (c.step, incoming) {
+                (CallStep::Inviting | CallStep::Proceeding, _) => "no answer to an INVITE",
+                (CallStep::Ringing, _) => "no 200 after the 180",
+                (CallStep::Answered, _) => "no ACK to the UE's 200 (incoming call)",
+                (CallStep::Up, _) => "no BYE from the core (incoming call)",
+                (CallStep::Byeing, true) => "no answer to the UE's BYE (incoming call)",
+                (CallStep::Byeing, false) => "no answer to a BYE",
+                _ => continue,
+            };
+            Self::fail(c, why, report);
+            if incoming {
+                self.incoming_done += 1;
+            } else {
+                self.last_end = Some(now);
+            }
+        }
+    }
 }
 
 struct Sim {
@@ -239,6 +659,127 @@ impl Sim {
     /// An ESP packet over `sa1` from our port-c to the P-CSCF's port-s.
     fn esp(&self, i: usize, sa1: &Sa, port_ps: u16, sip: &[u8]) -> Option<Vec<u8>> {
         let (pc, _) = Self::ports(i);
+        self.esp_with(sa1, pc, port_ps, sip)
+    }
+
+    /// A request of UE `i` over SA1 (its port-c → the P-CSCF's port-s).
+    fn send_sa1(&self, i: usize, ue: &Ue, sip: &[u8]) -> bool {
+        let Some(sa1) = ue.sa1.as_ref() else {
+            return false;
+        };
+        let Some(pkt) = self.esp(i, sa1, ue.port_ps, sip) else {
+            return false;
+        };
+        self.send_esp(&pkt);
+        true
+    }
+
+    /// An answer of UE `i` to a request the P-CSCF sent it, over SA4 (its port-s → the
+    /// P-CSCF's port-c, TS 33.203 §7.1).
+    fn send_sa4(&self, i: usize, ue: &Ue, sip: &[u8]) -> bool {
+        let (_, ps) = Self::ports(i);
+        let Some(sa4) = ue.sa4.as_ref() else {
+            return false;
+        };
+        let Some(pkt) = self.esp_with(sa4, ps, ue.port_pc, sip) else {
+            return false;
+        };
+        self.send_esp(&pkt);
+        true
+    }
+
+    /// The P-CSCF's address as written in SIP.
+    fn pcscf_host(&self) -> String {
+        match self.cfg.pcscf.ip() {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+
+    /// UE `i`'s INVITE of call `k`: the preloaded Route (TS 24.229 §5.1.2A.1.1: the P-CSCF
+    /// with its protected server port, then the Service-Route), an SDP offer of ~900 bytes.
+    fn invite(&self, i: usize, k: usize, ue: &Ue) -> String {
+        let (_, ps) = Self::ports(i);
+        let realm = &self.cfg.realm;
+        let ip = self.host();
+        let impi = self.impi(i);
+        let user = impi.split('@').next().unwrap_or_default();
+        let mut route = format!("<sip:{}:{};lr>", self.pcscf_host(), ue.port_ps);
+        if !ue.service_route.is_empty() {
+            route.push_str(", ");
+            route.push_str(&ue.service_route);
+        }
+        let sdp = call::sdp_offer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
+        format!(
+            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    }
+
+    /// A request of UE `i` inside its call `k` (RFC 3261 §12.2.1.1).
+    #[allow(clippy::too_many_arguments)]
+    fn in_dialog(
+        &self,
+        i: usize,
+        k: usize,
+        method: &str,
+        cseq: u32,
+        target: &str,
+        route: &str,
+        to: &str,
+    ) -> String {
+        let (_, ps) = Self::ports(i);
+        let realm = &self.cfg.realm;
+        let ip = self.host();
+        let impi = self.impi(i);
+        let user = impi.split('@').next().unwrap_or_default();
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k}{method};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: {to}\r\nCall-ID: call-{k}@{ip}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// UE `i`'s 180 and 200 (its Contact, the Record-Route echoed, RFC 3261 §12.1.1; an SDP
+    /// answer) to the core's INVITE of call `k`, and the BYE it would send to end that call
+    /// (the route set is the Record-Route as it came, RFC 3261 §12.1.1).
+    fn answer_invite(
+        &self,
+        i: usize,
+        k: usize,
+        v: crate::sip::View<'_>,
+    ) -> Option<(Vec<Vec<u8>>, Vec<u8>)> {
+        let (_, ps) = Self::ports(i);
+        let ip = self.host();
+        let impi = self.impi(i);
+        let user = impi.split('@').next().unwrap_or_default();
+        let set = call::all(v, HeaderName::RecordRoute);
+        let mut extra = String::new();
+        for rr in &set {
+            extra.push_str(&format!("Record-Route: {rr}\r\n"));
+        }
+        extra.push_str(&format!("Contact: <sip:{user}@{ip}:{ps}>\r\n"));
+        let tag = format!("t{k}");
+        let sdp = call::sdp_answer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
+        let ringing = call::respond(v, 180, "Ringing", &tag, &extra, None)?;
+        let ok = call::respond(v, 200, "OK", &tag, &extra, Some(&sdp))?;
+        let target = call::contact_uri(v)?;
+        let from = call::text(v, HeaderName::From)?;
+        let to = call::text(v, HeaderName::To)?;
+        let cid = call::text(v, HeaderName::CallId)?;
+        if set.is_empty() {
+            return None;
+        }
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}t{k}b;rport\r\nMax-Forwards: 70\r\nRoute: {}\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            set.join(", ")
+        );
+        Some((vec![ringing, ok], bye.into_bytes()))
+    }
+
+    /// An ESP packet over `sa` from our `src_port` to the P-CSCF's `dst_port`.
+    fn esp_with(&self, sa: &Sa, src_port: u16, dst_port: u16, sip: &[u8]) -> Option<Vec<u8>> {
+        let pc = src_port;
+        let port_ps = dst_port;
+        let sa1 = sa;
         let mut frame = vec![0u8; 256 + sip.len() + 256];
         let at = 256 + 28;
         frame[at..at + sip.len()].copy_from_slice(sip);
@@ -288,6 +829,8 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             in_flight: None,
             verify: String::new(),
             auth: String::new(),
+            sa4: None,
+            service_route: String::new(),
         })
         .collect();
     let mut by_spi: HashMap<u32, usize> = HashMap::new();
@@ -299,7 +842,26 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         elapsed: Duration::ZERO,
         reg_latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
         msg_latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+        calls_ok: 0,
+        incoming_ok: 0,
+        call_failures: BTreeMap::new(),
+        calls_elapsed: Duration::ZERO,
+        setup_180: call::histogram(),
+        setup_200: call::histogram(),
     };
+    let mut calls = Calls {
+        out: (0..sim.cfg.calls)
+            .map(|_| Call::new(0, false, t0))
+            .collect(),
+        started: 0,
+        t0: None,
+        last_end: None,
+        incoming: HashMap::new(),
+        incoming_done: 0,
+        last_incoming: None,
+    };
+    // when every UE was done registering (and with its MESSAGEs)
+    let mut registered_at: Option<Instant> = None;
     let fail = |ue: &mut Ue, why: &'static str, report: &mut UeSimReport| {
         ue.step = Step::Failed;
         *report.failures.entry(why).or_insert(0) += 1;
@@ -308,8 +870,26 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     let mut finished = 0usize;
     let mut buf = vec![0u8; 65536];
     let mut last_progress = t0;
-    while finished < n && !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        if finished >= n {
+            let at = *registered_at.get_or_insert(now);
+            calls.start_due(&sim, &ues, now, &mut report);
+            let open_incoming = calls.incoming.values().any(Call::open);
+            let expected = u64::from(sim.cfg.incoming_calls);
+            if calls.outgoing_over() && calls.incoming_done >= expected {
+                break;
+            }
+            // the calls the core should have placed and never did
+            let quiet = now.duration_since(calls.last_incoming.unwrap_or(at));
+            if calls.outgoing_over() && !open_incoming && quiet > 3 * sim.cfg.timeout {
+                *report
+                    .call_failures
+                    .entry("incoming call never came")
+                    .or_insert(0) += expected.saturating_sub(calls.incoming_done);
+                break;
+            }
+        }
         // start new UEs at the target rate
         let due = ((now - t0).as_secs_f64() * sim.cfg.rate as f64) as usize + 1;
         while started < n.min(due) {
@@ -401,7 +981,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     Sa::from_aka_suite(spi, suite, &ck, &ik, SaOptions::default())
                 })
             };
-            let (Ok(sa1), Ok(sa2)) = (sa(mech.spi_s), sa(ss)) else {
+            let (Ok(sa1), Ok(sa2), Ok(sa4)) = (sa(mech.spi_s), sa(ss), sa(mech.spi_c)) else {
                 fail(ue, "SA build", &mut report);
                 finished += 1;
                 continue;
@@ -443,6 +1023,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             ue.last_sent = now;
             ue.sa1 = Some(sa1);
             ue.sa2 = Some(sa2);
+            ue.sa4 = Some(sa4);
             ue.port_ps = mech.port_s;
             ue.port_pc = mech.port_c;
             ue.step = Step::Registering;
@@ -455,19 +1036,26 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             };
             let Some(&i) = by_spi.get(&spi) else { continue };
-            let ue = &mut ues[i];
-            let Some(sa2) = ue.sa2.as_ref() else { continue };
+            let Some(sa2) = ues[i].sa2.as_ref() else {
+                continue;
+            };
             let Ok((inner, _)) = sa2.decapsulate(&mut buf[..len]) else {
                 continue;
             };
             let L4::Udp { src, payload, .. } = classify(&buf[inner.clone()]) else {
                 continue;
             };
-            if src.port() != ue.port_pc {
+            if src.port() != ues[i].port_pc {
                 continue;
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
             let Ok(m) = Message::parse(sip) else { continue };
+            let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
+            if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
+                calls.on_message(&sim, i, &ues[i], m.view(), now, &mut report);
+                continue;
+            }
+            let ue = &mut ues[i];
             let status = m.view().status();
             // only the answer to the request in flight (retransmissions bring duplicates)
             let expected = ue.in_flight.as_deref().and_then(|r| {
@@ -494,6 +1082,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                         continue;
                     }
                     report.registered += 1;
+                    ue.service_route = call::all(m.view(), HeaderName::ServiceRoute).join(", ");
                     let _ = report
                         .reg_latency
                         .record((now - ue.started).as_micros().max(1) as u64);
@@ -572,13 +1161,25 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 finished += 1;
             }
         }
+        if finished >= n {
+            calls.timers(&sim, &ues, now, &mut report);
+        }
         if sim.cfg.progress && now.duration_since(last_progress) > Duration::from_millis(500) {
             last_progress = now;
             eprint!(
-                "\r  {started}/{n} started, {} registered, {} failed    ",
+                "\r  {started}/{n} started, {} registered, {} failed",
                 report.registered,
                 report.failed()
             );
+            if sim.cfg.calls + sim.cfg.incoming_calls > 0 {
+                eprint!(
+                    "; calls {} + {} ok, {} failed",
+                    report.calls_ok,
+                    report.incoming_ok,
+                    report.calls_failed()
+                );
+            }
+            eprint!("    ");
         }
         if idle {
             std::thread::sleep(Duration::from_micros(200));
@@ -587,6 +1188,24 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     if sim.cfg.progress {
         eprintln!();
     }
-    report.elapsed = t0.elapsed();
+    // the registrations' time (the calls have their own)
+    report.elapsed = registered_at.unwrap_or_else(Instant::now) - t0;
+    if stop.load(Ordering::Relaxed) {
+        let open = calls.out[..calls.started]
+            .iter()
+            .filter(|c| c.open())
+            .count()
+            + calls.incoming.values().filter(|c| c.open()).count();
+        if open > 0 {
+            *report
+                .call_failures
+                .entry("call still open when stopped")
+                .or_insert(0) += open as u64;
+        }
+    }
+    report.calls_elapsed = match (calls.t0, calls.last_end) {
+        (Some(a), Some(b)) => b.duration_since(a),
+        _ => Duration::ZERO,
+    };
     Ok(report)
 }

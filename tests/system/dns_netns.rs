@@ -115,6 +115,9 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 progress: false,
                 wrong_res_every: 0,
                 reregister: false,
+                calls: 0,
+                call_rate: 1,
+                incoming_calls: 0,
             },
             s3,
         )

@@ -58,6 +58,9 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 progress: false,
                 wrong_res_every: 5,
                 reregister: false,
+                calls: 0,
+                call_rate: 1,
+                incoming_calls: 0,
             },
             s3,
         )

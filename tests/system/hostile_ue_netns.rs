@@ -462,6 +462,9 @@ fn one_hostile_ue_among_twenty_honest_ones() {
                 progress: false,
                 wrong_res_every: 0,
                 reregister: true,
+                calls: 0,
+                call_rate: 1,
+                incoming_calls: 0,
             },
             s3,
         )
