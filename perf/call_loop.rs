@@ -51,26 +51,6 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// An SDP of about 900 bytes, as a VoLTE phone offers (AMR-WB, AMR, EVS, telephone-event,
-/// preconditions).
-fn sdp() -> String {
-    let mut s = String::from(
-        "v=0\r\no=- 1705432100 1705432100 IN IP4 10.46.0.6\r\ns=-\r\nc=IN IP4 10.46.0.6\r\nb=AS:49\r\nb=RS:0\r\nb=RR:2500\r\nt=0 0\r\nm=audio 49152 RTP/AVP 116 107 118 96 111 110\r\nb=AS:49\r\nb=RS:0\r\nb=RR:2500\r\n",
-    );
-    for (pt, codec) in [
-        (116, "AMR-WB/16000/1"),
-        (107, "AMR-WB/16000/1"),
-        (118, "AMR/8000/1"),
-        (96, "AMR/8000/1"),
-        (111, "telephone-event/16000"),
-        (110, "telephone-event/8000"),
-    ] {
-        s.push_str(&format!("a=rtpmap:{pt} {codec}\r\n"));
-    }
-    s.push_str("a=fmtp:116 mode-change-capability=2;max-red=0\r\na=fmtp:107 octet-align=1;mode-change-capability=2;max-red=0\r\na=fmtp:118 mode-change-capability=2;max-red=0\r\na=fmtp:96 octet-align=1;mode-change-capability=2;max-red=0\r\na=fmtp:111 0-15\r\na=fmtp:110 0-15\r\na=curr:qos local none\r\na=curr:qos remote none\r\na=des:qos mandatory local sendrecv\r\na=des:qos optional remote sendrecv\r\na=sendrecv\r\na=rtcp:49153\r\na=ptime:20\r\na=maxptime:240\r\n");
-    s
-}
-
 fn invite(n: usize, sdp: &str) -> Vec<u8> {
     format!(
         "INVITE tel:+15550100{n:04} SIP/2.0\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKi{n:08};rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.46.0.1:5103;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a{n}\r\nTo: <tel:+15550100{n:04}>\r\nCall-ID: call-{n:08}@10.46.0.6\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.46.0.6:7005>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:alice@ims.example.net>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nSupported: 100rel,timer,precondition\r\nAllow: INVITE,ACK,OPTIONS,CANCEL,BYE,UPDATE,INFO,REFER,NOTIFY,MESSAGE,PRACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -216,7 +196,8 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         Arc::new(SharedStats::default()),
     )
     .with_sas(reader);
-    let offer = sdp();
+    // the same ~900-byte offer the lab's UEs make
+    let offer = pcscf::sim::call::sdp_offer(ue, 49152);
     let answer = offer.replace("10.46.0.6", "10.0.9.9");
     let mut clock = (0u128, 0u64);
     let mut calls = 0u64;
