@@ -298,8 +298,8 @@ fn default_level() -> LogLevel {
 /// in the allocator (or take the machine's memory) instead of being refused with the key's name.
 /// `dataplane.frames`: frames per worker (4 KiB each, so 1 GiB per worker at most).
 pub const MAX_FRAMES: u32 = 1 << 18;
-/// `dataplane.punt_queue`: message buffers per queue (one punt queue plus one inject queue per
-/// worker, each buffer a full SIP message).
+/// `dataplane.punt_queue`: message buffers per queue (the punt queue, the dialog-event queue
+/// and one inject queue per worker, each buffer a full SIP message).
 pub const MAX_PUNT_QUEUE: usize = 1 << 15;
 /// `dataplane.workers`: worker threads (each owns a backend with its rings and frames).
 pub const MAX_WORKERS: usize = 256;

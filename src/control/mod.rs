@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dialogs;
 pub(crate) mod dns;
 pub(crate) mod keylog;
 pub(crate) mod log;

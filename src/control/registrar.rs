@@ -448,6 +448,8 @@ pub struct Registrar {
     pending_plain: usize,
     source_limit: super::ratelimit::RateLimiter<IpAddr>,
     impi_limit: super::ratelimit::RateLimiter<Vec<u8>>,
+    /// The calls of each binding, released when its registration ends (TS 24.229 §5.2.8).
+    dialogs: super::dialogs::Dialogs,
     pub stats: RegistrarStats,
 }
 
@@ -513,6 +515,7 @@ impl Registrar {
             pending_plain: 0,
             source_limit: super::ratelimit::RateLimiter::new(burst, rate, RATE_KEYS),
             impi_limit: super::ratelimit::RateLimiter::new(IMPI_BURST, IMPI_PER_SECOND, RATE_KEYS),
+            dialogs: super::dialogs::Dialogs::new(),
             stats: RegistrarStats::default(),
         }
     }
@@ -673,12 +676,96 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         };
+        if let Some(code) = m.view().status()
+            && rules::top_via_is_release(m.view())
+        {
+            // an answer to a BYE of a release: counted, nothing more to do
+            let branch = m
+                .view()
+                .values(HeaderName::Via)
+                .next()
+                .and_then(crate::sip::headers::Via::parse)
+                .and_then(|v| v.branch())
+                .unwrap_or_default();
+            self.dialogs.on_release_answer(branch, code);
+            return;
+        }
         match (side, m.view().method()) {
             (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
             (Side::Core, None) => self.on_response(payload, src, now),
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
         }
+    }
+
+    /// A dialog event from a worker (`dataplane::split_dialog_event`: the binding and the
+    /// message as relayed; `from`: the side it came from) for the dialog book.
+    pub fn handle_dialog_event(&mut self, from: Side, payload: &[u8], now: Instant) {
+        let Some((binding, msg)) = crate::dataplane::split_dialog_event(payload) else {
+            self.dialogs.stats.malformed += 1;
+            return;
+        };
+        let next_hop = self
+            .bindings
+            .get(&binding)
+            .and_then(|b| b.reg.as_ref())
+            .map(|r| r.next_hop);
+        self.dialogs
+            .handle_event(from, binding, msg, next_hop, &self.own, now);
+    }
+
+    /// The dialog book's counters.
+    pub fn dialog_stats(&self) -> super::dialogs::DialogStats {
+        self.dialogs.stats
+    }
+
+    /// Confirmed dialogs the book holds (all bindings), and those of the UE behind one of our
+    /// inbound SPIs.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn dialogs_of(&self, spi: u32) -> usize {
+        self.binding_of(spi)
+            .map_or(0, |id| self.dialogs.of_binding(id))
+    }
+
+    /// The registration of `binding` ended: its calls are released (TS 24.229 §5.2.8.1.2
+    /// [spec-m]), toward the core and, while the binding has a current SA set, toward the UE
+    /// over it (`control::dialogs`).
+    fn release_dialogs(&mut self, binding: u64, next_hop: Option<SocketAddr>) {
+        if self.dialogs.of_binding(binding) == 0 {
+            return;
+        }
+        let ue = self.bindings.get(&binding).and_then(|b| {
+            let set = b.current.as_deref()?;
+            let ours = self
+                .cfg
+                .ue_addrs
+                .iter()
+                .find(|a| a.is_ipv4() == set.ue.is_ipv4())?;
+            Some(super::dialogs::UeLeg {
+                from: SocketAddr::new(*ours, set.port_pc),
+                to: SocketAddr::new(set.ue, set.port_us),
+                spi: set.spi_pc,
+            })
+        });
+        let legs = super::dialogs::Legs {
+            core: self.cfg.core,
+            via_sent_by: &self.cfg.via_sent_by,
+            next_hop,
+            ue,
+        };
+        let before = self.dialogs.stats.released;
+        self.dialogs.release(binding, &legs, &mut self.transmits);
+        crate::control::log::event(format_args!(
+            "registration of {:?} ended: {} call(s) released",
+            self.bindings
+                .get(&binding)
+                .map(|b| String::from_utf8_lossy(&b.impi).into_owned())
+                .unwrap_or_default(),
+            self.dialogs.stats.released - before
+        ));
     }
 
     fn reply_to(&self, m: &Message<'_>, why: rules::Reject, to: Reply) -> Outgoing {
@@ -1506,6 +1593,14 @@ impl Registrar {
         let fallback = self.route_next_hop(routes, p.next, now);
         let reg = (expires > 0 && !impus.is_empty())
             .then(|| Arc::new(registration(impus, routes, fallback)));
+        if expires == 0 {
+            let next_hop = self
+                .bindings
+                .get(&p.binding)
+                .and_then(|b| b.reg.as_ref())
+                .map(|r| r.next_hop);
+            self.release_dialogs(p.binding, next_hop);
+        }
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&p.binding) {
             b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
@@ -1801,6 +1896,11 @@ impl Registrar {
         let set = if let Some(i) = b.temporary.iter().position(due) {
             Box::new(b.temporary.swap_remove(i))
         } else if let Some(c) = b.current.take_if(|c| due(c)) {
+            // The registration expired (its set outlived it by SA_GRACE, TS 24.229
+            // §5.1.1.5.1): its calls are released toward the core; the UE, whose SAs go now,
+            // is not reached any more.
+            let next_hop = b.reg.as_ref().map(|r| r.next_hop);
+            self.release_dialogs(binding, next_hop);
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
             o

@@ -70,6 +70,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let mut poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), registration::WAKE)?;
     let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
+    // Dialog events have their own buffers: a burst of calls never costs a REGISTER its punt
+    // (the workers wake the registration thread through the punt queue's waker).
+    let dialog_events = MsgQueue::new(cfg.dataplane.punt_queue, None);
     let spis = cfg.spi_range()?;
     // The registration thread is the single writer of the SA table.
     let (sa_writer, sa_reader) = sa_table(SaTableConfig {
@@ -99,7 +102,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         shared,
         handles,
         injects,
-    } = workers::spawn(cfg, backends, &punt, &sa_reader, &stop)?;
+    } = workers::spawn(cfg, backends, (&punt, &dialog_events), &sa_reader, &stop)?;
     log::info(format_args!(
         "running: {} worker(s) on cores {:?}, backend {:?}, UE side {} {:?}:{}, core side {} {}:{}",
         cfg.dataplane.workers.len(),
@@ -142,7 +145,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg,
         &mut registrar,
         &mut poll,
-        &punt,
+        (&punt, &dialog_events),
         &injects,
         &control_text,
     )?;

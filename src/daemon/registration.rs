@@ -24,6 +24,8 @@ const DNS: mio::Token = mio::Token(1);
 /// one pass of the control loop takes at most; between passes it sends what it has, reads DNS
 /// and runs timers, so neither a backlog nor a flood of one class stalls the others.
 pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
+/// Dialog events one pass takes at most (each is a hash-map update: cheap next to a REGISTER).
+pub const DIALOG_BUDGET: usize = 1024;
 /// DNS datagrams one pass reads at most.
 const DNS_BUDGET: usize = 64;
 /// How often the registration thread's counters are renewed for Prometheus.
@@ -97,6 +99,21 @@ pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u
     (handled, !punt.is_empty())
 }
 
+/// One pass over the dialog-event queue: at most [`DIALOG_BUDGET`] events into the registrar's
+/// dialog book. The events handled, and whether any are left.
+pub fn dialog_pass(events: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u64, bool) {
+    let mut handled = 0;
+    while handled < DIALOG_BUDGET as u64 {
+        let Some(b) = events.pop() else {
+            break;
+        };
+        handled += 1;
+        registrar.handle_dialog_event(b.side, b.bytes(), now);
+        events.recycle(b);
+    }
+    (handled, !events.is_empty())
+}
+
 /// What the control loop counted.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct LoopCounts {
@@ -113,7 +130,7 @@ pub(super) fn serve(
     cfg: &Config,
     registrar: &mut Registrar,
     poll: &mut mio::Poll,
-    punt: &MsgQueue,
+    (punt, dialog_events): (&MsgQueue, &MsgQueue),
     injects: &[Arc<MsgQueue>],
     control_text: &Mutex<String>,
 ) -> std::io::Result<LoopCounts> {
@@ -172,6 +189,8 @@ pub(super) fn serve(
         // One bounded pass, the highest class first.
         let (handled, left) = punt_pass(punt, registrar, now);
         punts += handled;
+        backlog |= left;
+        let (_, left) = dialog_pass(dialog_events, registrar, now);
         backlog |= left;
         while let Some((server, q)) = registrar.poll_dns_query() {
             if let Some(s) = dns_sock.as_ref() {

@@ -39,6 +39,10 @@ pub fn control_metrics(registrar: &Registrar) -> String {
     for (name, v) in registrar.dns_stats().named() {
         let _ = writeln!(out, "pcscf_dns_events_total{{event=\"{name}\"}} {v}");
     }
+    for (name, v) in registrar.dialog_stats().named() {
+        let _ = writeln!(out, "pcscf_dialog_events_total{{event=\"{name}\"}} {v}");
+    }
+    let _ = writeln!(out, "pcscf_dialogs {}", registrar.dialogs());
     let st = registrar.sa_table_stats();
     for (name, v) in [
         ("inbound_reserved", st.inbound_used),
@@ -82,6 +86,11 @@ pub(super) fn log_registration_stop(registrar: &Registrar, punts: u64, inject_dr
     }
     log::info(format_args!("registrar: {:?}", registrar.stats));
     log::info(format_args!("registrar DNS: {:?}", registrar.dns_stats()));
+    log::info(format_args!(
+        "dialogs: {} open, {:?}",
+        registrar.dialogs(),
+        registrar.dialog_stats()
+    ));
     // Every SA in the table belongs to a set a binding holds, and the other way round (a
     // leak here would, over days, fill the table): checked once on the way out, where a walk
     // over every binding costs nothing.

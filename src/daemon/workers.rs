@@ -25,7 +25,7 @@ pub(super) struct Workers {
 pub(super) fn spawn(
     cfg: &Config,
     backends: Vec<Box<dyn PacketIo>>,
-    punt: &Arc<MsgQueue>,
+    (punt, dialog_events): (&Arc<MsgQueue>, &Arc<MsgQueue>),
     sa_reader: &SaReader,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers, Box<dyn std::error::Error>> {
@@ -37,6 +37,7 @@ pub(super) fn spawn(
         let st = Arc::new(SharedStats::default());
         shared.push(st.clone());
         let punt = punt.clone();
+        let events = dialog_events.clone();
         let stop = stop.clone();
         let sas = sa_reader.clone();
         let inject = MsgQueue::new(cfg.dataplane.punt_queue, None);
@@ -50,7 +51,8 @@ pub(super) fn spawn(
                     }
                     let mut w = Worker::new(io, wcfg, punt, st)
                         .with_sas(sas)
-                        .with_inject(inject);
+                        .with_inject(inject)
+                        .with_dialog_events(events);
                     w.run(&stop);
                 })?,
         );

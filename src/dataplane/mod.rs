@@ -20,6 +20,9 @@ mod worker;
 
 pub use classify::{L4, classify, udp_checksum_ok};
 pub use pipeline::{InFrame, Pipeline, Reply, Verdict, WorkerConfig};
-pub use queue::{Class, Datagram, MSG_MAX, Msg, MsgQueue, Protection, QueueError, Slot};
+pub use queue::{
+    Class, DIALOG_EVENT_PREFIX, Datagram, MSG_MAX, Msg, MsgQueue, Protection, QueueError, Slot,
+    split_dialog_event,
+};
 pub use stats::{DROP_REASONS, DropReason, SharedStats, WorkerStats, new_histogram};
 pub use worker::Worker;

@@ -128,6 +128,32 @@ fn flow_key() -> &'static FlowKey {
     KEY.get_or_init(FlowKey::random)
 }
 
+/// Whether `msg` moves a dialog the registration thread follows: an INVITE without To tag,
+/// a request with a To tag but ACK (its CSeq; a BYE ends the dialog), a final response to an
+/// INVITE (RFC 3261 §12.1, §12.2, §13.2.2.4).
+fn dialog_moves(msg: View<'_>) -> bool {
+    match msg.method() {
+        Some(m) => {
+            let in_dialog = msg
+                .header(HeaderName::To)
+                .and_then(crate::sip::headers::NameAddr::parse)
+                .is_some_and(|to| to.tag().is_some());
+            if in_dialog {
+                m != b"ACK"
+            } else {
+                m == b"INVITE"
+            }
+        }
+        None => {
+            msg.status().is_some_and(|c| c >= 200)
+                && msg
+                    .header(HeaderName::CSeq)
+                    .and_then(crate::sip::headers::cseq)
+                    .is_some_and(|(_, m)| m == b"INVITE")
+        }
+    }
+}
+
 /// Write IP + UDP headers for `frame[range]` from `from` to `to`, then ESP-protect the packet in
 /// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
 pub(crate) fn udp_over_sa(
@@ -184,6 +210,8 @@ pub struct Pipeline {
     /// Seals and checks the flow tokens of our Record-Route entries.
     flow_key: &'static FlowKey,
     punt: Arc<MsgQueue>,
+    /// Where the dialog events go (`control::dialogs`), if anywhere.
+    events: Option<Arc<MsgQueue>>,
     pub(crate) stats: WorkerStats,
     /// Where answers are built (allocated once).
     scratch: Vec<u8>,
@@ -225,6 +253,7 @@ impl Pipeline {
             key: branch_key(),
             flow_key: flow_key(),
             punt,
+            events: None,
             stats: WorkerStats::default(),
             scratch: vec![0; 4096],
             punted: false,
@@ -235,6 +264,40 @@ impl Pipeline {
             },
             icid_seq: 0,
             cfg,
+        }
+    }
+
+    /// Copy the messages that move a dialog to `q` from now on ([`Pipeline::dialog_event`]).
+    pub fn set_dialog_events(&mut self, q: Arc<MsgQueue>) {
+        self.events = Some(q);
+    }
+
+    /// Copy `msg`, which moves a dialog of the registration `binding` and came from `from`, to
+    /// the registration thread's dialog book (`control::dialogs`: it releases the calls of a
+    /// registration that ends, TS 24.229 §5.2.8). The workers keep no dialog state; a full
+    /// queue loses the event, counted. Taken: an INVITE that starts a dialog, a final response
+    /// to an INVITE, a request inside a dialog but ACK (`dialog_moves`).
+    fn dialog_event(&mut self, msg: View<'_>, from: Side, binding: u64) {
+        let Some(q) = &self.events else {
+            return;
+        };
+        if !dialog_moves(msg) {
+            return;
+        }
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        let d = Datagram {
+            side: from,
+            protection: Protection::Plain,
+            src: nowhere,
+            dst: nowhere,
+            payload: (),
+        };
+        match q.push_parts(d, [&binding.to_le_bytes(), msg.as_bytes()]) {
+            Ok(()) => {
+                self.stats.dialog_events += 1;
+                self.punted = true;
+            }
+            Err(_) => self.stats.dialog_events_lost += 1,
         }
     }
 
@@ -422,6 +485,11 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         }
         if !idx.is_request() {
+            // the UE answering a BYE of a release (control::dialogs): the registration
+            // thread's, over the protected lane that its REGISTERs take
+            if rules::top_via_is_release(view) {
+                return self.punt(frame, &m);
+            }
             // the UE answering a request the core sent it (request_to_ue): back to the core
             let Some(reg) = e.registration() else {
                 return Verdict::Drop(DropReason::NotRegistered);
@@ -509,6 +577,9 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
+        if initial {
+            self.dialog_event(ed.view(), Side::Ue, flow.binding);
+        }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, reg.next_hop).ok();
         self.forwarded(r, Side::Core)
@@ -559,6 +630,7 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
+        self.dialog_event(ed.view(), Side::Ue, e.binding());
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, s_cscf).ok();
         self.forwarded(r, Side::Core)
@@ -656,8 +728,9 @@ impl Pipeline {
             .header(HeaderName::CSeq)
             .and_then(crate::sip::headers::cseq)
             .is_some_and(|(_, m)| m == b"REGISTER");
-        if is_register {
-            // the registration thread's branches have their own format and check
+        // the registration thread's branches have their own format and check: its REGISTERs'
+        // and the BYEs of a release (control::dialogs)
+        if is_register || (ours.is_none() && rules::top_via_is_release(view)) {
             return self.punt(frame, &m);
         }
         let Some(branch) = ours else {
@@ -751,16 +824,18 @@ impl Pipeline {
             {
                 return Verdict::Drop(DropReason::NoRoom);
             }
+            self.dialog_event(ed.view(), Side::Core, flow.binding);
         } else {
             if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
                 return Verdict::Drop(DropReason::NoRoom);
             }
             // TS 24.229 §5.2.6.4.3 [spec-m]: a dialog toward the UE is record-routed too; the
             // UE-facing entry, on top, names our port-s (rules::dialog).
-            if kind == Some(RequestKind::Initial)
-                && rules::record_route(&mut ed, self.flow_key, &entries, flow, Dir::ToUe).is_err()
-            {
-                return Verdict::Drop(DropReason::NoRoom);
+            if kind == Some(RequestKind::Initial) {
+                if rules::record_route(&mut ed, self.flow_key, &entries, flow, Dir::ToUe).is_err() {
+                    return Verdict::Drop(DropReason::NoRoom);
+                }
+                self.dialog_event(ed.view(), Side::Core, flow.binding);
             }
         }
         let range = ed.range();
@@ -837,6 +912,7 @@ impl Pipeline {
             }
             Ok(Some(_)) | Err(_) => return Verdict::Drop(DropReason::ForeignDialog),
         }
+        self.dialog_event(ed.view(), Side::Core, inb.binding());
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
         let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
@@ -885,11 +961,13 @@ impl Pipeline {
         if b.spi != 0 || next.port() != b.port || !self.key.verify(&b, Dir::ToUe, next.ip(), ue) {
             return Verdict::Drop(DropReason::NotOurVia);
         }
-        if let Some((pai, _)) = registered
-            && (rules::assert_identity(&mut ed, pai).is_err()
-                || rules::strip_charging(&mut ed).is_err())
-        {
-            return Verdict::Drop(DropReason::NoRoom);
+        if let Some((pai, flow)) = registered {
+            if rules::assert_identity(&mut ed, pai).is_err()
+                || rules::strip_charging(&mut ed).is_err()
+            {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+            self.dialog_event(ed.view(), Side::Ue, flow.binding);
         }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();

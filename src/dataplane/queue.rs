@@ -79,6 +79,17 @@ impl<P: AsRef<[u8]>> Datagram<P> {
     }
 }
 
+/// The bytes in front of a dialog event's message: the binding it belongs to, little-endian.
+pub const DIALOG_EVENT_PREFIX: usize = 8;
+
+/// A dialog event, as the registration thread reads it from its queue: the binding the
+/// dialog belongs to and the whole SIP message as the worker relayed it (`control::dialogs`).
+/// The event's `side` says where the message came from.
+pub fn split_dialog_event(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let (b, msg) = payload.split_first_chunk::<DIALOG_EVENT_PREFIX>()?;
+    Some((u64::from_le_bytes(*b), msg))
+}
+
 /// Priority classes of punted messages, highest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -202,8 +213,15 @@ impl MsgQueue {
 
     /// Copy `d` into a free buffer and queue it. Never blocks.
     pub fn push(&self, d: Datagram<&[u8]>) -> Result<(), QueueError> {
-        let payload = d.payload;
-        if payload.len() > MSG_MAX {
+        self.push_parts(d.with_payload(()), [d.payload, &[]])
+    }
+
+    /// Copy the concatenation of `parts` into a free buffer with the addressing of `d`, and
+    /// queue it (a dialog event is a fixed prefix and the message's head). Never blocks.
+    pub fn push_parts(&self, d: Datagram<()>, parts: [&[u8]; 2]) -> Result<(), QueueError> {
+        let [a, z] = parts;
+        let len = a.len() + z.len();
+        if len > MSG_MAX {
             return Err(QueueError::TooBig);
         }
         let lane = self.lane(d.side, d.protection);
@@ -212,8 +230,9 @@ impl MsgQueue {
         b.protection = d.protection;
         b.src = d.src;
         b.dst = d.dst;
-        b.payload.len = payload.len();
-        b.payload.data[..payload.len()].copy_from_slice(payload);
+        b.payload.len = len;
+        b.payload.data[..a.len()].copy_from_slice(a);
+        b.payload.data[a.len()..len].copy_from_slice(z);
         // `full` has the same capacity as the number of buffers, so this cannot fail; if it
         // did, the buffer goes back to the free list rather than leak.
         if let Err(b) = lane.full.push(b) {

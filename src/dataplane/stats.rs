@@ -152,6 +152,11 @@ pub struct WorkerStats {
     /// contact address) or 480 (no SA set at that contact; RFC 3261 §16.5); also counted in
     /// `replied` (an ACK so is a [`DropReason::NotRegistered`] drop).
     pub ue_unreachable: u64,
+    /// Dialog events (an INVITE that starts a dialog, its final responses, requests inside a
+    /// dialog) copied to the registration thread, and those lost to a full queue: a lost one
+    /// may leave a call that a de-registration cannot release (TS 24.229 §5.2.8).
+    pub dialog_events: u64,
+    pub dialog_events_lost: u64,
     /// Messages the registration thread had this worker send, and those it could not (no
     /// frame, no outbound SA); kept apart from `drops`, which count received packets.
     pub injected: u64,
@@ -184,6 +189,8 @@ impl WorkerStats {
         self.replied += o.replied;
         self.dialog_refused += o.dialog_refused;
         self.ue_unreachable += o.ue_unreachable;
+        self.dialog_events += o.dialog_events;
+        self.dialog_events_lost += o.dialog_events_lost;
         self.injected += o.injected;
         self.inject_dropped += o.inject_dropped;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
@@ -210,6 +217,8 @@ impl WorkerStats {
         c("replied_packets", self.replied);
         c("dialog_refused_requests", self.dialog_refused);
         c("ue_unreachable_requests", self.ue_unreachable);
+        c("dialog_events", self.dialog_events);
+        c("dialog_events_lost", self.dialog_events_lost);
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
@@ -224,11 +233,14 @@ impl WorkerStats {
     }
 }
 
+/// The counters of [`WorkerStats`] that [`SharedStats`] carries besides `drops`.
+const FIELDS: usize = 17;
+
 /// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
 #[derive(Debug)]
 pub struct SharedStats {
-    fields: [AtomicU64; 15 + DROP_REASONS],
+    fields: [AtomicU64; FIELDS + DROP_REASONS],
     /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
     /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
     latency: Mutex<Histogram<u64>>,
@@ -245,7 +257,7 @@ impl Default for SharedStats {
 
 impl SharedStats {
     pub fn publish(&self, s: &WorkerStats) {
-        let vals = [
+        let vals: [u64; FIELDS] = [
             s.batches,
             s.rx,
             s.tx,
@@ -261,6 +273,8 @@ impl SharedStats {
             s.inject_dropped,
             s.dialog_refused,
             s.ue_unreachable,
+            s.dialog_events,
+            s.dialog_events_lost,
         ];
         for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
             f.store(*v, Ordering::Relaxed);
@@ -307,10 +321,12 @@ impl SharedStats {
             inject_dropped: v(12),
             dialog_refused: v(13),
             ue_unreachable: v(14),
+            dialog_events: v(15),
+            dialog_events_lost: v(16),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {
-            *d = v(15 + i);
+            *d = v(FIELDS + i);
         }
         s
     }

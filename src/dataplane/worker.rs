@@ -126,6 +126,12 @@ impl<P: PacketIo> Worker<P> {
         self
     }
 
+    /// Give the worker the queue its dialog events go to (`Pipeline::with_dialog_events`).
+    pub fn with_dialog_events(mut self, q: Arc<MsgQueue>) -> Self {
+        self.pipe.set_dialog_events(q);
+        self
+    }
+
     /// Give the worker its reader of the SA table.
     pub fn with_sas(mut self, sas: SaReader) -> Self {
         self.sas = Some(sas);

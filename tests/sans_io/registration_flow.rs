@@ -20,15 +20,15 @@ use pcscf::sip::{HeaderName, Message};
 
 use crate::support::ims::*;
 
-struct World {
-    reg: Registrar,
-    sas: SaReader,
+pub(crate) struct World {
+    pub(crate) reg: Registrar,
+    pub(crate) sas: SaReader,
     hss: HssSubscriber,
     usim: Usim,
-    now: Instant,
+    pub(crate) now: Instant,
 }
 
-fn world() -> World {
+pub(crate) fn world() -> World {
     world_sized(64)
 }
 
@@ -74,15 +74,15 @@ impl World {
     }
 }
 
-struct Challenge {
+pub(crate) struct Challenge {
     out_401: Vec<u8>,
     server: String,
     nonce: String,
     xres: aka::Res,
-    spi_pc: u32,
-    spi_ps: u32,
-    port_pc: u16,
-    port_ps: u16,
+    pub(crate) spi_pc: u32,
+    pub(crate) spi_ps: u32,
+    pub(crate) port_pc: u16,
+    pub(crate) port_ps: u16,
 }
 
 /// Steps 1–3: REGISTER, the core's 401, the 401 to the UE with the SAs installed.
@@ -448,7 +448,7 @@ fn register_without_security_client_gets_494() {
 }
 
 /// Register fully (REGISTER, 401, protected REGISTER, 200); returns the challenge's data.
-fn register(w: &mut World) -> Challenge {
+pub(crate) fn register(w: &mut World) -> Challenge {
     let c = challenge(w);
     let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
@@ -643,11 +643,9 @@ fn re_register_with_new_keys(port_uc: u16) {
     // (the new set lives until its own expiry, 7200 + 30 s)
 }
 
-#[test]
-fn de_registration_answers_over_the_sa_then_removes_it() {
-    let mut w = world();
-    let c = register(&mut w);
-    // Expires: 0 over the current SA (TS 33.203 §7.4)
+/// De-register the UE of `c` (Expires: 0 over its current SA, TS 33.203 §7.4) and have the core
+/// accept it: what the registrar sends then.
+pub(crate) fn deregister(w: &mut World, c: &Challenge) -> Vec<Outgoing> {
     let start = REGISTER1.find("Security-Client:").unwrap();
     let end = start + REGISTER1[start..].find("\r\n").unwrap() + 2;
     let dereg = format!(
@@ -673,13 +671,20 @@ fn de_registration_answers_over_the_sa_then_removes_it() {
         "OK",
         "Contact: <sip:001010000000001@10.46.0.6:7005>;expires=0\r\n",
     );
-    let out = w.feed(
+    w.feed(
         Side::Core,
         Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &ok,
-    );
+    )
+}
+
+#[test]
+fn de_registration_answers_over_the_sa_then_removes_it() {
+    let mut w = world();
+    let c = register(&mut w);
+    let out = deregister(&mut w, &c);
     // The 200 goes out over the SA, which is still there when the worker sends it...
     assert!(matches!(out[0].protection, Protection::Protected { .. }));
     assert_eq!(out[0].dst, addr("10.46.0.6:7005"));

@@ -5,7 +5,8 @@
 
 use std::net::SocketAddr;
 
-use pcscf::dataplane::{DropReason, L4, classify, udp_checksum_ok};
+use pcscf::control::registrar::{Incoming, Outgoing};
+use pcscf::dataplane::{DropReason, L4, Protection, classify, udp_checksum_ok};
 use pcscf::io::Side;
 use pcscf::sip::rules;
 use pcscf::sip::{HeaderName, Message};
@@ -717,4 +718,305 @@ fn charging_headers_never_cross_the_trust_boundary() {
         "{fwd}"
     );
     assert!(values(&fwd, HeaderName::PChargingFunctionAddresses).is_empty());
+}
+
+/// The dialog events a worker queued: (the side the message came from, its binding, the
+/// message).
+fn dialog_events(r: &Rig) -> Vec<(Side, u64, String)> {
+    std::iter::from_fn(|| r.events.pop())
+        .map(|b| {
+            let (binding, msg) = pcscf::dataplane::split_dialog_event(b.bytes()).unwrap();
+            let out = (b.side, binding, String::from_utf8(msg.to_vec()).unwrap());
+            r.events.recycle(b);
+            out
+        })
+        .collect()
+}
+
+/// The messages that move a dialog reach the registration thread's dialog book, tagged with
+/// the registration: the INVITE, its final response, the requests inside the dialog but ACK;
+/// nothing else (TS 24.229 §5.2.8: it releases the calls of a registration that ends).
+#[test]
+fn a_call_reports_its_dialog_events_to_the_registration_thread() {
+    let mut r = rig(false);
+    let (_, route_set) = originate(&mut r);
+    let mut bye = String::new();
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let req = in_dialog(method, cseq, &route_set);
+        bye = to_core(&mut r, Kind::EspPortC, req.as_bytes()).2;
+    }
+    let _ = to_ue(&mut r, answer(&bye, 200, "").as_bytes());
+    // a terminating call, answered and released by the core
+    let (_, _, inv) = to_ue(&mut r, core_invite().as_bytes());
+    let _ = to_ue(&mut r, core_invite().as_bytes()); // a retransmission: a second event
+    let rr = values(&inv, HeaderName::RecordRoute);
+    let extra = format!(
+        "Record-Route: {}\r\nContact: <sip:alice@10.46.0.6:7005>\r\n",
+        rr.join(", ")
+    );
+    let _ = to_core(&mut r, Kind::EspPortS, answer(&inv, 180, &extra).as_bytes());
+    let _ = to_core(&mut r, Kind::EspPortS, answer(&inv, 486, &extra).as_bytes());
+    let got: Vec<(Side, u64, String)> = dialog_events(&r)
+        .into_iter()
+        .map(|(side, b, m)| (side, b, m.lines().next().unwrap().to_string()))
+        .collect();
+    let want = [
+        (Side::Ue, "INVITE sip:bob@ims.example.net SIP/2.0"),
+        (Side::Core, "SIP/2.0 200 X"),
+        (Side::Ue, "BYE sip:bob@10.0.9.9:5060 SIP/2.0"),
+        (Side::Core, "INVITE sip:alice@10.46.0.6:7005 SIP/2.0"),
+        (Side::Core, "INVITE sip:alice@10.46.0.6:7005 SIP/2.0"),
+        (Side::Ue, "SIP/2.0 486 X"),
+    ]
+    .map(|(s, l)| (s, 1, l.to_string()));
+    assert_eq!(got, want);
+    let s = r.w.stats();
+    assert_eq!((s.dialog_events, s.dialog_events_lost), (6, 0));
+}
+
+/// Answers to the BYEs of a release carry a branch of the registration thread's format: a
+/// worker hands them to it (the core's, and the UE's over its SA), never relays them.
+#[test]
+fn answers_to_a_release_go_to_the_registration_thread() {
+    let mut r = rig(false);
+    let answer_with = |via: &str| {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-rel-00000000000000010123456789abcdef\r\n\
+             From: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>;tag=b1\r\n\
+             Call-ID: call-1@10.46.0.6\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let before = r.punt.len();
+    assert!(send(&mut r, Kind::Core, answer_with("10.0.1.10:5060").as_bytes()).is_empty());
+    assert!(
+        send(
+            &mut r,
+            Kind::EspPortS,
+            answer_with("10.46.0.1:5102").as_bytes()
+        )
+        .is_empty()
+    );
+    assert_eq!(r.punt.len(), before + 2);
+    // a response with our Via in the workers' format that does not verify is still dropped
+    let forged = answer_with("10.0.1.10:5060").replace("-rel-", "");
+    assert!(send(&mut r, Kind::Core, forged.as_bytes()).is_empty());
+    assert_eq!(r.punt.len(), before + 2);
+    assert_eq!(r.w.stats().drops[DropReason::NotOurVia as usize], 1);
+}
+
+/// TS 24.229 §5.2.8.1.2 [spec-m]: when a UE de-registers, pcscf releases its calls — a BYE
+/// toward the core on the UE's behalf and one toward the UE over its SA on the far end's,
+/// each with the dialog's identifiers, route set and next CSeq. The calls are the ones the
+/// worker reported (originating and terminating); a failed one and one already hung up are not
+/// released; the answers are counted and nothing is relayed.
+#[test]
+fn a_de_registration_releases_the_calls_the_workers_reported() {
+    use crate::registration_flow::{deregister, register, world};
+    let mut w = world();
+    let c = register(&mut w);
+    let binding = w.sas.pin().inbound(c.spi_ps).unwrap().binding();
+    let mut r = rig_for(false, binding);
+    // 1. an originating call; the far end re-INVITEs (CSeq 7) through the core
+    let (rr, _) = originate(&mut r);
+    let reinvite = format!(
+        "INVITE sip:alice@10.46.0.6:7005 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKre7\r\nMax-Forwards: 68\r\n\
+         Route: {}\r\nFrom: <sip:bob@ims.example.net>;tag=far\r\n\
+         To: <sip:alice@ims.example.net>;tag=a1\r\nCall-ID: call-1@10.46.0.6\r\n\
+         CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n",
+        rr.join(", ")
+    );
+    let _ = to_ue(&mut r, reinvite.as_bytes());
+    // 2. a terminating call, answered by the UE
+    let (_, _, inv) = to_ue(&mut r, core_invite().as_bytes());
+    let rr2 = values(&inv, HeaderName::RecordRoute);
+    let extra = format!(
+        "Record-Route: {}\r\nContact: <sip:alice@10.46.0.6:7005>\r\n",
+        rr2.join(", ")
+    );
+    let ok = answer(&inv, 200, &extra);
+    let ue_tag = tag_of(&ok);
+    let _ = to_core(&mut r, Kind::EspPortS, ok.as_bytes());
+    // 3. a call that fails, 4. one hung up before the de-registration
+    let failing = invite().replace("call-1@", "call-3@");
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, failing.as_bytes());
+    let _ = to_ue(&mut r, answer(&fwd, 486, "").as_bytes());
+    let ended = invite().replace("call-1@", "call-4@");
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, ended.as_bytes());
+    let extra = format!(
+        "Record-Route: {SCSCF_RR}, {}\r\nContact: <sip:bob@10.0.9.9:5060>\r\n",
+        values(&fwd, HeaderName::RecordRoute).join(", ")
+    );
+    let ok4 = to_ue(&mut r, answer(&fwd, 200, &extra).as_bytes()).2;
+    let mut set4 = values(&ok4, HeaderName::RecordRoute);
+    set4.reverse();
+    let bye4 = in_dialog("BYE", 2, &set4.join(", ")).replace("call-1@", "call-4@");
+    let bye4 = bye4.replace("tag=b1", &format!("tag={}", tag_of(&ok4)));
+    let _ = to_core(&mut r, Kind::EspPortC, bye4.as_bytes());
+
+    for (side, _, msg) in dialog_events(&r) {
+        let mut payload = binding.to_le_bytes().to_vec();
+        payload.extend_from_slice(msg.as_bytes());
+        w.reg.handle_dialog_event(side, &payload, w.now);
+    }
+    let st = w.reg.dialog_stats();
+    assert_eq!((st.confirmed, st.failed, st.ended), (3, 1, 1), "{st:?}");
+    assert_eq!(w.reg.dialogs(), 2);
+    assert_eq!(w.reg.dialogs_of(c.spi_ps), 2);
+
+    let out = deregister(&mut w, &c);
+    let byes: Vec<&Outgoing> = out
+        .iter()
+        .filter(|o| o.payload.starts_with(b"BYE "))
+        .collect();
+    assert_eq!(byes.len(), 4, "{out:?}");
+    let text = |o: &Outgoing| String::from_utf8(o.payload.clone()).unwrap();
+    let of = |call: &str, side: Side| {
+        byes.iter()
+            .find(|o| o.side == side && text(o).contains(&format!("Call-ID: {call}\r\n")))
+            .map(|o| (*o, text(o)))
+            .unwrap_or_else(|| panic!("no BYE of {call} toward {side:?}"))
+    };
+    // call 1 toward the core, on the calling UE's behalf: the far end's contact, the route set
+    // beyond our entries (the S-CSCF's), the UE's CSeq + 1
+    let (o, t) = of("call-1@10.46.0.6", Side::Core);
+    assert_eq!(
+        (o.src, o.protection),
+        (addr("10.0.1.10:5060"), Protection::Plain)
+    );
+    assert!(
+        t.starts_with("BYE sip:bob@10.0.9.9:5060 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(values(&t, HeaderName::Route), [SCSCF_RR]);
+    assert_eq!(
+        values(&t, HeaderName::From),
+        ["<sip:alice@ims.example.net>;tag=a1"]
+    );
+    assert!(values(&t, HeaderName::To)[0].starts_with("<sip:bob@ims.example.net>;tag="));
+    assert_eq!(values(&t, HeaderName::CSeq), ["2 BYE"]);
+    assert!(t.contains("\r\nReason: SIP;cause=480;"), "{t}");
+    let via = &values(&t, HeaderName::Via)[0];
+    assert!(
+        via.starts_with("SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK-rel-"),
+        "{via}"
+    );
+    // ...and toward the UE over its SA, on the far end's behalf, above the far end's CSeq 7
+    let (o, t) = of("call-1@10.46.0.6", Side::Ue);
+    assert!(matches!(o.protection, Protection::Protected { .. }));
+    assert_eq!(o.dst, addr("10.46.0.6:7005"));
+    assert_eq!(o.src, addr(&format!("10.46.0.1:{}", c.port_pc)));
+    assert!(
+        t.starts_with("BYE sip:alice@10.46.0.6:7005 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert!(values(&t, HeaderName::Route).is_empty());
+    assert_eq!(
+        values(&t, HeaderName::To),
+        ["<sip:alice@ims.example.net>;tag=a1"]
+    );
+    assert_eq!(values(&t, HeaderName::CSeq), ["8 BYE"]);
+    // call 2 (the UE was called): toward the core the caller's contact and the core's
+    // Record-Route beyond ours, in order; the UE never sent a request in it (CSeq 1)
+    let (_, t) = of("call-2@core", Side::Core);
+    assert!(
+        t.starts_with("BYE sip:bob@10.0.9.9:5060 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(values(&t, HeaderName::Route), [SCSCF_RR]);
+    assert_eq!(
+        values(&t, HeaderName::From),
+        [format!("<sip:alice@ims.example.net>;tag={ue_tag}")]
+    );
+    assert_eq!(
+        values(&t, HeaderName::To),
+        ["<sip:bob@ims.example.net>;tag=b9"]
+    );
+    assert_eq!(values(&t, HeaderName::CSeq), ["1 BYE"]);
+    let (_, t) = of("call-2@core", Side::Ue);
+    assert_eq!(
+        values(&t, HeaderName::From),
+        ["<sip:bob@ims.example.net>;tag=b9"]
+    );
+    assert_eq!(values(&t, HeaderName::CSeq), ["2 BYE"]);
+    assert_eq!(w.reg.dialogs(), 0);
+    let st = w.reg.dialog_stats();
+    assert_eq!(
+        (st.released, st.release_bye_core, st.release_bye_ue),
+        (2, 2, 2)
+    );
+
+    // the answers: counted, nothing sent; one with a branch we did not make is forged
+    for o in &byes {
+        let ok = answer(&text(o), 200, "");
+        let from = if o.side == Side::Core {
+            "10.0.1.20:5060"
+        } else {
+            "10.46.0.6:7005"
+        };
+        let msg = Incoming {
+            side: o.side,
+            protection: o.protection,
+            src: addr(from),
+            dst: o.src,
+            payload: ok.as_bytes(),
+        };
+        w.reg.handle_message(msg, w.now);
+    }
+    let forged = answer(&text(byes[0]), 200, "").replacen("z9hG4bK-rel-0", "z9hG4bK-rel-1", 1);
+    let msg = Incoming {
+        side: Side::Core,
+        protection: Protection::Plain,
+        src: addr("10.0.1.20:5060"),
+        dst: addr("10.0.1.10:5060"),
+        payload: forged.as_bytes(),
+    };
+    w.reg.handle_message(msg, w.now);
+    assert!(w.reg.poll_transmit().is_none());
+    let st = w.reg.dialog_stats();
+    assert_eq!((st.release_answered, st.release_forged), (4, 1), "{st:?}");
+}
+
+/// The To tag of a response.
+fn tag_of(resp: &str) -> String {
+    let to = &values(resp, HeaderName::To)[0];
+    to.split("tag=").nth(1).unwrap().to_string()
+}
+
+/// A registration that expires (no refresh) releases its calls toward the core only: its SA
+/// set goes with it, so the UE is not reached any more (TS 24.229 §5.2.8 [spec-m]).
+#[test]
+fn an_expired_registration_releases_its_calls_toward_the_core() {
+    use crate::registration_flow::{register, world};
+    let mut w = world();
+    let c = register(&mut w);
+    let binding = w.sas.pin().inbound(c.spi_ps).unwrap().binding();
+    let mut r = rig_for(false, binding);
+    let _ = originate(&mut r);
+    for (side, _, msg) in dialog_events(&r) {
+        let mut payload = binding.to_le_bytes().to_vec();
+        payload.extend_from_slice(msg.as_bytes());
+        w.reg.handle_dialog_event(side, &payload, w.now);
+    }
+    assert_eq!(w.reg.dialogs(), 1);
+    // nothing before the set's end (expires 3600 + 30 s of grace)
+    w.reg
+        .handle_timeout(w.now + std::time::Duration::from_secs(3600));
+    assert!(w.reg.poll_transmit().is_none());
+    w.reg
+        .handle_timeout(w.now + std::time::Duration::from_secs(3631));
+    let out: Vec<Outgoing> = std::iter::from_fn(|| w.reg.poll_transmit()).collect();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].side, Side::Core);
+    assert!(
+        out[0]
+            .payload
+            .starts_with(b"BYE sip:bob@10.0.9.9:5060 SIP/2.0\r\n")
+    );
+    let st = w.reg.dialog_stats();
+    assert_eq!(
+        (st.released, st.release_bye_core, st.release_bye_ue),
+        (1, 1, 0)
+    );
+    assert_eq!(w.reg.dialogs(), 0);
 }

@@ -100,6 +100,8 @@ impl Kind {
 pub struct Rig {
     pub w: Worker<MemIo>,
     pub punt: Arc<MsgQueue>,
+    /// Where the worker's dialog events go (`control::dialogs`).
+    pub events: Arc<MsgQueue>,
     pub shared: Arc<SharedStats>,
     pub sa1_tx: Sa,
     pub sa4_tx: Sa,
@@ -186,11 +188,14 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
         .unwrap();
     let punt = MsgQueue::new(64, None);
     let shared = Arc::new(SharedStats::default());
-    let w =
-        Worker::new(MemIo::new(FRAMES), cfg(relay), punt.clone(), shared.clone()).with_sas(reader);
+    let events = MsgQueue::new(64, None);
+    let w = Worker::new(MemIo::new(FRAMES), cfg(relay), punt.clone(), shared.clone())
+        .with_sas(reader)
+        .with_dialog_events(events.clone());
     let mut r = Rig {
         w,
         punt,
+        events,
         shared,
         sa1_tx: sa(spi1),
         sa4_tx: sa(spi4),

@@ -151,6 +151,21 @@ pub fn answer_to_us(v: View<'_>) -> Option<(u16, &'static str)> {
 /// The Allow line of [`answer_to_us`]: the only method we serve as a UAS.
 pub const ALLOW_TO_US: &[u8] = b"Allow: OPTIONS\r\n";
 
+/// The branch prefix of the BYEs the registration thread sends when it releases the calls of
+/// a registration that ended (`control::dialogs`): the workers hand their answers to it rather
+/// than relay them. An RFC 3261 branch (§8.1.1.7 magic cookie), never one of the workers'
+/// ([`Branch::parse`] refuses it).
+pub const RELEASE_BRANCH: &[u8] = b"z9hG4bK-rel-";
+
+/// Whether the top Via of a response carries a release branch ([`RELEASE_BRANCH`]).
+pub fn top_via_is_release(v: View<'_>) -> bool {
+    v.values(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .and_then(|via| via.branch())
+        .is_some_and(|b| b.starts_with(RELEASE_BRANCH))
+}
+
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
 /// case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch — and if so,
 /// the branch when it has the format of the workers' branches ([`Branch`], still to be verified

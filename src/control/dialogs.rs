@@ -1,0 +1,807 @@
+//! The calls of each registration, as the registration thread knows them, and their release
+//! when the registration ends (TS 24.229 §5.2.8.1.2 [spec-m]: the P-CSCF releases the
+//! sessions of a user whose registration is gone, with a BYE toward the core and one toward
+//! the UE while it can still be reached).
+//!
+//! The workers stay stateless: they copy each message that moves a dialog — an initial INVITE,
+//! a final response to an INVITE, a request inside a dialog other than ACK — to a bounded queue
+//! of their own, tagged with the registration (binding) it belongs to
+//! ([`crate::dataplane::split_dialog_event`]). From those copies this book keeps, per dialog,
+//! what a BYE needs (RFC 3261 §12.1, §12.2.1.1): Call-ID, both tags with their From/To values,
+//! both contacts (remote targets), the route set toward the core and the highest CSeq each side
+//! used.
+//!
+//! Owns: the INVITEs waiting for a final response (keyed by Call-ID and From tag), the
+//! confirmed dialogs (Call-ID and both tags) of each binding, the BYEs of a release. Sans-IO:
+//! events and `now` in, [`Outgoing`] messages out. Its memory is bounded: INVITEs wait at most
+//! [`EARLY_LIFE`] and [`MAX_EARLY`] in all, a binding keeps at most [`MAX_PER_BINDING`]
+//! dialogs and the book [`MAX_DIALOGS`]; the oldest make room, counted.
+//!
+//! What a release sends (on behalf of each end toward the other, TS 24.229 §5.2.8.1.2
+//! [spec-m], modelled on the S-CSCF's §5.4.5.1.2): Request-URI the other end's contact; From /
+//! To the sender's and the other end's values with their tags; the dialog's Call-ID; CSeq the
+//! sender's last one plus one (RFC 3261 §12.2.1.1); toward the core the route set beyond our
+//! own entries (the UE's S-CSCF first, where the workers send the UE's in-dialog requests);
+//! `Reason: SIP;cause=480` (RFC 3326: the user is no longer reachable here). Our Via carries a
+//! branch of the release format ([`crate::sip::rules::RELEASE_BRANCH`]): the workers hand the
+//! answers back here ([`Dialogs::on_release_answer`]) instead of relaying them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::dataplane::{Datagram, Protection};
+use crate::io::Side;
+use crate::sip::headers::{NameAddr, cseq};
+use crate::sip::{HeaderName, Message, OwnUris, View};
+
+/// INVITEs waiting for their final response, all bindings together.
+pub const MAX_EARLY: usize = 1 << 16;
+/// How long an INVITE waits for its final response: longer than a proxy's Timer C (RFC 3261
+/// §16.6 item 11: more than 3 minutes) would let it.
+pub const EARLY_LIFE: Duration = Duration::from_secs(200);
+/// Confirmed dialogs per registration: a phone holds a few calls at once (hold, waiting,
+/// conference); past this the oldest is forgotten, so a UE that never sends BYE cannot grow the
+/// book.
+pub const MAX_PER_BINDING: usize = 16;
+/// Confirmed dialogs in all.
+pub const MAX_DIALOGS: usize = 1 << 20;
+
+/// The book's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DialogStats {
+    /// Events handed in by the workers.
+    pub events: u64,
+    /// Events that did not parse or lacked a field a dialog needs (Call-ID, tags, CSeq, Contact).
+    pub malformed: u64,
+    /// Dialogs confirmed (a 2xx to an INVITE we saw; its retransmissions are not counted).
+    pub confirmed: u64,
+    /// 2xx responses to an INVITE we had no event of (lost to a full queue, or older than
+    /// [`EARLY_LIFE`]): such a call cannot be released.
+    pub untracked: u64,
+    /// INVITEs that got a non-2xx final response.
+    pub failed: u64,
+    /// Dialogs ended by a BYE through us.
+    pub ended: u64,
+    /// Dialogs and waiting INVITEs forgotten to keep within the bounds (module doc).
+    pub evicted: u64,
+    /// Dialogs released because their registration ended, and the BYEs sent for them.
+    pub released: u64,
+    pub release_bye_core: u64,
+    pub release_bye_ue: u64,
+    /// Answers to those BYEs, 2xx and others.
+    pub release_answered: u64,
+    pub release_refused: u64,
+    /// Responses with a release branch we did not make (a UE's invention): dropped.
+    pub release_forged: u64,
+}
+
+impl DialogStats {
+    /// Every counter with its name (Prometheus and logs); the destructuring names each field,
+    /// so one added to the struct and not here does not compile.
+    pub fn named(&self) -> [(&'static str, u64); 13] {
+        let DialogStats {
+            events,
+            malformed,
+            confirmed,
+            untracked,
+            failed,
+            ended,
+            evicted,
+            released,
+            release_bye_core,
+            release_bye_ue,
+            release_answered,
+            release_refused,
+            release_forged,
+        } = *self;
+        [
+            ("events", events),
+            ("malformed", malformed),
+            ("confirmed", confirmed),
+            ("untracked", untracked),
+            ("failed", failed),
+            ("ended", ended),
+            ("evicted", evicted),
+            ("released", released),
+            ("release_bye_core", release_bye_core),
+            ("release_bye_ue", release_bye_ue),
+            ("release_answered", release_answered),
+            ("release_refused", release_refused),
+            ("release_forged", release_forged),
+        ]
+    }
+}
+
+/// An INVITE on its way: what the dialog needs from it.
+#[derive(Debug)]
+struct Offer {
+    binding: u64,
+    ue_is_caller: bool,
+    /// The From value (with the caller's tag) and the caller's Contact URI.
+    caller: Box<[u8]>,
+    caller_contact: Box<[u8]>,
+    cseq: u64,
+    /// For an INVITE from the core (a called UE): its Record-Route entries other than ours, in
+    /// order — the UE's route set beyond us (RFC 3261 §12.1.1), taken from the core's request
+    /// rather than from the UE's 2xx, whose entries below ours the UE could have rewritten.
+    core_route: Vec<Box<[u8]>>,
+    at: Instant,
+}
+
+/// (Call-ID, From tag): an INVITE and the dialogs it may create.
+type EarlyKey = (Box<[u8]>, Box<[u8]>);
+/// (Call-ID, caller's tag, callee's tag) (RFC 3261 §12).
+type DialogId = (Box<[u8]>, Box<[u8]>, Box<[u8]>);
+
+/// A confirmed dialog of a registered UE.
+#[derive(Debug)]
+struct Dialog {
+    binding: u64,
+    ue_is_caller: bool,
+    caller: Box<[u8]>,
+    callee: Box<[u8]>,
+    caller_contact: Box<[u8]>,
+    callee_contact: Box<[u8]>,
+    /// Route values toward the far end, after our own entries, in the order a request from the
+    /// UE carries them (RFC 3261 §12.1.1 / §12.1.2).
+    core_route: Vec<Box<[u8]>>,
+    caller_cseq: u64,
+    /// None until the callee sends a request in the dialog (RFC 3261 §12.1.1: its remote
+    /// sequence number is empty, any value is accepted).
+    callee_cseq: Option<u64>,
+    /// Where the workers send the UE's requests in this dialog (its S-CSCF), when known.
+    next_hop: Option<SocketAddr>,
+    /// Its number in the binding's list, oldest first.
+    seq: u64,
+}
+
+/// How a release reaches the UE: over the outbound SA of its current set, from our port-c to
+/// its port-s (TS 33.203 §7.1), with our UE-side address as Via sent-by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UeLeg {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    /// Our inbound SPI of that set (names the set; the worker picks the SA by the flow).
+    pub spi: u32,
+}
+
+/// Where a release goes: our core-side address (source and Via), the next hop toward the core
+/// when the dialog does not name one, and the UE while it has an SA set.
+#[derive(Clone, Debug)]
+pub struct Legs<'a> {
+    pub core: SocketAddr,
+    pub via_sent_by: &'a str,
+    pub next_hop: Option<SocketAddr>,
+    pub ue: Option<UeLeg>,
+}
+
+/// The dialog book (module doc).
+#[derive(Debug)]
+pub struct Dialogs {
+    early: HashMap<EarlyKey, Offer>,
+    /// `early`'s keys, oldest first, with when each came (an entry whose Offer is younger was
+    /// replaced by a retransmission or a new INVITE and is stale here).
+    early_order: VecDeque<(Instant, EarlyKey)>,
+    dialogs: HashMap<DialogId, Dialog>,
+    by_binding: HashMap<u64, Vec<DialogId>>,
+    seq: u64,
+    /// Keys the tag of the release branches: an answer is counted only for a BYE we sent.
+    branch_key: std::hash::RandomState,
+    pub stats: DialogStats,
+}
+
+impl Default for Dialogs {
+    fn default() -> Self {
+        Dialogs::new()
+    }
+}
+
+/// The bytes of a header's value as an owned box.
+fn boxed(b: &[u8]) -> Box<[u8]> {
+    b.into()
+}
+
+/// The URI of the first Contact of `v`.
+fn contact_uri(v: View<'_>) -> Option<Box<[u8]>> {
+    let c = v.values(HeaderName::Contact).next()?;
+    Some(boxed(NameAddr::parse(c)?.uri))
+}
+
+/// The Record-Route entries of `v` that are not ours, top first.
+fn foreign_record_route(v: View<'_>, own: &OwnUris) -> Vec<Box<[u8]>> {
+    v.values(HeaderName::RecordRoute)
+        .filter(|rr| NameAddr::parse(rr).is_some_and(|na| !own.is_us(na.uri)))
+        .map(boxed)
+        .collect()
+}
+
+/// The tag of a From or To value.
+fn tag_of(value: &[u8]) -> Option<&[u8]> {
+    NameAddr::parse(value)?.tag()
+}
+
+impl Dialogs {
+    pub fn new() -> Dialogs {
+        Dialogs {
+            early: HashMap::new(),
+            early_order: VecDeque::new(),
+            dialogs: HashMap::new(),
+            by_binding: HashMap::new(),
+            seq: 0,
+            branch_key: std::hash::RandomState::new(),
+            stats: DialogStats::default(),
+        }
+    }
+
+    /// Confirmed dialogs in the book.
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// INVITEs waiting for a final response.
+    pub fn waiting(&self) -> usize {
+        self.early.len()
+    }
+
+    /// Confirmed dialogs of `binding`.
+    pub fn of_binding(&self, binding: u64) -> usize {
+        self.by_binding.get(&binding).map_or(0, Vec::len)
+    }
+
+    /// A worker's dialog event: `msg` (a whole SIP message as relayed) of the registration
+    /// `binding`, which came from the UE (`from` [`Side::Ue`]) or from the core; `next_hop` the
+    /// registration's S-CSCF now, `own` what names us (our Record-Route entries).
+    pub fn handle_event(
+        &mut self,
+        from: Side,
+        binding: u64,
+        msg: &[u8],
+        next_hop: Option<SocketAddr>,
+        own: &OwnUris,
+        now: Instant,
+    ) {
+        self.stats.events += 1;
+        self.expire(now);
+        let Ok(m) = Message::parse(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let v = m.view();
+        let ok = match v.status() {
+            None => self.on_request(v, from, binding, own, now),
+            Some(code) => self.on_final(v, code, binding, next_hop, own),
+        };
+        if ok.is_none() {
+            self.stats.malformed += 1;
+        }
+    }
+
+    /// An initial INVITE, or a request inside a dialog (its CSeq; a BYE ends the dialog).
+    fn on_request(
+        &mut self,
+        v: View<'_>,
+        from: Side,
+        binding: u64,
+        own: &OwnUris,
+        now: Instant,
+    ) -> Option<()> {
+        let call_id = v.header(HeaderName::CallId)?;
+        let from_v = v.header(HeaderName::From)?;
+        let from_tag = tag_of(from_v)?;
+        let (n, method) = cseq(v.header(HeaderName::CSeq)?)?;
+        let to_tag = v.header(HeaderName::To).and_then(tag_of);
+        let Some(to_tag) = to_tag else {
+            if !v.is_method(b"INVITE") {
+                return Some(());
+            }
+            let key = (boxed(call_id), boxed(from_tag));
+            let offer = Offer {
+                binding,
+                ue_is_caller: from == Side::Ue,
+                caller: boxed(from_v),
+                caller_contact: contact_uri(v)?,
+                cseq: n,
+                core_route: if from == Side::Core {
+                    foreign_record_route(v, own)
+                } else {
+                    Vec::new()
+                },
+                at: now,
+            };
+            if self.early.len() >= MAX_EARLY && !self.early.contains_key(&key) {
+                self.evict_early();
+            }
+            self.early_order.push_back((now, key.clone()));
+            self.early.insert(key, offer);
+            return Some(());
+        };
+        // Inside a dialog: the sender is the caller when its From tag is the caller's.
+        let as_caller = (boxed(call_id), boxed(from_tag), boxed(to_tag));
+        let (id, by_caller) = if self.dialogs.contains_key(&as_caller) {
+            (as_caller, true)
+        } else {
+            ((as_caller.0, as_caller.2, as_caller.1), false)
+        };
+        let Some(d) = self.dialogs.get_mut(&id) else {
+            return Some(());
+        };
+        // a request from another registration's leg is not this dialog's (the workers check
+        // the flow tokens; this keeps the book consistent whatever comes)
+        if d.binding != binding || d.ue_is_caller != (by_caller == (from == Side::Ue)) {
+            return Some(());
+        }
+        if by_caller {
+            d.caller_cseq = d.caller_cseq.max(n);
+        } else {
+            d.callee_cseq = Some(d.callee_cseq.map_or(n, |c| c.max(n)));
+        }
+        if method == b"BYE" {
+            self.remove(&id);
+            self.stats.ended += 1;
+        }
+        Some(())
+    }
+
+    /// A final response to an INVITE: a 2xx confirms a dialog, anything else ends the wait.
+    fn on_final(
+        &mut self,
+        v: View<'_>,
+        code: u16,
+        binding: u64,
+        next_hop: Option<SocketAddr>,
+        own: &OwnUris,
+    ) -> Option<()> {
+        let call_id = v.header(HeaderName::CallId)?;
+        let from_tag = tag_of(v.header(HeaderName::From)?)?;
+        let key = (boxed(call_id), boxed(from_tag));
+        if code >= 300 {
+            if self.early.remove(&key).is_some() {
+                self.stats.failed += 1;
+            }
+            return Some(());
+        }
+        if !(200..300).contains(&code) {
+            return Some(());
+        }
+        let to_v = v.header(HeaderName::To)?;
+        let to_tag = tag_of(to_v)?;
+        let id = (key.0.clone(), key.1.clone(), boxed(to_tag));
+        if self.dialogs.contains_key(&id) {
+            return Some(()); // a retransmitted 2xx
+        }
+        let Some(offer) = self.early.get(&key) else {
+            self.stats.untracked += 1;
+            return Some(());
+        };
+        if offer.binding != binding {
+            return Some(());
+        }
+        // A calling UE's route set is the 2xx's Record-Route reversed (RFC 3261 §12.1.2); this
+        // 2xx came from the core. A called UE's is the INVITE's (§12.1.1), kept with the offer.
+        let core_route = if offer.ue_is_caller {
+            let mut r = foreign_record_route(v, own);
+            r.reverse();
+            r
+        } else {
+            offer.core_route.clone()
+        };
+        let d = Dialog {
+            binding,
+            ue_is_caller: offer.ue_is_caller,
+            caller: offer.caller.clone(),
+            callee: boxed(to_v),
+            caller_contact: offer.caller_contact.clone(),
+            callee_contact: contact_uri(v)?,
+            core_route,
+            caller_cseq: offer.cseq,
+            callee_cseq: None,
+            next_hop,
+            seq: self.next_seq(),
+        };
+        self.insert(id, d);
+        self.stats.confirmed += 1;
+        Some(())
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn insert(&mut self, id: DialogId, d: Dialog) {
+        let binding = d.binding;
+        if self.of_binding(binding) >= MAX_PER_BINDING {
+            if let Some(oldest) = self.by_binding.get(&binding).and_then(|l| l.first()) {
+                let oldest = oldest.clone();
+                self.remove(&oldest);
+                self.stats.evicted += 1;
+            }
+        } else if self.dialogs.len() >= MAX_DIALOGS {
+            // the book is full: the dialog that has waited longest for a BYE goes
+            if let Some(oldest) = self
+                .dialogs
+                .iter()
+                .min_by_key(|(_, d)| d.seq)
+                .map(|(k, _)| k.clone())
+            {
+                self.remove(&oldest);
+                self.stats.evicted += 1;
+            }
+        }
+        self.by_binding.entry(binding).or_default().push(id.clone());
+        self.dialogs.insert(id, d);
+    }
+
+    fn remove(&mut self, id: &DialogId) -> Option<Dialog> {
+        let d = self.dialogs.remove(id)?;
+        if let Some(list) = self.by_binding.get_mut(&d.binding) {
+            list.retain(|k| k != id);
+            if list.is_empty() {
+                self.by_binding.remove(&d.binding);
+            }
+        }
+        Some(d)
+    }
+
+    /// INVITEs older than [`EARLY_LIFE`] are forgotten (their final response never came
+    /// through us).
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.early_order.front() {
+            if now.saturating_duration_since(*at) < EARLY_LIFE {
+                break;
+            }
+            if let Some((at, key)) = self.early_order.pop_front()
+                && self.early.get(&key).is_some_and(|o| o.at == at)
+            {
+                self.early.remove(&key);
+            }
+        }
+    }
+
+    /// The oldest waiting INVITE goes to make room.
+    fn evict_early(&mut self) {
+        while let Some((at, key)) = self.early_order.pop_front() {
+            if self.early.get(&key).is_some_and(|o| o.at == at) {
+                self.early.remove(&key);
+                self.stats.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    /// The registration `binding` ended: its dialogs are released (module doc), the BYEs
+    /// queued in `out`, and forgotten (the answers are counted, never waited for). INVITEs still
+    /// waiting are left to their final response (a stateless proxy holds no transaction to
+    /// CANCEL; the caller's own Timer C or the callee ends them).
+    pub fn release(&mut self, binding: u64, legs: &Legs<'_>, out: &mut VecDeque<Outgoing>) {
+        let Some(ids) = self.by_binding.remove(&binding) else {
+            return;
+        };
+        for id in ids {
+            let Some(d) = self.dialogs.remove(&id) else {
+                continue;
+            };
+            self.stats.released += 1;
+            let (ue_party, far_party, ue_contact, far_contact) = if d.ue_is_caller {
+                (&d.caller, &d.callee, &d.caller_contact, &d.callee_contact)
+            } else {
+                (&d.callee, &d.caller, &d.callee_contact, &d.caller_contact)
+            };
+            let (ue_cseq, far_cseq) = if d.ue_is_caller {
+                (Some(d.caller_cseq), d.callee_cseq)
+            } else {
+                (d.callee_cseq, Some(d.caller_cseq))
+            };
+            if let Some(next) = d.core_route_next(legs) {
+                let branch = self.branch();
+                let bye = Bye {
+                    target: far_contact,
+                    sent_by: legs.via_sent_by,
+                    branch,
+                    route: &d.core_route,
+                    from: ue_party,
+                    to: far_party,
+                    call_id: &id.0,
+                    cseq: ue_cseq.map_or(1, |c| c.saturating_add(1)),
+                }
+                .write();
+                out.push_back(Datagram {
+                    side: Side::Core,
+                    protection: Protection::Plain,
+                    src: legs.core,
+                    dst: next,
+                    payload: bye,
+                });
+                self.stats.release_bye_core += 1;
+            }
+            if let Some(ue) = legs.ue {
+                let branch = self.branch();
+                let sent_by = ue.from.to_string();
+                let bye = Bye {
+                    target: ue_contact,
+                    sent_by: &sent_by,
+                    branch,
+                    route: &[],
+                    from: far_party,
+                    to: ue_party,
+                    call_id: &id.0,
+                    cseq: far_cseq.map_or(1, |c| c.saturating_add(1)),
+                }
+                .write();
+                out.push_back(Datagram {
+                    side: Side::Ue,
+                    protection: Protection::Protected { spi: ue.spi },
+                    src: ue.from,
+                    dst: ue.to,
+                    payload: bye,
+                });
+                self.stats.release_bye_ue += 1;
+            }
+        }
+    }
+
+    /// An answer to one of our release BYEs (the workers hand them back by their branch's
+    /// prefix): counted by outcome when its branch is one we made, else as forged.
+    pub fn on_release_answer(&mut self, branch: &[u8], code: u16) {
+        let ours = branch
+            .strip_prefix(crate::sip::rules::RELEASE_BRANCH)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .filter(|hex| hex.len() == 32)
+            .and_then(|hex| {
+                let seq = u64::from_str_radix(&hex[..16], 16).ok()?;
+                let tag = u64::from_str_radix(&hex[16..], 16).ok()?;
+                Some(tag == self.branch_tag(seq))
+            })
+            .unwrap_or(false);
+        if !ours {
+            self.stats.release_forged += 1;
+        } else if (200..300).contains(&code) {
+            self.stats.release_answered += 1;
+        } else if code >= 300 {
+            self.stats.release_refused += 1;
+        }
+    }
+
+    /// A fresh branch of the release format: a number and its keyed tag, 32 hex digits after
+    /// [`crate::sip::rules::RELEASE_BRANCH`] (unique per request, RFC 3261 §8.1.1.7).
+    fn branch(&mut self) -> String {
+        self.seq += 1;
+        format!("{:016x}{:016x}", self.seq, self.branch_tag(self.seq))
+    }
+
+    fn branch_tag(&self, seq: u64) -> u64 {
+        use std::hash::BuildHasher;
+        self.branch_key.hash_one(seq)
+    }
+}
+
+impl Dialog {
+    /// Where the BYE toward the core goes: the S-CSCF the workers send the UE's requests to
+    /// (the registration's now, else the one when the dialog was confirmed).
+    fn core_route_next(&self, legs: &Legs<'_>) -> Option<SocketAddr> {
+        legs.next_hop.or(self.next_hop)
+    }
+}
+
+/// A message for a worker to send (the registrar's outputs).
+pub type Outgoing = Datagram<Vec<u8>>;
+
+/// A release BYE (module doc).
+struct Bye<'a> {
+    target: &'a [u8],
+    sent_by: &'a str,
+    branch: String,
+    route: &'a [Box<[u8]>],
+    from: &'a [u8],
+    to: &'a [u8],
+    call_id: &'a [u8],
+    cseq: u64,
+}
+
+impl Bye<'_> {
+    /// The request's bytes: every value is copied as it came, byte for byte (header values that
+    /// parsed as such hold no bare CR or LF).
+    fn write(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(512);
+        let mut put = |parts: &[&[u8]]| {
+            for p in parts {
+                v.extend_from_slice(p);
+            }
+        };
+        let branch = &self.branch;
+        let cseq = self.cseq.to_string();
+        put(&[b"BYE ", self.target, b" SIP/2.0\r\n"]);
+        put(&[b"Via: SIP/2.0/UDP ", self.sent_by.as_bytes(), b";branch="]);
+        put(&[
+            crate::sip::rules::RELEASE_BRANCH,
+            branch.as_bytes(),
+            b"\r\n",
+        ]);
+        put(&[b"Max-Forwards: 70\r\n"]);
+        for r in self.route {
+            put(&[b"Route: ", r, b"\r\n"]);
+        }
+        put(&[b"From: ", self.from, b"\r\nTo: ", self.to, b"\r\n"]);
+        put(&[
+            b"Call-ID: ",
+            self.call_id,
+            b"\r\nCSeq: ",
+            cseq.as_bytes(),
+            b" BYE\r\n",
+        ]);
+        put(&[b"Reason: SIP;cause=480;text=\"Registration ended\"\r\n"]);
+        put(&[b"Content-Length: 0\r\n\r\n"]);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> OwnUris {
+        OwnUris::new(
+            &["pcscf.test"],
+            &["10.46.0.1".parse().unwrap(), "10.0.1.10".parse().unwrap()],
+            &[5060],
+            Some(5100..=5199),
+        )
+    }
+
+    fn invite(call: &str, from_tag: &str) -> String {
+        format!(
+            "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK1\r\n\
+             Record-Route: <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
+             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>\r\n\
+             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.46.0.6:7005>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn ok(call: &str, from_tag: &str, to_tag: &str) -> String {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK0\r\n\
+             Record-Route: <sip:scscf.test;lr>, <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
+             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>;tag={to_tag}\r\n\
+             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@10.9.9.9>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn legs() -> Legs<'static> {
+        Legs {
+            core: "10.0.1.10:5060".parse().unwrap(),
+            via_sent_by: "10.0.1.10:5060",
+            next_hop: Some("10.0.1.30:6060".parse().unwrap()),
+            ue: None,
+        }
+    }
+
+    /// Events are hostile input: garbage, truncated messages and dialogs of another binding
+    /// change nothing and never panic.
+    #[test]
+    fn events_that_do_not_fit_change_nothing() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        let good = invite("c1", "a1");
+        for bad in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+            &good.as_bytes()[..good.len() / 2],
+            good.replace("tag=a1", "tag").as_bytes(),
+            good.replace("Contact", "X-Contact").as_bytes(),
+        ] {
+            d.handle_event(Side::Ue, 1, bad, None, &own, now);
+        }
+        assert_eq!(d.waiting(), 0);
+        assert_eq!(d.stats.malformed, 6);
+        d.handle_event(Side::Ue, 1, good.as_bytes(), None, &own, now);
+        // the 2xx of binding 2 does not confirm binding 1's INVITE
+        d.handle_event(
+            Side::Core,
+            2,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        assert_eq!(d.len(), 0);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        assert_eq!((d.len(), d.stats.confirmed), (1, 1));
+        // another binding's BYE with these identifiers does not end it
+        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
+                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
+                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        d.handle_event(Side::Ue, 2, bye.as_bytes(), None, &own, now);
+        assert_eq!(d.len(), 1);
+        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
+        assert_eq!((d.len(), d.stats.ended), (0, 1));
+    }
+
+    /// A UE that never hangs up keeps at most MAX_PER_BINDING dialogs; an INVITE never
+    /// answered is forgotten after EARLY_LIFE.
+    #[test]
+    fn the_book_is_bounded() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        for i in 0..MAX_PER_BINDING + 4 {
+            let call = format!("c{i}");
+            d.handle_event(Side::Ue, 7, invite(&call, "a").as_bytes(), None, &own, now);
+            d.handle_event(
+                Side::Core,
+                7,
+                ok(&call, "a", "b").as_bytes(),
+                None,
+                &own,
+                now,
+            );
+        }
+        assert_eq!(d.of_binding(7), MAX_PER_BINDING);
+        assert_eq!(d.stats.evicted, 4);
+        d.handle_event(Side::Ue, 7, invite("late", "a").as_bytes(), None, &own, now);
+        let later = now + EARLY_LIFE;
+        d.handle_event(
+            Side::Core,
+            7,
+            ok("late", "a", "b").as_bytes(),
+            None,
+            &own,
+            later,
+        );
+        assert_eq!(d.stats.untracked, 1);
+        assert_eq!(d.waiting(), 0);
+        // the released BYEs name the first hop beyond us; none toward a UE without a set
+        let mut out = VecDeque::new();
+        d.release(7, &legs(), &mut out);
+        assert_eq!(out.len(), MAX_PER_BINDING);
+        assert!(out.iter().all(|o| o.side == Side::Core));
+        let first = String::from_utf8(out[0].payload.clone()).unwrap();
+        assert!(
+            first.contains("\r\nRoute: <sip:scscf.test;lr>\r\n"),
+            "{first}"
+        );
+        assert_eq!(d.of_binding(7), 0);
+    }
+
+    /// Only a branch this book made counts as an answer.
+    #[test]
+    fn release_answers_are_checked_by_their_branch() {
+        let mut d = Dialogs::new();
+        let b = d.branch();
+        let ours = [crate::sip::rules::RELEASE_BRANCH, b.as_bytes()].concat();
+        d.on_release_answer(&ours, 200);
+        d.on_release_answer(&ours, 481);
+        let mut forged = ours.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        d.on_release_answer(&forged, 200);
+        d.on_release_answer(crate::sip::rules::RELEASE_BRANCH, 200);
+        let s = d.stats;
+        assert_eq!(
+            (s.release_answered, s.release_refused, s.release_forged),
+            (1, 1, 2)
+        );
+    }
+}
