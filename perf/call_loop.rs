@@ -270,7 +270,11 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     assert_eq!(s.dropped(), 0, "{s:?}");
     assert_eq!(s.dialog_refused, 0, "{s:?}");
     // per call: the INVITE, its 200, the BYE
-    assert_eq!((s.dialog_events, s.dialog_events_lost), (3 * calls, 0), "{s:?}");
+    assert_eq!(
+        (s.dialog_events, s.dialog_events_lost),
+        (3 * calls, 0),
+        "{s:?}"
+    );
     (clock.0 as f64 / calls as f64, clock.1)
 }
 

@@ -24,5 +24,8 @@ pub use queue::{
     Class, DIALOG_EVENT_PREFIX, Datagram, MSG_MAX, Msg, MsgQueue, Protection, QueueError, Slot,
     split_dialog_event,
 };
-pub use stats::{DROP_REASONS, DropReason, SharedStats, WorkerStats, new_histogram};
+pub use stats::{
+    DIALOG_REFUSALS, DROP_REASONS, DropReason, SharedStats, WorkerStats, dialog_refusal_name,
+    new_histogram,
+};
 pub use worker::Worker;

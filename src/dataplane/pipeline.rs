@@ -301,6 +301,16 @@ impl Pipeline {
         }
     }
 
+    /// Count a message a dialog rule refused, by reason (`None`: a dialog whose tokens verify
+    /// but name another UE's registration), and return the answer a request gets for it.
+    fn refuse(&mut self, why: Option<DialogError>) -> (u16, &'static str) {
+        let i = why.map_or(DialogError::NAMES.len(), |w| w.index());
+        if let Some(n) = self.stats.dialog_refusals.get_mut(i) {
+            *n += 1;
+        }
+        why.map_or(DialogError::Forged.status(), |w| w.status())
+    }
+
     /// A fresh icid-value (RFC 7315 §4.6: globally unique), 32 hex digits, in `out`.
     fn next_icid<'o>(&mut self, out: &'o mut [u8; 32]) -> &'o [u8] {
         self.icid_seq = self.icid_seq.wrapping_add(1);
@@ -548,7 +558,8 @@ impl Pipeline {
         let initial = kind == Some(RequestKind::Initial);
         if initial && view.header(HeaderName::RecordRoute).is_some() {
             self.stats.dialog_refused += 1;
-            return self.reply_over_sa(view, e, sas, DialogError::RecordRoutePresent.status());
+            let status = self.refuse(Some(DialogError::RecordRoutePresent));
+            return self.reply_over_sa(view, e, sas, status);
         }
         let mut pai = [0u8; 256];
         let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
@@ -611,11 +622,12 @@ impl Pipeline {
         {
             Ok(r) if r.flow.is_of(e.binding(), e.ue_addr()) => None,
             // another UE's dialog: its tokens verify, but not for this registration
-            Ok(_) => Some(DialogError::Forged.status()),
-            Err(DialogError::TooLong | DialogError::Edit(_)) => {
+            Ok(_) => Some(self.refuse(None)),
+            Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
+                self.refuse(Some(why));
                 return Verdict::Drop(DropReason::NoRoom);
             }
-            Err(why) => Some(why.status()),
+            Err(why) => Some(self.refuse(Some(why))),
         };
         if let Some(status) = refused {
             if is_ack {
@@ -795,7 +807,6 @@ impl Pipeline {
             ue_side: SocketAddr::new(ours, e.port_s()),
             core_side: self.cfg.via_sent_by.as_bytes(),
         };
-        let me = self.identity(sent_by);
         // the index already describes this frame: edit with it, no second parse
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
@@ -806,11 +817,12 @@ impl Pipeline {
             let refused =
                 match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToUe) {
                     Ok(r) if r.flow.is_of(flow.binding, flow.ue) => None,
-                    Ok(_) => Some(DialogError::Forged.status()),
-                    Err(DialogError::TooLong | DialogError::Edit(_)) => {
+                    Ok(_) => Some(self.refuse(None)),
+                    Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
+                        self.refuse(Some(why));
                         return Verdict::Drop(DropReason::NoRoom);
                     }
-                    Err(why) => Some(why.status()),
+                    Err(why) => Some(self.refuse(Some(why))),
                 };
             if let Some(status) = refused {
                 if is_ack {
@@ -819,6 +831,7 @@ impl Pipeline {
                 self.stats.dialog_refused += 1;
                 return self.reply(ed.view(), &m, status, b"", None);
             }
+            let me = self.identity(sent_by);
             if rules::strip_charging(&mut ed).is_err()
                 || rules::forward_request(&mut ed, &me, m.src, &branch).is_err()
             {
@@ -826,6 +839,7 @@ impl Pipeline {
             }
             self.dialog_event(ed.view(), Side::Core, flow.binding);
         } else {
+            let me = self.identity(sent_by);
             if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
                 return Verdict::Drop(DropReason::NoRoom);
             }
@@ -907,10 +921,18 @@ impl Pipeline {
         match rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s) {
             Ok(None) => {}
             Ok(Some(flow)) if flow.is_of(inb.binding(), ue) => {}
-            Err(DialogError::TooLong | DialogError::Edit(_)) => {
+            Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
+                self.refuse(Some(why));
                 return Verdict::Drop(DropReason::NoRoom);
             }
-            Ok(Some(_)) | Err(_) => return Verdict::Drop(DropReason::ForeignDialog),
+            Ok(Some(_)) => {
+                self.refuse(None);
+                return Verdict::Drop(DropReason::ForeignDialog);
+            }
+            Err(why) => {
+                self.refuse(Some(why));
+                return Verdict::Drop(DropReason::ForeignDialog);
+            }
         }
         self.dialog_event(ed.view(), Side::Core, inb.binding());
         let from = SocketAddr::new(ours, e.local_port());
@@ -947,7 +969,14 @@ impl Pipeline {
             match rules::response_from_ue(idx.view(frame), &self.own, self.flow_key) {
                 Ok(None) => {}
                 Ok(Some(f)) if f == flow => {}
-                Ok(Some(_)) | Err(_) => return Verdict::Drop(DropReason::ForeignDialog),
+                Ok(Some(_)) => {
+                    self.refuse(None);
+                    return Verdict::Drop(DropReason::ForeignDialog);
+                }
+                Err(why) => {
+                    self.refuse(Some(why));
+                    return Verdict::Drop(DropReason::ForeignDialog);
+                }
             }
         }
         let end = frame.len();

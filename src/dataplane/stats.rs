@@ -10,6 +10,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 
 use crate::esp::EspError;
+use crate::sip::rules::DialogError;
+
+/// Reasons a dialog rule refused a message: every [`DialogError`], and a last one for a dialog
+/// whose flow tokens verify but name another UE's registration ("other_registration").
+pub const DIALOG_REFUSALS: usize = DialogError::NAMES.len() + 1;
+
+/// The name of refusal reason `i` (`WorkerStats::dialog_refusals`).
+pub fn dialog_refusal_name(i: usize) -> &'static str {
+    DialogError::NAMES
+        .get(i)
+        .copied()
+        .unwrap_or("other_registration")
+}
 
 /// A latency histogram in nanoseconds: 1 ns to 10 s, 3 significant figures.
 pub fn new_histogram() -> Histogram<u64> {
@@ -152,6 +165,9 @@ pub struct WorkerStats {
     /// contact address) or 480 (no SA set at that contact; RFC 3261 §16.5); also counted in
     /// `replied` (an ACK so is a [`DropReason::NotRegistered`] drop).
     pub ue_unreachable: u64,
+    /// Every message a dialog rule refused — requests answered 403/400/500, ACKs and
+    /// responses dropped — by reason ([`dialog_refusal_name`]).
+    pub dialog_refusals: [u64; DIALOG_REFUSALS],
     /// Dialog events (an INVITE that starts a dialog, its final responses, requests inside a
     /// dialog) copied to the registration thread, and those lost to a full queue: a lost one
     /// may leave a call that a de-registration cannot release (TS 24.229 §5.2.8).
@@ -189,6 +205,9 @@ impl WorkerStats {
         self.replied += o.replied;
         self.dialog_refused += o.dialog_refused;
         self.ue_unreachable += o.ue_unreachable;
+        for (a, b) in self.dialog_refusals.iter_mut().zip(o.dialog_refusals) {
+            *a += b;
+        }
         self.dialog_events += o.dialog_events;
         self.dialog_events_lost += o.dialog_events_lost;
         self.injected += o.injected;
@@ -222,6 +241,13 @@ impl WorkerStats {
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
         c("busy_ns", self.busy_ns);
+        for (i, v) in self.dialog_refusals.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "pcscf_dialog_refusals_total{{worker=\"{worker}\",reason=\"{}\"}} {v}",
+                dialog_refusal_name(i)
+            );
+        }
         for d in DropReason::ALL {
             let _ = writeln!(
                 out,
@@ -240,7 +266,7 @@ const FIELDS: usize = 17;
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
 #[derive(Debug)]
 pub struct SharedStats {
-    fields: [AtomicU64; FIELDS + DROP_REASONS],
+    fields: [AtomicU64; FIELDS + DROP_REASONS + DIALOG_REFUSALS],
     /// rx-to-tx latency of this worker's batches (ns, one sample per packet). The worker merges
     /// its local histogram in with `try_lock` every ~100 ms and never waits for it.
     latency: Mutex<Histogram<u64>>,
@@ -276,7 +302,8 @@ impl SharedStats {
             s.dialog_events,
             s.dialog_events_lost,
         ];
-        for (f, v) in self.fields.iter().zip(vals.iter().chain(s.drops.iter())) {
+        let all = vals.iter().chain(&s.drops).chain(&s.dialog_refusals);
+        for (f, v) in self.fields.iter().zip(all) {
             f.store(*v, Ordering::Relaxed);
         }
     }
@@ -327,6 +354,9 @@ impl SharedStats {
         };
         for (i, d) in s.drops.iter_mut().enumerate() {
             *d = v(FIELDS + i);
+        }
+        for (i, d) in s.dialog_refusals.iter_mut().enumerate() {
+            *d = v(FIELDS + DROP_REASONS + i);
         }
         s
     }

@@ -258,6 +258,31 @@ fn a_ue_cannot_use_a_route_set_that_is_not_its_own() {
             .starts_with("SIP/2.0 403 ")
     );
     assert_eq!(other.w.stats().dialog_refused, 1);
+    // each refusal counted by its reason, for the operator (pcscf_dialog_refusals_total)
+    assert_eq!(
+        refusals(&r),
+        [
+            ("not_our_route", 1),
+            ("no_token", 1),
+            ("forged", 2),
+            ("wrong_order", 1)
+        ]
+    );
+    assert_eq!(refusals(&other), [("other_registration", 1)]);
+}
+
+/// The dialog refusals a worker counted, by reason name (zeros left out).
+fn refusals(r: &Rig) -> Vec<(&'static str, u64)> {
+    let s = r.w.stats();
+    (0..pcscf::dataplane::DIALOG_REFUSALS)
+        .filter(|&i| s.dialog_refusals[i] > 0)
+        .map(|i| {
+            (
+                pcscf::dataplane::dialog_refusal_name(i),
+                s.dialog_refusals[i],
+            )
+        })
+        .collect()
 }
 
 /// A UE's dialog-creating request that carries a Record-Route of its own is refused (only
@@ -280,6 +305,7 @@ fn an_invite_with_a_record_route_of_the_ues_is_refused() {
             .starts_with("SIP/2.0 403 ")
     );
     assert_eq!(r.w.stats().dialog_refused, 1);
+    assert_eq!(refusals(&r), [("record_route_present", 1)]);
 }
 
 /// A 200 from the core whose Record-Route lost or altered our entries does not reach the UE.
@@ -302,6 +328,7 @@ fn a_core_answer_with_our_record_route_altered_is_dropped() {
             n as u64 + 1
         );
     }
+    assert_eq!(refusals(&r), [("forged", 1), ("half_pair", 1)]);
 }
 
 /// The core's INVITE to the UE (by our Path) with the S-CSCF's Record-Route.

@@ -122,6 +122,54 @@ pub enum DialogError {
 }
 
 impl DialogError {
+    /// The name of each refusal reason, indexed by [`DialogError::index`] (counters, logs).
+    pub const NAMES: [&'static str; 19] = [
+        "malformed",
+        "no_route",
+        "not_our_route",
+        "no_token",
+        "bad_token",
+        "forged",
+        "no_lr",
+        "wrong_order",
+        "half_pair",
+        "mismatch",
+        "no_route_beyond",
+        "strict_next_hop",
+        "route_beyond_ue",
+        "request_uri_is_us",
+        "record_route_present",
+        "foreign_record_route",
+        "not_our_record_route",
+        "too_long",
+        "edit",
+    ];
+
+    /// Where this error's name is in [`DialogError::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            DialogError::Malformed => 0,
+            DialogError::NoRoute => 1,
+            DialogError::NotOurRoute => 2,
+            DialogError::NoToken => 3,
+            DialogError::BadToken => 4,
+            DialogError::Forged => 5,
+            DialogError::NoLr => 6,
+            DialogError::WrongOrder => 7,
+            DialogError::HalfPair => 8,
+            DialogError::Mismatch => 9,
+            DialogError::NoRouteBeyond => 10,
+            DialogError::StrictNextHop => 11,
+            DialogError::RouteBeyondUe => 12,
+            DialogError::RequestUriIsUs => 13,
+            DialogError::RecordRoutePresent => 14,
+            DialogError::ForeignRecordRoute => 15,
+            DialogError::NotOurRecordRoute => 16,
+            DialogError::TooLong => 17,
+            DialogError::Edit(_) => 18,
+        }
+    }
+
     /// The answer to a request refused with this error: 403 for what only a hostile or broken
     /// sender writes (a request inside someone else's dialog, a forged token, a route set
     /// around us), 400 for what does not parse, 500 for our own limits. Responses are dropped.
