@@ -196,7 +196,10 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     println!("dns: {dns_answers} answers (NAPTR / SRV / A for {realm})");
     println!("-- pcscf:");
     for l in log.lines().filter(|l| {
-        l.starts_with("pcscf:") || l.contains("registrar") || l.contains("registration thread")
+        l.starts_with("pcscf:")
+            || l.contains("registrar")
+            || l.contains("registration thread")
+            || l.contains("dialogs:")
     }) {
         println!("{l}");
     }
