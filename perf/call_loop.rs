@@ -3,7 +3,7 @@
 //! SA1 and out to the S-CSCF double record-routed; the core's 100, 180 and 200 (SDP answer,
 //! the S-CSCF's and our Record-Route) out to the UE over SA2; the UE's ACK and BYE in over SA1,
 //! routed by their route set (our two entries popped, the flow token checked); the core's 200
-//! to the BYE out over SA2. Reports ns per message, ns per call and calls per second for one
+//! to the BYE out over SA2. Reports ns per call, per message (on average and by kind) and calls per second for one
 //! core, per suite, and counts allocations in the timed part (must be 0). Only the worker's
 //! `poll_once` is timed: building the UE's ESP packets and the core's answers is the harness.
 //!
@@ -133,11 +133,21 @@ fn core_answers(sent: &[(Side, Vec<u8>)], code: u16, extra: &str, body: &str) ->
 
 /// The worker turns a batch of inputs around: inject (untimed), `poll_once` until all are
 /// consumed (timed, allocations counted), what it sent.
+/// The seven messages of a call, in order: what the per-message table names.
+const KINDS: [&str; 7] = ["INVITE", "100", "180", "200", "ACK", "BYE", "200 (BYE)"];
+
+/// Time inside `poll_once` per message kind (ns, all calls), and allocations there.
+#[derive(Default)]
+struct Clock {
+    ns: [u128; 7],
+    allocs: u64,
+}
+
 fn turn(
     w: &mut Worker<MemIo>,
     side: Side,
     pkts: &[Vec<u8>],
-    clock: &mut (u128, u64),
+    (clock, kind): (&mut Clock, usize),
 ) -> Vec<(Side, Vec<u8>)> {
     for chunk in pkts.chunks(BATCH) {
         for p in chunk {
@@ -146,13 +156,14 @@ fn turn(
         let a0 = ALLOCS.load(Ordering::Relaxed);
         let t0 = Instant::now();
         w.poll_once();
-        clock.0 += t0.elapsed().as_nanos();
-        clock.1 += ALLOCS.load(Ordering::Relaxed) - a0;
+        clock.ns[kind] += t0.elapsed().as_nanos();
+        clock.allocs += ALLOCS.load(Ordering::Relaxed) - a0;
     }
     w.io().take_sent()
 }
 
-fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
+/// ns per call, ns per message of each kind, allocations.
+fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, [f64; 7], u64) {
     let ck = [7u8; 16];
     let ik = [9u8; 16];
     let ue = "10.46.0.6".parse().unwrap();
@@ -203,7 +214,7 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     // the same ~900-byte offer the lab's UEs make
     let offer = pcscf::sim::call::sdp_offer(ue, 49152);
     let answer = offer.replace("10.46.0.6", "10.0.9.9");
-    let mut clock = (0u128, 0u64);
+    let mut clock = Clock::default();
     let mut calls = 0u64;
     for round in 0..rounds {
         // A fresh SA1 per round (a fresh replay window), as the registration thread installs it.
@@ -221,15 +232,18 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         for b in 0..4 {
             let ids: Vec<usize> = (0..BATCH).map(|i| (round * 4 + b) * BATCH + i).collect();
             let invites: Vec<Vec<u8>> = ids.iter().map(|&n| esp(&tx, &invite(n, &offer))).collect();
-            let fwd = turn(&mut w, Side::Ue, &invites, &mut clock);
+            let fwd = turn(&mut w, Side::Ue, &invites, (&mut clock, 0));
             assert_eq!(fwd.len(), BATCH, "INVITEs forwarded: {:?}", w.stats());
             let contact = "Contact: <sip:bob@10.0.9.9:5060>\r\n";
             let rr = format!("Record-Route: {SCSCF_RR}\r\nRecord-Route: {{rr}}\r\n{contact}");
-            let mut answers = core_answers(&fwd, 100, "", "");
-            answers.extend(core_answers(&fwd, 180, &rr, ""));
-            answers.extend(core_answers(&fwd, 200, &rr, &answer));
-            let to_ue = turn(&mut w, Side::Core, &answers, &mut clock);
-            assert_eq!(to_ue.len(), 3 * BATCH, "answers to the UE: {:?}", w.stats());
+            for (kind, answers) in [
+                (1, core_answers(&fwd, 100, "", "")),
+                (2, core_answers(&fwd, 180, &rr, "")),
+                (3, core_answers(&fwd, 200, &rr, &answer)),
+            ] {
+                let to_ue = turn(&mut w, Side::Core, &answers, (&mut clock, kind));
+                assert_eq!(to_ue.len(), BATCH, "answers to the UE: {:?}", w.stats());
+            }
             // the UE's route set: the 200's Record-Route reversed (the same for every call of
             // this UE: the token names its registration, not the call)
             let fwd0 = &fwd[0].1;
@@ -251,12 +265,12 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
                 .iter()
                 .map(|&n| esp(&tx, &in_dialog("BYE", n, 2, &route)))
                 .collect();
-            let sent = turn(&mut w, Side::Ue, &acks, &mut clock);
+            let sent = turn(&mut w, Side::Ue, &acks, (&mut clock, 4));
             assert_eq!(sent.len(), BATCH, "ACKs forwarded: {:?}", w.stats());
-            let sent = turn(&mut w, Side::Ue, &byes, &mut clock);
+            let sent = turn(&mut w, Side::Ue, &byes, (&mut clock, 5));
             assert_eq!(sent.len(), BATCH, "BYEs forwarded: {:?}", w.stats());
             let oks = core_answers(&sent, 200, "", "");
-            let to_ue = turn(&mut w, Side::Core, &oks, &mut clock);
+            let to_ue = turn(&mut w, Side::Core, &oks, (&mut clock, 6));
             assert_eq!(to_ue.len(), BATCH, "200s to BYE: {:?}", w.stats());
             calls += BATCH as u64;
             while let Some(b) = events.pop() {
@@ -275,7 +289,9 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         (3 * calls, 0),
         "{s:?}"
     );
-    (clock.0 as f64 / calls as f64, clock.1)
+    let total: u128 = clock.ns.iter().sum();
+    let per_kind = clock.ns.map(|ns| ns as f64 / calls as f64);
+    (total as f64 / calls as f64, per_kind, clock.allocs)
 }
 
 fn main() {
@@ -288,6 +304,7 @@ fn main() {
         "| suite | ns per call ({PER_CALL} messages) | ns per message | calls/s on one core | allocations in the loop |"
     );
     println!("|---|---:|---:|---:|---:|");
+    let mut by_kind = Vec::new();
     for (alg, ealg) in [
         ("null", "aes-gcm"),
         ("hmac-sha-1-96", "aes-cbc"),
@@ -296,12 +313,24 @@ fn main() {
         if !format!("{alg}/{ealg}").contains(&only) {
             continue;
         }
-        let (ns, allocs) = run_suite(alg, ealg, rounds);
+        let (ns, per_kind, allocs) = run_suite(alg, ealg, rounds);
         println!(
             "| {alg} / {ealg} | {ns:.0} | {:.0} | {:.0} | {allocs} |",
             ns / PER_CALL as f64,
             1e9 / ns
         );
         assert_eq!(allocs, 0, "the call path allocates");
+        by_kind.push((format!("{alg} / {ealg}"), per_kind));
+    }
+    // the cost of each message of the call (the INVITE and the 200 carry the SDP)
+    println!();
+    println!(
+        "| suite | {} |",
+        KINDS.map(|k| format!("{k} ns")).join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(KINDS.len()));
+    for (suite, per_kind) in by_kind {
+        let cells: Vec<String> = per_kind.iter().map(|ns| format!("{ns:.0}")).collect();
+        println!("| {suite} | {} |", cells.join(" | "));
     }
 }
