@@ -24,7 +24,11 @@
 //! own entries (the UE's S-CSCF first, where the workers send the UE's in-dialog requests);
 //! `Reason: SIP;cause=480` (RFC 3326: the user is no longer reachable here). Our Via carries a
 //! branch of the release format ([`crate::sip::rules::RELEASE_BRANCH`]): the workers hand the
-//! answers back here ([`Dialogs::on_release_answer`]) instead of relaying them.
+//! answers back here ([`Dialogs::on_release_answer`]) instead of relaying them. An INVITE still
+//! waiting for its final response is cancelled instead (§5.2.8.1.1 [spec-m], RFC 3261 §9.1):
+//! its CANCEL repeats the Request-URI, Call-ID, From, To, CSeq number, Route and our Via of the
+//! INVITE as forwarded, so it reaches the transaction downstream even though the workers keep
+//! none.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -69,6 +73,9 @@ pub struct DialogStats {
     pub released: u64,
     pub release_bye_core: u64,
     pub release_bye_ue: u64,
+    /// INVITEs still waiting when their registration ended, cancelled toward where they went.
+    pub release_cancel_core: u64,
+    pub release_cancel_ue: u64,
     /// Answers to those BYEs, 2xx and others.
     pub release_answered: u64,
     pub release_refused: u64,
@@ -79,7 +86,7 @@ pub struct DialogStats {
 impl DialogStats {
     /// Every counter with its name (Prometheus and logs); the destructuring names each field,
     /// so one added to the struct and not here does not compile.
-    pub fn named(&self) -> [(&'static str, u64); 13] {
+    pub fn named(&self) -> [(&'static str, u64); 15] {
         let DialogStats {
             events,
             malformed,
@@ -91,6 +98,8 @@ impl DialogStats {
             released,
             release_bye_core,
             release_bye_ue,
+            release_cancel_core,
+            release_cancel_ue,
             release_answered,
             release_refused,
             release_forged,
@@ -106,6 +115,8 @@ impl DialogStats {
             ("released", released),
             ("release_bye_core", release_bye_core),
             ("release_bye_ue", release_bye_ue),
+            ("release_cancel_core", release_cancel_core),
+            ("release_cancel_ue", release_cancel_ue),
             ("release_answered", release_answered),
             ("release_refused", release_refused),
             ("release_forged", release_forged),
@@ -126,6 +137,14 @@ struct Offer {
     /// order — the UE's route set beyond us (RFC 3261 §12.1.1), taken from the core's request
     /// rather than from the UE's 2xx, whose entries below ours the UE could have rewritten.
     core_route: Vec<Box<[u8]>>,
+    /// What a CANCEL of it repeats (RFC 3261 §9.1): the Request-URI, the To value, the Route
+    /// values and our Via, as we forwarded it.
+    request_uri: Box<[u8]>,
+    to: Box<[u8]>,
+    routes: Vec<Box<[u8]>>,
+    top_via: Box<[u8]>,
+    /// A 2xx came (a dialog of it is in the book): nothing left to cancel.
+    answered: bool,
     at: Instant,
 }
 
@@ -185,6 +204,9 @@ pub struct Dialogs {
     early_order: VecDeque<(Instant, EarlyKey)>,
     dialogs: HashMap<DialogId, Dialog>,
     by_binding: HashMap<u64, Vec<DialogId>>,
+    /// The keys of each binding's INVITEs in `early` (stale ones skipped and pruned; at most
+    /// 4 × [`MAX_PER_BINDING`] kept).
+    early_by_binding: HashMap<u64, Vec<EarlyKey>>,
     seq: u64,
     /// Keys the tag of the release branches: an answer is counted only for a BYE we sent.
     branch_key: std::hash::RandomState,
@@ -228,6 +250,7 @@ impl Dialogs {
             early_order: VecDeque::new(),
             dialogs: HashMap::new(),
             by_binding: HashMap::new(),
+            early_by_binding: HashMap::new(),
             seq: 0,
             branch_key: std::hash::RandomState::new(),
             stats: DialogStats::default(),
@@ -311,12 +334,26 @@ impl Dialogs {
                 } else {
                     Vec::new()
                 },
+                request_uri: boxed(v.request_uri()?),
+                to: boxed(v.header(HeaderName::To)?),
+                routes: v.values(HeaderName::Route).map(boxed).collect(),
+                top_via: boxed(v.values(HeaderName::Via).next()?),
+                answered: false,
                 at: now,
             };
             if self.early.len() >= MAX_EARLY && !self.early.contains_key(&key) {
                 self.evict_early();
             }
             self.early_order.push_back((now, key.clone()));
+            let list = self.early_by_binding.entry(binding).or_default();
+            if list.len() >= MAX_PER_BINDING {
+                // forget the keys of INVITEs already answered or gone
+                let early = &self.early;
+                list.retain(|k| early.get(k).is_some_and(|o| !o.answered));
+            }
+            if list.len() < 4 * MAX_PER_BINDING {
+                list.push(key.clone());
+            }
             self.early.insert(key, offer);
             return Some(());
         };
@@ -374,13 +411,15 @@ impl Dialogs {
         if self.dialogs.contains_key(&id) {
             return Some(()); // a retransmitted 2xx
         }
-        let Some(offer) = self.early.get(&key) else {
+        let Some(offer) = self.early.get_mut(&key) else {
             self.stats.untracked += 1;
             return Some(());
         };
         if offer.binding != binding {
             return Some(());
         }
+        offer.answered = true;
+        let offer = &*offer;
         // A calling UE's route set is the 2xx's Record-Route reversed (RFC 3261 §12.1.2); this
         // 2xx came from the core. A called UE's is the INVITE's (§12.1.1), kept with the offer.
         let core_route = if offer.ue_is_caller {
@@ -474,11 +513,63 @@ impl Dialogs {
         }
     }
 
-    /// The registration `binding` ended: its dialogs are released (module doc), the BYEs
-    /// queued in `out`, and forgotten (the answers are counted, never waited for). INVITEs still
-    /// waiting are left to their final response (a stateless proxy holds no transaction to
-    /// CANCEL; the caller's own Timer C or the callee ends them).
+    /// Whether `binding` has calls to release: confirmed dialogs or INVITEs still waiting.
+    pub fn has_calls(&self, binding: u64) -> bool {
+        self.by_binding.contains_key(&binding) || self.early_by_binding.contains_key(&binding)
+    }
+
+    /// The registration `binding` ended: its calls are released (module doc) and forgotten,
+    /// the requests queued in `out` (their answers are counted, never waited for). A confirmed
+    /// dialog gets a BYE each way; an INVITE still waiting for its final response is cancelled
+    /// (RFC 3261 §9.1, TS 24.229 §5.2.8.1.1 [spec-m]) toward where it went — the core for the
+    /// UE's, the UE (while it has an SA set) for the core's — with the INVITE's own Via, so it
+    /// meets the transaction there; the 487 that follows reaches the caller through the
+    /// workers as any response does.
     pub fn release(&mut self, binding: u64, legs: &Legs<'_>, out: &mut VecDeque<Outgoing>) {
+        for key in self.early_by_binding.remove(&binding).unwrap_or_default() {
+            let Some(o) = self.early.get(&key) else {
+                continue;
+            };
+            if o.answered || o.binding != binding {
+                continue;
+            }
+            let Some(o) = self.early.remove(&key) else {
+                continue;
+            };
+            let cancel = Request {
+                method: b"CANCEL",
+                target: &o.request_uri,
+                via: &o.top_via,
+                route: &o.routes,
+                from: &o.caller,
+                to: &o.to,
+                call_id: &key.0,
+                cseq: o.cseq,
+            }
+            .write();
+            if o.ue_is_caller {
+                let Some(next) = legs.next_hop else {
+                    continue;
+                };
+                out.push_back(Datagram {
+                    side: Side::Core,
+                    protection: Protection::Plain,
+                    src: legs.core,
+                    dst: next,
+                    payload: cancel,
+                });
+                self.stats.release_cancel_core += 1;
+            } else if let Some(ue) = legs.ue {
+                out.push_back(Datagram {
+                    side: Side::Ue,
+                    protection: Protection::Protected { spi: ue.spi },
+                    src: ue.from,
+                    dst: ue.to,
+                    payload: cancel,
+                });
+                self.stats.release_cancel_ue += 1;
+            }
+        }
         let Some(ids) = self.by_binding.remove(&binding) else {
             return;
         };
@@ -498,11 +589,11 @@ impl Dialogs {
                 (d.callee_cseq, Some(d.caller_cseq))
             };
             if let Some(next) = d.core_route_next(legs) {
-                let branch = self.branch();
-                let bye = Bye {
+                let via = self.release_via(legs.via_sent_by);
+                let bye = Request {
+                    method: b"BYE",
                     target: far_contact,
-                    sent_by: legs.via_sent_by,
-                    branch,
+                    via: via.as_bytes(),
                     route: &d.core_route,
                     from: ue_party,
                     to: far_party,
@@ -520,12 +611,11 @@ impl Dialogs {
                 self.stats.release_bye_core += 1;
             }
             if let Some(ue) = legs.ue {
-                let branch = self.branch();
-                let sent_by = ue.from.to_string();
-                let bye = Bye {
+                let via = self.release_via(&ue.from.to_string());
+                let bye = Request {
+                    method: b"BYE",
                     target: ue_contact,
-                    sent_by: &sent_by,
-                    branch,
+                    via: via.as_bytes(),
                     route: &[],
                     from: far_party,
                     to: ue_party,
@@ -543,6 +633,15 @@ impl Dialogs {
                 self.stats.release_bye_ue += 1;
             }
         }
+    }
+
+    /// Our Via value for a release BYE sent from `sent_by`, with a fresh release branch.
+    fn release_via(&mut self, sent_by: &str) -> String {
+        let branch = self.branch();
+        format!(
+            "SIP/2.0/UDP {sent_by};branch={}{branch}",
+            String::from_utf8_lossy(crate::sip::rules::RELEASE_BRANCH)
+        )
     }
 
     /// An answer to one of our release BYEs (the workers hand them back by their branch's
@@ -591,11 +690,13 @@ impl Dialog {
 /// A message for a worker to send (the registrar's outputs).
 pub type Outgoing = Datagram<Vec<u8>>;
 
-/// A release BYE (module doc).
-struct Bye<'a> {
+/// A request of a release (module doc): a BYE with our Via and a release branch, or the
+/// CANCEL of a waiting INVITE with the INVITE's own Via (RFC 3261 §9.1).
+struct Request<'a> {
+    method: &'a [u8],
     target: &'a [u8],
-    sent_by: &'a str,
-    branch: String,
+    /// The whole Via value.
+    via: &'a [u8],
     route: &'a [Box<[u8]>],
     from: &'a [u8],
     to: &'a [u8],
@@ -603,7 +704,7 @@ struct Bye<'a> {
     cseq: u64,
 }
 
-impl Bye<'_> {
+impl Request<'_> {
     /// The request's bytes: every value is copied as it came, byte for byte (header values that
     /// parsed as such hold no bare CR or LF).
     fn write(&self) -> Vec<u8> {
@@ -613,195 +714,17 @@ impl Bye<'_> {
                 v.extend_from_slice(p);
             }
         };
-        let branch = &self.branch;
         let cseq = self.cseq.to_string();
-        put(&[b"BYE ", self.target, b" SIP/2.0\r\n"]);
-        put(&[b"Via: SIP/2.0/UDP ", self.sent_by.as_bytes(), b";branch="]);
-        put(&[
-            crate::sip::rules::RELEASE_BRANCH,
-            branch.as_bytes(),
-            b"\r\n",
-        ]);
-        put(&[b"Max-Forwards: 70\r\n"]);
+        put(&[self.method, b" ", self.target, b" SIP/2.0\r\n"]);
+        put(&[b"Via: ", self.via, b"\r\nMax-Forwards: 70\r\n"]);
         for r in self.route {
             put(&[b"Route: ", r, b"\r\n"]);
         }
         put(&[b"From: ", self.from, b"\r\nTo: ", self.to, b"\r\n"]);
-        put(&[
-            b"Call-ID: ",
-            self.call_id,
-            b"\r\nCSeq: ",
-            cseq.as_bytes(),
-            b" BYE\r\n",
-        ]);
+        put(&[b"Call-ID: ", self.call_id, b"\r\nCSeq: ", cseq.as_bytes()]);
+        put(&[b" ", self.method, b"\r\n"]);
         put(&[b"Reason: SIP;cause=480;text=\"Registration ended\"\r\n"]);
         put(&[b"Content-Length: 0\r\n\r\n"]);
         v
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn own() -> OwnUris {
-        OwnUris::new(
-            &["pcscf.test"],
-            &["10.46.0.1".parse().unwrap(), "10.0.1.10".parse().unwrap()],
-            &[5060],
-            Some(5100..=5199),
-        )
-    }
-
-    fn invite(call: &str, from_tag: &str) -> String {
-        format!(
-            "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK1\r\n\
-             Record-Route: <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
-             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>\r\n\
-             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.46.0.6:7005>\r\n\
-             Content-Length: 0\r\n\r\n"
-        )
-    }
-
-    fn ok(call: &str, from_tag: &str, to_tag: &str) -> String {
-        format!(
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK0\r\n\
-             Record-Route: <sip:scscf.test;lr>, <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
-             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>;tag={to_tag}\r\n\
-             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@10.9.9.9>\r\n\
-             Content-Length: 0\r\n\r\n"
-        )
-    }
-
-    fn legs() -> Legs<'static> {
-        Legs {
-            core: "10.0.1.10:5060".parse().unwrap(),
-            via_sent_by: "10.0.1.10:5060",
-            next_hop: Some("10.0.1.30:6060".parse().unwrap()),
-            ue: None,
-        }
-    }
-
-    /// Events are hostile input: garbage, truncated messages and dialogs of another binding
-    /// change nothing and never panic.
-    #[test]
-    fn events_that_do_not_fit_change_nothing() {
-        let mut d = Dialogs::new();
-        let now = Instant::now();
-        let own = own();
-        let good = invite("c1", "a1");
-        for bad in [
-            &b""[..],
-            b"\r\n\r\n",
-            b"SIP/2.0 200 OK\r\n\r\n",
-            &good.as_bytes()[..good.len() / 2],
-            good.replace("tag=a1", "tag").as_bytes(),
-            good.replace("Contact", "X-Contact").as_bytes(),
-        ] {
-            d.handle_event(Side::Ue, 1, bad, None, &own, now);
-        }
-        assert_eq!(d.waiting(), 0);
-        assert_eq!(d.stats.malformed, 6);
-        d.handle_event(Side::Ue, 1, good.as_bytes(), None, &own, now);
-        // the 2xx of binding 2 does not confirm binding 1's INVITE
-        d.handle_event(
-            Side::Core,
-            2,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
-        assert_eq!(d.len(), 0);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
-        assert_eq!((d.len(), d.stats.confirmed), (1, 1));
-        // another binding's BYE with these identifiers does not end it
-        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
-                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
-                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        d.handle_event(Side::Ue, 2, bye.as_bytes(), None, &own, now);
-        assert_eq!(d.len(), 1);
-        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
-        assert_eq!((d.len(), d.stats.ended), (0, 1));
-    }
-
-    /// A UE that never hangs up keeps at most MAX_PER_BINDING dialogs; an INVITE never
-    /// answered is forgotten after EARLY_LIFE.
-    #[test]
-    fn the_book_is_bounded() {
-        let mut d = Dialogs::new();
-        let now = Instant::now();
-        let own = own();
-        for i in 0..MAX_PER_BINDING + 4 {
-            let call = format!("c{i}");
-            d.handle_event(Side::Ue, 7, invite(&call, "a").as_bytes(), None, &own, now);
-            d.handle_event(
-                Side::Core,
-                7,
-                ok(&call, "a", "b").as_bytes(),
-                None,
-                &own,
-                now,
-            );
-        }
-        assert_eq!(d.of_binding(7), MAX_PER_BINDING);
-        assert_eq!(d.stats.evicted, 4);
-        d.handle_event(Side::Ue, 7, invite("late", "a").as_bytes(), None, &own, now);
-        let later = now + EARLY_LIFE;
-        d.handle_event(
-            Side::Core,
-            7,
-            ok("late", "a", "b").as_bytes(),
-            None,
-            &own,
-            later,
-        );
-        assert_eq!(d.stats.untracked, 1);
-        assert_eq!(d.waiting(), 0);
-        // the released BYEs name the first hop beyond us; none toward a UE without a set
-        let mut out = VecDeque::new();
-        d.release(7, &legs(), &mut out);
-        assert_eq!(out.len(), MAX_PER_BINDING);
-        assert!(out.iter().all(|o| o.side == Side::Core));
-        let first = String::from_utf8(out[0].payload.clone()).unwrap();
-        assert!(
-            first.contains("\r\nRoute: <sip:scscf.test;lr>\r\n"),
-            "{first}"
-        );
-        assert_eq!(d.of_binding(7), 0);
-    }
-
-    /// Only a branch this book made counts as an answer.
-    #[test]
-    fn release_answers_are_checked_by_their_branch() {
-        let mut d = Dialogs::new();
-        let b = d.branch();
-        let ours = [crate::sip::rules::RELEASE_BRANCH, b.as_bytes()].concat();
-        d.on_release_answer(&ours, 200);
-        d.on_release_answer(&ours, 481);
-        let mut forged = ours.clone();
-        *forged.last_mut().unwrap() ^= 1;
-        d.on_release_answer(&forged, 200);
-        d.on_release_answer(crate::sip::rules::RELEASE_BRANCH, 200);
-        let s = d.stats;
-        assert_eq!(
-            (s.release_answered, s.release_refused, s.release_forged),
-            (1, 1, 2)
-        );
     }
 }

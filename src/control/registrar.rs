@@ -734,7 +734,7 @@ impl Registrar {
     /// [spec-m]), toward the core and, while the binding has a current SA set, toward the UE
     /// over it (`control::dialogs`).
     fn release_dialogs(&mut self, binding: u64, next_hop: Option<SocketAddr>) {
-        if self.dialogs.of_binding(binding) == 0 {
+        if !self.dialogs.has_calls(binding) {
             return;
         }
         let ue = self.bindings.get(&binding).and_then(|b| {

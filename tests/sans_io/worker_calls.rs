@@ -835,7 +835,7 @@ fn answers_to_a_release_go_to_the_registration_thread() {
 /// toward the core on the UE's behalf and one toward the UE over its SA on the far end's,
 /// each with the dialog's identifiers, route set and next CSeq. The calls are the ones the
 /// worker reported (originating and terminating); a failed one and one already hung up are not
-/// released; the answers are counted and nothing is relayed.
+/// released, two still ringing are cancelled; the answers are counted and nothing is relayed.
 #[test]
 fn a_de_registration_releases_the_calls_the_workers_reported() {
     use crate::registration_flow::{deregister, register, world};
@@ -880,6 +880,14 @@ fn a_de_registration_releases_the_calls_the_workers_reported() {
     let bye4 = in_dialog("BYE", 2, &set4.join(", ")).replace("call-1@", "call-4@");
     let bye4 = bye4.replace("tag=b1", &format!("tag={}", tag_of(&ok4)));
     let _ = to_core(&mut r, Kind::EspPortC, bye4.as_bytes());
+    // 5. the UE's INVITE and 6. the core's, both still ringing
+    let ringing = invite().replace("call-1@", "call-5@");
+    let (_, _, fwd5) = to_core(&mut r, Kind::EspPortC, ringing.as_bytes());
+    let inv6 = core_invite().replace("call-2@", "call-6@");
+    let (_, _, fwd6) = to_ue(&mut r, inv6.as_bytes());
+    let rr6 = values(&fwd6, HeaderName::RecordRoute).join(", ");
+    let ringing6 = answer(&fwd6, 180, &format!("Record-Route: {rr6}\r\n"));
+    let _ = to_core(&mut r, Kind::EspPortS, ringing6.as_bytes());
 
     for (side, _, msg) in dialog_events(&r) {
         let mut payload = binding.to_le_bytes().to_vec();
@@ -892,6 +900,43 @@ fn a_de_registration_releases_the_calls_the_workers_reported() {
     assert_eq!(w.reg.dialogs_of(c.spi_ps), 2);
 
     let out = deregister(&mut w, &c);
+    // the ringing calls are cancelled where their INVITE went, with its Via (RFC 3261 §9.1)
+    let cancels: Vec<(&Outgoing, String)> = out
+        .iter()
+        .filter(|o| o.payload.starts_with(b"CANCEL "))
+        .map(|o| (o, String::from_utf8(o.payload.clone()).unwrap()))
+        .collect();
+    assert_eq!(cancels.len(), 2, "{out:?}");
+    let (o, t) = cancels.iter().find(|(o, _)| o.side == Side::Core).unwrap();
+    assert_eq!(o.src, addr("10.0.1.10:5060"));
+    assert!(
+        t.starts_with("CANCEL sip:bob@ims.example.net SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(
+        values(t, HeaderName::Via),
+        values(&fwd5, HeaderName::Via)[..1]
+    );
+    assert_eq!(
+        values(t, HeaderName::Route),
+        values(&fwd5, HeaderName::Route)
+    );
+    assert_eq!(values(t, HeaderName::CallId), ["call-5@10.46.0.6"]);
+    assert_eq!(values(t, HeaderName::CSeq), ["1 CANCEL"]);
+    assert_eq!(values(t, HeaderName::To), ["<sip:bob@ims.example.net>"]);
+    let (o, t) = cancels.iter().find(|(o, _)| o.side == Side::Ue).unwrap();
+    assert!(matches!(o.protection, Protection::Protected { .. }));
+    assert_eq!(o.dst, addr("10.46.0.6:7005"));
+    assert!(
+        t.starts_with("CANCEL sip:alice@10.46.0.6:7005 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(
+        values(t, HeaderName::Via),
+        values(&fwd6, HeaderName::Via)[..1]
+    );
+    assert!(values(t, HeaderName::Route).is_empty());
+    assert_eq!(values(t, HeaderName::CSeq), ["1 CANCEL"]);
     let byes: Vec<&Outgoing> = out
         .iter()
         .filter(|o| o.payload.starts_with(b"BYE "))
