@@ -728,3 +728,169 @@ impl Request<'_> {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> OwnUris {
+        OwnUris::new(
+            &["pcscf.test"],
+            &["10.46.0.1".parse().unwrap(), "10.0.1.10".parse().unwrap()],
+            &[5060],
+            Some(5100..=5199),
+        )
+    }
+
+    fn invite(call: &str, from_tag: &str) -> String {
+        format!(
+            "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK1\r\n\
+             Record-Route: <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
+             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>\r\n\
+             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.46.0.6:7005>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn ok(call: &str, from_tag: &str, to_tag: &str) -> String {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK0\r\n\
+             Record-Route: <sip:scscf.test;lr>, <sip:10.0.1.10:5060;lr>, <sip:10.46.0.1:5103;lr>\r\n\
+             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>;tag={to_tag}\r\n\
+             Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@10.9.9.9>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn legs() -> Legs<'static> {
+        Legs {
+            core: "10.0.1.10:5060".parse().unwrap(),
+            via_sent_by: "10.0.1.10:5060",
+            next_hop: Some("10.0.1.30:6060".parse().unwrap()),
+            ue: None,
+        }
+    }
+
+    /// Events are hostile input: garbage, truncated messages and dialogs of another binding
+    /// change nothing and never panic.
+    #[test]
+    fn events_that_do_not_fit_change_nothing() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        let good = invite("c1", "a1");
+        for bad in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+            &good.as_bytes()[..good.len() / 2],
+            good.replace("tag=a1", "tag").as_bytes(),
+            good.replace("Contact", "X-Contact").as_bytes(),
+        ] {
+            d.handle_event(Side::Ue, 1, bad, None, &own, now);
+        }
+        assert_eq!(d.waiting(), 0);
+        assert_eq!(d.stats.malformed, 6);
+        d.handle_event(Side::Ue, 1, good.as_bytes(), None, &own, now);
+        // the 2xx of binding 2 does not confirm binding 1's INVITE
+        d.handle_event(
+            Side::Core,
+            2,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        assert_eq!(d.len(), 0);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        assert_eq!((d.len(), d.stats.confirmed), (1, 1));
+        // another binding's BYE with these identifiers does not end it
+        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
+                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
+                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        d.handle_event(Side::Ue, 2, bye.as_bytes(), None, &own, now);
+        assert_eq!(d.len(), 1);
+        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
+        assert_eq!((d.len(), d.stats.ended), (0, 1));
+    }
+
+    /// A UE that never hangs up keeps at most MAX_PER_BINDING dialogs; an INVITE never
+    /// answered is forgotten after EARLY_LIFE.
+    #[test]
+    fn the_book_is_bounded() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        for i in 0..MAX_PER_BINDING + 4 {
+            let call = format!("c{i}");
+            d.handle_event(Side::Ue, 7, invite(&call, "a").as_bytes(), None, &own, now);
+            d.handle_event(
+                Side::Core,
+                7,
+                ok(&call, "a", "b").as_bytes(),
+                None,
+                &own,
+                now,
+            );
+        }
+        assert_eq!(d.of_binding(7), MAX_PER_BINDING);
+        assert_eq!(d.stats.evicted, 4);
+        d.handle_event(Side::Ue, 7, invite("late", "a").as_bytes(), None, &own, now);
+        let later = now + EARLY_LIFE;
+        d.handle_event(
+            Side::Core,
+            7,
+            ok("late", "a", "b").as_bytes(),
+            None,
+            &own,
+            later,
+        );
+        assert_eq!(d.stats.untracked, 1);
+        assert_eq!(d.waiting(), 0);
+        // the released BYEs name the first hop beyond us; none toward a UE without a set
+        let mut out = VecDeque::new();
+        d.release(7, &legs(), &mut out);
+        assert_eq!(out.len(), MAX_PER_BINDING);
+        assert!(out.iter().all(|o| o.side == Side::Core));
+        let first = String::from_utf8(out[0].payload.clone()).unwrap();
+        assert!(
+            first.contains("\r\nRoute: <sip:scscf.test;lr>\r\n"),
+            "{first}"
+        );
+        assert_eq!(d.of_binding(7), 0);
+    }
+
+    /// Only a branch this book made counts as an answer.
+    #[test]
+    fn release_answers_are_checked_by_their_branch() {
+        let mut d = Dialogs::new();
+        let b = d.branch();
+        let ours = [crate::sip::rules::RELEASE_BRANCH, b.as_bytes()].concat();
+        d.on_release_answer(&ours, 200);
+        d.on_release_answer(&ours, 481);
+        let mut forged = ours.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        d.on_release_answer(&forged, 200);
+        d.on_release_answer(crate::sip::rules::RELEASE_BRANCH, 200);
+        let s = d.stats;
+        assert_eq!(
+            (s.release_answered, s.release_refused, s.release_forged),
+            (1, 1, 2)
+        );
+    }
+}
