@@ -199,6 +199,7 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("calls.py needs root (network namespaces)")
+    a.work = os.path.abspath(a.work)  # SIPp runs in it and writes relative to it
     os.makedirs(a.work, exist_ok=True)
     ns = f"pl-kamcalls-{os.getpid()}"
     sh("ip", "netns", "add", ns)
