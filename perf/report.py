@@ -67,8 +67,9 @@ def call_loop_rows(raw):
     if os.path.exists(p):
         for l in open(p):
             c = [x.strip() for x in l.split("|")]
-            if len(c) > 5 and "/" in c[1] and c[2].replace(".", "").isdigit():
-                out[c[1].replace(" ", "")] = (float(c[2]), float(c[4]))
+            # the first table (per call); a later one (per message kind) has more columns
+            if len(c) == 7 and "/" in c[1] and c[2].replace(".", "").isdigit():
+                out.setdefault(c[1].replace(" ", ""), (float(c[2]), float(c[4])))
     return out
 
 
@@ -213,7 +214,20 @@ def calls_section(raw, w, problems):
       "UE's requests in over ESP SA1, the core's answers out over SA2, double Record-Route, "
       "ACK and BYE by their route set; batches of 64; only `poll_once` timed, no I/O):")
     w("")
-    w("\n".join(l for l in lines if l.startswith("|")))
+    # its tables, each as a block (per call; then per message kind, when it prints one)
+    blocks, cur = [], []
+    for l in lines + [""]:
+        if l.startswith("|"):
+            cur.append(l)
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    for i, b in enumerate(blocks):
+        if i == 1:
+            w("")
+            w("Per message of the call (ns; the INVITE and the 200 carry the SDP):")
+            w("")
+        w("\n".join(b))
     if not cl:
         problems.append("call_loop table empty")
     w("")
