@@ -717,10 +717,14 @@ impl ReadGuard<'_> {
             .or_else(|| self.outbound(ue_addr, ue_port, inbound.local_port()))
     }
 
-    /// Some outbound SA towards `ue_addr:ue_port`, whatever our port (the first on the chain).
+    /// An outbound SA towards `ue_addr:ue_port`, whatever our port: the one of the set in use
+    /// (`New`) when the UE has two (a re-registration's old set lingers until it expires, TS
+    /// 33.203 §7.4: requests toward the UE go over the new one), else the first on the chain.
     #[inline]
     pub fn outbound_any(&self, ue_addr: IpAddr, ue_port: u16) -> Option<&Entry> {
-        self.inner.probe(&ue_addr, ue_port, &self.guard, |_| true)
+        self.inner
+            .probe(&ue_addr, ue_port, &self.guard, |e| e.state == SetState::New)
+            .or_else(|| self.inner.probe(&ue_addr, ue_port, &self.guard, |_| true))
     }
 
     /// Unpins and pins again (between batches), letting retired entries be freed.

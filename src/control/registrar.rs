@@ -1629,6 +1629,22 @@ impl Registrar {
                     .collect()
             })
             .unwrap_or_default();
+        // Requests toward the UE go over the set in use: its outbound SAs are marked so
+        // (satable::ReadGuard::outbound_any), the previous set's as old.
+        let marks: Vec<(SaSet, SetState)> = self
+            .bindings
+            .get(&p.binding)
+            .map(|b| {
+                b.current
+                    .iter()
+                    .map(|c| ((**c).clone(), SetState::New))
+                    .chain(b.old.iter().map(|o| ((**o).clone(), SetState::Old)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (set, state) in marks {
+            self.mark_outbound(&set, p.binding, state);
+        }
         for (spi_pc, spi_ps, current) in sets {
             for spi in [spi_pc, spi_ps] {
                 if current {
@@ -1773,6 +1789,23 @@ impl Registrar {
             }
         }
         Ok(())
+    }
+
+    /// Marks the outbound SAs of `set` (those that still hold this set's SAs) with `state`.
+    fn mark_outbound(&mut self, set: &SaSet, binding: u64, state: SetState) {
+        for (port, lport, spi) in [
+            (set.port_us, set.port_pc, set.spi_us),
+            (set.port_uc, set.port_ps, set.spi_uc),
+        ] {
+            let ours = self
+                .sas_view
+                .pin()
+                .outbound(set.ue, port, lport)
+                .is_some_and(|e| e.binding() == binding && e.spi() == spi);
+            if ours {
+                let _ = self.sas.set_outbound_state(set.ue, port, lport, state);
+            }
+        }
     }
 
     /// Removes a set's SAs: its two inbound SPIs (installed or only reserved) and the outbound

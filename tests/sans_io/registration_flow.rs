@@ -624,6 +624,11 @@ fn re_register_with_new_keys(port_uc: u16) {
         let g = w.sas.pin();
         assert!(g.inbound(mech.spi_s).is_some() && g.inbound(first.spi_ps).is_some());
         assert!(g.inbound(mech.spi_s).unwrap().registration().is_some());
+        // a request toward the UE (at its port-s, whatever our port) takes the new set while
+        // the old one lingers (TS 33.203 §7.4)
+        let ue = "10.46.0.6".parse().unwrap();
+        assert!(g.outbound(ue, 7005, first.port_pc).is_some());
+        assert_eq!(g.outbound_any(ue, 7005).unwrap().spi(), 2237);
     }
     w.reg.handle_timeout(w.now + Duration::from_secs(3600 + 31));
     let g = w.sas.pin();
