@@ -462,7 +462,6 @@ impl Leg {
         let local = text(v, HeaderName::From)?;
         let remote = text(v, HeaderName::To)?;
         let target = std::str::from_utf8(v.request_uri()?).ok()?.to_string();
-        drop(m);
         let mut leg = Leg::blank(flow, true, acts, ue, me, now);
         leg.call_id = call_id;
         leg.local = local;
@@ -693,7 +692,7 @@ impl Leg {
     /// CANCEL or the ACK of a non-2xx final response, built from the INVITE as sent: its
     /// Request-URI, top Via (the same branch), Route, From, Call-ID and CSeq number
     /// (RFC 3261 §9.1, §17.1.1.3); `to`: the INVITE's To, or the response's for the ACK.
-    fn from_invite(&self, method: &str, to: &str) -> Option<Vec<u8>> {
+    fn like_invite(&self, method: &str, to: &str) -> Option<Vec<u8>> {
         let m = Message::parse(&self.invite).ok()?;
         let v = m.view();
         let uri = std::str::from_utf8(v.request_uri()?).ok()?;
@@ -725,7 +724,6 @@ impl Leg {
             &self.invite_extra,
             Some(&self.me.answer),
         )?;
-        drop(m);
         self.remember(b"INVITE", self.invite_cseq, &r);
         self.send(
             Out {
@@ -740,11 +738,16 @@ impl Leg {
         Some(())
     }
 
+    fn answer_or_fail(&mut self, now: Instant, out: &mut Vec<Out>, ev: &mut Vec<Event>) {
+        if self.answer_invite(now, out).is_none() {
+            self.end(Outcome::Failed("200 build"), ev);
+        }
+    }
+
     /// Callee: 487 to the INVITE (RFC 3261 §9.2), sent until its ACK.
     fn reject_invite(&mut self, now: Instant, out: &mut Vec<Out>) -> Option<()> {
         let m = Message::parse(&self.invite).ok()?;
         let r = respond(m.view(), 487, "Request Terminated", &self.me.tag, "", None)?;
-        drop(m);
         self.remember(b"INVITE", self.invite_cseq, &r);
         self.send(
             Out {
@@ -1019,7 +1022,7 @@ impl Leg {
                     );
                     self.goto(State::Pracking, now);
                 } else if self.flow == Flow::Cancel {
-                    let Some(c) = self.from_invite("CANCEL", &self.remote.clone()) else {
+                    let Some(c) = self.like_invite("CANCEL", &self.remote.clone()) else {
                         self.end(Outcome::Failed("CANCEL build"), ev);
                         return;
                     };
@@ -1064,7 +1067,7 @@ impl Leg {
                 // the ACK of a non-2xx goes the INVITE's way (RFC 3261 §17.1.1.3), also
                 // for a repeated one
                 let to = text(v, HeaderName::To).unwrap_or_else(|| self.remote.clone());
-                if let Some(ack) = self.from_invite("ACK", &to) {
+                if let Some(ack) = self.like_invite("ACK", &to) {
                     out.push(Out {
                         request: true,
                         bytes: ack,
@@ -1133,15 +1136,11 @@ impl Leg {
                 self.pending = None;
                 if self.flow == Flow::Update {
                     self.goto(State::EarlyWait, now);
-                } else if self.answer_invite(now, out).is_none() {
-                    self.end(Outcome::Failed("200 build"), ev);
+                } else {
+                    self.answer_or_fail(now, out, ev);
                 }
             }
-            b"UPDATE" if self.state == State::EarlyWait => {
-                if self.answer_invite(now, out).is_none() {
-                    self.end(Outcome::Failed("200 build"), ev);
-                }
-            }
+            b"UPDATE" if self.state == State::EarlyWait => self.answer_or_fail(now, out, ev),
             b"UPDATE" | b"INVITE" if self.state == State::Up => {
                 self.mid_done = true;
                 self.step_at = now;

@@ -3,12 +3,16 @@
 //! Digest-AKA check of the response (403 when wrong), the 200 with Service-Route and
 //! P-Associated-URI, de-registration, and 200 to MESSAGE / OPTIONS.
 //!
-//! Calls: it is the S-CSCF and the far end of every call. A UE's INVITE is answered 100, 180
-//! and 200 (an SDP answer, its own Record-Route above the received ones, RFC 3261 §16.6 item 4
-//! and §12.1.1), its ACK taken, its BYE answered 200. With a [`CorePlan`] it also calls the
-//! registered UEs ([`serve_calls`]): an INVITE to the Contact the UE registered, routed by the
-//! Path the P-CSCF put in that REGISTER (RFC 3327 §5.3, TS 24.229 §5.4.3.3), then ACK and BYE
-//! inside the dialog with the route set the 200's Record-Route gives (RFC 3261 §12.1.2).
+//! Calls: it is the S-CSCF and the far end of every call. A UE's INVITE gets a far-end leg
+//! ([`call::Leg`], one per Call-ID, in the flow [`CorePlan::flows`] gives call `call-k`): 100,
+//! 180 (reliable in the PRACK flows) and 200 (an SDP answer, its own Record-Route above the
+//! received ones, RFC 3261 §16.6 item 4 and §12.1.1, sent again until the ACK), then whatever
+//! the flow asks (PRACK, UPDATE, re-INVITE, CANCEL and 487, BYE either way). With a
+//! [`CorePlan`] it also calls the registered UEs ([`serve_calls`]): an INVITE to the Contact the
+//! UE registered, routed by the Path the P-CSCF put in that REGISTER (RFC 3327 §5.3, TS 24.229
+//! §5.4.3.3), then the flow's requests inside the dialog with the route set the Record-Route
+//! gives (RFC 3261 §12.1.2), or CANCEL and the ACK of the 487 the INVITE's way. A request of a
+//! dialog it holds no leg for is answered 200 without state ([`CoreSim::answer`]).
 //!
 //! Subscribers: every IMPI `<imsi>@<realm>` is accepted with one K / OPc (TS 35.208 test set 1
 //! unless given): a lab tool, not a real HSS.
@@ -503,9 +507,9 @@ struct FarEnd {
     made: u64,
 }
 
-/// At most this many far-end legs are kept (a flood of INVITEs does not grow the table past
-/// it; the ones past it are answered without state).
-const LEGS_MAX: usize = 100_000;
+/// At most this many far-end legs are kept, a few kB each (a flood of INVITEs does not grow
+/// the table past it; the ones past it are answered without state, as a basic call).
+const LEGS_MAX: usize = 50_000;
 
 /// How long an ended far-end leg stays to answer repeated requests.
 const LINGER: Duration = Duration::from_secs(5);

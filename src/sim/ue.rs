@@ -1198,9 +1198,9 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         }
         if finished >= n {
             calls.timers(&sim, &ues, now, &mut held, &mut report);
-            for i in 0..n {
-                if let Some(why) = reauth_timer(&sim, i, &mut ues[i], now) {
-                    calls.reregistered(&sim, i, &mut ues[i], Err(why), now, &mut held, &mut report);
+            for (i, ue) in ues.iter_mut().enumerate() {
+                if let Some(why) = reauth_timer(&sim, i, ue, now) {
+                    calls.reregistered(&sim, i, ue, Err(why), now, &mut held, &mut report);
                 }
             }
         }
@@ -1419,4 +1419,31 @@ fn reauth_timer(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) -> Option<&'stat
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each new SA set of a UE gets new SPIs and a new port-c (TS 33.203 §7.4), the same
+    /// port-s (it is in the Contact), and no two UEs' sets share a port-c or an SPI.
+    #[test]
+    fn every_sa_set_has_its_own_ports_and_spis() {
+        let n = 10_000;
+        let mut ports = std::collections::HashSet::new();
+        let mut spis = std::collections::HashSet::new();
+        for i in 0..n {
+            for g in 0..3 {
+                assert!(ports.insert(Sim::port_c(i, g)), "UE {i} set {g}");
+                let (c, s) = Sim::spis_gen(i, g);
+                assert!(spis.insert(c) && spis.insert(s), "UE {i} set {g}");
+            }
+        }
+        // port-s apart from every port-c of any set
+        for i in 0..n {
+            let (_, ps) = Sim::ports(i);
+            assert!(!ports.contains(&ps), "UE {i}'s port-s");
+        }
+        assert_eq!(Sim::port_c(7, 3), Sim::port_c(7, 0), "three in turn");
+    }
 }
