@@ -103,9 +103,12 @@ pub struct UeSimReport {
     pub answered: call::Tally,
     /// Mid-call re-registrations with a new SA set.
     pub reauthenticated: u64,
-    /// Requests of calls that came over a UE's replaced SA set after its re-registration
-    /// (the P-CSCF should use the new set for them).
+    /// Requests of calls that came over another SA set than the UE's current one: the set its
+    /// re-registration replaced, or the new one before the re-registration's 200 (the P-CSCF
+    /// should use the current set for them, TS 33.203 §7.4).
     pub requests_over_old_set: u64,
+    /// ESP packets to a UE over an SA set it had dropped (one replaced twice since).
+    pub esp_over_dropped_set: u64,
 }
 
 impl UeSimReport {
@@ -178,8 +181,8 @@ impl UeSimReport {
         }
         if self.reauthenticated > 0 {
             println!(
-                "mid-call re-registrations (new SA set): {} ok; requests over a replaced set afterwards: {}",
-                self.reauthenticated, self.requests_over_old_set
+                "mid-call re-registrations (new SA set): {} ok; requests over another set than the current one: {}; ESP over a set already dropped: {}",
+                self.reauthenticated, self.requests_over_old_set, self.esp_over_dropped_set
             );
         }
         for l in self.placed.lines("ue-sim originating") {
@@ -239,8 +242,9 @@ struct Ue {
     /// Our current port-c (it changes with each new SA set) and the set's generation.
     port_uc: u16,
     generation: u32,
-    /// The set before the last re-authentication: its SA2, SA4 and the P-CSCF's port-c.
-    prev: Option<(Sa, Sa, u16)>,
+    /// The set before the last re-authentication: its SA2, SA4, the P-CSCF's port-c, its
+    /// generation.
+    prev: Option<(Sa, Sa, u16, u32)>,
     /// A mid-call re-registration in progress, and the calls waiting for it.
     reauth: Option<Reauth>,
     waiting: Vec<CallRef>,
@@ -283,6 +287,8 @@ struct Calls {
     last_end: Option<Instant>,
     /// Incoming calls by Call-ID (`term-k`), with their UE.
     incoming: HashMap<Vec<u8>, (usize, call::Leg)>,
+    /// By Call-ID: the generation of the SA set the call's last request came over.
+    gens: HashMap<Vec<u8>, u32>,
     incoming_done: u64,
     last_incoming: Option<Instant>,
 }
@@ -309,15 +315,28 @@ impl Calls {
     }
 
     /// Send what a leg of UE `i` wrote: requests over SA1 of the current set, answers over
-    /// SA4 (`over_prev`: of the set before, which the request came over: the answer goes back
-    /// the way its request came, RFC 3261 §18.2.2, TS 33.203 §7.4).
-    fn send_over(sim: &Sim, i: usize, ue: &Ue, out: &[call::Out], over_prev: bool) {
+    /// SA4 of the set the request came over (its generation `over`), while the UE has it: the
+    /// answer goes back the way its request came, to the P-CSCF's port-c of that set that its
+    /// Via names (RFC 3261 §18.2.2, TS 33.203 §7.1, §7.4).
+    fn send_over(sim: &Sim, i: usize, ue: &Ue, out: &[call::Out], over: u32) {
+        let (_, ps) = Sim::ports(i);
+        let prev = ue
+            .prev
+            .as_ref()
+            .filter(|p| p.3 == over && over != ue.generation)
+            .map(|(_, sa4, pc, _)| (sa4, *pc));
+        let new = ue
+            .reauth
+            .as_ref()
+            .filter(|r| r.generation == over)
+            .and_then(|r| r.new.as_ref())
+            .map(|n| (&n.2, n.4));
+        let other = prev.or(new);
         for o in out {
             if o.request {
                 sim.send_sa1(i, ue, &o.bytes);
-            } else if let Some((_, sa4, port_pc)) = ue.prev.as_ref().filter(|_| over_prev) {
-                let (_, ps) = Sim::ports(i);
-                if let Some(pkt) = sim.esp_with(sa4, ps, *port_pc, &o.bytes) {
+            } else if let Some((sa4, port_pc)) = other {
+                if let Some(pkt) = sim.esp_with(sa4, ps, port_pc, &o.bytes) {
                     sim.send_esp(&pkt);
                 }
             } else {
@@ -327,7 +346,7 @@ impl Calls {
     }
 
     fn send(sim: &Sim, i: usize, ue: &Ue, out: &[call::Out]) {
-        Self::send_over(sim, i, ue, out, false);
+        Self::send_over(sim, i, ue, out, ue.generation);
     }
 
     /// What a leg said; `held`: the calls waiting for their UE's re-registration.
@@ -420,12 +439,20 @@ impl Calls {
         i: usize,
         ue: &Ue,
         v: crate::sip::View<'_>,
-        over_prev: bool,
+        over: u32,
         now: Instant,
         held: &mut Vec<(usize, CallRef)>,
         report: &mut UeSimReport,
     ) {
         let (mut out, mut ev) = (Vec::new(), Vec::new());
+        if v.method().is_some()
+            && let Some(cid) = v.header(HeaderName::CallId)
+            && (self.gens.len() < self.out.len() + 4 * sim.cfg.incoming_calls as usize + 1024
+                || self.gens.contains_key(cid))
+        {
+            // the set its answers go back over, also when sent again
+            self.gens.insert(cid.to_vec(), over);
+        }
         if let Some(k) = call::call_index(v, "call-", self.started) {
             let (owner, leg) = &mut self.out[k];
             let Some(leg) = leg.as_mut().filter(|_| *owner == i) else {
@@ -433,7 +460,7 @@ impl Calls {
             };
             leg.handle(v, now, &mut out, &mut ev);
             let flow = leg.flow;
-            Self::send_over(sim, i, ue, &out, over_prev);
+            Self::send_over(sim, i, ue, &out, over);
             self.events(CallRef::Out(k), flow, i, &ev, held, report, now);
             return;
         }
@@ -449,7 +476,7 @@ impl Calls {
             }
             leg.handle(v, now, &mut out, &mut ev);
             let flow = leg.flow;
-            Self::send_over(sim, i, ue, &out, over_prev);
+            Self::send_over(sim, i, ue, &out, over);
             self.events(CallRef::In(cid.to_vec()), flow, i, &ev, held, report, now);
             return;
         }
@@ -475,7 +502,7 @@ impl Calls {
             self.incoming_done += 1;
             return;
         };
-        Self::send_over(sim, i, ue, &out, over_prev);
+        Self::send_over(sim, i, ue, &out, over);
         self.incoming.insert(cid.to_vec(), (i, leg));
     }
 
@@ -529,7 +556,8 @@ impl Calls {
             let (mut out, mut ev) = (Vec::new(), Vec::new());
             leg.timers(now, &mut out, &mut ev);
             let flow = leg.flow;
-            Self::send(sim, i, &ues[i], &out);
+            let over = self.gens.get(leg.call_id().as_bytes()).copied();
+            Self::send_over(sim, i, &ues[i], &out, over.unwrap_or(ues[i].generation));
             self.events(CallRef::Out(k), flow, i, &ev, held, report, now);
         }
         let mut ended = Vec::new();
@@ -539,7 +567,8 @@ impl Calls {
             }
             let (mut out, mut ev) = (Vec::new(), Vec::new());
             leg.timers(now, &mut out, &mut ev);
-            Self::send(sim, *i, &ues[*i], &out);
+            let over = self.gens.get(cid).copied().unwrap_or(ues[*i].generation);
+            Self::send_over(sim, *i, &ues[*i], &out, over);
             if !ev.is_empty() {
                 ended.push((cid.clone(), leg.flow, *i, ev));
             }
@@ -843,6 +872,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         answered: call::Tally::default(),
         reauthenticated: 0,
         requests_over_old_set: 0,
+        esp_over_dropped_set: 0,
     };
     // calls that wait for their UE's re-registration (a leg asked for it)
     let mut held: Vec<(usize, CallRef)> = Vec::new();
@@ -852,6 +882,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         t0: None,
         last_end: None,
         incoming: HashMap::new(),
+        gens: HashMap::new(),
         incoming_done: 0,
         last_incoming: None,
     };
@@ -1035,21 +1066,19 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             // one of a re-registration under way
             let ue = &ues[i];
             let sets = [
-                ue.sa2.as_ref().map(|s| (s, ue.port_pc)),
-                ue.prev.as_ref().map(|(s, _, p)| (s, *p)),
+                ue.sa2.as_ref().map(|s| (s, ue.port_pc, ue.generation)),
+                ue.prev.as_ref().map(|(s, _, p, g)| (s, *p, *g)),
                 ue.reauth
                     .as_ref()
-                    .and_then(|r| r.new.as_ref())
-                    .map(|n| (&n.1, n.4)),
+                    .and_then(|r| r.new.as_ref().map(|n| (&n.1, n.4, r.generation))),
             ];
-            let Some((set, (sa2, from_port))) = sets
-                .into_iter()
-                .enumerate()
-                .find_map(|(n, s)| s.filter(|(s, _)| s.spi() == spi).map(|s| (n, s)))
+            let Some((sa2, from_port, over)) =
+                sets.into_iter().flatten().find(|(s, ..)| s.spi() == spi)
             else {
+                // an SPI of this UE's whose set it no longer holds (replaced twice)
+                report.esp_over_dropped_set += 1;
                 continue;
             };
-            let over_prev = set == 1;
             let Ok((inner, _)) = sa2.decapsulate(&mut buf[..len]) else {
                 continue;
             };
@@ -1063,7 +1092,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             let Ok(m) = Message::parse(sip) else { continue };
             let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
             if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
-                if over_prev && m.view().method().is_some() {
+                if over != ue.generation && m.view().method().is_some() {
                     report.requests_over_old_set += 1;
                 }
                 calls.on_message(
@@ -1071,7 +1100,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     i,
                     &ues[i],
                     m.view(),
-                    over_prev,
+                    over,
                     now,
                     &mut held,
                     &mut report,
@@ -1383,7 +1412,7 @@ fn reauth_answer(
     let (sa1, sa2, sa4, port_ps, port_pc, server, auth) = r.new?;
     // the old set stays for what is still in flight over it (TS 33.203 §7.4)
     if let (Some(old2), Some(old4)) = (ue.sa2.replace(sa2), ue.sa4.replace(sa4)) {
-        ue.prev = Some((old2, old4, ue.port_pc));
+        ue.prev = Some((old2, old4, ue.port_pc, ue.generation));
     }
     ue.sa1 = Some(sa1);
     ue.port_ps = port_ps;
