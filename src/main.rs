@@ -51,11 +51,12 @@ enum Cmd {
         /// Calls started per second (both directions together).
         #[arg(long, default_value_t = 200)]
         call_rate: u32,
-        /// The call flows, comma-separated, or `all`: basic, prack (reliable 180, PRACK),
-        /// update (UPDATE in the early and the confirmed dialog), reinvite, cancel (CANCEL
-        /// after the 180, 487), rereg (the UE re-registers with a new SA set mid-call). Call k
-        /// of each direction follows the (k mod n)-th; every other round the callee acts
-        /// (hangs up, sends the UPDATE / re-INVITE).
+        /// The call flows, comma-separated, or `all` (every one but release): basic, prack
+        /// (reliable 180, PRACK), update (UPDATE in the early and the confirmed dialog),
+        /// reinvite, cancel (CANCEL after the 180, 487), rereg (the UE re-registers with a new
+        /// SA set mid-call), release (the core releases the call with a BYE the UE does not
+        /// expect: counted as released). Call k of each direction follows the (k mod n)-th;
+        /// every other round the callee acts (hangs up, sends the UPDATE / re-INVITE).
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
     },

@@ -9,8 +9,9 @@
 //! (INVITE, 100, 180, 200, ACK) and torn down (BYE, 200) through the P-CSCF, in the flows
 //! `--call-flows` names (call `k` of each direction follows the `k mod n`-th, and every other
 //! round the callee acts: [`sim::call::CallPlan`]): basic, 100rel / PRACK, UPDATE in the early
-//! and the confirmed dialog, re-INVITE, CANCEL before the answer, and a call that outlives the
-//! UE's re-registration with a new SA set; the report gives calls/s, setup latencies (INVITE →
+//! and the confirmed dialog, re-INVITE, CANCEL before the answer, a call that outlives the
+//! UE's re-registration with a new SA set, and (`release`) a call the core releases with a BYE
+//! the UE does not expect; the report gives calls/s, setup latencies (INVITE →
 //! 180, INVITE → 200) per direction, outcomes per flow and direction, and failures by reason.
 
 use std::io::Read;
@@ -263,8 +264,21 @@ fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::Cor
         "core-sim calls: {} INVITEs answered, {} ACKs, {} BYEs answered",
         s.invites, s.acks, s.byes
     );
+    // (a call the core released on purpose, `--call-flows release`, completed as planned)
+    let released_on_purpose = ue
+        .placed
+        .released
+        .get(&sim::call::Flow::Release)
+        .copied()
+        .unwrap_or(0)
+        + core
+            .placed
+            .released
+            .get(&sim::call::Flow::Release)
+            .copied()
+            .unwrap_or(0);
     failed == 0
-        && ok == u64::from(cfg.calls)
+        && ok + released_on_purpose == u64::from(cfg.calls)
         && ue.incoming_ok == core.calls_ok
         && core.answered.failed() == 0
         && ue.answered.failed() == 0

@@ -19,7 +19,10 @@
 //!   33.203 §7.4), then sends an UPDATE inside the dialog over the new set; the acting side
 //!   hangs up after it.
 //!
-//! In every flow the acting side ([`CallPlan::callee_acts`]) sends the BYE. A BYE for a
+//! - `release`: once confirmed, the core side (as the S-CSCF, TS 24.229 §5.4.5.1.2) sends a BYE
+//!   the UE does not expect; both legs end as [`Outcome::Released`] (not part of `all`).
+//!
+//! In every other flow the acting side ([`CallPlan::callee_acts`]) sends the BYE. A BYE for a
 //! confirmed call that the plan did not expect (a network-initiated release, TS 24.229 §5.2.8)
 //! is answered 200 and ends the leg as [`Outcome::Released`], not as a failure.
 //!
@@ -44,6 +47,7 @@ pub enum Flow {
     Reinvite,
     Cancel,
     Rereg,
+    Release,
 }
 
 impl Flow {
@@ -55,6 +59,16 @@ impl Flow {
         Flow::Cancel,
         Flow::Rereg,
     ];
+    /// [`Flow::ALL`] and `release`, which ends as released, not as ok.
+    pub const EVERY: [Flow; 7] = [
+        Flow::Basic,
+        Flow::Prack,
+        Flow::Update,
+        Flow::Reinvite,
+        Flow::Cancel,
+        Flow::Rereg,
+        Flow::Release,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,11 +78,12 @@ impl Flow {
             Flow::Reinvite => "reinvite",
             Flow::Cancel => "cancel",
             Flow::Rereg => "rereg",
+            Flow::Release => "release",
         }
     }
 
     pub fn parse(s: &str) -> Option<Flow> {
-        Flow::ALL.into_iter().find(|f| f.name() == s.trim())
+        Flow::EVERY.into_iter().find(|f| f.name() == s.trim())
     }
 
     /// Whether the callee's 180 is reliable (RFC 3262).
@@ -105,9 +120,9 @@ impl CallPlan {
         for w in s.split(',').filter(|w| !w.trim().is_empty()) {
             flows.push(Flow::parse(w).ok_or_else(|| {
                 format!(
-                    "unknown call flow `{}` (known: {}, or all)",
+                    "unknown call flow `{}` (known: {}, or all: every one but release)",
                     w.trim(),
-                    Flow::ALL.map(Flow::name).join(", ")
+                    Flow::EVERY.map(Flow::name).join(", ")
                 )
             })?);
         }
@@ -776,7 +791,12 @@ impl Leg {
         self.pending = None;
         self.pending_req = None;
         self.goto(State::Up, now);
-        if self.flow == Flow::Rereg && self.ue {
+        if self.flow == Flow::Release {
+            // the network (the core's side) releases the call; the UE waits for it
+            if !self.ue {
+                self.send_bye(now, out);
+            }
+        } else if self.flow == Flow::Rereg && self.ue {
             self.goto(State::Held, now);
             ev.push(Event::Reregister);
         } else if self.acts && matches!(self.flow, Flow::Update | Flow::Reinvite) {
@@ -945,6 +965,8 @@ impl Leg {
             b"BYE" if self.state == State::Byeing && final_for_pending => {
                 if status >= 300 {
                     self.end(Outcome::Failed("BYE refused"), ev);
+                } else if self.flow == Flow::Release {
+                    self.end(Outcome::Released, ev);
                 } else {
                     self.end(Outcome::Ok, ev);
                 }
@@ -1155,7 +1177,9 @@ impl Leg {
                 }
             }
             b"BYE" => {
-                let expected = !self.acts && (!self.mid_from_other() || self.mid_done);
+                let expected = !self.acts
+                    && self.flow != Flow::Release
+                    && (!self.mid_from_other() || self.mid_done);
                 match self.state {
                     State::Up | State::Answered if expected => self.end(Outcome::Ok, ev),
                     State::Up | State::Answered | State::Held | State::Mid | State::Byeing => {
@@ -1206,6 +1230,7 @@ impl Leg {
                     "no UPDATE from the other side"
                 }
             }
+            State::Up if self.flow == Flow::Release => "no releasing BYE from the network",
             State::Up => "no BYE from the other side",
             State::Held => "re-registration took too long",
             State::Mid if self.flow == Flow::Reinvite => "no answer to the re-INVITE",
@@ -1250,7 +1275,7 @@ impl Tally {
     /// failures by reason: `call failed (<who>) [<flow>]: <why>: N`.
     pub fn lines(&self, who: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for f in Flow::ALL {
+        for f in Flow::EVERY {
             let ok = self.ok.get(&f).copied().unwrap_or(0);
             let rel = self.released.get(&f).copied().unwrap_or(0);
             let failed: u64 = self
@@ -1358,13 +1383,23 @@ mod leg_tests {
 
     /// Caller and callee back to back; `drop(i)` loses the i-th message on the wire.
     fn run(flow: Flow, callee_acts: bool, lose: &dyn Fn(usize) -> bool) -> Run {
+        run_with(flow, callee_acts, lose, true)
+    }
+
+    /// `ue_caller`: the caller is the UE (else the callee).
+    fn run_with(
+        flow: Flow,
+        callee_acts: bool,
+        lose: &dyn Fn(usize) -> bool,
+        ue_caller: bool,
+    ) -> Run {
         let t0 = Instant::now();
         let mut now = t0;
         let mut to_b = Vec::new();
         let mut a = Leg::caller(
             flow,
             !callee_acts,
-            true,
+            ue_caller,
             INVITE.as_bytes().to_vec(),
             local("a", true),
             now,
@@ -1380,6 +1415,8 @@ mod leg_tests {
             wire: Vec::new(),
         };
         let mut wire = 0usize;
+        let mut to_a_later = Vec::new();
+        let mut ev_late = Vec::new();
         for _ in 0..200 {
             let mut to_a = Vec::new();
             let mut ev_a = Vec::new();
@@ -1398,7 +1435,7 @@ mod leg_tests {
                         b = Leg::callee(
                             flow,
                             callee_acts,
-                            false,
+                            !ue_caller,
                             m.view(),
                             local("b", false),
                             now,
@@ -1440,8 +1477,27 @@ mod leg_tests {
                 }
             }
             for e in ev_b {
+                match e {
+                    Event::Reregister => {
+                        r.reregistered = true;
+                        if let Some(b) = b.as_mut() {
+                            b.resume(now, &mut to_a_later);
+                        }
+                    }
+                    Event::Ended(o) => r.callee = Some(o),
+                    _ => {}
+                }
+            }
+            // the callee's UPDATE after its re-registration goes out with the next round
+            for o in std::mem::take(&mut to_a_later) {
+                let m = Message::parse(&o.bytes).unwrap();
+                r.log.push(line("B>A", &o.bytes));
+                r.wire.push(o.bytes.clone());
+                a.handle(m.view(), now, &mut to_b, &mut ev_late);
+            }
+            for e in std::mem::take(&mut ev_late) {
                 if let Event::Ended(o) = e {
-                    r.callee = Some(o);
+                    r.caller = Some(o);
                 }
             }
             if r.caller.is_some() && r.callee.is_some() && to_b.is_empty() {
@@ -1514,7 +1570,56 @@ mod leg_tests {
                         r.log
                     ),
                     Flow::Rereg => assert!(has("A>B UPDATE 2"), "{:?}", r.log),
+                    Flow::Release => unreachable!("not in Flow::ALL"),
                 }
+            }
+        }
+    }
+
+    /// The same flows with the UE as the callee: the re-registration and the release are the
+    /// UE's and the core's whichever side calls.
+    #[test]
+    fn every_flow_completes_with_the_ue_as_callee() {
+        for flow in Flow::ALL {
+            for callee_acts in [false, true] {
+                let r = run_with(flow, callee_acts, &never, false);
+                assert_eq!(
+                    r.caller,
+                    Some(Outcome::Ok),
+                    "{flow:?} {callee_acts}: {:?}",
+                    r.log
+                );
+                assert_eq!(
+                    r.callee,
+                    Some(Outcome::Ok),
+                    "{flow:?} {callee_acts}: {:?}",
+                    r.log
+                );
+                assert_eq!(r.reregistered, flow == Flow::Rereg, "{flow:?}");
+                if flow == Flow::Rereg {
+                    assert!(r.log.iter().any(|l| l == "B>A UPDATE 101"), "{:?}", r.log);
+                }
+            }
+        }
+    }
+
+    /// `release`: the core's side sends a BYE the UE does not expect once the call is up; both
+    /// legs end released, whichever side calls, whoever the plan says acts.
+    #[test]
+    fn the_core_releases_the_call() {
+        for ue_caller in [true, false] {
+            for callee_acts in [false, true] {
+                let r = run_with(Flow::Release, callee_acts, &never, ue_caller);
+                assert_eq!(r.caller, Some(Outcome::Released), "{:?}", r.log);
+                assert_eq!(r.callee, Some(Outcome::Released), "{:?}", r.log);
+                let bye = if ue_caller { "B>A BYE" } else { "A>B BYE" };
+                assert_eq!(
+                    r.log.iter().filter(|l| l.contains("BYE")).count(),
+                    2,
+                    "one BYE and its 200: {:?}",
+                    r.log
+                );
+                assert!(r.log.iter().any(|l| l.starts_with(bye)), "{:?}", r.log);
             }
         }
     }

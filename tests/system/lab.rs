@@ -229,3 +229,51 @@ fn lab_requests_to_the_ue_use_its_new_sa_set() {
         "{stdout}"
     );
 }
+
+/// `--call-flows release`: once each call is up the core (as the S-CSCF) releases it with a
+/// BYE through the P-CSCF that the UE's plan did not expect; the UEs answer it 200 and count
+/// the call as released, not failed, both when they called and when they were called.
+#[test]
+fn lab_calls_released_by_the_network() {
+    let _alone = crate::support::exclusive();
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args([
+            "lab",
+            "--ues",
+            "4",
+            "--rate",
+            "200",
+            "--messages",
+            "1",
+            "--calls",
+            "8",
+            "--call-rate",
+            "100",
+            "--call-flows",
+            "release",
+        ])
+        .output()
+        .expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{stderr}"
+    );
+    for side in [
+        "ue-sim originating",
+        "ue-sim incoming",
+        "core-sim terminating",
+        "core-sim far end",
+    ] {
+        assert!(
+            stdout.contains(&format!("{side} flow release: 0 ok, 4 released, 0 failed")),
+            "{side}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("calls released by the network (an unexpected BYE): 8"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("call failed"), "{stdout}");
+}
