@@ -618,7 +618,6 @@ pub fn serve_calls(
         50
     })))?;
     let mut core = CoreSim::new(realm, &addr.to_string());
-    let t0 = Instant::now();
     let mut caller = Caller {
         plan: plan.clone(),
         calls: (0..plan.calls)
@@ -644,7 +643,6 @@ pub fn serve_calls(
         tally: call::Tally::default(),
         made: 0,
     };
-    let _ = t0;
     let mut buf = vec![0u8; 65536];
     let mut stopped_at: Option<Instant> = None;
     let mut swept = Instant::now();

@@ -334,7 +334,7 @@ impl Calls {
         let other = prev.or(new);
         for o in out {
             if o.request {
-                sim.send_sa1(i, ue, &o.bytes);
+                sim.send_sa1(ue, &o.bytes);
             } else if let Some((sa4, port_pc)) = other {
                 if let Some(pkt) = sim.esp_with(sa4, ps, port_pc, &o.bytes) {
                     sim.send_esp(&pkt);
@@ -395,14 +395,7 @@ impl Calls {
     }
 
     /// Start the calls that are due (all UEs registered).
-    fn start_due(
-        &mut self,
-        sim: &Sim,
-        ues: &[Ue],
-        now: Instant,
-        held: &mut Vec<(usize, CallRef)>,
-        report: &mut UeSimReport,
-    ) {
+    fn start_due(&mut self, sim: &Sim, ues: &[Ue], now: Instant, report: &mut UeSimReport) {
         let t0 = *self.t0.get_or_insert(now);
         let due = ((now - t0).as_secs_f64() * sim.cfg.call_rate.max(1) as f64) as usize + 1;
         while self.started < self.out.len().min(due) && !ues.is_empty() {
@@ -427,7 +420,6 @@ impl Calls {
             };
             Self::send(sim, i, &ues[i], &out);
             self.out[k].1 = Some(leg);
-            let _ = held;
         }
     }
 
@@ -712,7 +704,7 @@ impl Sim {
     }
 
     /// A request of UE `i` over SA1 of its current set (its port-c → the P-CSCF's port-s).
-    fn send_sa1(&self, _i: usize, ue: &Ue, sip: &[u8]) -> bool {
+    fn send_sa1(&self, ue: &Ue, sip: &[u8]) -> bool {
         let Some(sa1) = ue.sa1.as_ref() else {
             return false;
         };
@@ -900,7 +892,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         let now = Instant::now();
         if finished >= n {
             let at = *registered_at.get_or_insert(now);
-            calls.start_due(&sim, &ues, now, &mut held, &mut report);
+            calls.start_due(&sim, &ues, now, &mut report);
             let open_incoming = calls.incoming.values().any(|(_, l)| !l.is_over());
             let expected = u64::from(sim.cfg.incoming_calls);
             if calls.outgoing_over() && calls.incoming_done >= expected {
@@ -1312,7 +1304,7 @@ fn start_reauth(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) {
         sim.cfg.realm
     );
     let msg = sim.register_gen(i, generation, cseq, &auth, Some(&ue.verify));
-    sim.send_sa1(i, ue, msg.as_bytes());
+    sim.send_sa1(ue, msg.as_bytes());
     ue.reauth = Some(Reauth {
         generation,
         msg,
@@ -1443,7 +1435,7 @@ fn reauth_timer(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) -> Option<&'stat
             }
             None => {
                 let msg = r.msg.clone();
-                sim.send_sa1(i, ue, msg.as_bytes());
+                sim.send_sa1(ue, msg.as_bytes());
             }
         }
     }
