@@ -9,17 +9,21 @@
 //! core places to it ([`UeSimConfig::incoming_calls`]), each side of a call a [`call::Leg`]
 //! following the flow the plan gives it ([`UeSimConfig::flows`]: basic, PRACK, UPDATE,
 //! re-INVITE, CANCEL, or a call that outlives a re-registration): its requests go over SA1
-//! (port-c → the P-CSCF's port-s), its answers over SA4 (port-s → the P-CSCF's port-c, TS
-//! 33.203 §7.1). In the `rereg` flow the UE re-registers once the call is up, with a new AKA
-//! run and a new SA set (new SPIs and port-c, the same port-s: TS 33.203 §7.4, TS 24.229
-//! §5.1.1.4), and its UPDATE and what follows go over the new set. Setup latencies INVITE →
-//! 180 and INVITE → 200 in hdrhistograms; outcomes per flow, failures by reason; a BYE the
-//! plan did not expect for a confirmed call is answered and counted as released.
+//! (port-c → the P-CSCF's port-s) of its current set, its answers over SA4 (port-s → the
+//! P-CSCF's port-c, TS 33.203 §7.1) of the set the request came over. In the `rereg` flow the
+//! UE re-registers once the call is up, with a new AKA run and a new SA set (new SPIs and
+//! port-c, the same port-s: TS 33.203 §7.4, TS 24.229 §5.1.1.4), and its UPDATE and what
+//! follows go over the new set; it keeps the set before for what is still in flight over it,
+//! and counts the requests of calls that come over another set than its current one
+//! ([`UeSimReport::requests_over_old_set`]). Setup latencies INVITE → 180 and INVITE → 200 in
+//! hdrhistograms; outcomes per flow, failures by reason; a BYE the plan did not expect for a
+//! confirmed call is answered and counted as released.
 //!
 //! One thread, non-blocking sockets: an unprotected UDP socket shared by all UEs (answers are
 //! told apart by Call-ID), a raw socket to send ESP and one to receive it (told apart by the
 //! UE's inbound SPI). UE `i` uses IMPI `001010000{i:06}@<realm>`, ports 20000+2i / 20001+2i
-//! and SPIs 0x10000+2i / 0x10001+2i.
+//! and SPIs 0x10000+2i / 0x10001+2i; each re-authentication a new port-c and SPI pair
+//! ([`Sim::port_c`], [`Sim::spis_gen`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
