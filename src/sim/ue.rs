@@ -23,7 +23,7 @@
 //! told apart by Call-ID), a raw socket to send ESP and one to receive it (told apart by the
 //! UE's inbound SPI). UE `i` uses IMPI `001010000{i:06}@<realm>`, ports 20000+2i / 20001+2i
 //! and SPIs 0x10000+2i / 0x10001+2i; each re-authentication a new port-c and SPI pair
-//! ([`Sim::port_c`], [`Sim::spis_gen`]).
+//! (`Sim::port_c`, `Sim::spis_gen`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
