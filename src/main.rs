@@ -51,6 +51,14 @@ enum Cmd {
         /// Calls started per second (both directions together).
         #[arg(long, default_value_t = 200)]
         call_rate: u32,
+        /// The call flows, comma-separated, or `all` (every one but release): basic, prack
+        /// (reliable 180, PRACK), update (UPDATE in the early and the confirmed dialog),
+        /// reinvite, cancel (CANCEL after the 180, 487), rereg (the UE re-registers with a new
+        /// SA set mid-call), release (the core releases the call with a BYE the UE does not
+        /// expect: counted as released). Call k of each direction follows the (k mod n)-th;
+        /// every other round the callee acts (hangs up, sends the UPDATE / re-INVITE).
+        #[arg(long, default_value = "basic", value_parser = parse_flows)]
+        call_flows: pcscf::sim::call::CallPlan,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -69,6 +77,9 @@ enum Cmd {
         /// Start calling once this many UEs are registered.
         #[arg(long, default_value_t = 1)]
         after_registered: usize,
+        /// The call flows, both ways (see `pcscf lab --help`); the UEs must use the same.
+        #[arg(long, default_value = "basic", value_parser = parse_flows)]
+        call_flows: pcscf::sim::call::CallPlan,
     },
     /// Run many simulated UEs against a P-CSCF (needs root for the raw ESP sockets).
     UeSim {
@@ -98,6 +109,9 @@ enum Cmd {
         /// Calls the core will place to the UEs (answered; the run waits for them).
         #[arg(long, default_value_t = 0)]
         incoming_calls: u32,
+        /// The call flows, both ways (see `pcscf lab --help`); the core must use the same.
+        #[arg(long, default_value = "basic", value_parser = parse_flows)]
+        call_flows: pcscf::sim::call::CallPlan,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -146,6 +160,10 @@ enum Cmd {
     },
 }
 
+fn parse_flows(s: &str) -> Result<pcscf::sim::call::CallPlan, String> {
+    pcscf::sim::call::CallPlan::parse(s)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -168,6 +186,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ipv6,
             calls,
             call_rate,
+            call_flows,
         } => {
             let cfg = pcscf::lab::LabConfig {
                 ues,
@@ -178,6 +197,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 ipv6,
                 calls,
                 call_rate,
+                flows: call_flows,
             };
             if !pcscf::lab::run(&cfg)? {
                 return Err("some registrations or calls failed".into());
@@ -189,6 +209,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             calls,
             call_rate,
             after_registered,
+            call_flows,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -203,6 +224,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 calls,
                 rate: call_rate,
                 after_registered,
+                flows: call_flows,
                 ..Default::default()
             };
             let report = pcscf::sim::core::serve_calls(listen, &realm, &plan, stop)?;
@@ -225,6 +247,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             calls,
             call_rate,
             incoming_calls,
+            call_flows,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -249,6 +272,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 calls,
                 call_rate,
                 incoming_calls,
+                flows: call_flows,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();

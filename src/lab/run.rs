@@ -6,8 +6,13 @@
 //! With `--calls N`, once every UE is registered, half the calls are placed by the UEs
 //! (originating: UE → P-CSCF → S-CSCF, the core simulator answering as the far end) and half
 //! by the core (terminating: to each UE's registered Contact by the P-CSCF's Path), each set up
-//! (INVITE, 100, 180, 200, ACK) and torn down (BYE, 200) through the P-CSCF; the report gives
-//! calls/s, setup latencies (INVITE → 180, INVITE → 200) per direction and failures by reason.
+//! (INVITE, 100, 180, 200, ACK) and torn down (BYE, 200) through the P-CSCF, in the flows
+//! `--call-flows` names (call `k` of each direction follows the `k mod n`-th, and every other
+//! round the callee acts: [`sim::call::CallPlan`]): basic, 100rel / PRACK, UPDATE in the early
+//! and the confirmed dialog, re-INVITE, CANCEL before the answer, a call that outlives the
+//! UE's re-registration with a new SA set, and (`release`) a call the core releases with a BYE
+//! the UE does not expect; the report gives calls/s, setup latencies (INVITE →
+//! 180, INVITE → 200) per direction, outcomes per flow and direction, and failures by reason.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +41,8 @@ pub struct LabConfig {
     pub calls: u32,
     /// Calls started per second, both directions together.
     pub call_rate: u32,
+    /// The flow of each call (in both directions: call `k` of each follows `flows.flow(k)`).
+    pub flows: sim::call::CallPlan,
 }
 
 /// Run the lab; `Ok(true)` when every UE registered and every call completed.
@@ -102,6 +109,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         rate: half_rate,
         after_registered: cfg.ues,
         timeout: Duration::from_secs(5),
+        flows: cfg.flows.clone(),
     };
     let core = spawn_in(&lab.core, move || {
         sim::core::serve_calls(core_addr, realm, &plan, core_stop)
@@ -157,6 +165,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         calls: originating,
         call_rate: half_rate,
         incoming_calls: terminating,
+        flows: cfg.flows.clone(),
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))
@@ -236,13 +245,44 @@ fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::Cor
             sim::call::percentiles(&core.setup_200)
         );
     }
+    let released = ue.placed.released() + core.placed.released();
+    if released > 0 {
+        println!("calls released by the network (an unexpected BYE): {released}");
+    }
+    for l in core.placed.lines("core-sim terminating") {
+        println!("{l}");
+    }
+    for l in core.answered.lines("core-sim far end") {
+        println!("{l}");
+    }
+    // what a leg that was not counted above saw: a call placed but never answered by
+    // the far end, or the far end's failure when the caller's leg succeeded
     for (why, n) in &core.call_failures {
-        println!("call failed (core-sim): {why}: {n}");
+        if !core.placed.failed.keys().any(|(_, w)| w == why) {
+            println!("call failed (core-sim): {why}: {n}");
+        }
     }
     let s = core.stats;
     println!(
         "core-sim calls: {} INVITEs answered, {} ACKs, {} BYEs answered",
         s.invites, s.acks, s.byes
     );
-    failed == 0 && ok == u64::from(cfg.calls) && ue.incoming_ok == core.calls_ok
+    // (a call the core released on purpose, `--call-flows release`, completed as planned)
+    let released_on_purpose = ue
+        .placed
+        .released
+        .get(&sim::call::Flow::Release)
+        .copied()
+        .unwrap_or(0)
+        + core
+            .placed
+            .released
+            .get(&sim::call::Flow::Release)
+            .copied()
+            .unwrap_or(0);
+    failed == 0
+        && ok + released_on_purpose == u64::from(cfg.calls)
+        && ue.incoming_ok == core.calls_ok
+        && core.answered.failed() == 0
+        && ue.answered.failed() == 0
 }

@@ -3,12 +3,16 @@
 //! Digest-AKA check of the response (403 when wrong), the 200 with Service-Route and
 //! P-Associated-URI, de-registration, and 200 to MESSAGE / OPTIONS.
 //!
-//! Calls: it is the S-CSCF and the far end of every call. A UE's INVITE is answered 100, 180
-//! and 200 (an SDP answer, its own Record-Route above the received ones, RFC 3261 §16.6 item 4
-//! and §12.1.1), its ACK taken, its BYE answered 200. With a [`CorePlan`] it also calls the
-//! registered UEs ([`serve_calls`]): an INVITE to the Contact the UE registered, routed by the
-//! Path the P-CSCF put in that REGISTER (RFC 3327 §5.3, TS 24.229 §5.4.3.3), then ACK and BYE
-//! inside the dialog with the route set the 200's Record-Route gives (RFC 3261 §12.1.2).
+//! Calls: it is the S-CSCF and the far end of every call. A UE's INVITE gets a far-end leg
+//! ([`call::Leg`], one per Call-ID, in the flow [`CorePlan::flows`] gives call `call-k`): 100,
+//! 180 (reliable in the PRACK flows) and 200 (an SDP answer, its own Record-Route above the
+//! received ones, RFC 3261 §16.6 item 4 and §12.1.1, sent again until the ACK), then whatever
+//! the flow asks (PRACK, UPDATE, re-INVITE, CANCEL and 487, BYE either way). With a
+//! [`CorePlan`] it also calls the registered UEs ([`serve_calls`]): an INVITE to the Contact the
+//! UE registered, routed by the Path the P-CSCF put in that REGISTER (RFC 3327 §5.3, TS 24.229
+//! §5.4.3.3), then the flow's requests inside the dialog with the route set the Record-Route
+//! gives (RFC 3261 §12.1.2), or CANCEL and the ACK of the 487 the INVITE's way. A request of a
+//! dialog it holds no leg for is answered 200 without state ([`CoreSim::answer`]).
 //!
 //! Subscribers: every IMPI `<imsi>@<realm>` is accepted with one K / OPc (TS 35.208 test set 1
 //! unless given): a lab tool, not a real HSS.
@@ -282,6 +286,9 @@ pub struct CorePlan {
     pub after_registered: usize,
     /// Give up on a step of a call after this long.
     pub timeout: Duration,
+    /// The flow of each call, both the ones we place (`term-k`) and the ones the UEs place to
+    /// us (`call-k`): the UEs must hold the same plan.
+    pub flows: call::CallPlan,
 }
 
 impl Default for CorePlan {
@@ -291,6 +298,7 @@ impl Default for CorePlan {
             rate: 100,
             after_registered: 1,
             timeout: Duration::from_secs(5),
+            flows: call::CallPlan::default(),
         }
     }
 }
@@ -299,9 +307,14 @@ impl Default for CorePlan {
 #[derive(Debug)]
 pub struct CoreReport {
     pub stats: CoreStats,
-    /// Terminating calls set up and torn down (the BYE answered 200).
+    /// Terminating calls set up and torn down (the BYE answered 200, or the 487 ACKed).
     pub calls_ok: u64,
+    /// Failed terminating calls by reason.
     pub call_failures: BTreeMap<&'static str, u64>,
+    /// The terminating calls (we are the caller) by flow.
+    pub placed: call::Tally,
+    /// The UEs' calls (we are the far end) by flow.
+    pub answered: call::Tally,
     /// From the first terminating INVITE to the last call's end.
     pub calls_elapsed: Duration,
     /// INVITE → 180 and INVITE → 200 of the terminating calls, µs.
@@ -315,31 +328,10 @@ impl CoreReport {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Step {
-    Waiting,
-    Inviting,
-    Proceeding,
-    Ringing,
-    /// ACKed; the UE hangs up ([`call::callee_hangs_up`]).
-    Up,
-    Byeing,
-    Done,
-    Failed,
-}
-
-/// One terminating call (the core's dialog as UAC).
+/// One terminating call: the core's leg as caller, and where the P-CSCF is.
 struct Term {
-    step: Step,
-    started: Instant,
-    step_at: Instant,
-    last_sent: Instant,
-    resends: u32,
+    leg: Option<call::Leg>,
     to: SocketAddr,
-    /// The INVITE or BYE in flight, for retransmission (RFC 3261 §17.1.1.2, §17.1.2.2).
-    pending: Vec<u8>,
-    /// The ACK, sent again for each retransmitted 200 (RFC 3261 §13.2.2.4).
-    ack: Vec<u8>,
 }
 
 /// The core as the caller of the terminating calls.
@@ -351,6 +343,7 @@ struct Caller {
     last_end: Option<Instant>,
     ok: u64,
     failures: BTreeMap<&'static str, u64>,
+    tally: call::Tally,
     setup_180: Histogram<u64>,
     setup_200: Histogram<u64>,
     /// Our address as written in SIP, and our Record-Route entry.
@@ -359,11 +352,27 @@ struct Caller {
     realm: String,
 }
 
+/// The core's side of a call: its Via, Contact, tag, SDP, Record-Route.
+fn local(core: &CoreSim, branch: String, tag: String, timeout: Duration) -> call::Local {
+    let ip = core.route_host.parse::<SocketAddr>().ok().map(|a| a.ip());
+    call::Local {
+        sent_by: core.route_host.clone(),
+        rport: false,
+        contact: format!("sip:far@{}", core.route_host),
+        branch,
+        tag,
+        offer: ip.map(|ip| call::sdp_offer(ip, 41000)).unwrap_or_default(),
+        answer: ip.map(|ip| call::sdp_answer(ip, 40000)).unwrap_or_default(),
+        record_route: Some(core.record_route()),
+        trying: true,
+        timeout,
+    }
+}
+
 impl Caller {
-    fn fail(&mut self, k: usize, why: &'static str, now: Instant) {
-        if let Some(c) = self.calls.get_mut(k) {
-            c.step = Step::Failed;
-        }
+    fn fail_unplaced(&mut self, k: usize, why: &'static str, now: Instant) {
+        let flow = self.plan.flows.flow(k);
+        self.tally.add(flow, call::Outcome::Failed(why));
         *self.failures.entry(why).or_insert(0) += 1;
         self.last_end = Some(now);
     }
@@ -373,7 +382,34 @@ impl Caller {
             && self
                 .calls
                 .iter()
-                .all(|c| matches!(c.step, Step::Done | Step::Failed))
+                .all(|c| c.leg.as_ref().is_none_or(call::Leg::is_over))
+    }
+
+    /// What a leg said: latencies, its end.
+    fn events(&mut self, k: usize, ev: &[call::Event], now: Instant) {
+        let flow = self.plan.flows.flow(k);
+        for e in ev {
+            match *e {
+                call::Event::Ringing(d) => {
+                    let _ = self.setup_180.record(d.as_micros().max(1) as u64);
+                }
+                call::Event::Answered(d) => {
+                    let _ = self.setup_200.record(d.as_micros().max(1) as u64);
+                }
+                call::Event::Ended(o) => {
+                    self.tally.add(flow, o);
+                    match o {
+                        call::Outcome::Ok => self.ok += 1,
+                        call::Outcome::Failed(why) => {
+                            *self.failures.entry(why).or_insert(0) += 1;
+                        }
+                        call::Outcome::Released => {}
+                    }
+                    self.last_end = Some(now);
+                }
+                call::Event::Reregister => {}
+            }
+        }
     }
 
     /// Start the calls that are due.
@@ -392,7 +428,7 @@ impl Caller {
             self.started += 1;
             let (user, b) = targets[k % targets.len()];
             let Some(to) = b.via else {
-                self.fail(k, "no address for the P-CSCF of the callee", now);
+                self.fail_unplaced(k, "no address for the P-CSCF of the callee", now);
                 continue;
             };
             let sdp = core
@@ -406,152 +442,161 @@ impl Caller {
                 format!("Route: {}\r\n", b.path)
             };
             let invite = format!(
-                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKt{k}i\r\nMax-Forwards: 68\r\n{route}Record-Route: {rr}\r\nFrom: <sip:far{k}@{realm}>;tag=c{k}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: term-{k}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:far@{me}>\r\nP-Asserted-Identity: <sip:far{k}@{realm}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKt{k}i\r\nMax-Forwards: 68\r\n{route}Record-Route: {rr}\r\nFrom: <sip:far{k}@{realm}>;tag=c{k}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: term-{k}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:far@{me}>\r\nP-Asserted-Identity: <sip:far{k}@{realm}>\r\nSupported: 100rel\r\nAllow: INVITE, ACK, CANCEL, BYE, PRACK, UPDATE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                 b.contact,
                 sdp.len(),
                 me = self.me,
                 rr = self.rr,
                 realm = self.realm,
             );
-            let _ = sock.send_to(invite.as_bytes(), to);
-            let c = &mut self.calls[k];
-            c.step = Step::Inviting;
-            c.started = now;
-            c.step_at = now;
-            c.last_sent = now;
-            c.to = to;
-            c.pending = invite.into_bytes();
+            let flow = self.plan.flows.flow(k);
+            let acts = !self.plan.flows.callee_acts(k);
+            let me = local(core, format!("t{k}"), format!("c{k}"), self.plan.timeout);
+            let mut out = Vec::new();
+            let leg = call::Leg::caller(flow, acts, false, invite.into_bytes(), me, now, &mut out);
+            for o in &out {
+                let _ = sock.send_to(&o.bytes, to);
+            }
+            if leg.is_none() {
+                self.fail_unplaced(k, "INVITE build", now);
+            }
+            self.calls[k] = Term { leg, to };
         }
     }
 
-    /// A response to one of our requests.
-    fn on_response(&mut self, v: crate::sip::View<'_>, sock: &UdpSocket, now: Instant) {
-        let Some(k) = call::call_index(v, "term-", self.calls.len()) else {
+    /// A message of one of our calls.
+    fn on_message(&mut self, v: crate::sip::View<'_>, sock: &UdpSocket, now: Instant) {
+        let Some(k) = call::call_index(v, "term-", self.started) else {
             return;
         };
-        let (Some(status), Some(method)) = (v.status(), call::cseq_method(v)) else {
+        let Some(leg) = self.calls[k].leg.as_mut() else {
             return;
         };
-        let step = self.calls[k].step;
-        let since = (now - self.calls[k].started).as_micros().max(1) as u64;
-        match (method, status) {
-            (b"INVITE", 100..=199) => {
-                if step < Step::Proceeding {
-                    self.calls[k].step = Step::Proceeding;
-                }
-                if status != 100 && step < Step::Ringing {
-                    let _ = self.setup_180.record(since);
-                    self.calls[k].step = Step::Ringing;
-                    self.calls[k].step_at = now;
-                }
-            }
-            (b"INVITE", 200..=299) => {
-                if step > Step::Ringing {
-                    // a retransmitted 200: ACK it again
-                    if step != Step::Failed && !self.calls[k].ack.is_empty() {
-                        let c = &self.calls[k];
-                        let _ = sock.send_to(&c.ack, c.to);
-                    }
-                    return;
-                }
-                let _ = self.setup_200.record(since);
-                // RFC 3261 §12.1.2: the route set is the Record-Route reversed; our own entry
-                // (we are the S-CSCF that record-routed) is ours to consume, not to send to.
-                let mut set = call::all(v, HeaderName::RecordRoute);
-                set.reverse();
-                set.retain(|e| *e != self.rr);
-                let (Some(target), Some(to_hdr), Some(from_hdr)) = (
-                    call::contact_uri(v),
-                    call::text(v, HeaderName::To),
-                    call::text(v, HeaderName::From),
-                ) else {
-                    self.fail(k, "200 to a terminating INVITE without Contact", now);
-                    return;
-                };
-                if set.is_empty() {
-                    self.fail(k, "200 to a terminating INVITE without Record-Route", now);
-                    return;
-                }
-                let route = set.join(", ");
-                let me = &self.me;
-                let in_dialog = |method: &str, cseq: u32, branch: &str| {
-                    format!(
-                        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKt{k}{branch}\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: {from_hdr}\r\nTo: {to_hdr}\r\nCall-ID: term-{k}@{me}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
-                    )
-                    .into_bytes()
-                };
-                let ack = in_dialog("ACK", 1, "a");
-                let c = &mut self.calls[k];
-                let _ = sock.send_to(&ack, c.to);
-                c.ack = ack;
-                c.step_at = now;
-                c.resends = 0;
-                if call::callee_hangs_up(k) {
-                    c.step = Step::Up;
-                } else {
-                    let bye = in_dialog("BYE", 2, "b");
-                    let _ = sock.send_to(&bye, c.to);
-                    c.pending = bye;
-                    c.last_sent = now;
-                    c.step = Step::Byeing;
-                }
-            }
-            (b"INVITE", _) if step < Step::Up => {
-                self.fail(k, "terminating INVITE refused", now);
-            }
-            (b"BYE", 200..=299) if step == Step::Byeing => {
-                self.calls[k].step = Step::Done;
-                self.ok += 1;
-                self.last_end = Some(now);
-            }
-            (b"BYE", 300..) if step == Step::Byeing => {
-                self.fail(k, "the core's BYE refused", now);
-            }
-            _ => {}
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        leg.handle(v, now, &mut out, &mut ev);
+        for o in &out {
+            let _ = sock.send_to(&o.bytes, self.calls[k].to);
         }
+        self.events(k, &ev, now);
     }
 
-    /// A request of the UE inside one of our dialogs (its BYE).
-    fn on_request(&mut self, v: crate::sip::View<'_>, now: Instant) {
-        let Some(k) = call::call_index(v, "term-", self.calls.len()) else {
-            return;
-        };
-        if v.is_method(b"BYE") && self.calls[k].step == Step::Up {
-            self.calls[k].step = Step::Done;
-            self.ok += 1;
-            self.last_end = Some(now);
-        }
-    }
-
-    /// Retransmissions (timer A / E: 0.5, 1, 2 s) and timeouts.
+    /// Retransmissions (0.5, 1, 2 s) and timeouts.
     fn timers(&mut self, sock: &UdpSocket, now: Instant) {
         for k in 0..self.started {
-            let c = &mut self.calls[k];
-            if matches!(c.step, Step::Inviting | Step::Byeing)
-                && c.resends < 3
-                && now.duration_since(c.last_sent) > Duration::from_millis(500 << c.resends)
-            {
-                let _ = sock.send_to(&c.pending, c.to);
-                c.resends += 1;
-                c.last_sent = now;
-            }
-            if now.duration_since(c.step_at) <= self.plan.timeout {
+            let Some(leg) = self.calls[k].leg.as_mut() else {
+                continue;
+            };
+            if leg.is_over() {
                 continue;
             }
-            let why = match c.step {
-                Step::Inviting | Step::Proceeding => "no answer to a terminating INVITE",
-                Step::Ringing => "no 200 after the 180 (terminating)",
-                Step::Up => "no BYE from the UE",
-                Step::Byeing => "no answer to the core's BYE",
-                _ => continue,
-            };
-            self.fail(k, why, now);
+            let (mut out, mut ev) = (Vec::new(), Vec::new());
+            leg.timers(now, &mut out, &mut ev);
+            for o in &out {
+                let _ = sock.send_to(&o.bytes, self.calls[k].to);
+            }
+            self.events(k, &ev, now);
         }
     }
 }
 
-/// At most this many 200s wait for their ACK.
-const UNACKED_MAX: usize = 100_000;
+/// The far end of the UEs' calls: one leg per Call-ID, and when it ended (kept a while to
+/// answer repeats).
+struct FarEnd {
+    legs: HashMap<Vec<u8>, (call::Leg, SocketAddr, Option<Instant>)>,
+    tally: call::Tally,
+    made: u64,
+}
+
+/// At most this many far-end legs are kept, a few kB each (a flood of INVITEs does not grow
+/// the table past it; the ones past it are answered without state, as a basic call).
+const LEGS_MAX: usize = 50_000;
+
+/// How long an ended far-end leg stays to answer repeated requests.
+const LINGER: Duration = Duration::from_secs(5);
+
+impl FarEnd {
+    fn events(
+        tally: &mut call::Tally,
+        flow: call::Flow,
+        ev: &[call::Event],
+        at: &mut Option<Instant>,
+        now: Instant,
+    ) {
+        for e in ev {
+            if let call::Event::Ended(o) = *e {
+                tally.add(flow, o);
+                *at = Some(now);
+            }
+        }
+    }
+
+    /// A message of a UE's call; `false` if it is none of ours and no new one.
+    fn on_message(
+        &mut self,
+        core: &mut CoreSim,
+        plan: &CorePlan,
+        v: crate::sip::View<'_>,
+        from: SocketAddr,
+        sock: &UdpSocket,
+        now: Instant,
+    ) -> bool {
+        let Some(cid) = v.header(HeaderName::CallId) else {
+            return false;
+        };
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        if let Some((leg, to, at)) = self.legs.get_mut(cid) {
+            leg.handle(v, now, &mut out, &mut ev);
+            for o in &out {
+                // (a response goes back where its request came from)
+                let _ = sock.send_to(&o.bytes, if o.request { *to } else { from });
+            }
+            Self::events(&mut self.tally, leg.flow, &ev, at, now);
+            return true;
+        }
+        let new_invite = v.is_method(b"INVITE")
+            && v.header(HeaderName::To)
+                .and_then(NameAddr::parse)
+                .is_some_and(|t| t.tag().is_none());
+        if !new_invite || self.legs.len() >= LEGS_MAX {
+            return false;
+        }
+        let k = call::call_index(v, "call-", usize::MAX);
+        let (flow, acts) = match k {
+            Some(k) => (plan.flows.flow(k), plan.flows.callee_acts(k)),
+            None => (call::Flow::Basic, false),
+        };
+        self.made += 1;
+        let n = self.made;
+        let me = local(core, format!("f{n}"), format!("far{n}"), plan.timeout);
+        let Some(leg) = call::Leg::callee(flow, acts, false, v, me, now, &mut out) else {
+            return false;
+        };
+        core.stats.invites += 1;
+        for o in &out {
+            let _ = sock.send_to(&o.bytes, from);
+        }
+        let mut at = None;
+        Self::events(&mut self.tally, flow, &ev, &mut at, now);
+        self.legs.insert(cid.to_vec(), (leg, from, at));
+        true
+    }
+
+    fn timers(&mut self, sock: &UdpSocket, now: Instant) {
+        let tally = &mut self.tally;
+        self.legs.retain(|_, (leg, to, at)| {
+            if let Some(t) = at {
+                return now.duration_since(*t) < LINGER;
+            }
+            let (mut out, mut ev) = (Vec::new(), Vec::new());
+            leg.timers(now, &mut out, &mut ev);
+            for o in &out {
+                let _ = sock.send_to(&o.bytes, *to);
+            }
+            Self::events(tally, leg.flow, &ev, at, now);
+            true
+        });
+    }
+}
 
 /// Serve on `addr` until `stop` is set; returns the counters.
 pub fn serve(addr: SocketAddr, realm: &str, stop: Arc<AtomicBool>) -> std::io::Result<CoreStats> {
@@ -573,19 +618,12 @@ pub fn serve_calls(
         50
     })))?;
     let mut core = CoreSim::new(realm, &addr.to_string());
-    let t0 = Instant::now();
     let mut caller = Caller {
         plan: plan.clone(),
         calls: (0..plan.calls)
             .map(|_| Term {
-                step: Step::Waiting,
-                started: t0,
-                step_at: t0,
-                last_sent: t0,
-                resends: 0,
+                leg: None,
                 to: addr,
-                pending: Vec::new(),
-                ack: Vec::new(),
             })
             .collect(),
         started: 0,
@@ -593,16 +631,20 @@ pub fn serve_calls(
         last_end: None,
         ok: 0,
         failures: BTreeMap::new(),
+        tally: call::Tally::default(),
         setup_180: call::histogram(),
         setup_200: call::histogram(),
         me: addr.to_string(),
         rr: core.record_route(),
         realm: realm.into(),
     };
+    let mut far = FarEnd {
+        legs: HashMap::new(),
+        tally: call::Tally::default(),
+        made: 0,
+    };
     let mut buf = vec![0u8; 65536];
     let mut stopped_at: Option<Instant> = None;
-    // the 200s to the UEs' INVITEs not ACKed yet: (200, to, last sent, resends)
-    let mut unacked: HashMap<Vec<u8>, (Vec<u8>, SocketAddr, Instant, u32)> = HashMap::new();
     let mut swept = Instant::now();
     loop {
         let now = Instant::now();
@@ -614,79 +656,62 @@ pub fn serve_calls(
         }
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             let now = Instant::now();
-            let mut invite = None;
+            let mut handled = false;
             if let Ok(m) = Message::parse(&buf[..n]) {
                 let v = m.view();
-                if v.status().is_some() {
-                    caller.on_response(v, &sock, now);
-                } else {
-                    caller.on_request(v, now);
-                }
-                let cid = v.header(HeaderName::CallId).map(<[u8]>::to_vec);
-                if v.is_method(b"ACK") {
-                    if let Some(c) = cid.as_ref() {
-                        unacked.remove(c);
+                let cid = v.header(HeaderName::CallId).unwrap_or_default();
+                if cid.starts_with(b"term-") {
+                    if v.is_method(b"BYE") {
+                        core.stats.byes += 1;
                     }
-                } else if v.is_method(b"INVITE") {
-                    invite = cid;
+                    caller.on_message(v, &sock, now);
+                    handled = true;
+                } else if !v.is_method(b"REGISTER") {
+                    handled = far.on_message(&mut core, plan, v, from, &sock, now);
+                    if handled && v.is_method(b"ACK") {
+                        core.stats.acks += 1;
+                    } else if handled && v.is_method(b"BYE") {
+                        core.stats.byes += 1;
+                    }
                 }
             }
-            let answers = core.answer(&buf[..n], Some(from));
-            for answer in &answers {
-                let _ = sock.send_to(answer, from);
-            }
-            // RFC 3261 §13.3.1.4: the 200 again until its ACK (bounded: a flood of INVITEs
-            // does not grow the table past its cap)
-            if let (Some(cid), Some(ok)) = (invite, answers.last())
-                && ok.starts_with(b"SIP/2.0 200")
-                && unacked.len() < UNACKED_MAX
-            {
-                unacked.insert(cid, (ok.clone(), from, now, 0));
+            if !handled {
+                for answer in core.answer(&buf[..n], Some(from)) {
+                    let _ = sock.send_to(&answer, from);
+                }
             }
         }
         let now = Instant::now();
         // (the sweep walks the whole table: every 10 ms, not at every packet)
         if now.duration_since(swept) >= Duration::from_millis(10) {
             swept = now;
-            unacked.retain(|_, (ok, to, sent, n)| {
-                if now.duration_since(*sent) > Duration::from_millis(500 << *n) {
-                    if *n == 3 {
-                        return false;
-                    }
-                    let _ = sock.send_to(ok, *to);
-                    *n += 1;
-                    *sent = now;
-                }
-                true
-            });
+            far.timers(&sock, now);
+            if plan.calls > 0 {
+                caller.timers(&sock, now);
+            }
         }
         if plan.calls > 0 {
-            let now = Instant::now();
             caller.start_due(&core, &sock, now);
-            caller.timers(&sock, now);
         }
     }
     let now = Instant::now();
-    let open = caller.calls.len() as u64
-        - caller
-            .calls
-            .iter()
-            .filter(|c| matches!(c.step, Step::Done | Step::Failed))
-            .count() as u64;
+    let open = caller
+        .calls
+        .iter()
+        .filter(|c| c.leg.as_ref().is_some_and(|l| !l.is_over()))
+        .count() as u64;
+    let not_placed = (caller.calls.len() - caller.started) as u64;
+    if not_placed > 0 {
+        *caller
+            .failures
+            .entry("terminating call not placed (too few UEs registered)")
+            .or_insert(0) += not_placed;
+    }
     if open > 0 {
-        let not_placed = (caller.calls.len() - caller.started) as u64;
-        if not_placed > 0 {
-            *caller
-                .failures
-                .entry("terminating call not placed (too few UEs registered)")
-                .or_insert(0) += not_placed;
-        }
-        if open > not_placed {
-            *caller
-                .failures
-                .entry("terminating call still open at the end")
-                .or_insert(0) += open - not_placed;
-        }
+        *caller
+            .failures
+            .entry("terminating call still open at the end")
+            .or_insert(0) += open;
     }
     let calls_elapsed = match (caller.t0, caller.last_end) {
         (Some(a), Some(b)) => b.duration_since(a),
@@ -697,6 +722,8 @@ pub fn serve_calls(
         stats: core.stats,
         calls_ok: caller.ok,
         call_failures: caller.failures,
+        placed: caller.tally,
+        answered: far.tally,
         calls_elapsed,
         setup_180: caller.setup_180,
         setup_200: caller.setup_200,

@@ -5,18 +5,25 @@
 //!
 //! Calls ([`UeSimConfig::calls`], once every UE is registered): UE `k mod n` places call `k` as a
 //! phone does (TS 24.229 §5.1.2A.1.1: the preloaded Route names our protected server port and
-//! the Service-Route; an INVITE with a ~900-byte SDP offer over SA1), takes the 100 / 180 / 200
-//! over SA2, keeps the 200's Record-Route reversed as its route set (RFC 3261 §12.1.2), sends
-//! the ACK and the BYE inside the dialog and waits for the BYE's 200. The UEs also answer the
-//! calls the core places to them ([`UeSimConfig::incoming_calls`]): 180 and 200 (its Contact,
-//! the INVITE's Record-Route echoed, RFC 3261 §12.1.1) from port-s to the P-CSCF's port-c, then
-//! the ACK, and the BYE either way ([`call::callee_hangs_up`]). Setup latencies INVITE → 180
-//! and INVITE → 200 in hdrhistograms; failures by reason.
+//! the Service-Route; an INVITE with a ~900-byte SDP offer over SA1), and answers the calls the
+//! core places to it ([`UeSimConfig::incoming_calls`]), each side of a call a [`call::Leg`]
+//! following the flow the plan gives it ([`UeSimConfig::flows`]: basic, PRACK, UPDATE,
+//! re-INVITE, CANCEL, or a call that outlives a re-registration): its requests go over SA1
+//! (port-c → the P-CSCF's port-s) of its current set, its answers over SA4 (port-s → the
+//! P-CSCF's port-c, TS 33.203 §7.1) of the set the request came over. In the `rereg` flow the
+//! UE re-registers once the call is up, with a new AKA run and a new SA set (new SPIs and
+//! port-c, the same port-s: TS 33.203 §7.4, TS 24.229 §5.1.1.4), and its UPDATE and what
+//! follows go over the new set; it keeps the set before for what is still in flight over it,
+//! and counts the requests of calls that come over another set than its current one
+//! ([`UeSimReport::requests_over_old_set`]). Setup latencies INVITE → 180 and INVITE → 200 in
+//! hdrhistograms; outcomes per flow, failures by reason; a BYE the plan did not expect for a
+//! confirmed call is answered and counted as released.
 //!
 //! One thread, non-blocking sockets: an unprotected UDP socket shared by all UEs (answers are
 //! told apart by Call-ID), a raw socket to send ESP and one to receive it (told apart by the
 //! UE's inbound SPI). UE `i` uses IMPI `001010000{i:06}@<realm>`, ports 20000+2i / 20001+2i
-//! and SPIs 0x10000+2i / 0x10001+2i.
+//! and SPIs 0x10000+2i / 0x10001+2i; each re-authentication a new port-c and SPI pair
+//! (`Sim::port_c`, `Sim::spis_gen`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -67,6 +74,9 @@ pub struct UeSimConfig {
     /// Calls the core will place to the UEs: the run ends when they are over (or when none
     /// came for three timeouts; the missing ones count as failed).
     pub incoming_calls: u32,
+    /// Which flow each call follows, both the ones placed (`call-k`) and the incoming ones
+    /// (`term-k`): the core must hold the same plan.
+    pub flows: call::CallPlan,
 }
 
 /// The outcome.
@@ -92,6 +102,17 @@ pub struct UeSimReport {
     /// INVITE → 180 and INVITE → 200 of the calls placed, µs.
     pub setup_180: Histogram<u64>,
     pub setup_200: Histogram<u64>,
+    /// The calls placed and the incoming ones, by flow.
+    pub placed: call::Tally,
+    pub answered: call::Tally,
+    /// Mid-call re-registrations with a new SA set.
+    pub reauthenticated: u64,
+    /// Requests of calls that came over another SA set than the UE's current one: the set its
+    /// re-registration replaced, or the new one before the re-registration's 200 (the P-CSCF
+    /// should use the current set for them, TS 33.203 §7.4).
+    pub requests_over_old_set: u64,
+    /// ESP packets to a UE over an SA set it had dropped (one replaced twice since).
+    pub esp_over_dropped_set: u64,
 }
 
 impl UeSimReport {
@@ -162,8 +183,27 @@ impl UeSimReport {
                 call::percentiles(&self.setup_200)
             );
         }
+        if self.reauthenticated > 0 {
+            println!(
+                "mid-call re-registrations (new SA set): {} ok; requests over another set than the current one: {}; ESP over a set already dropped: {}",
+                self.reauthenticated, self.requests_over_old_set, self.esp_over_dropped_set
+            );
+        }
+        for l in self.placed.lines("ue-sim originating") {
+            println!("{l}");
+        }
+        for l in self.answered.lines("ue-sim incoming") {
+            println!("{l}");
+        }
+        // what no leg counted (a call that never came, one still open at the end)
+        let counted = |w: &&str| {
+            self.placed.failed.keys().any(|(_, x)| x == w)
+                || self.answered.failed.keys().any(|(_, x)| x == w)
+        };
         for (why, n) in &self.call_failures {
-            println!("call failed (ue-sim): {why}: {n}");
+            if !counted(why) {
+                println!("call failed (ue-sim): {why}: {n}");
+            }
         }
     }
 }
@@ -203,85 +243,159 @@ struct Ue {
     sa4: Option<Sa>,
     /// The 200's Service-Route (the rest of the preloaded Route of new dialogs).
     service_route: String,
+    /// Our current port-c (it changes with each new SA set) and the set's generation.
+    port_uc: u16,
+    generation: u32,
+    /// The set before the last re-authentication: its SA2, SA4, the P-CSCF's port-c, its
+    /// generation.
+    prev: Option<(Sa, Sa, u16, u32)>,
+    /// A mid-call re-registration in progress, and the calls waiting for it.
+    reauth: Option<Reauth>,
+    waiting: Vec<CallRef>,
+    /// The CSeq of our next REGISTER on the registration's Call-ID past the first ones.
+    reg_cseq: u32,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum CallStep {
-    Waiting,
-    Inviting,
-    Proceeding,
-    Ringing,
-    /// Answered, waiting for the ACK (incoming).
-    Answered,
-    /// ACKed, waiting for the core's BYE (incoming).
-    Up,
-    Byeing,
-    Done,
-    Failed,
-}
-
-/// A call, placed or answered.
-struct Call {
-    ue: usize,
-    /// The core placed it.
-    incoming: bool,
-    step: CallStep,
+/// A mid-call re-registration with a new AKA run and a new SA set (TS 33.203 §7.4): the
+/// REGISTER over the current set with a new Security-Client (new SPIs and port-c, the same
+/// port-s, TS 24.229 §5.1.1.4), its 401 over the current set, the REGISTER over the new
+/// temporary set, its 200 over it; then the new set is the UE's.
+struct Reauth {
+    /// The generation of the new set (ports and SPIs, [`Sim::port_c`], [`Sim::spis`]).
+    generation: u32,
+    /// The REGISTER in flight, its CSeq number, and whether it goes over the new set.
+    msg: String,
+    cseq: u32,
+    over_new: bool,
     started: Instant,
-    step_at: Instant,
     last_sent: Instant,
     resends: u32,
-    /// What to send again on a timer (the INVITE, the BYE; incoming: the 200 until the ACK).
-    pending: Vec<u8>,
-    /// Over SA4 (an answer) rather than SA1 (a request).
-    pending_sa4: bool,
-    /// Sent again for a repeated 200 (placed calls) or INVITE (incoming: the 180 and the 200).
-    again: Vec<Vec<u8>>,
-    /// Incoming calls the UE hangs up: its BYE, sent once the ACK came.
-    bye: Vec<u8>,
+    /// The new set, once the 401 came: SA1, SA2, SA4, the P-CSCF's port-s and port-c, its
+    /// Security-Server, our Authorization.
+    new: Option<(Sa, Sa, Sa, u16, u16, String, String)>,
 }
 
-impl Call {
-    fn new(ue: usize, incoming: bool, now: Instant) -> Call {
-        Call {
-            ue,
-            incoming,
-            step: CallStep::Waiting,
-            started: now,
-            step_at: now,
-            last_sent: now,
-            resends: 0,
-            pending: Vec::new(),
-            pending_sa4: false,
-            again: Vec::new(),
-            bye: Vec::new(),
-        }
-    }
-
-    fn open(&self) -> bool {
-        !matches!(self.step, CallStep::Done | CallStep::Failed)
-    }
+/// A call held for its UE's re-registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CallRef {
+    Out(usize),
+    In(Vec<u8>),
 }
 
 /// The calls of all UEs.
 struct Calls {
-    out: Vec<Call>,
+    /// The calls the UEs place, by index (`call-k`), with their UE.
+    out: Vec<(usize, Option<call::Leg>)>,
     started: usize,
     t0: Option<Instant>,
     last_end: Option<Instant>,
-    /// Incoming calls by Call-ID.
-    incoming: HashMap<Vec<u8>, Call>,
+    /// Incoming calls by Call-ID (`term-k`), with their UE.
+    incoming: HashMap<Vec<u8>, (usize, call::Leg)>,
+    /// By Call-ID: the generation of the SA set the call's last request came over.
+    gens: HashMap<Vec<u8>, u32>,
     incoming_done: u64,
     last_incoming: Option<Instant>,
 }
 
 impl Calls {
-    fn fail(c: &mut Call, why: &'static str, report: &mut UeSimReport) {
-        c.step = CallStep::Failed;
+    fn fail_out(
+        &mut self,
+        flow: call::Flow,
+        why: &'static str,
+        report: &mut UeSimReport,
+        now: Instant,
+    ) {
+        report.placed.add(flow, call::Outcome::Failed(why));
         *report.call_failures.entry(why).or_insert(0) += 1;
+        self.last_end = Some(now);
     }
 
     fn outgoing_over(&self) -> bool {
-        self.started == self.out.len() && self.out.iter().all(|c| !c.open())
+        self.started == self.out.len()
+            && self
+                .out
+                .iter()
+                .all(|(_, l)| l.as_ref().is_none_or(call::Leg::is_over))
+    }
+
+    /// Send what a leg of UE `i` wrote: requests over SA1 of the current set, answers over
+    /// SA4 of the set the request came over (its generation `over`), while the UE has it: the
+    /// answer goes back the way its request came, to the P-CSCF's port-c of that set that its
+    /// Via names (RFC 3261 §18.2.2, TS 33.203 §7.1, §7.4).
+    fn send_over(sim: &Sim, i: usize, ue: &Ue, out: &[call::Out], over: u32) {
+        let (_, ps) = Sim::ports(i);
+        let prev = ue
+            .prev
+            .as_ref()
+            .filter(|p| p.3 == over && over != ue.generation)
+            .map(|(_, sa4, pc, _)| (sa4, *pc));
+        let new = ue
+            .reauth
+            .as_ref()
+            .filter(|r| r.generation == over)
+            .and_then(|r| r.new.as_ref())
+            .map(|n| (&n.2, n.4));
+        let other = prev.or(new);
+        for o in out {
+            if o.request {
+                sim.send_sa1(ue, &o.bytes);
+            } else if let Some((sa4, port_pc)) = other {
+                if let Some(pkt) = sim.esp_with(sa4, ps, port_pc, &o.bytes) {
+                    sim.send_esp(&pkt);
+                }
+            } else {
+                sim.send_sa4(i, ue, &o.bytes);
+            }
+        }
+    }
+
+    fn send(sim: &Sim, i: usize, ue: &Ue, out: &[call::Out]) {
+        Self::send_over(sim, i, ue, out, ue.generation);
+    }
+
+    /// What a leg said; `held`: the calls waiting for their UE's re-registration.
+    #[allow(clippy::too_many_arguments)]
+    fn events(
+        &mut self,
+        r: CallRef,
+        flow: call::Flow,
+        i: usize,
+        ev: &[call::Event],
+        held: &mut Vec<(usize, CallRef)>,
+        report: &mut UeSimReport,
+        now: Instant,
+    ) {
+        let incoming = matches!(r, CallRef::In(_));
+        for e in ev {
+            match *e {
+                call::Event::Ringing(d) => {
+                    let _ = report.setup_180.record(d.as_micros().max(1) as u64);
+                }
+                call::Event::Answered(d) => {
+                    let _ = report.setup_200.record(d.as_micros().max(1) as u64);
+                }
+                call::Event::Reregister => held.push((i, r.clone())),
+                call::Event::Ended(o) => {
+                    if incoming {
+                        report.answered.add(flow, o);
+                        self.incoming_done += 1;
+                        self.last_incoming = Some(now);
+                        if o == call::Outcome::Ok {
+                            report.incoming_ok += 1;
+                        }
+                    } else {
+                        report.placed.add(flow, o);
+                        self.last_end = Some(now);
+                        if o == call::Outcome::Ok {
+                            report.calls_ok += 1;
+                        }
+                    }
+                    if let call::Outcome::Failed(why) = o {
+                        *report.call_failures.entry(why).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Start the calls that are due (all UEs registered).
@@ -292,270 +406,171 @@ impl Calls {
             let k = self.started;
             self.started += 1;
             let i = k % ues.len();
-            let c = &mut self.out[k];
-            *c = Call::new(i, false, now);
+            self.out[k].0 = i;
             if ues[i].step != Step::Done {
-                Self::fail(c, "caller not registered", report);
-                self.last_end = Some(now);
+                self.fail_out(sim.cfg.flows.flow(k), "caller not registered", report, now);
                 continue;
             }
+            let flow = sim.cfg.flows.flow(k);
+            let acts = !sim.cfg.flows.callee_acts(k);
             let inv = sim.invite(i, k, &ues[i]);
-            if !sim.send_sa1(i, &ues[i], inv.as_bytes()) {
-                Self::fail(c, "ESP build", report);
+            let mut out = Vec::new();
+            let me = sim.local(i, format!("{i}c{k}"), format!("c{k}"));
+            let Some(leg) =
+                call::Leg::caller(flow, acts, true, inv.into_bytes(), me, now, &mut out)
+            else {
+                self.fail_out(flow, "INVITE build", report, now);
                 continue;
-            }
-            c.pending = inv.into_bytes();
-            c.step = CallStep::Inviting;
+            };
+            Self::send(sim, i, &ues[i], &out);
+            self.out[k].1 = Some(leg);
         }
     }
 
-    /// A message of a call for UE `i`, over its SA2.
+    /// A message of a call for UE `i`, over its SAs.
+    #[allow(clippy::too_many_arguments)]
     fn on_message(
         &mut self,
         sim: &Sim,
         i: usize,
         ue: &Ue,
         v: crate::sip::View<'_>,
+        over: u32,
         now: Instant,
+        held: &mut Vec<(usize, CallRef)>,
         report: &mut UeSimReport,
     ) {
-        if let Some(k) = call::call_index(v, "call-", self.out.len()) {
-            if self.out[k].ue == i && self.out[k].step != CallStep::Waiting {
-                self.placed(sim, k, ue, v, now, report);
-            }
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        if v.method().is_some()
+            && let Some(cid) = v.header(HeaderName::CallId)
+            && (self.gens.len() < self.out.len() + 4 * sim.cfg.incoming_calls as usize + 1024
+                || self.gens.contains_key(cid))
+        {
+            // the set its answers go back over, also when sent again
+            self.gens.insert(cid.to_vec(), over);
+        }
+        if let Some(k) = call::call_index(v, "call-", self.started) {
+            let (owner, leg) = &mut self.out[k];
+            let Some(leg) = leg.as_mut().filter(|_| *owner == i) else {
+                return;
+            };
+            leg.handle(v, now, &mut out, &mut ev);
+            let flow = leg.flow;
+            Self::send_over(sim, i, ue, &out, over);
+            self.events(CallRef::Out(k), flow, i, &ev, held, report, now);
             return;
         }
-        if call::call_index(v, "term-", usize::MAX).is_some() {
-            self.answering(sim, i, ue, v, now, report);
-        }
-    }
-
-    /// A response to one of our requests in call `k` (placed by `ue`).
-    fn placed(
-        &mut self,
-        sim: &Sim,
-        k: usize,
-        ue: &Ue,
-        v: crate::sip::View<'_>,
-        now: Instant,
-        report: &mut UeSimReport,
-    ) {
-        let (Some(status), Some(method)) = (v.status(), call::cseq_method(v)) else {
-            return;
-        };
-        let c = &mut self.out[k];
-        let i = c.ue;
-        let since = (now - c.started).as_micros().max(1) as u64;
-        match (method, status) {
-            (b"INVITE", 100..=199) => {
-                if c.step < CallStep::Proceeding {
-                    c.step = CallStep::Proceeding;
-                }
-                if status != 100 && c.step < CallStep::Ringing {
-                    let _ = report.setup_180.record(since);
-                    c.step = CallStep::Ringing;
-                    c.step_at = now;
-                }
-            }
-            (b"INVITE", 200..=299) => {
-                if c.step > CallStep::Ringing {
-                    // a repeated 200: ACK it again (RFC 3261 §13.2.2.4)
-                    if c.step != CallStep::Failed {
-                        for a in &c.again {
-                            sim.send_sa1(i, ue, a);
-                        }
-                    }
-                    return;
-                }
-                let _ = report.setup_200.record(since);
-                // RFC 3261 §12.1.2: the route set is the Record-Route reversed; the remote
-                // target the Contact
-                let mut set = call::all(v, HeaderName::RecordRoute);
-                set.reverse();
-                let (Some(target), Some(to)) =
-                    (call::contact_uri(v), call::text(v, HeaderName::To))
-                else {
-                    Self::fail(c, "200 without Contact or To", report);
-                    self.last_end = Some(now);
-                    return;
-                };
-                if set.is_empty() {
-                    Self::fail(c, "200 without Record-Route", report);
-                    self.last_end = Some(now);
-                    return;
-                }
-                let route = set.join(", ");
-                let ack = sim.in_dialog(i, k, "ACK", 1, &target, &route, &to);
-                let bye = sim.in_dialog(i, k, "BYE", 2, &target, &route, &to);
-                sim.send_sa1(i, ue, ack.as_bytes());
-                sim.send_sa1(i, ue, bye.as_bytes());
-                c.again = vec![ack.into_bytes()];
-                c.pending = bye.into_bytes();
-                c.pending_sa4 = false;
-                c.resends = 0;
-                c.last_sent = now;
-                c.step = CallStep::Byeing;
-                c.step_at = now;
-            }
-            (b"INVITE", _) if c.step < CallStep::Byeing => {
-                Self::fail(c, "INVITE refused", report);
-                self.last_end = Some(now);
-            }
-            (b"BYE", 200..=299) if c.step == CallStep::Byeing => {
-                c.step = CallStep::Done;
-                report.calls_ok += 1;
-                self.last_end = Some(now);
-            }
-            (b"BYE", 300..) if c.step == CallStep::Byeing => {
-                Self::fail(c, "BYE refused", report);
-                self.last_end = Some(now);
-            }
-            _ => {}
-        }
-    }
-
-    /// A message of a call the core placed to UE `i`.
-    fn answering(
-        &mut self,
-        sim: &Sim,
-        i: usize,
-        ue: &Ue,
-        v: crate::sip::View<'_>,
-        now: Instant,
-        report: &mut UeSimReport,
-    ) {
         let Some(k) = call::call_index(v, "term-", usize::MAX) else {
             return;
         };
         let Some(cid) = v.header(HeaderName::CallId) else {
             return;
         };
-        let hangs_up = call::callee_hangs_up(k);
-        let method = v.method();
-        if v.is_method(b"INVITE") && !self.incoming.contains_key(cid) {
-            // bounded: a core that invents Call-IDs cannot grow the map without end
-            if self.incoming.len() >= 4 * sim.cfg.incoming_calls as usize + 1024 {
+        if let Some((owner, leg)) = self.incoming.get_mut(cid) {
+            if *owner != i {
                 return;
             }
-            self.last_incoming = Some(now);
-            let mut c = Call::new(i, true, now);
-            let Some((answers, bye)) = sim.answer_invite(i, k, v) else {
-                Self::fail(&mut c, "unusable incoming INVITE", report);
-                self.incoming_done += 1;
-                self.incoming.insert(cid.to_vec(), c);
-                return;
-            };
-            for a in &answers {
-                sim.send_sa4(i, ue, a);
-            }
-            c.pending = answers.last().cloned().unwrap_or_default();
-            c.pending_sa4 = true;
-            c.again = answers;
-            c.bye = if hangs_up { bye } else { Vec::new() };
-            c.step = CallStep::Answered;
-            self.incoming.insert(cid.to_vec(), c);
+            leg.handle(v, now, &mut out, &mut ev);
+            let flow = leg.flow;
+            Self::send_over(sim, i, ue, &out, over);
+            self.events(CallRef::In(cid.to_vec()), flow, i, &ev, held, report, now);
             return;
         }
-        let Some(c) = self.incoming.get_mut(cid) else {
+        // a new incoming call; bounded: a core that invents Call-IDs cannot grow the map
+        // without end
+        if !v.is_method(b"INVITE")
+            || self.incoming.len() >= 4 * sim.cfg.incoming_calls as usize + 1024
+        {
+            return;
+        }
+        self.last_incoming = Some(now);
+        let flow = sim.cfg.flows.flow(k);
+        let acts = sim.cfg.flows.callee_acts(k);
+        let me = sim.local(i, format!("{i}t{k}"), format!("t{k}"));
+        let Some(leg) = call::Leg::callee(flow, acts, true, v, me, now, &mut out) else {
+            report
+                .answered
+                .add(flow, call::Outcome::Failed("unusable incoming INVITE"));
+            *report
+                .call_failures
+                .entry("unusable incoming INVITE")
+                .or_insert(0) += 1;
+            self.incoming_done += 1;
             return;
         };
-        if c.ue != i {
-            return;
-        }
-        match (method, v.status(), call::cseq_method(v)) {
-            // the core sent it again: so do we (only while it has no ACK)
-            (Some(b"INVITE"), ..) if c.step == CallStep::Answered => {
-                for a in &c.again {
-                    sim.send_sa4(i, ue, a);
-                }
-            }
-            (Some(b"ACK"), ..) => {
-                if c.step != CallStep::Answered {
-                    return;
-                }
-                c.step = CallStep::Up;
-                c.step_at = now;
-                if hangs_up {
-                    sim.send_sa1(i, ue, &c.bye);
-                    c.pending = std::mem::take(&mut c.bye);
-                    c.pending_sa4 = false;
-                    c.resends = 0;
-                    c.last_sent = now;
-                    c.step = CallStep::Byeing;
-                }
-            }
-            (Some(b"BYE"), ..) => {
-                if let Some(ok) = call::respond(v, 200, "OK", "", "", None) {
-                    sim.send_sa4(i, ue, &ok);
-                }
-                // (a BYE before the ACK ends the call too: the ACK may be late)
-                if !hangs_up && matches!(c.step, CallStep::Answered | CallStep::Up) {
-                    c.step = CallStep::Done;
-                    report.incoming_ok += 1;
-                    self.incoming_done += 1;
-                    self.last_incoming = Some(now);
-                }
-            }
-            (None, Some(status), Some(b"BYE")) if c.step == CallStep::Byeing => {
-                if (200..300).contains(&status) {
-                    c.step = CallStep::Done;
-                    report.incoming_ok += 1;
-                } else if status >= 300 {
-                    Self::fail(c, "the UE's BYE refused (incoming call)", report);
-                } else {
-                    return;
-                }
-                self.incoming_done += 1;
-                self.last_incoming = Some(now);
-            }
-            _ => {}
+        Self::send_over(sim, i, ue, &out, over);
+        self.incoming.insert(cid.to_vec(), (i, leg));
+    }
+
+    /// The leg of a held call.
+    fn leg(&mut self, r: &CallRef) -> Option<&mut call::Leg> {
+        match r {
+            CallRef::Out(k) => self.out.get_mut(*k).and_then(|(_, l)| l.as_mut()),
+            CallRef::In(cid) => self.incoming.get_mut(cid).map(|(_, l)| l),
         }
     }
 
-    /// Retransmissions (0.5, 1, 2 s) and timeouts of every open call.
-    fn timers(&mut self, sim: &Sim, ues: &[Ue], now: Instant, report: &mut UeSimReport) {
-        let timeout = sim.cfg.timeout;
-        for c in self.out[..self.started]
-            .iter_mut()
-            .chain(self.incoming.values_mut())
-        {
-            if !c.open() {
+    /// UE `i` re-registered (`ok`) or could not: its held calls go on or fail.
+    #[allow(clippy::too_many_arguments)]
+    fn reregistered(
+        &mut self,
+        sim: &Sim,
+        i: usize,
+        ue: &mut Ue,
+        ok: Result<(), &'static str>,
+        now: Instant,
+        held: &mut Vec<(usize, CallRef)>,
+        report: &mut UeSimReport,
+    ) {
+        for r in std::mem::take(&mut ue.waiting) {
+            let (mut out, mut ev) = (Vec::new(), Vec::new());
+            let Some(leg) = self.leg(&r) else { continue };
+            match ok {
+                Ok(()) => leg.resume(now, &mut out),
+                Err(why) => leg.fail(why, &mut ev),
+            }
+            let flow = leg.flow;
+            Self::send(sim, i, ue, &out);
+            self.events(r, flow, i, &ev, held, report, now);
+        }
+    }
+
+    /// Retransmissions and timeouts of every open call.
+    fn timers(
+        &mut self,
+        sim: &Sim,
+        ues: &[Ue],
+        now: Instant,
+        held: &mut Vec<(usize, CallRef)>,
+        report: &mut UeSimReport,
+    ) {
+        for k in 0..self.started {
+            let i = self.out[k].0;
+            let Some(leg) = self.out[k].1.as_mut().filter(|l| !l.is_over()) else {
                 continue;
-            }
-            let incoming = c.incoming;
-            if matches!(
-                c.step,
-                CallStep::Inviting | CallStep::Answered | CallStep::Byeing
-            ) && c.resends < 3
-                && now.duration_since(c.last_sent) > Duration::from_millis(500 << c.resends)
-            {
-                let ue = &ues[c.ue];
-                if c.pending_sa4 {
-                    sim.send_sa4(c.ue, ue, &c.pending);
-                } else {
-                    sim.send_sa1(c.ue, ue, &c.pending);
-                }
-                c.resends += 1;
-                c.last_sent = now;
-            }
-            if now.duration_since(c.step_at) <= timeout {
-                continue;
-            }
-            let why = match (c.step, incoming) {
-                (CallStep::Inviting | CallStep::Proceeding, _) => "no answer to an INVITE",
-                (CallStep::Ringing, _) => "no 200 after the 180",
-                (CallStep::Answered, _) => "no ACK to the UE's 200 (incoming call)",
-                (CallStep::Up, _) => "no BYE from the core (incoming call)",
-                (CallStep::Byeing, true) => "no answer to the UE's BYE (incoming call)",
-                (CallStep::Byeing, false) => "no answer to a BYE",
-                _ => continue,
             };
-            Self::fail(c, why, report);
-            if incoming {
-                self.incoming_done += 1;
-            } else {
-                self.last_end = Some(now);
+            let (mut out, mut ev) = (Vec::new(), Vec::new());
+            leg.timers(now, &mut out, &mut ev);
+            let flow = leg.flow;
+            let over = self.gens.get(leg.call_id().as_bytes()).copied();
+            Self::send_over(sim, i, &ues[i], &out, over.unwrap_or(ues[i].generation));
+            self.events(CallRef::Out(k), flow, i, &ev, held, report, now);
+        }
+        let mut ended = Vec::new();
+        for (cid, (i, leg)) in self.incoming.iter_mut() {
+            if leg.is_over() {
+                continue;
             }
+            let (mut out, mut ev) = (Vec::new(), Vec::new());
+            leg.timers(now, &mut out, &mut ev);
+            let over = self.gens.get(cid).copied().unwrap_or(ues[*i].generation);
+            Self::send_over(sim, *i, &ues[*i], &out, over);
+            if !ev.is_empty() {
+                ended.push((cid.clone(), leg.flow, *i, ev));
+            }
+        }
+        for (cid, flow, i, ev) in ended {
+            self.events(CallRef::In(cid), flow, i, &ev, held, report, now);
         }
     }
 }
@@ -577,12 +592,42 @@ impl Sim {
         (20000 + 2 * i as u16, 20001 + 2 * i as u16)
     }
     fn spis(i: usize) -> (u32, u32) {
-        (0x10000 + 2 * i as u32, 0x10001 + 2 * i as u32)
+        Self::spis_gen(i, 0)
+    }
+    /// The SPIs of UE `i`'s SA set of generation `g` (a new pair for each AKA run).
+    fn spis_gen(i: usize, g: u32) -> (u32, u32) {
+        let base = 0x10000u32
+            .wrapping_add(g.wrapping_mul(0x10_0000))
+            .wrapping_add(2 * i as u32);
+        (base, base.wrapping_add(1))
+    }
+    /// UE `i`'s port-c in its set of generation `g`: a new one for each new set (TS 33.203
+    /// §7.4), three in turn, apart from every other UE's (up to 10,000 UEs).
+    fn port_c(i: usize, g: u32) -> u16 {
+        match g % 3 {
+            0 => Self::ports(i).0,
+            1 => 40000u16.wrapping_add(i as u16),
+            _ => 50000u16.wrapping_add(i as u16),
+        }
     }
 
     fn register(&self, i: usize, cseq: u32, auth: &str, verify: Option<&str>) -> String {
-        let (pc, ps) = Self::ports(i);
-        let (sc, ss) = Self::spis(i);
+        self.register_gen(i, 0, cseq, auth, verify)
+    }
+
+    /// A REGISTER of UE `i` offering its SA set of generation `g` (same port-s: it is in the
+    /// Contact).
+    fn register_gen(
+        &self,
+        i: usize,
+        g: u32,
+        cseq: u32,
+        auth: &str,
+        verify: Option<&str>,
+    ) -> String {
+        let (_, ps) = Self::ports(i);
+        let pc = Self::port_c(i, g);
+        let (sc, ss) = Self::spis_gen(i, g);
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
         let realm = &self.cfg.realm;
@@ -662,12 +707,12 @@ impl Sim {
         self.esp_with(sa1, pc, port_ps, sip)
     }
 
-    /// A request of UE `i` over SA1 (its port-c → the P-CSCF's port-s).
-    fn send_sa1(&self, i: usize, ue: &Ue, sip: &[u8]) -> bool {
+    /// A request of UE `i` over SA1 of its current set (its port-c → the P-CSCF's port-s).
+    fn send_sa1(&self, ue: &Ue, sip: &[u8]) -> bool {
         let Some(sa1) = ue.sa1.as_ref() else {
             return false;
         };
-        let Some(pkt) = self.esp(i, sa1, ue.port_ps, sip) else {
+        let Some(pkt) = self.esp_with(sa1, ue.port_uc, ue.port_ps, sip) else {
             return false;
         };
         self.send_esp(&pkt);
@@ -711,68 +756,30 @@ impl Sim {
         }
         let sdp = call::sdp_offer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
         format!(
-            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,PRACK,UPDATE,MESSAGE\r\nSupported: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
     }
 
-    /// A request of UE `i` inside its call `k` (RFC 3261 §12.2.1.1).
-    #[allow(clippy::too_many_arguments)]
-    fn in_dialog(
-        &self,
-        i: usize,
-        k: usize,
-        method: &str,
-        cseq: u32,
-        target: &str,
-        route: &str,
-        to: &str,
-    ) -> String {
-        let (_, ps) = Self::ports(i);
-        let realm = &self.cfg.realm;
-        let ip = self.host();
-        let impi = self.impi(i);
-        let user = impi.split('@').next().unwrap_or_default();
-        format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k}{method};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: {to}\r\nCall-ID: call-{k}@{ip}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
-        )
-    }
-
-    /// UE `i`'s 180 and 200 (its Contact, the Record-Route echoed, RFC 3261 §12.1.1; an SDP
-    /// answer) to the core's INVITE of call `k`, and the BYE it would send to end that call
-    /// (the route set is the Record-Route as it came, RFC 3261 §12.1.1).
-    fn answer_invite(
-        &self,
-        i: usize,
-        k: usize,
-        v: crate::sip::View<'_>,
-    ) -> Option<(Vec<Vec<u8>>, Vec<u8>)> {
+    /// UE `i`'s side of a call: its Via, Contact, SDP.
+    fn local(&self, i: usize, branch: String, tag: String) -> call::Local {
         let (_, ps) = Self::ports(i);
         let ip = self.host();
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
-        let set = call::all(v, HeaderName::RecordRoute);
-        let mut extra = String::new();
-        for rr in &set {
-            extra.push_str(&format!("Record-Route: {rr}\r\n"));
+        let media = 30000 + 2 * (i as u16 % 10000);
+        call::Local {
+            sent_by: format!("{ip}:{ps}"),
+            rport: true,
+            contact: format!("sip:{user}@{ip}:{ps}"),
+            branch,
+            tag,
+            offer: call::sdp_offer(self.cfg.ue_ip, media),
+            answer: call::sdp_answer(self.cfg.ue_ip, media),
+            record_route: None,
+            trying: false,
+            timeout: self.cfg.timeout,
         }
-        extra.push_str(&format!("Contact: <sip:{user}@{ip}:{ps}>\r\n"));
-        let tag = format!("t{k}");
-        let sdp = call::sdp_answer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
-        let ringing = call::respond(v, 180, "Ringing", &tag, &extra, None)?;
-        let ok = call::respond(v, 200, "OK", &tag, &extra, Some(&sdp))?;
-        let target = call::contact_uri(v)?;
-        let from = call::text(v, HeaderName::From)?;
-        let to = call::text(v, HeaderName::To)?;
-        let cid = call::text(v, HeaderName::CallId)?;
-        if set.is_empty() {
-            return None;
-        }
-        let bye = format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}t{k}b;rport\r\nMax-Forwards: 70\r\nRoute: {}\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-            set.join(", ")
-        );
-        Some((vec![ringing, ok], bye.into_bytes()))
     }
 
     /// An ESP packet over `sa` from our `src_port` to the P-CSCF's `dst_port`.
@@ -831,8 +838,17 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             auth: String::new(),
             sa4: None,
             service_route: String::new(),
+            port_uc: 0,
+            generation: 0,
+            prev: None,
+            reauth: None,
+            waiting: Vec::new(),
+            reg_cseq: 2000,
         })
         .collect();
+    for (i, ue) in ues.iter_mut().enumerate() {
+        ue.port_uc = Sim::ports(i).0;
+    }
     let mut by_spi: HashMap<u32, usize> = HashMap::new();
     let mut report = UeSimReport {
         registered: 0,
@@ -848,15 +864,21 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         calls_elapsed: Duration::ZERO,
         setup_180: call::histogram(),
         setup_200: call::histogram(),
+        placed: call::Tally::default(),
+        answered: call::Tally::default(),
+        reauthenticated: 0,
+        requests_over_old_set: 0,
+        esp_over_dropped_set: 0,
     };
+    // calls that wait for their UE's re-registration (a leg asked for it)
+    let mut held: Vec<(usize, CallRef)> = Vec::new();
     let mut calls = Calls {
-        out: (0..sim.cfg.calls)
-            .map(|_| Call::new(0, false, t0))
-            .collect(),
+        out: (0..sim.cfg.calls).map(|_| (0, None)).collect(),
         started: 0,
         t0: None,
         last_end: None,
         incoming: HashMap::new(),
+        gens: HashMap::new(),
         incoming_done: 0,
         last_incoming: None,
     };
@@ -875,7 +897,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         if finished >= n {
             let at = *registered_at.get_or_insert(now);
             calls.start_due(&sim, &ues, now, &mut report);
-            let open_incoming = calls.incoming.values().any(Call::open);
+            let open_incoming = calls.incoming.values().any(|(_, l)| !l.is_over());
             let expected = u64::from(sim.cfg.incoming_calls);
             if calls.outgoing_over() && calls.incoming_done >= expected {
                 break;
@@ -1036,7 +1058,21 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             };
             let Some(&i) = by_spi.get(&spi) else { continue };
-            let Some(sa2) = ues[i].sa2.as_ref() else {
+            // the current set, the one before it (what was in flight over it), or the new
+            // one of a re-registration under way
+            let ue = &ues[i];
+            let sets = [
+                ue.sa2.as_ref().map(|s| (s, ue.port_pc, ue.generation)),
+                ue.prev.as_ref().map(|(s, _, p, g)| (s, *p, *g)),
+                ue.reauth
+                    .as_ref()
+                    .and_then(|r| r.new.as_ref().map(|n| (&n.1, n.4, r.generation))),
+            ];
+            let Some((sa2, from_port, over)) =
+                sets.into_iter().flatten().find(|(s, ..)| s.spi() == spi)
+            else {
+                // an SPI of this UE's whose set it no longer holds (replaced twice)
+                report.esp_over_dropped_set += 1;
                 continue;
             };
             let Ok((inner, _)) = sa2.decapsulate(&mut buf[..len]) else {
@@ -1045,17 +1081,41 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             let L4::Udp { src, payload, .. } = classify(&buf[inner.clone()]) else {
                 continue;
             };
-            if src.port() != ues[i].port_pc {
+            if src.port() != from_port {
                 continue;
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
             let Ok(m) = Message::parse(sip) else { continue };
             let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
             if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
-                calls.on_message(&sim, i, &ues[i], m.view(), now, &mut report);
+                if over != ue.generation && m.view().method().is_some() {
+                    report.requests_over_old_set += 1;
+                }
+                calls.on_message(
+                    &sim,
+                    i,
+                    &ues[i],
+                    m.view(),
+                    over,
+                    now,
+                    &mut held,
+                    &mut report,
+                );
                 continue;
             }
             let ue = &mut ues[i];
+            if ue.reauth.is_some() && cid.starts_with(b"reg-") {
+                let Some(done) = reauth_answer(&sim, i, ue, m.view(), now, &mut by_spi) else {
+                    continue;
+                };
+                if done.is_ok() {
+                    report.reauthenticated += 1;
+                } else {
+                    ue.reauth = None;
+                }
+                calls.reregistered(&sim, i, ue, done, now, &mut held, &mut report);
+                continue;
+            }
             let status = m.view().status();
             // only the answer to the request in flight (retransmissions bring duplicates)
             let expected = ue.in_flight.as_deref().and_then(|r| {
@@ -1162,7 +1222,20 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             }
         }
         if finished >= n {
-            calls.timers(&sim, &ues, now, &mut report);
+            calls.timers(&sim, &ues, now, &mut held, &mut report);
+            for (i, ue) in ues.iter_mut().enumerate() {
+                if let Some(why) = reauth_timer(&sim, i, ue, now) {
+                    calls.reregistered(&sim, i, ue, Err(why), now, &mut held, &mut report);
+                }
+            }
+        }
+        // the calls that asked for their UE's re-registration: one at a time per UE
+        for (i, r) in std::mem::take(&mut held) {
+            let Some(ue) = ues.get_mut(i) else { continue };
+            ue.waiting.push(r);
+            if ue.reauth.is_none() {
+                start_reauth(&sim, i, ue, now);
+            }
         }
         if sim.cfg.progress && now.duration_since(last_progress) > Duration::from_millis(500) {
             last_progress = now;
@@ -1193,9 +1266,13 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     if stop.load(Ordering::Relaxed) {
         let open = calls.out[..calls.started]
             .iter()
-            .filter(|c| c.open())
+            .filter(|(_, l)| l.as_ref().is_some_and(|l| !l.is_over()))
             .count()
-            + calls.incoming.values().filter(|c| c.open()).count();
+            + calls
+                .incoming
+                .values()
+                .filter(|(_, l)| !l.is_over())
+                .count();
         if open > 0 {
             *report
                 .call_failures
@@ -1208,4 +1285,190 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         _ => Duration::ZERO,
     };
     Ok(report)
+}
+
+/// Start UE `i`'s mid-call re-registration: the REGISTER over its current set, with a new
+/// Security-Client and no response, so the core challenges it again (a new AKA run).
+fn start_reauth(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) {
+    let generation = ue.generation + 1;
+    ue.reg_cseq += 1;
+    let cseq = ue.reg_cseq;
+    let nonce = Digest::parse(
+        ue.auth
+            .trim_end()
+            .trim_start_matches("Authorization: ")
+            .as_bytes(),
+    )
+    .and_then(|d| d.nonce().map(|n| String::from_utf8_lossy(n).into_owned()))
+    .unwrap_or_default();
+    let auth = format!(
+        "Authorization: Digest username=\"{}\",realm=\"{}\",uri=\"sip:{}\",nonce=\"{nonce}\",response=\"\",algorithm=AKAv1-MD5\r\n",
+        sim.impi(i),
+        sim.cfg.realm,
+        sim.cfg.realm
+    );
+    let msg = sim.register_gen(i, generation, cseq, &auth, Some(&ue.verify));
+    sim.send_sa1(ue, msg.as_bytes());
+    ue.reauth = Some(Reauth {
+        generation,
+        msg,
+        cseq,
+        over_new: false,
+        started: now,
+        last_sent: now,
+        resends: 0,
+        new: None,
+    });
+}
+
+/// A protected answer to UE `i`'s re-registration: `Some` when it is over (the 200 over the
+/// new set: the new set is the UE's; or a failure).
+fn reauth_answer(
+    sim: &Sim,
+    i: usize,
+    ue: &mut Ue,
+    v: crate::sip::View<'_>,
+    now: Instant,
+    by_spi: &mut HashMap<u32, usize>,
+) -> Option<Result<(), &'static str>> {
+    let r = ue.reauth.as_mut()?;
+    let status = v.status()?;
+    let num = v
+        .header(HeaderName::CSeq)
+        .and_then(crate::sip::headers::cseq)?
+        .0;
+    if num != u64::from(r.cseq) || status < 200 {
+        return None;
+    }
+    if !r.over_new {
+        if status != 401 {
+            return Some(Err("mid-call re-REGISTER not challenged"));
+        }
+        let server = v
+            .header(HeaderName::SecurityServer)
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        let mech = server
+            .as_deref()
+            .and_then(|s| SecMechanism::parse(s.as_bytes()))
+            .and_then(|m| m.ipsec().ok());
+        let nonce = v
+            .header(HeaderName::WwwAuthenticate)
+            .and_then(Digest::parse)
+            .and_then(|d| d.nonce())
+            .map(|n| String::from_utf8_lossy(n).into_owned());
+        let (Some(server), Some(mech), Some(nonce)) = (server, mech, nonce) else {
+            return Some(Err("mid-call 401 without Security-Server or nonce"));
+        };
+        let Ok(got) = ue.usim.authenticate_nonce(&nonce) else {
+            return Some(Err("mid-call AUTN rejected"));
+        };
+        let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
+        let (_, ss) = Sim::spis_gen(i, r.generation);
+        let sa = |spi| {
+            Suite::new(mech.alg, mech.ealg)
+                .and_then(|suite| Sa::from_aka_suite(spi, suite, &ck, &ik, SaOptions::default()))
+        };
+        let (Ok(sa1), Ok(sa2), Ok(sa4)) = (sa(mech.spi_s), sa(ss), sa(mech.spi_c)) else {
+            return Some(Err("mid-call SA build"));
+        };
+        let realm = &sim.cfg.realm;
+        let uri = format!("sip:{realm}");
+        let impi = sim.impi(i);
+        let input = digest::DigestInput {
+            username: impi.as_bytes(),
+            realm: realm.as_bytes(),
+            nonce: nonce.as_bytes(),
+            method: b"REGISTER",
+            uri: uri.as_bytes(),
+            qop: digest::Qop::None,
+        };
+        let resp = digest::response_aka(&input, &got.res);
+        let auth = format!(
+            "Authorization: Digest username=\"{impi}\",realm=\"{realm}\",uri=\"{uri}\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
+            resp.as_str()
+        );
+        ue.reg_cseq += 1;
+        r.cseq = ue.reg_cseq;
+        r.msg = sim.register_gen(i, r.generation, r.cseq, &auth, Some(&server));
+        r.over_new = true;
+        r.resends = 0;
+        r.last_sent = now;
+        let pc = Sim::port_c(i, r.generation);
+        if let Some(pkt) = sim.esp_with(&sa1, pc, mech.port_s, r.msg.as_bytes()) {
+            sim.send_esp(&pkt);
+        }
+        by_spi.insert(ss, i);
+        r.new = Some((sa1, sa2, sa4, mech.port_s, mech.port_c, server, auth));
+        return None;
+    }
+    if status != 200 {
+        return Some(Err("mid-call re-REGISTER refused"));
+    }
+    let r = ue.reauth.take()?;
+    let (sa1, sa2, sa4, port_ps, port_pc, server, auth) = r.new?;
+    // the old set stays for what is still in flight over it (TS 33.203 §7.4)
+    if let (Some(old2), Some(old4)) = (ue.sa2.replace(sa2), ue.sa4.replace(sa4)) {
+        ue.prev = Some((old2, old4, ue.port_pc, ue.generation));
+    }
+    ue.sa1 = Some(sa1);
+    ue.port_ps = port_ps;
+    ue.port_pc = port_pc;
+    ue.port_uc = Sim::port_c(i, r.generation);
+    ue.generation = r.generation;
+    ue.verify = server;
+    ue.auth = auth;
+    Some(Ok(()))
+}
+
+/// Retransmission (0.5, 1, 2 s) and timeout of UE `i`'s re-registration.
+fn reauth_timer(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) -> Option<&'static str> {
+    let r = ue.reauth.as_mut()?;
+    if now.duration_since(r.started) > sim.cfg.timeout {
+        ue.reauth = None;
+        return Some("no answer to the mid-call re-REGISTER");
+    }
+    if r.resends < 3 && now.duration_since(r.last_sent) > Duration::from_millis(500 << r.resends) {
+        r.resends += 1;
+        r.last_sent = now;
+        match &r.new {
+            Some((sa1, _, _, port_ps, ..)) => {
+                let pc = Sim::port_c(i, r.generation);
+                if let Some(pkt) = sim.esp_with(sa1, pc, *port_ps, r.msg.as_bytes()) {
+                    sim.send_esp(&pkt);
+                }
+            }
+            None => {
+                let msg = r.msg.clone();
+                sim.send_sa1(ue, msg.as_bytes());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each new SA set of a UE gets new SPIs and a new port-c (TS 33.203 §7.4), the same
+    /// port-s (it is in the Contact), and no two UEs' sets share a port-c or an SPI.
+    #[test]
+    fn every_sa_set_has_its_own_ports_and_spis() {
+        let n = 10_000;
+        let mut ports = std::collections::HashSet::new();
+        let mut spis = std::collections::HashSet::new();
+        for i in 0..n {
+            for g in 0..3 {
+                assert!(ports.insert(Sim::port_c(i, g)), "UE {i} set {g}");
+                let (c, s) = Sim::spis_gen(i, g);
+                assert!(spis.insert(c) && spis.insert(s), "UE {i} set {g}");
+            }
+        }
+        // port-s apart from every port-c of any set
+        for i in 0..n {
+            let (_, ps) = Sim::ports(i);
+            assert!(!ports.contains(&ps), "UE {i}'s port-s");
+        }
+        assert_eq!(Sim::port_c(7, 3), Sim::port_c(7, 0), "three in turn");
+    }
 }

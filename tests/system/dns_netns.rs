@@ -118,6 +118,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 calls: 0,
                 call_rate: 1,
                 incoming_calls: 0,
+                flows: Default::default(),
             },
             s3,
         )

@@ -61,6 +61,7 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 calls: 0,
                 call_rate: 1,
                 incoming_calls: 0,
+                flows: Default::default(),
             },
             s3,
         )

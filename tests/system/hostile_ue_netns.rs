@@ -465,6 +465,7 @@ fn one_hostile_ue_among_twenty_honest_ones() {
                 calls: 0,
                 call_rate: 1,
                 incoming_calls: 0,
+                flows: Default::default(),
             },
             s3,
         )

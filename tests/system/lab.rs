@@ -40,8 +40,9 @@ fn lab_registers_every_ue_and_cleans_up() {
 
 /// `pcscf lab --calls`: after registration, half the calls placed by the UEs (INVITE with its
 /// SDP over SA1, 100 / 180 / 200 back over SA2, ACK and BYE by the route set), half by the core
-/// to the UEs by their Path (180 and 200 from the UE, ACK, BYE either way); every one completes
-/// through the P-CSCF's workers, both directions counted, none failed.
+/// to the UEs by their Path (180 and 200 from the UE, ACK, BYE either way, in both
+/// directions); every one completes through the P-CSCF's workers, both directions counted,
+/// none failed.
 #[test]
 fn lab_calls_complete_both_ways() {
     let _alone = crate::support::exclusive();
@@ -88,11 +89,24 @@ fn lab_calls_complete_both_ways() {
             && stdout.contains("terminating setup INVITE→200: p50"),
         "{stdout}"
     );
-    // the core saw the UEs' ACKs and the BYEs of every call it took part in as the far end
+    // the core saw the UEs' ACKs and the BYEs the UEs sent: the callee hangs up every other
+    // call in both directions (call::CallPlan), so the UEs send 10 of the originating calls'
+    // BYEs and 10 of the terminating ones', the core the other 20
     assert!(
-        stdout.contains("core-sim calls: 20 INVITEs answered, 20 ACKs, 30 BYEs answered"),
+        stdout.contains("core-sim calls: 20 INVITEs answered, 20 ACKs, 20 BYEs answered"),
         "{stdout}"
     );
+    for side in [
+        "ue-sim originating",
+        "ue-sim incoming",
+        "core-sim terminating",
+        "core-sim far end",
+    ] {
+        assert!(
+            stdout.contains(&format!("{side} flow basic: 20 ok, 0 released, 0 failed")),
+            "both legs of every call ended well, each side counting its own: {stdout}"
+        );
+    }
     assert!(!stdout.contains("call failed"), "{stdout}");
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let left = String::from_utf8_lossy(&ns.stdout);
@@ -100,4 +114,166 @@ fn lab_calls_complete_both_ways() {
         !left.contains("pcscf-lab"),
         "namespaces left behind: {left}"
     );
+}
+
+/// Runs `pcscf lab` with 48 calls in every flow (`--call-flows all`): 24 each way, so each of
+/// the six flows runs 4 times per direction, twice with the caller acting and twice with the
+/// callee (call::CallPlan). Returns stdout.
+fn lab_all_flows(ipv6: bool) -> String {
+    let mut args = vec![
+        "lab",
+        "--ues",
+        "12",
+        "--rate",
+        "200",
+        "--messages",
+        "1",
+        "--calls",
+        "48",
+        "--call-rate",
+        "100",
+        "--call-flows",
+        "all",
+    ];
+    if ipv6 {
+        args.push("--ipv6");
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pcscf lab");
+    // its namespaces are named by its pid (lab::Lab::new): others' labs on this machine
+    // are not ours to count
+    let mine = format!("pcscf-lab-{}-", child.id() % 100_000);
+    let out = child.wait_with_output().expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{stderr}"
+    );
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&ns.stdout);
+    assert!(!left.contains(&mine), "namespaces left behind: {left}");
+    stdout
+}
+
+/// Every call flow, both directions, through the P-CSCF: 100rel / PRACK (RFC 3262), UPDATE in
+/// the early and the confirmed dialog (RFC 3311), re-INVITE with its ACK, CANCEL after the 180
+/// with the 487 and its ACK the INVITE's way (RFC 3261 §9, §17.1.1.3), BYE from either side,
+/// and a call that outlives the UE's re-registration with a new SA set (TS 33.203 §7.4: its
+/// UPDATE and BYE go over the new set). Each side counts its own leg of every call; the
+/// P-CSCF drops nothing.
+fn check_all_flows(stdout: &str) {
+    assert!(
+        stdout.contains("calls: 48 ok, 0 failed of 48"),
+        "every call completes: {stdout}"
+    );
+    assert!(
+        stdout.contains("24 originating ok, 24 terminating ok"),
+        "both directions: {stdout}"
+    );
+    for flow in ["basic", "prack", "update", "reinvite", "cancel", "rereg"] {
+        for side in [
+            "ue-sim originating",
+            "ue-sim incoming",
+            "core-sim terminating",
+            "core-sim far end",
+        ] {
+            assert!(
+                stdout.contains(&format!("{side} flow {flow}: 4 ok, 0 released, 0 failed")),
+                "{side} {flow}: {stdout}"
+            );
+        }
+    }
+    // the rereg calls' UEs re-authenticated mid-call (calls of one UE at once share one)
+    assert!(
+        stdout.contains("mid-call re-registrations (new SA set): ")
+            && !stdout.contains("mid-call re-registrations (new SA set): 0 ok"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("call failed"), "{stdout}");
+    assert!(
+        stdout.contains(" dropped 0 ("),
+        "the P-CSCF dropped none of the calls' messages: {stdout}"
+    );
+}
+
+#[test]
+fn lab_call_flows_complete_both_ways() {
+    let _alone = crate::support::exclusive();
+    check_all_flows(&lab_all_flows(false));
+}
+
+#[test]
+fn lab_call_flows_complete_both_ways_ipv6() {
+    let _alone = crate::support::exclusive();
+    check_all_flows(&lab_all_flows(true));
+}
+
+/// After a UE's re-registration with a new SA set, the P-CSCF sends the core's requests to it
+/// over the new set (TS 33.203 §7.4: the old set only finishes what was in flight over it).
+/// KNOWN FAILING (pcscf, not the simulators): `request_to_ue` picks the UE's outbound entry
+/// with `outbound_any(ue address, port-s)`, and the replaced set shares the new set's port-s,
+/// so every later request (the core's BYE, the next INVITEs) goes over the old set; the UE
+/// answers over the set the request came on, so the calls still complete.
+#[test]
+#[ignore = "known pcscf bug: requests to the UE go over the replaced SA set after re-registration"]
+fn lab_requests_to_the_ue_use_its_new_sa_set() {
+    let _alone = crate::support::exclusive();
+    let stdout = lab_all_flows(false);
+    assert!(
+        stdout.contains("requests over another set than the current one: 0"),
+        "{stdout}"
+    );
+}
+
+/// `--call-flows release`: once each call is up the core (as the S-CSCF) releases it with a
+/// BYE through the P-CSCF that the UE's plan did not expect; the UEs answer it 200 and count
+/// the call as released, not failed, both when they called and when they were called.
+#[test]
+fn lab_calls_released_by_the_network() {
+    let _alone = crate::support::exclusive();
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args([
+            "lab",
+            "--ues",
+            "4",
+            "--rate",
+            "200",
+            "--messages",
+            "1",
+            "--calls",
+            "8",
+            "--call-rate",
+            "100",
+            "--call-flows",
+            "release",
+        ])
+        .output()
+        .expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{stderr}"
+    );
+    for side in [
+        "ue-sim originating",
+        "ue-sim incoming",
+        "core-sim terminating",
+        "core-sim far end",
+    ] {
+        assert!(
+            stdout.contains(&format!("{side} flow release: 0 ok, 4 released, 0 failed")),
+            "{side}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("calls released by the network (an unexpected BYE): 8"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("call failed"), "{stdout}");
 }
