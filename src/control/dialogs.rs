@@ -397,7 +397,9 @@ impl Dialogs {
         let from_tag = tag_of(v.header(HeaderName::From)?)?;
         let key = (boxed(call_id), boxed(from_tag));
         if code >= 300 {
-            if self.early.remove(&key).is_some() {
+            // (a failed re-INVITE, or a fork's refusal after another fork's 2xx, ends nothing)
+            if self.early.get(&key).is_some_and(|o| !o.answered) {
+                self.early.remove(&key);
                 self.stats.failed += 1;
             }
             return Some(());
@@ -408,8 +410,10 @@ impl Dialogs {
         let to_v = v.header(HeaderName::To)?;
         let to_tag = tag_of(to_v)?;
         let id = (key.0.clone(), key.1.clone(), boxed(to_tag));
-        if self.dialogs.contains_key(&id) {
-            return Some(()); // a retransmitted 2xx
+        let swapped = (key.0.clone(), boxed(to_tag), key.1.clone());
+        if self.dialogs.contains_key(&id) || self.dialogs.contains_key(&swapped) {
+            // a retransmitted 2xx, or the 2xx to a re-INVITE (from either side)
+            return Some(());
         }
         let Some(offer) = self.early.get_mut(&key) else {
             self.stats.untracked += 1;
@@ -827,6 +831,27 @@ mod tests {
         assert_eq!(d.len(), 1);
         d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
         assert_eq!((d.len(), d.stats.ended), (0, 1));
+    }
+
+    /// The answers to a re-INVITE, whichever side sent it, neither confirm a new dialog nor
+    /// count as untracked or failed.
+    #[test]
+    fn re_invites_answers_are_not_new_dialogs() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
+        d.handle_event(Side::Core, 1, ok("c1", "a1", "b1").as_bytes(), None, &own, now);
+        // the callee's re-INVITE: its 2xx has the callee's tag in From
+        let callee_ok = ok("c1", "b1", "a1");
+        d.handle_event(Side::Ue, 1, callee_ok.as_bytes(), None, &own, now);
+        // the caller's re-INVITE refused (491), then accepted
+        let refused = ok("c1", "a1", "b1").replace("200 OK", "491 Request Pending");
+        d.handle_event(Side::Core, 1, refused.as_bytes(), None, &own, now);
+        d.handle_event(Side::Core, 1, ok("c1", "a1", "b1").as_bytes(), None, &own, now);
+        let s = d.stats;
+        assert_eq!((s.confirmed, s.untracked, s.failed), (1, 0, 0), "{s:?}");
+        assert_eq!(d.len(), 1);
     }
 
     /// A UE that never hangs up keeps at most MAX_PER_BINDING dialogs; an INVITE never

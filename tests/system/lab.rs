@@ -215,12 +215,10 @@ fn lab_call_flows_complete_both_ways_ipv6() {
 
 /// After a UE's re-registration with a new SA set, the P-CSCF sends the core's requests to it
 /// over the new set (TS 33.203 §7.4: the old set only finishes what was in flight over it).
-/// KNOWN FAILING (pcscf, not the simulators): `request_to_ue` picks the UE's outbound entry
-/// with `outbound_any(ue address, port-s)`, and the replaced set shares the new set's port-s,
-/// so every later request (the core's BYE, the next INVITEs) goes over the old set; the UE
-/// answers over the set the request came on, so the calls still complete.
+/// The two sets share the UE's port-s: the registrar marks the set in use on its outbound SAs
+/// and `request_to_ue` prefers it (this failed before that, every later request going over
+/// the old set).
 #[test]
-#[ignore = "known pcscf bug: requests to the UE go over the replaced SA set after re-registration"]
 fn lab_requests_to_the_ue_use_its_new_sa_set() {
     let _alone = crate::support::exclusive();
     let stdout = lab_all_flows(false);
