@@ -41,6 +41,10 @@ enum Cmd {
         /// Write every SA to this file in Wireshark's esp_sa format.
         #[arg(long)]
         keylog: Option<PathBuf>,
+        /// Capture the link between the UEs and pcscf (ESP both ways) into this pcapng file with dumpcap;
+        /// with --keylog, tshark decrypts it.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
         /// The UEs use IPv6 toward the P-CSCF.
         #[arg(long)]
         ipv6: bool,
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             messages,
             backend,
             keylog,
+            pcap,
             ipv6,
             calls,
             call_rate,
@@ -194,6 +199,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 messages,
                 backend,
                 keylog,
+                pcap,
                 ipv6,
                 calls,
                 call_rate,

@@ -841,14 +841,28 @@ mod tests {
         let now = Instant::now();
         let own = own();
         d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
-        d.handle_event(Side::Core, 1, ok("c1", "a1", "b1").as_bytes(), None, &own, now);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
         // the callee's re-INVITE: its 2xx has the callee's tag in From
         let callee_ok = ok("c1", "b1", "a1");
         d.handle_event(Side::Ue, 1, callee_ok.as_bytes(), None, &own, now);
         // the caller's re-INVITE refused (491), then accepted
         let refused = ok("c1", "a1", "b1").replace("200 OK", "491 Request Pending");
         d.handle_event(Side::Core, 1, refused.as_bytes(), None, &own, now);
-        d.handle_event(Side::Core, 1, ok("c1", "a1", "b1").as_bytes(), None, &own, now);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
         let s = d.stats;
         assert_eq!((s.confirmed, s.untracked, s.failed), (1, 0, 0), "{s:?}");
         assert_eq!(d.len(), 1);

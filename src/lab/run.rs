@@ -35,6 +35,8 @@ pub struct LabConfig {
     pub messages: u32,
     pub backend: String,
     pub keylog: Option<std::path::PathBuf>,
+    /// Capture the UE-side link into this pcapng file (dumpcap, in the UE namespace).
+    pub pcap: Option<std::path::PathBuf>,
     /// The UEs talk IPv6 to the P-CSCF (the core side stays IPv4).
     pub ipv6: bool,
     /// Calls after registration: the UEs place half (rounded up), the core the other half.
@@ -151,6 +153,10 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         .join();
     }
     std::thread::sleep(Duration::from_millis(2000));
+    let capture = match &cfg.pcap {
+        Some(path) => Some(start_capture(&lab, path)?),
+        None => None,
+    };
     let ue_cfg = sim::ue::UeSimConfig {
         ue_ip,
         pcscf: SocketAddr::new(pcscf_ue, 5060),
@@ -179,6 +185,9 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         .map_err(|_| "dns panicked".to_string())?
         .unwrap_or(0);
     let _ = watcher.join();
+    if let Some(c) = capture {
+        stop_capture(c);
+    }
     // SAFETY: kill(2) on our child's pid.
     unsafe { libc::kill(pcscf.id() as i32, libc::SIGTERM) };
     let _ = pcscf.wait();
@@ -214,6 +223,44 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report.registered == cfg.ues && report.failed() == 0 && calls_ok)
+}
+
+/// Start dumpcap on the UE namespace's end of the link to pcscf (pcscf's own end, under XDP,
+/// hands its packets to the workers before any tap sees them), writing pcapng to `path`; wait
+/// until it captures.
+fn start_capture(lab: &Lab, path: &std::path::Path) -> Result<std::process::Child, String> {
+    let _ = std::fs::remove_file(path);
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.ue, "dumpcap", "-q", "-i", &lab.ue_if, "-w",
+        ])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("--pcap: starting dumpcap (install tshark): {e}"))?;
+    // dumpcap creates the file once it captures (bounded wait)
+    for _ in 0..100 {
+        if path.exists() {
+            std::thread::sleep(Duration::from_millis(200));
+            return Ok(child);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("--pcap: dumpcap exited ({st})"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    Err("--pcap: dumpcap did not start capturing within 5 s".into())
+}
+
+/// Stop dumpcap (SIGINT: it flushes the file) and wait for it.
+fn stop_capture(mut child: std::process::Child) {
+    // give the last packets time to land in the capture
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
 }
 
 /// The calls' part of the report; `true` when every call, both ways, completed.

@@ -275,3 +275,93 @@ fn lab_calls_released_by_the_network() {
     );
     assert!(!stdout.contains("call failed"), "{stdout}");
 }
+
+/// `pcscf lab --calls --keylog --pcap`: the capture of the link between the UEs and pcscf
+/// decrypts in tshark with nothing but pcscf's key log (Wireshark's `esp_sa`): every ESP packet
+/// authenticates, every one carries SIP, and the calls' messages are all there, both ways
+/// (INVITE, 180, 200, ACK, BYE and its 200, originating and terminating).
+#[test]
+fn lab_calls_decrypt_in_tshark_with_the_key_log() {
+    let _alone = crate::support::exclusive();
+    let dir = std::env::temp_dir().join(format!("pcscf-lab-tshark-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (keylog, pcap) = (dir.join("esp_sa"), dir.join("ue.pcapng"));
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args(["lab", "--ues", "4", "--calls", "8", "--call-rate", "50"])
+        .arg("--keylog")
+        .arg(&keylog)
+        .arg("--pcap")
+        .arg(&pcap)
+        .output()
+        .expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ts = Command::new("tshark")
+        .env("WIRESHARK_CONFIG_DIR", &dir)
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            "esp.enable_authentication_check:TRUE",
+            "--enable-heuristic",
+            "sip_udp",
+            "-Y",
+            "esp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "esp.icv_good",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+            "-e",
+            "sip.CSeq.method",
+        ])
+        .output()
+        .expect("tshark is required (CI installs it)");
+    let text = String::from_utf8_lossy(&ts.stdout).to_string();
+    assert!(
+        ts.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&ts.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert!(rows.len() > 50, "{text}");
+    let mut seen = std::collections::BTreeMap::new();
+    for r in &rows {
+        assert_eq!(r[0], "1", "every ESP packet authenticates: {text}");
+        let what = if r[1].is_empty() {
+            format!("{} {}", r[2], r[3])
+        } else {
+            r[1].to_string()
+        };
+        assert!(
+            !what.trim().is_empty(),
+            "every ESP packet carries SIP: {text}"
+        );
+        *seen.entry(what).or_insert(0) += 1;
+    }
+    // 8 calls: 4 placed by the UEs, 4 by the core; every message of each, both ways
+    for (what, at_least) in [
+        ("INVITE", 8),
+        ("180 INVITE", 8),
+        ("200 INVITE", 8),
+        ("ACK", 8),
+        ("BYE", 8),
+        ("200 BYE", 8),
+    ] {
+        let n = seen.get(what).copied().unwrap_or(0);
+        assert!(n >= at_least, "{what}: {n} < {at_least} in {seen:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
