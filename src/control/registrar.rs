@@ -1791,20 +1791,27 @@ impl Registrar {
         Ok(())
     }
 
-    /// Marks the outbound SAs of `set` (those that still hold this set's SAs) with `state`.
-    fn mark_outbound(&mut self, set: &SaSet, binding: u64, state: SetState) {
-        for (port, lport, spi) in [
+    /// The outbound entries (UE port, our port) that still hold `set`'s SAs: an entry another
+    /// set or binding has at the same address and ports is not the set's.
+    fn outbound_of(&self, set: &SaSet, binding: u64) -> Vec<(u16, u16)> {
+        let g = self.sas_view.pin();
+        [
             (set.port_us, set.port_pc, set.spi_us),
             (set.port_uc, set.port_ps, set.spi_uc),
-        ] {
-            let ours = self
-                .sas_view
-                .pin()
-                .outbound(set.ue, port, lport)
-                .is_some_and(|e| e.binding() == binding && e.spi() == spi);
-            if ours {
-                let _ = self.sas.set_outbound_state(set.ue, port, lport, state);
-            }
+        ]
+        .into_iter()
+        .filter(|&(port, lport, spi)| {
+            g.outbound(set.ue, port, lport)
+                .is_some_and(|e| e.binding() == binding && e.spi() == spi)
+        })
+        .map(|(port, lport, _)| (port, lport))
+        .collect()
+    }
+
+    /// Marks the outbound SAs of `set` (those that still hold this set's SAs) with `state`.
+    fn mark_outbound(&mut self, set: &SaSet, binding: u64, state: SetState) {
+        for (port, lport) in self.outbound_of(set, binding) {
+            let _ = self.sas.set_outbound_state(set.ue, port, lport, state);
         }
     }
 
@@ -1815,18 +1822,8 @@ impl Registrar {
         for spi in [set.spi_pc, set.spi_ps] {
             let _ = self.sas.remove_inbound(spi);
         }
-        for (port, lport, spi) in [
-            (set.port_us, set.port_pc, set.spi_us),
-            (set.port_uc, set.port_ps, set.spi_uc),
-        ] {
-            let ours = self
-                .sas_view
-                .pin()
-                .outbound(set.ue, port, lport)
-                .is_some_and(|e| e.binding() == binding && e.spi() == spi);
-            if ours {
-                let _ = self.sas.remove_outbound(set.ue, port, lport);
-            }
+        for (port, lport) in self.outbound_of(set, binding) {
+            let _ = self.sas.remove_outbound(set.ue, port, lport);
         }
     }
 

@@ -311,6 +311,27 @@ impl Pipeline {
         why.map_or(DialogError::Forged.status(), |w| w.status())
     }
 
+    /// The verdict on a response's Record-Route check (`rules::response_to_ue` /
+    /// `response_from_ue`): `None` to go on (no dialog, or ours with a flow `is_ours` accepts),
+    /// else the drop, counted by reason.
+    fn dialog_response<'g>(
+        &mut self,
+        checked: Result<Option<Flow>, DialogError>,
+        is_ours: impl Fn(&Flow) -> bool,
+    ) -> Option<Verdict<'g>> {
+        let why = match checked {
+            Ok(None) => return None,
+            Ok(Some(f)) if is_ours(&f) => return None,
+            Ok(Some(_)) => None,
+            Err(why) => Some(why),
+        };
+        self.refuse(why);
+        Some(Verdict::Drop(match why {
+            Some(DialogError::TooLong | DialogError::Edit(_)) => DropReason::NoRoom,
+            _ => DropReason::ForeignDialog,
+        }))
+    }
+
     /// A fresh icid-value (RFC 7315 §4.6: globally unique), 32 hex digits, in `out`.
     fn next_icid<'o>(&mut self, out: &'o mut [u8; 32]) -> &'o [u8] {
         self.icid_seq = self.icid_seq.wrapping_add(1);
@@ -918,21 +939,9 @@ impl Pipeline {
         // our entries as we wrote them, for this UE, and the UE-facing one naming our port-s of
         // the set it now goes over (TS 24.229 §5.2.6.3.4 [spec-m]; rules::response_to_ue).
         let port_s = e.port_s();
-        match rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s) {
-            Ok(None) => {}
-            Ok(Some(flow)) if flow.is_of(inb.binding(), ue) => {}
-            Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
-                self.refuse(Some(why));
-                return Verdict::Drop(DropReason::NoRoom);
-            }
-            Ok(Some(_)) => {
-                self.refuse(None);
-                return Verdict::Drop(DropReason::ForeignDialog);
-            }
-            Err(why) => {
-                self.refuse(Some(why));
-                return Verdict::Drop(DropReason::ForeignDialog);
-            }
+        let checked = rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s);
+        if let Some(drop) = self.dialog_response(checked, |f| f.is_of(inb.binding(), ue)) {
+            return drop;
         }
         self.dialog_event(ed.view(), Side::Core, inb.binding());
         let from = SocketAddr::new(ours, e.local_port());
@@ -966,17 +975,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotOurVia);
         };
         if let Some((_, flow)) = registered {
-            match rules::response_from_ue(idx.view(frame), &self.own, self.flow_key) {
-                Ok(None) => {}
-                Ok(Some(f)) if f == flow => {}
-                Ok(Some(_)) => {
-                    self.refuse(None);
-                    return Verdict::Drop(DropReason::ForeignDialog);
-                }
-                Err(why) => {
-                    self.refuse(Some(why));
-                    return Verdict::Drop(DropReason::ForeignDialog);
-                }
+            let checked = rules::response_from_ue(idx.view(frame), &self.own, self.flow_key);
+            if let Some(drop) = self.dialog_response(checked, |f| *f == flow) {
+                return drop;
             }
         }
         let end = frame.len();

@@ -889,11 +889,7 @@ fn a_de_registration_releases_the_calls_the_workers_reported() {
     let ringing6 = answer(&fwd6, 180, &format!("Record-Route: {rr6}\r\n"));
     let _ = to_core(&mut r, Kind::EspPortS, ringing6.as_bytes());
 
-    for (side, _, msg) in dialog_events(&r) {
-        let mut payload = binding.to_le_bytes().to_vec();
-        payload.extend_from_slice(msg.as_bytes());
-        w.reg.handle_dialog_event(side, &payload, w.now);
-    }
+    to_the_book(&r, &mut w);
     let st = w.reg.dialog_stats();
     assert_eq!((st.confirmed, st.failed, st.ended), (3, 1, 1), "{st:?}");
     assert_eq!(w.reg.dialogs(), 2);
@@ -1049,6 +1045,15 @@ fn a_de_registration_releases_the_calls_the_workers_reported() {
     assert_eq!((st.release_answered, st.release_forged), (4, 1), "{st:?}");
 }
 
+/// Hand the dialog events the rig's worker queued to the registrar of `w`, as the daemon's
+/// registration thread does (the binding each carries is the rig's).
+fn to_the_book(r: &Rig, w: &mut crate::registration_flow::World) {
+    while let Some(b) = r.events.pop() {
+        w.reg.handle_dialog_event(b.side, b.bytes(), w.now);
+        r.events.recycle(b);
+    }
+}
+
 /// The To tag of a response.
 fn tag_of(resp: &str) -> String {
     let to = &values(resp, HeaderName::To)[0];
@@ -1065,11 +1070,7 @@ fn an_expired_registration_releases_its_calls_toward_the_core() {
     let binding = w.sas.pin().inbound(c.spi_ps).unwrap().binding();
     let mut r = rig_for(false, binding);
     let _ = originate(&mut r);
-    for (side, _, msg) in dialog_events(&r) {
-        let mut payload = binding.to_le_bytes().to_vec();
-        payload.extend_from_slice(msg.as_bytes());
-        w.reg.handle_dialog_event(side, &payload, w.now);
-    }
+    to_the_book(&r, &mut w);
     assert_eq!(w.reg.dialogs(), 1);
     // nothing before the set's end (expires 3600 + 30 s of grace)
     w.reg
