@@ -138,3 +138,36 @@ pub fn sa(spi: u32, suite: Suite, backend: BackendKind) -> Sa {
 pub fn suite_name(s: Suite) -> String {
     format!("{}+{}", s.integ().token(), s.enc().token())
 }
+
+/// Read the capture `pcap` with tshark, ESP decrypted and authenticated with the SAs of the
+/// `esp_sa` file in `dir` (used as Wireshark's configuration directory), `extra` options
+/// first: one row per packet, its `fields` in order. Fails the test when tshark does.
+pub fn tshark_esp_rows(
+    dir: &std::path::Path,
+    pcap: &std::path::Path,
+    extra: &[&str],
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.env("WIRESHARK_CONFIG_DIR", dir).arg("-r").arg(pcap);
+    cmd.args([
+        "-o",
+        "esp.enable_encryption_decode:TRUE",
+        "-o",
+        "esp.enable_authentication_check:TRUE",
+    ]);
+    cmd.args(extra).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark is required (CI installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}

@@ -238,47 +238,23 @@ fn tshark_decrypts_our_packets() {
     let mut pkts: Vec<&[u8]> = built.iter().map(|c| &c.esp[..]).collect();
     pkts.push(&forged);
     write_pcap(&pcap, &pkts);
-    let out = Command::new("tshark")
-        .env("WIRESHARK_CONFIG_DIR", &dir)
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "-o",
-            "tcp.analyze_sequence_numbers:FALSE",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
+    let rows = tshark_esp_rows(
+        &dir,
+        &pcap,
+        &["-o", "tcp.analyze_sequence_numbers:FALSE"],
+        &[
             "esp.spi",
-            "-e",
             "esp.icv_good",
-            "-e",
             "udp.srcport",
-            "-e",
             "udp.dstport",
-            "-e",
             "tcp.srcport",
-            "-e",
             "tcp.dstport",
-            "-e",
             "udp.payload",
-            "-e",
             "tcp.payload",
-        ])
-        .output()
-        .expect("run tshark");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let stdout = format!("{rows:?}");
+    let lines: Vec<String> = rows.iter().map(|r| r.join("|")).collect();
     assert_eq!(lines.len(), built.len() + 1, "{stdout}");
     let last: Vec<&str> = lines[built.len()].split('|').collect();
     assert_eq!(

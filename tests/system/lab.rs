@@ -301,41 +301,18 @@ fn lab_calls_decrypt_in_tshark_with_the_key_log() {
         "pcscf lab failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ts = Command::new("tshark")
-        .env("WIRESHARK_CONFIG_DIR", &dir)
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "--enable-heuristic",
-            "sip_udp",
-            "-Y",
-            "esp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
+    let rows = crate::support::esp::tshark_esp_rows(
+        &dir,
+        &pcap,
+        &["--enable-heuristic", "sip_udp", "-Y", "esp"],
+        &[
             "esp.icv_good",
-            "-e",
             "sip.Method",
-            "-e",
             "sip.Status-Code",
-            "-e",
             "sip.CSeq.method",
-        ])
-        .output()
-        .expect("tshark is required (CI installs it)");
-    let text = String::from_utf8_lossy(&ts.stdout).to_string();
-    assert!(
-        ts.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&ts.stderr)
+        ],
     );
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let text = format!("{rows:?}");
     assert!(rows.len() > 50, "{text}");
     let mut seen = std::collections::BTreeMap::new();
     for r in &rows {

@@ -607,41 +607,13 @@ fn tshark_reads_the_capture(dir: &std::path::Path, pkts: &[Vec<u8>]) {
     let pcap = dir.join("ue-side.pcap");
     let refs: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
     pcscf::lab::write_raw(&pcap, &refs).unwrap();
-    let out = Command::new("tshark")
-        .env("WIRESHARK_CONFIG_DIR", dir)
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "-d",
-            "udp.port==7004,sip",
-            "-d",
-            "udp.port==7005,sip",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "esp.spi",
-            "-e",
-            "esp.icv_good",
-            "-e",
-            "sip.Method",
-            "-e",
-            "sip.Status-Code",
-        ])
-        .output()
-        .expect("tshark is required (CI installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines = crate::support::esp::tshark_esp_rows(
+        dir,
+        &pcap,
+        &["-d", "udp.port==7004,sip", "-d", "udp.port==7005,sip"],
+        &["esp.spi", "esp.icv_good", "sip.Method", "sip.Status-Code"],
     );
-    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let text = format!("{lines:?}");
     assert_eq!(lines.len(), 6, "{text}");
     for l in &lines {
         assert_eq!(l[1], "1", "ICV good: {text}");
