@@ -21,7 +21,9 @@ fn sas() -> &'static Vec<Sa> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let sa = &sas()[usize::from(sel) % Suite::ALL.len()];
     let mut buf = rest.to_vec();
     let _ = sa.inbound_ip(&mut buf);

@@ -13,23 +13,30 @@ static OWN: std::sync::LazyLock<pcscf::sip::OwnUris> = std::sync::LazyLock::new(
 
 fn me() -> ProxyIdentity<'static> {
     ProxyIdentity {
-    via_sent_by: b"10.0.1.10:5060",
-    via_transport: b"UDP",
-    path_uri: b"sip:term@pcscf.example.net;lr",
-    own: &OWN,
-    visited_network_id: b"vnet",
-    orig_ioi: b"example.net",
-}
+        via_sent_by: b"10.0.1.10:5060",
+        via_transport: b"UDP",
+        path_uri: b"sip:term@pcscf.example.net;lr",
+        own: &OWN,
+        visited_network_id: b"vnet",
+        orig_ioi: b"example.net",
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut frame = vec![0u8; data.len() + 1024];
     frame[512..512 + data.len()].copy_from_slice(data);
-    let Ok(mut ed) = Editor::new(&mut frame, 512, 512 + data.len()) else { return };
+    let Ok(mut ed) = Editor::new(&mut frame, 512, 512 + data.len()) else {
+        return;
+    };
     let _ = ed.view().validate();
     if ed.view().is_method(b"REGISTER") {
         if rules::check_register(ed.view(), &[(IntegAlg::HmacSha1_96, EncAlg::Null)]).is_ok() {
-            let fw = Forward { source: "10.1.2.3:5060".parse().unwrap(), protected: false, branch: 1, icid: 1 };
+            let fw = Forward {
+                source: "10.1.2.3:5060".parse().unwrap(),
+                protected: false,
+                branch: 1,
+                icid: 1,
+            };
             if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
             }

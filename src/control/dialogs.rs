@@ -276,6 +276,38 @@ impl Dialogs {
         self.by_binding.get(&binding).map_or(0, Vec::len)
     }
 
+    /// The book is consistent: every dialog is in its binding's list and every listed one in
+    /// the book, no binding over [`MAX_PER_BINDING`], no empty list, the waiting INVITEs within
+    /// [`MAX_EARLY`]. The tests and the fuzz target check it after every step.
+    pub fn check(&self) -> Result<(), String> {
+        let listed: usize = self.by_binding.values().map(Vec::len).sum();
+        if listed != self.dialogs.len() {
+            return Err(format!(
+                "{listed} listed, {} in the book",
+                self.dialogs.len()
+            ));
+        }
+        for (b, list) in &self.by_binding {
+            if list.is_empty() || list.len() > MAX_PER_BINDING {
+                return Err(format!("binding {b}: {} dialogs", list.len()));
+            }
+            if let Some(id) = list
+                .iter()
+                .find(|id| self.dialogs.get(*id).is_none_or(|d| d.binding != *b))
+            {
+                return Err(format!("binding {b}: {id:?} not its own"));
+            }
+        }
+        if self.early.len() > MAX_EARLY || self.early_order.len() < self.early.len() {
+            return Err(format!(
+                "{} waiting, {} in order",
+                self.early.len(),
+                self.early_order.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A worker's dialog event: `msg` (a whole SIP message as relayed) of the registration
     /// `binding`, which came from the UE (`from` [`Side::Ue`]) or from the core; `next_hop` the
     /// registration's S-CSCF now, `own` what names us (our Record-Route entries).
@@ -831,6 +863,7 @@ mod tests {
         assert_eq!(d.len(), 1);
         d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
         assert_eq!((d.len(), d.stats.ended), (0, 1));
+        d.check().unwrap();
     }
 
     /// The answers to a re-INVITE, whichever side sent it, neither confirm a new dialog nor
@@ -889,6 +922,7 @@ mod tests {
         }
         assert_eq!(d.of_binding(7), MAX_PER_BINDING);
         assert_eq!(d.stats.evicted, 4);
+        d.check().unwrap();
         d.handle_event(Side::Ue, 7, invite("late", "a").as_bytes(), None, &own, now);
         let later = now + EARLY_LIFE;
         d.handle_event(
