@@ -350,6 +350,9 @@ struct Caller {
     me: String,
     rr: String,
     realm: String,
+    /// With [`call::CallPlan::own_ues`]: the registered users when the first call started, in
+    /// order (a `dereg` call's UE leaves the bindings; the others keep their places).
+    own: Option<Vec<String>>,
 }
 
 /// The core's side of a call: its Via, Contact, tag, SDP, Record-Route.
@@ -407,7 +410,7 @@ impl Caller {
                     }
                     self.last_end = Some(now);
                 }
-                call::Event::Reregister => {}
+                call::Event::Reregister | call::Event::Deregister => {}
             }
         }
     }
@@ -418,15 +421,46 @@ impl Caller {
             return;
         }
         let targets: Vec<(&String, &Binding)> = core.bindings.iter().collect();
-        if targets.len() < self.plan.after_registered.max(1) {
+        if self.t0.is_none() && targets.len() < self.plan.after_registered.max(1) {
             return;
         }
         let t0 = *self.t0.get_or_insert(now);
+        if self.plan.flows.own_ues() && self.own.is_none() {
+            self.own = Some(targets.iter().map(|(u, _)| (*u).clone()).collect());
+        }
         let due = ((now - t0).as_secs_f64() * self.plan.rate.max(1) as f64) as usize + 1;
         while self.started < self.calls.len().min(due) {
             let k = self.started;
             self.started += 1;
-            let (user, b) = targets[k % targets.len()];
+            // call k to the k-th UE from the last: the UEs place theirs from the first
+            // (sim::ue), so no UE is in two calls
+            let own = self.own.as_ref().map(|own| {
+                own.len()
+                    .checked_sub(k + 1)
+                    .and_then(|j| own.get(j))
+                    .cloned()
+            });
+            let target = match own {
+                Some(user) => {
+                    let Some(user) = user else {
+                        self.fail_unplaced(k, "no UE of its own for the call (dereg)", now);
+                        continue;
+                    };
+                    match core.bindings.get_key_value(&user) {
+                        Some(t) => t,
+                        None => {
+                            self.fail_unplaced(k, "callee no longer registered", now);
+                            continue;
+                        }
+                    }
+                }
+                None if targets.is_empty() => {
+                    self.fail_unplaced(k, "callee no longer registered", now);
+                    continue;
+                }
+                None => targets[k % targets.len()],
+            };
+            let (user, b) = target;
             let Some(to) = b.via else {
                 self.fail_unplaced(k, "no address for the P-CSCF of the callee", now);
                 continue;
@@ -637,6 +671,7 @@ pub fn serve_calls(
         me: addr.to_string(),
         rr: core.record_route(),
         realm: realm.into(),
+        own: None,
     };
     let mut far = FarEnd {
         legs: HashMap::new(),
