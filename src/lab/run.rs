@@ -49,6 +49,8 @@ pub struct LabConfig {
 
 /// Run the lab; `Ok(true)` when every UE registered and every call completed.
 pub fn run(cfg: &LabConfig) -> Result<bool, String> {
+    cfg.flows
+        .check_own_ues(u64::from(cfg.calls), cfg.ues as u64)?;
     super::netns::check_privileges().map_err(|e| {
         format!("{e}.\n`pcscf lab` builds network namespaces and loads XDP: run it as root (sudo), or in a container with CAP_NET_ADMIN and CAP_SYS_ADMIN")
     })?;
@@ -314,19 +316,9 @@ fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::Cor
         "core-sim calls: {} INVITEs answered, {} ACKs, {} BYEs answered",
         s.invites, s.acks, s.byes
     );
-    // (a call the core released on purpose, `--call-flows release`, completed as planned)
-    let released_on_purpose = ue
-        .placed
-        .released
-        .get(&sim::call::Flow::Release)
-        .copied()
-        .unwrap_or(0)
-        + core
-            .placed
-            .released
-            .get(&sim::call::Flow::Release)
-            .copied()
-            .unwrap_or(0);
+    // (a call the network released on purpose, `--call-flows release` or `dereg`, completed
+    // as planned)
+    let released_on_purpose = ue.placed.released_as_planned() + core.placed.released_as_planned();
     failed == 0
         && ok + released_on_purpose == u64::from(cfg.calls)
         && ue.incoming_ok == core.calls_ok

@@ -21,6 +21,12 @@
 //!
 //! - `release`: once confirmed, the core side (as the S-CSCF, TS 24.229 §5.4.5.1.2) sends a BYE
 //!   the UE does not expect; both legs end as [`Outcome::Released`] (not part of `all`).
+//! - `dereg`: once confirmed, the UE de-registers ([`Event::Deregister`]: a protected REGISTER
+//!   with Expires 0, TS 24.229 §5.1.1.6) and both legs wait for the network's BYE (the P-CSCF
+//!   releases the calls of a registration that ended, TS 24.229 §5.2.8): each answers it 200
+//!   and ends as [`Outcome::Released`]; without it, the leg fails ("no BYE after
+//!   de-registration"). A de-registered UE takes no further call: a plan with `dereg` gives
+//!   every call a UE of its own ([`CallPlan::own_ues`]; not part of `all`).
 //!
 //! In every other flow the acting side ([`CallPlan::callee_acts`]) sends the BYE. A BYE for a
 //! confirmed call that the plan did not expect (a network-initiated release, TS 24.229 §5.2.8)
@@ -48,6 +54,7 @@ pub enum Flow {
     Cancel,
     Rereg,
     Release,
+    Dereg,
 }
 
 impl Flow {
@@ -59,8 +66,8 @@ impl Flow {
         Flow::Cancel,
         Flow::Rereg,
     ];
-    /// [`Flow::ALL`] and `release`, which ends as released, not as ok.
-    pub const EVERY: [Flow; 7] = [
+    /// [`Flow::ALL`], `release` and `dereg`, which end as released, not as ok.
+    pub const EVERY: [Flow; 8] = [
         Flow::Basic,
         Flow::Prack,
         Flow::Update,
@@ -68,6 +75,7 @@ impl Flow {
         Flow::Cancel,
         Flow::Rereg,
         Flow::Release,
+        Flow::Dereg,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,7 +87,13 @@ impl Flow {
             Flow::Cancel => "cancel",
             Flow::Rereg => "rereg",
             Flow::Release => "release",
+            Flow::Dereg => "dereg",
         }
+    }
+
+    /// The network releases the call on purpose: both legs end as [`Outcome::Released`].
+    pub fn ends_released(self) -> bool {
+        matches!(self, Flow::Release | Flow::Dereg)
     }
 
     pub fn parse(s: &str) -> Option<Flow> {
@@ -120,7 +134,7 @@ impl CallPlan {
         for w in s.split(',').filter(|w| !w.trim().is_empty()) {
             flows.push(Flow::parse(w).ok_or_else(|| {
                 format!(
-                    "unknown call flow `{}` (known: {}, or all: every one but release)",
+                    "unknown call flow `{}` (known: {}, or all: every one but release and dereg)",
                     w.trim(),
                     Flow::EVERY.map(Flow::name).join(", ")
                 )
@@ -143,6 +157,24 @@ impl CallPlan {
     /// dialog) in every other round of the flows: each flow runs with either side acting.
     pub fn callee_acts(&self, k: usize) -> bool {
         (k / self.flows.len().max(1)) % 2 == 1
+    }
+
+    /// Every call has a UE of its own (a `dereg` call ends its UE's registration, so the UE
+    /// can take part in no other call): the UEs place call `k` from UE `k`, the core places
+    /// call `k` to the `k`-th UE from the last one registered ([`CallPlan::check_own_ues`]).
+    pub fn own_ues(&self) -> bool {
+        self.flows.contains(&Flow::Dereg)
+    }
+
+    /// With [`CallPlan::own_ues`], `calls` (both directions together) must not outnumber the
+    /// `ues`: the ones past them would find no UE of their own.
+    pub fn check_own_ues(&self, calls: u64, ues: u64) -> Result<(), String> {
+        if self.own_ues() && calls > ues {
+            return Err(format!(
+                "the dereg flow de-registers the UE of each call, so each call needs a UE of its own: {calls} calls need at least as many UEs (got {ues})"
+            ));
+        }
+        Ok(())
     }
 
     pub fn names(&self) -> String {
@@ -311,6 +343,9 @@ pub enum Event {
     Answered(Duration),
     /// The UE must re-register (new AKA run, new SA set), then call [`Leg::resume`].
     Reregister,
+    /// The UE must de-register (TS 24.229 §5.1.1.6); the leg then waits for the network's BYE
+    /// (or [`Leg::fail`] if the de-registration fails).
+    Deregister,
     Ended(Outcome),
 }
 
@@ -376,6 +411,8 @@ pub enum State {
     Up,
     /// Confirmed; the UE re-registers before its UPDATE.
     Held,
+    /// Confirmed; the UE de-registers (or did) and waits for the network's BYE.
+    Deregistering,
     /// Our UPDATE / re-INVITE out.
     Mid,
     /// Our BYE out.
@@ -796,6 +833,12 @@ impl Leg {
             if !self.ue {
                 self.send_bye(now, out);
             }
+        } else if self.flow == Flow::Dereg {
+            // the UE de-registers; both sides wait for the P-CSCF's BYE
+            if self.ue {
+                self.goto(State::Deregistering, now);
+                ev.push(Event::Deregister);
+            }
         } else if self.flow == Flow::Rereg && self.ue {
             self.goto(State::Held, now);
             ev.push(Event::Reregister);
@@ -1178,13 +1221,16 @@ impl Leg {
             }
             b"BYE" => {
                 let expected = !self.acts
-                    && self.flow != Flow::Release
+                    && !self.flow.ends_released()
                     && (!self.mid_from_other() || self.mid_done);
                 match self.state {
                     State::Up | State::Answered if expected => self.end(Outcome::Ok, ev),
-                    State::Up | State::Answered | State::Held | State::Mid | State::Byeing => {
-                        self.end(Outcome::Released, ev)
-                    }
+                    State::Up
+                    | State::Answered
+                    | State::Held
+                    | State::Deregistering
+                    | State::Mid
+                    | State::Byeing => self.end(Outcome::Released, ev),
                     State::Over => {}
                     _ => self.end(Outcome::Failed("BYE before the dialog was confirmed"), ev),
                 }
@@ -1231,6 +1277,8 @@ impl Leg {
                 }
             }
             State::Up if self.flow == Flow::Release => "no releasing BYE from the network",
+            State::Up if self.flow == Flow::Dereg => "no BYE after de-registration",
+            State::Deregistering => "no BYE after de-registration",
             State::Up => "no BYE from the other side",
             State::Held => "re-registration took too long",
             State::Mid if self.flow == Flow::Reinvite => "no answer to the re-INVITE",
@@ -1265,6 +1313,16 @@ impl Tally {
 
     pub fn released(&self) -> u64 {
         self.released.values().sum()
+    }
+
+    /// The calls released in the flows where the network releases them on purpose
+    /// ([`Flow::ends_released`]): they completed as planned.
+    pub fn released_as_planned(&self) -> u64 {
+        self.released
+            .iter()
+            .filter(|(f, _)| f.ends_released())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn failed(&self) -> u64 {
@@ -1570,7 +1628,7 @@ mod leg_tests {
                         r.log
                     ),
                     Flow::Rereg => assert!(has("A>B UPDATE 2"), "{:?}", r.log),
-                    Flow::Release => unreachable!("not in Flow::ALL"),
+                    Flow::Release | Flow::Dereg => unreachable!("not in Flow::ALL"),
                 }
             }
         }
@@ -1620,6 +1678,147 @@ mod leg_tests {
                     r.log
                 );
                 assert!(r.log.iter().any(|l| l.starts_with(bye)), "{:?}", r.log);
+            }
+        }
+    }
+
+    /// Caller and callee of one call back to back until neither has more to say (bounded);
+    /// returns each side's events.
+    fn converse(a: &mut Leg, b: &mut Leg, mut to_b: Vec<Out>, now: Instant) -> [Vec<Event>; 2] {
+        let mut evs = [Vec::new(), Vec::new()];
+        for _ in 0..20 {
+            let mut to_a = Vec::new();
+            for o in std::mem::take(&mut to_b) {
+                let m = Message::parse(&o.bytes).unwrap();
+                b.handle(m.view(), now, &mut to_a, &mut evs[1]);
+            }
+            for o in &to_a {
+                let m = Message::parse(&o.bytes).unwrap();
+                a.handle(m.view(), now, &mut to_b, &mut evs[0]);
+            }
+            if to_b.is_empty() {
+                break;
+            }
+        }
+        evs
+    }
+
+    /// `dereg`: once the call is up the UE's leg asks its simulator to de-register and both
+    /// legs wait for the network's BYE (the P-CSCF's, TS 24.229 §5.2.8), whichever side calls
+    /// and whoever the plan says acts; each answers it 200 and ends released. Without it, each
+    /// fails with its reason.
+    #[test]
+    fn the_ue_deregisters_and_the_network_releases_the_call() {
+        for ue_caller in [true, false] {
+            for callee_acts in [false, true] {
+                let now = Instant::now();
+                let mut to_b = Vec::new();
+                let mut a = Leg::caller(
+                    Flow::Dereg,
+                    !callee_acts,
+                    ue_caller,
+                    INVITE.as_bytes().to_vec(),
+                    local("a", ue_caller),
+                    now,
+                    &mut to_b,
+                )
+                .unwrap();
+                let inv = to_b.remove(0);
+                let m = Message::parse(&inv.bytes).unwrap();
+                let mut to_a = Vec::new();
+                let mut b = Leg::callee(
+                    Flow::Dereg,
+                    callee_acts,
+                    !ue_caller,
+                    m.view(),
+                    local("b", !ue_caller),
+                    now,
+                    &mut to_a,
+                )
+                .unwrap();
+                let (mut first, mut first_ev) = (Vec::new(), Vec::new());
+                for o in &to_a {
+                    let m = Message::parse(&o.bytes).unwrap();
+                    a.handle(m.view(), now, &mut first, &mut first_ev);
+                }
+                let [mut ev_a, ev_b] = converse(&mut a, &mut b, first, now);
+                ev_a.splice(0..0, first_ev);
+                let (ue_ev, core_ev) = if ue_caller {
+                    (&ev_a, &ev_b)
+                } else {
+                    (&ev_b, &ev_a)
+                };
+                assert_eq!(
+                    ue_ev.iter().filter(|e| **e == Event::Deregister).count(),
+                    1,
+                    "{ue_ev:?}"
+                );
+                assert!(!core_ev.contains(&Event::Deregister), "{core_ev:?}");
+                assert!(
+                    !ue_ev
+                        .iter()
+                        .chain(core_ev)
+                        .any(|e| matches!(e, Event::Ended(_))),
+                    "{ev_a:?} {ev_b:?}"
+                );
+                let (ue_leg, core_leg) = if ue_caller { (&a, &b) } else { (&b, &a) };
+                assert_eq!(ue_leg.state, State::Deregistering);
+                assert_eq!(core_leg.state, State::Up, "nobody hangs up");
+                // the P-CSCF's BYEs: toward each end on the other's behalf
+                let bye_to_a = b.request("BYE", 500, None, "Reason: SIP;cause=480\r\n");
+                let bye_to_b = a.request("BYE", 900, None, "Reason: SIP;cause=480\r\n");
+                for (leg, bye) in [(&mut a, bye_to_a), (&mut b, bye_to_b)] {
+                    let m = Message::parse(&bye).unwrap();
+                    let (mut out, mut ev) = (Vec::new(), Vec::new());
+                    leg.handle(m.view(), now, &mut out, &mut ev);
+                    assert_eq!(ev, vec![Event::Ended(Outcome::Released)]);
+                    assert_eq!(out.len(), 1);
+                    let ok = Message::parse(&out[0].bytes).unwrap();
+                    assert_eq!(ok.view().status(), Some(200));
+                    assert!(!out[0].request);
+                }
+                // no BYE: both fail, saying why
+                let mut to_b = Vec::new();
+                let mut a = Leg::caller(
+                    Flow::Dereg,
+                    true,
+                    ue_caller,
+                    INVITE.as_bytes().to_vec(),
+                    local("a", ue_caller),
+                    now,
+                    &mut to_b,
+                )
+                .unwrap();
+                let inv = to_b.remove(0);
+                let m = Message::parse(&inv.bytes).unwrap();
+                let mut to_a = Vec::new();
+                let mut b = Leg::callee(
+                    Flow::Dereg,
+                    false,
+                    !ue_caller,
+                    m.view(),
+                    local("b", !ue_caller),
+                    now,
+                    &mut to_a,
+                )
+                .unwrap();
+                let mut first = Vec::new();
+                for o in &to_a {
+                    let m = Message::parse(&o.bytes).unwrap();
+                    a.handle(m.view(), now, &mut first, &mut Vec::new());
+                }
+                converse(&mut a, &mut b, first, now);
+                let later = now + Duration::from_secs(6);
+                for leg in [&mut a, &mut b] {
+                    let (mut out, mut ev) = (Vec::new(), Vec::new());
+                    leg.timers(later, &mut out, &mut ev);
+                    assert_eq!(
+                        ev,
+                        vec![Event::Ended(Outcome::Failed(
+                            "no BYE after de-registration"
+                        ))]
+                    );
+                }
             }
         }
     }
@@ -1954,6 +2153,14 @@ mod leg_tests {
         assert_eq!(CallPlan::parse("all").unwrap(), p);
         assert!(CallPlan::parse("basic,nope").is_err());
         assert!(CallPlan::parse("").is_err());
+        // release and dereg run only when named; dereg gives each call a UE of its own
+        assert!(!p.flows.contains(&Flow::Release) && !p.flows.contains(&Flow::Dereg));
+        assert!(!p.own_ues() && p.check_own_ues(40, 8).is_ok());
+        let d = CallPlan::parse("dereg").unwrap();
+        assert_eq!(d.flows, vec![Flow::Dereg]);
+        assert!(d.own_ues() && CallPlan::parse("basic,dereg").unwrap().own_ues());
+        assert!(d.check_own_ues(8, 8).is_ok());
+        assert!(d.check_own_ues(9, 8).unwrap_err().contains("9 calls"));
         // each flow with either side acting within 2 rounds
         let mut seen = std::collections::BTreeSet::new();
         for k in 0..12 {

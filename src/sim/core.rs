@@ -350,6 +350,9 @@ struct Caller {
     me: String,
     rr: String,
     realm: String,
+    /// With [`call::CallPlan::own_ues`]: the registered users when the first call started, in
+    /// order (a `dereg` call's UE leaves the bindings; the others keep their places).
+    own: Option<Vec<String>>,
 }
 
 /// The core's side of a call: its Via, Contact, tag, SDP, Record-Route.
@@ -407,7 +410,7 @@ impl Caller {
                     }
                     self.last_end = Some(now);
                 }
-                call::Event::Reregister => {}
+                call::Event::Reregister | call::Event::Deregister => {}
             }
         }
     }
@@ -418,15 +421,46 @@ impl Caller {
             return;
         }
         let targets: Vec<(&String, &Binding)> = core.bindings.iter().collect();
-        if targets.len() < self.plan.after_registered.max(1) {
+        if self.t0.is_none() && targets.len() < self.plan.after_registered.max(1) {
             return;
         }
         let t0 = *self.t0.get_or_insert(now);
+        if self.plan.flows.own_ues() && self.own.is_none() {
+            self.own = Some(targets.iter().map(|(u, _)| (*u).clone()).collect());
+        }
         let due = ((now - t0).as_secs_f64() * self.plan.rate.max(1) as f64) as usize + 1;
         while self.started < self.calls.len().min(due) {
             let k = self.started;
             self.started += 1;
-            let (user, b) = targets[k % targets.len()];
+            // call k to the k-th UE from the last: the UEs place theirs from the first
+            // (sim::ue), so no UE is in two calls
+            let own = self.own.as_ref().map(|own| {
+                own.len()
+                    .checked_sub(k + 1)
+                    .and_then(|j| own.get(j))
+                    .cloned()
+            });
+            let target = match own {
+                Some(user) => {
+                    let Some(user) = user else {
+                        self.fail_unplaced(k, "no UE of its own for the call (dereg)", now);
+                        continue;
+                    };
+                    match core.bindings.get_key_value(&user) {
+                        Some(t) => t,
+                        None => {
+                            self.fail_unplaced(k, "callee no longer registered", now);
+                            continue;
+                        }
+                    }
+                }
+                None if targets.is_empty() => {
+                    self.fail_unplaced(k, "callee no longer registered", now);
+                    continue;
+                }
+                None => targets[k % targets.len()],
+            };
+            let (user, b) = target;
             let Some(to) = b.via else {
                 self.fail_unplaced(k, "no address for the P-CSCF of the callee", now);
                 continue;
@@ -637,6 +671,7 @@ pub fn serve_calls(
         me: addr.to_string(),
         rr: core.record_route(),
         realm: realm.into(),
+        own: None,
     };
     let mut far = FarEnd {
         legs: HashMap::new(),
@@ -728,4 +763,68 @@ pub fn serve_calls(
         setup_180: caller.setup_180,
         setup_200: caller.setup_200,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aka::{UeSqnState, Usim};
+
+    fn register(auth: &str, expires: u32, cseq: u32) -> String {
+        format!(
+            "REGISTER sip:ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.6:5061;branch=z9hG4bKr{cseq}\r\nFrom: <sip:001010000000007@ims.test>;tag=u7\r\nTo: <sip:001010000000007@ims.test>\r\nCall-ID: reg-7@10.0.0.6\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:001010000000007@10.0.0.6:5061>;expires={expires}\r\n{auth}Expires: {expires}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// A de-registration (TS 24.229 §5.1.1.6.1: Expires 0, the last Authorization) is answered
+    /// 200 with the Contact at `expires=0`, without a new challenge, and the binding is gone:
+    /// no call goes to that UE any more.
+    #[test]
+    fn a_deregistration_is_answered_and_ends_the_binding() {
+        let mut core = CoreSim::new("ims.test", "10.0.0.9:5060");
+        let impi = "001010000000007@ims.test";
+        let empty = format!(
+            "Authorization: Digest username=\"{impi}\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"\",response=\"\"\r\n"
+        );
+        let r401 = core.handle(register(&empty, 600000, 1).as_bytes()).unwrap();
+        let m = Message::parse(&r401).unwrap();
+        assert_eq!(m.view().status(), Some(401));
+        let nonce = m
+            .view()
+            .header(HeaderName::WwwAuthenticate)
+            .and_then(Digest::parse)
+            .and_then(|d| d.nonce().map(<[u8]>::to_vec))
+            .unwrap();
+        let nonce = String::from_utf8(nonce).unwrap();
+        let k = aka::hex_array::<16>(TEST_K).unwrap();
+        let opc = aka::hex_array::<16>(TEST_OPC).unwrap();
+        let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
+        let got = usim.authenticate_nonce(&nonce).unwrap();
+        let input = digest::DigestInput {
+            username: impi.as_bytes(),
+            realm: b"ims.test",
+            nonce: nonce.as_bytes(),
+            method: b"REGISTER",
+            uri: b"sip:ims.test",
+            qop: digest::Qop::None,
+        };
+        let resp = digest::response_aka(&input, &got.res);
+        let auth = format!(
+            "Authorization: Digest username=\"{impi}\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
+            resp.as_str()
+        );
+        let ok = core.handle(register(&auth, 600000, 2).as_bytes()).unwrap();
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        assert!(core.bindings.contains_key("001010000000007"));
+        let ok = core.handle(register(&auth, 0, 3).as_bytes()).unwrap();
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        assert_eq!(
+            call::text(m.view(), HeaderName::Contact).as_deref(),
+            Some("<sip:001010000000007@10.0.0.6:5061>;expires=0")
+        );
+        assert!(core.bindings.is_empty());
+        assert_eq!(core.stats.deregistered, 1);
+        assert_eq!(core.stats.challenges, 1, "not challenged again");
+    }
 }

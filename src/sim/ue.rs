@@ -17,7 +17,11 @@
 //! and counts the requests of calls that come over another set than its current one
 //! ([`UeSimReport::requests_over_old_set`]). Setup latencies INVITE → 180 and INVITE → 200 in
 //! hdrhistograms; outcomes per flow, failures by reason; a BYE the plan did not expect for a
-//! confirmed call is answered and counted as released.
+//! confirmed call is answered and counted as released. In the `dereg` flow the UE de-registers
+//! once the call is up (TS 24.229 §5.1.1.6: a REGISTER with Expires 0 over its current set,
+//! with Security-Verify and its last Authorization), then answers the P-CSCF's BYE (TS 24.229
+//! §5.2.8) over the set it came on; such a plan gives each call a UE of its own (UE `k`
+//! places call `k`, [`call::CallPlan::own_ues`]) and a de-registered UE places no more.
 //!
 //! One thread, non-blocking sockets: an unprotected UDP socket shared by all UEs (answers are
 //! told apart by Call-ID), a raw socket to send ESP and one to receive it (told apart by the
@@ -107,6 +111,8 @@ pub struct UeSimReport {
     pub answered: call::Tally,
     /// Mid-call re-registrations with a new SA set.
     pub reauthenticated: u64,
+    /// Mid-call de-registrations answered 200 (the `dereg` flow).
+    pub deregistered: u64,
     /// Requests of calls that came over another SA set than the UE's current one: the set its
     /// re-registration replaced, or the new one before the re-registration's 200 (the P-CSCF
     /// should use the current set for them, TS 33.203 §7.4).
@@ -183,6 +189,9 @@ impl UeSimReport {
                 call::percentiles(&self.setup_200)
             );
         }
+        if self.deregistered > 0 {
+            println!("mid-call de-registrations: {} ok", self.deregistered);
+        }
         if self.reauthenticated > 0 {
             println!(
                 "mid-call re-registrations (new SA set): {} ok; requests over another set than the current one: {}; ESP over a set already dropped: {}",
@@ -254,6 +263,27 @@ struct Ue {
     waiting: Vec<CallRef>,
     /// The CSeq of our next REGISTER on the registration's Call-ID past the first ones.
     reg_cseq: u32,
+    /// A de-registration in progress, the calls that asked for it, and whether one succeeded.
+    dereg: Option<Dereg>,
+    dereg_waiting: Vec<CallRef>,
+    deregistered: bool,
+}
+
+/// A de-registration (TS 24.229 §5.1.1.6.1): the REGISTER with Expires 0 over the current set
+/// (Security-Verify, the last Authorization), until its final answer.
+struct Dereg {
+    msg: String,
+    cseq: u32,
+    started: Instant,
+    last_sent: Instant,
+    resends: u32,
+}
+
+/// What a call asked of its UE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Reregister,
+    Deregister,
 }
 
 /// A mid-call re-registration with a new AKA run and a new SA set (TS 33.203 §7.4): the
@@ -361,7 +391,7 @@ impl Calls {
         flow: call::Flow,
         i: usize,
         ev: &[call::Event],
-        held: &mut Vec<(usize, CallRef)>,
+        held: &mut Vec<(usize, CallRef, Ask)>,
         report: &mut UeSimReport,
         now: Instant,
     ) {
@@ -374,7 +404,8 @@ impl Calls {
                 call::Event::Answered(d) => {
                     let _ = report.setup_200.record(d.as_micros().max(1) as u64);
                 }
-                call::Event::Reregister => held.push((i, r.clone())),
+                call::Event::Reregister => held.push((i, r.clone(), Ask::Reregister)),
+                call::Event::Deregister => held.push((i, r.clone(), Ask::Deregister)),
                 call::Event::Ended(o) => {
                     if incoming {
                         report.answered.add(flow, o);
@@ -407,8 +438,18 @@ impl Calls {
             self.started += 1;
             let i = k % ues.len();
             self.out[k].0 = i;
+            if sim.cfg.flows.own_ues() && k >= ues.len() {
+                // (the core places its calls to the UEs from the last one)
+                let why = "no UE of its own for the call (dereg)";
+                self.fail_out(sim.cfg.flows.flow(k), why, report, now);
+                continue;
+            }
             if ues[i].step != Step::Done {
                 self.fail_out(sim.cfg.flows.flow(k), "caller not registered", report, now);
+                continue;
+            }
+            if ues[i].deregistered || ues[i].dereg.is_some() {
+                self.fail_out(sim.cfg.flows.flow(k), "caller de-registered", report, now);
                 continue;
             }
             let flow = sim.cfg.flows.flow(k);
@@ -437,7 +478,7 @@ impl Calls {
         v: crate::sip::View<'_>,
         over: u32,
         now: Instant,
-        held: &mut Vec<(usize, CallRef)>,
+        held: &mut Vec<(usize, CallRef, Ask)>,
         report: &mut UeSimReport,
     ) {
         let (mut out, mut ev) = (Vec::new(), Vec::new());
@@ -519,7 +560,7 @@ impl Calls {
         ue: &mut Ue,
         ok: Result<(), &'static str>,
         now: Instant,
-        held: &mut Vec<(usize, CallRef)>,
+        held: &mut Vec<(usize, CallRef, Ask)>,
         report: &mut UeSimReport,
     ) {
         for r in std::mem::take(&mut ue.waiting) {
@@ -535,13 +576,33 @@ impl Calls {
         }
     }
 
+    /// UE `i`'s de-registration failed: the calls that asked for it fail.
+    #[allow(clippy::too_many_arguments)]
+    fn deregistration_failed(
+        &mut self,
+        i: usize,
+        ue: &mut Ue,
+        why: &'static str,
+        now: Instant,
+        held: &mut Vec<(usize, CallRef, Ask)>,
+        report: &mut UeSimReport,
+    ) {
+        for r in std::mem::take(&mut ue.dereg_waiting) {
+            let mut ev = Vec::new();
+            let Some(leg) = self.leg(&r) else { continue };
+            leg.fail(why, &mut ev);
+            let flow = leg.flow;
+            self.events(r, flow, i, &ev, held, report, now);
+        }
+    }
+
     /// Retransmissions and timeouts of every open call.
     fn timers(
         &mut self,
         sim: &Sim,
         ues: &[Ue],
         now: Instant,
-        held: &mut Vec<(usize, CallRef)>,
+        held: &mut Vec<(usize, CallRef, Ask)>,
         report: &mut UeSimReport,
     ) {
         for k in 0..self.started {
@@ -625,6 +686,20 @@ impl Sim {
         auth: &str,
         verify: Option<&str>,
     ) -> String {
+        self.register_with(i, g, cseq, auth, verify, 600000)
+    }
+
+    /// [`Sim::register_gen`] asking for `expires` (0: a de-registration, TS 24.229 §5.1.1.6.1:
+    /// in the Expires header and on the Contact).
+    fn register_with(
+        &self,
+        i: usize,
+        g: u32,
+        cseq: u32,
+        auth: &str,
+        verify: Option<&str>,
+        expires: u32,
+    ) -> String {
         let (_, ps) = Self::ports(i);
         let pc = Self::port_c(i, g);
         let (sc, ss) = Self::spis_gen(i, g);
@@ -636,7 +711,7 @@ impl Sim {
             .map(|v| format!("Security-Verify: {v}\r\n"))
             .unwrap_or_default();
         format!(
-            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires=600000\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: 600000\r\nContent-Length: 0\r\n\r\n"
+            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires={expires}\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         )
     }
 
@@ -844,6 +919,9 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             reauth: None,
             waiting: Vec::new(),
             reg_cseq: 2000,
+            dereg: None,
+            dereg_waiting: Vec::new(),
+            deregistered: false,
         })
         .collect();
     for (i, ue) in ues.iter_mut().enumerate() {
@@ -867,11 +945,12 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         placed: call::Tally::default(),
         answered: call::Tally::default(),
         reauthenticated: 0,
+        deregistered: 0,
         requests_over_old_set: 0,
         esp_over_dropped_set: 0,
     };
     // calls that wait for their UE's re-registration (a leg asked for it)
-    let mut held: Vec<(usize, CallRef)> = Vec::new();
+    let mut held: Vec<(usize, CallRef, Ask)> = Vec::new();
     let mut calls = Calls {
         out: (0..sim.cfg.calls).map(|_| (0, None)).collect(),
         started: 0,
@@ -1104,6 +1183,24 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             }
             let ue = &mut ues[i];
+            if ue.dereg.is_some() && cid.starts_with(b"reg-") {
+                let Some(done) = dereg_answer(ue, m.view()) else {
+                    continue;
+                };
+                ue.dereg = None;
+                match done {
+                    Ok(()) => {
+                        // the calls now wait for the network's BYE (TS 24.229 §5.2.8)
+                        ue.deregistered = true;
+                        ue.dereg_waiting.clear();
+                        report.deregistered += 1;
+                    }
+                    Err(why) => {
+                        calls.deregistration_failed(i, ue, why, now, &mut held, &mut report)
+                    }
+                }
+                continue;
+            }
             if ue.reauth.is_some() && cid.starts_with(b"reg-") {
                 let Some(done) = reauth_answer(&sim, i, ue, m.view(), now, &mut by_spi) else {
                     continue;
@@ -1227,14 +1324,44 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 if let Some(why) = reauth_timer(&sim, i, ue, now) {
                     calls.reregistered(&sim, i, ue, Err(why), now, &mut held, &mut report);
                 }
+                if let Some(why) = dereg_timer(&sim, ue, now) {
+                    calls.deregistration_failed(i, ue, why, now, &mut held, &mut report);
+                }
+                // a de-registration asked for while a re-registration was under way
+                if !ue.dereg_waiting.is_empty()
+                    && ue.dereg.is_none()
+                    && ue.reauth.is_none()
+                    && !ue.deregistered
+                {
+                    start_dereg(&sim, i, ue, now);
+                }
             }
         }
-        // the calls that asked for their UE's re-registration: one at a time per UE
-        for (i, r) in std::mem::take(&mut held) {
+        // the calls that asked for their UE's re-registration (one at a time per UE) or its
+        // de-registration (once its re-registration, if any, is over)
+        for (i, r, ask) in std::mem::take(&mut held) {
             let Some(ue) = ues.get_mut(i) else { continue };
-            ue.waiting.push(r);
-            if ue.reauth.is_none() {
-                start_reauth(&sim, i, ue, now);
+            match ask {
+                Ask::Reregister if ue.deregistered || ue.dereg.is_some() => {
+                    ue.waiting.push(r);
+                    let why = Err("re-registration asked of a de-registered UE");
+                    calls.reregistered(&sim, i, ue, why, now, &mut held, &mut report);
+                }
+                Ask::Reregister => {
+                    ue.waiting.push(r);
+                    if ue.reauth.is_none() {
+                        start_reauth(&sim, i, ue, now);
+                    }
+                }
+                Ask::Deregister if ue.deregistered => {
+                    // already done: the call waits for its BYE like the others
+                }
+                Ask::Deregister => {
+                    ue.dereg_waiting.push(r);
+                    if ue.dereg.is_none() && ue.reauth.is_none() {
+                        start_dereg(&sim, i, ue, now);
+                    }
+                }
             }
         }
         if sim.cfg.progress && now.duration_since(last_progress) > Duration::from_millis(500) {
@@ -1285,6 +1412,57 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         _ => Duration::ZERO,
     };
     Ok(report)
+}
+
+/// Start UE `i`'s de-registration (TS 24.229 §5.1.1.6.1): a REGISTER over its current set
+/// with Expires 0 and `expires=0` on its Contact, its Security-Client and Security-Verify
+/// (sec-agree, as for a re-registration) and the last Authorization.
+fn start_dereg(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) {
+    ue.reg_cseq += 1;
+    let cseq = ue.reg_cseq;
+    let msg = sim.register_with(i, ue.generation, cseq, &ue.auth, Some(&ue.verify), 0);
+    sim.send_sa1(ue, msg.as_bytes());
+    ue.dereg = Some(Dereg {
+        msg,
+        cseq,
+        started: now,
+        last_sent: now,
+        resends: 0,
+    });
+}
+
+/// A protected answer to UE's de-registration: `Some` when final (200: done).
+fn dereg_answer(ue: &Ue, v: crate::sip::View<'_>) -> Option<Result<(), &'static str>> {
+    let d = ue.dereg.as_ref()?;
+    let status = v.status()?;
+    let num = v
+        .header(HeaderName::CSeq)
+        .and_then(crate::sip::headers::cseq)?
+        .0;
+    if num != u64::from(d.cseq) || status < 200 {
+        return None;
+    }
+    Some(if status == 200 {
+        Ok(())
+    } else {
+        Err("de-REGISTER refused")
+    })
+}
+
+/// Retransmission (0.5, 1, 2 s) and timeout of a UE's de-registration.
+fn dereg_timer(sim: &Sim, ue: &mut Ue, now: Instant) -> Option<&'static str> {
+    let d = ue.dereg.as_mut()?;
+    if now.duration_since(d.started) > sim.cfg.timeout {
+        ue.dereg = None;
+        return Some("no answer to the de-REGISTER");
+    }
+    if d.resends < 3 && now.duration_since(d.last_sent) > Duration::from_millis(500 << d.resends) {
+        d.resends += 1;
+        d.last_sent = now;
+        let msg = d.msg.clone();
+        sim.send_sa1(ue, msg.as_bytes());
+    }
+    None
 }
 
 /// Start UE `i`'s mid-call re-registration: the REGISTER over its current set, with a new

@@ -341,4 +341,110 @@ fn lab_calls_decrypt_in_tshark_with_the_key_log() {
         assert!(n >= at_least, "{what}: {n} < {at_least} in {seen:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+/// Runs `pcscf lab --call-flows dereg` with 8 UEs and 8 calls (4 each way, each with a UE of its
+/// own): once each call is up its UE de-registers (REGISTER with Expires 0 over its SAs, TS
+/// 24.229 §5.1.1.6); the P-CSCF then releases the call (TS 24.229 §5.2.8): a BYE toward the
+/// core on the UE's behalf and one toward the UE over its SAs on the far end's behalf, both
+/// answered 200 and handed back to it. Checks both sides' counts and the P-CSCF's book.
+fn lab_dereg(ipv6: bool) {
+    let mut args = vec![
+        "lab",
+        "--ues",
+        "8",
+        "--rate",
+        "200",
+        "--messages",
+        "1",
+        "--calls",
+        "8",
+        "--call-rate",
+        "100",
+        "--call-flows",
+        "dereg",
+    ];
+    if ipv6 {
+        args.push("--ipv6");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args(&args)
+        .output()
+        .expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("mid-call de-registrations: 8 ok"),
+        "every call's UE de-registered: {stdout}"
+    );
+    for side in [
+        "ue-sim originating",
+        "ue-sim incoming",
+        "core-sim terminating",
+        "core-sim far end",
+    ] {
+        assert!(
+            stdout.contains(&format!("{side} flow dereg: 0 ok, 4 released, 0 failed")),
+            "{side}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("calls released by the network (an unexpected BYE): 8"),
+        "{stdout}"
+    );
+    // the core answered the P-CSCF's 8 BYEs (one per call, on the UE's behalf)
+    assert!(
+        stdout.contains("core-sim calls: 4 INVITEs answered, 4 ACKs, 8 BYEs answered"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("call failed"), "{stdout}");
+    let dialogs = stdout
+        .lines()
+        .find(|l| l.contains("dialogs:"))
+        .unwrap_or_else(|| panic!("no dialogs: line: {stdout}"));
+    for field in [
+        "released: 8,",
+        "release_bye_core: 8,",
+        "release_bye_ue: 8,",
+        "release_answered: 16,",
+        "release_refused: 0,",
+        "release_forged: 0 ",
+    ] {
+        assert!(dialogs.contains(field), "{field}: {dialogs}");
+    }
+    assert!(
+        stdout.contains(" dropped 0 ("),
+        "the P-CSCF dropped none of the calls' messages: {stdout}"
+    );
+}
+
+#[test]
+fn lab_calls_released_when_the_ue_deregisters() {
+    let _alone = crate::support::exclusive();
+    lab_dereg(false);
+}
+
+#[test]
+fn lab_calls_released_when_the_ue_deregisters_ipv6() {
+    let _alone = crate::support::exclusive();
+    lab_dereg(true);
+}
+
+/// A plan with `dereg` gives each call a UE of its own: more calls than UEs is an error, before
+/// anything is set up.
+#[test]
+fn lab_dereg_needs_a_ue_per_call() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args(["lab", "--ues", "4", "--calls", "8", "--call-flows", "dereg"])
+        .output()
+        .expect("run pcscf lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("8 calls need at least as many UEs (got 4)"),
+        "{stderr}"
+    );
 }
