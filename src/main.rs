@@ -59,8 +59,10 @@ enum Cmd {
         /// (reliable 180, PRACK), update (UPDATE in the early and the confirmed dialog),
         /// reinvite, cancel (CANCEL after the 180, 487), rereg (the UE re-registers with a new
         /// SA set mid-call), release (the core releases the call with a BYE the UE does not
-        /// expect: counted as released). Call k of each direction follows the (k mod n)-th;
-        /// every other round the callee acts (hangs up, sends the UPDATE / re-INVITE).
+        /// expect: counted as released), dereg (the UE de-registers mid-call and the P-CSCF
+        /// releases the call both ways; one UE per call). Call k of each direction follows the
+        /// (k mod n)-th; every other round the callee acts (hangs up, sends the UPDATE /
+        /// re-INVITE).
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
     },

@@ -341,6 +341,7 @@ fn lab_calls_decrypt_in_tshark_with_the_key_log() {
         assert!(n >= at_least, "{what}: {n} < {at_least} in {seen:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// Runs `pcscf lab --call-flows dereg` with 8 UEs and 8 calls (4 each way, each with a UE of its
 /// own): once each call is up its UE de-registers (REGISTER with Expires 0 over its SAs, TS
