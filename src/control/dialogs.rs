@@ -81,12 +81,15 @@ pub struct DialogStats {
     pub release_refused: u64,
     /// Responses with a release branch we did not make (a UE's invention): dropped.
     pub release_forged: u64,
+    /// Release requests not sent because they would not be valid SIP (a value of the dialog
+    /// that cannot stand where a release puts it, e.g. a Contact as Request-URI).
+    pub release_unsendable: u64,
 }
 
 impl DialogStats {
     /// Every counter with its name (Prometheus and logs); the destructuring names each field,
     /// so one added to the struct and not here does not compile.
-    pub fn named(&self) -> [(&'static str, u64); 15] {
+    pub fn named(&self) -> [(&'static str, u64); 16] {
         let DialogStats {
             events,
             malformed,
@@ -103,6 +106,7 @@ impl DialogStats {
             release_answered,
             release_refused,
             release_forged,
+            release_unsendable,
         } = *self;
         [
             ("events", events),
@@ -120,6 +124,7 @@ impl DialogStats {
             ("release_answered", release_answered),
             ("release_refused", release_refused),
             ("release_forged", release_forged),
+            ("release_unsendable", release_unsendable),
         ]
     }
 }
@@ -322,7 +327,8 @@ impl Dialogs {
     ) {
         self.stats.events += 1;
         self.expire(now);
-        let Ok(m) = Message::parse(msg) else {
+        // (the workers validated what they relayed; checked again: the book trusts no input)
+        let Ok(m) = Message::parse_strict(msg) else {
             self.stats.malformed += 1;
             return;
         };
@@ -587,23 +593,31 @@ impl Dialogs {
                 let Some(next) = legs.next_hop else {
                     continue;
                 };
-                out.push_back(Datagram {
-                    side: Side::Core,
-                    protection: Protection::Plain,
-                    src: legs.core,
-                    dst: next,
-                    payload: cancel,
-                });
-                self.stats.release_cancel_core += 1;
+                if self.queue(
+                    out,
+                    Datagram {
+                        side: Side::Core,
+                        protection: Protection::Plain,
+                        src: legs.core,
+                        dst: next,
+                        payload: cancel,
+                    },
+                ) {
+                    self.stats.release_cancel_core += 1;
+                }
             } else if let Some(ue) = legs.ue {
-                out.push_back(Datagram {
-                    side: Side::Ue,
-                    protection: Protection::Protected { spi: ue.spi },
-                    src: ue.from,
-                    dst: ue.to,
-                    payload: cancel,
-                });
-                self.stats.release_cancel_ue += 1;
+                if self.queue(
+                    out,
+                    Datagram {
+                        side: Side::Ue,
+                        protection: Protection::Protected { spi: ue.spi },
+                        src: ue.from,
+                        dst: ue.to,
+                        payload: cancel,
+                    },
+                ) {
+                    self.stats.release_cancel_ue += 1;
+                }
             }
         }
         let Some(ids) = self.by_binding.remove(&binding) else {
@@ -637,14 +651,18 @@ impl Dialogs {
                     cseq: ue_cseq.map_or(1, |c| c.saturating_add(1)),
                 }
                 .write();
-                out.push_back(Datagram {
-                    side: Side::Core,
-                    protection: Protection::Plain,
-                    src: legs.core,
-                    dst: next,
-                    payload: bye,
-                });
-                self.stats.release_bye_core += 1;
+                if self.queue(
+                    out,
+                    Datagram {
+                        side: Side::Core,
+                        protection: Protection::Plain,
+                        src: legs.core,
+                        dst: next,
+                        payload: bye,
+                    },
+                ) {
+                    self.stats.release_bye_core += 1;
+                }
             }
             if let Some(ue) = legs.ue {
                 let via = self.release_via(&ue.from.to_string());
@@ -659,16 +677,36 @@ impl Dialogs {
                     cseq: far_cseq.map_or(1, |c| c.saturating_add(1)),
                 }
                 .write();
-                out.push_back(Datagram {
-                    side: Side::Ue,
-                    protection: Protection::Protected { spi: ue.spi },
-                    src: ue.from,
-                    dst: ue.to,
-                    payload: bye,
-                });
-                self.stats.release_bye_ue += 1;
+                if self.queue(
+                    out,
+                    Datagram {
+                        side: Side::Ue,
+                        protection: Protection::Protected { spi: ue.spi },
+                        src: ue.from,
+                        dst: ue.to,
+                        payload: bye,
+                    },
+                ) {
+                    self.stats.release_bye_ue += 1;
+                }
             }
         }
+    }
+
+    /// Queue a release request unless it is not valid SIP (RFC 3261 §25: what we send must
+    /// parse as what we mean); whether it was queued.
+    fn queue(&mut self, out: &mut VecDeque<Outgoing>, d: Outgoing) -> bool {
+        let valid = Message::parse_strict(&d.payload).is_ok_and(|m| {
+            m.view()
+                .request_uri()
+                .is_some_and(|u| crate::sip::headers::request_uri_ok(u) && u.is_ascii())
+        });
+        if valid {
+            out.push_back(d);
+        } else {
+            self.stats.release_unsendable += 1;
+        }
+        valid
     }
 
     /// Our Via value for a release BYE sent from `sent_by`, with a fresh release branch.
@@ -946,6 +984,23 @@ mod tests {
             "{first}"
         );
         assert_eq!(d.of_binding(7), 0);
+    }
+
+    /// A dialog value that cannot stand where a release puts it (found by the fuzz target: a
+    /// Contact with control bytes as the BYE's Request-URI) is never sent, and counted.
+    #[test]
+    fn a_release_that_would_not_be_valid_sip_is_not_sent() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
+        let bad = ok("c1", "a1", "b1").replace("<sip:bob@10.9.9.9>", "<sip:bo\0\u{7f}9>");
+        d.handle_event(Side::Core, 1, bad.as_bytes(), None, &own, now);
+        let mut out = VecDeque::new();
+        d.release(1, &legs(), &mut out);
+        assert!(out.iter().all(|o| Message::parse_strict(&o.payload).is_ok()));
+        assert!(d.stats.release_unsendable + d.stats.malformed >= 1, "{:?}", d.stats);
+        d.check().unwrap();
     }
 
     /// Only a branch this book made counts as an answer.
