@@ -605,8 +605,8 @@ impl Dialogs {
                 ) {
                     self.stats.release_cancel_core += 1;
                 }
-            } else if let Some(ue) = legs.ue {
-                if self.queue(
+            } else if let Some(ue) = legs.ue
+                && self.queue(
                     out,
                     Datagram {
                         side: Side::Ue,
@@ -615,9 +615,9 @@ impl Dialogs {
                         dst: ue.to,
                         payload: cancel,
                     },
-                ) {
-                    self.stats.release_cancel_ue += 1;
-                }
+                )
+            {
+                self.stats.release_cancel_ue += 1;
             }
         }
         let Some(ids) = self.by_binding.remove(&binding) else {
@@ -998,8 +998,15 @@ mod tests {
         d.handle_event(Side::Core, 1, bad.as_bytes(), None, &own, now);
         let mut out = VecDeque::new();
         d.release(1, &legs(), &mut out);
-        assert!(out.iter().all(|o| Message::parse_strict(&o.payload).is_ok()));
-        assert!(d.stats.release_unsendable + d.stats.malformed >= 1, "{:?}", d.stats);
+        assert!(
+            out.iter()
+                .all(|o| Message::parse_strict(&o.payload).is_ok())
+        );
+        assert!(
+            d.stats.release_unsendable + d.stats.malformed >= 1,
+            "{:?}",
+            d.stats
+        );
         d.check().unwrap();
     }
 
