@@ -412,7 +412,8 @@ fn lab_dereg(ipv6: bool) {
         "release_bye_ue: 8,",
         "release_answered: 16,",
         "release_refused: 0,",
-        "release_forged: 0 ",
+        "release_forged: 0,",
+        "release_unsendable: 0 ",
     ] {
         assert!(dialogs.contains(field), "{field}: {dialogs}");
     }
