@@ -195,10 +195,22 @@ fn check_all_flows(stdout: &str) {
         "{stdout}"
     );
     assert!(!stdout.contains("call failed"), "{stdout}");
-    assert!(
-        stdout.contains(" dropped 0 ("),
-        "the P-CSCF dropped none of the calls' messages: {stdout}"
-    );
+    // The P-CSCF drops nothing of the calls, except what a UE sends over its lingering SAs
+    // once its de-registration is through (a request of an unregistered UE, TS 24.229 §5.2.2:
+    // e.g. an ACK the UE sends again for a 2xx the far end sent again because the first ACK
+    // crossed it): counted as not_registered, at most one per de-registered UE.
+    let other_drops = stdout
+        .lines()
+        .filter(|l| l.starts_with("pcscf:   dropped "))
+        .filter(|l| !l.contains("not_registered"))
+        .count();
+    assert_eq!(other_drops, 0, "{stdout}");
+    let not_registered: u64 = stdout
+        .lines()
+        .find(|l| l.starts_with("pcscf:   dropped not_registered"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0);
+    assert!(not_registered <= 8, "{stdout}");
 }
 
 #[test]
