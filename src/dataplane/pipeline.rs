@@ -267,7 +267,7 @@ impl Pipeline {
         }
     }
 
-    /// Copy the messages that move a dialog to `q` from now on ([`Pipeline::dialog_event`]).
+    /// Copy the messages that move a dialog to `q` from now on (`Pipeline::dialog_event`).
     pub fn set_dialog_events(&mut self, q: Arc<MsgQueue>) {
         self.events = Some(q);
     }
