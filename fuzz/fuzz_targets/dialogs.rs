@@ -2,7 +2,8 @@
 //! (messages a worker relayed, or anything), for a few bindings, from either side, with
 //! releases in between. Must never panic, and the book must stay consistent after every step.
 //! The events are cut at 0xff bytes; an event's first byte picks the side, the binding and
-//! whether that binding is released first. Seeds: tests/data's SIP messages.
+//! whether that binding is released first. Seeds: SIP messages (an INVITE, its 200, a BYE) framed
+//! so, e.g. `\x00INVITE...\xff\x01SIP/2.0 200...\xff\x08` (a call, then its release).
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run dialogs` from the crate root.
 #![no_main]
 
