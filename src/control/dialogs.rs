@@ -190,6 +190,19 @@ pub struct UeLeg {
     pub spi: u32,
 }
 
+impl UeLeg {
+    /// `payload` over the UE's SA set (module doc).
+    fn carry(&self, payload: Vec<u8>) -> Outgoing {
+        Datagram {
+            side: Side::Ue,
+            protection: Protection::Protected { spi: self.spi },
+            src: self.from,
+            dst: self.to,
+            payload,
+        }
+    }
+}
+
 /// Where a release goes: our core-side address (source and Via), the next hop toward the core
 /// when the dialog does not name one, and the UE while it has an SA set.
 #[derive(Clone, Debug)]
@@ -198,6 +211,19 @@ pub struct Legs<'a> {
     pub via_sent_by: &'a str,
     pub next_hop: Option<SocketAddr>,
     pub ue: Option<UeLeg>,
+}
+
+impl Legs<'_> {
+    /// `payload` from our core-side address to `next`, in the clear.
+    fn toward_core(&self, next: SocketAddr, payload: Vec<u8>) -> Outgoing {
+        Datagram {
+            side: Side::Core,
+            protection: Protection::Plain,
+            src: self.core,
+            dst: next,
+            payload,
+        }
+    }
 }
 
 /// The dialog book (module doc).
@@ -593,29 +619,11 @@ impl Dialogs {
                 let Some(next) = legs.next_hop else {
                     continue;
                 };
-                if self.queue(
-                    out,
-                    Datagram {
-                        side: Side::Core,
-                        protection: Protection::Plain,
-                        src: legs.core,
-                        dst: next,
-                        payload: cancel,
-                    },
-                ) {
+                if self.queue(out, legs.toward_core(next, cancel)) {
                     self.stats.release_cancel_core += 1;
                 }
             } else if let Some(ue) = legs.ue
-                && self.queue(
-                    out,
-                    Datagram {
-                        side: Side::Ue,
-                        protection: Protection::Protected { spi: ue.spi },
-                        src: ue.from,
-                        dst: ue.to,
-                        payload: cancel,
-                    },
-                )
+                && self.queue(out, ue.carry(cancel))
             {
                 self.stats.release_cancel_ue += 1;
             }
@@ -651,16 +659,7 @@ impl Dialogs {
                     cseq: ue_cseq.map_or(1, |c| c.saturating_add(1)),
                 }
                 .write();
-                if self.queue(
-                    out,
-                    Datagram {
-                        side: Side::Core,
-                        protection: Protection::Plain,
-                        src: legs.core,
-                        dst: next,
-                        payload: bye,
-                    },
-                ) {
+                if self.queue(out, legs.toward_core(next, bye)) {
                     self.stats.release_bye_core += 1;
                 }
             }
@@ -677,16 +676,7 @@ impl Dialogs {
                     cseq: far_cseq.map_or(1, |c| c.saturating_add(1)),
                 }
                 .write();
-                if self.queue(
-                    out,
-                    Datagram {
-                        side: Side::Ue,
-                        protection: Protection::Protected { spi: ue.spi },
-                        src: ue.from,
-                        dst: ue.to,
-                        payload: bye,
-                    },
-                ) {
+                if self.queue(out, ue.carry(bye)) {
                     self.stats.release_bye_ue += 1;
                 }
             }

@@ -4,20 +4,26 @@
 
 use std::process::Command;
 
+/// Run `pcscf <args>` (a lab), which must succeed; its standard output.
+fn run_lab<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
+        .args(args)
+        .output()
+        .expect("run pcscf lab");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pcscf lab failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn lab_registers_every_ue_and_cleans_up() {
     // 100 UEs at 200/s: alone, so neither it nor the others miss deadlines.
     let _alone = crate::support::exclusive();
-    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
-        .args(["lab", "--ues", "100", "--rate", "200", "--messages", "2"])
-        .output()
-        .expect("run pcscf lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pcscf lab failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_lab(&["lab", "--ues", "100", "--rate", "200", "--messages", "2"]);
     assert!(
         stdout.contains("registrations: 100 ok, 0 failed"),
         "{stdout}"
@@ -46,28 +52,19 @@ fn lab_registers_every_ue_and_cleans_up() {
 #[test]
 fn lab_calls_complete_both_ways() {
     let _alone = crate::support::exclusive();
-    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
-        .args([
-            "lab",
-            "--ues",
-            "20",
-            "--rate",
-            "200",
-            "--messages",
-            "1",
-            "--calls",
-            "40",
-            "--call-rate",
-            "100",
-        ])
-        .output()
-        .expect("run pcscf lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pcscf lab failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_lab(&[
+        "lab",
+        "--ues",
+        "20",
+        "--rate",
+        "200",
+        "--messages",
+        "1",
+        "--calls",
+        "40",
+        "--call-rate",
+        "100",
+    ]);
     assert!(
         stdout.contains("registrations: 20 ok, 0 failed"),
         "{stdout}"
@@ -246,30 +243,21 @@ fn lab_requests_to_the_ue_use_its_new_sa_set() {
 #[test]
 fn lab_calls_released_by_the_network() {
     let _alone = crate::support::exclusive();
-    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
-        .args([
-            "lab",
-            "--ues",
-            "4",
-            "--rate",
-            "200",
-            "--messages",
-            "1",
-            "--calls",
-            "8",
-            "--call-rate",
-            "100",
-            "--call-flows",
-            "release",
-        ])
-        .output()
-        .expect("run pcscf lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pcscf lab failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_lab(&[
+        "lab",
+        "--ues",
+        "4",
+        "--rate",
+        "200",
+        "--messages",
+        "1",
+        "--calls",
+        "8",
+        "--call-rate",
+        "100",
+        "--call-flows",
+        "release",
+    ]);
     for side in [
         "ue-sim originating",
         "ue-sim incoming",
@@ -379,16 +367,7 @@ fn lab_dereg(ipv6: bool) {
     if ipv6 {
         args.push("--ipv6");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
-        .args(&args)
-        .output()
-        .expect("run pcscf lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pcscf lab failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_lab(&args);
     assert!(
         stdout.contains("mid-call de-registrations: 8 ok"),
         "every call's UE de-registered: {stdout}"
