@@ -442,6 +442,9 @@ impl Dialogs {
             d.callee_cseq = Some(d.callee_cseq.map_or(n, |c| c.max(n)));
         }
         if method == b"BYE" {
+            // the INVITE is done with too: a 2xx sent again after the BYE (the callee's
+            // retransmissions, RFC 3261 §13.3.1.4) must not bring the dialog back
+            self.early.remove(&(id.0.clone(), id.1.clone()));
             self.remove(&id);
             self.stats.ended += 1;
         }
@@ -891,6 +894,43 @@ mod tests {
         assert_eq!(d.len(), 1);
         d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
         assert_eq!((d.len(), d.stats.ended), (0, 1));
+        d.check().unwrap();
+    }
+
+    /// A 2xx that comes again after the BYE (the callee retransmits it until the ACK, RFC 3261
+    /// §13.3.1.4; it can cross the BYE) does not bring the dialog back: a release would
+    /// otherwise send BYEs for a call that is over.
+    #[test]
+    fn a_late_2xx_does_not_revive_a_dialog() {
+        let mut d = Dialogs::new();
+        let now = Instant::now();
+        let own = own();
+        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
+                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
+                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
+        d.handle_event(
+            Side::Core,
+            1,
+            ok("c1", "a1", "b1").as_bytes(),
+            None,
+            &own,
+            now,
+        );
+        assert_eq!((d.len(), d.stats.confirmed, d.stats.ended), (0, 1, 1));
+        assert!(!d.has_calls(1) || d.waiting() == 0);
+        let mut out = VecDeque::new();
+        d.release(1, &legs(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
         d.check().unwrap();
     }
 

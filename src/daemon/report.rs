@@ -155,6 +155,21 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
             eprintln!("pcscf:   dropped {:<18} {n}", d.name());
         }
     }
+    if t.dialog_events > 0 || t.dialog_events_lost > 0 {
+        // lost events are calls a de-registration may not release (TS 24.229 §5.2.8)
+        eprintln!(
+            "pcscf:   dialog events {} (lost to a full queue {})",
+            t.dialog_events, t.dialog_events_lost
+        );
+    }
+    for (i, n) in t.dialog_refusals.iter().enumerate() {
+        if *n > 0 {
+            eprintln!(
+                "pcscf:   dialog refused {:<22} {n}",
+                crate::dataplane::dialog_refusal_name(i)
+            );
+        }
+    }
     if level >= LogLevel::Info {
         for (i, w) in r.workers.iter().enumerate() {
             let ns = w.busy_ns.checked_div(w.rx).unwrap_or(0);
