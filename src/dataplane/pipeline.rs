@@ -128,32 +128,6 @@ fn flow_key() -> &'static FlowKey {
     KEY.get_or_init(FlowKey::random)
 }
 
-/// Whether `msg` moves a dialog the registration thread follows: an INVITE without To tag,
-/// a request with a To tag but ACK (its CSeq; a BYE ends the dialog), a final response to an
-/// INVITE (RFC 3261 §12.1, §12.2, §13.2.2.4).
-fn dialog_moves(msg: View<'_>) -> bool {
-    match msg.method() {
-        Some(m) => {
-            let in_dialog = msg
-                .header(HeaderName::To)
-                .and_then(crate::sip::headers::NameAddr::parse)
-                .is_some_and(|to| to.tag().is_some());
-            if in_dialog {
-                m != b"ACK"
-            } else {
-                m == b"INVITE"
-            }
-        }
-        None => {
-            msg.status().is_some_and(|c| c >= 200)
-                && msg
-                    .header(HeaderName::CSeq)
-                    .and_then(crate::sip::headers::cseq)
-                    .is_some_and(|(_, m)| m == b"INVITE")
-        }
-    }
-}
-
 /// Write IP + UDP headers for `frame[range]` from `from` to `to`, then ESP-protect the packet in
 /// place with `sa` (the ESP-out stage). Returns where the ESP packet lies.
 pub(crate) fn udp_over_sa(
@@ -275,15 +249,13 @@ impl Pipeline {
     /// Copy `msg`, which moves a dialog of the registration `binding` and came from `from`, to
     /// the registration thread's dialog book (`control::dialogs`: it releases the calls of a
     /// registration that ends, TS 24.229 §5.2.8). The workers keep no dialog state; a full
-    /// queue loses the event, counted. Taken: an INVITE that starts a dialog, a final response
-    /// to an INVITE, a request inside a dialog but ACK (`dialog_moves`).
+    /// queue loses the event, counted. The callers hand in what moves a dialog, from what they
+    /// already know of the message: an INVITE that starts one, a request inside one but ACK,
+    /// a final response to an INVITE (`rules::is_final_to_invite`; RFC 3261 §12.1, §12.2).
     fn dialog_event(&mut self, msg: View<'_>, from: Side, binding: u64) {
         let Some(q) = &self.events else {
             return;
         };
-        if !dialog_moves(msg) {
-            return;
-        }
         let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
         let d = Datagram {
             side: from,
@@ -309,6 +281,33 @@ impl Pipeline {
             *n += 1;
         }
         why.map_or(DialogError::Forged.status(), |w| w.status())
+    }
+
+    /// The verdict on a request's route-set check (`rules::pop_dialog_routes`) against the
+    /// registration it must belong to (`binding`, UE address): `None` to go on; else it is
+    /// counted by reason and gets an answer (`Ok`, counted in `dialog_refused`) or, an ACK
+    /// (RFC 3261 §17.1.1.3: no answer) or our own limit, a drop (`Err`).
+    fn dialog_request(
+        &mut self,
+        popped: Result<rules::DialogRoute, DialogError>,
+        (binding, ue): (u64, IpAddr),
+        is_ack: bool,
+    ) -> Option<Result<(u16, &'static str), DropReason>> {
+        let why = match popped {
+            Ok(r) if r.flow.is_of(binding, ue) => return None,
+            // another UE's dialog: its tokens verify, but not for this registration
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
+        let status = self.refuse(why);
+        Some(match why {
+            Some(DialogError::TooLong | DialogError::Edit(_)) => Err(DropReason::NoRoom),
+            _ if is_ack => Err(DropReason::ForeignDialog),
+            _ => {
+                self.stats.dialog_refused += 1;
+                Ok(status)
+            }
+        })
     }
 
     /// The verdict on a response's Record-Route check (`rules::response_to_ue` /
@@ -609,7 +608,7 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
-        if initial {
+        if initial && ed.view().is_method(b"INVITE") {
             self.dialog_event(ed.view(), Side::Ue, flow.binding);
         }
         let range = ed.range();
@@ -639,23 +638,11 @@ impl Pipeline {
         let is_ack = idx.view(frame).is_method(b"ACK");
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
-        let refused = match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToCore)
-        {
-            Ok(r) if r.flow.is_of(e.binding(), e.ue_addr()) => None,
-            // another UE's dialog: its tokens verify, but not for this registration
-            Ok(_) => Some(self.refuse(None)),
-            Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
-                self.refuse(Some(why));
-                return Verdict::Drop(DropReason::NoRoom);
-            }
-            Err(why) => Some(self.refuse(Some(why))),
-        };
-        if let Some(status) = refused {
-            if is_ack {
-                return Verdict::Drop(DropReason::ForeignDialog);
-            }
-            self.stats.dialog_refused += 1;
-            return self.reply_over_sa(ed.view(), e, sas, status);
+        let popped = rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToCore);
+        match self.dialog_request(popped, (e.binding(), e.ue_addr()), is_ack) {
+            None => {}
+            Some(Err(drop)) => return Verdict::Drop(drop),
+            Some(Ok(status)) => return self.reply_over_sa(ed.view(), e, sas, status),
         }
         let me = self.relay_identity();
         if rules::strip_charging(&mut ed).is_err()
@@ -663,7 +650,9 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
-        self.dialog_event(ed.view(), Side::Ue, e.binding());
+        if !is_ack {
+            self.dialog_event(ed.view(), Side::Ue, e.binding());
+        }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, s_cscf).ok();
         self.forwarded(r, Side::Core)
@@ -835,22 +824,11 @@ impl Pipeline {
             // RFC 3261 §12.2, TS 24.229 §5.2.6.4 [spec-m]: the core's request inside a dialog
             // comes by our core-facing entry; both of ours are popped, and their token must
             // name the UE that the Request-URI (its contact) reaches over this SA.
-            let refused =
-                match rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToUe) {
-                    Ok(r) if r.flow.is_of(flow.binding, flow.ue) => None,
-                    Ok(_) => Some(self.refuse(None)),
-                    Err(why @ (DialogError::TooLong | DialogError::Edit(_))) => {
-                        self.refuse(Some(why));
-                        return Verdict::Drop(DropReason::NoRoom);
-                    }
-                    Err(why) => Some(self.refuse(Some(why))),
-                };
-            if let Some(status) = refused {
-                if is_ack {
-                    return Verdict::Drop(DropReason::ForeignDialog);
-                }
-                self.stats.dialog_refused += 1;
-                return self.reply(ed.view(), &m, status, b"", None);
+            let popped = rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToUe);
+            match self.dialog_request(popped, (flow.binding, flow.ue), is_ack) {
+                None => {}
+                Some(Err(drop)) => return Verdict::Drop(drop),
+                Some(Ok(status)) => return self.reply(ed.view(), &m, status, b"", None),
             }
             let me = self.identity(sent_by);
             if rules::strip_charging(&mut ed).is_err()
@@ -858,7 +836,9 @@ impl Pipeline {
             {
                 return Verdict::Drop(DropReason::NoRoom);
             }
-            self.dialog_event(ed.view(), Side::Core, flow.binding);
+            if !is_ack {
+                self.dialog_event(ed.view(), Side::Core, flow.binding);
+            }
         } else {
             let me = self.identity(sent_by);
             if rules::rewrite_request_to_ue(&mut ed, &me, m.src, &branch).is_err() {
@@ -870,7 +850,9 @@ impl Pipeline {
                 if rules::record_route(&mut ed, self.flow_key, &entries, flow, Dir::ToUe).is_err() {
                     return Verdict::Drop(DropReason::NoRoom);
                 }
-                self.dialog_event(ed.view(), Side::Core, flow.binding);
+                if ed.view().is_method(b"INVITE") {
+                    self.dialog_event(ed.view(), Side::Core, flow.binding);
+                }
             }
         }
         let range = ed.range();
@@ -943,7 +925,9 @@ impl Pipeline {
         if let Some(drop) = self.dialog_response(checked, |f| f.is_of(inb.binding(), ue)) {
             return drop;
         }
-        self.dialog_event(ed.view(), Side::Core, inb.binding());
+        if rules::is_final_to_invite(ed.view()) {
+            self.dialog_event(ed.view(), Side::Core, inb.binding());
+        }
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
         let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
@@ -997,7 +981,9 @@ impl Pipeline {
             {
                 return Verdict::Drop(DropReason::NoRoom);
             }
-            self.dialog_event(ed.view(), Side::Ue, flow.binding);
+            if rules::is_final_to_invite(ed.view()) {
+                self.dialog_event(ed.view(), Side::Ue, flow.binding);
+            }
         }
         let range = ed.range();
         let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();

@@ -40,8 +40,8 @@ pub use relay::{
 };
 pub use reply::{
     ALLOW_TO_US, RELEASE_BRANCH, answer_to_us, assert_identity, build_reject, build_response,
-    pop_top_via, reply_port, response_next_hop, top_via_is_release, top_via_ours, top_via_port,
-    top_via_sent_by, via_count,
+    is_final_to_invite, pop_top_via, reply_port, response_next_hop, top_via_is_release,
+    top_via_ours, top_via_port, top_via_sent_by, via_count,
 };
 
 use super::own::OwnUris;

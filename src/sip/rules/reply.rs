@@ -157,6 +157,15 @@ pub const ALLOW_TO_US: &[u8] = b"Allow: OPTIONS\r\n";
 /// ([`Branch::parse`] refuses it).
 pub const RELEASE_BRANCH: &[u8] = b"z9hG4bK-rel-";
 
+/// Whether a response is a final one (2xx–6xx) to an INVITE (its CSeq method; RFC 3261
+/// §13.2.2.4, §13.2.2.3): what confirms or ends the dialogs of an INVITE.
+pub fn is_final_to_invite(v: View<'_>) -> bool {
+    v.status().is_some_and(|c| c >= 200)
+        && v.header(HeaderName::CSeq)
+            .and_then(headers::cseq)
+            .is_some_and(|(_, m)| m == b"INVITE")
+}
+
 /// Whether the top Via of a response carries a release branch ([`RELEASE_BRANCH`]).
 pub fn top_via_is_release(v: View<'_>) -> bool {
     v.values(HeaderName::Via)
