@@ -234,11 +234,16 @@ pub struct Dialogs {
     /// replaced by a retransmission or a new INVITE and is stale here).
     early_order: VecDeque<(Instant, EarlyKey)>,
     dialogs: HashMap<DialogId, Dialog>,
+    /// The dialogs in the order they were confirmed, with their number (an entry whose dialog
+    /// is gone or has another number is stale): who goes when the book is full.
+    order: VecDeque<(u64, DialogId)>,
     by_binding: HashMap<u64, Vec<DialogId>>,
     /// The keys of each binding's INVITEs in `early` (stale ones skipped and pruned; at most
     /// 4 × [`MAX_PER_BINDING`] kept).
     early_by_binding: HashMap<u64, Vec<EarlyKey>>,
     seq: u64,
+    /// Confirmed dialogs kept at most ([`MAX_DIALOGS`]).
+    max_dialogs: usize,
     /// Keys the tag of the release branches: an answer is counted only for a BYE we sent.
     branch_key: std::hash::RandomState,
     pub stats: DialogStats,
@@ -276,10 +281,17 @@ fn tag_of(value: &[u8]) -> Option<&[u8]> {
 
 impl Dialogs {
     pub fn new() -> Dialogs {
+        Dialogs::with_capacity(MAX_DIALOGS)
+    }
+
+    /// A book of at most `max_dialogs` confirmed dialogs (tests use small ones).
+    pub fn with_capacity(max_dialogs: usize) -> Dialogs {
         Dialogs {
+            max_dialogs: max_dialogs.max(1),
             early: HashMap::new(),
             early_order: VecDeque::new(),
             dialogs: HashMap::new(),
+            order: VecDeque::new(),
             by_binding: HashMap::new(),
             early_by_binding: HashMap::new(),
             seq: 0,
@@ -328,6 +340,13 @@ impl Dialogs {
             {
                 return Err(format!("binding {b}: {id:?} not its own"));
             }
+        }
+        if self.order.len() < self.dialogs.len() {
+            return Err(format!(
+                "{} in order, {} in the book",
+                self.order.len(),
+                self.dialogs.len()
+            ));
         }
         if self.early.len() > MAX_EARLY || self.early_order.len() < self.early.len() {
             return Err(format!(
@@ -531,17 +550,24 @@ impl Dialogs {
                 self.remove(&oldest);
                 self.stats.evicted += 1;
             }
-        } else if self.dialogs.len() >= MAX_DIALOGS {
-            // the book is full: the dialog that has waited longest for a BYE goes
-            if let Some(oldest) = self
-                .dialogs
-                .iter()
-                .min_by_key(|(_, d)| d.seq)
-                .map(|(k, _)| k.clone())
-            {
-                self.remove(&oldest);
-                self.stats.evicted += 1;
+        } else if self.dialogs.len() >= self.max_dialogs {
+            // the book is full: the dialog that has waited longest for a BYE goes (the oldest
+            // live entry of `order`; a scan of the book would cost a full book per call)
+            while let Some((seq, oldest)) = self.order.pop_front() {
+                if self.dialogs.get(&oldest).is_some_and(|d| d.seq == seq) {
+                    self.remove(&oldest);
+                    self.stats.evicted += 1;
+                    break;
+                }
             }
+        }
+        self.order.push_back((d.seq, id.clone()));
+        if self.order.len() > 2 * self.dialogs.len() + 1024 {
+            // most entries name dialogs that ended: keep the live ones (amortised by the
+            // pushes since the last time)
+            let dialogs = &self.dialogs;
+            self.order
+                .retain(|(seq, k)| dialogs.get(k).is_some_and(|d| d.seq == *seq));
         }
         self.by_binding.entry(binding).or_default().push(id.clone());
         self.dialogs.insert(id, d);
@@ -1038,6 +1064,39 @@ mod tests {
             d.stats
         );
         d.check().unwrap();
+    }
+
+    /// A full book makes room by forgetting the dialog confirmed first that is still there
+    /// (not by scanning the book: that would cost a full book per call).
+    #[test]
+    fn a_full_book_forgets_its_oldest_dialog() {
+        let mut d = Dialogs::with_capacity(8);
+        let now = Instant::now();
+        let own = own();
+        for i in 0..20u64 {
+            let call = format!("c{i}");
+            d.handle_event(Side::Ue, i, invite(&call, "a").as_bytes(), None, &own, now);
+            d.handle_event(
+                Side::Core,
+                i,
+                ok(&call, "a", "b").as_bytes(),
+                None,
+                &own,
+                now,
+            );
+            if i == 13 {
+                // one hung up: it does not count against the others
+                let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
+                           From: <sip:alice@ims.test>;tag=a\r\nTo: <sip:bob@ims.test>;tag=b\r\n\
+                           Call-ID: c13\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+                d.handle_event(Side::Ue, 13, bye.as_bytes(), None, &own, now);
+            }
+            d.check().unwrap();
+        }
+        assert_eq!(d.len(), 8);
+        assert_eq!(d.stats.evicted, 11);
+        let kept: Vec<u64> = (0..20).filter(|&b| d.of_binding(b) > 0).collect();
+        assert_eq!(kept, [11, 12, 14, 15, 16, 17, 18, 19]);
     }
 
     /// Only a branch this book made counts as an answer.
