@@ -221,6 +221,23 @@ pub fn tail(s: &str, n: usize) -> &str {
 
 /// Start `sipp -sf scenario` in namespace `ns` with `args`, in `dir`; errors and messages are
 /// traced into files there.
+/// SIPp's arguments for one call within 20 s on `ip`:`port`, `remote` (the remote host, if
+/// any) and a `-key` for each of `keys`.
+pub fn one_call_args(
+    ip: &str,
+    port: &str,
+    remote: Option<&str>,
+    keys: &[(&str, String)],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["-i", ip, "-p", port].map(String::from).to_vec();
+    args.extend(remote.map(String::from));
+    args.extend(["-m", "1", "-timeout", "20", "-timeout_error"].map(String::from));
+    for (k, v) in keys {
+        args.extend(["-key".to_string(), k.to_string(), v.clone()]);
+    }
+    args
+}
+
 pub fn start_sipp(ns: &str, dir: &Path, scenario: &Path, args: &[String]) -> SippRun {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "sipp"]);

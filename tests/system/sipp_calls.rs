@@ -113,24 +113,7 @@ fn message<'a>(t: &'a [Traced], received: bool, start: &str, method: &str) -> &'
 
 /// SIPp in the core namespace on the core's address and port 5060, one call within 20 s.
 fn core_args(core: IpAddr, remote: Option<String>, keys: &[(&str, String)]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-i",
-        &core.to_string(),
-        "-p",
-        "5060",
-        "-m",
-        "1",
-        "-timeout",
-        "20",
-        "-timeout_error",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(remote);
-    for (k, v) in keys {
-        args.extend(["-key".to_string(), k.to_string(), v.clone()]);
-    }
-    args
+    one_call_args(&core.to_string(), "5060", remote.as_deref(), keys)
 }
 
 /// Time for a SIPp playing a UAS to bind its socket before the other side's first request (the

@@ -290,24 +290,7 @@ impl Drop for Registered {
 /// remote host, one call within 20 s.
 pub(crate) fn sipp_ue_args(keys: &[(&str, String)]) -> Vec<String> {
     let (ip, port) = SIPP_UE.split_once(':').unwrap();
-    let mut args: Vec<String> = [
-        "-i",
-        ip,
-        "-p",
-        port,
-        SHIM,
-        "-m",
-        "1",
-        "-timeout",
-        "20",
-        "-timeout_error",
-    ]
-    .map(String::from)
-    .to_vec();
-    for (k, v) in keys {
-        args.extend(["-key".to_string(), k.to_string(), v.clone()]);
-    }
-    args
+    one_call_args(ip, port, Some(SHIM), keys)
 }
 
 /// Register the SIPp UE (`tests/sipp/ue_register.xml`) through `pcscf run` (AF_XDP) in a new
