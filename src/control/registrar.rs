@@ -1631,19 +1631,22 @@ impl Registrar {
             .unwrap_or_default();
         // Requests toward the UE go over the set in use: its outbound SAs are marked so
         // (satable::ReadGuard::outbound_any), the previous set's as old.
-        let marks: Vec<(SaSet, SetState)> = self
+        let marks: Vec<(IpAddr, (u16, u16), SetState)> = self
             .bindings
             .get(&p.binding)
             .map(|b| {
-                b.current
-                    .iter()
-                    .map(|c| ((**c).clone(), SetState::New))
-                    .chain(b.old.iter().map(|o| ((**o).clone(), SetState::Old)))
+                let current = b.current.iter().map(|c| (c, SetState::New));
+                current
+                    .chain(b.old.iter().map(|o| (o, SetState::Old)))
+                    .flat_map(|(set, state)| {
+                        let keys = self.outbound_of(set, p.binding);
+                        keys.into_iter().map(move |k| (set.ue, k, state))
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        for (set, state) in marks {
-            self.mark_outbound(&set, p.binding, state);
+        for (ue, (port, lport), state) in marks {
+            let _ = self.sas.set_outbound_state(ue, port, lport, state);
         }
         for (spi_pc, spi_ps, current) in sets {
             for spi in [spi_pc, spi_ps] {
@@ -1806,13 +1809,6 @@ impl Registrar {
         })
         .map(|(port, lport, _)| (port, lport))
         .collect()
-    }
-
-    /// Marks the outbound SAs of `set` (those that still hold this set's SAs) with `state`.
-    fn mark_outbound(&mut self, set: &SaSet, binding: u64, state: SetState) {
-        for (port, lport) in self.outbound_of(set, binding) {
-            let _ = self.sas.set_outbound_state(set.ue, port, lport, state);
-        }
     }
 
     /// Removes a set's SAs: its two inbound SPIs (installed or only reserved) and the outbound
