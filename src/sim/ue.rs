@@ -978,7 +978,10 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             calls.start_due(&sim, &ues, now, &mut report);
             let open_incoming = calls.incoming.values().any(|(_, l)| !l.is_over());
             let expected = u64::from(sim.cfg.incoming_calls);
-            if calls.outgoing_over() && calls.incoming_done >= expected {
+            // a de- or re-registration still in flight has its answer to come (the network's
+            // BYE can overtake the 200 to a de-REGISTER); its own timer bounds the wait
+            let registering = ues.iter().any(|u| u.dereg.is_some() || u.reauth.is_some());
+            if calls.outgoing_over() && calls.incoming_done >= expected && !registering {
                 break;
             }
             // the calls the core should have placed and never did
