@@ -15,8 +15,11 @@
 //!    entries (what a request inside a dialog needs: the UE's registration and address);
 //!    both built on `write`.
 //! 2. `validate` ([`View::validate`], [`Message::parse_strict`]): the RFC 3261 checks a proxy
-//!    applies before it trusts a message; on `msg` and `headers`. `edit.rs` ([`Editor`]): rewrites a message
-//!    inside its frame buffer, using headroom and tailroom; on `msg`, `lex` and `write`.
+//!    applies before it trusts a message; on `msg` and `headers`. `stream.rs` ([`Framer`]):
+//!    cuts SIP over TCP into whole messages and keep-alive pings (RFC 3261 §18.3, §7.5;
+//!    RFC 5626 §3.5.1), reading lines and Content-Length as `msg` does; on `msg` and `lex`.
+//!    `edit.rs` ([`Editor`]): rewrites a message inside its frame buffer, using headroom and
+//!    tailroom; on `msg`, `lex` and `write`.
 //! 3. [`rules`]: the P-CSCF's rules, one file per job: `register` (the registration flow,
 //!    TS 24.229 §5.2.2, TS 33.203 §7, RFC 3329), `relay` (forwarding requests), `reply`
 //!    (responses), `dialog` (record-routing and the route set of a dialog, RFC 3261 §12,
@@ -38,10 +41,12 @@ mod lex;
 mod msg;
 mod own;
 pub mod rules;
+mod stream;
 mod validate;
 mod write;
 
 pub use edit::{EditError, Editor, Keep};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
+pub use stream::{Frame, FrameError, Framer};
 pub use write::Writer;
