@@ -46,9 +46,6 @@ use core::fmt;
 use super::lex::parse_u64;
 use super::msg::{HeaderName, scan_header};
 
-/// The smallest capacity: room for one keep-alive ping.
-pub const MIN_CAPACITY: usize = 4;
-
 /// What [`Framer::next_frame`] cut out of the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -168,10 +165,14 @@ impl fmt::Debug for Framer {
 }
 
 impl Framer {
-    /// A framer whose largest message is `max_message` bytes (clamped to [`MIN_CAPACITY`] ..=
-    /// `u32::MAX`, the most `Message::parse` indexes). The one allocation.
+    /// The smallest capacity: room for one keep-alive ping.
+    pub const MIN_CAPACITY: usize = 4;
+
+    /// A framer whose largest message is `max_message` bytes, clamped to
+    /// [`Framer::MIN_CAPACITY`] ..= `u32::MAX` (the most `Message::parse` indexes). The one
+    /// allocation.
     pub fn with_capacity(max_message: usize) -> Framer {
-        let cap = max_message.clamp(MIN_CAPACITY, u32::MAX as usize);
+        let cap = max_message.clamp(Framer::MIN_CAPACITY, u32::MAX as usize);
         Framer {
             buf: vec![0u8; cap].into_boxed_slice(),
             start: 0,
@@ -606,7 +607,7 @@ mod tests {
         let bytes = stream.iter().map(core::slice::from_ref);
         assert_eq!(feed(1024, bytes), (want, None));
         // The smallest buffer holds a ping.
-        assert_eq!(Framer::with_capacity(0).capacity(), MIN_CAPACITY);
+        assert_eq!(Framer::with_capacity(0).capacity(), Framer::MIN_CAPACITY);
         assert_eq!(
             whole(0, b"\r\n\r\n\r\n\r\n"),
             (vec![Got::Ping, Got::Ping], None)
@@ -977,7 +978,7 @@ mod tests {
             prop_assert_eq!(feed(cap, bytes), one.clone());
             for g in &one.0 {
                 if let Got::Msg(m) = g {
-                    prop_assert!(m.len() <= cap.max(MIN_CAPACITY));
+                    prop_assert!(m.len() <= cap.max(Framer::MIN_CAPACITY));
                     prop_assert!(!matches!(m.first(), Some(b'\r' | b'\n')));
                     // Where the parser takes it, it takes all of it.
                     if let Ok(p) = Message::parse(m) {
