@@ -24,12 +24,14 @@
 //!   first empty line after the start line; a line starting with SP or HT continues the header
 //!   above it (RFC 3261 §7.3.1), and each header is read by `msg.rs`'s own `scan_header`, its
 //!   name by [`HeaderName::from_bytes`] (case-insensitive, compact form `l`), its value by
-//!   `lex::parse_u64`. Header lines that `Index::parse` would refuse are not Content-Length here
-//!   either; the frame is handed out and the parser refuses it.
+//!   `lex::parse_u64`. A header line `scan_header` refuses is no Content-Length here; the frame
+//!   is still cut (the framing is unambiguous) and `Index::parse` refuses it. Two Content-Length
+//!   headers with the same value in other digits ("4", "004") frame; the parser refuses them.
 //! - Bytes before a message, consistent with `Index::parse`, which skips every leading CR and
 //!   LF: "\r\n\r\n" is a ping; a "\r\n" followed by anything but CR is a stray CRLF and is
 //!   skipped; a lone LF, or a CR followed by anything but LF, is skipped alone; "\r", "\r\n" and
-//!   "\r\n\r" wait for the next byte. Any other byte starts a message.
+//!   "\r\n\r" wait for the next byte. Any other byte starts a message (garbage too: the parser
+//!   refuses the frame, or it never ends and fills the buffer).
 //! - Each frame is exactly the start line through the last of the Content-Length body bytes, so
 //!   `Message::parse` on it sees a body of exactly Content-Length bytes; what follows stays
 //!   buffered for the next frame.
