@@ -29,6 +29,7 @@ pub mod preload;
 pub mod satable;
 pub mod sim;
 pub mod sip;
+pub mod tcp;
 pub mod wire;
 
 /// The unit tests' counting allocator, for the zero-allocation checks inside src/ (the

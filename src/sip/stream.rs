@@ -190,6 +190,19 @@ impl Framer {
         }
     }
 
+    /// Forget everything buffered and any error, keeping the buffer: the stream starts afresh
+    /// (a new connection after the owner reset the old one).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.error = None;
+        self.phase = Phase::Idle;
+        self.seek = 0;
+        self.line = 0;
+        self.header = None;
+        self.content_length = None;
+    }
+
     /// The largest message this framer takes.
     pub fn capacity(&self) -> usize {
         self.buf.len()

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sip", 2),
     ("satable", 3),
     ("config", 3),
+    ("tcp", 3),
     ("preload", 4),
     ("dataplane", 4),
     ("control", 5),

@@ -37,6 +37,8 @@ mod sip_alloc;
 mod sip_proptest;
 mod sip_rewrite;
 mod stateless_relay_gate;
+mod tcp_endpoint;
+mod tcp_host;
 mod worker_calls;
 mod worker_hostile;
 mod worker_proptest;
