@@ -324,6 +324,38 @@ def calls_section(raw, w, problems):
         w("")
 
 
+def tcp_section(raw, w, problems):
+    w("## 1c. SIP over TCP inside ESP (issue 14: where the TCP is terminated)")
+    w("")
+    w("Since ESP is ours, the TCP inside it is ours to terminate: in user space (smoltcp, one "
+      "`tcp::Endpoint` per SA set, `src/tcp/`) or in the kernel, handing each decrypted segment "
+      "to it through a TUN device. **`perf/tcp_tun.rs`**: the same UE (smoltcp, the harness) "
+      "sends SIP MESSAGEs to either server; the server's wall-clock time per message, side by "
+      "side in one run, no ESP (it costs the same either way). The kernel's figure counts the "
+      "TUN writes and reads and the socket reads, and the TCP work the kernel does inside them; "
+      "softirq work it defers to another CPU would not be counted (on this 2-vCPU machine it "
+      "runs in the writer's context). **`perf/tcp_loop.rs`**: the P-CSCF's side of receiving a "
+      "protected message, ESP included, over TCP (decrypt, TCP, frame, parse; ACKs built and "
+      "encrypted) beside the same message over UDP (decrypt, parse); allocations counted in "
+      "the timed part; and the memory of one idle SA set's TCP.")
+    w("")
+    found = 0
+    for name in ["tcp_tun.txt", "tcp_loop.txt"]:
+        p = os.path.join(raw, name)
+        if not os.path.exists(p):
+            continue
+        lines = [l.rstrip() for l in open(p)]
+        w(f"`{name[:-4]}`:")
+        w("")
+        for l in lines:
+            if l.startswith("|") or l.startswith("memory"):
+                w(l)
+                found += l.startswith("| ") and not l.startswith("| suite") and not l.startswith("| message")
+        w("")
+    if not found:
+        problems.append("tcp_loop / tcp_tun tables empty")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
@@ -396,6 +428,8 @@ def main():
 
     # 1b. calls
     calls_section(raw, w, problems)
+    # 1c. TCP inside ESP
+    tcp_section(raw, w, problems)
 
     # 2./3. side by side
     w("## 2. Side by side: pcscf and Kamailio relaying plain SIP")
