@@ -349,6 +349,9 @@ pub struct Endpoint {
     last_active: [Option<Instant>; 2],
     /// Whether each connection was seen established (to count ends once).
     up: [bool; 2],
+    /// How many times each connection was established: bytes of one connection never run on
+    /// into the next's (the owner's framer starts afresh, [`Endpoint::generation`]).
+    generation: [u32; 2],
     /// A message waiting for our own connection's handshake.
     pending: Vec<u8>,
     closed: bool,
@@ -425,6 +428,7 @@ impl Endpoint {
             epoch: now,
             last_active: [None; 2],
             up: [false; 2],
+            generation: [0; 2],
             pending: Vec::new(),
             closed: false,
             stats: EndpointStats::default(),
@@ -440,12 +444,26 @@ impl Endpoint {
         );
         // RFC 3261 §18.1.1: a congestion-controlled transport
         s.set_congestion_control(CongestionControl::Reno);
-        s.set_timeout(Some(smoltcp::time::Duration::from_millis(
-            cfg.unacked.as_millis() as u64,
-        )));
         // SIP messages are whole writes: send them at once
         s.set_nagle_enabled(false);
         s
+    }
+
+    /// smoltcp's timeout aborts a connection whose peer has been silent that long, idle or not:
+    /// keep it for a handshake and for data waiting to be acknowledged (the peer that stops
+    /// acknowledging), never for an idle connection (those get [`EndpointConfig::idle`]).
+    fn tune_timeouts(&mut self) {
+        let unacked = smoltcp::time::Duration::from_millis(self.cfg.unacked.as_millis() as u64);
+        for h in self.handles {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            let waiting = match s.state() {
+                State::Established | State::CloseWait => s.send_queue() > 0,
+                State::Closed | State::Listen | State::TimeWait => false,
+                // a handshake, or a close the peer must answer
+                _ => true,
+            };
+            s.set_timeout(waiting.then_some(unacked));
+        }
     }
 
     /// Listen again on the server port once the accepted connection is over.
@@ -618,6 +636,18 @@ impl Endpoint {
         .unwrap_or(0)
     }
 
+    /// How many times a connection was established (changes when a new one replaces it).
+    pub fn generation(&self, conn: Conn) -> u32 {
+        self.generation[conn.index()]
+    }
+
+    /// Whether a connection is open (established or being closed with bytes still to come).
+    pub fn is_open(&self, conn: Conn) -> bool {
+        self.sockets
+            .get::<tcp::Socket>(self.handles[conn.index()])
+            .is_open()
+    }
+
     /// Whether a connection has received bytes not yet read.
     pub fn has_data(&self, conn: Conn) -> bool {
         self.sockets
@@ -666,9 +696,15 @@ impl Endpoint {
         for conn in [Conn::Accepted, Conn::Opened] {
             let i = conn.index();
             let s = self.sockets.get_mut::<tcp::Socket>(self.handles[i]);
+            // SIP has no use for a half-closed connection: the peer's FIN closes ours too
+            // (once what we queued has gone)
+            if s.state() == State::CloseWait {
+                s.close();
+            }
             let established = s.state() == State::Established;
             if established && !self.up[i] {
                 self.up[i] = true;
+                self.generation[i] = self.generation[i].wrapping_add(1);
                 self.stats.established[i] += 1;
                 self.last_active[i] = Some(now);
             }
@@ -702,6 +738,7 @@ impl Endpoint {
             }
         }
         self.relisten();
+        self.tune_timeouts();
         self.stats.sink_full += dropped;
         self.stats.segments_out += (out.len() - before) as u64;
     }

@@ -93,6 +93,8 @@ pub struct HostStats {
     /// Sets whose TCP was built (first segment or message), and given back once quiet.
     pub woken: u64,
     pub slept: u64,
+    /// Partial messages dropped because their connection ended or was replaced.
+    pub partial_dropped: u64,
 }
 
 /// A set whose TCP is in use: its endpoint and framers (~81 KiB with the default sizes).
@@ -101,6 +103,28 @@ struct Live {
     framers: [Framer; 2],
     /// When each connection's current partial message began.
     partial_since: [Option<Instant>; 2],
+    /// The connection generation each framer holds bytes of.
+    gens: [u32; 2],
+}
+
+impl Live {
+    /// A framer holds the bytes of one connection only: when its connection is gone (and its
+    /// last bytes were framed) or another replaced it, a partial message is dropped, never
+    /// completed by the next connection's bytes.
+    fn forget_dead_streams(&mut self, stats: &mut HostStats) {
+        for (i, conn) in [(0, Conn::Accepted), (1, Conn::Opened)] {
+            let g = self.ep.generation(conn);
+            let gone = !self.ep.is_open(conn) && !self.ep.has_data(conn);
+            if g != self.gens[i] || gone {
+                if self.framers[i].buffered() > 0 {
+                    stats.partial_dropped += 1;
+                }
+                self.framers[i].reset();
+                self.partial_since[i] = None;
+                self.gens[i] = g;
+            }
+        }
+    }
 }
 
 /// One SA set. Its [`Live`] part exists only while a connection is up or being made: a set
@@ -162,6 +186,7 @@ fn wake<'s>(
                 Framer::with_capacity(cfg.max_message),
             ],
             partial_since: [None; 2],
+            gens: [0; 2],
         })
     })
 }
@@ -324,6 +349,17 @@ impl Host {
             let Some(s) = s.live.as_deref_mut() else {
                 continue;
             };
+            // a new connection's bytes never join the last one's partial message
+            for (i, conn) in [(0, Conn::Accepted), (1, Conn::Opened)] {
+                if s.ep.generation(conn) != s.gens[i] {
+                    if s.framers[i].buffered() > 0 {
+                        self.stats.partial_dropped += 1;
+                    }
+                    s.framers[i].reset();
+                    s.partial_since[i] = None;
+                    s.gens[i] = s.ep.generation(conn);
+                }
+            }
             for conn in [Conn::Accepted, Conn::Opened] {
                 let i = match conn {
                     Conn::Accepted => 0,
@@ -427,6 +463,11 @@ impl Host {
         let Some(s) = self.sets.get_mut(&id) else {
             return;
         };
+        if let Some(l) = s.live.as_deref_mut()
+            && !s.queued
+        {
+            l.forget_dead_streams(&mut self.stats);
+        }
         // a set whose TCP went quiet gives its memory back (built again on the next segment)
         if !s.queued
             && s.live

@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use proptest::prelude::*;
+
 use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, SegmentError, Segments, SendError};
 
 const OURS: [u8; 4] = [10, 0, 0, 1];
@@ -49,6 +51,13 @@ struct Pair {
     out: Segments,
     /// Drop every n-th segment (0: none).
     lose_every: usize,
+    /// Random loss and duplication: (xorshift state, loss %, duplication %); never more than
+    /// two losses in a row in one direction, so every segment gets through within its retries.
+    chaos: Option<(u64, u64, u64)>,
+    /// Losses in a row, per direction (to us, to the UE).
+    run: [u8; 2],
+    /// How far `settle` jumps to a timer when nothing is in flight.
+    max_jump: Duration,
     /// Deliver each batch in reverse order.
     reorder: bool,
     sent: usize,
@@ -57,9 +66,12 @@ struct Pair {
 
 impl Pair {
     fn new(v6: bool) -> Pair {
+        Pair::with(v6, EndpointConfig::default())
+    }
+
+    fn with(v6: bool, cfg: EndpointConfig) -> Pair {
         let now = Instant::now();
         let (p, u) = ports(v6);
-        let cfg = EndpointConfig::default();
         Pair {
             now,
             pcscf: Endpoint::new(1, p, cfg, 0x1234_5678_9abc_def0, now),
@@ -68,6 +80,9 @@ impl Pair {
             to_ue: Vec::new(),
             out: Segments::with_limit(256),
             lose_every: 0,
+            chaos: None,
+            run: [0; 2],
+            max_jump: Duration::from_secs(5),
             reorder: false,
             sent: 0,
             lost: 0,
@@ -82,10 +97,33 @@ impl Pair {
                 self.lost += 1;
                 continue;
             }
-            if from_pcscf {
-                self.to_ue.push(pkt.to_vec());
+            let dir = usize::from(from_pcscf);
+            let mut fate = 0;
+            if let Some((x, loss, dup)) = self.chaos.as_mut() {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let roll = *x % 100;
+                if roll < *loss && self.run[dir] < 2 {
+                    fate = 1;
+                } else if roll >= 100 - *dup {
+                    fate = 2;
+                }
+            }
+            if fate == 1 {
+                self.run[dir] += 1;
+                self.lost += 1;
+                continue;
+            }
+            self.run[dir] = 0;
+            let to = if from_pcscf {
+                &mut self.to_ue
             } else {
-                self.to_pcscf.push(pkt.to_vec());
+                &mut self.to_pcscf
+            };
+            to.push(pkt.to_vec());
+            if fate == 2 {
+                to.push(pkt.to_vec());
             }
         }
         self.out.clear();
@@ -115,13 +153,14 @@ impl Pair {
                 self.take(false);
             }
             if !moved {
-                // nothing in flight: jump to the next timer (retransmission after a loss)
+                // nothing in flight: jump to the next timer (a retransmission after a loss, with
+                // its backoff), no further than max_jump (never to the idle timers)
                 let next = [self.pcscf.poll_at(self.now), self.ue.poll_at(self.now)]
                     .into_iter()
                     .flatten()
                     .min();
                 match next {
-                    Some(t) if t <= self.now + Duration::from_secs(5) => {
+                    Some(t) if t <= self.now + self.max_jump => {
                         self.now = t.max(self.now + Duration::from_millis(1));
                     }
                     _ => return,
@@ -387,4 +426,63 @@ fn idle_connections_are_closed_and_the_ue_may_connect_again() {
     assert!(p.pcscf.is_established(Conn::Accepted), "{:?}", p.pcscf);
     assert_eq!(Pair::read_all(&mut p.pcscf, Conn::Accepted), m);
     assert_eq!(p.pcscf.stats().established, [2, 0]);
+}
+
+/// Runs messages both ways over a link with random loss (never more than two in a row one way),
+/// duplication and reordering; returns (sent up, got up, sent down, got down, the pair), the
+/// sent ones message by message.
+#[allow(clippy::type_complexity)]
+fn chaos_run(
+    cfg: EndpointConfig,
+    (seed, loss, dup, reorder): (u64, u64, u64, bool),
+    sizes: &[usize],
+) -> (Vec<Vec<u8>>, Vec<u8>, Vec<Vec<u8>>, Vec<u8>, Pair) {
+    let mut p = Pair::with(false, cfg);
+    p.chaos = Some((seed, loss, dup));
+    p.reorder = reorder;
+    p.max_jump = Duration::from_secs(60);
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    for (n, len) in sizes.iter().enumerate() {
+        let m = message(n, (*len).max(80));
+        if p.ue.send(p.now, Conn::Opened, &m, &mut p.out).is_ok() {
+            up.push(m);
+        }
+        p.take(false);
+        let r = message(100 + n, (*len / 2).max(80));
+        if p.pcscf.send(p.now, Conn::Opened, &r, &mut p.out).is_ok() {
+            down.push(r);
+        }
+        p.take(true);
+        p.settle(3000);
+        got_up.extend(Pair::read_all(&mut p.pcscf, Conn::Accepted));
+        got_down.extend(Pair::read_all(&mut p.ue, Conn::Accepted));
+    }
+    for _ in 0..20 {
+        p.settle(3000);
+        got_up.extend(Pair::read_all(&mut p.pcscf, Conn::Accepted));
+        got_down.extend(Pair::read_all(&mut p.ue, Conn::Accepted));
+    }
+    (up, got_up, down, got_down, p)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random loss (up to 30 %), duplication and reordering, with a peer given all the time it
+    /// needs: the messages arrive whole and in order, both ways, on both connections.
+    #[test]
+    fn any_loss_duplication_and_reordering_keeps_the_streams_whole(
+        seed in 1u64..,
+        loss in 0u64..30,
+        dup in 0u64..10,
+        reorder in any::<bool>(),
+        sizes in prop::collection::vec(100usize..4000, 1..6),
+    ) {
+        let cfg = EndpointConfig { unacked: Duration::from_secs(3600), ..EndpointConfig::default() };
+        let (up, got_up, down, got_down, _) = chaos_run(cfg, (seed, loss, dup, reorder), &sizes);
+        prop_assert!(got_up == up.concat(), "UE → us: {} of {} bytes", got_up.len(), up.concat().len());
+        prop_assert!(got_down == down.concat(), "us → UE: {} of {} bytes", got_down.len(), down.concat().len());
+    }
+
 }

@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use proptest::prelude::*;
+
 use pcscf::sip::{FrameError, Message};
 use pcscf::tcp::{Conn, Host, HostConfig, HostError, PortPairs, Segments, SendError, SetId};
 
@@ -45,6 +47,12 @@ struct Net {
     /// What each side's `for_each_message` handed out: (set, conn, message).
     at_pcscf: Vec<(SetId, Conn, Vec<u8>)>,
     at_ues: Vec<(SetId, Conn, Vec<u8>)>,
+    /// Random loss: (xorshift state, loss %, most losses in a row one way).
+    chaos: Option<(u64, u64, u8)>,
+    run_lost: [u8; 2],
+    /// A broken path: the UE's data segments lost (its bare ACKs, SYNs and RSTs pass) and
+    /// everything toward it.
+    broken: bool,
 }
 
 impl Net {
@@ -64,6 +72,9 @@ impl Net {
             to_ues: Vec::new(),
             at_pcscf: Vec::new(),
             at_ues: Vec::new(),
+            chaos: None,
+            run_lost: [0; 2],
+            broken: false,
         };
         for &id in sets {
             let (p, u) = ports(id);
@@ -75,6 +86,20 @@ impl Net {
 
     fn take(&mut self, from_pcscf: bool) {
         for (pkt, id, _) in self.out.iter() {
+            let dir = usize::from(from_pcscf);
+            if let Some((x, loss, most)) = self.chaos.as_mut() {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                if *x % 100 < *loss && self.run_lost[dir] < *most {
+                    self.run_lost[dir] += 1;
+                    continue;
+                }
+            }
+            self.run_lost[dir] = 0;
+            if self.broken && (from_pcscf || tcp_payload_len(pkt) > 0) {
+                continue;
+            }
             if from_pcscf {
                 self.to_ues.push((id, pkt.to_vec()));
             } else {
@@ -126,6 +151,13 @@ impl Net {
             }
         }
     }
+}
+
+/// The TCP payload length of an IPv4 packet.
+fn tcp_payload_len(pkt: &[u8]) -> usize {
+    let total = u16::from_be_bytes([pkt[2], pkt[3]]) as usize;
+    let data_offset = ((pkt[20 + 12] >> 4) as usize) * 4;
+    total - 20 - data_offset
 }
 
 /// A MESSAGE of `len` bytes with a correct Content-Length.
@@ -373,4 +405,94 @@ fn a_quiet_set_holds_no_tcp_memory() {
     net.run(50);
     assert_eq!(net.at_pcscf.len(), 2, "{:?}", net.pcscf.stats());
     assert_eq!(net.pcscf.live(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random loss (up to 40 %, up to five in a row one way) with the default bound on a silent
+    /// peer, so a connection whose peer stays silent too long is reset and a later message
+    /// opens a new one: what the host hands out is always whole messages, each one sent, in the order
+    /// sent, none twice (a partial message of a connection that ended is dropped, never
+    /// completed by the next connection's bytes); one missing means a connection ended.
+    #[test]
+    fn only_whole_messages_in_order_whatever_the_loss(
+        seed in 1u64..,
+        loss in 0u64..40,
+        sizes in prop::collection::vec(100usize..4000, 1..8),
+    ) {
+        // (no bound on a message's time here: a partial message must be dropped because its
+        // connection ended, not because it was slow)
+        let cfg = HostConfig { message_time: Duration::from_secs(3600), ..HostConfig::default() };
+        let mut net = Net::new(cfg, &[1]);
+        net.chaos = Some((seed, loss, 5));
+        let mut sent = Vec::new();
+        for (n, len) in sizes.iter().enumerate() {
+            let m = message(n, (*len).max(300));
+            if net.ue_send(1, &m).is_ok() {
+                sent.push(m);
+            }
+            // a few seconds between messages, so retransmissions and the bound both play
+            for _ in 0..5 {
+                net.run(10);
+                net.now += Duration::from_secs(1);
+            }
+        }
+        for _ in 0..60 {
+            net.run(10);
+            net.now += Duration::from_secs(1);
+        }
+        let got: Vec<&Vec<u8>> = net.at_pcscf.iter().map(|(_, _, m)| m).collect();
+        let mut at = 0;
+        for m in &got {
+            let Some(k) = sent[at..].iter().position(|s| s == *m) else {
+                return Err(TestCaseError::fail(format!("a message handed out that was not sent in this order ({} bytes)", m.len())));
+            };
+            at += k + 1;
+        }
+        if got.len() < sent.len() {
+            let st = net.ues.stats();
+            let ended = net.ues.endpoint(1).map_or(0, |e| e.stats().ended)
+                + net.pcscf.endpoint(1).map_or(0, |e| e.stats().ended);
+            prop_assert!(ended > 0 || st.slept > 0 || net.pcscf.stats().slept > 0,
+                "{} of {} messages and no connection ended", got.len(), sent.len());
+        }
+    }
+}
+
+#[test]
+fn a_partial_message_of_a_dead_connection_is_never_completed_by_the_next() {
+    let cfg = HostConfig {
+        message_time: Duration::from_secs(3600),
+        ..HostConfig::default()
+    };
+    let mut net = Net::new(cfg, &[1]);
+    net.ue_send(1, &message(1, 400)).unwrap();
+    net.run(20);
+    // a 3 KB message: its first segment arrives, then the path breaks
+    net.ue_send(1, &message(2, 3000)).unwrap();
+    assert!(net.to_pcscf.len() >= 2, "one segment only: nothing to cut");
+    net.to_pcscf.truncate(1);
+    net.broken = true;
+    net.run(20);
+    assert_eq!(net.at_pcscf.len(), 1, "the partial message was handed out");
+    // the UE gives up on the silent path (its RST still passes) ...
+    for _ in 0..40 {
+        net.now += Duration::from_secs(1);
+        net.run(5);
+    }
+    assert!(!net.ues.is_established(1, Conn::Opened));
+    assert!(!net.pcscf.is_established(1, Conn::Accepted));
+    // ... and sends its next message over a new connection once the path is back
+    net.broken = false;
+    net.ue_send(1, &message(3, 500)).unwrap();
+    net.run(50);
+    let got: Vec<&Vec<u8>> = net.at_pcscf.iter().map(|(_, _, m)| m).collect();
+    assert_eq!(got, vec![&message(1, 400), &message(3, 500)]);
+    assert_eq!(
+        net.pcscf.stats().partial_dropped,
+        1,
+        "{:?}",
+        net.pcscf.stats()
+    );
 }
