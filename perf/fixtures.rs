@@ -53,3 +53,16 @@ pub fn me() -> pcscf::sip::rules::ProxyIdentity<'static> {
         orig_ioi: b"ims.mnc001.mcc001.3gppnetwork.org",
     }
 }
+
+/// A MESSAGE of exactly `len` bytes (a text body of x's) sent over TCP by the UE at `ue`, number
+/// `n` in its Via branch and Call-ID (`perf/tcp_loop.rs`, `perf/tcp_tun.rs`).
+pub fn tcp_message(n: usize, len: usize, ue: &str) -> Vec<u8> {
+    let head = format!(
+        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP {ue}:7005;branch=z9hG4bK{n:08}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: tcp-{n:08}@{ue}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: "
+    );
+    let body_len = len - head.len() - 8;
+    let mut m = format!("{head}{body_len:04}\r\n\r\n").into_bytes();
+    m.extend(std::iter::repeat_n(b'x', body_len));
+    assert_eq!(m.len(), len);
+    m
+}

@@ -333,8 +333,8 @@ def tcp_section(raw, w, problems):
       "sends SIP MESSAGEs to either server; the server's wall-clock time per message, side by "
       "side in one run, no ESP (it costs the same either way). The kernel's figure counts the "
       "TUN writes and reads and the socket reads, and the TCP work the kernel does inside them; "
-      "softirq work it defers to another CPU would not be counted (on this 2-vCPU machine it "
-      "runs in the writer's context). **`perf/tcp_loop.rs`**: the P-CSCF's side of receiving a "
+      "work the kernel defers to another CPU or to ksoftirqd is not counted (its figure is if "
+      "anything low). **`perf/tcp_loop.rs`**: the P-CSCF's side of receiving a "
       "protected message, ESP included, over TCP (decrypt, TCP, frame, parse; ACKs built and "
       "encrypted) beside the same message over UDP (decrypt, parse); allocations counted in "
       "the timed part; and the memory of one idle SA set's TCP.")
@@ -347,10 +347,15 @@ def tcp_section(raw, w, problems):
         lines = [l.rstrip() for l in open(p)]
         w(f"`{name[:-4]}`:")
         w("")
-        for l in lines:
-            if l.startswith("|") or l.startswith("memory"):
-                w(l)
-                found += l.startswith("| ") and not l.startswith("| suite") and not l.startswith("| message")
+        mem = [l for l in lines if l.startswith("memory")]
+        table = [l for l in lines if l.startswith("|")]
+        for l in mem:
+            w(f"- {l}")
+        if mem:
+            w("")
+        for l in table:
+            w(l)
+        found += sum(1 for l in table[2:])
         w("")
     if not found:
         problems.append("tcp_loop / tcp_tun tables empty")

@@ -20,6 +20,10 @@ use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::sip::{Frame as StreamFrame, Framer, Message};
 use pcscf::tcp::{Conn, Endpoint, EndpointConfig, Host, HostConfig, PortPairs, Segments};
 
+#[path = "fixtures.rs"]
+#[allow(dead_code)] // (the other tools' fixtures)
+mod fixtures;
+
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
@@ -47,14 +51,7 @@ const ROOM: usize = 128;
 const MAX_MESSAGE: usize = 16384;
 
 fn message(n: usize, len: usize) -> Vec<u8> {
-    let head = format!(
-        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bK{n:08}\r\nMax-Forwards: 70\r\nRoute: <sip:10.46.0.1:5103;lr>\r\nFrom: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: tcp-{n:08}@10.46.0.6\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: "
-    );
-    let body_len = len - head.len() - 8;
-    let mut m = format!("{head}{body_len:04}\r\n\r\n").into_bytes();
-    m.extend(std::iter::repeat_n(b'x', body_len));
-    assert_eq!(m.len(), len);
-    m
+    fixtures::tcp_message(n, len, "10.46.0.6")
 }
 
 fn ports() -> (PortPairs, PortPairs) {

@@ -21,19 +21,17 @@ use std::time::{Duration, Instant};
 use pcscf::sip::{Frame, Framer, Message};
 use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
 
+#[path = "fixtures.rs"]
+#[allow(dead_code)] // (the other tools' fixtures)
+mod fixtures;
+
 const SERVER: [u8; 4] = [10, 99, 0, 1];
 const UE: [u8; 4] = [10, 99, 0, 2];
 const MESSAGES: usize = 20_000;
 const MAX_MESSAGE: usize = 16384;
 
 fn message(n: usize, len: usize) -> Vec<u8> {
-    let head = format!(
-        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP 10.99.0.2:7005;branch=z9hG4bK{n:08}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example.net>;tag=a1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: tun-{n:08}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: "
-    );
-    let body_len = len - head.len() - 8;
-    let mut m = format!("{head}{body_len:04}\r\n\r\n").into_bytes();
-    m.extend(std::iter::repeat_n(b'x', body_len));
-    m
+    fixtures::tcp_message(n, len, "10.99.0.2")
 }
 
 /// The port pairs, the UE's client port `uc` (a fresh one per run: the kernel may still hold

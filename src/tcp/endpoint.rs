@@ -564,10 +564,7 @@ impl Endpoint {
             .flatten()
             .map(|t| *t + self.cfg.idle)
             .min();
-        match (stack, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        super::earliest(stack, idle)
     }
 
     /// Queue one whole message on a connection. [`Conn::Opened`] is connected first when it is

@@ -486,10 +486,7 @@ impl Host {
             .flatten()
             .map(|t| *t + self.cfg.message_time)
             .min();
-        let at = match (l.ep.poll_at(now), slow) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let at = super::earliest(l.ep.poll_at(now), slow);
         // one live entry per set: a later deadline waits for the earlier entry to fire
         if let Some(at) = at.map(|a| a.max(now))
             && s.armed.is_none_or(|armed| at < armed)

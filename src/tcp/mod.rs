@@ -14,3 +14,14 @@ pub use endpoint::{
     Conn, Endpoint, EndpointConfig, EndpointStats, PortPairs, SegmentError, Segments, SendError,
 };
 pub use host::{Host, HostConfig, HostError, HostStats, SetId};
+
+/// The earlier of two optional deadlines.
+fn earliest(
+    a: Option<std::time::Instant>,
+    b: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
