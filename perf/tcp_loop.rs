@@ -229,22 +229,25 @@ fn main() {
         .unwrap_or(5);
     let only = std::env::args().nth(2).unwrap_or_default();
     let (ck, ik) = ([0x11u8; 16], [0x22u8; 16]);
-    // memory of one SA set's TCP: in use (our endpoint, listening, and two framers), and
-    // quiet (a `tcp::Host` builds those only on the first segment or message)
+    // memory of one SA set's TCP: with the UE's connection in use (our endpoint and one
+    // framer, counted by the allocator), with ours too (its socket's buffers and a second
+    // framer, taken when we connect: their sizes added), and quiet (a `tcp::Host` builds
+    // nothing before the first segment or message)
     let b0 = BYTES.load(Ordering::Relaxed);
     let (p, _) = ports();
-    let idle = Endpoint::new(3, p, EndpointConfig::default(), 3, Instant::now());
-    let framers = [
-        Framer::with_capacity(MAX_MESSAGE),
-        Framer::with_capacity(MAX_MESSAGE),
-    ];
-    let heap = BYTES.load(Ordering::Relaxed) - b0;
-    let inline = std::mem::size_of_val(&idle) + std::mem::size_of_val(&framers);
+    let now = Instant::now();
+    let ep = Endpoint::new(3, p, EndpointConfig::default(), 3, now);
+    let f1 = Framer::with_capacity(MAX_MESSAGE);
+    let one = BYTES.load(Ordering::Relaxed) - b0 + std::mem::size_of_val(&ep) as u64;
+    // ours: its socket's receive and send buffers and a second framer, taken when we connect
+    let cfg = EndpointConfig::default();
+    let both = one + (cfg.rx_buffer + cfg.tx_buffer + MAX_MESSAGE) as u64;
     println!(
-        "memory of one SA set's TCP in use (two connections' buffers): {heap} B on the heap + {inline} B inline = {} KiB",
-        (heap as usize + inline) / 1024
+        "memory of one SA set's TCP: {} KiB with the UE's connection in use, {} KiB with ours too",
+        one / 1024,
+        both / 1024
     );
-    drop((idle, framers));
+    drop((ep, f1));
     let sets = 10_000u64;
     let mut host = Host::new(HostConfig::default(), 1);
     let b0 = BYTES.load(Ordering::Relaxed);

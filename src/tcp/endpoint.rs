@@ -414,9 +414,11 @@ impl Endpoint {
             }
         }
         let mut sockets = SocketSet::new(Vec::with_capacity(2));
+        // our own connection's buffers are taken when we first connect (most sets only ever
+        // carry the UE's connection to us)
         let handles = [
             sockets.add(Self::socket(&cfg)),
-            sockets.add(Self::socket(&cfg)),
+            sockets.add(Self::socket_without_buffers()),
         ];
         let mut ep = Endpoint {
             id,
@@ -435,6 +437,31 @@ impl Endpoint {
         };
         ep.relisten();
         ep
+    }
+
+    /// A closed socket that holds no memory, for a connection not in use.
+    fn socket_without_buffers() -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(Vec::new()),
+            tcp::SocketBuffer::new(Vec::new()),
+        )
+    }
+
+    /// Give our own connection its buffers before it connects, or take them back once it is
+    /// over (nothing waits for it): a set that is not using it holds none.
+    fn size_opened(&mut self, in_use: bool) {
+        let h = self.handles[1];
+        let s = self.sockets.get::<tcp::Socket>(h);
+        let has = s.recv_capacity() > 0;
+        if in_use == has || s.state() != State::Closed {
+            return;
+        }
+        self.sockets.remove(h);
+        self.handles[1] = self.sockets.add(if in_use {
+            Self::socket(&self.cfg)
+        } else {
+            Self::socket_without_buffers()
+        });
     }
 
     fn socket(cfg: &EndpointConfig) -> tcp::Socket<'static> {
@@ -583,6 +610,9 @@ impl Endpoint {
             return Err(SendError::TooLarge);
         }
         let i = conn.index();
+        if conn == Conn::Opened {
+            self.size_opened(true);
+        }
         let s = self.sockets.get_mut::<tcp::Socket>(self.handles[i]);
         if s.may_send() {
             if s.send_capacity() - s.send_queue() < msg.len() {
@@ -631,6 +661,17 @@ impl Endpoint {
             (n, n)
         })
         .unwrap_or(0)
+    }
+
+    /// The bytes its sockets' buffers hold (what a set's TCP costs beyond a few hundred bytes).
+    pub fn buffer_bytes(&self) -> usize {
+        self.handles
+            .iter()
+            .map(|h| {
+                let s = self.sockets.get::<tcp::Socket>(*h);
+                s.recv_capacity() + s.send_capacity()
+            })
+            .sum()
     }
 
     /// How many times a connection was established (changes when a new one replaces it).
@@ -733,6 +774,9 @@ impl Endpoint {
                 // the handshake failed (RST, timeout): what waited is lost
                 self.pending.clear();
             }
+        }
+        if self.pending.is_empty() {
+            self.size_opened(false);
         }
         self.relisten();
         self.tune_timeouts();

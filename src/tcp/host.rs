@@ -97,7 +97,7 @@ pub struct HostStats {
     pub partial_dropped: u64,
 }
 
-/// A set whose TCP is in use: its endpoint and framers (~81 KiB with the default sizes).
+/// A set whose TCP is in use: its endpoint and the framers of the connections in use.
 struct Live {
     ep: Endpoint,
     framers: [Framer; 2],
@@ -119,9 +119,14 @@ impl Live {
                 if self.framers[i].buffered() > 0 {
                     stats.partial_dropped += 1;
                 }
-                self.framers[i].reset();
                 self.partial_since[i] = None;
                 self.gens[i] = g;
+                if gone {
+                    // its buffer goes with the connection (taken again when bytes come)
+                    self.framers[i] = Framer::with_capacity(0);
+                } else {
+                    self.framers[i].reset();
+                }
             }
         }
     }
@@ -182,8 +187,9 @@ fn wake<'s>(
         Box::new(Live {
             ep: Endpoint::new(id, s.ports, cfg.endpoint, *seed, now),
             framers: [
-                Framer::with_capacity(cfg.max_message),
-                Framer::with_capacity(cfg.max_message),
+                // buffers taken when a connection's first bytes come
+                Framer::with_capacity(0),
+                Framer::with_capacity(0),
             ],
             partial_since: [None; 2],
             gens: [0; 2],
@@ -365,6 +371,9 @@ impl Host {
                     Conn::Accepted => 0,
                     Conn::Opened => 1,
                 };
+                if s.ep.has_data(conn) && s.framers[i].capacity() < self.cfg.max_message {
+                    s.framers[i] = Framer::with_capacity(self.cfg.max_message);
+                }
                 loop {
                     // move what the stack holds into the framer, as much as it takes
                     let framer = &mut s.framers[i];

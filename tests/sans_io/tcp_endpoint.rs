@@ -486,3 +486,36 @@ proptest! {
     }
 
 }
+
+#[test]
+fn our_connection_takes_its_buffers_only_while_in_use() {
+    let mut p = Pair::new(false);
+    let cfg = EndpointConfig::default();
+    let one = cfg.rx_buffer + cfg.tx_buffer;
+    // listening for the UE's connection: that socket's buffers only
+    assert_eq!(p.pcscf.buffer_bytes(), one);
+    p.ue.send(p.now, Conn::Opened, b"a", &mut p.out).unwrap();
+    p.take(false);
+    p.settle(100);
+    assert_eq!(p.pcscf.buffer_bytes(), one, "the UE's connection took ours");
+    // ours: taken when we connect ...
+    p.pcscf
+        .send(p.now, Conn::Opened, &message(1, 600), &mut p.out)
+        .unwrap();
+    p.take(true);
+    p.settle(100);
+    assert!(p.ue.is_established(Conn::Accepted));
+    assert_eq!(p.pcscf.buffer_bytes(), 2 * one);
+    // ... and given back once it is over
+    p.pcscf.shut(p.now, Conn::Opened, &mut p.out);
+    p.take(true);
+    p.settle(100);
+    assert_eq!(p.pcscf.buffer_bytes(), one);
+    // and taken again for the next one
+    p.pcscf
+        .send(p.now, Conn::Opened, &message(2, 600), &mut p.out)
+        .unwrap();
+    p.take(true);
+    p.settle(100);
+    assert_eq!(Pair::read_all(&mut p.ue, Conn::Accepted), message(2, 600));
+}
