@@ -473,6 +473,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::EspOther);
         }
         let inner = match e.sa().decapsulate(&mut frame[at.clone()]) {
+            Ok((_, inb)) if inb.next_header == wire::protocol::TCP => {
+                return Verdict::Drop(DropReason::TcpInEsp);
+            }
             Ok((inner, _)) => at.start + inner.start..at.start + inner.end,
             Err(why) => return Verdict::Drop(why.into()),
         };
@@ -482,7 +485,6 @@ impl Pipeline {
             payload,
         } = classify(&frame[inner.clone()])
         else {
-            // TCP over the SA is not handled yet.
             return Verdict::Drop(DropReason::EspOther);
         };
         if isrc.port() != e.ue_port() || idst.port() != e.local_port() {

@@ -78,9 +78,13 @@ pub enum DropReason {
     /// Record-Route we did not write. Other such requests get a 403
     /// (`WorkerStats::dialog_refused`).
     ForeignDialog,
+    /// TCP inside a UE's SA (its next header 6): SIP over TCP toward the UE is not served by
+    /// the workers yet (the TCP engine is `crate::tcp`), so a phone that switched to TCP shows
+    /// here rather than among other ESP errors.
+    TcpInEsp,
 }
 
-pub const DROP_REASONS: usize = 18;
+pub const DROP_REASONS: usize = 19;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -102,6 +106,7 @@ impl DropReason {
         DropReason::QueueOverflow,
         DropReason::ToUs,
         DropReason::ForeignDialog,
+        DropReason::TcpInEsp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +129,7 @@ impl DropReason {
             DropReason::QueueOverflow => "queue_overflow",
             DropReason::ToUs => "to_us",
             DropReason::ForeignDialog => "foreign_dialog",
+            DropReason::TcpInEsp => "tcp_in_esp",
         }
     }
 }

@@ -348,11 +348,22 @@ mod protected {
         flipped[n - 1] ^= 1; // ICV
         let wrong_port = esp_packet(&tx, 7005, 5103, REGISTER); // selector
         let unknown = esp_packet(&other, 7004, 5103, REGISTER);
+        // a phone that switched to TCP inside its SA (next header 6)
+        let tcp = {
+            let mut inner = udp("10.46.0.6:7004", "10.46.0.1:5103", REGISTER);
+            inner[9] = 6;
+            let mut buf = vec![0u8; 256 + inner.len() + 128];
+            buf[256..256 + inner.len()].copy_from_slice(&inner);
+            let mut f = Frame::new(&mut buf, 256, 256 + inner.len());
+            tx.outbound(&mut f).unwrap();
+            let (s, e) = (f.start, f.end);
+            buf[s..e].to_vec()
+        };
         let io = w.io();
-        for p in [&good, &good, &flipped, &wrong_port, &unknown] {
+        for p in [&good, &good, &flipped, &wrong_port, &unknown, &tcp] {
             assert!(io.inject(Side::Ue, p));
         }
-        assert_eq!(w.poll_once(), 5);
+        assert_eq!(w.poll_once(), 6);
         let s = *w.stats();
         assert_eq!(s.punted, 1, "{s:?}");
         assert_eq!(
@@ -367,6 +378,11 @@ mod protected {
             "inner ports off the SA's selector"
         );
         assert_eq!(s.drops[DropReason::UnknownSpi as usize], 1);
+        assert_eq!(
+            s.drops[DropReason::TcpInEsp as usize],
+            1,
+            "TCP inside the SA, counted apart"
+        );
         let b = punt.pop().unwrap();
         assert_eq!(b.protection, Protection::Protected { spi });
         assert_eq!(b.src, addr("10.46.0.6:7004"));
