@@ -115,18 +115,21 @@ impl Live {
         for (i, conn) in [(0, Conn::Accepted), (1, Conn::Opened)] {
             let g = self.ep.generation(conn);
             let gone = !self.ep.is_open(conn) && !self.ep.has_data(conn);
-            if g != self.gens[i] || gone {
-                if self.framers[i].buffered() > 0 {
-                    stats.partial_dropped += 1;
-                }
-                self.partial_since[i] = None;
-                self.gens[i] = g;
-                if gone {
-                    // its buffer goes with the connection (taken again when bytes come)
-                    self.framers[i] = Framer::with_capacity(0);
-                } else {
-                    self.framers[i].reset();
-                }
+            let f = &mut self.framers[i];
+            let holds_buffer = f.capacity() > Framer::MIN_CAPACITY;
+            if g == self.gens[i] && !(gone && (holds_buffer || f.buffered() > 0)) {
+                continue;
+            }
+            if f.buffered() > 0 {
+                stats.partial_dropped += 1;
+            }
+            self.partial_since[i] = None;
+            self.gens[i] = g;
+            if gone && holds_buffer {
+                // its buffer goes with the connection (taken again when bytes come)
+                *f = Framer::with_capacity(0);
+            } else {
+                f.reset();
             }
         }
     }
@@ -212,7 +215,8 @@ impl Host {
             cfg,
             sets: HashMap::new(),
             ready: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            // room for what compaction keeps with few sets (more grows with the sets)
+            timers: BinaryHeap::with_capacity(32),
             seed,
             stats: HostStats::default(),
         }
@@ -221,6 +225,11 @@ impl Host {
     /// What it counted.
     pub fn stats(&self) -> HostStats {
         self.stats
+    }
+
+    /// Entries on the timer heap (live deadlines and ones left behind, bounded).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     /// How many sets are open.
@@ -502,6 +511,13 @@ impl Host {
         {
             s.armed = Some(at);
             self.timers.push(Reverse((at, id)));
+        }
+        // entries a set left behind when its deadline moved earlier wait for their time: keep
+        // them a bounded share of the heap (in place, amortised O(1) per push)
+        if self.timers.len() > 2 * self.sets.len() + 16 {
+            let sets = &self.sets;
+            self.timers
+                .retain(|Reverse((t, id))| sets.get(id).is_some_and(|s| s.armed == Some(*t)));
         }
     }
 }

@@ -496,3 +496,64 @@ fn a_partial_message_of_a_dead_connection_is_never_completed_by_the_next() {
         net.pcscf.stats()
     );
 }
+
+/// The per-packet path of the P-CSCF's host allocates nothing once a connection is up and its
+/// buffers have grown: segments in, messages framed and handed out, answers sent, timers run.
+#[test]
+fn the_per_packet_path_does_not_allocate() {
+    use crate::support::alloc::allocations_in;
+    let mut net = Net::new(HostConfig::default(), &[1]);
+    let (mut allocs, mut messages) = (0u64, 0usize);
+    let answer = message(999, 600);
+    for n in 0..300 {
+        net.ue_send(1, &message(n, 400 + (n % 7) * 500)).unwrap();
+        for _ in 0..3 {
+            // the P-CSCF's side, counted once warm
+            let warm = n >= 50;
+            let batch = std::mem::take(&mut net.to_pcscf);
+            let (got, a) = allocations_in(|| {
+                for (id, pkt) in &batch {
+                    let _ = net.pcscf.handle_segment(*id, net.now, pkt, &mut net.out);
+                }
+                let mut got = 0usize;
+                let mut ids = [0u64; 8];
+                net.pcscf
+                    .for_each_message(net.now, &mut net.out, |id, _, _| {
+                        ids[got % 8] = id;
+                        got += 1;
+                    });
+                for &id in ids.iter().take(got.min(8)) {
+                    let _ = net
+                        .pcscf
+                        .send(id, Conn::Accepted, net.now, &answer, &mut net.out);
+                }
+                if net.pcscf.poll_timeout().is_some_and(|t| t <= net.now) {
+                    net.pcscf.handle_timeout(net.now, &mut net.out);
+                }
+                got
+            });
+            if warm {
+                allocs += a;
+                messages += got;
+            }
+            net.take(true);
+            // the UE's side (harness)
+            for (id, pkt) in std::mem::take(&mut net.to_ues) {
+                let _ = net.ues.handle_segment(id, net.now, &pkt, &mut net.out);
+                net.take(false);
+            }
+            net.ues
+                .for_each_message(net.now, &mut net.out, |_, _, _| {});
+            net.take(false);
+            net.now += Duration::from_millis(1);
+            if net.ues.poll_timeout().is_some_and(|t| t <= net.now) {
+                net.ues.handle_timeout(net.now, &mut net.out);
+                net.take(false);
+            }
+        }
+    }
+    assert!(messages > 200, "only {messages} messages counted");
+    // deadlines a set left behind stay a bounded share of the timer heap
+    assert!(net.pcscf.timer_entries() <= 2 * net.pcscf.len() + 16);
+    assert_eq!(allocs, 0, "{allocs} allocations for {messages} messages");
+}
