@@ -6,8 +6,9 @@
 //! (`Message::parse`). TCP: the UE's segments (smoltcp at the UE too, MSS from a 1,400-byte inner
 //! MTU) are decrypted, handed to our [`Endpoint`], the bytes read into a [`Framer`], the message
 //! cut and parsed; our ACKs are built and encrypted. Only the P-CSCF's side is timed; the UE's
-//! is the harness. Also prints the memory one idle connection pair holds (bytes allocated by
-//! `Endpoint::new` and the two framers, counted by the allocator).
+//! is the harness. Also prints the memory of one SA set's TCP: with the UE's connection in use
+//! (bytes allocated by `Endpoint::new` and a framer, counted by the allocator), with ours too,
+//! and quiet (per set in a `tcp::Host` of 10,000).
 //!
 //! cargo run --release --example tcp_loop [rounds=5] [suite filter, e.g. gcm]
 
