@@ -855,6 +855,20 @@ mod tests {
         )
     }
 
+    /// Hand the book one event of `binding` seen from `side`.
+    fn feed(d: &mut Dialogs, side: Side, binding: u64, msg: &str, own: &OwnUris, now: Instant) {
+        d.handle_event(side, binding, msg.as_bytes(), None, own, now);
+    }
+
+    /// The BYE of call `call`, from the caller (`from_tag`) to the callee (`to_tag`).
+    fn bye(call: &str, from_tag: &str, to_tag: &str) -> String {
+        format!(
+            "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
+             From: <sip:alice@ims.test>;tag={from_tag}\r\nTo: <sip:bob@ims.test>;tag={to_tag}\r\n\
+             Call-ID: {call}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
     fn legs() -> Legs<'static> {
         Legs {
             core: "10.0.1.10:5060".parse().unwrap(),
@@ -884,41 +898,18 @@ mod tests {
         }
         assert_eq!(d.waiting(), 0);
         assert_eq!(d.stats.malformed, 6);
-        d.handle_event(Side::Ue, 1, good.as_bytes(), None, &own, now);
+        feed(&mut d, Side::Ue, 1, &good, &own, now);
         // the 2xx of binding 2 does not confirm binding 1's INVITE
-        d.handle_event(
-            Side::Core,
-            2,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
+        feed(&mut d, Side::Core, 2, &ok("c1", "a1", "b1"), &own, now);
         assert_eq!(d.len(), 0);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
         assert_eq!((d.len(), d.stats.confirmed), (1, 1));
         // another binding's BYE with these identifiers does not end it
-        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
-                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
-                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        d.handle_event(Side::Ue, 2, bye.as_bytes(), None, &own, now);
+        let bye = bye("c1", "a1", "b1");
+        feed(&mut d, Side::Ue, 2, &bye, &own, now);
         assert_eq!(d.len(), 1);
-        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
+        feed(&mut d, Side::Ue, 1, &bye, &own, now);
         assert_eq!((d.len(), d.stats.ended), (0, 1));
         d.check().unwrap();
     }
@@ -931,27 +922,11 @@ mod tests {
         let mut d = Dialogs::new();
         let now = Instant::now();
         let own = own();
-        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
-        let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
-                   From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>;tag=b1\r\n\
-                   Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        d.handle_event(Side::Ue, 1, bye.as_bytes(), None, &own, now);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
+        feed(&mut d, Side::Ue, 1, &invite("c1", "a1"), &own, now);
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
+        let bye = bye("c1", "a1", "b1");
+        feed(&mut d, Side::Ue, 1, &bye, &own, now);
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
         assert_eq!((d.len(), d.stats.confirmed, d.stats.ended), (0, 1, 1));
         assert!(!d.has_calls(1) || d.waiting() == 0);
         let mut out = VecDeque::new();
@@ -967,29 +942,15 @@ mod tests {
         let mut d = Dialogs::new();
         let now = Instant::now();
         let own = own();
-        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
+        feed(&mut d, Side::Ue, 1, &invite("c1", "a1"), &own, now);
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
         // the callee's re-INVITE: its 2xx has the callee's tag in From
         let callee_ok = ok("c1", "b1", "a1");
-        d.handle_event(Side::Ue, 1, callee_ok.as_bytes(), None, &own, now);
+        feed(&mut d, Side::Ue, 1, &callee_ok, &own, now);
         // the caller's re-INVITE refused (491), then accepted
         let refused = ok("c1", "a1", "b1").replace("200 OK", "491 Request Pending");
-        d.handle_event(Side::Core, 1, refused.as_bytes(), None, &own, now);
-        d.handle_event(
-            Side::Core,
-            1,
-            ok("c1", "a1", "b1").as_bytes(),
-            None,
-            &own,
-            now,
-        );
+        feed(&mut d, Side::Core, 1, &refused, &own, now);
+        feed(&mut d, Side::Core, 1, &ok("c1", "a1", "b1"), &own, now);
         let s = d.stats;
         assert_eq!((s.confirmed, s.untracked, s.failed), (1, 0, 0), "{s:?}");
         assert_eq!(d.len(), 1);
@@ -1004,20 +965,13 @@ mod tests {
         let own = own();
         for i in 0..MAX_PER_BINDING + 4 {
             let call = format!("c{i}");
-            d.handle_event(Side::Ue, 7, invite(&call, "a").as_bytes(), None, &own, now);
-            d.handle_event(
-                Side::Core,
-                7,
-                ok(&call, "a", "b").as_bytes(),
-                None,
-                &own,
-                now,
-            );
+            feed(&mut d, Side::Ue, 7, &invite(&call, "a"), &own, now);
+            feed(&mut d, Side::Core, 7, &ok(&call, "a", "b"), &own, now);
         }
         assert_eq!(d.of_binding(7), MAX_PER_BINDING);
         assert_eq!(d.stats.evicted, 4);
         d.check().unwrap();
-        d.handle_event(Side::Ue, 7, invite("late", "a").as_bytes(), None, &own, now);
+        feed(&mut d, Side::Ue, 7, &invite("late", "a"), &own, now);
         let later = now + EARLY_LIFE;
         d.handle_event(
             Side::Core,
@@ -1049,9 +1003,9 @@ mod tests {
         let mut d = Dialogs::new();
         let now = Instant::now();
         let own = own();
-        d.handle_event(Side::Ue, 1, invite("c1", "a1").as_bytes(), None, &own, now);
+        feed(&mut d, Side::Ue, 1, &invite("c1", "a1"), &own, now);
         let bad = ok("c1", "a1", "b1").replace("<sip:bob@10.9.9.9>", "<sip:bo\0\u{7f}9>");
-        d.handle_event(Side::Core, 1, bad.as_bytes(), None, &own, now);
+        feed(&mut d, Side::Core, 1, &bad, &own, now);
         let mut out = VecDeque::new();
         d.release(1, &legs(), &mut out);
         assert!(
@@ -1075,21 +1029,12 @@ mod tests {
         let own = own();
         for i in 0..20u64 {
             let call = format!("c{i}");
-            d.handle_event(Side::Ue, i, invite(&call, "a").as_bytes(), None, &own, now);
-            d.handle_event(
-                Side::Core,
-                i,
-                ok(&call, "a", "b").as_bytes(),
-                None,
-                &own,
-                now,
-            );
+            feed(&mut d, Side::Ue, i, &invite(&call, "a"), &own, now);
+            feed(&mut d, Side::Core, i, &ok(&call, "a", "b"), &own, now);
             if i == 13 {
                 // one hung up: it does not count against the others
-                let bye = "BYE sip:bob@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK2\r\n\
-                           From: <sip:alice@ims.test>;tag=a\r\nTo: <sip:bob@ims.test>;tag=b\r\n\
-                           Call-ID: c13\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-                d.handle_event(Side::Ue, 13, bye.as_bytes(), None, &own, now);
+                let bye = bye("c13", "a", "b");
+                feed(&mut d, Side::Ue, 13, &bye, &own, now);
             }
             d.check().unwrap();
         }

@@ -1703,6 +1703,47 @@ mod leg_tests {
         evs
     }
 
+    /// A call of `flow` to the callee's first answers: the caller (the UE's leg when
+    /// `ue_caller`) sends its INVITE, the callee takes it and answers, the caller takes those.
+    /// Returns both legs, what the caller sent back and the caller's events.
+    fn dial(
+        flow: Flow,
+        caller_acts: bool,
+        callee_acts: bool,
+        ue_caller: bool,
+        now: Instant,
+    ) -> (Leg, Leg, Vec<Out>, Vec<Event>) {
+        let mut to_b = Vec::new();
+        let mut a = Leg::caller(
+            flow,
+            caller_acts,
+            ue_caller,
+            INVITE.as_bytes().to_vec(),
+            local("a", ue_caller),
+            now,
+            &mut to_b,
+        )
+        .unwrap();
+        let m = Message::parse(&to_b[0].bytes).unwrap();
+        let mut to_a = Vec::new();
+        let b = Leg::callee(
+            flow,
+            callee_acts,
+            !ue_caller,
+            m.view(),
+            local("b", !ue_caller),
+            now,
+            &mut to_a,
+        )
+        .unwrap();
+        let (mut back, mut ev) = (Vec::new(), Vec::new());
+        for o in &to_a {
+            let m = Message::parse(&o.bytes).unwrap();
+            a.handle(m.view(), now, &mut back, &mut ev);
+        }
+        (a, b, back, ev)
+    }
+
     /// `dereg`: once the call is up the UE's leg asks its simulator to de-register and both
     /// legs wait for the network's BYE (the P-CSCF's, TS 24.229 §5.2.8), whichever side calls
     /// and whoever the plan says acts; each answers it 200 and ends released. Without it, each
@@ -1712,35 +1753,8 @@ mod leg_tests {
         for ue_caller in [true, false] {
             for callee_acts in [false, true] {
                 let now = Instant::now();
-                let mut to_b = Vec::new();
-                let mut a = Leg::caller(
-                    Flow::Dereg,
-                    !callee_acts,
-                    ue_caller,
-                    INVITE.as_bytes().to_vec(),
-                    local("a", ue_caller),
-                    now,
-                    &mut to_b,
-                )
-                .unwrap();
-                let inv = to_b.remove(0);
-                let m = Message::parse(&inv.bytes).unwrap();
-                let mut to_a = Vec::new();
-                let mut b = Leg::callee(
-                    Flow::Dereg,
-                    callee_acts,
-                    !ue_caller,
-                    m.view(),
-                    local("b", !ue_caller),
-                    now,
-                    &mut to_a,
-                )
-                .unwrap();
-                let (mut first, mut first_ev) = (Vec::new(), Vec::new());
-                for o in &to_a {
-                    let m = Message::parse(&o.bytes).unwrap();
-                    a.handle(m.view(), now, &mut first, &mut first_ev);
-                }
+                let (mut a, mut b, first, first_ev) =
+                    dial(Flow::Dereg, !callee_acts, callee_acts, ue_caller, now);
                 let [mut ev_a, ev_b] = converse(&mut a, &mut b, first, now);
                 ev_a.splice(0..0, first_ev);
                 let (ue_ev, core_ev) = if ue_caller {
@@ -1778,35 +1792,7 @@ mod leg_tests {
                     assert!(!out[0].request);
                 }
                 // no BYE: both fail, saying why
-                let mut to_b = Vec::new();
-                let mut a = Leg::caller(
-                    Flow::Dereg,
-                    true,
-                    ue_caller,
-                    INVITE.as_bytes().to_vec(),
-                    local("a", ue_caller),
-                    now,
-                    &mut to_b,
-                )
-                .unwrap();
-                let inv = to_b.remove(0);
-                let m = Message::parse(&inv.bytes).unwrap();
-                let mut to_a = Vec::new();
-                let mut b = Leg::callee(
-                    Flow::Dereg,
-                    false,
-                    !ue_caller,
-                    m.view(),
-                    local("b", !ue_caller),
-                    now,
-                    &mut to_a,
-                )
-                .unwrap();
-                let mut first = Vec::new();
-                for o in &to_a {
-                    let m = Message::parse(&o.bytes).unwrap();
-                    a.handle(m.view(), now, &mut first, &mut Vec::new());
-                }
+                let (mut a, mut b, first, _) = dial(Flow::Dereg, true, false, ue_caller, now);
                 converse(&mut a, &mut b, first, now);
                 let later = now + Duration::from_secs(6);
                 for leg in [&mut a, &mut b] {
@@ -1936,35 +1922,7 @@ mod leg_tests {
     fn an_unexpected_bye_releases_the_call() {
         let now = Instant::now();
         // the caller waits for the callee's re-INVITE; the callee for the caller's ACK
-        let mut to_b = Vec::new();
-        let mut a = Leg::caller(
-            Flow::Reinvite,
-            false,
-            true,
-            INVITE.as_bytes().to_vec(),
-            local("a", true),
-            now,
-            &mut to_b,
-        )
-        .unwrap();
-        let m = Message::parse(&to_b[0].bytes).unwrap();
-        let mut to_a = Vec::new();
-        let mut b = Leg::callee(
-            Flow::Reinvite,
-            true,
-            false,
-            m.view(),
-            local("b", false),
-            now,
-            &mut to_a,
-        )
-        .unwrap();
-        let mut ev = Vec::new();
-        to_b.clear();
-        for o in &to_a {
-            let m = Message::parse(&o.bytes).unwrap();
-            a.handle(m.view(), now, &mut to_b, &mut ev);
-        }
+        let (mut a, mut b, _, ev) = dial(Flow::Reinvite, false, true, true, now);
         // the ACK is kept from the callee, so it waits
         assert_eq!(a.state, State::Up, "{ev:?}");
         assert_eq!(b.state, State::Answered);

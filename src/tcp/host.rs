@@ -111,10 +111,13 @@ impl Live {
     /// A framer holds the bytes of one connection only: when its connection is gone (and its
     /// last bytes were framed) or another replaced it, a partial message is dropped, never
     /// completed by the next connection's bytes.
-    fn forget_dead_streams(&mut self, stats: &mut HostStats) {
+    /// With `drained` (every byte the stack held was framed), a connection that is gone takes
+    /// its partial message and buffer with it; without, only a replaced one does (its bytes
+    /// must not meet the new connection's).
+    fn forget_dead_streams(&mut self, stats: &mut HostStats, drained: bool) {
         for (i, conn) in [(0, Conn::Accepted), (1, Conn::Opened)] {
             let g = self.ep.generation(conn);
-            let gone = !self.ep.is_open(conn) && !self.ep.has_data(conn);
+            let gone = drained && !self.ep.is_open(conn) && !self.ep.has_data(conn);
             let f = &mut self.framers[i];
             let holds_buffer = f.capacity() > Framer::MIN_CAPACITY;
             if g == self.gens[i] && !(gone && (holds_buffer || f.buffered() > 0)) {
@@ -365,16 +368,7 @@ impl Host {
                 continue;
             };
             // a new connection's bytes never join the last one's partial message
-            for (i, conn) in [(0, Conn::Accepted), (1, Conn::Opened)] {
-                if s.ep.generation(conn) != s.gens[i] {
-                    if s.framers[i].buffered() > 0 {
-                        self.stats.partial_dropped += 1;
-                    }
-                    s.framers[i].reset();
-                    s.partial_since[i] = None;
-                    s.gens[i] = s.ep.generation(conn);
-                }
-            }
+            s.forget_dead_streams(&mut self.stats, false);
             for conn in [Conn::Accepted, Conn::Opened] {
                 let i = match conn {
                     Conn::Accepted => 0,
@@ -484,7 +478,7 @@ impl Host {
         if let Some(l) = s.live.as_deref_mut()
             && !s.queued
         {
-            l.forget_dead_streams(&mut self.stats);
+            l.forget_dead_streams(&mut self.stats, true);
         }
         // a set whose TCP went quiet gives its memory back (built again on the next segment)
         if !s.queued

@@ -274,11 +274,17 @@ mod protected {
 
     /// UE 10.46.0.6 port-c 7004 → our port-s 5103, over ESP with `spi`.
     fn esp_packet(tx: &Sa, sport: u16, dport: u16, sip: &[u8]) -> Vec<u8> {
-        let inner = udp(
+        esp_of(tx, sport, dport, sip, 17)
+    }
+
+    /// `sip` in a UDP header, as IP protocol `protocol` (its Next Header inside ESP), sealed by `tx`.
+    fn esp_of(tx: &Sa, sport: u16, dport: u16, sip: &[u8], protocol: u8) -> Vec<u8> {
+        let mut inner = udp(
             &format!("10.46.0.6:{sport}"),
             &format!("10.46.0.1:{dport}"),
             sip,
         );
+        inner[9] = protocol;
         let mut buf = vec![0u8; 256 + inner.len() + 128];
         buf[256..256 + inner.len()].copy_from_slice(&inner);
         let mut f = Frame::new(&mut buf, 256, 256 + inner.len());
@@ -349,16 +355,7 @@ mod protected {
         let wrong_port = esp_packet(&tx, 7005, 5103, REGISTER); // selector
         let unknown = esp_packet(&other, 7004, 5103, REGISTER);
         // a phone that switched to TCP inside its SA (next header 6)
-        let tcp = {
-            let mut inner = udp("10.46.0.6:7004", "10.46.0.1:5103", REGISTER);
-            inner[9] = 6;
-            let mut buf = vec![0u8; 256 + inner.len() + 128];
-            buf[256..256 + inner.len()].copy_from_slice(&inner);
-            let mut f = Frame::new(&mut buf, 256, 256 + inner.len());
-            tx.outbound(&mut f).unwrap();
-            let (s, e) = (f.start, f.end);
-            buf[s..e].to_vec()
-        };
+        let tcp = esp_of(&tx, 7004, 5103, REGISTER, 6);
         let io = w.io();
         for p in [&good, &good, &flipped, &wrong_port, &unknown, &tcp] {
             assert!(io.inject(Side::Ue, p));
