@@ -192,10 +192,14 @@ fn check_all_flows(stdout: &str) {
         "{stdout}"
     );
     assert!(!stdout.contains("call failed"), "{stdout}");
-    // The P-CSCF drops nothing of the calls, except what a UE sends over its lingering SAs
-    // once its de-registration is through (a request of an unregistered UE, TS 24.229 §5.2.2:
-    // e.g. an ACK the UE sends again for a 2xx the far end sent again because the first ACK
-    // crossed it): counted as not_registered, at most one per de-registered UE.
+    only_late_drops_of_deregistered_ues(stdout, 8);
+}
+
+/// The P-CSCF drops nothing of the calls, except what a UE sends over its lingering SAs once its
+/// de-registration is through (a request of an unregistered UE, TS 24.229 §5.2.2: e.g. an ACK
+/// the UE sends again for a 2xx the far end sent again because the first ACK crossed it, or
+/// crossed the UE's de-REGISTER): counted as not_registered, at most one per de-registered UE.
+fn only_late_drops_of_deregistered_ues(stdout: &str, ues: u64) {
     let other_drops = stdout
         .lines()
         .filter(|l| l.starts_with("pcscf:   dropped "))
@@ -207,7 +211,7 @@ fn check_all_flows(stdout: &str) {
         .find(|l| l.starts_with("pcscf:   dropped not_registered"))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(0);
-    assert!(not_registered <= 8, "{stdout}");
+    assert!(not_registered <= ues, "{stdout}");
 }
 
 #[test]
@@ -417,10 +421,9 @@ fn lab_dereg(ipv6: bool) {
     ] {
         assert!(dialogs.contains(field), "{field}: {dialogs}");
     }
-    assert!(
-        stdout.contains(" dropped 0 ("),
-        "the P-CSCF dropped none of the calls' messages: {stdout}"
-    );
+    // every UE de-registers mid-call: its ACK sent again for a late 2xx may follow its
+    // de-registration (CI once saw 3 of 8)
+    only_late_drops_of_deregistered_ues(&stdout, 8);
 }
 
 #[test]
