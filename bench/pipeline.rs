@@ -136,6 +136,7 @@ fn meta(ue_port: u16, local_port: u16) -> EntryMeta {
     EntryMeta {
         ue_addr: ip(UE_IP),
         ue_port,
+        ue_ports: SetPorts::default(),
         local_port,
         ports: SetPorts { c: 5102, s: 5103 },
         binding: 1,
@@ -375,7 +376,7 @@ mod stage {
         let port = rules::top_via_port(view).unwrap();
         let hash = rules::stateless_branch(view);
         let ue = source.ip();
-        let branch = branch_key().seal(Dir::ToCore, SA1_SPI, port, hash, ue, ue);
+        let branch = branch_key().seal(Dir::ToCore, 0, SA1_SPI, port, hash, ue, ue);
         let mut ed = Editor::from_index(frame, idx);
         rules::rewrite_protected_request(
             &mut ed,

@@ -36,6 +36,7 @@ fn meta(ip: IpAddr, port: u16, lport: u16) -> EntryMeta {
     EntryMeta {
         ue_addr: ip,
         ue_port: port,
+        ue_ports: SetPorts::default(),
         local_port: lport,
         ports: SetPorts {
             c: lport & !1,

@@ -58,6 +58,7 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     let meta = |ue_port, local_port| EntryMeta {
         ue_addr: ue,
         ue_port,
+        ue_ports: SetPorts::default(),
         local_port,
         ports: SetPorts { c: 5102, s: 5103 },
         binding: 1,

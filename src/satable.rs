@@ -232,6 +232,9 @@ pub struct EntryMeta {
     pub ue_addr: IpAddr,
     /// The UE's port (port_uc or port_us).
     pub ue_port: u16,
+    /// Both of the UE's protected ports of the set (`SetPorts::default()` when not known): its
+    /// TCP connections inside the set are between these and ours (TS 33.203 §7.1).
+    pub ue_ports: SetPorts,
     /// Our port (port_ps or port_pc: one of `ports`).
     pub local_port: u16,
     /// Both of our protected ports of the SA set this SA belongs to.
@@ -333,6 +336,8 @@ pub struct Entry {
     spi: u32,
     port_c: u16,
     port_s: u16,
+    /// The UE's other protected port of the set (0: not known).
+    ue_other: u16,
     dir: Direction,
     state: SetState,
     sa: Arc<Sa>,
@@ -366,6 +371,11 @@ impl Entry {
             check: 0,
             ue_addr: m.ue_addr,
             ue_port: m.ue_port,
+            ue_other: if m.ue_port == m.ue_ports.c {
+                m.ue_ports.s
+            } else {
+                m.ue_ports.c
+            },
             at_port_s: m.local_port == m.ports.s && m.ports.s != m.ports.c,
             // `local_port` is one of the set's ports; taken as port-c when it is neither
             port_c: if m.local_port == m.ports.s {
@@ -421,7 +431,8 @@ impl Entry {
             | u64::from(self.state as u8) << 8
             | u64::from(self.at_port_s) << 15
             | u64::from(self.port_c) << 16
-            | u64::from(self.port_s) << 32;
+            | u64::from(self.port_s) << 32
+            | u64::from(self.ue_other) << 48;
         fold(a ^ b, c ^ CHECK_KEY) ^ 1
     }
 
@@ -444,6 +455,23 @@ impl Entry {
     #[inline]
     pub fn ue_port(&self) -> u16 {
         self.ue_port
+    }
+    /// The UE's two protected ports of this SA's set, port-c and port-s (0 for one not
+    /// known). Our port-s pairs with the UE's port-c (SA1, SA3), our port-c with its port-s
+    /// (SA2, SA4), TS 33.203 §7.1.
+    #[inline]
+    pub fn ue_ports(&self) -> SetPorts {
+        if self.at_port_s {
+            SetPorts {
+                c: self.ue_port,
+                s: self.ue_other,
+            }
+        } else {
+            SetPorts {
+                c: self.ue_other,
+                s: self.ue_port,
+            }
+        }
     }
     /// Our port.
     #[inline]

@@ -30,6 +30,7 @@ fn meta(binding: u64) -> EntryMeta {
     EntryMeta {
         ue_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         ue_port: 6000,
+        ue_ports: SetPorts::default(),
         local_port: 5100,
         ports: SetPorts { c: 5100, s: 5101 },
         binding,

@@ -864,7 +864,7 @@ impl Registrar {
             dst,
             payload: (),
         };
-        let Protection::Protected { spi } = protection else {
+        let Some(spi) = protection.spi() else {
             return Some((None, reply(dst, src, Protection::Plain)));
         };
         let Some(id) = self.binding_of(spi) else {
@@ -875,9 +875,19 @@ impl Registrar {
             self.stats.unknown_transaction += 1;
             return None;
         };
-        let from = SocketAddr::new(dst.ip(), set.port_pc);
-        let to = SocketAddr::new(set.ue, set.port_us);
-        Some((Some(id), reply(from, to, Protection::Protected { spi })))
+        let (from, to) = match protection {
+            // RFC 3261 §18.2.2: back on the connection the request came on (SA3: our port-s →
+            // the UE's port-c)
+            Protection::Stream { .. } => (
+                SocketAddr::new(dst.ip(), set.port_ps),
+                SocketAddr::new(set.ue, set.port_uc),
+            ),
+            _ => (
+                SocketAddr::new(dst.ip(), set.port_pc),
+                SocketAddr::new(set.ue, set.port_us),
+            ),
+        };
+        Some((Some(id), reply(from, to, protection)))
     }
 
     /// Stage 2: TS 33.203 §7.1 / TS 24.229 §5.2.2: an SA set is bound to the IMPI it was
@@ -1038,7 +1048,7 @@ impl Registrar {
         let mut client = vec![0u8; r.m.buf.len()]; // (the values cannot outgrow the message)
         let n = rules::copy_security_client(r.m.view(), &mut client).unwrap_or(0);
         client.truncate(n);
-        let (Some(id), Protection::Protected { spi }) = (r.binding, r.protection) else {
+        let (Some(id), Some(spi)) = (r.binding, r.protection.spi()) else {
             return Some(client);
         };
         let b = self.bindings.get(&id);
@@ -1216,10 +1226,7 @@ impl Registrar {
             return;
         }
         // The SA set the REGISTER arrived on, if it came protected.
-        let came_on = match p.reply.protection {
-            Protection::Protected { spi } => Some(spi),
-            Protection::Plain => None,
-        };
+        let came_on = p.reply.protection.spi();
         match status {
             401 => match self.on_401(&mut ed, &p, now) {
                 Challenge::Relay => {}
@@ -1399,10 +1406,8 @@ impl Registrar {
         }
         // TS 33.203 §7.4 [spec-m]: a new set negotiated over an existing one keeps that set's
         // port-s (the UE's dialogs route to it: our Record-Route entry names it).
-        let keep_ps = match p.reply.protection {
-            Protection::Protected { spi } => self.sas_view.pin().inbound(spi).map(|e| e.port_s()),
-            Protection::Plain => None,
-        };
+        let keep_ps = (p.reply.protection.spi())
+            .and_then(|spi| self.sas_view.pin().inbound(spi).map(|e| e.port_s()));
         let Some((spi_pc, spi_ps, port_pc, port_ps)) = self.allocate(ue, &p.offer, keep_ps) else {
             self.stats.sa_install_failed += 1;
             crate::control::log::event(format_args!(
@@ -1504,13 +1509,15 @@ impl Registrar {
             self.publish_registration(p, &routes, &impus, expires, now);
         }
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
-        // (TS 33.203 §7.4).
+        // (TS 33.203 §7.4); one that came on the UE's TCP connection goes back on it (RFC 3261
+        // §18.2.2), which is in the new set too: the protected REGISTER came over that set.
+        let on_stream = matches!(p.reply.protection, Protection::Stream { .. });
         let to = match self
             .bindings
             .get(&p.binding)
             .and_then(|b| b.current.as_ref())
         {
-            Some(c) if came_on.is_some() => Datagram {
+            Some(c) if came_on.is_some() && !on_stream => Datagram {
                 side: Side::Ue,
                 protection: Protection::Protected { spi: c.spi_pc },
                 src: SocketAddr::new(p.reply.src.ip(), c.port_pc),
@@ -1748,6 +1755,10 @@ impl Registrar {
         let meta = |ue_port: u16, local_port: u16| EntryMeta {
             ue_addr: set.ue,
             ue_port,
+            ue_ports: SetPorts {
+                c: set.port_uc,
+                s: set.port_us,
+            },
             local_port,
             ports: SetPorts {
                 c: set.port_pc,

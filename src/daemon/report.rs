@@ -155,6 +155,12 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
             eprintln!("pcscf:   dropped {:<18} {n}", d.name());
         }
     }
+    if t.tcp_segments > 0 || t.stream_in > 0 || t.stream_out > 0 {
+        eprintln!(
+            "pcscf:   tcp in the SAs: {} segments, {} messages in, {} out, {} handed to the worker holding the connection",
+            t.tcp_segments, t.stream_in, t.stream_out, t.handed_over
+        );
+    }
     if t.dialog_events > 0 || t.dialog_events_lost > 0 {
         // lost events are calls a de-registration may not release (TS 24.229 §5.2.8)
         eprintln!(

@@ -31,7 +31,12 @@ pub(super) fn spawn(
 ) -> Result<Workers, Box<dyn std::error::Error>> {
     let mut shared = Vec::new();
     let mut handles = Vec::new();
-    let mut injects = Vec::new();
+    // every worker's inject queue first: a worker hands a message for a UE's TCP connection
+    // to the worker that holds it
+    let injects: Vec<Arc<MsgQueue>> = (0..backends.len().min(cfg.dataplane.workers.len()))
+        .map(|_| MsgQueue::new(cfg.dataplane.punt_queue, None))
+        .collect();
+    let peers: Arc<[Arc<MsgQueue>]> = injects.clone().into();
     for (i, (io, &core)) in backends.into_iter().zip(&cfg.dataplane.workers).enumerate() {
         let wcfg = worker_config(cfg, i as u16)?;
         let st = Arc::new(SharedStats::default());
@@ -40,8 +45,8 @@ pub(super) fn spawn(
         let events = dialog_events.clone();
         let stop = stop.clone();
         let sas = sa_reader.clone();
-        let inject = MsgQueue::new(cfg.dataplane.punt_queue, None);
-        injects.push(inject.clone());
+        let inject = injects[i].clone();
+        let peers = peers.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -52,6 +57,7 @@ pub(super) fn spawn(
                     let mut w = Worker::new(io, wcfg, punt, st)
                         .with_sas(sas)
                         .with_inject(inject)
+                        .with_peers(peers)
                         .with_dialog_events(events);
                     w.run(&stop);
                 })?,

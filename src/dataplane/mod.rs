@@ -7,6 +7,7 @@
 //! - `queue.rs`: the bounded message queues between the workers and the registration thread
 //!   ([`MsgQueue`], [`Datagram`]).
 //! - `pipeline.rs`: the stages one packet goes through, on its frame alone ([`Pipeline`]).
+//! - `streams.rs`: SIP over TCP inside the UEs' SAs, one worker's ([`Streams`]).
 //! - `worker.rs`: one pinned worker's batch loop over a packet backend, around a pipeline
 //!   ([`Worker`]).
 
@@ -16,6 +17,7 @@ mod classify;
 mod pipeline;
 mod queue;
 mod stats;
+mod streams;
 mod worker;
 
 pub use classify::{L4, classify, udp_checksum_ok};
@@ -28,4 +30,5 @@ pub use stats::{
     DIALOG_REFUSALS, DROP_REASONS, DropReason, SharedStats, WorkerStats, dialog_refusal_name,
     new_histogram,
 };
+pub use streams::{Framed, SWEEP_EVERY, Streams, set_id};
 pub use worker::Worker;

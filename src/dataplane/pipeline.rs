@@ -29,7 +29,7 @@ use crate::esp::Sa;
 use crate::io::Side;
 use crate::satable::{Entry, ReadGuard};
 use crate::sip::Index;
-use crate::sip::branch::{Branch, BranchKey, Dir, NO_UE};
+use crate::sip::branch::{Branch, BranchKey, Dir, LANE_STREAM, NO_UE};
 use crate::sip::flow::{Flow, FlowKey};
 use crate::sip::rules::{self, DialogError, OurEntries, ProxyIdentity, RequestKind};
 use crate::sip::{Editor, HeaderName, Keep, OwnUris, View};
@@ -91,6 +91,21 @@ pub enum Verdict<'g> {
     /// Copied to the registration thread; the frame can go.
     Punted,
     Drop(DropReason),
+    /// A TCP segment (the inner IP packet `frame[inner]`, ESP removed) that came over the UE's
+    /// SA `entry`, to our address `ours`: for the worker's TCP (`dataplane::streams`).
+    Segment {
+        inner: Range<usize>,
+        entry: &'g Entry,
+        ours: IpAddr,
+    },
+    /// The SIP message `frame[range]` goes on the UE's own TCP connection (its port-c → our
+    /// port-s) in the SA set of `entry`, which this worker holds (RFC 3261 §18.2.2).
+    Stream {
+        range: Range<usize>,
+        entry: &'g Entry,
+    },
+    /// Copied to the worker that holds the UE's connection; the frame can go.
+    HandedOver,
 }
 
 /// An answer the pipeline built in its scratch buffer, and how it leaves.
@@ -103,6 +118,9 @@ pub struct Reply<'g> {
     pub len: usize,
     /// The outbound SA it goes over (toward a UE over its set), or `None` for plain UDP.
     pub over: Option<&'g Sa>,
+    /// Instead: on the UE's TCP connection in the set of this (inbound) entry, which the
+    /// request came on (RFC 3261 §18.2.2).
+    pub stream: Option<&'g Entry>,
 }
 
 /// The branch key of this process: every worker seals and verifies with it, so a response may
@@ -186,6 +204,9 @@ pub struct Pipeline {
     punt: Arc<MsgQueue>,
     /// Where the dialog events go (`control::dialogs`), if anywhere.
     events: Option<Arc<MsgQueue>>,
+    /// Every worker's inject queue, by worker id: a message for a UE's TCP connection that
+    /// another worker holds goes to that worker's.
+    peers: Option<Arc<[Arc<MsgQueue>]>>,
     pub(crate) stats: WorkerStats,
     /// Where answers are built (allocated once).
     scratch: Vec<u8>,
@@ -228,6 +249,7 @@ impl Pipeline {
             flow_key: flow_key(),
             punt,
             events: None,
+            peers: None,
             stats: WorkerStats::default(),
             scratch: vec![0; 4096],
             punted: false,
@@ -239,6 +261,11 @@ impl Pipeline {
             icid_seq: 0,
             cfg,
         }
+    }
+
+    /// Every worker's inject queue, by worker id (`Verdict::HandedOver`).
+    pub fn set_peers(&mut self, peers: Arc<[Arc<MsgQueue>]>) {
+        self.peers = Some(peers);
     }
 
     /// Copy the messages that move a dialog to `q` from now on (`Pipeline::dialog_event`).
@@ -473,8 +500,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::EspOther);
         }
         let inner = match e.sa().decapsulate(&mut frame[at.clone()]) {
-            Ok((_, inb)) if inb.next_header == wire::protocol::TCP => {
-                return Verdict::Drop(DropReason::TcpInEsp);
+            Ok((inner, inb)) if inb.next_header == wire::protocol::TCP => {
+                let inner = at.start + inner.start..at.start + inner.end;
+                return self.tcp_in(frame, inner, e);
             }
             Ok((inner, _)) => at.start + inner.start..at.start + inner.end,
             Err(why) => return Verdict::Drop(why.into()),
@@ -496,6 +524,52 @@ impl Pipeline {
             src: isrc,
             dst: idst,
             payload: inner.start + payload.start..inner.start + payload.end,
+        };
+        self.sip_over_sa(frame, m, e, sas)
+    }
+
+    /// A TCP segment over the UE's SA entry `e`, ESP removed (`frame[inner]`): its ports must
+    /// be the SA's (RFC 4301 §5.2, as for UDP: SA1 carries the UE's port-c → our port-s only),
+    /// then it is the worker's TCP's ([`Verdict::Segment`]).
+    fn tcp_in<'g>(&mut self, frame: &[u8], inner: Range<usize>, e: &'g Entry) -> Verdict<'g> {
+        let ports = frame.get(inner.clone()).and_then(tcp_ports);
+        if ports != Some((e.ue_port(), e.local_port())) {
+            return Verdict::Drop(DropReason::TcpRefused);
+        }
+        let Some(ours) = self.our_ue_addr(e.ue_addr()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        Verdict::Segment {
+            inner,
+            entry: e,
+            ours,
+        }
+    }
+
+    /// A SIP message that came whole on the UE's TCP connection in the SA set whose SA1 (the
+    /// UE's port-c → our port-s) is `e`, copied by the worker to `frame[payload]`: the same
+    /// stage as one that came over the SA in a datagram (`sip_over_sa`), except that answers
+    /// and the core's responses go back on the connection (RFC 3261 §18.2.2).
+    pub fn handle_stream<'g>(
+        &mut self,
+        frame: &mut [u8],
+        payload: Range<usize>,
+        e: &'g Entry,
+        sas: &'g ReadGuard<'_>,
+    ) -> Verdict<'g> {
+        let Some(ours) = self.our_ue_addr(e.ue_addr()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.stats.stream_in += 1;
+        let m = InFrame {
+            side: Side::Ue,
+            protection: Protection::Stream {
+                spi: e.spi(),
+                worker: self.cfg.id,
+            },
+            src: SocketAddr::new(e.ue_addr(), e.ue_port()),
+            dst: SocketAddr::new(ours, e.local_port()),
+            payload,
         };
         self.sip_over_sa(frame, m, e, sas)
     }
@@ -550,7 +624,7 @@ impl Pipeline {
         // set it came over, never forwarded.
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
             return match rules::answer_to_us(view) {
-                Some(cr) => self.reply_over_sa(view, e, sas, cr),
+                Some(cr) => self.reply_over_sa(view, (e, m.protection), sas, cr),
                 None => Verdict::Drop(DropReason::ToUs),
             };
         }
@@ -561,12 +635,14 @@ impl Pipeline {
         let Some(port) = rules::top_via_port(view) else {
             return Verdict::Drop(DropReason::BadSip);
         };
-        let Protection::Protected { spi } = m.protection else {
-            return Verdict::Drop(DropReason::EspOther);
+        let (spi, lane) = match m.protection {
+            Protection::Protected { spi } => (spi, 0),
+            Protection::Stream { spi, worker } => (spi, LANE_STREAM | worker),
+            Protection::Plain => return Verdict::Drop(DropReason::EspOther),
         };
         let ue = e.ue_addr();
         let hash = rules::stateless_branch(view);
-        let branch = self.key.seal(Dir::ToCore, spi, port, hash, ue, ue);
+        let branch = self.key.seal(Dir::ToCore, lane, spi, port, hash, ue, ue);
         let flow = Flow {
             binding: e.binding(),
             ue,
@@ -581,7 +657,7 @@ impl Pipeline {
         if initial && view.header(HeaderName::RecordRoute).is_some() {
             self.stats.dialog_refused += 1;
             let status = self.refuse(Some(DialogError::RecordRoutePresent));
-            return self.reply_over_sa(view, e, sas, status);
+            return self.reply_over_sa(view, (e, m.protection), sas, status);
         }
         let mut pai = [0u8; 256];
         let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
@@ -644,7 +720,9 @@ impl Pipeline {
         match self.dialog_request(popped, (e.binding(), e.ue_addr()), is_ack) {
             None => {}
             Some(Err(drop)) => return Verdict::Drop(drop),
-            Some(Ok(status)) => return self.reply_over_sa(ed.view(), e, sas, status),
+            Some(Ok(status)) => {
+                return self.reply_over_sa(ed.view(), (e, m.protection), sas, status);
+            }
         }
         let me = self.relay_identity();
         if rules::strip_charging(&mut ed).is_err()
@@ -712,7 +790,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         };
         let hash = rules::stateless_branch(view);
-        let branch = self.key.seal(Dir::ToCore, 0, port, hash, m.src.ip(), NO_UE);
+        let branch = self
+            .key
+            .seal(Dir::ToCore, 0, 0, port, hash, m.src.ip(), NO_UE);
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
@@ -808,7 +888,7 @@ impl Pipeline {
         let hash = rules::stateless_branch(view);
         let branch = self
             .key
-            .seal(Dir::ToUe, 0, port, hash, m.src.ip(), e.ue_addr());
+            .seal(Dir::ToUe, 0, 0, port, hash, m.src.ip(), e.ue_addr());
         let kind = rules::classify(view, &self.own);
         let is_ack = view.is_method(b"ACK");
         let flow = Flow {
@@ -913,8 +993,14 @@ impl Pipeline {
         if !key.verify(&b, Dir::ToCore, ue, ue) {
             return Verdict::Drop(DropReason::NotOurVia);
         }
-        let Some(e) = sas.and_then(|g| g.outbound_of_set(b.port, inb)) else {
-            return Verdict::Drop(DropReason::NoRoute);
+        let stream = b.lane & LANE_STREAM != 0;
+        let out = if stream {
+            None
+        } else {
+            match sas.and_then(|g| g.outbound_of_set(b.port, inb)) {
+                Some(e) => Some(e),
+                None => return Verdict::Drop(DropReason::NoRoute),
+            }
         };
         let Some(ours) = self.our_ue_addr(ue) else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -922,7 +1008,7 @@ impl Pipeline {
         // A response that sets up a dialog carries the Record-Route we wrote into the request:
         // our entries as we wrote them, for this UE, and the UE-facing one naming our port-s of
         // the set it now goes over (TS 24.229 §5.2.6.3.4 [spec-m]; rules::response_to_ue).
-        let port_s = e.port_s();
+        let port_s = inb.port_s();
         let checked = rules::response_to_ue(&mut ed, &self.own, self.flow_key, port_s);
         if let Some(drop) = self.dialog_response(checked, |f| f.is_of(inb.binding(), ue)) {
             return drop;
@@ -930,6 +1016,11 @@ impl Pipeline {
         if rules::is_final_to_invite(ed.view()) {
             self.dialog_event(ed.view(), Side::Core, inb.binding());
         }
+        let Some(e) = out else {
+            // RFC 3261 §18.2.2: back on the connection the request came on
+            let range = ed.range();
+            return self.on_stream(frame, range, inb, b.lane & !LANE_STREAM);
+        };
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
         let r = udp_over_sa(frame, range, from, SocketAddr::new(ue, b.port), e.sa());
@@ -998,7 +1089,7 @@ impl Pipeline {
     fn reply_over_sa<'g>(
         &mut self,
         view: View<'_>,
-        e: &Entry,
+        (e, came): (&'g Entry, Protection),
         sas: &'g ReadGuard<'_>,
         (code, reason): (u16, &str),
     ) -> Verdict<'g> {
@@ -1022,12 +1113,15 @@ impl Pipeline {
         ) else {
             return Verdict::Drop(DropReason::NoRoom);
         };
+        let stream = matches!(came, Protection::Stream { .. });
         Verdict::Reply(Reply {
             side: Side::Ue,
             src: SocketAddr::new(ours, out_sa.local_port()),
             dst: SocketAddr::new(ue, port),
             len,
-            over: Some(out_sa.sa().as_ref()),
+            over: (!stream).then(|| out_sa.sa().as_ref()),
+            // RFC 3261 §18.2.2: back on the connection the request came on
+            stream: stream.then_some(e),
         })
     }
 
@@ -1056,6 +1150,7 @@ impl Pipeline {
             dst: m.src,
             len,
             over: None,
+            stream: None,
         })
     }
 
@@ -1091,6 +1186,46 @@ impl Pipeline {
         }
     }
 
+    /// The message `frame[range]` goes on the UE's connection in the SA set of the inbound SA
+    /// `inb`, which worker `holder` holds: this one's ([`Verdict::Stream`]) or handed over to
+    /// it through its inject queue (a copy; a full queue or an unknown worker loses it,
+    /// counted).
+    fn on_stream<'g>(
+        &mut self,
+        frame: &[u8],
+        range: Range<usize>,
+        inb: &'g Entry,
+        holder: u16,
+    ) -> Verdict<'g> {
+        if holder == self.cfg.id {
+            return Verdict::Stream { range, entry: inb };
+        }
+        let (Some(q), Some(bytes)) = (
+            self.peers.as_ref().and_then(|p| p.get(usize::from(holder))),
+            frame.get(range),
+        ) else {
+            return Verdict::Drop(DropReason::StreamLost);
+        };
+        let ue = SocketAddr::new(inb.ue_addr(), inb.ue_port());
+        let d = Datagram {
+            side: Side::Ue,
+            protection: Protection::Stream {
+                spi: inb.spi(),
+                worker: holder,
+            },
+            src: SocketAddr::new(self.cfg.core.ip(), inb.port_s()),
+            dst: ue,
+            payload: bytes,
+        };
+        match q.push(d) {
+            Ok(()) => {
+                self.stats.handed_over += 1;
+                Verdict::HandedOver
+            }
+            Err(_) => Verdict::Drop(DropReason::StreamLost),
+        }
+    }
+
     /// Copy `m` to the registration thread.
     fn punt<'g>(&mut self, frame: &[u8], m: &InFrame) -> Verdict<'g> {
         let Some(bytes) = frame.get(m.payload.clone()) else {
@@ -1104,4 +1239,17 @@ impl Pipeline {
             Err(_) => Verdict::Drop(DropReason::PuntFull),
         }
     }
+}
+
+/// The (source, destination) ports of the TCP segment in the IP packet `pkt`, if it is one.
+fn tcp_ports(pkt: &[u8]) -> Option<(u16, u16)> {
+    let l = wire::ip::parse(pkt).ok()?;
+    if l.protocol != wire::protocol::TCP || l.fragment {
+        return None;
+    }
+    let t = pkt.get(l.header_len..l.header_len + 4)?;
+    Some((
+        u16::from_be_bytes([t[0], t[1]]),
+        u16::from_be_bytes([t[2], t[3]]),
+    ))
 }

@@ -37,6 +37,21 @@ pub enum Protection {
     /// Punt: inside ESP on the SA with this (our inbound) SPI. Inject: over the outbound SA
     /// of the flow `src` port → `dst` (the SPI is not needed: the flow names the SA).
     Protected { spi: u32 },
+    /// On the UE's TCP connection inside the SA set of our inbound `spi` (its SA1: the UE's
+    /// port-c → our port-s, TS 33.203 §7.1), which `worker` holds. Punt: the message came on
+    /// it. Inject: it goes on it (a response to a request that came on it, RFC 3261 §18.2.2),
+    /// through that worker.
+    Stream { spi: u32, worker: u16 },
+}
+
+impl Protection {
+    /// The inbound SPI of the SA set the message came over or goes by, if protected.
+    pub fn spi(self) -> Option<u32> {
+        match self {
+            Protection::Plain => None,
+            Protection::Protected { spi } | Protection::Stream { spi, .. } => Some(spi),
+        }
+    }
 }
 
 /// One SIP message between the workers and the registration thread, either way: where it
@@ -107,7 +122,9 @@ impl Class {
     pub fn of(side: Side, protection: Protection) -> Class {
         match (side, protection) {
             (Side::Core, _) => Class::Core,
-            (Side::Ue, Protection::Protected { .. }) => Class::Protected,
+            (Side::Ue, Protection::Protected { .. } | Protection::Stream { .. }) => {
+                Class::Protected
+            }
             (Side::Ue, Protection::Plain) => Class::Unprotected,
         }
     }

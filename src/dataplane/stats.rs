@@ -78,13 +78,16 @@ pub enum DropReason {
     /// Record-Route we did not write. Other such requests get a 403
     /// (`WorkerStats::dialog_refused`).
     ForeignDialog,
-    /// TCP inside a UE's SA (its next header 6): SIP over TCP toward the UE is not served by
-    /// the workers yet (the TCP engine is `crate::tcp`), so a phone that switched to TCP shows
-    /// here rather than among other ESP errors.
-    TcpInEsp,
+    /// A TCP segment inside a UE's SA that the worker's TCP refused: ports off the SA's
+    /// selectors or the set's two connections, an address not the set's, or a set beyond the
+    /// worker's limit (`dataplane::streams`).
+    TcpRefused,
+    /// A message for a UE's TCP connection that is gone, never opened, or whose send buffer is
+    /// full (the UE has not read what we sent), or that another worker could not hand over.
+    StreamLost,
 }
 
-pub const DROP_REASONS: usize = 19;
+pub const DROP_REASONS: usize = 20;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -106,7 +109,8 @@ impl DropReason {
         DropReason::QueueOverflow,
         DropReason::ToUs,
         DropReason::ForeignDialog,
-        DropReason::TcpInEsp,
+        DropReason::TcpRefused,
+        DropReason::StreamLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -129,7 +133,8 @@ impl DropReason {
             DropReason::QueueOverflow => "queue_overflow",
             DropReason::ToUs => "to_us",
             DropReason::ForeignDialog => "foreign_dialog",
-            DropReason::TcpInEsp => "tcp_in_esp",
+            DropReason::TcpRefused => "tcp_refused",
+            DropReason::StreamLost => "stream_lost",
         }
     }
 }
@@ -183,6 +188,15 @@ pub struct WorkerStats {
     /// frame, no outbound SA); kept apart from `drops`, which count received packets.
     pub injected: u64,
     pub inject_dropped: u64,
+    /// Received TCP segments (inside a UE's SA) that the worker's TCP took.
+    pub tcp_segments: u64,
+    /// SIP messages taken whole from UEs' TCP connections inside their SAs (each then counted
+    /// like a received message: forwarded, punted, replied or dropped), and messages queued on
+    /// them (answers, the core's responses; `dataplane::streams`).
+    pub stream_in: u64,
+    pub stream_out: u64,
+    /// Messages for a UE's connection that another worker holds, handed to it.
+    pub handed_over: u64,
     pub drops: [u64; DROP_REASONS],
     /// Time spent processing batches (ns), to derive ns per packet.
     pub busy_ns: u64,
@@ -218,6 +232,10 @@ impl WorkerStats {
         self.dialog_events_lost += o.dialog_events_lost;
         self.injected += o.injected;
         self.inject_dropped += o.inject_dropped;
+        self.tcp_segments += o.tcp_segments;
+        self.stream_in += o.stream_in;
+        self.stream_out += o.stream_out;
+        self.handed_over += o.handed_over;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -246,6 +264,10 @@ impl WorkerStats {
         c("dialog_events_lost", self.dialog_events_lost);
         c("injected_packets", self.injected);
         c("inject_dropped_packets", self.inject_dropped);
+        c("tcp_segments", self.tcp_segments);
+        c("stream_in_messages", self.stream_in);
+        c("stream_out_messages", self.stream_out);
+        c("handed_over_messages", self.handed_over);
         c("busy_ns", self.busy_ns);
         for (i, v) in self.dialog_refusals.iter().enumerate() {
             let _ = writeln!(
@@ -266,7 +288,7 @@ impl WorkerStats {
 }
 
 /// The counters of [`WorkerStats`] that [`SharedStats`] carries besides `drops`.
-const FIELDS: usize = 17;
+const FIELDS: usize = 21;
 
 /// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
@@ -307,6 +329,10 @@ impl SharedStats {
             s.ue_unreachable,
             s.dialog_events,
             s.dialog_events_lost,
+            s.stream_in,
+            s.stream_out,
+            s.handed_over,
+            s.tcp_segments,
         ];
         let all = vals.iter().chain(&s.drops).chain(&s.dialog_refusals);
         for (f, v) in self.fields.iter().zip(all) {
@@ -356,6 +382,10 @@ impl SharedStats {
             ue_unreachable: v(14),
             dialog_events: v(15),
             dialog_events_lost: v(16),
+            stream_in: v(17),
+            stream_out: v(18),
+            handed_over: v(19),
+            tcp_segments: v(20),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {

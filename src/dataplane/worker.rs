@@ -16,6 +16,7 @@ pub use crate::dataplane::pipeline::WorkerConfig;
 use crate::dataplane::pipeline::{Pipeline, Verdict, udp_over_sa};
 use crate::dataplane::queue::{Msg, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, SharedStats, WorkerStats, new_histogram};
+use crate::dataplane::streams::{Framed, Streams};
 use crate::esp::Sa;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
@@ -75,6 +76,10 @@ pub struct Worker<P: PacketIo> {
     rx: Vec<Desc>,
     tx: Vec<Desc>,
     freed: Vec<Desc>,
+    /// SIP over TCP inside the UEs' SAs (`dataplane::streams`).
+    streams: Streams,
+    /// Messages the TCP framed this batch, each in its own frame.
+    framed: Vec<Framed>,
     /// rx-to-tx latency (ns) per packet, merged into `shared` every ~100 ms.
     latency: hdrhistogram::Histogram<u64>,
     last_merge: Instant,
@@ -115,6 +120,8 @@ impl<P: PacketIo> Worker<P> {
             ],
             tx: Vec::with_capacity(2 * batch),
             freed: Vec::with_capacity(2 * batch),
+            streams: Streams::new(crate::tcp::HostConfig::default()),
+            framed: Vec::with_capacity(batch),
             latency: new_histogram(),
             last_merge: Instant::now(),
         }
@@ -130,6 +137,28 @@ impl<P: PacketIo> Worker<P> {
     pub fn with_dialog_events(mut self, q: Arc<MsgQueue>) -> Self {
         self.pipe.set_dialog_events(q);
         self
+    }
+
+    /// Give the worker every worker's inject queue, by worker id: a message for a UE's TCP
+    /// connection that another worker holds goes there.
+    pub fn with_peers(mut self, peers: Arc<[Arc<MsgQueue>]>) -> Self {
+        self.pipe.set_peers(peers);
+        self
+    }
+
+    /// [`Worker::with_inject`] on a built worker.
+    pub fn set_inject(&mut self, q: Arc<MsgQueue>) {
+        self.inject = Some(q);
+    }
+
+    /// [`Worker::with_peers`] on a built worker.
+    pub fn set_peers(&mut self, peers: Arc<[Arc<MsgQueue>]>) {
+        self.pipe.set_peers(peers);
+    }
+
+    /// The worker's TCP inside the UEs' SAs (counters, sets).
+    pub fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     /// Give the worker its reader of the SA table.
@@ -183,7 +212,9 @@ impl<P: PacketIo> Worker<P> {
     pub fn poll_once(&mut self) -> usize {
         let n = self.io.recv(&mut self.rx).unwrap_or_default();
         let injected = self.inject.as_ref().is_some_and(|q| !q.is_empty());
-        if n == 0 && !injected {
+        // the clock is read for the TCP's timers only while it holds a set
+        let tcp_due = !self.streams.is_idle() && self.streams.is_due(Instant::now());
+        if n == 0 && !injected && !tcp_due {
             let _ = self.io.flush();
             return 0;
         }
@@ -194,40 +225,17 @@ impl<P: PacketIo> Worker<P> {
         let sas = self.sas.clone();
         let guard = sas.as_ref().map(|s| s.pin());
         if injected {
-            self.drain_inject(guard.as_ref());
+            self.drain_inject(guard.as_ref(), t0);
         }
         for i in 0..n {
             let d = self.rx[i];
             let frame = self.io.frame(&d);
             let at = d.start as usize..d.end as usize;
-            match self.pipe.handle(frame, d.side, at, guard.as_ref()) {
-                Verdict::Forward { range, toward } => self.tx.push(Desc {
-                    frame: d.frame,
-                    start: range.start as u16,
-                    end: range.end as u16,
-                    side: toward,
-                }),
-                Verdict::Reply(r) => {
-                    let ends = (r.src, r.dst);
-                    match originate(&mut self.io, r.side, self.pipe.answer(&r), ends, r.over) {
-                        Ok(out) => {
-                            self.pipe.stats.replied += 1;
-                            self.pipe.stats.esp_out += u64::from(r.over.is_some());
-                            self.tx.push(out);
-                        }
-                        Err(why) => self.pipe.stats.drop(why),
-                    }
-                    self.freed.push(d);
-                }
-                Verdict::Punted => {
-                    self.pipe.stats.punted += 1;
-                    self.freed.push(d);
-                }
-                Verdict::Drop(why) => {
-                    self.pipe.stats.drop(why);
-                    self.freed.push(d);
-                }
-            }
+            let v = self.pipe.handle(frame, d.side, at, guard.as_ref());
+            self.settle(d, v, t0);
+        }
+        if !self.streams.is_idle() {
+            self.stream_pass(guard.as_ref(), t0);
         }
         self.pipe.stats.tx += self.tx.len() as u64;
         drop(guard);
@@ -258,8 +266,93 @@ impl<P: PacketIo> Worker<P> {
         n
     }
 
+    /// Carry out the pipeline's verdict on the packet in frame `d`.
+    fn settle(&mut self, d: Desc, v: Verdict<'_>, now: Instant) {
+        match v {
+            Verdict::Forward { range, toward } => {
+                self.tx.push(Desc {
+                    frame: d.frame,
+                    start: range.start as u16,
+                    end: range.end as u16,
+                    side: toward,
+                });
+                return;
+            }
+            Verdict::Reply(r) => {
+                let answer = self.pipe.answer(&r);
+                if let Some(e) = r.stream {
+                    match self.streams.send(e, answer, now) {
+                        Ok(()) => {
+                            self.pipe.stats.replied += 1;
+                            self.pipe.stats.stream_out += 1;
+                        }
+                        Err(why) => self.pipe.stats.drop(why),
+                    }
+                } else {
+                    let ends = (r.src, r.dst);
+                    match originate(&mut self.io, r.side, answer, ends, r.over) {
+                        Ok(out) => {
+                            self.pipe.stats.replied += 1;
+                            self.pipe.stats.esp_out += u64::from(r.over.is_some());
+                            self.tx.push(out);
+                        }
+                        Err(why) => self.pipe.stats.drop(why),
+                    }
+                }
+            }
+            Verdict::Segment { inner, entry, ours } => {
+                let pkt = &self.io.frame(&d)[inner];
+                match self.streams.segment(entry, ours, pkt, now) {
+                    Ok(()) => self.pipe.stats.tcp_segments += 1,
+                    Err(why) => self.pipe.stats.drop(why),
+                }
+            }
+            Verdict::Stream { range, entry } => {
+                let msg = &self.io.frame(&d)[range];
+                match self.streams.send(entry, msg, now) {
+                    Ok(()) => {
+                        self.pipe.stats.forwarded += 1;
+                        self.pipe.stats.stream_out += 1;
+                    }
+                    Err(why) => self.pipe.stats.drop(why),
+                }
+            }
+            Verdict::HandedOver => {}
+            Verdict::Punted => self.pipe.stats.punted += 1,
+            Verdict::Drop(why) => self.pipe.stats.drop(why),
+        }
+        self.freed.push(d);
+    }
+
+    /// The TCP's part of a batch: its timers, the messages it framed through the SIP stage,
+    /// then every IP packet it produced onto the TX batch.
+    fn stream_pass(&mut self, sas: Option<&ReadGuard<'_>>, now: Instant) {
+        self.streams.run_timers(now, sas);
+        let mut framed = std::mem::take(&mut self.framed);
+        self.streams
+            .take_messages(&mut self.io, now, &mut framed, &mut self.pipe.stats);
+        for f in framed.drain(..) {
+            // the set's SA1 must still be the set's: its registration and ports
+            let entry = sas
+                .and_then(|g| g.inbound(f.spi))
+                .filter(|e| crate::dataplane::streams::set_id(e) == f.set);
+            let (Some(g), Some(e)) = (sas, entry) else {
+                self.pipe.stats.drop(DropReason::NotRegistered);
+                self.freed.push(f.desc);
+                continue;
+            };
+            let frame = self.io.frame(&f.desc);
+            let at = f.desc.start as usize..f.desc.end as usize;
+            let v = self.pipe.handle_stream(frame, at, e, g);
+            self.settle(f.desc, v, now);
+        }
+        self.framed = framed;
+        self.streams
+            .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
+    }
+
     /// Send what the registration thread queued for this worker (at most one batch's worth).
-    fn drain_inject(&mut self, sas: Option<&ReadGuard<'_>>) {
+    fn drain_inject(&mut self, sas: Option<&ReadGuard<'_>>, now: Instant) {
         let Some(q) = self.inject.clone() else {
             return;
         };
@@ -267,6 +360,23 @@ impl<P: PacketIo> Worker<P> {
             let Some(m) = q.pop() else {
                 break;
             };
+            if let Protection::Stream { spi, .. } = m.protection {
+                // on the UE's connection, which this worker holds (the registration thread's
+                // answer to a REGISTER that came on it, or another worker's hand-over)
+                let sent = sas
+                    .and_then(|g| g.inbound(spi))
+                    .ok_or(DropReason::StreamLost)
+                    .and_then(|e| self.streams.send(e, m.bytes(), now));
+                match sent {
+                    Ok(()) => {
+                        self.pipe.stats.injected += 1;
+                        self.pipe.stats.stream_out += 1;
+                    }
+                    Err(_) => self.pipe.stats.inject_dropped += 1,
+                }
+                q.recycle(m);
+                continue;
+            }
             match self.send_injected(&m, sas) {
                 Ok(d) => {
                     self.pipe.stats.injected += 1;
@@ -283,6 +393,8 @@ impl<P: PacketIo> Worker<P> {
     fn send_injected(&mut self, m: &Msg, sas: Option<&ReadGuard<'_>>) -> Result<Desc, DropReason> {
         let over = match m.protection {
             Protection::Plain => None,
+            // (taken on the worker's TCP before: drain_inject)
+            Protection::Stream { .. } => return Err(DropReason::StreamLost),
             Protection::Protected { .. } => {
                 let e = sas.and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()));
                 Some(e.ok_or(DropReason::NoRoute)?.sa().as_ref())

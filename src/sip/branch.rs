@@ -2,8 +2,10 @@
 //! a UE writes can steer it (RFC 3261 §18.1.2: a response whose top Via is not ours is
 //! discarded).
 //!
-//! A branch is the RFC 3261 §8.1.1.7 magic cookie followed by 44 lower-case hex digits: the
-//! inbound SPI the request arrived over (0: in the clear), the port the response goes to, the
+//! A branch is the RFC 3261 §8.1.1.7 magic cookie followed by 48 lower-case hex digits: the
+//! lane the response goes back by (the datagram way, or the UE's TCP connection and the worker
+//! holding it), the inbound SPI the request arrived over (0: in the clear), the port the
+//! response goes to, the
 //! RFC 3261 §16.11 stateless hash of the request (so a retransmission gets the same branch), and
 //! a 64-bit HMAC-SHA-256 tag over all of it plus the direction and the addresses the response
 //! must go between. The key is random per process, so a branch can be checked by any worker
@@ -35,9 +37,16 @@ pub enum Dir {
     ToUe = 2,
 }
 
+/// [`Branch::lane`] of a request that came on a UE's TCP connection: its response goes back on
+/// that connection (RFC 3261 §18.2.2), which the worker in the low bits holds.
+pub const LANE_STREAM: u16 = 0x8000;
+
 /// The fields of one of our branches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Branch {
+    /// How the response goes back: 0 as a datagram; [`LANE_STREAM`] | worker on the UE's
+    /// connection that the request came on.
+    pub lane: u16,
     /// The inbound SPI the request came over; 0 for a request that came in the clear.
     pub spi: u32,
     /// The port the response goes to.
@@ -51,7 +60,7 @@ impl Branch {
     /// Write `z9hG4bK` and the token.
     pub fn write(&self, w: &mut Writer<'_>) {
         w.put(COOKIE)
-            .hex64((u64::from(self.spi) << 16) | u64::from(self.port))
+            .hex64(u64::from(self.lane) << 48 | (u64::from(self.spi) << 16) | u64::from(self.port))
             .hex64(self.hash)
             .hex64(self.mac);
     }
@@ -59,8 +68,7 @@ impl Branch {
     /// A branch value in our format (not yet checked: see [`BranchKey::verify`]).
     pub fn parse(branch: &[u8]) -> Option<Branch> {
         let hex = branch.strip_prefix(COOKIE)?;
-        // the first field was written as 16 digits of which the top 4 are zero
-        if hex.len() != 48 || &hex[..4] != b"0000" {
+        if hex.len() != 48 {
             return None;
         }
         let field = |r: core::ops::Range<usize>| -> Option<u64> {
@@ -75,8 +83,9 @@ impl Branch {
             }
             Some(n)
         };
-        let head = field(4..16)?;
+        let head = field(0..16)?;
         Some(Branch {
+            lane: (head >> 48) as u16,
             spi: (head >> 16) as u32,
             port: head as u16,
             hash: field(16..32)?,
@@ -116,9 +125,17 @@ impl BranchKey {
 
     /// The tag over the branch fields, the direction, `peer` (where the response goes) and `ue`
     /// (the UE the transaction belongs to; unspecified when none).
-    fn tag(&self, dir: Dir, spi: u32, port: u16, hash: u64, peer: IpAddr, ue: IpAddr) -> u64 {
+    fn tag(&self, dir: Dir, b: &Branch, peer: IpAddr, ue: IpAddr) -> u64 {
+        let Branch {
+            lane,
+            spi,
+            port,
+            hash,
+            ..
+        } = *b;
         let mut m = self.0.clone();
         m.update(&[dir as u8]);
+        m.update(&lane.to_be_bytes());
         m.update(&spi.to_be_bytes());
         m.update(&port.to_be_bytes());
         m.update(&hash.to_be_bytes());
@@ -129,27 +146,33 @@ impl BranchKey {
     }
 
     /// A branch for a request whose response must go to `peer`:`port` (over the SA set of
-    /// inbound `spi`, when not 0), within the transaction of `ue`.
+    /// inbound `spi`, when not 0; on the UE's connection when `lane` says so), within the
+    /// transaction of `ue`.
+    #[allow(clippy::too_many_arguments)]
     pub fn seal(
         &self,
         dir: Dir,
+        lane: u16,
         spi: u32,
         port: u16,
         hash: u64,
         peer: IpAddr,
         ue: IpAddr,
     ) -> Branch {
-        Branch {
+        let mut b = Branch {
+            lane,
             spi,
             port,
             hash,
-            mac: self.tag(dir, spi, port, hash, peer, ue),
-        }
+            mac: 0,
+        };
+        b.mac = self.tag(dir, &b, peer, ue);
+        b
     }
 
     /// Whether `b` is a branch we sealed for `dir`, `peer` and `ue` (constant time).
     pub fn verify(&self, b: &Branch, dir: Dir, peer: IpAddr, ue: IpAddr) -> bool {
-        let t = self.tag(dir, b.spi, b.port, b.hash, peer, ue);
+        let t = self.tag(dir, b, peer, ue);
         t.to_be_bytes().ct_eq(&b.mac.to_be_bytes()).into()
     }
 }
@@ -162,21 +185,39 @@ mod tests {
     use super::*;
 
     /// Known answer: the tag is the first 8 bytes of HMAC-SHA-256 (RFC 2104, FIPS 180-4) over
-    /// dir ‖ SPI ‖ port ‖ hash ‖ peer ‖ UE (addresses as 16 bytes, IPv4 mapped), computed
-    /// independently with Python's hmac module.
+    /// dir ‖ lane ‖ SPI ‖ port ‖ hash ‖ peer ‖ UE (addresses as 16 bytes, IPv4 mapped),
+    /// computed independently with Python's hmac module.
     #[test]
     fn tag_known_answer() {
         let k = BranchKey::new(&[7; 32]);
         let ue: IpAddr = "10.46.0.6".parse().unwrap();
-        let b = k.seal(Dir::ToCore, 0x1234, 7005, 0xdead_beef, ue, ue);
-        assert_eq!(b.mac, 0xdba9_4998_c3a4_9a8e);
+        let b = k.seal(Dir::ToCore, 0, 0x1234, 7005, 0xdead_beef, ue, ue);
+        assert_eq!(b.mac, 0xd3d5_8f9d_860a_edf1);
+        let b = k.seal(
+            Dir::ToCore,
+            LANE_STREAM | 3,
+            0x1234,
+            7005,
+            0xdead_beef,
+            ue,
+            ue,
+        );
+        assert_eq!(b.mac, 0x5a93_ddc0_9714_7038);
     }
 
     #[test]
     fn round_trip_and_tamper() {
         let k = BranchKey::new(&[7; 32]);
         let ue: IpAddr = "10.46.0.6".parse().unwrap();
-        let b = k.seal(Dir::ToCore, 0x1234, 7005, 0xdead_beef, ue, ue);
+        let b = k.seal(
+            Dir::ToCore,
+            LANE_STREAM | 1,
+            0x1234,
+            7005,
+            0xdead_beef,
+            ue,
+            ue,
+        );
         let mut buf = [0u8; 64];
         let mut w = Writer::new(&mut buf);
         b.write(&mut w);
@@ -189,6 +230,8 @@ mod tests {
         let other: IpAddr = "10.46.0.7".parse().unwrap();
         assert!(!k.verify(&p, Dir::ToCore, other, ue));
         for f in [
+            Branch { lane: 0, ..p },
+            Branch { lane: 1, ..p },
             Branch { spi: 1, ..p },
             Branch { port: 7006, ..p },
             Branch { hash: 1, ..p },

@@ -42,3 +42,4 @@ mod tcp_host;
 mod worker_calls;
 mod worker_hostile;
 mod worker_proptest;
+mod worker_tcp;

@@ -708,6 +708,7 @@ fn every_leading_route_that_is_us_is_popped() {
     let branch = pcscf::sip::branch::BranchKey::random().seal(
         pcscf::sip::branch::Dir::ToUe,
         0,
+        0,
         6060,
         1,
         "10.0.1.30".parse().unwrap(),

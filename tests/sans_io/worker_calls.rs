@@ -623,6 +623,7 @@ fn a_call_outlives_a_new_sa_set_that_keeps_our_port_s() {
     let meta = |ue_port, local_port| EntryMeta {
         ue_addr: ue,
         ue_port,
+        ue_ports: SetPorts::default(),
         local_port,
         ports,
         binding: 1,

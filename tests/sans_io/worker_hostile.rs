@@ -147,6 +147,7 @@ fn add_ue_b(r: &mut Rig) {
             &EntryMeta {
                 ue_addr: "10.46.0.7".parse().unwrap(),
                 ue_port: crate::support::worker::UE_PORT_S,
+                ue_ports: SetPorts::default(),
                 local_port: crate::support::worker::OUR_PORT_C,
                 ports: SetPorts {
                     c: crate::support::worker::OUR_PORT_C,

@@ -17,6 +17,7 @@ pub fn meta(addr: IpAddr, ue_port: u16, local_port: u16, binding: u64) -> EntryM
     EntryMeta {
         ue_addr: addr,
         ue_port,
+        ue_ports: SetPorts::default(),
         local_port,
         // the pairing the tests use: port-c even, port-s the next port
         ports: SetPorts {

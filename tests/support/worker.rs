@@ -151,6 +151,10 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
     let meta = |ue_port, local_port| EntryMeta {
         ue_addr: UE.parse().unwrap(),
         ue_port,
+        ue_ports: SetPorts {
+            c: UE_PORT_C,
+            s: UE_PORT_S,
+        },
         local_port,
         ports: SetPorts {
             c: OUR_PORT_C,

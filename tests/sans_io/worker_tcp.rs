@@ -1,0 +1,466 @@
+//! SIP over TCP inside a UE's SAs, through the worker (TS 33.203 §7.1, RFC 3261 §18): the UE's
+//! own connection (its port-c → our port-s) carries its requests; our answers, the core's
+//! responses and the registration thread's come back on it; what is not the SA's or the set's
+//! is refused without costing the honest connection anything.
+//!
+//! The UE side is a `tcp::Endpoint` seen from the UE (its `Conn::Opened` is its connection to
+//! our port-s), its packets ESP-protected with the rig UE's keys.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pcscf::dataplane::{DropReason, L4, MsgQueue, Protection, SharedStats, Worker, classify};
+use pcscf::esp::{Frame, Sa};
+use pcscf::io::{MemIo, Side};
+use pcscf::satable::{EntryMeta, SetPorts, SetState};
+use pcscf::sip::{Message, rules};
+use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
+
+use crate::support::worker::{
+    OUR_PORT_C, OUR_PORT_S, Rig, UE, UE_PORT_C, UE_PORT_S, addr, cfg, rig_for, sa, udp,
+};
+
+/// The SPI of the outbound SA3 (our port-s → the UE's port-c; the UE chose it).
+const SPI_SA3: u32 = 0x8000_0003;
+const BINDING: u64 = 7;
+const OURS: &str = "10.46.0.1";
+
+/// A MESSAGE over TCP with a `body`-byte body.
+fn message(body: usize, cseq: u32) -> Vec<u8> {
+    let text = "x".repeat(body);
+    format!(
+        "MESSAGE sip:bob@ims.example.net SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bKtcp{cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.46.0.1:5103;lr>\r\n\
+         From: <sip:alice@ims.example.net>;tag=a1\r\n\
+         To: <sip:bob@ims.example.net>\r\n\
+         Call-ID: tcp-{cseq}@10.46.0.6\r\n\
+         CSeq: {cseq} MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {body}\r\n\r\n{text}"
+    )
+    .into_bytes()
+}
+
+const REGISTER: &[u8] = b"REGISTER sip:ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bKreg1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example.net>;tag=r1\r\nTo: <sip:alice@ims.example.net>\r\nCall-ID: reg@10.46.0.6\r\nCSeq: 2 REGISTER\r\nContact: <sip:10.46.0.6:7005>\r\nExpires: 600000\r\nContent-Length: 0\r\n\r\n";
+
+/// The UE's side of its TCP inside the set, and what it received.
+struct Ue {
+    ep: Endpoint,
+    segs: Segments,
+    sa1_tx: Sa,
+    sa3_rx: Sa,
+    /// Bytes the UE read from its connection.
+    got: Vec<u8>,
+}
+
+impl Ue {
+    fn new(sa1_tx: Sa) -> Ue {
+        let ports = PortPairs {
+            local: UE.parse().unwrap(),
+            remote: OURS.parse().unwrap(),
+            local_c: UE_PORT_C,
+            local_s: UE_PORT_S,
+            remote_c: OUR_PORT_C,
+            remote_s: OUR_PORT_S,
+        };
+        Ue {
+            ep: Endpoint::new(1, ports, EndpointConfig::default(), 42, Instant::now()),
+            segs: Segments::with_limit(256),
+            sa1_tx,
+            sa3_rx: sa(SPI_SA3),
+            got: Vec::new(),
+        }
+    }
+
+    /// `msg` whole on the UE's connection (connecting first if need be).
+    fn send(&mut self, msg: &[u8]) {
+        self.ep
+            .send(Instant::now(), Conn::Opened, msg, &mut self.segs)
+            .unwrap();
+    }
+
+    /// What the UE wants sent, each IP packet ESP-protected over SA1.
+    fn packets(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (pkt, _, conn) in self.segs.iter() {
+            assert_eq!(conn, Conn::Opened, "the UE's own connection only");
+            out.push(protect(&self.sa1_tx, pkt));
+        }
+        self.segs.clear();
+        out
+    }
+
+    /// An ESP packet the worker sent toward the UE: over SA3 it must be (TCP inside).
+    fn take(&mut self, mut esp: Vec<u8>) {
+        let (inner, _) = self
+            .sa3_rx
+            .decapsulate(&mut esp)
+            .expect("the worker's TCP toward the UE goes over SA3");
+        let _ = self
+            .ep
+            .handle_segment(Instant::now(), &esp[inner], &mut self.segs);
+        let got = &mut self.got;
+        self.ep.recv(Conn::Opened, |b| {
+            got.extend_from_slice(b);
+            b.len()
+        });
+    }
+}
+
+/// The IP packet `pkt` ESP-protected over `tx`.
+fn protect(tx: &Sa, pkt: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 256 + pkt.len() + 256];
+    buf[256..256 + pkt.len()].copy_from_slice(pkt);
+    let mut f = Frame::new(&mut buf, 256, 256 + pkt.len());
+    tx.outbound(&mut f).unwrap();
+    let (s, e) = (f.start, f.end);
+    buf[s..e].to_vec()
+}
+
+/// The rig's set, with SA3 installed (our port-s → the UE's port-c, where our segments of the
+/// UE's connection go).
+fn tcp_rig() -> Rig {
+    let mut r = rig_for(false, BINDING);
+    r.writer
+        .install_outbound(
+            sa(SPI_SA3),
+            &EntryMeta {
+                ue_addr: UE.parse().unwrap(),
+                ue_port: UE_PORT_C,
+                ue_ports: SetPorts {
+                    c: UE_PORT_C,
+                    s: UE_PORT_S,
+                },
+                local_port: OUR_PORT_S,
+                ports: SetPorts {
+                    c: OUR_PORT_C,
+                    s: OUR_PORT_S,
+                },
+                binding: BINDING,
+                state: SetState::New,
+            },
+        )
+        .unwrap();
+    r
+}
+
+/// Move packets between the UE and the worker until neither has anything to say; returns the
+/// SIP messages the worker sent toward the core.
+fn pump(ue: &mut Ue, w: &mut Worker<MemIo>) -> Vec<Vec<u8>> {
+    let mut core = Vec::new();
+    for _ in 0..64 {
+        let pkts = ue.packets();
+        for p in &pkts {
+            assert!(w.io().inject(Side::Ue, p));
+        }
+        w.poll_once();
+        let sent = w.io().take_sent();
+        if pkts.is_empty() && sent.is_empty() {
+            return core;
+        }
+        for (side, pkt) in sent {
+            match side {
+                Side::Ue => ue.take(pkt),
+                Side::Core => match classify(&pkt) {
+                    L4::Udp { payload, .. } => core.push(pkt[payload].to_vec()),
+                    other => panic!("not UDP toward the core: {other:?}"),
+                },
+            }
+        }
+    }
+    panic!("no quiet after 64 rounds");
+}
+
+/// A response to `req` (as the core got it) from the core.
+fn answer(req: &[u8], code: u16) -> Vec<u8> {
+    let m = Message::parse(req).unwrap();
+    let mut out = vec![0u8; 8192];
+    let n = rules::build_response(m.view(), code, "OK", b"core1", &[], &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// The whole SIP messages in `bytes`, split by Content-Length.
+fn messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut f = pcscf::sip::Framer::with_capacity(65536);
+    assert_eq!(f.push(bytes), bytes.len());
+    let mut out = Vec::new();
+    while let Ok(Some(pcscf::sip::Frame::Message(m))) = f.next_frame() {
+        out.push(m.to_vec());
+    }
+    out
+}
+
+#[test]
+fn a_3kb_message_on_the_ues_connection_reaches_the_core_and_its_answer_comes_back_on_it() {
+    let mut r = tcp_rig();
+    // (the rig's own SA1 sender: its sequence numbers go on)
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    let msg = message(3000, 11);
+    ue.send(&msg);
+    let at_core = pump(&mut ue, &mut r.w);
+    assert_eq!(at_core.len(), 1, "{:?}", r.w.stats());
+    let fwd = Message::parse(&at_core[0]).unwrap();
+    assert!(fwd.view().is_method(b"MESSAGE"));
+    assert_eq!(fwd.view().body().len(), 3000, "the body whole");
+    // the core answers; the 200 goes back on the UE's connection, not over SA2 by UDP
+    let ok = answer(&at_core[0], 200);
+    assert!(r.w.io().inject(
+        Side::Core,
+        &udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &ok)
+    ));
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let got = messages(&ue.got);
+    assert_eq!(got.len(), 1, "{:?}", r.w.stats());
+    let m = Message::parse(&got[0]).unwrap();
+    assert!(got[0].starts_with(b"SIP/2.0 200 "));
+    assert!(
+        m.view()
+            .header(pcscf::sip::HeaderName::Via)
+            .is_some_and(|v| v.starts_with(b"SIP/2.0/TCP 10.46.0.6:7005")),
+        "our Via gone, the UE's left"
+    );
+    let s = *r.w.stats();
+    assert_eq!((s.stream_in, s.stream_out), (1, 1), "{s:?}");
+    assert_eq!(s.dropped(), 0, "{s:?}");
+}
+
+#[test]
+fn a_register_on_the_connection_is_punted_tagged_and_the_answer_goes_back_on_it() {
+    let mut r = tcp_rig();
+    let inject = MsgQueue::new(16, None);
+    r.w.set_inject(inject.clone());
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(REGISTER);
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let p = r.punt.pop().expect("the REGISTER punted");
+    let Protection::Stream { spi, worker } = p.protection else {
+        panic!("{:?}", p.protection)
+    };
+    assert_eq!(worker, 0);
+    assert_eq!(p.bytes(), REGISTER);
+    assert_eq!(p.src, SocketAddr::new(UE.parse().unwrap(), UE_PORT_C));
+    // the registration thread's answer, tagged the same way, goes on the connection
+    let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bKreg1\r\nFrom: <sip:alice@ims.example.net>;tag=r1\r\nTo: <sip:alice@ims.example.net>;tag=s\r\nCall-ID: reg@10.46.0.6\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    let to = pcscf::dataplane::Datagram {
+        side: Side::Ue,
+        protection: Protection::Stream { spi, worker: 0 },
+        src: addr("10.46.0.1:5103"),
+        dst: p.dst,
+        payload: &ok[..],
+    };
+    inject.push(to).unwrap();
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    assert_eq!(messages(&ue.got), vec![ok.to_vec()]);
+    let s = *r.w.stats();
+    assert_eq!((s.punted, s.injected, s.stream_out), (1, 1, 1), "{s:?}");
+}
+
+#[test]
+fn the_core_answer_reaching_another_worker_is_handed_to_the_one_holding_the_connection() {
+    let mut r = tcp_rig();
+    let (q0, q1) = (MsgQueue::new(16, None), MsgQueue::new(16, None));
+    let peers: Arc<[Arc<MsgQueue>]> = vec![q0.clone(), q1.clone()].into();
+    r.w.set_inject(q0.clone());
+    r.w.set_peers(peers.clone());
+    let mut other = {
+        let mut c = cfg(false);
+        c.id = 1;
+        Worker::new(
+            MemIo::new(16),
+            c,
+            MsgQueue::new(16, None),
+            Arc::new(SharedStats::default()),
+        )
+        .with_sas(r.writer.reader())
+        .with_inject(q1)
+        .with_peers(peers)
+    };
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(100, 12));
+    let at_core = pump(&mut ue, &mut r.w);
+    assert_eq!(at_core.len(), 1);
+    let ok = answer(&at_core[0], 200);
+    let pkt = udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &ok);
+    assert!(other.io().inject(Side::Core, &pkt));
+    other.poll_once();
+    assert!(
+        other.io().take_sent().is_empty(),
+        "worker 1 holds no connection"
+    );
+    assert_eq!(other.stats().handed_over, 1, "{:?}", other.stats());
+    // worker 0 takes it from its inject queue and sends it on the connection
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let got = messages(&ue.got);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with(b"SIP/2.0 200 "));
+}
+
+/// A hostile UE on its own set: segments off the SA's selectors (SA1 carries its port-c → our
+/// port-s only), a connection attempt to our client port, garbage under protocol 6 — refused or
+/// answered by TCP as a stack would, and the honest connection beside them unharmed.
+#[test]
+fn segments_off_the_sas_selectors_are_refused_and_the_connection_survives_them() {
+    let mut r = tcp_rig();
+    let sa4_tx = std::mem::replace(&mut r.sa4_tx, sa(1));
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 13));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    // a SYN from the UE's port-s to our port-s, over SA1: off SA1's selectors
+    let ue_ip: IpAddr = UE.parse().unwrap();
+    let ours: IpAddr = OURS.parse().unwrap();
+    let syn = |sport: u16, dport: u16| {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&1u32.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x02;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        ip_tcp(ue_ip, ours, &t)
+    };
+    let before = *r.w.stats();
+    for p in [
+        protect(&ue.sa1_tx, &syn(UE_PORT_S, OUR_PORT_S)),
+        protect(&ue.sa1_tx, &syn(UE_PORT_C, OUR_PORT_C)),
+        // SA4 carries the UE's port-s → our port-c: a connection to our client port, which
+        // listens for nothing (ours is opened by us)
+        protect(&sa4_tx, &syn(UE_PORT_S, OUR_PORT_C)),
+        // a TCP header cut short
+        protect(&ue.sa1_tx, &ip_tcp(ue_ip, ours, &[0x1b, 0x5c, 0x13])),
+    ] {
+        assert!(r.w.io().inject(Side::Ue, &p));
+    }
+    r.w.poll_once();
+    let s = *r.w.stats();
+    assert_eq!(
+        s.drops[DropReason::TcpRefused as usize] - before.drops[DropReason::TcpRefused as usize],
+        3,
+        "{s:?}"
+    );
+    // whatever TCP answered the SYN to our client port went over SA2, never into the honest
+    // connection
+    for (side, pkt) in r.w.io().take_sent() {
+        assert_eq!(side, Side::Ue);
+        assert!(
+            ue.sa3_rx.decapsulate(&mut pkt.clone()).is_err(),
+            "not over SA3"
+        );
+    }
+    ue.send(&message(10, 14));
+    assert_eq!(
+        pump(&mut ue, &mut r.w).len(),
+        1,
+        "the honest connection goes on"
+    );
+}
+
+/// An IPv4 packet carrying the TCP header/segment `tcp` (checksum left 0: the stack checks it).
+fn ip_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        unreachable!()
+    };
+    let mut p = vec![0u8; 20 + tcp.len()];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&s.octets());
+    p[16..20].copy_from_slice(&d.octets());
+    let mut sum = 0u32;
+    for c in p[..20].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..].copy_from_slice(tcp);
+    p
+}
+
+/// A message the TCP framed whole but that cannot fit a frame after our edits (we cannot relay
+/// it over UDP toward the core yet) is dropped and counted; the connection goes on.
+#[test]
+fn a_message_too_large_for_a_frame_is_dropped_counted_and_the_connection_kept() {
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(6000, 15));
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let s = *r.w.stats();
+    assert_eq!(s.drops[DropReason::NoRoom as usize], 1, "{s:?}");
+    ue.send(&message(3000, 16));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1, "the connection goes on");
+}
+
+/// When the set's SAs go (de-registration, expiry), its TCP goes within a sweep: nothing of it
+/// is left in the worker.
+#[test]
+fn a_sets_tcp_goes_with_its_sas() {
+    let mut r = tcp_rig();
+    let spi1 = r.sa1_tx.spi();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 17));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    assert_eq!(r.w.streams().host().len(), 1);
+    r.writer.remove_inbound(spi1).unwrap();
+    std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
+    r.w.poll_once();
+    assert!(r.w.streams().is_idle());
+    assert_eq!(r.w.streams().host().len(), 0, "the set's TCP closed");
+    assert_eq!(r.w.streams().host().stats().sets_closed, 1);
+}
+
+/// Once the connection is up and the buffers have grown, the worker's TCP path allocates
+/// nothing: segments in, messages framed and relayed toward the core, the core's answers sent
+/// back on the connection, ACKs encrypted out.
+#[test]
+fn the_workers_tcp_path_does_not_allocate_once_warm() {
+    use crate::support::alloc::allocations_in;
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    let (mut allocs, mut relayed) = (0u64, 0usize);
+    for n in 0..120u32 {
+        let warm = n >= 40;
+        ue.send(&message(200 + (n as usize % 5) * 600, 100 + n));
+        for _ in 0..8 {
+            let pkts = ue.packets();
+            let mut answers = Vec::new();
+            for p in &pkts {
+                assert!(r.w.io().inject(Side::Ue, p));
+            }
+            let ((), a) = allocations_in(|| {
+                r.w.poll_once();
+            });
+            if warm {
+                allocs += a;
+            }
+            for (side, pkt) in r.w.io().take_sent() {
+                match side {
+                    Side::Ue => ue.take(pkt),
+                    Side::Core => {
+                        let L4::Udp { payload, .. } = classify(&pkt) else {
+                            panic!()
+                        };
+                        relayed += 1;
+                        let ok = answer(&pkt[payload], 200);
+                        answers.push(udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &ok));
+                    }
+                }
+            }
+            for a in &answers {
+                assert!(r.w.io().inject(Side::Core, a));
+            }
+        }
+    }
+    assert_eq!(relayed, 120, "{:?}", r.w.stats());
+    assert_eq!(
+        messages(&ue.got).len(),
+        120,
+        "every answer back on the connection"
+    );
+    assert_eq!(allocs, 0, "allocations once warm");
+}
