@@ -199,6 +199,8 @@ impl Pipeline {
             via_sent_by: CORE.into(),
             hostname: "pcscf.ims.example.net".into(),
             batch: BATCH,
+            // (UDP-only peers: requests toward the UE stay datagrams)
+            max_udp_request: usize::MAX,
             verify_udp_checksum: true,
         };
         let worker = Worker::new(

@@ -199,6 +199,8 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, [f64; 7], u64) {
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.ims.example.net".into(),
         batch: BATCH,
+        // (UDP-only peers: requests toward the UE stay datagrams)
+        max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     };
     // the dialog events go where the daemon sends them (the registration thread's book), which

@@ -82,6 +82,8 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.ims.example.net".into(),
         batch: BATCH,
+        // (UDP-only peers: requests toward the UE stay datagrams)
+        max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     };
     let mut w = Worker::new(

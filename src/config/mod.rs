@@ -51,6 +51,11 @@ pub struct UeSide {
     pub register_burst_per_source: u32,
     #[serde(default = "default_register_rate")]
     pub register_rate_per_source: f64,
+    /// The largest request sent to a UE in a datagram; a larger one goes over TCP inside its
+    /// SAs (RFC 3261 §18.1.1: 1,300 bytes when the path MTU is unknown). 65535: never TCP
+    /// (UEs that cannot take it, such as a UDP-only load generator).
+    #[serde(default = "default_max_udp_request")]
+    pub max_udp_request: u16,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -236,6 +241,12 @@ fn default_register_burst() -> u32 {
 }
 fn default_register_rate() -> f64 {
     DEFAULT_REGISTER_RATE_PER_SOURCE
+}
+/// `ue.max_udp_request` when unset (RFC 3261 §18.1.1).
+pub const DEFAULT_MAX_UDP_REQUEST: u16 = 1300;
+
+fn default_max_udp_request() -> u16 {
+    DEFAULT_MAX_UDP_REQUEST
 }
 fn default_protected_ports() -> String {
     "5100-5199".into()

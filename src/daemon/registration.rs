@@ -85,7 +85,7 @@ pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u
             let what = match b.protection {
                 Protection::Plain => "plain",
                 Protection::Protected { .. } => "protected",
-                Protection::Stream { .. } => "protected, tcp",
+                Protection::Stream { .. } | Protection::Segment { .. } => "protected, tcp",
             };
             log::debug(format_args!(
                 "punted {} bytes ({what}) from {} on {:?}",
@@ -202,11 +202,10 @@ pub(super) fn serve(
         while let Some(o) = registrar.poll_transmit() {
             // Messages of one UE always go through the same worker; one on a UE's TCP
             // connection through the worker that holds it.
-            let w = match (o.protection, o.dst.ip()) {
-                (Protection::Stream { worker, .. }, _) => usize::from(worker),
-                (_, std::net::IpAddr::V4(a)) => u32::from(a) as usize,
-                (_, std::net::IpAddr::V6(a)) => a.segments()[7] as usize,
-            } % injects.len().max(1);
+            let w = match o.protection {
+                Protection::Stream { worker, .. } => usize::from(worker) % injects.len().max(1),
+                _ => crate::dataplane::worker_of(o.dst.ip(), injects.len()),
+            };
             if injects[w].push(o.borrowed()).is_err() {
                 inject_dropped += 1;
             }

@@ -83,6 +83,7 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
         via_sent_by: core.to_string(),
         hostname: cfg.core.hostname.clone(),
         batch: cfg.dataplane.batch,
+        max_udp_request: usize::from(cfg.ue.max_udp_request),
         verify_udp_checksum: cfg.dataplane.backend != Backend::Xdp,
     })
 }

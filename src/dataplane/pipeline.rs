@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     pub via_sent_by: String,
     pub hostname: String,
     pub batch: usize,
+    /// The largest request sent to a UE in a datagram; larger ones go on our TCP connection
+    /// inside its SAs (RFC 3261 §18.1.1; `ue.max_udp_request`).
+    pub max_udp_request: usize,
     /// Check UDP checksums on receive. Off for AF_XDP on veth, which hands over packets with
     /// partial (offloaded) checksums; ESP has its own integrity check either way.
     pub verify_udp_checksum: bool,
@@ -98,13 +101,16 @@ pub enum Verdict<'g> {
         entry: &'g Entry,
         ours: IpAddr,
     },
-    /// The SIP message `frame[range]` goes on the UE's own TCP connection (its port-c → our
-    /// port-s) in the SA set of `entry`, which this worker holds (RFC 3261 §18.2.2).
+    /// The SIP message `frame[range]` goes on a TCP connection in the SA set of `entry`, which
+    /// this worker holds, from our address `ours`: the UE's (its port-c → our port-s) when
+    /// `entry`'s port is our port-s (a response, RFC 3261 §18.2.2), ours (our port-c → its
+    /// port-s) when it is our port-c (a request too large for a datagram, §18.1.1).
     Stream {
         range: Range<usize>,
         entry: &'g Entry,
+        ours: IpAddr,
     },
-    /// Copied to the worker that holds the UE's connection; the frame can go.
+    /// Copied to the worker that holds the UE's TCP; the frame can go.
     HandedOver,
 }
 
@@ -539,10 +545,42 @@ impl Pipeline {
         let Some(ours) = self.our_ue_addr(e.ue_addr()) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        let holder = self.holder(e.ue_addr());
+        if holder != self.cfg.id {
+            let d = Datagram {
+                side: Side::Ue,
+                protection: Protection::Segment { spi: e.spi() },
+                src: SocketAddr::new(e.ue_addr(), e.ue_port()),
+                dst: SocketAddr::new(ours, e.local_port()),
+                payload: &frame[inner],
+            };
+            return self.hand_over(holder, d);
+        }
         Verdict::Segment {
             inner,
             entry: e,
             ours,
+        }
+    }
+
+    /// The worker that holds the TCP of `ue`'s SA sets (`dataplane::worker_of`).
+    fn holder(&self, ue: IpAddr) -> u16 {
+        let workers = self.peers.as_ref().map_or(1, |p| p.len());
+        crate::dataplane::worker_of(ue, workers) as u16
+    }
+
+    /// Copy `d` to worker `holder`'s inject queue (a full queue or an unknown worker loses it,
+    /// counted).
+    fn hand_over<'g>(&mut self, holder: u16, d: Datagram<&[u8]>) -> Verdict<'g> {
+        let Some(q) = self.peers.as_ref().and_then(|p| p.get(usize::from(holder))) else {
+            return Verdict::Drop(DropReason::StreamLost);
+        };
+        match q.push(d) {
+            Ok(()) => {
+                self.stats.handed_over += 1;
+                Verdict::HandedOver
+            }
+            Err(_) => Verdict::Drop(DropReason::StreamLost),
         }
     }
 
@@ -638,7 +676,9 @@ impl Pipeline {
         let (spi, lane) = match m.protection {
             Protection::Protected { spi } => (spi, 0),
             Protection::Stream { spi, worker } => (spi, LANE_STREAM | worker),
-            Protection::Plain => return Verdict::Drop(DropReason::EspOther),
+            Protection::Plain | Protection::Segment { .. } => {
+                return Verdict::Drop(DropReason::EspOther);
+            }
         };
         let ue = e.ue_addr();
         let hash = rules::stateless_branch(view);
@@ -938,6 +978,15 @@ impl Pipeline {
             }
         }
         let range = ed.range();
+        // RFC 3261 §18.1.1: a request larger than a datagram may safely be goes over a
+        // congestion-controlled transport: our connection to the UE's port-s, in the set of SA2
+        if range.len() > self.cfg.max_udp_request {
+            if rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+            let holder = self.holder(e.ue_addr());
+            return self.on_stream(frame, range, (e, ours), holder);
+        }
         let from = SocketAddr::new(ours, e.local_port());
         let to = SocketAddr::new(target.ip(), e.ue_port());
         let r = udp_over_sa(frame, range, from, to, e.sa());
@@ -1019,7 +1068,7 @@ impl Pipeline {
         let Some(e) = out else {
             // RFC 3261 §18.2.2: back on the connection the request came on
             let range = ed.range();
-            return self.on_stream(frame, range, inb, b.lane & !LANE_STREAM);
+            return self.on_stream(frame, range, (inb, ours), b.lane & !LANE_STREAM);
         };
         let from = SocketAddr::new(ours, e.local_port());
         let range = ed.range();
@@ -1186,44 +1235,39 @@ impl Pipeline {
         }
     }
 
-    /// The message `frame[range]` goes on the UE's connection in the SA set of the inbound SA
-    /// `inb`, which worker `holder` holds: this one's ([`Verdict::Stream`]) or handed over to
-    /// it through its inject queue (a copy; a full queue or an unknown worker loses it,
-    /// counted).
+    /// The message `frame[range]` goes on the TCP connection of the SA set of `e` that `e`'s
+    /// port names ([`Verdict::Stream`]), from our address `ours`, which worker `holder` holds:
+    /// this one, or handed over to it through its inject queue (a copy, as
+    /// `Protection::Stream` from `ours` at `e`'s port to the UE at its port: the outbound SA of
+    /// that flow names the set and the connection).
     fn on_stream<'g>(
         &mut self,
         frame: &[u8],
         range: Range<usize>,
-        inb: &'g Entry,
+        (e, ours): (&'g Entry, IpAddr),
         holder: u16,
     ) -> Verdict<'g> {
         if holder == self.cfg.id {
-            return Verdict::Stream { range, entry: inb };
+            return Verdict::Stream {
+                range,
+                entry: e,
+                ours,
+            };
         }
-        let (Some(q), Some(bytes)) = (
-            self.peers.as_ref().and_then(|p| p.get(usize::from(holder))),
-            frame.get(range),
-        ) else {
-            return Verdict::Drop(DropReason::StreamLost);
+        let Some(bytes) = frame.get(range) else {
+            return Verdict::Drop(DropReason::NoRoom);
         };
-        let ue = SocketAddr::new(inb.ue_addr(), inb.ue_port());
         let d = Datagram {
             side: Side::Ue,
             protection: Protection::Stream {
-                spi: inb.spi(),
+                spi: e.spi(),
                 worker: holder,
             },
-            src: SocketAddr::new(self.cfg.core.ip(), inb.port_s()),
-            dst: ue,
+            src: SocketAddr::new(ours, e.local_port()),
+            dst: SocketAddr::new(e.ue_addr(), e.ue_port()),
             payload: bytes,
         };
-        match q.push(d) {
-            Ok(()) => {
-                self.stats.handed_over += 1;
-                Verdict::HandedOver
-            }
-            Err(_) => Verdict::Drop(DropReason::StreamLost),
-        }
+        self.hand_over(holder, d)
     }
 
     /// Copy `m` to the registration thread.

@@ -42,6 +42,9 @@ pub enum Protection {
     /// it. Inject: it goes on it (a response to a request that came on it, RFC 3261 §18.2.2),
     /// through that worker.
     Stream { spi: u32, worker: u16 },
+    /// Between workers only: a TCP segment (the inner IP packet, ESP removed and its ports
+    /// checked) that came over our inbound SA `spi`, for the worker that holds the UE's TCP.
+    Segment { spi: u32 },
 }
 
 impl Protection {
@@ -49,7 +52,9 @@ impl Protection {
     pub fn spi(self) -> Option<u32> {
         match self {
             Protection::Plain => None,
-            Protection::Protected { spi } | Protection::Stream { spi, .. } => Some(spi),
+            Protection::Protected { spi }
+            | Protection::Stream { spi, .. }
+            | Protection::Segment { spi } => Some(spi),
         }
     }
 }
@@ -105,6 +110,21 @@ pub fn split_dialog_event(payload: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_le_bytes(*b), msg))
 }
 
+/// The worker that holds the TCP of a UE's SA sets (and takes the registration thread's
+/// messages for it), of `workers`: every worker and the registration thread agree on it, so a
+/// message for a UE's connection, or a segment that reached another worker, finds its way.
+pub fn worker_of(ue: std::net::IpAddr, workers: usize) -> usize {
+    let v = match ue {
+        std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => {
+            let o = u128::from(a);
+            (o as u64) ^ ((o >> 64) as u64)
+        }
+    };
+    // (a multiplicative mix: neighbouring addresses spread over the workers)
+    (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % workers.max(1)
+}
+
 /// Priority classes of punted messages, highest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -122,10 +142,8 @@ impl Class {
     pub fn of(side: Side, protection: Protection) -> Class {
         match (side, protection) {
             (Side::Core, _) => Class::Core,
-            (Side::Ue, Protection::Protected { .. } | Protection::Stream { .. }) => {
-                Class::Protected
-            }
             (Side::Ue, Protection::Plain) => Class::Unprotected,
+            (Side::Ue, _) => Class::Protected,
         }
     }
 }

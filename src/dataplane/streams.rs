@@ -1,17 +1,18 @@
 //! SIP over TCP inside the UEs' SAs, for one worker (TS 33.203 §7.1, RFC 3261 §18).
 //!
-//! Owns: the worker's [`tcp::Host`] (every SA set's TCP that this worker has seen segments of),
-//! the IP packets it wants sent, and which of our inbound SPIs each set's connection of the UE
-//! arrives over. The pipeline hands it segments ([`Verdict::Segment`](super::Verdict)) and
+//! Owns: the worker's [`tcp::Host`] (the TCP of the SA sets of the UEs this worker holds), the
+//! IP packets it wants sent, and which of our inbound SPIs each set's connections arrive over. The pipeline hands it segments ([`Verdict::Segment`](super::Verdict)) and
 //! messages to send on a UE's connection; the worker takes the messages it framed into fresh
 //! frames for the SIP stage ([`Streams::take_messages`]) and the IP packets it produced, ESP
 //! protected over the set's SAs, to its TX batch ([`Streams::flush`]).
 //!
-//! A set's TCP lives on the worker its segments arrive at (ESP from one UE meets one receive
-//! queue: the NIC hashes ESP by its addresses). Responses from the core come back on any
-//! worker; our Via branch names the holder (`sip::branch::LANE_STREAM`), and another worker
-//! hands such a response over through the holder's inject queue, as the registration thread
-//! does with its answers (`Protection::Stream`).
+//! A UE's TCP lives on one worker, `dataplane::worker_of` its address, which every worker and
+//! the registration thread compute alike: a segment that reached another worker, a response
+//! from the core for the UE's connection (our Via branch names the holder,
+//! `sip::branch::LANE_STREAM`), a request from the core too large for a datagram (RFC 3261
+//! §18.1.1) and the registration thread's answers all go to the holder's inject queue
+//! (`Protection::Segment` / `Protection::Stream`). With the NIC hashing a UE's ESP to one
+//! receive queue, pinning that queue's worker as the holder (RSS steering) saves the copy.
 //!
 //! Bounds: the host's (sets, bytes and time per connection; `tcp::host`); a set whose SAs are
 //! gone is closed within [`SWEEP_EVERY`]. Per packet nothing is allocated once warm (a set's
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{Entry, ReadGuard};
-use crate::tcp::{Conn, Host, HostConfig, HostError, PortPairs, Segments, SendError, SetId};
+use crate::tcp::{Conn, Host, HostConfig, PortPairs, Segments, SendError, SetId};
 use crate::wire;
 
 /// How often the sets are checked against the SA table (a set whose SAs went is closed).
@@ -49,22 +50,40 @@ pub fn set_id(e: &Entry) -> SetId {
     (e.binding() << 32) | (u64::from(e.port_c()) << 16) | u64::from(e.port_s())
 }
 
-/// A message framed on a UE's connection, copied into its own frame for the SIP stage.
+/// The connection of an SA's set that the SA's own port names: our port-s pairs with the UE's
+/// port-c (its connection, SA1 and SA3), our port-c with its port-s (ours, SA2 and SA4).
+pub fn conn_of(e: &Entry) -> Conn {
+    if e.local_port() == e.port_s() {
+        Conn::Accepted
+    } else {
+        Conn::Opened
+    }
+}
+
+/// A message framed on a connection, copied into its own frame for the SIP stage.
 #[derive(Clone, Copy, Debug)]
 pub struct Framed {
     pub desc: Desc,
-    /// Our inbound SPI of the SA the connection's segments arrive over (the set's SA1).
+    /// Our inbound SPI of the SA the connection's segments arrive over (SA1 for the UE's
+    /// connection, SA4 for ours).
     pub spi: u32,
     pub set: SetId,
+}
+
+/// What the worker keeps of a set beside its TCP.
+#[derive(Clone, Copy, Debug)]
+struct SetInfo {
+    ports: PortPairs,
+    /// Our inbound SPI that each connection's segments arrive over, once one has (by
+    /// [`Conn`]: the UE's, ours).
+    spi: [u32; 2],
 }
 
 /// One worker's TCP (module doc).
 pub struct Streams {
     host: Host,
     out: Segments,
-    /// Per set: our inbound SPI of its SA1, the UE's port-c → our port-s (where the UE's
-    /// connection comes from), and our UE-side address.
-    sets: HashMap<SetId, (u32, IpAddr)>,
+    sets: HashMap<SetId, SetInfo>,
     next_sweep: Option<Instant>,
 }
 
@@ -105,15 +124,8 @@ impl Streams {
             || self.next_sweep.is_some_and(|t| t <= now)
     }
 
-    /// A segment `pkt` (an inner IP packet, its ports checked against the SA's selectors) that
-    /// came over the UE's SA entry `e` to our address `ours`.
-    pub fn segment(
-        &mut self,
-        e: &Entry,
-        ours: IpAddr,
-        pkt: &[u8],
-        now: Instant,
-    ) -> Result<(), DropReason> {
+    /// The set of `e` (any SA of it), opened with our address `ours` if this is its first use.
+    fn ensure(&mut self, e: &Entry, ours: IpAddr, now: Instant) -> Result<SetId, DropReason> {
         let id = set_id(e);
         if !self.sets.contains_key(&id) {
             let ue = e.ue_ports();
@@ -128,31 +140,48 @@ impl Streams {
             self.host
                 .open(id, ports)
                 .map_err(|_| DropReason::TcpRefused)?;
-            self.sets.insert(id, (0, ours));
+            self.sets.insert(id, SetInfo { ports, spi: [0; 2] });
             self.next_sweep.get_or_insert(now + SWEEP_EVERY);
         }
-        if let Some(s) = self.sets.get_mut(&id)
-            && e.local_port() == e.port_s()
-        {
-            s.0 = e.spi();
-        }
-        match self.host.handle_segment(id, now, pkt, &mut self.out) {
-            Ok(()) => Ok(()),
-            Err(HostError::UnknownSet | HostError::Full | HostError::Segment(_)) => {
-                Err(DropReason::TcpRefused)
-            }
-        }
+        Ok(id)
     }
 
-    /// Queue `msg` whole on the UE's own connection (its port-c → our port-s) of the set of
-    /// the inbound SA `e` (RFC 3261 §18.2.2: a response goes back on the connection its request
-    /// came on). A connection that is gone or full loses it.
-    pub fn send(&mut self, e: &Entry, msg: &[u8], now: Instant) -> Result<(), DropReason> {
-        let id = set_id(e);
-        if !self.sets.contains_key(&id) {
+    /// A segment `pkt` (an inner IP packet, its ports checked against the SA's selectors) that
+    /// came over the UE's inbound SA `e` to our address `ours`.
+    pub fn segment(
+        &mut self,
+        e: &Entry,
+        ours: IpAddr,
+        pkt: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let id = self.ensure(e, ours, now)?;
+        if let Some(s) = self.sets.get_mut(&id) {
+            s.spi[conn_index(conn_of(e))] = e.spi();
+        }
+        self.host
+            .handle_segment(id, now, pkt, &mut self.out)
+            .map_err(|_| DropReason::TcpRefused)
+    }
+
+    /// Queue `msg` whole, from our address `ours`, on the connection of `e`'s set that `e`'s
+    /// port names (`conn_of`): the UE's, for a response to a request that came on it (RFC
+    /// 3261 §18.2.2); ours, connecting first if need be, for a request (§18.1.1). A
+    /// connection that is gone, refused or full loses it.
+    pub fn send(
+        &mut self,
+        e: &Entry,
+        ours: IpAddr,
+        msg: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let conn = conn_of(e);
+        if conn == Conn::Accepted && !self.sets.contains_key(&set_id(e)) {
+            // a response for a connection this worker never saw
             return Err(DropReason::StreamLost);
         }
-        match self.host.send(id, Conn::Accepted, now, msg, &mut self.out) {
+        let id = self.ensure(e, ours, now)?;
+        match self.host.send(id, conn, now, msg, &mut self.out) {
             Ok(()) => Ok(()),
             Err(SendError::TooLarge) => Err(DropReason::NoRoom),
             Err(_) => Err(DropReason::StreamLost),
@@ -166,12 +195,13 @@ impl Streams {
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let (host, out) = (&mut self.host, &mut self.out);
-            self.sets.retain(|&id, &mut (spi, _)| {
-                // kept while its SA1 is the set's (a set the UE never opened its connection on
-                // keeps 0 and goes)
-                let alive = sas
-                    .and_then(|g| g.inbound(spi))
-                    .is_some_and(|e| set_id(e) == id);
+            self.sets.retain(|&id, s| {
+                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's
+                let p = s.ports;
+                let alive = [(p.remote_c, p.local_s), (p.remote_s, p.local_c)]
+                    .iter()
+                    .filter_map(|&(theirs, ours)| sas?.outbound(p.remote, theirs, ours))
+                    .any(|e| set_id(e) == id);
                 if !alive {
                     host.close(id, now, out);
                 }
@@ -194,11 +224,11 @@ impl Streams {
         let sets = &self.sets;
         self.host
             .for_each_message(now, &mut self.out, |id, conn, msg| {
-                // only the UE's own connection carries its requests (ours is not opened yet)
-                let Some(&(spi, _)) = sets.get(&id).filter(|_| conn == Conn::Accepted) else {
+                let spi = sets.get(&id).map_or(0, |s| s.spi[conn_index(conn)]);
+                if spi == 0 {
                     stats.drop(DropReason::StreamLost);
                     return;
-                };
+                }
                 let Some(d) = io.alloc(Side::Ue) else {
                     stats.drop(DropReason::NoRoom);
                     return;
@@ -291,5 +321,12 @@ fn protect<P: PacketIo + ?Sized>(io: &mut P, pkt: &[u8], e: &Entry) -> Result<De
             io.free(&[d]);
             Err(why)
         }
+    }
+}
+
+fn conn_index(c: Conn) -> usize {
+    match c {
+        Conn::Accepted => 0,
+        Conn::Opened => 1,
     }
 }

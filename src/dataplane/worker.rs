@@ -281,7 +281,7 @@ impl<P: PacketIo> Worker<P> {
             Verdict::Reply(r) => {
                 let answer = self.pipe.answer(&r);
                 if let Some(e) = r.stream {
-                    match self.streams.send(e, answer, now) {
+                    match self.streams.send(e, r.src.ip(), answer, now) {
                         Ok(()) => {
                             self.pipe.stats.replied += 1;
                             self.pipe.stats.stream_out += 1;
@@ -307,9 +307,9 @@ impl<P: PacketIo> Worker<P> {
                     Err(why) => self.pipe.stats.drop(why),
                 }
             }
-            Verdict::Stream { range, entry } => {
+            Verdict::Stream { range, entry, ours } => {
                 let msg = &self.io.frame(&d)[range];
-                match self.streams.send(entry, msg, now) {
+                match self.streams.send(entry, ours, msg, now) {
                     Ok(()) => {
                         self.pipe.stats.forwarded += 1;
                         self.pipe.stats.stream_out += 1;
@@ -360,22 +360,39 @@ impl<P: PacketIo> Worker<P> {
             let Some(m) = q.pop() else {
                 break;
             };
-            if let Protection::Stream { spi, .. } = m.protection {
-                // on the UE's connection, which this worker holds (the registration thread's
-                // answer to a REGISTER that came on it, or another worker's hand-over)
-                let sent = sas
-                    .and_then(|g| g.inbound(spi))
-                    .ok_or(DropReason::StreamLost)
-                    .and_then(|e| self.streams.send(e, m.bytes(), now));
-                match sent {
-                    Ok(()) => {
-                        self.pipe.stats.injected += 1;
-                        self.pipe.stats.stream_out += 1;
+            match m.protection {
+                Protection::Stream { .. } => {
+                    // on a connection of the UE's TCP, which this worker holds: the outbound SA
+                    // of the flow names the set and the connection (the registration thread's
+                    // answer to a REGISTER that came on it, or another worker's hand-over)
+                    let sent = sas
+                        .and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()))
+                        .ok_or(DropReason::StreamLost)
+                        .and_then(|e| self.streams.send(e, m.src.ip(), m.bytes(), now));
+                    match sent {
+                        Ok(()) => {
+                            self.pipe.stats.injected += 1;
+                            self.pipe.stats.stream_out += 1;
+                        }
+                        Err(_) => self.pipe.stats.inject_dropped += 1,
                     }
-                    Err(_) => self.pipe.stats.inject_dropped += 1,
+                    q.recycle(m);
+                    continue;
                 }
-                q.recycle(m);
-                continue;
+                Protection::Segment { spi } => {
+                    // a segment another worker received for the UE's TCP, which this one holds
+                    let took = sas
+                        .and_then(|g| g.inbound(spi))
+                        .ok_or(DropReason::UnknownSpi)
+                        .and_then(|e| self.streams.segment(e, m.dst.ip(), m.bytes(), now));
+                    match took {
+                        Ok(()) => self.pipe.stats.tcp_segments += 1,
+                        Err(why) => self.pipe.stats.drop(why),
+                    }
+                    q.recycle(m);
+                    continue;
+                }
+                Protection::Plain | Protection::Protected { .. } => {}
             }
             match self.send_injected(&m, sas) {
                 Ok(d) => {
@@ -394,7 +411,9 @@ impl<P: PacketIo> Worker<P> {
         let over = match m.protection {
             Protection::Plain => None,
             // (taken on the worker's TCP before: drain_inject)
-            Protection::Stream { .. } => return Err(DropReason::StreamLost),
+            Protection::Stream { .. } | Protection::Segment { .. } => {
+                return Err(DropReason::StreamLost);
+            }
             Protection::Protected { .. } => {
                 let e = sas.and_then(|g| g.outbound(m.dst.ip(), m.dst.port(), m.src.port()));
                 Some(e.ok_or(DropReason::NoRoute)?.sa().as_ref())

@@ -31,6 +31,8 @@ fn cfg(relay: bool) -> WorkerConfig {
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.example.net".into(),
         batch: 64,
+        // (UDP-only peers: requests toward the UE stay datagrams)
+        max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     }
 }

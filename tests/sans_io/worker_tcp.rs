@@ -18,7 +18,8 @@ use pcscf::sip::{Message, rules};
 use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
 
 use crate::support::worker::{
-    OUR_PORT_C, OUR_PORT_S, Rig, UE, UE_PORT_C, UE_PORT_S, addr, cfg, rig_for, sa, udp,
+    OUR_PORT_C, OUR_PORT_S, Rig, SPI_SA2, UE, UE_PORT_C, UE_PORT_S, addr, cfg, rig_for, rig_with,
+    sa, udp,
 };
 
 /// The SPI of the outbound SA3 (our port-s → the UE's port-c; the UE chose it).
@@ -51,7 +52,12 @@ struct Ue {
     ep: Endpoint,
     segs: Segments,
     sa1_tx: Sa,
+    /// Its port-s → our port-c (its side of our connection).
+    sa4_tx: Option<Sa>,
     sa3_rx: Sa,
+    sa2_rx: Sa,
+    /// Bytes the UE read from our connection to it.
+    got_ours: Vec<u8>,
     /// Bytes the UE read from its connection.
     got: Vec<u8>,
 }
@@ -70,7 +76,10 @@ impl Ue {
             ep: Endpoint::new(1, ports, EndpointConfig::default(), 42, Instant::now()),
             segs: Segments::with_limit(256),
             sa1_tx,
+            sa4_tx: None,
             sa3_rx: sa(SPI_SA3),
+            sa2_rx: sa(SPI_SA2),
+            got_ours: Vec::new(),
             got: Vec::new(),
         }
     }
@@ -86,27 +95,45 @@ impl Ue {
     fn packets(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for (pkt, _, conn) in self.segs.iter() {
-            assert_eq!(conn, Conn::Opened, "the UE's own connection only");
-            out.push(protect(&self.sa1_tx, pkt));
+            let over = match conn {
+                Conn::Opened => &self.sa1_tx,
+                Conn::Accepted => self.sa4_tx.as_ref().expect("the rig's SA4"),
+            };
+            out.push(protect(over, pkt));
         }
         self.segs.clear();
         out
     }
 
-    /// An ESP packet the worker sent toward the UE: over SA3 it must be (TCP inside).
+    /// An ESP packet the worker sent toward the UE: TCP inside SA3 (the UE's connection) or
+    /// SA2 (ours).
     fn take(&mut self, mut esp: Vec<u8>) {
-        let (inner, _) = self
-            .sa3_rx
-            .decapsulate(&mut esp)
-            .expect("the worker's TCP toward the UE goes over SA3");
+        let spi = u32::from_be_bytes(esp[20..24].try_into().unwrap());
+        let rx = if spi == SPI_SA3 {
+            &self.sa3_rx
+        } else {
+            &self.sa2_rx
+        };
+        let (inner, _) = rx.decapsulate(&mut esp).expect("over SA3 or SA2");
         let _ = self
             .ep
             .handle_segment(Instant::now(), &esp[inner], &mut self.segs);
-        let got = &mut self.got;
-        self.ep.recv(Conn::Opened, |b| {
-            got.extend_from_slice(b);
-            b.len()
-        });
+        for (conn, got) in [
+            (Conn::Opened, &mut self.got),
+            (Conn::Accepted, &mut self.got_ours),
+        ] {
+            self.ep.recv(conn, |b| {
+                got.extend_from_slice(b);
+                b.len()
+            });
+        }
+    }
+
+    /// `msg` whole on our connection to the UE (its answer to our request).
+    fn answer_on_ours(&mut self, msg: &[u8]) {
+        self.ep
+            .send(Instant::now(), Conn::Accepted, msg, &mut self.segs)
+            .unwrap();
     }
 }
 
@@ -123,7 +150,10 @@ fn protect(tx: &Sa, pkt: &[u8]) -> Vec<u8> {
 /// The rig's set, with SA3 installed (our port-s → the UE's port-c, where our segments of the
 /// UE's connection go).
 fn tcp_rig() -> Rig {
-    let mut r = rig_for(false, BINDING);
+    with_sa3(rig_for(false, BINDING))
+}
+
+fn with_sa3(mut r: Rig) -> Rig {
     r.writer
         .install_outbound(
             sa(SPI_SA3),
@@ -249,7 +279,7 @@ fn a_register_on_the_connection_is_punted_tagged_and_the_answer_goes_back_on_it(
         side: Side::Ue,
         protection: Protection::Stream { spi, worker: 0 },
         src: addr("10.46.0.1:5103"),
-        dst: p.dst,
+        dst: p.src,
         payload: &ok[..],
     };
     inject.push(to).unwrap();
@@ -279,6 +309,11 @@ fn the_core_answer_reaching_another_worker_is_handed_to_the_one_holding_the_conn
         .with_inject(q1)
         .with_peers(peers)
     };
+    assert_eq!(
+        pcscf::dataplane::worker_of(UE.parse().unwrap(), 2),
+        0,
+        "the rig's UE is worker 0's of two"
+    );
     let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
     ue.send(&message(100, 12));
     let at_core = pump(&mut ue, &mut r.w);
@@ -406,7 +441,11 @@ fn a_sets_tcp_goes_with_its_sas() {
     ue.send(&message(10, 17));
     assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
     assert_eq!(r.w.streams().host().len(), 1);
+    // the set goes, as a de-registration takes it: its inbound and outbound SAs
+    let ue: IpAddr = UE.parse().unwrap();
     r.writer.remove_inbound(spi1).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_C, OUR_PORT_S).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_S, OUR_PORT_C).unwrap();
     std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
     r.w.poll_once();
     assert!(r.w.streams().is_idle());
@@ -463,4 +502,127 @@ fn the_workers_tcp_path_does_not_allocate_once_warm() {
         "every answer back on the connection"
     );
     assert_eq!(allocs, 0, "allocations once warm");
+}
+
+/// A request from the core to a UE, `body` bytes of body.
+fn core_request(body: usize) -> Vec<u8> {
+    let text = "y".repeat(body);
+    format!(
+        "MESSAGE sip:alice@10.46.0.6:7005 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.1.30:6060;branch=z9hG4bKbig{body}\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.0.1.10:5060;lr>\r\n\
+         From: <sip:b@ims.example.net>;tag=1\r\n\
+         To: <sip:alice@ims.example.net>\r\n\
+         Call-ID: big{body}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {body}\r\n\r\n{text}"
+    )
+    .into_bytes()
+}
+
+/// RFC 3261 §18.1.1: a request from the core larger than `max_udp_request` goes to the UE over
+/// TCP — our connection, our port-c → its port-s, over SA2, our Via saying TCP — and the UE's
+/// answer on that connection (over SA4) goes back to the core; a small one stays a datagram.
+#[test]
+fn a_large_request_toward_the_ue_goes_on_our_connection_and_the_answer_comes_back() {
+    let mut c = cfg(false);
+    c.max_udp_request = 1300;
+    let mut r = with_sa3(rig_with(c, BINDING));
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.sa4_tx = Some(std::mem::replace(&mut r.sa4_tx, sa(1)));
+    let core = |r: &mut Rig, sip: &[u8]| {
+        let p = udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), sip);
+        assert!(r.w.io().inject(Side::Core, &p));
+    };
+    // small: one datagram over SA2, as before
+    core(&mut r, &core_request(100));
+    r.w.poll_once();
+    let sent = r.w.io().take_sent();
+    assert_eq!(sent.len(), 1);
+    let mut esp = sent[0].1.clone();
+    let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
+    assert!(
+        matches!(classify(&esp[inner]), L4::Udp { .. }),
+        "UDP inside"
+    );
+    // large: over our connection
+    core(&mut r, &core_request(2000));
+    r.w.poll_once();
+    for (side, pkt) in r.w.io().take_sent() {
+        assert_eq!(side, Side::Ue);
+        ue.take(pkt);
+    }
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let got = messages(&ue.got_ours);
+    assert_eq!(got.len(), 1, "{:?}", r.w.stats());
+    let m = Message::parse(&got[0]).unwrap();
+    assert_eq!(m.view().body().len(), 2000);
+    let top = m.view().header(pcscf::sip::HeaderName::Via).unwrap();
+    assert!(
+        top.starts_with(b"SIP/2.0/TCP 10.46.0.1:5102;"),
+        "our Via says TCP: {}",
+        String::from_utf8_lossy(top)
+    );
+    // the UE answers on the same connection; the 200 reaches the core
+    ue.answer_on_ours(&answer(&got[0], 200));
+    let at_core = pump(&mut ue, &mut r.w);
+    assert_eq!(at_core.len(), 1, "{:?}", r.w.stats());
+    assert!(at_core[0].starts_with(b"SIP/2.0 200 "));
+    let s = *r.w.stats();
+    assert_eq!((s.stream_out, s.stream_in), (1, 1), "{s:?}");
+    assert_eq!(s.dropped(), 0, "{s:?}");
+}
+
+/// A UE's segments that reach a worker other than the one holding its TCP are handed to that
+/// worker, which answers them; nothing of the UE's TCP is built on the other.
+#[test]
+fn segments_reaching_another_worker_are_handed_to_the_holder() {
+    let mut r = tcp_rig();
+    let (q0, q1) = (MsgQueue::new(64, None), MsgQueue::new(64, None));
+    let peers: Arc<[Arc<MsgQueue>]> = vec![q0.clone(), q1.clone()].into();
+    r.w.set_inject(q0);
+    r.w.set_peers(peers.clone());
+    let mut c = cfg(false);
+    c.id = 1;
+    let mut other = Worker::new(
+        MemIo::new(64),
+        c,
+        MsgQueue::new(16, None),
+        Arc::new(SharedStats::default()),
+    )
+    .with_sas(r.writer.reader())
+    .with_inject(q1)
+    .with_peers(peers);
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(500, 20));
+    // every UE packet arrives at worker 1; worker 0 holds the UE
+    let mut at_core = Vec::new();
+    for _ in 0..32 {
+        let pkts = ue.packets();
+        for p in &pkts {
+            assert!(other.io().inject(Side::Ue, p));
+        }
+        other.poll_once();
+        assert!(
+            other.io().take_sent().is_empty(),
+            "worker 1 sends nothing of it"
+        );
+        r.w.poll_once();
+        let sent = r.w.io().take_sent();
+        if pkts.is_empty() && sent.is_empty() {
+            break;
+        }
+        for (side, pkt) in sent {
+            match side {
+                Side::Ue => ue.take(pkt),
+                Side::Core => at_core.push(pkt),
+            }
+        }
+    }
+    assert_eq!(at_core.len(), 1, "{:?} {:?}", r.w.stats(), other.stats());
+    assert!(other.streams().is_idle());
+    assert!(other.stats().handed_over >= 2, "{:?}", other.stats());
+    assert_eq!(r.w.stats().tcp_segments, other.stats().handed_over);
 }

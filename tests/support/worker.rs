@@ -53,6 +53,8 @@ pub fn cfg(relay: bool) -> WorkerConfig {
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.example.net".into(),
         batch: 64,
+        // (UDP-only peers: requests toward the UE stay datagrams)
+        max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     }
 }
@@ -141,6 +143,12 @@ pub fn rig(relay: bool) -> Rig {
 
 /// [`rig`] with the UE's SA set and registration under the registrar's `binding` id.
 pub fn rig_for(relay: bool, binding: u64) -> Rig {
+    rig_with(cfg(relay), binding)
+}
+
+/// [`rig_for`] with a worker configured as `wcfg` says.
+pub fn rig_with(wcfg: WorkerConfig, binding: u64) -> Rig {
+    let relay = wcfg.stateless_relay;
     let (mut writer, reader) = sa_table(SaTableConfig {
         inbound_capacity: 16,
         outbound_capacity: 16,
@@ -193,7 +201,7 @@ pub fn rig_for(relay: bool, binding: u64) -> Rig {
     let punt = MsgQueue::new(64, None);
     let shared = Arc::new(SharedStats::default());
     let events = MsgQueue::new(64, None);
-    let w = Worker::new(MemIo::new(FRAMES), cfg(relay), punt.clone(), shared.clone())
+    let w = Worker::new(MemIo::new(FRAMES), wcfg, punt.clone(), shared.clone())
         .with_sas(reader)
         .with_dialog_events(events.clone());
     let mut r = Rig {

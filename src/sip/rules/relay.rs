@@ -193,6 +193,23 @@ pub fn forward_request(
     decrement_max_forwards(ed)
 }
 
+/// Set the transport of the top Via (ours, just written) to `transport` (RFC 3261 §18.1.1: a
+/// request we send over TCP after all says so in its Via; `UDP` and `TCP` are the same length,
+/// so nothing moves).
+pub fn set_top_via_transport(ed: &mut Editor<'_>, transport: &[u8]) -> Result<(), EditError> {
+    let i = ed.find(HeaderName::Via, 0).ok_or(EditError::BadTarget)?;
+    let span = {
+        let v = ed.view();
+        let h = v.idx.headers()[i];
+        let top = ListIter::new(v.bytes(h.value))
+            .next()
+            .ok_or(EditError::BadTarget)?;
+        let via = Via::parse(top).ok_or(EditError::BadTarget)?;
+        Span::of(v.buf, via.transport)
+    };
+    ed.replace_in_header(i, span, &[transport])
+}
+
 /// Max-Forwards of a request is zero (RFC 3261 §16.3 item 3: answer 483).
 pub fn max_forwards_exhausted(v: View<'_>) -> bool {
     v.header(HeaderName::MaxForwards)
