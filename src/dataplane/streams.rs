@@ -269,11 +269,11 @@ impl Streams {
         stats: &mut WorkerStats,
     ) {
         for (pkt, id, conn) in self.out.iter() {
-            let Some(ep) = self.host.endpoint(id) else {
+            // (the set's own record: its TCP may be given back already, quiet after a RST)
+            let Some(p) = self.sets.get(&id).map(|s| s.ports) else {
                 stats.drop(DropReason::StreamLost);
                 continue;
             };
-            let p = ep.ports();
             let (ours, theirs) = match conn {
                 Conn::Accepted => (p.local_s, p.remote_c),
                 Conn::Opened => (p.local_c, p.remote_s),

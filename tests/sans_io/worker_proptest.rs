@@ -109,6 +109,52 @@ proptest! {
     }
 }
 
+/// A SYN from the rig UE's port-c, the template the segment property edits.
+const SYN: &[u8] = &[
+    0x1b, 0x5c, 0x13, 0xef, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x04, 0x00, 0, 0, 0, 0,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Hostile TCP segments inside the UE's SAs through the worker (the `worker_tcp` fuzz
+    /// target's property): taken by its TCP or dropped, never a panic, every frame back.
+    #[test]
+    fn hostile_tcp_segments_through_the_worker_never_panic(
+        sel in any::<u8>(),
+        flips in prop::collection::vec((any::<usize>(), 1u8..=255), 0..6),
+        tail in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut seg = SYN.to_vec();
+        seg.extend_from_slice(&tail);
+        for (at, b) in flips {
+            let i = at % seg.len();
+            seg[i] ^= b;
+        }
+        let mut input = vec![sel];
+        input.extend_from_slice(&seg);
+        crate::support::worker::run_tcp_segment(&input);
+    }
+
+    /// A hostile UE's byte stream on its honest connection: real messages edited, several in
+    /// one stream, pings, garbage.
+    #[test]
+    fn hostile_tcp_streams_through_the_worker_never_panic(
+        seeds in prop::collection::vec(0usize..SEEDS.len(), 1..4),
+        edits in prop::collection::vec(edit(), 0..4),
+        pings in 0usize..3,
+    ) {
+        let mut stream = Vec::new();
+        for _ in 0..pings {
+            stream.extend_from_slice(b"\r\n\r\n");
+        }
+        for &i in &seeds {
+            stream.extend_from_slice(SEEDS[i]);
+        }
+        crate::support::worker::run_tcp_stream(&apply(&stream, &edits));
+    }
+}
+
 /// Every kind reaches the SIP stage with an unedited message (the rig is sound).
 #[test]
 fn every_kind_reaches_sip() {

@@ -8,24 +8,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use pcscf::dataplane::{DropReason, L4, MsgQueue, Protection, SharedStats, Worker, classify};
-use pcscf::esp::{Frame, Sa};
 use pcscf::io::{MemIo, Side};
-use pcscf::satable::{EntryMeta, SetPorts, SetState};
 use pcscf::sip::{Message, rules};
-use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
 
 use crate::support::worker::{
-    OUR_PORT_C, OUR_PORT_S, Rig, SPI_SA2, UE, UE_PORT_C, UE_PORT_S, addr, cfg, rig_for, rig_with,
-    sa, udp,
+    BINDING, OUR_PORT_C, OUR_PORT_S, OURS, Rig, UE, UE_PORT_C, UE_PORT_S, Ue, addr, cfg, ip_tcp,
+    protect, pump, rig_with, sa, tcp_rig, udp, with_sa3,
 };
-
-/// The SPI of the outbound SA3 (our port-s → the UE's port-c; the UE chose it).
-const SPI_SA3: u32 = 0x8000_0003;
-const BINDING: u64 = 7;
-const OURS: &str = "10.46.0.1";
 
 /// A MESSAGE over TCP with a `body`-byte body.
 fn message(body: usize, cseq: u32) -> Vec<u8> {
@@ -46,163 +37,6 @@ fn message(body: usize, cseq: u32) -> Vec<u8> {
 }
 
 const REGISTER: &[u8] = b"REGISTER sip:ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bKreg1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example.net>;tag=r1\r\nTo: <sip:alice@ims.example.net>\r\nCall-ID: reg@10.46.0.6\r\nCSeq: 2 REGISTER\r\nContact: <sip:10.46.0.6:7005>\r\nExpires: 600000\r\nContent-Length: 0\r\n\r\n";
-
-/// The UE's side of its TCP inside the set, and what it received.
-struct Ue {
-    ep: Endpoint,
-    segs: Segments,
-    sa1_tx: Sa,
-    /// Its port-s → our port-c (its side of our connection).
-    sa4_tx: Option<Sa>,
-    sa3_rx: Sa,
-    sa2_rx: Sa,
-    /// Bytes the UE read from our connection to it.
-    got_ours: Vec<u8>,
-    /// Bytes the UE read from its connection.
-    got: Vec<u8>,
-}
-
-impl Ue {
-    fn new(sa1_tx: Sa) -> Ue {
-        let ports = PortPairs {
-            local: UE.parse().unwrap(),
-            remote: OURS.parse().unwrap(),
-            local_c: UE_PORT_C,
-            local_s: UE_PORT_S,
-            remote_c: OUR_PORT_C,
-            remote_s: OUR_PORT_S,
-        };
-        Ue {
-            ep: Endpoint::new(1, ports, EndpointConfig::default(), 42, Instant::now()),
-            segs: Segments::with_limit(256),
-            sa1_tx,
-            sa4_tx: None,
-            sa3_rx: sa(SPI_SA3),
-            sa2_rx: sa(SPI_SA2),
-            got_ours: Vec::new(),
-            got: Vec::new(),
-        }
-    }
-
-    /// `msg` whole on the UE's connection (connecting first if need be).
-    fn send(&mut self, msg: &[u8]) {
-        self.ep
-            .send(Instant::now(), Conn::Opened, msg, &mut self.segs)
-            .unwrap();
-    }
-
-    /// What the UE wants sent, each IP packet ESP-protected over SA1.
-    fn packets(&mut self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for (pkt, _, conn) in self.segs.iter() {
-            let over = match conn {
-                Conn::Opened => &self.sa1_tx,
-                Conn::Accepted => self.sa4_tx.as_ref().expect("the rig's SA4"),
-            };
-            out.push(protect(over, pkt));
-        }
-        self.segs.clear();
-        out
-    }
-
-    /// An ESP packet the worker sent toward the UE: TCP inside SA3 (the UE's connection) or
-    /// SA2 (ours).
-    fn take(&mut self, mut esp: Vec<u8>) {
-        let spi = u32::from_be_bytes(esp[20..24].try_into().unwrap());
-        let rx = if spi == SPI_SA3 {
-            &self.sa3_rx
-        } else {
-            &self.sa2_rx
-        };
-        let (inner, _) = rx.decapsulate(&mut esp).expect("over SA3 or SA2");
-        let _ = self
-            .ep
-            .handle_segment(Instant::now(), &esp[inner], &mut self.segs);
-        for (conn, got) in [
-            (Conn::Opened, &mut self.got),
-            (Conn::Accepted, &mut self.got_ours),
-        ] {
-            self.ep.recv(conn, |b| {
-                got.extend_from_slice(b);
-                b.len()
-            });
-        }
-    }
-
-    /// `msg` whole on our connection to the UE (its answer to our request).
-    fn answer_on_ours(&mut self, msg: &[u8]) {
-        self.ep
-            .send(Instant::now(), Conn::Accepted, msg, &mut self.segs)
-            .unwrap();
-    }
-}
-
-/// The IP packet `pkt` ESP-protected over `tx`.
-fn protect(tx: &Sa, pkt: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; 256 + pkt.len() + 256];
-    buf[256..256 + pkt.len()].copy_from_slice(pkt);
-    let mut f = Frame::new(&mut buf, 256, 256 + pkt.len());
-    tx.outbound(&mut f).unwrap();
-    let (s, e) = (f.start, f.end);
-    buf[s..e].to_vec()
-}
-
-/// The rig's set, with SA3 installed (our port-s → the UE's port-c, where our segments of the
-/// UE's connection go).
-fn tcp_rig() -> Rig {
-    with_sa3(rig_for(false, BINDING))
-}
-
-fn with_sa3(mut r: Rig) -> Rig {
-    r.writer
-        .install_outbound(
-            sa(SPI_SA3),
-            &EntryMeta {
-                ue_addr: UE.parse().unwrap(),
-                ue_port: UE_PORT_C,
-                ue_ports: SetPorts {
-                    c: UE_PORT_C,
-                    s: UE_PORT_S,
-                },
-                local_port: OUR_PORT_S,
-                ports: SetPorts {
-                    c: OUR_PORT_C,
-                    s: OUR_PORT_S,
-                },
-                binding: BINDING,
-                state: SetState::New,
-            },
-        )
-        .unwrap();
-    r
-}
-
-/// Move packets between the UE and the worker until neither has anything to say; returns the
-/// SIP messages the worker sent toward the core.
-fn pump(ue: &mut Ue, w: &mut Worker<MemIo>) -> Vec<Vec<u8>> {
-    let mut core = Vec::new();
-    for _ in 0..64 {
-        let pkts = ue.packets();
-        for p in &pkts {
-            assert!(w.io().inject(Side::Ue, p));
-        }
-        w.poll_once();
-        let sent = w.io().take_sent();
-        if pkts.is_empty() && sent.is_empty() {
-            return core;
-        }
-        for (side, pkt) in sent {
-            match side {
-                Side::Ue => ue.take(pkt),
-                Side::Core => match classify(&pkt) {
-                    L4::Udp { payload, .. } => core.push(pkt[payload].to_vec()),
-                    other => panic!("not UDP toward the core: {other:?}"),
-                },
-            }
-        }
-    }
-    panic!("no quiet after 64 rounds");
-}
 
 /// A response to `req` (as the core got it) from the core.
 fn answer(req: &[u8], code: u16) -> Vec<u8> {
@@ -391,30 +225,6 @@ fn segments_off_the_sas_selectors_are_refused_and_the_connection_survives_them()
         1,
         "the honest connection goes on"
     );
-}
-
-/// An IPv4 packet carrying the TCP header/segment `tcp` (checksum left 0: the stack checks it).
-fn ip_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
-        unreachable!()
-    };
-    let mut p = vec![0u8; 20 + tcp.len()];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&s.octets());
-    p[16..20].copy_from_slice(&d.octets());
-    let mut sum = 0u32;
-    for c in p[..20].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..].copy_from_slice(tcp);
-    p
 }
 
 /// A message the TCP framed whole but that cannot fit a frame after our edits (we cannot relay

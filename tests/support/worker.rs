@@ -10,13 +10,15 @@
 //! response paths behind the branch check are reached too.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, WorkerStats, classify};
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::{MemIo, Side};
 use pcscf::satable::{EntryMeta, Registration, SaTableConfig, SetPorts, SetState, sa_table};
+use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
 
 pub const UE: &str = "10.46.0.6";
 pub const UE_PORT_C: u16 = 7004;
@@ -362,4 +364,294 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+// ---- SIP over TCP inside the SAs: the UE's side (tests/sans_io/worker_tcp.rs, fuzz) ----
+
+/// The SPI of the outbound SA3 (our port-s → the UE's port-c; the UE chose it).
+pub const SPI_SA3: u32 = 0x8000_0003;
+pub const BINDING: u64 = 7;
+pub const OURS: &str = "10.46.0.1";
+
+/// The UE's side of its TCP inside the set, and what it received.
+pub struct Ue {
+    pub ep: Endpoint,
+    pub segs: Segments,
+    pub sa1_tx: Sa,
+    /// Its port-s → our port-c (its side of our connection).
+    pub sa4_tx: Option<Sa>,
+    pub sa3_rx: Sa,
+    pub sa2_rx: Sa,
+    /// Bytes the UE read from our connection to it.
+    pub got_ours: Vec<u8>,
+    /// Bytes the UE read from its connection.
+    pub got: Vec<u8>,
+}
+
+impl Ue {
+    pub fn new(sa1_tx: Sa) -> Ue {
+        let ports = PortPairs {
+            local: UE.parse().unwrap(),
+            remote: OURS.parse().unwrap(),
+            local_c: UE_PORT_C,
+            local_s: UE_PORT_S,
+            remote_c: OUR_PORT_C,
+            remote_s: OUR_PORT_S,
+        };
+        Ue {
+            ep: Endpoint::new(1, ports, EndpointConfig::default(), 42, Instant::now()),
+            segs: Segments::with_limit(256),
+            sa1_tx,
+            sa4_tx: None,
+            sa3_rx: sa(SPI_SA3),
+            sa2_rx: sa(SPI_SA2),
+            got_ours: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+
+    /// `msg` whole on the UE's connection (connecting first if need be).
+    pub fn send(&mut self, msg: &[u8]) {
+        self.ep
+            .send(Instant::now(), Conn::Opened, msg, &mut self.segs)
+            .unwrap();
+    }
+
+    /// What the UE wants sent, each IP packet ESP-protected over SA1.
+    pub fn packets(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (pkt, _, conn) in self.segs.iter() {
+            let over = match conn {
+                Conn::Opened => &self.sa1_tx,
+                Conn::Accepted => self.sa4_tx.as_ref().expect("the rig's SA4"),
+            };
+            out.push(protect(over, pkt));
+        }
+        self.segs.clear();
+        out
+    }
+
+    /// An ESP packet the worker sent toward the UE: TCP inside SA3 (the UE's connection) or
+    /// SA2 (ours).
+    pub fn take(&mut self, mut esp: Vec<u8>) {
+        let spi = u32::from_be_bytes(esp[20..24].try_into().unwrap());
+        let rx = if spi == SPI_SA3 {
+            &self.sa3_rx
+        } else {
+            &self.sa2_rx
+        };
+        let (inner, _) = rx.decapsulate(&mut esp).expect("over SA3 or SA2");
+        let _ = self
+            .ep
+            .handle_segment(Instant::now(), &esp[inner], &mut self.segs);
+        for (conn, got) in [
+            (Conn::Opened, &mut self.got),
+            (Conn::Accepted, &mut self.got_ours),
+        ] {
+            self.ep.recv(conn, |b| {
+                got.extend_from_slice(b);
+                b.len()
+            });
+        }
+    }
+
+    /// `msg` whole on our connection to the UE (its answer to our request).
+    pub fn answer_on_ours(&mut self, msg: &[u8]) {
+        self.ep
+            .send(Instant::now(), Conn::Accepted, msg, &mut self.segs)
+            .unwrap();
+    }
+}
+
+/// The IP packet `pkt` ESP-protected over `tx`.
+pub fn protect(tx: &Sa, pkt: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 256 + pkt.len() + 256];
+    buf[256..256 + pkt.len()].copy_from_slice(pkt);
+    let mut f = Frame::new(&mut buf, 256, 256 + pkt.len());
+    tx.outbound(&mut f).unwrap();
+    let (s, e) = (f.start, f.end);
+    buf[s..e].to_vec()
+}
+
+/// The rig's set, with SA3 installed (our port-s → the UE's port-c, where our segments of the
+/// UE's connection go).
+pub fn tcp_rig() -> Rig {
+    with_sa3(rig_for(false, BINDING))
+}
+
+pub fn with_sa3(mut r: Rig) -> Rig {
+    r.writer
+        .install_outbound(
+            sa(SPI_SA3),
+            &EntryMeta {
+                ue_addr: UE.parse().unwrap(),
+                ue_port: UE_PORT_C,
+                ue_ports: SetPorts {
+                    c: UE_PORT_C,
+                    s: UE_PORT_S,
+                },
+                local_port: OUR_PORT_S,
+                ports: SetPorts {
+                    c: OUR_PORT_C,
+                    s: OUR_PORT_S,
+                },
+                binding: BINDING,
+                state: SetState::New,
+            },
+        )
+        .unwrap();
+    r
+}
+
+/// Move packets between the UE and the worker until neither has anything to say; returns the
+/// SIP messages the worker sent toward the core.
+pub fn pump(ue: &mut Ue, w: &mut Worker<MemIo>) -> Vec<Vec<u8>> {
+    let mut core = Vec::new();
+    for _ in 0..64 {
+        let pkts = ue.packets();
+        for p in &pkts {
+            assert!(w.io().inject(Side::Ue, p));
+        }
+        w.poll_once();
+        let sent = w.io().take_sent();
+        if pkts.is_empty() && sent.is_empty() {
+            return core;
+        }
+        for (side, pkt) in sent {
+            match side {
+                Side::Ue => ue.take(pkt),
+                Side::Core => match classify(&pkt) {
+                    L4::Udp { payload, .. } => core.push(pkt[payload].to_vec()),
+                    other => panic!("not UDP toward the core: {other:?}"),
+                },
+            }
+        }
+    }
+    panic!("no quiet after 64 rounds");
+}
+
+/// An IPv4 packet carrying the TCP header/segment `tcp` (checksum left 0: the stack checks it).
+pub fn ip_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        unreachable!()
+    };
+    let mut p = vec![0u8; 20 + tcp.len()];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&s.octets());
+    p[16..20].copy_from_slice(&d.octets());
+    let mut sum = 0u32;
+    for c in p[..20].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..].copy_from_slice(tcp);
+    p
+}
+
+/// The TCP checksum of `tcp` (its checksum field taken as zero) between IPv4 `src` and `dst`
+/// (RFC 9293 §3.1: over the pseudo-header and the segment).
+pub fn tcp_checksum(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, tcp: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&[0, 6]);
+    add(&(tcp.len() as u16).to_be_bytes());
+    let mut t = tcp.to_vec();
+    if t.len() >= 18 {
+        t[16] = 0;
+        t[17] = 0;
+    }
+    add(&t);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// One fuzz input as hostile TCP from the rig's UE: byte 0 picks the SA (bit 0: SA1, its
+/// port-c → our port-s; else SA4, its port-s → our port-c), whether the ports are the SA's
+/// (bit 1) and the checksum right (bit 2); the rest is the TCP segment. What must hold: no
+/// panic, the packet taken by the TCP or dropped, every frame back, and whatever the worker
+/// sends toward the UE ESP over its SA3 or SA2.
+pub fn run_tcp_segment(data: &[u8]) {
+    let Some((&sel, seg)) = data.split_first() else {
+        return;
+    };
+    let mut r = tcp_rig();
+    let (tx, sport, dport) = if sel & 1 != 0 {
+        (&r.sa1_tx, UE_PORT_C, OUR_PORT_S)
+    } else {
+        (&r.sa4_tx, UE_PORT_S, OUR_PORT_C)
+    };
+    let mut seg = seg.to_vec();
+    if sel & 2 != 0 && seg.len() >= 4 {
+        seg[0..2].copy_from_slice(&sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&dport.to_be_bytes());
+    }
+    let (ue, ours): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (UE.parse().unwrap(), OURS.parse().unwrap());
+    if sel & 4 != 0 && seg.len() >= 18 {
+        let c = tcp_checksum(ue, ours, &seg);
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+    }
+    let pkt = protect(tx, &ip_tcp(ue.into(), ours.into(), &seg));
+    if !r.w.io().inject(Side::Ue, &pkt) {
+        return;
+    }
+    let before = *r.w.stats();
+    r.w.poll_once();
+    let s = *r.w.stats();
+    assert_eq!(
+        (s.tcp_segments - before.tcp_segments) + (s.dropped() - before.dropped()),
+        1,
+        "the segment taken or dropped: {s:?}"
+    );
+    check_sent_to_ue(&mut r);
+}
+
+/// One fuzz input as the byte stream of the rig UE's honest connection (whole, after the
+/// handshake): framing, pings and SIP from a hostile UE through the worker's TCP. What must
+/// hold: no panic, every frame back, what goes toward the UE ESP over its SA3 or SA2.
+pub fn run_tcp_stream(data: &[u8]) {
+    if data.is_empty() || data.len() > 8192 {
+        return;
+    }
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(data);
+    // (pump asserts every packet toward the UE decrypts under SA3 or SA2)
+    let _ = pump(&mut ue, &mut r.w);
+    assert_eq!(r.w.io().free_frames(), FRAMES, "every frame back");
+}
+
+/// What the worker sent: toward the UE only ESP over its SA3 or SA2, toward the core UDP; and
+/// every frame back in the pool.
+fn check_sent_to_ue(r: &mut Rig) {
+    for (side, mut pkt) in r.w.io().take_sent() {
+        match side {
+            Side::Ue => {
+                let spi = u32::from_be_bytes(pkt[20..24].try_into().unwrap());
+                let rx = if spi == SPI_SA3 {
+                    sa(SPI_SA3)
+                } else {
+                    sa(SPI_SA2)
+                };
+                // (a fresh SA: its replay window starts anew)
+                assert!(rx.decapsulate(&mut pkt).is_ok(), "ESP over SA3 or SA2");
+            }
+            Side::Core => assert!(matches!(classify(&pkt), L4::Udp { .. })),
+        }
+    }
+    assert_eq!(r.w.io().free_frames(), FRAMES, "every frame back");
 }
