@@ -380,6 +380,12 @@ pub struct Local {
     pub trying: bool,
     /// Give up on a step after this long.
     pub timeout: Duration,
+    /// Our requests go over TCP (a UE's connection to the P-CSCF's port-s): `SIP/2.0/TCP` in
+    /// our Via, and no timer retransmits them (RFC 3261 §17.1.1.2, §17.1.2.2: timers A and E
+    /// are for unreliable transports only; timers B and F, our step timeout, stay). Our
+    /// responses (over UDP, SA4) are still sent again until their ACK / PRACK (RFC 3261
+    /// §13.3.1.4, RFC 3262 §3: the UAS core does that on any transport).
+    pub tcp: bool,
 }
 
 /// Where a leg is.
@@ -729,8 +735,9 @@ impl Leg {
             None => ("Content-Length: 0\r\n\r\n".to_string(), ""),
         };
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bK{b}{m}{num}{rport}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {num} {method}\r\n{contact}{extra}{body_headers}{body}",
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{proto} {sent_by};branch=z9hG4bK{b}{m}{num}{rport}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {num} {method}\r\n{contact}{extra}{body_headers}{body}",
             target = self.target,
+            proto = if self.me.tcp { "TCP" } else { "UDP" },
             sent_by = self.me.sent_by,
             b = self.me.branch,
             m = method.to_ascii_lowercase(),
@@ -1245,6 +1252,7 @@ impl Leg {
             return;
         }
         if let Some(p) = &self.pending
+            && !(p.request && self.me.tcp)
             && self.resends < 3
             && now.duration_since(self.last_sent) > Duration::from_millis(500 << self.resends)
         {
@@ -1412,6 +1420,7 @@ mod leg_tests {
             record_route: None,
             trying: !ue,
             timeout: Duration::from_secs(5),
+            tcp: false,
         }
     }
 

@@ -81,6 +81,55 @@ pub struct UeSimConfig {
     /// Which flow each call follows, both the ones placed (`call-k`) and the incoming ones
     /// (`term-k`): the core must hold the same plan.
     pub flows: call::CallPlan,
+    /// How the UEs send their protected requests ([`Transport`]).
+    pub transport: Transport,
+    /// The body size of each protected MESSAGE, bytes ([`DEFAULT_MESSAGE_SIZE`]: `hello`).
+    pub message_size: usize,
+}
+
+/// The body of a protected MESSAGE by default (`hello`).
+pub const DEFAULT_MESSAGE_SIZE: usize = 5;
+
+/// How a UE sends its protected requests to the P-CSCF's port-s.
+///
+/// The unprotected first REGISTER and its 401 stay UDP to port 5060 either way, and so do the
+/// requests the P-CSCF sends to the UE's port-s over SA2 and the UE's answers to them over SA4
+/// (the P-CSCF's connection to the UE comes later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Each request in its own UDP datagram over SA1, sent again on timers A / E (RFC 3261
+    /// §17.1.1.2, §17.1.2.2).
+    #[default]
+    Udp,
+    /// One TCP connection per SA set, inside ESP (TS 33.203 §7, next header 6): from the UE's
+    /// port-c to the P-CSCF's port-s, its segments over SA1 and the P-CSCF's over SA3; the
+    /// requests go on it and their responses come back on it (RFC 3261 §18.2.2), never sent
+    /// again on a timer; the Via says `SIP/2.0/TCP` with the UE's port-s (TS 24.229 §5.1.1.2).
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` or `tcp`.
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            _ => Err(format!("unknown transport {s:?} (udp or tcp)")),
+        }
+    }
+
+    /// The transport in a Via (`SIP/2.0/<this>`).
+    pub fn via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// A MESSAGE body of `size` bytes: `hello` and then more of it, `hello hello hel…`.
+pub fn message_body(size: usize) -> String {
+    "hello ".chars().cycle().take(size).collect()
 }
 
 /// The outcome.
@@ -710,8 +759,14 @@ impl Sim {
         let verify = verify
             .map(|v| format!("Security-Verify: {v}\r\n"))
             .unwrap_or_default();
+        // the unprotected first REGISTER (no Security-Verify) goes over UDP to port 5060
+        let proto = if verify.is_empty() {
+            "UDP"
+        } else {
+            self.cfg.transport.via()
+        };
         format!(
-            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires={expires}\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires={expires}\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         )
     }
 
@@ -771,8 +826,11 @@ impl Sim {
         let ip = self.host();
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
+        let proto = self.cfg.transport.via();
+        let body = message_body(self.cfg.message_size);
         format!(
-            "MESSAGE sip:echo@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}m{n}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=m{i}\r\nTo: <sip:echo@{realm}>\r\nCall-ID: msg-{i}-{n}@{ip}\r\nCSeq: {n} MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+            "MESSAGE sip:echo@{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}m{n}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=m{i}\r\nTo: <sip:echo@{realm}>\r\nCall-ID: msg-{i}-{n}@{ip}\r\nCSeq: {n} MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
     }
 
@@ -830,8 +888,9 @@ impl Sim {
             route.push_str(&ue.service_route);
         }
         let sdp = call::sdp_offer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
+        let proto = self.cfg.transport.via();
         format!(
-            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,PRACK,UPDATE,MESSAGE\r\nSupported: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,PRACK,UPDATE,MESSAGE\r\nSupported: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
     }
@@ -854,6 +913,7 @@ impl Sim {
             record_route: None,
             trying: false,
             timeout: self.cfg.timeout,
+            tcp: self.cfg.transport == Transport::Tcp,
         }
     }
 
