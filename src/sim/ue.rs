@@ -1023,10 +1023,6 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     };
     // when every UE was done registering (and with its MESSAGEs)
     let mut registered_at: Option<Instant> = None;
-    let fail = |ue: &mut Ue, why: &'static str, report: &mut UeSimReport| {
-        ue.step = Step::Failed;
-        *report.failures.entry(why).or_insert(0) += 1;
-    };
     let mut started = 0usize;
     let mut finished = 0usize;
     let mut buf = vec![0u8; 65536];
@@ -1227,142 +1223,19 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
-            let Ok(m) = Message::parse(sip) else { continue };
-            let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
-            if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
-                if over != ue.generation && m.view().method().is_some() {
-                    report.requests_over_old_set += 1;
-                }
-                calls.on_message(
-                    &sim,
-                    i,
-                    &ues[i],
-                    m.view(),
-                    over,
-                    now,
-                    &mut held,
-                    &mut report,
-                );
-                continue;
-            }
-            let ue = &mut ues[i];
-            if ue.dereg.is_some() && cid.starts_with(b"reg-") {
-                let Some(done) = dereg_answer(ue, m.view()) else {
-                    continue;
-                };
-                ue.dereg = None;
-                match done {
-                    Ok(()) => {
-                        // the calls now wait for the network's BYE (TS 24.229 §5.2.8)
-                        ue.deregistered = true;
-                        ue.dereg_waiting.clear();
-                        report.deregistered += 1;
-                    }
-                    Err(why) => {
-                        calls.deregistration_failed(i, ue, why, now, &mut held, &mut report)
-                    }
-                }
-                continue;
-            }
-            if ue.reauth.is_some() && cid.starts_with(b"reg-") {
-                let Some(done) = reauth_answer(&sim, i, ue, m.view(), now, &mut by_spi) else {
-                    continue;
-                };
-                if done.is_ok() {
-                    report.reauthenticated += 1;
-                } else {
-                    ue.reauth = None;
-                }
-                calls.reregistered(&sim, i, ue, done, now, &mut held, &mut report);
-                continue;
-            }
-            let status = m.view().status();
-            // only the answer to the request in flight (retransmissions bring duplicates)
-            let expected = ue.in_flight.as_deref().and_then(|r| {
-                Message::parse(r.as_bytes())
-                    .ok()
-                    .and_then(|q| q.view().header(HeaderName::CallId).map(<[u8]>::to_vec))
-            });
-            let cseq_of = |v: crate::sip::View<'_>| v.header(HeaderName::CSeq).map(<[u8]>::to_vec);
-            let in_flight_cseq = ue.in_flight.as_deref().and_then(|r| {
-                Message::parse(r.as_bytes())
-                    .ok()
-                    .and_then(|q| cseq_of(q.view()))
-            });
-            if expected.as_deref() != m.view().header(HeaderName::CallId)
-                || in_flight_cseq != cseq_of(m.view())
-            {
-                continue;
-            }
-            match ue.step {
-                Step::Registering => {
-                    if status != Some(200) {
-                        fail(ue, "protected REGISTER refused", &mut report);
-                        finished += 1;
-                        continue;
-                    }
-                    report.registered += 1;
-                    ue.service_route = call::all(m.view(), HeaderName::ServiceRoute).join(", ");
-                    let _ = report
-                        .reg_latency
-                        .record((now - ue.started).as_micros().max(1) as u64);
-                    ue.messages_left = sim.cfg.messages;
-                    ue.step = Step::Messaging;
-                    ue.step_at = now;
-                }
-                Step::Messaging => {
-                    if status != Some(200) {
-                        fail(ue, "MESSAGE refused", &mut report);
-                        finished += 1;
-                        continue;
-                    }
-                    report.messages_ok += 1;
-                    let _ = report
-                        .msg_latency
-                        .record((now - ue.msg_sent).as_micros().max(1) as u64);
-                    ue.step_at = now;
-                }
-                Step::Reregistering => {
-                    if status != Some(200) {
-                        fail(ue, "re-REGISTER refused", &mut report);
-                    } else {
-                        report.reregistered += 1;
-                        ue.step = Step::Done;
-                    }
-                    finished += 1;
-                    continue;
-                }
-                _ => continue,
-            }
-            if ue.step == Step::Messaging {
-                if ue.messages_left == 0 && sim.cfg.reregister {
-                    // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
-                    let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
-                    let sa1 = ue.sa1.as_ref().expect("registered");
-                    if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, reg.as_bytes()) {
-                        sim.send_esp(&pkt);
-                    }
-                    ue.in_flight = Some(reg);
-                    ue.resends = 0;
-                    ue.last_sent = now;
-                    ue.step = Step::Reregistering;
-                } else if ue.messages_left == 0 {
-                    ue.step = Step::Done;
-                    finished += 1;
-                } else {
-                    let k = sim.cfg.messages - ue.messages_left + 1;
-                    ue.messages_left -= 1;
-                    let msg = sim.message(i, k);
-                    let sa1 = ue.sa1.as_ref().expect("registered");
-                    if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
-                        ue.msg_sent = now;
-                        sim.send_esp(&pkt);
-                    }
-                    ue.in_flight = Some(msg);
-                    ue.resends = 0;
-                    ue.last_sent = now;
-                }
-            }
+            on_protected(
+                &sim,
+                i,
+                over,
+                sip,
+                now,
+                &mut ues,
+                &mut calls,
+                &mut held,
+                &mut report,
+                &mut by_spi,
+                &mut finished,
+            );
         }
         // timeouts
         for ue in ues.iter_mut().take(started) {
@@ -1475,6 +1348,156 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         _ => Duration::ZERO,
     };
     Ok(report)
+}
+
+/// UE failed a step.
+fn fail(ue: &mut Ue, why: &'static str, report: &mut UeSimReport) {
+    ue.step = Step::Failed;
+    *report.failures.entry(why).or_insert(0) += 1;
+}
+
+/// A protected SIP message that came to UE `i` over its set of generation `over` (ESP over
+/// UDP, or a whole message from its TCP connection): the answers to its registration and
+/// MESSAGEs, and the messages of its calls.
+#[allow(clippy::too_many_arguments)]
+fn on_protected(
+    sim: &Sim,
+    i: usize,
+    over: u32,
+    sip: &[u8],
+    now: Instant,
+    ues: &mut [Ue],
+    calls: &mut Calls,
+    held: &mut Vec<(usize, CallRef, Ask)>,
+    report: &mut UeSimReport,
+    by_spi: &mut HashMap<u32, usize>,
+    finished: &mut usize,
+) {
+    let Ok(m) = Message::parse(sip) else { return };
+    let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
+    if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
+        if over != ues[i].generation && m.view().method().is_some() {
+            report.requests_over_old_set += 1;
+        }
+        calls.on_message(sim, i, &ues[i], m.view(), over, now, held, report);
+        return;
+    }
+    let ue = &mut ues[i];
+    if ue.dereg.is_some() && cid.starts_with(b"reg-") {
+        let Some(done) = dereg_answer(ue, m.view()) else {
+            return;
+        };
+        ue.dereg = None;
+        match done {
+            Ok(()) => {
+                // the calls now wait for the network's BYE (TS 24.229 §5.2.8)
+                ue.deregistered = true;
+                ue.dereg_waiting.clear();
+                report.deregistered += 1;
+            }
+            Err(why) => calls.deregistration_failed(i, ue, why, now, held, report),
+        }
+        return;
+    }
+    if ue.reauth.is_some() && cid.starts_with(b"reg-") {
+        let Some(done) = reauth_answer(sim, i, ue, m.view(), now, by_spi) else {
+            return;
+        };
+        if done.is_ok() {
+            report.reauthenticated += 1;
+        } else {
+            ue.reauth = None;
+        }
+        calls.reregistered(sim, i, ue, done, now, held, report);
+        return;
+    }
+    let status = m.view().status();
+    // only the answer to the request in flight (retransmissions bring duplicates)
+    let expected = ue.in_flight.as_deref().and_then(|r| {
+        Message::parse(r.as_bytes())
+            .ok()
+            .and_then(|q| q.view().header(HeaderName::CallId).map(<[u8]>::to_vec))
+    });
+    let cseq_of = |v: crate::sip::View<'_>| v.header(HeaderName::CSeq).map(<[u8]>::to_vec);
+    let in_flight_cseq = ue.in_flight.as_deref().and_then(|r| {
+        Message::parse(r.as_bytes())
+            .ok()
+            .and_then(|q| cseq_of(q.view()))
+    });
+    if expected.as_deref() != m.view().header(HeaderName::CallId)
+        || in_flight_cseq != cseq_of(m.view())
+    {
+        return;
+    }
+    match ue.step {
+        Step::Registering => {
+            if status != Some(200) {
+                fail(ue, "protected REGISTER refused", report);
+                *finished += 1;
+                return;
+            }
+            report.registered += 1;
+            ue.service_route = call::all(m.view(), HeaderName::ServiceRoute).join(", ");
+            let _ = report
+                .reg_latency
+                .record((now - ue.started).as_micros().max(1) as u64);
+            ue.messages_left = sim.cfg.messages;
+            ue.step = Step::Messaging;
+            ue.step_at = now;
+        }
+        Step::Messaging => {
+            if status != Some(200) {
+                fail(ue, "MESSAGE refused", report);
+                *finished += 1;
+                return;
+            }
+            report.messages_ok += 1;
+            let _ = report
+                .msg_latency
+                .record((now - ue.msg_sent).as_micros().max(1) as u64);
+            ue.step_at = now;
+        }
+        Step::Reregistering => {
+            if status != Some(200) {
+                fail(ue, "re-REGISTER refused", report);
+            } else {
+                report.reregistered += 1;
+                ue.step = Step::Done;
+            }
+            *finished += 1;
+            return;
+        }
+        _ => return,
+    }
+    if ue.step == Step::Messaging {
+        if ue.messages_left == 0 && sim.cfg.reregister {
+            // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
+            let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
+            let sa1 = ue.sa1.as_ref().expect("registered");
+            if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, reg.as_bytes()) {
+                sim.send_esp(&pkt);
+            }
+            ue.in_flight = Some(reg);
+            ue.resends = 0;
+            ue.last_sent = now;
+            ue.step = Step::Reregistering;
+        } else if ue.messages_left == 0 {
+            ue.step = Step::Done;
+            *finished += 1;
+        } else {
+            let k = sim.cfg.messages - ue.messages_left + 1;
+            ue.messages_left -= 1;
+            let msg = sim.message(i, k);
+            let sa1 = ue.sa1.as_ref().expect("registered");
+            if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
+                ue.msg_sent = now;
+                sim.send_esp(&pkt);
+            }
+            ue.in_flight = Some(msg);
+            ue.resends = 0;
+            ue.last_sent = now;
+        }
+    }
 }
 
 /// Start UE `i`'s de-registration (TS 24.229 §5.1.1.6.1): a REGISTER over its current set
