@@ -356,3 +356,36 @@ fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::Cor
         && core.answered.failed() == 0
         && ue.answered.failed() == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(calls: u32, message_size: usize) -> LabConfig {
+        LabConfig {
+            ues: 1,
+            rate: 1,
+            messages: 1,
+            backend: "xdp".into(),
+            keylog: None,
+            pcap: None,
+            ipv6: false,
+            calls,
+            call_rate: 1,
+            flows: Default::default(),
+            transport: Default::default(),
+            message_size,
+        }
+    }
+
+    /// veth's default MTU unless calls or a MESSAGE need more; what they need otherwise.
+    #[test]
+    fn the_links_carry_the_largest_message_whole() {
+        let small = sim::ue::DEFAULT_MESSAGE_SIZE;
+        assert_eq!(links_mtu(&cfg(0, small)), None);
+        assert_eq!(links_mtu(&cfg(4, small)), Some(CALL_MTU));
+        assert_eq!(links_mtu(&cfg(0, 3000)), Some(3900));
+        assert_eq!(links_mtu(&cfg(4, 3000)), Some(3900));
+        assert_eq!(links_mtu(&cfg(4, 1000)), Some(CALL_MTU));
+    }
+}

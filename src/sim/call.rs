@@ -1925,6 +1925,74 @@ mod leg_tests {
         }
     }
 
+    /// Over TCP a UE's request is never sent again on a timer (RFC 3261 §17.1.1.2: timer A only
+    /// for unreliable transports), its Via says TCP, and timer B (the step's timeout) still
+    /// ends the call; over UDP the INVITE goes again at 0.5 s.
+    #[test]
+    fn over_tcp_the_ue_does_not_send_its_request_again() {
+        let t0 = Instant::now();
+        for tcp in [false, true] {
+            let mut me = local("a", true);
+            me.tcp = tcp;
+            let mut out = Vec::new();
+            let mut a = Leg::caller(
+                Flow::Basic,
+                true,
+                true,
+                INVITE.as_bytes().to_vec(),
+                me,
+                t0,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out.len(), 1);
+            out.clear();
+            let mut ev = Vec::new();
+            for ms in [600, 1700, 3800] {
+                a.timers(t0 + Duration::from_millis(ms), &mut out, &mut ev);
+            }
+            assert_eq!(out.len(), if tcp { 0 } else { 3 }, "tcp {tcp}");
+            assert!(ev.is_empty());
+            // its own requests name the transport (the INVITE is the simulator's)
+            let bye = a.request("BYE", 2, None, "");
+            let via = if tcp { "SIP/2.0/TCP" } else { "SIP/2.0/UDP" };
+            assert!(
+                String::from_utf8_lossy(&bye).contains(&format!("Via: {via} a.example:5060;")),
+                "{}",
+                String::from_utf8_lossy(&bye)
+            );
+            a.timers(t0 + Duration::from_secs(6), &mut out, &mut ev);
+            assert_eq!(
+                ev,
+                vec![Event::Ended(Outcome::Failed("no answer to the INVITE"))],
+                "tcp {tcp}"
+            );
+        }
+    }
+
+    /// Over TCP the UE's answers (over UDP, SA4) are still sent again until their ACK: the
+    /// 200 to an INVITE (RFC 3261 §13.3.1.4).
+    #[test]
+    fn over_tcp_the_ue_still_sends_its_200_again() {
+        let t0 = Instant::now();
+        let mut me = local("b", true);
+        me.tcp = true;
+        me.trying = false;
+        let inv = Message::parse(INVITE.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut b = Leg::callee(Flow::Basic, false, true, inv.view(), me, t0, &mut out).unwrap();
+        let mut ev = Vec::new();
+        let sent = out.len();
+        assert!(
+            out.iter()
+                .any(|o| !o.request && o.bytes.starts_with(b"SIP/2.0 200")),
+            "{out:?}"
+        );
+        b.timers(t0 + Duration::from_millis(600), &mut out, &mut ev);
+        assert_eq!(out.len(), sent + 1);
+        assert!(out[sent].bytes.starts_with(b"SIP/2.0 200"));
+    }
+
     /// A BYE the plan did not expect for a confirmed call (the network releasing it, TS 24.229
     /// §5.2.8) is answered 200 and counted as released, on either side, in any confirmed step.
     #[test]
