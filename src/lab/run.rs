@@ -82,6 +82,13 @@ pub struct LabConfig {
 
 /// Run the lab; `Ok(true)` when every UE registered and every call completed.
 pub fn run(cfg: &LabConfig) -> Result<bool, String> {
+    if cfg.message_size > sim::ue::MAX_MESSAGE_SIZE {
+        return Err(format!(
+            "--message-size {}: at most {}",
+            cfg.message_size,
+            sim::ue::MAX_MESSAGE_SIZE
+        ));
+    }
     cfg.flows
         .check_own_ues(u64::from(cfg.calls), cfg.ues as u64)?;
     super::netns::check_privileges().map_err(|e| {

@@ -93,6 +93,10 @@ pub struct UeSimConfig {
 /// The body of a protected MESSAGE by default (`hello`).
 pub const DEFAULT_MESSAGE_SIZE: usize = 5;
 
+/// The largest MESSAGE body: with its headers, under the 16 KB a TCP connection's send buffer
+/// and framer take whole (`tcp::EndpointConfig::tx_buffer`, `tcp::HostConfig::max_message`).
+pub const MAX_MESSAGE_SIZE: usize = 15_000;
+
 /// How a UE sends its protected requests to the P-CSCF's port-s.
 ///
 /// The unprotected first REGISTER and its 401 stay UDP to port 5060 either way, and so do the
@@ -1020,6 +1024,12 @@ impl Sim {
 
 /// Run the simulation until every UE is done or failed, or `stop` is set.
 pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimReport> {
+    if cfg.message_size > MAX_MESSAGE_SIZE {
+        return Err(std::io::Error::other(format!(
+            "a MESSAGE body of {} bytes: at most {MAX_MESSAGE_SIZE}",
+            cfg.message_size
+        )));
+    }
     let udp = UdpSocket::bind(SocketAddr::new(cfg.ue_ip, 5060))?;
     udp.set_nonblocking(true)?;
     if cfg.ue_ip.is_ipv4() != cfg.pcscf.is_ipv4() {
