@@ -357,3 +357,24 @@ fn a_closed_set_resets_and_forgets() {
     );
     assert!(sink.is_empty());
 }
+
+/// A hostile or broken P-CSCF: an answer without Content-Length on the stream (RFC 3261 §18.3:
+/// it MUST be there) resets the UE's connection, nothing of it is handed out, and the UE's next
+/// request connects again and arrives.
+#[test]
+fn a_broken_stream_from_the_pcscf_resets_and_the_next_request_reconnects() {
+    let mut n = Net::new();
+    n.ue_send(&message(1, "hello"));
+    n.run();
+    n.p_respond(b"SIP/2.0 200 OK\r\nCall-ID: msg-3-1@10.211.0.2\r\nCSeq: 1 MESSAGE\r\n\r\n");
+    assert!(n.at_ue.is_empty(), "{:?}", n.at_ue);
+    assert!(!n.ue.is_connected(n.id));
+    assert_eq!(n.ue.host().stats().framing_errors.iter().sum::<u64>(), 1);
+    n.advance(Duration::from_millis(100));
+    n.ue_send(&message(2, "hello"));
+    n.run();
+    assert!(n.ue.is_connected(n.id));
+    assert_eq!(n.at_p.last(), Some(&message(2, "hello")));
+    n.p_respond(&ok("2 MESSAGE"));
+    assert_eq!(n.at_ue, vec![(n.id, ok("2 MESSAGE"))]);
+}
