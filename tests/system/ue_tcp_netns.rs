@@ -2,8 +2,9 @@
 //! side of the contract (not `pcscf run`, whose TCP inside ESP is still to come): the 401 with
 //! its Security-Server over UDP, then a `tcp::Host` behind the set's SAs — the UE's segments in
 //! over SA1, its own out over SA3 — answering every protected request on the UE's connection
-//! (RFC 3261 §18.2.2) with the core simulator's answers. Each UE registers, sends 3 KB
-//! MESSAGEs and re-registers over its connection. Needs root (namespaces, raw sockets).
+//! (RFC 3261 §18.2.2) with the core simulator's answers. 1000 UEs (the lab's target) each
+//! register, send three 3 KB MESSAGEs and re-register over their connection, with no failure.
+//! Needs root (namespaces, raw sockets).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -35,9 +36,10 @@ struct Seen {
     largest: usize,
 }
 
-/// `ck="…"` of the core's WWW-Authenticate.
+/// `ck="…"` of the core's WWW-Authenticate (after a comma: a nonce may end in `ck=`).
 fn param(www: &str, name: &str) -> [u8; 16] {
-    let at = www.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+    let key = format!(", {name}=\"");
+    let at = www.find(&key).unwrap() + key.len();
     let hex = &www[at..at + 32];
     let mut k = [0u8; 16];
     for (i, b) in k.iter_mut().enumerate() {
@@ -182,13 +184,13 @@ fn ue_sim_over_tcp_registers_messages_and_reregisters() {
     let s2 = stop.clone();
     let p = spawn_in(&lab.pcscf, move || stand_in(me, ue, s2));
     std::thread::sleep(Duration::from_millis(300));
-    let ues = 5;
+    let ues = 1000;
     let cfg = sim::ue::UeSimConfig {
         ue_ip: lab.ue_addr,
         pcscf: SocketAddr::new(lab.pcscf_ue_addr, 5060),
         realm: REALM.into(),
         ues,
-        rate: 50,
+        rate: 500,
         messages: 3,
         timeout: Duration::from_secs(5),
         progress: false,
