@@ -65,6 +65,15 @@ enum Cmd {
         /// re-INVITE).
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
+        /// How the UEs send their protected requests: udp, or tcp (one connection per SA set
+        /// from the UE's port-c to the P-CSCF's port-s, inside ESP; the responses come back on
+        /// it). The first REGISTER and the requests toward the UEs stay UDP.
+        #[arg(long, default_value = "udp", value_parser = parse_transport)]
+        transport: pcscf::sim::ue::Transport,
+        /// The body size in bytes of each protected MESSAGE (the lab's links get an MTU that
+        /// carries it whole).
+        #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
+        message_size: usize,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -118,6 +127,12 @@ enum Cmd {
         /// The call flows, both ways (see `pcscf lab --help`); the core must use the same.
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
+        /// How the UEs send their protected requests: udp or tcp (see `pcscf lab --help`).
+        #[arg(long, default_value = "udp", value_parser = parse_transport)]
+        transport: pcscf::sim::ue::Transport,
+        /// The body size in bytes of each protected MESSAGE.
+        #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
+        message_size: usize,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -170,6 +185,10 @@ fn parse_flows(s: &str) -> Result<pcscf::sim::call::CallPlan, String> {
     pcscf::sim::call::CallPlan::parse(s)
 }
 
+fn parse_transport(s: &str) -> Result<pcscf::sim::ue::Transport, String> {
+    pcscf::sim::ue::Transport::parse(s)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -194,6 +213,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             calls,
             call_rate,
             call_flows,
+            transport,
+            message_size,
         } => {
             let cfg = pcscf::lab::LabConfig {
                 ues,
@@ -206,6 +227,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 calls,
                 call_rate,
                 flows: call_flows,
+                transport,
+                message_size,
             };
             if !pcscf::lab::run(&cfg)? {
                 return Err("some registrations or calls failed".into());
@@ -256,6 +279,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_rate,
             incoming_calls,
             call_flows,
+            transport,
+            message_size,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -281,6 +306,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 call_rate,
                 incoming_calls,
                 flows: call_flows,
+                transport,
+                message_size,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();

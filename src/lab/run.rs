@@ -27,6 +27,35 @@ use crate::sim;
 /// The lab links' MTU when it places calls.
 const CALL_MTU: u32 = 3000;
 
+/// What a protected MESSAGE carries besides its body on the P-CSCF's link to the core, with
+/// room to spare: the UE's headers (~330 bytes), the P-CSCF's Via, Route and asserted identity
+/// (~300), IP and UDP. (On the UE's link it is less: ESP adds ~60 bytes where the P-CSCF's
+/// headers are not in yet.)
+const MESSAGE_OVERHEAD: usize = 900;
+
+/// veth's default MTU.
+const DEFAULT_MTU: u32 = 1500;
+
+/// The MTU the lab's links need, when more than veth's default.
+///
+/// An INVITE with its SDP is ~1.5 kB from the UE and ~1.9 kB on to the core, once our Via and
+/// Record-Route entries are in: the P-CSCF neither fragments nor reassembles (and the simulated
+/// UEs do not switch to TCP for it, RFC 3261 §18.1.1), so the lab's links carry them whole.
+/// (Under the 4 kB frames of the P-CSCF and veth's XDP limit.)
+///
+/// A MESSAGE of `--message-size` goes on to the core as one plain UDP datagram, whatever the
+/// UE's transport (the P-CSCF's TCP toward the core comes later): the links get an MTU that
+/// carries it whole. The datagram must also fit one of the P-CSCF's frames (4 kB less its
+/// headroom): a body of 3200 bytes goes through, 3300 does not (measured: `pcscf lab
+/// --message-size N`, udp, xdp backend), until then.
+fn links_mtu(cfg: &LabConfig) -> Option<u32> {
+    let calls = if cfg.calls > 0 { CALL_MTU } else { 0 };
+    let message =
+        u32::try_from(cfg.message_size.saturating_add(MESSAGE_OVERHEAD)).unwrap_or(u32::MAX);
+    let mtu = calls.max(message);
+    (mtu > DEFAULT_MTU).then_some(mtu)
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LabConfig {
@@ -45,10 +74,21 @@ pub struct LabConfig {
     pub call_rate: u32,
     /// The flow of each call (in both directions: call `k` of each follows `flows.flow(k)`).
     pub flows: sim::call::CallPlan,
+    /// How the UEs send their protected requests ([`sim::ue::Transport`]).
+    pub transport: sim::ue::Transport,
+    /// The body size of the UEs' protected MESSAGEs.
+    pub message_size: usize,
 }
 
 /// Run the lab; `Ok(true)` when every UE registered and every call completed.
 pub fn run(cfg: &LabConfig) -> Result<bool, String> {
+    if cfg.message_size > sim::ue::MAX_MESSAGE_SIZE {
+        return Err(format!(
+            "--message-size {}: at most {}",
+            cfg.message_size,
+            sim::ue::MAX_MESSAGE_SIZE
+        ));
+    }
     cfg.flows
         .check_own_ues(u64::from(cfg.calls), cfg.ues as u64)?;
     super::netns::check_privileges().map_err(|e| {
@@ -61,12 +101,8 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     } else {
         (lab.ue_addr, lab.pcscf_ue_addr)
     };
-    if cfg.calls > 0 {
-        // An INVITE with its SDP is ~1.5 kB from the UE and ~1.9 kB on to the core, once our
-        // Via and Record-Route entries are in: the P-CSCF neither fragments nor reassembles
-        // (and the simulated UEs do not switch to TCP, RFC 3261 §18.1.1), so the lab's links
-        // carry them whole. (Under the 4 kB frames of the P-CSCF and veth's XDP limit.)
-        lab.set_mtu(CALL_MTU)?;
+    if let Some(mtu) = links_mtu(cfg) {
+        lab.set_mtu(mtu)?;
     }
     let dir = std::env::temp_dir().join(format!("{}-run", lab.pcscf));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -175,6 +211,8 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         call_rate: half_rate,
         incoming_calls: terminating,
         flows: cfg.flows.clone(),
+        transport: cfg.transport,
+        message_size: cfg.message_size,
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))
@@ -325,4 +363,37 @@ fn print_calls(cfg: &LabConfig, ue: &sim::ue::UeSimReport, core: &sim::core::Cor
         && ue.incoming_ok == core.calls_ok
         && core.answered.failed() == 0
         && ue.answered.failed() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(calls: u32, message_size: usize) -> LabConfig {
+        LabConfig {
+            ues: 1,
+            rate: 1,
+            messages: 1,
+            backend: "xdp".into(),
+            keylog: None,
+            pcap: None,
+            ipv6: false,
+            calls,
+            call_rate: 1,
+            flows: Default::default(),
+            transport: Default::default(),
+            message_size,
+        }
+    }
+
+    /// veth's default MTU unless calls or a MESSAGE need more; what they need otherwise.
+    #[test]
+    fn the_links_carry_the_largest_message_whole() {
+        let small = sim::ue::DEFAULT_MESSAGE_SIZE;
+        assert_eq!(links_mtu(&cfg(0, small)), None);
+        assert_eq!(links_mtu(&cfg(4, small)), Some(CALL_MTU));
+        assert_eq!(links_mtu(&cfg(0, 3000)), Some(3900));
+        assert_eq!(links_mtu(&cfg(4, 3000)), Some(3900));
+        assert_eq!(links_mtu(&cfg(4, 1000)), Some(CALL_MTU));
+    }
 }

@@ -380,6 +380,12 @@ pub struct Local {
     pub trying: bool,
     /// Give up on a step after this long.
     pub timeout: Duration,
+    /// Our requests go over TCP (a UE's connection to the P-CSCF's port-s): `SIP/2.0/TCP` in
+    /// our Via, and no timer retransmits them (RFC 3261 §17.1.1.2, §17.1.2.2: timers A and E
+    /// are for unreliable transports only; timers B and F, our step timeout, stay). Our
+    /// responses (over UDP, SA4) are still sent again until their ACK / PRACK (RFC 3261
+    /// §13.3.1.4, RFC 3262 §3: the UAS core does that on any transport).
+    pub tcp: bool,
 }
 
 /// Where a leg is.
@@ -729,8 +735,9 @@ impl Leg {
             None => ("Content-Length: 0\r\n\r\n".to_string(), ""),
         };
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bK{b}{m}{num}{rport}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {num} {method}\r\n{contact}{extra}{body_headers}{body}",
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{proto} {sent_by};branch=z9hG4bK{b}{m}{num}{rport}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {num} {method}\r\n{contact}{extra}{body_headers}{body}",
             target = self.target,
+            proto = if self.me.tcp { "TCP" } else { "UDP" },
             sent_by = self.me.sent_by,
             b = self.me.branch,
             m = method.to_ascii_lowercase(),
@@ -1245,6 +1252,7 @@ impl Leg {
             return;
         }
         if let Some(p) = &self.pending
+            && !(p.request && self.me.tcp)
             && self.resends < 3
             && now.duration_since(self.last_sent) > Duration::from_millis(500 << self.resends)
         {
@@ -1412,6 +1420,7 @@ mod leg_tests {
             record_route: None,
             trying: !ue,
             timeout: Duration::from_secs(5),
+            tcp: false,
         }
     }
 
@@ -1914,6 +1923,74 @@ mod leg_tests {
                 );
             }
         }
+    }
+
+    /// Over TCP a UE's request is never sent again on a timer (RFC 3261 §17.1.1.2: timer A only
+    /// for unreliable transports), its Via says TCP, and timer B (the step's timeout) still
+    /// ends the call; over UDP the INVITE goes again at 0.5 s.
+    #[test]
+    fn over_tcp_the_ue_does_not_send_its_request_again() {
+        let t0 = Instant::now();
+        for tcp in [false, true] {
+            let mut me = local("a", true);
+            me.tcp = tcp;
+            let mut out = Vec::new();
+            let mut a = Leg::caller(
+                Flow::Basic,
+                true,
+                true,
+                INVITE.as_bytes().to_vec(),
+                me,
+                t0,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out.len(), 1);
+            out.clear();
+            let mut ev = Vec::new();
+            for ms in [600, 1700, 3800] {
+                a.timers(t0 + Duration::from_millis(ms), &mut out, &mut ev);
+            }
+            assert_eq!(out.len(), if tcp { 0 } else { 3 }, "tcp {tcp}");
+            assert!(ev.is_empty());
+            // its own requests name the transport (the INVITE is the simulator's)
+            let bye = a.request("BYE", 2, None, "");
+            let via = if tcp { "SIP/2.0/TCP" } else { "SIP/2.0/UDP" };
+            assert!(
+                String::from_utf8_lossy(&bye).contains(&format!("Via: {via} a.example:5060;")),
+                "{}",
+                String::from_utf8_lossy(&bye)
+            );
+            a.timers(t0 + Duration::from_secs(6), &mut out, &mut ev);
+            assert_eq!(
+                ev,
+                vec![Event::Ended(Outcome::Failed("no answer to the INVITE"))],
+                "tcp {tcp}"
+            );
+        }
+    }
+
+    /// Over TCP the UE's answers (over UDP, SA4) are still sent again until their ACK: the
+    /// 200 to an INVITE (RFC 3261 §13.3.1.4).
+    #[test]
+    fn over_tcp_the_ue_still_sends_its_200_again() {
+        let t0 = Instant::now();
+        let mut me = local("b", true);
+        me.tcp = true;
+        me.trying = false;
+        let inv = Message::parse(INVITE.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut b = Leg::callee(Flow::Basic, false, true, inv.view(), me, t0, &mut out).unwrap();
+        let mut ev = Vec::new();
+        let sent = out.len();
+        assert!(
+            out.iter()
+                .any(|o| !o.request && o.bytes.starts_with(b"SIP/2.0 200")),
+            "{out:?}"
+        );
+        b.timers(t0 + Duration::from_millis(600), &mut out, &mut ev);
+        assert_eq!(out.len(), sent + 1);
+        assert!(out[sent].bytes.starts_with(b"SIP/2.0 200"));
     }
 
     /// A BYE the plan did not expect for a confirmed call (the network releasing it, TS 24.229

@@ -369,6 +369,7 @@ fn local(core: &CoreSim, branch: String, tag: String, timeout: Duration) -> call
         record_route: Some(core.record_route()),
         trying: true,
         timeout,
+        tcp: false,
     }
 }
 

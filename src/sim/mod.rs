@@ -1,5 +1,5 @@
 //! Simulators for labs and tests: the IMS core ([`core`]: I-CSCF + S-CSCF + HSS) and many UEs
-//! ([`ue`]), built on the same SIP, AKA and ESP code as the P-CSCF but playing the other roles,
+//! ([`ue`], with SIP over TCP inside their SAs in [`uetcp`]), built on the same SIP, AKA and ESP code as the P-CSCF but playing the other roles,
 //! the raw IP sockets they send and receive ESP with ([`rawip`]: no kernel IPsec), and what both
 //! need for calls ([`call`]).
 
@@ -7,3 +7,4 @@ pub mod call;
 pub mod core;
 pub mod rawip;
 pub mod ue;
+pub mod uetcp;

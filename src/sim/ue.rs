@@ -29,6 +29,7 @@
 //! and SPIs 0x10000+2i / 0x10001+2i; each re-authentication a new port-c and SPI pair
 //! (`Sim::port_c`, `Sim::spis_gen`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -43,8 +44,10 @@ use crate::dataplane::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions, Suite};
 use crate::sim::call;
 use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
+use crate::sim::uetcp::{EspIn, UeTcp, UeTcpStats};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
+use crate::tcp::PortPairs;
 use crate::wire::{self, Ipv6Repr, protocol};
 
 /// What to run.
@@ -81,6 +84,59 @@ pub struct UeSimConfig {
     /// Which flow each call follows, both the ones placed (`call-k`) and the incoming ones
     /// (`term-k`): the core must hold the same plan.
     pub flows: call::CallPlan,
+    /// How the UEs send their protected requests ([`Transport`]).
+    pub transport: Transport,
+    /// The body size of each protected MESSAGE, bytes ([`DEFAULT_MESSAGE_SIZE`]: `hello`).
+    pub message_size: usize,
+}
+
+/// The body of a protected MESSAGE by default (`hello`).
+pub const DEFAULT_MESSAGE_SIZE: usize = 5;
+
+/// The largest MESSAGE body: with its headers, under the 16 KB a TCP connection's send buffer
+/// and framer take whole (`tcp::EndpointConfig::tx_buffer`, `tcp::HostConfig::max_message`).
+pub const MAX_MESSAGE_SIZE: usize = 15_000;
+
+/// How a UE sends its protected requests to the P-CSCF's port-s.
+///
+/// The unprotected first REGISTER and its 401 stay UDP to port 5060 either way, and so do the
+/// requests the P-CSCF sends to the UE's port-s over SA2 and the UE's answers to them over SA4
+/// (the P-CSCF's connection to the UE comes later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Each request in its own UDP datagram over SA1, sent again on timers A / E (RFC 3261
+    /// §17.1.1.2, §17.1.2.2).
+    #[default]
+    Udp,
+    /// One TCP connection per SA set, inside ESP (TS 33.203 §7, next header 6): from the UE's
+    /// port-c to the P-CSCF's port-s, its segments over SA1 and the P-CSCF's over SA3; the
+    /// requests go on it and their responses come back on it (RFC 3261 §18.2.2), never sent
+    /// again on a timer; the Via says `SIP/2.0/TCP` with the UE's port-s (TS 24.229 §5.1.1.2).
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` or `tcp`.
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            _ => Err(format!("unknown transport {s:?} (udp or tcp)")),
+        }
+    }
+
+    /// The transport in a Via (`SIP/2.0/<this>`).
+    pub fn via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// A MESSAGE body of `size` bytes: `hello` and then more of it, `hello hello hel…`.
+pub fn message_body(size: usize) -> String {
+    "hello ".chars().cycle().take(size).collect()
 }
 
 /// The outcome.
@@ -119,6 +175,8 @@ pub struct UeSimReport {
     pub requests_over_old_set: u64,
     /// ESP packets to a UE over an SA set it had dropped (one replaced twice since).
     pub esp_over_dropped_set: u64,
+    /// With [`Transport::Tcp`]: what the UEs' TCP counted, and its stack's counters.
+    pub tcp: Option<(UeTcpStats, crate::tcp::HostStats)>,
 }
 
 impl UeSimReport {
@@ -198,6 +256,20 @@ impl UeSimReport {
                 self.reauthenticated, self.requests_over_old_set, self.esp_over_dropped_set
             );
         }
+        if let Some((t, h)) = &self.tcp {
+            println!(
+                "ue-sim tcp: {} messages out, {} in; ESP {} out, {} in, {} refused; {} segments refused; {} messages refused by the stack; {} connections reset for framing, {} for slow messages",
+                h.messages_out,
+                t.messages_in,
+                t.esp_out,
+                t.esp_in,
+                t.esp_refused,
+                t.segments_refused,
+                t.send_refused,
+                h.framing_errors.iter().sum::<u64>(),
+                h.slow_messages
+            );
+        }
         for l in self.placed.lines("ue-sim originating") {
             println!("{l}");
         }
@@ -233,7 +305,10 @@ struct Ue {
     started: Instant,
     step_at: Instant,
     usim: Usim,
-    sa1: Option<Sa>,
+    /// SA1 (our port-c → the P-CSCF's port-s), shared with the set's TCP.
+    sa1: Option<Arc<Sa>>,
+    /// Our index.
+    index: usize,
     sa2: Option<Sa>,
     port_ps: u16,
     port_pc: u16,
@@ -302,8 +377,12 @@ struct Reauth {
     resends: u32,
     /// The new set, once the 401 came: SA1, SA2, SA4, the P-CSCF's port-s and port-c, its
     /// Security-Server, our Authorization.
-    new: Option<(Sa, Sa, Sa, u16, u16, String, String)>,
+    new: Option<NewSet>,
 }
+
+/// A re-registration's new set once its 401 came: SA1 (shared with the set's TCP), SA2, SA4,
+/// the P-CSCF's port-s and port-c, its Security-Server, our Authorization.
+type NewSet = (Arc<Sa>, Sa, Sa, u16, u16, String, String);
 
 /// A call held for its UE's re-registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -643,6 +722,9 @@ struct Sim {
     /// IPv6: one ESP socket both ways; the kernel writes and strips the IPv6 header.
     tx: OwnedFd,
     rx: OwnedFd,
+    /// With [`Transport::Tcp`]: every SA set's TCP ([`UeTcp`]; a cell, for the `&Sim` that
+    /// sends requests from everywhere).
+    tcp: Option<RefCell<UeTcp>>,
 }
 
 impl Sim {
@@ -710,8 +792,14 @@ impl Sim {
         let verify = verify
             .map(|v| format!("Security-Verify: {v}\r\n"))
             .unwrap_or_default();
+        // the unprotected first REGISTER (no Security-Verify) goes over UDP to port 5060
+        let proto = if verify.is_empty() {
+            "UDP"
+        } else {
+            self.cfg.transport.via()
+        };
         format!(
-            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires={expires}\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+            "REGISTER sip:{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=u{i}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: reg-{i}@{ip}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{ip}:{ps}>;expires={expires}\r\n{auth}Security-Client: ipsec-3gpp;alg=null;ealg=aes-gcm;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}, ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c={sc};spi-s={ss};port-c={pc};port-s={ps}\r\n{verify}Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         )
     }
 
@@ -771,8 +859,11 @@ impl Sim {
         let ip = self.host();
         let impi = self.impi(i);
         let user = impi.split('@').next().unwrap_or_default();
+        let proto = self.cfg.transport.via();
+        let body = message_body(self.cfg.message_size);
         format!(
-            "MESSAGE sip:echo@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}m{n}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=m{i}\r\nTo: <sip:echo@{realm}>\r\nCall-ID: msg-{i}-{n}@{ip}\r\nCSeq: {n} MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+            "MESSAGE sip:echo@{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}m{n}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{realm}>;tag=m{i}\r\nTo: <sip:echo@{realm}>\r\nCall-ID: msg-{i}-{n}@{ip}\r\nCSeq: {n} MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
     }
 
@@ -787,11 +878,65 @@ impl Sim {
         let Some(sa1) = ue.sa1.as_ref() else {
             return false;
         };
+        if self.tcp.is_some() {
+            return self.send_tcp(UeTcp::set_id(ue.index, ue.generation), sip);
+        }
         let Some(pkt) = self.esp_with(sa1, ue.port_uc, ue.port_ps, sip) else {
             return false;
         };
         self.send_esp(&pkt);
         true
+    }
+
+    /// A request on the UE's TCP connection of set `id` (connected first when it is not).
+    fn send_tcp(&self, id: crate::tcp::SetId, sip: &[u8]) -> bool {
+        let Some(t) = &self.tcp else {
+            return false;
+        };
+        t.borrow_mut()
+            .send(id, Instant::now(), sip, &mut |p| self.send_esp(p))
+            .is_ok()
+    }
+
+    /// With [`Transport::Tcp`]: open the TCP of UE `i`'s set of generation `g` (its SA1 and
+    /// SA3, the P-CSCF's port-s and port-c), and take SA3's SPI (our spi-c) for the UE.
+    #[allow(clippy::too_many_arguments)]
+    fn open_tcp(
+        &self,
+        i: usize,
+        g: u32,
+        sa1: &Arc<Sa>,
+        sa3: Sa,
+        port_ps: u16,
+        port_pc: u16,
+        by_spi: &mut HashMap<u32, usize>,
+    ) {
+        let Some(t) = &self.tcp else {
+            return;
+        };
+        let ports = PortPairs {
+            local: self.cfg.ue_ip,
+            remote: self.cfg.pcscf.ip(),
+            local_c: Self::port_c(i, g),
+            local_s: Self::ports(i).1,
+            remote_c: port_pc,
+            remote_s: port_ps,
+        };
+        by_spi.insert(sa3.spi(), i);
+        let _ = t
+            .borrow_mut()
+            .open(UeTcp::set_id(i, g), ports, sa1.clone(), sa3);
+    }
+
+    /// With [`Transport::Tcp`]: close the TCP of UE `i`'s set of generation `g` (the set is
+    /// dropped).
+    fn close_tcp(&self, i: usize, g: u32) {
+        if let Some(t) = &self.tcp {
+            t.borrow_mut()
+                .close(UeTcp::set_id(i, g), Instant::now(), &mut |p| {
+                    self.send_esp(p)
+                });
+        }
     }
 
     /// An answer of UE `i` to a request the P-CSCF sent it, over SA4 (its port-s → the
@@ -830,8 +975,9 @@ impl Sim {
             route.push_str(&ue.service_route);
         }
         let sdp = call::sdp_offer(self.cfg.ue_ip, 30000 + 2 * (i as u16 % 10000));
+        let proto = self.cfg.transport.via();
         format!(
-            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,PRACK,UPDATE,MESSAGE\r\nSupported: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE sip:far{k}@{realm} SIP/2.0\r\nVia: SIP/2.0/{proto} {ip}:{ps};branch=z9hG4bK{i}c{k};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:{user}@{realm}>;tag=c{k}\r\nTo: <sip:far{k}@{realm}>\r\nCall-ID: call-{k}@{ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{ip}:{ps}>;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nP-Preferred-Identity: <sip:{user}@{realm}>\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"\r\nAllow: INVITE,ACK,CANCEL,BYE,PRACK,UPDATE,MESSAGE\r\nSupported: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
     }
@@ -854,6 +1000,7 @@ impl Sim {
             record_route: None,
             trying: false,
             timeout: self.cfg.timeout,
+            tcp: self.cfg.transport == Transport::Tcp,
         }
     }
 
@@ -877,6 +1024,12 @@ impl Sim {
 
 /// Run the simulation until every UE is done or failed, or `stop` is set.
 pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimReport> {
+    if cfg.message_size > MAX_MESSAGE_SIZE {
+        return Err(std::io::Error::other(format!(
+            "a MESSAGE body of {} bytes: at most {MAX_MESSAGE_SIZE}",
+            cfg.message_size
+        )));
+    }
     let udp = UdpSocket::bind(SocketAddr::new(cfg.ue_ip, 5060))?;
     udp.set_nonblocking(true)?;
     if cfg.ue_ip.is_ipv4() != cfg.pcscf.is_ipv4() {
@@ -889,7 +1042,20 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     } else {
         (esp6_socket()?, esp6_socket()?)
     };
-    let sim = Sim { tx, rx, udp, cfg };
+    let tcp = (cfg.transport == Transport::Tcp).then(|| {
+        let mut seed = [0u8; 8];
+        // the connections' initial sequence numbers (RFC 9293 §3.4.1); a fixed seed if the
+        // OS has none is only a simulator's weakness
+        let _ = getrandom::fill(&mut seed);
+        RefCell::new(UeTcp::new(u64::from_le_bytes(seed)))
+    });
+    let sim = Sim {
+        tx,
+        rx,
+        udp,
+        cfg,
+        tcp,
+    };
     let k = aka::hex_array::<16>(super::core::TEST_K).expect("constant");
     let opc = aka::hex_array::<16>(super::core::TEST_OPC).expect("constant");
     let t0 = Instant::now();
@@ -901,6 +1067,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             step_at: t0,
             usim: Usim::new(Milenage::new(&k, &opc), UeSqnState::default()),
             sa1: None,
+            index: 0,
             sa2: None,
             port_ps: 0,
             port_pc: 0,
@@ -926,6 +1093,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         .collect();
     for (i, ue) in ues.iter_mut().enumerate() {
         ue.port_uc = Sim::ports(i).0;
+        ue.index = i;
     }
     let mut by_spi: HashMap<u32, usize> = HashMap::new();
     let mut report = UeSimReport {
@@ -948,6 +1116,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         deregistered: 0,
         requests_over_old_set: 0,
         esp_over_dropped_set: 0,
+        tcp: None,
     };
     // calls that wait for their UE's re-registration (a leg asked for it)
     let mut held: Vec<(usize, CallRef, Ask)> = Vec::new();
@@ -963,10 +1132,6 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     };
     // when every UE was done registering (and with its MESSAGEs)
     let mut registered_at: Option<Instant> = None;
-    let fail = |ue: &mut Ue, why: &'static str, report: &mut UeSimReport| {
-        ue.step = Step::Failed;
-        *report.failures.entry(why).or_insert(0) += 1;
-    };
     let mut started = 0usize;
     let mut finished = 0usize;
     let mut buf = vec![0u8; 65536];
@@ -1013,7 +1178,11 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             {
                 match ue.step {
                     Step::Challenged => sim.first_register(i),
-                    Step::Registering | Step::Messaging | Step::Reregistering => {
+                    // over TCP, never on a timer (RFC 3261 §17.1.1.2, §17.1.2.2: timers A and
+                    // E are for unreliable transports; the step's timeout is timer B / F)
+                    Step::Registering | Step::Messaging | Step::Reregistering
+                        if sim.tcp.is_none() =>
+                    {
                         // a protected request again, as a new ESP packet (a new sequence number)
                         let (Some(sip), Some(sa1)) = (ue.in_flight.as_ref(), ue.sa1.as_ref())
                         else {
@@ -1030,6 +1199,10 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             }
         }
         let mut idle = true;
+        if let Some(t) = &sim.tcp {
+            // the connections' retransmissions and idle timers
+            t.borrow_mut().handle_timeout(now, &mut |p| sim.send_esp(p));
+        }
         // unprotected answers: the 401s
         while let Ok((len, _)) = sim.udp.recv_from(&mut buf) {
             idle = false;
@@ -1079,7 +1252,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             };
             let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-            let (_, ss) = Sim::spis(i);
+            let (sc, ss) = Sim::spis(i);
             let sa = |spi| {
                 Suite::new(mech.alg, mech.ealg).and_then(|suite| {
                     Sa::from_aka_suite(spi, suite, &ck, &ik, SaOptions::default())
@@ -1090,6 +1263,16 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 finished += 1;
                 continue;
             };
+            let sa1 = Arc::new(sa1);
+            if sim.tcp.is_some() {
+                // SA3: the P-CSCF's port-s → our port-c, its segments of our connection
+                let Ok(sa3) = sa(sc) else {
+                    fail(ue, "SA build", &mut report);
+                    finished += 1;
+                    continue;
+                };
+                sim.open_tcp(i, 0, &sa1, sa3, mech.port_s, mech.port_c, &mut by_spi);
+            }
             let realm = &sim.cfg.realm;
             let uri = format!("sip:{realm}");
             let impi = sim.impi(i);
@@ -1113,12 +1296,20 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 resp.as_str()
             );
             let reg2 = sim.register(i, 2, &auth, Some(&server));
-            let Some(pkt) = sim.esp(i, &sa1, mech.port_s, reg2.as_bytes()) else {
-                fail(ue, "ESP build", &mut report);
-                finished += 1;
-                continue;
-            };
-            sim.send_esp(&pkt);
+            if sim.tcp.is_some() {
+                if !sim.send_tcp(UeTcp::set_id(i, 0), reg2.as_bytes()) {
+                    fail(ue, "protected REGISTER not queued on TCP", &mut report);
+                    finished += 1;
+                    continue;
+                }
+            } else {
+                let Some(pkt) = sim.esp(i, &sa1, mech.port_s, reg2.as_bytes()) else {
+                    fail(ue, "ESP build", &mut report);
+                    finished += 1;
+                    continue;
+                };
+                sim.send_esp(&pkt);
+            }
             by_spi.insert(ss, i);
             ue.in_flight = Some(reg2);
             ue.verify = server;
@@ -1136,6 +1327,38 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         // protected answers: 200 to the REGISTER, 200 to MESSAGEs
         while let Some(len) = sim.recv_esp(&mut buf) {
             idle = false;
+            if let Some(t) = &sim.tcp {
+                // a segment of a UE's connection, over its SA3
+                let r = t
+                    .borrow_mut()
+                    .esp_in(now, &mut buf[..len], &mut |p| sim.send_esp(p));
+                match r {
+                    EspIn::NotOurs => {}
+                    EspIn::Refused => continue,
+                    EspIn::Segment(_) => {
+                        let got = t.borrow_mut().messages(now, &mut |p| sim.send_esp(p));
+                        for (id, msg) in got {
+                            let (i, over) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
+                            if i < n {
+                                on_protected(
+                                    &sim,
+                                    i,
+                                    over,
+                                    &msg,
+                                    now,
+                                    &mut ues,
+                                    &mut calls,
+                                    &mut held,
+                                    &mut report,
+                                    &mut by_spi,
+                                    &mut finished,
+                                );
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
             let Ok(spi) = crate::esp::packet::peek_spi(&buf[..len]) else {
                 continue;
             };
@@ -1167,142 +1390,19 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
-            let Ok(m) = Message::parse(sip) else { continue };
-            let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
-            if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
-                if over != ue.generation && m.view().method().is_some() {
-                    report.requests_over_old_set += 1;
-                }
-                calls.on_message(
-                    &sim,
-                    i,
-                    &ues[i],
-                    m.view(),
-                    over,
-                    now,
-                    &mut held,
-                    &mut report,
-                );
-                continue;
-            }
-            let ue = &mut ues[i];
-            if ue.dereg.is_some() && cid.starts_with(b"reg-") {
-                let Some(done) = dereg_answer(ue, m.view()) else {
-                    continue;
-                };
-                ue.dereg = None;
-                match done {
-                    Ok(()) => {
-                        // the calls now wait for the network's BYE (TS 24.229 §5.2.8)
-                        ue.deregistered = true;
-                        ue.dereg_waiting.clear();
-                        report.deregistered += 1;
-                    }
-                    Err(why) => {
-                        calls.deregistration_failed(i, ue, why, now, &mut held, &mut report)
-                    }
-                }
-                continue;
-            }
-            if ue.reauth.is_some() && cid.starts_with(b"reg-") {
-                let Some(done) = reauth_answer(&sim, i, ue, m.view(), now, &mut by_spi) else {
-                    continue;
-                };
-                if done.is_ok() {
-                    report.reauthenticated += 1;
-                } else {
-                    ue.reauth = None;
-                }
-                calls.reregistered(&sim, i, ue, done, now, &mut held, &mut report);
-                continue;
-            }
-            let status = m.view().status();
-            // only the answer to the request in flight (retransmissions bring duplicates)
-            let expected = ue.in_flight.as_deref().and_then(|r| {
-                Message::parse(r.as_bytes())
-                    .ok()
-                    .and_then(|q| q.view().header(HeaderName::CallId).map(<[u8]>::to_vec))
-            });
-            let cseq_of = |v: crate::sip::View<'_>| v.header(HeaderName::CSeq).map(<[u8]>::to_vec);
-            let in_flight_cseq = ue.in_flight.as_deref().and_then(|r| {
-                Message::parse(r.as_bytes())
-                    .ok()
-                    .and_then(|q| cseq_of(q.view()))
-            });
-            if expected.as_deref() != m.view().header(HeaderName::CallId)
-                || in_flight_cseq != cseq_of(m.view())
-            {
-                continue;
-            }
-            match ue.step {
-                Step::Registering => {
-                    if status != Some(200) {
-                        fail(ue, "protected REGISTER refused", &mut report);
-                        finished += 1;
-                        continue;
-                    }
-                    report.registered += 1;
-                    ue.service_route = call::all(m.view(), HeaderName::ServiceRoute).join(", ");
-                    let _ = report
-                        .reg_latency
-                        .record((now - ue.started).as_micros().max(1) as u64);
-                    ue.messages_left = sim.cfg.messages;
-                    ue.step = Step::Messaging;
-                    ue.step_at = now;
-                }
-                Step::Messaging => {
-                    if status != Some(200) {
-                        fail(ue, "MESSAGE refused", &mut report);
-                        finished += 1;
-                        continue;
-                    }
-                    report.messages_ok += 1;
-                    let _ = report
-                        .msg_latency
-                        .record((now - ue.msg_sent).as_micros().max(1) as u64);
-                    ue.step_at = now;
-                }
-                Step::Reregistering => {
-                    if status != Some(200) {
-                        fail(ue, "re-REGISTER refused", &mut report);
-                    } else {
-                        report.reregistered += 1;
-                        ue.step = Step::Done;
-                    }
-                    finished += 1;
-                    continue;
-                }
-                _ => continue,
-            }
-            if ue.step == Step::Messaging {
-                if ue.messages_left == 0 && sim.cfg.reregister {
-                    // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
-                    let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
-                    let sa1 = ue.sa1.as_ref().expect("registered");
-                    if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, reg.as_bytes()) {
-                        sim.send_esp(&pkt);
-                    }
-                    ue.in_flight = Some(reg);
-                    ue.resends = 0;
-                    ue.last_sent = now;
-                    ue.step = Step::Reregistering;
-                } else if ue.messages_left == 0 {
-                    ue.step = Step::Done;
-                    finished += 1;
-                } else {
-                    let k = sim.cfg.messages - ue.messages_left + 1;
-                    ue.messages_left -= 1;
-                    let msg = sim.message(i, k);
-                    let sa1 = ue.sa1.as_ref().expect("registered");
-                    if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
-                        ue.msg_sent = now;
-                        sim.send_esp(&pkt);
-                    }
-                    ue.in_flight = Some(msg);
-                    ue.resends = 0;
-                    ue.last_sent = now;
-                }
-            }
+            on_protected(
+                &sim,
+                i,
+                over,
+                sip,
+                now,
+                &mut ues,
+                &mut calls,
+                &mut held,
+                &mut report,
+                &mut by_spi,
+                &mut finished,
+            );
         }
         // timeouts
         for ue in ues.iter_mut().take(started) {
@@ -1410,11 +1510,174 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 .or_insert(0) += open as u64;
         }
     }
+    report.tcp = sim.tcp.as_ref().map(|t| {
+        let t = t.borrow();
+        (t.stats(), t.host().stats())
+    });
     report.calls_elapsed = match (calls.t0, calls.last_end) {
         (Some(a), Some(b)) => b.duration_since(a),
         _ => Duration::ZERO,
     };
     Ok(report)
+}
+
+/// UE failed a step.
+fn fail(ue: &mut Ue, why: &'static str, report: &mut UeSimReport) {
+    ue.step = Step::Failed;
+    *report.failures.entry(why).or_insert(0) += 1;
+}
+
+/// A protected SIP message that came to UE `i` over its set of generation `over` (ESP over
+/// UDP, or a whole message from its TCP connection): the answers to its registration and
+/// MESSAGEs, and the messages of its calls.
+#[allow(clippy::too_many_arguments)]
+fn on_protected(
+    sim: &Sim,
+    i: usize,
+    over: u32,
+    sip: &[u8],
+    now: Instant,
+    ues: &mut [Ue],
+    calls: &mut Calls,
+    held: &mut Vec<(usize, CallRef, Ask)>,
+    report: &mut UeSimReport,
+    by_spi: &mut HashMap<u32, usize>,
+    finished: &mut usize,
+) {
+    let Ok(m) = Message::parse(sip) else { return };
+    let cid = m.view().header(HeaderName::CallId).unwrap_or_default();
+    if cid.starts_with(b"call-") || cid.starts_with(b"term-") {
+        if over != ues[i].generation && m.view().method().is_some() {
+            report.requests_over_old_set += 1;
+        }
+        calls.on_message(sim, i, &ues[i], m.view(), over, now, held, report);
+        return;
+    }
+    let ue = &mut ues[i];
+    if ue.dereg.is_some() && cid.starts_with(b"reg-") {
+        let Some(done) = dereg_answer(ue, m.view()) else {
+            return;
+        };
+        ue.dereg = None;
+        match done {
+            Ok(()) => {
+                // the calls now wait for the network's BYE (TS 24.229 §5.2.8)
+                ue.deregistered = true;
+                ue.dereg_waiting.clear();
+                report.deregistered += 1;
+            }
+            Err(why) => calls.deregistration_failed(i, ue, why, now, held, report),
+        }
+        return;
+    }
+    if ue.reauth.is_some() && cid.starts_with(b"reg-") {
+        let Some(done) = reauth_answer(sim, i, ue, m.view(), now, by_spi) else {
+            return;
+        };
+        if done.is_ok() {
+            report.reauthenticated += 1;
+        } else {
+            ue.reauth = None;
+        }
+        calls.reregistered(sim, i, ue, done, now, held, report);
+        return;
+    }
+    let status = m.view().status();
+    // only the answer to the request in flight (retransmissions bring duplicates)
+    let expected = ue.in_flight.as_deref().and_then(|r| {
+        Message::parse(r.as_bytes())
+            .ok()
+            .and_then(|q| q.view().header(HeaderName::CallId).map(<[u8]>::to_vec))
+    });
+    let cseq_of = |v: crate::sip::View<'_>| v.header(HeaderName::CSeq).map(<[u8]>::to_vec);
+    let in_flight_cseq = ue.in_flight.as_deref().and_then(|r| {
+        Message::parse(r.as_bytes())
+            .ok()
+            .and_then(|q| cseq_of(q.view()))
+    });
+    if expected.as_deref() != m.view().header(HeaderName::CallId)
+        || in_flight_cseq != cseq_of(m.view())
+    {
+        return;
+    }
+    match ue.step {
+        Step::Registering => {
+            if status != Some(200) {
+                fail(ue, "protected REGISTER refused", report);
+                *finished += 1;
+                return;
+            }
+            report.registered += 1;
+            ue.service_route = call::all(m.view(), HeaderName::ServiceRoute).join(", ");
+            let _ = report
+                .reg_latency
+                .record((now - ue.started).as_micros().max(1) as u64);
+            ue.messages_left = sim.cfg.messages;
+            ue.step = Step::Messaging;
+            ue.step_at = now;
+        }
+        Step::Messaging => {
+            if status != Some(200) {
+                fail(ue, "MESSAGE refused", report);
+                *finished += 1;
+                return;
+            }
+            report.messages_ok += 1;
+            let _ = report
+                .msg_latency
+                .record((now - ue.msg_sent).as_micros().max(1) as u64);
+            ue.step_at = now;
+        }
+        Step::Reregistering => {
+            if status != Some(200) {
+                fail(ue, "re-REGISTER refused", report);
+            } else {
+                report.reregistered += 1;
+                ue.step = Step::Done;
+            }
+            *finished += 1;
+            return;
+        }
+        _ => return,
+    }
+    if ue.step == Step::Messaging {
+        if ue.messages_left == 0 && sim.cfg.reregister {
+            // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
+            let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
+            if sim.tcp.is_some() {
+                sim.send_sa1(ue, reg.as_bytes());
+            } else {
+                let sa1 = ue.sa1.as_ref().expect("registered");
+                if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, reg.as_bytes()) {
+                    sim.send_esp(&pkt);
+                }
+            }
+            ue.in_flight = Some(reg);
+            ue.resends = 0;
+            ue.last_sent = now;
+            ue.step = Step::Reregistering;
+        } else if ue.messages_left == 0 {
+            ue.step = Step::Done;
+            *finished += 1;
+        } else {
+            let k = sim.cfg.messages - ue.messages_left + 1;
+            ue.messages_left -= 1;
+            let msg = sim.message(i, k);
+            if sim.tcp.is_some() {
+                ue.msg_sent = now;
+                sim.send_sa1(ue, msg.as_bytes());
+            } else {
+                let sa1 = ue.sa1.as_ref().expect("registered");
+                if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
+                    ue.msg_sent = now;
+                    sim.send_esp(&pkt);
+                }
+            }
+            ue.in_flight = Some(msg);
+            ue.resends = 0;
+            ue.last_sent = now;
+        }
+    }
 }
 
 /// Start UE `i`'s de-registration (TS 24.229 §5.1.1.6.1): a REGISTER over its current set
@@ -1459,7 +1722,11 @@ fn dereg_timer(sim: &Sim, ue: &mut Ue, now: Instant) -> Option<&'static str> {
         ue.dereg = None;
         return Some("no answer to the de-REGISTER");
     }
-    if d.resends < 3 && now.duration_since(d.last_sent) > Duration::from_millis(500 << d.resends) {
+    // over TCP, never on a timer (RFC 3261 §17.1.2.2)
+    if sim.tcp.is_none()
+        && d.resends < 3
+        && now.duration_since(d.last_sent) > Duration::from_millis(500 << d.resends)
+    {
         d.resends += 1;
         d.last_sent = now;
         let msg = d.msg.clone();
@@ -1544,7 +1811,7 @@ fn reauth_answer(
             return Some(Err("mid-call AUTN rejected"));
         };
         let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-        let (_, ss) = Sim::spis_gen(i, r.generation);
+        let (sc, ss) = Sim::spis_gen(i, r.generation);
         let sa = |spi| {
             Suite::new(mech.alg, mech.ealg)
                 .and_then(|suite| Sa::from_aka_suite(spi, suite, &ck, &ik, SaOptions::default()))
@@ -1552,6 +1819,14 @@ fn reauth_answer(
         let (Ok(sa1), Ok(sa2), Ok(sa4)) = (sa(mech.spi_s), sa(ss), sa(mech.spi_c)) else {
             return Some(Err("mid-call SA build"));
         };
+        let sa1 = Arc::new(sa1);
+        if sim.tcp.is_some() {
+            // the new set's own connection, from its new port-c (TS 33.203 §7.4)
+            let Ok(sa3) = sa(sc) else {
+                return Some(Err("mid-call SA build"));
+            };
+            sim.open_tcp(i, r.generation, &sa1, sa3, mech.port_s, mech.port_c, by_spi);
+        }
         let realm = &sim.cfg.realm;
         let uri = format!("sip:{realm}");
         let impi = sim.impi(i);
@@ -1575,7 +1850,9 @@ fn reauth_answer(
         r.resends = 0;
         r.last_sent = now;
         let pc = Sim::port_c(i, r.generation);
-        if let Some(pkt) = sim.esp_with(&sa1, pc, mech.port_s, r.msg.as_bytes()) {
+        if sim.tcp.is_some() {
+            sim.send_tcp(UeTcp::set_id(i, r.generation), r.msg.as_bytes());
+        } else if let Some(pkt) = sim.esp_with(&sa1, pc, mech.port_s, r.msg.as_bytes()) {
             sim.send_esp(&pkt);
         }
         by_spi.insert(ss, i);
@@ -1588,8 +1865,11 @@ fn reauth_answer(
     let r = ue.reauth.take()?;
     let (sa1, sa2, sa4, port_ps, port_pc, server, auth) = r.new?;
     // the old set stays for what is still in flight over it (TS 33.203 §7.4)
-    if let (Some(old2), Some(old4)) = (ue.sa2.replace(sa2), ue.sa4.replace(sa4)) {
-        ue.prev = Some((old2, old4, ue.port_pc, ue.generation));
+    if let (Some(old2), Some(old4)) = (ue.sa2.replace(sa2), ue.sa4.replace(sa4))
+        && let Some(dropped) = ue.prev.replace((old2, old4, ue.port_pc, ue.generation))
+    {
+        // the set before that one goes, and its TCP with it
+        sim.close_tcp(i, dropped.3);
     }
     ue.sa1 = Some(sa1);
     ue.port_ps = port_ps;
@@ -1608,7 +1888,11 @@ fn reauth_timer(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) -> Option<&'stat
         ue.reauth = None;
         return Some("no answer to the mid-call re-REGISTER");
     }
-    if r.resends < 3 && now.duration_since(r.last_sent) > Duration::from_millis(500 << r.resends) {
+    // over TCP, never on a timer (RFC 3261 §17.1.2.2)
+    if sim.tcp.is_none()
+        && r.resends < 3
+        && now.duration_since(r.last_sent) > Duration::from_millis(500 << r.resends)
+    {
         r.resends += 1;
         r.last_sent = now;
         match &r.new {
@@ -1651,5 +1935,30 @@ mod tests {
             assert!(!ports.contains(&ps), "UE {i}'s port-s");
         }
         assert_eq!(Sim::port_c(7, 3), Sim::port_c(7, 0), "three in turn");
+    }
+
+    /// `--transport` and `--message-size`: udp by default, the body `hello` by default.
+    #[test]
+    fn transport_and_message_body() {
+        assert_eq!(Transport::default(), Transport::Udp);
+        assert_eq!(Transport::parse("tcp"), Ok(Transport::Tcp));
+        assert_eq!(Transport::parse("UDP"), Ok(Transport::Udp));
+        assert!(Transport::parse("sctp").is_err());
+        assert_eq!(Transport::Tcp.via(), "TCP");
+        assert_eq!(message_body(DEFAULT_MESSAGE_SIZE), "hello");
+        assert_eq!(message_body(0), "");
+        let b = message_body(3000);
+        assert_eq!(b.len(), 3000);
+        assert!(b.starts_with("hello hello "));
+    }
+
+    /// The sets of UE `i` have names of their own, from which the UE and the generation come
+    /// back (the TCP path hands messages out by set).
+    #[test]
+    fn tcp_set_names_give_back_the_ue_and_the_set() {
+        for (i, g) in [(0, 0), (9999, 1), (7, u32::MAX)] {
+            let id = UeTcp::set_id(i, g);
+            assert_eq!(((id & 0xffff_ffff) as usize, (id >> 32) as u32), (i, g));
+        }
     }
 }

@@ -39,6 +39,7 @@ mod sip_rewrite;
 mod stateless_relay_gate;
 mod tcp_endpoint;
 mod tcp_host;
+mod ue_tcp;
 mod worker_calls;
 mod worker_hostile;
 mod worker_proptest;

@@ -119,6 +119,8 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 call_rate: 1,
                 incoming_calls: 0,
                 flows: Default::default(),
+                transport: Default::default(),
+                message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
             },
             s3,
         )

@@ -62,6 +62,8 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 call_rate: 1,
                 incoming_calls: 0,
                 flows: Default::default(),
+                transport: Default::default(),
+                message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
             },
             s3,
         )

@@ -466,6 +466,8 @@ fn one_hostile_ue_among_twenty_honest_ones() {
                 call_rate: 1,
                 incoming_calls: 0,
                 flows: Default::default(),
+                transport: Default::default(),
+                message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
             },
             s3,
         )

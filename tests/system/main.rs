@@ -25,5 +25,6 @@ mod sipp_calls;
 mod sipp_phones;
 mod sipp_registration;
 mod sipp_ue;
+mod ue_tcp_netns;
 mod xdp_prog;
 mod xdp_veth;
