@@ -1347,6 +1347,24 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             ue.step_at = now;
         }
         // protected answers: 200 to the REGISTER, 200 to MESSAGEs
+        // a protected message for UE `i` over its set of generation `over`
+        macro_rules! protected {
+            ($i:expr, $over:expr, $sip:expr) => {
+                on_protected(
+                    &sim,
+                    $i,
+                    $over,
+                    $sip,
+                    now,
+                    &mut ues,
+                    &mut calls,
+                    &mut held,
+                    &mut report,
+                    &mut by_spi,
+                    &mut finished,
+                )
+            };
+        }
         // the whole messages a TCP segment completed, from either connection of a set, handled
         // at once (in the order they came with the datagrams around them)
         macro_rules! stream_messages {
@@ -1355,19 +1373,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 for (id, _, msg) in got {
                     let (i, over) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
                     if i < n {
-                        on_protected(
-                            &sim,
-                            i,
-                            over,
-                            &msg,
-                            now,
-                            &mut ues,
-                            &mut calls,
-                            &mut held,
-                            &mut report,
-                            &mut by_spi,
-                            &mut finished,
-                        );
+                        protected!(i, over, &msg);
                     }
                 }
             };
@@ -1433,19 +1439,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 continue;
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
-            on_protected(
-                &sim,
-                i,
-                over,
-                sip,
-                now,
-                &mut ues,
-                &mut calls,
-                &mut held,
-                &mut report,
-                &mut by_spi,
-                &mut finished,
-            );
+            protected!(i, over, sip);
         }
         // timeouts
         for ue in ues.iter_mut().take(started) {
