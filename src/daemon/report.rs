@@ -160,6 +160,10 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
             "pcscf:   tcp in the SAs: {} segments, {} messages in, {} out, {} handed to the worker holding the connection",
             t.tcp_segments, t.stream_in, t.stream_out, t.handed_over
         );
+        eprintln!(
+            "pcscf:   tcp connections reset: {} for framing (no or conflicting Content-Length, too large), {} for slow messages; {} pings answered; {} sets refused",
+            t.tcp_framing_errors, t.tcp_slow_messages, t.tcp_pings, t.tcp_sets_refused
+        );
     }
     if t.dialog_events > 0 || t.dialog_events_lost > 0 {
         // lost events are calls a de-registration may not release (TS 24.229 §5.2.8)

@@ -197,6 +197,14 @@ pub struct WorkerStats {
     pub stream_out: u64,
     /// Messages for a UE's connection that another worker holds, handed to it.
     pub handed_over: u64,
+    /// What the worker's TCP (`tcp::HostStats`) counted: connections reset for a framing
+    /// error (no Content-Length, two that differ, too large) or for a message that did not
+    /// arrive whole in time (a slow sender), keep-alive pings answered, sets refused (the
+    /// worker's limit).
+    pub tcp_framing_errors: u64,
+    pub tcp_slow_messages: u64,
+    pub tcp_pings: u64,
+    pub tcp_sets_refused: u64,
     pub drops: [u64; DROP_REASONS],
     /// Time spent processing batches (ns), to derive ns per packet.
     pub busy_ns: u64,
@@ -236,6 +244,10 @@ impl WorkerStats {
         self.stream_in += o.stream_in;
         self.stream_out += o.stream_out;
         self.handed_over += o.handed_over;
+        self.tcp_framing_errors += o.tcp_framing_errors;
+        self.tcp_slow_messages += o.tcp_slow_messages;
+        self.tcp_pings += o.tcp_pings;
+        self.tcp_sets_refused += o.tcp_sets_refused;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -268,6 +280,10 @@ impl WorkerStats {
         c("stream_in_messages", self.stream_in);
         c("stream_out_messages", self.stream_out);
         c("handed_over_messages", self.handed_over);
+        c("tcp_framing_errors", self.tcp_framing_errors);
+        c("tcp_slow_messages", self.tcp_slow_messages);
+        c("tcp_pings", self.tcp_pings);
+        c("tcp_sets_refused", self.tcp_sets_refused);
         c("busy_ns", self.busy_ns);
         for (i, v) in self.dialog_refusals.iter().enumerate() {
             let _ = writeln!(
@@ -288,7 +304,7 @@ impl WorkerStats {
 }
 
 /// The counters of [`WorkerStats`] that [`SharedStats`] carries besides `drops`.
-const FIELDS: usize = 21;
+const FIELDS: usize = 25;
 
 /// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
@@ -333,6 +349,10 @@ impl SharedStats {
             s.stream_out,
             s.handed_over,
             s.tcp_segments,
+            s.tcp_framing_errors,
+            s.tcp_slow_messages,
+            s.tcp_pings,
+            s.tcp_sets_refused,
         ];
         let all = vals.iter().chain(&s.drops).chain(&s.dialog_refusals);
         for (f, v) in self.fields.iter().zip(all) {
@@ -386,6 +406,10 @@ impl SharedStats {
             stream_out: v(18),
             handed_over: v(19),
             tcp_segments: v(20),
+            tcp_framing_errors: v(21),
+            tcp_slow_messages: v(22),
+            tcp_pings: v(23),
+            tcp_sets_refused: v(24),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {

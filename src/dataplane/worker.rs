@@ -236,6 +236,12 @@ impl<P: PacketIo> Worker<P> {
         }
         if !self.streams.is_idle() {
             self.stream_pass(guard.as_ref(), t0);
+            let h = self.streams.host().stats();
+            let st = &mut self.pipe.stats;
+            st.tcp_framing_errors = h.framing_errors.iter().sum();
+            st.tcp_slow_messages = h.slow_messages;
+            st.tcp_pings = h.pings;
+            st.tcp_sets_refused = h.sets_refused;
         }
         self.pipe.stats.tx += self.tx.len() as u64;
         drop(guard);

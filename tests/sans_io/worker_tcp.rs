@@ -464,3 +464,22 @@ fn the_ues_connection_and_its_datagrams_keep_the_order_of_the_batch() {
         "the 200 on the connection (SA3) before the datagram (SA2)"
     );
 }
+
+/// A hostile UE's message without Content-Length on its stream (RFC 3261 §18.3: it MUST be
+/// there): its connection is reset and counted, nothing of it reaches the core, and its next
+/// connection works.
+#[test]
+fn a_stream_without_content_length_resets_only_that_connection() {
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(b"MESSAGE sip:bob@ims.example.net SIP/2.0\r\nVia: SIP/2.0/TCP 10.46.0.6:7005;branch=z9hG4bKnocl\r\nFrom: <sip:alice@ims.example.net>;tag=1\r\nTo: <sip:bob@ims.example.net>\r\nCall-ID: nocl\r\nCSeq: 1 MESSAGE\r\n\r\nhello");
+    assert!(pump(&mut ue, &mut r.w).is_empty(), "nothing relayed");
+    let s = *r.w.stats();
+    assert_eq!((s.tcp_framing_errors, s.stream_in), (1, 0), "{s:?}");
+    assert!(
+        !ue.ep.is_open(pcscf::tcp::Conn::Opened),
+        "the UE's connection was reset"
+    );
+    ue.send(&message(10, 40));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1, "a new connection works");
+}
