@@ -15,7 +15,7 @@
 //! receive queue, pinning that queue's worker as the holder (RSS steering) saves the copy.
 //!
 //! Bounds: the host's (sets, bytes and time per connection; `tcp::host`); a set whose SAs are
-//! gone is closed within [`SWEEP_EVERY`]. Per packet nothing is allocated once warm (a set's
+//! gone is closed by the sweep ([`SWEEP_EVERY`]). Per packet nothing is allocated once warm (a set's
 //! first segment builds its TCP: one allocation per set, not per packet).
 
 use std::collections::HashMap;
@@ -28,8 +28,14 @@ use crate::satable::{Entry, ReadGuard};
 use crate::tcp::{Conn, Host, HostConfig, PortPairs, Segments, SendError, SetId};
 use crate::wire;
 
-/// How often the sets are checked against the SA table (a set whose SAs went is closed).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a step of the sweep runs: [`SWEEP_STEP`] sets checked against the SA table (a
+/// set whose SAs went is closed). Steps, not one pass over every set: a worker holding 65,536
+/// sets would stall its batch for milliseconds; a step costs at most 64 lookups, and a set's
+/// TCP goes within (sets / 32) ms of its SAs (2 s for 65,536 sets).
+pub const SWEEP_EVERY: Duration = Duration::from_millis(1);
+
+/// Sets checked per step of the sweep.
+const SWEEP_STEP: usize = 32;
 
 /// The most IP packets the worker's TCP produces between two flushes (more are dropped and
 /// counted by the endpoints; TCP sends them again).
@@ -84,6 +90,9 @@ pub struct Streams {
     host: Host,
     out: Segments,
     sets: HashMap<SetId, SetInfo>,
+    /// The sets in the order the sweep visits them, and where it is.
+    order: Vec<SetId>,
+    cursor: usize,
     next_sweep: Option<Instant>,
 }
 
@@ -104,6 +113,8 @@ impl Streams {
             host: Host::new(cfg, u64::from_ne_bytes(seed)),
             out: Segments::with_limit(SEGMENTS_PER_PASS),
             sets: HashMap::new(),
+            order: Vec::new(),
+            cursor: 0,
             next_sweep: None,
         }
     }
@@ -141,6 +152,7 @@ impl Streams {
                 .open(id, ports)
                 .map_err(|_| DropReason::TcpRefused)?;
             self.sets.insert(id, SetInfo { ports, spi: [0; 2] });
+            self.order.push(id);
             self.next_sweep.get_or_insert(now + SWEEP_EVERY);
         }
         Ok(id)
@@ -194,19 +206,27 @@ impl Streams {
             self.host.handle_timeout(now, &mut self.out);
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
-            let (host, out) = (&mut self.host, &mut self.out);
-            self.sets.retain(|&id, s| {
-                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's
-                let p = s.ports;
-                let alive = [(p.remote_c, p.local_s), (p.remote_s, p.local_c)]
-                    .iter()
-                    .filter_map(|&(theirs, ours)| sas?.outbound(p.remote, theirs, ours))
-                    .any(|e| set_id(e) == id);
-                if !alive {
-                    host.close(id, now, out);
+            for _ in 0..SWEEP_STEP.min(self.order.len()) {
+                if self.cursor >= self.order.len() {
+                    self.cursor = 0;
                 }
-                alive
-            });
+                let id = self.order[self.cursor];
+                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's
+                let alive = self.sets.get(&id).is_some_and(|s| {
+                    let p = s.ports;
+                    [(p.remote_c, p.local_s), (p.remote_s, p.local_c)]
+                        .iter()
+                        .filter_map(|&(theirs, ours)| sas?.outbound(p.remote, theirs, ours))
+                        .any(|e| set_id(e) == id)
+                });
+                if alive {
+                    self.cursor += 1;
+                } else {
+                    self.host.close(id, now, &mut self.out);
+                    self.sets.remove(&id);
+                    self.order.swap_remove(self.cursor);
+                }
+            }
             self.next_sweep = (!self.sets.is_empty()).then(|| now + SWEEP_EVERY);
         }
     }
