@@ -436,3 +436,34 @@ fn segments_reaching_another_worker_are_handed_to_the_holder() {
     assert!(other.stats().handed_over >= 2, "{:?}", other.stats());
     assert_eq!(r.w.stats().tcp_segments, other.stats().handed_over);
 }
+
+/// A set the sweep closes (its SAs gone) loses no message: the resets its TCP makes on the way
+/// out have no SA left to go over, and are not counted as messages lost (`stream_lost`, which
+/// an operator reads as SIP messages that did not reach a UE).
+#[test]
+fn a_set_closed_by_the_sweep_counts_no_message_lost() {
+    let mut r = tcp_rig();
+    let spi1 = r.sa1_tx.spi();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 18));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    let set = (BINDING << 32) | (u64::from(OUR_PORT_C) << 16) | u64::from(OUR_PORT_S);
+    assert!(
+        r.w.streams()
+            .host()
+            .is_established(set, pcscf::tcp::Conn::Accepted),
+        "the UE's connection is up"
+    );
+    let ue: IpAddr = UE.parse().unwrap();
+    r.writer.remove_inbound(spi1).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_C, OUR_PORT_S).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_S, OUR_PORT_C).unwrap();
+    let before = *r.w.stats();
+    std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
+    r.w.poll_once();
+    assert_eq!(r.w.streams().host().len(), 0, "the set's TCP closed");
+    let s = *r.w.stats();
+    let lost = DropReason::StreamLost as usize;
+    assert_eq!(s.drops[lost] - before.drops[lost], 0, "{s:?}");
+    assert!(r.w.io().take_sent().is_empty(), "nothing sent without SAs");
+}
