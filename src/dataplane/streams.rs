@@ -271,7 +271,8 @@ impl Streams {
         for (pkt, id, conn) in self.out.iter() {
             // (the set's own record: its TCP may be given back already, quiet after a RST)
             let Some(p) = self.sets.get(&id).map(|s| s.ports) else {
-                stats.drop(DropReason::StreamLost);
+                // the resets of a set the sweep closed: its SAs are gone (no message was lost)
+                stats.drop(DropReason::NoRoute);
                 continue;
             };
             let (ours, theirs) = match conn {
