@@ -15,7 +15,7 @@ use pcscf::sip::{Message, rules};
 
 use crate::support::worker::{
     BINDING, OUR_PORT_C, OUR_PORT_S, OURS, Rig, UE, UE_PORT_C, UE_PORT_S, Ue, addr, cfg, ip_tcp,
-    protect, pump, rig_with, sa, tcp_rig, udp, with_sa3,
+    protect, pump, rig_with, sa, tcp_checksum, tcp_rig, udp, with_sa3,
 };
 
 /// A MESSAGE over TCP with a `body`-byte body.
@@ -466,4 +466,54 @@ fn a_set_closed_by_the_sweep_counts_no_message_lost() {
     let lost = DropReason::StreamLost as usize;
     assert_eq!(s.drops[lost] - before.drops[lost], 0, "{s:?}");
     assert!(r.w.io().take_sent().is_empty(), "nothing sent without SAs");
+}
+
+/// RFC 3261 §18.1.1: a request too large for a datagram waits for our connection to the UE's
+/// port-s. A UE that refuses it (a RST to our SYN: no TCP server) never gets the request: that
+/// loss is counted (`stream_lost`), not left looking forwarded.
+#[test]
+fn a_large_request_to_a_ue_that_refuses_our_connection_is_counted_lost() {
+    let mut c = cfg(false);
+    c.max_udp_request = 1300;
+    let mut r = with_sa3(rig_with(c, BINDING));
+    let sa4_tx = std::mem::replace(&mut r.sa4_tx, sa(1));
+    let before = *r.w.stats();
+    let p = udp(
+        addr("10.0.1.30:6060"),
+        addr("10.0.1.10:5060"),
+        &core_request(2000),
+    );
+    assert!(r.w.io().inject(Side::Core, &p));
+    r.w.poll_once();
+    let sent = r.w.io().take_sent();
+    assert_eq!(sent.len(), 1, "our SYN: {:?}", r.w.stats());
+    let mut esp = sent[0].1.clone();
+    let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
+    let syn = &esp[inner];
+    assert_eq!(syn[20 + 13] & 0x02, 0x02, "a SYN");
+    let seq = u32::from_be_bytes(syn[24..28].try_into().unwrap());
+    // the UE has no TCP server on its port-s: RST|ACK
+    let (ue, ours): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (UE.parse().unwrap(), OURS.parse().unwrap());
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&UE_PORT_S.to_be_bytes());
+    t[2..4].copy_from_slice(&OUR_PORT_C.to_be_bytes());
+    t[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x14;
+    let sum = tcp_checksum(ue, ours, &t);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    assert!(r.w.io().inject(
+        Side::Ue,
+        &protect(&sa4_tx, &ip_tcp(ue.into(), ours.into(), &t))
+    ));
+    r.w.poll_once();
+    assert!(r.w.io().take_sent().is_empty());
+    let s = *r.w.stats();
+    let lost = DropReason::StreamLost as usize;
+    assert_eq!(
+        s.drops[lost] - before.drops[lost],
+        1,
+        "the request lost, counted: {s:?}"
+    );
 }
