@@ -85,6 +85,8 @@ pub struct Streams {
     out: Segments,
     sets: HashMap<SetId, SetInfo>,
     next_sweep: Option<Instant>,
+    /// The host's `messages_lost` already counted as `stream_lost`.
+    lost_counted: u64,
 }
 
 impl std::fmt::Debug for Streams {
@@ -105,6 +107,7 @@ impl Streams {
             out: Segments::with_limit(SEGMENTS_PER_PASS),
             sets: HashMap::new(),
             next_sweep: None,
+            lost_counted: 0,
         }
     }
 
@@ -292,6 +295,11 @@ impl Streams {
             }
         }
         self.out.clear();
+        // messages taken for our connection that never went (the UE refused or never answered
+        // its handshake, or the set closed first)
+        let lost = self.host.stats().messages_lost;
+        stats.drops[DropReason::StreamLost as usize] += lost - self.lost_counted;
+        self.lost_counted = lost;
     }
 }
 

@@ -95,6 +95,9 @@ pub struct HostStats {
     pub slept: u64,
     /// Partial messages dropped because their connection ended or was replaced.
     pub partial_dropped: u64,
+    /// Messages [`Host::send`] took for our connection that never went: the handshake failed
+    /// (the peer refused it, or never answered) or the set closed first.
+    pub messages_lost: u64,
 }
 
 /// A set whose TCP is in use: its endpoint and the framers of the connections in use.
@@ -289,6 +292,7 @@ impl Host {
         if let Some(s) = self.sets.remove(&id) {
             if let Some(mut l) = s.live {
                 l.ep.close(now, out);
+                self.stats.messages_lost += l.ep.take_lost();
             }
             self.stats.sets_closed += 1;
         }
@@ -475,6 +479,9 @@ impl Host {
         let Some(s) = self.sets.get_mut(&id) else {
             return;
         };
+        if let Some(l) = s.live.as_deref_mut() {
+            self.stats.messages_lost += l.ep.take_lost();
+        }
         if let Some(l) = s.live.as_deref_mut()
             && !s.queued
         {
