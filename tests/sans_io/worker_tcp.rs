@@ -517,3 +517,82 @@ fn a_large_request_to_a_ue_that_refuses_our_connection_is_counted_lost() {
         "the request lost, counted: {s:?}"
     );
 }
+
+/// A UE's set goes and, before the sweep has seen it go, the registrar gives the same UE a new
+/// set with the same name for the worker's TCP (same registration, our same port-c and port-s:
+/// the ports came free and were handed out again) but a new port-c of the UE (TS 33.203 §7.4).
+/// The new set's TCP is its own: the UE's connection from its new port-c is served, and the old
+/// set's record is not kept alive by the new set's SAs.
+#[test]
+fn a_new_set_with_the_name_of_one_not_yet_swept_gets_its_own_tcp() {
+    let mut r = tcp_rig();
+    let (spi1, spi4) = (r.sa1_tx.spi(), r.sa4_tx.spi());
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 30));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    // the set goes: its four SAs
+    let ue_ip: IpAddr = UE.parse().unwrap();
+    r.writer.remove_inbound(spi1).unwrap();
+    r.writer.remove_inbound(spi4).unwrap();
+    r.writer
+        .remove_outbound(ue_ip, UE_PORT_C, OUR_PORT_S)
+        .unwrap();
+    r.writer
+        .remove_outbound(ue_ip, UE_PORT_S, OUR_PORT_C)
+        .unwrap();
+    // the new set, at once: the UE's new port-c, everything else as before
+    const NEW_PORT_C: u16 = 7010;
+    let meta = |ue_port, local_port| pcscf::satable::EntryMeta {
+        ue_addr: ue_ip,
+        ue_port,
+        ue_ports: pcscf::satable::SetPorts {
+            c: NEW_PORT_C,
+            s: UE_PORT_S,
+        },
+        local_port,
+        ports: pcscf::satable::SetPorts {
+            c: OUR_PORT_C,
+            s: OUR_PORT_S,
+        },
+        binding: BINDING,
+        state: pcscf::satable::SetState::New,
+    };
+    let new1 = r.writer.reserve_spi().unwrap();
+    r.writer
+        .install_inbound(sa(new1), &meta(NEW_PORT_C, OUR_PORT_S))
+        .unwrap();
+    r.writer
+        .set_inbound_registration(new1, Some(r.reg.clone()))
+        .unwrap();
+    let new4 = r.writer.reserve_spi().unwrap();
+    r.writer
+        .install_inbound(sa(new4), &meta(UE_PORT_S, OUR_PORT_C))
+        .unwrap();
+    r.writer
+        .install_outbound(
+            sa(crate::support::worker::SPI_SA2),
+            &meta(UE_PORT_S, OUR_PORT_C),
+        )
+        .unwrap();
+    r.writer
+        .install_outbound(
+            sa(crate::support::worker::SPI_SA3),
+            &meta(NEW_PORT_C, OUR_PORT_S),
+        )
+        .unwrap();
+    let mut ue = Ue::with_port_c(sa(new1), NEW_PORT_C);
+    ue.send(&message(10, 31));
+    assert_eq!(
+        pump(&mut ue, &mut r.w).len(),
+        1,
+        "the UE's connection in its new set: {:?}",
+        r.w.stats()
+    );
+    // past a sweep: the new set's TCP still serves the UE (nothing of the old one in its way)
+    std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
+    r.w.poll_once();
+    ue.send(&message(10, 32));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1, "{:?}", r.w.stats());
+    let s = *r.w.stats();
+    assert_eq!(s.drops[DropReason::TcpRefused as usize], 0, "{s:?}");
+}
