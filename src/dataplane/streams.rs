@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
-use crate::satable::{Entry, ReadGuard};
+use crate::satable::{Entry, ReadGuard, SetPorts};
 use crate::tcp::{Conn, Host, HostConfig, PortPairs, Segments, SendError, SetId};
 use crate::wire;
 
@@ -128,18 +128,25 @@ impl Streams {
     }
 
     /// The set of `e` (any SA of it), opened with our address `ours` if this is its first use.
+    /// A set of the same name whose ports differ is one whose SAs went before the sweep saw
+    /// it (our ports handed out again to the same registration, the UE's new port-c, TS 33.203
+    /// §7.4): it is closed first (its resets have no SA to go over: not sent).
     fn ensure(&mut self, e: &Entry, ours: IpAddr, now: Instant) -> Result<SetId, DropReason> {
         let id = set_id(e);
+        let ue = e.ue_ports();
+        let ports = PortPairs {
+            local: ours,
+            remote: e.ue_addr(),
+            local_c: e.port_c(),
+            local_s: e.port_s(),
+            remote_c: ue.c,
+            remote_s: ue.s,
+        };
+        if self.sets.get(&id).is_some_and(|s| s.ports != ports) {
+            self.host.close(id, now, &mut Segments::with_limit(0));
+            self.sets.remove(&id);
+        }
         if !self.sets.contains_key(&id) {
-            let ue = e.ue_ports();
-            let ports = PortPairs {
-                local: ours,
-                remote: e.ue_addr(),
-                local_c: e.port_c(),
-                local_s: e.port_s(),
-                remote_c: ue.c,
-                remote_s: ue.s,
-            };
             self.host
                 .open(id, ports)
                 .map_err(|_| DropReason::TcpRefused)?;
@@ -199,12 +206,17 @@ impl Streams {
         if self.next_sweep.is_some_and(|t| t <= now) {
             let (host, out) = (&mut self.host, &mut self.out);
             self.sets.retain(|&id, s| {
-                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's
+                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's:
+                // its name and the UE's ports (a new set may take the name, not the ports)
                 let p = s.ports;
+                let ue = SetPorts {
+                    c: p.remote_c,
+                    s: p.remote_s,
+                };
                 let alive = [(p.remote_c, p.local_s), (p.remote_s, p.local_c)]
                     .iter()
                     .filter_map(|&(theirs, ours)| sas?.outbound(p.remote, theirs, ours))
-                    .any(|e| set_id(e) == id);
+                    .any(|e| set_id(e) == id && e.ue_ports() == ue);
                 if !alive {
                     host.close(id, now, out);
                 }
