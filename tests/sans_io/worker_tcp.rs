@@ -596,3 +596,42 @@ fn a_new_set_with_the_name_of_one_not_yet_swept_gets_its_own_tcp() {
     let s = *r.w.stats();
     assert_eq!(s.drops[DropReason::TcpRefused as usize], 0, "{s:?}");
 }
+
+/// A hostile UE on its own set sends segments that open nothing (bare ACKs to our port-s, no
+/// connection up: each answered with a RST, RFC 9293 §3.10.7.2): the worker allocates nothing
+/// per segment once warm (its set's TCP is not built and given back again for each one, ~25
+/// KiB of buffers a time, on the worker that serves every other UE).
+#[test]
+fn hostile_segments_to_a_quiet_set_allocate_nothing_per_segment() {
+    use crate::support::alloc::allocations_in;
+    let mut r = tcp_rig();
+    let sa1 = std::mem::replace(&mut r.sa1_tx, sa(1));
+    let (ue, ours): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (UE.parse().unwrap(), OURS.parse().unwrap());
+    let ack = |n: u32| {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&UE_PORT_C.to_be_bytes());
+        t[2..4].copy_from_slice(&OUR_PORT_S.to_be_bytes());
+        t[4..8].copy_from_slice(&n.to_be_bytes());
+        t[8..12].copy_from_slice(&n.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x10;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let sum = tcp_checksum(ue, ours, &t);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        protect(&sa1, &ip_tcp(ue.into(), ours.into(), &t))
+    };
+    let (mut allocs, mut resets) = (0u64, 0usize);
+    for n in 0..100u32 {
+        assert!(r.w.io().inject(Side::Ue, &ack(1000 + n)));
+        let ((), a) = allocations_in(|| {
+            r.w.poll_once();
+        });
+        if n >= 20 {
+            allocs += a;
+        }
+        resets += r.w.io().take_sent().len();
+    }
+    assert_eq!(resets, 100, "each answered: {:?}", r.w.stats());
+    assert_eq!(allocs, 0, "allocations per hostile segment once warm");
+}
