@@ -128,9 +128,10 @@ impl Streams {
     }
 
     /// The set of `e` (any SA of it), opened with our address `ours` if this is its first use.
-    /// A set of the same name whose ports differ is one whose SAs went before the sweep saw
-    /// it (our ports handed out again to the same registration, the UE's new port-c, TS 33.203
-    /// §7.4): it is closed first (its resets have no SA to go over: not sent).
+    /// A set of the same name whose UE side differs (its address or ports) is one whose SAs
+    /// went before the sweep saw it (our ports handed out again to the same registration, the
+    /// UE's new port-c, TS 33.203 §7.4): it is closed first (its resets have no SA to go over:
+    /// not sent).
     fn ensure(&mut self, e: &Entry, ours: IpAddr, now: Instant) -> Result<SetId, DropReason> {
         let id = set_id(e);
         let ue = e.ue_ports();
@@ -142,7 +143,12 @@ impl Streams {
             remote_c: ue.c,
             remote_s: ue.s,
         };
-        if self.sets.get(&id).is_some_and(|s| s.ports != ports) {
+        let theirs = |p: &PortPairs| (p.remote, p.remote_c, p.remote_s);
+        if self
+            .sets
+            .get(&id)
+            .is_some_and(|s| theirs(&s.ports) != theirs(&ports))
+        {
             self.host.close(id, now, &mut Segments::with_limit(0));
             self.sets.remove(&id);
         }
