@@ -3,9 +3,12 @@
 //! rewritten toward the Service-Route (Via, Max-Forwards, P-Asserted-Identity, Route) and sent
 //! to the core; the core's 200 comes back (Via popped) and goes out to the UE as ESP over SA2.
 //! Reports ns per message and messages per second for one core, per suite, and counts
-//! allocations in the loop (must be 0).
+//! allocations in the loop (must be 0). Beside it, the same round trip with the UE's requests
+//! on its TCP connection inside the SAs (its port-c → our port-s: segments in over SA1, the
+//! 200s and our ACKs out over SA3; smoltcp at the UE too, its side untimed), in batches of 8
+//! messages (what its 16 KB send buffer takes).
 //!
-//! cargo run --release --example pipeline_loop [rounds=20] [suite filter, e.g. gcm]
+//! cargo run --release --example pipeline_loop [rounds=20] [suite filter, e.g. gcm] [udp|tcp]
 //! valgrind --tool=callgrind target/release/examples/pipeline_loop 1   (instructions per message)
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -18,6 +21,7 @@ use pcscf::dataplane::{L4, MsgQueue, SharedStats, Worker, WorkerConfig, classify
 use pcscf::esp::{Frame, Sa, SaOptions};
 use pcscf::io::{MemIo, Side};
 use pcscf::satable::{EntryMeta, Registration, SetPorts, SetState};
+use pcscf::tcp::{Conn, Endpoint, EndpointConfig, PortPairs, Segments};
 
 #[path = "fixtures.rs"]
 #[allow(dead_code)] // (the SIP benches' identity)
@@ -45,7 +49,7 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
+fn run_suite(alg: &str, ealg: &str, rounds: usize, tcp: bool) -> (f64, u64) {
     let ck = [7u8; 16];
     let ik = [9u8; 16];
     let ue = "10.46.0.6".parse().unwrap();
@@ -58,7 +62,7 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     let meta = |ue_port, local_port| EntryMeta {
         ue_addr: ue,
         ue_port,
-        ue_ports: SetPorts::default(),
+        ue_ports: SetPorts { c: 7004, s: 7005 },
         local_port,
         ports: SetPorts { c: 5102, s: 5103 },
         binding: 1,
@@ -71,6 +75,15 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
             &meta(7005, 5102),
         )
         .unwrap();
+    if tcp {
+        // SA3 out: our port-s 5103 → UE port-c 7004 (our side of its connection)
+        writer
+            .install_outbound(
+                Sa::from_aka(0x9001, alg, ealg, &ck, &ik, SaOptions::default()).unwrap(),
+                &meta(7004, 5103),
+            )
+            .unwrap();
+    }
     let cfg = WorkerConfig {
         id: 0,
         ue_addrs: vec!["10.46.0.1".parse().unwrap()],
@@ -93,6 +106,9 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
         Arc::new(SharedStats::default()),
     )
     .with_sas(reader);
+    if tcp {
+        return tcp_rounds(&mut w, &mut writer, (alg, ealg), rounds, reg);
+    }
     let mut total_ns = 0u128;
     let mut msgs = 0u64;
     let mut allocs = 0u64;
@@ -169,6 +185,138 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, u64) {
     (total_ns as f64 / msgs as f64, allocs)
 }
 
+/// The TCP round trips of [`run_suite`]: the UE's MESSAGEs on its connection, 8 per batch,
+/// each batch's 200s from the core back on it; only the worker's polls are timed.
+fn tcp_rounds(
+    w: &mut Worker<MemIo>,
+    writer: &mut pcscf::satable::SaWriter,
+    (alg, ealg): (&str, &str),
+    rounds: usize,
+    reg: Arc<Registration>,
+) -> (f64, u64) {
+    let (ck, ik) = ([7u8; 16], [9u8; 16]);
+    let sa = |spi| Sa::from_aka(spi, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+    let spi = writer.reserve_spi().unwrap();
+    let ue_addr = "10.46.0.6".parse().unwrap();
+    writer
+        .install_inbound(
+            sa(spi),
+            &EntryMeta {
+                ue_addr,
+                ue_port: 7004,
+                ue_ports: SetPorts { c: 7004, s: 7005 },
+                local_port: 5103,
+                ports: SetPorts { c: 5102, s: 5103 },
+                binding: 1,
+                state: SetState::New,
+            },
+        )
+        .unwrap();
+    writer.set_inbound_registration(spi, Some(reg)).unwrap();
+    let (tx1, rx3) = (sa(spi), sa(0x9001));
+    let mut ue = Endpoint::new(
+        1,
+        PortPairs {
+            local: ue_addr,
+            remote: "10.46.0.1".parse().unwrap(),
+            local_c: 7004,
+            local_s: 7005,
+            remote_c: 5102,
+            remote_s: 5103,
+        },
+        EndpointConfig::default(),
+        7,
+        Instant::now(),
+    );
+    let mut segs = Segments::with_limit(1024);
+    let seal = |pkt: &[u8]| {
+        let mut frame = vec![0u8; 256 + pkt.len() + 256];
+        frame[256..256 + pkt.len()].copy_from_slice(pkt);
+        let mut f = Frame::new(&mut frame, 256, 256 + pkt.len());
+        tx1.outbound(&mut f).unwrap();
+        let (s, e) = (f.start, f.end);
+        frame[s..e].to_vec()
+    };
+    let (mut total_ns, mut msgs, mut allocs, mut n) = (0u128, 0u64, 0u64, 0usize);
+    let mut got = 0usize;
+    let mut rx: Vec<u8> = Vec::new();
+    let timed = |w: &mut Worker<MemIo>| {
+        let a0 = ALLOCS.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        w.poll_once();
+        (t0.elapsed().as_nanos(), ALLOCS.load(Ordering::Relaxed) - a0)
+    };
+    // warm up (the handshake, buffers grown) outside the count, then 16 batches a round
+    for b in 0..(1 + 16 * rounds) {
+        for _ in 0..8 {
+            if let Err(e) = ue.send(Instant::now(), Conn::Opened, &message(n), &mut segs) {
+                panic!(
+                    "{e:?} at {n}, got {got}: {:?} {:?}",
+                    w.stats(),
+                    ue.state(Conn::Opened)
+                );
+            }
+            n += 1;
+        }
+        let mut batch_ns = 0u128;
+        let mut batch_allocs = 0u64;
+        // until the 8 are through and their 200s back (a handshake, a window, ACKs)
+        for _ in 0..16 {
+            let pkts: Vec<Vec<u8>> = segs.iter().map(|(p, _, _)| seal(p)).collect();
+            segs.clear();
+            for p in &pkts {
+                w.io().inject(Side::Ue, p);
+            }
+            let (t, a) = timed(w);
+            batch_ns += t;
+            batch_allocs += a;
+            let mut to_ue = Vec::new();
+            let mut answers = Vec::new();
+            for (side, p) in w.io().take_sent() {
+                match side {
+                    Side::Ue => to_ue.push(p),
+                    Side::Core => answers.extend(core_answer(&p)),
+                }
+            }
+            for p in &answers {
+                w.io().inject(Side::Core, p);
+            }
+            if !answers.is_empty() {
+                let (t, a) = timed(w);
+                batch_ns += t;
+                batch_allocs += a;
+                to_ue.extend(w.io().take_sent().into_iter().map(|(_, p)| p));
+            }
+            for mut p in to_ue {
+                let (inner, _) = rx3.decapsulate(&mut p).expect("over SA3");
+                let _ = ue.handle_segment(Instant::now(), &p[inner], &mut segs);
+            }
+            // (the 200s counted in what came, a status line possibly split between reads)
+            let from = rx.len().saturating_sub(11);
+            ue.recv(Conn::Opened, |bytes| {
+                rx.extend_from_slice(bytes);
+                bytes.len()
+            });
+            got += rx[from..]
+                .windows(12)
+                .filter(|w| *w == b"SIP/2.0 200 ")
+                .count();
+            let keep = rx.len().saturating_sub(11);
+            rx.drain(..keep);
+            if got as u64 >= (n as u64) && segs.is_empty() {
+                break;
+            }
+        }
+        if b > 0 {
+            total_ns += batch_ns;
+            allocs += batch_allocs;
+            msgs += 8;
+        }
+    }
+    assert_eq!(got, n, "every 200 back on the connection: {:?}", w.stats());
+    (total_ns as f64 / msgs as f64, allocs)
+}
+
 /// What the core would answer: a 200 to each forwarded request (built outside the loop's
 /// allocation budget: this is the test harness playing the core).
 trait CoreAnswers {
@@ -179,21 +327,23 @@ impl CoreAnswers for MemIo {
     fn take_sent_into_responses(&mut self) -> Vec<Vec<u8>> {
         let sent = self.take_sent();
         sent.into_iter()
-            .filter_map(|(_, pkt)| {
-                let L4::Udp { src, dst, payload } = classify(&pkt) else {
-                    return None;
-                };
-                let m = pcscf::sip::Message::parse(&pkt[payload.start..payload.end]).ok()?;
-                let mut out = vec![0u8; 4096];
-                let n =
-                    pcscf::sip::rules::build_response(m.view(), 200, "OK", b"core", &[], &mut out)?;
-                let mut frame = vec![0u8; 128 + n];
-                frame[128..].copy_from_slice(&out[..n]);
-                let r = pcscf::wire::emit_datagram(&mut frame, 128..128 + n, dst, src).ok()?;
-                Some(frame[r].to_vec())
-            })
+            .filter_map(|(_, pkt)| core_answer(&pkt))
             .collect()
     }
+}
+
+/// The core's 200 to the request in the UDP packet `pkt`.
+fn core_answer(pkt: &[u8]) -> Option<Vec<u8>> {
+    let L4::Udp { src, dst, payload } = classify(pkt) else {
+        return None;
+    };
+    let m = pcscf::sip::Message::parse(&pkt[payload.start..payload.end]).ok()?;
+    let mut out = vec![0u8; 4096];
+    let n = pcscf::sip::rules::build_response(m.view(), 200, "OK", b"core", &[], &mut out)?;
+    let mut frame = vec![0u8; 128 + n];
+    frame[128..].copy_from_slice(&out[..n]);
+    let r = pcscf::wire::emit_datagram(&mut frame, 128..128 + n, dst, src).ok()?;
+    Some(frame[r].to_vec())
 }
 
 fn main() {
@@ -203,10 +353,12 @@ fn main() {
         .unwrap_or(20);
     // optional: only the suites whose "alg/ealg" contains this (e.g. "gcm")
     let only = std::env::args().nth(2).unwrap_or_default();
+    // optional: one transport only (perf/profile counts instructions of the UDP path)
+    let transport = std::env::args().nth(3).unwrap_or_default();
     println!(
-        "| suite | ns per message (in + its 200 out) | messages/s on one core | allocations in the loop |"
+        "| suite | transport | ns per message (in + its 200 out) | messages/s on one core | allocations in the loop |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|");
     for (alg, ealg) in [
         ("null", "aes-gcm"),
         ("hmac-sha-1-96", "aes-cbc"),
@@ -215,7 +367,15 @@ fn main() {
         if !format!("{alg}/{ealg}").contains(&only) {
             continue;
         }
-        let (ns, allocs) = run_suite(alg, ealg, rounds);
-        println!("| {alg} / {ealg} | {ns:.0} | {:.0} | {allocs} |", 1e9 / ns);
+        for (tcp, name) in [(false, "UDP"), (true, "TCP")] {
+            if !transport.is_empty() && !name.eq_ignore_ascii_case(&transport) {
+                continue;
+            }
+            let (ns, allocs) = run_suite(alg, ealg, rounds, tcp);
+            println!(
+                "| {alg} / {ealg} | {name} | {ns:.0} | {:.0} | {allocs} |",
+                1e9 / ns
+            );
+        }
     }
 }

@@ -232,7 +232,7 @@ impl<P: PacketIo> Worker<P> {
             let frame = self.io.frame(&d);
             let at = d.start as usize..d.end as usize;
             let v = self.pipe.handle(frame, d.side, at, guard.as_ref());
-            self.settle(d, v, t0);
+            self.settle(d, v, t0, guard.as_ref());
         }
         if !self.streams.is_idle() {
             self.stream_pass(guard.as_ref(), t0);
@@ -266,8 +266,10 @@ impl<P: PacketIo> Worker<P> {
         n
     }
 
-    /// Carry out the pipeline's verdict on the packet in frame `d`.
-    fn settle(&mut self, d: Desc, v: Verdict<'_>, now: Instant) {
+    /// Carry out the pipeline's verdict on the packet in frame `d`. What it gives the TCP to
+    /// send joins the TX batch at once, in order with the datagrams around it (a response on a
+    /// UE's connection must not fall behind the BYE the core sent after it as a datagram).
+    fn settle(&mut self, d: Desc, v: Verdict<'_>, now: Instant, sas: Option<&ReadGuard<'_>>) {
         match v {
             Verdict::Forward { range, toward } => {
                 self.tx.push(Desc {
@@ -322,6 +324,8 @@ impl<P: PacketIo> Worker<P> {
             Verdict::Drop(why) => self.pipe.stats.drop(why),
         }
         self.freed.push(d);
+        self.streams
+            .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
     }
 
     /// The TCP's part of a batch: its timers, the messages it framed through the SIP stage,
@@ -344,7 +348,7 @@ impl<P: PacketIo> Worker<P> {
             let frame = self.io.frame(&f.desc);
             let at = f.desc.start as usize..f.desc.end as usize;
             let v = self.pipe.handle_stream(frame, at, e, g);
-            self.settle(f.desc, v, now);
+            self.settle(f.desc, v, now, sas);
         }
         self.framed = framed;
         self.streams
@@ -377,6 +381,8 @@ impl<P: PacketIo> Worker<P> {
                         Err(_) => self.pipe.stats.inject_dropped += 1,
                     }
                     q.recycle(m);
+                    self.streams
+                        .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
                     continue;
                 }
                 Protection::Segment { spi } => {
@@ -390,6 +396,8 @@ impl<P: PacketIo> Worker<P> {
                         Err(why) => self.pipe.stats.drop(why),
                     }
                     q.recycle(m);
+                    self.streams
+                        .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
                     continue;
                 }
                 Protection::Plain | Protection::Protected { .. } => {}

@@ -107,9 +107,14 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("{}-run", lab.pcscf));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("pcscf.toml");
-    // (the simulated UEs take requests as datagrams only: none goes to them over TCP)
+    // With UDP the simulated UEs take requests as datagrams only, whatever their size; with
+    // TCP the P-CSCF's larger requests go on its connection to the UE (RFC 3261 §18.1.1).
+    let max_udp_request = match cfg.transport {
+        sim::ue::Transport::Udp => 65535,
+        sim::ue::Transport::Tcp => crate::config::DEFAULT_MAX_UDP_REQUEST,
+    };
     let text = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = 65535\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = {max_udp_request}\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,

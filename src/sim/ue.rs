@@ -47,6 +47,7 @@ use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip
 use crate::sim::uetcp::{EspIn, UeTcp, UeTcpStats};
 use crate::sip::headers::{Digest, SecMechanism};
 use crate::sip::{HeaderName, Message};
+use crate::tcp::Conn;
 use crate::tcp::PortPairs;
 use crate::wire::{self, Ipv6Repr, protocol};
 
@@ -258,12 +259,13 @@ impl UeSimReport {
         }
         if let Some((t, h)) = &self.tcp {
             println!(
-                "ue-sim tcp: {} messages out, {} in; ESP {} out, {} in, {} refused; {} segments refused; {} messages refused by the stack; {} connections reset for framing, {} for slow messages",
+                "ue-sim tcp: {} messages out, {} in; ESP {} out, {} in, {} refused; {} segments of the P-CSCF's connections; {} segments refused; {} messages refused by the stack; {} connections reset for framing, {} for slow messages",
                 h.messages_out,
                 t.messages_in,
                 t.esp_out,
                 t.esp_in,
                 t.esp_refused,
+                t.accepted_in,
                 t.segments_refused,
                 t.send_refused,
                 h.framing_errors.iter().sum::<u64>(),
@@ -324,7 +326,8 @@ struct Ue {
     verify: String,
     auth: String,
     /// SA4: our port-s → the P-CSCF's port-c (our answers to its requests).
-    sa4: Option<Sa>,
+    /// SA4 (shared with the set's TCP: our connection's segments go over it too).
+    sa4: Option<Arc<Sa>>,
     /// The 200's Service-Route (the rest of the preloaded Route of new dialogs).
     service_route: String,
     /// Our current port-c (it changes with each new SA set) and the set's generation.
@@ -332,7 +335,7 @@ struct Ue {
     generation: u32,
     /// The set before the last re-authentication: its SA2, SA4, the P-CSCF's port-c, its
     /// generation.
-    prev: Option<(Sa, Sa, u16, u32)>,
+    prev: Option<(Sa, Arc<Sa>, u16, u32)>,
     /// A mid-call re-registration in progress, and the calls waiting for it.
     reauth: Option<Reauth>,
     waiting: Vec<CallRef>,
@@ -382,7 +385,7 @@ struct Reauth {
 
 /// A re-registration's new set once its 401 came: SA1 (shared with the set's TCP), SA2, SA4,
 /// the P-CSCF's port-s and port-c, its Security-Server, our Authorization.
-type NewSet = (Arc<Sa>, Sa, Sa, u16, u16, String, String);
+type NewSet = (Arc<Sa>, Sa, Arc<Sa>, u16, u16, String, String);
 
 /// A call held for its UE's re-registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -448,6 +451,10 @@ impl Calls {
         for o in out {
             if o.request {
                 sim.send_sa1(ue, &o.bytes);
+            } else if sim.tcp.is_some() && top_via_is_tcp(&o.bytes) {
+                // an answer to a request that came on the P-CSCF's connection goes back on it
+                // (RFC 3261 §18.2.2; its Via, the P-CSCF's on top, says TCP)
+                sim.send_tcp_on(UeTcp::set_id(i, over), Conn::Accepted, &o.bytes);
             } else if let Some((sa4, port_pc)) = other {
                 if let Some(pkt) = sim.esp_with(sa4, ps, port_pc, &o.bytes) {
                     sim.send_esp(&pkt);
@@ -888,6 +895,16 @@ impl Sim {
         true
     }
 
+    /// A message on connection `conn` of set `id`'s TCP.
+    fn send_tcp_on(&self, id: crate::tcp::SetId, conn: Conn, sip: &[u8]) -> bool {
+        let Some(t) = &self.tcp else {
+            return false;
+        };
+        t.borrow_mut()
+            .send_on(id, conn, Instant::now(), sip, &mut |p| self.send_esp(p))
+            .is_ok()
+    }
+
     /// A request on the UE's TCP connection of set `id` (connected first when it is not).
     fn send_tcp(&self, id: crate::tcp::SetId, sip: &[u8]) -> bool {
         let Some(t) = &self.tcp else {
@@ -898,15 +915,13 @@ impl Sim {
             .is_ok()
     }
 
-    /// With [`Transport::Tcp`]: open the TCP of UE `i`'s set of generation `g` (its SA1 and
-    /// SA3, the P-CSCF's port-s and port-c), and take SA3's SPI (our spi-c) for the UE.
-    #[allow(clippy::too_many_arguments)]
+    /// With [`Transport::Tcp`]: open the TCP of UE `i`'s set of generation `g` (its SA1, SA3
+    /// and SA4, the P-CSCF's port-s and port-c), and take SA3's SPI (our spi-c) for the UE.
     fn open_tcp(
         &self,
         i: usize,
         g: u32,
-        sa1: &Arc<Sa>,
-        sa3: Sa,
+        (sa1, sa3, sa4): (&Arc<Sa>, Sa, &Arc<Sa>),
         port_ps: u16,
         port_pc: u16,
         by_spi: &mut HashMap<u32, usize>,
@@ -925,7 +940,7 @@ impl Sim {
         by_spi.insert(sa3.spi(), i);
         let _ = t
             .borrow_mut()
-            .open(UeTcp::set_id(i, g), ports, sa1.clone(), sa3);
+            .open(UeTcp::set_id(i, g), ports, sa1.clone(), sa3, sa4.clone());
     }
 
     /// With [`Transport::Tcp`]: close the TCP of UE `i`'s set of generation `g` (the set is
@@ -1263,7 +1278,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 finished += 1;
                 continue;
             };
-            let sa1 = Arc::new(sa1);
+            let (sa1, sa4) = (Arc::new(sa1), Arc::new(sa4));
             if sim.tcp.is_some() {
                 // SA3: the P-CSCF's port-s → our port-c, its segments of our connection
                 let Ok(sa3) = sa(sc) else {
@@ -1271,7 +1286,14 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     finished += 1;
                     continue;
                 };
-                sim.open_tcp(i, 0, &sa1, sa3, mech.port_s, mech.port_c, &mut by_spi);
+                sim.open_tcp(
+                    i,
+                    0,
+                    (&sa1, sa3, &sa4),
+                    mech.port_s,
+                    mech.port_c,
+                    &mut by_spi,
+                );
             }
             let realm = &sim.cfg.realm;
             let uri = format!("sip:{realm}");
@@ -1325,6 +1347,31 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             ue.step_at = now;
         }
         // protected answers: 200 to the REGISTER, 200 to MESSAGEs
+        // the whole messages a TCP segment completed, from either connection of a set, handled
+        // at once (in the order they came with the datagrams around them)
+        macro_rules! stream_messages {
+            ($t:expr) => {
+                let got = $t.borrow_mut().messages(now, &mut |p| sim.send_esp(p));
+                for (id, _, msg) in got {
+                    let (i, over) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
+                    if i < n {
+                        on_protected(
+                            &sim,
+                            i,
+                            over,
+                            &msg,
+                            now,
+                            &mut ues,
+                            &mut calls,
+                            &mut held,
+                            &mut report,
+                            &mut by_spi,
+                            &mut finished,
+                        );
+                    }
+                }
+            };
+        }
         while let Some(len) = sim.recv_esp(&mut buf) {
             idle = false;
             if let Some(t) = &sim.tcp {
@@ -1336,25 +1383,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     EspIn::NotOurs => {}
                     EspIn::Refused => continue,
                     EspIn::Segment(_) => {
-                        let got = t.borrow_mut().messages(now, &mut |p| sim.send_esp(p));
-                        for (id, msg) in got {
-                            let (i, over) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
-                            if i < n {
-                                on_protected(
-                                    &sim,
-                                    i,
-                                    over,
-                                    &msg,
-                                    now,
-                                    &mut ues,
-                                    &mut calls,
-                                    &mut held,
-                                    &mut report,
-                                    &mut by_spi,
-                                    &mut finished,
-                                );
-                            }
-                        }
+                        stream_messages!(t);
                         continue;
                     }
                 }
@@ -1380,9 +1409,23 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 report.esp_over_dropped_set += 1;
                 continue;
             };
-            let Ok((inner, _)) = sa2.decapsulate(&mut buf[..len]) else {
+            let Ok((inner, inb)) = sa2.decapsulate(&mut buf[..len]) else {
                 continue;
             };
+            if inb.next_header == crate::wire::protocol::TCP {
+                // the P-CSCF's connection to our port-s (RFC 3261 §18.1.1): its requests
+                // too large for a datagram, our answers on the same connection
+                if let Some(t) = &sim.tcp {
+                    let id = UeTcp::set_id(i, over);
+                    let took = t
+                        .borrow_mut()
+                        .segment_in(id, now, &buf[inner], &mut |p| sim.send_esp(p));
+                    if took {
+                        stream_messages!(t);
+                    }
+                }
+                continue;
+            }
             let L4::Udp { src, payload, .. } = classify(&buf[inner.clone()]) else {
                 continue;
             };
@@ -1527,9 +1570,18 @@ fn fail(ue: &mut Ue, why: &'static str, report: &mut UeSimReport) {
     *report.failures.entry(why).or_insert(0) += 1;
 }
 
+/// Whether the top Via of `sip` says TCP.
+fn top_via_is_tcp(sip: &[u8]) -> bool {
+    Message::parse(sip).is_ok_and(|m| {
+        m.view()
+            .header(HeaderName::Via)
+            .is_some_and(|v| v.starts_with(b"SIP/2.0/TCP"))
+    })
+}
+
 /// A protected SIP message that came to UE `i` over its set of generation `over` (ESP over
-/// UDP, or a whole message from its TCP connection): the answers to its registration and
-/// MESSAGEs, and the messages of its calls.
+/// UDP, or a whole message from one of its set's TCP connections): the answers to its
+/// registration and MESSAGEs, and the messages of its calls.
 #[allow(clippy::too_many_arguments)]
 fn on_protected(
     sim: &Sim,
@@ -1819,13 +1871,20 @@ fn reauth_answer(
         let (Ok(sa1), Ok(sa2), Ok(sa4)) = (sa(mech.spi_s), sa(ss), sa(mech.spi_c)) else {
             return Some(Err("mid-call SA build"));
         };
-        let sa1 = Arc::new(sa1);
+        let (sa1, sa4) = (Arc::new(sa1), Arc::new(sa4));
         if sim.tcp.is_some() {
             // the new set's own connection, from its new port-c (TS 33.203 §7.4)
             let Ok(sa3) = sa(sc) else {
                 return Some(Err("mid-call SA build"));
             };
-            sim.open_tcp(i, r.generation, &sa1, sa3, mech.port_s, mech.port_c, by_spi);
+            sim.open_tcp(
+                i,
+                r.generation,
+                (&sa1, sa3, &sa4),
+                mech.port_s,
+                mech.port_c,
+                by_spi,
+            );
         }
         let realm = &sim.cfg.realm;
         let uri = format!("sip:{realm}");

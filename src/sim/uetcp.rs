@@ -8,8 +8,10 @@
 //! connection come back over SA3 (the P-CSCF's port-s → the UE's port-c, the UE's spi-c). The
 //! UE's requests go on it, and their responses come back on it (RFC 3261 §18.2.2). The
 //! connection is made on the first request and again on the next one after it ended (a reset,
-//! an idle close). The P-CSCF's own connection to the UE's port-s ([`Conn::Accepted`], over SA2
-//! and SA4) is not used yet: what the stack would send on it is dropped and counted.
+//! an idle close). The P-CSCF's own connection to the UE's port-s ([`Conn::Accepted`] from the
+//! UE's side: its segments come over SA2, which the caller decrypts and hands over with
+//! [`UeTcp::segment_in`]; ours go over SA4) carries the P-CSCF's requests too large for a
+//! datagram (RFC 3261 §18.1.1), and the UE's answers to them on the same connection (§18.2.2).
 //!
 //! ESP packets in and out are whole IP packets (the outer header and ESP, as
 //! [`Sa::outbound`] makes them and as [`Sa::decapsulate`] takes them); the caller sends and
@@ -33,10 +35,12 @@ const ESP_ROOM: usize = 64;
 /// the ACKs and resets of every set closed at once stay well below).
 const SEGMENTS: usize = 4096;
 
-/// A set's SAs for its TCP: SA1 out (ours, shared with the UE's other requests) and SA3 in.
+/// A set's SAs for its TCP: SA1 out (ours, shared with the UE's other requests) and SA3 in
+/// for the UE's connection; SA4 out (shared with the UE's answers over UDP) for the P-CSCF's.
 struct TcpSet {
     sa1: Arc<Sa>,
     sa3: Sa,
+    sa4: Arc<Sa>,
 }
 
 /// What the UEs' TCP counted.
@@ -49,8 +53,8 @@ pub struct UeTcpStats {
     pub esp_refused: u64,
     /// Segments the stack refused (not the set's addresses or ports).
     pub segments_refused: u64,
-    /// Segments of the P-CSCF's connection to the UE's port-s (not in use yet): dropped.
-    pub accepted_dropped: u64,
+    /// Segments of the P-CSCF's connection to the UE's port-s (over SA2).
+    pub accepted_in: u64,
     /// Segments that could not be put in ESP (SA1's counter exhausted, too large).
     pub seal_failed: u64,
     /// Messages the stack refused to queue (closed, full).
@@ -148,13 +152,14 @@ impl UeTcp {
         ports: PortPairs,
         sa1: Arc<Sa>,
         sa3: Sa,
+        sa4: Arc<Sa>,
     ) -> Result<(), HostError> {
         if self.sets.contains_key(&id) {
             return Ok(());
         }
         self.host.open(id, ports)?;
         self.by_spi.insert(sa3.spi(), id);
-        self.sets.insert(id, TcpSet { sa1, sa3 });
+        self.sets.insert(id, TcpSet { sa1, sa3, sa4 });
         Ok(())
     }
 
@@ -176,11 +181,25 @@ impl UeTcp {
         sip: &[u8],
         emit: &mut dyn FnMut(&[u8]),
     ) -> Result<(), SendError> {
+        self.send_on(id, Conn::Opened, now, sip, emit)
+    }
+
+    /// Queue one whole message on connection `conn` of a set: [`Conn::Opened`], the UE's own
+    /// (see [`UeTcp::send`]); [`Conn::Accepted`], the P-CSCF's, for an answer to a request
+    /// that came on it (RFC 3261 §18.2.2).
+    pub fn send_on(
+        &mut self,
+        id: SetId,
+        conn: Conn,
+        now: Instant,
+        sip: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), SendError> {
         if !self.sets.contains_key(&id) {
             self.stats.send_refused += 1;
             return Err(SendError::Closed);
         }
-        let r = self.host.send(id, Conn::Opened, now, sip, &mut self.out);
+        let r = self.host.send(id, conn, now, sip, &mut self.out);
         if r.is_err() {
             self.stats.send_refused += 1;
         }
@@ -223,15 +242,40 @@ impl UeTcp {
         }
     }
 
-    /// The whole SIP messages the connections carried since the last call, with their set, in
-    /// order per connection (pings answered, broken streams reset: to `emit`).
-    pub fn messages(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> Vec<(SetId, Vec<u8>)> {
+    /// A segment of the P-CSCF's connection to the UE's port-s (the inner packet of an ESP
+    /// packet over the set's SA2, which the caller decrypted), run through the set's stack.
+    pub fn segment_in(
+        &mut self,
+        id: SetId,
+        now: Instant,
+        inner: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let r = self.host.handle_segment(id, now, inner, &mut self.out);
+        self.flush(emit);
+        match r {
+            Ok(()) => {
+                self.stats.accepted_in += 1;
+                true
+            }
+            Err(_) => {
+                self.stats.segments_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// The whole SIP messages the connections carried since the last call, with their set and
+    /// connection, in order per connection (pings answered, broken streams reset: to `emit`).
+    pub fn messages(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Vec<(SetId, Conn, Vec<u8>)> {
         let mut got = Vec::new();
         self.host
             .for_each_message(now, &mut self.out, |id, conn, msg| {
-                if conn == Conn::Opened {
-                    got.push((id, msg.to_vec()));
-                }
+                got.push((id, conn, msg.to_vec()));
             });
         self.stats.messages_in += got.len() as u64;
         self.flush(emit);
@@ -255,15 +299,15 @@ impl UeTcp {
     /// `emit`.
     fn flush(&mut self, emit: &mut dyn FnMut(&[u8])) {
         for (pkt, id, conn) in self.out.iter() {
-            if conn != Conn::Opened {
-                // the P-CSCF's connection to our port-s would go over SA4: not in use yet
-                self.stats.accepted_dropped += 1;
-                continue;
-            }
             let Some(set) = self.sets.get(&id) else {
                 continue;
             };
-            match seal(&set.sa1, pkt, &mut self.scratch) {
+            // ours over SA1; the P-CSCF's connection to our port-s over SA4
+            let over = match conn {
+                Conn::Opened => &set.sa1,
+                Conn::Accepted => &set.sa4,
+            };
+            match seal(over, pkt, &mut self.scratch) {
                 Some(esp) => {
                     self.stats.esp_out += 1;
                     emit(&self.scratch[esp]);

@@ -20,6 +20,8 @@ const IK: [u8; 16] = [0x22; 16];
 /// The UE's spi-c (SA3, into its port-c) and the P-CSCF's spi-s (SA1, into its port-s).
 const UE_SPI_C: u32 = 0x10000;
 const P_SPI_S: u32 = 0x2001;
+/// The P-CSCF's spi-c (SA4: the UE's port-s → its port-c).
+const P_SPI_C: u32 = 0x2000;
 const UE_C: u16 = 20000;
 const UE_S: u16 = 20001;
 const P_C: u16 = 5100;
@@ -83,7 +85,14 @@ impl Net {
         let id = UeTcp::set_id(3, 0);
         let (u, p) = ports();
         let mut ue = UeTcp::new(1);
-        ue.open(id, u, Arc::new(sa(P_SPI_S)), sa(UE_SPI_C)).unwrap();
+        ue.open(
+            id,
+            u,
+            Arc::new(sa(P_SPI_S)),
+            sa(UE_SPI_C),
+            Arc::new(sa(P_SPI_C)),
+        )
+        .unwrap();
         let mut pcscf = Host::new(HostConfig::default(), 2);
         pcscf.open(PSET, p).unwrap();
         Net {
@@ -149,7 +158,10 @@ impl Net {
                 assert_eq!(r, EspIn::Segment(self.id));
             }
             let got = self.ue.messages(self.now, &mut |p| to_p.push(p.to_vec()));
-            self.at_ue.extend(got);
+            for (id, conn, msg) in got {
+                assert_eq!(conn, Conn::Opened, "the UE's own connection");
+                self.at_ue.push((id, msg));
+            }
         }
         assert!(self.to_p.is_empty() && self.to_ue.is_empty(), "not quiet");
     }
@@ -207,10 +219,7 @@ fn register_crosses_whole_and_its_answer_comes_back_on_the_connection() {
     assert_eq!(m.view().status(), Some(200));
     let s = n.ue.stats();
     assert_eq!(s.messages_in, 1);
-    assert_eq!(
-        (s.esp_refused, s.seal_failed, s.accepted_dropped),
-        (0, 0, 0)
-    );
+    assert_eq!((s.esp_refused, s.seal_failed, s.accepted_in), (0, 0, 0));
 }
 
 /// A MESSAGE with a 3000-byte body (`--message-size 3000`) goes in several segments, each
@@ -336,7 +345,7 @@ fn esp_that_is_not_the_sets_is_refused() {
     n.to_p.extend(sink);
     n.run();
     let got = n.ue.messages(n.now, &mut |_| {});
-    assert_eq!(got, vec![(n.id, ok("2 REGISTER"))]);
+    assert_eq!(got, vec![(n.id, Conn::Opened, ok("2 REGISTER"))]);
 }
 
 /// A set closed: its connection reset over SA1, its SA3 no longer known, sends refused.

@@ -14,8 +14,8 @@ use pcscf::io::{MemIo, Side};
 use pcscf::sip::{Message, rules};
 
 use crate::support::worker::{
-    BINDING, OUR_PORT_C, OUR_PORT_S, OURS, Rig, UE, UE_PORT_C, UE_PORT_S, Ue, addr, cfg, ip_tcp,
-    protect, pump, rig_with, sa, tcp_checksum, tcp_rig, udp, with_sa3,
+    BINDING, OUR_PORT_C, OUR_PORT_S, OURS, Rig, SPI_SA2, SPI_SA3, UE, UE_PORT_C, UE_PORT_S, Ue,
+    addr, cfg, ip_tcp, protect, pump, rig_with, sa, tcp_checksum, tcp_rig, udp, with_sa3,
 };
 
 /// A MESSAGE over TCP with a `body`-byte body.
@@ -634,4 +634,32 @@ fn hostile_segments_to_a_quiet_set_allocate_nothing_per_segment() {
     }
     assert_eq!(resets, 100, "each answered: {:?}", r.w.stats());
     assert_eq!(allocs, 0, "allocations per hostile segment once warm");
+}
+
+/// What the worker sends toward a UE leaves in the order it came, whatever the transport: the
+/// core's 200 on the UE's connection, then its next request as a datagram, both in one batch
+/// (a BYE overtaking the 200 to the UE's UPDATE ended calls in the lab).
+#[test]
+fn the_ues_connection_and_its_datagrams_keep_the_order_of_the_batch() {
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(50, 30));
+    let at_core = pump(&mut ue, &mut r.w);
+    assert_eq!(at_core.len(), 1);
+    for sip in [answer(&at_core[0], 200), core_request(100)] {
+        let p = udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &sip);
+        assert!(r.w.io().inject(Side::Core, &p));
+    }
+    r.w.poll_once();
+    let spis: Vec<u32> =
+        r.w.io()
+            .take_sent()
+            .iter()
+            .map(|(_, p)| u32::from_be_bytes(p[20..24].try_into().unwrap()))
+            .collect();
+    assert_eq!(
+        spis,
+        vec![SPI_SA3, SPI_SA2],
+        "the 200 on the connection (SA3) before the datagram (SA2)"
+    );
 }

@@ -496,7 +496,8 @@ fn lab_tcp(ipv6: bool, ues: u32) {
     );
     assert!(
         stdout.contains(&format!("ue-sim tcp: {two} messages out, {two} in; ESP "))
-            && stdout.contains(" 0 refused; 0 segments refused"),
+            && stdout.contains(" 0 refused; ")
+            && stdout.contains("; 0 segments refused;"),
         "{stdout}"
     );
 }
@@ -573,4 +574,40 @@ fn lab_tcp_decrypts_in_tshark_with_the_key_log() {
         assert_eq!(seen.get(what), Some(&4), "{what} in {seen:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pcscf lab --transport tcp --calls`: every call flow both ways with the UEs' requests on
+/// their connections and the core's INVITEs (SDP: over 1,300 bytes, RFC 3261 §18.1.1) on the
+/// P-CSCF's own connection to each UE's port-s, answered on it; nothing failed or dropped.
+#[test]
+fn lab_tcp_calls_complete_both_ways() {
+    let _alone = crate::support::exclusive();
+    let stdout = run_lab(&[
+        "lab",
+        "--ues",
+        "20",
+        "--rate",
+        "200",
+        "--transport",
+        "tcp",
+        "--calls",
+        "40",
+        "--call-rate",
+        "100",
+        "--call-flows",
+        "all",
+    ]);
+    assert!(stdout.contains("calls: 40 ok, 0 failed of 40"), "{stdout}");
+    assert!(!stdout.contains("call failed"), "{stdout}");
+    assert!(stdout.contains(" dropped 0 ("), "{stdout}");
+    // the P-CSCF's connections carried the terminating INVITEs (and their answers)
+    let tcp = stdout
+        .lines()
+        .find(|l| l.starts_with("ue-sim tcp: "))
+        .unwrap_or_else(|| panic!("no ue-sim tcp line: {stdout}"));
+    assert!(
+        !tcp.contains("; 0 segments of the P-CSCF's connections;"),
+        "{tcp}"
+    );
+    assert!(tcp.contains("; 0 segments refused;"), "{tcp}");
 }
