@@ -315,7 +315,7 @@ impl Streams {
         self.out.clear();
         // messages taken for our connection that never went (the UE refused or never answered
         // its handshake, or the set closed first)
-        let lost = self.host.stats().messages_lost;
+        let lost = self.host.messages_lost();
         stats.drops[DropReason::StreamLost as usize] += lost - self.lost_counted;
         self.lost_counted = lost;
     }

@@ -242,6 +242,11 @@ impl Host {
         self.stats
     }
 
+    /// [`HostStats::messages_lost`] alone (cheap: read after every verdict by the worker).
+    pub fn messages_lost(&self) -> u64 {
+        self.stats.messages_lost
+    }
+
     /// Entries on the timer heap (live deadlines and ones left behind, bounded).
     pub fn timer_entries(&self) -> usize {
         self.timers.len()
