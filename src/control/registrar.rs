@@ -876,8 +876,13 @@ impl Registrar {
             return None;
         };
         let (from, to) = match protection {
-            // RFC 3261 §18.2.2: back on the connection the request came on (SA3: our port-s →
+            // RFC 3261 §18.2.2: back on the connection the request came on: ours when it came
+            // over SA4 (our port-c → the UE's port-s, SA2), else the UE's (SA3: our port-s →
             // the UE's port-c)
+            Protection::Stream { spi, .. } if spi == set.spi_pc => (
+                SocketAddr::new(dst.ip(), set.port_pc),
+                SocketAddr::new(set.ue, set.port_us),
+            ),
             Protection::Stream { .. } => (
                 SocketAddr::new(dst.ip(), set.port_ps),
                 SocketAddr::new(set.ue, set.port_uc),

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
-use crate::satable::{Entry, ReadGuard};
+use crate::satable::{Entry, ReadGuard, SetPorts};
 use crate::tcp::{Conn, Host, HostConfig, PortPairs, Segments, SendError, SetId};
 use crate::wire;
 
@@ -94,6 +94,8 @@ pub struct Streams {
     order: Vec<SetId>,
     cursor: usize,
     next_sweep: Option<Instant>,
+    /// The host's `messages_lost` already counted as `stream_lost`.
+    lost_counted: u64,
 }
 
 impl std::fmt::Debug for Streams {
@@ -116,6 +118,7 @@ impl Streams {
             order: Vec::new(),
             cursor: 0,
             next_sweep: None,
+            lost_counted: 0,
         }
     }
 
@@ -136,23 +139,41 @@ impl Streams {
     }
 
     /// The set of `e` (any SA of it), opened with our address `ours` if this is its first use.
+    /// A set of the same name whose UE side differs (its address or ports) is one whose SAs
+    /// went before the sweep saw it (our ports handed out again to the same registration, the
+    /// UE's new port-c, TS 33.203 §7.4): it is closed first (its resets have no SA to go over:
+    /// not sent).
     fn ensure(&mut self, e: &Entry, ours: IpAddr, now: Instant) -> Result<SetId, DropReason> {
         let id = set_id(e);
+        let ue = e.ue_ports();
+        let ports = PortPairs {
+            local: ours,
+            remote: e.ue_addr(),
+            local_c: e.port_c(),
+            local_s: e.port_s(),
+            remote_c: ue.c,
+            remote_s: ue.s,
+        };
+        let theirs = |p: &PortPairs| (p.remote, p.remote_c, p.remote_s);
+        // (a stale set of the same name keeps its place in the sweep's order)
+        let mut in_order = false;
+        if self
+            .sets
+            .get(&id)
+            .is_some_and(|s| theirs(&s.ports) != theirs(&ports))
+        {
+            self.host.close(id, now, &mut Segments::with_limit(0));
+            self.sets.remove(&id);
+            in_order = true;
+        }
         if !self.sets.contains_key(&id) {
-            let ue = e.ue_ports();
-            let ports = PortPairs {
-                local: ours,
-                remote: e.ue_addr(),
-                local_c: e.port_c(),
-                local_s: e.port_s(),
-                remote_c: ue.c,
-                remote_s: ue.s,
-            };
             self.host
                 .open(id, ports)
                 .map_err(|_| DropReason::TcpRefused)?;
             self.sets.insert(id, SetInfo { ports, spi: [0; 2] });
-            self.order.push(id);
+            if !in_order {
+                self.order.push(id);
+            }
             self.next_sweep.get_or_insert(now + SWEEP_EVERY);
         }
         Ok(id)
@@ -211,13 +232,18 @@ impl Streams {
                     self.cursor = 0;
                 }
                 let id = self.order[self.cursor];
-                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's
+                // kept while an outbound SA of the set is there (SA3 or SA2), still the set's:
+                // its name and the UE's ports (a new set may take the name, not the ports)
                 let alive = self.sets.get(&id).is_some_and(|s| {
                     let p = s.ports;
+                    let ue = SetPorts {
+                        c: p.remote_c,
+                        s: p.remote_s,
+                    };
                     [(p.remote_c, p.local_s), (p.remote_s, p.local_c)]
                         .iter()
                         .filter_map(|&(theirs, ours)| sas?.outbound(p.remote, theirs, ours))
-                        .any(|e| set_id(e) == id)
+                        .any(|e| set_id(e) == id && e.ue_ports() == ue)
                 });
                 if alive {
                     self.cursor += 1;
@@ -291,7 +317,8 @@ impl Streams {
         for (pkt, id, conn) in self.out.iter() {
             // (the set's own record: its TCP may be given back already, quiet after a RST)
             let Some(p) = self.sets.get(&id).map(|s| s.ports) else {
-                stats.drop(DropReason::StreamLost);
+                // the resets of a set the sweep closed: its SAs are gone (no message was lost)
+                stats.drop(DropReason::NoRoute);
                 continue;
             };
             let (ours, theirs) = match conn {
@@ -311,6 +338,11 @@ impl Streams {
             }
         }
         self.out.clear();
+        // messages taken for our connection that never went (the UE refused or never answered
+        // its handshake, or the set closed first)
+        let lost = self.host.messages_lost();
+        stats.drops[DropReason::StreamLost as usize] += lost - self.lost_counted;
+        self.lost_counted = lost;
     }
 }
 

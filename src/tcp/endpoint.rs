@@ -132,6 +132,9 @@ pub struct EndpointStats {
     pub ended: u64,
     /// Outbound segments dropped: the sink was full.
     pub sink_full: u64,
+    /// Messages that waited for our connection's handshake and never went: the peer refused
+    /// it (RST), it timed out, or the connection was reset or closed first.
+    pub pending_lost: u64,
 }
 
 /// The IP packets an endpoint wants sent, each tagged with its connection, in one reusable
@@ -354,6 +357,10 @@ pub struct Endpoint {
     generation: [u32; 2],
     /// A message waiting for our own connection's handshake.
     pending: Vec<u8>,
+    /// How many messages `pending` holds.
+    pending_msgs: u64,
+    /// Messages lost from `pending` since the owner last asked ([`Endpoint::take_lost`]).
+    lost_untaken: u64,
     closed: bool,
     stats: EndpointStats,
 }
@@ -432,6 +439,8 @@ impl Endpoint {
             up: [false; 2],
             generation: [0; 2],
             pending: Vec::new(),
+            pending_msgs: 0,
+            lost_untaken: 0,
             closed: false,
             stats: EndpointStats::default(),
         };
@@ -642,9 +651,16 @@ impl Endpoint {
                 return Err(SendError::NotConnected);
             }
             self.pending.extend_from_slice(msg);
+            self.pending_msgs += 1;
         }
         self.run(now, None, out);
         Ok(())
+    }
+
+    /// How many messages waiting for our connection's handshake were lost since the last call
+    /// (`EndpointStats::pending_lost`).
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost_untaken)
     }
 
     /// Read what a connection received: `f` gets the bytes waiting and returns how many it
@@ -700,7 +716,7 @@ impl Endpoint {
         self.sockets.get_mut::<tcp::Socket>(self.handles[i]).abort();
         self.last_active[i] = None;
         if conn == Conn::Opened {
-            self.pending.clear();
+            self.lose_pending();
         }
         self.run(now, None, out);
     }
@@ -710,10 +726,18 @@ impl Endpoint {
         for h in self.handles {
             self.sockets.get_mut::<tcp::Socket>(h).abort();
         }
-        self.pending.clear();
+        self.lose_pending();
         self.last_active = [None; 2];
         self.run(now, None, out);
         self.closed = true;
+    }
+
+    /// Drop what waits for our connection's handshake, counted.
+    fn lose_pending(&mut self) {
+        self.stats.pending_lost += self.pending_msgs;
+        self.lost_untaken += self.pending_msgs;
+        self.pending_msgs = 0;
+        self.pending.clear();
     }
 
     /// Poll the stack with at most one inbound packet, then move a waiting message into our
@@ -760,6 +784,9 @@ impl Endpoint {
             if s.may_send() {
                 let n = s.send_slice(&self.pending).unwrap_or(0);
                 self.pending.drain(..n);
+                if self.pending.is_empty() {
+                    self.pending_msgs = 0;
+                }
                 let mut link = Link {
                     id: self.id,
                     rx: None,
@@ -772,7 +799,7 @@ impl Endpoint {
                 dropped += link.dropped;
             } else if !s.is_open() {
                 // the handshake failed (RST, timeout): what waited is lost
-                self.pending.clear();
+                self.lose_pending();
             }
         }
         if self.pending.is_empty() {

@@ -33,6 +33,11 @@ use crate::sip::{Frame, FrameError, Framer};
 /// The owner's name for an SA set (e.g. our inbound SPI of its port-s).
 pub type SetId = u64;
 
+/// How long a set's TCP stays quiet before its memory is given back: segments that open
+/// nothing (a peer's stray or hostile ACKs, each answered with a RST) do not build and drop
+/// its endpoint and buffers one by one.
+pub const SLEEP_AFTER: Duration = Duration::from_secs(1);
+
 /// Limits of a [`Host`].
 #[derive(Debug, Clone, Copy)]
 pub struct HostConfig {
@@ -90,11 +95,15 @@ pub struct HostStats {
     pub slow_messages: u64,
     /// Messages not sent, by cause (not connected, full, too large, closed).
     pub send_refused: u64,
-    /// Sets whose TCP was built (first segment or message), and given back once quiet.
+    /// Sets whose TCP was built (first segment or message), and given back once quiet for
+    /// [`SLEEP_AFTER`].
     pub woken: u64,
     pub slept: u64,
     /// Partial messages dropped because their connection ended or was replaced.
     pub partial_dropped: u64,
+    /// Messages [`Host::send`] took for our connection that never went: the handshake failed
+    /// (the peer refused it, or never answered) or the set closed first.
+    pub messages_lost: u64,
 }
 
 /// A set whose TCP is in use: its endpoint and the framers of the connections in use.
@@ -105,6 +114,8 @@ struct Live {
     partial_since: [Option<Instant>; 2],
     /// The connection generation each framer holds bytes of.
     gens: [u32; 2],
+    /// Since when the set's TCP is quiet (given back [`SLEEP_AFTER`] later, if still quiet).
+    quiet_since: Option<Instant>,
 }
 
 impl Live {
@@ -138,8 +149,8 @@ impl Live {
     }
 }
 
-/// One SA set. Its [`Live`] part exists only while a connection is up or being made: a set
-/// whose TCP is quiet costs its ports alone.
+/// One SA set. Its [`Live`] part exists only while a connection is up or being made (and for
+/// [`SLEEP_AFTER`] after): a set whose TCP is quiet costs its ports alone.
 struct Set {
     ports: PortPairs,
     live: Option<Box<Live>>,
@@ -199,6 +210,7 @@ fn wake<'s>(
             ],
             partial_since: [None; 2],
             gens: [0; 2],
+            quiet_since: None,
         })
     })
 }
@@ -228,6 +240,11 @@ impl Host {
     /// What it counted.
     pub fn stats(&self) -> HostStats {
         self.stats
+    }
+
+    /// [`HostStats::messages_lost`] alone (cheap: read after every verdict by the worker).
+    pub fn messages_lost(&self) -> u64 {
+        self.stats.messages_lost
     }
 
     /// Entries on the timer heap (live deadlines and ones left behind, bounded).
@@ -289,6 +306,7 @@ impl Host {
         if let Some(s) = self.sets.remove(&id) {
             if let Some(mut l) = s.live {
                 l.ep.close(now, out);
+                self.stats.messages_lost += l.ep.take_lost();
             }
             self.stats.sets_closed += 1;
         }
@@ -475,19 +493,27 @@ impl Host {
         let Some(s) = self.sets.get_mut(&id) else {
             return;
         };
+        if let Some(l) = s.live.as_deref_mut() {
+            self.stats.messages_lost += l.ep.take_lost();
+        }
         if let Some(l) = s.live.as_deref_mut()
             && !s.queued
         {
             l.forget_dead_streams(&mut self.stats, true);
         }
-        // a set whose TCP went quiet gives its memory back (built again on the next segment)
+        // a set whose TCP has been quiet for SLEEP_AFTER gives its memory back (built again on
+        // the next segment)
         if !s.queued
-            && s.live
-                .as_deref()
-                .is_some_and(|l| l.ep.is_quiet() && l.framers.iter().all(|f| f.buffered() == 0))
+            && let Some(l) = s.live.as_deref_mut()
         {
-            s.live = None;
-            self.stats.slept += 1;
+            let quiet = l.ep.is_quiet() && l.framers.iter().all(|f| f.buffered() == 0);
+            l.quiet_since = quiet.then(|| l.quiet_since.unwrap_or(now));
+            if l.quiet_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= SLEEP_AFTER)
+            {
+                s.live = None;
+                self.stats.slept += 1;
+            }
         }
         let Some(l) = s.live.as_deref_mut() else {
             return;
@@ -498,7 +524,8 @@ impl Host {
             .flatten()
             .map(|t| *t + self.cfg.message_time)
             .min();
-        let at = super::earliest(l.ep.poll_at(now), slow);
+        let sleep = l.quiet_since.map(|t| t + SLEEP_AFTER);
+        let at = super::earliest(super::earliest(l.ep.poll_at(now), slow), sleep);
         // one live entry per set: a later deadline waits for the earlier entry to fire
         if let Some(at) = at.map(|a| a.max(now))
             && s.armed.is_none_or(|armed| at < armed)

@@ -1710,3 +1710,52 @@ fn a_register_on_the_ues_connection_is_answered_on_it_through_the_worker_holding
     );
     assert_eq!(w.reg.stats.registered, 1);
 }
+
+/// A protected REGISTER that came on the connection we opened to the UE (its port-s → our
+/// port-c, SA4; the worker tags it `Protection::Stream` with SA4's SPI): RFC 3261 §18.2.2 puts
+/// the answer on that same connection (our port-c → the UE's port-s, SA2), not on the UE's own
+/// connection, which may not even be open.
+#[test]
+fn a_register_on_our_connection_is_answered_on_it() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
+    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
+    let came = Protection::Stream {
+        spi: c.spi_pc,
+        worker: 3,
+    };
+    let out = w.feed(
+        Side::Ue,
+        came,
+        "10.46.0.6:7005",
+        &format!("10.46.0.1:{}", c.port_pc),
+        &reg2,
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:5060>;expires=600000\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(out.len(), 1);
+    let to_ue = &out[0];
+    assert_eq!(
+        (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
+        (
+            Side::Ue,
+            came,
+            addr(&format!("10.46.0.1:{}", c.port_pc)),
+            addr("10.46.0.6:7005")
+        ),
+        "the 200 goes on our connection: our port-c to its port-s, by worker 3"
+    );
+}

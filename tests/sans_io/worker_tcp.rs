@@ -15,7 +15,7 @@ use pcscf::sip::{Message, rules};
 
 use crate::support::worker::{
     BINDING, OUR_PORT_C, OUR_PORT_S, OURS, Rig, SPI_SA2, SPI_SA3, UE, UE_PORT_C, UE_PORT_S, Ue,
-    addr, cfg, ip_tcp, protect, pump, rig_with, sa, tcp_rig, udp, with_sa3,
+    addr, cfg, ip_tcp, protect, pump, rig_with, sa, tcp_checksum, tcp_rig, udp, with_sa3,
 };
 
 /// A MESSAGE over TCP with a `body`-byte body.
@@ -435,6 +435,205 @@ fn segments_reaching_another_worker_are_handed_to_the_holder() {
     assert!(other.streams().is_idle());
     assert!(other.stats().handed_over >= 2, "{:?}", other.stats());
     assert_eq!(r.w.stats().tcp_segments, other.stats().handed_over);
+}
+
+/// A set the sweep closes (its SAs gone) loses no message: the resets its TCP makes on the way
+/// out have no SA left to go over, and are not counted as messages lost (`stream_lost`, which
+/// an operator reads as SIP messages that did not reach a UE).
+#[test]
+fn a_set_closed_by_the_sweep_counts_no_message_lost() {
+    let mut r = tcp_rig();
+    let spi1 = r.sa1_tx.spi();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 18));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    let set = (BINDING << 32) | (u64::from(OUR_PORT_C) << 16) | u64::from(OUR_PORT_S);
+    assert!(
+        r.w.streams()
+            .host()
+            .is_established(set, pcscf::tcp::Conn::Accepted),
+        "the UE's connection is up"
+    );
+    let ue: IpAddr = UE.parse().unwrap();
+    r.writer.remove_inbound(spi1).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_C, OUR_PORT_S).unwrap();
+    r.writer.remove_outbound(ue, UE_PORT_S, OUR_PORT_C).unwrap();
+    let before = *r.w.stats();
+    std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
+    r.w.poll_once();
+    assert_eq!(r.w.streams().host().len(), 0, "the set's TCP closed");
+    let s = *r.w.stats();
+    let lost = DropReason::StreamLost as usize;
+    assert_eq!(s.drops[lost] - before.drops[lost], 0, "{s:?}");
+    assert!(r.w.io().take_sent().is_empty(), "nothing sent without SAs");
+}
+
+/// RFC 3261 §18.1.1: a request too large for a datagram waits for our connection to the UE's
+/// port-s. A UE that refuses it (a RST to our SYN: no TCP server) never gets the request: that
+/// loss is counted (`stream_lost`), not left looking forwarded.
+#[test]
+fn a_large_request_to_a_ue_that_refuses_our_connection_is_counted_lost() {
+    let mut c = cfg(false);
+    c.max_udp_request = 1300;
+    let mut r = with_sa3(rig_with(c, BINDING));
+    let sa4_tx = std::mem::replace(&mut r.sa4_tx, sa(1));
+    let before = *r.w.stats();
+    let p = udp(
+        addr("10.0.1.30:6060"),
+        addr("10.0.1.10:5060"),
+        &core_request(2000),
+    );
+    assert!(r.w.io().inject(Side::Core, &p));
+    r.w.poll_once();
+    let sent = r.w.io().take_sent();
+    assert_eq!(sent.len(), 1, "our SYN: {:?}", r.w.stats());
+    let mut esp = sent[0].1.clone();
+    let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
+    let syn = &esp[inner];
+    assert_eq!(syn[20 + 13] & 0x02, 0x02, "a SYN");
+    let seq = u32::from_be_bytes(syn[24..28].try_into().unwrap());
+    // the UE has no TCP server on its port-s: RST|ACK
+    let (ue, ours): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (UE.parse().unwrap(), OURS.parse().unwrap());
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&UE_PORT_S.to_be_bytes());
+    t[2..4].copy_from_slice(&OUR_PORT_C.to_be_bytes());
+    t[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x14;
+    let sum = tcp_checksum(ue, ours, &t);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    assert!(r.w.io().inject(
+        Side::Ue,
+        &protect(&sa4_tx, &ip_tcp(ue.into(), ours.into(), &t))
+    ));
+    r.w.poll_once();
+    assert!(r.w.io().take_sent().is_empty());
+    let s = *r.w.stats();
+    let lost = DropReason::StreamLost as usize;
+    assert_eq!(
+        s.drops[lost] - before.drops[lost],
+        1,
+        "the request lost, counted: {s:?}"
+    );
+}
+
+/// A UE's set goes and, before the sweep has seen it go, the registrar gives the same UE a new
+/// set with the same name for the worker's TCP (same registration, our same port-c and port-s:
+/// the ports came free and were handed out again) but a new port-c of the UE (TS 33.203 §7.4).
+/// The new set's TCP is its own: the UE's connection from its new port-c is served, and the old
+/// set's record is not kept alive by the new set's SAs.
+#[test]
+fn a_new_set_with_the_name_of_one_not_yet_swept_gets_its_own_tcp() {
+    let mut r = tcp_rig();
+    let (spi1, spi4) = (r.sa1_tx.spi(), r.sa4_tx.spi());
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(&message(10, 30));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1);
+    // the set goes: its four SAs
+    let ue_ip: IpAddr = UE.parse().unwrap();
+    r.writer.remove_inbound(spi1).unwrap();
+    r.writer.remove_inbound(spi4).unwrap();
+    r.writer
+        .remove_outbound(ue_ip, UE_PORT_C, OUR_PORT_S)
+        .unwrap();
+    r.writer
+        .remove_outbound(ue_ip, UE_PORT_S, OUR_PORT_C)
+        .unwrap();
+    // the new set, at once: the UE's new port-c, everything else as before
+    const NEW_PORT_C: u16 = 7010;
+    let meta = |ue_port, local_port| pcscf::satable::EntryMeta {
+        ue_addr: ue_ip,
+        ue_port,
+        ue_ports: pcscf::satable::SetPorts {
+            c: NEW_PORT_C,
+            s: UE_PORT_S,
+        },
+        local_port,
+        ports: pcscf::satable::SetPorts {
+            c: OUR_PORT_C,
+            s: OUR_PORT_S,
+        },
+        binding: BINDING,
+        state: pcscf::satable::SetState::New,
+    };
+    let new1 = r.writer.reserve_spi().unwrap();
+    r.writer
+        .install_inbound(sa(new1), &meta(NEW_PORT_C, OUR_PORT_S))
+        .unwrap();
+    r.writer
+        .set_inbound_registration(new1, Some(r.reg.clone()))
+        .unwrap();
+    let new4 = r.writer.reserve_spi().unwrap();
+    r.writer
+        .install_inbound(sa(new4), &meta(UE_PORT_S, OUR_PORT_C))
+        .unwrap();
+    r.writer
+        .install_outbound(
+            sa(crate::support::worker::SPI_SA2),
+            &meta(UE_PORT_S, OUR_PORT_C),
+        )
+        .unwrap();
+    r.writer
+        .install_outbound(
+            sa(crate::support::worker::SPI_SA3),
+            &meta(NEW_PORT_C, OUR_PORT_S),
+        )
+        .unwrap();
+    let mut ue = Ue::with_port_c(sa(new1), NEW_PORT_C);
+    ue.send(&message(10, 31));
+    assert_eq!(
+        pump(&mut ue, &mut r.w).len(),
+        1,
+        "the UE's connection in its new set: {:?}",
+        r.w.stats()
+    );
+    // past a sweep: the new set's TCP still serves the UE (nothing of the old one in its way)
+    std::thread::sleep(pcscf::dataplane::SWEEP_EVERY + std::time::Duration::from_millis(50));
+    r.w.poll_once();
+    ue.send(&message(10, 32));
+    assert_eq!(pump(&mut ue, &mut r.w).len(), 1, "{:?}", r.w.stats());
+    let s = *r.w.stats();
+    assert_eq!(s.drops[DropReason::TcpRefused as usize], 0, "{s:?}");
+}
+
+/// A hostile UE on its own set sends segments that open nothing (bare ACKs to our port-s, no
+/// connection up: each answered with a RST, RFC 9293 §3.10.7.2): the worker allocates nothing
+/// per segment once warm (its set's TCP is not built and given back again for each one, ~25
+/// KiB of buffers a time, on the worker that serves every other UE).
+#[test]
+fn hostile_segments_to_a_quiet_set_allocate_nothing_per_segment() {
+    use crate::support::alloc::allocations_in;
+    let mut r = tcp_rig();
+    let sa1 = std::mem::replace(&mut r.sa1_tx, sa(1));
+    let (ue, ours): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (UE.parse().unwrap(), OURS.parse().unwrap());
+    let ack = |n: u32| {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&UE_PORT_C.to_be_bytes());
+        t[2..4].copy_from_slice(&OUR_PORT_S.to_be_bytes());
+        t[4..8].copy_from_slice(&n.to_be_bytes());
+        t[8..12].copy_from_slice(&n.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x10;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let sum = tcp_checksum(ue, ours, &t);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        protect(&sa1, &ip_tcp(ue.into(), ours.into(), &t))
+    };
+    let (mut allocs, mut resets) = (0u64, 0usize);
+    for n in 0..100u32 {
+        assert!(r.w.io().inject(Side::Ue, &ack(1000 + n)));
+        let ((), a) = allocations_in(|| {
+            r.w.poll_once();
+        });
+        if n >= 20 {
+            allocs += a;
+        }
+        resets += r.w.io().take_sent().len();
+    }
+    assert_eq!(resets, 100, "each answered: {:?}", r.w.stats());
+    assert_eq!(allocs, 0, "allocations per hostile segment once warm");
 }
 
 /// What the worker sends toward a UE leaves in the order it came, whatever the transport: the

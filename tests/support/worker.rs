@@ -390,10 +390,15 @@ pub struct Ue {
 
 impl Ue {
     pub fn new(sa1_tx: Sa) -> Ue {
+        Ue::with_port_c(sa1_tx, UE_PORT_C)
+    }
+
+    /// [`Ue::new`] for a set in which the UE's port-c is `port_c` (its port-s the rig's).
+    pub fn with_port_c(sa1_tx: Sa, port_c: u16) -> Ue {
         let ports = PortPairs {
             local: UE.parse().unwrap(),
             remote: OURS.parse().unwrap(),
-            local_c: UE_PORT_C,
+            local_c: port_c,
             local_s: UE_PORT_S,
             remote_c: OUR_PORT_C,
             remote_s: OUR_PORT_S,
