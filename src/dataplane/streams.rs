@@ -28,7 +28,7 @@ use crate::satable::{Entry, ReadGuard, SetPorts};
 use crate::tcp::{Conn, Host, HostConfig, PortPairs, Segments, SendError, SetId};
 use crate::wire;
 
-/// How often a step of the sweep runs: [`SWEEP_STEP`] sets checked against the SA table (a
+/// How often a step of the sweep runs: 32 sets checked against the SA table (a
 /// set whose SAs went is closed). Steps, not one pass over every set: a worker holding 65,536
 /// sets would stall its batch for milliseconds; a step costs at most 64 lookups, and a set's
 /// TCP goes within (sets / 32) ms of its SAs (2 s for 65,536 sets).

@@ -13,7 +13,7 @@ mod host;
 pub use endpoint::{
     Conn, Endpoint, EndpointConfig, EndpointStats, PortPairs, SegmentError, Segments, SendError,
 };
-pub use host::{Host, HostConfig, HostError, HostStats, SetId};
+pub use host::{Host, HostConfig, HostError, HostStats, SLEEP_AFTER, SetId};
 
 /// The earlier of two optional deadlines.
 fn earliest(
