@@ -565,8 +565,11 @@ impl Pipeline {
 
     /// The worker that holds the TCP of `ue`'s SA sets (`dataplane::worker_of`).
     fn holder(&self, ue: IpAddr) -> u16 {
-        let workers = self.peers.as_ref().map_or(1, |p| p.len());
-        crate::dataplane::worker_of(ue, workers) as u16
+        match &self.peers {
+            Some(p) => crate::dataplane::worker_of(ue, p.len()) as u16,
+            // a worker alone holds every UE's TCP
+            None => self.cfg.id,
+        }
     }
 
     /// Copy `d` to worker `holder`'s inject queue (a full queue or an unknown worker loses it,
@@ -1146,8 +1149,16 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         };
         let ue = e.ue_addr();
-        let Some(out_sa) = sas.outbound_of_set(port, e) else {
-            return Verdict::Drop(DropReason::NoRoute);
+        let stream = matches!(came, Protection::Stream { .. });
+        // RFC 3261 §18.2.2: on the connection the request came on, whatever its Via's port;
+        // as a datagram over the set's SA toward that port
+        let out_sa = if stream {
+            None
+        } else {
+            match sas.outbound_of_set(port, e) {
+                Some(o) => Some(o),
+                None => return Verdict::Drop(DropReason::NoRoute),
+            }
         };
         let Some(ours) = self.our_ue_addr(ue) else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -1162,14 +1173,12 @@ impl Pipeline {
         ) else {
             return Verdict::Drop(DropReason::NoRoom);
         };
-        let stream = matches!(came, Protection::Stream { .. });
         Verdict::Reply(Reply {
             side: Side::Ue,
-            src: SocketAddr::new(ours, out_sa.local_port()),
+            src: SocketAddr::new(ours, out_sa.map_or(e.local_port(), |o| o.local_port())),
             dst: SocketAddr::new(ue, port),
             len,
-            over: (!stream).then(|| out_sa.sa().as_ref()),
-            // RFC 3261 §18.2.2: back on the connection the request came on
+            over: out_sa.map(|o| o.sa().as_ref()),
             stream: stream.then_some(e),
         })
     }

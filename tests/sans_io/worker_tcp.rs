@@ -682,3 +682,21 @@ fn a_stream_without_content_length_resets_only_that_connection() {
     ue.send(&message(10, 40));
     assert_eq!(pump(&mut ue, &mut r.w).len(), 1, "a new connection works");
 }
+
+/// A request to us on the UE's connection is answered on it (RFC 3261 §18.2.2), whatever port
+/// its Via names: no SA of the set need match that port (a datagram answer would need one).
+#[test]
+fn a_request_to_us_on_the_connection_is_answered_on_it_whatever_its_via_port() {
+    let mut r = tcp_rig();
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    ue.send(b"OPTIONS sip:10.46.0.1:5103 SIP/2.0\r\nVia: SIP/2.0/TCP 10.46.0.6:9999;branch=z9hG4bKopt\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example.net>;tag=1\r\nTo: <sip:10.46.0.1:5103>\r\nCall-ID: opt@10.46.0.6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let got = messages(&ue.got);
+    assert_eq!(got.len(), 1, "{:?}", r.w.stats());
+    assert!(
+        got[0].starts_with(b"SIP/2.0 200 "),
+        "{}",
+        String::from_utf8_lossy(&got[0])
+    );
+    assert_eq!(r.w.stats().replied, 1);
+}
