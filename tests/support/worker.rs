@@ -593,6 +593,10 @@ pub fn run_tcp_segment(data: &[u8]) {
     let Some((&sel, seg)) = data.split_first() else {
         return;
     };
+    if seg.is_empty() {
+        // (ESP takes no empty payload: nothing to send)
+        return;
+    }
     let mut r = tcp_rig();
     let (tx, sport, dport) = if sel & 1 != 0 {
         (&r.sa1_tx, UE_PORT_C, OUR_PORT_S)
