@@ -51,9 +51,10 @@ pub struct UeSide {
     pub register_burst_per_source: u32,
     #[serde(default = "default_register_rate")]
     pub register_rate_per_source: f64,
-    /// The largest request sent to a UE in a datagram; a larger one goes over TCP inside its
-    /// SAs (RFC 3261 §18.1.1: 1,300 bytes when the path MTU is unknown). 65535: never TCP
-    /// (UEs that cannot take it, such as a UDP-only load generator).
+    /// The largest request sent to a UE in a datagram; a larger one, or one whose Request-URI
+    /// says `;transport=tcp` (RFC 3263 §4.1), goes over TCP inside its SAs (RFC 3261 §18.1.1:
+    /// 1,300 bytes when the path MTU is unknown). 65535: never TCP (UEs that cannot take it,
+    /// such as a UDP-only load generator).
     #[serde(default = "default_max_udp_request")]
     pub max_udp_request: u16,
 }

@@ -934,6 +934,10 @@ impl Pipeline {
             .seal(Dir::ToUe, 0, 0, port, hash, m.src.ip(), e.ue_addr());
         let kind = rules::classify(view, &self.own);
         let is_ack = view.is_method(b"ACK");
+        // RFC 3263 §4.1: a contact registered with `;transport=tcp` is reached over TCP
+        // (unless TCP toward UEs is off: `ue.max_udp_request` 65535)
+        let wants_tcp =
+            self.cfg.max_udp_request < usize::from(u16::MAX) && rules::request_uri_wants_tcp(view);
         let flow = Flow {
             binding: e.binding(),
             ue: e.ue_addr(),
@@ -982,8 +986,9 @@ impl Pipeline {
         }
         let range = ed.range();
         // RFC 3261 §18.1.1: a request larger than a datagram may safely be goes over a
-        // congestion-controlled transport: our connection to the UE's port-s, in the set of SA2
-        if range.len() > self.cfg.max_udp_request {
+        // congestion-controlled transport (as does one for a TCP contact): our connection to
+        // the UE's port-s, in the set of SA2
+        if range.len() > self.cfg.max_udp_request || wants_tcp {
             if rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
                 return Verdict::Drop(DropReason::NoRoom);
             }

@@ -700,3 +700,32 @@ fn a_request_to_us_on_the_connection_is_answered_on_it_whatever_its_via_port() {
     );
     assert_eq!(r.w.stats().replied, 1);
 }
+
+/// RFC 3263 §4.1: a request for a contact registered with `;transport=tcp` goes on our
+/// connection however small; with TCP toward UEs off (`max_udp_request` 65535) it stays a
+/// datagram.
+#[test]
+fn a_request_for_a_tcp_contact_goes_on_our_connection_however_small() {
+    let small_tcp = String::from_utf8(core_request(10))
+        .unwrap()
+        .replacen(
+            "sip:alice@10.46.0.6:7005",
+            "sip:alice@10.46.0.6:7005;transport=TCP",
+            1,
+        )
+        .into_bytes();
+    for (max, over_tcp) in [(1300, true), (usize::from(u16::MAX), false)] {
+        let mut c = cfg(false);
+        c.max_udp_request = max;
+        let mut r = with_sa3(rig_with(c, BINDING));
+        let p = udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &small_tcp);
+        assert!(r.w.io().inject(Side::Core, &p));
+        r.w.poll_once();
+        let sent = r.w.io().take_sent();
+        assert_eq!(sent.len(), 1, "{:?}", r.w.stats());
+        let mut esp = sent[0].1.clone();
+        let (inner, _) = r.sa2_rx.decapsulate(&mut esp).unwrap();
+        let tcp = !matches!(classify(&esp[inner]), L4::Udp { .. });
+        assert_eq!(tcp, over_tcp, "max_udp_request {max}: over TCP (our SYN)");
+    }
+}

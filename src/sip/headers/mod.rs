@@ -19,5 +19,5 @@ pub use cseq::cseq;
 pub use digest::{Digest, hex16};
 pub use name_addr::NameAddr;
 pub use sec_agree::{IpsecOffer, ParamSet, SecError, SecMechanism, mechanisms};
-pub use uri::{request_uri_ok, same_identity, split_host_port, uri_host, uri_hostport};
+pub use uri::{request_uri_ok, same_identity, split_host_port, uri_host, uri_hostport, uri_params};
 pub use via::Via;

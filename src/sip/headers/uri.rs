@@ -79,6 +79,18 @@ pub fn uri_hostport(uri: &[u8]) -> &[u8] {
     &hp[..end]
 }
 
+/// The `;params` of a SIP URI (after host and port, before `?headers`).
+pub fn uri_params(uri: &[u8]) -> &[u8] {
+    let hp = uri_hostport(uri);
+    let end = (hp.as_ptr() as usize).wrapping_sub(uri.as_ptr() as usize) + hp.len();
+    let rest = uri.get(end..).unwrap_or_default();
+    let rest = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => &rest[..q],
+        None => rest,
+    };
+    rest.strip_prefix(b";").unwrap_or(rest)
+}
+
 pub fn uri_host(uri: &[u8]) -> &[u8] {
     let hp = uri_hostport(uri);
     match split_host_port(hp) {

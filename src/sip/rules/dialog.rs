@@ -204,18 +204,6 @@ fn values(v: View<'_>, name: HeaderName) -> impl Iterator<Item = (usize, &[u8])>
         .flat_map(move |(i, h)| ListIter::new(v.bytes(h.value)).map(move |item| (i, item)))
 }
 
-/// The `;params` of a SIP URI (after host and port, before `?headers`).
-fn uri_params(uri: &[u8]) -> &[u8] {
-    let hp = headers::uri_hostport(uri);
-    let end = (hp.as_ptr() as usize).wrapping_sub(uri.as_ptr() as usize) + hp.len();
-    let rest = uri.get(end..).unwrap_or_default();
-    let rest = match rest.iter().position(|&b| b == b'?') {
-        Some(q) => &rest[..q],
-        None => rest,
-    };
-    rest.strip_prefix(b";").unwrap_or(rest)
-}
-
 /// One Route / Record-Route value that names us: its URI and verified token.
 #[derive(Clone, Copy, Debug)]
 struct Ours<'a> {
@@ -231,7 +219,7 @@ fn ours<'a>(item: &'a [u8], own: &OwnUris, key: &FlowKey) -> Result<Option<Ours<
         return Ok(None);
     }
     let (mut lr, mut tok, mut toks) = (false, None, 0);
-    for p in ParamIter::new(uri_params(na.uri)) {
+    for p in ParamIter::new(headers::uri_params(na.uri)) {
         if p.name.eq_ignore_ascii_case(b"lr") {
             lr = true;
         } else if p.name.eq_ignore_ascii_case(flow::PARAM) {
@@ -281,7 +269,7 @@ pub fn classify(v: View<'_>, own: &OwnUris) -> Option<RequestKind> {
             .is_some_and(|(_, item)| {
                 NameAddr::parse(item).is_some_and(|na| {
                     own.is_us(na.uri)
-                        && ParamIter::new(uri_params(na.uri))
+                        && ParamIter::new(headers::uri_params(na.uri))
                             .any(|p| p.name.eq_ignore_ascii_case(flow::PARAM))
                 })
             });
@@ -413,7 +401,9 @@ pub fn pop_dialog_routes(
                     // a third entry of ours: a loop through us, or a spliced route set
                     return Err(DialogError::WrongOrder);
                 }
-                if !ParamIter::new(uri_params(na.uri)).any(|p| p.name.eq_ignore_ascii_case(b"lr")) {
+                if !ParamIter::new(headers::uri_params(na.uri))
+                    .any(|p| p.name.eq_ignore_ascii_case(b"lr"))
+                {
                     return Err(DialogError::StrictNextHop);
                 }
             }

@@ -277,6 +277,17 @@ pub fn request_uri_addr(v: View<'_>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port.unwrap_or(5060)))
 }
 
+/// Whether the Request-URI asks for TCP (`;transport=tcp`, RFC 3263 §4.1: a UE that registered
+/// a contact so reaches it over TCP).
+pub fn request_uri_wants_tcp(v: View<'_>) -> bool {
+    v.request_uri().is_some_and(|u| {
+        lex::ParamIter::new(headers::uri_params(u)).any(|p| {
+            p.name.eq_ignore_ascii_case(b"transport")
+                && p.value.is_some_and(|t| t.eq_ignore_ascii_case(b"tcp"))
+        })
+    })
+}
+
 /// A request from the core toward a registered UE, arriving through the Path we inserted
 /// (TS 24.229 §5.2.6.4): our Route entry popped, our UE-side Via on top (`me.via_sent_by`),
 /// Max-Forwards decremented.
