@@ -31,12 +31,18 @@ pub(super) fn spawn(
 ) -> Result<Workers, Box<dyn std::error::Error>> {
     let mut shared = Vec::new();
     let mut handles = Vec::new();
-    // every worker's inject queue first: a worker hands a message for a UE's TCP connection
-    // to the worker that holds it
+    // every worker's inject queue first (the registration thread sends through them)
     let injects: Vec<Arc<MsgQueue>> = (0..backends.len().min(cfg.dataplane.workers.len()))
         .map(|_| MsgQueue::new(cfg.dataplane.punt_queue, None))
         .collect();
-    let peers: Arc<[Arc<MsgQueue>]> = injects.clone().into();
+    // and every worker's hand-over queue, apart from its inject queue (a UE flooding segments
+    // at a worker that does not hold its TCP fills the holder's hand-over queue, never the
+    // registration thread's)
+    let peers: Arc<[Arc<MsgQueue>]> = injects
+        .iter()
+        .map(|_| MsgQueue::new(cfg.dataplane.punt_queue, None))
+        .collect::<Vec<_>>()
+        .into();
     for (i, (io, &core)) in backends.into_iter().zip(&cfg.dataplane.workers).enumerate() {
         let wcfg = worker_config(cfg, i as u16)?;
         let st = Arc::new(SharedStats::default());

@@ -210,7 +210,7 @@ pub struct Pipeline {
     punt: Arc<MsgQueue>,
     /// Where the dialog events go (`control::dialogs`), if anywhere.
     events: Option<Arc<MsgQueue>>,
-    /// Every worker's inject queue, by worker id: a message for a UE's TCP connection that
+    /// Every worker's hand-over queue, by worker id: a message for a UE's TCP connection that
     /// another worker holds goes to that worker's.
     peers: Option<Arc<[Arc<MsgQueue>]>>,
     pub(crate) stats: WorkerStats,
@@ -269,7 +269,7 @@ impl Pipeline {
         }
     }
 
-    /// Every worker's inject queue, by worker id (`Verdict::HandedOver`).
+    /// Every worker's hand-over queue, by worker id (`Verdict::HandedOver`).
     pub fn set_peers(&mut self, peers: Arc<[Arc<MsgQueue>]>) {
         self.peers = Some(peers);
     }
@@ -572,7 +572,7 @@ impl Pipeline {
         }
     }
 
-    /// Copy `d` to worker `holder`'s inject queue (a full queue or an unknown worker loses it,
+    /// Copy `d` to worker `holder`'s hand-over queue (a full queue or an unknown worker loses it,
     /// counted).
     fn hand_over<'g>(&mut self, holder: u16, d: Datagram<&[u8]>) -> Verdict<'g> {
         let Some(q) = self.peers.as_ref().and_then(|p| p.get(usize::from(holder))) else {
@@ -1251,7 +1251,7 @@ impl Pipeline {
 
     /// The message `frame[range]` goes on the TCP connection of the SA set of `e` that `e`'s
     /// port names ([`Verdict::Stream`]), from our address `ours`, which worker `holder` holds:
-    /// this one, or handed over to it through its inject queue (a copy, as
+    /// this one, or handed over to it through its hand-over queue (a copy, as
     /// `Protection::Stream` from `ours` at `e`'s port to the UE at its port: the outbound SA of
     /// that flow names the set and the connection).
     fn on_stream<'g>(

@@ -10,8 +10,9 @@
 //! the registration thread compute alike: a segment that reached another worker, a response
 //! from the core for the UE's connection (our Via branch names the holder,
 //! `sip::branch::LANE_STREAM`), a request from the core too large for a datagram (RFC 3261
-//! §18.1.1) and the registration thread's answers all go to the holder's inject queue
-//! (`Protection::Segment` / `Protection::Stream`). With the NIC hashing a UE's ESP to one
+//! §18.1.1) go to the holder's hand-over queue, the registration thread's answers to its inject
+//! queue (`Protection::Segment` / `Protection::Stream`; two queues, so a flood of hand-overs
+//! never costs a registration answer its slot). With the NIC hashing a UE's ESP to one
 //! receive queue, pinning that queue's worker as the holder (RSS steering) saves the copy.
 //!
 //! Bounds: the host's (sets, bytes and time per connection; `tcp::host`); a set whose SAs are

@@ -71,6 +71,10 @@ pub struct Worker<P: PacketIo> {
     sas: Option<SaReader>,
     /// Messages the registration thread wants this worker to send.
     inject: Option<Arc<MsgQueue>>,
+    /// What the other workers hand this one for the UEs' TCP it holds (its entry in the
+    /// peers': a queue apart from `inject`, so a flood of hand-overs never costs the
+    /// registration thread's answers a slot).
+    handover: Option<Arc<MsgQueue>>,
     punt: Arc<MsgQueue>,
     shared: Arc<SharedStats>,
     rx: Vec<Desc>,
@@ -107,6 +111,7 @@ impl<P: PacketIo> Worker<P> {
             batch,
             sas: None,
             inject: None,
+            handover: None,
             punt,
             shared,
             rx: vec![
@@ -139,10 +144,10 @@ impl<P: PacketIo> Worker<P> {
         self
     }
 
-    /// Give the worker every worker's inject queue, by worker id: a message for a UE's TCP
-    /// connection that another worker holds goes there.
+    /// Give the worker every worker's hand-over queue, by worker id (its own is the one at its
+    /// id): a segment or message for a UE's TCP that another worker holds goes there.
     pub fn with_peers(mut self, peers: Arc<[Arc<MsgQueue>]>) -> Self {
-        self.pipe.set_peers(peers);
+        self.set_peers(peers);
         self
     }
 
@@ -153,6 +158,7 @@ impl<P: PacketIo> Worker<P> {
 
     /// [`Worker::with_peers`] on a built worker.
     pub fn set_peers(&mut self, peers: Arc<[Arc<MsgQueue>]>) {
+        self.handover = peers.get(usize::from(self.pipe.config().id)).cloned();
         self.pipe.set_peers(peers);
     }
 
@@ -211,7 +217,8 @@ impl<P: PacketIo> Worker<P> {
     #[inline(never)]
     pub fn poll_once(&mut self) -> usize {
         let n = self.io.recv(&mut self.rx).unwrap_or_default();
-        let injected = self.inject.as_ref().is_some_and(|q| !q.is_empty());
+        let waiting = |q: &Option<Arc<MsgQueue>>| q.as_ref().is_some_and(|q| !q.is_empty());
+        let injected = waiting(&self.inject) || waiting(&self.handover);
         // the clock is read for the TCP's timers only while it holds a set
         let tcp_due = !self.streams.is_idle() && self.streams.is_due(Instant::now());
         if n == 0 && !injected && !tcp_due {
@@ -225,7 +232,12 @@ impl<P: PacketIo> Worker<P> {
         let sas = self.sas.clone();
         let guard = sas.as_ref().map(|s| s.pin());
         if injected {
-            self.drain_inject(guard.as_ref(), t0);
+            for q in [self.inject.clone(), self.handover.clone()]
+                .into_iter()
+                .flatten()
+            {
+                self.drain_inject(&q, guard.as_ref(), t0);
+            }
         }
         for i in 0..n {
             let d = self.rx[i];
@@ -361,11 +373,9 @@ impl<P: PacketIo> Worker<P> {
             .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
     }
 
-    /// Send what the registration thread queued for this worker (at most one batch's worth).
-    fn drain_inject(&mut self, sas: Option<&ReadGuard<'_>>, now: Instant) {
-        let Some(q) = self.inject.clone() else {
-            return;
-        };
+    /// Send what the registration thread (`inject`) or the other workers (`handover`) queued
+    /// for this worker in `q` (at most one batch's worth).
+    fn drain_inject(&mut self, q: &MsgQueue, sas: Option<&ReadGuard<'_>>, now: Instant) {
         for _ in 0..self.batch {
             let Some(m) = q.pop() else {
                 break;

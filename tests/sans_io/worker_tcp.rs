@@ -128,7 +128,6 @@ fn the_core_answer_reaching_another_worker_is_handed_to_the_one_holding_the_conn
     let mut r = tcp_rig();
     let (q0, q1) = (MsgQueue::new(16, None), MsgQueue::new(16, None));
     let peers: Arc<[Arc<MsgQueue>]> = vec![q0.clone(), q1.clone()].into();
-    r.w.set_inject(q0.clone());
     r.w.set_peers(peers.clone());
     let mut other = {
         let mut c = cfg(false);
@@ -140,7 +139,6 @@ fn the_core_answer_reaching_another_worker_is_handed_to_the_one_holding_the_conn
             Arc::new(SharedStats::default()),
         )
         .with_sas(r.writer.reader())
-        .with_inject(q1)
         .with_peers(peers)
     };
     assert_eq!(
@@ -392,7 +390,6 @@ fn segments_reaching_another_worker_are_handed_to_the_holder() {
     let mut r = tcp_rig();
     let (q0, q1) = (MsgQueue::new(64, None), MsgQueue::new(64, None));
     let peers: Arc<[Arc<MsgQueue>]> = vec![q0.clone(), q1.clone()].into();
-    r.w.set_inject(q0);
     r.w.set_peers(peers.clone());
     let mut c = cfg(false);
     c.id = 1;
@@ -403,7 +400,6 @@ fn segments_reaching_another_worker_are_handed_to_the_holder() {
         Arc::new(SharedStats::default()),
     )
     .with_sas(r.writer.reader())
-    .with_inject(q1)
     .with_peers(peers);
     let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
     ue.send(&message(500, 20));
