@@ -3,9 +3,11 @@
 //! on its set's TCP instead of sending its MESSAGEs. The P-CSCF must refuse it, bound what it
 //! holds for it and count it, while every honest UE keeps working (`tcp::Host`'s bounds).
 //!
-//! What each kind does ([`HostileTcp`]) and what the UE simulator then watches for is in
-//! [`HostileTcp`]'s variants; the outcomes are counted per kind ([`HostileTally`]), apart from
-//! the honest UEs' failures.
+//! What each kind does and what the UE simulator then watches for is in [`HostileTcp`]'s
+//! variants. A UE whose connection the P-CSCF ended then sends one honest MESSAGE on a new
+//! connection over the same SAs and expects its 200 (the reset must cost it its connection,
+//! not its registration). The outcomes are counted per kind ([`HostileTally`]), apart from the
+//! honest UEs' failures.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -161,11 +163,6 @@ impl HostileTally {
         self.outcomes.get(&(kind, outcome)).copied().unwrap_or(0)
     }
 
-    /// How many hostile UEs finished.
-    pub fn total(&self) -> u64 {
-        self.outcomes.values().sum()
-    }
-
     /// The report's lines.
     pub fn lines(&self) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -195,6 +192,11 @@ pub const RESET: &str = "connection ended by the P-CSCF";
 pub const NOT_RESET: &str = "connection not ended in time";
 pub const SENT: &str = "segments sent";
 pub const NOT_SENT: &str = "could not send";
+/// After the reset, its honest MESSAGE on a new connection: answered 200, answered otherwise,
+/// not answered.
+pub const SERVED_AGAIN: &str = "then its MESSAGE on a new connection answered 200";
+pub const REFUSED_AGAIN: &str = "then its MESSAGE on a new connection refused";
+pub const NOT_SERVED_AGAIN: &str = "then its MESSAGE on a new connection not answered";
 
 /// TCP flags.
 pub const SYN: u8 = 0x02;

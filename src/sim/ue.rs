@@ -330,6 +330,11 @@ struct HostileRun {
     last: Instant,
     /// Bytes sent so far.
     sent: usize,
+    /// When the P-CSCF ended its connection: it then sends one honest MESSAGE on a new one
+    /// over the same SAs, and whether it was answered 200 (the reset cost it its connection,
+    /// not its registration).
+    reset_at: Option<Instant>,
+    served: Option<bool>,
 }
 
 struct Ue {
@@ -1632,6 +1637,16 @@ fn drive_hostile(
     let (Some(h), Some(t), Some(sa1)) = (ue.hostile.as_mut(), &sim.tcp, ue.sa1.as_ref()) else {
         return true;
     };
+    if let Some(at) = h.reset_at {
+        let outcome = match h.served {
+            Some(true) => hostile::SERVED_AGAIN,
+            Some(false) => hostile::REFUSED_AGAIN,
+            None if now.duration_since(at) > sim.cfg.timeout => hostile::NOT_SERVED_AGAIN,
+            None => return false,
+        };
+        tally.add(h.kind, outcome);
+        return true;
+    }
     let id = UeTcp::set_id(i, ue.generation);
     let connected = t.borrow().is_connected(id);
     let impi = sim.impi(i);
@@ -1737,7 +1752,17 @@ fn drive_hostile(
     }
     if h.sent > 0 && !connected {
         tally.ended(h.kind, now.duration_since(h.started));
-        return true;
+        // one honest MESSAGE on a new connection over the same SAs
+        h.reset_at = Some(now);
+        let msg = sim.message(i, 1);
+        ue.msg_sent = now;
+        if !sim.send_sa1(ue, msg.as_bytes())
+            && let Some(h) = ue.hostile.as_mut()
+        {
+            h.served = Some(false);
+        }
+        ue.in_flight = Some(msg);
+        return false;
     }
     if now.duration_since(h.started) > h.kind.deadline() {
         tally.add(h.kind, hostile::NOT_RESET);
@@ -1853,6 +1878,8 @@ fn on_protected(
                     started: now,
                     last: now,
                     sent: 0,
+                    reset_at: None,
+                    served: None,
                 });
                 return;
             }
@@ -1868,6 +1895,13 @@ fn on_protected(
                 .msg_latency
                 .record((now - ue.msg_sent).as_micros().max(1) as u64);
             ue.step_at = now;
+        }
+        Step::Hostile => {
+            // the answer to its honest MESSAGE after the reset
+            if let Some(h) = ue.hostile.as_mut() {
+                h.served = Some(status == Some(200));
+            }
+            return;
         }
         Step::Reregistering => {
             if status != Some(200) {

@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use pcscf::sim::hostile::{HostilePlan, HostileTcp, WRONG_PORT_SEGMENTS};
+use pcscf::sim::hostile::{HostilePlan, HostileTcp, SERVED_AGAIN, WRONG_PORT_SEGMENTS};
 
 /// Run `pcscf <args>` (a lab), which must succeed (every honest UE did); its standard output.
 fn run_lab(args: &[&str]) -> String {
@@ -97,8 +97,11 @@ fn hostile_lab(ues: usize, every: usize, kinds: &[HostileTcp], rate: u32, ipv6: 
         stdout.contains(&format!("hostile UEs: {hostile} (")),
         "{stdout}"
     );
-    // the P-CSCF ended every connection that broke the rules, in time
+    // the P-CSCF ended every connection that broke the rules, in time; that cost the UE its
+    // connection only: its MESSAGE on a new one over the same SAs is answered 200
+    let mut resets = 0;
     for k in kinds.iter().filter(|k| k.expects_reset()) {
+        resets += of(*k) as usize;
         assert!(
             stdout.contains(&format!(
                 "hostile tcp: {}: connection ended by the P-CSCF: {}\n",
@@ -108,7 +111,21 @@ fn hostile_lab(ues: usize, every: usize, kinds: &[HostileTcp], rate: u32, ipv6: 
             "{}: {stdout}",
             k.name()
         );
+        assert!(
+            stdout.contains(&format!(
+                "hostile tcp: {}: {SERVED_AGAIN}: {}\n",
+                k.name(),
+                of(*k)
+            )),
+            "{}: {stdout}",
+            k.name()
+        );
     }
+    assert!(
+        !stdout.contains("on a new connection not answered"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("on a new connection refused"), "{stdout}");
     for k in kinds.iter().filter(|k| !k.expects_reset()) {
         assert!(
             stdout.contains(&format!(
@@ -136,9 +153,17 @@ fn hostile_lab(ues: usize, every: usize, kinds: &[HostileTcp], rate: u32, ipv6: 
         d.iter().all(|(r, _)| r == "tcp_refused"),
         "other drops: {d:?}\n{stdout}"
     );
-    // on the streams: every UE's protected REGISTER, every honest MESSAGE, in and answered
-    // (a hostile UE's broken message is never taken as one)
-    let framed = ues + honest * messages;
+    // on the streams: every UE's protected REGISTER, every honest MESSAGE and each reset
+    // UE's MESSAGE after it, in and answered (a hostile UE's broken message is never taken
+    // as one); the core got those MESSAGEs and no other
+    let framed = ues + honest * messages + resets;
+    assert!(
+        stdout.contains(&format!(
+            "registered, 0 auth failures, {} MESSAGEs\n",
+            honest * messages + resets
+        )),
+        "{stdout}"
+    );
     let tcp = stdout
         .lines()
         .find(|l| l.starts_with("pcscf:   tcp in the SAs: "))
