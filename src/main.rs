@@ -74,6 +74,17 @@ enum Cmd {
         /// carries it whole).
         #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
         message_size: usize,
+        /// Hostile UEs over TCP (with --transport tcp): once registered, every --hostile-every-th
+        /// UE misbehaves on its TCP inside the SAs instead of sending its MESSAGEs, the kinds
+        /// taken in turn (comma-separated, or all): slowloris (a MESSAGE one byte a second),
+        /// no-content-length, endless (a header section that never ends), wrong-ports (segments
+        /// over SA1 with other ports than its selectors), syn-flood (SYNs on its one 4-tuple,
+        /// never completed). Their outcomes are reported apart, not as failures.
+        #[arg(long, value_parser = parse_hostile)]
+        hostile_tcp: Option<HostileKinds>,
+        /// Which UEs --hostile-tcp makes hostile: UE i when i % N == 0.
+        #[arg(long, default_value_t = 10)]
+        hostile_every: usize,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -133,6 +144,17 @@ enum Cmd {
         /// The body size in bytes of each protected MESSAGE.
         #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
         message_size: usize,
+        /// Hostile UEs over TCP (with --transport tcp): once registered, every --hostile-every-th
+        /// UE misbehaves on its TCP inside the SAs instead of sending its MESSAGEs, the kinds
+        /// taken in turn (comma-separated, or all): slowloris (a MESSAGE one byte a second),
+        /// no-content-length, endless (a header section that never ends), wrong-ports (segments
+        /// over SA1 with other ports than its selectors), syn-flood (SYNs on its one 4-tuple,
+        /// never completed). Their outcomes are reported apart, not as failures.
+        #[arg(long, value_parser = parse_hostile)]
+        hostile_tcp: Option<HostileKinds>,
+        /// Which UEs --hostile-tcp makes hostile: UE i when i % N == 0.
+        #[arg(long, default_value_t = 10)]
+        hostile_every: usize,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -185,6 +207,14 @@ fn parse_flows(s: &str) -> Result<pcscf::sim::call::CallPlan, String> {
     pcscf::sim::call::CallPlan::parse(s)
 }
 
+/// `--hostile-tcp`'s list (one argument, comma-separated).
+#[derive(Clone, Debug)]
+struct HostileKinds(Vec<pcscf::sim::hostile::HostileTcp>);
+
+fn parse_hostile(s: &str) -> Result<HostileKinds, String> {
+    pcscf::sim::hostile::HostileTcp::parse_list(s).map(HostileKinds)
+}
+
 fn parse_transport(s: &str) -> Result<pcscf::sim::ue::Transport, String> {
     pcscf::sim::ue::Transport::parse(s)
 }
@@ -215,7 +245,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_flows,
             transport,
             message_size,
+            hostile_tcp,
+            hostile_every,
         } => {
+            let hostile = pcscf::sim::hostile::HostilePlan {
+                kinds: hostile_tcp.map(|k| k.0).unwrap_or_default(),
+                every: hostile_every,
+            };
             let cfg = pcscf::lab::LabConfig {
                 ues,
                 rate,
@@ -229,6 +265,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 flows: call_flows,
                 transport,
                 message_size,
+                hostile,
             };
             if !pcscf::lab::run(&cfg)? {
                 return Err("some registrations or calls failed".into());
@@ -281,7 +318,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_flows,
             transport,
             message_size,
+            hostile_tcp,
+            hostile_every,
         } => {
+            let hostile = pcscf::sim::hostile::HostilePlan {
+                kinds: hostile_tcp.map(|k| k.0).unwrap_or_default(),
+                every: hostile_every,
+            };
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
@@ -308,6 +351,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 flows: call_flows,
                 transport,
                 message_size,
+                hostile,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();

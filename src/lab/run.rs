@@ -78,6 +78,9 @@ pub struct LabConfig {
     pub transport: sim::ue::Transport,
     /// The body size of the UEs' protected MESSAGEs.
     pub message_size: usize,
+    /// UEs that misbehave on their TCP once registered ([`sim::hostile`]): their own outcomes
+    /// are reported apart and never fail the lab; every honest UE's failure does.
+    pub hostile: sim::hostile::HostilePlan,
 }
 
 /// Run the lab; `Ok(true)` when every UE registered and every call completed.
@@ -218,6 +221,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         flows: cfg.flows.clone(),
         transport: cfg.transport,
         message_size: cfg.message_size,
+        hostile: cfg.hostile.clone(),
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))
@@ -388,6 +392,7 @@ mod tests {
             flows: Default::default(),
             transport: Default::default(),
             message_size,
+            hostile: Default::default(),
         }
     }
 

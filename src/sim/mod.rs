@@ -5,6 +5,7 @@
 
 pub mod call;
 pub mod core;
+pub mod hostile;
 pub mod rawip;
 pub mod ue;
 pub mod uetcp;

@@ -43,6 +43,7 @@ use crate::aka::{self, Milenage, UeSqnState, Usim, digest};
 use crate::dataplane::{L4, classify};
 use crate::esp::{Frame, Sa, SaOptions, Suite};
 use crate::sim::call;
+use crate::sim::hostile::{self, HostileTcp};
 use crate::sim::rawip::{esp6_socket, raw, recv_esp6, recv_ip, send_esp6, send_ip};
 use crate::sim::uetcp::{EspIn, UeTcp, UeTcpStats};
 use crate::sip::headers::{Digest, SecMechanism};
@@ -89,6 +90,10 @@ pub struct UeSimConfig {
     pub transport: Transport,
     /// The body size of each protected MESSAGE, bytes ([`DEFAULT_MESSAGE_SIZE`]: `hello`).
     pub message_size: usize,
+    /// UEs that misbehave on their TCP once registered, instead of sending their MESSAGEs
+    /// ([`hostile`]; [`Transport::Tcp`] only). Their outcomes are counted apart
+    /// ([`UeSimReport::hostile`]), never as failures.
+    pub hostile: hostile::HostilePlan,
 }
 
 /// The body of a protected MESSAGE by default (`hello`).
@@ -178,6 +183,10 @@ pub struct UeSimReport {
     pub esp_over_dropped_set: u64,
     /// With [`Transport::Tcp`]: what the UEs' TCP counted, and its stack's counters.
     pub tcp: Option<(UeTcpStats, crate::tcp::HostStats)>,
+    /// The UEs that misbehaved once registered ([`UeSimConfig::hostile`]; included in
+    /// `registered`), and what became of them.
+    pub hostile_ues: usize,
+    pub hostile: hostile::HostileTally,
 }
 
 impl UeSimReport {
@@ -272,6 +281,15 @@ impl UeSimReport {
                 h.slow_messages
             );
         }
+        if self.hostile_ues > 0 {
+            println!(
+                "hostile UEs: {} (registered, then misbehaving on their TCP; not counted as failures)",
+                self.hostile_ues
+            );
+            for l in self.hostile.lines() {
+                println!("{l}");
+            }
+        }
         for l in self.placed.lines("ue-sim originating") {
             println!("{l}");
         }
@@ -298,8 +316,25 @@ enum Step {
     Registering,
     Messaging,
     Reregistering,
+    /// Registered, now misbehaving on its TCP ([`UeSimConfig::hostile`]).
+    Hostile,
     Done,
     Failed,
+}
+
+/// A hostile UE at work.
+struct HostileRun {
+    kind: HostileTcp,
+    started: Instant,
+    /// When it last sent.
+    last: Instant,
+    /// Bytes sent so far.
+    sent: usize,
+    /// When the P-CSCF ended its connection: it then sends one honest MESSAGE on a new one
+    /// over the same SAs, and whether it was answered 200 (the reset cost it its connection,
+    /// not its registration).
+    reset_at: Option<Instant>,
+    served: Option<bool>,
 }
 
 struct Ue {
@@ -345,6 +380,8 @@ struct Ue {
     dereg: Option<Dereg>,
     dereg_waiting: Vec<CallRef>,
     deregistered: bool,
+    /// Once registered, when it is one of the hostile UEs.
+    hostile: Option<HostileRun>,
 }
 
 /// A de-registration (TS 24.229 §5.1.1.6.1): the REGISTER with Expires 0 over the current set
@@ -1045,6 +1082,11 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             cfg.message_size
         )));
     }
+    if cfg.hostile.count(cfg.ues) > 0 && cfg.transport != Transport::Tcp {
+        return Err(std::io::Error::other(
+            "hostile TCP UEs need the TCP transport (--transport tcp)",
+        ));
+    }
     let udp = UdpSocket::bind(SocketAddr::new(cfg.ue_ip, 5060))?;
     udp.set_nonblocking(true)?;
     if cfg.ue_ip.is_ipv4() != cfg.pcscf.is_ipv4() {
@@ -1104,6 +1146,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             dereg: None,
             dereg_waiting: Vec::new(),
             deregistered: false,
+            hostile: None,
         })
         .collect();
     for (i, ue) in ues.iter_mut().enumerate() {
@@ -1132,6 +1175,8 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         requests_over_old_set: 0,
         esp_over_dropped_set: 0,
         tcp: None,
+        hostile_ues: 0,
+        hostile: hostile::HostileTally::default(),
     };
     // calls that wait for their UE's re-registration (a leg asked for it)
     let mut held: Vec<(usize, CallRef, Ask)> = Vec::new();
@@ -1458,6 +1503,15 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 finished += 1;
             }
         }
+        // the hostile UEs' misdeeds, and what the P-CSCF made of them
+        for (i, ue) in ues.iter_mut().enumerate().take(started) {
+            if ue.step == Step::Hostile
+                && drive_hostile(&sim, i, ue, now, &mut report.hostile, &mut by_spi)
+            {
+                ue.step = Step::Done;
+                finished += 1;
+            }
+        }
         if finished >= n {
             calls.timers(&sim, &ues, now, &mut held, &mut report);
             for (i, ue) in ues.iter_mut().enumerate() {
@@ -1564,6 +1618,153 @@ fn fail(ue: &mut Ue, why: &'static str, report: &mut UeSimReport) {
     *report.failures.entry(why).or_insert(0) += 1;
 }
 
+/// One step of hostile UE `i` ([`hostile::HostileTcp`]); `true` once it is over, its outcome
+/// in `tally`.
+fn drive_hostile(
+    sim: &Sim,
+    i: usize,
+    ue: &mut Ue,
+    now: Instant,
+    tally: &mut hostile::HostileTally,
+    by_spi: &mut HashMap<u32, usize>,
+) -> bool {
+    let (Some(h), Some(t), Some(sa1)) = (ue.hostile.as_mut(), &sim.tcp, ue.sa1.as_ref()) else {
+        return true;
+    };
+    if let Some(at) = h.reset_at {
+        let outcome = match h.served {
+            Some(true) => hostile::SERVED_AGAIN,
+            Some(false) => hostile::REFUSED_AGAIN,
+            None if now.duration_since(at) > sim.cfg.timeout => hostile::NOT_SERVED_AGAIN,
+            None => return false,
+        };
+        tally.add(h.kind, outcome);
+        return true;
+    }
+    let id = UeTcp::set_id(i, ue.generation);
+    let connected = t.borrow().is_connected(id);
+    let impi = sim.impi(i);
+    let user = impi.split('@').next().unwrap_or_default();
+    let head = hostile::message_head(user, &sim.cfg.realm, &sim.host(), Sim::ports(i).1, i);
+    let src = |port| SocketAddr::new(sim.cfg.ue_ip, port);
+    let dst = |port| SocketAddr::new(sim.cfg.pcscf.ip(), port);
+    let mut buf = Vec::new();
+    // a segment crafted outside the UE's stack, over SA1
+    let mut craft = |from: u16, to: u16, seq: u32, flags: u8| -> bool {
+        let Some(seg) = hostile::tcp_segment(src(from), dst(to), seq, 0, flags, b"") else {
+            return false;
+        };
+        let Some(r) = crate::sim::uetcp::seal(sa1, &seg, &mut buf) else {
+            return false;
+        };
+        sim.send_esp(&buf[r]);
+        true
+    };
+    match h.kind {
+        HostileTcp::WrongPorts => {
+            let mut sent = 0;
+            for k in 0..hostile::WRONG_PORT_SEGMENTS {
+                let (from, to) =
+                    hostile::wrong_ports(k, ue.port_uc, Sim::ports(i).1, ue.port_ps, ue.port_pc);
+                let seq = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(k as u32);
+                sent += u64::from(craft(from, to, seq, hostile::SYN));
+            }
+            tally.crafted_segments += sent;
+            tally.add(
+                h.kind,
+                if sent > 0 {
+                    hostile::SENT
+                } else {
+                    hostile::NOT_SENT
+                },
+            );
+            return true;
+        }
+        HostileTcp::SynFlood => {
+            // its own connection reset (the RST over SA1, the set gone from its stack), then
+            // SYNs it never completes: half-open connections on its one 4-tuple
+            sim.close_tcp(i, ue.generation);
+            by_spi.remove(&Sim::spis_gen(i, ue.generation).0);
+            let mut sent = 0;
+            for k in 0..hostile::SYN_FLOOD {
+                let seq = (i as u32 ^ 0x5a5a_5a5a).wrapping_mul(2_654_435_761 ^ k as u32);
+                sent += u64::from(craft(ue.port_uc, ue.port_ps, seq, hostile::SYN));
+            }
+            tally.crafted_segments += sent;
+            tally.add(
+                h.kind,
+                if sent > 0 {
+                    hostile::SENT
+                } else {
+                    hostile::NOT_SENT
+                },
+            );
+            return true;
+        }
+        HostileTcp::NoContentLength => {
+            if h.sent == 0 {
+                // a whole message, its header section ended, its body there: no Content-Length
+                let msg = format!("{head}\r\nhello");
+                if !sim.send_tcp(id, msg.as_bytes()) {
+                    tally.add(h.kind, hostile::NOT_SENT);
+                    return true;
+                }
+                h.sent = msg.len();
+                h.last = now;
+                return false;
+            }
+        }
+        HostileTcp::Endless => {
+            if connected && h.sent < hostile::ENDLESS_BYTES {
+                let chunk = if h.sent == 0 {
+                    head
+                } else {
+                    hostile::endless_line(h.sent)
+                };
+                // (a full send buffer refuses it: again on the next round)
+                if sim.send_tcp(id, chunk.as_bytes()) {
+                    h.sent += chunk.len();
+                    h.last = now;
+                }
+            }
+        }
+        HostileTcp::Slowloris => {
+            let due = h.sent == 0 || now.duration_since(h.last) >= hostile::SLOWLORIS_INTERVAL;
+            if connected && due && h.sent < head.len() {
+                if sim.send_tcp(id, &head.as_bytes()[h.sent..h.sent + 1]) {
+                    h.sent += 1;
+                }
+                h.last = now;
+            }
+        }
+    }
+    if h.sent == 0 && !connected {
+        tally.add(h.kind, hostile::NOT_SENT);
+        return true;
+    }
+    if h.sent > 0 && !connected {
+        tally.ended(h.kind, now.duration_since(h.started));
+        // one honest MESSAGE on a new connection over the same SAs
+        h.reset_at = Some(now);
+        let msg = sim.message(i, 1);
+        ue.msg_sent = now;
+        if !sim.send_sa1(ue, msg.as_bytes())
+            && let Some(h) = ue.hostile.as_mut()
+        {
+            h.served = Some(false);
+        }
+        ue.in_flight = Some(msg);
+        return false;
+    }
+    if now.duration_since(h.started) > h.kind.deadline() {
+        tally.add(h.kind, hostile::NOT_RESET);
+        return true;
+    }
+    false
+}
+
 /// Whether the top Via of `sip` says TCP.
 fn top_via_is_tcp(sip: &[u8]) -> bool {
     Message::parse(sip).is_ok_and(|m| {
@@ -1661,6 +1862,21 @@ fn on_protected(
             ue.messages_left = sim.cfg.messages;
             ue.step = Step::Messaging;
             ue.step_at = now;
+            if let Some(kind) = sim.cfg.hostile.kind_of(i) {
+                // registered honestly: now it misbehaves instead of sending its MESSAGEs
+                report.hostile_ues += 1;
+                ue.in_flight = None;
+                ue.step = Step::Hostile;
+                ue.hostile = Some(HostileRun {
+                    kind,
+                    started: now,
+                    last: now,
+                    sent: 0,
+                    reset_at: None,
+                    served: None,
+                });
+                return;
+            }
         }
         Step::Messaging => {
             if status != Some(200) {
@@ -1673,6 +1889,13 @@ fn on_protected(
                 .msg_latency
                 .record((now - ue.msg_sent).as_micros().max(1) as u64);
             ue.step_at = now;
+        }
+        Step::Hostile => {
+            // the answer to its honest MESSAGE after the reset
+            if let Some(h) = ue.hostile.as_mut() {
+                h.served = Some(status == Some(200));
+            }
+            return;
         }
         Step::Reregistering => {
             if status != Some(200) {

@@ -121,6 +121,7 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 flows: Default::default(),
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
+                hostile: Default::default(),
             },
             s3,
         )

@@ -64,6 +64,7 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 flows: Default::default(),
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
+                hostile: Default::default(),
             },
             s3,
         )

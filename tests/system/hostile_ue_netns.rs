@@ -468,6 +468,7 @@ fn one_hostile_ue_among_twenty_honest_ones() {
                 flows: Default::default(),
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
+                hostile: Default::default(),
             },
             s3,
         )

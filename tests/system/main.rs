@@ -13,6 +13,7 @@ mod support;
 mod dns_netns;
 mod esp_interop;
 mod harmless_netns;
+mod hostile_tcp;
 mod hostile_ue_netns;
 mod io_afpacket;
 mod io_neigh;

@@ -202,6 +202,7 @@ fn ue_sim_over_tcp_registers_messages_and_reregisters() {
         flows: Default::default(),
         transport: sim::ue::Transport::Tcp,
         message_size: 3000,
+        hostile: Default::default(),
     };
     let s3 = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(cfg, s3))
