@@ -172,6 +172,16 @@ fn hostile_lab(ues: usize, every: usize, kinds: &[HostileTcp], rate: u32, ipv6: 
         tcp.contains(&format!("{framed} messages in, {framed} out")),
         "{tcp}"
     );
+    // the P-CSCF's own count of the connections it reset: each framing breaker (no
+    // Content-Length, a header section past its bound) and each slow loris, no other
+    let framing = of(HostileTcp::NoContentLength) + of(HostileTcp::Endless);
+    let slow = of(HostileTcp::Slowloris);
+    assert!(
+        stdout.contains(&format!(
+            "pcscf:   tcp connections reset: {framing} for framing (no or conflicting Content-Length, too large), {slow} for slow messages;"
+        )),
+        "{stdout}"
+    );
     stdout
 }
 
