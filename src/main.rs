@@ -20,6 +20,41 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How the simulated UEs speak over their SAs (`pcscf lab` and `pcscf ue-sim`).
+#[derive(clap::Args)]
+struct UeTcpArgs {
+    /// How the UEs send their protected requests: udp, or tcp (one connection per SA set
+    /// from the UE's port-c to the P-CSCF's port-s, inside ESP; the responses come back on
+    /// it). The first REGISTER stays UDP; the P-CSCF's requests larger than 1,300 bytes come
+    /// on its own connection to the UE's port-s, smaller ones as datagrams.
+    #[arg(long, default_value = "udp", value_parser = parse_transport)]
+    pub transport: pcscf::sim::ue::Transport,
+    /// The body size in bytes of each protected MESSAGE (the lab's links get an MTU that
+    /// carries it whole).
+    #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
+    pub message_size: usize,
+    /// Hostile UEs over TCP (with --transport tcp): once registered, every --hostile-every-th
+    /// UE misbehaves on its TCP inside the SAs instead of sending its MESSAGEs, the kinds
+    /// taken in turn (comma-separated, or all): slowloris (a MESSAGE one byte a second),
+    /// no-content-length, endless (a header section that never ends), wrong-ports (segments
+    /// over SA1 with other ports than its selectors), syn-flood (SYNs on its one 4-tuple,
+    /// never completed). Their outcomes are reported apart, not as failures.
+    #[arg(long, value_parser = parse_hostile)]
+    pub hostile_tcp: Option<HostileKinds>,
+    /// Which UEs --hostile-tcp makes hostile: UE i when i % N == 0.
+    #[arg(long, default_value_t = 10)]
+    pub hostile_every: usize,
+}
+
+impl UeTcpArgs {
+    fn hostile(&self) -> pcscf::sim::hostile::HostilePlan {
+        pcscf::sim::hostile::HostilePlan {
+            kinds: self.hostile_tcp.clone().map(|k| k.0).unwrap_or_default(),
+            every: self.hostile_every,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// The whole IMS registration on this machine: three network namespaces (ue, pcscf, core),
@@ -65,26 +100,8 @@ enum Cmd {
         /// re-INVITE).
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
-        /// How the UEs send their protected requests: udp, or tcp (one connection per SA set
-        /// from the UE's port-c to the P-CSCF's port-s, inside ESP; the responses come back on
-        /// it). The first REGISTER and the requests toward the UEs stay UDP.
-        #[arg(long, default_value = "udp", value_parser = parse_transport)]
-        transport: pcscf::sim::ue::Transport,
-        /// The body size in bytes of each protected MESSAGE (the lab's links get an MTU that
-        /// carries it whole).
-        #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
-        message_size: usize,
-        /// Hostile UEs over TCP (with --transport tcp): once registered, every --hostile-every-th
-        /// UE misbehaves on its TCP inside the SAs instead of sending its MESSAGEs, the kinds
-        /// taken in turn (comma-separated, or all): slowloris (a MESSAGE one byte a second),
-        /// no-content-length, endless (a header section that never ends), wrong-ports (segments
-        /// over SA1 with other ports than its selectors), syn-flood (SYNs on its one 4-tuple,
-        /// never completed). Their outcomes are reported apart, not as failures.
-        #[arg(long, value_parser = parse_hostile)]
-        hostile_tcp: Option<HostileKinds>,
-        /// Which UEs --hostile-tcp makes hostile: UE i when i % N == 0.
-        #[arg(long, default_value_t = 10)]
-        hostile_every: usize,
+        #[command(flatten)]
+        tcp: UeTcpArgs,
     },
     /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
     CoreSim {
@@ -138,23 +155,8 @@ enum Cmd {
         /// The call flows, both ways (see `pcscf lab --help`); the core must use the same.
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
-        /// How the UEs send their protected requests: udp or tcp (see `pcscf lab --help`).
-        #[arg(long, default_value = "udp", value_parser = parse_transport)]
-        transport: pcscf::sim::ue::Transport,
-        /// The body size in bytes of each protected MESSAGE.
-        #[arg(long, default_value_t = pcscf::sim::ue::DEFAULT_MESSAGE_SIZE)]
-        message_size: usize,
-        /// Hostile UEs over TCP (with --transport tcp): once registered, every --hostile-every-th
-        /// UE misbehaves on its TCP inside the SAs instead of sending its MESSAGEs, the kinds
-        /// taken in turn (comma-separated, or all): slowloris (a MESSAGE one byte a second),
-        /// no-content-length, endless (a header section that never ends), wrong-ports (segments
-        /// over SA1 with other ports than its selectors), syn-flood (SYNs on its one 4-tuple,
-        /// never completed). Their outcomes are reported apart, not as failures.
-        #[arg(long, value_parser = parse_hostile)]
-        hostile_tcp: Option<HostileKinds>,
-        /// Which UEs --hostile-tcp makes hostile: UE i when i % N == 0.
-        #[arg(long, default_value_t = 10)]
-        hostile_every: usize,
+        #[command(flatten)]
+        tcp: UeTcpArgs,
     },
     /// Run the P-CSCF: pinned workers on the configured interfaces, the registration thread,
     /// counters. Stops cleanly on SIGINT / SIGTERM and prints the final counters.
@@ -243,15 +245,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             calls,
             call_rate,
             call_flows,
-            transport,
-            message_size,
-            hostile_tcp,
-            hostile_every,
+            tcp,
         } => {
-            let hostile = pcscf::sim::hostile::HostilePlan {
-                kinds: hostile_tcp.map(|k| k.0).unwrap_or_default(),
-                every: hostile_every,
-            };
+            let hostile = tcp.hostile();
             let cfg = pcscf::lab::LabConfig {
                 ues,
                 rate,
@@ -263,8 +259,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 calls,
                 call_rate,
                 flows: call_flows,
-                transport,
-                message_size,
+                transport: tcp.transport,
+                message_size: tcp.message_size,
                 hostile,
             };
             if !pcscf::lab::run(&cfg)? {
@@ -316,15 +312,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_rate,
             incoming_calls,
             call_flows,
-            transport,
-            message_size,
-            hostile_tcp,
-            hostile_every,
+            tcp,
         } => {
-            let hostile = pcscf::sim::hostile::HostilePlan {
-                kinds: hostile_tcp.map(|k| k.0).unwrap_or_default(),
-                every: hostile_every,
-            };
+            let hostile = tcp.hostile();
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
@@ -349,8 +339,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 call_rate,
                 incoming_calls,
                 flows: call_flows,
-                transport,
-                message_size,
+                transport: tcp.transport,
+                message_size: tcp.message_size,
                 hostile,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;

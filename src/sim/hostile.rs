@@ -151,6 +151,12 @@ impl HostileTally {
         *self.outcomes.entry((kind, outcome)).or_insert(0) += 1;
     }
 
+    /// `sent` crafted segments of `kind` went out (its outcome: sent, or not sent at all).
+    pub fn crafted(&mut self, kind: HostileTcp, sent: u64) {
+        self.crafted_segments += sent;
+        self.add(kind, if sent > 0 { SENT } else { NOT_SENT });
+    }
+
     /// A connection of `kind` ended by the P-CSCF `after` the UE's first misdeed.
     pub fn ended(&mut self, kind: HostileTcp, after: Duration) {
         self.add(kind, RESET);

@@ -1671,15 +1671,7 @@ fn drive_hostile(
                     .wrapping_add(k as u32);
                 sent += u64::from(craft(from, to, seq, hostile::SYN));
             }
-            tally.crafted_segments += sent;
-            tally.add(
-                h.kind,
-                if sent > 0 {
-                    hostile::SENT
-                } else {
-                    hostile::NOT_SENT
-                },
-            );
+            tally.crafted(h.kind, sent);
             return true;
         }
         HostileTcp::SynFlood => {
@@ -1692,15 +1684,7 @@ fn drive_hostile(
                 let seq = (i as u32 ^ 0x5a5a_5a5a).wrapping_mul(2_654_435_761 ^ k as u32);
                 sent += u64::from(craft(ue.port_uc, ue.port_ps, seq, hostile::SYN));
             }
-            tally.crafted_segments += sent;
-            tally.add(
-                h.kind,
-                if sent > 0 {
-                    hostile::SENT
-                } else {
-                    hostile::NOT_SENT
-                },
-            );
+            tally.crafted(h.kind, sent);
             return true;
         }
         HostileTcp::NoContentLength => {

@@ -1654,32 +1654,30 @@ fn answered_transactions_do_not_grow_the_timer_queue() {
     assert_eq!(w.reg.poll_timeout(), None);
 }
 
-/// A protected REGISTER that came on the UE's TCP connection inside its SAs (the worker tags it
-/// `Protection::Stream` with the worker holding the connection): the 401/200 goes back on that
-/// connection (RFC 3261 §18.2.2: from our port-s to the UE's port-c, SA3), through that worker;
-/// the set's SAs know both of the UE's ports, which its TCP pairs with ours (TS 33.203 §7.1).
-#[test]
-fn a_register_on_the_ues_connection_is_answered_on_it_through_the_worker_holding_it() {
+/// A protected REGISTER on a TCP connection inside the UE's SAs, tagged by the worker holding
+/// it (`Protection::Stream` with the SPI of the SA it came over, `spi_of`) and from `ue_port` to
+/// our `port`: its 200 must go back on that same connection (RFC 3261 §18.2.2), from our port
+/// to the UE's, through that worker. Returns the set's challenge for more checks.
+fn register_on_a_connection(
+    spi_of: fn(&Challenge) -> u32,
+    port_of: fn(&Challenge) -> u16,
+    ue_port: u16,
+) -> (World, Challenge) {
     let mut w = world();
     let c = challenge(&mut w);
-    {
-        let g = w.sas.pin();
-        let sa1 = g.inbound(c.spi_ps).expect("SA1");
-        assert_eq!((sa1.ue_ports().c, sa1.ue_ports().s), (7004, 7005));
-        let sa4 = g.inbound(c.spi_pc).expect("SA4");
-        assert_eq!((sa4.ue_ports().c, sa4.ue_ports().s), (7004, 7005));
-    }
     let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
     let came = Protection::Stream {
-        spi: c.spi_ps,
+        spi: spi_of(&c),
         worker: 3,
     };
+    let ours = addr(&format!("10.46.0.1:{}", port_of(&c)));
+    let theirs = addr(&format!("10.46.0.6:{ue_port}"));
     let out = w.feed(
         Side::Ue,
         came,
-        "10.46.0.6:7004",
-        &format!("10.46.0.1:{}", c.port_ps),
+        &theirs.to_string(),
+        &ours.to_string(),
         &reg2,
     );
     assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
@@ -1700,62 +1698,29 @@ fn a_register_on_the_ues_connection_is_answered_on_it_through_the_worker_holding
     let to_ue = &out[0];
     assert_eq!(
         (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
-        (
-            Side::Ue,
-            came,
-            addr(&format!("10.46.0.1:{}", c.port_ps)),
-            addr("10.46.0.6:7004")
-        ),
-        "the 200 goes on the UE's connection: our port-s to its port-c, by worker 3"
+        (Side::Ue, came, ours, theirs),
+        "the 200 goes on the connection the REGISTER came on, by worker 3"
     );
     assert_eq!(w.reg.stats.registered, 1);
+    (w, c)
 }
 
-/// A protected REGISTER that came on the connection we opened to the UE (its port-s → our
-/// port-c, SA4; the worker tags it `Protection::Stream` with SA4's SPI): RFC 3261 §18.2.2 puts
-/// the answer on that same connection (our port-c → the UE's port-s, SA2), not on the UE's own
-/// connection, which may not even be open.
+/// On the UE's own connection (its port-c → our port-s, SA1): the 200 from our port-s to its
+/// port-c (SA3); the set's SAs know both of the UE's ports, which its TCP pairs with ours (TS
+/// 33.203 §7.1).
+#[test]
+fn a_register_on_the_ues_connection_is_answered_on_it_through_the_worker_holding_it() {
+    let (w, c) = register_on_a_connection(|c| c.spi_ps, |c| c.port_ps, 7004);
+    let g = w.sas.pin();
+    let sa1 = g.inbound(c.spi_ps).expect("SA1");
+    assert_eq!((sa1.ue_ports().c, sa1.ue_ports().s), (7004, 7005));
+    let sa4 = g.inbound(c.spi_pc).expect("SA4");
+    assert_eq!((sa4.ue_ports().c, sa4.ue_ports().s), (7004, 7005));
+}
+
+/// On the connection we opened to the UE (its port-s → our port-c, SA4): the 200 from our
+/// port-c to its port-s (SA2), not on the UE's own connection, which may not even be open.
 #[test]
 fn a_register_on_our_connection_is_answered_on_it() {
-    let mut w = world();
-    let c = challenge(&mut w);
-    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
-    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
-    let came = Protection::Stream {
-        spi: c.spi_pc,
-        worker: 3,
-    };
-    let out = w.feed(
-        Side::Ue,
-        came,
-        "10.46.0.6:7005",
-        &format!("10.46.0.1:{}", c.port_pc),
-        &reg2,
-    );
-    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
-    let ok = core_answer(
-        &out[0].payload,
-        200,
-        "OK",
-        "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:5060>;expires=600000\r\n",
-    );
-    let out = w.feed(
-        Side::Core,
-        Protection::Plain,
-        "10.0.1.20:5060",
-        "10.0.1.10:5060",
-        &ok,
-    );
-    assert_eq!(out.len(), 1);
-    let to_ue = &out[0];
-    assert_eq!(
-        (to_ue.side, to_ue.protection, to_ue.src, to_ue.dst),
-        (
-            Side::Ue,
-            came,
-            addr(&format!("10.46.0.1:{}", c.port_pc)),
-            addr("10.46.0.6:7005")
-        ),
-        "the 200 goes on our connection: our port-c to its port-s, by worker 3"
-    );
+    register_on_a_connection(|c| c.spi_pc, |c| c.port_pc, 7005);
 }

@@ -7,24 +7,10 @@
 //! their connections or drop their segments, and count it, while every honest UE registers and
 //! has every MESSAGE answered; the P-CSCF stops cleanly at the end (no crash). Needs root.
 
-use std::process::Command;
-
 use pcscf::sim::hostile::{HostilePlan, HostileTcp, SERVED_AGAIN, WRONG_PORT_SEGMENTS};
 
-/// Run `pcscf <args>` (a lab), which must succeed (every honest UE did); its standard output.
-fn run_lab(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
-        .args(args)
-        .output()
-        .expect("run pcscf lab");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pcscf lab failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+// (a lab that must succeed: every honest UE did)
+use crate::lab::run_lab;
 
 /// The P-CSCF's drop counters from its exit report (`pcscf:   dropped <reason> <n>`).
 fn drops(stdout: &str) -> Vec<(String, u64)> {

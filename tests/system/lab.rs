@@ -5,7 +5,7 @@
 use std::process::Command;
 
 /// Run `pcscf <args>` (a lab), which must succeed; its standard output.
-fn run_lab<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+pub(crate) fn run_lab<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pcscf"))
         .args(args)
         .output()
