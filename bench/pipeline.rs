@@ -195,12 +195,14 @@ impl Pipeline {
             protected_ports: 5100..=5199,
             core: addr(CORE),
             icscf: Some(addr("10.0.1.20:5060")),
+            icscf_tcp: false,
             stateless_relay: false,
             via_sent_by: CORE.into(),
             hostname: "pcscf.ims.example.net".into(),
             batch: BATCH,
             // (UDP-only peers: requests toward the UE stay datagrams)
             max_udp_request: usize::MAX,
+            core_max_udp_request: usize::MAX,
             verify_udp_checksum: true,
         };
         let worker = Worker::new(

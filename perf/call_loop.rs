@@ -195,12 +195,14 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize) -> (f64, [f64; 7], u64) {
         protected_ports: 5100..=5199,
         core: addr("10.0.1.10:5060"),
         icscf: Some(addr("10.0.1.20:5060")),
+        icscf_tcp: false,
         stateless_relay: false,
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.ims.example.net".into(),
         batch: BATCH,
         // (UDP-only peers: requests toward the UE stay datagrams)
         max_udp_request: usize::MAX,
+        core_max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     };
     // the dialog events go where the daemon sends them (the registration thread's book), which

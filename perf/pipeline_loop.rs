@@ -91,12 +91,14 @@ fn run_suite(alg: &str, ealg: &str, rounds: usize, tcp: bool) -> (f64, u64) {
         protected_ports: 5100..=5199,
         core: addr("10.0.1.10:5060"),
         icscf: Some(addr("10.0.1.20:5060")),
+        icscf_tcp: false,
         stateless_relay: false,
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.ims.example.net".into(),
         batch: BATCH,
         // (UDP-only peers: requests toward the UE stay datagrams)
         max_udp_request: usize::MAX,
+        core_max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     };
     let mut w = Worker::new(

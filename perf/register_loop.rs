@@ -116,6 +116,8 @@ fn main() {
         dns: None,
         home_domains: vec![],
         icscf_by_domain: vec![],
+        icscf_tcp: false,
+        core_max_udp_request: usize::MAX,
         source_limit: (u32::MAX, 1e9), // its simulated UEs share addresses
         via_sent_by: core.to_string(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),

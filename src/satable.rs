@@ -260,6 +260,8 @@ pub struct Registration {
     impu_ends: Box<[usize]>,
     /// Where requests go (the first Service-Route hop, resolved).
     pub next_hop: std::net::SocketAddr,
+    /// That hop asked for TCP (`;transport=tcp` in its URI, RFC 3263 §4.1).
+    pub next_hop_tcp: bool,
 }
 
 impl Registration {
@@ -294,6 +296,7 @@ impl Registration {
             route_end,
             impu_ends: impu_ends.into_boxed_slice(),
             next_hop,
+            next_hop_tcp: false,
         }
     }
 

@@ -83,6 +83,31 @@ pub struct CoreSide {
     /// `home_domains`, and sent there rather than to `icscf` or by `dns`.
     #[serde(default)]
     pub icscf_by_domain: std::collections::BTreeMap<String, SocketAddr>,
+    /// How the configured I-CSCFs (`icscf`, `icscf_by_domain`) take our REGISTERs: `udp` or
+    /// `tcp`. One found by `dns` comes with its own (RFC 3263 §4.1).
+    #[serde(default)]
+    pub icscf_transport: CoreTransport,
+    /// The largest request sent to the core in a datagram; larger ones go over TCP (RFC 3261
+    /// §18.1.1: 1,300 bytes when the path MTU is unknown). 65535: never by size (a core that
+    /// takes only UDP).
+    #[serde(default = "default_max_udp_request")]
+    pub max_udp_request: u16,
+    /// TCP connections with the core at most, both ways (we listen on `address`:`sip_port`).
+    #[serde(default = "default_core_tcp_connections")]
+    pub tcp_connections: usize,
+}
+
+/// A transport toward the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+fn default_core_tcp_connections() -> usize {
+    1024
 }
 
 impl CoreSide {
@@ -384,6 +409,10 @@ impl Config {
         }
         if self.core.interface.is_empty() {
             return Err(bad("core.interface", "must not be empty"));
+        }
+        // connection ids carry a 16-bit slot (`daemon::core_tcp`)
+        if !(1..=65536).contains(&self.core.tcp_connections) {
+            return Err(bad("core.tcp_connections", "must be 1 to 65536"));
         }
         if self.ue.register_burst_per_source == 0
             || !(self.ue.register_rate_per_source > 0.0 && self.ue.register_rate_per_source <= 1e7)

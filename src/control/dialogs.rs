@@ -210,15 +210,32 @@ pub struct Legs<'a> {
     pub core: SocketAddr,
     pub via_sent_by: &'a str,
     pub next_hop: Option<SocketAddr>,
+    /// The registration's next hop takes requests over TCP (RFC 3263 §4.1): our BYEs go so.
+    pub core_tcp: bool,
     pub ue: Option<UeLeg>,
 }
 
 impl Legs<'_> {
-    /// `payload` from our core-side address to `next`, in the clear.
+    /// `payload` from our core-side address to `next`, in the clear: over TCP when its top
+    /// Via says so (our BYE toward a TCP next hop; a CANCEL, which goes the way of its INVITE,
+    /// RFC 3261 §9.1), as a datagram otherwise.
     fn toward_core(&self, next: SocketAddr, payload: Vec<u8>) -> Outgoing {
+        let tcp = crate::sip::Message::parse(&payload).is_ok_and(|m| {
+            m.view()
+                .values(crate::sip::HeaderName::Via)
+                .next()
+                .and_then(crate::sip::headers::Via::parse)
+                .is_some_and(|v| v.transport.eq_ignore_ascii_case(b"TCP"))
+        });
         Datagram {
             side: Side::Core,
-            protection: Protection::Plain,
+            protection: if tcp {
+                Protection::CoreStream {
+                    conn: crate::dataplane::NO_CONN,
+                }
+            } else {
+                Protection::Plain
+            },
             src: self.core,
             dst: next,
             payload,
@@ -676,7 +693,8 @@ impl Dialogs {
                 (d.callee_cseq, Some(d.caller_cseq))
             };
             if let Some(next) = d.core_route_next(legs) {
-                let via = self.release_via(legs.via_sent_by);
+                let transport = if legs.core_tcp { "TCP" } else { "UDP" };
+                let via = self.release_via(transport, legs.via_sent_by);
                 let bye = Request {
                     method: b"BYE",
                     target: far_contact,
@@ -693,7 +711,7 @@ impl Dialogs {
                 }
             }
             if let Some(ue) = legs.ue {
-                let via = self.release_via(&ue.from.to_string());
+                let via = self.release_via("UDP", &ue.from.to_string());
                 let bye = Request {
                     method: b"BYE",
                     target: ue_contact,
@@ -728,11 +746,12 @@ impl Dialogs {
         valid
     }
 
-    /// Our Via value for a release BYE sent from `sent_by`, with a fresh release branch.
-    fn release_via(&mut self, sent_by: &str) -> String {
+    /// Our Via value for a release BYE sent over `transport` from `sent_by`, with a fresh
+    /// release branch.
+    fn release_via(&mut self, transport: &str, sent_by: &str) -> String {
         let branch = self.branch();
         format!(
-            "SIP/2.0/UDP {sent_by};branch={}{branch}",
+            "SIP/2.0/{transport} {sent_by};branch={}{branch}",
             String::from_utf8_lossy(crate::sip::rules::RELEASE_BRANCH)
         )
     }
@@ -873,6 +892,7 @@ mod tests {
         Legs {
             core: "10.0.1.10:5060".parse().unwrap(),
             via_sent_by: "10.0.1.10:5060",
+            core_tcp: false,
             next_hop: Some("10.0.1.30:6060".parse().unwrap()),
             ue: None,
         }

@@ -117,6 +117,11 @@ pub struct RegistrarConfig {
     pub home_domains: Vec<String>,
     /// Home domains with an I-CSCF of their own, ahead of `icscf` and DNS.
     pub icscf_by_domain: Vec<(String, SocketAddr)>,
+    /// The configured I-CSCFs (`icscf`, `icscf_by_domain`) take REGISTERs over TCP.
+    pub icscf_tcp: bool,
+    /// The largest REGISTER sent to the core in a datagram; larger ones go over TCP (RFC 3261
+    /// §18.1.1).
+    pub core_max_udp_request: usize,
     /// Unprotected REGISTERs per source address: (burst, per second). Defaults
     /// [`SOURCE_BURST`], [`SOURCE_PER_SECOND`]; a lab whose simulated UEs share one address
     /// raises them (`ue.register_burst_per_source`, `ue.register_rate_per_source`).
@@ -402,6 +407,9 @@ struct Pending {
     /// What we forwarded and where, for retransmissions.
     forwarded: Vec<u8>,
     next: SocketAddr,
+    /// It went over TCP: a retransmission of the UE's is not sent on (RFC 3261 §17.1.1.2:
+    /// a reliable transport retransmits for us).
+    over_tcp: bool,
 }
 
 pub struct Registrar {
@@ -733,7 +741,7 @@ impl Registrar {
     /// The registration of `binding` ended: its calls are released (TS 24.229 §5.2.8.1.2
     /// [spec-m]), toward the core and, while the binding has a current SA set, toward the UE
     /// over it (`control::dialogs`).
-    fn release_dialogs(&mut self, binding: u64, next_hop: Option<SocketAddr>) {
+    fn release_dialogs(&mut self, binding: u64, next_hop: Option<(SocketAddr, bool)>) {
         if !self.dialogs.has_calls(binding) {
             return;
         }
@@ -753,7 +761,8 @@ impl Registrar {
         let legs = super::dialogs::Legs {
             core: self.cfg.core,
             via_sent_by: &self.cfg.via_sent_by,
-            next_hop,
+            next_hop: next_hop.map(|(a, _)| a),
+            core_tcp: next_hop.is_some_and(|(_, tcp)| tcp),
             ue,
         };
         let before = self.dialogs.stats.released;
@@ -931,6 +940,9 @@ impl Registrar {
         }
         if let Some(p) = self.by_txn.get(txn).and_then(|b| self.pending.get(b)) {
             self.stats.retransmissions += 1;
+            if p.over_tcp {
+                return true;
+            }
             let o = Outgoing {
                 side: Side::Core,
                 protection: Protection::Plain,
@@ -1114,6 +1126,16 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         }
+        // over TCP when the configured I-CSCF takes it so (RFC 3263 §4.1) or when it is too
+        // large for a datagram (RFC 3261 §18.1.1), our Via saying so (§18.1.1, §20.42)
+        let configured = self.cfg.icscf == Some(next)
+            || self.cfg.icscf_by_domain.iter().any(|(_, a)| *a == next);
+        let over_tcp = (self.cfg.icscf_tcp && configured)
+            || ed.as_bytes().len() > self.cfg.core_max_udp_request;
+        if over_tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
+            self.stats.malformed += 1;
+            return;
+        }
         let payload = ed.as_bytes().to_vec();
         self.by_txn.insert(r.txn.clone(), branch);
         if r.protection == Protection::Plain {
@@ -1136,13 +1158,20 @@ impl Registrar {
                 created: r.now,
                 forwarded: payload.clone(),
                 next,
+                over_tcp,
             },
         );
         self.arm(r.now + TRANSACTION_LIFE, Timer::Pending(branch));
         self.stats.forwarded += 1;
         self.transmits.push_back(Outgoing {
             side: Side::Core,
-            protection: Protection::Plain,
+            protection: if over_tcp {
+                Protection::CoreStream {
+                    conn: crate::dataplane::NO_CONN,
+                }
+            } else {
+                Protection::Plain
+            },
             src: self.cfg.core,
             dst: next,
             payload,
@@ -1610,7 +1639,7 @@ impl Registrar {
                 .bindings
                 .get(&p.binding)
                 .and_then(|b| b.reg.as_ref())
-                .map(|r| r.next_hop);
+                .map(|r| (r.next_hop, r.next_hop_tcp));
             self.release_dialogs(p.binding, next_hop);
         }
         let mut ending = Vec::new();
@@ -1941,7 +1970,7 @@ impl Registrar {
             // The registration expired (its set outlived it by SA_GRACE, TS 24.229
             // §5.1.1.5.1): its calls are released toward the core; the UE, whose SAs go now,
             // is not reached any more.
-            let next_hop = b.reg.as_ref().map(|r| r.next_hop);
+            let next_hop = b.reg.as_ref().map(|r| (r.next_hop, r.next_hop_tcp));
             self.release_dialogs(binding, next_hop);
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
@@ -2129,7 +2158,12 @@ fn registration(
         })
         .unwrap_or(fallback);
     let impus: Vec<&[u8]> = impus.iter().map(|u| u.as_slice()).collect();
-    Registration::with_impus(&pai, &route, &impus, next_hop)
+    let mut reg = Registration::with_impus(&pai, &route, &impus, next_hop);
+    // RFC 3263 §4.1: a Service-Route hop whose URI asks for TCP gets the UE's requests so
+    reg.next_hop_tcp = service_route
+        .first()
+        .is_some_and(|r| rules::uri_wants_tcp(r));
+    reg
 }
 
 /// What the registrar knows of one registered UE.

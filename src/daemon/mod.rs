@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use crate::config::{Backend, Config};
 use crate::control::registrar::Registrar;
 use crate::control::{keylog, log};
+use crate::daemon::core_tcp::{CoreTcp, CoreTcpConfig};
 use crate::dataplane::MsgQueue;
 use crate::io::{NeighShared, NeighTable};
 use crate::satable::{SaTableConfig, sa_table};
 
 mod backends;
+pub mod core_tcp;
 mod prometheus;
 mod registration;
 mod report;
@@ -95,14 +97,44 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         backends.push(io);
     }
 
+    // SIP over TCP with the core: listening before any worker starts (a port taken is
+    // reported at once); one queue per worker of what it framed, one queue of what goes out.
+    let core_in: Vec<Arc<MsgQueue>> = (0..backends.len())
+        .map(|_| MsgQueue::new(cfg.dataplane.punt_queue, None))
+        .collect();
+    let listen = std::net::SocketAddr::new(cfg.core.address, cfg.core.sip_port);
+    let (mut core_tcp, core_out) = CoreTcp::bind(
+        CoreTcpConfig {
+            max_connections: cfg.core.tcp_connections,
+            ..CoreTcpConfig::new(listen)
+        },
+        core_in.clone(),
+        cfg.dataplane.punt_queue,
+    )
+    .map_err(|e| format!("core side: listening on TCP {listen}: {e}"))?;
+    let core_tcp_stats = core_tcp.stats();
+
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
+    let core_tcp_thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("core-tcp".into())
+            .spawn(move || core_tcp.run(&stop))?
+    };
 
     let workers::Workers {
         shared,
         handles,
         injects,
-    } = workers::spawn(cfg, backends, (&punt, &dialog_events), &sa_reader, &stop)?;
+    } = workers::spawn(
+        cfg,
+        backends,
+        (&punt, &dialog_events),
+        (&core_in, &core_out),
+        &sa_reader,
+        &stop,
+    )?;
     log::info(format_args!(
         "running: {} worker(s) on cores {:?}, backend {:?}, UE side {} {:?}:{}, core side {} {}:{}",
         cfg.dataplane.workers.len(),
@@ -120,7 +152,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     // metrics thread only copies it: the registrar is never shared).
     let control_text = Arc::new(Mutex::new(String::new()));
     if let Some(addr) = cfg.stats.prometheus {
-        prometheus::spawn(addr, shared.clone(), control_text.clone(), stop.clone())?;
+        prometheus::spawn(
+            addr,
+            (shared.clone(), core_tcp_stats.clone()),
+            control_text.clone(),
+            stop.clone(),
+        )?;
     }
 
     // The control loop: the registration thread. It drains the punt queue into the registrar
@@ -154,6 +191,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     for h in handles {
         let _ = h.join();
     }
+    let _ = core_tcp_thread.join();
     let _ = refresher.join();
     drop(registrar); // the SA table's writer
     if let Some(f) = keylog_file {
@@ -175,6 +213,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         workers: shared.iter().map(|s| s.snapshot()).collect(),
         latency: Some(latency),
         punts_handled: counts.punts,
+        core_tcp: core_tcp_stats.snapshot(),
         elapsed: started.elapsed(),
     };
     Ok(report)

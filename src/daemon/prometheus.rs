@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataplane::SharedStats;
 
+use super::core_tcp::CoreTcpStats;
 use super::report::metrics_text;
 
 /// Longest wait for the request head (`GET /metrics ... \r\n\r\n`).
@@ -27,7 +28,7 @@ pub const MAX_REQUEST: usize = 4096;
 /// thread of its own ([`serve`] bounds what each client may cost).
 pub(super) fn spawn(
     addr: SocketAddr,
-    shared: Vec<Arc<SharedStats>>,
+    (shared, core_tcp): (Vec<Arc<SharedStats>>, Arc<CoreTcpStats>),
     control: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -36,7 +37,11 @@ pub(super) fn spawn(
         .name("prometheus".into())
         .spawn(move || {
             serve(listener, &stop, || {
+                use std::fmt::Write;
                 let mut text = metrics_text(&shared);
+                for (name, v) in core_tcp.snapshot().fields() {
+                    let _ = writeln!(text, "pcscf_core_tcp_{name}_total {v}");
+                }
                 text.push_str(&control.lock().unwrap_or_else(|p| p.into_inner()));
                 text
             })

@@ -52,6 +52,8 @@ pub(super) fn registrar_config(
             .iter()
             .map(|(d, a)| (d.clone(), *a))
             .collect(),
+        icscf_tcp: cfg.core.icscf_transport == crate::config::CoreTransport::Tcp,
+        core_max_udp_request: usize::from(cfg.core.max_udp_request),
         source_limit: (
             cfg.ue.register_burst_per_source,
             cfg.ue.register_rate_per_source,
@@ -86,6 +88,7 @@ pub fn punt_pass(punt: &MsgQueue, registrar: &mut Registrar, now: Instant) -> (u
                 Protection::Plain => "plain",
                 Protection::Protected { .. } => "protected",
                 Protection::Stream { .. } | Protection::Segment { .. } => "protected, tcp",
+                Protection::CoreStream { .. } => "core, tcp",
             };
             log::debug(format_args!(
                 "punted {} bytes ({what}) from {} on {:?}",

@@ -16,6 +16,8 @@ pub struct RunReport {
     /// rx-to-tx latency of all workers, merged (ns).
     pub latency: Option<hdrhistogram::Histogram<u64>>,
     pub punts_handled: u64,
+    /// The core-side TCP's counters (`daemon::core_tcp`).
+    pub core_tcp: super::core_tcp::CoreTcpCounts,
     pub elapsed: Duration,
 }
 
@@ -163,6 +165,24 @@ pub fn print_report(r: &RunReport, level: LogLevel) {
         eprintln!(
             "pcscf:   tcp connections reset: {} for framing (no or conflicting Content-Length, too large), {} for slow messages; {} pings answered; {} sets refused",
             t.tcp_framing_errors, t.tcp_slow_messages, t.tcp_pings, t.tcp_sets_refused
+        );
+    }
+    let c = &r.core_tcp;
+    if c.any() || t.core_stream_in > 0 || t.core_stream_out > 0 {
+        eprintln!(
+            "pcscf:   tcp with the core: {} messages in, {} out; connections {} accepted, {} opened, {} closed ({} idle, {} for framing), {} refused, {} failed to connect; {} pings answered; lost {} in, {} out",
+            c.messages_in,
+            c.messages_out,
+            c.accepted,
+            c.opened,
+            c.closed,
+            c.idle_closed,
+            c.framing_errors,
+            c.refused,
+            c.connect_failed,
+            c.pings,
+            c.in_dropped,
+            c.out_lost
         );
     }
     if t.dialog_events > 0 || t.dialog_events_lost > 0 {

@@ -26,6 +26,7 @@ pub(super) fn spawn(
     cfg: &Config,
     backends: Vec<Box<dyn PacketIo>>,
     (punt, dialog_events): (&Arc<MsgQueue>, &Arc<MsgQueue>),
+    (core_in, core_out): (&[Arc<MsgQueue>], &Arc<MsgQueue>),
     sa_reader: &SaReader,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers, Box<dyn std::error::Error>> {
@@ -53,6 +54,7 @@ pub(super) fn spawn(
         let sas = sa_reader.clone();
         let inject = injects[i].clone();
         let peers = peers.clone();
+        let core_tcp = (core_in[i].clone(), core_out.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -64,6 +66,7 @@ pub(super) fn spawn(
                         .with_sas(sas)
                         .with_inject(inject)
                         .with_peers(peers)
+                        .with_core_tcp(core_tcp.0, core_tcp.1)
                         .with_dialog_events(events);
                     w.run(&stop);
                 })?,
@@ -85,11 +88,13 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
         protected_ports: cfg.protected_ports()?,
         core,
         icscf: cfg.core.icscf,
+        icscf_tcp: cfg.core.icscf_transport == crate::config::CoreTransport::Tcp,
         stateless_relay: cfg.dataplane.stateless_relay,
         via_sent_by: core.to_string(),
         hostname: cfg.core.hostname.clone(),
         batch: cfg.dataplane.batch,
         max_udp_request: usize::from(cfg.ue.max_udp_request),
+        core_max_udp_request: usize::from(cfg.core.max_udp_request),
         verify_udp_checksum: cfg.dataplane.backend != Backend::Xdp,
     })
 }

@@ -23,8 +23,8 @@ mod worker;
 pub use classify::{L4, classify, udp_checksum_ok};
 pub use pipeline::{InFrame, Pipeline, Reply, Verdict, WorkerConfig};
 pub use queue::{
-    Class, DIALOG_EVENT_PREFIX, Datagram, MSG_MAX, Msg, MsgQueue, Protection, QueueError, Slot,
-    split_dialog_event, worker_of,
+    Class, DIALOG_EVENT_PREFIX, Datagram, MSG_MAX, Msg, MsgQueue, NO_CONN, Protection, QueueError,
+    Slot, split_dialog_event, worker_of,
 };
 pub use stats::{
     DIALOG_REFUSALS, DROP_REASONS, DropReason, SharedStats, WorkerStats, dialog_refusal_name,

@@ -23,13 +23,13 @@ use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 
 use crate::dataplane::classify::{L4, classify, udp_checksum_ok};
-use crate::dataplane::queue::{Datagram, MsgQueue, Protection};
+use crate::dataplane::queue::{Datagram, MsgQueue, NO_CONN, Protection};
 use crate::dataplane::stats::{DropReason, WorkerStats};
 use crate::esp::Sa;
 use crate::io::Side;
 use crate::satable::{Entry, ReadGuard};
 use crate::sip::Index;
-use crate::sip::branch::{Branch, BranchKey, Dir, LANE_STREAM, NO_UE};
+use crate::sip::branch::{Branch, BranchKey, Dir, LANE_CORE_STREAM, LANE_STREAM, NO_UE};
 use crate::sip::flow::{Flow, FlowKey};
 use crate::sip::rules::{self, DialogError, OurEntries, ProxyIdentity, RequestKind};
 use crate::sip::{Editor, HeaderName, Keep, OwnUris, View};
@@ -45,8 +45,10 @@ pub struct WorkerConfig {
     pub protected_ports: RangeInclusive<u16>,
     /// Our core-side address and port (Via, source of forwarded requests).
     pub core: SocketAddr,
-    /// The next hop for requests toward the core (a static I-CSCF), if any.
+    /// The next hop for requests toward the core (a static I-CSCF), if any, and whether it
+    /// takes them over TCP (`core.icscf_transport`).
     pub icscf: Option<SocketAddr>,
+    pub icscf_tcp: bool,
     /// Forward unprotected non-REGISTER requests statelessly to the I-CSCF (RFC 3261 §16.11)
     /// instead of rejecting them: a relay mode for load tests and side-by-side comparisons.
     pub stateless_relay: bool,
@@ -57,6 +59,9 @@ pub struct WorkerConfig {
     /// The largest request sent to a UE in a datagram; larger ones go on our TCP connection
     /// inside its SAs (RFC 3261 §18.1.1; `ue.max_udp_request`).
     pub max_udp_request: usize,
+    /// The largest request sent to the core in a datagram; larger ones go over TCP (RFC 3261
+    /// §18.1.1; `core.max_udp_request`), through the core TCP thread.
+    pub core_max_udp_request: usize,
     /// Check UDP checksums on receive. Off for AF_XDP on veth, which hands over packets with
     /// partial (offloaded) checksums; ESP has its own integrity check either way.
     pub verify_udp_checksum: bool,
@@ -112,6 +117,14 @@ pub enum Verdict<'g> {
     },
     /// Copied to the worker that holds the UE's TCP; the frame can go.
     HandedOver,
+    /// The SIP message `frame[range]` goes to the core over TCP: on the core TCP thread's
+    /// connection `conn` while it is open (a response to a request that came on it, RFC 3261
+    /// §18.2.2), else on its connection to `dst` ([`NO_CONN`]: a request, RFC 3261 §18.1.1).
+    CoreStream {
+        range: Range<usize>,
+        conn: u32,
+        dst: SocketAddr,
+    },
 }
 
 /// An answer the pipeline built in its scratch buffer, and how it leaves.
@@ -127,6 +140,9 @@ pub struct Reply<'g> {
     /// Instead: on the UE's TCP connection in the set of this (inbound) entry, which the
     /// request came on (RFC 3261 §18.2.2).
     pub stream: Option<&'g Entry>,
+    /// Instead: on the core TCP thread's connection that the request came on (or to `dst`
+    /// over TCP once it is gone, RFC 3261 §18.2.2).
+    pub core_conn: Option<u32>,
 }
 
 /// The branch key of this process: every worker seals and verifies with it, so a response may
@@ -615,6 +631,27 @@ impl Pipeline {
         self.sip_over_sa(frame, m, e, sas)
     }
 
+    /// A SIP message `frame[payload]` that came from the core at `src` on the core TCP
+    /// thread's connection `conn` (framed there; here in a frame of its own): the same SIP stage
+    /// as a datagram from the core, what answers it going back on that connection.
+    pub fn handle_core_stream<'g>(
+        &mut self,
+        frame: &mut [u8],
+        payload: Range<usize>,
+        (src, conn): (SocketAddr, u32),
+        sas: Option<&'g ReadGuard<'_>>,
+    ) -> Verdict<'g> {
+        self.stats.core_stream_in += 1;
+        let m = InFrame {
+            side: Side::Core,
+            protection: Protection::CoreStream { conn },
+            src,
+            dst: self.cfg.core,
+            payload,
+        };
+        self.sip_from_core(frame, m, sas)
+    }
+
     /// A SIP message that came over the UE's SA entry `e` (ESP checked and removed).
     fn sip_over_sa<'g>(
         &mut self,
@@ -679,7 +716,7 @@ impl Pipeline {
         let (spi, lane) = match m.protection {
             Protection::Protected { spi } => (spi, 0),
             Protection::Stream { spi, worker } => (spi, LANE_STREAM | worker),
-            Protection::Plain | Protection::Segment { .. } => {
+            Protection::Plain | Protection::Segment { .. } | Protection::CoreStream { .. } => {
                 return Verdict::Drop(DropReason::EspOther);
             }
         };
@@ -692,7 +729,8 @@ impl Pipeline {
         };
         let kind = rules::classify(view, &self.own);
         if kind == Some(RequestKind::InDialog) {
-            return self.in_dialog_from_ue(frame, idx, &m, (e, sas), &branch, reg.next_hop);
+            let next = (reg.next_hop, reg.next_hop_tcp);
+            return self.in_dialog_from_ue(frame, idx, &m, (e, sas), &branch, next);
         }
         // RFC 3261 §16.6 item 4 is a proxy's: a UA's dialog-creating request carries no
         // Record-Route, and one that does could steer the dialog around us.
@@ -732,9 +770,12 @@ impl Pipeline {
         if initial && ed.view().is_method(b"INVITE") {
             self.dialog_event(ed.view(), Side::Ue, flow.binding);
         }
+        let tcp = reg.next_hop_tcp || ed.range().len() > self.cfg.core_max_udp_request;
+        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
         let range = ed.range();
-        let r = wire::emit_datagram(frame, range, self.cfg.core, reg.next_hop).ok();
-        self.forwarded(r, Side::Core)
+        self.toward_core(frame, range, reg.next_hop, tcp.then_some(NO_CONN))
     }
 
     /// A request inside a dialog from the UE over its SA entry `e` (RFC 3261 §12.2, TS 24.229
@@ -754,7 +795,7 @@ impl Pipeline {
         m: &InFrame,
         (e, sas): (&'g Entry, &'g ReadGuard<'_>),
         branch: &Branch,
-        s_cscf: SocketAddr,
+        (s_cscf, s_cscf_tcp): (SocketAddr, bool),
     ) -> Verdict<'g> {
         let is_ack = idx.view(frame).is_method(b"ACK");
         let end = frame.len();
@@ -776,9 +817,12 @@ impl Pipeline {
         if !is_ack {
             self.dialog_event(ed.view(), Side::Ue, e.binding());
         }
+        let tcp = s_cscf_tcp || ed.range().len() > self.cfg.core_max_udp_request;
+        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
         let range = ed.range();
-        let r = wire::emit_datagram(frame, range, self.cfg.core, s_cscf).ok();
-        self.forwarded(r, Side::Core)
+        self.toward_core(frame, range, s_cscf, tcp.then_some(NO_CONN))
     }
 
     /// An unprotected SIP message from a UE (port 5060).
@@ -847,9 +891,12 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
+        let tcp = self.cfg.icscf_tcp || ed.range().len() > self.cfg.core_max_udp_request;
+        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
         let range = ed.range();
-        let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();
-        self.forwarded(r, Side::Core)
+        self.toward_core(frame, range, next, tcp.then_some(NO_CONN))
     }
 
     /// A SIP message from the core.
@@ -929,9 +976,15 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         };
         let hash = rules::stateless_branch(view);
+        // RFC 3261 §18.2.2: a request that came on a connection is answered on it: the branch
+        // names the connection (under its MAC, so a UE cannot steer the answer elsewhere)
+        let (lane, conn) = match m.protection {
+            Protection::CoreStream { conn } => (LANE_CORE_STREAM, conn),
+            _ => (0, 0),
+        };
         let branch = self
             .key
-            .seal(Dir::ToUe, 0, 0, port, hash, m.src.ip(), e.ue_addr());
+            .seal(Dir::ToUe, lane, conn, port, hash, m.src.ip(), e.ue_addr());
         let kind = rules::classify(view, &self.own);
         let is_ack = view.is_method(b"ACK");
         // RFC 3263 §4.1: a contact registered with `;transport=tcp` is reached over TCP
@@ -1122,7 +1175,11 @@ impl Pipeline {
         let Some(next) = rules::response_next_hop(ed.view()) else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
-        if b.spi != 0 || next.port() != b.port || !self.key.verify(&b, Dir::ToUe, next.ip(), ue) {
+        let on_core_stream = b.lane == LANE_CORE_STREAM;
+        if (b.spi != 0 && !on_core_stream)
+            || next.port() != b.port
+            || !self.key.verify(&b, Dir::ToUe, next.ip(), ue)
+        {
             return Verdict::Drop(DropReason::NotOurVia);
         }
         if let Some((pai, flow)) = registered {
@@ -1136,8 +1193,7 @@ impl Pipeline {
             }
         }
         let range = ed.range();
-        let r = wire::emit_datagram(frame, range, self.cfg.core, next).ok();
-        self.forwarded(r, Side::Core)
+        self.toward_core(frame, range, next, on_core_stream.then_some(b.spi))
     }
 
     /// Answer a request that came over the SA entry `e` (a request addressed to us) with
@@ -1185,6 +1241,7 @@ impl Pipeline {
             len,
             over: out_sa.map(|o| o.sa().as_ref()),
             stream: stream.then_some(e),
+            core_conn: None,
         })
     }
 
@@ -1214,6 +1271,10 @@ impl Pipeline {
             len,
             over: None,
             stream: None,
+            core_conn: match m.protection {
+                Protection::CoreStream { conn } => Some(conn),
+                _ => None,
+            },
         })
     }
 
@@ -1235,6 +1296,27 @@ impl Pipeline {
                 self.forwarded(Some(r), Side::Ue)
             }
             Err(why) => Verdict::Drop(why),
+        }
+    }
+
+    /// `frame[range]` toward the core at `dst`: over TCP on `conn` ([`Verdict::CoreStream`]),
+    /// else as a datagram from our core-side address.
+    fn toward_core<'g>(
+        &mut self,
+        frame: &mut [u8],
+        range: Range<usize>,
+        dst: SocketAddr,
+        conn: Option<u32>,
+    ) -> Verdict<'g> {
+        match conn {
+            Some(conn) => {
+                self.stats.forwarded += 1;
+                Verdict::CoreStream { range, conn, dst }
+            }
+            None => {
+                let r = wire::emit_datagram(frame, range, self.cfg.core, dst).ok();
+                self.forwarded(r, Side::Core)
+            }
         }
     }
 

@@ -45,13 +45,21 @@ pub enum Protection {
     /// Between workers only: a TCP segment (the inner IP packet, ESP removed and its ports
     /// checked) that came over our inbound SA `spi`, for the worker that holds the UE's TCP.
     Segment { spi: u32 },
+    /// On the core side, over TCP: the core TCP thread's connection `conn` (`daemon::core_tcp`).
+    /// In (core TCP thread → worker): the message came on it. Out (→ the core TCP thread): it
+    /// goes on it while it is open (a response, RFC 3261 §18.2.2), else on a connection to
+    /// `dst`, reused or opened; [`NO_CONN`]: on one to `dst` (a request).
+    CoreStream { conn: u32 },
 }
+
+/// [`Protection::CoreStream`]'s `conn` when no particular connection is meant.
+pub const NO_CONN: u32 = 0;
 
 impl Protection {
     /// The inbound SPI of the SA set the message came over or goes by, if protected.
     pub fn spi(self) -> Option<u32> {
         match self {
-            Protection::Plain => None,
+            Protection::Plain | Protection::CoreStream { .. } => None,
             Protection::Protected { spi }
             | Protection::Stream { spi, .. }
             | Protection::Segment { spi } => Some(spi),

@@ -85,9 +85,12 @@ pub enum DropReason {
     /// A message for a UE's TCP connection that is gone, never opened, or whose send buffer is
     /// full (the UE has not read what we sent), or that another worker could not hand over.
     StreamLost,
+    /// A message for the core over TCP that the core TCP thread's queue had no room for (or
+    /// with no core TCP at all: a worker built without it).
+    CoreStreamLost,
 }
 
-pub const DROP_REASONS: usize = 20;
+pub const DROP_REASONS: usize = 21;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -111,6 +114,7 @@ impl DropReason {
         DropReason::ForeignDialog,
         DropReason::TcpRefused,
         DropReason::StreamLost,
+        DropReason::CoreStreamLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -135,6 +139,7 @@ impl DropReason {
             DropReason::ForeignDialog => "foreign_dialog",
             DropReason::TcpRefused => "tcp_refused",
             DropReason::StreamLost => "stream_lost",
+            DropReason::CoreStreamLost => "core_stream_lost",
         }
     }
 }
@@ -205,6 +210,11 @@ pub struct WorkerStats {
     pub tcp_slow_messages: u64,
     pub tcp_pings: u64,
     pub tcp_sets_refused: u64,
+    /// SIP messages that came from the core over TCP (the core TCP thread framed them), and
+    /// messages handed to it to send to the core over TCP (RFC 3261 §18.1.1: too large for a
+    /// datagram, or a next hop that asks for TCP; a response to a request that came so).
+    pub core_stream_in: u64,
+    pub core_stream_out: u64,
     pub drops: [u64; DROP_REASONS],
     /// Time spent processing batches (ns), to derive ns per packet.
     pub busy_ns: u64,
@@ -248,6 +258,8 @@ impl WorkerStats {
         self.tcp_slow_messages += o.tcp_slow_messages;
         self.tcp_pings += o.tcp_pings;
         self.tcp_sets_refused += o.tcp_sets_refused;
+        self.core_stream_in += o.core_stream_in;
+        self.core_stream_out += o.core_stream_out;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -284,6 +296,8 @@ impl WorkerStats {
         c("tcp_slow_messages", self.tcp_slow_messages);
         c("tcp_pings", self.tcp_pings);
         c("tcp_sets_refused", self.tcp_sets_refused);
+        c("core_stream_in_messages", self.core_stream_in);
+        c("core_stream_out_messages", self.core_stream_out);
         c("busy_ns", self.busy_ns);
         for (i, v) in self.dialog_refusals.iter().enumerate() {
             let _ = writeln!(
@@ -304,7 +318,7 @@ impl WorkerStats {
 }
 
 /// The counters of [`WorkerStats`] that [`SharedStats`] carries besides `drops`.
-const FIELDS: usize = 25;
+const FIELDS: usize = 27;
 
 /// Where a worker publishes its counters for the control thread: one atomic per field, relaxed
 /// stores once per batch, so a reader sees each counter monotonic (not a consistent cut).
@@ -353,6 +367,8 @@ impl SharedStats {
             s.tcp_slow_messages,
             s.tcp_pings,
             s.tcp_sets_refused,
+            s.core_stream_in,
+            s.core_stream_out,
         ];
         let all = vals.iter().chain(&s.drops).chain(&s.dialog_refusals);
         for (f, v) in self.fields.iter().zip(all) {
@@ -410,6 +426,8 @@ impl SharedStats {
             tcp_slow_messages: v(22),
             tcp_pings: v(23),
             tcp_sets_refused: v(24),
+            core_stream_in: v(25),
+            core_stream_out: v(26),
             ..WorkerStats::default()
         };
         for (i, d) in s.drops.iter_mut().enumerate() {

@@ -276,31 +276,9 @@ impl Streams {
                     stats.drop(DropReason::StreamLost);
                     return;
                 }
-                let Some(d) = io.alloc(Side::Ue) else {
-                    stats.drop(DropReason::NoRoom);
-                    return;
-                };
-                let frame = io.frame(&d);
-                let end = MESSAGE_AT + msg.len();
-                let room = frame.len().saturating_sub(ESP_TAIL);
-                match frame[..room].get_mut(MESSAGE_AT..end) {
-                    Some(room) => {
-                        room.copy_from_slice(msg);
-                        framed.push(Framed {
-                            desc: Desc {
-                                frame: d.frame,
-                                start: MESSAGE_AT as u16,
-                                end: end as u16,
-                                side: Side::Ue,
-                            },
-                            spi,
-                            set: id,
-                        });
-                    }
-                    _ => {
-                        io.free(&[d]);
-                        stats.drop(DropReason::NoRoom);
-                    }
+                match message_frame(io, Side::Ue, msg) {
+                    Ok(desc) => framed.push(Framed { desc, spi, set: id }),
+                    Err(why) => stats.drop(why),
                 }
             });
     }
@@ -381,5 +359,35 @@ fn conn_index(c: Conn) -> usize {
     match c {
         Conn::Accepted => 0,
         Conn::Opened => 1,
+    }
+}
+
+/// A fresh frame of `side` holding the SIP message `msg` where a received datagram's payload
+/// would lie, with room in front for IP, UDP and ESP headers and behind for ESP's trailer and
+/// ICV: the SIP stage rewrites it in place as one that came in a datagram. One that does not
+/// fit is [`DropReason::NoRoom`].
+pub(crate) fn message_frame<P: PacketIo + ?Sized>(
+    io: &mut P,
+    side: Side,
+    msg: &[u8],
+) -> Result<Desc, DropReason> {
+    let d = io.alloc(side).ok_or(DropReason::NoRoom)?;
+    let frame = io.frame(&d);
+    let end = MESSAGE_AT + msg.len();
+    let room = frame.len().saturating_sub(ESP_TAIL);
+    match frame[..room].get_mut(MESSAGE_AT..end) {
+        Some(room) => {
+            room.copy_from_slice(msg);
+            Ok(Desc {
+                frame: d.frame,
+                start: MESSAGE_AT as u16,
+                end: end as u16,
+                side,
+            })
+        }
+        None => {
+            io.free(&[d]);
+            Err(DropReason::NoRoom)
+        }
     }
 }

@@ -14,9 +14,9 @@ use std::time::Instant;
 
 pub use crate::dataplane::pipeline::WorkerConfig;
 use crate::dataplane::pipeline::{Pipeline, Verdict, udp_over_sa};
-use crate::dataplane::queue::{Msg, MsgQueue, Protection};
+use crate::dataplane::queue::{Datagram, Msg, MsgQueue, Protection};
 use crate::dataplane::stats::{DropReason, SharedStats, WorkerStats, new_histogram};
-use crate::dataplane::streams::{Framed, Streams};
+use crate::dataplane::streams::{Framed, Streams, message_frame};
 use crate::esp::Sa;
 use crate::io::{Desc, HEADROOM, PacketIo, Side};
 use crate::satable::{ReadGuard, SaReader};
@@ -62,6 +62,25 @@ fn originate<P: PacketIo>(
     }
 }
 
+/// Queue `msg` in `q` for the core TCP thread: on its connection `conn`, else to `dst`
+/// ([`DropReason::CoreStreamLost`] when it is full, or with no core TCP).
+fn to_core_stream(
+    q: Option<&Arc<MsgQueue>>,
+    (conn, src, dst): (u32, SocketAddr, SocketAddr),
+    msg: &[u8],
+) -> Result<(), DropReason> {
+    let d = Datagram {
+        side: Side::Core,
+        protection: Protection::CoreStream { conn },
+        src,
+        dst,
+        payload: msg,
+    };
+    q.ok_or(DropReason::CoreStreamLost)?
+        .push(d)
+        .map_err(|_| DropReason::CoreStreamLost)
+}
+
 /// A worker over one [`PacketIo`].
 pub struct Worker<P: PacketIo> {
     io: P,
@@ -75,6 +94,11 @@ pub struct Worker<P: PacketIo> {
     /// peers': a queue apart from `inject`, so a flood of hand-overs never costs the
     /// registration thread's answers a slot).
     handover: Option<Arc<MsgQueue>>,
+    /// SIP over TCP with the core (`daemon::core_tcp`): what the core TCP thread framed for
+    /// this worker, and where what goes to the core over TCP is queued (woken once per batch).
+    core_in: Option<Arc<MsgQueue>>,
+    core_out: Option<Arc<MsgQueue>>,
+    core_queued: bool,
     punt: Arc<MsgQueue>,
     shared: Arc<SharedStats>,
     rx: Vec<Desc>,
@@ -112,6 +136,9 @@ impl<P: PacketIo> Worker<P> {
             sas: None,
             inject: None,
             handover: None,
+            core_in: None,
+            core_out: None,
+            core_queued: false,
             punt,
             shared,
             rx: vec![
@@ -149,6 +176,20 @@ impl<P: PacketIo> Worker<P> {
     pub fn with_peers(mut self, peers: Arc<[Arc<MsgQueue>]>) -> Self {
         self.set_peers(peers);
         self
+    }
+
+    /// Give the worker its queues with the core TCP thread: `core_in`, the messages it framed
+    /// for this worker; `core_out`, where messages for the core over TCP go.
+    pub fn with_core_tcp(mut self, core_in: Arc<MsgQueue>, core_out: Arc<MsgQueue>) -> Self {
+        self.core_in = Some(core_in);
+        self.core_out = Some(core_out);
+        self
+    }
+
+    /// [`Worker::with_core_tcp`] on a built worker.
+    pub fn set_core_tcp(&mut self, core_in: Arc<MsgQueue>, core_out: Arc<MsgQueue>) {
+        self.core_in = Some(core_in);
+        self.core_out = Some(core_out);
     }
 
     /// [`Worker::with_inject`] on a built worker.
@@ -219,9 +260,10 @@ impl<P: PacketIo> Worker<P> {
         let n = self.io.recv(&mut self.rx).unwrap_or_default();
         let waiting = |q: &Option<Arc<MsgQueue>>| q.as_ref().is_some_and(|q| !q.is_empty());
         let injected = waiting(&self.inject) || waiting(&self.handover);
+        let from_core = waiting(&self.core_in);
         // the clock is read for the TCP's timers only while it holds a set
         let tcp_due = !self.streams.is_idle() && self.streams.is_due(Instant::now());
-        if n == 0 && !injected && !tcp_due {
+        if n == 0 && !injected && !from_core && !tcp_due {
             let _ = self.io.flush();
             return 0;
         }
@@ -238,6 +280,9 @@ impl<P: PacketIo> Worker<P> {
             {
                 self.drain_inject(&q, guard.as_ref(), t0);
             }
+        }
+        if from_core && let Some(q) = self.core_in.clone() {
+            self.drain_core(&q, guard.as_ref(), t0);
         }
         for i in 0..n {
             let d = self.rx[i];
@@ -264,6 +309,11 @@ impl<P: PacketIo> Worker<P> {
         let _ = self.io.flush();
         if self.pipe.take_punted() {
             self.punt.wake();
+        }
+        if std::mem::take(&mut self.core_queued)
+            && let Some(q) = &self.core_out
+        {
+            q.wake();
         }
         let took = t0.elapsed();
         self.pipe.stats.busy_ns += took.as_nanos() as u64;
@@ -300,7 +350,17 @@ impl<P: PacketIo> Worker<P> {
             }
             Verdict::Reply(r) => {
                 let answer = self.pipe.answer(&r);
-                if let Some(e) = r.stream {
+                if let Some(conn) = r.core_conn {
+                    let ends = (conn, r.src, r.dst);
+                    match to_core_stream(self.core_out.as_ref(), ends, answer) {
+                        Ok(()) => {
+                            self.core_queued = true;
+                            self.pipe.stats.replied += 1;
+                            self.pipe.stats.core_stream_out += 1;
+                        }
+                        Err(why) => self.pipe.stats.drop(why),
+                    }
+                } else if let Some(e) = r.stream {
                     match self.streams.send(e, r.src.ip(), answer, now) {
                         Ok(()) => {
                             self.pipe.stats.replied += 1;
@@ -337,6 +397,21 @@ impl<P: PacketIo> Worker<P> {
                     Err(why) => self.pipe.stats.drop(why),
                 }
             }
+            Verdict::CoreStream { range, conn, dst } => {
+                let msg = &self.io.frame(&d)[range];
+                let ends = (conn, self.pipe.config().core, dst);
+                match to_core_stream(self.core_out.as_ref(), ends, msg) {
+                    Ok(()) => {
+                        self.core_queued = true;
+                        self.pipe.stats.core_stream_out += 1;
+                    }
+                    Err(why) => {
+                        // (the pipeline counted it forwarded)
+                        self.pipe.stats.forwarded -= 1;
+                        self.pipe.stats.drop(why);
+                    }
+                }
+            }
             Verdict::HandedOver => {}
             Verdict::Punted => self.pipe.stats.punted += 1,
             Verdict::Drop(why) => self.pipe.stats.drop(why),
@@ -371,6 +446,34 @@ impl<P: PacketIo> Worker<P> {
         self.framed = framed;
         self.streams
             .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
+    }
+
+    /// The messages the core TCP thread framed for this worker (at most one batch's worth):
+    /// each into a frame of its own, then the SIP stage as a message from the core.
+    fn drain_core(&mut self, q: &MsgQueue, sas: Option<&ReadGuard<'_>>, now: Instant) {
+        for _ in 0..self.batch {
+            let Some(m) = q.pop() else {
+                break;
+            };
+            let conn = match m.protection {
+                Protection::CoreStream { conn } => conn,
+                _ => crate::dataplane::queue::NO_CONN,
+            };
+            let placed = message_frame(&mut self.io, Side::Core, m.bytes());
+            let src = m.src;
+            q.recycle(m);
+            let d = match placed {
+                Ok(d) => d,
+                Err(why) => {
+                    self.pipe.stats.drop(why);
+                    continue;
+                }
+            };
+            let frame = self.io.frame(&d);
+            let at = d.start as usize..d.end as usize;
+            let v = self.pipe.handle_core_stream(frame, at, (src, conn), sas);
+            self.settle(d, v, now, sas);
+        }
     }
 
     /// Send what the registration thread (`inject`) or the other workers (`handover`) queued
@@ -416,6 +519,19 @@ impl<P: PacketIo> Worker<P> {
                         .flush(&mut self.io, sas, &mut self.tx, &mut self.pipe.stats);
                     continue;
                 }
+                Protection::CoreStream { conn } => {
+                    // the registration thread's message for the core over TCP
+                    match to_core_stream(self.core_out.as_ref(), (conn, m.src, m.dst), m.bytes()) {
+                        Ok(()) => {
+                            self.core_queued = true;
+                            self.pipe.stats.injected += 1;
+                            self.pipe.stats.core_stream_out += 1;
+                        }
+                        Err(_) => self.pipe.stats.inject_dropped += 1,
+                    }
+                    q.recycle(m);
+                    continue;
+                }
                 Protection::Plain | Protection::Protected { .. } => {}
             }
             match self.send_injected(&m, sas) {
@@ -435,7 +551,9 @@ impl<P: PacketIo> Worker<P> {
         let over = match m.protection {
             Protection::Plain => None,
             // (taken on the worker's TCP before: drain_inject)
-            Protection::Stream { .. } | Protection::Segment { .. } => {
+            Protection::Stream { .. }
+            | Protection::Segment { .. }
+            | Protection::CoreStream { .. } => {
                 return Err(DropReason::StreamLost);
             }
             Protection::Protected { .. } => {

@@ -117,7 +117,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         sim::ue::Transport::Tcp => crate::config::DEFAULT_MAX_UDP_REQUEST,
     };
     let text = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = {max_udp_request}\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = {max_udp_request}\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nmax_udp_request = 65535\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,

@@ -41,13 +41,20 @@ pub enum Dir {
 /// that connection (RFC 3261 §18.2.2), which the worker in the low bits holds.
 pub const LANE_STREAM: u16 = 0x8000;
 
+/// [`Branch::lane`] of a request that came from the core on one of our core-side TCP
+/// connections: the response goes back on that connection, whose id is the branch's `spi`
+/// (RFC 3261 §18.2.2).
+pub const LANE_CORE_STREAM: u16 = 0x4000;
+
 /// The fields of one of our branches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Branch {
     /// How the response goes back: 0 as a datagram; [`LANE_STREAM`] | worker on the UE's
-    /// connection that the request came on.
+    /// connection that the request came on; [`LANE_CORE_STREAM`] on the core's connection
+    /// named in `spi`.
     pub lane: u16,
-    /// The inbound SPI the request came over; 0 for a request that came in the clear.
+    /// The inbound SPI the request came over; 0 for a request that came in the clear; the core
+    /// connection with [`LANE_CORE_STREAM`].
     pub spi: u32,
     /// The port the response goes to.
     pub port: u16,

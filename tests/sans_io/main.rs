@@ -41,6 +41,7 @@ mod tcp_endpoint;
 mod tcp_host;
 mod ue_tcp;
 mod worker_calls;
+mod worker_core_tcp;
 mod worker_hostile;
 mod worker_proptest;
 mod worker_tcp;

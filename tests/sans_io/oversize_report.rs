@@ -50,12 +50,14 @@ fn cfg() -> WorkerConfig {
         protected_ports: 5100..=5199,
         core: "10.0.1.10:5060".parse().unwrap(),
         icscf: Some("10.0.1.20:5060".parse().unwrap()),
+        icscf_tcp: false,
         stateless_relay: false,
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.example.net".into(),
         batch: 64,
         // (UDP-only peers: requests toward the UE stay datagrams)
         max_udp_request: usize::MAX,
+        core_max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     }
 }

@@ -727,6 +727,8 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         dns: None,
         home_domains: vec![],
         icscf_by_domain: vec![],
+        icscf_tcp: false,
+        core_max_udp_request: usize::MAX,
         source_limit: (
             pcscf::control::registrar::SOURCE_BURST,
             pcscf::control::registrar::SOURCE_PER_SECOND,
@@ -1723,4 +1725,56 @@ fn a_register_on_the_ues_connection_is_answered_on_it_through_the_worker_holding
 #[test]
 fn a_register_on_our_connection_is_answered_on_it() {
     register_on_a_connection(|c| c.spi_pc, |c| c.port_pc, 7005);
+}
+
+/// RFC 3263 §4.1 / RFC 3261 §18.1.1: toward an I-CSCF configured for TCP the REGISTER goes
+/// over TCP (queued for the core TCP thread, our Via saying TCP), a retransmission of the UE's
+/// is not sent on (§17.1.1.2: the reliable transport retransmits), and the core's 401 that
+/// came over TCP is answered to the UE as any other.
+#[test]
+fn a_register_toward_a_tcp_icscf_goes_over_tcp_once() {
+    let mut w = world();
+    let (writer, sas) = pcscf::satable::sa_table(pcscf::satable::SaTableConfig {
+        inbound_capacity: 64,
+        outbound_capacity: 64,
+        spi_min: 4096,
+        spi_max: 1 << 20,
+    })
+    .unwrap();
+    let mut cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
+    cfg.icscf_tcp = true;
+    w.reg = Registrar::new(cfg, writer);
+    w.sas = sas;
+    let feed_register = |w: &mut World| {
+        w.feed(
+            Side::Ue,
+            Protection::Plain,
+            "10.46.0.6:5060",
+            "10.46.0.1:5060",
+            REGISTER1.as_bytes(),
+        )
+    };
+    let out = feed_register(&mut w);
+    assert_eq!(out.len(), 1);
+    let fwd = &out[0];
+    assert_eq!(
+        fwd.protection,
+        Protection::CoreStream {
+            conn: pcscf::dataplane::NO_CONN
+        }
+    );
+    assert_eq!(fwd.dst, addr("10.0.1.20:5060"));
+    let via = header(&fwd.payload, HeaderName::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP 10.0.1.10:5060;"), "{via}");
+    assert!(feed_register(&mut w).is_empty(), "not sent again over TCP");
+    let resp = core_answer(&fwd.payload, 401, "Unauthorized", "");
+    let out = w.feed(
+        Side::Core,
+        Protection::CoreStream { conn: 0x0001_0001 },
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert_eq!(out.len(), 1, "an answer reaches the UE");
+    assert_eq!(out[0].side, Side::Ue);
 }

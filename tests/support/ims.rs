@@ -37,6 +37,8 @@ pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> R
         dns,
         home_domains: vec![],
         icscf_by_domain: vec![],
+        icscf_tcp: false,
+        core_max_udp_request: usize::MAX,
         source_limit: (SOURCE_BURST, SOURCE_PER_SECOND),
         via_sent_by: "10.0.1.10:5060".into(),
         path_uri: "sip:term@pcscf.test:5060;lr".into(),

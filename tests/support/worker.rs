@@ -31,7 +31,7 @@ const CK: [u8; 16] = [0x11; 16];
 const IK: [u8; 16] = [0x22; 16];
 const ALG: &str = "hmac-sha-1-96";
 const EALG: &str = "null";
-const FRAMES: usize = 64;
+pub const FRAMES: usize = 64;
 /// In an input with bit 3 of byte 0 set, replaced by a branch the worker sealed.
 pub const MARK: &[u8] = b"z9hG4bK$";
 /// What the rig sends the worker to learn its branches: a MESSAGE from the UE (over SA1, or
@@ -51,12 +51,14 @@ pub fn cfg(relay: bool) -> WorkerConfig {
         protected_ports: 5100..=5199,
         core: addr("10.0.1.10:5060"),
         icscf: Some(addr("10.0.1.20:5060")),
+        icscf_tcp: false,
         stateless_relay: relay,
         via_sent_by: "10.0.1.10:5060".into(),
         hostname: "pcscf.example.net".into(),
         batch: 64,
         // (UDP-only peers: requests toward the UE stay datagrams)
         max_udp_request: usize::MAX,
+        core_max_udp_request: usize::MAX,
         verify_udp_checksum: true,
     }
 }

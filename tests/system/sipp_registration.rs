@@ -22,7 +22,7 @@ fn registration_with_sipp_as_the_scscf() {
     require_sipp();
     let lab = Lab::new("psipp", "s").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
     let pcscf = start_pcscf(&lab, "sipp", &cfg);

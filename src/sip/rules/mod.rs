@@ -37,7 +37,7 @@ pub use register::{
 pub use relay::{
     forward_request, max_forwards_exhausted, pop_own_routes, request_uri_addr,
     request_uri_wants_tcp, rewrite_protected_request, rewrite_request_to_ue, set_top_via_transport,
-    stateless_branch, strip_charging,
+    stateless_branch, strip_charging, uri_wants_tcp,
 };
 pub use reply::{
     ALLOW_TO_US, RELEASE_BRANCH, answer_to_us, assert_identity, build_reject, build_response,

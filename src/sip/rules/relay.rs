@@ -280,11 +280,14 @@ pub fn request_uri_addr(v: View<'_>) -> Option<SocketAddr> {
 /// Whether the Request-URI asks for TCP (`;transport=tcp`, RFC 3263 §4.1: a UE that registered
 /// a contact so reaches it over TCP).
 pub fn request_uri_wants_tcp(v: View<'_>) -> bool {
-    v.request_uri().is_some_and(|u| {
-        lex::ParamIter::new(headers::uri_params(u)).any(|p| {
-            p.name.eq_ignore_ascii_case(b"transport")
-                && p.value.is_some_and(|t| t.eq_ignore_ascii_case(b"tcp"))
-        })
+    v.request_uri().is_some_and(uri_wants_tcp)
+}
+
+/// The SIP URI `uri` says `;transport=tcp` (RFC 3263 §4.1: the transport of its target).
+pub fn uri_wants_tcp(uri: &[u8]) -> bool {
+    lex::ParamIter::new(headers::uri_params(uri)).any(|p| {
+        p.name.eq_ignore_ascii_case(b"transport")
+            && p.value.is_some_and(|t| t.eq_ignore_ascii_case(b"tcp"))
     })
 }
 
