@@ -306,8 +306,20 @@ pub fn start_scscf(
     lab: &pcscf::lab::Lab,
     dir: &Path,
     hostname: &str,
+    calls: (usize, u32),
+    av: &pcscf::aka::AuthVector,
+) -> SippRun {
+    start_scscf_with(lab, dir, hostname, calls, av, &[])
+}
+
+/// [`start_scscf`] with more SIPp arguments (`-t t1`: over TCP, one connection).
+pub fn start_scscf_with(
+    lab: &pcscf::lab::Lab,
+    dir: &Path,
+    hostname: &str,
     (calls, timeout_s): (usize, u32),
     av: &pcscf::aka::AuthVector,
+    extra: &[&str],
 ) -> SippRun {
     let mut nb = [0u8; pcscf::aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb);
@@ -338,7 +350,9 @@ pub fn start_scscf(
         &hex(ik),
     ]
     .map(String::from)
-    .to_vec();
+    .into_iter()
+    .chain(extra.iter().map(|a| a.to_string()))
+    .collect();
     start_sipp(&lab.core, dir, &sf, &args)
 }
 

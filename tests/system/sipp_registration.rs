@@ -19,10 +19,23 @@ use crate::support::sipp::*;
 
 #[test]
 fn registration_with_sipp_as_the_scscf() {
+    register_through_sipp("psipp", false);
+}
+
+/// The same over TCP toward the core (RFC 3261 §18, RFC 3263 §4.1): SIPp listens with `-t t1`,
+/// the P-CSCF's I-CSCF is configured `icscf_transport = "tcp"`, both REGISTERs go on one
+/// connection of ours with our Via saying TCP, and the 401 and 200 come back on it.
+#[test]
+fn registration_with_sipp_as_the_scscf_over_tcp() {
+    register_through_sipp("psippt", true);
+}
+
+fn register_through_sipp(name: &str, tcp: bool) {
     require_sipp();
-    let lab = Lab::new("psipp", "s").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let lab = Lab::new(name, "s").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let transport = if tcp { "tcp" } else { "udp" };
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
     let pcscf = start_pcscf(&lab, "sipp", &cfg);
@@ -30,8 +43,9 @@ fn registration_with_sipp_as_the_scscf() {
     // The vector SIPp hands out (our HSS code, test set 1).
     let mut hss = test_hss();
     let av = hss.next_vector(&[0x31; 16]).unwrap();
-    let dir = work_dir("reg");
-    let sipp = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
+    let dir = work_dir(if tcp { "regtcp" } else { "reg" });
+    let extra: &[&str] = if tcp { &["-t", "t1"] } else { &[] };
+    let sipp = start_scscf_with(&lab, &dir, HOSTNAME, (1, 20), &av, extra);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let ue = spawn_in(&lab.ue, move || -> Result<Vec<u8>, String> {
@@ -100,6 +114,25 @@ fn registration_with_sipp_as_the_scscf() {
         sipp_out.report("SIPp S-CSCF")
     );
     assert!(report.contains("registered: 1"), "{report}");
+    // what SIPp received: both REGISTERs, over TCP with our Via saying so, or as datagrams
+    let log = sipp_out.messages.clone();
+    let got: Vec<Traced> = trace(&log).into_iter().filter(|t| t.received).collect();
+    assert_eq!(got.len(), 2, "{log}");
+    for t in &got {
+        let via = format!("Via: SIP/2.0/{} ", transport.to_uppercase());
+        assert!(t.text.contains(&via), "{}", t.text);
+    }
+    if tcp {
+        assert!(
+            report.contains(
+                "tcp with the core: 2 messages in, 2 out; connections 0 accepted, 1 opened"
+            ),
+            "{report}"
+        );
+        assert!(log.contains("TCP message received"), "{log}");
+    } else {
+        assert!(!report.contains("tcp with the core"), "{report}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
