@@ -169,6 +169,89 @@ impl CoreTcpCounts {
     }
 }
 
+/// A non-blocking connect to `dst` from our address `local` (any port): the core sees our
+/// core-side address whatever the routing table would pick (our Via and Path name it).
+fn connect_from(local: std::net::IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    if local.is_unspecified() || local.is_ipv4() != dst.is_ipv4() {
+        return TcpStream::connect(dst);
+    }
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) with constant arguments; the fd is owned by `sock` below at once.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns; the stream closes it on every path.
+    let sock = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let (from, from_len) = sockaddr(SocketAddr::new(local, 0));
+    let (to, to_len) = sockaddr(dst);
+    // SAFETY: the addresses are valid sockaddr_storage of the lengths given.
+    if unsafe {
+        libc::bind(
+            fd,
+            (&from as *const libc::sockaddr_storage).cast(),
+            from_len,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::connect(fd, (&to as *const libc::sockaddr_storage).cast(), to_len) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(TcpStream::from_std(sock))
+}
+
+/// `a` as a `sockaddr_storage` and its length.
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: v6.ip().octets(),
+            };
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
 fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
@@ -443,7 +526,7 @@ impl CoreTcp {
         if self.free.is_empty() {
             return None;
         }
-        let stream = match TcpStream::connect(dst) {
+        let stream = match connect_from(self.cfg.listen.ip(), dst) {
             Ok(s) => s,
             Err(e) => {
                 bump(&self.stats.connect_failed);
