@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         core: "10.0.1.10:5060".parse().unwrap(),
         via_sent_by: "10.0.1.10:5060",
         next_hop: Some("10.0.1.30:6060".parse().unwrap()),
+        core_tcp: false,
         ue: Some(UeLeg {
             from: "10.46.0.1:5102".parse().unwrap(),
             to: "10.46.0.6:7005".parse().unwrap(),

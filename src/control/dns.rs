@@ -1,6 +1,9 @@
-//! Locating the I-CSCF of the home domain by DNS (RFC 3263 §4 for UDP): NAPTR → SRV → A/AAAA,
-//! with positive and negative answers cached. A static `core.icscf` in the configuration
-//! bypasses it.
+//! Locating the I-CSCF of the home domain by DNS (RFC 3263 §4): NAPTR → SRV → A/AAAA, with
+//! positive and negative answers cached. The answer is a [`Target`]: an address and the
+//! transport to reach it by, UDP or TCP (RFC 3263 §4.1: the NAPTR record's `SIP+D2U` or
+//! `SIP+D2T` service, else the first of `_sip._udp` / `_sip._tcp` whose SRV leads to an
+//! address, else UDP to the domain's address at 5060). A static `core.icscf` in the
+//! configuration bypasses it.
 //!
 //! Owns: the DNS wire format we need (RFC 1035 §4: queries, answers, name compression; RFC 3403
 //! NAPTR; RFC 2782 SRV; RFC 3596 AAAA), the resolution procedure, the cache and the query
@@ -21,6 +24,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+
+pub use crate::sip::Transport;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
@@ -192,12 +197,49 @@ pub fn parse_response(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Vec
 
 /// Sends a query and returns the response bytes (tests and tools drive the resolver with it).
 #[cfg(test)]
-pub type Transport<'a> = dyn FnMut(&[u8]) -> std::io::Result<Vec<u8>> + 'a;
+pub type Exchange<'a> = dyn FnMut(&[u8]) -> std::io::Result<Vec<u8>> + 'a;
+
+/// Where to send SIP for a domain: an address and the transport RFC 3263 §4.1 chose for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+impl Target {
+    /// `addr` over UDP (a numeric address, a static next hop, RFC 3263 §4.1's default).
+    pub fn udp(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            transport: Transport::Udp,
+        }
+    }
+}
+
+/// The NAPTR service of SIP over `t` (RFC 3263 §4.1; the SIPS services and SCTP are not ours).
+fn naptr_service(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "SIP+D2U",
+        Transport::Tcp => "SIP+D2T",
+    }
+}
+
+/// The SRV name of SIP over `t` at `domain` (RFC 3263 §4.1, RFC 2782).
+fn srv_name(t: Transport, domain: &str) -> String {
+    match t {
+        Transport::Udp => format!("_sip._udp.{domain}"),
+        Transport::Tcp => format!("_sip._tcp.{domain}"),
+    }
+}
+
+/// The transports we try, in our order of preference when DNS does not give the server's
+/// (RFC 3263 §4.1: with no NAPTR, an SRV query per supported transport): UDP, then TCP.
+const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
 
 /// What [`Resolver::lookup`] knows now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    Ready(SocketAddr),
+    Ready(Target),
     /// No address (also cached: asking again within [`NEGATIVE_TTL`] costs no query).
     Failed,
     /// A resolution is in progress: [`Resolver::poll_done`] will name the domain when it ends.
@@ -205,18 +247,20 @@ pub enum Lookup {
 }
 
 /// One step of RFC 3263 §4 for a domain; each sends one query. `ttl`: the smallest TTL of the
-/// records that led here.
+/// records that led here; `transport`: the one the NAPTR record or SRV name chose (§4.1).
 #[derive(Clone, Debug)]
 enum Step {
     Naptr,
     Srv {
         name: String,
+        transport: Transport,
         ttl: u32,
     },
     Addr {
         host: String,
         port: u16,
         qtype: u16,
+        transport: Transport,
         ttl: u32,
     },
 }
@@ -278,15 +322,15 @@ impl DnsStats {
     }
 }
 
-/// RFC 3263 resolution for SIP over UDP, sans-IO, with a bounded cache.
+/// RFC 3263 resolution for SIP over UDP or TCP, sans-IO, with a bounded cache.
 #[derive(Debug, Default)]
 pub struct Resolver {
     server: Option<SocketAddr>,
-    cache: HashMap<String, (Option<SocketAddr>, Instant)>,
+    cache: HashMap<String, (Option<Target>, Instant)>,
     jobs: HashMap<String, Job>,
     ids: HashMap<u16, String>,
     transmit: VecDeque<Vec<u8>>,
-    done: VecDeque<(String, Option<SocketAddr>)>,
+    done: VecDeque<(String, Option<Target>)>,
     pub stats: DnsStats,
 }
 
@@ -314,12 +358,13 @@ impl Resolver {
         }
     }
 
-    /// Where to send SIP over UDP for `domain` (RFC 3263 §4.1, §4.2), if known now; else a
-    /// resolution starts (or is already running) and the answer is `Pending`.
+    /// Where to send SIP for `domain`, and over which transport (RFC 3263 §4.1, §4.2), if
+    /// known now; else a resolution starts (or is already running) and the answer is `Pending`.
     pub fn lookup(&mut self, domain: &str, now: Instant) -> Lookup {
         let host = domain.trim_matches(|c| c == '[' || c == ']');
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Lookup::Ready(SocketAddr::new(ip, 5060));
+            // §4.1: a numeric address with no transport named: UDP for a SIP URI; §4.2: 5060.
+            return Lookup::Ready(Target::udp(SocketAddr::new(ip, 5060)));
         }
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
         if let Some((a, until)) = self.cache.get(&key)
@@ -366,8 +411,8 @@ impl Resolver {
         self.transmit.pop_front().map(|q| (server, q))
     }
 
-    /// A resolution that ended: the domain (lowercase) and its address, or `None` if it failed.
-    pub fn poll_done(&mut self) -> Option<(String, Option<SocketAddr>)> {
+    /// A resolution that ended: the domain (lowercase) and its target, or `None` if it failed.
+    pub fn poll_done(&mut self) -> Option<(String, Option<Target>)> {
         self.done.pop_front()
     }
 
@@ -437,9 +482,13 @@ impl Resolver {
         let records = parse_response(msg, q.id, &q.name, q.qtype).unwrap_or_default();
         match q.step {
             Step::Naptr => {
-                // §4.1: the SIP over UDP service with the "s" flag, lowest order/preference
-                // first; §4.2 (SRV for _sip._udp, then the domain's address) if none leads on.
-                let mut naptrs: Vec<(u16, u16, String, u32)> = records
+                // RFC 3263 §4.1: the records whose service is SIP over a transport we speak
+                // (`SIP+D2U`, `SIP+D2T`; not SIPS nor SCTP) with the "s" flag (an SRV lookup
+                // follows), lowest order then lowest preference first (RFC 3403 §4.1); we
+                // speak both, so the first whose SRV leads to an address wins, and its
+                // transport with it. More than MAX_STEPS could never be queried: the rest of
+                // a long (hostile) answer is dropped here.
+                let mut naptrs: Vec<(u16, u16, String, Transport, u32)> = records
                     .into_iter()
                     .filter_map(|(r, ttl)| match r {
                         Record::Naptr {
@@ -448,30 +497,47 @@ impl Resolver {
                             flags,
                             service,
                             replacement,
-                        } if service.eq_ignore_ascii_case("SIP+D2U")
-                            && flags.eq_ignore_ascii_case("s") =>
-                        {
-                            Some((order, preference, replacement, ttl))
-                        }
+                        } if flags.eq_ignore_ascii_case("s") => TRANSPORTS
+                            .into_iter()
+                            .find(|t| service.eq_ignore_ascii_case(naptr_service(*t)))
+                            .map(|t| (order, preference, replacement, t, ttl)),
                         _ => None,
                     })
                     .collect();
-                naptrs.sort();
+                naptrs.sort_by_key(|n| (n.0, n.1));
+                naptrs.truncate(MAX_STEPS);
+                // Pushed last-first (a stack). When no NAPTR leads on (§4.1's last
+                // paragraphs): an SRV query per transport we speak, in our preference order
+                // (UDP, then TCP), the first that leads to an address giving the transport;
+                // with no SRV either, UDP to the domain's own address at 5060 (§4.2).
                 job.todo.push(Step::Addr {
                     host: key.clone(),
                     port: 5060,
                     qtype: TYPE_A,
+                    transport: Transport::Udp,
                     ttl: u32::MAX,
                 });
-                job.todo.push(Step::Srv {
-                    name: format!("_sip._udp.{key}"),
-                    ttl: u32::MAX,
-                });
-                for (_, _, name, ttl) in naptrs.into_iter().rev() {
-                    job.todo.push(Step::Srv { name, ttl });
+                for transport in TRANSPORTS.into_iter().rev() {
+                    let name = srv_name(transport, &key);
+                    // a NAPTR naming this very SRV has it queried already
+                    if naptrs.iter().any(|n| n.2.eq_ignore_ascii_case(&name)) {
+                        continue;
+                    }
+                    job.todo.push(Step::Srv {
+                        name,
+                        transport,
+                        ttl: u32::MAX,
+                    });
+                }
+                for (_, _, name, transport, ttl) in naptrs.into_iter().rev() {
+                    job.todo.push(Step::Srv {
+                        name,
+                        transport,
+                        ttl,
+                    });
                 }
             }
-            Step::Srv { ttl, .. } => {
+            Step::Srv { transport, ttl, .. } => {
                 let mut srvs: Vec<(u16, u16, u16, String, u32)> = records
                     .into_iter()
                     .filter_map(|(r, t)| match r {
@@ -484,13 +550,16 @@ impl Resolver {
                         _ => None,
                     })
                     .collect();
-                // RFC 2782: lowest priority first; among equals, the heaviest weight first.
+                // RFC 2782: lowest priority first; among equals, the heaviest weight first
+                // (RFC 3263 §4.3); no more than could ever be queried.
                 srvs.sort();
+                srvs.truncate(MAX_STEPS);
                 for (_, _, port, host, t) in srvs.into_iter().rev() {
                     job.todo.push(Step::Addr {
                         host,
                         port,
                         qtype: TYPE_A,
+                        transport,
                         ttl: ttl.min(t),
                     });
                 }
@@ -499,6 +568,7 @@ impl Resolver {
                 host,
                 port,
                 qtype,
+                transport,
                 ttl,
             } => {
                 let found = records.into_iter().find_map(|(r, t)| match r {
@@ -506,8 +576,8 @@ impl Resolver {
                     Record::Aaaa(a) => Some((SocketAddr::new(IpAddr::V6(a), port), t)),
                     _ => None,
                 });
-                if let Some((a, t)) = found {
-                    self.finish_ok(&key, a, ttl.min(t), now);
+                if let Some((addr, t)) = found {
+                    self.finish_ok(&key, Target { addr, transport }, ttl.min(t), now);
                     return;
                 }
                 if qtype == TYPE_A {
@@ -515,6 +585,7 @@ impl Resolver {
                         host,
                         port,
                         qtype: TYPE_AAAA,
+                        transport,
                         ttl,
                     });
                 }
@@ -562,16 +633,16 @@ impl Resolver {
         });
     }
 
-    fn finish_ok(&mut self, key: &str, a: SocketAddr, ttl: u32, now: Instant) {
+    fn finish_ok(&mut self, key: &str, a: Target, ttl: u32, now: Instant) {
         self.end(key, Some(a), now + clamp_ttl(ttl), now);
     }
 
-    fn finish(&mut self, key: &str, a: Option<SocketAddr>, now: Instant) {
+    fn finish(&mut self, key: &str, a: Option<Target>, now: Instant) {
         self.stats.failures += u64::from(a.is_none());
         self.end(key, a, now + NEGATIVE_TTL, now);
     }
 
-    fn end(&mut self, key: &str, a: Option<SocketAddr>, until: Instant, now: Instant) {
+    fn end(&mut self, key: &str, a: Option<Target>, until: Instant, now: Instant) {
         if let Some(q) = self.jobs.remove(key).and_then(|j| j.query) {
             self.ids.remove(&q.id);
         }
@@ -594,8 +665,8 @@ impl Resolver {
         &mut self,
         domain: &str,
         now: Instant,
-        t: &mut Transport<'_>,
-    ) -> Result<SocketAddr, String> {
+        t: &mut Exchange<'_>,
+    ) -> Result<Target, String> {
         let mut at = now;
         for _ in 0..(MAX_STEPS as u32 * QUERY_TRIES + 4) {
             match self.lookup(domain, now) {
@@ -657,45 +728,101 @@ mod tests {
         (n, u16_at(q, end).unwrap())
     }
 
-    #[test]
-    fn naptr_srv_a_chain_and_cache() {
-        let mut asked = Vec::new();
-        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> {
+    /// NAPTR rdata: order, preference, flags, service, no regexp, replacement.
+    fn naptr(order: u16, preference: u16, flags: &str, service: &str, to: &str) -> Vec<u8> {
+        let mut rd = order.to_be_bytes().to_vec();
+        rd.extend_from_slice(&preference.to_be_bytes());
+        for s in [flags, service, ""] {
+            rd.push(s.len() as u8);
+            rd.extend_from_slice(s.as_bytes());
+        }
+        rd.extend(name(to));
+        rd
+    }
+
+    /// SRV rdata: priority 10, weight 5, `port`, `target`.
+    fn srv(port: u16, target: &str) -> Vec<u8> {
+        let mut rd = vec![0, 10, 0, 5];
+        rd.extend_from_slice(&port.to_be_bytes());
+        rd.extend(name(target));
+        rd
+    }
+
+    /// A zone for `ims.example`: the NAPTR records `naptrs`, an SRV record for each of `srvs`
+    /// (its name → port 5060 at host `<n>.ims.example`, n its index), and an A record
+    /// 10.0.1.<20 + n> for each of those hosts; every other question is answered empty.
+    /// The questions asked are logged in `asked`.
+    fn zone<'a>(
+        naptrs: &'a [Vec<u8>],
+        srvs: &'a [&'a str],
+        asked: &'a mut Vec<(String, u16)>,
+    ) -> impl FnMut(&[u8]) -> std::io::Result<Vec<u8>> + 'a {
+        move |q: &[u8]| {
             let (n, ty) = qname(q);
             asked.push((n.clone(), ty));
-            Ok(match (n.as_str(), ty) {
-                ("ims.example", TYPE_NAPTR) => {
-                    let mut rd = vec![0, 10, 0, 50];
-                    for s in ["s", "SIP+D2T", ""] {
-                        rd.push(s.len() as u8);
-                        rd.extend_from_slice(s.as_bytes());
-                    }
-                    rd.extend(name("_sip._tcp.icscf.ims.example"));
-                    let mut rd2 = vec![0, 20, 0, 50];
-                    for s in ["s", "SIP+D2U", ""] {
-                        rd2.push(s.len() as u8);
-                        rd2.extend_from_slice(s.as_bytes());
-                    }
-                    rd2.extend(name("_sip._udp.icscf.ims.example"));
-                    respond(q, &[(TYPE_NAPTR, rd), (TYPE_NAPTR, rd2)])
-                }
-                ("_sip._udp.icscf.ims.example", TYPE_SRV) => {
-                    let mut rd = vec![0, 10, 0, 5, 0x13, 0xc4];
-                    rd.extend(name("icscf1.ims.example"));
-                    respond(q, &[(TYPE_SRV, rd)])
-                }
-                ("icscf1.ims.example", TYPE_A) => respond(q, &[(TYPE_A, vec![10, 0, 1, 20])]),
+            let host = |i: usize| format!("h{i}.ims.example");
+            Ok(match ty {
+                TYPE_NAPTR if n == "ims.example" => respond(
+                    q,
+                    &naptrs
+                        .iter()
+                        .map(|rd| (TYPE_NAPTR, rd.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+                TYPE_SRV => match srvs.iter().position(|s| *s == n) {
+                    Some(i) => respond(q, &[(TYPE_SRV, srv(5060, &host(i)))]),
+                    None => respond(q, &[]),
+                },
+                TYPE_A => match (0..srvs.len()).find(|i| host(*i) == n) {
+                    Some(i) => respond(q, &[(TYPE_A, vec![10, 0, 1, 20 + i as u8])]),
+                    None => respond(q, &[]),
+                },
                 _ => respond(q, &[]),
             })
-        };
+        }
+    }
+
+    fn target(a: &str, transport: Transport) -> Target {
+        Target {
+            addr: a.parse().unwrap(),
+            transport,
+        }
+    }
+
+    const UDP_SRV: &str = "_sip._udp.icscf.ims.example";
+    const TCP_SRV: &str = "_sip._tcp.icscf.ims.example";
+
+    /// Resolves `ims.example` in [`zone`]; the target and the questions asked.
+    fn resolve_in(
+        naptrs: &[Vec<u8>],
+        srvs: &[&str],
+    ) -> (Result<Target, String>, Vec<(String, u16)>) {
+        let mut asked = Vec::new();
+        let mut t = zone(naptrs, srvs, &mut asked);
+        let r = Resolver::new(Some(SERVER)).resolve_with("ims.example", Instant::now(), &mut t);
+        drop(t);
+        (r, asked)
+    }
+
+    #[test]
+    fn naptr_srv_a_chain_and_cache() {
+        // SIP+D2U has the lower order: only the UDP service is followed
+        let naptrs = [
+            naptr(10, 50, "s", "SIP+D2U", UDP_SRV),
+            naptr(20, 50, "s", "SIP+D2T", TCP_SRV),
+        ];
+        let srvs = [UDP_SRV, TCP_SRV];
+        let mut asked = Vec::new();
+        let mut t = zone(&naptrs, &srvs, &mut asked);
         let mut r = Resolver::new(Some(SERVER));
         let now = Instant::now();
         let a = r.resolve_with("ims.example", now, &mut t).unwrap();
-        assert_eq!(a, "10.0.1.20:5060".parse().unwrap());
+        assert_eq!(a, target("10.0.1.20:5060", Transport::Udp));
         let a2 = r
             .resolve_with("ims.example", now + Duration::from_secs(10), &mut t)
             .unwrap();
         assert_eq!(a2, a);
+        drop(t);
         assert_eq!(
             asked.len(),
             3,
@@ -705,6 +832,159 @@ mod tests {
             asked.iter().all(|(n, _)| !n.contains("_tcp")),
             "only the UDP service is followed"
         );
+    }
+
+    #[test]
+    fn d2t_with_the_lower_order_gives_tcp_and_the_cache_keeps_it() {
+        // RFC 3263 §4.1: order decides before preference (D2U's better preference loses)
+        let naptrs = [
+            naptr(20, 10, "s", "SIP+D2U", UDP_SRV),
+            naptr(10, 90, "s", "SIP+D2T", TCP_SRV),
+        ];
+        let srvs = [UDP_SRV, TCP_SRV];
+        let mut asked = Vec::new();
+        let mut t = zone(&naptrs, &srvs, &mut asked);
+        let mut r = Resolver::new(Some(SERVER));
+        let now = Instant::now();
+        let a = r.resolve_with("ims.example", now, &mut t).unwrap();
+        drop(t);
+        let tcp = target("10.0.1.21:5060", Transport::Tcp);
+        assert_eq!(a, tcp);
+        assert_eq!(
+            asked,
+            [
+                ("ims.example".to_string(), TYPE_NAPTR),
+                (TCP_SRV.to_string(), TYPE_SRV),
+                ("h1.ims.example".to_string(), TYPE_A),
+            ]
+        );
+        assert_eq!(r.poll_done(), Some(("ims.example".into(), Some(tcp))));
+        // the cache keeps the transport with the address
+        let (queries, hits) = (r.stats.queries, r.stats.cache_hits);
+        let later = now + Duration::from_secs(10);
+        assert_eq!(r.lookup("ims.example", later), Lookup::Ready(tcp));
+        assert_eq!(r.lookup("IMS.example.", later), Lookup::Ready(tcp));
+        assert_eq!(r.stats.queries, queries);
+        assert_eq!(r.stats.cache_hits, hits + 2);
+    }
+
+    #[test]
+    fn equal_order_the_preference_decides() {
+        let srvs = [UDP_SRV, TCP_SRV];
+        let (a, _) = resolve_in(
+            &[
+                naptr(10, 60, "s", "SIP+D2U", UDP_SRV),
+                naptr(10, 40, "s", "SIP+D2T", TCP_SRV),
+            ],
+            &srvs,
+        );
+        assert_eq!(a.unwrap(), target("10.0.1.21:5060", Transport::Tcp));
+        let (a, _) = resolve_in(
+            &[
+                naptr(10, 60, "s", "SIP+D2T", TCP_SRV),
+                naptr(10, 40, "s", "SIP+D2U", UDP_SRV),
+            ],
+            &srvs,
+        );
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Udp));
+    }
+
+    #[test]
+    fn sips_sctp_and_other_flags_are_ignored() {
+        let sips = "_sips._tcp.icscf.ims.example";
+        let sctp = "_sip._sctp.icscf.ims.example";
+        let other = "_sip._tcp.other.ims.example";
+        let (a, asked) = resolve_in(
+            &[
+                naptr(1, 1, "s", "SIPS+D2T", sips),
+                naptr(2, 1, "s", "SIP+D2S", sctp),
+                naptr(3, 1, "a", "SIP+D2T", other), // "a": an address record, not SRV
+                naptr(4, 1, "s", "SIP+D2X", other),
+                naptr(5, 1, "s", "E2U+sip", other),
+                naptr(10, 50, "s", "sip+d2u", UDP_SRV), // case-insensitive
+            ],
+            &[sips, sctp, other, UDP_SRV],
+        );
+        assert_eq!(a.unwrap(), target("10.0.1.23:5060", Transport::Udp));
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert!(
+            asked
+                .iter()
+                .all(|(n, _)| n != sips && n != sctp && n != other)
+        );
+    }
+
+    #[test]
+    fn a_naptr_whose_srv_fails_gives_way_to_the_next_with_its_transport() {
+        // D2T first, but its SRV names nothing: D2U, and UDP with it
+        let (a, asked) = resolve_in(
+            &[
+                naptr(10, 50, "s", "SIP+D2T", TCP_SRV),
+                naptr(20, 50, "s", "SIP+D2U", UDP_SRV),
+            ],
+            &[UDP_SRV],
+        );
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Udp));
+        let names: Vec<_> = asked.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ims.example", TCP_SRV, UDP_SRV, "h0.ims.example"]);
+    }
+
+    #[test]
+    fn without_naptr_srv_for_udp_then_tcp() {
+        let udp = "_sip._udp.ims.example";
+        let tcp = "_sip._tcp.ims.example";
+        // RFC 3263 §4.1: an SRV query per transport, ours first (UDP)
+        let (a, asked) = resolve_in(&[], &[udp, tcp]);
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Udp));
+        let names: Vec<_> = asked.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ims.example", udp, "h0.ims.example"]);
+        // no `_sip._udp`: `_sip._tcp` gives TCP
+        let (a, asked) = resolve_in(&[], &[tcp]);
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Tcp));
+        let names: Vec<_> = asked.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ims.example", udp, tcp, "h0.ims.example"]);
+        // NAPTR records of services we do not speak count as none
+        let (a, _) = resolve_in(
+            &[naptr(10, 50, "s", "SIPS+D2T", "_sips._tcp.ims.example")],
+            &[tcp],
+        );
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Tcp));
+        // a NAPTR naming `_sip._udp.<domain>` has it asked once, not again as a fallback
+        let (a, asked) = resolve_in(&[naptr(10, 50, "s", "SIP+D2U", udp)], &[tcp]);
+        assert_eq!(a.unwrap(), target("10.0.1.20:5060", Transport::Tcp));
+        let names: Vec<_> = asked.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ims.example", udp, tcp, "h0.ims.example"]);
+    }
+
+    #[test]
+    fn a_hostile_answer_with_many_naptrs_stays_within_max_steps() {
+        let names: Vec<String> = (0..100)
+            .map(|i| format!("_sip._tcp.n{i}.ims.example"))
+            .collect();
+        let naptrs: Vec<Vec<u8>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let service = if i % 2 == 0 { "SIP+D2T" } else { "SIP+D2U" };
+                naptr(i as u16, 0, "s", service, n)
+            })
+            .collect();
+        // every SRV named answers nothing (but the last, which is never reached)
+        let last = [names[99].as_str()];
+        let mut asked = Vec::new();
+        let mut t = zone(&naptrs, &last, &mut asked);
+        let mut r = Resolver::new(Some(SERVER));
+        assert!(
+            r.resolve_with("ims.example", Instant::now(), &mut t)
+                .is_err()
+        );
+        drop(t);
+        assert_eq!(asked.len(), MAX_STEPS, "{asked:?}");
+        assert_eq!(r.stats.queries, MAX_STEPS as u64);
+        assert_eq!(r.in_flight(), 0);
+        // in order: the lowest order first
+        assert_eq!(asked[1].0, names[0]);
+        assert_eq!(asked[MAX_STEPS - 1].0, names[MAX_STEPS - 2]);
     }
 
     #[test]
@@ -720,10 +1000,11 @@ mod tests {
         let a = r
             .resolve_with("plain.example", Instant::now(), &mut t)
             .unwrap();
-        assert_eq!(a, "192.0.2.7:5060".parse().unwrap());
+        // RFC 3263 §4.1/§4.2: no NAPTR, no SRV: UDP to the domain's address at 5060
+        assert_eq!(a, target("192.0.2.7:5060", Transport::Udp));
         assert_eq!(
             r.resolve_with("10.9.9.9", Instant::now(), &mut t).unwrap(),
-            "10.9.9.9:5060".parse().unwrap()
+            target("10.9.9.9:5060", Transport::Udp)
         );
     }
 
@@ -809,12 +1090,12 @@ mod tests {
             r.poll_done(),
             Some((
                 "plain.example".into(),
-                Some("192.0.2.7:5060".parse().unwrap())
+                Some(target("192.0.2.7:5060", Transport::Udp))
             ))
         );
         assert_eq!(
             r.lookup("plain.example", now),
-            Lookup::Ready("192.0.2.7:5060".parse().unwrap())
+            Lookup::Ready(target("192.0.2.7:5060", Transport::Udp))
         );
     }
 

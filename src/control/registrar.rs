@@ -558,10 +558,10 @@ impl Registrar {
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case(home))
         {
-            return super::dns::Lookup::Ready(*a);
+            return super::dns::Lookup::Ready(super::dns::Target::udp(*a));
         }
         match self.cfg.icscf {
-            Some(a) => super::dns::Lookup::Ready(a),
+            Some(a) => super::dns::Lookup::Ready(super::dns::Target::udp(a)),
             None => self.resolver.lookup(home, now),
         }
     }
@@ -594,7 +594,10 @@ impl Registrar {
             return fallback_or_ip(&host, port, fallback);
         }
         match self.resolver.lookup(&host, now) {
-            super::dns::Lookup::Ready(a) => SocketAddr::new(a.ip(), port.unwrap_or(a.port())),
+            // TODO(lead): transport (the Service-Route hop's `t.transport`)
+            super::dns::Lookup::Ready(t) => {
+                SocketAddr::new(t.addr.ip(), port.unwrap_or(t.addr.port()))
+            }
             _ => fallback,
         }
     }
@@ -1022,7 +1025,8 @@ impl Registrar {
         }
         let home = String::from_utf8_lossy(home).into_owned();
         match self.next_hop(&home, r.now) {
-            super::dns::Lookup::Ready(a) => Some(a),
+            // TODO(lead): transport (`t.transport`: the REGISTER toward the I-CSCF over it)
+            super::dns::Lookup::Ready(t) => Some(t.addr),
             super::dns::Lookup::Pending
                 if self.park(
                     &home,

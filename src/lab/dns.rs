@@ -1,5 +1,6 @@
 //! The lab's own DNS server: answers for the home domain exactly what RFC 3263 resolution asks
-//! (NAPTR → `SIP+D2U` → SRV → A), so `pcscf lab` resolves its I-CSCF by DNS with nothing
+//! (NAPTR → `SIP+D2U` → SRV `_sip._udp` → A, or with TCP `SIP+D2T` → `_sip._tcp`), so
+//! `pcscf lab` resolves its I-CSCF, and the transport toward it, by DNS with nothing
 //! installed. Authoritative for those three names only; anything else gets NXDOMAIN. A lab
 //! tool built on the resolver's wire code (`control::dns`), not a general DNS server.
 
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::control::dns::{TYPE_A, TYPE_NAPTR, TYPE_SRV};
+use crate::sip::Transport;
 
 fn name(n: &str) -> Vec<u8> {
     let mut v = Vec::new();
@@ -39,15 +41,20 @@ fn question(q: &[u8]) -> Option<(String, u16, usize)> {
     Some((n.to_ascii_lowercase(), qtype, pos + 5))
 }
 
-/// The answer to one query, or `None` for garbage.
-pub fn answer(q: &[u8], realm: &str, icscf: Ipv4Addr) -> Option<Vec<u8>> {
+/// The answer to one query, or `None` for garbage. `transport`: the one the NAPTR record
+/// offers for the I-CSCF (RFC 3263 §4.1: `SIP+D2U` → `_sip._udp`, `SIP+D2T` → `_sip._tcp`).
+pub fn answer(q: &[u8], realm: &str, icscf: Ipv4Addr, transport: Transport) -> Option<Vec<u8>> {
     let (qname, qtype, qend) = question(q)?;
     let realm = realm.to_ascii_lowercase();
-    let srv_name = format!("_sip._udp.icscf.{realm}");
+    let (service, proto) = match transport {
+        Transport::Udp => ("SIP+D2U", "_udp"),
+        Transport::Tcp => ("SIP+D2T", "_tcp"),
+    };
+    let srv_name = format!("_sip.{proto}.icscf.{realm}");
     let host = format!("icscf1.{realm}");
     let rdata: Option<(u16, Vec<u8>)> = if qname == realm && qtype == TYPE_NAPTR {
         let mut rd = vec![0, 10, 0, 50];
-        for s in ["s", "SIP+D2U", ""] {
+        for s in ["s", service, ""] {
             rd.push(s.len() as u8);
             rd.extend_from_slice(s.as_bytes());
         }
@@ -80,11 +87,12 @@ pub fn answer(q: &[u8], realm: &str, icscf: Ipv4Addr) -> Option<Vec<u8>> {
     Some(r)
 }
 
-/// Serve on `addr` until `stop`.
+/// Serve on `addr` until `stop`, offering the I-CSCF over `transport`.
 pub fn serve(
     addr: SocketAddr,
     realm: &str,
     icscf: Ipv4Addr,
+    transport: Transport,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<u64> {
     let s = UdpSocket::bind(addr)?;
@@ -95,7 +103,7 @@ pub fn serve(
         let Ok((n, from)) = s.recv_from(&mut buf) else {
             continue;
         };
-        if let Some(a) = answer(&buf[..n], realm, icscf) {
+        if let Some(a) = answer(&buf[..n], realm, icscf, transport) {
             let _ = s.send_to(&a, from);
             answered += 1;
         }
@@ -106,18 +114,39 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::dns::Resolver;
+    use crate::control::dns::{Resolver, Target};
 
     #[test]
     fn the_resolver_finds_the_icscf_through_this_server() {
         let icscf = Ipv4Addr::new(10, 212, 0, 2);
-        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> {
-            answer(q, "ims.example", icscf).ok_or_else(|| std::io::Error::other("garbage"))
-        };
-        let a = Resolver::new(Some("192.0.2.53:53".parse().unwrap()))
-            .resolve_with("ims.example", std::time::Instant::now(), &mut t)
-            .unwrap();
-        assert_eq!(a, SocketAddr::new(icscf.into(), 5060));
-        assert!(answer(&[1, 2, 3], "ims.example", icscf).is_none());
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let mut asked = Vec::new();
+            let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> {
+                asked.push(question(q).map(|(n, _, _)| n));
+                answer(q, "ims.example", icscf, transport)
+                    .ok_or_else(|| std::io::Error::other("garbage"))
+            };
+            let a = Resolver::new(Some("192.0.2.53:53".parse().unwrap()))
+                .resolve_with("ims.example", std::time::Instant::now(), &mut t)
+                .unwrap();
+            assert_eq!(
+                a,
+                Target {
+                    addr: SocketAddr::new(icscf.into(), 5060),
+                    transport
+                }
+            );
+            // NAPTR, the SRV it names, A: nothing else was needed
+            let srv = match transport {
+                Transport::Udp => "_sip._udp.icscf.ims.example",
+                Transport::Tcp => "_sip._tcp.icscf.ims.example",
+            };
+            assert_eq!(
+                asked,
+                [Some("ims.example"), Some(srv), Some("icscf1.ims.example")]
+                    .map(|n| n.map(String::from))
+            );
+            assert!(answer(&[1, 2, 3], "ims.example", icscf, transport).is_none());
+        }
     }
 }

@@ -169,8 +169,9 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     };
     let dns_stop = stop.clone();
     let dns_addr = SocketAddr::new(lab.core_addr, 53);
+    let dns_t = crate::sip::Transport::Udp; // TODO(lead): Tcp with `lab --transport tcp`
     let dns = spawn_in(&lab.core, move || {
-        super::dns::serve(dns_addr, realm, core_v4, dns_stop)
+        super::dns::serve(dns_addr, realm, core_v4, dns_t, dns_stop)
     });
     // Ctrl-C reaches us and the child: pass it on to the simulators.
     let watch_stop = stop.clone();

@@ -6,7 +6,8 @@
 //! 0. `lex.rs`: the lexical level of RFC 3261 §25.1 (character classes, trim/unquote, quoted
 //!    strings, list and `;` parameter iterators, `parse_u64`); `write.rs` ([`Writer`]), a tiny
 //!    allocation-free formatter; `own.rs` ([`OwnUris`]), the one "is this URI us?" rule (Route pops,
-//!    Request-URI checks).
+//!    Request-URI checks); `transport.rs` ([`Transport`]): UDP or TCP, as a Via names it and as
+//!    RFC 3263 resolution picks it.
 //! 1. [`headers`]: typed, zero-copy views of the header values the P-CSCF reads, one file per
 //!    header family (`via`, `name_addr`, `cseq`, `digest`, `sec_agree`, `uri`); built on
 //!    `lex`. `msg.rs` ([`Message`], [`View`], [`Index`]): frames a datagram and indexes its start line and headers as byte ranges
@@ -42,6 +43,7 @@ mod msg;
 mod own;
 pub mod rules;
 mod stream;
+mod transport;
 mod validate;
 mod write;
 
@@ -49,4 +51,5 @@ pub use edit::{EditError, Editor, Keep};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
 pub use stream::{Frame, FrameError, Framer};
+pub use transport::Transport;
 pub use write::Writer;
