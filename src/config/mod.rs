@@ -86,7 +86,7 @@ pub struct CoreSide {
     /// How the configured I-CSCFs (`icscf`, `icscf_by_domain`) take our REGISTERs: `udp` or
     /// `tcp`. One found by `dns` comes with its own (RFC 3263 §4.1).
     #[serde(default)]
-    pub icscf_transport: CoreTransport,
+    pub icscf_transport: crate::sip::Transport,
     /// The largest request sent to the core in a datagram; larger ones go over TCP (RFC 3261
     /// §18.1.1: 1,300 bytes when the path MTU is unknown). 65535: never by size (a core that
     /// takes only UDP).
@@ -95,15 +95,6 @@ pub struct CoreSide {
     /// TCP connections with the core at most, both ways (we listen on `address`:`sip_port`).
     #[serde(default = "default_core_tcp_connections")]
     pub tcp_connections: usize,
-}
-
-/// A transport toward the core.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CoreTransport {
-    #[default]
-    Udp,
-    Tcp,
 }
 
 fn default_core_tcp_connections() -> usize {

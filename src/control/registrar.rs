@@ -558,25 +558,38 @@ impl Registrar {
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case(home))
         {
-            return super::dns::Lookup::Ready(super::dns::Target::udp(*a));
+            return super::dns::Lookup::Ready(self.configured(*a));
         }
         match self.cfg.icscf {
-            Some(a) => super::dns::Lookup::Ready(super::dns::Target::udp(a)),
+            Some(a) => super::dns::Lookup::Ready(self.configured(a)),
             None => self.resolver.lookup(home, now),
         }
     }
 
-    /// Where a registered UE's requests go: the first Service-Route hop (an address as is, a
-    /// name from the DNS cache when a server is configured), else `fallback`. The 200 is not
+    /// A configured I-CSCF at `addr`, with the configured transport (`core.icscf_transport`).
+    fn configured(&self, addr: SocketAddr) -> super::dns::Target {
+        super::dns::Target {
+            addr,
+            transport: if self.cfg.icscf_tcp {
+                crate::sip::Transport::Tcp
+            } else {
+                crate::sip::Transport::Udp
+            },
+        }
+    }
+
+    /// Where a registered UE's requests go, and whether over TCP: the first Service-Route hop
+    /// (an address as is, a name from the DNS cache when a server is configured: RFC 3263 §4.1,
+    /// its NAPTR choosing the transport when the URI names no port), else `fallback`. The 200 is not
     /// held for DNS: a name not cached yet starts its resolution and the UE's requests go to
     /// `fallback` (the I-CSCF that routed the REGISTER, which can route them on) until its
     /// next re-registration finds the name cached.
     fn route_next_hop(
         &mut self,
         routes: &[Vec<u8>],
-        fallback: SocketAddr,
+        fallback: (SocketAddr, bool),
         now: Instant,
-    ) -> SocketAddr {
+    ) -> (SocketAddr, bool) {
         let Some(r) = routes.first() else {
             return fallback;
         };
@@ -584,6 +597,9 @@ impl Registrar {
         let Some((host, port)) = crate::sip::headers::split_host_port(hp) else {
             return fallback;
         };
+        // RFC 3263 §4.1: a transport parameter decides; else, for a name without a port, the
+        // NAPTR records the resolver read
+        let wants_tcp = rules::uri_wants_tcp(r);
         let host = String::from_utf8_lossy(host).into_owned();
         if host
             .trim_matches(|c| c == '[' || c == ']')
@@ -591,13 +607,16 @@ impl Registrar {
             .is_ok()
             || self.cfg.dns.is_none()
         {
-            return fallback_or_ip(&host, port, fallback);
+            return match fallback_or_ip(&host, port) {
+                Some(a) => (a, wants_tcp),
+                None => fallback,
+            };
         }
         match self.resolver.lookup(&host, now) {
-            // TODO(lead): transport (the Service-Route hop's `t.transport`)
-            super::dns::Lookup::Ready(t) => {
-                SocketAddr::new(t.addr.ip(), port.unwrap_or(t.addr.port()))
-            }
+            super::dns::Lookup::Ready(t) => (
+                SocketAddr::new(t.addr.ip(), port.unwrap_or(t.addr.port())),
+                wants_tcp || (port.is_none() && t.transport == crate::sip::Transport::Tcp),
+            ),
             _ => fallback,
         }
     }
@@ -1006,7 +1025,7 @@ impl Registrar {
     /// keys and identities through us). RFC 3261 §16.4: a Request-URI that is us (our
     /// address, say, once the UE's Route naming us is popped) addresses the REGISTER to us,
     /// and we are no registrar and no home domain: the same 403, nothing forwarded.
-    fn home_next_hop(&mut self, r: &Register<'_, '_>, home: &[u8]) -> Option<SocketAddr> {
+    fn home_next_hop(&mut self, r: &Register<'_, '_>, home: &[u8]) -> Option<super::dns::Target> {
         let to_us = r.m.view().request_uri().is_some_and(|u| self.own.is_us(u));
         if to_us || !self.serves(home) {
             self.stats.unknown_home_domain += 1;
@@ -1025,8 +1044,7 @@ impl Registrar {
         }
         let home = String::from_utf8_lossy(home).into_owned();
         match self.next_hop(&home, r.now) {
-            // TODO(lead): transport (`t.transport`: the REGISTER toward the I-CSCF over it)
-            super::dns::Lookup::Ready(t) => Some(t.addr),
+            super::dns::Lookup::Ready(t) => Some(t),
             super::dns::Lookup::Pending
                 if self.park(
                     &home,
@@ -1098,8 +1116,9 @@ impl Registrar {
         r: &Register<'_, '_>,
         info: &rules::RegisterInfo<'_>,
         client: Vec<u8>,
-        next: SocketAddr,
+        target: super::dns::Target,
     ) {
+        let next = target.addr;
         let id = match r.binding {
             Some(id) => id,
             None => self.binding_for(info.impi, r.now),
@@ -1130,11 +1149,9 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         }
-        // over TCP when the configured I-CSCF takes it so (RFC 3263 §4.1) or when it is too
-        // large for a datagram (RFC 3261 §18.1.1), our Via saying so (§18.1.1, §20.42)
-        let configured = self.cfg.icscf == Some(next)
-            || self.cfg.icscf_by_domain.iter().any(|(_, a)| *a == next);
-        let over_tcp = (self.cfg.icscf_tcp && configured)
+        // over TCP when the I-CSCF takes it so (configured, or its NAPTR records: RFC 3263
+        // §4.1) or when it is too large for a datagram (RFC 3261 §18.1.1), our Via saying so
+        let over_tcp = target.transport == crate::sip::Transport::Tcp
             || ed.as_bytes().len() > self.cfg.core_max_udp_request;
         if over_tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
             self.stats.malformed += 1;
@@ -1635,7 +1652,7 @@ impl Registrar {
                 String::from_utf8_lossy(&p.impi)
             ));
         }
-        let fallback = self.route_next_hop(routes, p.next, now);
+        let fallback = self.route_next_hop(routes, (p.next, p.over_tcp), now);
         let reg = (expires > 0 && !impus.is_empty())
             .then(|| Arc::new(registration(impus, routes, fallback)));
         if expires == 0 {
@@ -2126,12 +2143,12 @@ impl Registrar {
 }
 
 /// What the workers need to relay a UE's requests: its default IMPU as the asserted identity,
-/// its Service-Route as the Route set, and where that route goes (the first hop when it names an
-/// IP address; `fallback`, the I-CSCF or the route's DNS answer, otherwise).
+/// its Service-Route as the Route set, and where that route goes and whether over TCP
+/// (`Registrar::route_next_hop`).
 fn registration(
     impus: &[Vec<u8>],
     service_route: &[Vec<u8>],
-    fallback: SocketAddr,
+    (next_hop, tcp): (SocketAddr, bool),
 ) -> Registration {
     let pai = [
         &b"<"[..],
@@ -2148,25 +2165,9 @@ fn registration(
         route.extend_from_slice(r);
         route.extend_from_slice(b">");
     }
-    let next_hop = service_route
-        .first()
-        .and_then(|r| {
-            let hp = crate::sip::headers::uri_hostport(r);
-            let (host, port) = crate::sip::headers::split_host_port(hp)?;
-            let host = host
-                .strip_prefix(b"[")
-                .and_then(|h| h.strip_suffix(b"]"))
-                .unwrap_or(host);
-            let ip: IpAddr = std::str::from_utf8(host).ok()?.parse().ok()?;
-            Some(SocketAddr::new(ip, port.unwrap_or(5060)))
-        })
-        .unwrap_or(fallback);
     let impus: Vec<&[u8]> = impus.iter().map(|u| u.as_slice()).collect();
     let mut reg = Registration::with_impus(&pai, &route, &impus, next_hop);
-    // RFC 3263 §4.1: a Service-Route hop whose URI asks for TCP gets the UE's requests so
-    reg.next_hop_tcp = service_route
-        .first()
-        .is_some_and(|r| rules::uri_wants_tcp(r));
+    reg.next_hop_tcp = tcp;
     reg
 }
 
@@ -2179,14 +2180,12 @@ pub struct RegistrationView<'a> {
     pub service_route: Vec<Vec<u8>>,
 }
 
-fn fallback_or_ip(host: &str, port: Option<u16>, fallback: SocketAddr) -> SocketAddr {
-    match host
+fn fallback_or_ip(host: &str, port: Option<u16>) -> Option<SocketAddr> {
+    let ip = host
         .trim_matches(|c| c == '[' || c == ']')
         .parse::<IpAddr>()
-    {
-        Ok(ip) => SocketAddr::new(ip, port.unwrap_or(5060)),
-        Err(_) => fallback,
-    }
+        .ok()?;
+    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
 }
 
 /// Load-test hook (cargo feature `bench-hooks`): registered UEs without AKA.
@@ -2246,7 +2245,7 @@ impl Registrar {
         let next = self.cfg.icscf.unwrap_or(self.cfg.core);
         let routes = [format!("sip:orig@{next};lr").into_bytes()];
         let impus = [ue.impu.as_bytes().to_vec()];
-        let reg = Some(Arc::new(registration(&impus, &routes, next)));
+        let reg = Some(Arc::new(registration(&impus, &routes, (next, false))));
         let impi: Arc<[u8]> = ue.impi.as_bytes().into();
         let b = Binding {
             current: Some(Box::new(set)),

@@ -52,7 +52,7 @@ pub(super) fn registrar_config(
             .iter()
             .map(|(d, a)| (d.clone(), *a))
             .collect(),
-        icscf_tcp: cfg.core.icscf_transport == crate::config::CoreTransport::Tcp,
+        icscf_tcp: cfg.core.icscf_transport == crate::sip::Transport::Tcp,
         core_max_udp_request: usize::from(cfg.core.max_udp_request),
         source_limit: (
             cfg.ue.register_burst_per_source,

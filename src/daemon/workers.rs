@@ -88,7 +88,7 @@ fn worker_config(cfg: &Config, id: u16) -> Result<WorkerConfig, Box<dyn std::err
         protected_ports: cfg.protected_ports()?,
         core,
         icscf: cfg.core.icscf,
-        icscf_tcp: cfg.core.icscf_transport == crate::config::CoreTransport::Tcp,
+        icscf_tcp: cfg.core.icscf_transport == crate::sip::Transport::Tcp,
         stateless_relay: cfg.dataplane.stateless_relay,
         via_sent_by: core.to_string(),
         hostname: cfg.core.hostname.clone(),

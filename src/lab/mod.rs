@@ -10,6 +10,7 @@ mod netns;
 mod pcap;
 mod run;
 
+pub use dns::answer as dns_answer;
 pub use netns::{Lab, check_privileges, ip, spawn_in};
 pub use pcap::write_raw;
 pub use run::{LabConfig, run};

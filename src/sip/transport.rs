@@ -1,8 +1,10 @@
 //! The transport a SIP message goes over (RFC 3261 §18): what a Via's sent-protocol names and
 //! what RFC 3263 resolution picks for a next hop.
 
-/// SIP over UDP or over TCP (TLS and SCTP are not spoken here).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// SIP over UDP or over TCP (TLS and SCTP are not spoken here). In the configuration
+/// (`core.icscf_transport`) it is written `"udp"` or `"tcp"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// RFC 3261 §18.1.1: the default for a `sip:` URI without a transport (RFC 3263 §4.1).
     #[default]

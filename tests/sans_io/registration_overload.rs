@@ -449,3 +449,50 @@ fn a_pass_takes_the_core_first_and_a_bounded_number_of_registers() {
     assert_eq!(reg.stats.malformed as usize, PASS_BUDGET[2]);
     assert_eq!(q.len(), 300 - PASS_BUDGET[2]);
 }
+
+/// RFC 3263 §4.1 end to end in the registrar: the home domain's NAPTR offers SIP over TCP
+/// (the lab's DNS server, `SIP+D2T` → `_sip._tcp` SRV → A), so the REGISTER goes to that
+/// I-CSCF over TCP, our Via saying so; offered UDP, it goes as a datagram.
+#[test]
+fn the_icscf_found_by_naptr_gets_the_register_over_the_transport_it_offers() {
+    for transport in [pcscf::sip::Transport::Tcp, pcscf::sip::Transport::Udp] {
+        let server = addr("192.0.2.53:53");
+        let mut reg = registrar(None, Some(server));
+        let now = Instant::now();
+        let register = register_n(1, REALM, true);
+        let first = feed(
+            &mut reg,
+            now,
+            Side::Ue,
+            Protection::Plain,
+            "10.46.0.11:5060",
+            "10.46.0.1:5060",
+            &register,
+        );
+        assert!(first.is_empty(), "parked for DNS");
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            let Some((_, q)) = reg.poll_dns_query() else {
+                break;
+            };
+            let a = pcscf::lab::dns_answer(&q, REALM, "10.0.1.99".parse().unwrap(), transport)
+                .expect("a question the lab's server answers");
+            reg.handle_dns(server, &a, now);
+            out.extend(std::iter::from_fn(|| reg.poll_transmit()));
+        }
+        assert_eq!(out.len(), 1, "{transport:?}: {out:?}");
+        let fwd = &out[0];
+        assert_eq!(fwd.dst, addr("10.0.1.99:5060"));
+        let via = header(&fwd.payload, HeaderName::Via).unwrap();
+        match transport {
+            pcscf::sip::Transport::Tcp => {
+                assert!(matches!(fwd.protection, Protection::CoreStream { .. }));
+                assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+            }
+            pcscf::sip::Transport::Udp => {
+                assert_eq!(fwd.protection, Protection::Plain);
+                assert!(via.starts_with("SIP/2.0/UDP "), "{via}");
+            }
+        }
+    }
+}
