@@ -14,7 +14,10 @@
 //! - A request the core originates goes over TCP when the core runs with `--transport tcp`, or
 //!   when it is larger than `max_udp_request` (RFC 3261 §18.1.1): [`request_over_tcp`]; its top
 //!   Via then says `SIP/2.0/TCP`. One connection per remote address, opened on first use
-//!   (non-blocking connect), its bytes queued until it is writable (at most [`OUT_MAX`]).
+//!   (non-blocking connect), its bytes queued until it is writable (at most [`OUT_MAX`]). A
+//!   CANCEL, and the ACK of a non-2xx final response, go the way of their INVITE whatever their
+//!   size (RFC 3261 §9.1, §17.1.1.3: same transport, the same top Via): the branches of the
+//!   INVITEs sent over TCP are kept for that.
 //! - No request is sent again on a timer over TCP (RFC 3261 §17.1.1.2, §17.1.2.2: timers A and
 //!   E are for unreliable transports); responses are (a 2xx until its ACK, RFC 3261 §13.3.1.4;
 //!   a reliable 18x until its PRACK, RFC 3262 §3: the UAS core does that on any transport).
@@ -22,7 +25,7 @@
 //!   that is closed at once and counted as refused.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,8 +34,9 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::sim::ue::Transport;
+use crate::sip::headers::Via;
 use crate::sip::rules::reply::top_via_sent_by;
-use crate::sip::{Frame, Framer, Message};
+use crate::sip::{Frame, Framer, HeaderName, Message};
 
 /// At most this many TCP connections at once, accepted and opened together.
 pub const CONNS_MAX: usize = 256;
@@ -43,6 +47,9 @@ pub const OUT_MAX: usize = 1 << 20;
 
 /// The largest message taken from a connection (the framer's buffer).
 const FRAME_MAX: usize = 65536;
+
+/// At most this many INVITE branches kept ([`Net::request`]); past it the set starts afresh.
+const TCP_BRANCHES_MAX: usize = 100_000;
 
 /// Datagrams read per [`Net::poll`] at most: the caller's timers run in between.
 const UDP_BURST: usize = 64;
@@ -154,6 +161,9 @@ pub struct Net {
     next_id: u64,
     transport: Transport,
     max_udp_request: usize,
+    /// The top Via branches of the INVITEs we sent over TCP: their CANCEL and non-2xx ACK
+    /// follow them.
+    tcp_branches: HashSet<Vec<u8>>,
     /// Datagrams may be waiting still (the last read stopped at [`UDP_BURST`]).
     udp_more: bool,
     buf: Vec<u8>,
@@ -194,6 +204,7 @@ impl Net {
             next_id: 0,
             transport,
             max_udp_request,
+            tcp_branches: HashSet::new(),
             udp_more: true,
             buf: vec![0u8; 65536],
             stats: TcpStats::default(),
@@ -538,7 +549,24 @@ impl Net {
     /// [`request_over_tcp`] says. `again`: a retransmission on a timer, which never goes over
     /// TCP (RFC 3261 §17.1.1.2).
     pub fn request(&mut self, to: SocketAddr, bytes: &[u8], again: bool) {
-        if request_over_tcp(self.transport, bytes.len(), self.max_udp_request) {
+        let m = Message::parse(bytes).ok();
+        let v = m.as_ref().map(Message::view);
+        let branch = v
+            .and_then(|v| v.values(HeaderName::Via).next())
+            .and_then(Via::parse)
+            .and_then(|via| via.branch());
+        let follows_invite = v.is_some_and(|v| v.is_method(b"CANCEL") || v.is_method(b"ACK"))
+            && branch.is_some_and(|b| self.tcp_branches.contains(b));
+        if follows_invite || request_over_tcp(self.transport, bytes.len(), self.max_udp_request) {
+            if let (Some(v), Some(b)) = (v, branch)
+                && v.is_method(b"INVITE")
+                && !self.tcp_branches.contains(b)
+            {
+                if self.tcp_branches.len() >= TCP_BRANCHES_MAX {
+                    self.tcp_branches.clear();
+                }
+                self.tcp_branches.insert(b.to_vec());
+            }
             if !again {
                 let bytes = via_over_tcp(bytes);
                 self.send_tcp(to, &bytes);
@@ -589,5 +617,63 @@ mod tests {
         let body =
             b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 24\r\n\r\n\r\nVia: SIP/2.0/UDP x:1\r\n";
         assert!(matches!(via_over_tcp(body), Cow::Borrowed(_)));
+    }
+
+    fn request(method: &str, branch: &str, body: usize) -> Vec<u8> {
+        format!(
+            "{method} sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:u@b>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nContent-Length: {body}\r\n\r\n{}",
+            "x".repeat(body)
+        )
+        .into_bytes()
+    }
+
+    /// In UDP mode an INVITE over 1300 bytes goes over TCP (RFC 3261 §18.1.1), its Via made
+    /// TCP; its CANCEL and the ACK of its 487 follow it there though small (RFC 3261 §9.1,
+    /// §17.1.1.3), on the same connection; a small request of another transaction stays UDP.
+    #[test]
+    fn a_large_invite_goes_over_tcp_and_its_cancel_follows_it() {
+        use std::io::Read;
+        let udp_peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = udp_peer.local_addr().unwrap();
+        let Ok(tcp_peer) = std::net::TcpListener::bind(to) else {
+            return; // (the port is taken for TCP by someone else: nothing to learn)
+        };
+        udp_peer
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut net = Net::bind("127.0.0.1:0".parse().unwrap(), Transport::Udp, 1300).unwrap();
+        let mut inbox = Vec::new();
+        net.request(to, &request("INVITE", "i1", 1500), false);
+        net.request(to, &request("INVITE", "i1", 1500), true);
+        net.request(to, &request("CANCEL", "i1", 0), false);
+        net.request(to, &request("ACK", "i1", 0), false);
+        net.request(to, &request("BYE", "b2", 0), false);
+        let (mut conn, _) = tcp_peer.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut framer = Framer::with_capacity(65536);
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while got.len() < 3 && std::time::Instant::now() < deadline {
+            net.poll(Duration::from_millis(5), &mut inbox);
+            let mut b = [0u8; 4096];
+            if let Ok(n) = conn.read(&mut b) {
+                framer.push(&b[..n]);
+            }
+            while let Ok(Some(Frame::Message(m))) = framer.next_frame() {
+                got.push(String::from_utf8(m.to_vec()).unwrap());
+            }
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        for (g, method) in got.iter().zip(["INVITE", "CANCEL", "ACK"]) {
+            assert!(g.starts_with(method), "{g}");
+            assert!(g.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKi1\r\n"));
+        }
+        let mut b = [0u8; 2048];
+        let (n, _) = udp_peer.recv_from(&mut b).unwrap();
+        assert!(b[..n].starts_with(b"BYE "), "the BYE as a datagram");
+        assert!(inbox.is_empty());
+        assert_eq!(net.stats.opened, 1);
+        assert_eq!(net.stats.messages_out, 3);
     }
 }
