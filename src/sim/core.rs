@@ -1215,4 +1215,55 @@ mod tests {
         assert_eq!(r.stats.tcp.accepted, 1);
         assert_eq!(r.stats.tcp.messages_out, 3, "401, 200, INVITE");
     }
+
+    /// RFC 3261 §18.2.2: a response whose connection is gone goes on a new connection to the
+    /// top Via's sent-by: the far end's 200, sent again until its ACK (§13.3.1.4), after the
+    /// P-CSCF closed the connection the INVITE came on.
+    #[test]
+    fn a_response_whose_connection_is_gone_goes_to_the_via_sent_by() {
+        use std::io::Write;
+        let pcscf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pcscf_addr = pcscf.local_addr().unwrap();
+        pcscf.set_nonblocking(true).unwrap();
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut c = connect(addr);
+        let invite = format!(
+            "INVITE sip:far@ims.test SIP/2.0\r\nVia: SIP/2.0/TCP {pcscf_addr};branch=z9hG4bKinv1\r\nMax-Forwards: 70\r\nFrom: <sip:001010000000007@ims.test>;tag=u1\r\nTo: <sip:far@ims.test>\r\nCall-ID: call-0@t\r\nCSeq: 1 INVITE\r\nContact: <sip:u@{pcscf_addr}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        c.write_all(invite.as_bytes()).unwrap();
+        let mut framer = Framer::with_capacity(65536);
+        let mut codes = Vec::new();
+        while codes.last() != Some(&200) {
+            let (r, _) = read_message(&mut c, &mut framer);
+            codes.push(Message::parse(&r).unwrap().view().status().unwrap());
+        }
+        assert_eq!(codes, [100, 180, 200]);
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut again = loop {
+            match pcscf.accept() {
+                Ok((s, _)) => break s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the 200 did not come again");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        again.set_nonblocking(false).unwrap();
+        again
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (r, _) = read_message(&mut again, &mut Framer::with_capacity(65536));
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        assert_eq!(
+            call::text(m.view(), HeaderName::CallId).as_deref(),
+            Some("call-0@t")
+        );
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.accepted, 1);
+        assert_eq!(r.stats.tcp.opened, 1);
+        assert_eq!(r.stats.tcp.closed_by_error, 0);
+    }
 }
