@@ -1266,4 +1266,38 @@ mod tests {
         assert_eq!(r.stats.tcp.opened, 1);
         assert_eq!(r.stats.tcp.closed_by_error, 0);
     }
+
+    /// The connections are bounded: past [`CONNS_MAX`](crate::sim::corenet::CONNS_MAX) open
+    /// ones a new connection is closed at once and counted as refused; the open ones are still
+    /// served.
+    #[test]
+    fn connections_past_the_bound_are_refused() {
+        use crate::sim::corenet::CONNS_MAX;
+        use std::io::Write;
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut held: Vec<std::net::TcpStream> =
+            (0..CONNS_MAX + 4).map(|_| connect(addr)).collect();
+        // the ones past the bound are closed by the core
+        let refused = held.split_off(CONNS_MAX);
+        let mut closed = 0;
+        for mut c in refused {
+            if closed_soon(&mut c) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 4);
+        let c = &mut held[CONNS_MAX - 1];
+        c.write_all(
+            register(&empty_auth(), 600000, 1)
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (r, _) = read_message(c, &mut Framer::with_capacity(65536));
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(401));
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.accepted, CONNS_MAX as u64);
+        assert_eq!(r.stats.tcp.refused, 4);
+    }
 }
