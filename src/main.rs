@@ -103,7 +103,7 @@ enum Cmd {
         #[command(flatten)]
         tcp: UeTcpArgs,
     },
-    /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on a UDP address.
+    /// Run the IMS core simulator (I-CSCF + S-CSCF + HSS) on an address, UDP and TCP.
     CoreSim {
         /// Where to listen, e.g. 10.0.1.20:5060.
         #[arg(long)]
@@ -123,6 +123,15 @@ enum Cmd {
         /// The call flows, both ways (see `pcscf lab --help`); the UEs must use the same.
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
+        /// It always listens on UDP and TCP (RFC 3261 §18) and answers on the connection a
+        /// request came on. With tcp, the requests it originates (its calls to the UEs) go
+        /// over TCP, one connection per next hop, and its Service-Route and Record-Route say
+        /// `;transport=tcp`; with udp, only its requests larger than --max-udp-request do.
+        #[arg(long, default_value = "udp", value_parser = parse_transport)]
+        transport: pcscf::sim::ue::Transport,
+        /// Requests larger than this many bytes go over TCP in udp mode too (RFC 3261 §18.1.1).
+        #[arg(long, default_value_t = usize::from(pcscf::config::DEFAULT_MAX_UDP_REQUEST))]
+        max_udp_request: usize,
     },
     /// Run many simulated UEs against a P-CSCF (needs root for the raw ESP sockets).
     UeSim {
@@ -274,6 +283,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_rate,
             after_registered,
             call_flows,
+            transport,
+            max_udp_request,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -289,6 +300,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 rate: call_rate,
                 after_registered,
                 flows: call_flows,
+                transport,
+                max_udp_request,
                 ..Default::default()
             };
             let report = pcscf::sim::core::serve_calls(listen, &realm, &plan, stop)?;

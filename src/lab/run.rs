@@ -24,6 +24,13 @@ use std::time::Duration;
 use super::netns::{Lab, spawn_in};
 use crate::sim;
 
+/// Whether the lab's P-CSCF speaks TCP toward the core: `[core] icscf_transport = "tcp"` in its
+/// config with `--transport tcp`, and the core-sim in the lab's transport (tcp: it asks for TCP
+/// in its Service-Route and Record-Route and places its calls over TCP; udp: its requests over
+/// 1,300 bytes still go over TCP, RFC 3261 §18.1.1). Off until the P-CSCF has that key and
+/// accepts TCP on its core side: then every request of the core-sim stays UDP.
+const LAB_CORE_TCP_CONFIG: bool = false;
+
 /// The lab links' MTU when it places calls.
 const CALL_MTU: u32 = 3000;
 
@@ -116,8 +123,33 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         sim::ue::Transport::Udp => 65535,
         sim::ue::Transport::Tcp => crate::config::DEFAULT_MAX_UDP_REQUEST,
     };
+    // The core side: with TCP toward the core in the P-CSCF, the core-sim takes the lab's
+    // transport (tcp: its Service-Route and Record-Route ask for TCP, it calls over TCP) and
+    // sends its requests larger than 1,300 bytes over TCP (RFC 3261 §18.1.1); without, all
+    // stays UDP.
+    let (core_transport, core_max_udp_request) = if LAB_CORE_TCP_CONFIG {
+        (
+            cfg.transport,
+            usize::from(crate::config::DEFAULT_MAX_UDP_REQUEST),
+        )
+    } else {
+        (sim::ue::Transport::Udp, usize::MAX)
+    };
+    // The P-CSCF's side of it: its requests larger than 1,300 bytes over TCP to the core, and
+    // with tcp the I-CSCF over TCP (the lab's DNS offers SIP+D2T, RFC 3263 §4.1).
+    let pcscf_core_max_udp_request = if LAB_CORE_TCP_CONFIG {
+        crate::config::DEFAULT_MAX_UDP_REQUEST
+    } else {
+        65535
+    };
+    let core_tcp = LAB_CORE_TCP_CONFIG && cfg.transport == sim::ue::Transport::Tcp;
+    let icscf_transport = if core_tcp {
+        "icscf_transport = \"tcp\"\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = {max_udp_request}\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nmax_udp_request = 65535\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nprotected_ports = \"5100-5999\"\nmax_udp_request = {max_udp_request}\nregister_burst_per_source = 1000000\nregister_rate_per_source = 1000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nmax_udp_request = {pcscf_core_max_udp_request}\ndns = \"{}:53\"\nhome_domains = [\"ims.mnc001.mcc001.3gppnetwork.org\"]\nhostname = \"pcscf.ims.mnc001.mcc001.3gppnetwork.org\"\n{icscf_transport}[dataplane]\nbackend = \"{}\"\nworkers = [0]\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,
@@ -159,6 +191,8 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         after_registered: cfg.ues,
         timeout: Duration::from_secs(5),
         flows: cfg.flows.clone(),
+        transport: core_transport,
+        max_udp_request: core_max_udp_request,
     };
     let core = spawn_in(&lab.core, move || {
         sim::core::serve_calls(core_addr, realm, &plan, core_stop)
@@ -169,7 +203,11 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     };
     let dns_stop = stop.clone();
     let dns_addr = SocketAddr::new(lab.core_addr, 53);
-    let dns_t = crate::sip::Transport::Udp; // TODO(lead): Tcp with `lab --transport tcp`
+    let dns_t = if core_tcp {
+        crate::sip::Transport::Tcp
+    } else {
+        crate::sip::Transport::Udp
+    };
     let dns = spawn_in(&lab.core, move || {
         super::dns::serve(dns_addr, realm, core_v4, dns_t, dns_stop)
     });
@@ -256,6 +294,21 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
                 "core-sim: {} challenges, {} registered, {} auth failures, {} MESSAGEs",
                 s.challenges, s.registered, s.auth_failed, s.messages
             );
+            if s.tcp.any() || core_transport == sim::ue::Transport::Tcp {
+                let t = s.tcp;
+                println!(
+                    "core-sim tcp: {} connections accepted, {} refused, {} opened, {} failed to open, {} closed on errors ({} framing); {} messages in, {} out; {} pings",
+                    t.accepted,
+                    t.refused,
+                    t.opened,
+                    t.open_failed,
+                    t.closed_by_error,
+                    t.framing_errors,
+                    t.messages_in,
+                    t.messages_out,
+                    t.pings
+                );
+            }
             if cfg.calls > 0 {
                 calls_ok = print_calls(cfg, &report, c);
             }

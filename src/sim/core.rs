@@ -14,11 +14,18 @@
 //! gives (RFC 3261 §12.1.2), or CANCEL and the ACK of the 487 the INVITE's way. A request of a
 //! dialog it holds no leg for is answered 200 without state ([`CoreSim::answer`]).
 //!
+//! Transports (RFC 3261 §18, [`corenet`]): UDP and TCP on the same address, always; a response
+//! goes back the way its request came (on its connection, RFC 3261 §18.2.2); the requests it
+//! originates go over TCP with [`CorePlan::transport`] `tcp` or when larger than
+//! [`CorePlan::max_udp_request`] (RFC 3261 §18.1.1), and are then never sent again on a timer.
+//! With `tcp` its Service-Route and Record-Route URIs say `;transport=tcp` (RFC 3263 §4.1), so
+//! that the P-CSCF sends the UEs' requests to it over TCP too.
+//!
 //! Subscribers: every IMPI `<imsi>@<realm>` is accepted with one K / OPc (TS 35.208 test set 1
 //! unless given): a lab tool, not a real HSS.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +34,8 @@ use hdrhistogram::Histogram;
 
 use crate::aka::{self, HssSubscriber, Milenage, Res, SqnGenerator, digest};
 use crate::sim::call;
+use crate::sim::corenet::{Net, Source, TcpStats};
+use crate::sim::ue::Transport;
 use crate::sip::headers::{Digest, NameAddr};
 use crate::sip::rules::build_response;
 use crate::sip::{HeaderName, Message};
@@ -48,6 +57,8 @@ pub struct CoreStats {
     pub invites: u64,
     pub acks: u64,
     pub byes: u64,
+    /// SIP over TCP ([`corenet`](super::corenet)).
+    pub tcp: TcpStats,
 }
 
 /// A registered UE as the S-CSCF keeps it: where to reach it (RFC 3327 §5.3).
@@ -68,6 +79,8 @@ pub struct CoreSim {
     realm: String,
     /// Our own URI host:port for Service-Route.
     route_host: String,
+    /// `;transport=tcp` in our Service-Route and Record-Route URIs.
+    tcp: bool,
     subscribers: HashMap<Vec<u8>, (HssSubscriber, Option<Res>)>,
     rand_counter: u64,
     /// Registered UEs by IMPU user part, in order.
@@ -94,6 +107,7 @@ impl CoreSim {
             opc: aka::hex_array::<16>(TEST_OPC).expect("constant"),
             realm: realm.into(),
             route_host: route_host.into(),
+            tcp: false,
             subscribers: HashMap::new(),
             rand_counter: 0,
             bindings: BTreeMap::new(),
@@ -116,9 +130,21 @@ impl CoreSim {
         out
     }
 
+    /// With `true`, our Service-Route and Record-Route URIs say `;transport=tcp`: the P-CSCF
+    /// sends what it routes by them to us over TCP (RFC 3263 §4.1).
+    pub fn over_tcp(mut self, tcp: bool) -> CoreSim {
+        self.tcp = tcp;
+        self
+    }
+
+    /// `;transport=tcp` when we ask for TCP, else nothing.
+    fn transport_param(&self) -> &'static str {
+        if self.tcp { ";transport=tcp" } else { "" }
+    }
+
     /// Our own Record-Route entry (and Contact host).
     pub fn record_route(&self) -> String {
-        format!("<sip:{};lr>", self.route_host)
+        format!("<sip:{}{};lr>", self.route_host, self.transport_param())
     }
 
     /// Answer one request (`None` for responses, ACKs and garbage; an INVITE gets its 100).
@@ -268,8 +294,10 @@ impl CoreSim {
             }
         }
         let extra = format!(
-            "Service-Route: <sip:orig@{};lr>\r\nP-Associated-URI: <sip:{user}@{}>\r\nContact: {contact};expires={expires}\r\n",
-            self.route_host, self.realm
+            "Service-Route: <sip:orig@{}{};lr>\r\nP-Associated-URI: <sip:{user}@{}>\r\nContact: {contact};expires={expires}\r\n",
+            self.route_host,
+            self.transport_param(),
+            self.realm
         );
         Some(Self::respond(m, 200, "OK", &extra))
     }
@@ -289,6 +317,13 @@ pub struct CorePlan {
     /// The flow of each call, both the ones we place (`term-k`) and the ones the UEs place to
     /// us (`call-k`): the UEs must hold the same plan.
     pub flows: call::CallPlan,
+    /// How the requests we originate go ([`corenet::request_over_tcp`](super::corenet::request_over_tcp)),
+    /// and with `tcp` our Service-Route and Record-Route ask for TCP. We listen on both
+    /// whatever this says.
+    pub transport: Transport,
+    /// Requests larger than this go over TCP in UDP mode too (RFC 3261 §18.1.1: 1300 bytes
+    /// when the path MTU is unknown; `usize::MAX`: never, for a P-CSCF without TCP).
+    pub max_udp_request: usize,
 }
 
 impl Default for CorePlan {
@@ -299,6 +334,8 @@ impl Default for CorePlan {
             after_registered: 1,
             timeout: Duration::from_secs(5),
             flows: call::CallPlan::default(),
+            transport: Transport::Udp,
+            max_udp_request: usize::from(crate::config::DEFAULT_MAX_UDP_REQUEST),
         }
     }
 }
@@ -328,10 +365,12 @@ impl CoreReport {
     }
 }
 
-/// One terminating call: the core's leg as caller, and where the P-CSCF is.
+/// One terminating call: the core's leg as caller, where the P-CSCF is (our requests' next
+/// hop), and where its last request to us came from (our responses' way back).
 struct Term {
     leg: Option<call::Leg>,
     to: SocketAddr,
+    src: Option<Source>,
 }
 
 /// The core as the caller of the terminating calls.
@@ -369,7 +408,8 @@ fn local(core: &CoreSim, branch: String, tag: String, timeout: Duration) -> call
         record_route: Some(core.record_route()),
         trying: true,
         timeout,
-        tcp: false,
+        // (our requests' Via, and no timer sends them again: RFC 3261 §17.1.1.2)
+        tcp: core.tcp,
     }
 }
 
@@ -417,7 +457,7 @@ impl Caller {
     }
 
     /// Start the calls that are due.
-    fn start_due(&mut self, core: &CoreSim, sock: &UdpSocket, now: Instant) {
+    fn start_due(&mut self, core: &CoreSim, net: &mut Net, now: Instant) {
         if self.started == self.calls.len() {
             return;
         }
@@ -477,9 +517,10 @@ impl Caller {
                 format!("Route: {}\r\n", b.path)
             };
             let invite = format!(
-                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKt{k}i\r\nMax-Forwards: 68\r\n{route}Record-Route: {rr}\r\nFrom: <sip:far{k}@{realm}>;tag=c{k}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: term-{k}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:far@{me}>\r\nP-Asserted-Identity: <sip:far{k}@{realm}>\r\nSupported: 100rel\r\nAllow: INVITE, ACK, CANCEL, BYE, PRACK, UPDATE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{proto} {me};branch=z9hG4bKt{k}i\r\nMax-Forwards: 68\r\n{route}Record-Route: {rr}\r\nFrom: <sip:far{k}@{realm}>;tag=c{k}\r\nTo: <sip:{user}@{realm}>\r\nCall-ID: term-{k}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:far@{me}>\r\nP-Asserted-Identity: <sip:far{k}@{realm}>\r\nSupported: 100rel\r\nAllow: INVITE, ACK, CANCEL, BYE, PRACK, UPDATE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                 b.contact,
                 sdp.len(),
+                proto = self.plan.transport.via(),
                 me = self.me,
                 rr = self.rr,
                 realm = self.realm,
@@ -490,35 +531,40 @@ impl Caller {
             let mut out = Vec::new();
             let leg = call::Leg::caller(flow, acts, false, invite.into_bytes(), me, now, &mut out);
             for o in &out {
-                let _ = sock.send_to(&o.bytes, to);
+                net.request(to, &o.bytes, false);
             }
             if leg.is_none() {
                 self.fail_unplaced(k, "INVITE build", now);
             }
-            self.calls[k] = Term { leg, to };
+            self.calls[k] = Term { leg, to, src: None };
         }
     }
 
     /// A message of one of our calls.
-    fn on_message(&mut self, v: crate::sip::View<'_>, sock: &UdpSocket, now: Instant) {
+    fn on_message(&mut self, v: crate::sip::View<'_>, src: Source, net: &mut Net, now: Instant) {
         let Some(k) = call::call_index(v, "term-", self.started) else {
             return;
         };
-        let Some(leg) = self.calls[k].leg.as_mut() else {
+        let term = &mut self.calls[k];
+        let Some(leg) = term.leg.as_mut() else {
             return;
         };
+        if v.method().is_some() {
+            term.src = Some(src);
+        }
         let (mut out, mut ev) = (Vec::new(), Vec::new());
         leg.handle(v, now, &mut out, &mut ev);
         for o in &out {
-            let _ = sock.send_to(&o.bytes, self.calls[k].to);
+            send(net, o, term.to, src, false);
         }
         self.events(k, &ev, now);
     }
 
     /// Retransmissions (0.5, 1, 2 s) and timeouts.
-    fn timers(&mut self, sock: &UdpSocket, now: Instant) {
+    fn timers(&mut self, net: &mut Net, now: Instant) {
         for k in 0..self.started {
-            let Some(leg) = self.calls[k].leg.as_mut() else {
+            let term = &mut self.calls[k];
+            let Some(leg) = term.leg.as_mut() else {
                 continue;
             };
             if leg.is_over() {
@@ -526,18 +572,49 @@ impl Caller {
             }
             let (mut out, mut ev) = (Vec::new(), Vec::new());
             leg.timers(now, &mut out, &mut ev);
+            let back = term.src.unwrap_or(Source::Udp(term.to));
             for o in &out {
-                let _ = sock.send_to(&o.bytes, self.calls[k].to);
+                send(net, o, term.to, back, true);
             }
             self.events(k, &ev, now);
         }
     }
 }
 
+/// Send one message of a leg: a request to its next hop `to`, a response back the way `src`
+/// came. `again`: sent again on a timer (a request then never goes over TCP, RFC 3261
+/// §17.1.1.2).
+fn send(net: &mut Net, o: &call::Out, to: SocketAddr, src: Source, again: bool) {
+    if o.request {
+        net.request(to, &o.bytes, again);
+    } else {
+        net.respond(src, &o.bytes);
+    }
+}
+
+/// Where our requests to the element that sent `v` go: a datagram's source; for a connection,
+/// the top Via's sent-by when it is an address (where that element listens: the connection
+/// comes from a port of its own, RFC 3261 §18.2.2), else the connection's peer.
+fn next_hop(src: Source, v: crate::sip::View<'_>) -> SocketAddr {
+    match src {
+        Source::Udp(from) => from,
+        Source::Tcp { peer, .. } => crate::sip::rules::reply::top_via_sent_by(v).unwrap_or(peer),
+    }
+}
+
+/// A far-end leg: its requests' next hop, the way back of its INVITE (its responses sent
+/// again), when it ended.
+struct FarLeg {
+    leg: call::Leg,
+    to: SocketAddr,
+    src: Source,
+    at: Option<Instant>,
+}
+
 /// The far end of the UEs' calls: one leg per Call-ID, and when it ended (kept a while to
 /// answer repeats).
 struct FarEnd {
-    legs: HashMap<Vec<u8>, (call::Leg, SocketAddr, Option<Instant>)>,
+    legs: HashMap<Vec<u8>, FarLeg>,
     tally: call::Tally,
     made: u64,
 }
@@ -571,21 +648,21 @@ impl FarEnd {
         core: &mut CoreSim,
         plan: &CorePlan,
         v: crate::sip::View<'_>,
-        from: SocketAddr,
-        sock: &UdpSocket,
+        src: Source,
+        net: &mut Net,
         now: Instant,
     ) -> bool {
         let Some(cid) = v.header(HeaderName::CallId) else {
             return false;
         };
         let (mut out, mut ev) = (Vec::new(), Vec::new());
-        if let Some((leg, to, at)) = self.legs.get_mut(cid) {
-            leg.handle(v, now, &mut out, &mut ev);
+        if let Some(f) = self.legs.get_mut(cid) {
+            f.leg.handle(v, now, &mut out, &mut ev);
             for o in &out {
                 // (a response goes back where its request came from)
-                let _ = sock.send_to(&o.bytes, if o.request { *to } else { from });
+                send(net, o, f.to, src, false);
             }
-            Self::events(&mut self.tally, leg.flow, &ev, at, now);
+            Self::events(&mut self.tally, f.leg.flow, &ev, &mut f.at, now);
             return true;
         }
         let new_invite = v.is_method(b"INVITE")
@@ -607,29 +684,71 @@ impl FarEnd {
             return false;
         };
         core.stats.invites += 1;
+        let to = next_hop(src, v);
         for o in &out {
-            let _ = sock.send_to(&o.bytes, from);
+            send(net, o, to, src, false);
         }
         let mut at = None;
         Self::events(&mut self.tally, flow, &ev, &mut at, now);
-        self.legs.insert(cid.to_vec(), (leg, from, at));
+        self.legs.insert(cid.to_vec(), FarLeg { leg, to, src, at });
         true
     }
 
-    fn timers(&mut self, sock: &UdpSocket, now: Instant) {
+    fn timers(&mut self, net: &mut Net, now: Instant) {
         let tally = &mut self.tally;
-        self.legs.retain(|_, (leg, to, at)| {
-            if let Some(t) = at {
-                return now.duration_since(*t) < LINGER;
+        self.legs.retain(|_, f| {
+            if let Some(t) = f.at {
+                return now.duration_since(t) < LINGER;
             }
             let (mut out, mut ev) = (Vec::new(), Vec::new());
-            leg.timers(now, &mut out, &mut ev);
+            f.leg.timers(now, &mut out, &mut ev);
             for o in &out {
-                let _ = sock.send_to(&o.bytes, *to);
+                send(net, o, f.to, f.src, true);
             }
-            Self::events(tally, leg.flow, &ev, at, now);
+            Self::events(tally, f.leg.flow, &ev, &mut f.at, now);
             true
         });
+    }
+}
+
+/// One message in, from `src`: to the terminating call it belongs to, to a far-end leg, or to
+/// [`CoreSim::answer`].
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    core: &mut CoreSim,
+    caller: &mut Caller,
+    far: &mut FarEnd,
+    plan: &CorePlan,
+    net: &mut Net,
+    bytes: &[u8],
+    src: Source,
+    now: Instant,
+) {
+    let mut hop = src.peer();
+    if let Ok(m) = Message::parse(bytes) {
+        let v = m.view();
+        hop = next_hop(src, v);
+        let cid = v.header(HeaderName::CallId).unwrap_or_default();
+        if cid.starts_with(b"term-") {
+            if v.is_method(b"BYE") {
+                core.stats.byes += 1;
+            }
+            caller.on_message(v, src, net, now);
+            return;
+        } else if !v.is_method(b"REGISTER") {
+            let handled = far.on_message(core, plan, v, src, net, now);
+            if handled && v.is_method(b"ACK") {
+                core.stats.acks += 1;
+            } else if handled && v.is_method(b"BYE") {
+                core.stats.byes += 1;
+            }
+            if handled {
+                return;
+            }
+        }
+    }
+    for answer in core.answer(bytes, Some(hop)) {
+        net.respond(src, &answer);
     }
 }
 
@@ -638,27 +757,37 @@ pub fn serve(addr: SocketAddr, realm: &str, stop: Arc<AtomicBool>) -> std::io::R
     serve_calls(addr, realm, &CorePlan::default(), stop).map(|r| r.stats)
 }
 
-/// Serve on `addr`, and place the calls of `plan`, until `stop` is set and the calls are over
-/// (or 2 s after `stop`: the ones still open count as failed).
+/// Serve on `addr` (UDP and TCP), and place the calls of `plan`, until `stop` is set and the
+/// calls are over (or 2 s after `stop`: the ones still open count as failed).
 pub fn serve_calls(
     addr: SocketAddr,
     realm: &str,
     plan: &CorePlan,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<CoreReport> {
-    let sock = UdpSocket::bind(addr)?;
-    sock.set_read_timeout(Some(Duration::from_millis(if plan.calls > 0 {
-        1
-    } else {
-        50
-    })))?;
-    let mut core = CoreSim::new(realm, &addr.to_string());
+    let net = Net::bind(addr, plan.transport, plan.max_udp_request)?;
+    serve_on(net, realm, plan, stop)
+}
+
+/// [`serve_calls`] on sockets already bound (a test binds port 0 and reads the port first).
+pub fn serve_on(
+    mut net: Net,
+    realm: &str,
+    plan: &CorePlan,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<CoreReport> {
+    let addr = net.local_addr()?;
+    // (placing calls, the loop turns every ms: the timers of many calls are due)
+    let wait = Duration::from_millis(if plan.calls > 0 { 1 } else { 50 });
+    let mut core =
+        CoreSim::new(realm, &addr.to_string()).over_tcp(plan.transport == Transport::Tcp);
     let mut caller = Caller {
         plan: plan.clone(),
         calls: (0..plan.calls)
             .map(|_| Term {
                 leg: None,
                 to: addr,
+                src: None,
             })
             .collect(),
         started: 0,
@@ -679,7 +808,7 @@ pub fn serve_calls(
         tally: call::Tally::default(),
         made: 0,
     };
-    let mut buf = vec![0u8; 65536];
+    let mut inbox = Vec::new();
     let mut stopped_at: Option<Instant> = None;
     let mut swept = Instant::now();
     loop {
@@ -690,46 +819,38 @@ pub fn serve_calls(
                 break;
             }
         }
-        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+        net.poll(wait, &mut inbox);
+        for (bytes, src) in inbox.drain(..) {
+            if bytes.is_empty() && src.is_tcp() {
+                net.pong(src);
+                continue;
+            }
             let now = Instant::now();
-            let mut handled = false;
-            if let Ok(m) = Message::parse(&buf[..n]) {
-                let v = m.view();
-                let cid = v.header(HeaderName::CallId).unwrap_or_default();
-                if cid.starts_with(b"term-") {
-                    if v.is_method(b"BYE") {
-                        core.stats.byes += 1;
-                    }
-                    caller.on_message(v, &sock, now);
-                    handled = true;
-                } else if !v.is_method(b"REGISTER") {
-                    handled = far.on_message(&mut core, plan, v, from, &sock, now);
-                    if handled && v.is_method(b"ACK") {
-                        core.stats.acks += 1;
-                    } else if handled && v.is_method(b"BYE") {
-                        core.stats.byes += 1;
-                    }
-                }
-            }
-            if !handled {
-                for answer in core.answer(&buf[..n], Some(from)) {
-                    let _ = sock.send_to(&answer, from);
-                }
-            }
+            dispatch(
+                &mut core,
+                &mut caller,
+                &mut far,
+                plan,
+                &mut net,
+                &bytes,
+                src,
+                now,
+            );
         }
         let now = Instant::now();
         // (the sweep walks the whole table: every 10 ms, not at every packet)
         if now.duration_since(swept) >= Duration::from_millis(10) {
             swept = now;
-            far.timers(&sock, now);
+            far.timers(&mut net, now);
             if plan.calls > 0 {
-                caller.timers(&sock, now);
+                caller.timers(&mut net, now);
             }
         }
         if plan.calls > 0 {
-            caller.start_due(&core, &sock, now);
+            caller.start_due(&core, &mut net, now);
         }
     }
+    core.stats.tcp = net.stats;
     let now = Instant::now();
     let open = caller
         .calls
@@ -770,6 +891,7 @@ pub fn serve_calls(
 mod tests {
     use super::*;
     use crate::aka::{UeSqnState, Usim};
+    use crate::sip::Framer;
 
     fn register(auth: &str, expires: u32, cseq: u32) -> String {
         format!(
@@ -827,5 +949,355 @@ mod tests {
         assert!(core.bindings.is_empty());
         assert_eq!(core.stats.deregistered, 1);
         assert_eq!(core.stats.challenges, 1, "not challenged again");
+    }
+
+    /// A running core on 127.0.0.1 (a free port), stopped and joined by the caller.
+    fn running(
+        plan: CorePlan,
+    ) -> (
+        SocketAddr,
+        Arc<AtomicBool>,
+        std::thread::JoinHandle<std::io::Result<CoreReport>>,
+    ) {
+        let net = Net::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            plan.transport,
+            plan.max_udp_request,
+        )
+        .unwrap();
+        let addr = net.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || serve_on(net, "ims.test", &plan, s2));
+        (addr, stop, h)
+    }
+
+    fn connect(addr: SocketAddr) -> std::net::TcpStream {
+        let c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        c
+    }
+
+    /// Read from `c` into `framer` until it holds a whole message (bounded: 3 s); the message,
+    /// and what stays buffered after it.
+    fn read_message(c: &mut std::net::TcpStream, framer: &mut Framer) -> (Vec<u8>, usize) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Ok(Some(crate::sip::Frame::Message(m))) = framer.next_frame() {
+                let m = m.to_vec();
+                return (m, framer.buffered());
+            }
+            assert!(Instant::now() < deadline, "no whole message in time");
+            let mut b = [0u8; 4096];
+            match c.read(&mut b) {
+                Ok(0) => panic!("connection closed"),
+                Ok(n) => assert_eq!(framer.push(&b[..n]), n),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Whether `c` is closed by the peer within 3 s (EOF or reset), reading what comes.
+    fn closed_soon(c: &mut std::net::TcpStream) -> bool {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut b = [0u8; 4096];
+        while Instant::now() < deadline {
+            match c.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    fn empty_auth() -> String {
+        "Authorization: Digest username=\"001010000000007@ims.test\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"\",response=\"\"\r\n".into()
+    }
+
+    /// The Authorization answering the 401 `r401` (the USIM of test set 1).
+    fn aka_auth(r401: &[u8]) -> String {
+        let impi = "001010000000007@ims.test";
+        let m = Message::parse(r401).unwrap();
+        let nonce = m
+            .view()
+            .header(HeaderName::WwwAuthenticate)
+            .and_then(Digest::parse)
+            .and_then(|d| d.nonce().map(<[u8]>::to_vec))
+            .unwrap();
+        let nonce = String::from_utf8(nonce).unwrap();
+        let k = aka::hex_array::<16>(TEST_K).unwrap();
+        let opc = aka::hex_array::<16>(TEST_OPC).unwrap();
+        let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
+        let got = usim.authenticate_nonce(&nonce).unwrap();
+        let input = digest::DigestInput {
+            username: impi.as_bytes(),
+            realm: b"ims.test",
+            nonce: nonce.as_bytes(),
+            method: b"REGISTER",
+            uri: b"sip:ims.test",
+            qop: digest::Qop::None,
+        };
+        let resp = digest::response_aka(&input, &got.res);
+        format!(
+            "Authorization: Digest username=\"{impi}\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
+            resp.as_str()
+        )
+    }
+
+    /// RFC 3261 §18: the core listens on TCP at its UDP address, frames the stream (a REGISTER
+    /// cut mid-header into two segments), answers on the same connection (§18.2.2), and
+    /// answers a "\r\n\r\n" keep-alive with "\r\n" (RFC 5626 §4.4.1).
+    #[test]
+    fn a_register_over_tcp_is_answered_on_its_connection_and_a_ping_is_ponged() {
+        use std::io::Write;
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut c = connect(addr);
+        let reg = register(&empty_auth(), 600000, 1).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        let cut = reg.find("Call-ID").unwrap() + 4;
+        c.write_all(&reg.as_bytes()[..cut]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(&reg.as_bytes()[cut..]).unwrap();
+        c.write_all(b"\r\n\r\n").unwrap();
+        let mut framer = Framer::with_capacity(65536);
+        let (r401, left) = read_message(&mut c, &mut framer);
+        let m = Message::parse(&r401).unwrap();
+        assert_eq!(m.view().status(), Some(401));
+        // the pong: "\r\n" after the 401, nothing else
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut rest = left;
+        while rest < 2 && Instant::now() < deadline {
+            use std::io::Read;
+            let mut b = [0u8; 64];
+            if let Ok(n) = c.read(&mut b) {
+                assert!(n > 0, "closed");
+                framer.push(&b[..n]);
+                rest += n;
+            }
+        }
+        assert_eq!(rest, 2, "one CRLF pong after the 401");
+        assert!(!framer.in_message());
+        // the second REGISTER, its answer on the same connection: registered
+        c.write_all(
+            register(&aka_auth(&r401), 600000, 2)
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (ok, _) = read_message(&mut c, &mut framer);
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        let sr = call::text(m.view(), HeaderName::ServiceRoute).unwrap();
+        assert!(!sr.contains("transport=tcp"), "udp mode: {sr}");
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.challenges, 1);
+        assert_eq!(r.stats.registered, 1);
+        assert_eq!(r.stats.tcp.accepted, 1);
+        assert_eq!(r.stats.tcp.messages_in, 2);
+        assert_eq!(r.stats.tcp.messages_out, 2);
+        assert_eq!(r.stats.tcp.pings, 1);
+        assert_eq!(r.stats.tcp.closed_by_error, 0);
+    }
+
+    /// RFC 3261 §18.3: on a stream a message without Content-Length cannot be framed: the
+    /// connection is closed (counted), and the core goes on serving others.
+    #[test]
+    fn a_message_without_content_length_closes_its_connection() {
+        use std::io::Write;
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut bad = connect(addr);
+        bad.write_all(b"OPTIONS sip:ims.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKx\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:ims.test>\r\nCall-ID: nocl\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
+        assert!(closed_soon(&mut bad), "the connection is closed");
+        // another connection is still served
+        let mut c = connect(addr);
+        c.write_all(
+            register(&empty_auth(), 600000, 1)
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (r, _) = read_message(&mut c, &mut Framer::with_capacity(65536));
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(401));
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.accepted, 2);
+        assert_eq!(r.stats.tcp.framing_errors, 1);
+        assert_eq!(r.stats.tcp.closed_by_error, 1);
+        assert_eq!(r.stats.messages, 0, "the OPTIONS was never handled");
+    }
+
+    /// With `--transport tcp` the Service-Route asks for TCP (RFC 3263 §4.1), and the core's
+    /// own call to the registered UE goes over a connection it opens to the P-CSCF (the top Via
+    /// sent-by of the REGISTER: where the P-CSCF listens), its Via `SIP/2.0/TCP`, and is not
+    /// sent again on timer A (RFC 3261 §17.1.1.2: unreliable transports only).
+    #[test]
+    fn in_tcp_mode_the_core_calls_over_a_connection_it_opens() {
+        use std::io::Write;
+        let pcscf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pcscf_addr = pcscf.local_addr().unwrap();
+        pcscf.set_nonblocking(true).unwrap();
+        let plan = CorePlan {
+            calls: 1,
+            transport: Transport::Tcp,
+            timeout: Duration::from_secs(3),
+            ..CorePlan::default()
+        };
+        let (addr, stop, h) = running(plan);
+        let mut c = connect(addr);
+        let via = format!("SIP/2.0/TCP {pcscf_addr}");
+        let reg = |auth: &str, cseq| {
+            register(auth, 600000, cseq)
+                .replace("SIP/2.0/UDP 10.0.0.6:5061", &via)
+                .replace(
+                    "Contact:",
+                    &format!("Path: <sip:term@{pcscf_addr};lr>\r\nContact:"),
+                )
+        };
+        let mut framer = Framer::with_capacity(65536);
+        c.write_all(reg(&empty_auth(), 1).as_bytes()).unwrap();
+        let (r401, _) = read_message(&mut c, &mut framer);
+        c.write_all(reg(&aka_auth(&r401), 2).as_bytes()).unwrap();
+        let (ok, _) = read_message(&mut c, &mut framer);
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        let sr = call::text(m.view(), HeaderName::ServiceRoute).unwrap();
+        assert!(sr.contains(";transport=tcp"), "{sr}");
+        // the core connects to the P-CSCF's address and sends its INVITE there
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut inbound = loop {
+            match pcscf.accept() {
+                Ok((s, _)) => break s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the core did not connect");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        inbound.set_nonblocking(false).unwrap();
+        inbound
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut framer = Framer::with_capacity(65536);
+        let (invite, left) = read_message(&mut inbound, &mut framer);
+        let m = Message::parse(&invite).unwrap();
+        let v = m.view();
+        assert!(v.is_method(b"INVITE"));
+        assert_eq!(
+            v.request_uri(),
+            Some(&b"sip:001010000000007@10.0.0.6:5061"[..])
+        );
+        let top_via = call::text(v, HeaderName::Via).unwrap();
+        assert!(top_via.starts_with("SIP/2.0/TCP "), "{top_via}");
+        let rr = call::text(v, HeaderName::RecordRoute).unwrap();
+        assert!(rr.contains(";transport=tcp"), "{rr}");
+        assert_eq!(left, 0);
+        // no INVITE again after timer A's 500 ms
+        let quiet = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < quiet {
+            use std::io::Read;
+            let mut b = [0u8; 4096];
+            if let Ok(n) = inbound.read(&mut b) {
+                assert_eq!(n, 0, "nothing sent again over TCP");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.opened, 1);
+        assert_eq!(r.stats.tcp.accepted, 1);
+        assert_eq!(r.stats.tcp.messages_out, 3, "401, 200, INVITE");
+    }
+
+    /// RFC 3261 §18.2.2: a response whose connection is gone goes on a new connection to the
+    /// top Via's sent-by: the far end's 200, sent again until its ACK (§13.3.1.4), after the
+    /// P-CSCF closed the connection the INVITE came on.
+    #[test]
+    fn a_response_whose_connection_is_gone_goes_to_the_via_sent_by() {
+        use std::io::Write;
+        let pcscf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pcscf_addr = pcscf.local_addr().unwrap();
+        pcscf.set_nonblocking(true).unwrap();
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut c = connect(addr);
+        let invite = format!(
+            "INVITE sip:far@ims.test SIP/2.0\r\nVia: SIP/2.0/TCP {pcscf_addr};branch=z9hG4bKinv1\r\nMax-Forwards: 70\r\nFrom: <sip:001010000000007@ims.test>;tag=u1\r\nTo: <sip:far@ims.test>\r\nCall-ID: call-0@t\r\nCSeq: 1 INVITE\r\nContact: <sip:u@{pcscf_addr}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        c.write_all(invite.as_bytes()).unwrap();
+        let mut framer = Framer::with_capacity(65536);
+        let mut codes = Vec::new();
+        while codes.last() != Some(&200) {
+            let (r, _) = read_message(&mut c, &mut framer);
+            codes.push(Message::parse(&r).unwrap().view().status().unwrap());
+        }
+        assert_eq!(codes, [100, 180, 200]);
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut again = loop {
+            match pcscf.accept() {
+                Ok((s, _)) => break s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the 200 did not come again");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        again.set_nonblocking(false).unwrap();
+        again
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (r, _) = read_message(&mut again, &mut Framer::with_capacity(65536));
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        assert_eq!(
+            call::text(m.view(), HeaderName::CallId).as_deref(),
+            Some("call-0@t")
+        );
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.accepted, 1);
+        assert_eq!(r.stats.tcp.opened, 1);
+        assert_eq!(r.stats.tcp.closed_by_error, 0);
+    }
+
+    /// The connections are bounded: past [`CONNS_MAX`](crate::sim::corenet::CONNS_MAX) open
+    /// ones a new connection is closed at once and counted as refused; the open ones are still
+    /// served.
+    #[test]
+    fn connections_past_the_bound_are_refused() {
+        use crate::sim::corenet::CONNS_MAX;
+        use std::io::Write;
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut held: Vec<std::net::TcpStream> =
+            (0..CONNS_MAX + 4).map(|_| connect(addr)).collect();
+        // the ones past the bound are closed by the core
+        let refused = held.split_off(CONNS_MAX);
+        let mut closed = 0;
+        for mut c in refused {
+            if closed_soon(&mut c) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 4);
+        let c = &mut held[CONNS_MAX - 1];
+        c.write_all(
+            register(&empty_auth(), 600000, 1)
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (r, _) = read_message(c, &mut Framer::with_capacity(65536));
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(401));
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.stats.tcp.accepted, CONNS_MAX as u64);
+        assert_eq!(r.stats.tcp.refused, 4);
     }
 }
