@@ -249,7 +249,8 @@ impl Streams {
                 if alive {
                     self.cursor += 1;
                 } else {
-                    self.host.close(id, now, &mut self.out);
+                    // its resets cannot go: the SAs they would go over are gone
+                    self.host.close(id, now, &mut Segments::with_limit(0));
                     self.sets.remove(&id);
                     self.order.swap_remove(self.cursor);
                 }
@@ -296,7 +297,7 @@ impl Streams {
         for (pkt, id, conn) in self.out.iter() {
             // (the set's own record: its TCP may be given back already, quiet after a RST)
             let Some(p) = self.sets.get(&id).map(|s| s.ports) else {
-                // the resets of a set the sweep closed: its SAs are gone (no message was lost)
+                // (a set closed since: what it sent can no longer go)
                 stats.drop(DropReason::NoRoute);
                 continue;
             };

@@ -24,13 +24,6 @@ use std::time::Duration;
 use super::netns::{Lab, spawn_in};
 use crate::sim;
 
-/// Whether the lab's P-CSCF speaks TCP toward the core: `[core] icscf_transport = "tcp"` in its
-/// config with `--transport tcp`, and the core-sim in the lab's transport (tcp: it asks for TCP
-/// in its Service-Route and Record-Route and places its calls over TCP; udp: its requests over
-/// 1,300 bytes still go over TCP, RFC 3261 §18.1.1). Off until the P-CSCF has that key and
-/// accepts TCP on its core side: then every request of the core-sim stays UDP.
-const LAB_CORE_TCP_CONFIG: bool = false;
-
 /// The lab links' MTU when it places calls.
 const CALL_MTU: u32 = 3000;
 
@@ -45,17 +38,17 @@ const DEFAULT_MTU: u32 = 1500;
 
 /// The MTU the lab's links need, when more than veth's default.
 ///
-/// An INVITE with its SDP is ~1.5 kB from the UE and ~1.9 kB on to the core, once our Via and
-/// Record-Route entries are in: the P-CSCF neither fragments nor reassembles (and the simulated
-/// UEs do not switch to TCP for it, RFC 3261 §18.1.1), so the lab's links carry them whole.
-/// (Under the 4 kB frames of the P-CSCF and veth's XDP limit.)
-///
-/// A MESSAGE of `--message-size` goes on to the core as one plain UDP datagram, whatever the
-/// UE's transport (the P-CSCF's TCP toward the core comes later): the links get an MTU that
-/// carries it whole. The datagram must also fit one of the P-CSCF's frames (4 kB less its
-/// headroom): a body of 3200 bytes goes through, 3300 does not (measured: `pcscf lab
-/// --message-size N`, udp, xdp backend), until then.
+/// With `--transport tcp` none: whatever is larger than 1,300 bytes goes on a connection, on
+/// both sides (RFC 3261 §18.1.1). With udp the UEs send their INVITEs (~1.5 kB with SDP) and
+/// MESSAGEs in one ESP datagram each, and the P-CSCF sends theirs (~1.9 kB, our Via and
+/// Record-Route in) to them as datagrams (`ue.max_udp_request` 65535: the UDP-only UEs take
+/// no TCP); the P-CSCF neither fragments nor reassembles, so the links carry them whole. (Under
+/// the 4 kB frames of the P-CSCF and veth's XDP limit: a MESSAGE body of 3200 bytes goes
+/// through, 3300 does not, measured with `pcscf lab --message-size N`, udp, xdp backend.)
 fn links_mtu(cfg: &LabConfig) -> Option<u32> {
+    if cfg.transport == sim::ue::Transport::Tcp {
+        return None;
+    }
     let calls = if cfg.calls > 0 { CALL_MTU } else { 0 };
     let message =
         u32::try_from(cfg.message_size.saturating_add(MESSAGE_OVERHEAD)).unwrap_or(u32::MAX);
@@ -127,22 +120,14 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     // transport (tcp: its Service-Route and Record-Route ask for TCP, it calls over TCP) and
     // sends its requests larger than 1,300 bytes over TCP (RFC 3261 §18.1.1); without, all
     // stays UDP.
-    let (core_transport, core_max_udp_request) = if LAB_CORE_TCP_CONFIG {
-        (
-            cfg.transport,
-            usize::from(crate::config::DEFAULT_MAX_UDP_REQUEST),
-        )
-    } else {
-        (sim::ue::Transport::Udp, usize::MAX)
-    };
+    let (core_transport, core_max_udp_request) = (
+        cfg.transport,
+        usize::from(crate::config::DEFAULT_MAX_UDP_REQUEST),
+    );
     // The P-CSCF's side of it: its requests larger than 1,300 bytes over TCP to the core, and
     // with tcp the I-CSCF over TCP (the lab's DNS offers SIP+D2T, RFC 3263 §4.1).
-    let pcscf_core_max_udp_request = if LAB_CORE_TCP_CONFIG {
-        crate::config::DEFAULT_MAX_UDP_REQUEST
-    } else {
-        65535
-    };
-    let core_tcp = LAB_CORE_TCP_CONFIG && cfg.transport == sim::ue::Transport::Tcp;
+    let pcscf_core_max_udp_request = crate::config::DEFAULT_MAX_UDP_REQUEST;
+    let core_tcp = cfg.transport == sim::ue::Transport::Tcp;
     let icscf_transport = if core_tcp {
         "icscf_transport = \"tcp\"\n"
     } else {
@@ -459,5 +444,11 @@ mod tests {
         assert_eq!(links_mtu(&cfg(0, 3000)), Some(3900));
         assert_eq!(links_mtu(&cfg(4, 3000)), Some(3900));
         assert_eq!(links_mtu(&cfg(4, 1000)), Some(CALL_MTU));
+        // with tcp whatever is larger than 1,300 bytes goes on a connection
+        let tcp = LabConfig {
+            transport: sim::ue::Transport::Tcp,
+            ..cfg(4, 3000)
+        };
+        assert_eq!(links_mtu(&tcp), None);
     }
 }

@@ -1232,6 +1232,10 @@ impl Leg {
                     && (!self.mid_from_other() || self.mid_done);
                 match self.state {
                     State::Up | State::Answered if expected => self.end(Outcome::Ok, ev),
+                    // the other side answered our UPDATE / re-INVITE and hung up as planned, its
+                    // BYE overtaking that answer (one over UDP, the other on a connection:
+                    // nothing orders messages across transports, RFC 3261 §18)
+                    State::Mid if expected => self.end(Outcome::Ok, ev),
                     State::Up
                     | State::Answered
                     | State::Held
@@ -2045,6 +2049,34 @@ mod leg_tests {
         let m = Message::parse(bye.as_bytes()).unwrap();
         c.handle(m.view(), now, &mut out, &mut ev);
         assert_eq!(ev, vec![Event::Ended(Outcome::Released)]);
+    }
+
+    /// The far end answers the UE's mid-call UPDATE and hangs up as planned, but its BYE (a
+    /// datagram) overtakes the 200 (on a connection): the call still ends as planned, not as
+    /// released by the network (nothing orders messages across transports, RFC 3261 §18).
+    #[test]
+    fn a_planned_bye_that_overtakes_the_answer_to_our_update_ends_the_call_ok() {
+        let now = Instant::now();
+        let mut to_a = Vec::new();
+        let m = Message::parse(INVITE.as_bytes()).unwrap();
+        // the called UE re-registers and sends the UPDATE; the far end hangs up after
+        let mut c = Leg::callee(
+            Flow::Rereg,
+            false,
+            true,
+            m.view(),
+            local("c", false),
+            now,
+            &mut to_a,
+        )
+        .unwrap();
+        c.goto(State::Mid, now);
+        let bye = "BYE sip:c@c.example:5060 SIP/2.0\r\nVia: SIP/2.0/UDP p:5060;branch=z9hG4bKrel\r\nFrom: <sip:a@example>;tag=atag\r\nTo: <sip:b@example>;tag=ctag\r\nCall-ID: call-1@a.example\r\nCSeq: 77 BYE\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(bye.as_bytes()).unwrap();
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        c.handle(m.view(), now, &mut out, &mut ev);
+        assert_eq!(ev, vec![Event::Ended(Outcome::Ok)]);
+        assert!(out[0].bytes.starts_with(b"SIP/2.0 200"), "{out:?}");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! gives (RFC 3261 §12.1.2), or CANCEL and the ACK of the 487 the INVITE's way. A request of a
 //! dialog it holds no leg for is answered 200 without state ([`CoreSim::answer`]).
 //!
-//! Transports (RFC 3261 §18, [`corenet`]): UDP and TCP on the same address, always; a response
+//! Transports (RFC 3261 §18, `sim::corenet`): UDP and TCP on the same address, always; a response
 //! goes back the way its request came (on its connection, RFC 3261 §18.2.2); the requests it
 //! originates go over TCP with [`CorePlan::transport`] `tcp` or when larger than
 //! [`CorePlan::max_udp_request`] (RFC 3261 §18.1.1), and are then never sent again on a timer.

@@ -991,6 +991,14 @@ impl Sim {
         }
     }
 
+    /// With [`Transport::Tcp`]: forget the TCP of UE `i`'s set of generation `g`, whose SAs
+    /// both sides delete now ([`UeTcp::forget`]).
+    fn forget_tcp(&self, i: usize, g: u32) {
+        if let Some(t) = &self.tcp {
+            t.borrow_mut().forget(UeTcp::set_id(i, g), Instant::now());
+        }
+    }
+
     /// An answer of UE `i` to a request the P-CSCF sent it, over SA4 (its port-s → the
     /// P-CSCF's port-c, TS 33.203 §7.1).
     fn send_sa4(&self, i: usize, ue: &Ue, sip: &[u8]) -> bool {
@@ -2128,8 +2136,9 @@ fn reauth_answer(
     if let (Some(old2), Some(old4)) = (ue.sa2.replace(sa2), ue.sa4.replace(sa4))
         && let Some(dropped) = ue.prev.replace((old2, old4, ue.port_pc, ue.generation))
     {
-        // the set before that one goes, and its TCP with it
-        sim.close_tcp(i, dropped.3);
+        // the set before that one goes, and its TCP with it (silently: the P-CSCF drops
+        // that set at the same 200)
+        sim.forget_tcp(i, dropped.3);
     }
     ue.sa1 = Some(sa1);
     ue.port_ps = port_ps;

@@ -163,6 +163,17 @@ impl UeTcp {
         Ok(())
     }
 
+    /// Forget a set whose SAs both sides delete now (the set before the previous one, once a
+    /// re-registration's new set is in use: TS 33.203 §7.4): its connections go without a
+    /// word, since nothing can be sent over SAs being deleted (a RST would meet an SPI the
+    /// P-CSCF no longer knows).
+    pub fn forget(&mut self, id: SetId, now: Instant) {
+        self.host.close(id, now, &mut Segments::with_limit(0));
+        if let Some(s) = self.sets.remove(&id) {
+            self.by_spi.remove(&s.sa3.spi());
+        }
+    }
+
     /// Close a set (its SAs go): its connection is reset, the RST sent over its SA1 to `emit`.
     pub fn close(&mut self, id: SetId, now: Instant, emit: &mut dyn FnMut(&[u8])) {
         self.host.close(id, now, &mut self.out);
