@@ -23,10 +23,11 @@ struct Cli {
 /// How the simulated UEs speak over their SAs (`pcscf lab` and `pcscf ue-sim`).
 #[derive(clap::Args)]
 struct UeTcpArgs {
-    /// How the UEs send their protected requests: udp, or tcp (one connection per SA set
-    /// from the UE's port-c to the P-CSCF's port-s, inside ESP; the responses come back on
-    /// it). The first REGISTER stays UDP; the P-CSCF's requests larger than 1,300 bytes come
-    /// on its own connection to the UE's port-s, smaller ones as datagrams.
+    /// How the UEs send their protected requests: udp, tcp (one connection per SA set from
+    /// the UE's port-c to the P-CSCF's port-s, inside ESP; the responses come back on it), or
+    /// auto (those larger than 1,300 bytes on it, RFC 3261 §18.1.1, the others as datagrams).
+    /// The first REGISTER stays UDP; with tcp or auto the P-CSCF's requests larger than 1,300
+    /// bytes come on its own connection to the UE's port-s, smaller ones as datagrams.
     #[arg(long, default_value = "udp", value_parser = parse_transport)]
     pub transport: pcscf::sim::ue::Transport,
     /// The body size in bytes of each protected MESSAGE (the lab's links get an MTU that
@@ -126,7 +127,8 @@ enum Cmd {
         /// It always listens on UDP and TCP (RFC 3261 §18) and answers on the connection a
         /// request came on. With tcp, the requests it originates (its calls to the UEs) go
         /// over TCP, one connection per next hop, and its Service-Route and Record-Route say
-        /// `;transport=tcp`; with udp, only its requests larger than --max-udp-request do.
+        /// `;transport=tcp`; with udp (or auto, the same), only its requests larger than
+        /// --max-udp-request do.
         #[arg(long, default_value = "udp", value_parser = parse_transport)]
         transport: pcscf::sim::ue::Transport,
         /// Requests larger than this many bytes go over TCP in udp mode too (RFC 3261 §18.1.1).

@@ -46,7 +46,7 @@ const DEFAULT_MTU: u32 = 1500;
 /// the 4 kB frames of the P-CSCF and veth's XDP limit: a MESSAGE body of 3200 bytes goes
 /// through, 3300 does not, measured with `pcscf lab --message-size N`, udp, xdp backend.)
 fn links_mtu(cfg: &LabConfig) -> Option<u32> {
-    if cfg.transport == sim::ue::Transport::Tcp {
+    if cfg.transport.takes_tcp() {
         return None;
     }
     let calls = if cfg.calls > 0 { CALL_MTU } else { 0 };
@@ -114,7 +114,9 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     // TCP the P-CSCF's larger requests go on its connection to the UE (RFC 3261 §18.1.1).
     let max_udp_request = match cfg.transport {
         sim::ue::Transport::Udp => 65535,
-        sim::ue::Transport::Tcp => crate::config::DEFAULT_MAX_UDP_REQUEST,
+        sim::ue::Transport::Tcp | sim::ue::Transport::Auto => {
+            crate::config::DEFAULT_MAX_UDP_REQUEST
+        }
     };
     // The core side: with TCP toward the core in the P-CSCF, the core-sim takes the lab's
     // transport (tcp: its Service-Route and Record-Route ask for TCP, it calls over TCP) and

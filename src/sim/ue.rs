@@ -119,24 +119,65 @@ pub enum Transport {
     /// requests go on it and their responses come back on it (RFC 3261 §18.2.2), never sent
     /// again on a timer; the Via says `SIP/2.0/TCP` with the UE's port-s (TS 24.229 §5.1.1.2).
     Tcp,
+    /// RFC 3261 §18.1.1: a request larger than [`AUTO_MAX_UDP`] bytes goes on the TCP
+    /// connection, as with `Tcp`; smaller ones as datagrams, as with `Udp`.
+    Auto,
 }
 
+/// With [`Transport::Auto`]: the largest request sent as a datagram (RFC 3261 §18.1.1: 1,300
+/// bytes when the path MTU is unknown).
+pub const AUTO_MAX_UDP: usize = 1300;
+
 impl Transport {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `auto`.
     pub fn parse(s: &str) -> Result<Transport, String> {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
-            _ => Err(format!("unknown transport {s:?} (udp or tcp)")),
+            "auto" => Ok(Transport::Auto),
+            _ => Err(format!("unknown transport {s:?} (udp, tcp or auto)")),
         }
     }
 
-    /// The transport in a Via (`SIP/2.0/<this>`).
+    /// The transport in a Via (`SIP/2.0/<this>`) as a request is written; with `Auto` one
+    /// that goes on the connection has it rewritten to TCP then ([`with_tcp_via`]).
     pub fn via(self) -> &'static str {
         match self {
-            Transport::Udp => "UDP",
+            Transport::Udp | Transport::Auto => "UDP",
             Transport::Tcp => "TCP",
         }
+    }
+
+    /// The UEs take TCP at all (their connections, the P-CSCF's to them).
+    pub fn takes_tcp(self) -> bool {
+        self != Transport::Udp
+    }
+
+    /// A request of `len` bytes goes on the TCP connection.
+    pub fn request_on_tcp(self, len: usize) -> bool {
+        match self {
+            Transport::Udp => false,
+            Transport::Tcp => true,
+            Transport::Auto => len > AUTO_MAX_UDP,
+        }
+    }
+}
+
+/// `sip` with its first Via saying `SIP/2.0/TCP` where it said UDP (the same length: the
+/// Content-Length holds).
+pub fn with_tcp_via(sip: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let head = sip.len().min(4096);
+    match memchr::memmem::find(&sip[..head], b"SIP/2.0/UDP ") {
+        Some(at)
+            if sip[..at]
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"Via:")) =>
+        {
+            let mut v = sip.to_vec();
+            v[at + 8..at + 11].copy_from_slice(b"TCP");
+            std::borrow::Cow::Owned(v)
+        }
+        _ => std::borrow::Cow::Borrowed(sip),
     }
 }
 
@@ -922,7 +963,7 @@ impl Sim {
         let Some(sa1) = ue.sa1.as_ref() else {
             return false;
         };
-        if self.tcp.is_some() {
+        if self.on_tcp(sip) {
             return self.send_tcp(UeTcp::set_id(ue.index, ue.generation), sip);
         }
         let Some(pkt) = self.esp_with(sa1, ue.port_uc, ue.port_ps, sip) else {
@@ -942,14 +983,21 @@ impl Sim {
             .is_ok()
     }
 
-    /// A request on the UE's TCP connection of set `id` (connected first when it is not).
+    /// A request on the UE's TCP connection of set `id` (connected first when it is not), its
+    /// Via saying TCP.
     fn send_tcp(&self, id: crate::tcp::SetId, sip: &[u8]) -> bool {
         let Some(t) = &self.tcp else {
             return false;
         };
+        let sip = with_tcp_via(sip);
         t.borrow_mut()
-            .send(id, Instant::now(), sip, &mut |p| self.send_esp(p))
+            .send(id, Instant::now(), &sip, &mut |p| self.send_esp(p))
             .is_ok()
+    }
+
+    /// The request `sip` goes on the UE's TCP connection (`--transport`).
+    fn on_tcp(&self, sip: &[u8]) -> bool {
+        self.tcp.is_some() && self.cfg.transport.request_on_tcp(sip.len())
     }
 
     /// With [`Transport::Tcp`]: open the TCP of UE `i`'s set of generation `g` (its SA1, SA3
@@ -1107,7 +1155,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
     } else {
         (esp6_socket()?, esp6_socket()?)
     };
-    let tcp = (cfg.transport == Transport::Tcp).then(|| {
+    let tcp = cfg.transport.takes_tcp().then(|| {
         let mut seed = [0u8; 8];
         // the connections' initial sequence numbers (RFC 9293 §3.4.1); a fixed seed if the
         // OS has none is only a simulator's weakness
@@ -1248,14 +1296,15 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     Step::Challenged => sim.first_register(i),
                     // over TCP, never on a timer (RFC 3261 §17.1.1.2, §17.1.2.2: timers A and
                     // E are for unreliable transports; the step's timeout is timer B / F)
-                    Step::Registering | Step::Messaging | Step::Reregistering
-                        if sim.tcp.is_none() =>
-                    {
+                    Step::Registering | Step::Messaging | Step::Reregistering => {
                         // a protected request again, as a new ESP packet (a new sequence number)
                         let (Some(sip), Some(sa1)) = (ue.in_flight.as_ref(), ue.sa1.as_ref())
                         else {
                             continue;
                         };
+                        if sim.on_tcp(sip.as_bytes()) {
+                            continue;
+                        }
                         if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, sip.as_bytes()) {
                             sim.send_esp(&pkt);
                         }
@@ -1371,7 +1420,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                 resp.as_str()
             );
             let reg2 = sim.register(i, 2, &auth, Some(&server));
-            if sim.tcp.is_some() {
+            if sim.on_tcp(reg2.as_bytes()) {
                 if !sim.send_tcp(UeTcp::set_id(i, 0), reg2.as_bytes()) {
                     fail(ue, "protected REGISTER not queued on TCP", &mut report);
                     finished += 1;
@@ -1905,7 +1954,7 @@ fn on_protected(
         if ue.messages_left == 0 && sim.cfg.reregister {
             // CSeq past the MESSAGEs' numbers, on the REGISTER's Call-ID
             let reg = sim.register(i, 1000, &ue.auth, Some(&ue.verify));
-            if sim.tcp.is_some() {
+            if sim.on_tcp(reg.as_bytes()) {
                 sim.send_sa1(ue, reg.as_bytes());
             } else {
                 let sa1 = ue.sa1.as_ref().expect("registered");
@@ -1924,7 +1973,7 @@ fn on_protected(
             let k = sim.cfg.messages - ue.messages_left + 1;
             ue.messages_left -= 1;
             let msg = sim.message(i, k);
-            if sim.tcp.is_some() {
+            if sim.on_tcp(msg.as_bytes()) {
                 ue.msg_sent = now;
                 sim.send_sa1(ue, msg.as_bytes());
             } else {
@@ -1984,7 +2033,7 @@ fn dereg_timer(sim: &Sim, ue: &mut Ue, now: Instant) -> Option<&'static str> {
         return Some("no answer to the de-REGISTER");
     }
     // over TCP, never on a timer (RFC 3261 §17.1.2.2)
-    if sim.tcp.is_none()
+    if !sim.on_tcp(d.msg.as_bytes())
         && d.resends < 3
         && now.duration_since(d.last_sent) > Duration::from_millis(500 << d.resends)
     {
@@ -2118,7 +2167,7 @@ fn reauth_answer(
         r.resends = 0;
         r.last_sent = now;
         let pc = Sim::port_c(i, r.generation);
-        if sim.tcp.is_some() {
+        if sim.on_tcp(r.msg.as_bytes()) {
             sim.send_tcp(UeTcp::set_id(i, r.generation), r.msg.as_bytes());
         } else if let Some(pkt) = sim.esp_with(&sa1, pc, mech.port_s, r.msg.as_bytes()) {
             sim.send_esp(&pkt);
@@ -2158,7 +2207,7 @@ fn reauth_timer(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) -> Option<&'stat
         return Some("no answer to the mid-call re-REGISTER");
     }
     // over TCP, never on a timer (RFC 3261 §17.1.2.2)
-    if sim.tcp.is_none()
+    if !sim.on_tcp(r.msg.as_bytes())
         && r.resends < 3
         && now.duration_since(r.last_sent) > Duration::from_millis(500 << r.resends)
     {
@@ -2214,6 +2263,18 @@ mod tests {
         assert_eq!(Transport::parse("UDP"), Ok(Transport::Udp));
         assert!(Transport::parse("sctp").is_err());
         assert_eq!(Transport::Tcp.via(), "TCP");
+        assert_eq!(Transport::parse("auto"), Ok(Transport::Auto));
+        assert_eq!(Transport::Auto.via(), "UDP");
+        // RFC 3261 §18.1.1 per request with auto
+        assert!(!Transport::Auto.request_on_tcp(AUTO_MAX_UDP));
+        assert!(Transport::Auto.request_on_tcp(AUTO_MAX_UDP + 1));
+        assert!(Transport::Tcp.request_on_tcp(10) && !Transport::Udp.request_on_tcp(5000));
+        let m = b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n";
+        let t = with_tcp_via(m);
+        assert_eq!(t.len(), m.len());
+        assert!(t.windows(12).any(|w| w == b"SIP/2.0/TCP "));
+        // nothing else is touched: no Via, or one that says TCP already
+        assert_eq!(&*with_tcp_via(b"SIP/2.0/UDP x\r\n"), b"SIP/2.0/UDP x\r\n");
         assert_eq!(message_body(DEFAULT_MESSAGE_SIZE), "hello");
         assert_eq!(message_body(0), "");
         let b = message_body(3000);

@@ -576,6 +576,66 @@ fn lab_tcp_decrypts_in_tshark_with_the_key_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `pcscf lab --transport auto --calls`: RFC 3261 §18.1.1 per message — the INVITEs (SDP) and
+/// 2 kB MESSAGEs on connections, the ACKs, BYEs and small answers as datagrams, on links at
+/// MTU 1500 (an INVITE in one datagram would not fit): every call flow both ways completes,
+/// nothing dropped, both sides' connections used.
+#[test]
+fn lab_auto_transport_puts_large_requests_on_connections() {
+    let _alone = crate::support::exclusive();
+    let stdout = run_lab(&[
+        "lab",
+        "--ues",
+        "20",
+        "--rate",
+        "200",
+        "--transport",
+        "auto",
+        "--message-size",
+        "2000",
+        "--calls",
+        "40",
+        "--call-rate",
+        "100",
+        "--call-flows",
+        "all",
+    ]);
+    assert!(stdout.contains("calls: 40 ok, 0 failed of 40"), "{stdout}");
+    assert!(
+        stdout.contains("protected MESSAGEs answered: 20"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("call failed"), "{stdout}");
+    assert!(stdout.contains(" dropped 0 ("), "{stdout}");
+    let count = |line: &str, after: &str| -> u64 {
+        let l = stdout
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no {line:?} line: {stdout}"));
+        let rest = &l[l.find(after).unwrap_or_else(|| panic!("{l}")) + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    // the UEs' connections and the P-CSCF's to them, and the core side's
+    assert!(count("ue-sim tcp: ", "ue-sim tcp: ") > 20, "{stdout}");
+    let of_ours = stdout
+        .lines()
+        .find(|l| l.starts_with("ue-sim tcp: "))
+        .and_then(|l| l.split(" segments of the P-CSCF's connections").next())
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        of_ours.is_some_and(|n| n > 0),
+        "the P-CSCF's connections: {stdout}"
+    );
+    assert!(
+        count("pcscf:   tcp with the core: ", "core: ") > 0,
+        "{stdout}"
+    );
+}
+
 /// `pcscf lab --transport tcp --calls`: every call flow both ways with the UEs' requests on
 /// their connections and the core's INVITEs (SDP: over 1,300 bytes, RFC 3261 §18.1.1) on the
 /// P-CSCF's own connection to each UE's port-s, answered on it; nothing failed or dropped.
