@@ -210,12 +210,17 @@ impl Streams {
         now: Instant,
     ) -> Result<(), DropReason> {
         let conn = conn_of(e);
-        if conn == Conn::Accepted && !self.sets.contains_key(&set_id(e)) {
-            // a response for a connection this worker never saw
-            return Err(DropReason::StreamLost);
-        }
         let id = self.ensure(e, ours, now)?;
-        match self.host.send(id, conn, now, msg, &mut self.out) {
+        let sent = match self.host.send(id, conn, now, msg, &mut self.out) {
+            // RFC 3261 §18.2.2: the UE's connection that the request came on is gone; the
+            // response SHOULD go on a connection to the Via's sent-by, its port-s (TS 24.229
+            // §5.1.1.2: the protected server port): ours, over SA2, opened when need be
+            Err(SendError::NotConnected | SendError::Closed) if conn == Conn::Accepted => {
+                self.host.send(id, Conn::Opened, now, msg, &mut self.out)
+            }
+            r => r,
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(SendError::TooLarge) => Err(DropReason::NoRoom),
             Err(_) => Err(DropReason::StreamLost),

@@ -92,6 +92,41 @@ fn a_3kb_message_on_the_ues_connection_reaches_the_core_and_its_answer_comes_bac
     assert_eq!(s.dropped(), 0, "{s:?}");
 }
 
+/// RFC 3261 §18.2.2: the UE's connection that its request came on is gone (it reset it) by the
+/// time the core answers; the answer goes on a connection we open to the UE's port-s (its Via's
+/// sent-by, the protected server port), over SA2, and the UE reads it there.
+#[test]
+fn an_answer_whose_connection_is_gone_goes_on_ours_to_the_ues_port_s() {
+    let mut r = with_sa3(tcp_rig());
+    let mut ue = Ue::new(std::mem::replace(&mut r.sa1_tx, sa(1)));
+    let msg = message(100, 12);
+    ue.send(&msg);
+    let at_core = pump(&mut ue, &mut r.w);
+    assert_eq!(at_core.len(), 1, "{:?}", r.w.stats());
+    // the UE resets its connection (and so forgets it)
+    ue.ep.close(std::time::Instant::now(), &mut ue.segs);
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    // the same UE's stack, still listening on its port-s
+    let mut ue = Ue::new(sa(1));
+    ue.sa4_tx = Some(std::mem::replace(&mut r.sa4_tx, sa(1)));
+    let ok = answer(&at_core[0], 200);
+    assert!(r.w.io().inject(
+        Side::Core,
+        &udp(addr("10.0.1.30:6060"), addr("10.0.1.10:5060"), &ok)
+    ));
+    r.w.poll_once();
+    let first = r.w.io().take_sent();
+    assert_eq!(first.len(), 1, "our SYN: {:?}", r.w.stats());
+    for (_, p) in first {
+        ue.take(p);
+    }
+    assert!(pump(&mut ue, &mut r.w).is_empty());
+    let got = messages(&ue.got_ours);
+    assert_eq!(got.len(), 1, "{:?}", r.w.stats());
+    assert!(got[0].starts_with(b"SIP/2.0 200 "));
+    assert_eq!(r.w.stats().dropped(), 0, "{:?}", r.w.stats());
+}
+
 #[test]
 fn a_register_on_the_connection_is_punted_tagged_and_the_answer_goes_back_on_it() {
     let mut r = tcp_rig();
