@@ -282,3 +282,46 @@ fn a_core_request_over_udp_stays_udp_both_ways() {
     assert_eq!(sent[0].0, Side::Core);
     assert!(to_core(&core_out).is_empty());
 }
+
+/// The worker's side of core TCP allocates nothing per message once warm: a UE's large request
+/// queued for the core TCP thread, the core's answer taken from it into a frame and relayed to
+/// the UE, a core request from it relayed and the UE's answer queued back on its connection.
+#[test]
+fn the_workers_core_tcp_path_does_not_allocate() {
+    use crate::support::alloc::allocations_in;
+    let (mut r, core_in, core_out) = rig();
+    let big = ue_message(1500);
+    let mut round = |r: &mut Rig| -> u64 {
+        let mut allocs = 0;
+        let (side, pkt) = r.packet(Kind::EspPortC, &big).unwrap();
+        assert!(r.w.io().inject(side, &pkt));
+        let ((), a) = allocations_in(|| {
+            r.w.poll_once();
+        });
+        allocs += a;
+        let (_, _, fwd) = to_core(&core_out).remove(0);
+        let ok = answer(&fwd, 200);
+        let d = pcscf::dataplane::Datagram {
+            side: Side::Core,
+            protection: Protection::CoreStream { conn: 0x0001_0002 },
+            src: addr("10.0.1.30:6060"),
+            dst: addr("10.0.1.10:5060"),
+            payload: &ok[..],
+        };
+        core_in.push(d).unwrap();
+        let ((), a) = allocations_in(|| {
+            r.w.poll_once();
+        });
+        allocs += a;
+        assert_eq!(r.w.io().take_sent().len(), 1);
+        allocs
+    };
+    // warm: the first round may grow the worker's lists
+    round(&mut r);
+    let mut allocs = 0;
+    for _ in 0..20 {
+        allocs += round(&mut r);
+    }
+    assert_eq!(allocs, 0, "allocations in the worker per message once warm");
+    assert_eq!(r.w.stats().dropped(), 0, "{:?}", r.w.stats());
+}
