@@ -188,8 +188,7 @@ impl Net {
     /// UDP and TCP on `addr` (port 0: the one the UDP socket got, for both).
     pub fn bind(addr: SocketAddr, transport: Transport, max_udp_request: usize) -> io::Result<Net> {
         let poll = Poll::new()?;
-        let mut udp = UdpSocket::bind(addr)?;
-        let mut listener = TcpListener::bind(udp.local_addr()?)?;
+        let (mut udp, mut listener) = Self::bind_both(addr)?;
         poll.registry()
             .register(&mut udp, UDP, Interest::READABLE)?;
         poll.registry()
@@ -210,6 +209,20 @@ impl Net {
             stats: TcpStats::default(),
             udp_dropped: 0,
         })
+    }
+
+    /// UDP and TCP on `addr`; with port 0, on one port free for both (the port the system
+    /// gives UDP may be some TCP socket's ephemeral port: another is tried).
+    fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+        let mut tries = if addr.port() == 0 { 16 } else { 1 };
+        loop {
+            let udp = UdpSocket::bind(addr)?;
+            match TcpListener::bind(udp.local_addr()?) {
+                Ok(l) => return Ok((udp, l)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The address both listen on.

@@ -291,7 +291,7 @@ fn the_workers_core_tcp_path_does_not_allocate() {
     use crate::support::alloc::allocations_in;
     let (mut r, core_in, core_out) = rig();
     let big = ue_message(1500);
-    let mut round = |r: &mut Rig| -> u64 {
+    let round = |r: &mut Rig| -> u64 {
         let mut allocs = 0;
         let (side, pkt) = r.packet(Kind::EspPortC, &big).unwrap();
         assert!(r.w.io().inject(side, &pkt));
