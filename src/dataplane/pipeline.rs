@@ -817,7 +817,14 @@ impl Pipeline {
         if !is_ack {
             self.dialog_event(ed.view(), Side::Ue, e.binding());
         }
-        let tcp = s_cscf_tcp || ed.range().len() > self.cfg.core_max_udp_request;
+        // RFC 3263 §4.1: the route set's next entry (the S-CSCF's Record-Route) may ask for TCP
+        let route_tcp = ed
+            .view()
+            .values(HeaderName::Route)
+            .next()
+            .and_then(crate::sip::headers::NameAddr::parse)
+            .is_some_and(|na| rules::uri_wants_tcp(na.uri));
+        let tcp = s_cscf_tcp || route_tcp || ed.range().len() > self.cfg.core_max_udp_request;
         if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }

@@ -189,6 +189,41 @@ fn a_call_from_the_ue_sets_up_and_tears_down_over_its_sas() {
     assert_eq!(s.drops[DropReason::ForeignDialog as usize], 0);
 }
 
+/// RFC 3263 §4.1: an S-CSCF whose Record-Route entry asks for TCP gets the UE's requests inside
+/// the dialog over TCP (queued for the core TCP thread, our Via saying TCP), small as they are.
+#[test]
+fn a_dialog_whose_scscf_record_routed_with_tcp_gets_the_ues_requests_over_tcp() {
+    let mut r = rig(false);
+    let (_, _, fwd) = to_core(&mut r, Kind::EspPortC, invite().as_bytes());
+    let rr = values(&fwd, HeaderName::RecordRoute);
+    let scscf = "<sip:scscf.ims.example.net:6060;lr;transport=tcp>";
+    let extra = format!(
+        "Record-Route: {scscf}\r\nRecord-Route: {}\r\nContact: <sip:bob@10.0.9.9:5060>\r\n",
+        rr.join(", ")
+    );
+    let (_, _, ok) = to_ue(&mut r, answer(&fwd, 200, &extra).as_bytes());
+    let mut set = values(&ok, HeaderName::RecordRoute);
+    set.reverse();
+    let bye = in_dialog("BYE", 2, &set.join(", "));
+    assert!(send(&mut r, Kind::EspPortC, bye.as_bytes()).is_empty());
+    let m = r.core_out.pop().expect("queued for the core over TCP");
+    assert_eq!(
+        m.protection,
+        Protection::CoreStream {
+            conn: pcscf::dataplane::NO_CONN
+        }
+    );
+    assert_eq!(m.dst, addr("10.0.1.30:6060"));
+    let text = String::from_utf8_lossy(m.bytes()).into_owned();
+    assert!(text.starts_with("BYE "), "{text}");
+    assert_eq!(values(&text, HeaderName::Route), [scscf]);
+    assert!(
+        values(&text, HeaderName::Via)[0].starts_with("SIP/2.0/TCP 10.0.1.10:5060;"),
+        "{text}"
+    );
+    r.core_out.recycle(m);
+}
+
 /// A route set that goes around our entries, or whose tokens were altered, or that belongs to
 /// another UE's registration: refused with 403 over the UE's own SA set (an ACK dropped), and
 /// counted; nothing reaches the core.
