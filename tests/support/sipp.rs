@@ -312,7 +312,9 @@ pub fn start_scscf(
     start_scscf_with(lab, dir, hostname, calls, av, &[])
 }
 
-/// [`start_scscf`] with more SIPp arguments (`-t t1`: over TCP, one connection).
+/// [`start_scscf`] with more SIPp arguments (`-t t1`: over TCP, one connection; its
+/// Service-Route then says `;transport=tcp`, so the UE's requests reach the core over TCP too:
+/// RFC 3263 §4.1).
 pub fn start_scscf_with(
     lab: &pcscf::lab::Lab,
     dir: &Path,
@@ -328,7 +330,14 @@ pub fn start_scscf_with(
         &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
         &[hostname],
     );
-    let sf = scenario("scscf_uas.xml", &route_re, dir);
+    let sf = scenario_with(
+        "scscf_uas.xml",
+        &[
+            ("@ROUTE_NAMES_PCSCF@", &route_re),
+            ("@TCP_PARAM@", tcp_param(sipp_over_tcp(extra))),
+        ],
+        dir,
+    );
     let args: Vec<String> = [
         "-i",
         &lab.core_addr.to_string(),
@@ -354,6 +363,18 @@ pub fn start_scscf_with(
     .chain(extra.iter().map(|a| a.to_string()))
     .collect();
     start_sipp(&lab.core, dir, &sf, &args)
+}
+
+/// Whether SIPp's arguments `args` make it speak TCP (`-t t1` or `-t tn`).
+pub fn sipp_over_tcp<S: AsRef<str>>(args: &[S]) -> bool {
+    args.windows(2)
+        .any(|w| w[0].as_ref() == "-t" && w[1].as_ref().starts_with('t'))
+}
+
+/// What the core's scenarios put after `;lr` in their Service-Route and Record-Route URIs
+/// (`@TCP_PARAM@`): `;transport=tcp` over TCP (RFC 3263 §4.1), else nothing.
+pub fn tcp_param(tcp: bool) -> &'static str {
+    if tcp { ";transport=tcp" } else { "" }
 }
 
 /// One message of a SIPp message trace (`-trace_msg`): whether SIPp received or sent it, and

@@ -24,6 +24,14 @@
 //! file. Then the test reads the message traces and checks the same headers exactly (how many
 //! entries, in which order). Once over IPv4 and once with the UE on IPv6 (the core side stays
 //! IPv4). Needs root and sipp (CI installs both).
+//!
+//! And both again with the core over TCP (RFC 3261 §18, RFC 3263 §4.1): every SIPp playing the
+//! core runs with `-t t1` (one connection), pcscf's I-CSCF is `icscf_transport = "tcp"`, the
+//! S-CSCF's Service-Route and Record-Route entries say `;transport=tcp`, so the REGISTERs and
+//! the UE's INVITE, ACK and BYE go on connections pcscf opens, the core's INVITE, ACK and BYE
+//! come on the connection SIPp opens to pcscf's core address and the UE's answers go back on
+//! it. The same checks, our Via saying TCP, plus: SIPp traced TCP only, and pcscf's report
+//! counts messages both ways on core connections and lost none.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -32,21 +40,36 @@ use crate::sipp_ue::{PORT_S, Registered, register_sipp_ue, sipp_ue_args, uri_hos
 use crate::support::ims::HOSTNAME;
 use crate::support::sipp::*;
 
-/// The S-CSCF's Record-Route entry (its address in the lab: SIPp's `[local_ip]:[local_port]`).
-const SCSCF_RR: &str = "<sip:scscf@10.212.0.2:5060;lr>";
+/// The S-CSCF's Record-Route entry (its address in the lab: SIPp's `[local_ip]:[local_port]`),
+/// `;transport=tcp` with the core over TCP.
+fn scscf_rr(tcp: bool) -> String {
+    format!("<sip:scscf@10.212.0.2:5060;lr{}>", tcp_param(tcp))
+}
 /// The Service-Route tests/sipp/scscf_uas.xml hands out at registration.
-const SERVICE_ROUTE: &str = "<sip:orig@10.212.0.2:5060;lr>";
+fn service_route(tcp: bool) -> String {
+    format!("<sip:orig@10.212.0.2:5060;lr{}>", tcp_param(tcp))
+}
 /// The IMPU tests/sipp/scscf_uas.xml registers (P-Associated-URI).
 const IMPU: &str = "<sip:001010000000001@ims.test>";
 
 #[test]
 fn sipp_call_originating_and_terminating_through_us_over_ipv4() {
-    sipp_calls(false);
+    sipp_calls(false, false);
 }
 
 #[test]
 fn sipp_call_originating_and_terminating_through_us_over_ipv6() {
-    sipp_calls(true);
+    sipp_calls(true, false);
+}
+
+#[test]
+fn sipp_call_originating_and_terminating_through_us_over_ipv4_with_the_core_over_tcp() {
+    sipp_calls(false, true);
+}
+
+#[test]
+fn sipp_call_originating_and_terminating_through_us_over_ipv6_with_the_core_over_tcp() {
+    sipp_calls(true, true);
 }
 
 /// Our port-s, from the Security-Server of the 401 the SIPp UE received.
@@ -111,18 +134,91 @@ fn message<'a>(t: &'a [Traced], received: bool, start: &str, method: &str) -> &'
         })
 }
 
-/// SIPp in the core namespace on the core's address and port 5060, one call within 20 s.
-fn core_args(core: IpAddr, remote: Option<String>, keys: &[(&str, String)]) -> Vec<String> {
-    one_call_args(&core.to_string(), "5060", remote.as_deref(), keys)
+/// SIPp in the core namespace on the core's address and port 5060, one call within 20 s; over
+/// TCP (`-t t1`: one connection) when `tcp`.
+fn core_args(
+    core: IpAddr,
+    remote: Option<String>,
+    keys: &[(&str, String)],
+    tcp: bool,
+) -> Vec<String> {
+    let mut args = one_call_args(&core.to_string(), "5060", remote.as_deref(), keys);
+    if tcp {
+        args.extend(["-t", "t1"].map(String::from));
+    }
+    args
+}
+
+/// The numbers of pcscf's `tcp with the core:` report line, by the word after each: messages
+/// in and out, connections accepted and opened, closed for framing, refused, failed to
+/// connect, lost in and out.
+#[derive(Debug, Default, PartialEq)]
+struct CoreTcp {
+    messages_in: u64,
+    messages_out: u64,
+    accepted: u64,
+    opened: u64,
+    framing: u64,
+    refused: u64,
+    connect_failed: u64,
+    lost_in: u64,
+    lost_out: u64,
+}
+
+/// pcscf's `tcp with the core:` line (src/daemon/report.rs), if it wrote one.
+fn core_tcp(report: &str) -> Option<CoreTcp> {
+    let line = report.lines().find(|l| l.contains("tcp with the core:"))?;
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')')
+        .filter(|w| !w.is_empty())
+        .collect();
+    // the number before `what`, the first time `what` follows a number
+    let before = |what: &[&str]| -> u64 {
+        words
+            .windows(what.len() + 1)
+            .find_map(|w| (w[1..] == *what).then(|| w[0].parse().ok()).flatten())
+            .unwrap_or_else(|| panic!("no {what:?} in {line}"))
+    };
+    let lost = line
+        .split_once("lost ")
+        .unwrap_or_else(|| panic!("no lost in {line}"))
+        .1;
+    let lost_words: Vec<&str> = lost
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let num = |i: usize| -> u64 {
+        lost_words
+            .get(i)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("lost: {line}"))
+    };
+    Some(CoreTcp {
+        messages_in: before(&["messages", "in"]),
+        messages_out: before(&["out"]),
+        accepted: before(&["accepted"]),
+        opened: before(&["opened"]),
+        framing: before(&["for", "framing"]),
+        refused: before(&["refused"]),
+        connect_failed: before(&["failed", "to", "connect"]),
+        lost_in: num(0),
+        lost_out: num(2),
+    })
 }
 
 /// Time for a SIPp playing a UAS to bind its socket before the other side's first request (the
 /// request's retransmissions would also cover a late start).
 const UAS_HEAD_START: Duration = Duration::from_millis(300);
 
-fn sipp_calls(v6: bool) {
+fn sipp_calls(v6: bool, tcp: bool) {
     let t0 = Instant::now();
-    let mut reg = register_sipp_ue("pcall", if v6 { "k6" } else { "k4" }, v6);
+    let tag = match (v6, tcp) {
+        (false, false) => "k4",
+        (true, false) => "k6",
+        (false, true) => "t4",
+        (true, true) => "t6",
+    };
+    let mut reg = register_sipp_ue("pcall", tag, v6, tcp);
     if !(reg.ue_out.clean() && reg.core_out.clean()) {
         let (shim, report) = reg.stop();
         panic!(
@@ -149,6 +245,9 @@ fn sipp_calls(v6: bool) {
     let ue_facing = format!("{}:{port_ps}", uri_host(pc_ip));
     let core_facing = format!("{}:5060", lab.pcscf_core_addr);
     let (ue_facing_re, core_facing_re) = (literal_ci(&ue_facing), literal_ci(&core_facing));
+    let transport = if tcp { "TCP" } else { "UDP" };
+    let (scscf_rr, service_route) = (scscf_rr(tcp), service_route(tcp));
+    let scscf_rr = scscf_rr.as_str();
     let route_re = route_names_us_regex(
         &[lab.pcscf_ue_addr, lab.pcscf_ue_addr6, lab.pcscf_core_addr],
         &[HOSTNAME],
@@ -169,6 +268,8 @@ fn sipp_calls(v6: bool) {
             ("@ROUTE_NAMES_PCSCF@", &route_re),
             ("@CORE_FACING@", &core_facing_re),
             ("@UE_FACING@", &ue_facing_re),
+            ("@TRANSPORT@", transport),
+            ("@TCP_PARAM@", tcp_param(tcp)),
         ],
         dir,
     );
@@ -176,7 +277,7 @@ fn sipp_calls(v6: bool) {
         &lab.core,
         dir,
         &core_sf,
-        &core_args(lab.core_addr, None, &[]),
+        &core_args(lab.core_addr, None, &[], tcp),
     );
     std::thread::sleep(UAS_HEAD_START);
     let ue_sf = scenario_with("ue_call_uac.xml", &[("@UE_FACING@", &ue_facing_re)], dir);
@@ -195,6 +296,7 @@ fn sipp_calls(v6: bool) {
             ("@UE_HOST@", &literal_ci(&uri_host(pc_ip))),
             ("@UE_FACING@", &ue_facing_re),
             ("@CORE_FACING@", &core_facing_re),
+            ("@TCP_PARAM@", tcp_param(tcp)),
         ],
         dir,
     );
@@ -205,6 +307,7 @@ fn sipp_calls(v6: bool) {
         &[
             ("@CORE_FACING@", &core_facing_re),
             ("@UE_FACING@", &ue_facing_re),
+            ("@TCP_PARAM@", tcp_param(tcp)),
         ],
         dir,
     );
@@ -216,6 +319,7 @@ fn sipp_calls(v6: bool) {
             lab.core_addr,
             Some(format!("{}:5060", lab.pcscf_core_addr)),
             &[("path", path.clone()), ("ue_contact", contact.clone())],
+            tcp,
         ),
     );
     let term_core = core.finish(Duration::from_secs(25));
@@ -259,14 +363,14 @@ fn sipp_calls(v6: bool) {
     let via = header_values(invite, "Via");
     assert_eq!(via.len(), 2, "{invite}");
     assert!(
-        via[0].starts_with(&format!("SIP/2.0/UDP {core_facing};branch=z9hG4bK")),
+        via[0].starts_with(&format!("SIP/2.0/{transport} {core_facing};branch=z9hG4bK")),
         "{invite}"
     );
     assert!(
         via[1].starts_with(&format!("SIP/2.0/UDP {}:{PORT_S};", uri_host(ue_ip))),
         "{invite}"
     );
-    assert_eq!(header_values(invite, "Route"), [SERVICE_ROUTE], "{invite}");
+    assert_eq!(header_values(invite, "Route"), [service_route], "{invite}");
     assert_eq!(
         header_values(invite, "P-Asserted-Identity"),
         [IMPU],
@@ -275,7 +379,7 @@ fn sipp_calls(v6: bool) {
     assert!(header_values(invite, "P-Preferred-Identity").is_empty());
     for (start, method) in [("ACK sip:bob@", "ACK"), ("BYE sip:bob@", "BYE")] {
         let m = message(&t, true, start, method);
-        assert_eq!(header_values(m, "Route"), [SCSCF_RR], "{m}");
+        assert_eq!(header_values(m, "Route"), [scscf_rr], "{m}");
         assert_eq!(header_values(m, "Via").len(), 2, "{m}");
         assert!(header_values(m, "P-Asserted-Identity").is_empty(), "{m}");
     }
@@ -284,12 +388,12 @@ fn sipp_calls(v6: bool) {
     let t = trace(&orig_ue.messages);
     let ok = message(&t, true, "SIP/2.0 200", "INVITE");
     let rr = rr_of(ok);
-    assert!(is(&rr, &[SCSCF_RR, &ours_core, &ours_ue]), "{rr:?}\n{ok}");
+    assert!(is(&rr, &[scscf_rr, &ours_core, &ours_ue]), "{rr:?}\n{ok}");
     assert_eq!(header_values(ok, "Via").len(), 1, "{ok}");
     for method in ["ACK", "BYE"] {
         let m = message(&t, false, method, method);
         let route = header_values(m, "Route");
-        assert!(is(&route, &[&ours_ue, &ours_core, SCSCF_RR]), "{m}");
+        assert!(is(&route, &[&ours_ue, &ours_core, scscf_rr]), "{m}");
         assert_eq!(route[..2], [rr[2].clone(), rr[1].clone()], "{m}");
     }
     message(&t, true, "SIP/2.0 200", "BYE");
@@ -309,7 +413,7 @@ fn sipp_calls(v6: bool) {
     let invite = message(&t, true, "INVITE ", "INVITE");
     let rr = rr_of(invite);
     assert!(
-        is(&rr, &[&ours_ue, &ours_core, SCSCF_RR]),
+        is(&rr, &[&ours_ue, &ours_core, scscf_rr]),
         "{rr:?}\n{invite}"
     );
     // terminating, at the S-CSCF: the 200 as the UE wrote it, our Via gone; its ACK and BYE
@@ -329,6 +433,54 @@ fn sipp_calls(v6: bool) {
     message(&t, true, "SIP/2.0 200", "BYE");
 
     assert!(report.contains("registered: 1"), "{}", all());
+    // every message between pcscf and the core went the configured way: SIPp as the core
+    // traced only TCP (or only UDP), and pcscf's report counts the core connections' messages
+    let (ours, other) = if tcp { ("TCP", "UDP") } else { ("UDP", "TCP") };
+    for (who, log) in [
+        ("the registering S-CSCF", &reg.core_out.messages),
+        ("the called S-CSCF", &orig_core.messages),
+        ("the calling S-CSCF", &term_core.messages),
+    ] {
+        for dir in ["received", "sent"] {
+            assert!(
+                log.contains(&format!("{ours} message {dir}")),
+                "{who}: no {ours} message {dir}\n{}",
+                all()
+            );
+            assert!(
+                !log.contains(&format!("{other} message {dir}")),
+                "{who}: {other} message {dir}\n{}",
+                all()
+            );
+        }
+    }
+    match core_tcp(&report) {
+        Some(c) if tcp => {
+            // on ours (the REGISTERs, the UE's call): 2 REGISTERs, INVITE, ACK and BYE out,
+            // 401, 200, 100, 180, 200 and the BYE's 200 in; on the calling S-CSCF's: its
+            // INVITE, ACK and BYE in, the UE's 180, 200 and the BYE's 200 out
+            assert!(
+                c.messages_in >= 9 && c.messages_out >= 8,
+                "{c:?}\n{}",
+                all()
+            );
+            assert!(c.accepted >= 1 && c.opened >= 1, "{c:?}\n{}", all());
+            assert_eq!(
+                (
+                    c.framing,
+                    c.refused,
+                    c.connect_failed,
+                    c.lost_in,
+                    c.lost_out
+                ),
+                (0, 0, 0, 0, 0),
+                "{c:?}\n{}",
+                all()
+            );
+        }
+        None if !tcp => {}
+        c => panic!("core tcp {c:?} with tcp = {tcp}\n{}", all()),
+    }
     eprintln!(
         "SIPp UE ({ue_ip}) called and was called through us in {:?}; shim {shim_stats:?}\n{}",
         t0.elapsed(),

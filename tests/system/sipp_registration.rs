@@ -212,7 +212,14 @@ fn the_sipp_core_reports_a_route_naming_us() {
         ],
         &[HOSTNAME],
     );
-    let sf = scenario("scscf_uas.xml", &route_re, &dir);
+    let sf = scenario_with(
+        "scscf_uas.xml",
+        &[
+            ("@ROUTE_NAMES_PCSCF@", &route_re),
+            ("@TCP_PARAM@", tcp_param(false)),
+        ],
+        &dir,
+    );
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

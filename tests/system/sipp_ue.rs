@@ -295,9 +295,12 @@ pub(crate) fn sipp_ue_args(keys: &[(&str, String)]) -> Vec<String> {
 
 /// Register the SIPp UE (`tests/sipp/ue_register.xml`) through `pcscf run` (AF_XDP) in a new
 /// lab (`prefix`, `tag`, as [`Lab::new`]) to SIPp as the I-CSCF/S-CSCF
-/// (`tests/sipp/scscf_uas.xml`); its IPv6 address when `v6` (the core side stays IPv4). Both
-/// SIPps have finished when it returns; their outcomes are for the caller to judge.
-pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool) -> Registered {
+/// (`tests/sipp/scscf_uas.xml`); its IPv6 address when `v6` (the core side stays IPv4). With
+/// `tcp` the core speaks TCP: SIPp as the S-CSCF runs with `-t t1`, its Service-Route says
+/// `;transport=tcp`, and pcscf's I-CSCF is `icscf_transport = "tcp"` (the UE side stays UDP
+/// over the SAs: SIPp as the UE takes no TCP). Both SIPps have finished when it returns; their
+/// outcomes are for the caller to judge.
+pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool, tcp: bool) -> Registered {
     require_sipp();
     let ue_xml = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/ue_register.xml");
     let text = std::fs::read_to_string(ue_xml).unwrap();
@@ -324,9 +327,10 @@ pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool) -> Registered 
     } else {
         (lab.ue_addr, lab.pcscf_ue_addr)
     };
-    // SIPp speaks UDP: requests toward it stay datagrams whatever their size
+    // SIPp as the UE speaks UDP: requests toward it stay datagrams whatever their size
+    let icscf_transport = if tcp { "tcp" } else { "udp" };
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{icscf_transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,
@@ -337,7 +341,8 @@ pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool) -> Registered 
     let pcscf = start_pcscf(&lab, &format!("{prefix}-{tag}"), &cfg);
 
     let dir = work_dir(&format!("{prefix}-{tag}"));
-    let core = start_scscf(&lab, &dir, HOSTNAME, (1, 20), &av);
+    let extra: &[&str] = if tcp { &["-t", "t1"] } else { &[] };
+    let core = start_scscf_with(&lab, &dir, HOSTNAME, (1, 20), &av, extra);
 
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
@@ -374,7 +379,7 @@ pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool) -> Registered 
 
 fn sipp_ue_registers(v6: bool) {
     let t0 = Instant::now();
-    let mut reg = register_sipp_ue("psue", if v6 { "e6" } else { "e4" }, v6);
+    let mut reg = register_sipp_ue("psue", if v6 { "e6" } else { "e4" }, v6, false);
     let (shim_stats, report) = reg.stop();
     let (ue_out, core_out, av) = (&reg.ue_out, &reg.core_out, &reg.av);
     let (ue_ip, pc_ip, nonce) = (reg.ue_ip, reg.pc_ip, &reg.nonce);
