@@ -905,37 +905,11 @@ mod tests {
     #[test]
     fn a_deregistration_is_answered_and_ends_the_binding() {
         let mut core = CoreSim::new("ims.test", "10.0.0.9:5060");
-        let impi = "001010000000007@ims.test";
-        let empty = format!(
-            "Authorization: Digest username=\"{impi}\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"\",response=\"\"\r\n"
-        );
-        let r401 = core.handle(register(&empty, 600000, 1).as_bytes()).unwrap();
-        let m = Message::parse(&r401).unwrap();
-        assert_eq!(m.view().status(), Some(401));
-        let nonce = m
-            .view()
-            .header(HeaderName::WwwAuthenticate)
-            .and_then(Digest::parse)
-            .and_then(|d| d.nonce().map(<[u8]>::to_vec))
+        let r401 = core
+            .handle(register(&empty_auth(), 600000, 1).as_bytes())
             .unwrap();
-        let nonce = String::from_utf8(nonce).unwrap();
-        let k = aka::hex_array::<16>(TEST_K).unwrap();
-        let opc = aka::hex_array::<16>(TEST_OPC).unwrap();
-        let mut usim = Usim::new(Milenage::new(&k, &opc), UeSqnState::default());
-        let got = usim.authenticate_nonce(&nonce).unwrap();
-        let input = digest::DigestInput {
-            username: impi.as_bytes(),
-            realm: b"ims.test",
-            nonce: nonce.as_bytes(),
-            method: b"REGISTER",
-            uri: b"sip:ims.test",
-            qop: digest::Qop::None,
-        };
-        let resp = digest::response_aka(&input, &got.res);
-        let auth = format!(
-            "Authorization: Digest username=\"{impi}\",realm=\"ims.test\",uri=\"sip:ims.test\",nonce=\"{nonce}\",response=\"{}\",algorithm=AKAv1-MD5\r\n",
-            resp.as_str()
-        );
+        assert_eq!(Message::parse(&r401).unwrap().view().status(), Some(401));
+        let auth = aka_auth(&r401);
         let ok = core.handle(register(&auth, 600000, 2).as_bytes()).unwrap();
         assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
         assert!(core.bindings.contains_key("001010000000007"));
