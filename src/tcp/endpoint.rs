@@ -580,7 +580,14 @@ impl Endpoint {
             if let Some(t) = self.last_active[i]
                 && now.saturating_duration_since(t) >= self.cfg.idle
             {
-                self.sockets.get_mut::<tcp::Socket>(self.handles[i]).close();
+                let s = self.sockets.get_mut::<tcp::Socket>(self.handles[i]);
+                if s.send_queue() > 0 {
+                    // not idle: bytes wait for the peer's ACK (its retransmissions run; a
+                    // peer that never answers is `unacked`'s to abort)
+                    self.last_active[i] = Some(now);
+                    continue;
+                }
+                s.close();
                 self.last_active[i] = None;
                 self.stats.idle_closed += 1;
             }
