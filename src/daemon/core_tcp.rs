@@ -265,9 +265,8 @@ struct Conn {
     /// Bytes to write, from `sent` on.
     out: Vec<u8>,
     sent: usize,
-    /// Messages in `out` not yet written in full (lost if the connection goes).
-    queued: u64,
-    /// Ends of the messages in `out` not yet written in full (to count them when they are).
+    /// Ends of the messages in `out` not yet written in full: counted out when they are, lost
+    /// if the connection goes first.
     ends: std::collections::VecDeque<usize>,
     /// A connect of ours still in progress, since when.
     connecting: Option<Instant>,
@@ -444,7 +443,6 @@ impl CoreTcp {
             framer: Framer::with_capacity(self.cfg.max_message),
             out: Vec::new(),
             sent: 0,
-            queued: 0,
             ends: Default::default(),
             connecting: ours.then_some(now),
             ours,
@@ -513,7 +511,6 @@ impl CoreTcp {
         c.out.extend_from_slice(bytes);
         if message {
             c.ends.push_back(c.out.len());
-            c.queued += 1;
         }
         if c.connecting.is_none() {
             self.flush(slot, now);
@@ -574,7 +571,6 @@ impl CoreTcp {
                     c.last = now;
                     while c.ends.front().is_some_and(|&e| e <= c.sent) {
                         c.ends.pop_front();
-                        c.queued = c.queued.saturating_sub(1);
                         bump(&self.stats.messages_out);
                     }
                 }
@@ -700,7 +696,9 @@ impl CoreTcp {
         if c.ours && self.by_dst.get(&c.peer) == Some(&slot) {
             self.by_dst.remove(&c.peer);
         }
-        self.stats.out_lost.fetch_add(c.queued, Ordering::Relaxed);
+        self.stats
+            .out_lost
+            .fetch_add(c.ends.len() as u64, Ordering::Relaxed);
         bump(&self.stats.closed);
         self.free.push(slot);
     }

@@ -770,12 +770,12 @@ impl Pipeline {
         if initial && ed.view().is_method(b"INVITE") {
             self.dialog_event(ed.view(), Side::Ue, flow.binding);
         }
-        let tcp = reg.next_hop_tcp || ed.range().len() > self.cfg.core_max_udp_request;
-        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
-            return Verdict::Drop(DropReason::NoRoom);
-        }
+        let conn = match self.core_transport(&mut ed, reg.next_hop_tcp) {
+            Ok(c) => c,
+            Err(why) => return Verdict::Drop(why),
+        };
         let range = ed.range();
-        self.toward_core(frame, range, reg.next_hop, tcp.then_some(NO_CONN))
+        self.toward_core(frame, range, reg.next_hop, conn)
     }
 
     /// A request inside a dialog from the UE over its SA entry `e` (RFC 3261 §12.2, TS 24.229
@@ -824,12 +824,12 @@ impl Pipeline {
             .next()
             .and_then(crate::sip::headers::NameAddr::parse)
             .is_some_and(|na| rules::uri_wants_tcp(na.uri));
-        let tcp = s_cscf_tcp || route_tcp || ed.range().len() > self.cfg.core_max_udp_request;
-        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
-            return Verdict::Drop(DropReason::NoRoom);
-        }
+        let conn = match self.core_transport(&mut ed, s_cscf_tcp || route_tcp) {
+            Ok(c) => c,
+            Err(why) => return Verdict::Drop(why),
+        };
         let range = ed.range();
-        self.toward_core(frame, range, s_cscf, tcp.then_some(NO_CONN))
+        self.toward_core(frame, range, s_cscf, conn)
     }
 
     /// An unprotected SIP message from a UE (port 5060).
@@ -898,12 +898,12 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoRoom);
         }
-        let tcp = self.cfg.icscf_tcp || ed.range().len() > self.cfg.core_max_udp_request;
-        if tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
-            return Verdict::Drop(DropReason::NoRoom);
-        }
+        let conn = match self.core_transport(&mut ed, self.cfg.icscf_tcp) {
+            Ok(c) => c,
+            Err(why) => return Verdict::Drop(why),
+        };
         let range = ed.range();
-        self.toward_core(frame, range, next, tcp.then_some(NO_CONN))
+        self.toward_core(frame, range, next, conn)
     }
 
     /// A SIP message from the core.
@@ -1304,6 +1304,21 @@ impl Pipeline {
             }
             Err(why) => Verdict::Drop(why),
         }
+    }
+
+    /// How a request toward the core goes (RFC 3261 §18.1.1, RFC 3263 §4.1): over TCP when its
+    /// next hop asks for it (`hop_tcp`) or when it is larger than a datagram may safely be, our
+    /// Via (on top in `ed`) then saying TCP; the connection for [`Pipeline::toward_core`].
+    fn core_transport(
+        &self,
+        ed: &mut Editor<'_>,
+        hop_tcp: bool,
+    ) -> Result<Option<u32>, DropReason> {
+        if !hop_tcp && ed.range().len() <= self.cfg.core_max_udp_request {
+            return Ok(None);
+        }
+        rules::set_top_via_transport(ed, b"TCP").map_err(|_| DropReason::NoRoom)?;
+        Ok(Some(NO_CONN))
     }
 
     /// `frame[range]` toward the core at `dst`: over TCP on `conn` ([`Verdict::CoreStream`]),

@@ -140,7 +140,7 @@ impl Transport {
     }
 
     /// The transport in a Via (`SIP/2.0/<this>`) as a request is written; with `Auto` one
-    /// that goes on the connection has it rewritten to TCP then ([`with_tcp_via`]).
+    /// that goes on the connection has it rewritten to TCP then (`sim::corenet::via_over_tcp`).
     pub fn via(self) -> &'static str {
         match self {
             Transport::Udp | Transport::Auto => "UDP",
@@ -160,24 +160,6 @@ impl Transport {
             Transport::Tcp => true,
             Transport::Auto => len > AUTO_MAX_UDP,
         }
-    }
-}
-
-/// `sip` with its first Via saying `SIP/2.0/TCP` where it said UDP (the same length: the
-/// Content-Length holds).
-pub fn with_tcp_via(sip: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let head = sip.len().min(4096);
-    match memchr::memmem::find(&sip[..head], b"SIP/2.0/UDP ") {
-        Some(at)
-            if sip[..at]
-                .windows(4)
-                .any(|w| w.eq_ignore_ascii_case(b"Via:")) =>
-        {
-            let mut v = sip.to_vec();
-            v[at + 8..at + 11].copy_from_slice(b"TCP");
-            std::borrow::Cow::Owned(v)
-        }
-        _ => std::borrow::Cow::Borrowed(sip),
     }
 }
 
@@ -989,7 +971,7 @@ impl Sim {
         let Some(t) = &self.tcp else {
             return false;
         };
-        let sip = with_tcp_via(sip);
+        let sip = crate::sim::corenet::via_over_tcp(sip);
         t.borrow_mut()
             .send(id, Instant::now(), &sip, &mut |p| self.send_esp(p))
             .is_ok()
@@ -2270,11 +2252,12 @@ mod tests {
         assert!(Transport::Auto.request_on_tcp(AUTO_MAX_UDP + 1));
         assert!(Transport::Tcp.request_on_tcp(10) && !Transport::Udp.request_on_tcp(5000));
         let m = b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n";
-        let t = with_tcp_via(m);
+        let t = crate::sim::corenet::via_over_tcp(m);
         assert_eq!(t.len(), m.len());
         assert!(t.windows(12).any(|w| w == b"SIP/2.0/TCP "));
         // nothing else is touched: no Via, or one that says TCP already
-        assert_eq!(&*with_tcp_via(b"SIP/2.0/UDP x\r\n"), b"SIP/2.0/UDP x\r\n");
+        let no_via = b"SIP/2.0/UDP x\r\n";
+        assert_eq!(&*crate::sim::corenet::via_over_tcp(no_via), no_via);
         assert_eq!(message_body(DEFAULT_MESSAGE_SIZE), "hello");
         assert_eq!(message_body(0), "");
         let b = message_body(3000);
