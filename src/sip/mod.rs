@@ -27,10 +27,15 @@
 //!    RFC 5658, TS 24.229 §5.2.6): the checks, the rewrites and the error responses; on
 //!    everything below.
 //!
-//! The files of layers 0–2 are private: what they offer is re-exported here; `headers`,
-//! `branch`, `flow` and `rules` are namespaces of their own.
+//! Beside the layers, [`reginfo`] parses the body of a registration-event NOTIFY
+//! (`application/reginfo+xml`, RFC 3680) into owned state; it uses `headers` only to match
+//! contact URIs.
 //!
-//! Nothing here allocates, locks or reads the clock, and nothing here is `unsafe`.
+//! The files of layers 0–2 are private: what they offer is re-exported here; `headers`,
+//! `branch`, `flow`, `reginfo` and `rules` are namespaces of their own.
+//!
+//! Nothing here locks or reads the clock, and nothing here is `unsafe`; nothing allocates but
+//! [`reginfo`], whose result outlives the NOTIFY it came in (off the per-packet path).
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +46,7 @@ pub mod headers;
 mod lex;
 mod msg;
 mod own;
+pub mod reginfo;
 pub mod rules;
 mod stream;
 mod transport;
