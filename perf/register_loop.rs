@@ -127,6 +127,7 @@ fn main() {
         prefs: vec![pref],
         sa_options: Default::default(),
         max_pending: MAX_PENDING,
+        reg_event: false,
     };
     let mut reg = Registrar::new(cfg, writer);
     let mut core_sim = CoreSim::new(REALM, "10.0.1.30:5060");

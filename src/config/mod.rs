@@ -95,6 +95,15 @@ pub struct CoreSide {
     /// TCP connections with the core at most, both ways (we listen on `address`:`sip_port`).
     #[serde(default = "default_core_tcp_connections")]
     pub tcp_connections: usize,
+    /// Subscribe to each registration's reg event at its S-CSCF (TS 24.229 §5.2.3), so that a
+    /// network-initiated de-registration ends it here too. `false`: for a core that does not
+    /// take SUBSCRIBE (registrations then end only by the UE or by expiry).
+    #[serde(default = "default_true")]
+    pub reg_event: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_core_tcp_connections() -> usize {

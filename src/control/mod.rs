@@ -9,6 +9,7 @@ pub(crate) mod dns;
 pub(crate) mod keylog;
 pub(crate) mod log;
 mod ratelimit;
+pub mod regevent;
 pub mod registrar;
 
 pub use keylog::{FileKeyLog, KeyLog, SaSecret, open_keylog};

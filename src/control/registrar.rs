@@ -137,6 +137,8 @@ pub struct RegistrarConfig {
     pub sa_options: SaOptions,
     /// REGISTER transactions in progress at most ([`MAX_PENDING`] in `pcscf run`).
     pub max_pending: usize,
+    /// Subscribe to each registration's reg event (`core.reg_event`, TS 24.229 §5.2.3).
+    pub reg_event: bool,
 }
 
 /// A message a worker punted: how and where it arrived (the queue's [`Datagram`]).
@@ -458,6 +460,8 @@ pub struct Registrar {
     impi_limit: super::ratelimit::RateLimiter<Vec<u8>>,
     /// The calls of each binding, released when its registration ends (TS 24.229 §5.2.8).
     dialogs: super::dialogs::Dialogs,
+    /// The reg event subscription of each registration (TS 24.229 §5.2.3).
+    regevent: super::regevent::RegEvent,
     pub stats: RegistrarStats,
 }
 
@@ -494,6 +498,15 @@ impl Registrar {
                 Some(cfg.protected_ports.clone()),
             )
         };
+        let regevent = super::regevent::RegEvent::new(super::regevent::RegEventConfig {
+            core: cfg.core,
+            via_sent_by: cfg.via_sent_by.clone(),
+            from_uri: match cfg.own_hosts.first() {
+                Some(h) => format!("sip:{h}"),
+                None => format!("sip:{}", cfg.via_sent_by),
+            },
+            path_uri: cfg.path_uri.clone(),
+        });
         Registrar {
             own,
             cfg,
@@ -524,6 +537,7 @@ impl Registrar {
             source_limit: super::ratelimit::RateLimiter::new(burst, rate, RATE_KEYS),
             impi_limit: super::ratelimit::RateLimiter::new(IMPI_BURST, IMPI_PER_SECOND, RATE_KEYS),
             dialogs: super::dialogs::Dialogs::new(),
+            regevent,
             stats: RegistrarStats::default(),
         }
     }
@@ -720,9 +734,23 @@ impl Registrar {
             self.dialogs.on_release_answer(branch, code);
             return;
         }
+        if m.view().status().is_some() && rules::top_via_is_subscription(m.view()) {
+            self.regevent.handle_response(m.view(), src, now);
+            return;
+        }
         match (side, m.view().method()) {
             (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
             (Side::Core, None) => self.on_response(payload, src, now),
+            (Side::Core, Some(b"NOTIFY")) => {
+                let came = Datagram {
+                    side,
+                    protection,
+                    src,
+                    dst,
+                    payload: (),
+                };
+                self.on_notify(&m, came, now);
+            }
             // Other requests need the registered-UE path of the workers (not yet here).
             _ => self.stats.unknown_transaction += 1,
         }
@@ -1558,11 +1586,14 @@ impl Registrar {
             .map(|s| view.bytes(*s).to_vec())
             .collect();
         let expires = reg.expires.unwrap_or(0);
-        if let Some(spi) = came_on
+        let registered = if let Some(spi) = came_on
             && self.promote(p.binding, spi, expires, now)
         {
             self.publish_registration(p, &routes, &impus, expires, now);
-        }
+            true
+        } else {
+            false
+        };
         // The 200 to a protected REGISTER goes over the new set: our port-c → the UE's port-s
         // (TS 33.203 §7.4); one that came on the UE's TCP connection goes back on it (RFC 3261
         // §18.2.2), which is in the new set too: the protected REGISTER came over that set.
@@ -1583,6 +1614,10 @@ impl Registrar {
         };
         self.transmits
             .push_back(to.with_payload(ed.as_bytes().to_vec()));
+        // TS 24.229 §5.2.3: after the 200 to the registration, its reg event
+        if registered {
+            self.subscribe_reg_event(p.binding, expires, now);
+        }
     }
 
     /// The sets of a 200 to a REGISTER that came over SA `spi` of `binding`: its temporary set
@@ -1662,6 +1697,8 @@ impl Registrar {
                 .and_then(|b| b.reg.as_ref())
                 .map(|r| (r.next_hop, r.next_hop_tcp));
             self.release_dialogs(p.binding, next_hop);
+            // RFC 6665 §4.1.2.3: the subscription goes with the registration
+            self.regevent.end(p.binding, true, now, &mut self.transmits);
         }
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&p.binding) {
@@ -1726,6 +1763,192 @@ impl Registrar {
         } else {
             self.stats.registered += 1;
         }
+    }
+
+    /// After a 200 that registered `binding`: its reg event subscription (TS 24.229 §5.2.3),
+    /// unless it has one (a re-registration) or `core.reg_event` is off.
+    fn subscribe_reg_event(&mut self, binding: u64, expires: u32, now: Instant) {
+        if !self.cfg.reg_event || expires == 0 {
+            return;
+        }
+        let Some(reg) = self.bindings.get(&binding).and_then(|b| b.reg.clone()) else {
+            return;
+        };
+        let Some(impu) = reg.impus().next() else {
+            return;
+        };
+        let target = super::regevent::Target {
+            binding,
+            impu: impu.to_vec(),
+            route: reg.route().to_vec(),
+            next_hop: reg.next_hop,
+            tcp: reg.next_hop_tcp,
+            expires,
+        };
+        self.regevent.subscribe(target, now, &mut self.transmits);
+    }
+
+    /// A NOTIFY from the core addressed to us: the subscriptions check and answer it; what an
+    /// accepted document says of the registration is applied here.
+    fn on_notify(&mut self, m: &Message<'_>, came: Datagram<()>, now: Instant) {
+        let Some(n) = self
+            .regevent
+            .handle_notify(m, came, now, &mut self.transmits)
+        else {
+            return;
+        };
+        if let Some(doc) = &n.doc {
+            self.apply_reginfo(n.binding, doc, now);
+        }
+        if let Some(again) = n.ended {
+            let registered = self
+                .bindings
+                .get(&n.binding)
+                .is_some_and(|b| b.reg.is_some());
+            if registered && again {
+                self.regevent
+                    .resubscribe(n.binding, now, &mut self.transmits);
+            } else {
+                self.regevent
+                    .end(n.binding, false, now, &mut self.transmits);
+            }
+        }
+    }
+
+    /// What a reg event document says of `binding`'s identities (TS 24.229 §5.2.5.1
+    /// [spec-m], RFC 3680 §5): an IMPU whose `<registration>` is terminated, or whose contacts
+    /// at this UE's address and port-s (the contact it registered) are all terminated
+    /// (deactivated, expired, probation, unregistered, rejected), is no longer asserted for
+    /// it, at once; once none is left the registration ends as a de-registration does
+    /// ([`Registrar::network_deregister`]). Elements for identities the UE does not hold, and
+    /// contacts of other UEs, change nothing.
+    fn apply_reginfo(&mut self, binding: u64, doc: &crate::sip::reginfo::RegInfo, now: Instant) {
+        use crate::sip::reginfo::RegState;
+        let Some(b) = self.bindings.get(&binding) else {
+            return;
+        };
+        let Some(reg) = b.reg.clone() else {
+            return;
+        };
+        let ue = b
+            .current
+            .as_deref()
+            .map(|c| (c.ue.to_string().into_bytes(), c.port_us));
+        let mut impus: Vec<Vec<u8>> = reg.impus().map(<[u8]>::to_vec).collect();
+        let mut lost: Vec<(Vec<u8>, String)> = Vec::new();
+        for r in &doc.registrations {
+            let why = if r.state == RegState::Terminated {
+                Some(format!(
+                    "registration terminated ({:?})",
+                    r.contacts.first().map(|c| c.event)
+                ))
+            } else {
+                ue.as_ref().and_then(|(host, port)| {
+                    let mut mine = r.contacts_at(host, *port).peekable();
+                    mine.peek()?;
+                    let mut event = None;
+                    for c in mine {
+                        if !c.is_terminated() {
+                            return None;
+                        }
+                        event = Some(c.event);
+                    }
+                    Some(format!("contact terminated ({event:?})"))
+                })
+            };
+            let Some(why) = why else {
+                continue;
+            };
+            impus.retain(|u| {
+                let gone = crate::sip::headers::same_identity(u, &r.aor);
+                if gone {
+                    lost.push((u.clone(), why.clone()));
+                }
+                !gone
+            });
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let impi = String::from_utf8_lossy(&b.impi).into_owned();
+        for (u, why) in &lost {
+            crate::control::log::event(format_args!(
+                "reg event: {} of {impi}: {why}, no longer asserted",
+                String::from_utf8_lossy(u)
+            ));
+        }
+        self.regevent.stats.impus_terminated += lost.len() as u64;
+        if impus.is_empty() {
+            self.network_deregister(binding, now);
+            return;
+        }
+        // the others stay: the first left is the default identity now (TS 24.229 §5.2.6.3)
+        let pai = [&b"<"[..], &impus[0], b">"].concat();
+        let refs: Vec<&[u8]> = impus.iter().map(|u| u.as_slice()).collect();
+        let mut next = Registration::with_impus(&pai, reg.route(), &refs, reg.next_hop);
+        next.next_hop_tcp = reg.next_hop_tcp;
+        let next = Arc::new(next);
+        let mut spis = Vec::new();
+        if let Some(b) = self.bindings.get_mut(&binding) {
+            b.reg = Some(next.clone());
+            b.other_impus = impus[1..].join(&b'\n').into();
+            let sets = b.current.iter().chain(b.old.iter());
+            spis.extend(sets.flat_map(|s| [s.spi_pc, s.spi_ps]));
+        }
+        for spi in spis {
+            let _ = self.sas.set_inbound_registration(spi, Some(next.clone()));
+        }
+    }
+
+    /// The network ended `binding`'s registration (a NOTIFY, TS 24.229 §5.2.5.1 [spec-m]): as
+    /// when the UE de-registers, its calls are released, no identity is asserted for it from
+    /// now on, and its SA sets go once the last messages over them (the S-CSCF's NOTIFY to the
+    /// UE, the BYEs) had time to leave.
+    fn network_deregister(&mut self, binding: u64, now: Instant) {
+        let Some(b) = self.bindings.get(&binding) else {
+            return;
+        };
+        let next_hop = b.reg.as_ref().map(|r| (r.next_hop, r.next_hop_tcp));
+        crate::control::log::event(format_args!(
+            "reg event: the network de-registered {}",
+            String::from_utf8_lossy(&b.impi)
+        ));
+        self.regevent.stats.network_deregistrations += 1;
+        self.release_dialogs(binding, next_hop);
+        let mut ending = Vec::new();
+        if let Some(b) = self.bindings.get_mut(&binding) {
+            b.reg = None;
+            b.other_impus = Box::default();
+            let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
+            for set in b.temporary.iter_mut().chain(later) {
+                set.expires = set.expires.min(now + LINGER);
+                ending.push((set.expires, set.spi_pc, set.spi_ps));
+            }
+        }
+        for (at, spi, spi_ps) in ending {
+            self.arm(at, Timer::Set { binding, spi });
+            for spi in [spi, spi_ps] {
+                let _ = self.sas.set_inbound_registration(spi, None);
+            }
+        }
+        // a subscription the NOTIFY left active is removed
+        self.regevent.end(binding, true, now, &mut self.transmits);
+    }
+
+    /// The reg event subscriptions' counters, and how many are held.
+    pub fn reg_event_stats(&self) -> super::regevent::RegEventStats {
+        self.regevent.stats
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.regevent.len()
+    }
+
+    /// Whether the registration behind one of our inbound SPIs has an accepted reg event
+    /// subscription.
+    pub fn reg_event_active(&self, spi: u32) -> bool {
+        self.binding_of(spi)
+            .is_some_and(|b| self.regevent.is_active(b))
     }
 
     /// Two of our SPIs and a (port-c, port-s) pair of the protected range whose outbound keys
@@ -1895,7 +2118,8 @@ impl Registrar {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         let answer = self.completed_order.front().map(|(_, _, at)| *at);
-        [timer, answer, self.resolver.poll_timeout()]
+        let regevent = self.regevent.poll_timeout();
+        [timer, answer, self.resolver.poll_timeout(), regevent]
             .into_iter()
             .flatten()
             .min()
@@ -1908,6 +2132,9 @@ impl Registrar {
         if self.resolver.poll_timeout().is_some_and(|t| t <= now) {
             self.resolver.handle_timeout(now);
             self.resume_parked(now);
+        }
+        if self.regevent.poll_timeout().is_some_and(|t| t <= now) {
+            self.regevent.handle_timeout(now, &mut self.transmits);
         }
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
@@ -1993,6 +2220,8 @@ impl Registrar {
             // is not reached any more.
             let next_hop = b.reg.as_ref().map(|r| (r.next_hop, r.next_hop_tcp));
             self.release_dialogs(binding, next_hop);
+            // the S-CSCF's registration has expired too: its subscription with it
+            self.regevent.end(binding, false, now, &mut self.transmits);
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
             o
@@ -2036,6 +2265,7 @@ impl Registrar {
         {
             self.by_impi.remove(&*b.impi);
         }
+        self.regevent.forget_binding(id);
         true
     }
 

@@ -69,6 +69,7 @@ pub(super) fn registrar_config(
             ..crate::esp::SaOptions::default()
         },
         max_pending: registrar::MAX_PENDING,
+        reg_event: cfg.core.reg_event,
     })
 }
 

@@ -45,6 +45,14 @@ pub fn control_metrics(registrar: &Registrar) -> String {
         let _ = writeln!(out, "pcscf_dialog_events_total{{event=\"{name}\"}} {v}");
     }
     let _ = writeln!(out, "pcscf_dialogs {}", registrar.dialogs());
+    for (name, v) in registrar.reg_event_stats().named() {
+        let _ = writeln!(out, "pcscf_reg_event_total{{event=\"{name}\"}} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "pcscf_reg_event_subscriptions {}",
+        registrar.subscriptions()
+    );
     let st = registrar.sa_table_stats();
     for (name, v) in [
         ("inbound_reserved", st.inbound_used),
@@ -92,6 +100,11 @@ pub(super) fn log_registration_stop(registrar: &Registrar, punts: u64, inject_dr
         "dialogs: {} open, {:?}",
         registrar.dialogs(),
         registrar.dialog_stats()
+    ));
+    log::info(format_args!(
+        "reg event: {} subscriptions, {:?}",
+        registrar.subscriptions(),
+        registrar.reg_event_stats()
     ));
     // Every SA in the table belongs to a set a binding holds, and the other way round (a
     // leak here would, over days, fill the table): checked once on the way out, where a walk

@@ -929,9 +929,11 @@ impl Pipeline {
             .header(HeaderName::CSeq)
             .and_then(crate::sip::headers::cseq)
             .is_some_and(|(_, m)| m == b"REGISTER");
-        // the registration thread's branches have their own format and check: its REGISTERs'
-        // and the BYEs of a release (control::dialogs)
-        if is_register || (ours.is_none() && rules::top_via_is_release(view)) {
+        // the registration thread's branches have their own format and check: its REGISTERs',
+        // the BYEs of a release (control::dialogs) and its SUBSCRIBEs (control::regevent)
+        let control_branch =
+            rules::top_via_is_release(view) || rules::top_via_is_subscription(view);
+        if is_register || (ours.is_none() && control_branch) {
             return self.punt(frame, &m);
         }
         let Some(branch) = ours else {
@@ -952,8 +954,12 @@ impl Pipeline {
     ) -> Verdict<'g> {
         let view = idx.view(frame);
         // RFC 3261 §16.4: a request from the core addressed to us (an OPTIONS keep-alive, say)
-        // is answered here, from our core-side address.
+        // is answered here, from our core-side address; a NOTIFY is the registration
+        // thread's (the reg event we subscribed to, TS 24.229 §5.2.3: it checks the dialog).
         if view.request_uri().is_some_and(|u| self.own.is_us(u)) {
+            if view.is_method(b"NOTIFY") {
+                return self.punt(frame, &m);
+            }
             return match rules::answer_to_us(view) {
                 Some(cr) => self.reply(view, &m, cr, rules::ALLOW_TO_US, None),
                 None => Verdict::Drop(DropReason::ToUs),

@@ -11,7 +11,7 @@
 //!
 //! Elements and attributes this module does not read, in any namespace and at any level
 //! (RFC 3680's own `display-name` and `unknown-param`, RFC 5628's GRUUs, extensions), are
-//! skipped with their whole subtree: the schema of RFC 3680 §7 allows extensions (`##other`)
+//! skipped with their whole subtree: the schema of RFC 3680 §6 allows extensions (`##other`)
 //! everywhere.
 //!
 //! Unlike the rest of `sip`, this module allocates: the result owns its strings, since a NOTIFY
@@ -39,7 +39,7 @@ pub const MAX_DEPTH: usize = 16;
 /// Bytes of one attribute value or of the `<uri>` text, after unescaping (aor, uri, id).
 pub const MAX_VALUE: usize = 1024;
 
-/// RFC 3680 §7 (schema): the namespace of every element this module reads.
+/// RFC 3680 §6 (schema): the namespace of every element this module reads.
 pub const NAMESPACE: &str = "urn:ietf:params:xml:ns:reginfo";
 
 /// Longest excerpt of the input (an entity name, a parser message) put into an error text.
@@ -140,7 +140,7 @@ pub enum RegInfoError {
     ValueTooLong(&'static str),
     /// A required attribute (or the contact's `uri` child) is missing.
     MissingAttribute(&'static str),
-    /// A value that is not one the schema allows (RFC 3680 §7).
+    /// A value that is not one the schema allows (RFC 3680 §6).
     BadAttribute(&'static str),
     /// The body has a `<!DOCTYPE`: refused, never expanded.
     Doctype,

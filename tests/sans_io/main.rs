@@ -27,6 +27,7 @@ mod keylog_mode;
 mod layering;
 mod oversize_report;
 mod phone_register;
+mod reg_event;
 mod registration_flow;
 mod registration_overload;
 mod rfc4475;

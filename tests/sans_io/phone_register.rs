@@ -906,3 +906,50 @@ fn core_options_to_us_and_relay_pops_our_routes() {
         vec![&b"<sip:icscf.example.net;lr>"[..]]
     );
 }
+
+/// TS 24.229 §5.2.3: the core's NOTIFY addressed to us (the Contact of our reg event
+/// SUBSCRIBE) and the answers to our SUBSCRIBEs are the registration thread's: punted, never
+/// answered or forwarded by the worker. A UE cannot reach that path: its NOTIFY to us over the
+/// SA is answered 405 like any other method we do not serve, and nothing is punted.
+#[test]
+fn the_cores_reg_event_notify_is_punted_and_a_ues_is_refused() {
+    let mut r = rig(false);
+    let notify = |via: &str| {
+        format!(
+            "NOTIFY sip:10.0.1.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKn1\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@ims.example.net>;tag=s1\r\nTo: <sip:pcscf.example.net>;tag=p1\r\n\
+             Call-ID: sub-1\r\nCSeq: 1 NOTIFY\r\nEvent: reg\r\nSubscription-State: active\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let before = r.punt.len();
+    let (side, pkt) = r
+        .packet(Kind::Core, notify("10.0.1.30:6060").as_bytes())
+        .unwrap();
+    assert!(r.w.io().inject(side, &pkt));
+    r.w.poll_once();
+    assert!(
+        r.w.io().take_sent().is_empty(),
+        "not answered by the worker"
+    );
+    assert_eq!(r.punt.len(), before + 1, "punted");
+    // the S-CSCF's answer to our SUBSCRIBE
+    let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bK-sub-0123456789abcdef;rport\r\n\
+              From: <sip:pcscf.example.net>;tag=p1\r\nTo: <sip:alice@ims.example.net>;tag=s1\r\n\
+              Call-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    let (side, pkt) = r.packet(Kind::Core, ok.as_bytes()).unwrap();
+    assert!(r.w.io().inject(side, &pkt));
+    r.w.poll_once();
+    assert!(r.w.io().take_sent().is_empty());
+    assert_eq!(r.punt.len(), before + 2, "punted");
+    // the UE's NOTIFY to us, over its SA
+    let sent = r.exchange(
+        Kind::EspPortC,
+        notify(&format!("10.46.0.6:{UE_PORT_S}")).as_bytes(),
+    );
+    let (_, _, sip) = over_sa2(&mut r, &sent);
+    assert_eq!(
+        Message::parse_strict(&sip).unwrap().view().status(),
+        Some(405)
+    );
+    assert_eq!(r.punt.len(), before + 2, "nothing more punted");
+}

@@ -42,6 +42,16 @@ fn world_sized(sas: u32) -> World {
     })
     .unwrap();
     let cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
+    world_from(cfg, writer, sas)
+}
+
+/// A world with the registrar configured by `cfg` (an SA table of 64).
+pub(crate) fn world_with(cfg: RegistrarConfig) -> World {
+    let (writer, sas) = test_sa_table(64);
+    world_from(cfg, writer, sas)
+}
+
+fn world_from(cfg: RegistrarConfig, writer: pcscf::satable::SaWriter, sas: SaReader) -> World {
     World {
         reg: Registrar::new(cfg, writer),
         sas,
@@ -52,7 +62,7 @@ fn world_sized(sas: u32) -> World {
 }
 
 impl World {
-    fn feed(
+    pub(crate) fn feed(
         &mut self,
         side: Side,
         protection: Protection,
@@ -76,8 +86,8 @@ impl World {
 
 pub(crate) struct Challenge {
     out_401: Vec<u8>,
-    server: String,
-    nonce: String,
+    pub(crate) server: String,
+    pub(crate) nonce: String,
     xres: aka::Res,
     pub(crate) spi_pc: u32,
     pub(crate) spi_ps: u32,
@@ -86,7 +96,7 @@ pub(crate) struct Challenge {
 }
 
 /// Steps 1–3: REGISTER, the core's 401, the 401 to the UE with the SAs installed.
-fn challenge(w: &mut World) -> Challenge {
+pub(crate) fn challenge(w: &mut World) -> Challenge {
     let out = w.feed(
         Side::Ue,
         Protection::Plain,
@@ -449,6 +459,20 @@ fn register_without_security_client_gets_494() {
 
 /// Register fully (REGISTER, 401, protected REGISTER, 200); returns the challenge's data.
 pub(crate) fn register(w: &mut World) -> Challenge {
+    let (c, out) = register_answered(
+        w,
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
+    );
+    assert_eq!(
+        Message::parse(&out[0].payload).unwrap().view().status(),
+        Some(200)
+    );
+    c
+}
+
+/// The whole registration, the core's 200 carrying the `extra` header lines; what the
+/// registrar sent on that 200.
+pub(crate) fn register_answered(w: &mut World, extra: &str) -> (Challenge, Vec<Outgoing>) {
     let c = challenge(w);
     let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
     let reg2 = protected_register(&c.nonce, &got.res, &c.server);
@@ -459,12 +483,7 @@ pub(crate) fn register(w: &mut World) -> Challenge {
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
     );
-    let ok = core_answer(
-        &out[0].payload,
-        200,
-        "OK",
-        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n",
-    );
+    let ok = core_answer(&out[0].payload, 200, "OK", extra);
     let out = w.feed(
         Side::Core,
         Protection::Plain,
@@ -472,11 +491,7 @@ pub(crate) fn register(w: &mut World) -> Challenge {
         "10.0.1.10:5060",
         &ok,
     );
-    assert_eq!(
-        Message::parse(&out[0].payload).unwrap().view().status(),
-        Some(200)
-    );
-    c
+    (c, out)
 }
 
 #[test]
@@ -741,6 +756,7 @@ fn ipv6_ue_registers_and_gets_ipv6_sas() {
         prefs: vec![(IntegAlg::HmacSha1_96, EncAlg::AesCbc)],
         sa_options: SaOptions::default(),
         max_pending: 8,
+        reg_event: false,
     };
     let mut reg = Registrar::new(cfg, writer);
     let now = Instant::now();

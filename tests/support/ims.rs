@@ -51,6 +51,7 @@ pub fn registrar_config(icscf: Option<SocketAddr>, dns: Option<SocketAddr>) -> R
         ],
         sa_options: SaOptions::default(),
         max_pending: 8,
+        reg_event: false,
     }
 }
 
@@ -299,4 +300,27 @@ pub fn test_usim() -> aka::Usim {
         aka::hex_array::<16>(OPC).unwrap(),
     );
     aka::Usim::new(aka::Milenage::new(&k, &opc), aka::UeSqnState::default())
+}
+
+/// `GET /metrics` from `pcscf run` (`[stats] prometheus = "127.0.0.1:<port>"`) inside the
+/// lab's P-CSCF namespace: every `name{labels} value` line.
+pub fn scrape(lab: &pcscf::lab::Lab, port: u16) -> std::collections::HashMap<String, u64> {
+    use std::io::{Read, Write};
+    let text = pcscf::lab::spawn_in(&lab.pcscf, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    })
+    .join()
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }

@@ -323,6 +323,25 @@ pub fn start_scscf_with(
     av: &pcscf::aka::AuthVector,
     extra: &[&str],
 ) -> SippRun {
+    let sr_host = lab.core_addr.to_string();
+    let keys = [
+        ("sr_host", sr_host.as_str()),
+        ("associated", "<sip:001010000000001@ims.test>"),
+    ];
+    start_scscf_keyed(lab, dir, hostname, (calls, timeout_s), av, extra, &keys)
+}
+
+/// [`start_scscf_with`] with the 200's Service-Route host (`sr_host`: where the UE's requests
+/// and the reg event SUBSCRIBE go) and P-Associated-URI value (`associated`) given in `keys`.
+pub fn start_scscf_keyed(
+    lab: &pcscf::lab::Lab,
+    dir: &Path,
+    hostname: &str,
+    (calls, timeout_s): (usize, u32),
+    av: &pcscf::aka::AuthVector,
+    extra: &[&str],
+    keys: &[(&str, &str)],
+) -> SippRun {
     let mut nb = [0u8; pcscf::aka::NONCE_B64_LEN];
     let nonce = av.nonce(&mut nb);
     let (ck, ik) = (av.ck.as_bytes(), av.ik.as_bytes());
@@ -360,6 +379,10 @@ pub fn start_scscf_with(
     ]
     .map(String::from)
     .into_iter()
+    .chain(
+        keys.iter()
+            .flat_map(|(k, v)| ["-key".to_string(), k.to_string(), v.to_string()]),
+    )
     .chain(extra.iter().map(|a| a.to_string()))
     .collect();
     start_sipp(&lab.core, dir, &sf, &args)

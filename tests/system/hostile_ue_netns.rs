@@ -6,9 +6,7 @@
 //! would), the process never exits, and the SA table holds exactly what the bindings hold at
 //! the end. Needs root (CI runs as root).
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +20,7 @@ use pcscf::sim;
 use pcscf::sim::rawip;
 use pcscf::sip::{HeaderName, Message};
 
-use crate::support::ims::{challenge, esp_packet, flood, recv_ip_until, start_pcscf};
+use crate::support::ims::{challenge, esp_packet, flood, recv_ip_until, scrape, start_pcscf};
 
 const REALM: &str = "ims.mnc001.mcc001.3gppnetwork.org";
 const HONEST: usize = 20;
@@ -386,27 +384,6 @@ fn source_flood(a: &Attacker) -> u64 {
     SOURCE_FLOOD
 }
 
-/// `GET /metrics` from inside the P-CSCF's namespace: every `name{labels} value` line.
-fn scrape(lab: &Lab) -> HashMap<String, u64> {
-    let text = spawn_in(&lab.pcscf, || {
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    })
-    .join()
-    .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn one_hostile_ue_among_twenty_honest_ones() {
     // Its floods would slow the other namespace tests; their load would slow its honest UEs.
@@ -486,7 +463,7 @@ fn one_hostile_ue_among_twenty_honest_ones() {
     std::thread::sleep(Duration::from_millis(700));
 
     let alive = pcscf.try_wait().unwrap().is_none();
-    let m = scrape(&lab);
+    let m = scrape(&lab, METRICS_PORT);
     stop.store(true, Ordering::Relaxed);
     let _ = core.join().unwrap().unwrap();
     // SAFETY: kill(2) on our child's pid.

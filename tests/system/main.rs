@@ -24,6 +24,7 @@ mod registration_v6;
 mod run_netns;
 mod sipp_calls;
 mod sipp_phones;
+mod sipp_reg_event;
 mod sipp_registration;
 mod sipp_ue;
 mod ue_tcp_netns;

@@ -421,7 +421,7 @@ fn phones_through(backend: &str, tag: &str) {
     let lab = Lab::new("pphn", tag).unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     // SIPp speaks UDP: requests toward it stay datagrams whatever their size
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"{backend}\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\nreg_event = false\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"{backend}\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,

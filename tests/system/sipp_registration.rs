@@ -35,7 +35,7 @@ fn register_through_sipp(name: &str, tcp: bool) {
     let lab = Lab::new(name, "s").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     let transport = if tcp { "tcp" } else { "udp" };
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\nreg_event = false\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
     let pcscf = start_pcscf(&lab, "sipp", &cfg);
@@ -48,55 +48,9 @@ fn register_through_sipp(name: &str, tcp: bool) {
     let sipp = start_scscf_with(&lab, &dir, HOSTNAME, (1, 20), &av, extra);
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    let ue = spawn_in(&lab.ue, move || -> Result<Vec<u8>, String> {
-        let mut usim = test_usim();
-        // our address in Route, as a phone learns it from PCO
-        let register = REGISTER1
-            .replace("10.46.0.6", "10.211.0.2")
-            .replace(&format!("{HOSTNAME}:5060"), "10.211.0.1:5060");
-        let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
-        let Challenge {
-            server,
-            mech,
-            nonce,
-            auth: got,
-        } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
-        let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
-        let (alg, ealg) = (mech.alg.token(), mech.ealg.token());
-        let sa1 = Sa::from_aka(mech.spi_s, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
-        let sa2 = Sa::from_aka(1237, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
-        let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
-            .unwrap()
-            .replace("10.46.0.6", "10.211.0.2")
-            .replace(
-                &format!("{HOSTNAME}:5060"),
-                &format!("10.211.0.1:{}", mech.port_s),
-            );
-        let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
-        let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), mech.port_s);
-        let esp = esp_packet(&sa1, src, dst, reg2.as_bytes());
-        let tx = rawip::raw(libc::IPPROTO_RAW).unwrap();
-        let rx = rawip::raw(libc::IPPROTO_ESP).unwrap();
-        send_ip(&tx, &esp, "10.211.0.1".parse().unwrap());
-        let mut pkt = [0u8; 4096];
-        while let Some(n) = recv_ip_until(&rx, &mut pkt, deadline) {
-            let mut p = pkt[..n].to_vec();
-            let Ok((inner, _)) = sa2.decapsulate(&mut p) else {
-                continue;
-            };
-            let inner = &p[inner];
-            let L4::Udp { payload, .. } = classify(inner) else {
-                return Err("inner packet not UDP".into());
-            };
-            return Ok(inner[payload.start..payload.end].to_vec());
-        }
-        Err("no 200 over SA2".into())
-    })
-    .join()
-    .unwrap();
+    let ue = spawn_in(&lab.ue, move || register_raw_ue(deadline).map(|ue| ue.ok))
+        .join()
+        .unwrap();
 
     let sipp_out = sipp.finish(Duration::from_secs(20));
     // SAFETY: kill(2) on our child's pid.
@@ -134,6 +88,118 @@ fn register_through_sipp(name: &str, tcp: bool) {
         assert!(!report.contains("tcp with the core"), "{report}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Our UE in the lab's UE namespace (AKA, digest and ESP of our own, over raw IP), once
+/// registered: the SAs it sends and answers come on, and the 200 it got over SA2.
+pub(crate) struct RawUe {
+    /// UE port-c → our port-s (its requests), and our port-s → its port-c (their answers).
+    sa1: Sa,
+    sa3: Sa,
+    port_s: u16,
+    tx: std::os::fd::OwnedFd,
+    rx: std::os::fd::OwnedFd,
+    pub ok: Vec<u8>,
+    sent: u32,
+}
+
+/// Register [`REGISTER1`] as 10.211.0.2 with our address in Route (as a phone learns it from
+/// PCO) through the P-CSCF at 10.211.0.1; run it inside the UE namespace (its raw sockets stay
+/// there).
+pub(crate) fn register_raw_ue(deadline: Instant) -> Result<RawUe, String> {
+    let mut usim = test_usim();
+    let register = REGISTER1
+        .replace("10.46.0.6", "10.211.0.2")
+        .replace(&format!("{HOSTNAME}:5060"), "10.211.0.1:5060");
+    let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
+    let Challenge {
+        server,
+        mech,
+        nonce,
+        auth: got,
+    } = challenge(&s, register.as_bytes(), pcscf, &mut usim, deadline)?;
+    let (ck, ik) = (*got.ck.as_bytes(), *got.ik.as_bytes());
+    let (alg, ealg) = (mech.alg.token(), mech.ealg.token());
+    let sa = |spi| Sa::from_aka(spi, alg, ealg, &ck, &ik, SaOptions::default()).unwrap();
+    // REGISTER1 offers spi-c 1236, spi-s 1237, port-c 7004, port-s 7005
+    let (sa1, sa2, sa3) = (sa(mech.spi_s), sa(1237), sa(1236));
+    let reg2 = String::from_utf8(protected_register(&nonce, &got.res, &server))
+        .unwrap()
+        .replace("10.46.0.6", "10.211.0.2")
+        .replace(
+            &format!("{HOSTNAME}:5060"),
+            &format!("10.211.0.1:{}", mech.port_s),
+        );
+    let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
+    let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), mech.port_s);
+    let esp = esp_packet(&sa1, src, dst, reg2.as_bytes());
+    let tx = rawip::raw(libc::IPPROTO_RAW).unwrap();
+    let rx = rawip::raw(libc::IPPROTO_ESP).unwrap();
+    send_ip(&tx, &esp, "10.211.0.1".parse().unwrap());
+    let ok = recv_over(&rx, &sa2, deadline).ok_or("no 200 over SA2")??;
+    Ok(RawUe {
+        sa1,
+        sa3,
+        port_s: mech.port_s,
+        tx,
+        rx,
+        ok,
+        sent: 0,
+    })
+}
+
+/// The UDP payload of the next ESP packet `sa` opens on `rx`, by `deadline`.
+fn recv_over(
+    rx: &std::os::fd::OwnedFd,
+    sa: &Sa,
+    deadline: Instant,
+) -> Option<Result<Vec<u8>, String>> {
+    let mut pkt = [0u8; 4096];
+    while let Some(n) = recv_ip_until(rx, &mut pkt, deadline) {
+        let mut p = pkt[..n].to_vec();
+        let Ok((inner, _)) = sa.decapsulate(&mut p) else {
+            continue;
+        };
+        let inner = &p[inner];
+        let L4::Udp { payload, .. } = classify(inner) else {
+            return Some(Err("inner packet not UDP".into()));
+        };
+        return Some(Ok(inner[payload.start..payload.end].to_vec()));
+    }
+    None
+}
+
+impl RawUe {
+    /// A protected MESSAGE to `to` from the default identity, over SA1 (port-c 7004 → our
+    /// port-s); its answer over SA3 within `wait`, if one comes.
+    pub(crate) fn message(&mut self, to: &str, wait: Duration) -> Option<Vec<u8>> {
+        self.sent += 1;
+        let n = self.sent;
+        let msg = format!(
+            "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/UDP 10.211.0.2:7004;branch=z9hG4bKmsg{n};rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.211.0.1:{};lr>\r\nFrom: <sip:001010000000001@ims.test>;tag=m{n}\r\nTo: <{to}>\r\nCall-ID: msg{n}@10.211.0.2\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+            self.port_s
+        );
+        let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
+        let dst = SocketAddr::new("10.211.0.1".parse().unwrap(), self.port_s);
+        // sent again on RFC 3261 §17.1.2.2's schedule (T1, doubling) until `wait` is over: a
+        // first datagram may meet a neighbour not resolved yet on the core side
+        let until = Instant::now() + wait;
+        let mut interval = Duration::from_millis(500);
+        while Instant::now() < until {
+            // (each is a new ESP packet: a replayed sequence number would be refused)
+            let esp = esp_packet(&self.sa1, src, dst, msg.as_bytes());
+            send_ip(&self.tx, &esp, "10.211.0.1".parse().unwrap());
+            let next = (Instant::now() + interval).min(until);
+            if let Some(Ok(answer)) = recv_over(&self.rx, &self.sa3, next) {
+                return Some(answer);
+            }
+            interval *= 2;
+        }
+        None
+    }
 }
 
 /// The core-side Route check, run through glibc's POSIX regex as SIPp runs it: every form in
@@ -244,6 +310,12 @@ fn the_sipp_core_reports_a_route_naming_us() {
         "-key",
         "ik",
         "00",
+        "-key",
+        "sr_host",
+        "127.0.0.1",
+        "-key",
+        "associated",
+        "<sip:001010000000001@ims.test>",
     ]
     .map(String::from)
     .to_vec();

@@ -330,7 +330,7 @@ pub(crate) fn register_sipp_ue(prefix: &str, tag: &str, v6: bool, tcp: bool) -> 
     // SIPp as the UE speaks UDP: requests toward it stay datagrams whatever their size
     let icscf_transport = if tcp { "tcp" } else { "udp" };
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{icscf_transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\", \"{}\"]\nmax_udp_request = 65535\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{icscf_transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\nreg_event = false\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_ue_addr6,

@@ -166,6 +166,20 @@ pub fn is_final_to_invite(v: View<'_>) -> bool {
             .is_some_and(|(_, m)| m == b"INVITE")
 }
 
+/// The branch prefix of the registration thread's SUBSCRIBEs to the reg event
+/// (`control::regevent`): the workers hand their answers to it. An RFC 3261 branch, never one
+/// of the workers' ([`Branch::parse`] refuses it).
+pub const SUBSCRIBE_BRANCH: &[u8] = b"z9hG4bK-sub-";
+
+/// Whether the top Via of a response carries a subscription branch ([`SUBSCRIBE_BRANCH`]).
+pub fn top_via_is_subscription(v: View<'_>) -> bool {
+    v.values(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .and_then(|via| via.branch())
+        .is_some_and(|b| b.starts_with(SUBSCRIBE_BRANCH))
+}
+
 /// Whether the top Via of a response carries a release branch ([`RELEASE_BRANCH`]).
 pub fn top_via_is_release(v: View<'_>) -> bool {
     v.values(HeaderName::Via)
