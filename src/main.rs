@@ -101,6 +101,11 @@ enum Cmd {
         /// re-INVITE).
         #[arg(long, default_value = "basic", value_parser = parse_flows)]
         call_flows: pcscf::sim::call::CallPlan,
+        /// Once the UEs are done (registered, MESSAGEs and calls over), the core de-registers
+        /// the first N of them from the network side: a NOTIFY of the reg event package
+        /// (RFC 3680) to the P-CSCF's subscription, contact `deactivated` (at most --ues).
+        #[arg(long, default_value_t = 0)]
+        network_dereg: usize,
         #[command(flatten)]
         tcp: UeTcpArgs,
     },
@@ -134,6 +139,15 @@ enum Cmd {
         /// Requests larger than this many bytes go over TCP in udp mode too (RFC 3261 §18.1.1).
         #[arg(long, default_value_t = usize::from(pcscf::config::DEFAULT_MAX_UDP_REQUEST))]
         max_udp_request: usize,
+        /// When stopped (SIGINT / SIGTERM), first de-register the first N registered UEs from
+        /// the network side (a NOTIFY to each subscription to their reg event, RFC 3680) and
+        /// wait up to 2 s for the answers.
+        #[arg(long, default_value_t = 0)]
+        network_dereg: usize,
+        /// The contact event of those de-registrations: deactivated, rejected, expired or
+        /// probation (RFC 3680 §5.1, TS 24.229 §5.4.1.5).
+        #[arg(long, default_value = "deactivated", value_parser = parse_contact_event)]
+        network_dereg_event: pcscf::sim::regevent::ContactEvent,
     },
     /// Run many simulated UEs against a P-CSCF (needs root for the raw ESP sockets).
     UeSim {
@@ -220,6 +234,16 @@ fn parse_flows(s: &str) -> Result<pcscf::sim::call::CallPlan, String> {
     pcscf::sim::call::CallPlan::parse(s)
 }
 
+fn parse_contact_event(s: &str) -> Result<pcscf::sim::regevent::ContactEvent, String> {
+    use pcscf::sim::regevent::ContactEvent;
+    match ContactEvent::parse(s) {
+        Some(ContactEvent::Unregistered) | None => Err(format!(
+            "{s}: one of deactivated, rejected, expired, probation"
+        )),
+        Some(e) => Ok(e),
+    }
+}
+
 /// `--hostile-tcp`'s list (one argument, comma-separated).
 #[derive(Clone, Debug)]
 struct HostileKinds(Vec<pcscf::sim::hostile::HostileTcp>);
@@ -256,6 +280,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             calls,
             call_rate,
             call_flows,
+            network_dereg,
             tcp,
         } => {
             let hostile = tcp.hostile();
@@ -273,6 +298,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 transport: tcp.transport,
                 message_size: tcp.message_size,
                 hostile,
+                network_dereg,
             };
             if !pcscf::lab::run(&cfg)? {
                 return Err("some registrations or calls failed".into());
@@ -287,6 +313,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             call_flows,
             transport,
             max_udp_request,
+            network_dereg,
+            network_dereg_event,
         } => {
             pcscf::daemon::install_signal_handlers();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -304,10 +332,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 flows: call_flows,
                 transport,
                 max_udp_request,
+                network_dereg,
+                network_dereg_event,
                 ..Default::default()
             };
             let report = pcscf::sim::core::serve_calls(listen, &realm, &plan, stop)?;
             eprintln!("core-sim: {:?}", report.stats);
+            if report.stats.reg_event_any() || network_dereg > 0 {
+                eprintln!("{}", report.stats.reg_event_line());
+            }
             if calls > 0 {
                 eprintln!(
                     "core-sim: {} terminating calls ok, failed: {:?}",

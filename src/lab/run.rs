@@ -81,9 +81,13 @@ pub struct LabConfig {
     /// UEs that misbehave on their TCP once registered ([`sim::hostile`]): their own outcomes
     /// are reported apart and never fail the lab; every honest UE's failure does.
     pub hostile: sim::hostile::HostilePlan,
+    /// Once the UEs are done, the core de-registers this many of them from the network side
+    /// (TS 24.229 §5.4.1.5: a NOTIFY of the reg event package to the P-CSCF's subscription).
+    pub network_dereg: usize,
 }
 
-/// Run the lab; `Ok(true)` when every UE registered and every call completed.
+/// Run the lab; `Ok(true)` when every UE registered, every call completed, every NOTIFY of the
+/// reg event package was answered 2xx and the network de-registered as many UEs as asked.
 pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     if cfg.message_size > sim::ue::MAX_MESSAGE_SIZE {
         return Err(format!(
@@ -94,6 +98,12 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     }
     cfg.flows
         .check_own_ues(u64::from(cfg.calls), cfg.ues as u64)?;
+    if cfg.network_dereg > cfg.ues {
+        return Err(format!(
+            "--network-dereg {}: at most --ues ({})",
+            cfg.network_dereg, cfg.ues
+        ));
+    }
     super::netns::check_privileges().map_err(|e| {
         format!("{e}.\n`pcscf lab` builds network namespaces and loads XDP: run it as root (sudo), or in a container with CAP_NET_ADMIN and CAP_SYS_ADMIN")
     })?;
@@ -180,6 +190,8 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         flows: cfg.flows.clone(),
         transport: core_transport,
         max_udp_request: core_max_udp_request,
+        network_dereg: cfg.network_dereg,
+        network_dereg_event: sim::regevent::ContactEvent::Deactivated,
     };
     let core = spawn_in(&lab.core, move || {
         sim::core::serve_calls(core_addr, realm, &plan, core_stop)
@@ -274,6 +286,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     println!("== pcscf lab: {} UEs, {} backend", cfg.ues, cfg.backend);
     report.print();
     let mut calls_ok = cfg.calls == 0;
+    let mut reg_event_ok = cfg.network_dereg == 0;
     match &core_stats {
         Ok(c) => {
             let s = c.stats;
@@ -296,6 +309,13 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
                     t.pings
                 );
             }
+            if s.reg_event_any() || cfg.network_dereg > 0 {
+                println!("{}", s.reg_event_line());
+            }
+            // every NOTIFY answered 2xx, and as many UEs de-registered by the network as asked
+            reg_event_ok = s.notifies_failed == 0
+                && s.notifies_unanswered == 0
+                && s.network_deregistered == cfg.network_dereg as u64;
             if cfg.calls > 0 {
                 calls_ok = print_calls(cfg, &report, c);
             }
@@ -313,7 +333,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         println!("{l}");
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(report.registered == cfg.ues && report.failed() == 0 && calls_ok)
+    Ok(report.registered == cfg.ues && report.failed() == 0 && calls_ok && reg_event_ok)
 }
 
 /// Start dumpcap on the UE namespace's end of the link to pcscf (pcscf's own end, under XDP,
@@ -434,6 +454,7 @@ mod tests {
             transport: Default::default(),
             message_size,
             hostile: Default::default(),
+            network_dereg: 0,
         }
     }
 

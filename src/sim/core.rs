@@ -14,6 +14,15 @@
 //! gives (RFC 3261 §12.1.2), or CANCEL and the ACK of the 487 the INVITE's way. A request of a
 //! dialog it holds no leg for is answered 200 without state ([`CoreSim::answer`]).
 //!
+//! Reg event (RFC 3680, TS 24.229 §5.4.2.1, [`regevent`]): it is the notifier of its
+//! registrations. A SUBSCRIBE `Event: reg` to a registered IMPU (the Request-URI's user part)
+//! is answered 200 and followed by a NOTIFY with the full state to the subscriber's Contact;
+//! refreshes and Expires 0 in the dialog, re-registrations (contact `refreshed`), the UE's
+//! de-registration (`unregistered`, the subscription terminated) and the network's
+//! ([`CoreSim::deregister_from_network`]; `--network-dereg N` de-registers the first N UEs when
+//! the run stops, [`CorePlan::network_dereg`]) are notified. The NOTIFYs' responses are matched
+//! and counted; over UDP a NOTIFY is sent again on timer E until timer F.
+//!
 //! Transports (RFC 3261 §18, `sim::corenet`): UDP and TCP on the same address, always; a response
 //! goes back the way its request came (on its connection, RFC 3261 §18.2.2); the requests it
 //! originates go over TCP with [`CorePlan::transport`] `tcp` or when larger than
@@ -35,8 +44,9 @@ use hdrhistogram::Histogram;
 use crate::aka::{self, HssSubscriber, Milenage, Res, SqnGenerator, digest};
 use crate::sim::call;
 use crate::sim::corenet::{Net, Source, TcpStats};
+use crate::sim::regevent::{self, ContactEvent, OutRequest, RegState, Subscription, Transactions};
 use crate::sim::ue::Transport;
-use crate::sip::headers::{Digest, NameAddr};
+use crate::sip::headers::{Digest, NameAddr, cseq, split_host_port, uri_hostport, uri_params};
 use crate::sip::rules::build_response;
 use crate::sip::{HeaderName, Message};
 
@@ -57,8 +67,55 @@ pub struct CoreStats {
     pub invites: u64,
     pub acks: u64,
     pub byes: u64,
+    /// The reg event package (RFC 3680, [`regevent`]): subscriptions accepted, refreshed and
+    /// removed by the subscriber (Expires 0); SUBSCRIBEs refused (480, 481, 489, 400, 503).
+    pub subscribed: u64,
+    pub resubscribed: u64,
+    pub unsubscribed: u64,
+    pub subscribe_refused: u64,
+    /// NOTIFYs sent (not counting the ones sent again), answered 2xx, answered with an
+    /// error, never answered (timer F, or still open at the end).
+    pub notifies: u64,
+    pub notifies_ok: u64,
+    pub notifies_failed: u64,
+    pub notifies_unanswered: u64,
+    /// Last NOTIFYs (`terminated`) answered 481: the subscriber had already ended the dialog
+    /// (not an error).
+    pub notifies_late: u64,
+    /// UEs de-registered by the network ([`CoreSim::deregister_from_network`]).
+    pub network_deregistered: u64,
     /// SIP over TCP ([`corenet`](super::corenet)).
     pub tcp: TcpStats,
+}
+
+impl CoreStats {
+    /// Whether anything of the reg event package happened.
+    pub fn reg_event_any(&self) -> bool {
+        self.subscribed
+            + self.resubscribed
+            + self.unsubscribed
+            + self.subscribe_refused
+            + self.notifies
+            + self.network_deregistered
+            > 0
+    }
+
+    /// The reg event package in one line.
+    pub fn reg_event_line(&self) -> String {
+        format!(
+            "core-sim reg event: {} subscriptions ({} refreshed, {} removed, {} refused); {} NOTIFYs ({} answered 2xx, {} errors, {} unanswered, {} last ones 481 after the subscriber ended); {} network-initiated de-registrations",
+            self.subscribed,
+            self.resubscribed,
+            self.unsubscribed,
+            self.subscribe_refused,
+            self.notifies,
+            self.notifies_ok,
+            self.notifies_failed,
+            self.notifies_unanswered,
+            self.notifies_late,
+            self.network_deregistered
+        )
+    }
 }
 
 /// A registered UE as the S-CSCF keeps it: where to reach it (RFC 3327 §5.3).
@@ -70,6 +127,8 @@ pub struct Binding {
     pub path: String,
     /// Where the REGISTER came from (the P-CSCF, whose Path URI names a host we do not resolve).
     pub via: Option<SocketAddr>,
+    /// The registration's duration, seconds (the REGISTER's Expires).
+    pub expires: u32,
 }
 
 /// The simulated core (sans-IO: [`CoreSim::handle`] turns a request into a response).
@@ -85,6 +144,14 @@ pub struct CoreSim {
     rand_counter: u64,
     /// Registered UEs by IMPU user part, in order.
     pub bindings: BTreeMap<String, Binding>,
+    /// Reg event subscriptions by Call-ID ([`regevent`]).
+    pub subscriptions: HashMap<String, Subscription>,
+    /// Requests to send (NOTIFYs), taken by [`CoreSim::take_requests`].
+    outbox: Vec<OutRequest>,
+    /// The NOTIFYs sent and not answered yet.
+    notifies: Transactions,
+    /// Numbers our tags and branches.
+    made: u64,
     pub stats: CoreStats,
 }
 
@@ -111,6 +178,10 @@ impl CoreSim {
             subscribers: HashMap::new(),
             rand_counter: 0,
             bindings: BTreeMap::new(),
+            subscriptions: HashMap::new(),
+            outbox: Vec::new(),
+            notifies: Transactions::default(),
+            made: 0,
             stats: CoreStats::default(),
         }
     }
@@ -160,11 +231,16 @@ impl CoreSim {
             return Vec::new();
         };
         let v = m.view();
+        if let Some(code) = v.status() {
+            self.on_response(v, code);
+            return Vec::new();
+        }
         let Some(method) = v.method() else {
             return Vec::new();
         };
         match method {
             b"REGISTER" => self.register(&m, from).into_iter().collect(),
+            b"SUBSCRIBE" => vec![self.subscribe(&m, from)],
             b"INVITE" => self.invite(&m),
             b"ACK" => {
                 self.stats.acks += 1;
@@ -202,6 +278,381 @@ impl CoreSim {
         }
         out.extend(ok);
         out
+    }
+
+    /// Our Contact in the reg event dialogs (RFC 6665 §4.2.1: the notifier's 200 and NOTIFYs
+    /// carry one).
+    fn notifier_contact(&self) -> String {
+        format!("<sip:scscf@{}{}>", self.route_host, self.transport_param())
+    }
+
+    /// A SUBSCRIBE (RFC 6665 §4.2.1, RFC 3680 §4): the reg event package only (else 489 with
+    /// Allow-Events, RFC 6665 §4.2.1.1); a new subscription to a registered
+    /// IMPU (else 480, TS 24.229 §5.4.2.1.1) is answered 200 with our tag, its duration and
+    /// our Contact, then a NOTIFY with the full state (RFC 6665 §4.2.1.2: at once after
+    /// accepting); a refresh in a dialog we hold gets 200 and a NOTIFY with the full state
+    /// (481 for a dialog we do not hold, RFC 6665 §4.1.2.2); Expires 0 ends it with a last
+    /// NOTIFY, `terminated;reason=timeout` (RFC 6665 §4.2.1.4 / §4.1.3).
+    fn subscribe(&mut self, m: &Message<'_>, from: Option<SocketAddr>) -> Vec<u8> {
+        let v = m.view();
+        let package = v
+            .header(HeaderName::Event)
+            .and_then(|e| std::str::from_utf8(e).ok())
+            .map(|e| e.split(';').next().unwrap_or_default().trim());
+        if !package.is_some_and(|p| p.eq_ignore_ascii_case("reg")) {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 489, "Bad Event", "Allow-Events: reg\r\n");
+        }
+        let (Some(call_id), Some(their_tag)) = (
+            call::text(v, HeaderName::CallId),
+            v.header(HeaderName::From)
+                .and_then(NameAddr::parse)
+                .and_then(|f| f.tag())
+                .and_then(|t| std::str::from_utf8(t).ok()),
+        ) else {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 400, "Bad Request", "");
+        };
+        let their_tag = their_tag.to_string();
+        let requested = v
+            .header(HeaderName::Expires)
+            .and_then(|e| std::str::from_utf8(e).ok()?.trim().parse::<u32>().ok())
+            .unwrap_or(regevent::DEFAULT_EXPIRES);
+        let to_tag = v
+            .header(HeaderName::To)
+            .and_then(NameAddr::parse)
+            .and_then(|t| t.tag())
+            .map(<[u8]>::to_vec);
+        if let Some(to_tag) = to_tag {
+            return self.resubscribe(m, &call_id, &their_tag, &to_tag, requested);
+        }
+        // a new subscription: the Request-URI names the IMPU (RFC 3680 §4.1), its user part
+        // the key of the bindings
+        let user = v
+            .request_uri()
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .and_then(|u| u.split_once(':'))
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(user, _)| user.to_string());
+        let Some((user, binding)) = user.and_then(|u| self.bindings.get(&u).map(|b| (u, b))) else {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 480, "Temporarily Unavailable", "");
+        };
+        let binding_expires = binding.expires;
+        let contact = v.header(HeaderName::Contact).and_then(NameAddr::parse);
+        let (Some(contact), Some(aor)) = (contact, call::text(v, HeaderName::To)) else {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 400, "Bad Request", "");
+        };
+        let target = String::from_utf8_lossy(contact.uri).into_owned();
+        let hostport = uri_hostport(contact.uri);
+        let to = split_host_port(hostport)
+            .and_then(|(host, port)| {
+                let host = std::str::from_utf8(host).ok()?;
+                let ip = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .ok()?;
+                Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+            })
+            .or(from);
+        let Some(to) = to else {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 400, "Bad Request", "");
+        };
+        if self.subscriptions.len() >= regevent::SUBS_MAX {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 503, "Service Unavailable", "Retry-After: 10\r\n");
+        }
+        let params = uri_params(contact.uri);
+        let tcp = self.tcp
+            || params
+                .split(|&b| b == b';')
+                .any(|p| p.eq_ignore_ascii_case(b"transport=tcp"));
+        // (a lab tool's policy: at most twice the registration's duration)
+        let expires = requested.min(binding_expires.saturating_mul(2));
+        self.made += 1;
+        let sub = Subscription {
+            impu: user,
+            call_id,
+            their_tag,
+            our_tag: format!("rs{}", self.made),
+            peer: call::text(v, HeaderName::From).unwrap_or_default(),
+            aor,
+            target,
+            to,
+            tcp,
+            source: from,
+            cseq: 0,
+            version: 0,
+            expires,
+        };
+        let extra = format!(
+            "Expires: {expires}\r\nContact: {}\r\n",
+            self.notifier_contact()
+        );
+        let ok = self.respond_tagged(m, 200, "OK", &sub.our_tag, &extra);
+        if expires == 0 {
+            // a fetch (RFC 6665 §4.4.3): one NOTIFY, nothing kept
+            self.notify_state(sub, "terminated;reason=timeout");
+        } else {
+            self.stats.subscribed += 1;
+            let state = format!("active;expires={expires}");
+            if let Some(sub) = self.notify_state(sub, &state) {
+                self.subscriptions.insert(sub.call_id.clone(), sub);
+            }
+        }
+        ok
+    }
+
+    /// A SUBSCRIBE in a dialog: a refresh, or with Expires 0 the end of the subscription.
+    fn resubscribe(
+        &mut self,
+        m: &Message<'_>,
+        call_id: &str,
+        their_tag: &str,
+        to_tag: &[u8],
+        requested: u32,
+    ) -> Vec<u8> {
+        let held = self
+            .subscriptions
+            .get(call_id)
+            .is_some_and(|s| s.their_tag == their_tag && s.our_tag.as_bytes() == to_tag);
+        let Some(mut sub) = held.then(|| self.subscriptions.remove(call_id)).flatten() else {
+            self.stats.subscribe_refused += 1;
+            return Self::respond(m, 481, "Call/Transaction Does Not Exist", "");
+        };
+        let registered = self.bindings.get(&sub.impu).map(|b| b.expires);
+        let expires = registered.map_or(0, |e| requested.min(e.saturating_mul(2)));
+        sub.expires = expires;
+        let extra = format!(
+            "Expires: {expires}\r\nContact: {}\r\n",
+            self.notifier_contact()
+        );
+        let ok = Self::respond(m, 200, "OK", &extra);
+        if requested == 0 {
+            self.stats.unsubscribed += 1;
+            self.notify_state(sub, "terminated;reason=timeout");
+        } else if registered.is_none() {
+            // (the registration ended and its subscription with it: cannot happen while
+            // de-registrations end their subscriptions, kept for safety)
+            self.notify_state(sub, "terminated;reason=noresource");
+        } else {
+            self.stats.resubscribed += 1;
+            let state = format!("active;expires={expires}");
+            if let Some(sub) = self.notify_state(sub, &state) {
+                self.subscriptions.insert(sub.call_id.clone(), sub);
+            }
+        }
+        ok
+    }
+
+    /// [`Self::respond`] with our To tag `tag`.
+    fn respond_tagged(
+        &self,
+        req: &Message<'_>,
+        code: u16,
+        reason: &str,
+        tag: &str,
+        extra: &str,
+    ) -> Vec<u8> {
+        let mut out = vec![0u8; req.buf.len() + 2048];
+        let n = build_response(
+            req.view(),
+            code,
+            reason,
+            tag.as_bytes(),
+            &[extra.as_bytes()],
+            &mut out,
+        )
+        .unwrap_or(0);
+        out.truncate(n);
+        out
+    }
+
+    /// Queue a NOTIFY of `sub` with the registration's state as it is now (active when the
+    /// binding is there, else terminated `unregistered`) and `sub_state`; the subscription
+    /// back for the caller to keep, unless `sub_state` ends it.
+    fn notify_state(&mut self, sub: Subscription, sub_state: &str) -> Option<Subscription> {
+        self.notify_state_as(sub, sub_state, false)
+    }
+
+    /// [`Self::notify_state`]; `refreshed`: the contact's event is `refreshed` (a
+    /// re-registration, RFC 3680 §5.1).
+    fn notify_state_as(
+        &mut self,
+        sub: Subscription,
+        sub_state: &str,
+        refreshed: bool,
+    ) -> Option<Subscription> {
+        let binding = self.bindings.get(&sub.impu);
+        let contact = binding.map(|b| b.contact.clone()).unwrap_or_default();
+        let state = match binding {
+            Some(b) => RegState::Active {
+                contact: &contact,
+                expires: b.expires,
+                refreshed,
+            },
+            None => RegState::Terminated {
+                contact: &contact,
+                event: ContactEvent::Unregistered,
+            },
+        };
+        let body = self.reginfo_of(&sub, state);
+        self.queue_notify(sub, sub_state, &body)
+    }
+
+    /// The reginfo document of `sub` with `state`, at its next version.
+    fn reginfo_of(&self, sub: &Subscription, state: RegState<'_>) -> String {
+        let aor = format!("sip:{}@{}", sub.impu, self.realm);
+        regevent::reginfo(sub.version, &aor, &format!("reg-{}", sub.impu), state)
+    }
+
+    /// Queue the NOTIFY of `sub` (its next CSeq and version); the subscription back unless
+    /// `sub_state` is `terminated`.
+    fn queue_notify(
+        &mut self,
+        mut sub: Subscription,
+        sub_state: &str,
+        body: &str,
+    ) -> Option<Subscription> {
+        sub.cseq += 1;
+        self.made += 1;
+        let bytes = regevent::notify(
+            &sub,
+            &self.route_host,
+            &format!("n{}", self.made),
+            &self.notifier_contact(),
+            sub_state,
+            body,
+        );
+        self.outbox.push(OutRequest {
+            to: sub.to,
+            bytes,
+            tcp: sub.tcp,
+            call_id: sub.call_id.clone(),
+            cseq: sub.cseq,
+            last: sub_state.starts_with("terminated"),
+        });
+        self.stats.notifies += 1;
+        sub.version += 1;
+        (!sub_state.starts_with("terminated")).then_some(sub)
+    }
+
+    /// A re-registration of `user`: every subscription to it gets a NOTIFY with the full state,
+    /// the contact `refreshed` (RFC 3680 §5.1; TS 24.229 §5.4.2.1.2: a change of the
+    /// registration state is notified).
+    fn notify_refreshed(&mut self, user: &str) {
+        let ids: Vec<String> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.impu == user)
+            .map(|s| s.call_id.clone())
+            .collect();
+        for id in ids {
+            let Some(sub) = self.subscriptions.remove(&id) else {
+                continue;
+            };
+            let state = format!("active;expires={}", sub.expires);
+            if let Some(sub) = self.notify_state_as(sub, &state, true) {
+                self.subscriptions.insert(id, sub);
+            }
+        }
+    }
+
+    /// Every subscription to `user`'s registration gets a last NOTIFY: the registration and
+    /// its contact `contact` terminated by `event`, `Subscription-State: terminated;
+    /// reason=noresource` (RFC 6665 §4.1.3: the watched state no longer exists; RFC 3680 §5.1
+    /// says nothing of the reason); the subscriptions are forgotten. How many.
+    fn end_subscriptions(&mut self, user: &str, contact: &str, event: ContactEvent) -> usize {
+        let ids: Vec<String> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.impu == user)
+            .map(|s| s.call_id.clone())
+            .collect();
+        for id in &ids {
+            let Some(sub) = self.subscriptions.remove(id) else {
+                continue;
+            };
+            let body = self.reginfo_of(&sub, RegState::Terminated { contact, event });
+            self.queue_notify(sub, "terminated;reason=noresource", &body);
+        }
+        ids.len()
+    }
+
+    /// Network-initiated de-registration of `user` (an IMPU's user part; TS 24.229 §5.4.1.5):
+    /// the subscriptions to its registration get a last NOTIFY (registration and contact
+    /// terminated, the contact's event `event`: `deactivated` when the UE is to register again,
+    /// `rejected` when not, or `expired` / `probation`, RFC 3680 §5.1), the binding goes.
+    /// `None` when `user` is not registered, else the NOTIFYs queued (sent by the serve loop,
+    /// [`CoreSim::take_requests`]).
+    pub fn deregister_from_network(&mut self, user: &str, event: ContactEvent) -> Option<usize> {
+        let b = self.bindings.remove(user)?;
+        self.stats.network_deregistered += 1;
+        Some(self.end_subscriptions(user, &b.contact, event))
+    }
+
+    /// A response to a request of ours: a NOTIFY's ends its transaction, counted; an error
+    /// ends the subscription too (RFC 6665 §4.2.2: a NOTIFY failing with a non-2xx final
+    /// response removes it; 481 is the subscriber saying it holds no such dialog).
+    fn on_response(&mut self, v: crate::sip::View<'_>, code: u16) {
+        let Some((n, method)) = v.header(HeaderName::CSeq).and_then(cseq) else {
+            return;
+        };
+        if method != b"NOTIFY" {
+            return;
+        }
+        let Some(call_id) = call::text(v, HeaderName::CallId) else {
+            return;
+        };
+        let Ok(n) = u32::try_from(n) else { return };
+        let Some(req) = self.notifies.answered(&call_id, n, code) else {
+            return;
+        };
+        if (200..300).contains(&code) {
+            self.stats.notifies_ok += 1;
+        } else if code == 481 && req.last {
+            // (the subscriber ended the dialog first, e.g. on the 200 to the UE's
+            // de-REGISTER, which goes out before this NOTIFY: both ends agree it is over)
+            self.stats.notifies_late += 1;
+        } else {
+            self.stats.notifies_failed += 1;
+            self.subscriptions.remove(&call_id);
+        }
+    }
+
+    /// The requests to send now (NOTIFYs), their transactions started at `now`.
+    pub fn take_requests(&mut self, now: Instant) -> Vec<OutRequest> {
+        let out = std::mem::take(&mut self.outbox);
+        for r in &out {
+            self.notifies.sent(r, now);
+        }
+        out
+    }
+
+    /// At `now`: the NOTIFYs to send again (timer E, UDP only); the ones timer F ended are
+    /// counted unanswered and their subscriptions removed (RFC 6665 §4.2.2).
+    pub fn request_timers(&mut self, now: Instant) -> Vec<OutRequest> {
+        let (again, dead) = self.notifies.timers(now);
+        for d in dead {
+            self.stats.notifies_unanswered += 1;
+            self.subscriptions.remove(&d.call_id);
+        }
+        again
+    }
+
+    /// NOTIFYs queued or unanswered.
+    pub fn notifies_pending(&self) -> usize {
+        self.outbox.len() + self.notifies.len()
+    }
+
+    /// At the end of a run: the NOTIFYs still unanswered count as such.
+    pub fn finish(&mut self) {
+        self.stats.notifies_unanswered += self.notifies_pending() as u64;
+        self.outbox.clear();
+        self.notifies = Transactions::default();
     }
 
     fn register(&mut self, m: &Message<'_>, from: Option<SocketAddr>) -> Option<Vec<u8>> {
@@ -276,7 +727,11 @@ impl CoreSim {
             .unwrap_or_default();
         if expires == 0 {
             self.stats.deregistered += 1;
-            self.bindings.remove(user.as_ref());
+            if let Some(b) = self.bindings.remove(user.as_ref()) {
+                // RFC 3680 §5.1: the contact ends with event `unregistered`; the registration
+                // is gone, so is what the subscription watched (RFC 6665 §4.1.3 `noresource`)
+                self.end_subscriptions(&user, &b.contact, ContactEvent::Unregistered);
+            }
         } else {
             self.stats.registered += 1;
             let uri = v
@@ -289,8 +744,11 @@ impl CoreSim {
                     contact: uri.to_string(),
                     path,
                     via: from,
+                    expires,
                 };
-                self.bindings.insert(user.to_string(), binding);
+                if self.bindings.insert(user.to_string(), binding).is_some() {
+                    self.notify_refreshed(&user);
+                }
             }
         }
         let extra = format!(
@@ -324,6 +782,12 @@ pub struct CorePlan {
     /// Requests larger than this go over TCP in UDP mode too (RFC 3261 §18.1.1: 1300 bytes
     /// when the path MTU is unknown; `usize::MAX`: never, for a P-CSCF without TCP).
     pub max_udp_request: usize,
+    /// Once `stop` is set (the UEs are done), de-register this many of the registered UEs from
+    /// the network side ([`CoreSim::deregister_from_network`]), the first ones
+    /// in IMPU order, and wait (within the 2 s the end allows) for the answers to the NOTIFYs.
+    pub network_dereg: usize,
+    /// The contact event of those de-registrations (RFC 3680 §5.1).
+    pub network_dereg_event: ContactEvent,
 }
 
 impl Default for CorePlan {
@@ -336,6 +800,8 @@ impl Default for CorePlan {
             flows: call::CallPlan::default(),
             transport: Transport::Udp,
             max_udp_request: usize::from(crate::config::DEFAULT_MAX_UDP_REQUEST),
+            network_dereg: 0,
+            network_dereg_event: ContactEvent::Deactivated,
         }
     }
 }
@@ -750,6 +1216,30 @@ fn dispatch(
     for answer in core.answer(bytes, Some(hop)) {
         net.respond(src, &answer);
     }
+    // (the NOTIFY after the 200 that accepted its SUBSCRIBE, RFC 6665 §4.2.1.2)
+    send_requests(core, net, now);
+}
+
+/// Send the requests the core queued (its NOTIFYs): over TCP when their subscriber's Contact
+/// asks for it, else as [`corenet::request_over_tcp`](super::corenet::request_over_tcp) says.
+fn send_requests(core: &mut CoreSim, net: &mut Net, now: Instant) {
+    for r in core.take_requests(now) {
+        net.request_on(r.to, &r.bytes, false, r.tcp);
+    }
+}
+
+/// `--network-dereg N`: the first N registered UEs (in IMPU order: the UE simulator's order)
+/// de-registered by the network, with the plan's contact event (TS 24.229 §5.4.1.5).
+fn network_dereg(core: &mut CoreSim, plan: &CorePlan) {
+    let users: Vec<String> = core
+        .bindings
+        .keys()
+        .take(plan.network_dereg)
+        .cloned()
+        .collect();
+    for u in users {
+        core.deregister_from_network(&u, plan.network_dereg_event);
+    }
 }
 
 /// Serve on `addr` until `stop` is set; returns the counters.
@@ -814,8 +1304,14 @@ pub fn serve_on(
     loop {
         let now = Instant::now();
         if stop.load(Ordering::Relaxed) {
-            let at = *stopped_at.get_or_insert(now);
-            if caller.finished() || now.duration_since(at) > Duration::from_secs(2) {
+            let at = *stopped_at.get_or_insert_with(|| {
+                // the UEs are done: the network de-registers the first ones now
+                network_dereg(&mut core, plan);
+                now
+            });
+            send_requests(&mut core, &mut net, now);
+            let done = caller.finished() && core.notifies_pending() == 0;
+            if done || now.duration_since(at) > Duration::from_secs(2) {
                 break;
             }
         }
@@ -841,6 +1337,9 @@ pub fn serve_on(
         // (the sweep walks the whole table: every 10 ms, not at every packet)
         if now.duration_since(swept) >= Duration::from_millis(10) {
             swept = now;
+            for r in core.request_timers(now) {
+                net.request_on(r.to, &r.bytes, true, r.tcp);
+            }
             far.timers(&mut net, now);
             if plan.calls > 0 {
                 caller.timers(&mut net, now);
@@ -850,6 +1349,7 @@ pub fn serve_on(
             caller.start_due(&core, &mut net, now);
         }
     }
+    core.finish();
     core.stats.tcp = net.stats;
     let now = Instant::now();
     let open = caller
@@ -923,6 +1423,465 @@ mod tests {
         assert!(core.bindings.is_empty());
         assert_eq!(core.stats.deregistered, 1);
         assert_eq!(core.stats.challenges, 1, "not challenged again");
+    }
+
+    /// A core with UE 7 registered (for 3600 s, its Contact `sip:001010000000007@10.0.0.6:5061`).
+    fn registered_core() -> (CoreSim, String) {
+        let mut core = CoreSim::new("ims.test", "10.0.0.9:5060");
+        let r401 = core
+            .handle(register(&empty_auth(), 3600, 1).as_bytes())
+            .unwrap();
+        let auth = aka_auth(&r401);
+        let ok = core.handle(register(&auth, 3600, 2).as_bytes()).unwrap();
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        (core, auth)
+    }
+
+    /// The P-CSCF's SUBSCRIBE to the reg event of UE 7 (TS 24.229 §5.2.3): `to_tag` empty for
+    /// a new one, `contact` its Contact URI.
+    fn subscribe(event: &str, to_tag: &str, cseq: u32, expires: u32, contact: &str) -> String {
+        let to_tag = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        format!(
+            "SUBSCRIBE sip:001010000000007@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.212.0.1:5060;branch=z9hG4bK-sub-{cseq};rport\r\nMax-Forwards: 70\r\nRoute: <sip:orig@10.0.0.9:5060;lr>\r\nFrom: <sip:pcscf.ims.test>;tag=pt1\r\nTo: <sip:001010000000007@ims.test>{to_tag}\r\nCall-ID: sub-1@10.0.0.9\r\nCSeq: {cseq} SUBSCRIBE\r\nEvent: {event}\r\nAccept: application/reginfo+xml\r\nExpires: {expires}\r\nContact: <{contact}>\r\nP-Asserted-Identity: <sip:term@pcscf.ims.test;lr>\r\nP-Charging-Vector: icid-value=abc\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    const PCSCF_CONTACT: &str = "sip:10.212.0.1:5060";
+
+    /// The one NOTIFY the core queued: checked strictly (RFC 3261 §8.1.1 headers), its
+    /// request, and its text.
+    fn one_notify(core: &mut CoreSim) -> (OutRequest, String) {
+        let mut out = core.take_requests(Instant::now());
+        assert_eq!(out.len(), 1, "one NOTIFY");
+        let r = out.remove(0);
+        let m = Message::parse_strict(&r.bytes).expect("a well-formed NOTIFY");
+        assert!(m.view().is_method(b"NOTIFY"));
+        let text = String::from_utf8(r.bytes.clone()).unwrap();
+        (r, text)
+    }
+
+    fn header(text: &str, name: &str) -> String {
+        let m = Message::parse(text.as_bytes()).unwrap();
+        let v = m.view();
+        v.header_named(name.as_bytes())
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The subscriber's answer to a NOTIFY.
+    fn answer_notify(text: &str, code: u16) -> Vec<u8> {
+        let m = Message::parse(text.as_bytes()).unwrap();
+        CoreSim::respond(&m, code, "X", "")
+    }
+
+    /// RFC 6665 §4.2.1, RFC 3680, TS 24.229 §5.4.2.1: a SUBSCRIBE to a registered IMPU's reg
+    /// event is answered 200 (our tag, the duration granted, our Contact), then a NOTIFY to the
+    /// subscriber's Contact with the full state, version 0; its 200 is counted.
+    #[test]
+    fn a_subscription_is_accepted_and_notified_with_the_full_state() {
+        let (mut core, _) = registered_core();
+        let from: SocketAddr = "10.212.0.1:5060".parse().unwrap();
+        // (the package name without case, with parameters)
+        let ok = core
+            .handle(subscribe("Reg;id=1", "", 1, 4200, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        let m = Message::parse_strict(&ok).unwrap();
+        let v = m.view();
+        assert_eq!(v.status(), Some(200));
+        let to = v.header(HeaderName::To).and_then(NameAddr::parse).unwrap();
+        let tag = String::from_utf8(to.tag().unwrap().to_vec()).unwrap();
+        assert_eq!(call::text(v, HeaderName::Expires).as_deref(), Some("4200"));
+        assert_eq!(
+            call::text(v, HeaderName::Contact).as_deref(),
+            Some("<sip:scscf@10.0.0.9:5060>")
+        );
+        let (r, text) = one_notify(&mut core);
+        assert_eq!(r.to, from);
+        assert!(!r.tcp);
+        assert!(
+            text.starts_with("NOTIFY sip:10.212.0.1:5060 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(header(&text, "Via").starts_with("SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK"));
+        assert_eq!(
+            header(&text, "From"),
+            format!("<sip:001010000000007@ims.test>;tag={tag}")
+        );
+        assert_eq!(header(&text, "To"), "<sip:pcscf.ims.test>;tag=pt1");
+        assert_eq!(header(&text, "Call-ID"), "sub-1@10.0.0.9");
+        assert_eq!(header(&text, "CSeq"), "1 NOTIFY");
+        assert_eq!(header(&text, "Event"), "reg");
+        assert_eq!(header(&text, "Subscription-State"), "active;expires=4200");
+        assert_eq!(header(&text, "Content-Type"), "application/reginfo+xml");
+        assert_eq!(header(&text, "Contact"), "<sip:scscf@10.0.0.9:5060>");
+        assert_eq!(header(&text, "Max-Forwards"), "70");
+        for s in [
+            "<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"0\" state=\"full\">",
+            "<registration aor=\"sip:001010000000007@ims.test\" id=\"reg-001010000000007\" state=\"active\">",
+            "state=\"active\" event=\"registered\" expires=\"3600\">",
+            "<uri>sip:001010000000007@10.0.0.6:5061</uri>",
+        ] {
+            assert!(text.contains(s), "{s} in {text}");
+        }
+        assert!(core.handle(&answer_notify(&text, 200)).is_none());
+        assert_eq!(core.stats.subscribed, 1);
+        assert_eq!(core.stats.notifies, 1);
+        assert_eq!(core.stats.notifies_ok, 1);
+        assert_eq!(core.notifies_pending(), 0);
+        assert_eq!(core.subscriptions.len(), 1);
+        // a duration past twice the registration's is cut down to it
+        let sub = subscribe("reg", "", 1, 90000, PCSCF_CONTACT).replace("sub-1@", "sub-2@");
+        let ok = core.handle(sub.as_bytes()).unwrap();
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(
+            call::text(m.view(), HeaderName::Expires).as_deref(),
+            Some("7200")
+        );
+    }
+
+    /// TS 24.229 §5.4.2.1.1: a SUBSCRIBE for an IMPU not registered gets 480; RFC 6665
+    /// §4.2.1.1: another event package 489 with Allow-Events; no NOTIFY either way.
+    #[test]
+    fn a_subscription_to_an_unknown_impu_or_another_package_is_refused() {
+        let (mut core, _) = registered_core();
+        let unknown = subscribe("reg", "", 1, 600, PCSCF_CONTACT).replace(
+            "SUBSCRIBE sip:001010000000007@",
+            "SUBSCRIBE sip:001010000000099@",
+        );
+        let r = core.handle(unknown.as_bytes()).unwrap();
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(480));
+        let r = core
+            .handle(subscribe("presence", "", 1, 600, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.view().status(), Some(489));
+        assert_eq!(
+            call::text(m.view(), HeaderName::AllowEvents).as_deref(),
+            Some("reg")
+        );
+        assert!(core.take_requests(Instant::now()).is_empty());
+        assert_eq!(core.stats.subscribe_refused, 2);
+        assert!(core.subscriptions.is_empty());
+    }
+
+    /// RFC 6665 §4.2.1.2: a refresh in the dialog gets 200 and a NOTIFY (CSeq and version one
+    /// more); one in a dialog we do not hold 481 (§4.1.2.2); Expires 0 ends it: 200, a last
+    /// NOTIFY `terminated;reason=timeout`, and the dialog is gone.
+    #[test]
+    fn a_refresh_is_notified_and_expires_0_ends_the_subscription() {
+        let (mut core, _) = registered_core();
+        let ok = core
+            .handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        let m = Message::parse(&ok).unwrap();
+        let tag = m
+            .view()
+            .header(HeaderName::To)
+            .and_then(NameAddr::parse)
+            .and_then(|t| t.tag())
+            .map(|t| String::from_utf8(t.to_vec()).unwrap())
+            .unwrap();
+        let (_, first) = one_notify(&mut core);
+        core.handle(&answer_notify(&first, 200));
+        let ok = core
+            .handle(subscribe("reg", &tag, 2, 3600, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        let (_, text) = one_notify(&mut core);
+        assert_eq!(header(&text, "CSeq"), "2 NOTIFY");
+        assert!(text.contains("version=\"1\" state=\"full\""), "{text}");
+        assert_eq!(header(&text, "Subscription-State"), "active;expires=3600");
+        core.handle(&answer_notify(&text, 200));
+        // not our dialog: 481, nothing sent
+        let r = core
+            .handle(subscribe("reg", "other", 3, 3600, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(481));
+        assert!(core.take_requests(Instant::now()).is_empty());
+        // removal
+        let ok = core
+            .handle(subscribe("reg", &tag, 4, 0, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(m.view().status(), Some(200));
+        assert_eq!(
+            call::text(m.view(), HeaderName::Expires).as_deref(),
+            Some("0")
+        );
+        let (_, last) = one_notify(&mut core);
+        assert_eq!(header(&last, "CSeq"), "3 NOTIFY");
+        assert_eq!(
+            header(&last, "Subscription-State"),
+            "terminated;reason=timeout"
+        );
+        assert!(last.contains("version=\"2\""));
+        core.handle(&answer_notify(&last, 200));
+        assert!(core.subscriptions.is_empty());
+        let r = core
+            .handle(subscribe("reg", &tag, 5, 3600, PCSCF_CONTACT).as_bytes())
+            .unwrap();
+        assert_eq!(Message::parse(&r).unwrap().view().status(), Some(481));
+        assert_eq!(
+            (
+                core.stats.subscribed,
+                core.stats.resubscribed,
+                core.stats.unsubscribed,
+                core.stats.subscribe_refused
+            ),
+            (1, 1, 1, 2)
+        );
+        assert_eq!((core.stats.notifies, core.stats.notifies_ok), (3, 3));
+    }
+
+    /// RFC 3680 §5.1: a re-registration is notified, the contact `refreshed`, the
+    /// subscription kept.
+    #[test]
+    fn a_reregistration_is_notified_as_refreshed() {
+        let (mut core, auth) = registered_core();
+        core.handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes());
+        let (_, first) = one_notify(&mut core);
+        core.handle(&answer_notify(&first, 200));
+        let ok = core.handle(register(&auth, 3600, 3).as_bytes()).unwrap();
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        let (_, text) = one_notify(&mut core);
+        assert_eq!(header(&text, "CSeq"), "2 NOTIFY");
+        assert_eq!(header(&text, "Subscription-State"), "active;expires=3600");
+        assert!(text.contains("version=\"1\" state=\"full\""), "{text}");
+        assert!(text.contains("state=\"active\" event=\"refreshed\" expires=\"3600\""));
+        assert_eq!(core.subscriptions.len(), 1);
+    }
+
+    /// RFC 3680 §5.1: the UE's de-registration ends its registration; the subscription gets a
+    /// last NOTIFY (registration and contact terminated, event `unregistered`,
+    /// `terminated;reason=noresource`, RFC 6665 §4.1.3) and is forgotten.
+    #[test]
+    fn the_ues_deregistration_ends_its_subscription_with_a_notify() {
+        let (mut core, auth) = registered_core();
+        core.handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes());
+        let (_, first) = one_notify(&mut core);
+        core.handle(&answer_notify(&first, 200));
+        let ok = core.handle(register(&auth, 0, 3).as_bytes()).unwrap();
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        let (_, text) = one_notify(&mut core);
+        assert_eq!(header(&text, "CSeq"), "2 NOTIFY");
+        assert_eq!(
+            header(&text, "Subscription-State"),
+            "terminated;reason=noresource"
+        );
+        for s in [
+            "version=\"1\" state=\"full\"",
+            "id=\"reg-001010000000007\" state=\"terminated\">",
+            "state=\"terminated\" event=\"unregistered\">",
+            "<uri>sip:001010000000007@10.0.0.6:5061</uri>",
+        ] {
+            assert!(text.contains(s), "{s} in {text}");
+        }
+        assert!(core.subscriptions.is_empty());
+        assert!(core.bindings.is_empty());
+    }
+
+    /// TS 24.229 §5.4.1.5: the network de-registers a UE: its subscription gets a NOTIFY with
+    /// the contact terminated by the event asked (`deactivated`, `rejected`...), the binding
+    /// goes; the subscriber's 481 to that last NOTIFY counts apart (it had ended the dialog
+    /// already), not as an error.
+    #[test]
+    fn a_network_deregistration_notifies_and_removes_the_binding() {
+        for (event, answer) in [
+            (ContactEvent::Deactivated, 200),
+            (ContactEvent::Rejected, 481),
+        ] {
+            let (mut core, _) = registered_core();
+            core.handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes());
+            let (_, first) = one_notify(&mut core);
+            core.handle(&answer_notify(&first, 200));
+            assert_eq!(
+                core.deregister_from_network("001010000000007", event),
+                Some(1)
+            );
+            let (r, text) = one_notify(&mut core);
+            assert_eq!(r.to, "10.212.0.1:5060".parse::<SocketAddr>().unwrap());
+            assert_eq!(
+                header(&text, "Subscription-State"),
+                "terminated;reason=noresource"
+            );
+            assert!(text.contains("state=\"terminated\">"), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "state=\"terminated\" event=\"{}\">",
+                    event.as_str()
+                )),
+                "{text}"
+            );
+            assert!(core.bindings.is_empty());
+            assert!(core.subscriptions.is_empty());
+            assert_eq!(core.stats.network_deregistered, 1);
+            core.handle(&answer_notify(&text, answer));
+            let s = core.stats;
+            assert_eq!(
+                (
+                    s.notifies,
+                    s.notifies_ok,
+                    s.notifies_late,
+                    s.notifies_failed
+                ),
+                (2, 1 + u64::from(answer == 200), u64::from(answer != 200), 0)
+            );
+            assert_eq!(core.deregister_from_network("001010000000007", event), None);
+        }
+    }
+
+    /// RFC 6665 §4.2.2: a NOTIFY answered with an error (here the subscriber's 400 to a body
+    /// it cannot read) counts as one and ends the subscription; a response to no NOTIFY of
+    /// ours changes nothing.
+    #[test]
+    fn a_notify_answered_with_an_error_ends_the_subscription() {
+        let (mut core, _) = registered_core();
+        core.handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes());
+        let (_, first) = one_notify(&mut core);
+        core.handle(&answer_notify(
+            &first.replace("CSeq: 1 NOTIFY", "CSeq: 9 NOTIFY"),
+            200,
+        ));
+        assert_eq!(core.stats.notifies_ok, 0);
+        core.handle(&answer_notify(&first, 400));
+        assert_eq!(core.stats.notifies_failed, 1);
+        assert!(core.subscriptions.is_empty());
+        core.handle(&answer_notify(&first, 200));
+        assert_eq!(core.stats.notifies_ok, 0, "its transaction is over");
+    }
+
+    /// A NOTIFY never answered over UDP is sent again on timer E and counted unanswered at
+    /// timer F (RFC 3261 §17.1.2.2), its subscription removed (RFC 6665 §4.2.2).
+    #[test]
+    fn an_unanswered_notify_is_sent_again_then_given_up() {
+        let (mut core, _) = registered_core();
+        core.handle(subscribe("reg", "", 1, 3600, PCSCF_CONTACT).as_bytes());
+        let t0 = Instant::now();
+        assert_eq!(core.take_requests(t0).len(), 1);
+        assert!(core.request_timers(t0).is_empty());
+        assert_eq!(
+            core.request_timers(t0 + Duration::from_millis(600)).len(),
+            1
+        );
+        assert!(core.request_timers(t0 + Duration::from_secs(33)).is_empty());
+        assert_eq!(core.stats.notifies_unanswered, 1);
+        assert!(core.subscriptions.is_empty());
+    }
+
+    /// With `network_dereg`, once stopped the core de-registers the first UE from the network
+    /// side: the NOTIFY goes to the subscriber's Contact (UDP), its 200 is counted, and the run
+    /// ends once it is answered.
+    #[test]
+    fn when_stopped_the_core_deregisters_from_the_network_side() {
+        let pcscf = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        pcscf
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let me = pcscf.local_addr().unwrap();
+        let plan = CorePlan {
+            network_dereg: 1,
+            ..CorePlan::default()
+        };
+        let (addr, stop, h) = running(plan);
+        let mut b = vec![0u8; 65536];
+        let mut recv = |pcscf: &std::net::UdpSocket| {
+            let (n, _) = pcscf.recv_from(&mut b).unwrap();
+            String::from_utf8(b[..n].to_vec()).unwrap()
+        };
+        pcscf
+            .send_to(register(&empty_auth(), 3600, 1).as_bytes(), addr)
+            .unwrap();
+        let r401 = recv(&pcscf);
+        pcscf
+            .send_to(
+                register(&aka_auth(r401.as_bytes()), 3600, 2).as_bytes(),
+                addr,
+            )
+            .unwrap();
+        assert!(recv(&pcscf).starts_with("SIP/2.0 200"));
+        let contact = format!("sip:{me}");
+        pcscf
+            .send_to(subscribe("reg", "", 1, 3600, &contact).as_bytes(), addr)
+            .unwrap();
+        assert!(recv(&pcscf).starts_with("SIP/2.0 200"));
+        let first = recv(&pcscf);
+        assert!(
+            first.starts_with(&format!("NOTIFY {contact} SIP/2.0")),
+            "{first}"
+        );
+        pcscf.send_to(&answer_notify(&first, 200), addr).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let last = recv(&pcscf);
+        assert!(last.contains("event=\"deactivated\""), "{last}");
+        pcscf.send_to(&answer_notify(&last, 200), addr).unwrap();
+        let r = h.join().unwrap().unwrap();
+        let s = r.stats;
+        assert_eq!(s.network_deregistered, 1);
+        assert_eq!(
+            (s.notifies, s.notifies_ok, s.notifies_unanswered),
+            (2, 2, 0)
+        );
+    }
+
+    /// Over TCP (RFC 3261 §18): a SUBSCRIBE on a connection is answered on it (§18.2.2), and
+    /// the NOTIFY goes to the Contact (`;transport=tcp`) on a connection the core opens there,
+    /// its Via `SIP/2.0/TCP`; the 200 on that connection ends its transaction.
+    #[test]
+    fn a_subscribe_over_tcp_is_answered_on_its_connection_and_notified_over_tcp() {
+        use std::io::Write;
+        let pcscf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pcscf_addr = pcscf.local_addr().unwrap();
+        pcscf.set_nonblocking(true).unwrap();
+        let (addr, stop, h) = running(CorePlan::default());
+        let mut c = connect(addr);
+        let mut framer = Framer::with_capacity(65536);
+        let tcp = |s: String| s.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        c.write_all(tcp(register(&empty_auth(), 3600, 1)).as_bytes())
+            .unwrap();
+        let (r401, _) = read_message(&mut c, &mut framer);
+        c.write_all(tcp(register(&aka_auth(&r401), 3600, 2)).as_bytes())
+            .unwrap();
+        let (ok, _) = read_message(&mut c, &mut framer);
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        let contact = format!("sip:{pcscf_addr};transport=tcp");
+        c.write_all(tcp(subscribe("reg", "", 1, 3600, &contact)).as_bytes())
+            .unwrap();
+        let (ok, _) = read_message(&mut c, &mut framer);
+        assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut inbound = loop {
+            match pcscf.accept() {
+                Ok((s, _)) => break s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the core did not connect");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        inbound.set_nonblocking(false).unwrap();
+        inbound
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (notify, _) = read_message(&mut inbound, &mut Framer::with_capacity(65536));
+        let text = String::from_utf8(notify).unwrap();
+        assert!(
+            text.starts_with(&format!("NOTIFY {contact} SIP/2.0")),
+            "{text}"
+        );
+        assert!(header(&text, "Via").starts_with("SIP/2.0/TCP "), "{text}");
+        inbound.write_all(&answer_notify(&text, 200)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        let r = h.join().unwrap().unwrap();
+        let s = r.stats;
+        assert_eq!((s.subscribed, s.notifies, s.notifies_ok), (1, 1, 1));
+        assert_eq!(s.notifies_unanswered, 0);
+        assert_eq!(s.tcp.opened, 1);
     }
 
     /// A running core on 127.0.0.1 (a free port), stopped and joined by the caller.

@@ -12,8 +12,9 @@
 //!   connection is gone, on a connection to the top Via's sent-by. A response to a datagram goes
 //!   back to its source, as a datagram.
 //! - A request the core originates goes over TCP when the core runs with `--transport tcp`, or
-//!   when it is larger than `max_udp_request` (RFC 3261 §18.1.1): [`request_over_tcp`]; its top
-//!   Via then says `SIP/2.0/TCP`. One connection per remote address, opened on first use
+//!   when it is larger than `max_udp_request` (RFC 3261 §18.1.1): [`request_over_tcp`], or when
+//!   its next hop's URI asks for TCP ([`Net::request_on`]: a NOTIFY to a Contact with
+//!   `;transport=tcp`, RFC 3263 §4.1); its top Via then says `SIP/2.0/TCP`. One connection per remote address, opened on first use
 //!   (non-blocking connect), its bytes queued until it is writable (at most [`OUT_MAX`]). A
 //!   CANCEL, and the ACK of a non-2xx final response, go the way of their INVITE whatever their
 //!   size (RFC 3261 §9.1, §17.1.1.3: same transport, the same top Via): the branches of the
@@ -562,6 +563,12 @@ impl Net {
     /// [`request_over_tcp`] says. `again`: a retransmission on a timer, which never goes over
     /// TCP (RFC 3261 §17.1.1.2).
     pub fn request(&mut self, to: SocketAddr, bytes: &[u8], again: bool) {
+        self.request_on(to, bytes, again, false);
+    }
+
+    /// [`Net::request`], over TCP whatever its size and the mode with `tcp` (the next hop's
+    /// URI asks for TCP, RFC 3263 §4.1: a subscriber's Contact with `;transport=tcp`).
+    pub fn request_on(&mut self, to: SocketAddr, bytes: &[u8], again: bool, tcp: bool) {
         let m = Message::parse(bytes).ok();
         let v = m.as_ref().map(Message::view);
         let branch = v
@@ -570,7 +577,10 @@ impl Net {
             .and_then(|via| via.branch());
         let follows_invite = v.is_some_and(|v| v.is_method(b"CANCEL") || v.is_method(b"ACK"))
             && branch.is_some_and(|b| self.tcp_branches.contains(b));
-        if follows_invite || request_over_tcp(self.transport, bytes.len(), self.max_udp_request) {
+        if tcp
+            || follows_invite
+            || request_over_tcp(self.transport, bytes.len(), self.max_udp_request)
+        {
             if let (Some(v), Some(b)) = (v, branch)
                 && v.is_method(b"INVITE")
                 && !self.tcp_branches.contains(b)
