@@ -627,7 +627,12 @@ impl RegEvent {
         now: Instant,
         out: &mut VecDeque<Datagram<Vec<u8>>>,
     ) {
-        if !self.subs.contains_key(&binding) {
+        // (one being removed stays removed: the UE de-registered)
+        if self
+            .subs
+            .get(&binding)
+            .is_none_or(|s| s.state == State::Removing)
+        {
             return;
         }
         self.restart_dialog(binding);

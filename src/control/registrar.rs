@@ -194,12 +194,17 @@ pub struct RegistrarStats {
     /// Final responses that carried no Via but ours: meant for us, not relayed to the UE
     /// (RFC 3261 §16.7 step 3).
     pub meant_for_us: u64,
+    /// Registrations this P-CSCF ended itself ([`Registrar::deregister`]), and the answers of
+    /// the core to the de-registrations it sent for them: 2xx, or anything else.
+    pub pcscf_deregistrations: u64,
+    pub pcscf_dereg_answered: u64,
+    pub pcscf_dereg_refused: u64,
 }
 
 impl RegistrarStats {
     /// Every counter with its name (Prometheus labels and logs). The destructuring names each
     /// field, so a counter added to the struct and not here does not compile.
-    pub fn named(&self) -> [(&'static str, u64); 26] {
+    pub fn named(&self) -> [(&'static str, u64); 29] {
         let RegistrarStats {
             registers_in,
             rejected,
@@ -227,6 +232,9 @@ impl RegistrarStats {
             rate_limited_source,
             rate_limited_impi,
             meant_for_us,
+            pcscf_deregistrations,
+            pcscf_dereg_answered,
+            pcscf_dereg_refused,
         } = *self;
         [
             ("registers_in", registers_in),
@@ -255,6 +263,9 @@ impl RegistrarStats {
             ("rate_limited_source", rate_limited_source),
             ("rate_limited_impi", rate_limited_impi),
             ("meant_for_us", meant_for_us),
+            ("pcscf_deregistrations", pcscf_deregistrations),
+            ("pcscf_dereg_answered", pcscf_dereg_answered),
+            ("pcscf_dereg_refused", pcscf_dereg_refused),
         ]
     }
 }
@@ -343,6 +354,8 @@ struct Binding {
     /// P-Associated-URI entries after the first (the default IMPU, in `reg`), '\n'-separated;
     /// usually empty.
     other_impus: Box<[u8]>,
+    /// The Contact URI the UE registered (a de-registration on its behalf names it).
+    contact: Box<[u8]>,
 }
 
 impl Binding {
@@ -355,6 +368,7 @@ impl Binding {
             old: None,
             reg: None,
             other_impus: Box::default(),
+            contact: Box::default(),
         }
     }
 
@@ -732,6 +746,22 @@ impl Registrar {
                 .and_then(|v| v.branch())
                 .unwrap_or_default();
             self.dialogs.on_release_answer(branch, code);
+            return;
+        }
+        if let Some(code) = m.view().status()
+            && rules::top_via_is_pcscf_dereg(m.view())
+        {
+            // an answer to a de-registration we sent ourselves: counted, nothing to relay
+            if code >= 200 {
+                if (200..300).contains(&code) {
+                    self.stats.pcscf_dereg_answered += 1;
+                } else {
+                    self.stats.pcscf_dereg_refused += 1;
+                    crate::control::log::warn(format_args!(
+                        "the core answered {code} to a de-registration of ours (from {src})"
+                    ));
+                }
+            }
             return;
         }
         if m.view().status().is_some() && rules::top_via_is_subscription(m.view()) {
@@ -1702,6 +1732,9 @@ impl Registrar {
         }
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&p.binding) {
+            if let Some(c) = &p.contact {
+                b.contact = c.as_slice().into();
+            }
             b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
             b.reg = reg.clone();
             if expires == 0 {
@@ -1830,10 +1863,18 @@ impl Registrar {
         let Some(reg) = b.reg.clone() else {
             return;
         };
-        let ue = b
-            .current
-            .as_deref()
-            .map(|c| (c.ue.to_string().into_bytes(), c.port_us));
+        // this UE's contact as the S-CSCF holds it: the one it registered, and its address
+        // with its port-s (where a phone's protected Contact points, TS 24.229 §5.1.1.2.2)
+        let mut ours: Vec<(Vec<u8>, u16)> = Vec::with_capacity(2);
+        if let Some((host, port)) =
+            crate::sip::headers::split_host_port(crate::sip::headers::uri_hostport(&b.contact))
+            && !host.is_empty()
+        {
+            ours.push((host.to_vec(), port.unwrap_or(5060)));
+        }
+        if let Some(c) = b.current.as_deref() {
+            ours.push((c.ue.to_string().into_bytes(), c.port_us));
+        }
         let mut impus: Vec<Vec<u8>> = reg.impus().map(<[u8]>::to_vec).collect();
         let mut lost: Vec<(Vec<u8>, String)> = Vec::new();
         for r in &doc.registrations {
@@ -1843,18 +1884,19 @@ impl Registrar {
                     r.contacts.first().map(|c| c.event)
                 ))
             } else {
-                ue.as_ref().and_then(|(host, port)| {
-                    let mut mine = r.contacts_at(host, *port).peekable();
-                    mine.peek()?;
-                    let mut event = None;
-                    for c in mine {
-                        if !c.is_terminated() {
-                            return None;
-                        }
-                        event = Some(c.event);
+                // (none of ours listed: the element says nothing of this UE)
+                let mine = ours
+                    .iter()
+                    .flat_map(|(host, port)| r.contacts_at(host, *port));
+                let mut event = None;
+                for c in mine {
+                    if !c.is_terminated() {
+                        event = None;
+                        break;
                     }
-                    Some(format!("contact terminated ({event:?})"))
-                })
+                    event = Some(c.event);
+                }
+                event.map(|e| format!("contact terminated ({e:?})"))
             };
             let Some(why) = why else {
                 continue;
@@ -1908,12 +1950,23 @@ impl Registrar {
         let Some(b) = self.bindings.get(&binding) else {
             return;
         };
-        let next_hop = b.reg.as_ref().map(|r| (r.next_hop, r.next_hop_tcp));
         crate::control::log::event(format_args!(
             "reg event: the network de-registered {}",
             String::from_utf8_lossy(&b.impi)
         ));
         self.regevent.stats.network_deregistrations += 1;
+        self.end_registration(binding, now);
+    }
+
+    /// `binding`'s registration ends here (the network's word, or ours): its calls are
+    /// released, no identity is asserted for it from now on, its SA sets go after
+    /// [`LINGER`] and its reg event subscription is removed.
+    fn end_registration(&mut self, binding: u64, now: Instant) {
+        let next_hop = self
+            .bindings
+            .get(&binding)
+            .and_then(|b| b.reg.as_ref())
+            .map(|r| (r.next_hop, r.next_hop_tcp));
         self.release_dialogs(binding, next_hop);
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&binding) {
@@ -1931,8 +1984,100 @@ impl Registrar {
                 let _ = self.sas.set_inbound_registration(spi, None);
             }
         }
-        // a subscription the NOTIFY left active is removed
+        // a subscription still active is removed (Expires: 0; one the notifier ended is forgotten)
         self.regevent.end(binding, true, now, &mut self.transmits);
+    }
+
+    /// P-CSCF-initiated de-registration (an operator's `deregister`, TS 24.229 §5.2.5
+    /// [spec-m]): the registration that `identity` (an IMPI, or any IMPU it registered) names
+    /// ends here as a network de-registration does (`Registrar::end_registration`), and the
+    /// S-CSCF is told, so that the network's state agrees: a REGISTER on the UE's behalf
+    /// removing its contact (RFC 3261 §10.2.2: Expires 0), integrity-protected as the UE's own
+    /// de-registration over its SAs would be, sent the way the UE's REGISTERs went (the home
+    /// domain's I-CSCF; the S-CSCF of the Service-Route while that domain's name is not
+    /// resolved). Its answer is only counted. False: no registration has that identity.
+    pub fn deregister(&mut self, identity: &[u8], now: Instant) -> bool {
+        let found = self.by_impi.get(identity).copied().or_else(|| {
+            self.bindings.iter().find_map(|(&id, b)| {
+                let reg = b.reg.as_ref()?;
+                reg.registered_impu(identity).map(|_| id)
+            })
+        });
+        let Some(binding) = found else {
+            return false;
+        };
+        let Some(b) = self.bindings.get(&binding) else {
+            return false;
+        };
+        let Some(reg) = b.reg.clone() else {
+            return false;
+        };
+        let impi = b.impi.clone();
+        let contact = b.contact.clone();
+        let impu = reg.impus().next().unwrap_or_default().to_vec();
+        let realm = impi
+            .iter()
+            .position(|&c| c == b'@')
+            .map_or(&impi[..], |i| &impi[i + 1..])
+            .to_vec();
+        let home = String::from_utf8_lossy(&realm).into_owned();
+        let target = match self.next_hop(&home, now) {
+            super::dns::Lookup::Ready(t) => t,
+            _ => super::dns::Target {
+                addr: reg.next_hop,
+                transport: if reg.next_hop_tcp {
+                    crate::sip::Transport::Tcp
+                } else {
+                    crate::sip::Transport::Udp
+                },
+            },
+        };
+        self.branch_seq += 1;
+        let id = (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let tcp = target.transport == crate::sip::Transport::Tcp;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let msg = format!(
+            "REGISTER sip:{home} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={}{id:016x}\r\n\
+             Max-Forwards: 70\r\nFrom: <{impu}>;tag={id:016x}\r\nTo: <{impu}>\r\n\
+             Call-ID: {id:016x}-dereg@{}\r\nCSeq: 1 REGISTER\r\nContact: <{}>;expires=0\r\n\
+             Expires: 0\r\nAuthorization: Digest username=\"{}\",realm=\"{home}\",\
+             uri=\"sip:{home}\",nonce=\"\",response=\"\",integrity-protected=\"yes\"\r\n\
+             Path: <{}>\r\nRequire: path\r\nSupported: path\r\nP-Visited-Network-ID: {}\r\n\
+             P-Charging-Vector: icid-value={:016x};orig-ioi={}\r\nContent-Length: 0\r\n\r\n",
+            if tcp { "TCP" } else { "UDP" },
+            self.cfg.via_sent_by,
+            String::from_utf8_lossy(rules::PCSCF_DEREG_BRANCH),
+            self.cfg.core.ip(),
+            text(&contact),
+            text(&impi),
+            self.cfg.path_uri,
+            self.cfg.visited_network_id,
+            id.rotate_left(17),
+            self.cfg.orig_ioi,
+            impu = text(&impu),
+        );
+        crate::control::log::event(format_args!(
+            "de-registering {} (IMPI {}) on the P-CSCF's initiative; telling {}",
+            text(&impu),
+            text(&impi),
+            target.addr
+        ));
+        self.stats.pcscf_deregistrations += 1;
+        self.end_registration(binding, now);
+        self.transmits.push_back(Outgoing {
+            side: Side::Core,
+            protection: if tcp {
+                Protection::CoreStream {
+                    conn: crate::dataplane::NO_CONN,
+                }
+            } else {
+                Protection::Plain
+            },
+            src: self.cfg.core,
+            dst: target.addr,
+            payload: msg.into_bytes(),
+        });
+        true
     }
 
     /// The reg event subscriptions' counters, and how many are held.

@@ -329,6 +329,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
             || l.contains("registrar")
             || l.contains("registration thread")
             || l.contains("dialogs:")
+            || (l.contains("reg event:") && l.contains("subscriptions,"))
     }) {
         println!("{l}");
     }

@@ -17,7 +17,7 @@ use crate::support::ims::*;
 const SCSCF: &str = "10.0.1.30:5060";
 const CORE: &str = "10.0.1.10:5060";
 const OK_EXTRA: &str = "Service-Route: <sip:orig@10.0.1.30:5060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>, <tel:+15551230001>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=3600\r\n";
-const UE_CONTACT: &str = "sip:001010000000001@10.46.0.6:7005";
+pub(crate) const UE_CONTACT: &str = "sip:001010000000001@10.46.0.6:7005";
 
 fn config() -> RegistrarConfig {
     let mut cfg = registrar_config(Some(addr("10.0.1.20:5060")), None);
@@ -26,7 +26,7 @@ fn config() -> RegistrarConfig {
 }
 
 /// A registered UE with two identities; the SUBSCRIBE the 200 made.
-fn registered() -> (World, Challenge, Outgoing) {
+pub(crate) fn registered() -> (World, Challenge, Outgoing) {
     let mut w = world_with(config());
     let (c, out) = register_answered(&mut w, OK_EXTRA);
     assert_eq!(out.len(), 2, "the 200 to the UE, then the SUBSCRIBE");
@@ -42,7 +42,7 @@ fn text(o: &Outgoing) -> String {
 }
 
 /// The S-CSCF's 2xx to a SUBSCRIBE (its tag, its Contact, the granted Expires).
-fn accept(w: &mut World, sub: &Outgoing, expires: u32) -> Vec<Outgoing> {
+pub(crate) fn accept(w: &mut World, sub: &Outgoing, expires: u32) -> Vec<Outgoing> {
     let ok = core_answer(
         &sub.payload,
         200,
@@ -53,10 +53,10 @@ fn accept(w: &mut World, sub: &Outgoing, expires: u32) -> Vec<Outgoing> {
 }
 
 /// A contact of a document: (uri, state, event).
-type Contact<'a> = (&'a str, &'a str, &'a str);
+pub(crate) type Contact<'a> = (&'a str, &'a str, &'a str);
 
 /// A reginfo document: per registration (aor, state, contacts).
-fn doc(version: u32, state: &str, regs: &[(&str, &str, &[Contact<'_>])]) -> String {
+pub(crate) fn doc(version: u32, state: &str, regs: &[(&str, &str, &[Contact<'_>])]) -> String {
     let mut d = format!(
         "<?xml version=\"1.0\"?>\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{version}\" state=\"{state}\">\n"
     );
@@ -77,7 +77,7 @@ fn doc(version: u32, state: &str, regs: &[(&str, &str, &[Contact<'_>])]) -> Stri
 
 /// The S-CSCF's NOTIFY in the subscription `sub` made (to the Contact it gave, in its
 /// dialog), with `body` as reginfo.
-fn notify(sub: &Outgoing, cseq: u32, state: &str, ctype: &str, body: &str) -> Vec<u8> {
+pub(crate) fn notify(sub: &Outgoing, cseq: u32, state: &str, ctype: &str, body: &str) -> Vec<u8> {
     let m = Message::parse(&sub.payload).unwrap();
     let v = m.view();
     let h = |n| String::from_utf8_lossy(v.header(n).unwrap()).into_owned();
@@ -95,11 +95,11 @@ fn notify(sub: &Outgoing, cseq: u32, state: &str, ctype: &str, body: &str) -> Ve
     .into_bytes()
 }
 
-fn send_notify(w: &mut World, from: &str, n: &[u8]) -> Vec<Outgoing> {
+pub(crate) fn send_notify(w: &mut World, from: &str, n: &[u8]) -> Vec<Outgoing> {
     w.feed(Side::Core, Protection::Plain, from, CORE, n)
 }
 
-fn status(o: &Outgoing) -> u16 {
+pub(crate) fn status(o: &Outgoing) -> u16 {
     Message::parse(&o.payload).unwrap().view().status().unwrap()
 }
 
@@ -132,7 +132,7 @@ fn active_doc(version: u32) -> String {
     )
 }
 
-const XML: &str = "application/reginfo+xml";
+pub(crate) const XML: &str = "application/reginfo+xml";
 
 #[test]
 fn the_first_registration_subscribes_at_the_scscf_as_ts_24_229_says() {
@@ -506,4 +506,63 @@ fn without_reg_event_no_subscribe_and_notifies_find_no_dialog() {
     let (_c, out) = register_answered(&mut w, OK_EXTRA);
     assert_eq!(out.len(), 1, "only the 200");
     assert_eq!(w.reg.subscriptions(), 0);
+}
+
+/// P-CSCF-initiated de-registration (an operator's `deregister`, TS 24.229 §5.2.5 [spec-m]):
+/// the registration ends here at once and the core is told: a REGISTER on the UE's behalf
+/// with Expires 0 for its contact, integrity-protected, toward the I-CSCF; the subscription
+/// is removed. The core's answer is counted and goes nowhere. An identity nobody registered
+/// changes nothing.
+#[test]
+fn a_deregistration_on_our_initiative_tells_the_core() {
+    let (mut w, c, sub) = registered();
+    accept(&mut w, &sub, 4200);
+    assert!(!w.reg.deregister(b"sip:nobody@ims.test", w.now));
+    assert!(w.reg.deregister(b"tel:+15551230001", w.now));
+    let out: Vec<Outgoing> = std::iter::from_fn(|| w.reg.poll_transmit()).collect();
+    let reg = out
+        .iter()
+        .find(|o| text(o).starts_with("REGISTER "))
+        .unwrap_or_else(|| panic!("no REGISTER in {out:?}"));
+    assert_eq!((reg.side, reg.dst), (Side::Core, addr("10.0.1.20:5060")));
+    let t = text(reg);
+    let m = Message::parse_strict(&reg.payload).unwrap_or_else(|e| panic!("{e}: {t}"));
+    let v = m.view();
+    let h = |n| String::from_utf8_lossy(v.header(n).unwrap()).into_owned();
+    assert!(
+        t.starts_with("REGISTER sip:ims.mnc001.mcc001.3gppnetwork.org SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(h(HeaderName::To), "<sip:001010000000001@ims.test>");
+    // the contact the UE registered (this fixture's REGISTER names port 5060)
+    assert_eq!(
+        h(HeaderName::Contact),
+        "<sip:001010000000001@10.46.0.6:5060>;expires=0"
+    );
+    assert_eq!(h(HeaderName::Expires), "0");
+    assert!(
+        h(HeaderName::Authorization).contains("integrity-protected=\"yes\""),
+        "{t}"
+    );
+    assert_eq!(h(HeaderName::Path), "<sip:term@pcscf.test:5060;lr>");
+    let unsub = out
+        .iter()
+        .find(|o| text(o).starts_with("SUBSCRIBE "))
+        .expect("the subscription removed");
+    assert!(text(unsub).contains("\r\nExpires: 0\r\n"));
+    assert_eq!(asserted(&w, &c), None, "no identity asserted from now on");
+    assert_eq!(w.reg.stats.pcscf_deregistrations, 1);
+    // the core's answer: counted, not relayed
+    let ok = core_answer(&reg.payload, 200, "OK", "");
+    assert!(
+        w.feed(Side::Core, Protection::Plain, "10.0.1.20:5060", CORE, &ok)
+            .is_empty()
+    );
+    assert_eq!(w.reg.stats.pcscf_dereg_answered, 1);
+    w.reg.handle_timeout(w.now + Duration::from_secs(3));
+    assert!(w.sas.pin().inbound(c.spi_ps).is_none(), "the SAs went");
+    assert!(
+        !w.reg
+            .deregister(b"001010000000001@ims.mnc001.mcc001.3gppnetwork.org", w.now)
+    );
 }

@@ -1129,3 +1129,59 @@ fn an_expired_registration_releases_its_calls_toward_the_core() {
     );
     assert_eq!(w.reg.dialogs(), 0);
 }
+
+/// TS 24.229 §5.2.5.1 [spec-m], §5.2.8.1.2 [spec-m]: when the network ends the registration (a
+/// reg event NOTIFY terminating every identity), pcscf releases the UE's calls as when the UE
+/// de-registers: a BYE toward the core on the UE's behalf and one toward the UE over its SA,
+/// which lingers for it.
+#[test]
+fn a_network_deregistration_releases_the_calls() {
+    use crate::reg_event::{UE_CONTACT, XML, accept, doc, notify, registered, send_notify, status};
+    let (mut w, c, sub) = registered();
+    accept(&mut w, &sub, 4200);
+    let binding = w.sas.pin().inbound(c.spi_ps).unwrap().binding();
+    let mut r = rig_for(false, binding);
+    let _ = originate(&mut r);
+    to_the_book(&r, &mut w);
+    assert_eq!(w.reg.dialogs_of(c.spi_ps), 1);
+    let body = doc(
+        0,
+        "full",
+        &[
+            (
+                "sip:001010000000001@ims.test",
+                "terminated",
+                &[(UE_CONTACT, "terminated", "deactivated")],
+            ),
+            (
+                "tel:+15551230001",
+                "terminated",
+                &[(UE_CONTACT, "terminated", "deactivated")],
+            ),
+        ],
+    );
+    let n = notify(&sub, 1, "terminated;reason=deactivated", XML, &body);
+    let out = send_notify(&mut w, "10.0.1.30:5060", &n);
+    let byes: Vec<&Outgoing> = out
+        .iter()
+        .filter(|o| o.payload.starts_with(b"BYE "))
+        .collect();
+    assert_eq!(byes.len(), 2, "{out:?}");
+    assert!(byes.iter().any(|o| o.side == Side::Core));
+    assert!(
+        byes.iter()
+            .any(|o| o.side == Side::Ue && matches!(o.protection, Protection::Protected { .. }))
+    );
+    let answers: Vec<u16> = out
+        .iter()
+        .filter(|o| o.payload.starts_with(b"SIP/2.0 "))
+        .map(status)
+        .collect();
+    assert_eq!(answers, [200], "and the NOTIFY's 200");
+    let st = w.reg.dialog_stats();
+    assert_eq!(
+        (st.released, st.release_bye_core, st.release_bye_ue),
+        (1, 1, 1)
+    );
+    assert_eq!(w.reg.dialogs(), 0);
+}

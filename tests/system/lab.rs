@@ -44,6 +44,35 @@ fn lab_registers_every_ue_and_cleans_up() {
     );
 }
 
+/// `pcscf lab --network-dereg`: pcscf subscribes to every UE's reg event at the core (TS 24.229
+/// §5.2.3) and, when the core de-registers 20 of them from the network side, applies each
+/// NOTIFY: 20 network-initiated de-registrations on both sides, every NOTIFY answered 2xx.
+#[test]
+fn lab_network_deregistration_through_the_reg_event() {
+    let _alone = crate::support::exclusive();
+    let stdout = run_lab(&[
+        "lab",
+        "--ues",
+        "100",
+        "--rate",
+        "200",
+        "--network-dereg",
+        "20",
+    ]);
+    for want in [
+        "registrations: 100 ok, 0 failed",
+        "core-sim reg event: 100 subscriptions (0 refreshed, 0 removed, 0 refused); 120 NOTIFYs (120 answered 2xx, 0 errors, 0 unanswered",
+        "; 20 network-initiated de-registrations",
+        "reg event: 80 subscriptions,",
+        "subscribed: 100, subscribe_failed: 0",
+        "notifies: 120, notifies_applied: 120",
+        "impus_terminated: 20, network_deregistrations: 20",
+        "dropped 0",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+}
+
 /// `pcscf lab --calls`: after registration, half the calls placed by the UEs (INVITE with its
 /// SDP over SA1, 100 / 180 / 200 back over SA2, ACK and BYE by the route set), half by the core
 /// to the UEs by their Path (180 and 200 from the UE, ACK, BYE either way, in both

@@ -128,6 +128,18 @@ fn core(ns: &str, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> 
                 }
                 continue;
             }
+            if v.is_method(b"SUBSCRIBE") {
+                // the P-CSCF's reg event subscription (TS 24.229 §5.2.3), to the S-CSCF of the
+                // Service-Route: accepted, no NOTIFY (tests/system/sipp_reg_event.rs sends them)
+                assert_eq!(v.header(HeaderName::Event), Some(&b"reg"[..]));
+                assert_eq!(
+                    v.header(HeaderName::Route),
+                    Some(&b"<sip:orig@10.212.0.2:5060;lr>"[..])
+                );
+                let answer = core_answer(&req, 200, "OK", "Expires: 600000\r\n");
+                s.send_to(&answer, from).unwrap();
+                continue;
+            }
             if !v.is_method(b"REGISTER") {
                 // a registered UE's request: the P-CSCF asserted the registered identity and
                 // set the Service-Route (TS 24.229 §5.2.6.3)

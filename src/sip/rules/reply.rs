@@ -171,6 +171,20 @@ pub fn is_final_to_invite(v: View<'_>) -> bool {
 /// of the workers' ([`Branch::parse`] refuses it).
 pub const SUBSCRIBE_BRANCH: &[u8] = b"z9hG4bK-sub-";
 
+/// The branch prefix of the de-registrations the registration thread sends on a UE's behalf
+/// (`control::registrar`, P-CSCF-initiated): their answers are its own, never relayed.
+pub const PCSCF_DEREG_BRANCH: &[u8] = b"z9hG4bK-dreg-";
+
+/// Whether the top Via of a response carries a de-registration branch of ours
+/// ([`PCSCF_DEREG_BRANCH`]).
+pub fn top_via_is_pcscf_dereg(v: View<'_>) -> bool {
+    v.values(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .and_then(|via| via.branch())
+        .is_some_and(|b| b.starts_with(PCSCF_DEREG_BRANCH))
+}
+
 /// Whether the top Via of a response carries a subscription branch ([`SUBSCRIBE_BRANCH`]).
 pub fn top_via_is_subscription(v: View<'_>) -> bool {
     v.values(HeaderName::Via)
