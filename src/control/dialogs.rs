@@ -229,13 +229,7 @@ impl Legs<'_> {
         });
         Datagram {
             side: Side::Core,
-            protection: if tcp {
-                Protection::CoreStream {
-                    conn: crate::dataplane::NO_CONN,
-                }
-            } else {
-                Protection::Plain
-            },
+            protection: Protection::toward_core(tcp),
             src: self.core,
             dst: next,
             payload,

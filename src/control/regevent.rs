@@ -28,7 +28,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::dataplane::{Datagram, NO_CONN, Protection};
+use crate::dataplane::{Datagram, Protection};
 use crate::io::Side;
 use crate::sip::headers::{NameAddr, Via};
 use crate::sip::reginfo::{self, RegInfo, VersionError, Versions};
@@ -491,11 +491,7 @@ impl RegEvent {
     fn datagram(&self, dst: SocketAddr, tcp: bool, payload: Vec<u8>) -> Datagram<Vec<u8>> {
         Datagram {
             side: Side::Core,
-            protection: if tcp {
-                Protection::CoreStream { conn: NO_CONN }
-            } else {
-                Protection::Plain
-            },
+            protection: Protection::toward_core(tcp),
             src: self.cfg.core,
             dst,
             payload,

@@ -1244,13 +1244,7 @@ impl Registrar {
         self.stats.forwarded += 1;
         self.transmits.push_back(Outgoing {
             side: Side::Core,
-            protection: if over_tcp {
-                Protection::CoreStream {
-                    conn: crate::dataplane::NO_CONN,
-                }
-            } else {
-                Protection::Plain
-            },
+            protection: Protection::toward_core(over_tcp),
             src: self.cfg.core,
             dst: next,
             payload,
@@ -2066,13 +2060,7 @@ impl Registrar {
         self.end_registration(binding, now);
         self.transmits.push_back(Outgoing {
             side: Side::Core,
-            protection: if tcp {
-                Protection::CoreStream {
-                    conn: crate::dataplane::NO_CONN,
-                }
-            } else {
-                Protection::Plain
-            },
+            protection: Protection::toward_core(tcp),
             src: self.cfg.core,
             dst: target.addr,
             payload: msg.into_bytes(),

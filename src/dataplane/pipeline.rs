@@ -931,9 +931,10 @@ impl Pipeline {
             .is_some_and(|(_, m)| m == b"REGISTER");
         // the registration thread's branches have their own format and check: its REGISTERs',
         // the BYEs of a release (control::dialogs) and its SUBSCRIBEs (control::regevent)
+        // (looked at only for a branch not in the workers' format: off the relay path)
         let control_branch =
-            rules::top_via_is_release(view) || rules::top_via_is_subscription(view);
-        if is_register || (ours.is_none() && control_branch) {
+            || rules::top_via_is_release(view) || rules::top_via_is_subscription(view);
+        if is_register || (ours.is_none() && control_branch()) {
             return self.punt(frame, &m);
         }
         let Some(branch) = ours else {

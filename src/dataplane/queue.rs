@@ -56,6 +56,16 @@ pub enum Protection {
 pub const NO_CONN: u32 = 0;
 
 impl Protection {
+    /// How a message of the registration thread goes to the core: on a connection to its
+    /// next hop (the core TCP thread picks or opens it) when `tcp`, else as a datagram.
+    pub fn toward_core(tcp: bool) -> Protection {
+        if tcp {
+            Protection::CoreStream { conn: NO_CONN }
+        } else {
+            Protection::Plain
+        }
+    }
+
     /// The inbound SPI of the SA set the message came over or goes by, if protected.
     pub fn spi(self) -> Option<u32> {
         match self {

@@ -398,12 +398,17 @@ impl CoreSim {
             self.notify_state(sub, "terminated;reason=timeout");
         } else {
             self.stats.subscribed += 1;
-            let state = format!("active;expires={expires}");
-            if let Some(sub) = self.notify_state(sub, &state) {
-                self.subscriptions.insert(sub.call_id.clone(), sub);
-            }
+            self.notify_active(sub, expires);
         }
         ok
+    }
+
+    /// The full state NOTIFY of a subscription that goes on for `expires` s; it is kept.
+    fn notify_active(&mut self, sub: Subscription, expires: u32) {
+        let state = format!("active;expires={expires}");
+        if let Some(sub) = self.notify_state(sub, &state) {
+            self.subscriptions.insert(sub.call_id.clone(), sub);
+        }
     }
 
     /// A SUBSCRIBE in a dialog: a refresh, or with Expires 0 the end of the subscription.
@@ -440,10 +445,7 @@ impl CoreSim {
             self.notify_state(sub, "terminated;reason=noresource");
         } else {
             self.stats.resubscribed += 1;
-            let state = format!("active;expires={expires}");
-            if let Some(sub) = self.notify_state(sub, &state) {
-                self.subscriptions.insert(sub.call_id.clone(), sub);
-            }
+            self.notify_active(sub, expires);
         }
         ok
     }
@@ -1853,20 +1855,7 @@ mod tests {
             .unwrap();
         let (ok, _) = read_message(&mut c, &mut framer);
         assert_eq!(Message::parse(&ok).unwrap().view().status(), Some(200));
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut inbound = loop {
-            match pcscf.accept() {
-                Ok((s, _)) => break s,
-                Err(_) => {
-                    assert!(Instant::now() < deadline, "the core did not connect");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        };
-        inbound.set_nonblocking(false).unwrap();
-        inbound
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let mut inbound = accepted(&pcscf, Duration::from_secs(3), "the core did not connect");
         let (notify, _) = read_message(&mut inbound, &mut Framer::with_capacity(65536));
         let text = String::from_utf8(notify).unwrap();
         assert!(
@@ -1903,6 +1892,25 @@ mod tests {
         let s2 = stop.clone();
         let h = std::thread::spawn(move || serve_on(net, "ims.test", &plan, s2));
         (addr, stop, h)
+    }
+
+    /// The connection the core opens to our listener `pcscf` within `limit` (blocking reads,
+    /// 200 ms timeout); `what` failed otherwise.
+    fn accepted(pcscf: &std::net::TcpListener, limit: Duration, what: &str) -> std::net::TcpStream {
+        let deadline = Instant::now() + limit;
+        let s = loop {
+            match pcscf.accept() {
+                Ok((s, _)) => break s,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "{what}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
     }
 
     fn connect(addr: SocketAddr) -> std::net::TcpStream {
@@ -2105,20 +2113,7 @@ mod tests {
         let sr = call::text(m.view(), HeaderName::ServiceRoute).unwrap();
         assert!(sr.contains(";transport=tcp"), "{sr}");
         // the core connects to the P-CSCF's address and sends its INVITE there
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut inbound = loop {
-            match pcscf.accept() {
-                Ok((s, _)) => break s,
-                Err(_) => {
-                    assert!(Instant::now() < deadline, "the core did not connect");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        };
-        inbound.set_nonblocking(false).unwrap();
-        inbound
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let mut inbound = accepted(&pcscf, Duration::from_secs(3), "the core did not connect");
         let mut framer = Framer::with_capacity(65536);
         let (invite, left) = read_message(&mut inbound, &mut framer);
         let m = Message::parse(&invite).unwrap();
@@ -2172,20 +2167,7 @@ mod tests {
         }
         assert_eq!(codes, [100, 180, 200]);
         drop(c);
-        let deadline = Instant::now() + Duration::from_secs(4);
-        let mut again = loop {
-            match pcscf.accept() {
-                Ok((s, _)) => break s,
-                Err(_) => {
-                    assert!(Instant::now() < deadline, "the 200 did not come again");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        };
-        again.set_nonblocking(false).unwrap();
-        again
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let mut again = accepted(&pcscf, Duration::from_secs(4), "the 200 did not come again");
         let (r, _) = read_message(&mut again, &mut Framer::with_capacity(65536));
         let m = Message::parse(&r).unwrap();
         assert_eq!(m.view().status(), Some(200));

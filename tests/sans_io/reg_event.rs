@@ -132,6 +132,27 @@ fn active_doc(version: u32) -> String {
     )
 }
 
+/// Both identities of the UE terminated, its contact deactivated (administrative
+/// de-registration).
+pub(crate) fn all_terminated(version: u32, state: &str) -> String {
+    doc(
+        version,
+        state,
+        &[
+            (
+                "sip:001010000000001@ims.test",
+                "terminated",
+                &[(UE_CONTACT, "terminated", "deactivated")],
+            ),
+            (
+                "tel:+15551230001",
+                "terminated",
+                &[(UE_CONTACT, "terminated", "deactivated")],
+            ),
+        ],
+    )
+}
+
 pub(crate) const XML: &str = "application/reginfo+xml";
 
 #[test]
@@ -242,22 +263,7 @@ fn a_notify_that_terminates_the_registration_ends_it_here_at_once() {
     assert!(asserted(&w, &c).is_some(), "active: nothing changes");
 
     // administrative de-registration: both identities, contact deactivated
-    let body = doc(
-        1,
-        "partial",
-        &[
-            (
-                "sip:001010000000001@ims.test",
-                "terminated",
-                &[(UE_CONTACT, "terminated", "deactivated")],
-            ),
-            (
-                "tel:+15551230001",
-                "terminated",
-                &[(UE_CONTACT, "terminated", "deactivated")],
-            ),
-        ],
-    );
+    let body = all_terminated(1, "partial");
     let out = send_notify(
         &mut w,
         SCSCF,

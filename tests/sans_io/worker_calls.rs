@@ -1136,7 +1136,7 @@ fn an_expired_registration_releases_its_calls_toward_the_core() {
 /// which lingers for it.
 #[test]
 fn a_network_deregistration_releases_the_calls() {
-    use crate::reg_event::{UE_CONTACT, XML, accept, doc, notify, registered, send_notify, status};
+    use crate::reg_event::{XML, accept, all_terminated, notify, registered, send_notify, status};
     let (mut w, c, sub) = registered();
     accept(&mut w, &sub, 4200);
     let binding = w.sas.pin().inbound(c.spi_ps).unwrap().binding();
@@ -1144,22 +1144,7 @@ fn a_network_deregistration_releases_the_calls() {
     let _ = originate(&mut r);
     to_the_book(&r, &mut w);
     assert_eq!(w.reg.dialogs_of(c.spi_ps), 1);
-    let body = doc(
-        0,
-        "full",
-        &[
-            (
-                "sip:001010000000001@ims.test",
-                "terminated",
-                &[(UE_CONTACT, "terminated", "deactivated")],
-            ),
-            (
-                "tel:+15551230001",
-                "terminated",
-                &[(UE_CONTACT, "terminated", "deactivated")],
-            ),
-        ],
-    );
+    let body = all_terminated(0, "full");
     let n = notify(&sub, 1, "terminated;reason=deactivated", XML, &body);
     let out = send_notify(&mut w, "10.0.1.30:5060", &n);
     let byes: Vec<&Outgoing> = out

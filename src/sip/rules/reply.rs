@@ -171,6 +171,15 @@ pub fn is_final_to_invite(v: View<'_>) -> bool {
 /// of the workers' ([`Branch::parse`] refuses it).
 pub const SUBSCRIBE_BRANCH: &[u8] = b"z9hG4bK-sub-";
 
+/// Whether the top Via of a message carries a branch starting with `prefix`.
+fn top_branch_starts_with(v: View<'_>, prefix: &[u8]) -> bool {
+    v.values(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .and_then(|via| via.branch())
+        .is_some_and(|b| b.starts_with(prefix))
+}
+
 /// The branch prefix of the de-registrations the registration thread sends on a UE's behalf
 /// (`control::registrar`, P-CSCF-initiated): their answers are its own, never relayed.
 pub const PCSCF_DEREG_BRANCH: &[u8] = b"z9hG4bK-dreg-";
@@ -178,29 +187,17 @@ pub const PCSCF_DEREG_BRANCH: &[u8] = b"z9hG4bK-dreg-";
 /// Whether the top Via of a response carries a de-registration branch of ours
 /// ([`PCSCF_DEREG_BRANCH`]).
 pub fn top_via_is_pcscf_dereg(v: View<'_>) -> bool {
-    v.values(HeaderName::Via)
-        .next()
-        .and_then(Via::parse)
-        .and_then(|via| via.branch())
-        .is_some_and(|b| b.starts_with(PCSCF_DEREG_BRANCH))
+    top_branch_starts_with(v, PCSCF_DEREG_BRANCH)
 }
 
 /// Whether the top Via of a response carries a subscription branch ([`SUBSCRIBE_BRANCH`]).
 pub fn top_via_is_subscription(v: View<'_>) -> bool {
-    v.values(HeaderName::Via)
-        .next()
-        .and_then(Via::parse)
-        .and_then(|via| via.branch())
-        .is_some_and(|b| b.starts_with(SUBSCRIBE_BRANCH))
+    top_branch_starts_with(v, SUBSCRIBE_BRANCH)
 }
 
 /// Whether the top Via of a response carries a release branch ([`RELEASE_BRANCH`]).
 pub fn top_via_is_release(v: View<'_>) -> bool {
-    v.values(HeaderName::Via)
-        .next()
-        .and_then(Via::parse)
-        .and_then(|via| via.branch())
-        .is_some_and(|b| b.starts_with(RELEASE_BRANCH))
+    top_branch_starts_with(v, RELEASE_BRANCH)
 }
 
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
