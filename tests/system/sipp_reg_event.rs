@@ -22,6 +22,8 @@ const SCSCF: &str = "10.212.0.3";
 const METRICS_PORT: u16 = 9471;
 /// Between the S-CSCF's NOTIFYs: time for the UE's MESSAGE in each state.
 const PAUSE_MS: u32 = 4000;
+/// What a hostile UE would have pcscf believe: its whole registration terminated.
+const FORGED: &str = "<?xml version=\"1.0\"?><reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"0\" state=\"full\"><registration aor=\"sip:001010000000001@ims.test\" id=\"x\" state=\"terminated\"/></reginfo>";
 
 fn metric(lab: &Lab, event: &str) -> u64 {
     scrape(lab, METRICS_PORT)
@@ -114,6 +116,18 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         |m: Option<Vec<u8>>| m.and_then(|m| Message::parse_strict(&m).ok()?.view().status());
     // registered with both identities: the default one is asserted
     let first = status(ue.message("sip:bob@ims.test", Duration::from_secs(3)));
+    // a UE cannot notify pcscf of its own reg event: a NOTIFY to our core-side Contact, over
+    // its SA, with a document terminating itself, is answered 405 and changes nothing
+    let forged = format!(
+        "Event: reg\r\nSubscription-State: terminated\r\nContent-Type: application/reginfo+xml\r\nContent-Length: {}\r\n\r\n{FORGED}",
+        FORGED.len()
+    );
+    let own_notify = status(ue.request(
+        "NOTIFY",
+        "sip:10.212.0.1:5060",
+        &forged,
+        Duration::from_secs(2),
+    ));
     // the S-CSCF terminates the default identity: the other is asserted
     let one_gone = wait_metric(&lab, "impus_terminated", 1, Duration::from_secs(15));
     let second = status(ue.message("sip:bob@ims.test", Duration::from_secs(3)));
@@ -138,10 +152,6 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
             tail(&report, 5000)
         )
     };
-    eprintln!(
-        "MESSAGEs answered: {:?}",
-        (first, one_gone, second, all_gone, third, fourth)
-    );
     assert!(registrar_out.clean(), "{}", all());
     assert!(
         scscf_out.clean(),
@@ -149,8 +159,8 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         all()
     );
     assert_eq!(
-        (first, one_gone, second, all_gone, third, fourth),
-        (Some(200), true, Some(200), true, None, None),
+        (first, own_notify, one_gone, second, all_gone, third, fourth),
+        (Some(200), Some(405), true, Some(200), true, None, None),
         "{}",
         all()
     );
@@ -175,6 +185,7 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         got[1].text
     );
     for want in [
+        "notify_unknown: 0",
         "network_deregistrations: 1",
         "impus_terminated: 2",
         "notifies_applied: 3",

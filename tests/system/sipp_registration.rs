@@ -176,10 +176,23 @@ impl RawUe {
     /// A protected MESSAGE to `to` from the default identity, over SA1 (port-c 7004 → our
     /// port-s); its answer over SA3 within `wait`, if one comes.
     pub(crate) fn message(&mut self, to: &str, wait: Duration) -> Option<Vec<u8>> {
+        let body = "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+        self.request("MESSAGE", to, body, wait)
+    }
+
+    /// A protected `method` to `ruri` ([`RawUe::message`]'s way), `tail` its last header
+    /// lines and body.
+    pub(crate) fn request(
+        &mut self,
+        method: &str,
+        ruri: &str,
+        tail: &str,
+        wait: Duration,
+    ) -> Option<Vec<u8>> {
         self.sent += 1;
         let n = self.sent;
         let msg = format!(
-            "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/UDP 10.211.0.2:7004;branch=z9hG4bKmsg{n};rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.211.0.1:{};lr>\r\nFrom: <sip:001010000000001@ims.test>;tag=m{n}\r\nTo: <{to}>\r\nCall-ID: msg{n}@10.211.0.2\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.211.0.2:7004;branch=z9hG4bKmsg{n};rport\r\nMax-Forwards: 70\r\nRoute: <sip:10.211.0.1:{};lr>\r\nFrom: <sip:001010000000001@ims.test>;tag=m{n}\r\nTo: <{ruri}>\r\nCall-ID: msg{n}@10.211.0.2\r\nCSeq: 1 {method}\r\n{tail}",
             self.port_s
         );
         let src: SocketAddr = "10.211.0.2:7004".parse().unwrap();
