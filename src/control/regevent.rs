@@ -47,6 +47,9 @@ const TIMER_F: Duration = Duration::from_secs(32);
 /// (the S-CSCF may be restarting: no storm of SUBSCRIBEs at it).
 pub const RETRY_MIN: Duration = Duration::from_secs(30);
 pub const RETRY_MAX: Duration = Duration::from_secs(1800);
+/// A subscription is refreshed at most this often, whatever the notifier grants (a 2xx or a
+/// NOTIFY saying 0 or 1 s must not make a SUBSCRIBE storm of every UE's subscription).
+pub const MIN_REFRESH: Duration = Duration::from_secs(30);
 
 /// Counters of the subscriptions and their NOTIFYs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,6 +126,8 @@ pub struct RegEventConfig {
     pub from_uri: String,
     /// The URI we put in Path (P-Asserted-Identity, TS 24.229 §5.2.3).
     pub path_uri: String,
+    /// Our network's orig-ioi (P-Charging-Vector, TS 24.229 §5.2.3).
+    pub orig_ioi: String,
 }
 
 /// What to subscribe to, and how to reach the S-CSCF: from the registration.
@@ -190,6 +195,10 @@ struct Sub {
     refresh_at: Option<Instant>,
     retry_at: Option<Instant>,
     failures: u32,
+    /// New subscriptions made at once (a gap in the versions, the notifier's
+    /// `deactivated` / `timeout`) since a document was last applied: past one they wait the
+    /// failure back-off, so a notifier that keeps asking cannot make a SUBSCRIBE storm.
+    quick: u32,
     versions: Versions,
 }
 
@@ -218,7 +227,8 @@ pub struct RegEvent {
     /// Deadlines by binding (lazy deletion: one that comes due checks the subscription's own).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     seq: u64,
-    key: u64,
+    /// Keys [`RegEvent::unique`]: our Call-IDs, tags and branches cannot be told from one seen.
+    key: std::collections::hash_map::RandomState,
     pub stats: RegEventStats,
 }
 
@@ -235,7 +245,7 @@ impl std::fmt::Debug for RegEvent {
 /// a UE's registration: 600 s before expiry when longer than 1200 s, else at half).
 fn refresh_after(secs: u32) -> Duration {
     let s = u64::from(secs);
-    Duration::from_secs(if s > 1200 { s - 600 } else { s / 2 })
+    Duration::from_secs(if s > 1200 { s - 600 } else { s / 2 }).max(MIN_REFRESH)
 }
 
 /// A header parameter's value (`;name=value`), case-insensitive name.
@@ -278,10 +288,7 @@ impl RegEvent {
             by_branch: HashMap::new(),
             timers: BinaryHeap::new(),
             seq: 0,
-            key: {
-                use std::hash::BuildHasher;
-                std::collections::hash_map::RandomState::new().hash_one(0x7e9e_u64)
-            },
+            key: std::collections::hash_map::RandomState::new(),
             stats: RegEventStats::default(),
         }
     }
@@ -306,19 +313,30 @@ impl RegEvent {
         self.subs.contains_key(&binding)
     }
 
-    /// A fresh unique value (branch, tag, Call-ID): a counter scrambled by a per-process key.
+    /// A fresh unique value (branch, tag, Call-ID): a counter through a keyed hash (SipHash
+    /// with a per-process key), so that a host that sees one of our SUBSCRIBEs cannot predict
+    /// the dialog of the next and forge its NOTIFYs.
     fn unique(&mut self) -> u64 {
+        use std::hash::BuildHasher;
         self.seq += 1;
-        (self.seq ^ self.key).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        self.key.hash_one(self.seq)
     }
 
     /// After a 200 to a registration: subscribe for it, unless it is subscribed already (a
     /// re-registration: TS 24.229 §5.2.3 subscribes after the first one only), whose Service-
     /// Route and expiry are then kept for the refreshes.
     pub fn subscribe(&mut self, t: Target, now: Instant, out: &mut VecDeque<Datagram<Vec<u8>>>) {
-        if let Some(s) = self.subs.get_mut(&t.binding) {
-            s.target = t;
-            return;
+        match self.subs.get_mut(&t.binding) {
+            // one being removed or ended belongs to the registration before: a new one (the
+            // removal's answer then meets an unknown branch and is ignored)
+            Some(s) if matches!(s.state, State::Removing | State::Ended) => {
+                self.forget(t.binding);
+            }
+            Some(s) => {
+                s.target = t;
+                return;
+            }
+            None => {}
         }
         let binding = t.binding;
         let call_id = format!("{:016x}-reg@{}", self.unique(), self.cfg.core.ip()).into_bytes();
@@ -339,6 +357,7 @@ impl RegEvent {
                 refresh_at: None,
                 retry_at: None,
                 failures: 0,
+                quick: 0,
                 versions: Versions::default(),
             },
         );
@@ -467,10 +486,11 @@ impl RegEvent {
             format!(
                 "\r\nCSeq: {} SUBSCRIBE\r\nEvent: reg\r\nAccept: application/reginfo+xml\r\n\
                  Expires: {expires}\r\nContact: <{contact}{}>\r\nP-Asserted-Identity: <{}>\r\n\
-                 P-Charging-Vector: icid-value={icid:016x}\r\nContent-Length: 0\r\n\r\n",
+                 P-Charging-Vector: icid-value={icid:016x};orig-ioi={}\r\nContent-Length: 0\r\n\r\n",
                 s.cseq,
                 if t.tcp { ";transport=tcp" } else { "" },
-                self.cfg.path_uri
+                self.cfg.path_uri,
+                self.cfg.orig_ioi
             )
             .as_bytes(),
         );
@@ -536,22 +556,26 @@ impl RegEvent {
             self.forget(binding);
             return;
         }
-        if (200..300).contains(&code) {
+        let to_tag = v
+            .header(HeaderName::To)
+            .and_then(NameAddr::parse)
+            .and_then(|n| n.tag())
+            .map(<[u8]>::to_vec);
+        // RFC 6665 §4.1.2.1: the 2xx's Expires is the duration granted
+        let granted = v
+            .header(HeaderName::Expires)
+            .and_then(parse_u32)
+            .unwrap_or(s.target.expires.saturating_add(EXTRA_EXPIRES));
+        if (200..300).contains(&code) && to_tag.is_some() && granted > 0 {
             self.stats.subscribed += 1;
             s.state = State::Active;
             s.failures = 0;
             if s.their_tag.is_none() {
-                s.their_tag = v
-                    .header(HeaderName::To)
-                    .and_then(NameAddr::parse)
-                    .and_then(|n| n.tag())
-                    .map(<[u8]>::to_vec);
-            }
-            if let Some(c) = v.header(HeaderName::Contact).and_then(NameAddr::parse) {
-                s.remote_target = Some(c.uri.to_vec());
-            }
-            let rr: Vec<&[u8]> = v.values(HeaderName::RecordRoute).collect();
-            if !rr.is_empty() {
+                // the dialog is made (RFC 3261 §12.1.2): its remote tag and route set are
+                // fixed from now on; a refresh's 2xx updates only the remote target
+                // (§12.2.1.2)
+                s.their_tag = to_tag;
+                let rr: Vec<&[u8]> = v.values(HeaderName::RecordRoute).collect();
                 s.route_set = rr
                     .iter()
                     .rev()
@@ -559,12 +583,19 @@ impl RegEvent {
                     .collect::<Vec<_>>()
                     .join(&b", "[..]);
             }
-            // RFC 6665 §4.1.2.1: the 2xx's Expires is the duration granted
-            let granted = v
-                .header(HeaderName::Expires)
-                .and_then(parse_u32)
-                .unwrap_or(s.target.expires.saturating_add(EXTRA_EXPIRES));
+            if let Some(c) = v.header(HeaderName::Contact).and_then(NameAddr::parse) {
+                s.remote_target = Some(c.uri.to_vec());
+            }
             s.refresh_at = Some(now + refresh_after(granted));
+        } else if (200..300).contains(&code) {
+            // no dialog (a 2xx without a To tag), or none granted (Expires 0: RFC 6665
+            // §4.1.2.1, a fetch): not a subscription we can keep
+            let how = if to_tag.is_none() {
+                "answered without a To tag"
+            } else {
+                "granted 0 s"
+            };
+            self.failed(binding, now, how, code);
         } else {
             self.failed(binding, now, "answered", code);
         }
@@ -585,7 +616,7 @@ impl RegEvent {
             .saturating_mul(1 << s.failures.min(6))
             .min(RETRY_MAX);
         s.failures = s.failures.saturating_add(1);
-        crate::control::log::warn(format_args!(
+        crate::control::log::event(format_args!(
             "reg event: SUBSCRIBE for {} {how} {code}; trying again in {} s",
             String::from_utf8_lossy(&s.target.impu),
             wait.as_secs()
@@ -632,9 +663,17 @@ impl RegEvent {
             return;
         }
         self.restart_dialog(binding);
-        if let Some(s) = self.subs.get_mut(&binding) {
-            s.state = State::Pending;
+        let Some(s) = self.subs.get_mut(&binding) else {
+            return;
+        };
+        s.quick = s.quick.saturating_add(1);
+        if s.quick > 1 {
+            // asked again before any document was applied: the failure back-off
+            self.failed(binding, now, "asked for again", 0);
+            self.arm(binding);
+            return;
         }
+        s.state = State::Pending;
         self.send(binding, false, now, out);
     }
 
@@ -654,6 +693,10 @@ impl RegEvent {
         let v = m.view();
         let (code, reason, result) = self.check_notify(v, came.src, now, out);
         self.answer(m, came, code, reason, out);
+        // (a NOTIFY may have brought its refresh forward)
+        if let Some(n) = &result {
+            self.arm(n.binding);
+        }
         result
     }
 
@@ -687,15 +730,22 @@ impl RegEvent {
             self.stats.notify_unknown += 1;
             return (481, "Subscription Does Not Exist", None);
         }
-        // only the S-CSCF we subscribed at (or the remote target it gave) notifies
+        // only the S-CSCF we subscribed at notifies: the hop we sent the SUBSCRIBE to, the
+        // remote target its 2xx gave, or a hop of the dialog's route set (by address: a name
+        // there is not resolved here)
         let peer_ok = src.ip() == s.target.next_hop.ip()
             || s.remote_target
                 .as_deref()
                 .and_then(uri_ip)
-                .is_some_and(|ip| ip == src.ip());
+                .is_some_and(|ip| ip == src.ip())
+            || s.route_set
+                .split(|&c| c == b',')
+                .filter_map(|r| NameAddr::parse(r.trim_ascii()))
+                .filter_map(|n| uri_ip(n.uri))
+                .any(|ip| ip == src.ip());
         if !peer_ok {
             self.stats.notify_foreign += 1;
-            crate::control::log::warn(format_args!(
+            crate::control::log::event(format_args!(
                 "reg event: NOTIFY for {} from {src}, not from its S-CSCF {}: refused",
                 String::from_utf8_lossy(&s.target.impu),
                 s.target.next_hop
@@ -709,6 +759,10 @@ impl RegEvent {
         if !event_ok {
             self.stats.notify_unknown += 1;
             return (489, "Bad Event", None);
+        }
+        if s.state == State::Removing {
+            // the UE de-registered and we are removing it: nothing more to learn
+            return (200, "OK", None);
         }
         if s.their_tag.is_none() {
             s.their_tag = from_tag.map(<[u8]>::to_vec);
@@ -742,7 +796,7 @@ impl RegEvent {
                 Ok(d) => Some(d),
                 Err(e) => {
                     self.stats.notify_bad_body += 1;
-                    crate::control::log::warn(format_args!(
+                    crate::control::log::event(format_args!(
                         "reg event: NOTIFY for {} from {src} refused: {e}",
                         String::from_utf8_lossy(&s.target.impu)
                     ));
@@ -766,11 +820,12 @@ impl RegEvent {
             None => None,
             Some((Ok(()), d)) => {
                 self.stats.notifies_applied += 1;
+                s.quick = 0;
                 Some(d)
             }
             Some((Err(e), _)) => {
                 self.stats.notify_out_of_order += 1;
-                crate::control::log::warn(format_args!(
+                crate::control::log::event(format_args!(
                     "reg event: NOTIFY for {} discarded: {}",
                     String::from_utf8_lossy(&s.target.impu),
                     match e {
@@ -814,7 +869,7 @@ impl RegEvent {
         let Some(port) = crate::sip::rules::reply_port(v, came.src) else {
             return;
         };
-        let mut buf = vec![0u8; m.buf.len().min(4096) + 512];
+        let mut buf = vec![0u8; m.buf.len() + 512];
         let extra: &[&[u8]] = if code == 415 {
             &[b"Accept: application/reginfo+xml\r\n"]
         } else {
@@ -879,7 +934,11 @@ impl RegEvent {
                 self.send(binding, false, now, out);
                 continue;
             }
-            self.arm(binding);
+            // (nothing of it was due after all: re-queued only for a later deadline, so this
+            // loop cannot spin)
+            if s.deadline().is_some_and(|d| d > now) {
+                self.arm(binding);
+            }
         }
     }
 }

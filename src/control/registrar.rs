@@ -520,6 +520,7 @@ impl Registrar {
                 None => format!("sip:{}", cfg.via_sent_by),
             },
             path_uri: cfg.path_uri.clone(),
+            orig_ioi: cfg.orig_ioi.clone(),
         });
         Registrar {
             own,
@@ -2008,6 +2009,19 @@ impl Registrar {
         };
         let impi = b.impi.clone();
         let contact = b.contact.clone();
+        // what the UE wrote goes into our header values: nothing that would end a quoted
+        // string or an angle-bracketed URI early (the REGISTER's parse refused CR and LF)
+        let unsafe_text = |t: &[u8]| {
+            t.iter()
+                .any(|&c| matches!(c, b'<' | b'>' | b'"' | b'\\') || c < 0x20)
+        };
+        if unsafe_text(&impi) || unsafe_text(&contact) {
+            crate::control::log::event(format_args!(
+                "not de-registering {:?}: its IMPI or contact would not fit our REGISTER",
+                String::from_utf8_lossy(&impi)
+            ));
+            return false;
+        }
         let impu = reg.impus().next().unwrap_or_default().to_vec();
         let realm = impi
             .iter()

@@ -488,7 +488,13 @@ fn a_notify_on_a_connection_is_answered_on_it() {
 fn the_ues_deregistration_removes_the_subscription() {
     let (mut w, c, sub) = registered();
     accept(&mut w, &sub, 4200);
+    // (late enough that the first REGISTER's answer is no longer kept for retransmissions,
+    // so the same REGISTER is a new registration below)
+    w.now += Duration::from_secs(31);
     let out = deregister(&mut w, &c);
+    w.now += Duration::from_secs(2);
+    w.reg.handle_timeout(w.now);
+    while w.reg.poll_transmit().is_some() {}
     let unsub = out
         .iter()
         .find(|o| o.side == Side::Core && text(o).starts_with("SUBSCRIBE "))
@@ -571,4 +577,114 @@ fn a_deregistration_on_our_initiative_tells_the_core() {
         !w.reg
             .deregister(b"001010000000001@ims.mnc001.mcc001.3gppnetwork.org", w.now)
     );
+}
+
+/// A NOTIFY whose Subscription-State grants less than the 2xx did brings the refresh forward,
+/// and the refresh goes out then (the timer follows it).
+#[test]
+fn a_notify_that_shortens_the_subscription_brings_its_refresh_forward() {
+    let (mut w, _c, sub) = registered();
+    accept(&mut w, &sub, 4200);
+    send_notify(
+        &mut w,
+        SCSCF,
+        &notify(&sub, 1, "active;expires=1000", XML, &active_doc(0)),
+    );
+    // refreshed at half of 1000 s, not 600 s before 4200 s
+    let due = w.reg.poll_timeout().expect("a deadline");
+    assert!(due <= w.now + Duration::from_secs(500), "{:?}", due - w.now);
+    w.reg.handle_timeout(w.now + Duration::from_secs(500));
+    let refresh = w.reg.poll_transmit().expect("the refresh");
+    assert!(text(&refresh).contains("CSeq: 2 SUBSCRIBE"));
+}
+
+/// What a broken or hostile notifier says cannot make a SUBSCRIBE storm: a 2xx granting 0 s is
+/// no subscription (tried again after the back-off), a NOTIFY granting 1 s is refreshed no
+/// sooner than 30 s later, and asking again and again for full state (versions out of order)
+/// gets one new subscription at once, the next ones after the back-off.
+#[test]
+fn a_notifier_cannot_make_a_subscribe_storm() {
+    let (mut w, _c, sub) = registered();
+    let out = accept(&mut w, &sub, 0);
+    assert!(out.is_empty());
+    w.reg.handle_timeout(w.now + Duration::from_secs(29));
+    assert!(w.reg.poll_transmit().is_none(), "no SUBSCRIBE at once");
+    assert_eq!(w.reg.reg_event_stats().subscribe_failed, 1);
+    w.now += Duration::from_secs(30);
+    w.reg.handle_timeout(w.now);
+    let again = w.reg.poll_transmit().expect("after the back-off");
+    assert!(w.reg.poll_transmit().is_none());
+    accept(&mut w, &again, 4200);
+    send_notify(
+        &mut w,
+        SCSCF,
+        &notify(&again, 1, "active;expires=1", XML, &active_doc(0)),
+    );
+    w.reg.handle_timeout(w.now + Duration::from_secs(29));
+    assert!(w.reg.poll_transmit().is_none(), "no refresh within 30 s");
+    // partial documents with gaps, over and over
+    let gap = |v| {
+        doc(
+            v,
+            "partial",
+            &[(
+                "tel:+15551230001",
+                "active",
+                &[(UE_CONTACT, "active", "refreshed")],
+            )],
+        )
+    };
+    let out = send_notify(&mut w, SCSCF, &notify(&again, 2, "active", XML, &gap(5)));
+    let subscribes = |o: &[Outgoing]| {
+        o.iter()
+            .filter(|o| text(o).starts_with("SUBSCRIBE "))
+            .count()
+    };
+    assert_eq!(subscribes(&out), 1, "one new subscription at once");
+    let third = out
+        .iter()
+        .find(|o| text(o).starts_with("SUBSCRIBE "))
+        .unwrap()
+        .clone();
+    accept(&mut w, &third, 4200);
+    // its first document partial: the second ask within one applied document waits
+    let out = send_notify(&mut w, SCSCF, &notify(&third, 1, "active", XML, &gap(0)));
+    assert_eq!(subscribes(&out), 0, "the back-off, not at once");
+    assert_eq!(w.reg.reg_event_stats().notify_out_of_order, 2);
+}
+
+/// The UE registers again while our removal of its last subscription is still unanswered (the
+/// network de-registered it and it came straight back): a new subscription is made; the old
+/// removal's answer changes nothing.
+#[test]
+fn a_registration_during_the_removal_of_the_last_subscription_gets_a_new_one() {
+    let (mut w, c, sub) = registered();
+    accept(&mut w, &sub, 4200);
+    // (late enough that the first REGISTER's answer is no longer kept for retransmissions,
+    // so the same REGISTER is a new registration below)
+    w.now += Duration::from_secs(31);
+    let out = deregister(&mut w, &c);
+    w.now += Duration::from_secs(2);
+    w.reg.handle_timeout(w.now);
+    while w.reg.poll_transmit().is_some() {}
+    let unsub = out
+        .iter()
+        .find(|o| text(o).starts_with("SUBSCRIBE "))
+        .expect("the removal")
+        .clone();
+    // registered again before the removal's answer
+    let (_c2, out) = register_answered(&mut w, OK_EXTRA);
+    let fresh = out
+        .iter()
+        .find(|o| text(o).starts_with("SUBSCRIBE "))
+        .unwrap_or_else(|| panic!("no new subscription in {out:?}"))
+        .clone();
+    assert_ne!(
+        header(&fresh.payload, HeaderName::CallId),
+        header(&unsub.payload, HeaderName::CallId)
+    );
+    let ok = core_answer(&unsub.payload, 200, "OK", "Expires: 0\r\n");
+    w.feed(Side::Core, Protection::Plain, SCSCF, CORE, &ok);
+    accept(&mut w, &fresh, 4200);
+    assert_eq!(w.reg.subscriptions(), 1);
 }
