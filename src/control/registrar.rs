@@ -772,6 +772,13 @@ impl Registrar {
         match (side, m.view().method()) {
             (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
             (Side::Core, None) => self.on_response(payload, src, now),
+            // (a NOTIFY for someone else, too large for a worker, that core TCP handed us
+            // because of its size: not ours to answer)
+            (Side::Core, Some(b"NOTIFY"))
+                if !m.view().request_uri().is_some_and(|u| self.own.is_us(u)) =>
+            {
+                self.stats.unknown_transaction += 1;
+            }
             (Side::Core, Some(b"NOTIFY")) => {
                 let came = Datagram {
                     side,

@@ -275,6 +275,46 @@ struct Conn {
     last: Instant,
 }
 
+/// Messages from the core larger than a queue slot ([`crate::dataplane::MSG_MAX`]) that the
+/// registration thread takes itself, not a worker: the reg event's NOTIFYs (an implicit set's
+/// reginfo, with its contacts' feature tags, can pass 4 KB; TS 24.229 §5.2.3). Bounded: past
+/// its depth a message is lost and counted (`in_dropped`).
+pub struct LargeToRegistrar {
+    q: crossbeam_queue::ArrayQueue<Datagram<Vec<u8>>>,
+    /// The registration thread's queue, for its waker.
+    wake: Arc<MsgQueue>,
+}
+
+impl LargeToRegistrar {
+    pub fn new(depth: usize, wake: Arc<MsgQueue>) -> Arc<LargeToRegistrar> {
+        Arc::new(LargeToRegistrar {
+            q: crossbeam_queue::ArrayQueue::new(depth.max(1)),
+            wake,
+        })
+    }
+
+    /// Queue `d` and wake the registration thread; false when full.
+    pub fn push(&self, d: Datagram<Vec<u8>>) -> bool {
+        let ok = self.q.push(d).is_ok();
+        if ok {
+            self.wake.wake();
+        }
+        ok
+    }
+
+    pub fn pop(&self) -> Option<Datagram<Vec<u8>>> {
+        self.q.pop()
+    }
+}
+
+impl std::fmt::Debug for LargeToRegistrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LargeToRegistrar")
+            .field("waiting", &self.q.len())
+            .finish()
+    }
+}
+
 /// The core-side TCP: see the module doc. Built by [`CoreTcp::bind`], run by [`CoreTcp::run`].
 pub struct CoreTcp {
     cfg: CoreTcpConfig,
@@ -289,6 +329,8 @@ pub struct CoreTcp {
     by_dst: HashMap<SocketAddr, usize>,
     out: Arc<MsgQueue>,
     core_in: Vec<Arc<MsgQueue>>,
+    /// Where NOTIFYs too large for `core_in` go ([`LargeToRegistrar`]); none: they are lost.
+    large: Option<Arc<LargeToRegistrar>>,
     stats: Arc<CoreTcpStats>,
     last_sweep: Instant,
 }
@@ -326,10 +368,16 @@ impl CoreTcp {
             by_dst: HashMap::new(),
             out: out.clone(),
             core_in,
+            large: None,
             stats: Arc::new(CoreTcpStats::default()),
             last_sweep: Instant::now(),
         };
         Ok((t, out))
+    }
+
+    /// NOTIFYs larger than a worker's queue slot go to `large` (the registration thread's).
+    pub fn set_large(&mut self, large: Arc<LargeToRegistrar>) {
+        self.large = Some(large);
     }
 
     /// The address it listens on (the port the system chose for port 0).
@@ -634,7 +682,14 @@ impl CoreTcp {
                             dst: local,
                             payload: msg,
                         };
-                        if q.push(d).is_ok() {
+                        let large = self.large.as_ref().filter(|_| {
+                            msg.len() > crate::dataplane::MSG_MAX && msg.starts_with(b"NOTIFY ")
+                        });
+                        let queued = match large {
+                            Some(l) => l.push(d.with_payload(msg.to_vec())),
+                            None => q.push(d).is_ok(),
+                        };
+                        if queued {
                             bump(&self.stats.messages_in);
                         } else {
                             bump(&self.stats.in_dropped);
@@ -781,6 +836,51 @@ mod tests {
         assert_eq!(read_some(&mut peer, answer.len()), answer);
         let s = t.stats.snapshot();
         assert_eq!((s.messages_in, s.pings, s.opened), (1, 1, 0));
+    }
+
+    /// A NOTIFY too large for a worker's queue slot goes to the registration thread's queue
+    /// whole (the reg event's reginfo can pass 4 KB); another message that large is lost,
+    /// counted; a small NOTIFY goes to the workers as before.
+    #[test]
+    fn a_large_notify_goes_to_the_registration_thread() {
+        let core_in = MsgQueue::new(16, None);
+        let cfg = CoreTcpConfig {
+            max_connections: 4,
+            ..CoreTcpConfig::new("127.0.0.1:0".parse().unwrap())
+        };
+        let (mut t, _out) = CoreTcp::bind(cfg, vec![core_in.clone()], 16).unwrap();
+        let punt = MsgQueue::new(4, None);
+        let large = LargeToRegistrar::new(4, punt);
+        t.set_large(large.clone());
+        let at = t.local_addr().unwrap();
+        let mut peer = StdStream::connect(at).unwrap();
+        let body = "x".repeat(6000);
+        let msg = |method: &str, body: &str| {
+            format!(
+                "{method} sip:10.0.1.10:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKl\r\nCall-ID: l\r\nCSeq: 1 {method}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        for m in [
+            msg("NOTIFY", &body),
+            msg("MESSAGE", &body),
+            msg("NOTIFY", "hi"),
+        ] {
+            peer.write_all(m.as_bytes()).unwrap();
+        }
+        let mut got = None;
+        spin(&mut t, |t| {
+            got = got.take().or_else(|| large.pop());
+            got.is_some() && t.stats.snapshot().messages_in + t.stats.snapshot().in_dropped == 3
+        });
+        let big = got.unwrap();
+        assert_eq!(big.payload, msg("NOTIFY", &body).into_bytes());
+        assert_eq!(big.src, peer.local_addr().unwrap());
+        assert!(matches!(big.protection, Protection::CoreStream { .. }));
+        let small = core_in.pop().expect("the small NOTIFY, to a worker");
+        assert_eq!(small.bytes(), msg("NOTIFY", "hi").as_bytes());
+        let s = t.stats.snapshot();
+        assert_eq!((s.messages_in, s.in_dropped), (2, 1));
     }
 
     #[test]

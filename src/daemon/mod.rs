@@ -48,6 +48,10 @@ pub struct RunOptions {
 }
 
 /// Why `run` refuses a configuration with `dataplane.stateless_relay`.
+/// NOTIFYs too large for a worker's queue waiting for the registration thread at most (64 KiB
+/// each at most: the core TCP framer's bound).
+const LARGE_DEPTH: usize = 64;
+
 pub const STATELESS_RELAY_REFUSED: &str = "dataplane.stateless_relay relays unprotected requests \
 of unregistered UEs to the I-CSCF: for load tests only, never in a deployment; refusing to start \
 (the load tools pass --allow-stateless-relay)";
@@ -112,6 +116,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg.dataplane.punt_queue,
     )
     .map_err(|e| format!("core side: listening on TCP {listen}: {e}"))?;
+    // NOTIFYs too large for a worker's queue go straight to the registration thread
+    let large = core_tcp::LargeToRegistrar::new(LARGE_DEPTH, punt.clone());
+    core_tcp.set_large(large.clone());
     let core_tcp_stats = core_tcp.stats();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,7 +189,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg,
         &mut registrar,
         &mut poll,
-        (&punt, &dialog_events),
+        (&punt, &dialog_events, &large),
         &injects,
         &control_text,
     )?;

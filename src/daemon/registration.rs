@@ -26,6 +26,8 @@ const DNS: mio::Token = mio::Token(1);
 pub const PASS_BUDGET: [usize; 3] = [256, 128, 64];
 /// Dialog events one pass takes at most (each is a hash-map update: cheap next to a REGISTER).
 pub const DIALOG_BUDGET: usize = 1024;
+/// Large NOTIFYs (`core_tcp::LargeToRegistrar`) one pass takes at most.
+const LARGE_BUDGET: usize = 16;
 /// DNS datagrams one pass reads at most.
 const DNS_BUDGET: usize = 64;
 /// How often the registration thread's counters are renewed for Prometheus.
@@ -135,7 +137,7 @@ pub(super) fn serve(
     cfg: &Config,
     registrar: &mut Registrar,
     poll: &mut mio::Poll,
-    (punt, dialog_events): (&MsgQueue, &MsgQueue),
+    (punt, dialog_events, large): (&MsgQueue, &MsgQueue, &super::core_tcp::LargeToRegistrar),
     injects: &[Arc<MsgQueue>],
     control_text: &Mutex<String>,
 ) -> std::io::Result<LoopCounts> {
@@ -197,6 +199,14 @@ pub(super) fn serve(
         backlog |= left;
         let (_, left) = dialog_pass(dialog_events, registrar, now);
         backlog |= left;
+        // NOTIFYs from the core too large for a worker (core TCP: LargeToRegistrar)
+        for _ in 0..LARGE_BUDGET {
+            let Some(d) = large.pop() else {
+                break;
+            };
+            punts += 1;
+            registrar.handle_message(d.borrowed(), now);
+        }
         while let Some((server, q)) = registrar.poll_dns_query() {
             if let Some(s) = dns_sock.as_ref() {
                 // a lost query is sent again by the resolver's timer

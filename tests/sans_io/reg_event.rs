@@ -688,3 +688,43 @@ fn a_registration_during_the_removal_of_the_last_subscription_gets_a_new_one() {
     accept(&mut w, &fresh, 4200);
     assert_eq!(w.reg.subscriptions(), 1);
 }
+
+/// A NOTIFY larger than a worker's queue slot (an implicit set whose contacts carry their
+/// feature tags; core TCP hands it to the registration thread whole) is applied like any
+/// other; one of that size for someone else is not ours to answer.
+#[test]
+fn a_large_notify_on_a_connection_is_applied() {
+    let (mut w, c, sub) = registered();
+    accept(&mut w, &sub, 4200);
+    let tags: String = (0..60)
+        .map(|i| format!("<unknown-param name=\"+g.3gpp.feature-{i}\">\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"</unknown-param>"))
+        .collect();
+    let body = format!(
+        "<?xml version=\"1.0\"?>\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"0\" state=\"full\">\n\
+         <registration aor=\"sip:001010000000001@ims.test\" id=\"a\" state=\"terminated\">\
+         <contact id=\"c\" state=\"terminated\" event=\"deactivated\"><uri>{UE_CONTACT}</uri>{tags}</contact></registration>\n\
+         <registration aor=\"tel:+15551230001\" id=\"b\" state=\"active\">\
+         <contact id=\"d\" state=\"active\" event=\"registered\"><uri>{UE_CONTACT}</uri>{tags}</contact></registration>\n\
+         </reginfo>\n"
+    );
+    assert!(body.len() > 8000, "{}", body.len());
+    let n = notify(&sub, 1, "active", XML, &body);
+    let conn = Protection::CoreStream { conn: 0x2_0003 };
+    let out = w.feed(Side::Core, conn, "10.0.1.30:40222", CORE, &n);
+    assert_eq!(out.len(), 1);
+    assert_eq!((status(&out[0]), out[0].protection), (200, conn));
+    assert_eq!(
+        asserted(&w, &c),
+        Some(vec!["<tel:+15551230001>".into(), "tel:+15551230001".into()])
+    );
+    // the same for a UE's contact (not us): nothing sent, nothing changed
+    let other = String::from_utf8(n).unwrap().replacen(
+        "NOTIFY sip:10.0.1.10:5060 ",
+        "NOTIFY sip:001010000000001@10.46.0.6:7005 ",
+        1,
+    );
+    assert!(
+        w.feed(Side::Core, conn, "10.0.1.30:40222", CORE, other.as_bytes())
+            .is_empty()
+    );
+}

@@ -47,8 +47,32 @@ fn wait_metric(lab: &Lab, event: &str, n: u64, limit: Duration) -> bool {
 
 #[test]
 fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
+    network_deregistration_through_sipp(false);
+}
+
+/// The same with the core over TCP (SIPp `-t t1`, its Service-Route `;transport=tcp`): the
+/// SUBSCRIBE and the UE's MESSAGEs go on our connection to the S-CSCF, its NOTIFYs come back on
+/// it, the second larger than a worker's 4 KB queue slot (handed to the registration thread
+/// whole by core TCP).
+#[test]
+fn the_network_deregisters_a_ue_through_notifies_from_sipp_over_tcp() {
+    network_deregistration_through_sipp(true);
+}
+
+/// `n` RFC 3680 `unknown-param` elements (a contact's feature tags), about 100 bytes each.
+fn padding(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!("<unknown-param name=\"+g.3gpp.tag{i:02}\">\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"</unknown-param>")
+        })
+        .collect()
+}
+
+fn network_deregistration_through_sipp(tcp: bool) {
     require_sipp();
-    let lab = Lab::new("psrev", "n").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let tag = if tcp { "t" } else { "n" };
+    let transport = if tcp { "tcp" } else { "udp" };
+    let lab = Lab::new("psrev", tag).unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
     ip(&[
         "-n",
         &lab.core,
@@ -60,21 +84,22 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
     ])
     .unwrap();
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n[stats]\nprometheus = \"127.0.0.1:{METRICS_PORT}\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\nicscf_transport = \"{transport}\"\nmax_udp_request = 65535\nhostname = \"{HOSTNAME}\"\n[ipsec]\nalgorithms = [\"hmac-sha-1-96/aes-cbc\"]\n[dataplane]\nbackend = \"xdp\"\nworkers = [0]\nring_size = 512\nframes = 2048\n[stats]\nprometheus = \"127.0.0.1:{METRICS_PORT}\"\n",
         lab.pcscf_ue_if, lab.pcscf_ue_addr, lab.pcscf_core_if, lab.pcscf_core_addr, lab.core_addr
     );
-    let pcscf = start_pcscf(&lab, "sipprev", &cfg);
+    let pcscf = start_pcscf(&lab, &format!("sipprev{tag}"), &cfg);
 
     let mut hss = test_hss();
     let av = hss.next_vector(&[0x31; 16]).unwrap();
-    let dir = work_dir("regevent");
+    let dir = work_dir(&format!("regevent{tag}"));
+    let over_tcp: &[&str] = if tcp { &["-t", "t1"] } else { &[] };
     let registrar = start_scscf_keyed(
         &lab,
         &dir,
         HOSTNAME,
         (1, 30),
         &av,
-        &[],
+        over_tcp,
         &[
             ("sr_host", SCSCF),
             (
@@ -92,7 +117,10 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         &dir,
     );
     // the subscription, and the UE's two MESSAGEs that reach it
-    let args: Vec<String> = [
+    // the second NOTIFY: over 1300 bytes as a datagram (one packet still: the link's MTU is
+    // 1500), over 4 KB on the connection
+    let pad = padding(if tcp { 60 } else { 7 });
+    let mut args: Vec<String> = [
         "-i",
         SCSCF,
         "-p",
@@ -102,9 +130,13 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         "-timeout",
         "40",
         "-timeout_error",
+        "-key",
+        "padding",
+        &pad,
     ]
     .map(String::from)
     .to_vec();
+    args.extend(over_tcp.iter().map(|a| a.to_string()));
     let scscf = start_sipp(&lab.core, &dir, &sf, &args);
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -207,5 +239,20 @@ fn the_network_deregisters_a_ue_through_notifies_from_sipp() {
         "{}",
         all()
     );
+    // the NOTIFYs' sizes as SIPp sent them, and how they came
+    let sizes: Vec<usize> = trace(&scscf_out.messages)
+        .into_iter()
+        .filter(|t| !t.received && t.text.starts_with("NOTIFY "))
+        .map(|t| t.text.len())
+        .collect();
+    assert_eq!(sizes.len(), 3, "{}", all());
+    assert!(sizes[1] > if tcp { 4096 } else { 1300 }, "{sizes:?}");
+    if tcp {
+        assert!(report.contains("tcp with the core: "), "{}", all());
+        assert!(scscf_out.messages.contains("TCP message sent"), "{}", all());
+    } else {
+        assert!(sizes[1] <= 1500 - 28, "one datagram at MTU 1500: {sizes:?}");
+        assert!(!report.contains("tcp with the core"), "{}", all());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
