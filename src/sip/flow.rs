@@ -23,7 +23,7 @@
 //! - the **role**: which of our two entries carries it (the UE-facing or the core-facing one,
 //!   RFC 5658 double Record-Routing), so one cannot pass for the other and a Route set in the
 //!   wrong order for the side it came from is refused;
-//! - a **tag**: the first 64 bits of HMAC-SHA-256 (RFC 2104) under a per-process random key,
+//! - a **tag**: SipHash-2-4 (64 bits; a PRF made for short inputs) under a per-process random key,
 //!   over a domain label, the role, the binding, the address family and the address (16 bytes,
 //!   IPv4 mapped), compared in constant time. Ports and SPIs are not in it (they change under
 //!   a call), nor is the dialog (a UE's token for one of its dialogs gains it nothing in
