@@ -32,17 +32,13 @@ use crate::dataplane::{Datagram, Protection};
 use crate::io::Side;
 use crate::sip::headers::{NameAddr, Via};
 use crate::sip::reginfo::{self, RegInfo, VersionError, Versions};
-use crate::sip::{HeaderName, Message, View};
+// a SUBSCRIBE over UDP is sent again after T1, 2·T1, … at most T2 apart, until Timer F
+use crate::sip::{HeaderName, Message, T1, T2, TIMER_F, View};
 
 use crate::sip::rules::SUBSCRIBE_BRANCH;
 /// A subscription asks for this much longer than the registration it watches (TS 24.229
 /// §5.2.3: "higher than the registration expiration interval").
 pub const EXTRA_EXPIRES: u32 = 600;
-/// RFC 3261 §17.1.1.1 T1 and T2, and Timer F (64*T1): a SUBSCRIBE over UDP is sent again
-/// after T1, 2*T1, … at most T2 apart, until F.
-const T1: Duration = Duration::from_millis(500);
-const T2: Duration = Duration::from_secs(4);
-const TIMER_F: Duration = Duration::from_secs(32);
 /// A failed subscription is tried again after this, doubled per failure up to [`RETRY_MAX`]
 /// (the S-CSCF may be restarting: no storm of SUBSCRIBEs at it).
 pub const RETRY_MIN: Duration = Duration::from_secs(30);

@@ -72,7 +72,7 @@ pub const MAX_TEMPORARY: usize = 4;
 const LINGER: Duration = Duration::from_secs(2);
 /// 64*T1 (RFC 3261 §17.1.1.2 Timer B, §17.2.1 Timer J): how long a transaction waits for the
 /// core's answer, and how long its answer is kept for retransmissions.
-const TRANSACTION_LIFE: Duration = Duration::from_secs(32);
+const TRANSACTION_LIFE: Duration = crate::sip::TIMER_F;
 
 /// A transaction as the UE names it: (Call-ID, CSeq number).
 type Txn = (Vec<u8>, u64);
@@ -348,12 +348,9 @@ struct Binding {
     /// (TS 33.203 §7.4), so no message in flight is lost across the switch.
     old: Option<Box<SaSet>>,
     /// What the workers were given at the last 200 (asserted identity, Service-Route as a
-    /// Route value, next hop), shared with the SA entries: the registration's state is kept
-    /// once, not again as lists here.
+    /// Route value, next hop, the registered IMPUs), shared with the SA entries: the
+    /// registration's state is kept once, not again as lists here.
     reg: Option<Arc<Registration>>,
-    /// P-Associated-URI entries after the first (the default IMPU, in `reg`), '\n'-separated;
-    /// usually empty.
-    other_impus: Box<[u8]>,
     /// The Contact URI the UE registered (a de-registration on its behalf names it).
     contact: Box<[u8]>,
 }
@@ -367,7 +364,6 @@ impl Binding {
             current: None,
             old: None,
             reg: None,
-            other_impus: Box::default(),
             contact: Box::default(),
         }
     }
@@ -599,11 +595,7 @@ impl Registrar {
     fn configured(&self, addr: SocketAddr) -> super::dns::Target {
         super::dns::Target {
             addr,
-            transport: if self.cfg.icscf_tcp {
-                crate::sip::Transport::Tcp
-            } else {
-                crate::sip::Transport::Udp
-            },
+            transport: crate::sip::Transport::tcp_if(self.cfg.icscf_tcp),
         }
     }
 
@@ -735,38 +727,30 @@ impl Registrar {
             self.stats.malformed += 1;
             return;
         };
+        // answers to what this thread sent itself (rules::ControlBranch): never relayed
         if let Some(code) = m.view().status()
-            && rules::top_via_is_release(m.view())
+            && let Some(ours) = rules::control_branch(m.view())
         {
-            // an answer to a BYE of a release: counted, nothing more to do
-            let branch = m
-                .view()
-                .values(HeaderName::Via)
-                .next()
-                .and_then(crate::sip::headers::Via::parse)
-                .and_then(|v| v.branch())
-                .unwrap_or_default();
-            self.dialogs.on_release_answer(branch, code);
-            return;
-        }
-        if let Some(code) = m.view().status()
-            && rules::top_via_is_pcscf_dereg(m.view())
-        {
-            // an answer to a de-registration we sent ourselves: counted, nothing to relay
-            if code >= 200 {
-                if (200..300).contains(&code) {
-                    self.stats.pcscf_dereg_answered += 1;
-                } else {
-                    self.stats.pcscf_dereg_refused += 1;
-                    crate::control::log::warn(format_args!(
-                        "the core answered {code} to a de-registration of ours (from {src})"
-                    ));
+            match (ours, side) {
+                (rules::ControlBranch::Release, _) => {
+                    // a BYE of a release, answered by either side: counted
+                    let branch = m
+                        .view()
+                        .values(HeaderName::Via)
+                        .next()
+                        .and_then(crate::sip::headers::Via::parse)
+                        .and_then(|v| v.branch())
+                        .unwrap_or_default();
+                    self.dialogs.on_release_answer(branch, code);
                 }
+                (rules::ControlBranch::Subscription, Side::Core) => {
+                    self.regevent.handle_response(m.view(), src, now);
+                }
+                (rules::ControlBranch::Deregistration, Side::Core) => {
+                    self.on_deregistration_answer(code, src);
+                }
+                _ => self.stats.unknown_transaction += 1,
             }
-            return;
-        }
-        if m.view().status().is_some() && rules::top_via_is_subscription(m.view()) {
-            self.regevent.handle_response(m.view(), src, now);
             return;
         }
         match (side, m.view().method()) {
@@ -1189,9 +1173,7 @@ impl Registrar {
             Some(id) => id,
             None => self.binding_for(info.impi, r.now),
         };
-        // Unique per transaction (RFC 3261 §8.1.1.7): a counter scrambled by a per-process key.
-        self.branch_seq += 1;
-        let branch = (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let branch = self.next_branch();
         let (mut f, s, e) = framed(r.m.buf);
         let Ok(mut ed) = Editor::new(&mut f, s, e) else {
             self.stats.malformed += 1;
@@ -1723,33 +1705,15 @@ impl Registrar {
         let reg = (expires > 0 && !impus.is_empty())
             .then(|| Arc::new(registration(impus, routes, fallback)));
         if expires == 0 {
-            let next_hop = self
-                .bindings
-                .get(&p.binding)
-                .and_then(|b| b.reg.as_ref())
-                .map(|r| (r.next_hop, r.next_hop_tcp));
-            self.release_dialogs(p.binding, next_hop);
-            // RFC 6665 §4.1.2.3: the subscription goes with the registration
-            self.regevent.end(p.binding, true, now, &mut self.transmits);
+            // calls released, identity off every set, sets ending, subscription removed
+            // (RFC 6665 §4.1.2.3: it goes with the registration)
+            self.end_registration(p.binding, now);
         }
-        let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&p.binding) {
             if let Some(c) = &p.contact {
                 b.contact = c.as_slice().into();
             }
-            b.other_impus = impus.get(1..).unwrap_or_default().join(&b'\n').into();
             b.reg = reg.clone();
-            if expires == 0 {
-                let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
-                for set in b.temporary.iter_mut().chain(later) {
-                    set.expires = set.expires.min(now + LINGER);
-                    ending.push((set.expires, set.spi_pc));
-                }
-            }
-        }
-        for (at, spi) in ending {
-            let binding = p.binding;
-            self.arm(at, Timer::Set { binding, spi });
         }
         let sets: Vec<(u32, u32, bool)> = self
             .bindings
@@ -1786,10 +1750,7 @@ impl Registrar {
             for spi in [spi_pc, spi_ps] {
                 if current {
                     let _ = self.sas.set_inbound_state(spi, SetState::New);
-                }
-                if current || expires == 0 {
-                    let r = if current { reg.clone() } else { None };
-                    let _ = self.sas.set_inbound_registration(spi, r);
+                    let _ = self.sas.set_inbound_registration(spi, reg.clone());
                 }
             }
         }
@@ -1798,6 +1759,29 @@ impl Registrar {
         } else {
             self.stats.registered += 1;
         }
+    }
+
+    /// The core's answer to a de-registration we sent on a UE's behalf
+    /// ([`Registrar::deregister`]): counted, nothing to relay.
+    fn on_deregistration_answer(&mut self, code: u16, from: SocketAddr) {
+        if code < 200 {
+            return;
+        }
+        if (200..300).contains(&code) {
+            self.stats.pcscf_dereg_answered += 1;
+        } else {
+            self.stats.pcscf_dereg_refused += 1;
+            crate::control::log::warn(format_args!(
+                "the core answered {code} to a de-registration of ours (from {from})"
+            ));
+        }
+    }
+
+    /// A branch of ours, unique per transaction (RFC 3261 §8.1.1.7): a counter scrambled by a
+    /// per-process key.
+    fn next_branch(&mut self) -> u64 {
+        self.branch_seq += 1;
+        (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 
     /// After a 200 that registered `binding`: its reg event subscription (TS 24.229 §5.2.3),
@@ -1935,7 +1919,6 @@ impl Registrar {
         let mut spis = Vec::new();
         if let Some(b) = self.bindings.get_mut(&binding) {
             b.reg = Some(next.clone());
-            b.other_impus = impus[1..].join(&b'\n').into();
             let sets = b.current.iter().chain(b.old.iter());
             spis.extend(sets.flat_map(|s| [s.spi_pc, s.spi_ps]));
         }
@@ -1960,9 +1943,10 @@ impl Registrar {
         self.end_registration(binding, now);
     }
 
-    /// `binding`'s registration ends here (the network's word, or ours): its calls are
-    /// released, no identity is asserted for it from now on, its SA sets go after
-    /// [`LINGER`] and its reg event subscription is removed.
+    /// `binding`'s registration ends here (the UE's de-registration, the network's word, or
+    /// ours): its calls are released, no identity is asserted for it from now on, its SA sets
+    /// go after [`LINGER`] (time for the last answers over them) and its reg event
+    /// subscription is removed.
     fn end_registration(&mut self, binding: u64, now: Instant) {
         let next_hop = self
             .bindings
@@ -1973,7 +1957,6 @@ impl Registrar {
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&binding) {
             b.reg = None;
-            b.other_impus = Box::default();
             let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
             for set in b.temporary.iter_mut().chain(later) {
                 set.expires = set.expires.min(now + LINGER);
@@ -2040,15 +2023,10 @@ impl Registrar {
             super::dns::Lookup::Ready(t) => t,
             _ => super::dns::Target {
                 addr: reg.next_hop,
-                transport: if reg.next_hop_tcp {
-                    crate::sip::Transport::Tcp
-                } else {
-                    crate::sip::Transport::Udp
-                },
+                transport: crate::sip::Transport::tcp_if(reg.next_hop_tcp),
             },
         };
-        self.branch_seq += 1;
-        let id = (self.branch_seq ^ self.branch_key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let id = self.next_branch();
         let tcp = target.transport == crate::sip::Transport::Tcp;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let msg = format!(
@@ -2059,7 +2037,7 @@ impl Registrar {
              uri=\"sip:{home}\",nonce=\"\",response=\"\",integrity-protected=\"yes\"\r\n\
              Path: <{}>\r\nRequire: path\r\nSupported: path\r\nP-Visited-Network-ID: {}\r\n\
              P-Charging-Vector: icid-value={:016x};orig-ioi={}\r\nContent-Length: 0\r\n\r\n",
-            if tcp { "TCP" } else { "UDP" },
+            String::from_utf8_lossy(target.transport.as_via()),
             self.cfg.via_sent_by,
             String::from_utf8_lossy(rules::PCSCF_DEREG_BRANCH),
             self.cfg.core.ip(),
@@ -2503,7 +2481,8 @@ impl Registrar {
         let mut impus = Vec::new();
         let mut service_route = Vec::new();
         if let Some(r) = &b.reg {
-            impus.push(unbracket(r.pai()));
+            // the default first: the one asserted
+            impus = r.impus().map(<[u8]>::to_vec).collect();
             // we wrote the Route value as "<uri>, <uri>"
             service_route = r
                 .route()
@@ -2512,12 +2491,6 @@ impl Registrar {
                 .filter(|x| !x.is_empty())
                 .collect();
         }
-        impus.extend(
-            b.other_impus
-                .split(|&c| c == b'\n')
-                .filter(|x| !x.is_empty())
-                .map(<[u8]>::to_vec),
-        );
         Some(RegistrationView {
             impi,
             impus,

@@ -671,7 +671,7 @@ impl Pipeline {
         if !idx.is_request() {
             // the UE answering a BYE of a release (control::dialogs): the registration
             // thread's, over the protected lane that its REGISTERs take
-            if rules::top_via_is_release(view) {
+            if rules::control_branch(view) == Some(rules::ControlBranch::Release) {
                 return self.punt(frame, &m);
             }
             // the UE answering a request the core sent it (request_to_ue): back to the core
@@ -932,9 +932,7 @@ impl Pipeline {
         // the registration thread's branches have their own format and check: its REGISTERs',
         // the BYEs of a release (control::dialogs) and its SUBSCRIBEs (control::regevent)
         // (looked at only for a branch not in the workers' format: off the relay path)
-        let control_branch =
-            || rules::top_via_is_release(view) || rules::top_via_is_subscription(view);
-        if is_register || (ours.is_none() && control_branch()) {
+        if is_register || (ours.is_none() && rules::control_branch(view).is_some()) {
             return self.punt(frame, &m);
         }
         let Some(branch) = ours else {

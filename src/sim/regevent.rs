@@ -21,10 +21,8 @@ pub const PENDING_MAX: usize = 100_000;
 /// Expires.
 pub const DEFAULT_EXPIRES: u32 = 3761;
 
-/// RFC 3261 §17.1.2.2: timer E starts at T1 and doubles up to T2; timer F is 64·T1.
-const T1: Duration = Duration::from_millis(500);
-const T2: Duration = Duration::from_secs(4);
-const TIMER_F: Duration = Duration::from_secs(32);
+// RFC 3261 §17.1.2.2: timer E starts at T1 and doubles up to T2; timer F is 64·T1.
+use crate::sip::{T1, T2, TIMER_F};
 
 /// The `event` attribute of a contact whose registration the network ends (RFC 3680 §5.1:
 /// `deactivated`, `probation`, `rejected`, `expired`; `unregistered` when the UE de-registers

@@ -57,5 +57,5 @@ pub use edit::{EditError, Editor, Keep};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
 pub use stream::{Frame, FrameError, Framer};
-pub use transport::Transport;
+pub use transport::{T1, T2, TIMER_F, Transport};
 pub use write::Writer;

@@ -40,10 +40,9 @@ pub use relay::{
     stateless_branch, strip_charging, uri_wants_tcp,
 };
 pub use reply::{
-    ALLOW_TO_US, PCSCF_DEREG_BRANCH, RELEASE_BRANCH, SUBSCRIBE_BRANCH, answer_to_us,
-    assert_identity, build_reject, build_response, is_final_to_invite, pop_top_via, reply_port,
-    response_next_hop, top_via_is_pcscf_dereg, top_via_is_release, top_via_is_subscription,
-    top_via_ours, top_via_port, top_via_sent_by, via_count,
+    ALLOW_TO_US, ControlBranch, PCSCF_DEREG_BRANCH, RELEASE_BRANCH, SUBSCRIBE_BRANCH, answer_to_us,
+    assert_identity, build_reject, build_response, control_branch, is_final_to_invite, pop_top_via,
+    reply_port, response_next_hop, top_via_ours, top_via_port, top_via_sent_by, via_count,
 };
 
 use super::own::OwnUris;

@@ -171,33 +171,34 @@ pub fn is_final_to_invite(v: View<'_>) -> bool {
 /// of the workers' ([`Branch::parse`] refuses it).
 pub const SUBSCRIBE_BRANCH: &[u8] = b"z9hG4bK-sub-";
 
-/// Whether the top Via of a message carries a branch starting with `prefix`.
-fn top_branch_starts_with(v: View<'_>, prefix: &[u8]) -> bool {
-    v.values(HeaderName::Via)
-        .next()
-        .and_then(Via::parse)
-        .and_then(|via| via.branch())
-        .is_some_and(|b| b.starts_with(prefix))
-}
-
 /// The branch prefix of the de-registrations the registration thread sends on a UE's behalf
 /// (`control::registrar`, P-CSCF-initiated): their answers are its own, never relayed.
 pub const PCSCF_DEREG_BRANCH: &[u8] = b"z9hG4bK-dreg-";
 
-/// Whether the top Via of a response carries a de-registration branch of ours
-/// ([`PCSCF_DEREG_BRANCH`]).
-pub fn top_via_is_pcscf_dereg(v: View<'_>) -> bool {
-    top_branch_starts_with(v, PCSCF_DEREG_BRANCH)
+/// The registration thread's own branch formats (the Via of the requests it sends itself):
+/// the workers hand the answers that carry one to it, never relay them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlBranch {
+    /// A BYE or CANCEL of a release ([`RELEASE_BRANCH`]).
+    Release,
+    /// A reg event SUBSCRIBE ([`SUBSCRIBE_BRANCH`]).
+    Subscription,
+    /// A de-registration on a UE's behalf ([`PCSCF_DEREG_BRANCH`]).
+    Deregistration,
 }
 
-/// Whether the top Via of a response carries a subscription branch ([`SUBSCRIBE_BRANCH`]).
-pub fn top_via_is_subscription(v: View<'_>) -> bool {
-    top_branch_starts_with(v, SUBSCRIBE_BRANCH)
-}
-
-/// Whether the top Via of a response carries a release branch ([`RELEASE_BRANCH`]).
-pub fn top_via_is_release(v: View<'_>) -> bool {
-    top_branch_starts_with(v, RELEASE_BRANCH)
+/// Which of the [`ControlBranch`] formats the top Via of a message carries, if any.
+pub fn control_branch(v: View<'_>) -> Option<ControlBranch> {
+    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let branch = via.branch()?;
+    [
+        (RELEASE_BRANCH, ControlBranch::Release),
+        (SUBSCRIBE_BRANCH, ControlBranch::Subscription),
+        (PCSCF_DEREG_BRANCH, ControlBranch::Deregistration),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| branch.starts_with(prefix))
+    .map(|(_, c)| c)
 }
 
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
