@@ -390,6 +390,7 @@ mod stage {
             PAI,
             ROUTE,
             b"0123456789abcdef0123456789abcdef",
+            &mut [0u8; 4096],
         )
         .unwrap();
         ed.range()

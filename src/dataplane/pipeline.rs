@@ -751,12 +751,23 @@ impl Pipeline {
             },
             core_side: self.cfg.via_sent_by.as_bytes(),
         };
+        // the header block is rebuilt in the scratch buffer (free between answers)
+        let mut scratch = core::mem::take(&mut self.scratch);
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
         let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
-        if rules::rewrite_protected_request(&mut ed, &me, m.src, &branch, pai, reg.route(), icid)
-            .is_err()
-        {
+        let rewritten = rules::rewrite_protected_request(
+            &mut ed,
+            &me,
+            m.src,
+            &branch,
+            pai,
+            reg.route(),
+            icid,
+            &mut scratch,
+        );
+        self.scratch = scratch;
+        if rewritten.is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }
         // TS 24.229 §5.2.6.3.3 [spec-m]: the P-CSCF record-routes a dialog it takes part in;

@@ -417,4 +417,291 @@ impl<'b> Editor<'b> {
     pub fn header(&self, i: usize) -> Option<Header> {
         self.idx.headers().get(i).copied()
     }
+
+    /// Start writing the header block anew into `scratch` ([`Rebuild`]): for a rewrite that
+    /// touches many headers, one pass and one copy instead of a splice per edit.
+    pub fn rebuild<'e>(&'e mut self, scratch: &'e mut [u8]) -> Rebuild<'e, 'b> {
+        let first = match self.idx.headers().first() {
+            Some(h) => h.line.start,
+            None => self.idx.headers_end,
+        };
+        let mut rb = Rebuild {
+            ed: self,
+            out: scratch,
+            len: 0,
+            heads: [EMPTY; MAX_HEADERS],
+            n: 0,
+            failed: None,
+            pending: Span::default(),
+        };
+        let start = rb.ed.idx.msg_start;
+        rb.copy_old(Span { start, end: first });
+        rb
+    }
+}
+
+const EMPTY: Header = Header {
+    name: HeaderName::Other,
+    line: Span { start: 0, end: 0 },
+    name_end: 0,
+    value: Span { start: 0, end: 0 },
+};
+
+/// A header block being written anew ([`Editor::rebuild`]): the start line as it was, then
+/// the lines the caller emits in order — old ones kept or edited, new ones — while the index
+/// entries are recorded as they are written (no rescan). Every header not emitted is gone.
+/// [`finish`](Rebuild::finish) puts the new block in place of the old, leaving the body where
+/// it is when the headroom allows; until then the frame is untouched, so a rebuild that fails
+/// (no room, too many headers) or is dropped leaves the message as it was.
+pub struct Rebuild<'e, 'b> {
+    ed: &'e mut Editor<'b>,
+    out: &'e mut [u8],
+    len: usize,
+    /// The new entries, positions relative to `out`.
+    heads: [Header; MAX_HEADERS],
+    n: usize,
+    failed: Option<EditError>,
+    /// Old bytes already counted in `len` but not yet copied: runs of kept lines go in one
+    /// copy (`(old start, old end)`; empty when none).
+    pending: Span,
+}
+
+impl fmt::Debug for Rebuild<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rebuild")
+            .field("written", &self.len)
+            .field("headers", &self.n)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Rebuild<'_, '_> {
+    /// The message being rebuilt, as it was.
+    pub fn view(&self) -> View<'_> {
+        self.ed.view()
+    }
+
+    fn fail(&mut self, e: EditError) {
+        self.failed.get_or_insert(e);
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        self.flush();
+        match self.out.get_mut(self.len..self.len + b.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(b);
+                self.len += b.len();
+            }
+            None => self.fail(EditError::NoRoom),
+        }
+    }
+
+    /// Copy old bytes `s` of the frame (after any pending run).
+    fn copy_old(&mut self, s: Span) {
+        self.flush();
+        self.defer_old(s);
+        self.flush();
+    }
+
+    /// Count old bytes `s` as written, copying them later with the run they extend.
+    fn defer_old(&mut self, s: Span) {
+        if self.pending.is_empty() {
+            self.pending = s;
+        } else if self.pending.end == s.start {
+            self.pending.end = s.end;
+        } else {
+            self.flush();
+            self.pending = s;
+        }
+        self.len += s.len();
+    }
+
+    /// Copy the pending run of old bytes, which ends at `len`.
+    fn flush(&mut self) {
+        let run = core::mem::take(&mut self.pending);
+        if run.is_empty() {
+            return;
+        }
+        let at = self.len - run.len();
+        match self.out.get_mut(at..self.len) {
+            Some(dst) => dst.copy_from_slice(&self.ed.buf[run.range()]),
+            None => self.fail(EditError::NoRoom),
+        }
+    }
+
+    /// Record a header line written from `line_start` to here, its name ending at `name_end`
+    /// and its value between `vs` and `ve` (trimmed here: a part may bring whitespace).
+    fn record(
+        &mut self,
+        name: HeaderName,
+        line_start: usize,
+        name_end: usize,
+        vs: usize,
+        ve: usize,
+    ) {
+        self.flush();
+        if self.failed.is_some() {
+            return;
+        }
+        if self.n == MAX_HEADERS {
+            return self.fail(EditError::TooManyHeaders);
+        }
+        let (mut vs, mut ve) = (vs, ve);
+        while vs < ve && lex::is_ws(self.out[vs]) {
+            vs += 1;
+        }
+        while ve > vs && lex::is_ws(self.out[ve - 1]) {
+            ve -= 1;
+        }
+        self.heads[self.n] = Header {
+            name,
+            line: Span::new(line_start, self.len),
+            name_end: name_end as u32,
+            value: Span::new(vs, ve),
+        };
+        self.n += 1;
+    }
+
+    /// Old header `i`, as it was.
+    pub fn keep(&mut self, i: usize) {
+        let Some(h) = self.ed.header(i) else {
+            return self.fail(EditError::BadTarget);
+        };
+        let at = self.len;
+        self.defer_old(h.line);
+        let rel = |p: u32| at + (p - h.line.start) as usize;
+        if self.failed.is_none() {
+            self.heads_push(Header {
+                name: h.name,
+                line: Span::new(at, self.len),
+                name_end: rel(h.name_end) as u32,
+                value: Span::new(rel(h.value.start), rel(h.value.end)),
+            });
+        }
+    }
+
+    fn heads_push(&mut self, h: Header) {
+        if self.n == MAX_HEADERS {
+            return self.fail(EditError::TooManyHeaders);
+        }
+        self.heads[self.n] = h;
+        self.n += 1;
+    }
+
+    /// Old header `i` with `span` (inside its value, or the whole value) replaced by `parts`.
+    pub fn edit(&mut self, i: usize, span: Span, parts: &[&[u8]]) {
+        let Some(h) = self.ed.header(i) else {
+            return self.fail(EditError::BadTarget);
+        };
+        if span.start < h.value.start || span.end > h.value.end || span.start > span.end {
+            return self.fail(EditError::BadTarget);
+        }
+        let at = self.len;
+        self.defer_old(Span {
+            start: h.line.start,
+            end: h.value.start,
+        });
+        let vs = self.len;
+        self.defer_old(Span {
+            start: h.value.start,
+            end: span.start,
+        });
+        for p in parts {
+            self.put(p);
+        }
+        self.defer_old(Span {
+            start: span.end,
+            end: h.value.end,
+        });
+        let ve = self.len;
+        self.defer_old(Span {
+            start: h.value.end,
+            end: h.line.end,
+        });
+        let name_end = at + (h.name_end - h.line.start) as usize;
+        self.record(h.name, at, name_end, vs, ve);
+    }
+
+    /// A new line `Name: parts`.
+    pub fn line(&mut self, name: HeaderName, parts: &[&[u8]]) {
+        let at = self.len;
+        self.put(name.as_str().as_bytes());
+        let name_end = self.len;
+        self.put(b": ");
+        let vs = self.len;
+        for p in parts {
+            self.put(p);
+        }
+        let ve = self.len;
+        self.put(b"\r\n");
+        self.record(name, at, name_end, vs, ve);
+    }
+
+    /// Put the new header block in place of the old one. The body stays where it is when the
+    /// headroom takes the new block, else it moves toward the tailroom; either way the room the
+    /// editor keeps for the lower layers is left free.
+    pub fn finish(mut self) -> Result<(), EditError> {
+        let (old_start, headers_end, body) = {
+            let idx = &self.ed.idx;
+            (idx.msg_start, idx.headers_end, idx.body)
+        };
+        let head_end = self.len;
+        self.copy_old(Span {
+            start: headers_end,
+            end: body.start,
+        });
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let len = self.len;
+        let ed = &mut *self.ed;
+        let keep = ed.keep;
+        let frame = ed.buf.len();
+        let (bs, be) = (body.start as usize, body.end as usize);
+        // the new block ends where the body starts, if the headroom allows; else it starts at
+        // the first byte the lower layers leave us and the body moves up behind it
+        let start = match bs.checked_sub(len) {
+            Some(s) if s >= keep.head => s,
+            _ => keep.head,
+        };
+        let new_bs = start + len;
+        if new_bs + (be - bs) + keep.tail > frame {
+            return Err(EditError::NoRoom);
+        }
+        if new_bs != bs {
+            ed.buf.copy_within(bs..be, new_bs);
+        }
+        ed.buf[start..new_bs].copy_from_slice(&self.out[..len]);
+        // the index: the start line moved by `start - old_start`, the entries by `start`
+        let delta = start as isize - old_start as isize;
+        let sh = |s: &mut Span, d: isize| {
+            s.start = (s.start as isize + d) as u32;
+            s.end = (s.end as isize + d) as u32;
+        };
+        let idx = &mut ed.idx;
+        match &mut idx.start_line {
+            msg::StartLine::Request {
+                method,
+                uri,
+                version,
+            } => {
+                for s in [method, uri, version] {
+                    sh(s, delta);
+                }
+            }
+            msg::StartLine::Response {
+                version, reason, ..
+            } => {
+                for s in [version, reason] {
+                    sh(s, delta);
+                }
+            }
+        }
+        idx.set_headers(&self.heads[..self.n], start as u32);
+        idx.msg_start = start as u32;
+        idx.headers_end = (start + head_end) as u32;
+        idx.body = Span::new(new_bs, new_bs + (be - bs));
+        Ok(())
+    }
 }

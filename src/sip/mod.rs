@@ -53,7 +53,7 @@ mod transport;
 mod validate;
 mod write;
 
-pub use edit::{EditError, Editor, Keep};
+pub use edit::{EditError, Editor, Keep, Rebuild};
 pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 pub use own::OwnUris;
 pub use stream::{Frame, FrameError, Framer};

@@ -62,29 +62,27 @@ macro_rules! header_names {
         }
 
         impl HeaderName {
-            /// Case-insensitive lookup of a header name, long or compact form (RFC 3261 §7.3.3).
-            pub fn from_bytes(name: &[u8]) -> HeaderName {
-                if name.len() == 1 {
-                    let c = name[0].to_ascii_lowercase();
-                    $($( if c == $compact { return HeaderName::$variant; } )?)*
-                    return HeaderName::Other;
-                }
-                $(
-                    if name.len() == $long.len() && name.eq_ignore_ascii_case($long.as_bytes()) {
-                        return HeaderName::$variant;
-                    }
-                )*
-                HeaderName::Other
-            }
+            /// Every name, in discriminant order (`ALL[n as usize] == n`).
+            const ALL: &'static [HeaderName] = &[HeaderName::Other, $(HeaderName::$variant,)*];
+            /// The long forms, in discriminant order (`""` for `Other`).
+            const LONG: &'static [&'static str] = &["", $($long,)*];
+            /// The compact forms (RFC 3261 §7.3.3), in discriminant order (0: none).
+            const COMPACT: &'static [u8] = &[0, $(compact_or_none!($($compact)?),)*];
 
             /// The long form, as pcscf writes it.
             pub fn as_str(self) -> &'static str {
-                match self {
-                    HeaderName::Other => "",
-                    $(HeaderName::$variant => $long,)*
-                }
+                Self::LONG[self as usize]
             }
         }
+    };
+}
+
+macro_rules! compact_or_none {
+    () => {
+        0
+    };
+    ($c:literal) => {
+        $c
     };
 }
 
@@ -134,6 +132,160 @@ header_names! {
     RequestDisposition => "Request-Disposition", b'd';
     Identity => "Identity", b'y';
     IdentityInfo => "Identity-Info", b'n';
+}
+
+/// Slots in the long-name table ([`name_slot`]).
+const NAME_SLOTS: usize = 128;
+
+/// A hash of a header name's length, first and last byte (ASCII case folded) that gives every
+/// long form pcscf knows a slot of its own: a name is classified with one table read and one
+/// comparison, not a comparison per known name. The table is built at compile time and the
+/// build fails if two names ever share a slot.
+#[inline(always)]
+const fn name_slot(len: usize, first: u8, last: u8) -> usize {
+    (len.wrapping_mul(60)
+        .wrapping_add((first | 0x20) as usize * 63)
+        .wrapping_add(((last | 0x20) as usize) << 1))
+        % NAME_SLOTS
+}
+
+/// Long form slot -> discriminant (0: no name there).
+static LONG_NAMES: [u8; NAME_SLOTS] = {
+    let mut t = [0u8; NAME_SLOTS];
+    let mut i = 1;
+    while i < HeaderName::LONG.len() {
+        let n = HeaderName::LONG[i].as_bytes();
+        let slot = name_slot(n.len(), n[0], n[n.len() - 1]);
+        assert!(
+            t[slot] == 0,
+            "two header names share a slot: change name_slot"
+        );
+        t[slot] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A long form as four little-endian words: its bytes lowercased, and the bits that fold ASCII
+/// case (0x20 under each letter, 0 elsewhere and past the end).
+#[derive(Clone, Copy)]
+struct NameWords {
+    lower: [u64; 4],
+    fold: [u64; 4],
+}
+
+/// The longest long form, in bytes: what [`NameWords`] holds.
+const NAME_MAX: usize = 32;
+
+static NAME_WORDS: [NameWords; HeaderName::LONG.len()] = {
+    let mut t = [NameWords {
+        lower: [0; 4],
+        fold: [0; 4],
+    }; HeaderName::LONG.len()];
+    let mut i = 1;
+    while i < HeaderName::LONG.len() {
+        let n = HeaderName::LONG[i].as_bytes();
+        assert!(
+            n.len() <= NAME_MAX,
+            "header name longer than NameWords holds"
+        );
+        let mut k = 0;
+        while k < n.len() {
+            let c = n[k];
+            assert!(
+                c.is_ascii_alphabetic() || c == b'-',
+                "header names are letters and '-'"
+            );
+            let shift = (k % 8) * 8;
+            t[i].lower[k / 8] |= (c.to_ascii_lowercase() as u64) << shift;
+            if c.is_ascii_alphabetic() {
+                t[i].fold[k / 8] |= 0x20 << shift;
+            }
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether the `len` bytes at `buf[at..]` spell long form `d`, ASCII case aside, eight bytes a
+/// step. Every byte must be a token character (as `scan_header` has checked): for those,
+/// `b | 0x20` equals a lowercase letter only when `b` is that letter in either case, and
+/// equals `-` only when `b` is `-` (CR, the other byte that ORs to `-`, is no token character).
+#[inline]
+fn spells(buf: &[u8], at: usize, len: usize, d: usize) -> bool {
+    if HeaderName::LONG[d].len() != len {
+        return false;
+    }
+    let w = &NAME_WORDS[d];
+    let mut off = 0;
+    while off < len {
+        let k = off / 8;
+        let word = match buf.get(at + off..at + off + 8) {
+            Some(c) => c.try_into().map_or(0, u64::from_le_bytes),
+            None => {
+                // the name ends the buffer: the tail one byte at a time
+                let mut b = [0u8; 8];
+                for (j, x) in b.iter_mut().enumerate().take(len - off) {
+                    *x = buf[at + off + j];
+                }
+                u64::from_le_bytes(b)
+            }
+        };
+        let mask = if len - off >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << ((len - off) * 8)) - 1
+        };
+        if (word | w.fold[k]) & mask != w.lower[k] {
+            return false;
+        }
+        off += 8;
+    }
+    true
+}
+
+/// Compact form (either case) -> discriminant (0: none).
+static COMPACT_NAMES: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 1;
+    while i < HeaderName::COMPACT.len() {
+        let c = HeaderName::COMPACT[i];
+        if c != 0 {
+            t[c as usize] = i as u8;
+            t[c.to_ascii_uppercase() as usize] = i as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
+impl HeaderName {
+    /// Case-insensitive lookup of a header name, long or compact form (RFC 3261 §7.3.3).
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if !name.iter().all(|&b| lex::is_token_char(b)) {
+            return HeaderName::Other;
+        }
+        HeaderName::of_token(name, 0, name.len())
+    }
+
+    /// The name at `buf[at..at + len]`, which is all token characters.
+    #[inline]
+    fn of_token(buf: &[u8], at: usize, len: usize) -> HeaderName {
+        let slot = match len {
+            0 => 0,
+            1 => COMPACT_NAMES.get(buf[at] as usize).copied().unwrap_or(0),
+            _ => {
+                let d = LONG_NAMES[name_slot(len, buf[at], buf[at + len - 1])];
+                if spells(buf, at, len, d as usize) {
+                    d
+                } else {
+                    0
+                }
+            }
+        };
+        HeaderName::ALL[slot as usize]
+    }
 }
 
 impl HeaderName {
@@ -269,9 +421,29 @@ impl fmt::Debug for Index {
     }
 }
 
+/// The first LF in `buf[from..end]`: eight bytes a step (the classic has-zero-byte test on the
+/// word XOR `\n`), which beats a SIMD search's set-up on header lines of a few dozen bytes.
 #[inline]
 fn find_lf(buf: &[u8], from: usize, end: usize) -> Option<usize> {
-    memchr::memchr(b'\n', &buf[from..end]).map(|p| from + p)
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let s = buf.get(from..end)?;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = from;
+    for c in &mut chunks {
+        let w = c.try_into().map_or(0, u64::from_le_bytes) ^ (ONES * b'\n' as u64);
+        // the lowest flagged byte is the first zero byte of `w`, the first LF of the chunk
+        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| at + p)
 }
 
 /// One line of the message: where its content ends (before CR LF or a bare LF) and where the
@@ -314,33 +486,35 @@ pub(crate) fn scan_header(
         content_end = l.content_end;
         next = l.next;
     }
-    let mut i = pos;
-    while i < content_end && lex::is_token_char(buf[i]) {
-        i += 1;
-    }
-    if i == pos {
+    // The name, the colon and the value's outer LWS, within the (unfolded) line.
+    let line = &buf[pos..content_end];
+    let name_len = line
+        .iter()
+        .position(|&b| !lex::is_token_char(b))
+        .unwrap_or(line.len());
+    if name_len == 0 {
         return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
     }
-    let name_end = i;
-    while i < content_end && lex::is_ws(buf[i]) {
+    let mut i = name_len;
+    while i < line.len() && lex::is_ws(line[i]) {
         i += 1;
     }
-    if i >= content_end || buf[i] != b':' {
-        return Err(ParseError::at(i, ParseErrorKind::MissingColon));
+    if i >= line.len() || line[i] != b':' {
+        return Err(ParseError::at(pos + i, ParseErrorKind::MissingColon));
     }
     i += 1;
-    while i < content_end && lex::is_ws(buf[i]) {
+    while i < line.len() && lex::is_ws(line[i]) {
         i += 1;
     }
-    let mut vend = content_end;
-    while vend > i && lex::is_ws(buf[vend - 1]) {
+    let mut vend = line.len();
+    while vend > i && lex::is_ws(line[vend - 1]) {
         vend -= 1;
     }
     let header = Header {
-        name: HeaderName::from_bytes(&buf[pos..name_end]),
+        name: HeaderName::of_token(buf, pos, name_len),
         line: Span::new(pos, next),
-        name_end: name_end as u32,
-        value: Span::new(i, vend),
+        name_end: (pos + name_len) as u32,
+        value: Span::new(pos + i, pos + vend),
     };
     Ok((header, next))
 }
@@ -535,6 +709,26 @@ impl Index {
         true
     }
 
+    /// Replace every entry with `heads`, each moved by `by` (a rebuilt header block).
+    pub(crate) fn set_headers(&mut self, heads: &[Header], by: u32) {
+        let n = heads.len().min(MAX_HEADERS);
+        for (dst, h) in self.headers.iter_mut().zip(&heads[..n]) {
+            *dst = Header {
+                name: h.name,
+                line: Span {
+                    start: h.line.start + by,
+                    end: h.line.end + by,
+                },
+                name_end: h.name_end + by,
+                value: Span {
+                    start: h.value.start + by,
+                    end: h.value.end + by,
+                },
+            };
+        }
+        self.len = n as u16;
+    }
+
     pub(crate) fn remove_header(&mut self, at: usize) {
         let n = self.len as usize;
         if at < n {
@@ -701,5 +895,84 @@ impl<'a> View<'a> {
                 self.buf[h.line.start as usize..h.name_end as usize].eq_ignore_ascii_case(name)
             })
             .map(|h| self.bytes(h.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_found_in_either_case_and_no_other() {
+        for (i, &n) in HeaderName::ALL.iter().enumerate().skip(1) {
+            assert_eq!(n as usize, i);
+            let long = n.as_str();
+            assert_eq!(HeaderName::from_bytes(long.as_bytes()), n, "{long}");
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_uppercase().as_bytes()),
+                n
+            );
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_lowercase().as_bytes()),
+                n
+            );
+            // one byte off, anywhere: another name or none, never this one
+            for k in 0..long.len() {
+                let mut b = long.as_bytes().to_vec();
+                b[k] ^= 0x01;
+                assert_ne!(
+                    HeaderName::from_bytes(&b),
+                    n,
+                    "{long} with byte {k} changed"
+                );
+            }
+            let c = HeaderName::COMPACT[i];
+            if c != 0 {
+                assert_eq!(HeaderName::from_bytes(&[c]), n);
+                assert_eq!(HeaderName::from_bytes(&[c.to_ascii_uppercase()]), n);
+            }
+        }
+        for other in [
+            &b""[..],
+            b"q",
+            b"\xff",
+            b"User-Agent",
+            b"Vias",
+            b"Vi",
+            b"Call-I\x80",
+            b"Call\rID",
+            b"X-Via",
+        ] {
+            assert_eq!(
+                HeaderName::from_bytes(other),
+                HeaderName::Other,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_ends_are_found_at_every_offset() {
+        for len in 0..40 {
+            for lf in 0..=len {
+                let mut b = vec![b'a'; len];
+                if lf < len {
+                    b[lf] = b'\n';
+                }
+                for from in 0..=len {
+                    let want = b[from..].iter().position(|&x| x == b'\n').map(|p| from + p);
+                    assert_eq!(
+                        find_lf(&b, from, len),
+                        want,
+                        "len {len} lf {lf} from {from}"
+                    );
+                }
+            }
+        }
+        assert_eq!(find_lf(b"\x8a\x0b\n", 0, 3), Some(2));
+        assert_eq!(
+            find_lf(b"\xff\xff\xff\xff\xff\xff\xff\xff\n", 0, 9),
+            Some(8)
+        );
     }
 }

@@ -39,61 +39,77 @@ fn write_ip(w: &mut Writer<'_>, ip: IpAddr) {
 /// received / rport on the UE's Via (RFC 3261 §18.2.1, RFC 3581 §4), in one rewrite of the
 /// first Via value: every byte we do not change is copied as it was.
 pub(super) fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
-    let Some(i) = ed.find(HeaderName::Via, 0) else {
-        return Ok(());
+    let mut out = [0u8; 1024];
+    match top_via_fixed(ed.view(), src, &mut out)? {
+        Some((i, item, len)) => ed.replace_in_header(i, item, &[&out[..len]]),
+        None => Ok(()),
+    }
+}
+
+/// The first Via value with received / rport as [`fix_top_via`] sets them, written into `out`:
+/// the Via header's index, the span of that value, and the length written; `None` when there
+/// is nothing to change.
+fn top_via_fixed(
+    v: View<'_>,
+    src: SocketAddr,
+    out: &mut [u8],
+) -> Result<Option<(usize, Span, usize)>, EditError> {
+    let Some(i) = v
+        .idx
+        .headers()
+        .iter()
+        .position(|h| h.name == HeaderName::Via)
+    else {
+        return Ok(None);
     };
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
     write_ip(&mut w, src.ip());
     let iplen = w.finish().ok_or(EditError::NoRoom)?;
     let ip = &ip[..iplen];
-    let mut out = [0u8; 1024];
-    let (item_span, len) = {
-        let v = ed.view();
-        let h = v.idx.headers()[i];
-        let Some(item) = ListIter::new(v.bytes(h.value)).next() else {
-            return Ok(());
-        };
-        let Some(via) = Via::parse(item) else {
-            return Ok(());
-        };
-        let mut w = Writer::new(&mut out);
-        let mut cursor = 0;
-        let (mut has_received, mut has_rport, mut changed) = (false, false, false);
-        for p in lex::ParamIter::new(via.params) {
-            let at = Span::of(item, p.raw);
-            w.put(&item[cursor..at.start as usize]);
-            cursor = at.end as usize;
-            if p.name.eq_ignore_ascii_case(b"received") {
-                has_received = true;
-                changed |= p.value != Some(ip);
-                w.put(b"received=").put(ip);
-            } else if p.name.eq_ignore_ascii_case(b"rport") {
-                has_rport = true;
-                match p.value {
-                    Some(_) => w.put(p.raw),
-                    None => {
-                        changed = true;
-                        w.put(b"rport=").dec(src.port() as u64)
-                    }
-                };
-            } else {
-                w.put(p.raw);
-            }
-        }
-        w.put(&item[cursor..]);
-        // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
-        // §4 asks for it whenever rport is present.
-        if !has_received && (has_rport || !host_is_ip(via.host, ip, src.ip())) {
-            changed = true;
-            w.put(b";received=").put(ip);
-        }
-        if !changed {
-            return Ok(());
-        }
-        (Span::of(v.buf, item), w.finish().ok_or(EditError::NoRoom)?)
+    let h = v.idx.headers()[i];
+    let Some(item) = ListIter::new(v.bytes(h.value)).next() else {
+        return Ok(None);
     };
-    ed.replace_in_header(i, item_span, &[&out[..len]])
+    let Some(via) = Via::parse(item) else {
+        return Ok(None);
+    };
+    let mut w = Writer::new(out);
+    let mut cursor = 0;
+    let (mut has_received, mut has_rport, mut changed) = (false, false, false);
+    for p in lex::ParamIter::new(via.params) {
+        let at = Span::of(item, p.raw);
+        w.put(&item[cursor..at.start as usize]);
+        cursor = at.end as usize;
+        if p.name.eq_ignore_ascii_case(b"received") {
+            has_received = true;
+            changed |= p.value != Some(ip);
+            w.put(b"received=").put(ip);
+        } else if p.name.eq_ignore_ascii_case(b"rport") {
+            has_rport = true;
+            match p.value {
+                Some(_) => w.put(p.raw),
+                None => {
+                    changed = true;
+                    w.put(b"rport=").dec(src.port() as u64)
+                }
+            };
+        } else {
+            w.put(p.raw);
+        }
+    }
+    w.put(&item[cursor..]);
+    // RFC 3261 §18.2.1: add received if sent-by differs from the packet's source; RFC 3581
+    // §4 asks for it whenever rport is present.
+    if !has_received && (has_rport || !host_is_ip(via.host, ip, src.ip())) {
+        changed = true;
+        w.put(b";received=").put(ip);
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let len = w.finish().ok_or(EditError::NoRoom)?;
+    Ok(Some((i, Span::of(v.buf, item), len)))
 }
 
 /// Whether a Via sent-by host is the source address: textual match first (cheap), parsing only
@@ -116,15 +132,21 @@ pub(super) fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditErro
     match ed.find(HeaderName::MaxForwards, 0) {
         Some(i) => {
             let h = ed.header(i).ok_or(EditError::BadTarget)?;
-            let cur = parse_u64(ed.view().bytes(h.value), 10).unwrap_or(70);
             let mut tmp = [0u8; 4];
-            let mut w = Writer::new(&mut tmp);
-            w.dec(cur.saturating_sub(1).min(255));
-            let l = w.len();
+            let l = next_max_forwards(ed.view().bytes(h.value), &mut tmp);
             ed.replace_in_header(i, h.value, &[&tmp[..l]])
         }
         None => ed.push_header(HeaderName::MaxForwards, &[b"70"]),
     }
+}
+
+/// The Max-Forwards value to forward with, written into `out`: one less than `value` (70 for a
+/// value that does not parse, which validation has refused already); its length.
+fn next_max_forwards(value: &[u8], out: &mut [u8; 4]) -> usize {
+    let cur = parse_u64(value, 10).unwrap_or(70);
+    let mut w = Writer::new(out);
+    w.dec(cur.saturating_sub(1).min(255));
+    w.len()
 }
 
 /// RFC 3261 §16.4: pop every leading Route value that names us (the pre-loaded P-CSCF route,
@@ -179,17 +201,9 @@ pub fn forward_request(
     branch: &Branch,
 ) -> Result<(), EditError> {
     fix_top_via(ed, source)?;
-    let mut via = [0u8; 160];
-    let mut w = Writer::new(&mut via);
-    w.put(b"SIP/2.0/")
-        .put(me.via_transport)
-        .put(b" ")
-        .put(me.via_sent_by)
-        .put(b";branch=");
-    branch.write(&mut w);
-    let vlen = w.finish().ok_or(EditError::NoRoom)?;
+    let via = our_via(me, branch)?;
     let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
-    ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
+    ed.insert_header(first_via, HeaderName::Via, &[via.as_bytes()])?;
     decrement_max_forwards(ed)
 }
 
@@ -231,28 +245,86 @@ pub fn rewrite_protected_request(
     pai: &[u8],
     route: &[u8],
     icid: &[u8],
+    scratch: &mut [u8],
 ) -> Result<(), EditError> {
-    forward_request(ed, me, source, branch)?;
-    ed.remove_all(HeaderName::PPreferredIdentity)?;
-    ed.remove_all(HeaderName::PAssertedIdentity)?;
-    ed.remove_all(HeaderName::Route)?;
-    strip_charging(ed)?;
+    // Every edit of RFC 3261 §16.6 and TS 24.229 §5.2.6.3 in one pass over the headers (the
+    // result is what forward_request, the removals and the appended lines would write one
+    // splice at a time).
+    let mut fixed = [0u8; 1024];
+    let top = top_via_fixed(ed.view(), source, &mut fixed)?;
+    let via = our_via(me, branch)?;
+    let n = ed.index().headers().len();
+    let has_via = ed.find(HeaderName::Via, 0).is_some();
+    let mut rb = ed.rebuild(scratch);
+    if !has_via {
+        rb.line(HeaderName::Via, &[via.as_bytes()]);
+    }
+    let (mut via_seen, mut mf_seen) = (false, false);
+    for i in 0..n {
+        let h = rb.view().idx.headers()[i];
+        match h.name {
+            HeaderName::Via if !via_seen => {
+                via_seen = true;
+                rb.line(HeaderName::Via, &[via.as_bytes()]);
+                match top {
+                    Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
+                    _ => rb.keep(i),
+                }
+            }
+            HeaderName::MaxForwards if !mf_seen => {
+                mf_seen = true;
+                let mut tmp = [0u8; 4];
+                let l = next_max_forwards(rb.view().bytes(h.value), &mut tmp);
+                rb.edit(i, h.value, &[&tmp[..l]]);
+            }
+            // RFC 3325 §9.1: the identity is the network's; the route set is the
+            // Service-Route; the charging headers are the network's (strip_charging)
+            HeaderName::PPreferredIdentity
+            | HeaderName::PAssertedIdentity
+            | HeaderName::Route
+            | HeaderName::PChargingVector
+            | HeaderName::PChargingFunctionAddresses => {}
+            _ => rb.keep(i),
+        }
+    }
+    if !mf_seen {
+        rb.line(HeaderName::MaxForwards, &[b"70"]);
+    }
+    rb.line(HeaderName::Route, &[route]);
+    rb.line(HeaderName::PAssertedIdentity, &[pai]);
     // TS 24.229 §5.2.6.3.3 / §5.2.6.3.4 [spec-m]: the P-CSCF starts the charging vector of an
     // originating request (its icid; the IOIs are the S-CSCF's).
-    let end = ed.index().headers().len();
-    ed.insert_lines(
-        end,
-        3,
-        &[
-            b"Route: ",
-            route,
-            b"\r\nP-Asserted-Identity: ",
-            pai,
-            b"\r\nP-Charging-Vector: icid-value=",
-            icid,
-            b"\r\n",
-        ],
-    )
+    rb.line(HeaderName::PChargingVector, &[b"icid-value=", icid]);
+    rb.finish()
+}
+
+/// Our Via value toward the core: `SIP/2.0/<transport> <sent-by>;branch=<branch>`.
+fn our_via(me: &ProxyIdentity<'_>, branch: &Branch) -> Result<ViaText, EditError> {
+    let mut t = ViaText {
+        buf: [0; 160],
+        len: 0,
+    };
+    let mut w = Writer::new(&mut t.buf);
+    w.put(b"SIP/2.0/")
+        .put(me.via_transport)
+        .put(b" ")
+        .put(me.via_sent_by)
+        .put(b";branch=");
+    branch.write(&mut w);
+    t.len = w.finish().ok_or(EditError::NoRoom)?;
+    Ok(t)
+}
+
+/// A Via value written aside ([`our_via`]).
+struct ViaText {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl ViaText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Charging headers belong to the network's trust domain (RFC 7315 §4.6, §5.6; TS 24.229
