@@ -81,16 +81,9 @@ impl Branch {
             return None;
         }
         let field = |r: core::ops::Range<usize>| -> Option<u64> {
-            let mut n = 0u64;
-            for &c in &hex[r] {
-                let d = match c {
-                    b'0'..=b'9' => c - b'0',
-                    b'a'..=b'f' => c - b'a' + 10,
-                    _ => return None,
-                };
-                n = n << 4 | u64::from(d);
-            }
-            Some(n)
+            let hi = unhex8(hex.get(r.start..r.start + 8)?)?;
+            let lo = unhex8(hex.get(r.start + 8..r.end)?)?;
+            Some(u64::from(hi) << 32 | u64::from(lo))
         };
         let head = field(0..16)?;
         Some(Branch {
@@ -101,6 +94,31 @@ impl Branch {
             mac: field(32..48)?,
         })
     }
+}
+
+/// Eight lower-case hex digits as a number (the inverse of `Writer::hex64`'s halves), checked
+/// and converted all at once; `None` for any other byte, upper-case hex included.
+#[inline]
+fn unhex8(s: &[u8]) -> Option<u32> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let w = u64::from_le_bytes(s.try_into().ok()?);
+    if w & HIGH != 0 {
+        return None;
+    }
+    // per byte b < 0x80: bit 7 of b + (0x80 - c) is set iff b >= c (no carry leaves the byte)
+    let ge = |c: u64| (w + (0x80 - c) * 0x0101_0101_0101_0101) & HIGH;
+    let digit = ge(b'0' as u64) & !ge(b'9' as u64 + 1);
+    let letter = ge(b'a' as u64) & !ge(b'f' as u64 + 1);
+    if digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' -> low nibble; 'a'..'f' -> low nibble (1..6) + 9
+    let nib = (w & 0x0f0f_0f0f_0f0f_0f0f) + (letter >> 7) * 9;
+    // bytes [n0, n1, ..., n7], n0 the most significant digit: pair them, then gather
+    let y = ((nib & 0x000f_000f_000f_000f) << 4) | ((nib >> 8) & 0x000f_000f_000f_000f);
+    let z = (y | (y >> 8)) & 0x0000_ffff_0000_ffff;
+    let u = (z | (z >> 16)) & 0xffff_ffff;
+    Some((u as u32).swap_bytes())
 }
 
 /// The per-process branch key (SipHash-2-4's 128-bit key).
@@ -271,5 +289,43 @@ mod tests {
         assert!(!BranchKey::new(&[8; 32]).verify(&p, Dir::ToCore, ue, ue));
         assert_eq!(Branch::parse(b"z9hG4bK0123456789abcdef"), None);
         assert_eq!(Branch::parse(&buf[..n - 1]), None);
+    }
+
+    /// The word-at-a-time hex reader agrees with a digit-at-a-time one on every byte value at
+    /// every position, and with the writer on numbers across the range.
+    #[test]
+    fn hex_digits_read_and_write_as_digit_by_digit() {
+        let scalar = |s: &[u8]| -> Option<u32> {
+            s.iter().try_fold(0u32, |n, &c| {
+                let d = match c {
+                    b'0'..=b'9' => c - b'0',
+                    b'a'..=b'f' => c - b'a' + 10,
+                    _ => return None,
+                };
+                Some(n << 4 | u32::from(d))
+            })
+        };
+        for base in [*b"0123abcd", *b"ffffffff", *b"00000000", *b"9a9a9a9a"] {
+            for pos in 0..8 {
+                for c in 0..=255u8 {
+                    let mut s = base;
+                    s[pos] = c;
+                    assert_eq!(unhex8(&s), scalar(&s), "{s:?}");
+                }
+            }
+        }
+        let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..100_000u64 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = if i < 64 { 1u64 << i } else { n };
+            let mut buf = [0u8; 16];
+            Writer::new(&mut buf).hex64(v);
+            assert_eq!(buf, *format!("{v:016x}").as_bytes());
+            assert_eq!(unhex8(&buf[..8]), Some((v >> 32) as u32));
+            assert_eq!(unhex8(&buf[8..]), Some(v as u32));
+        }
+        assert_eq!(unhex8(b"0123456"), None);
     }
 }

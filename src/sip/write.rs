@@ -3,6 +3,23 @@
 
 use core::fmt;
 
+/// `n` as eight lower-case hex digits, the first in the lowest byte (as `to_le_bytes` lays them
+/// out): the nibbles are spread one per byte and turned into ASCII all at once, not a digit at
+/// a time.
+#[inline]
+pub(crate) const fn hex8(n: u32) -> u64 {
+    const LOW4: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    // bytes, first digit's first: [h7h6, h5h4, h3h2, h1h0, 0, 0, 0, 0]
+    let mut x = n.swap_bytes() as u64;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    // each 16-bit lane `hl` becomes the bytes [h, l]
+    x = ((x >> 4) & 0x000f_000f_000f_000f) | ((x & 0x000f_000f_000f_000f) << 8);
+    // '0' + d, and 'a' - '0' - 10 = 39 more where d > 9 (d + 6 carries into bit 4)
+    let above9 = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x & LOW4) + 0x3030_3030_3030_3030 + above9 * 39
+}
+
 /// Writes into a fixed buffer; overflow is remembered and reported by [`Writer::finish`].
 #[derive(Debug)]
 pub struct Writer<'a> {
@@ -48,10 +65,8 @@ impl<'a> Writer<'a> {
     /// Lower-case hex, fixed width of 16 digits.
     pub fn hex64(&mut self, n: u64) -> &mut Self {
         let mut tmp = [0u8; 16];
-        for (i, t) in tmp.iter_mut().enumerate() {
-            let d = (n >> (60 - 4 * i)) & 0xf;
-            *t = b"0123456789abcdef"[d as usize];
-        }
+        tmp[..8].copy_from_slice(&hex8((n >> 32) as u32).to_le_bytes());
+        tmp[8..].copy_from_slice(&hex8(n as u32).to_le_bytes());
         self.put(&tmp)
     }
 
