@@ -309,6 +309,9 @@ impl<'b> Editor<'b> {
 
     /// Index of the first header named `name` at or after position `from`.
     pub fn find(&self, name: HeaderName, from: usize) -> Option<usize> {
+        if !self.idx.may_have(name) {
+            return None;
+        }
         self.idx
             .headers()
             .iter()

@@ -152,6 +152,10 @@ const fn name_slot(len: usize, first: u8, last: u8) -> usize {
 /// Long form slot -> discriminant (0: no name there).
 static LONG_NAMES: [u8; NAME_SLOTS] = {
     let mut t = [0u8; NAME_SLOTS];
+    assert!(
+        HeaderName::LONG.len() <= 64,
+        "Index's name sets hold 64 names"
+    );
     let mut i = 1;
     while i < HeaderName::LONG.len() {
         let n = HeaderName::LONG[i].as_bytes();
@@ -289,6 +293,12 @@ impl HeaderName {
 }
 
 impl HeaderName {
+    /// This name's bit in [`Index`]'s name sets (every discriminant is below 64).
+    #[inline]
+    const fn bit(self) -> u64 {
+        1 << (self as u8 & 63)
+    }
+
     /// Headers that may appear at most once (RFC 3261 §7.3.1: only list headers may repeat).
     pub fn is_single(self) -> bool {
         matches!(
@@ -409,6 +419,14 @@ pub struct Index {
     /// Start of the empty line that ends the header section.
     pub headers_end: u32,
     pub body: Span,
+    /// One bit per [`HeaderName`] (by discriminant) that may be present: set for every name the
+    /// parse or an edit put in, never cleared by a removal. A clear bit lets a lookup skip the
+    /// scan.
+    present: u64,
+    /// The names that may occur more than once (bits as `present`; set when a name comes a
+    /// second time, never cleared by a removal): what validation's duplicate check reads
+    /// (RFC 3261 §7.3.1).
+    repeated: u64,
 }
 
 impl fmt::Debug for Index {
@@ -616,6 +634,8 @@ impl Index {
             msg_start: msg_start as u32,
             headers_end: 0,
             body: Span::default(),
+            present: 0,
+            repeated: 0,
         };
         let mut content_length: Option<Span> = None;
         loop {
@@ -647,6 +667,9 @@ impl Index {
             }
             idx.headers[idx.len as usize] = h;
             idx.len += 1;
+            let bit = h.name.bit();
+            idx.repeated |= idx.present & bit;
+            idx.present |= bit;
             pos = next;
         }
         let body_start = pos;
@@ -674,6 +697,18 @@ impl Index {
     #[inline]
     pub fn headers(&self) -> &[Header] {
         &self.headers[..self.len as usize]
+    }
+
+    /// Whether a header of this name may be present (`false`: surely not).
+    #[inline]
+    pub fn may_have(&self, name: HeaderName) -> bool {
+        self.present & name.bit() != 0
+    }
+
+    /// Whether this name may be on more than one line (`false`: surely not).
+    #[inline]
+    pub fn repeats(&self, name: HeaderName) -> bool {
+        self.repeated & name.bit() != 0
     }
 
     /// End of the message (end of the body).
@@ -706,13 +741,18 @@ impl Index {
         self.headers.copy_within(at..n, at + 1);
         self.headers[at] = h;
         self.len += 1;
+        self.repeated |= self.present & h.name.bit();
+        self.present |= h.name.bit();
         true
     }
 
     /// Replace every entry with `heads`, each moved by `by` (a rebuilt header block).
     pub(crate) fn set_headers(&mut self, heads: &[Header], by: u32) {
         let n = heads.len().min(MAX_HEADERS);
+        (self.present, self.repeated) = (0, 0);
         for (dst, h) in self.headers.iter_mut().zip(&heads[..n]) {
+            self.repeated |= self.present & h.name.bit();
+            self.present |= h.name.bit();
             *dst = Header {
                 name: h.name,
                 line: Span {
@@ -871,7 +911,12 @@ impl<'a> View<'a> {
 
     /// Header lines with this name, in order.
     pub fn headers(&self, name: HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
-        self.idx.headers().iter().filter(move |h| h.name == name)
+        let all = if self.idx.may_have(name) {
+            self.idx.headers()
+        } else {
+            &[]
+        };
+        all.iter().filter(move |h| h.name == name)
     }
 
     /// The first header with this name, as its value bytes.

@@ -67,7 +67,8 @@ impl View<'_> {
         for (i, h) in hs.iter().enumerate() {
             let v = self.bytes(h.value);
             let bad = ParseErrorKind::BadHeaderValue(h.name);
-            if h.name.is_single() && hs[..i].iter().any(|p| p.name == h.name) {
+            if h.name.is_single() && idx.repeats(h.name) && hs[..i].iter().any(|p| p.name == h.name)
+            {
                 return err(h.line, ParseErrorKind::DuplicateHeader(h.name));
             }
             match h.name {
