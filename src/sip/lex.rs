@@ -5,7 +5,7 @@
 //! numbers. It knows no header and no message; every function takes a byte slice and returns
 //! sub-slices of it: nothing allocates, nothing panics.
 
-const TOKEN: u8 = 1;
+pub const TOKEN: u8 = 1;
 const WS: u8 = 2;
 /// Not allowed inside `<...>` (RFC 4475 badaspec: no LWS in an addr-spec).
 const BAD_IN_ANGLE: u8 = 4;
@@ -13,6 +13,10 @@ const BAD_IN_ANGLE: u8 = 4;
 const BAD_BARE_URI: u8 = 8;
 /// Allowed in a host (name, IPv4, or IPv6 reference).
 const HOST: u8 = 16;
+/// `:`, which every URI holds after its scheme.
+const COLON: u8 = 32;
+/// A host character other than `:` (where a host name or IPv4 address ends, before a port).
+pub const HOST_NAME: u8 = 64;
 
 /// Character classes, one table lookup per byte on the hot path.
 static CLASS: [u8; 256] = {
@@ -40,6 +44,12 @@ static CLASS: [u8; 256] = {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':' | b'_') {
             t[c] |= HOST;
         }
+        if b == b':' {
+            t[c] |= COLON;
+        }
+        if t[c] & HOST != 0 && b != b':' {
+            t[c] |= HOST_NAME;
+        }
         c += 1;
     }
     t
@@ -51,47 +61,65 @@ pub fn is_token_char(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
 }
 
-#[inline(always)]
-fn any_class(s: &[u8], class: u8) -> bool {
-    s.iter().fold(0u8, |acc, &b| acc | CLASS[b as usize]) & class != 0
+/// A URI inside `<...>`: not empty, with a `:`, and no LWS or `<` (RFC 4475 badaspec: no LWS
+/// in an addr-spec); one pass over the class table.
+#[inline]
+pub fn angle_uri_ok(uri: &[u8]) -> bool {
+    let acc = uri.iter().fold(0u8, |acc, &b| acc | CLASS[b as usize]);
+    acc & (COLON | BAD_IN_ANGLE) == COLON
 }
 
-#[inline(always)]
-fn all_class(s: &[u8], class: u8) -> bool {
-    s.iter().fold(class, |acc, &b| acc & CLASS[b as usize]) & class != 0
+/// An addr-spec written without `<>`: not empty, with a `:`, and none of LWS `,` `?` `<` `>`
+/// `"` (RFC 3261 §20: those need the `<>` form); one pass over the class table.
+#[inline]
+pub fn bare_uri_ok(uri: &[u8]) -> bool {
+    let acc = uri.iter().fold(0u8, |acc, &b| acc | CLASS[b as usize]);
+    acc & (COLON | BAD_BARE_URI) == COLON
 }
 
-/// A display-name without quotes (RFC 3261 §25.1 `*(token LWS)`): token characters and
-/// whitespace only.
+/// The index of the first byte of `s` at or after `i` that is not of `class` (one class bit),
+/// `s.len()` if none. Eight bytes at a time while they all are (their class bits ANDed, no
+/// branch per byte), then byte by byte.
 #[inline(always)]
-pub fn all_token_or_ws(s: &[u8]) -> bool {
-    s.iter().all(|&b| CLASS[b as usize] & (TOKEN | WS) != 0)
+pub fn span(s: &[u8], mut i: usize, class: u8) -> usize {
+    while let Some(w) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        if w.iter().fold(class, |acc, &b| acc & CLASS[b as usize]) == 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < s.len() && CLASS[s[i] as usize] & class != 0 {
+        i += 1;
+    }
+    i
 }
 
-/// Whether `s` holds a byte not allowed inside `<...>` (RFC 4475 badaspec: no LWS in an
-/// addr-spec).
+/// Whether `b` may appear in a host (name, IPv4, or IPv6 reference).
 #[inline(always)]
-pub fn any_bad_in_angle(s: &[u8]) -> bool {
-    any_class(s, BAD_IN_ANGLE)
-}
-
-/// Whether `s` holds a byte not allowed in an addr-spec written without `<>` (RFC 3261 §20).
-#[inline(always)]
-pub fn any_bad_bare_uri(s: &[u8]) -> bool {
-    any_class(s, BAD_BARE_URI)
-}
-
-/// Whether every byte of `s` may appear in a host (name, IPv4, or IPv6 reference); `true`
-/// for an empty `s`.
-#[inline(always)]
-pub fn all_host_chars(s: &[u8]) -> bool {
-    all_class(s, HOST)
+pub fn is_host_char(b: u8) -> bool {
+    CLASS[b as usize] & HOST != 0
 }
 
 /// Whitespace inside a header value. CR and LF count because a folded value keeps its CRLF.
 #[inline(always)]
 pub fn is_ws(b: u8) -> bool {
     CLASS[b as usize] & WS != 0
+}
+
+/// The index of the first byte of `s` at or after `i` that is not whitespace (`s.len()` if
+/// none).
+#[inline(always)]
+pub fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_ws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether `b` is a token character or whitespace.
+#[inline(always)]
+pub fn is_token_or_ws(b: u8) -> bool {
+    CLASS[b as usize] & (TOKEN | WS) != 0
 }
 
 pub fn trim(mut s: &[u8]) -> &[u8] {
@@ -125,11 +153,85 @@ pub fn unquote(s: &[u8]) -> &[u8] {
     }
 }
 
+/// Slices at least this long are searched with `memchr` (SIMD); shorter ones with an 8-byte
+/// word at a time, which costs less than `memchr`'s call and set-up on the short values SIP
+/// headers mostly hold (issue 15).
+const MEMCHR_MIN: usize = 32;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `x` equal to `b`, plus possibly false ones *above* a true
+/// one (borrow): the lowest set bit is always exact, which is all [`find_by`] reads.
+#[inline(always)]
+fn eq_bits(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * b as u64);
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// First index of a byte for which `hit` holds; `bits` is the same test on 8 bytes at once
+/// (see [`eq_bits`]). A slice of 8 bytes or more ends with one word that overlaps the last
+/// one read (whose bytes held no hit), not with up to 7 single bytes.
+#[inline(always)]
+fn find_by(s: &[u8], bits: impl Fn(u64) -> u64, hit: impl Fn(u8) -> bool) -> Option<usize> {
+    let word = |at: usize| -> u64 {
+        match s.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            Some(w) => bits(u64::from_le_bytes(w)),
+            None => 0,
+        }
+    };
+    if s.len() < 8 {
+        return s.iter().position(|&b| hit(b));
+    }
+    let mut base = 0;
+    while base + 8 < s.len() {
+        let m = word(base);
+        if m != 0 {
+            return Some(base + (m.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    let last = s.len() - 8;
+    let m = word(last);
+    (m != 0).then(|| last + (m.trailing_zeros() / 8) as usize)
+}
+
+/// `memchr(a, s)`, cheaper on short slices.
+#[inline]
+pub fn find1(a: u8, s: &[u8]) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr(a, s);
+    }
+    find_by(s, |x| eq_bits(x, a), |b| b == a)
+}
+
+/// `memchr2(a, b, s)`, cheaper on short slices.
+#[inline]
+fn find2(a: u8, b: u8, s: &[u8]) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr2(a, b, s);
+    }
+    find_by(s, |x| eq_bits(x, a) | eq_bits(x, b), |y| y == a || y == b)
+}
+
+/// `memchr3(a, b, c, s)`, cheaper on short slices.
+#[inline]
+fn find3(a: u8, b: u8, c: u8, s: &[u8]) -> Option<usize> {
+    if s.len() >= MEMCHR_MIN {
+        return memchr::memchr3(a, b, c, s);
+    }
+    find_by(
+        s,
+        |x| eq_bits(x, a) | eq_bits(x, b) | eq_bits(x, c),
+        |y| y == a || y == b || y == c,
+    )
+}
+
 /// End (exclusive) of the quoted-string starting at `s[0] == b'"'`, honouring `\` escapes.
 pub fn quoted_end(s: &[u8]) -> Option<usize> {
     let mut i = 1;
     loop {
-        let p = i + memchr::memchr2(b'\\', b'"', s.get(i..)?)?;
+        let p = i + find2(b'\\', b'"', s.get(i..)?)?;
         if s[p] == b'"' {
             return Some(p + 1);
         }
@@ -140,13 +242,39 @@ pub fn quoted_end(s: &[u8]) -> Option<usize> {
 /// Whether every quoted-string in `s` is closed.
 pub fn quotes_balanced(s: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(q) = memchr::memchr(b'"', &s[i..]) {
+    while let Some(q) = find1(b'"', &s[i..]) {
         match quoted_end(&s[i + q..]) {
             Some(n) => i += q + n,
             None => return false,
         }
     }
     true
+}
+
+/// The first `sep` in `s` outside quoted strings and `<...>`. `None` when there is none, or
+/// when a quoted string or a `<` is left open (the rest is then one item). A `sep` of `"` or
+/// `<` opens, as it always did, rather than splits.
+#[inline]
+pub fn split_point(s: &[u8], sep: u8) -> Option<usize> {
+    let p = find3(sep, b'"', b'<', s)?;
+    match s[p] {
+        b'"' | b'<' => split_point_past(s, sep, p),
+        _ => Some(p),
+    }
+}
+
+/// [`split_point`] on from an opening `"` or `<` at `s[p]`: out of line, so that the common
+/// case (no quote, no bracket) stays small where it is inlined.
+#[inline(never)]
+fn split_point_past(s: &[u8], sep: u8, mut p: usize) -> Option<usize> {
+    loop {
+        let i = match s[p] {
+            b'"' => p + quoted_end(&s[p..])?,
+            b'<' => p + find1(b'>', &s[p..])? + 1,
+            _ => return Some(p),
+        };
+        p = i + find3(sep, b'"', b'<', &s[i..])?;
+    }
 }
 
 /// Split `s` at `sep` bytes that are outside quoted strings and outside `<...>`.
@@ -159,32 +287,22 @@ pub struct SplitOutside<'a> {
 
 impl<'a> Iterator for SplitOutside<'a> {
     type Item = &'a [u8];
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         if self.done {
             return None;
         }
         let s = self.rest;
-        let mut i = 0;
-        // Jump between the bytes that matter with SIMD searches, not byte by byte.
-        while let Some(off) = memchr::memchr3(self.sep, b'"', b'<', &s[i..]) {
-            let p = i + off;
-            match s[p] {
-                b'"' => match quoted_end(&s[p..]) {
-                    Some(n) => i = p + n,
-                    None => break,
-                },
-                b'<' => match memchr::memchr(b'>', &s[p..]) {
-                    Some(n) => i = p + n + 1,
-                    None => break,
-                },
-                _ => {
-                    self.rest = &s[p + 1..];
-                    return Some(&s[..p]);
-                }
+        match split_point(s, self.sep) {
+            Some(p) => {
+                self.rest = &s[p + 1..];
+                Some(&s[..p])
+            }
+            None => {
+                self.done = true;
+                Some(s)
             }
         }
-        self.done = true;
-        Some(s)
     }
 }
 
@@ -253,8 +371,9 @@ impl<'a> Iterator for ParamIter<'a> {
 }
 
 /// Split one trimmed `name[=value]` item at its first `=` (name and value trimmed).
+#[inline]
 pub fn split_param(raw: &[u8]) -> Param<'_> {
-    match raw.iter().position(|&b| b == b'=') {
+    match find1(b'=', raw) {
         Some(eq) => Param {
             name: trim(&raw[..eq]),
             value: Some(trim(&raw[eq + 1..])),
@@ -270,7 +389,46 @@ pub fn split_param(raw: &[u8]) -> Param<'_> {
 
 /// Find a parameter by name (case-insensitive) in a `;` parameter run.
 pub fn find_param<'a>(params: &'a [u8], name: &[u8]) -> Option<Param<'a>> {
-    ParamIter::new(params).find(|p| p.name.eq_ignore_ascii_case(name))
+    // A `name` with '=' or edge whitespace never equals a parameter name as split (before the
+    // first '=', trimmed) the way the quick test below assumes: those go the long way.
+    if name.contains(&b'=')
+        || name.first().is_some_and(|&b| is_ws(b))
+        || name.last().is_some_and(|&b| is_ws(b))
+    {
+        return ParamIter::new(params).find(|p| p.name.eq_ignore_ascii_case(name));
+    }
+    let n = name.len();
+    for item in split_outside(params, b';') {
+        // The item matches only if, past its leading LWS, it starts with `name`, then LWS and
+        // '=', or nothing (it is trimmed); any other item is passed over without trimming or
+        // splitting it.
+        let lead = skip_ws(item, 0);
+        match item.get(lead..lead + n) {
+            Some(head) if head.eq_ignore_ascii_case(name) => {}
+            _ => continue,
+        }
+        let raw = trim(item);
+        let j = skip_ws(raw, n);
+        match raw.get(j) {
+            // `raw` is `name` itself (it is trimmed, so no LWS ends it).
+            None if n > 0 => {
+                return Some(Param {
+                    name: raw,
+                    value: None,
+                    raw,
+                });
+            }
+            Some(b'=') => {
+                return Some(Param {
+                    name: &raw[..n],
+                    value: Some(trim(&raw[j + 1..])),
+                    raw,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Parse a decimal number of at most `max_digits` digits (no sign, no spaces).

@@ -9,6 +9,8 @@
 //! error, never a panic.
 
 mod cseq;
+#[cfg(test)]
+mod differential;
 mod digest;
 mod name_addr;
 mod sec_agree;

@@ -3,8 +3,8 @@
 
 use super::uri::uri_host;
 use crate::sip::lex::{
-    Param, all_token_or_ws, any_bad_bare_uri, any_bad_in_angle, find_param, parse_u64, quoted_end,
-    trim, unquote,
+    Param, angle_uri_ok, bare_uri_ok, find_param, find1, is_token_or_ws, parse_u64, quoted_end,
+    skip_ws, trim, unquote,
 };
 
 /// A name-addr or addr-spec (RFC 3261 §20.10, §25.1): `"Display" <uri>;params` or `uri;params`.
@@ -20,56 +20,69 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     pub fn parse(v: &'a [u8]) -> Option<NameAddr<'a>> {
         let v = trim(v);
-        if v.is_empty() {
-            return None;
-        }
-        let (display, after_display) = if v[0] == b'"' {
-            let end = quoted_end(v)?;
-            (Some(&v[..end]), trim(&v[end..]))
-        } else if let Some(lt) = memchr::memchr(b'<', v) {
-            let d = trim(&v[..lt]);
-            // display-name = *(token LWS): no separators such as ',' or '"' unquoted.
-            if !all_token_or_ws(d) {
-                return None;
+        // `lt`: the '<' that opens the name-addr's URI.
+        let (display, lt) = match *v.first()? {
+            b'<' => (None, 0),
+            b'"' => {
+                let end = quoted_end(v)?;
+                // After a quoted display-name only `<addr-spec>` may come.
+                let lt = skip_ws(v, end);
+                if v.get(lt) != Some(&b'<') {
+                    return None;
+                }
+                (Some(&v[..end]), lt)
             }
-            (if d.is_empty() { None } else { Some(d) }, &v[lt..])
-        } else {
-            (None, v)
+            _ => {
+                // display-name = *(token LWS) before the '<': no separators such as ',' or
+                // '"' unquoted. A byte that is neither, with a '<' after it, breaks that; with
+                // none, the value is an addr-spec.
+                let mut i = 0;
+                while i < v.len() && is_token_or_ws(v[i]) {
+                    i += 1;
+                }
+                if v.get(i) != Some(&b'<') {
+                    if find1(b'<', &v[i..]).is_some() {
+                        return None;
+                    }
+                    return Self::addr_spec(v);
+                }
+                let d = trim(&v[..i]);
+                (if d.is_empty() { None } else { Some(d) }, i)
+            }
         };
-        if let Some(rest) = after_display.strip_prefix(b"<") {
-            let gt = memchr::memchr(b'>', rest)?;
-            let uri = &rest[..gt];
-            // No LWS inside the brackets (RFC 4475 badaspec).
-            if uri.is_empty() || any_bad_in_angle(uri) || memchr::memchr(b':', uri).is_none() {
-                return None;
-            }
-            let tail = trim(&rest[gt + 1..]);
-            let params = match tail {
-                [] => tail,
-                [b';', p @ ..] => p,
-                _ => return None,
-            };
-            return Some(NameAddr {
-                display,
-                uri,
-                params,
-                bracketed: true,
-            });
-        }
-        if display.is_some() {
+        let rest = &v[lt + 1..];
+        let gt = find1(b'>', rest)?;
+        let uri = &rest[..gt];
+        // No LWS inside the brackets (RFC 4475 badaspec), and a scheme.
+        if !angle_uri_ok(uri) {
             return None;
         }
-        // addr-spec: the URI ends at the first ';' (what follows are header parameters), and
-        // must not hold ',', '?' or whitespace (RFC 3261 §20: those need the <> form).
-        let (uri, params) = match memchr::memchr(b';', v) {
+        let i = skip_ws(rest, gt + 1);
+        let params = match rest.get(i) {
+            None => &rest[i..],
+            Some(b';') => &rest[i + 1..],
+            Some(_) => return None,
+        };
+        Some(NameAddr {
+            display,
+            uri,
+            params,
+            bracketed: true,
+        })
+    }
+
+    /// addr-spec: the URI ends at the first ';' (what follows are header parameters), and
+    /// must not hold ',', '?' or whitespace (RFC 3261 §20: those need the <> form).
+    fn addr_spec(v: &'a [u8]) -> Option<NameAddr<'a>> {
+        let (uri, params) = match find1(b';', v) {
             Some(p) => (trim(&v[..p]), &v[p + 1..]),
             None => (v, &v[v.len()..]),
         };
-        if uri.is_empty() || memchr::memchr(b':', uri).is_none() || any_bad_bare_uri(uri) {
+        if !bare_uri_ok(uri) {
             return None;
         }
         Some(NameAddr {
-            display,
+            display: None,
             uri,
             params,
             bracketed: false,

@@ -1,7 +1,7 @@
 //! The parts of a SIP URI the P-CSCF reads (RFC 3261 §19.1): the Request-URI check, and
 //! `host[:port]` with IPv6 references.
 
-use crate::sip::lex::{all_host_chars, parse_u64, trim};
+use crate::sip::lex::{HOST_NAME, is_host_char, is_ws, skip_ws, span};
 
 /// RFC 3261 §19.1.1 / §19.1.5: a Request-URI has a scheme, no `<>`, and a SIP(S) one carries
 /// no headers.
@@ -28,32 +28,69 @@ pub fn request_uri_ok(uri: &[u8]) -> bool {
 
 /// The host part of a `host[:port]`, IPv6 references included (`[2001:db8::1]:5060`).
 pub fn split_host_port(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
-    let hp = trim(hp);
-    if hp.is_empty() {
-        return None;
+    // No `host[:port]` holds a ';', so one whose prefix ends before the end is no host-port.
+    match host_port_prefix(hp)? {
+        (host, port, end) if end == hp.len() => Some((host, port)),
+        _ => None,
     }
-    let (host, rest) = if hp[0] == b'[' {
-        let close = hp.iter().position(|&b| b == b']')?;
-        (&hp[..=close], &hp[close + 1..])
-    } else {
-        match hp.iter().position(|&b| b == b':') {
-            Some(c) => (&hp[..c], &hp[c..]),
-            None => (hp, &hp[hp.len()..]),
+}
+
+/// `split_host_port(&s[..end])`, where `end` is the index of the first ';' in `s` (`s.len()`
+/// if none), in one forward pass that finds `end` too: a Via's sent-by and the `;` parameters
+/// after it. The LWS around the whole is skipped, and around a bracketed host's ':'; a host
+/// name or IPv4 address ends at the first ':'.
+pub(super) fn host_port_prefix(s: &[u8]) -> Option<(&[u8], Option<u16>, usize)> {
+    let h0 = skip_ws(s, 0);
+    let hend = if *s.get(h0)? == b'[' {
+        let mut i = h0 + 1;
+        loop {
+            let b = *s.get(i)?;
+            if b == b']' {
+                break i + 1;
+            }
+            if !is_host_char(b) {
+                return None;
+            }
+            i += 1;
         }
-    };
-    if host.is_empty() || !all_host_chars(host) {
-        return None;
-    }
-    let rest = trim(rest);
-    let port = if rest.is_empty() {
-        None
-    } else if rest[0] == b':' {
-        let p = parse_u64(trim(&rest[1..]), 5)?;
-        Some(u16::try_from(p).ok()?)
     } else {
-        return None;
+        let i = span(s, h0, HOST_NAME);
+        // a host name or address ends at ':' or at the end: LWS is allowed only when nothing
+        // but LWS follows (it trails the value)
+        if i == h0 || (s.get(i).is_some_and(|&b| is_ws(b)) && !at_end(s, skip_ws(s, i))) {
+            return None;
+        }
+        i
     };
-    Some((host, port))
+    let host = &s[h0..hend];
+    let mut i = skip_ws(s, hend);
+    let port = match s.get(i) {
+        Some(b':') => {
+            i = skip_ws(s, i + 1);
+            let d0 = i;
+            let mut p: u32 = 0;
+            while let Some(&b) = s.get(i).filter(|b| b.is_ascii_digit()) {
+                if i - d0 == 5 {
+                    return None;
+                }
+                p = p * 10 + u32::from(b - b'0');
+                i += 1;
+            }
+            if i == d0 {
+                return None;
+            }
+            i = skip_ws(s, i);
+            Some(u16::try_from(p).ok()?)
+        }
+        _ => None,
+    };
+    at_end(s, i).then_some((host, port, i))
+}
+
+/// Whether `s[i..]` is empty or starts with ';' (the end of a sent-by).
+#[inline(always)]
+fn at_end(s: &[u8], i: usize) -> bool {
+    matches!(s.get(i), None | Some(b';'))
 }
 
 /// What follows the userinfo of a URI (the text after `scheme:`): from the host on.

@@ -1,7 +1,7 @@
 //! Via (RFC 3261 §20.42, RFC 3581 `rport`).
 
-use super::uri::split_host_port;
-use crate::sip::lex::{Param, ParamIter, find_param, is_token, is_token_char, is_ws, trim};
+use super::uri::host_port_prefix;
+use crate::sip::lex::{Param, find_param, is_token_char, is_ws, skip_ws, split_point, trim};
 
 /// One Via value (RFC 3261 §20.42): `SIP/2.0/UDP host:port;branch=...;rport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,34 +20,27 @@ impl<'a> Via<'a> {
     pub fn parse(v: &'a [u8]) -> Option<Via<'a>> {
         let raw = trim(v);
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed
-        // around the slashes (RFC 4475 wsinv).
-        let mut parts = raw.splitn(3, |&b| b == b'/');
-        let name = trim(parts.next()?);
-        let version = trim(parts.next()?);
-        let rest = parts.next()?;
-        if !name.eq_ignore_ascii_case(b"SIP") || version != b"2.0" {
-            return None;
-        }
-        let rest = trim(rest);
-        let tend = rest.iter().position(|&b| !is_token_char(b))?;
-        let transport = &rest[..tend];
-        if transport.is_empty() {
-            return None;
-        }
-        let after = &rest[tend..];
-        if after.is_empty() || !is_ws(after[0]) {
-            return None;
-        }
-        let (sent_by, params) = match memchr::memchr(b';', after) {
-            Some(p) => (&after[..p], &after[p + 1..]),
-            None => (after, &after[after.len()..]),
+        // around the slashes (RFC 4475 wsinv); read in one forward pass.
+        let t0 = if raw.starts_with(b"SIP/2.0/") {
+            skip_ws(raw, 8)
+        } else {
+            sent_protocol_lws(raw)?
         };
-        let (host, port) = split_host_port(sent_by)?;
-        // each parameter must at least have a token name
-        for p in ParamIter::new(params) {
-            if !is_token(p.name) {
-                return None;
-            }
+        let mut i = t0;
+        while i < raw.len() && is_token_char(raw[i]) {
+            i += 1;
+        }
+        // A transport, then LWS before the sent-by.
+        if i == t0 || !is_ws(*raw.get(i)?) {
+            return None;
+        }
+        let transport = &raw[t0..i];
+        // The sent-by runs to the first ';' (or the end), the parameters after it.
+        let after = &raw[i..];
+        let (host, port, end) = host_port_prefix(after)?;
+        let params = after.get(end + 1..).unwrap_or(&after[end..]);
+        if !params_named(params) {
+            return None;
         }
         Some(Via {
             raw,
@@ -73,6 +66,54 @@ impl<'a> Via<'a> {
     /// `None`: no rport; `Some(None)`: rport without a value (RFC 3581 asks us to fill it).
     pub fn rport(&self) -> Option<Option<&'a [u8]>> {
         self.param(b"rport").map(|p| p.value)
+    }
+}
+
+/// Where the transport starts in a sent-protocol written otherwise than `SIP/2.0/`: any case,
+/// LWS around the slashes.
+fn sent_protocol_lws(raw: &[u8]) -> Option<usize> {
+    if !raw.get(..3)?.eq_ignore_ascii_case(b"SIP") {
+        return None;
+    }
+    let i = skip_ws(raw, 3);
+    if raw.get(i) != Some(&b'/') {
+        return None;
+    }
+    let i = skip_ws(raw, i + 1);
+    if raw.get(i..i + 3)? != b"2.0" {
+        return None;
+    }
+    let i = skip_ws(raw, i + 3);
+    if raw.get(i) != Some(&b'/') {
+        return None;
+    }
+    Some(skip_ws(raw, i + 1))
+}
+
+/// Whether each parameter of a `;` run has a token name (RFC 3261 §20.42 `via-params`), the
+/// run split as [`crate::sip::lex::ParamIter`] splits it (empty items skipped); one pass, the
+/// names checked as they are read.
+fn params_named(params: &[u8]) -> bool {
+    let mut s = params;
+    loop {
+        // An item: LWS, a token name, LWS, then '=' and a value, or ';', or the end. The name
+        // holds no '"' or '<', so the item's end is searched for only after the '='.
+        let n0 = skip_ws(s, 0);
+        let mut i = n0;
+        while i < s.len() && is_token_char(s[i]) {
+            i += 1;
+        }
+        let named = i > n0;
+        let i = skip_ws(s, i);
+        match s.get(i) {
+            None => return true,
+            Some(b';') => s = &s[i + 1..],
+            Some(b'=') if named => match split_point(&s[i + 1..], b';') {
+                Some(p) => s = &s[i + 1 + p + 1..],
+                None => return true,
+            },
+            Some(_) => return false,
+        }
     }
 }
 
