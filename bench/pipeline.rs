@@ -382,6 +382,7 @@ mod stage {
         let ue = source.ip();
         let branch = branch_key().seal(Dir::ToCore, 0, SA1_SPI, port, hash, ue, ue);
         let mut ed = Editor::from_index(frame, idx);
+        let top = rules::TopVia::of(ed.view());
         rules::rewrite_protected_request(
             &mut ed,
             &ME,
@@ -390,6 +391,7 @@ mod stage {
             PAI,
             ROUTE,
             b"0123456789abcdef0123456789abcdef",
+            top.as_ref(),
             &mut [0u8; 4096],
         )
         .unwrap();

@@ -710,9 +710,10 @@ impl Pipeline {
         // The branch records the SPI the request came over and the UE's port (the Via sent-by,
         // TS 33.203 §7.1), so the response goes back over this SA set — even while a re-registration
         // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
-        let Some(port) = rules::top_via_port(view) else {
+        let Some(top) = rules::TopVia::of(view) else {
             return Verdict::Drop(DropReason::BadSip);
         };
+        let port = top.port.unwrap_or(5060);
         let (spi, lane) = match m.protection {
             Protection::Protected { spi } => (spi, 0),
             Protection::Stream { spi, worker } => (spi, LANE_STREAM | worker),
@@ -721,7 +722,7 @@ impl Pipeline {
             }
         };
         let ue = e.ue_addr();
-        let hash = rules::stateless_branch(view);
+        let hash = rules::stateless_branch_of(view, &top);
         let branch = self.key.seal(Dir::ToCore, lane, spi, port, hash, ue, ue);
         let flow = Flow {
             binding: e.binding(),
@@ -764,6 +765,7 @@ impl Pipeline {
             pai,
             reg.route(),
             icid,
+            Some(&top),
             &mut scratch,
         );
         self.scratch = scratch;
@@ -933,7 +935,10 @@ impl Pipeline {
             return self.request_to_ue(frame, idx, m, sas);
         }
         // RFC 3261 §18.1.2: a response whose top Via is not ours is discarded.
-        let Some(ours) = rules::top_via_ours(view, self.cfg.via_sent_by.as_bytes()) else {
+        let Some(top) = rules::TopVia::of(view) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        let Some(ours) = rules::top_via_ours_at(view, &top, self.cfg.via_sent_by.as_bytes()) else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
         let is_register = view
@@ -949,7 +954,7 @@ impl Pipeline {
         let Some(branch) = ours else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
-        self.core_response_to_ue(frame, idx, branch, sas)
+        self.core_response_to_ue(frame, idx, (branch, top), sas)
     }
 
     /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
@@ -1085,13 +1090,14 @@ impl Pipeline {
         &mut self,
         frame: &mut [u8],
         idx: Index,
-        b: Branch,
+        (b, top): (Branch, rules::TopVia),
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
         let key = self.key;
         let end = frame.len();
         let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
-        if rules::pop_top_via(&mut ed).is_err() || rules::strip_charging(&mut ed).is_err() {
+        if rules::pop_top_via_at(&mut ed, &top).is_err() || rules::strip_charging(&mut ed).is_err()
+        {
             return Verdict::Drop(DropReason::NoRoom);
         }
         // RFC 3261 §16.7 step 3: with no Via left the response was meant for us; it MUST NOT

@@ -292,8 +292,9 @@ proptest! {
             ])
         })();
         let mut scratch = [0u8; 4096];
+        let top = rules::TopVia::of(rebuilt.view());
         let in_one_pass = rules::rewrite_protected_request(
-            &mut rebuilt, &me(), source, &branch, pai, route, icid, &mut scratch,
+            &mut rebuilt, &me(), source, &branch, pai, route, icid, top.as_ref(), &mut scratch,
         );
         match in_one_pass {
             Ok(()) => {

@@ -37,12 +37,13 @@ pub use register::{
 pub use relay::{
     forward_request, max_forwards_exhausted, pop_own_routes, request_uri_addr,
     request_uri_wants_tcp, rewrite_protected_request, rewrite_request_to_ue, set_top_via_transport,
-    stateless_branch, strip_charging, uri_wants_tcp,
+    stateless_branch, stateless_branch_of, strip_charging, uri_wants_tcp,
 };
 pub use reply::{
-    ALLOW_TO_US, ControlBranch, PCSCF_DEREG_BRANCH, RELEASE_BRANCH, SUBSCRIBE_BRANCH, answer_to_us,
-    assert_identity, build_reject, build_response, control_branch, is_final_to_invite, pop_top_via,
-    reply_port, response_next_hop, top_via_ours, top_via_port, top_via_sent_by, via_count,
+    ALLOW_TO_US, ControlBranch, PCSCF_DEREG_BRANCH, RELEASE_BRANCH, SUBSCRIBE_BRANCH, TopVia,
+    answer_to_us, assert_identity, build_reject, build_response, control_branch,
+    is_final_to_invite, pop_top_via, pop_top_via_at, reply_port, response_next_hop, top_via_ours,
+    top_via_ours_at, top_via_port, top_via_sent_by, via_count,
 };
 
 use super::own::OwnUris;

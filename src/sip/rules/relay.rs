@@ -9,6 +9,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use super::ProxyIdentity;
+use super::reply::TopVia;
 use crate::sip::branch::Branch;
 use crate::sip::edit::{EditError, Editor};
 use crate::sip::headers::{self, NameAddr, Via};
@@ -40,7 +41,10 @@ fn write_ip(w: &mut Writer<'_>, ip: IpAddr) {
 /// first Via value: every byte we do not change is copied as it was.
 pub(super) fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), EditError> {
     let mut out = [0u8; 1024];
-    match top_via_fixed(ed.view(), src, &mut out)? {
+    let Some(top) = TopVia::of(ed.view()) else {
+        return Ok(());
+    };
+    match top_via_fixed(ed.view(), &top, src, &mut out)? {
         Some((i, item, len)) => ed.replace_in_header(i, item, &[&out[..len]]),
         None => Ok(()),
     }
@@ -51,29 +55,17 @@ pub(super) fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), Ed
 /// is nothing to change.
 fn top_via_fixed(
     v: View<'_>,
+    top: &TopVia,
     src: SocketAddr,
     out: &mut [u8],
 ) -> Result<Option<(usize, Span, usize)>, EditError> {
-    let Some(i) = v
-        .idx
-        .headers()
-        .iter()
-        .position(|h| h.name == HeaderName::Via)
-    else {
-        return Ok(None);
-    };
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
     write_ip(&mut w, src.ip());
     let iplen = w.finish().ok_or(EditError::NoRoom)?;
     let ip = &ip[..iplen];
-    let h = v.idx.headers()[i];
-    let Some(item) = ListIter::new(v.bytes(h.value)).next() else {
-        return Ok(None);
-    };
-    let Some(via) = Via::parse(item) else {
-        return Ok(None);
-    };
+    let via = top.via(v);
+    let item = via.raw;
     let mut w = Writer::new(out);
     let mut cursor = 0;
     let (mut has_received, mut has_rport, mut changed) = (false, false, false);
@@ -109,7 +101,7 @@ fn top_via_fixed(
         return Ok(None);
     }
     let len = w.finish().ok_or(EditError::NoRoom)?;
-    Ok(Some((i, Span::of(v.buf, item), len)))
+    Ok(Some((top.header, top.item, len)))
 }
 
 /// Whether a Via sent-by host is the source address: textual match first (cheap), parsing only
@@ -191,6 +183,22 @@ pub fn stateless_branch(v: View<'_>) -> u64 {
     h
 }
 
+/// [`stateless_branch`] with the top Via already found.
+pub fn stateless_branch_of(v: View<'_>, top: &TopVia) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(v.bytes(top.item));
+    if let Some(c) = v.header(HeaderName::CallId) {
+        eat(c);
+    }
+    h
+}
+
 /// Prepare a request for forwarding toward the core (RFC 3261 §16.6): received/rport on the
 /// sender's Via, our Via on top with `branch`, Max-Forwards decremented. The caller has checked
 /// that Max-Forwards is not zero.
@@ -245,13 +253,17 @@ pub fn rewrite_protected_request(
     pai: &[u8],
     route: &[u8],
     icid: &[u8],
+    top: Option<&TopVia>,
     scratch: &mut [u8],
 ) -> Result<(), EditError> {
     // Every edit of RFC 3261 §16.6 and TS 24.229 §5.2.6.3 in one pass over the headers (the
     // result is what forward_request, the removals and the appended lines would write one
     // splice at a time).
     let mut fixed = [0u8; 1024];
-    let top = top_via_fixed(ed.view(), source, &mut fixed)?;
+    let top = match top {
+        Some(t) => top_via_fixed(ed.view(), t, source, &mut fixed)?,
+        None => None,
+    };
     let via = our_via(me, branch)?;
     let n = ed.index().headers().len();
     let has_via = ed.find(HeaderName::Via, 0).is_some();

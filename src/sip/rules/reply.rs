@@ -23,6 +23,11 @@ pub fn via_count(v: View<'_>) -> usize {
         .sum()
 }
 
+/// [`pop_top_via`] of the top Via already found (in the message as it still stands).
+pub fn pop_top_via_at(ed: &mut Editor<'_>, top: &TopVia) -> Result<(), EditError> {
+    ed.remove_item(top.header, top.item, b',', true)
+}
+
 /// Remove the topmost Via value (ours) from a response (RFC 3261 §16.7 item 3).
 pub fn pop_top_via(ed: &mut Editor<'_>) -> Result<(), EditError> {
     let Some(i) = ed.find(HeaderName::Via, 0) else {
@@ -201,14 +206,69 @@ pub fn control_branch(v: View<'_>) -> Option<ControlBranch> {
     .map(|(_, c)| c)
 }
 
+/// The first Via value of a message (what `View::values(Via)` yields first), found and parsed
+/// once (RFC 3261 §20.42) for every rule that reads it: spans into the message as it stands,
+/// good until the message is edited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopVia {
+    /// The index of its header line.
+    pub header: usize,
+    /// The value: its line's first comma-separated item, trimmed.
+    pub item: Span,
+    pub transport: Span,
+    /// The sent-by host (an IPv6 reference keeps its brackets).
+    pub host: Span,
+    pub port: Option<u16>,
+    /// The text after the first `;` (empty if none).
+    pub params: Span,
+}
+
+impl TopVia {
+    /// The top Via of `v`; `None` when it has none or the first value is no Via.
+    pub fn of(v: View<'_>) -> Option<TopVia> {
+        let (header, item) = v
+            .idx
+            .headers()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.name == HeaderName::Via)
+            .find_map(|(i, h)| ListIter::new(v.bytes(h.value)).next().map(|x| (i, x)))?;
+        let via = Via::parse(item)?;
+        Some(TopVia {
+            header,
+            item: Span::of(v.buf, via.raw),
+            transport: Span::of(v.buf, via.transport),
+            host: Span::of(v.buf, via.host),
+            port: via.port,
+            params: Span::of(v.buf, via.params),
+        })
+    }
+
+    /// The parsed value, over the message `v` it was found in.
+    pub fn via<'a>(&self, v: View<'a>) -> Via<'a> {
+        Via {
+            raw: v.bytes(self.item),
+            transport: v.bytes(self.transport),
+            host: v.bytes(self.host),
+            port: self.port,
+            params: v.bytes(self.params),
+        }
+    }
+}
+
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
 /// case-insensitive, a missing port meaning 5060) and it carries an RFC 3261 branch — and if so,
 /// the branch when it has the format of the workers' branches ([`Branch`], still to be verified
 /// with [`crate::sip::branch::BranchKey::verify`]): `None` if the Via is not ours,
 /// `Some(None)` for one of ours in another format (the registration thread's).
 pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<Branch>> {
+    top_via_ours_at(v, &TopVia::of(v)?, sent_by)
+}
+
+/// [`top_via_ours`] of the top Via already found.
+pub fn top_via_ours_at(v: View<'_>, top: &TopVia, sent_by: &[u8]) -> Option<Option<Branch>> {
     let (our_host, our_port) = headers::split_host_port(sent_by)?;
-    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
+    let via = top.via(v);
     let branch = via.branch()?;
     let ours = via.host.eq_ignore_ascii_case(our_host)
         && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
@@ -232,8 +292,7 @@ pub fn reply_port(v: View<'_>, source: SocketAddr) -> Option<u16> {
 /// The top Via's sent-by port (5060 when none): where a UE asks for the response to a request it
 /// sent over an SA (TS 33.203 §7.1).
 pub fn top_via_port(v: View<'_>) -> Option<u16> {
-    let via = v.values(HeaderName::Via).next().and_then(Via::parse)?;
-    Some(via.port.unwrap_or(5060))
+    Some(TopVia::of(v)?.port.unwrap_or(5060))
 }
 
 /// Replace the identity a UE wrote by the network-asserted one (RFC 3325 §9.1, TS 24.229
