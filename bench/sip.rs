@@ -57,6 +57,7 @@ fn parse_check_rewrite_register(b: divan::Bencher) {
     let base = framed(REGISTER);
     let mut frame = base.clone();
     let mut n = 0u64;
+    let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
     b.bench_local(|| {
         frame.copy_from_slice(&base);
         n += 1;
@@ -69,7 +70,7 @@ fn parse_check_rewrite_register(b: divan::Bencher) {
             branch: n,
             icid: n,
         };
-        rules::rewrite_register(&mut ed, &me(), &fw).unwrap();
+        rules::rewrite_register(&mut ed, &me(), &fw, &mut scratch).unwrap();
         black_box(ed.range());
     });
 }

@@ -25,6 +25,7 @@ fn main() {
     let mut base = vec![0u8; HEAD + REGISTER.len() + 512];
     base[HEAD..HEAD + REGISTER.len()].copy_from_slice(REGISTER);
     let mut frame = base.clone();
+    let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
     let t = std::time::Instant::now();
     for i in 0..n {
         frame.copy_from_slice(&base);
@@ -37,7 +38,7 @@ fn main() {
             branch: i,
             icid: i,
         };
-        rules::rewrite_register(&mut ed, &me(), &fw).unwrap();
+        rules::rewrite_register(&mut ed, &me(), &fw, &mut scratch).unwrap();
         black_box(ed.range());
     }
     let el = t.elapsed();

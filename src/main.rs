@@ -480,7 +480,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 branch: 1,
                 icid: 1,
             };
-            rules::rewrite_register(&mut ed, &me, &fw)?;
+            rules::rewrite_register(&mut ed, &me, &fw, &mut vec![0; rules::REWRITE_SCRATCH])?;
             print!("{}", String::from_utf8_lossy(ed.as_bytes()));
         }
     }

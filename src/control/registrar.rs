@@ -473,6 +473,8 @@ pub struct Registrar {
     /// The reg event subscription of each registration (TS 24.229 §5.2.3).
     regevent: super::regevent::RegEvent,
     pub stats: RegistrarStats,
+    /// Where REGISTERs are rewritten (rules::rewrite_register), allocated once.
+    rewrite_scratch: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -519,6 +521,7 @@ impl Registrar {
             orig_ioi: cfg.orig_ioi.clone(),
         });
         Registrar {
+            rewrite_scratch: vec![0; rules::REWRITE_SCRATCH].into_boxed_slice(),
             own,
             cfg,
             sas,
@@ -1193,7 +1196,7 @@ impl Registrar {
             visited_network_id: self.cfg.visited_network_id.as_bytes(),
             orig_ioi: self.cfg.orig_ioi.as_bytes(),
         };
-        if rules::rewrite_register(&mut ed, &me, &fw).is_err() {
+        if rules::rewrite_register(&mut ed, &me, &fw, &mut self.rewrite_scratch).is_err() {
             self.stats.malformed += 1;
             return;
         }

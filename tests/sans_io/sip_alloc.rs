@@ -57,6 +57,7 @@ fn sip_hot_path_does_not_allocate() {
 
     for (msg, src) in [(REGISTER, sources[0]), (REGISTER_V6, sources[1])] {
         frame[512..512 + msg.len()].copy_from_slice(msg);
+        let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
         let n = allocations_in(|| {
             let mut ed = Editor::new(&mut frame, 512, 512 + msg.len()).unwrap();
             ed.view().validate().unwrap();
@@ -67,7 +68,7 @@ fn sip_hot_path_does_not_allocate() {
                 branch: 7,
                 icid: 9,
             };
-            rules::rewrite_register(&mut ed, &me, &fw).unwrap();
+            rules::rewrite_register(&mut ed, &me, &fw, &mut scratch).unwrap();
             assert!(ed.as_bytes().len() > msg.len());
         });
         assert_eq!(n, 0, "REGISTER parse + check + rewrite allocated {n} times");

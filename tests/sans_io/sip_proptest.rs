@@ -63,7 +63,8 @@ fn exercise(data: &[u8]) {
                 branch: 1,
                 icid: 2,
             };
-            if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
+            let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
+            if rules::rewrite_register(&mut ed, &me(), &fw, &mut scratch).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
             }
         }
@@ -213,6 +214,7 @@ const SOUP: &[&str] = &[
     "CSeq: 1 MESSAGE\r\n",
     "Subject:   folded\r\n   across lines  \r\n",
     "X-Empty:\r\n",
+    "Via: \r\n",
     "Content-Type: text/plain\r\n",
 ];
 

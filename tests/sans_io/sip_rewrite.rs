@@ -87,7 +87,8 @@ fn rewrite_register(
     let mut ed = Editor::new(&mut f, head, head + msg.len()).unwrap();
     ed.view().validate().unwrap();
     rules::check_register(ed.view(), PREFS).unwrap();
-    rules::rewrite_register(&mut ed, &me(), &fw(source, protected)).unwrap();
+    let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
+    rules::rewrite_register(&mut ed, &me(), &fw(source, protected), &mut scratch).unwrap();
     ed.as_bytes().to_vec()
 }
 
@@ -322,7 +323,8 @@ fn protected_register_checks_and_rewrite() {
     let out = {
         let mut f = frame(&second, 256, 256);
         let mut ed = Editor::new(&mut f, 256, 256 + second.len()).unwrap();
-        rules::rewrite_register(&mut ed, &me(), &fw("10.46.0.6:7004", true)).unwrap();
+        let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
+        rules::rewrite_register(&mut ed, &me(), &fw("10.46.0.6:7004", true), &mut scratch).unwrap();
         ed.as_bytes().to_vec()
     };
     let m = Message::parse_strict(&out).unwrap();

@@ -22,6 +22,8 @@
 
 pub mod dialog;
 pub mod register;
+#[cfg(test)]
+mod register_reference;
 pub mod relay;
 pub mod reply;
 
@@ -30,9 +32,9 @@ pub use dialog::{
     response_from_ue, response_to_ue,
 };
 pub use register::{
-    AkaKeys, Forward, MAX_ROUTES, RegisterInfo, Registered, SpanList, check_protected_register,
-    check_register, copy_security_client, has_aka_keys, impi_from_impu, rewrite_200, rewrite_401,
-    rewrite_register, strict_digest_params, write_security_server,
+    AkaKeys, Forward, MAX_ROUTES, REWRITE_SCRATCH, RegisterInfo, Registered, SpanList,
+    check_protected_register, check_register, copy_security_client, has_aka_keys, impi_from_impu,
+    rewrite_200, rewrite_401, rewrite_register, strict_digest_params, write_security_server,
 };
 pub use relay::{
     forward_request, max_forwards_exhausted, pop_own_routes, request_uri_addr,

@@ -9,8 +9,8 @@
 
 use core::net::SocketAddr;
 
-use super::relay::{decrement_max_forwards, fix_top_via, pop_own_routes};
-use super::reply::pop_top_via;
+use super::relay::{next_max_forwards, top_via_fixed};
+use super::reply::{TopVia, pop_top_via};
 use super::{ProxyIdentity, Reject, RejectWhy};
 use crate::esp::{EncAlg, IntegAlg};
 use crate::sip::edit::{EditError, Editor};
@@ -337,12 +337,35 @@ pub struct Forward {
 
 /// Rewrite a checked REGISTER from the UE into the REGISTER toward the I-CSCF
 /// (TS 24.229 §5.2.2.2; spec digest §1.2 and §1.4).
+///
+/// `scratch` ([`REWRITE_SCRATCH`] bytes; less fails with [`EditError::NoRoom`]) is where the
+/// new header block and the rewritten values are written before they take their place: the
+/// caller's, so nothing is allocated or zeroed per REGISTER.
 pub fn rewrite_register(
     ed: &mut Editor<'_>,
     me: &ProxyIdentity<'_>,
     fw: &Forward,
+    scratch: &mut [u8],
 ) -> Result<(), EditError> {
-    fix_top_via(ed, fw.source)?;
+    if scratch.len() < REWRITE_SCRATCH {
+        return Err(EditError::NoRoom);
+    }
+    let (block, rest) = scratch.split_at_mut(REBUILD_MAX);
+    let (auth, rest) = rest.split_at_mut(AUTH_MAX);
+    let fixed = &mut rest[..VIA_MAX];
+    // sec-agree is hop-by-hop: strip the option tags and the Security-* headers (RFC 3329
+    // §2.3.1, TS 24.229 §5.2.2.2). A Require or Proxy-Require that lists more than sec-agree
+    // loses that one value here; the usual line of sec-agree alone goes in the pass below.
+    for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+        if needs_list_edit(ed.view(), name) {
+            ed.remove_list_value(name, b"sec-agree")?;
+        }
+    }
+    let v = ed.view();
+    let top = match TopVia::of(v) {
+        Some(t) => top_via_fixed(v, &t, fw.source, fixed)?,
+        None => None,
+    };
     // Our Via on top (RFC 3261 §16.6 item 8).
     let mut via = [0u8; 160];
     let mut w = Writer::new(&mut via);
@@ -352,109 +375,179 @@ pub fn rewrite_register(
         .put(me.via_sent_by)
         .put(b";branch=z9hG4bK")
         .hex64(fw.branch);
-    let vlen = w.finish().ok_or(EditError::NoRoom)?;
-    let first_via = ed.find(HeaderName::Via, 0).unwrap_or(0);
-    ed.insert_header(first_via, HeaderName::Via, &[&via[..vlen]])?;
-
-    decrement_max_forwards(ed)?;
-    pop_own_routes(ed, me)?;
-    // TS 24.229 §5.2.2.2: the P-CSCF sends the REGISTER to the I-CSCF of the home network it
-    // determines itself (the caller chose it). A Route the UE wrote after ours would have the
-    // I-CSCF loose-route the REGISTER wherever the UE wants (RFC 3261 §16.4): every remaining
-    // UE Route goes, so the UE never steers its registration.
-    ed.remove_all(HeaderName::Route)?;
-    // sec-agree is hop-by-hop: strip the option tags and the Security-* headers (RFC 3329
-    // §2.3.1, TS 24.229 §5.2.2.2).
-    ed.remove_list_value(HeaderName::Require, b"sec-agree")?;
-    ed.remove_list_value(HeaderName::ProxyRequire, b"sec-agree")?;
-    ed.remove_all(HeaderName::SecurityClient)?;
-    ed.remove_all(HeaderName::SecurityVerify)?;
-    // Values only the network may set: never forward what the UE wrote.
-    ed.remove_all(HeaderName::PVisitedNetworkId)?;
-    ed.remove_all(HeaderName::PChargingVector)?;
-    ed.remove_all(HeaderName::PAssertedIdentity)?;
-    if ed.find(HeaderName::Authorization, 0).is_some() {
-        set_integrity_protected(ed, fw.protected)?;
-    } else {
-        add_authorization(ed, fw.protected)?;
-    }
-
-    // Appended at the end of the header section, so only the (usually empty) body moves.
+    let via_len = w.finish().ok_or(EditError::NoRoom)?;
+    let via = &via[..via_len];
+    // The credentials: the UE's with our integrity-protected (TS 24.229 §5.2.2.2, §7.2A.2), or
+    // those a conforming UE writes on its first REGISTER when it wrote none.
+    let (auth_at, auth_len) = match v
+        .idx
+        .headers()
+        .iter()
+        .position(|h| h.name == HeaderName::Authorization)
+    {
+        Some(i) => (Some(i), integrity_protected(v, i, fw.protected, auth)?),
+        None => (None, authorization_line(v, fw.protected, auth)?),
+    };
     let mut icid = [0u8; 16];
     Writer::new(&mut icid).hex64(fw.icid);
     let mut cl = [0u8; 20];
-    let body_len = ed.index().body.len();
-    let mut parts: [&[u8]; 16] = [b""; 16];
-    let mut n = 0;
-    let mut lines = 0;
-    for chunk in [
-        &[b"Path: <" as &[u8], me.path_uri, b">\r\n"][..],
-        &[b"Require: path\r\n"],
-        &[b"P-Visited-Network-ID: ", me.visited_network_id, b"\r\n"],
-        &[
-            b"P-Charging-Vector: icid-value=",
-            &icid,
-            b";orig-ioi=",
-            me.orig_ioi,
-            b"\r\n",
-        ],
-    ] {
-        parts[n..n + chunk.len()].copy_from_slice(chunk);
-        n += chunk.len();
-        lines += 1;
-    }
-    if ed.find(HeaderName::ContentLength, 0).is_none() {
+    let cl_len = {
         let mut w = Writer::new(&mut cl);
-        w.dec(body_len as u64);
-        let l = w.len();
-        parts[n] = b"Content-Length: ";
-        parts[n + 1] = &cl[..l];
-        parts[n + 2] = b"\r\n";
-        n += 3;
-        lines += 1;
+        w.dec(v.idx.body.len() as u64);
+        w.len()
+    };
+    let has_cl = v.idx.may_have(HeaderName::ContentLength)
+        && v.headers(HeaderName::ContentLength).next().is_some();
+    let has_via = v.idx.may_have(HeaderName::Via) && v.headers(HeaderName::Via).next().is_some();
+    let n = v.idx.headers().len();
+
+    // Every other edit in one pass over the headers (Editor::rebuild).
+    let mut rb = ed.rebuild(block);
+    if !has_via {
+        rb.line(HeaderName::Via, &[via]);
     }
-    let end = ed.index().headers().len();
-    ed.insert_lines(end, lines, &parts[..n])
+    let (mut via_seen, mut mf_seen) = (false, false);
+    for i in 0..n {
+        let h = rb.view().idx.headers()[i];
+        match h.name {
+            HeaderName::Via if !via_seen => {
+                via_seen = true;
+                rb.line(HeaderName::Via, &[via]);
+                match top {
+                    Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
+                    _ => rb.keep(i),
+                }
+            }
+            // (the top Via value is on a later line when the first Via line is empty)
+            HeaderName::Via => match top {
+                Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
+                _ => rb.keep(i),
+            },
+            // RFC 3261 §16.6 item 3
+            HeaderName::MaxForwards if !mf_seen => {
+                mf_seen = true;
+                let mut tmp = [0u8; 4];
+                let l = next_max_forwards(rb.view().bytes(h.value), &mut tmp);
+                rb.edit(i, h.value, &[&tmp[..l]]);
+            }
+            // TS 24.229 §5.2.2.2: the P-CSCF sends the REGISTER to the I-CSCF of the home
+            // network it determines itself (the caller chose it). A Route the UE wrote, ours
+            // or any after it, would have the I-CSCF loose-route the REGISTER wherever the UE
+            // wants (RFC 3261 §16.4): every UE Route goes, so the UE never steers its
+            // registration.
+            HeaderName::Route
+            | HeaderName::SecurityClient
+            | HeaderName::SecurityVerify
+            // values only the network may set: never forward what the UE wrote
+            | HeaderName::PVisitedNetworkId
+            | HeaderName::PChargingVector
+            | HeaderName::PAssertedIdentity => {}
+            HeaderName::Require | HeaderName::ProxyRequire
+                if lex::trim(rb.view().bytes(h.value)).eq_ignore_ascii_case(b"sec-agree") => {}
+            // one Authorization (check_register allows only one): ours in its place
+            HeaderName::Authorization if auth_at == Some(i) => {
+                rb.edit(i, h.value, &[&auth[..auth_len]]);
+            }
+            HeaderName::Authorization => {}
+            _ => rb.keep(i),
+        }
+    }
+    if !mf_seen {
+        rb.line(HeaderName::MaxForwards, &[b"70"]);
+    }
+    if auth_at.is_none() {
+        rb.line(HeaderName::Authorization, &[&auth[..auth_len]]);
+    }
+    // TS 24.229 §5.2.2.2 [spec-m]: our Path (RFC 3327), its option tag, the visited network
+    // (RFC 7315 §4.3) and the charging vector we start (RFC 7315 §4.6).
+    rb.line(HeaderName::Path, &[b"<", me.path_uri, b">"]);
+    rb.line(HeaderName::Require, &[b"path"]);
+    rb.line(HeaderName::PVisitedNetworkId, &[me.visited_network_id]);
+    rb.line(
+        HeaderName::PChargingVector,
+        &[b"icid-value=", &icid, b";orig-ioi=", me.orig_ioi],
+    );
+    if !has_cl {
+        rb.line(HeaderName::ContentLength, &[&cl[..cl_len]]);
+    }
+    rb.finish()
+}
+
+/// The most a REGISTER's rewritten start line and headers may take (its frame holds at most
+/// 4 KiB: a UDP datagram the workers punt, or one framed from a TCP stream).
+const REBUILD_MAX: usize = 8192;
+/// The most the forwarded Authorization value may take.
+const AUTH_MAX: usize = 2048;
+/// The most the UE's Via value with received / rport may take.
+const VIA_MAX: usize = 1024;
+/// The scratch [`rewrite_register`] needs.
+pub const REWRITE_SCRATCH: usize = REBUILD_MAX + AUTH_MAX + VIA_MAX;
+
+/// Whether a `name` line lists sec-agree beside other values (or in a shape the one-pass
+/// rewrite does not drop whole): then the list loses that value by the editor's own removal.
+fn needs_list_edit(v: View<'_>, name: HeaderName) -> bool {
+    v.headers(name).any(|h| {
+        let value = v.bytes(h.value);
+        !lex::trim(value).eq_ignore_ascii_case(b"sec-agree")
+            && lex::ListIter::new(value).any(|x| x.eq_ignore_ascii_case(b"sec-agree"))
+    })
+}
+
+/// The value of Authorization `i` as forwarded (`Digest` + its parameters but
+/// integrity-protected, then ours), written into `out`; its length.
+fn integrity_protected(
+    v: View<'_>,
+    i: usize,
+    protected: bool,
+    out: &mut [u8],
+) -> Result<usize, EditError> {
+    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
+    let h = v.idx.headers()[i];
+    let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
+    let n = strict_digest_params(v.bytes(h.value), &mut params).ok_or(EditError::BadTarget)?;
+    let mut w = Writer::new(out);
+    w.put(b"Digest ");
+    for (name, val) in params[..n]
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case(b"integrity-protected"))
+    {
+        w.put(name).put(b"=").put(val).put(b", ");
+    }
+    w.put(b"integrity-protected=").put(value);
+    w.finish().ok_or(EditError::NoRoom)
 }
 
 /// A REGISTER without Authorization ([`check_register`] derived its IMPI from To): the core
 /// gets one as a conforming UE writes it on its first REGISTER (TS 24.229 §5.1.1.2.2: username =
 /// IMPI, realm = the home domain, uri = the Request-URI, empty nonce and response) with our
 /// integrity-protected (TS 24.229 §5.2.2.2, §7.2A.2), so the S-CSCF runs IMS AKA as for any
-/// phone.
-fn add_authorization(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
+/// phone. Its value is written into `out`; its length.
+fn authorization_line(v: View<'_>, protected: bool, out: &mut [u8]) -> Result<usize, EditError> {
     let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
-    let mut line = [0u8; 1024];
-    let n = {
-        let v = ed.view();
-        let to = v
-            .header(HeaderName::To)
-            .and_then(NameAddr::parse)
-            .ok_or(EditError::BadTarget)?;
-        let impi = impi_from_impu(to.uri).ok_or(EditError::BadTarget)?;
-        let ruri = v.request_uri().ok_or(EditError::BadTarget)?;
-        let realm = headers::uri_host(ruri);
-        // inside quoted strings: no quote, backslash or control character may come through
-        if [ruri, realm].iter().any(|x| {
-            x.iter()
-                .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
-        }) {
-            return Err(EditError::BadTarget);
-        }
-        let mut w = Writer::new(&mut line);
-        w.put(b"Authorization: Digest username=\"")
-            .put(impi)
-            .put(b"\",realm=\"")
-            .put(realm)
-            .put(b"\",uri=\"")
-            .put(ruri)
-            .put(b"\",nonce=\"\",response=\"\",integrity-protected=")
-            .put(value)
-            .put(b"\r\n");
-        w.finish().ok_or(EditError::NoRoom)?
-    };
-    let end = ed.index().headers().len();
-    ed.insert_lines(end, 1, &[&line[..n]])
+    let to = v
+        .header(HeaderName::To)
+        .and_then(NameAddr::parse)
+        .ok_or(EditError::BadTarget)?;
+    let impi = impi_from_impu(to.uri).ok_or(EditError::BadTarget)?;
+    let ruri = v.request_uri().ok_or(EditError::BadTarget)?;
+    let realm = headers::uri_host(ruri);
+    // inside quoted strings: no quote, backslash or control character may come through
+    if [ruri, realm].iter().any(|x| {
+        x.iter()
+            .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+    }) {
+        return Err(EditError::BadTarget);
+    }
+    let mut w = Writer::new(out);
+    w.put(b"Digest username=\"")
+        .put(impi)
+        .put(b"\",realm=\"")
+        .put(realm)
+        .put(b"\",uri=\"")
+        .put(ruri)
+        .put(b"\",nonce=\"\",response=\"\",integrity-protected=")
+        .put(value);
+    w.finish().ok_or(EditError::NoRoom)
 }
 
 /// Most auth-params a REGISTER's credentials may carry (RFC 2617 §3.2.2 defines about ten).
@@ -523,39 +616,6 @@ pub fn strict_digest_params<'a>(
             Some(_) => return None,
         }
     }
-}
-
-/// TS 24.229 §5.2.2.2: the REGISTER toward the core carries exactly one Authorization, ours:
-/// rebuilt from the strictly parsed parameters of the UE's single Digest credentials, without
-/// any integrity-protected the UE wrote, with ours appended (TS 24.229 §7.2A.2).
-/// [`check_register`] refused every shape this cannot rebuild.
-fn set_integrity_protected(ed: &mut Editor<'_>, protected: bool) -> Result<(), EditError> {
-    let value: &[u8] = if protected { b"\"yes\"" } else { b"\"no\"" };
-    let Some(i) = ed.find(HeaderName::Authorization, 0) else {
-        return Ok(());
-    };
-    // any further Authorization header goes (check_register allows only one)
-    while let Some(j) = ed.find(HeaderName::Authorization, i + 1) {
-        ed.remove_header(j)?;
-    }
-    let mut buf = [0u8; 2048];
-    let (span, len) = {
-        let v = ed.view();
-        let h = v.idx.headers()[i];
-        let mut params = [(&[][..], &[][..]); MAX_AUTH_PARAMS];
-        let n = strict_digest_params(v.bytes(h.value), &mut params).ok_or(EditError::BadTarget)?;
-        let mut w = Writer::new(&mut buf);
-        w.put(b"Digest ");
-        for (name, val) in params[..n]
-            .iter()
-            .filter(|(name, _)| !name.eq_ignore_ascii_case(b"integrity-protected"))
-        {
-            w.put(name).put(b"=").put(val).put(b", ");
-        }
-        w.put(b"integrity-protected=").put(value);
-        (h.value, w.finish().ok_or(EditError::NoRoom)?)
-    };
-    ed.replace_in_header(i, span, &[&buf[..len]])
 }
 
 /// CK and IK taken from a 401 (TS 24.229 §7.2A.1). Not `Copy`, and wiped on drop, so no

@@ -53,7 +53,7 @@ pub(super) fn fix_top_via(ed: &mut Editor<'_>, src: SocketAddr) -> Result<(), Ed
 /// The first Via value with received / rport as [`fix_top_via`] sets them, written into `out`:
 /// the Via header's index, the span of that value, and the length written; `None` when there
 /// is nothing to change.
-fn top_via_fixed(
+pub(super) fn top_via_fixed(
     v: View<'_>,
     top: &TopVia,
     src: SocketAddr,
@@ -134,7 +134,7 @@ pub(super) fn decrement_max_forwards(ed: &mut Editor<'_>) -> Result<(), EditErro
 
 /// The Max-Forwards value to forward with, written into `out`: one less than `value` (70 for a
 /// value that does not parse, which validation has refused already); its length.
-fn next_max_forwards(value: &[u8], out: &mut [u8; 4]) -> usize {
+pub(super) fn next_max_forwards(value: &[u8], out: &mut [u8; 4]) -> usize {
     let cur = parse_u64(value, 10).unwrap_or(70);
     let mut w = Writer::new(out);
     w.dec(cur.saturating_sub(1).min(255));
@@ -283,6 +283,11 @@ pub fn rewrite_protected_request(
                     _ => rb.keep(i),
                 }
             }
+            // (the top Via value is on a later line when the first Via line is empty)
+            HeaderName::Via => match top {
+                Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
+                _ => rb.keep(i),
+            },
             HeaderName::MaxForwards if !mf_seen => {
                 mf_seen = true;
                 let mut tmp = [0u8; 4];
