@@ -81,8 +81,8 @@ impl Branch {
             return None;
         }
         let field = |r: core::ops::Range<usize>| -> Option<u64> {
-            let hi = unhex8(hex.get(r.start..r.start + 8)?)?;
-            let lo = unhex8(hex.get(r.start + 8..r.end)?)?;
+            let hi = crate::sip::write::unhex8(hex.get(r.start..r.start + 8)?)?;
+            let lo = crate::sip::write::unhex8(hex.get(r.start + 8..r.end)?)?;
             Some(u64::from(hi) << 32 | u64::from(lo))
         };
         let head = field(0..16)?;
@@ -94,31 +94,6 @@ impl Branch {
             mac: field(32..48)?,
         })
     }
-}
-
-/// Eight lower-case hex digits as a number (the inverse of `Writer::hex64`'s halves), checked
-/// and converted all at once; `None` for any other byte, upper-case hex included.
-#[inline]
-fn unhex8(s: &[u8]) -> Option<u32> {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let w = u64::from_le_bytes(s.try_into().ok()?);
-    if w & HIGH != 0 {
-        return None;
-    }
-    // per byte b < 0x80: bit 7 of b + (0x80 - c) is set iff b >= c (no carry leaves the byte)
-    let ge = |c: u64| (w + (0x80 - c) * 0x0101_0101_0101_0101) & HIGH;
-    let digit = ge(b'0' as u64) & !ge(b'9' as u64 + 1);
-    let letter = ge(b'a' as u64) & !ge(b'f' as u64 + 1);
-    if digit | letter != HIGH {
-        return None;
-    }
-    // '0'..'9' -> low nibble; 'a'..'f' -> low nibble (1..6) + 9
-    let nib = (w & 0x0f0f_0f0f_0f0f_0f0f) + (letter >> 7) * 9;
-    // bytes [n0, n1, ..., n7], n0 the most significant digit: pair them, then gather
-    let y = ((nib & 0x000f_000f_000f_000f) << 4) | ((nib >> 8) & 0x000f_000f_000f_000f);
-    let z = (y | (y >> 8)) & 0x0000_ffff_0000_ffff;
-    let u = (z | (z >> 16)) & 0xffff_ffff;
-    Some((u as u32).swap_bytes())
 }
 
 /// The per-process branch key (SipHash-2-4's 128-bit key).
@@ -310,7 +285,7 @@ mod tests {
                 for c in 0..=255u8 {
                     let mut s = base;
                     s[pos] = c;
-                    assert_eq!(unhex8(&s), scalar(&s), "{s:?}");
+                    assert_eq!(crate::sip::write::unhex8(&s), scalar(&s), "{s:?}");
                 }
             }
         }
@@ -323,9 +298,9 @@ mod tests {
             let mut buf = [0u8; 16];
             Writer::new(&mut buf).hex64(v);
             assert_eq!(buf, *format!("{v:016x}").as_bytes());
-            assert_eq!(unhex8(&buf[..8]), Some((v >> 32) as u32));
-            assert_eq!(unhex8(&buf[8..]), Some(v as u32));
+            assert_eq!(crate::sip::write::unhex8(&buf[..8]), Some((v >> 32) as u32));
+            assert_eq!(crate::sip::write::unhex8(&buf[8..]), Some(v as u32));
         }
-        assert_eq!(unhex8(b"0123456"), None);
+        assert_eq!(crate::sip::write::unhex8(b"0123456"), None);
     }
 }

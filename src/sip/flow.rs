@@ -107,6 +107,13 @@ fn get_hex(text: &[u8], out: &mut [u8]) -> Option<()> {
     if text.len() != 2 * out.len() {
         return None;
     }
+    // eight digits (four bytes) at a time: every length here is a multiple of four bytes
+    if out.len().is_multiple_of(4) {
+        for (o, t) in out.chunks_exact_mut(4).zip(text.chunks_exact(8)) {
+            o.copy_from_slice(&crate::sip::write::unhex8(t)?.to_be_bytes());
+        }
+        return Some(());
+    }
     let nib = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

@@ -69,11 +69,10 @@ impl OwnUris {
         };
         // RFC 3261 §25.1: '@' is not allowed unescaped in userinfo, params or headers, so a
         // second one makes the URI unreadable, and the only one ends the userinfo.
-        let mut ats = rest.iter().enumerate().filter(|&(_, &b)| b == b'@');
-        let rest = match (ats.next(), ats.next()) {
-            (None, _) => rest,
-            (Some((at, _)), None) => &rest[at + 1..],
-            (Some(_), Some(_)) => return false,
+        let rest = match memchr::memchr(b'@', rest) {
+            None => rest,
+            Some(at) if memchr::memchr(b'@', &rest[at + 1..]).is_none() => &rest[at + 1..],
+            Some(_) => return false,
         };
         let Some((host, port, tail)) = split_hostport(rest) else {
             return false;
@@ -104,7 +103,7 @@ impl OwnUris {
         // A host name's last label starts with a letter (RFC 3261 §25.1 toplabel), so only a
         // host ending in a digit can be an IPv4 address: a domain skips the parse.
         if host.last().is_some_and(u8::is_ascii_digit)
-            && let Some(a) = parse_ip::<Ipv4Addr>(host)
+            && let Some(a) = parse_v4(host)
         {
             return self.addrs.contains(&IpAddr::V4(a));
         }
@@ -164,8 +163,38 @@ fn parse_ip<T: core::str::FromStr>(b: &[u8]) -> Option<T> {
     core::str::from_utf8(b).ok()?.parse().ok()
 }
 
+/// A dotted-quad IPv4 address, read as `Ipv4Addr`'s `FromStr` reads it (four decimal octets of
+/// at most three digits, no leading zero, each at most 255) without the UTF-8 and `str` detour:
+/// Route and Request-URI hosts are compared on every request inside a dialog.
+fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = b.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &d in p {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+        }
+        *o = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
 /// Whether the `;params[?headers]` tail carries a `maddr` parameter.
 fn has_maddr(tail: &[u8]) -> bool {
+    // no 'm' at all (our flow-token routes: long hex values), no maddr: skip the split
+    if memchr::memchr2(b'm', b'M', tail).is_none() {
+        return false;
+    }
     let params = match tail.iter().position(|&b| b == b'?') {
         Some(q) => &tail[..q],
         None => tail,
@@ -320,5 +349,69 @@ mod tests {
         let none = OwnUris::default();
         assert!(!none.is_us(b"sip:10.88.1.1"));
         assert!(!none.is_us(b"sip:localhost"));
+    }
+
+    /// The hand-written IPv4 reader agrees with `Ipv4Addr`'s `FromStr` on every short string of
+    /// digits and dots, and on a few others.
+    #[test]
+    fn ipv4_reader_agrees_with_std() {
+        let alphabet = b"0123456789.";
+        let mut seen = 0;
+        let mut s = Vec::new();
+        // every string of length <= 6 over the alphabet, and a sample of longer ones
+        fn all(len: usize, s: &mut Vec<u8>, alphabet: &[u8], f: &mut dyn FnMut(&[u8])) {
+            if s.len() == len {
+                return f(s);
+            }
+            for &c in alphabet {
+                s.push(c);
+                all(len, s, alphabet, f);
+                s.pop();
+            }
+        }
+        let mut check = |b: &[u8]| {
+            let std = core::str::from_utf8(b).unwrap().parse::<Ipv4Addr>().ok();
+            assert_eq!(parse_v4(b), std, "{:?}", String::from_utf8_lossy(b));
+            seen += 1;
+        };
+        for len in 0..=6 {
+            all(len, &mut s, alphabet, &mut check);
+        }
+        let mut x: u64 = 1;
+        for _ in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 7 + (x >> 60) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (i * 4 % 56)) % 11) as usize])
+                .collect();
+            check(&b);
+        }
+        for b in [
+            &b"255.255.255.255"[..],
+            b"256.1.1.1",
+            b"1.2.3.4.",
+            b"01.2.3.4",
+            b"0.0.0.0",
+            b"1.2.3",
+            b"1..2.3",
+            b"+1.2.3.4",
+            b"1.2.3.4 ",
+        ] {
+            check(b);
+        }
+        assert!(seen > 1_900_000);
+    }
+
+    #[test]
+    fn maddr_is_found_in_any_case_and_only_as_a_name() {
+        assert!(has_maddr(b";lr;maddr=10.0.0.1"));
+        assert!(has_maddr(b";lr; MADDR =x"));
+        assert!(has_maddr(b";maddr"));
+        assert!(!has_maddr(b";lr;ft=0123456789abcdef"));
+        assert!(!has_maddr(b";lr;x=maddr"));
+        assert!(!has_maddr(b";lr?maddr=1"));
+        assert!(!has_maddr(b""));
     }
 }

@@ -20,6 +20,31 @@ pub(crate) const fn hex8(n: u32) -> u64 {
     (x & LOW4) + 0x3030_3030_3030_3030 + above9 * 39
 }
 
+/// Eight lower-case hex digits as a number (the inverse of `Writer::hex64`'s halves), checked
+/// and converted all at once; `None` for any other byte, upper-case hex included.
+#[inline]
+pub(crate) fn unhex8(s: &[u8]) -> Option<u32> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let w = u64::from_le_bytes(s.try_into().ok()?);
+    if w & HIGH != 0 {
+        return None;
+    }
+    // per byte b < 0x80: bit 7 of b + (0x80 - c) is set iff b >= c (no carry leaves the byte)
+    let ge = |c: u64| (w + (0x80 - c) * 0x0101_0101_0101_0101) & HIGH;
+    let digit = ge(b'0' as u64) & !ge(b'9' as u64 + 1);
+    let letter = ge(b'a' as u64) & !ge(b'f' as u64 + 1);
+    if digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' -> low nibble; 'a'..'f' -> low nibble (1..6) + 9
+    let nib = (w & 0x0f0f_0f0f_0f0f_0f0f) + (letter >> 7) * 9;
+    // bytes [n0, n1, ..., n7], n0 the most significant digit: pair them, then gather
+    let y = ((nib & 0x000f_000f_000f_000f) << 4) | ((nib >> 8) & 0x000f_000f_000f_000f);
+    let z = (y | (y >> 8)) & 0x0000_ffff_0000_ffff;
+    let u = (z | (z >> 16)) & 0xffff_ffff;
+    Some((u as u32).swap_bytes())
+}
+
 /// Writes into a fixed buffer; overflow is remembered and reported by [`Writer::finish`].
 #[derive(Debug)]
 pub struct Writer<'a> {
