@@ -37,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
                 branch: 1,
                 icid: 1,
             };
-            if rules::rewrite_register(&mut ed, &me(), &fw).is_ok() {
+            let mut scratch = vec![0u8; rules::REWRITE_SCRATCH];
+            if rules::rewrite_register(&mut ed, &me(), &fw, &mut scratch).is_ok() {
                 Message::parse(ed.as_bytes()).expect("rewritten REGISTER parses");
             }
         }
