@@ -232,6 +232,9 @@ pub struct Pipeline {
     pub(crate) stats: WorkerStats,
     /// Where answers are built (allocated once).
     scratch: Vec<u8>,
+    /// The index every message is parsed into (allocated once; taken out while a message is
+    /// handled, so the handlers may borrow it beside `self`).
+    idx: Option<Box<Index>>,
     punted: bool,
     /// The icid-values of the charging vectors we start: a random prefix per pipeline and a
     /// counter, so they are unique across workers, restarts and nodes without coordination.
@@ -274,6 +277,7 @@ impl Pipeline {
             peers: None,
             stats: WorkerStats::default(),
             scratch: vec![0; 4096],
+            idx: Some(Box::new(Index::empty())),
             punted: false,
             icid_prefix: {
                 let mut b = [0u8; 8];
@@ -652,7 +656,7 @@ impl Pipeline {
         self.sip_from_core(frame, m, sas)
     }
 
-    /// A SIP message that came over the UE's SA entry `e` (ESP checked and removed).
+    /// A SIP message that came over a UE's SA entry `e` (parsed into the pipeline's index).
     fn sip_over_sa<'g>(
         &mut self,
         frame: &mut [u8],
@@ -660,8 +664,23 @@ impl Pipeline {
         e: &'g Entry,
         sas: &'g ReadGuard<'_>,
     ) -> Verdict<'g> {
+        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let v = self.sip_over_sa_in(frame, m, e, sas, &mut idx);
+        self.idx = Some(idx);
+        v
+    }
+
+    /// A SIP message that came over the UE's SA entry `e` (ESP checked and removed).
+    fn sip_over_sa_in<'g>(
+        &mut self,
+        frame: &mut [u8],
+        m: InFrame,
+        e: &'g Entry,
+        sas: &'g ReadGuard<'_>,
+        idx: &mut Index,
+    ) -> Verdict<'g> {
         self.stats.sip += 1;
-        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+        let Ok(()) = idx.parse_into(frame, m.payload.start, m.payload.end) else {
             return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
@@ -756,7 +775,7 @@ impl Pipeline {
         let mut scratch = core::mem::take(&mut self.scratch);
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
-        let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(frame, idx).keeping(LOWER_LAYERS);
         let rewritten = rules::rewrite_protected_request(
             &mut ed,
             &me,
@@ -804,7 +823,7 @@ impl Pipeline {
     fn in_dialog_from_ue<'g>(
         &mut self,
         frame: &mut [u8],
-        idx: Index,
+        idx: &mut Index,
         m: &InFrame,
         (e, sas): (&'g Entry, &'g ReadGuard<'_>),
         branch: &Branch,
@@ -812,7 +831,7 @@ impl Pipeline {
     ) -> Verdict<'g> {
         let is_ack = idx.view(frame).is_method(b"ACK");
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         let popped = rules::pop_dialog_routes(&mut ed, &self.own, self.flow_key, Dir::ToCore);
         match self.dialog_request(popped, (e.binding(), e.ue_addr()), is_ack) {
             None => {}
@@ -847,8 +866,15 @@ impl Pipeline {
 
     /// An unprotected SIP message from a UE (port 5060).
     fn sip_from_ue<'g>(&mut self, frame: &mut [u8], m: InFrame) -> Verdict<'g> {
+        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let v = self.sip_from_ue_in(frame, m, &mut idx);
+        self.idx = Some(idx);
+        v
+    }
+
+    fn sip_from_ue_in<'g>(&mut self, frame: &mut [u8], m: InFrame, idx: &mut Index) -> Verdict<'g> {
         self.stats.sip += 1;
-        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+        let Ok(()) = idx.parse_into(frame, m.payload.start, m.payload.end) else {
             // Not SIP at all: nothing to answer (RFC 3261 §18.3 lets us discard it).
             return Verdict::Drop(DropReason::BadSip);
         };
@@ -902,7 +928,7 @@ impl Pipeline {
             .seal(Dir::ToCore, 0, 0, port, hash, m.src.ip(), NO_UE);
         let me = self.relay_identity();
         // the index already describes this frame: edit with it, no second parse
-        let mut ed = Editor::from_index(frame, idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(frame, idx).keeping(LOWER_LAYERS);
         // RFC 3261 §16.4: our own Route entries go (phones write our address, PCO-learned);
         // the Request-URI was checked above. (Relay mode is a load-test shortcut: the UE's
         // other Routes stay, as a stateless proxy's would.)
@@ -926,8 +952,21 @@ impl Pipeline {
         m: InFrame,
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
+        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let v = self.sip_from_core_in(frame, m, sas, &mut idx);
+        self.idx = Some(idx);
+        v
+    }
+
+    fn sip_from_core_in<'g>(
+        &mut self,
+        frame: &mut [u8],
+        m: InFrame,
+        sas: Option<&'g ReadGuard<'_>>,
+        idx: &mut Index,
+    ) -> Verdict<'g> {
         self.stats.sip += 1;
-        let Ok(idx) = Index::parse(frame, m.payload.start, m.payload.end) else {
+        let Ok(()) = idx.parse_into(frame, m.payload.start, m.payload.end) else {
             return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
@@ -963,7 +1002,7 @@ impl Pipeline {
     fn request_to_ue<'g>(
         &mut self,
         frame: &mut [u8],
-        idx: Index,
+        idx: &mut Index,
         m: InFrame,
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
@@ -1029,7 +1068,7 @@ impl Pipeline {
         };
         // the index already describes this frame: edit with it, no second parse
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if kind == Some(RequestKind::InDialog) {
             // RFC 3261 §12.2, TS 24.229 §5.2.6.4 [spec-m]: the core's request inside a dialog
             // comes by our core-facing entry; both of ours are popped, and their token must
@@ -1089,13 +1128,13 @@ impl Pipeline {
     fn core_response_to_ue<'g>(
         &mut self,
         frame: &mut [u8],
-        idx: Index,
+        idx: &mut Index,
         (b, top): (Branch, rules::TopVia),
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
         let key = self.key;
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if rules::pop_top_via_at(&mut ed, &top).is_err() || rules::strip_charging(&mut ed).is_err()
         {
             return Verdict::Drop(DropReason::NoRoom);
@@ -1177,7 +1216,7 @@ impl Pipeline {
     fn ue_response_to_core<'g>(
         &mut self,
         frame: &mut [u8],
-        idx: Index,
+        idx: &mut Index,
         ue: IpAddr,
         our_ports: [u16; 2],
         registered: Option<(&[u8], Flow)>,
@@ -1197,7 +1236,7 @@ impl Pipeline {
             }
         }
         let end = frame.len();
-        let mut ed = Editor::from_index(&mut frame[..end], idx).keeping(LOWER_LAYERS);
+        let mut ed = Editor::over(&mut frame[..end], idx).keeping(LOWER_LAYERS);
         if rules::pop_top_via(&mut ed).is_err() {
             return Verdict::Drop(DropReason::NoRoom);
         }

@@ -607,6 +607,36 @@ impl Index {
     /// from a stream). With no Content-Length the body is the rest of the datagram; bytes past
     /// Content-Length are not part of the message (RFC 3261 §18.3).
     pub fn parse(buf: &[u8], start: usize, end: usize) -> Result<Index, ParseError> {
+        let mut idx = Index::empty();
+        idx.parse_into(buf, start, end)?;
+        Ok(idx)
+    }
+
+    /// An index of nothing, to [`parse_into`](Index::parse_into) later.
+    pub const fn empty() -> Index {
+        Index {
+            start_line: StartLine::Response {
+                version: Span { start: 0, end: 0 },
+                code: 0,
+                reason: Span { start: 0, end: 0 },
+            },
+            headers: [EMPTY_HEADER; MAX_HEADERS],
+            len: 0,
+            msg_start: 0,
+            headers_end: 0,
+            body: Span { start: 0, end: 0 },
+            present: 0,
+            repeated: 0,
+        }
+    }
+
+    /// [`parse`](Index::parse) into this index, reusing its storage (a worker keeps one and
+    /// indexes every message into it: no 1.5 KiB index is built and moved per message). After
+    /// an error the index describes nothing and must not be read.
+    pub fn parse_into(&mut self, buf: &[u8], start: usize, end: usize) -> Result<(), ParseError> {
+        self.len = 0;
+        self.present = 0;
+        self.repeated = 0;
         if start > end || end > buf.len() {
             return Err(ParseError::at(start, ParseErrorKind::Empty));
         }
@@ -627,16 +657,9 @@ impl Index {
         let start_line = parse_start_line(buf, pos, content_end)?;
         pos = next;
 
-        let mut idx = Index {
-            start_line,
-            headers: [EMPTY_HEADER; MAX_HEADERS],
-            len: 0,
-            msg_start: msg_start as u32,
-            headers_end: 0,
-            body: Span::default(),
-            present: 0,
-            repeated: 0,
-        };
+        let idx = self;
+        idx.start_line = start_line;
+        idx.msg_start = msg_start as u32;
         let mut content_length: Option<Span> = None;
         loop {
             if pos >= end {
@@ -690,7 +713,7 @@ impl Index {
             None => end,
         };
         idx.body = Span::new(body_start, body_end);
-        Ok(idx)
+        Ok(())
     }
 
     /// All header lines, in message order.
