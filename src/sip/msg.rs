@@ -274,7 +274,7 @@ impl HeaderName {
     }
 
     /// The name at `buf[at..at + len]`, which is all token characters.
-    #[inline]
+    #[inline(always)]
     fn of_token(buf: &[u8], at: usize, len: usize) -> HeaderName {
         let slot = match len {
             0 => 0,
@@ -494,6 +494,17 @@ pub(crate) fn scan_header(
     pos: usize,
     end: usize,
 ) -> Result<(Header, usize), ParseError> {
+    scan_header_inline(buf, pos, end)
+}
+
+/// [`scan_header`], inlined into the indexing loop (one call and one returned tuple per header
+/// line less).
+#[inline(always)]
+fn scan_header_inline(
+    buf: &[u8],
+    pos: usize,
+    end: usize,
+) -> Result<(Header, usize), ParseError> {
     let Line {
         mut content_end,
         mut next,
@@ -673,7 +684,7 @@ impl Index {
             if buf[pos] == b' ' || buf[pos] == b'\t' {
                 return Err(ParseError::at(pos, ParseErrorKind::BadFolding));
             }
-            let (h, next) = scan_header(buf, pos, end)?;
+            let (h, next) = scan_header_inline(buf, pos, end)?;
             if idx.len as usize == MAX_HEADERS {
                 return Err(ParseError::at(pos, ParseErrorKind::TooManyHeaders));
             }
