@@ -256,6 +256,9 @@ pub fn quotes_balanced(s: &[u8]) -> bool {
 /// `<` opens, as it always did, rather than splits.
 #[inline]
 pub fn split_point(s: &[u8], sep: u8) -> Option<usize> {
+    // no separator byte at all (most values: one name-addr, one Via): nothing to split, and
+    // no quote or bracket to walk past
+    find1(sep, s)?;
     let p = find3(sep, b'"', b'<', s)?;
     match s[p] {
         b'"' | b'<' => split_point_past(s, sep, p),
