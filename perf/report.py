@@ -191,6 +191,26 @@ def target_rows(raw, res):
     rows.append(("≥ 20,000 full registrations/s on the registration thread",
                  f"{regs:,}/s (register_loop, registrar alone)" if regs else "?",
                  None if regs is None else regs >= 20_000))
+    # issue 15 (the one-pass SIP engine): instructions, from perf/profile's callgrind runs
+    cg = os.path.join(raw, "callgrind.txt")
+    cgl = [kv(l) for l in open(cg)] if os.path.exists(cg) else []
+    per_msg = next((int(c["per_message"]) for c in cgl if c.get("suite") == "null/aes-gcm"), None)
+    rows.append(("≤ 12,000 instructions per protected MESSAGE in + its 200 out, aes-gcm (callgrind, `poll_once`)",
+                 f"{per_msg:,}" if per_msg else "?",
+                 None if per_msg is None else per_msg <= 12_000))
+    per_reg = next((int(c["per_register"]) for c in cgl if "per_register" in c), None)
+    rows.append(("≤ 12,000 instructions per full REGISTER rewrite (parse, validate, §1.1 checks, rewrite; callgrind, `sip_loop`)",
+                 f"{per_reg:,}" if per_reg else "?",
+                 None if per_reg is None else per_reg <= 12_000))
+    lab = os.path.join(raw, "lab.txt")
+    mcpu = None
+    if os.path.exists(lab):
+        mcpu = re.search(r"registration thread: \d+ messages handled, [\d.]+ s of CPU \(([\d.]+) us per message\)",
+                         open(lab).read())
+    us = float(mcpu.group(1)) if mcpu else None
+    rows.append(("≤ 10 µs of registration-thread CPU per message it handles (`pcscf lab`)",
+                 f"{us:.1f} µs" if us is not None else "?",
+                 None if us is None else us <= 10.0))
     mp = os.path.join(raw, "memory.txt")
     mem = [kv(l) for l in open(mp) if l.startswith("result:")] if os.path.exists(mp) else []
     if mem:
@@ -597,6 +617,10 @@ def main():
             w("")
             w(f"Instructions per registration inside `Registrar::handle_message` (callgrind on "
               f"`register_loop 500`, 4 messages each): **{fmt_int(c['per_registration'])}**.")
+        if "per_register" in c:
+            w("")
+            w(f"Instructions per full REGISTER rewrite (parse, validate, §1.1 checks, rewrite; "
+              f"callgrind on `sip_loop 2000`): **{fmt_int(c['per_register'])}**.")
     if not cgl:
         problems.append("callgrind table empty")
     w("")

@@ -500,11 +500,7 @@ pub(crate) fn scan_header(
 /// [`scan_header`], inlined into the indexing loop (one call and one returned tuple per header
 /// line less).
 #[inline(always)]
-fn scan_header_inline(
-    buf: &[u8],
-    pos: usize,
-    end: usize,
-) -> Result<(Header, usize), ParseError> {
+fn scan_header_inline(buf: &[u8], pos: usize, end: usize) -> Result<(Header, usize), ParseError> {
     let Line {
         mut content_end,
         mut next,

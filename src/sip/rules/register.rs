@@ -9,7 +9,7 @@
 
 use core::net::SocketAddr;
 
-use super::relay::{next_max_forwards, top_via_fixed};
+use super::relay::{ForwardLines, top_via_fixed};
 use super::reply::{TopVia, pop_top_via};
 use super::{ProxyIdentity, Reject, RejectWhy};
 use crate::esp::{EncAlg, IntegAlg};
@@ -403,33 +403,14 @@ pub fn rewrite_register(
 
     // Every other edit in one pass over the headers (Editor::rebuild).
     let mut rb = ed.rebuild(block);
-    if !has_via {
-        rb.line(HeaderName::Via, &[via]);
-    }
-    let (mut via_seen, mut mf_seen) = (false, false);
+    // our Via, received/rport, Max-Forwards (RFC 3261 §16.6)
+    let mut fwd = ForwardLines::start(&mut rb, has_via, via, top, fixed);
     for i in 0..n {
         let h = rb.view().idx.headers()[i];
+        if fwd.line(&mut rb, i, h) {
+            continue;
+        }
         match h.name {
-            HeaderName::Via if !via_seen => {
-                via_seen = true;
-                rb.line(HeaderName::Via, &[via]);
-                match top {
-                    Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
-                    _ => rb.keep(i),
-                }
-            }
-            // (the top Via value is on a later line when the first Via line is empty)
-            HeaderName::Via => match top {
-                Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
-                _ => rb.keep(i),
-            },
-            // RFC 3261 §16.6 item 3
-            HeaderName::MaxForwards if !mf_seen => {
-                mf_seen = true;
-                let mut tmp = [0u8; 4];
-                let l = next_max_forwards(rb.view().bytes(h.value), &mut tmp);
-                rb.edit(i, h.value, &[&tmp[..l]]);
-            }
             // TS 24.229 §5.2.2.2: the P-CSCF sends the REGISTER to the I-CSCF of the home
             // network it determines itself (the caller chose it). A Route the UE wrote, ours
             // or any after it, would have the I-CSCF loose-route the REGISTER wherever the UE
@@ -452,9 +433,7 @@ pub fn rewrite_register(
             _ => rb.keep(i),
         }
     }
-    if !mf_seen {
-        rb.line(HeaderName::MaxForwards, &[b"70"]);
-    }
+    fwd.finish(&mut rb);
     if auth_at.is_none() {
         rb.line(HeaderName::Authorization, &[&auth[..auth_len]]);
     }

@@ -11,10 +11,10 @@ use core::net::{IpAddr, SocketAddr};
 use super::ProxyIdentity;
 use super::reply::TopVia;
 use crate::sip::branch::Branch;
-use crate::sip::edit::{EditError, Editor};
+use crate::sip::edit::{EditError, Editor, Rebuild};
 use crate::sip::headers::{self, NameAddr, Via};
 use crate::sip::lex::{self, ListIter, parse_u64};
-use crate::sip::msg::{HeaderName, Span, View};
+use crate::sip::msg::{Header, HeaderName, Span, View};
 use crate::sip::write::Writer;
 
 /// Write an IP address as text: IPv4 by hand (the common case, no `fmt` machinery), IPv6
@@ -268,32 +268,13 @@ pub fn rewrite_protected_request(
     let n = ed.index().headers().len();
     let has_via = ed.find(HeaderName::Via, 0).is_some();
     let mut rb = ed.rebuild(scratch);
-    if !has_via {
-        rb.line(HeaderName::Via, &[via.as_bytes()]);
-    }
-    let (mut via_seen, mut mf_seen) = (false, false);
+    let mut fwd = ForwardLines::start(&mut rb, has_via, via.as_bytes(), top, &fixed);
     for i in 0..n {
         let h = rb.view().idx.headers()[i];
+        if fwd.line(&mut rb, i, h) {
+            continue;
+        }
         match h.name {
-            HeaderName::Via if !via_seen => {
-                via_seen = true;
-                rb.line(HeaderName::Via, &[via.as_bytes()]);
-                match top {
-                    Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
-                    _ => rb.keep(i),
-                }
-            }
-            // (the top Via value is on a later line when the first Via line is empty)
-            HeaderName::Via => match top {
-                Some((at, item, len)) if at == i => rb.edit(i, item, &[&fixed[..len]]),
-                _ => rb.keep(i),
-            },
-            HeaderName::MaxForwards if !mf_seen => {
-                mf_seen = true;
-                let mut tmp = [0u8; 4];
-                let l = next_max_forwards(rb.view().bytes(h.value), &mut tmp);
-                rb.edit(i, h.value, &[&tmp[..l]]);
-            }
             // RFC 3325 §9.1: the identity is the network's; the route set is the
             // Service-Route; the charging headers are the network's (strip_charging)
             HeaderName::PPreferredIdentity
@@ -304,15 +285,79 @@ pub fn rewrite_protected_request(
             _ => rb.keep(i),
         }
     }
-    if !mf_seen {
-        rb.line(HeaderName::MaxForwards, &[b"70"]);
-    }
+    fwd.finish(&mut rb);
     rb.line(HeaderName::Route, &[route]);
     rb.line(HeaderName::PAssertedIdentity, &[pai]);
     // TS 24.229 §5.2.6.3.3 / §5.2.6.3.4 [spec-m]: the P-CSCF starts the charging vector of an
     // originating request (its icid; the IOIs are the S-CSCF's).
     rb.line(HeaderName::PChargingVector, &[b"icid-value=", icid]);
     rb.finish()
+}
+
+/// The edits of RFC 3261 §16.6 every request we forward gets, line by line in a rebuild of
+/// its header block: our Via before the first Via line (item 8), received / rport on the top
+/// Via value (§18.2.1, RFC 3581 §4; on a later line when the first is empty), Max-Forwards one
+/// less (item 3), or 70 added at [`finish`](ForwardLines::finish) when there was none.
+pub(super) struct ForwardLines<'a> {
+    via: &'a [u8],
+    /// The top Via value's line, span and fixed text length in `fixed` ([`top_via_fixed`]).
+    top: Option<(usize, Span, usize)>,
+    fixed: &'a [u8],
+    via_seen: bool,
+    mf_seen: bool,
+}
+
+impl<'a> ForwardLines<'a> {
+    /// Start; with no Via line at all, ours goes first.
+    pub(super) fn start(
+        rb: &mut Rebuild<'_, '_>,
+        has_via: bool,
+        via: &'a [u8],
+        top: Option<(usize, Span, usize)>,
+        fixed: &'a [u8],
+    ) -> ForwardLines<'a> {
+        if !has_via {
+            rb.line(HeaderName::Via, &[via]);
+        }
+        ForwardLines {
+            via,
+            top,
+            fixed,
+            via_seen: false,
+            mf_seen: false,
+        }
+    }
+
+    /// Write old line `i` (`h`) if it is one of these edits' lines; `false` for any other.
+    pub(super) fn line(&mut self, rb: &mut Rebuild<'_, '_>, i: usize, h: Header) -> bool {
+        match h.name {
+            HeaderName::Via => {
+                if !self.via_seen {
+                    self.via_seen = true;
+                    rb.line(HeaderName::Via, &[self.via]);
+                }
+                match self.top {
+                    Some((at, item, len)) if at == i => rb.edit(i, item, &[&self.fixed[..len]]),
+                    _ => rb.keep(i),
+                }
+            }
+            HeaderName::MaxForwards if !self.mf_seen => {
+                self.mf_seen = true;
+                let mut tmp = [0u8; 4];
+                let l = next_max_forwards(rb.view().bytes(h.value), &mut tmp);
+                rb.edit(i, h.value, &[&tmp[..l]]);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// After the old lines: Max-Forwards 70 if there was none.
+    pub(super) fn finish(self, rb: &mut Rebuild<'_, '_>) {
+        if !self.mf_seen {
+            rb.line(HeaderName::MaxForwards, &[b"70"]);
+        }
+    }
 }
 
 /// Our Via value toward the core: `SIP/2.0/<transport> <sent-by>;branch=<branch>`.
