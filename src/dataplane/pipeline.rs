@@ -276,7 +276,8 @@ impl Pipeline {
             events: None,
             peers: None,
             stats: WorkerStats::default(),
-            scratch: vec![0; 4096],
+            // every frame a message is edited in is at most FRAME_SIZE: a rebuilt head fits
+            scratch: vec![0; crate::io::FRAME_SIZE],
             idx: Some(Box::new(Index::empty())),
             punted: false,
             icid_prefix: {

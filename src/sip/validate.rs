@@ -109,10 +109,17 @@ impl View<'_> {
                     }
                 }
                 HeaderName::Via => {
+                    // RFC 3261 §25.1: Via = "Via" HCOLON via-parm *(COMMA via-parm): a line
+                    // with no value is no Via
+                    let mut count = 0;
                     for item in ListIter::new(v) {
+                        count += 1;
                         if headers::Via::parse(item).is_none() {
                             return err(h.value, bad);
                         }
+                    }
+                    if count == 0 {
+                        return err(h.value, bad);
                     }
                 }
                 HeaderName::Contact if v == b"*" => {}
@@ -140,5 +147,33 @@ impl View<'_> {
             // nothing more: responses are matched by the transaction layer.
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Via line with no value (empty, or only commas) is refused, before or after a good one:
+    /// a first Via line with nothing on it would otherwise make the next line's value the top
+    /// one for some readers and not for others.
+    #[test]
+    fn a_via_line_without_a_value_is_malformed() {
+        let good = "SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bKa";
+        for (first, second) in [("", good), (" , ", good), (good, ""), (good, ",")] {
+            let m = format!(
+                "MESSAGE sip:b@h SIP/2.0\r\nVia: {first}\r\nVia: {second}\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let e = Message::parse_strict(m.as_bytes()).unwrap_err();
+            assert_eq!(
+                e.kind,
+                ParseErrorKind::BadHeaderValue(HeaderName::Via),
+                "{m}"
+            );
+        }
+        let m = format!(
+            "MESSAGE sip:b@h SIP/2.0\r\nVia: {good}\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(Message::parse_strict(m.as_bytes()).is_ok());
     }
 }

@@ -59,6 +59,11 @@ pub(super) fn top_via_fixed(
     src: SocketAddr,
     out: &mut [u8],
 ) -> Result<Option<(usize, Span, usize)>, EditError> {
+    // received / rport go on the first Via line's first value: a top value on a later line
+    // (the first Via line empty) is left as it is, as it always was
+    if !top.on_first_via_line(v) {
+        return Ok(None);
+    }
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
     write_ip(&mut w, src.ip());

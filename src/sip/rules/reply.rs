@@ -23,8 +23,13 @@ pub fn via_count(v: View<'_>) -> usize {
         .sum()
 }
 
-/// [`pop_top_via`] of the top Via already found (in the message as it still stands).
+/// [`pop_top_via`] of the top Via already found (in the message as it still stands). As
+/// [`pop_top_via`], it pops only the first Via line's first value: a first Via line with no
+/// value is [`EditError::BadTarget`] (the response is not forwarded).
 pub fn pop_top_via_at(ed: &mut Editor<'_>, top: &TopVia) -> Result<(), EditError> {
+    if !top.on_first_via_line(ed.view()) {
+        return Err(EditError::BadTarget);
+    }
     ed.remove_item(top.header, top.item, b',', true)
 }
 
@@ -242,6 +247,15 @@ impl TopVia {
             port: via.port,
             params: Span::of(v.buf, via.params),
         })
+    }
+
+    /// Whether it stands on the message's first Via line (not after an empty one).
+    pub fn on_first_via_line(&self, v: View<'_>) -> bool {
+        v.idx
+            .headers()
+            .iter()
+            .position(|h| h.name == HeaderName::Via)
+            == Some(self.header)
     }
 
     /// The parsed value, over the message `v` it was found in.
