@@ -685,9 +685,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::BadSip);
         };
         let view = idx.view(frame);
-        if view.validate().is_err() {
+        let Ok(checked) = view.validate_checked() else {
             return Verdict::Drop(DropReason::BadSip);
-        }
+        };
         if !idx.is_request() {
             // the UE answering a BYE of a release (control::dialogs): the registration
             // thread's, over the protected lane that its REGISTERs take
@@ -730,7 +730,7 @@ impl Pipeline {
         // The branch records the SPI the request came over and the UE's port (the Via sent-by,
         // TS 33.203 §7.1), so the response goes back over this SA set — even while a re-registration
         // has two — to this UE, whatever addresses the Vias name (core_response_to_ue).
-        let Some(top) = rules::TopVia::of(view) else {
+        let Some(top) = checked.top_via else {
             return Verdict::Drop(DropReason::BadSip);
         };
         let port = top.port.unwrap_or(5060);
@@ -748,7 +748,7 @@ impl Pipeline {
             binding: e.binding(),
             ue,
         };
-        let kind = rules::classify(view, &self.own);
+        let kind = rules::classify_with(view, &self.own, checked.to_tag);
         if kind == Some(RequestKind::InDialog) {
             let next = (reg.next_hop, reg.next_hop_tcp);
             return self.in_dialog_from_ue(frame, idx, &m, (e, sas), &branch, next);

@@ -58,4 +58,5 @@ pub use msg::{HeaderName, Index, Message, ParseError, ParseErrorKind, Span, Star
 pub use own::OwnUris;
 pub use stream::{Frame, FrameError, Framer};
 pub use transport::{T1, T2, TIMER_F, Transport};
+pub use validate::{Checked, TopVia};
 pub use write::Writer;

@@ -9,6 +9,80 @@ use super::headers;
 use super::lex::{self, ListIter, parse_u64};
 use super::msg::{HeaderName, Message, ParseError, ParseErrorKind, Span, StartLine, View};
 
+/// The first Via value of a message (what `View::values(Via)` yields first), found and parsed
+/// once (RFC 3261 §20.42) for every rule that reads it: spans into the message as it stands,
+/// good until the message is edited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopVia {
+    /// The index of its header line.
+    pub header: usize,
+    /// The value: its line's first comma-separated item, trimmed.
+    pub item: Span,
+    pub transport: Span,
+    /// The sent-by host (an IPv6 reference keeps its brackets).
+    pub host: Span,
+    pub port: Option<u16>,
+    /// The text after the first `;` (empty if none).
+    pub params: Span,
+}
+
+impl TopVia {
+    /// The top Via of `v`; `None` when it has none or the first value is no Via.
+    pub fn of(v: View<'_>) -> Option<TopVia> {
+        let (header, item) = v
+            .idx
+            .headers()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.name == HeaderName::Via)
+            .find_map(|(i, h)| ListIter::new(v.bytes(h.value)).next().map(|x| (i, x)))?;
+        let via = headers::Via::parse(item)?;
+        Some(TopVia::from_parsed(&v, header, via))
+    }
+
+    /// The top Via at header `header`, parsed as `via`.
+    fn from_parsed(v: &View<'_>, header: usize, via: headers::Via<'_>) -> TopVia {
+        TopVia {
+            header,
+            item: Span::of(v.buf, via.raw),
+            transport: Span::of(v.buf, via.transport),
+            host: Span::of(v.buf, via.host),
+            port: via.port,
+            params: Span::of(v.buf, via.params),
+        }
+    }
+
+    /// Whether it stands on the message's first Via line (not after an empty one).
+    pub fn on_first_via_line(&self, v: View<'_>) -> bool {
+        v.idx
+            .headers()
+            .iter()
+            .position(|h| h.name == HeaderName::Via)
+            == Some(self.header)
+    }
+
+    /// The parsed value, over the message `v` it was found in.
+    pub fn via<'a>(&self, v: View<'a>) -> headers::Via<'a> {
+        headers::Via {
+            raw: v.bytes(self.item),
+            transport: v.bytes(self.transport),
+            host: v.bytes(self.host),
+            port: self.port,
+            params: v.bytes(self.params),
+        }
+    }
+}
+
+/// What validation read that the rules read again ([`View::validate_checked`]): kept so that
+/// nothing is parsed twice. Spans into the message as validated: good until it is edited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The top Via ([`TopVia::of`] of the message).
+    pub top_via: Option<TopVia>,
+    /// Whether the To header carries a tag (RFC 3261 §12: a request inside a dialog).
+    pub to_tag: bool,
+}
+
 impl<'a> Message<'a> {
     /// Parse, then apply [`View::validate`]: what a proxy must do with input it does not trust.
     pub fn parse_strict(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
@@ -41,6 +115,12 @@ impl View<'_> {
     /// The syntax and consistency checks a proxy applies to a message from an untrusted peer
     /// (RFC 3261 §8.1.1, §16.3, §20; the RFC 4475 invalid messages are refused here).
     pub fn validate(&self) -> Result<(), ParseError> {
+        self.validate_checked().map(|_| ())
+    }
+
+    /// [`validate`](View::validate), returning what it read that the rules read again.
+    pub fn validate_checked(&self) -> Result<Checked, ParseError> {
+        let mut checked = Checked::default();
         let idx = self.idx;
         let err = |s: Span, k| Err(ParseError::at(s.start as usize, k));
         if let StartLine::Request { uri, .. } = idx.start_line
@@ -114,8 +194,11 @@ impl View<'_> {
                     let mut count = 0;
                     for item in ListIter::new(v) {
                         count += 1;
-                        if headers::Via::parse(item).is_none() {
+                        let Some(via) = headers::Via::parse(item) else {
                             return err(h.value, bad);
+                        };
+                        if checked.top_via.is_none() {
+                            checked.top_via = Some(TopVia::from_parsed(self, i, via));
                         }
                     }
                     if count == 0 {
@@ -127,8 +210,11 @@ impl View<'_> {
                     let mut count = 0;
                     for item in ListIter::new(v) {
                         count += 1;
-                        if headers::NameAddr::parse(item).is_none() {
+                        let Some(na) = headers::NameAddr::parse(item) else {
                             return err(h.value, bad);
+                        };
+                        if h.name == HeaderName::To {
+                            checked.to_tag = na.tag().is_some();
                         }
                     }
                     if count == 0 || (h.name.is_single() && count > 1) {
@@ -146,7 +232,7 @@ impl View<'_> {
         if let StartLine::Response { .. } = idx.start_line {
             // nothing more: responses are matched by the transaction layer.
         }
-        Ok(())
+        Ok(checked)
     }
 }
 

@@ -52,6 +52,15 @@ fn exercise(data: &[u8]) {
     };
     let _ = ed.view().validate();
     let v = ed.view();
+    // what validation records for the rules is what they would read themselves
+    if let Ok(c) = v.validate_checked() {
+        assert_eq!(c.top_via, pcscf::sip::TopVia::of(v));
+        let to_tag = v
+            .header(HeaderName::To)
+            .and_then(pcscf::sip::headers::NameAddr::parse)
+            .is_some_and(|na| na.tag().is_some());
+        assert_eq!(c.to_tag, to_tag);
+    }
     for h in v.idx.headers() {
         let _ = v.values(h.name).count();
     }

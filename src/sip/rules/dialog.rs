@@ -252,8 +252,14 @@ fn to_tag(v: View<'_>) -> Option<bool> {
 /// without a readable To. `own` tells our Route entries (for an ACK: does its first Route
 /// carry one of our tokens?).
 pub fn classify(v: View<'_>, own: &OwnUris) -> Option<RequestKind> {
+    classify_with(v, own, to_tag(v)?)
+}
+
+/// [`classify`] of a request whose To tag validation has already read
+/// ([`crate::sip::Checked::to_tag`]).
+pub fn classify_with(v: View<'_>, own: &OwnUris, to_tag: bool) -> Option<RequestKind> {
     let method = v.method()?;
-    if !to_tag(v)? {
+    if !to_tag {
         return Some(if is_dialog_creating(method) {
             RequestKind::Initial
         } else if method == b"CANCEL" {

@@ -28,8 +28,8 @@ pub mod relay;
 pub mod reply;
 
 pub use dialog::{
-    DialogError, DialogRoute, OurEntries, RequestKind, classify, pop_dialog_routes, record_route,
-    response_from_ue, response_to_ue,
+    DialogError, DialogRoute, OurEntries, RequestKind, classify, classify_with, pop_dialog_routes,
+    record_route, response_from_ue, response_to_ue,
 };
 pub use register::{
     AkaKeys, Forward, MAX_ROUTES, REWRITE_SCRATCH, RegisterInfo, Registered, SpanList,

@@ -16,6 +16,8 @@ use crate::sip::lex::{ListIter, parse_u64};
 use crate::sip::msg::{HeaderName, Span, View};
 use crate::sip::write::Writer;
 
+pub use crate::sip::TopVia;
+
 /// How many Via values a message carries (header lines and comma-separated values alike).
 pub fn via_count(v: View<'_>) -> usize {
     v.values(HeaderName::Via)
@@ -209,65 +211,6 @@ pub fn control_branch(v: View<'_>) -> Option<ControlBranch> {
     .into_iter()
     .find(|(prefix, _)| branch.starts_with(prefix))
     .map(|(_, c)| c)
-}
-
-/// The first Via value of a message (what `View::values(Via)` yields first), found and parsed
-/// once (RFC 3261 §20.42) for every rule that reads it: spans into the message as it stands,
-/// good until the message is edited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TopVia {
-    /// The index of its header line.
-    pub header: usize,
-    /// The value: its line's first comma-separated item, trimmed.
-    pub item: Span,
-    pub transport: Span,
-    /// The sent-by host (an IPv6 reference keeps its brackets).
-    pub host: Span,
-    pub port: Option<u16>,
-    /// The text after the first `;` (empty if none).
-    pub params: Span,
-}
-
-impl TopVia {
-    /// The top Via of `v`; `None` when it has none or the first value is no Via.
-    pub fn of(v: View<'_>) -> Option<TopVia> {
-        let (header, item) = v
-            .idx
-            .headers()
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.name == HeaderName::Via)
-            .find_map(|(i, h)| ListIter::new(v.bytes(h.value)).next().map(|x| (i, x)))?;
-        let via = Via::parse(item)?;
-        Some(TopVia {
-            header,
-            item: Span::of(v.buf, via.raw),
-            transport: Span::of(v.buf, via.transport),
-            host: Span::of(v.buf, via.host),
-            port: via.port,
-            params: Span::of(v.buf, via.params),
-        })
-    }
-
-    /// Whether it stands on the message's first Via line (not after an empty one).
-    pub fn on_first_via_line(&self, v: View<'_>) -> bool {
-        v.idx
-            .headers()
-            .iter()
-            .position(|h| h.name == HeaderName::Via)
-            == Some(self.header)
-    }
-
-    /// The parsed value, over the message `v` it was found in.
-    pub fn via<'a>(&self, v: View<'a>) -> Via<'a> {
-        Via {
-            raw: v.bytes(self.item),
-            transport: v.bytes(self.transport),
-            host: v.bytes(self.host),
-            port: self.port,
-            params: v.bytes(self.params),
-        }
-    }
 }
 
 /// Whether the top Via of a response is ours — its sent-by equals `sent_by` as we write it (host
