@@ -657,6 +657,12 @@ impl Pipeline {
         self.sip_from_core(frame, m, sas)
     }
 
+    /// The pipeline's index, out of `self` while a message is handled (put back after). Only
+    /// a handler that did not put it back would leave none: then a new one is made.
+    fn take_index(&mut self) -> Box<Index> {
+        self.idx.take().unwrap_or_else(|| Box::new(Index::empty()))
+    }
+
     /// A SIP message that came over a UE's SA entry `e` (parsed into the pipeline's index).
     fn sip_over_sa<'g>(
         &mut self,
@@ -665,7 +671,7 @@ impl Pipeline {
         e: &'g Entry,
         sas: &'g ReadGuard<'_>,
     ) -> Verdict<'g> {
-        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let mut idx = self.take_index();
         let v = self.sip_over_sa_in(frame, m, e, sas, &mut idx);
         self.idx = Some(idx);
         v
@@ -867,7 +873,7 @@ impl Pipeline {
 
     /// An unprotected SIP message from a UE (port 5060).
     fn sip_from_ue<'g>(&mut self, frame: &mut [u8], m: InFrame) -> Verdict<'g> {
-        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let mut idx = self.take_index();
         let v = self.sip_from_ue_in(frame, m, &mut idx);
         self.idx = Some(idx);
         v
@@ -953,7 +959,7 @@ impl Pipeline {
         m: InFrame,
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
-        let mut idx = self.idx.take().unwrap_or_else(|| Box::new(Index::empty()));
+        let mut idx = self.take_index();
         let v = self.sip_from_core_in(frame, m, sas, &mut idx);
         self.idx = Some(idx);
         v

@@ -470,7 +470,7 @@ impl<'b> Editor<'b> {
             ed: self,
             out: scratch,
             len: 0,
-            heads: [EMPTY; MAX_HEADERS],
+            heads: [msg::EMPTY_HEADER; MAX_HEADERS],
             n: 0,
             failed: None,
             pending: Span::default(),
@@ -480,13 +480,6 @@ impl<'b> Editor<'b> {
         rb
     }
 }
-
-const EMPTY: Header = Header {
-    name: HeaderName::Other,
-    line: Span { start: 0, end: 0 },
-    name_end: 0,
-    value: Span { start: 0, end: 0 },
-};
 
 /// A header block being written anew ([`Editor::rebuild`]): the start line as it was, then
 /// the lines the caller emits in order — old ones kept or edited, new ones — while the index

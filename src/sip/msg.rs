@@ -326,7 +326,7 @@ pub struct Header {
     pub value: Span,
 }
 
-const EMPTY_HEADER: Header = Header {
+pub(crate) const EMPTY_HEADER: Header = Header {
     name: HeaderName::Other,
     line: Span { start: 0, end: 0 },
     name_end: 0,

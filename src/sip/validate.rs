@@ -24,25 +24,35 @@ pub struct TopVia {
     pub port: Option<u16>,
     /// The text after the first `;` (empty if none).
     pub params: Span,
+    /// Whether it stands on the message's first Via line (not after an empty one): received /
+    /// rport and the pop of a response's Via act only there, as they always did.
+    pub first_line: bool,
 }
 
 impl TopVia {
     /// The top Via of `v`; `None` when it has none or the first value is no Via.
     pub fn of(v: View<'_>) -> Option<TopVia> {
-        let (header, item) = v
+        let mut vias = v
             .idx
             .headers()
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.name == HeaderName::Via)
-            .find_map(|(i, h)| ListIter::new(v.bytes(h.value)).next().map(|x| (i, x)))?;
+            .filter(|(_, h)| h.name == HeaderName::Via);
+        let (first, h) = vias.next()?;
+        let (header, item) = match ListIter::new(v.bytes(h.value)).next() {
+            Some(x) => (first, x),
+            None => {
+                vias.find_map(|(i, h)| ListIter::new(v.bytes(h.value)).next().map(|x| (i, x)))?
+            }
+        };
         let via = headers::Via::parse(item)?;
-        Some(TopVia::from_parsed(&v, header, via))
+        Some(TopVia::from_parsed(&v, header, via, header == first))
     }
 
     /// The top Via at header `header`, parsed as `via`.
-    fn from_parsed(v: &View<'_>, header: usize, via: headers::Via<'_>) -> TopVia {
+    fn from_parsed(v: &View<'_>, header: usize, via: headers::Via<'_>, first_line: bool) -> TopVia {
         TopVia {
+            first_line,
             header,
             item: Span::of(v.buf, via.raw),
             transport: Span::of(v.buf, via.transport),
@@ -50,15 +60,6 @@ impl TopVia {
             port: via.port,
             params: Span::of(v.buf, via.params),
         }
-    }
-
-    /// Whether it stands on the message's first Via line (not after an empty one).
-    pub fn on_first_via_line(&self, v: View<'_>) -> bool {
-        v.idx
-            .headers()
-            .iter()
-            .position(|h| h.name == HeaderName::Via)
-            == Some(self.header)
     }
 
     /// The parsed value, over the message `v` it was found in.
@@ -198,7 +199,9 @@ impl View<'_> {
                             return err(h.value, bad);
                         };
                         if checked.top_via.is_none() {
-                            checked.top_via = Some(TopVia::from_parsed(self, i, via));
+                            // (a Via line before this one would have had a value, or been
+                            // refused below: this is the first Via line)
+                            checked.top_via = Some(TopVia::from_parsed(self, i, via, true));
                         }
                     }
                     if count == 0 {

@@ -396,9 +396,8 @@ pub fn rewrite_register(
         w.dec(v.idx.body.len() as u64);
         w.len()
     };
-    let has_cl = v.idx.may_have(HeaderName::ContentLength)
-        && v.headers(HeaderName::ContentLength).next().is_some();
-    let has_via = v.idx.may_have(HeaderName::Via) && v.headers(HeaderName::Via).next().is_some();
+    let has_cl = v.headers(HeaderName::ContentLength).next().is_some();
+    let has_via = v.headers(HeaderName::Via).next().is_some();
     let n = v.idx.headers().len();
 
     // Every other edit in one pass over the headers (Editor::rebuild).
@@ -424,7 +423,7 @@ pub fn rewrite_register(
             | HeaderName::PChargingVector
             | HeaderName::PAssertedIdentity => {}
             HeaderName::Require | HeaderName::ProxyRequire
-                if lex::trim(rb.view().bytes(h.value)).eq_ignore_ascii_case(b"sec-agree") => {}
+                if rb.view().bytes(h.value).eq_ignore_ascii_case(b"sec-agree") => {}
             // one Authorization (check_register allows only one): ours in its place
             HeaderName::Authorization if auth_at == Some(i) => {
                 rb.edit(i, h.value, &[&auth[..auth_len]]);
@@ -467,7 +466,7 @@ pub const REWRITE_SCRATCH: usize = REBUILD_MAX + AUTH_MAX + VIA_MAX;
 fn needs_list_edit(v: View<'_>, name: HeaderName) -> bool {
     v.headers(name).any(|h| {
         let value = v.bytes(h.value);
-        !lex::trim(value).eq_ignore_ascii_case(b"sec-agree")
+        !value.eq_ignore_ascii_case(b"sec-agree")
             && lex::ListIter::new(value).any(|x| x.eq_ignore_ascii_case(b"sec-agree"))
     })
 }

@@ -61,7 +61,7 @@ pub(super) fn top_via_fixed(
 ) -> Result<Option<(usize, Span, usize)>, EditError> {
     // received / rport go on the first Via line's first value: a top value on a later line
     // (the first Via line empty) is left as it is, as it always was
-    if !top.on_first_via_line(v) {
+    if !top.first_line {
         return Ok(None);
     }
     let mut ip = [0u8; 48];
@@ -172,24 +172,16 @@ pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(),
 /// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
 /// request, so it is a hash (FNV-1a, 64 bits) of the incoming top Via value and Call-ID.
 pub fn stateless_branch(v: View<'_>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    if let Some(top) = v.values(HeaderName::Via).next() {
-        eat(top);
-    }
-    if let Some(c) = v.header(HeaderName::CallId) {
-        eat(c);
-    }
-    h
+    stateless_hash(v, v.values(HeaderName::Via).next())
 }
 
 /// [`stateless_branch`] with the top Via already found.
 pub fn stateless_branch_of(v: View<'_>, top: &TopVia) -> u64 {
+    stateless_hash(v, Some(v.bytes(top.item)))
+}
+
+/// FNV-1a over the top Via value (when any) and the Call-ID.
+fn stateless_hash(v: View<'_>, top_via: Option<&[u8]>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -197,7 +189,9 @@ pub fn stateless_branch_of(v: View<'_>, top: &TopVia) -> u64 {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    eat(v.bytes(top.item));
+    if let Some(top) = top_via {
+        eat(top);
+    }
     if let Some(c) = v.header(HeaderName::CallId) {
         eat(c);
     }
@@ -301,8 +295,8 @@ pub fn rewrite_protected_request(
 
 /// The edits of RFC 3261 §16.6 every request we forward gets, line by line in a rebuild of
 /// its header block: our Via before the first Via line (item 8), received / rport on the top
-/// Via value (§18.2.1, RFC 3581 §4; on a later line when the first is empty), Max-Forwards one
-/// less (item 3), or 70 added at [`finish`](ForwardLines::finish) when there was none.
+/// Via value when it stands on the first Via line (§18.2.1, RFC 3581 §4), Max-Forwards one less
+/// (item 3), or 70 added at [`finish`](ForwardLines::finish) when there was none.
 pub(super) struct ForwardLines<'a> {
     via: &'a [u8],
     /// The top Via value's line, span and fixed text length in `fixed` ([`top_via_fixed`]).

@@ -29,7 +29,7 @@ pub fn via_count(v: View<'_>) -> usize {
 /// [`pop_top_via`], it pops only the first Via line's first value: a first Via line with no
 /// value is [`EditError::BadTarget`] (the response is not forwarded).
 pub fn pop_top_via_at(ed: &mut Editor<'_>, top: &TopVia) -> Result<(), EditError> {
-    if !top.on_first_via_line(ed.view()) {
+    if !top.first_line {
         return Err(EditError::BadTarget);
     }
     ed.remove_item(top.header, top.item, b',', true)
