@@ -302,6 +302,10 @@ impl LargeToRegistrar {
         ok
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
     pub fn pop(&self) -> Option<Datagram<Vec<u8>>> {
         self.q.pop()
     }
@@ -393,12 +397,17 @@ impl CoreTcp {
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut events = Events::with_capacity(256);
         while !stop.load(Ordering::Relaxed) {
+            // The workers wake this thread only while it sleeps (`MsgQueue::arm`); armed, it
+            // looks at the queue once more.
+            self.out.arm();
             let wait = if self.out.is_empty() {
                 SWEEP_EVERY
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+            let polled = self.poll.poll(&mut events, Some(wait));
+            self.out.disarm();
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warn(format_args!("core tcp: poll: {e}"));
                 }

@@ -193,7 +193,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         &injects,
         &control_text,
     )?;
-    report::log_registration_stop(&registrar, counts.punts, counts.inject_dropped);
+    report::log_registration_stop(&registrar, &counts);
     stop.store(true, Ordering::SeqCst);
     for h in handles {
         let _ = h.join();

@@ -1,7 +1,7 @@
 //! The registration thread's I/O: the control loop that carries the registrar's (sans-IO) inputs
 //! and outputs. A mio poll on the punt queue's waker and the DNS socket, asleep until the
-//! registrar's next deadline or the next Prometheus renewal; each pass reads DNS, runs the due
-//! timers, takes a bounded share of each punt class, sends the DNS questions and hands what the
+//! registrar's next deadline or the next Prometheus renewal (the workers ring it only while it
+//! sleeps: [`MsgQueue::arm`]); each pass reads DNS when it has answers, runs the due timers, takes a bounded share of each punt class, sends the DNS questions and hands what the
 //! registrar sends to the workers' inject queues.
 
 use std::net::SocketAddr;
@@ -128,6 +128,10 @@ pub(super) struct LoopCounts {
     pub punts: u64,
     /// Messages of the registrar that found their worker's inject queue full.
     pub inject_dropped: u64,
+    /// CPU seconds (user + system) the thread spent in the control loop, and before it (the
+    /// daemon's setup runs on this thread: the SA table, the UMEM, the XDP programs).
+    pub cpu_loop: f64,
+    pub cpu_setup: f64,
 }
 
 /// The control loop, until SIGINT/SIGTERM (or [`super::request_stop`]). `control_text` receives
@@ -157,13 +161,17 @@ pub(super) fn serve(
         }
         None => None,
     };
+    name_this_thread(c"registration");
     let mut dns_buf = vec![0u8; 4096];
     let mut events = mio::Events::with_capacity(64);
+    let cpu_setup = super::report::thread_cpu_seconds();
     let mut punts: u64 = 0;
     let mut inject_dropped: u64 = 0;
     let mut last_publish = Instant::now();
     // more to do than one pass took: poll without sleeping
     let mut backlog = false;
+    // the DNS socket may hold more than one pass read
+    let mut dns_more = false;
     while !signals::stop_requested() {
         // Sleep until the registrar's next deadline, the next Prometheus renewal, or a punt or
         // DNS answer wakes us.
@@ -175,20 +183,40 @@ pub(super) fn serve(
         if cfg.stats.prometheus.is_some() {
             wait = wait.min((last_publish + PUBLISH_EVERY).saturating_duration_since(before));
         }
+        // Producers wake the thread only while it sleeps (`MsgQueue::arm`): armed, it looks at
+        // its queues once more, and a message that came in meanwhile means no sleep.
+        if !wait.is_zero() {
+            punt.arm();
+            if !(punt.is_empty() && dialog_events.is_empty() && large.is_empty()) {
+                wait = Duration::ZERO;
+            }
+        }
         let _ = poll.poll(&mut events, Some(wait));
+        punt.disarm();
         let now = Instant::now();
         backlog = false;
-        if let Some(s) = dns_sock.as_mut() {
+        // The DNS socket is read when it says it has something (or the last read stopped at
+        // its budget), not on every pass: a read that finds nothing is a wasted syscall.
+        let dns_ready = std::mem::take(&mut dns_more) || events.iter().any(|e| e.token() == DNS);
+        if let Some(s) = dns_sock.as_mut().filter(|_| dns_ready) {
             let mut read = 0;
             while read < DNS_BUDGET {
                 match s.recv_from(&mut dns_buf) {
                     Ok((n, from)) => registrar.handle_dns(from, &dns_buf[..n], now),
-                    Err(_) => break,
+                    Err(e) => {
+                        // (an error other than "nothing left", an ICMP error say, may leave
+                        // answers behind it: read again next pass)
+                        dns_more = e.kind() != std::io::ErrorKind::WouldBlock;
+                        break;
+                    }
                 }
                 read += 1;
             }
             // (edge-triggered: what is left gives no new event, so come back at once)
-            backlog |= read == DNS_BUDGET;
+            if read == DNS_BUDGET {
+                dns_more = true;
+                backlog = true;
+            }
         }
         if registrar.poll_timeout().is_some_and(|t| t <= now) {
             registrar.handle_timeout(now);
@@ -233,5 +261,21 @@ pub(super) fn serve(
     Ok(LoopCounts {
         punts,
         inject_dropped,
+        cpu_loop: super::report::thread_cpu_seconds() - cpu_setup,
+        cpu_setup,
     })
+}
+
+/// Name the calling thread (what `top -H`, `ps -L` and `perf report --comm` show) unless it is
+/// the process's main thread, whose name is the process's (`pcscf run` runs the control loop
+/// there; `pcscf lab` on a thread of its own).
+fn name_this_thread(name: &std::ffi::CStr) {
+    // SAFETY: gettid takes nothing and cannot fail.
+    if std::process::id() == unsafe { libc::gettid() } as u32 {
+        return;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes (longer is cut).
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
 }

@@ -6,6 +6,7 @@
 //!   [`DropReason`]).
 //! - `queue.rs`: the bounded message queues between the workers and the registration thread
 //!   ([`MsgQueue`], [`Datagram`]).
+//! - `doorbell.rs`: when a producer must wake a queue's sleeping consumer ([`Doorbell`]).
 //! - `pipeline.rs`: the stages one packet goes through, on its frame alone ([`Pipeline`]).
 //! - `streams.rs`: SIP over TCP inside the UEs' SAs, one worker's ([`Streams`]).
 //! - `worker.rs`: one pinned worker's batch loop over a packet backend, around a pipeline
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod classify;
+mod doorbell;
 mod pipeline;
 mod queue;
 mod stats;
@@ -21,6 +23,7 @@ mod streams;
 mod worker;
 
 pub use classify::{L4, classify, udp_checksum_ok};
+pub use doorbell::Doorbell;
 pub use pipeline::{InFrame, Pipeline, Reply, Verdict, WorkerConfig};
 pub use queue::{
     Class, DIALOG_EVENT_PREFIX, Datagram, MSG_MAX, Msg, MsgQueue, NO_CONN, Protection, QueueError,

@@ -9,8 +9,9 @@
 //! buffers, one of full ones) and an optional mio [`Waker`](mio::Waker) for a sleeping
 //! consumer. A producer never waits: no free buffer means drop and count. The buffers are
 //! allocated once; a message is copied in (registration traffic is rare next to the data path)
-//! and nothing is allocated. Workers wake the registration thread once per batch, not per
-//! packet, so the eventfd write is a per-batch syscall.
+//! and nothing is allocated. Workers wake the registration thread at most once per batch, not
+//! per packet, and only when it sleeps ([`Doorbell`]), so the eventfd write is at most a
+//! per-batch syscall and none while the consumer is busy.
 //!
 //! The punt queue has one lane per [`Class`], each with its own buffers: a
 //! flood of unprotected REGISTERs, which anyone can send, fills only its own lane and cannot
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
+use super::doorbell::Doorbell;
 use crate::io::Side;
 
 /// Largest packet that can be punted (a SIP message over UDP; larger ones go over TCP).
@@ -226,6 +228,9 @@ impl Lane {
 pub struct MsgQueue {
     lanes: Vec<Lane>,
     waker: Option<mio::Waker>,
+    /// Whether the consumer sleeps on `waker`: a consumer with a waker arms it before each
+    /// sleep ([`MsgQueue::arm`]), or [`MsgQueue::wake`] never wakes it.
+    bell: Doorbell,
 }
 
 /// Why a punt did not happen.
@@ -241,6 +246,7 @@ impl MsgQueue {
         Arc::new(MsgQueue {
             lanes: vec![Lane::new(depth)],
             waker,
+            bell: Doorbell::new(),
         })
     }
 
@@ -256,6 +262,7 @@ impl MsgQueue {
                 Lane::new(depth.saturating_sub(2 * quarter)),
             ],
             waker,
+            bell: Doorbell::new(),
         })
     }
 
@@ -295,11 +302,26 @@ impl MsgQueue {
         Ok(())
     }
 
-    /// Worker side, once per batch that punted something.
+    /// Producer side, once per batch that queued something: wake the consumer if it sleeps
+    /// (or is about to: see [`Doorbell`]).
     pub fn wake(&self) {
-        if let Some(w) = &self.waker {
+        if let Some(w) = &self.waker
+            && self.bell.ring()
+        {
             let _ = w.wake();
         }
+    }
+
+    /// Consumer side, before it sleeps on the waker: from here [`wake`](Self::wake) wakes it.
+    /// Then it must look at this queue, and any other whose producers wake it through this one,
+    /// and not sleep if one holds a message. [`disarm`](Self::disarm) once awake.
+    pub fn arm(&self) {
+        self.bell.arm();
+    }
+
+    /// Consumer side, awake: producers need not wake it.
+    pub fn disarm(&self) {
+        self.bell.disarm();
     }
 
     /// Consumer side: the next punted message, the highest class first.
@@ -327,5 +349,49 @@ impl MsgQueue {
 
     pub fn is_empty(&self) -> bool {
         self.lanes.iter().all(|l| l.full.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const WAKE: mio::Token = mio::Token(7);
+
+    /// Whether the consumer's poll has a wake-up pending (not waiting for one).
+    fn woken(poll: &mut mio::Poll) -> bool {
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        events.iter().any(|e| e.token() == WAKE)
+    }
+
+    #[test]
+    fn producers_wake_the_consumer_only_while_it_sleeps() {
+        let mut poll = mio::Poll::new().unwrap();
+        let q = MsgQueue::new(4, Some(mio::Waker::new(poll.registry(), WAKE).unwrap()));
+        let d = Datagram {
+            side: Side::Ue,
+            protection: Protection::Plain,
+            src: SocketAddr::from(([10, 0, 0, 1], 5060)),
+            dst: SocketAddr::from(([10, 0, 0, 2], 5060)),
+            payload: &b"x"[..],
+        };
+        // a busy consumer (not armed) is not woken: it takes the message on its next pass
+        q.push(d).unwrap();
+        q.wake();
+        assert!(!woken(&mut poll));
+        // armed, it is: the first ring goes through, the next finds the flag cleared
+        q.arm();
+        q.push(d).unwrap();
+        q.wake();
+        assert!(woken(&mut poll));
+        q.wake();
+        assert!(!woken(&mut poll));
+        // awake again
+        q.disarm();
+        q.wake();
+        assert!(!woken(&mut poll));
+        assert_eq!(q.len(), 2);
     }
 }
