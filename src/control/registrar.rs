@@ -40,7 +40,7 @@ use crate::io::Side;
 use crate::satable::{EntryMeta, Registration, SaWriter, SetPorts, SetState};
 use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
-use crate::sip::{Editor, HeaderName, Message};
+use crate::sip::{Editor, HeaderName, Index, Message, View};
 
 /// TS 24.229 Table 7.7.1: reg-await-auth, the life of a temporary SA set.
 pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
@@ -495,6 +495,14 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
     (f, head, head + payload.len())
 }
 
+/// [`framed`] for a message already indexed: the frame and its index moved along with the
+/// bytes (what an editor over the frame takes), with no second parse.
+fn framed_msg(m: &Message<'_>) -> Option<(Vec<u8>, Index)> {
+    let (f, s, _) = framed(m.buf);
+    let idx = m.idx.moved_by(s)?;
+    Some((f, idx))
+}
+
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
         let sas_view = sas.reader();
@@ -758,7 +766,7 @@ impl Registrar {
         }
         match (side, m.view().method()) {
             (Side::Ue, Some(b"REGISTER")) => self.on_register(&m, protection, src, dst, now),
-            (Side::Core, None) => self.on_response(payload, src, now),
+            (Side::Core, None) => self.on_response(&m, src, now),
             // (a NOTIFY for someone else, too large for a worker, that core TCP handed us
             // because of its size: not ours to answer)
             (Side::Core, Some(b"NOTIFY"))
@@ -1177,11 +1185,11 @@ impl Registrar {
             None => self.binding_for(info.impi, r.now),
         };
         let branch = self.next_branch();
-        let (mut f, s, e) = framed(r.m.buf);
-        let Ok(mut ed) = Editor::new(&mut f, s, e) else {
+        let Some((mut f, idx)) = framed_msg(r.m) else {
             self.stats.malformed += 1;
             return;
         };
+        let mut ed = Editor::from_index(&mut f, idx);
         let fw = Forward {
             source: r.src,
             protected: r.binding.is_some(),
@@ -1263,15 +1271,18 @@ impl Registrar {
 
     /// A final response from the core; the answer sent to the UE is kept for 32 s (RFC 3261
     /// §17.2.1, Timer J) so a retransmitted REGISTER gets it again instead of a new transaction.
-    fn on_response(&mut self, payload: &[u8], from: SocketAddr, now: Instant) {
+    fn on_response(&mut self, m: &Message<'_>, from: SocketAddr, now: Instant) {
         let before = self.transmits.len();
-        let txn = Message::parse(payload).ok().and_then(|m| {
+        let txn = {
             let v = m.view();
-            let call_id = v.header(HeaderName::CallId)?.to_vec();
-            let cseq = crate::sip::headers::cseq(v.header(HeaderName::CSeq)?)?.0;
-            Some((call_id, cseq))
-        });
-        self.on_final_response(payload, from, now);
+            v.header(HeaderName::CallId)
+                .zip(
+                    v.header(HeaderName::CSeq)
+                        .and_then(crate::sip::headers::cseq),
+                )
+                .map(|(call_id, (cseq, _))| (call_id.to_vec(), cseq))
+        };
+        self.on_final_response(m, from, now);
         if let Some(txn) = txn
             && let Some(o) = self.transmits.range(before..).find(|o| o.side == Side::Ue)
         {
@@ -1307,17 +1318,17 @@ impl Registrar {
     ///    the registration and answers the UE itself ([`Registrar::on_200`]), another final
     ///    response ends a failed challenge's set ([`Registrar::on_failure`]);
     /// 3. the response, our Via popped, to the UE the way its REGISTER came.
-    fn on_final_response(&mut self, payload: &[u8], from: SocketAddr, now: Instant) {
-        let Some((p, status)) = self.take_transaction(payload, from, now) else {
+    fn on_final_response(&mut self, m: &Message<'_>, from: SocketAddr, now: Instant) {
+        let Some((p, status)) = self.take_transaction(m.view(), from, now) else {
             return;
         };
-        // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
-        let (f, s, e) = framed(payload);
-        let mut f = zeroize::Zeroizing::new(f);
-        let Ok(mut ed) = Editor::new(&mut f, s, e) else {
+        let Some((f, idx)) = framed_msg(m) else {
             self.stats.malformed += 1;
             return;
         };
+        // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
+        let mut f = zeroize::Zeroizing::new(f);
+        let mut ed = Editor::from_index(&mut f, idx);
         // RFC 3261 §16.7 step 3: with no Via left once ours goes, the response was meant for
         // us and MUST NOT be forwarded. The transaction is over: nothing is installed, and the
         // UE's retransmission starts a new one.
@@ -1334,7 +1345,7 @@ impl Registrar {
                 Challenge::Unavailable => {
                     // The UE would otherwise wait out its transaction timer and retry blind: a
                     // 503 with Retry-After says when (RFC 3261 §21.5.4), and no key leaves us.
-                    if let Some(o) = self.unavailable(payload, &p) {
+                    if let Some(o) = self.unavailable(m, &p) {
                         self.transmits.push_back(o);
                     }
                     return;
@@ -1362,15 +1373,10 @@ impl Registrar {
     /// REGISTER).
     fn take_transaction(
         &mut self,
-        payload: &[u8],
+        v: View<'_>,
         from: SocketAddr,
         now: Instant,
     ) -> Option<(Pending, u16)> {
-        let Ok(m) = Message::parse(payload) else {
-            self.stats.malformed += 1;
-            return None;
-        };
-        let v = m.view();
         let branch = v
             .values(HeaderName::Via)
             .next()
@@ -1563,12 +1569,12 @@ impl Registrar {
 
     /// 503 to the UE in place of a 401 we could not give SAs: built from the 401 (the UE's
     /// Via, From, To, Call-ID, CSeq; our Via popped), nothing else of it.
-    fn unavailable(&self, payload: &[u8], p: &Pending) -> Option<Outgoing> {
-        let (f, s, e) = framed(payload);
+    fn unavailable(&self, m: &Message<'_>, p: &Pending) -> Option<Outgoing> {
+        let (f, idx) = framed_msg(m)?;
         let mut f = zeroize::Zeroizing::new(f);
-        let mut ed = Editor::new(&mut f, s, e).ok()?;
+        let mut ed = Editor::from_index(&mut f, idx);
         rules::pop_top_via(&mut ed).ok()?;
-        let mut buf = vec![0u8; payload.len() + 256];
+        let mut buf = vec![0u8; m.buf.len() + 256];
         let n = rules::build_response(
             ed.view(),
             503,

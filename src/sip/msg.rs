@@ -757,6 +757,46 @@ impl Index {
         View { buf, idx: self }
     }
 
+    /// This index for a copy of its message placed `by` bytes further on (copied into a frame
+    /// with headroom for an editor): every position moved, nothing parsed again. `None` if a
+    /// position would not fit a `u32`.
+    pub fn moved_by(&self, by: usize) -> Option<Index> {
+        let by = u32::try_from(by).ok()?;
+        self.body.end.checked_add(by)?;
+        let mv = |s: Span| Span {
+            start: s.start + by,
+            end: s.end + by,
+        };
+        let mut idx = self.clone();
+        idx.msg_start += by;
+        idx.headers_end += by;
+        idx.body = mv(idx.body);
+        idx.start_line = match idx.start_line {
+            StartLine::Request {
+                method,
+                uri,
+                version,
+            } => StartLine::Request {
+                method: mv(method),
+                uri: mv(uri),
+                version: mv(version),
+            },
+            StartLine::Response {
+                version,
+                code,
+                reason,
+            } => StartLine::Response {
+                version: mv(version),
+                code,
+                reason: mv(reason),
+            },
+        };
+        for h in idx.headers_mut() {
+            shift_header(h, by as isize);
+        }
+        Some(idx)
+    }
+
     // ---- used by the editor to keep the index in step with the buffer ----
 
     pub(crate) fn headers_mut(&mut self) -> &mut [Header] {

@@ -200,10 +200,23 @@ impl<'a> ParamSet<'a> {
                 }
             })
         }
-        self.name.eq_ignore_ascii_case(other.name)
-            && self.n == other.n
-            && covers(self.params(), other.params())
-            && covers(other.params(), self.params())
+        if !self.name.eq_ignore_ascii_case(other.name) || self.n != other.n {
+            return false;
+        }
+        let (a, b) = (self.params(), other.params());
+        // The usual case, a list echoed back (Security-Verify is the Security-Server list we
+        // sent): the same parameters in the same order. Then each is in the other exactly
+        // once if and only if no name repeats, which is cheaper to check than the lookups.
+        if a.iter()
+            .zip(b)
+            .all(|((k, v), (q, w))| k.eq_ignore_ascii_case(q) && v.eq_ignore_ascii_case(w))
+        {
+            return a
+                .iter()
+                .enumerate()
+                .all(|(i, (k, _))| !a[i + 1..].iter().any(|(q, _)| q.eq_ignore_ascii_case(k)));
+        }
+        covers(a, b) && covers(b, a)
     }
 }
 
@@ -266,6 +279,10 @@ mod tests {
                 false,
             ),
             ("ipsec-3gpp;a=1;a=1", "ipsec-3gpp;a=1;b=2", false),
+            // in the same order, but a name repeats: not "exactly once"
+            ("ipsec-3gpp;a=1;a=1", "ipsec-3gpp;a=1;A=1", false),
+            ("ipsec-3gpp;a=1;b=2;c", "ipsec-3gpp;A=1;B=2;c", true),
+            ("ipsec-3gpp;a=1;b=2", "ipsec-3gpp;b=2;a=1", true),
             ("ipsec-3gpp;alg=\"x\"", "ipsec-3gpp;alg=x", true),
             ("tls;alg=x", "ipsec-3gpp;alg=x", false),
         ];
@@ -282,6 +299,55 @@ mod tests {
             assert_eq!(ma.same_as(&mb), same, "{a} vs {b}");
             assert_eq!(mb.same_as(&ma), same, "{b} vs {a}");
             assert_eq!(ma.same_as_slow(&mb), same, "slow: {a} vs {b}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// The parsed comparison (its in-order shortcut included) agrees with the re-parsing
+        /// one on lists drawn from a few names and values, so that repeats, reorderings and
+        /// case changes are common.
+        #[test]
+        fn param_set_comparison_agrees_with_the_slow_one(
+            a in proptest::collection::vec((0..4usize, 0..3usize, proptest::bool::ANY), 0..6),
+            edits in proptest::collection::vec((0..4usize, 0..6usize), 0..3),
+            swap in proptest::option::of((0..6usize, 0..6usize)),
+        ) {
+            const NAMES: [&str; 4] = ["alg", "spi-c", "SPI-C", "q"];
+            const VALUES: [&str; 3] = ["1", "x", "X"];
+            let text = |ps: &[(usize, usize, bool)]| {
+                let mut t = String::from("ipsec-3gpp");
+                for &(n, v, has) in ps {
+                    t.push(';');
+                    t.push_str(NAMES[n]);
+                    if has {
+                        t.push('=');
+                        t.push_str(VALUES[v]);
+                    }
+                }
+                t
+            };
+            let mut b = a.clone();
+            if let Some((i, j)) = swap && i < b.len() && j < b.len() {
+                b.swap(i, j);
+            }
+            for (what, at) in edits {
+                if let Some(p) = b.get_mut(at) {
+                    match what {
+                        0 => p.0 = (p.0 + 1) % NAMES.len(),
+                        1 => p.1 = (p.1 + 1) % VALUES.len(),
+                        2 => p.2 = !p.2,
+                        _ => {
+                            b.remove(at);
+                        }
+                    }
+                }
+            }
+            let (ta, tb) = (text(&a), text(&b));
+            let ma = SecMechanism::parse(ta.as_bytes()).unwrap();
+            let mb = SecMechanism::parse(tb.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(ma.same_as(&mb), ma.same_as_slow(&mb), "{} vs {}", ta, tb);
+            proptest::prop_assert_eq!(mb.same_as(&ma), mb.same_as_slow(&ma), "{} vs {}", tb, ta);
         }
     }
 
