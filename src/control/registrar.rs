@@ -475,6 +475,9 @@ pub struct Registrar {
     pub stats: RegistrarStats,
     /// Where REGISTERs are rewritten (rules::rewrite_register), allocated once.
     rewrite_scratch: Box<[u8]>,
+    /// The frame a message is copied into to be edited ([`framed_into`]); taken out while an
+    /// editor holds it.
+    frame: Vec<u8>,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -495,13 +498,25 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
     (f, head, head + payload.len())
 }
 
-/// [`framed`] for a message already indexed: the frame and its index moved along with the
-/// bytes (what an editor over the frame takes), with no second parse.
-fn framed_msg(m: &Message<'_>) -> Option<(Vec<u8>, Index)> {
-    let (f, s, _) = framed(m.buf);
-    let idx = m.idx.moved_by(s)?;
-    Some((f, idx))
+/// [`framed`] into the registrar's reusable frame (grown if the message needs more), for a
+/// message already indexed: its index moved along with the bytes (what an editor over the
+/// frame takes), with no second parse, no allocation and no zeroing per message. What an
+/// earlier message left around the copy is never read (an editor reads only its message);
+/// the caller wipes what must not stay.
+fn framed_into(frame: &mut Vec<u8>, m: &Message<'_>) -> Option<Index> {
+    const HEAD: usize = 512;
+    let need = HEAD + m.buf.len() + 1024;
+    if frame.len() < need {
+        frame.resize(need, 0);
+    }
+    frame
+        .get_mut(HEAD..HEAD + m.buf.len())?
+        .copy_from_slice(m.buf);
+    m.idx.moved_by(HEAD)
 }
+
+/// The reusable frame's first size: a punted message of the largest size fits.
+const FRAME_BYTES: usize = 512 + crate::dataplane::MSG_MAX + 1024;
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
@@ -530,6 +545,7 @@ impl Registrar {
         });
         Registrar {
             rewrite_scratch: vec![0; rules::REWRITE_SCRATCH].into_boxed_slice(),
+            frame: vec![0; FRAME_BYTES],
             own,
             cfg,
             sas,
@@ -1169,6 +1185,36 @@ impl Registrar {
         Some(client)
     }
 
+    /// The REGISTER rewritten for the core in `frame` (TS 24.229 §5.2.2): its bytes, and
+    /// whether it goes over TCP. `None` if it cannot be (malformed, or no room).
+    fn rewrite_for_core(
+        &mut self,
+        frame: &mut Vec<u8>,
+        m: &Message<'_>,
+        fw: &Forward,
+        target: super::dns::Target,
+    ) -> Option<(Vec<u8>, bool)> {
+        let idx = framed_into(frame, m)?;
+        let mut ed = Editor::from_index(frame, idx);
+        let me = ProxyIdentity {
+            via_sent_by: self.cfg.via_sent_by.as_bytes(),
+            via_transport: b"UDP",
+            path_uri: self.cfg.path_uri.as_bytes(),
+            own: &self.own,
+            visited_network_id: self.cfg.visited_network_id.as_bytes(),
+            orig_ioi: self.cfg.orig_ioi.as_bytes(),
+        };
+        rules::rewrite_register(&mut ed, &me, fw, &mut self.rewrite_scratch).ok()?;
+        // over TCP when the I-CSCF takes it so (configured, or its NAPTR records: RFC 3263
+        // §4.1) or when it is too large for a datagram (RFC 3261 §18.1.1), our Via saying so
+        let over_tcp = target.transport == crate::sip::Transport::Tcp
+            || ed.as_bytes().len() > self.cfg.core_max_udp_request;
+        if over_tcp {
+            rules::set_top_via_transport(&mut ed, b"TCP").ok()?;
+        }
+        Some((ed.as_bytes().to_vec(), over_tcp))
+    }
+
     /// Stage 7: the binding (the one its SA set belongs to, else the IMPI's, else a new one),
     /// the REGISTER rewritten for the core (TS 24.229 §5.2.2: Path, Via, P-Charging-Vector,
     /// integrity-protected), the transaction kept under our branch, and the forward.
@@ -1185,38 +1231,19 @@ impl Registrar {
             None => self.binding_for(info.impi, r.now),
         };
         let branch = self.next_branch();
-        let Some((mut f, idx)) = framed_msg(r.m) else {
-            self.stats.malformed += 1;
-            return;
-        };
-        let mut ed = Editor::from_index(&mut f, idx);
         let fw = Forward {
             source: r.src,
             protected: r.binding.is_some(),
             branch,
             icid: branch.rotate_left(17),
         };
-        let me = ProxyIdentity {
-            via_sent_by: self.cfg.via_sent_by.as_bytes(),
-            via_transport: b"UDP",
-            path_uri: self.cfg.path_uri.as_bytes(),
-            own: &self.own,
-            visited_network_id: self.cfg.visited_network_id.as_bytes(),
-            orig_ioi: self.cfg.orig_ioi.as_bytes(),
+        let mut frame = std::mem::take(&mut self.frame);
+        let payload = self.rewrite_for_core(&mut frame, r.m, &fw, target);
+        self.frame = frame;
+        let Some((payload, over_tcp)) = payload else {
+            self.stats.malformed += 1;
+            return;
         };
-        if rules::rewrite_register(&mut ed, &me, &fw, &mut self.rewrite_scratch).is_err() {
-            self.stats.malformed += 1;
-            return;
-        }
-        // over TCP when the I-CSCF takes it so (configured, or its NAPTR records: RFC 3263
-        // §4.1) or when it is too large for a datagram (RFC 3261 §18.1.1), our Via saying so
-        let over_tcp = target.transport == crate::sip::Transport::Tcp
-            || ed.as_bytes().len() > self.cfg.core_max_udp_request;
-        if over_tcp && rules::set_top_via_transport(&mut ed, b"TCP").is_err() {
-            self.stats.malformed += 1;
-            return;
-        }
-        let payload = ed.as_bytes().to_vec();
         self.by_txn.insert(r.txn.clone(), branch);
         if r.protection == Protection::Plain {
             self.pending_plain += 1;
@@ -1322,13 +1349,37 @@ impl Registrar {
         let Some((p, status)) = self.take_transaction(m.view(), from, now) else {
             return;
         };
-        let Some((f, idx)) = framed_msg(m) else {
+        let mut frame = std::mem::take(&mut self.frame);
+        self.final_response_in(&mut frame, m, p, status, now);
+        // A 401 carries CK and IK in hex (TS 24.229 §5.2.2.2: the P-CSCF keeps them): none of
+        // it stays in the frame once the answer is out, wherever the editor shifted it.
+        if status == 401 {
+            zeroize::Zeroize::zeroize(&mut frame[..]);
+        }
+        self.frame = frame;
+    }
+
+    /// Test hook: whether the registrar's reusable frame holds `needle` (key hygiene: a 401's
+    /// ck/ik hex must not stay there).
+    #[doc(hidden)]
+    pub fn frame_holds(&self, needle: &[u8]) -> bool {
+        !needle.is_empty() && self.frame.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// [`Registrar::on_final_response`] once its transaction is found, editing in `frame`.
+    fn final_response_in(
+        &mut self,
+        frame: &mut Vec<u8>,
+        m: &Message<'_>,
+        p: Pending,
+        status: u16,
+        now: Instant,
+    ) {
+        let Some(idx) = framed_into(frame, m) else {
             self.stats.malformed += 1;
             return;
         };
-        // (wiped on drop: a 401's ck/ik hex stays in the bytes the editor shifted over)
-        let mut f = zeroize::Zeroizing::new(f);
-        let mut ed = Editor::from_index(&mut f, idx);
+        let mut ed = Editor::from_index(frame, idx);
         // RFC 3261 §16.7 step 3: with no Via left once ours goes, the response was meant for
         // us and MUST NOT be forwarded. The transaction is over: nothing is installed, and the
         // UE's retransmission starts a new one.
@@ -1570,9 +1621,9 @@ impl Registrar {
     /// 503 to the UE in place of a 401 we could not give SAs: built from the 401 (the UE's
     /// Via, From, To, Call-ID, CSeq; our Via popped), nothing else of it.
     fn unavailable(&self, m: &Message<'_>, p: &Pending) -> Option<Outgoing> {
-        let (f, idx) = framed_msg(m)?;
+        let (f, s, _) = framed(m.buf);
         let mut f = zeroize::Zeroizing::new(f);
-        let mut ed = Editor::from_index(&mut f, idx);
+        let mut ed = Editor::from_index(&mut f, m.idx.moved_by(s)?);
         rules::pop_top_via(&mut ed).ok()?;
         let mut buf = vec![0u8; m.buf.len() + 256];
         let n = rules::build_response(

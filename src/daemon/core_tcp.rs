@@ -398,11 +398,12 @@ impl CoreTcp {
         let mut events = Events::with_capacity(256);
         while !stop.load(Ordering::Relaxed) {
             // The workers wake this thread only while it sleeps (`MsgQueue::arm`); armed, it
-            // looks at the queue once more.
+            // looks at the queue once more, and does not sleep if something came.
             self.out.arm();
             let wait = if self.out.is_empty() {
                 SWEEP_EVERY
             } else {
+                self.out.disarm();
                 Duration::ZERO
             };
             let polled = self.poll.poll(&mut events, Some(wait));

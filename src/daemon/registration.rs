@@ -188,6 +188,7 @@ pub(super) fn serve(
         if !wait.is_zero() {
             punt.arm();
             if !(punt.is_empty() && dialog_events.is_empty() && large.is_empty()) {
+                punt.disarm();
                 wait = Duration::ZERO;
             }
         }
@@ -205,7 +206,7 @@ pub(super) fn serve(
                     Ok((n, from)) => registrar.handle_dns(from, &dns_buf[..n], now),
                     Err(e) => {
                         // (an error other than "nothing left", an ICMP error say, may leave
-                        // answers behind it: read again next pass)
+                        // answers behind it: read again at once)
                         dns_more = e.kind() != std::io::ErrorKind::WouldBlock;
                         break;
                     }
@@ -215,8 +216,8 @@ pub(super) fn serve(
             // (edge-triggered: what is left gives no new event, so come back at once)
             if read == DNS_BUDGET {
                 dns_more = true;
-                backlog = true;
             }
+            backlog |= dns_more;
         }
         if registrar.poll_timeout().is_some_and(|t| t <= now) {
             registrar.handle_timeout(now);

@@ -156,6 +156,13 @@ pub(crate) fn challenge(w: &mut World) -> Challenge {
         !text.contains(&hex(av.ck.as_bytes())) && !text.contains("ck="),
         "CK never reaches the UE"
     );
+    // nor stays in the frame the registrar edited the 401 in
+    for key in [hex(av.ck.as_bytes()), hex(av.ik.as_bytes())] {
+        assert!(
+            !w.reg.frame_holds(key.as_bytes()),
+            "key hex left in the frame"
+        );
+    }
     let server = header(&to_ue.payload, HeaderName::SecurityServer).expect("Security-Server");
     let mech = SecMechanism::parse(server.as_bytes())
         .unwrap()
@@ -1056,6 +1063,16 @@ fn no_room_for_an_sa_set_is_a_503_not_silence() {
     let text = String::from_utf8_lossy(&out[0].payload).to_ascii_lowercase();
     assert!(text.contains("retry-after: "), "{text}");
     assert!(!text.contains("ck=") && !text.contains("ik="), "{text}");
+    // the 401 it was built from, keys and all, does not stay in the registrar's frame
+    for key in [
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    ] {
+        assert!(
+            !w.reg.frame_holds(key.as_bytes()),
+            "{key} left in the frame"
+        );
+    }
     assert_eq!(w.reg.stats.sa_install_failed, 1);
     w.reg.check_sa_invariants().unwrap();
 }
