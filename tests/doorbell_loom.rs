@@ -19,11 +19,41 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use pcscf::dataplane::Doorbell;
 
-/// A producer's batch: queue, then ring; a ring that answers true wakes the consumer.
-fn produce(bell: &Doorbell, queued: &AtomicUsize, woken: &AtomicBool) {
-    queued.fetch_add(1, Ordering::Release);
-    if bell.ring() {
-        woken.store(true, Ordering::Release);
+/// The bell, the queue (messages queued) and the waker (rung or not).
+struct World {
+    bell: Arc<Doorbell>,
+    queued: Arc<AtomicUsize>,
+    woken: Arc<AtomicBool>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            bell: Arc::new(Doorbell::new()),
+            queued: Arc::new(AtomicUsize::new(0)),
+            woken: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A producer thread of `batches` batches, each: queue, then ring; a ring that answers
+    /// true wakes the consumer.
+    fn producer(&self, batches: usize) -> loom::thread::JoinHandle<()> {
+        let (bell, queued, woken) = (self.bell.clone(), self.queued.clone(), self.woken.clone());
+        loom::thread::spawn(move || {
+            for _ in 0..batches {
+                queued.fetch_add(1, Ordering::Release);
+                if bell.ring() {
+                    woken.store(true, Ordering::Release);
+                }
+            }
+        })
+    }
+
+    fn assert_woken(&self) {
+        assert!(
+            self.woken.load(Ordering::Acquire),
+            "asleep with a message queued"
+        );
     }
 }
 
@@ -31,21 +61,13 @@ fn produce(bell: &Doorbell, queued: &AtomicUsize, woken: &AtomicBool) {
 #[test]
 fn a_message_queued_while_the_consumer_falls_asleep_wakes_it() {
     loom::model(|| {
-        let bell = Arc::new(Doorbell::new());
-        let queued = Arc::new(AtomicUsize::new(0));
-        let woken = Arc::new(AtomicBool::new(false));
-        let p = {
-            let (bell, queued, woken) = (bell.clone(), queued.clone(), woken.clone());
-            loom::thread::spawn(move || produce(&bell, &queued, &woken))
-        };
-        bell.arm();
-        let sleeps = queued.load(Ordering::Acquire) == 0;
+        let w = World::new();
+        let p = w.producer(1);
+        w.bell.arm();
+        let sleeps = w.queued.load(Ordering::Acquire) == 0;
         p.join().unwrap();
         if sleeps {
-            assert!(
-                woken.load(Ordering::Acquire),
-                "asleep with a message queued"
-            );
+            w.assert_woken();
         }
     });
 }
@@ -55,34 +77,23 @@ fn a_message_queued_while_the_consumer_falls_asleep_wakes_it() {
 #[test]
 fn two_batches_and_two_sleeps() {
     loom::model(|| {
-        let bell = Arc::new(Doorbell::new());
-        let queued = Arc::new(AtomicUsize::new(0));
-        let woken = Arc::new(AtomicBool::new(false));
-        let p = {
-            let (bell, queued, woken) = (bell.clone(), queued.clone(), woken.clone());
-            loom::thread::spawn(move || {
-                produce(&bell, &queued, &woken);
-                produce(&bell, &queued, &woken);
-            })
-        };
+        let w = World::new();
+        let p = w.producer(2);
         let mut seen = 0;
         let mut slept_unseen = false;
         for _ in 0..2 {
-            bell.arm();
-            if queued.load(Ordering::Acquire) == seen {
+            w.bell.arm();
+            if w.queued.load(Ordering::Acquire) == seen {
                 // asleep: a ring (or the producer's end) ends the model's wait
                 slept_unseen = true;
                 break;
             }
-            bell.disarm();
-            seen = queued.load(Ordering::Acquire);
+            w.bell.disarm();
+            seen = w.queued.load(Ordering::Acquire);
         }
         p.join().unwrap();
-        if slept_unseen && queued.load(Ordering::Acquire) > seen {
-            assert!(
-                woken.load(Ordering::Acquire),
-                "asleep with a message queued"
-            );
+        if slept_unseen && w.queued.load(Ordering::Acquire) > seen {
+            w.assert_woken();
         }
     });
 }
