@@ -30,6 +30,7 @@
 //! INVITE as forwarded, so it reaches the transaction downstream even though the workers keep
 //! none.
 
+use super::idmap::IdMap;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -248,10 +249,10 @@ pub struct Dialogs {
     /// The dialogs in the order they were confirmed, with their number (an entry whose dialog
     /// is gone or has another number is stale): who goes when the book is full.
     order: VecDeque<(u64, DialogId)>,
-    by_binding: HashMap<u64, Vec<DialogId>>,
+    by_binding: IdMap<Vec<DialogId>>,
     /// The keys of each binding's INVITEs in `early` (stale ones skipped and pruned; at most
     /// 4 × [`MAX_PER_BINDING`] kept).
-    early_by_binding: HashMap<u64, Vec<EarlyKey>>,
+    early_by_binding: IdMap<Vec<EarlyKey>>,
     seq: u64,
     /// Confirmed dialogs kept at most ([`MAX_DIALOGS`]).
     max_dialogs: usize,
@@ -303,8 +304,8 @@ impl Dialogs {
             early_order: VecDeque::new(),
             dialogs: HashMap::new(),
             order: VecDeque::new(),
-            by_binding: HashMap::new(),
-            early_by_binding: HashMap::new(),
+            by_binding: IdMap::default(),
+            early_by_binding: IdMap::default(),
             seq: 0,
             branch_key: std::hash::RandomState::new(),
             stats: DialogStats::default(),

@@ -6,6 +6,7 @@
 
 pub mod dialogs;
 pub(crate) mod dns;
+mod idmap;
 pub(crate) mod keylog;
 pub(crate) mod log;
 mod ratelimit;

@@ -23,6 +23,7 @@
 //! §12.1.2); with no Record-Route they keep the Service-Route, so they reach the S-CSCF the
 //! same way the first did.
 
+use super::idmap::IdMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -217,9 +218,9 @@ impl Sub {
 /// The subscriptions of all registrations.
 pub struct RegEvent {
     cfg: RegEventConfig,
-    subs: HashMap<u64, Sub>,
+    subs: IdMap<Sub>,
     by_call_id: HashMap<Vec<u8>, u64>,
-    by_branch: HashMap<u64, u64>,
+    by_branch: IdMap<u64>,
     /// Deadlines by binding (lazy deletion: one that comes due checks the subscription's own).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     seq: u64,
@@ -279,9 +280,9 @@ impl RegEvent {
     pub fn new(cfg: RegEventConfig) -> RegEvent {
         RegEvent {
             cfg,
-            subs: HashMap::new(),
+            subs: IdMap::default(),
             by_call_id: HashMap::new(),
-            by_branch: HashMap::new(),
+            by_branch: IdMap::default(),
             timers: BinaryHeap::new(),
             seq: 0,
             key: std::collections::hash_map::RandomState::new(),

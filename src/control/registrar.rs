@@ -32,6 +32,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::idmap::IdMap;
 use super::keylog::{KeyLog, SaSecret};
 use crate::dataplane::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
@@ -429,12 +430,12 @@ pub struct Registrar {
     /// What names us in a Route / Request-URI (from `cfg`, built once).
     own: crate::sip::OwnUris,
     sas: SaWriter,
-    bindings: HashMap<u64, Binding>,
+    bindings: IdMap<Binding>,
     by_impi: HashMap<Arc<[u8]>, u64>,
     /// Our inbound SPI → binding comes from the SA table itself (each entry carries its
     /// binding): no second map of two entries per UE.
     sas_view: crate::satable::SaReader,
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<Pending>,
     /// (Call-ID, CSeq) of each pending REGISTER → its branch: a retransmission is forwarded
     /// again as the same transaction (RFC 3261 §17.2.3), not as a new one.
     by_txn: HashMap<Txn, u64>,
@@ -549,10 +550,10 @@ impl Registrar {
             own,
             cfg,
             sas,
-            bindings: HashMap::new(),
+            bindings: IdMap::default(),
             by_impi: HashMap::new(),
             sas_view,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             by_txn: HashMap::new(),
             completed: HashMap::new(),
             completed_order: VecDeque::new(),
