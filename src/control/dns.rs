@@ -49,6 +49,12 @@ pub const MAX_STEPS: usize = 12;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Cached names at most.
 pub const MAX_CACHE: usize = 4096;
+/// How long past its TTL a positive answer is still used while it is being refreshed (RFC 8767
+/// §4, serve-stale): a busy P-CSCF would otherwise park every REGISTER for the I-CSCF's name
+/// each time the answer expires, and refuse those past [`MAX_PARKED`](crate::control::registrar::MAX_PARKED_PER_DOMAIN)
+/// with a 503, or refuse them all while the DNS server is down. A refresh that fails is tried
+/// again after [`NEGATIVE_TTL`]; past this the stale answer is dropped.
+pub const STALE_MAX: Duration = Duration::from_secs(300);
 
 /// One answer record we understand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,6 +298,8 @@ pub struct DnsStats {
     pub failures: u64,
     pub cache_hits: u64,
     pub negative_hits: u64,
+    /// Lookups answered from an expired answer while it was refreshed ([`STALE_MAX`]).
+    pub stale_hits: u64,
     /// Datagrams dropped: not from the server, unknown ID, or not our question.
     pub ignored: u64,
     /// Lookups failed at once because [`MAX_IN_FLIGHT`] resolutions were in progress.
@@ -300,13 +308,14 @@ pub struct DnsStats {
 
 impl DnsStats {
     /// Every counter with its name (see `RegistrarStats::named`).
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         let DnsStats {
             queries,
             retransmissions,
             failures,
             cache_hits,
             negative_hits,
+            stale_hits,
             ignored,
             overloaded,
         } = *self;
@@ -316,17 +325,30 @@ impl DnsStats {
             ("failures", failures),
             ("cache_hits", cache_hits),
             ("negative_hits", negative_hits),
+            ("stale_hits", stale_hits),
             ("ignored", ignored),
             ("overloaded", overloaded),
         ]
     }
 }
 
+/// One cached answer: a target, or `None` for a failed resolution.
+#[derive(Clone, Copy, Debug)]
+struct Cached {
+    target: Option<Target>,
+    /// Until when it is the answer (its TTL, or [`NEGATIVE_TTL`]).
+    fresh_until: Instant,
+    /// Until when a positive one is still used while it is refreshed ([`STALE_MAX`]).
+    stale_until: Instant,
+    /// No refresh starts before this (a failed refresh waits [`NEGATIVE_TTL`]).
+    retry_at: Instant,
+}
+
 /// RFC 3263 resolution for SIP over UDP or TCP, sans-IO, with a bounded cache.
 #[derive(Debug, Default)]
 pub struct Resolver {
     server: Option<SocketAddr>,
-    cache: HashMap<String, (Option<Target>, Instant)>,
+    cache: HashMap<String, Cached>,
     jobs: HashMap<String, Job>,
     ids: HashMap<u16, String>,
     transmit: VecDeque<Vec<u8>>,
@@ -367,19 +389,29 @@ impl Resolver {
             return Lookup::Ready(Target::udp(SocketAddr::new(ip, 5060)));
         }
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some((a, until)) = self.cache.get(&key)
-            && *until > now
-        {
-            return match a {
-                Some(a) => {
-                    self.stats.cache_hits += 1;
-                    Lookup::Ready(*a)
+        if let Some(c) = self.cache.get(&key).copied() {
+            if c.fresh_until > now {
+                return match c.target {
+                    Some(a) => {
+                        self.stats.cache_hits += 1;
+                        Lookup::Ready(a)
+                    }
+                    None => {
+                        self.stats.negative_hits += 1;
+                        Lookup::Failed
+                    }
+                };
+            }
+            // RFC 8767 §4: the expired answer, while a refresh runs in the background
+            if let Some(a) = c.target
+                && c.stale_until > now
+            {
+                self.stats.stale_hits += 1;
+                if c.retry_at <= now {
+                    self.start(&key, now);
                 }
-                None => {
-                    self.stats.negative_hits += 1;
-                    Lookup::Failed
-                }
-            };
+                return Lookup::Ready(a);
+            }
         }
         if self.jobs.contains_key(&key) {
             return Lookup::Pending;
@@ -387,22 +419,37 @@ impl Resolver {
         if self.server.is_none() || key.is_empty() {
             return Lookup::Failed;
         }
+        if !self.start(&key, now) {
+            return Lookup::Failed;
+        }
+        if self.jobs.contains_key(&key) {
+            Lookup::Pending
+        } else {
+            self.lookup(&key, now)
+        }
+    }
+
+    /// Start resolving `key` unless it is being resolved already; false when it cannot be (no
+    /// server, or [`MAX_IN_FLIGHT`] resolutions in progress: counted).
+    fn start(&mut self, key: &str, now: Instant) -> bool {
+        if self.jobs.contains_key(key) {
+            return true;
+        }
+        if self.server.is_none() || key.is_empty() {
+            return false;
+        }
         if self.jobs.len() >= MAX_IN_FLIGHT {
             self.stats.overloaded += 1;
-            return Lookup::Failed;
+            return false;
         }
         let job = Job {
             todo: vec![Step::Naptr],
             steps: 0,
             query: None,
         };
-        self.jobs.insert(key.clone(), job);
-        self.advance(&key, now);
-        if self.jobs.contains_key(&key) {
-            Lookup::Pending
-        } else {
-            self.lookup(&key, now)
-        }
+        self.jobs.insert(key.to_string(), job);
+        self.advance(key, now);
+        true
     }
 
     /// The next query to send, and where.
@@ -647,15 +694,36 @@ impl Resolver {
             self.ids.remove(&q.id);
         }
         if self.cache.len() >= MAX_CACHE && !self.cache.contains_key(key) {
-            self.cache.retain(|_, (_, u)| *u > now);
+            self.cache
+                .retain(|_, c| c.fresh_until.max(c.stale_until) > now);
             if self.cache.len() >= MAX_CACHE
                 && let Some(k) = self.cache.keys().next().cloned()
             {
                 self.cache.remove(&k);
             }
         }
-        self.cache.insert(key.to_string(), (a, until));
-        self.done.push_back((key.to_string(), a));
+        let cached = match (a, self.cache.get(key)) {
+            // a refresh that failed: the stale answer stays until its end, and the next
+            // refresh waits (RFC 8767 §4's failure recheck)
+            (None, Some(old)) if old.target.is_some() && old.stale_until > now => Cached {
+                retry_at: until,
+                ..*old
+            },
+            (None, _) => Cached {
+                target: None,
+                fresh_until: until,
+                stale_until: until,
+                retry_at: until,
+            },
+            (Some(_), _) => Cached {
+                target: a,
+                fresh_until: until,
+                stale_until: until + STALE_MAX,
+                retry_at: until,
+            },
+        };
+        self.cache.insert(key.to_string(), cached);
+        self.done.push_back((key.to_string(), cached.target));
     }
 
     /// Runs a lookup to its end with `t` as the network, one exchange per query (tests only;
@@ -1123,10 +1191,11 @@ mod tests {
         let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, u32::MAX)) };
         r.resolve_with("plain.example", t0, &mut t).unwrap();
         let later = t0 + TTL_MAX + Duration::from_secs(1);
-        assert_eq!(
-            r.lookup("plain.example", later),
-            Lookup::Pending,
-            "a TTL of 136 years is kept at most TTL_MAX"
+        let queries = r.stats.queries;
+        assert!(matches!(r.lookup("plain.example", later), Lookup::Ready(_)));
+        assert!(
+            r.stats.queries > queries && r.stats.stale_hits == 1,
+            "a TTL of 136 years is kept at most TTL_MAX: past it the answer is refreshed"
         );
         let mut r = Resolver::new(Some(SERVER));
         let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, 0)) };
@@ -1137,6 +1206,62 @@ mod tests {
             Lookup::Ready(_)
         ));
         assert_eq!(r.stats.queries, queries, "a TTL of 0 is kept TTL_MIN");
+    }
+
+    /// RFC 8767 §4: past its TTL an answer is still used while one refresh runs; the refresh
+    /// replaces it; a failed refresh keeps it and is retried only after NEGATIVE_TTL; past
+    /// STALE_MAX it is dropped.
+    #[test]
+    fn an_expired_answer_serves_while_it_is_refreshed() {
+        let t0 = Instant::now();
+        let mut r = Resolver::new(Some(SERVER));
+        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, 60)) };
+        let first = r.resolve_with("plain.example", t0, &mut t).unwrap();
+        let _ = r.poll_done();
+        let expired = t0 + Duration::from_secs(61);
+        let queries = r.stats.queries;
+        // a burst of lookups once it expired: all answered, one refresh sent
+        for _ in 0..100 {
+            assert_eq!(r.lookup("plain.example", expired), Lookup::Ready(first));
+        }
+        assert_eq!(r.stats.stale_hits, 100);
+        let sent: Vec<_> = std::iter::from_fn(|| r.poll_transmit()).collect();
+        assert_eq!(sent.len(), 1, "one refresh, not one per lookup");
+        assert_eq!(r.stats.queries, queries + 1);
+        // the refresh fails (the server is down: no answer to any try)
+        let mut at = expired;
+        while r.poll_done().is_none() {
+            at += QUERY_TIMEOUT;
+            r.handle_timeout(at);
+            while r.poll_transmit().is_some() {}
+        }
+        assert_eq!(r.stats.failures, 1);
+        let queries = r.stats.queries;
+        assert_eq!(r.lookup("plain.example", at), Lookup::Ready(first));
+        assert!(
+            r.poll_transmit().is_none(),
+            "no new refresh before NEGATIVE_TTL"
+        );
+        assert_eq!(r.stats.queries, queries);
+        // after it, one more try; this one is answered and replaces the answer
+        let retry = at + NEGATIVE_TTL;
+        assert_eq!(r.lookup("plain.example", retry), Lookup::Ready(first));
+        let mut asked = 0;
+        while r.poll_done().is_none() && asked < MAX_STEPS {
+            let (_, q) = r.poll_transmit().expect("the second refresh's next query");
+            r.handle_datagram(SERVER, &plain(&q, 60), retry);
+            asked += 1;
+        }
+        assert!(asked > 0, "a second refresh");
+        let hits = r.stats.cache_hits;
+        assert!(matches!(r.lookup("plain.example", retry), Lookup::Ready(_)));
+        assert_eq!(r.stats.cache_hits, hits + 1, "fresh again");
+        // an answer never refreshed is dropped STALE_MAX past its TTL
+        let mut r = Resolver::new(Some(SERVER));
+        let mut t = |q: &[u8]| -> std::io::Result<Vec<u8>> { Ok(plain(q, 60)) };
+        r.resolve_with("plain.example", t0, &mut t).unwrap();
+        let gone = t0 + Duration::from_secs(60) + STALE_MAX + Duration::from_secs(1);
+        assert_eq!(r.lookup("plain.example", gone), Lookup::Pending);
     }
 
     #[test]

@@ -162,14 +162,16 @@ pub(super) fn serve(
         None => None,
     };
     name_this_thread(c"registration");
+    // the I-CSCFs' names resolved before the first REGISTER needs them (sent on the first pass)
+    registrar.warm_up(Instant::now());
     let mut dns_buf = vec![0u8; 4096];
     let mut events = mio::Events::with_capacity(64);
     let cpu_setup = super::report::thread_cpu_seconds();
     let mut punts: u64 = 0;
     let mut inject_dropped: u64 = 0;
     let mut last_publish = Instant::now();
-    // more to do than one pass took: poll without sleeping
-    let mut backlog = false;
+    // more to do than one pass took: poll without sleeping (at first: the warm-up's queries)
+    let mut backlog = true;
     // the DNS socket may hold more than one pass read
     let mut dns_more = false;
     while !signals::stop_requested() {

@@ -170,6 +170,15 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting pcscf: {e}"))?;
+    // Its log is read as it comes: a pipe left full would block pcscf's registration thread
+    // on its next line (and with it every registration) until the end of the run.
+    let log_reader = pcscf.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = e.read_to_string(&mut log);
+            log
+        })
+    });
     eprintln!(
         "lab: namespaces {} / {} / {}; pcscf ({} backend) on {} and {}",
         lab.ue, lab.pcscf, lab.core, cfg.backend, lab.pcscf_ue_addr, lab.pcscf_core_addr
@@ -279,10 +288,7 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
     // SAFETY: kill(2) on our child's pid.
     unsafe { libc::kill(pcscf.id() as i32, libc::SIGTERM) };
     let _ = pcscf.wait();
-    let mut log = String::new();
-    if let Some(mut e) = pcscf.stderr.take() {
-        let _ = e.read_to_string(&mut log);
-    }
+    let log = log_reader.and_then(|r| r.join().ok()).unwrap_or_default();
     println!("== pcscf lab: {} UEs, {} backend", cfg.ues, cfg.backend);
     report.print();
     let mut calls_ok = cfg.calls == 0;

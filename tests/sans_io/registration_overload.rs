@@ -167,6 +167,43 @@ fn parked_registers_go_on_when_dns_answers() {
     assert_eq!(reg.stats.registers_in, 5, "a parked REGISTER counts once");
 }
 
+/// The home domains' I-CSCFs are resolved at start (`Registrar::warm_up`): the first REGISTER
+/// finds the answer cached and is forwarded at once, none parked (at thousands a second, those
+/// past the parking bound used to get a 503 while the first resolution ran).
+#[test]
+fn warmed_up_home_domains_need_no_parking() {
+    let server = addr("192.0.2.53:53");
+    let (writer, _sas) = test_sa_table(64);
+    let mut cfg = registrar_config(None, Some(server));
+    cfg.home_domains = vec!["good.example".into()];
+    let mut reg = Registrar::new(cfg, writer);
+    let now = Instant::now();
+    reg.warm_up(now);
+    let mut asked = 0;
+    while let Some((to, q)) = reg.poll_dns_query() {
+        assert_eq!(to, server);
+        assert!(String::from_utf8_lossy(&q).contains("good"));
+        let a = (qtype(&q) == 1).then_some([10, 0, 1, 99]);
+        reg.handle_dns(server, &dns_answer(&q, a), now);
+        asked += 1;
+        assert!(asked < 32);
+    }
+    assert!(asked > 0, "warm_up asked the DNS server");
+    let out = feed(
+        &mut reg,
+        now,
+        Side::Ue,
+        Protection::Plain,
+        "10.46.0.11:5060",
+        "10.46.0.1:5060",
+        &register_n(1, "good.example", true),
+    );
+    assert_eq!(reg.stats.parked, 0);
+    let fwd: Vec<_> = out.iter().filter(|o| o.side == Side::Core).collect();
+    assert_eq!(fwd.len(), 1, "{out:?}");
+    assert_eq!(fwd[0].dst, addr("10.0.1.99:5060"));
+}
+
 /// A silent DNS server: the parked REGISTER gets its 503 when the resolver gives up.
 #[test]
 fn a_parked_register_gets_503_when_dns_times_out() {
