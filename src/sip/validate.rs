@@ -213,6 +213,13 @@ impl View<'_> {
                     let mut count = 0;
                     for item in ListIter::new(v) {
                         count += 1;
+                        // RFC 3261 §20.20/§20.39: To, From (and the other single ones) are not
+                        // lists: their one value is the whole field. An empty element beside it
+                        // (`To: ,<sip:b@h>;tag=1`) would make it a value for this reading and
+                        // not for one that parses the whole field.
+                        if h.name.is_single() && item.len() != v.len() {
+                            return err(h.value, bad);
+                        }
                         let Some(na) = headers::NameAddr::parse(item) else {
                             return err(h.value, bad);
                         };
@@ -242,6 +249,39 @@ impl View<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// To and From are one value, not a list: an empty element beside it is malformed (found by
+    /// the proptest: validation read `To: ,:;sip:…>;tag=…` as tagged, a whole-field parse as
+    /// not).
+    #[test]
+    fn a_single_name_addr_field_with_an_empty_element_is_malformed() {
+        let msg = |to: &str| {
+            format!(
+                "MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@h>;tag=1\r\nTo: {to}\r\nCall-ID: c\r\n\
+                 CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for to in [
+            ",<sip:b@h>;tag=2",
+            "<sip:b@h>;tag=2,",
+            ", <sip:b@h>",
+            ",:;sip:b@h>;tag=2",
+        ] {
+            let m = msg(to);
+            let parsed = crate::sip::Message::parse(m.as_bytes()).unwrap();
+            assert!(parsed.view().validate_checked().is_err(), "{to:?}");
+        }
+        for (to, tagged) in [("<sip:b@h>;tag=2", true), ("sip:b@h", false)] {
+            let m = msg(to);
+            let parsed = crate::sip::Message::parse(m.as_bytes()).unwrap();
+            assert_eq!(
+                parsed.view().validate_checked().unwrap().to_tag,
+                tagged,
+                "{to:?}"
+            );
+        }
+    }
 
     /// A Via line with no value (empty, or only commas) is refused, before or after a good one:
     /// a first Via line with nothing on it would otherwise make the next line's value the top

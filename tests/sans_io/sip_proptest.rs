@@ -42,6 +42,14 @@ fn cases() -> u32 {
         .unwrap_or(10_000)
 }
 
+/// Found by `mutated_messages_never_panic` in CI: validation recorded this 401's To as tagged
+/// (it read the one element after a leading comma) while a whole-field parse did not. A single
+/// name-addr field with an empty element is malformed now.
+#[test]
+fn a_to_with_a_leading_comma_is_read_one_way() {
+    exercise(b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 10.0.1.10:5060;branch=z9hG4bKpcscf1, SIP/2.0/UDP 10.46.0.6:5060;branch=z9hG4bK1a2b3c4d5e6f7;received=10.46.0.6;rport=5060\r\nFrom: <sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>;tag=3786157562\r\nTo:,:;sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org>;tag=scscf-7b3f0e2a\r\nCall-ID: a84b4c76e66710-1183462089@10.46.0.6\r\nCSeq: 1 REGISTER\r\nPath: <sip:term@pcscf.ims.mnc001.mcc001.3gppnetwork.org;lr>\r\nWWW-Authenticate: Digest realm=\"ims.mnc001.mcc001.3gppnetwork.org\", nonce=\"I1U8vpY3qJ0hiuZNrke/NVXzKLQ1d7m5Sp/6w1Tfr7M=\", algorithm=AKAv1-MD5, ck=\"b40ba9a3c58b2a05bbf0d987b21bf8cb\", ik=\"f769bcd751044604127672711c6d3441\", qop=\"auth,auth-int\"\r\nServer: Example S-CSCF 5.8\r\nContent-Length: 0\r\n\r\n");
+}
+
 /// Run everything the P-CSCF does with a message from the network over `data`; it may fail, it
 /// must not panic, and a successful rewrite must parse again.
 fn exercise(data: &[u8]) {
