@@ -491,12 +491,15 @@ impl std::fmt::Debug for Registrar {
     }
 }
 
+/// Room an edit frame keeps before and after the message for the rewrites to grow into.
+const FRAME_HEAD: usize = 512;
+const FRAME_TAIL: usize = 1024;
+
 /// A frame with room for the rewrites (the slow path may allocate).
 fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
-    let head = 512;
-    let mut f = vec![0u8; head + payload.len() + 1024];
-    f[head..head + payload.len()].copy_from_slice(payload);
-    (f, head, head + payload.len())
+    let mut f = vec![0u8; FRAME_HEAD + payload.len() + FRAME_TAIL];
+    f[FRAME_HEAD..FRAME_HEAD + payload.len()].copy_from_slice(payload);
+    (f, FRAME_HEAD, FRAME_HEAD + payload.len())
 }
 
 /// [`framed`] into the registrar's reusable frame (grown if the message needs more), for a
@@ -505,19 +508,18 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
 /// earlier message left around the copy is never read (an editor reads only its message);
 /// the caller wipes what must not stay.
 fn framed_into(frame: &mut Vec<u8>, m: &Message<'_>) -> Option<Index> {
-    const HEAD: usize = 512;
-    let need = HEAD + m.buf.len() + 1024;
+    let need = FRAME_HEAD + m.buf.len() + FRAME_TAIL;
     if frame.len() < need {
         frame.resize(need, 0);
     }
     frame
-        .get_mut(HEAD..HEAD + m.buf.len())?
+        .get_mut(FRAME_HEAD..FRAME_HEAD + m.buf.len())?
         .copy_from_slice(m.buf);
-    m.idx.moved_by(HEAD)
+    m.idx.moved_by(FRAME_HEAD)
 }
 
 /// The reusable frame's first size: a punted message of the largest size fits.
-const FRAME_BYTES: usize = 512 + crate::dataplane::MSG_MAX + 1024;
+const FRAME_BYTES: usize = FRAME_HEAD + crate::dataplane::MSG_MAX + FRAME_TAIL;
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, sas: SaWriter) -> Registrar {
