@@ -1172,7 +1172,7 @@ impl Pipeline {
         // the UE deregistered) the response is dropped: the UE retransmits over its new set,
         // and nothing goes out in the clear or over another UE's SA.
         let Some(inb) = sas.and_then(|g| g.inbound(b.spi)) else {
-            return Verdict::Drop(DropReason::NoRoute);
+            return Verdict::Drop(DropReason::SetGone);
         };
         let ue = inb.ue_addr();
         if !key.verify(&b, Dir::ToCore, ue, ue) {
@@ -1184,7 +1184,7 @@ impl Pipeline {
         } else {
             match sas.and_then(|g| g.outbound_of_set(b.port, inb)) {
                 Some(e) => Some(e),
-                None => return Verdict::Drop(DropReason::NoRoute),
+                None => return Verdict::Drop(DropReason::SetGone),
             }
         };
         let Some(ours) = self.our_ue_addr(ue) else {

@@ -88,9 +88,15 @@ pub enum DropReason {
     /// A message for the core over TCP that the core TCP thread's queue had no room for (or
     /// with no core TCP at all: a worker built without it).
     CoreStreamLost,
+    /// A response for a UE whose request came over an SA set that is gone since (replaced by a
+    /// re-registration and expired, or ended with the registration): nothing goes out in the
+    /// clear or over another set; the UE retransmits its request over its current set. (A
+    /// forged branch naming an SPI we do not have counts here too: its MAC binds the UE's
+    /// address, which only the set would give.)
+    SetGone,
 }
 
-pub const DROP_REASONS: usize = 21;
+pub const DROP_REASONS: usize = 22;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -115,6 +121,7 @@ impl DropReason {
         DropReason::TcpRefused,
         DropReason::StreamLost,
         DropReason::CoreStreamLost,
+        DropReason::SetGone,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +147,7 @@ impl DropReason {
             DropReason::TcpRefused => "tcp_refused",
             DropReason::StreamLost => "stream_lost",
             DropReason::CoreStreamLost => "core_stream_lost",
+            DropReason::SetGone => "set_gone",
         }
     }
 }

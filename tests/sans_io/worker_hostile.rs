@@ -263,6 +263,21 @@ fn ue_a_gets_its_answer_over_its_own_sa_even_naming_ue_b_in_its_via() {
     assert_eq!(dst, addr("10.46.0.6:7005"));
 }
 
+/// The core's answer to a request whose SA set has gone since (the registration ended, or a
+/// re-registration's set replaced it and expired) goes nowhere: not in the clear, not over
+/// another set (TS 33.203 §7.4); it is counted as `set_gone`, not as a routing failure.
+#[test]
+fn core_response_for_a_set_that_is_gone_is_dropped_and_counted() {
+    let mut r = rig(false);
+    let fwd = a_request(&mut r, "10.46.0.6");
+    r.writer.remove_inbound(r.sa1_tx.spi()).unwrap();
+    assert!(send(&mut r, Kind::Core, &answer(&fwd, &[])).is_empty());
+    let s = r.w.stats();
+    assert_eq!(s.drops[DropReason::SetGone as usize], 1, "{s:?}");
+    assert_eq!(s.drops[DropReason::NoRoute as usize], 0, "{s:?}");
+    assert_eq!(DropReason::SetGone.name(), "set_gone");
+}
+
 /// Core responses whose top Via has our sent-by but a branch we did not seal (the old format,
 /// ours with a flipped MAC, another SPI) are dropped and counted; nothing is sent.
 #[test]
@@ -300,13 +315,13 @@ fn core_response_with_a_forged_branch_is_dropped() {
     for forged in ["z9hG4bK0123456789ab13ff", &flipped, &other_spi] {
         let bad = ok.replacen(&branch, forged, 1);
         let before = r.w.stats().drops[DropReason::NotOurVia as usize]
-            + r.w.stats().drops[DropReason::NoRoute as usize];
+            + r.w.stats().drops[DropReason::SetGone as usize];
         assert!(
             send(&mut r, Kind::Core, bad.as_bytes()).is_empty(),
             "{forged}"
         );
         let after = r.w.stats().drops[DropReason::NotOurVia as usize]
-            + r.w.stats().drops[DropReason::NoRoute as usize];
+            + r.w.stats().drops[DropReason::SetGone as usize];
         assert_eq!(after, before + 1, "{forged}: counted");
     }
     assert_eq!(
