@@ -78,6 +78,10 @@ struct Args {
     /// pcscf backend: xdp | afpacket | socket.
     #[arg(long, default_value = "xdp")]
     backend: String,
+    /// XDP attach mode for the xdp backend: skb (generic) | drv (native). Several xdp workers
+    /// need drv on veth: generic XDP sees every packet on queue 0.
+    #[arg(long, default_value = "skb")]
+    xdp_mode: String,
     /// ESP suite as alg/ealg.
     #[arg(long, default_value = "null/aes-gcm")]
     suite: String,
@@ -404,7 +408,7 @@ fn start_pcscf(
     let workers: Vec<String> = (0..a.workers).map(|w| w.to_string()).collect();
     let max_sas = (2 * a.ues as usize + 4096).next_power_of_two();
     let cfg = format!(
-        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\nregister_burst_per_source = 10000000\nregister_rate_per_source = 10000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"info\"\n",
+        "[ue]\ninterface = \"{}\"\naddresses = [\"{}\"]\nprotected_ports = \"5100-5199\"\nregister_burst_per_source = 10000000\nregister_rate_per_source = 10000000.0\n[core]\ninterface = \"{}\"\naddress = \"{}\"\nicscf = \"{}:5060\"\n[ipsec]\nspi_range = \"4096-{}\"\n{}max_sas = {max_sas}\n[dataplane]\nbackend = \"{}\"\nxdp_mode = \"{}\"\nworkers = [{}]\nbatch = 64\nring_size = 2048\nframes = 8192\nstateless_relay = {}\n[log]\nlevel = \"info\"\n",
         lab.pcscf_ue_if,
         lab.pcscf_ue_addr,
         lab.pcscf_core_if,
@@ -418,6 +422,7 @@ fn start_pcscf(
             String::new()
         },
         a.backend,
+        a.xdp_mode,
         workers.join(", "),
         a.traffic != Traffic::Esp
     );
@@ -538,7 +543,9 @@ fn main() {
 
 fn run(a: &Args) -> Result<(), String> {
     let tag = format!("{}", std::process::id() % 1000);
-    let lab = Lab::new("pl", &tag[..tag.len().min(3)])?;
+    // one veth queue per xdp worker (each worker's sockets are bound to its queue)
+    let queues = if a.backend == "xdp" { a.workers } else { 1 };
+    let lab = Lab::with_queues("pl", &tag[..tag.len().min(3)], queues as u32)?;
     let dir = std::env::temp_dir().join(format!("pcscf-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Resolve the neighbours before the relay starts: its first frames must not meet an empty
@@ -581,9 +588,23 @@ fn run(a: &Args) -> Result<(), String> {
     if a.target == Target::Pcscf {
         for l in report
             .lines()
-            .filter(|l| l.contains("stopped after") || l.contains("drop") || l.contains("latency"))
+            .filter(|l| {
+                l.contains("stopped after")
+                    || l.contains("drop")
+                    || l.contains("latency")
+                    || l.contains("  worker ")
+            })
         {
             eprintln!("  {l}");
+        }
+        // how the packets spread over the workers (RSS / fanout): each worker's rx
+        let per_worker: Vec<&str> = report
+            .lines()
+            .filter_map(|l| l.split("  worker ").nth(1))
+            .filter_map(|l| l.split(" rx ").nth(1)?.split_whitespace().next())
+            .collect();
+        if !per_worker.is_empty() {
+            line.push_str(&format!(" worker_rx={}", per_worker.join("/")));
         }
         // the registration thread's own CPU (REGISTERs go there, not to the workers)
         if let Some(l) = report.lines().find(|l| l.contains("registration thread:")) {

@@ -526,16 +526,23 @@ def main():
     w("Latency: end to end (sent in the UE namespace → read by the sink), and added inside pcscf "
       "(its workers' own rx → tx histogram).")
     w("")
-    w("| run | backend | workers | UEs | suite | offered (pkt/s) | delivered (msg/s) | loss | end-to-end p50 / p99 / p99.9 (µs) | added by pcscf p50 / p99 / p99.9 (µs) |")
-    w("|---|---|---:|---:|---|---:|---:|---:|---|---|")
+    w("| run | backend | workers | packets per worker | UEs | suite | offered (pkt/s) | delivered (msg/s) | loss | end-to-end p50 / p99 / p99.9 (µs) | added by pcscf p50 / p99 / p99.9 (µs) |")
+    w("|---|---|---:|---|---:|---|---:|---:|---:|---|---|")
     esp_rows = [r for l, r in sorted(res.items()) if l.startswith("esp-")]
     for r in esp_rows:
-        w(f"| {r['label']} | {r['backend']} | {r['workers']} | {fmt_int(r['ues'])} | {r['suite']} | "
+        w(f"| {r['label']} | {r['backend']} | {r['workers']} | {r.get('worker_rx', '?').replace('/', ' / ')} | {fmt_int(r['ues'])} | {r['suite']} | "
           f"{fmt_int(r['offered_pps'])} | **{fmt_int(r['delivered_pps'])}** | {100*float(r['loss']):.1f} % | "
           f"{r['p50_us']} / {r['p99_us']} / {r['p999_us']} | "
           f"{r.get('added_p50_us', '?')} / {r.get('added_p99_us', '?')} / {r.get('added_p999_us', '?')} |")
     if not esp_rows:
         problems.append("ESP table empty")
+    w("")
+    w("Scaling rows (`esp-scale-*`): AF_PACKET spreads one veth over the workers by fanout; "
+      "AF_XDP binds each worker's sockets to one queue of a multi-queue veth in native (drv) XDP, "
+      "where the sender's flow hash picks the queue (generic XDP on veth sees every packet on "
+      "queue 0). On 2 vCPUs the workers busy-poll the cores the sender and the kernel's veth "
+      "work need: these rows show the spread and that nothing is lost, not the scaling a "
+      "machine with spare cores gives.")
     w("")
     w("Flat-out runs queue in the veth and the sink, so their latency is queueing; `esp-xdp-80pct` "
       "offers 80 % of the flat-out xdp/aes-gcm rate at an even pace (the latency target's load).")

@@ -61,7 +61,16 @@ impl Lab {
     /// `fd00:211::/64` (::2 the UE, ::1 the P-CSCF). `tag` (≤ 3 chars) keeps
     /// interface names unique among concurrent labs of one process.
     pub fn new(prefix: &str, tag: &str) -> Result<Lab, String> {
+        Lab::with_queues(prefix, tag, 1)
+    }
+
+    /// As [`Lab::new`], with `queues` RX and TX queues on each veth end: one per AF_XDP
+    /// worker. In native (drv) XDP a veth delivers a packet on the receive queue numbered as
+    /// the peer's transmit queue, which the sender's kernel picks by flow hash, so flows spread
+    /// over the workers (generic XDP sees every packet on queue 0).
+    pub fn with_queues(prefix: &str, tag: &str, queues: u32) -> Result<Lab, String> {
         check_privileges()?;
+        let q = queues.max(1).to_string();
         let pid = std::process::id() % 100_000;
         let lab = Lab {
             ue: format!("{prefix}-{pid}-{tag}-ue"),
@@ -89,6 +98,10 @@ impl Lab {
             &lab.pcscf_ue_if,
             "netns",
             &lab.pcscf,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "type",
             "veth",
             "peer",
@@ -96,6 +109,10 @@ impl Lab {
             &lab.ue_if,
             "netns",
             &lab.ue,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         ip(&[
             "link",
@@ -103,6 +120,10 @@ impl Lab {
             &lab.pcscf_core_if,
             "netns",
             &lab.pcscf,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "type",
             "veth",
             "peer",
@@ -110,6 +131,10 @@ impl Lab {
             &lab.core_if,
             "netns",
             &lab.core,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         for (ns, ifn, addr) in [
             (&lab.pcscf, &lab.pcscf_ue_if, "10.211.0.1/24"),

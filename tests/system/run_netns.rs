@@ -15,10 +15,38 @@ use pcscf::lab::{Lab, spawn_in};
 use pcscf::sip::{HeaderName, Message};
 
 fn lab(tag: &str) -> Lab {
-    Lab::new("prun", tag).unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"))
+    lab_with_queues(tag, 1)
 }
 
-fn config(lab: &Lab, backend: &str) -> std::path::PathBuf {
+fn lab_with_queues(tag: &str, queues: u32) -> Lab {
+    Lab::with_queues("prun", tag, queues)
+        .unwrap_or_else(|e| panic!("{e} (CI runs these tests as root)"))
+}
+
+/// How `pcscf run` is started: the backend, its workers' cores, the XDP attach mode.
+#[derive(Clone, Copy)]
+struct Plan {
+    backend: &'static str,
+    workers: &'static str,
+    xdp_mode: &'static str,
+}
+
+impl Plan {
+    fn one(backend: &'static str) -> Plan {
+        Plan {
+            backend,
+            workers: "0",
+            xdp_mode: "skb",
+        }
+    }
+}
+
+fn config(lab: &Lab, plan: Plan) -> std::path::PathBuf {
+    let Plan {
+        backend,
+        workers,
+        xdp_mode,
+    } = plan;
     let text = format!(
         r#"
 [ue]
@@ -31,7 +59,8 @@ icscf = "{}:5060"
 hostname = "pcscf.test"
 [dataplane]
 backend = "{backend}"
-workers = [0]
+workers = [{workers}]
+xdp_mode = "{xdp_mode}"
 batch = 32
 ring_size = 512
 frames = 2048
@@ -46,7 +75,7 @@ level = "info"
     path
 }
 
-fn start(lab: &Lab, backend: &str) -> Child {
+fn start(lab: &Lab, plan: Plan) -> Child {
     Command::new("ip")
         .args([
             "netns",
@@ -57,7 +86,7 @@ fn start(lab: &Lab, backend: &str) -> Child {
             "--allow-stateless-relay",
             "--config",
         ])
-        .arg(config(lab, backend))
+        .arg(config(lab, plan))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,14 +133,32 @@ const REGISTER: &[u8] = include_bytes!("../data/ims/register1_v4.sip");
 /// The UE: send `n` MESSAGEs, each until its 200 comes back (the P-CSCF may still be starting),
 /// then one REGISTER. Returns how many got their 200.
 fn ue_client(ns: &str, n: u32, deadline: Instant) -> std::thread::JoinHandle<u32> {
+    ue_client_from(ns, n, deadline, 1)
+}
+
+/// As [`ue_client`], message `i` from the `i % sources`-th of `sources` UDP sockets (5060, then
+/// ephemeral ports; `rport` brings each answer back to its socket): that many flows.
+fn ue_client_from(
+    ns: &str,
+    n: u32,
+    deadline: Instant,
+    sources: usize,
+) -> std::thread::JoinHandle<u32> {
     spawn_in(ns, move || {
-        let s = UdpSocket::bind("10.211.0.2:5060").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let socks: Vec<UdpSocket> = (0..sources.max(1))
+            .map(|k| {
+                let port = if k == 0 { 5060 } else { 0 };
+                let s = UdpSocket::bind(("10.211.0.2", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                s
+            })
+            .collect();
         let pcscf: SocketAddr = "10.211.0.1:5060".parse().unwrap();
         let mut ok = 0;
         let mut buf = [0u8; 4096];
         'msgs: for i in 0..n {
+            let s = &socks[i as usize % socks.len()];
             while Instant::now() < deadline {
                 s.send_to(message(i).as_bytes(), pcscf).unwrap();
                 let Ok((len, from)) = s.recv_from(&mut buf) else {
@@ -132,7 +179,7 @@ fn ue_client(ns: &str, n: u32, deadline: Instant) -> std::thread::JoinHandle<u32
             }
             break;
         }
-        s.send_to(REGISTER, pcscf).unwrap();
+        socks[0].send_to(REGISTER, pcscf).unwrap();
         ok
     })
 }
@@ -171,14 +218,21 @@ fn counter(report: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{report}"))
 }
 
-fn relay_through(backend: &str, tag: &str) {
+fn relay_through(backend: &'static str, tag: &str) {
     let lab = lab(tag);
-    let child = start(&lab, backend);
+    relay_with(&lab, Plan::one(backend), 1);
+}
+
+/// 20 MESSAGEs from `sources` UDP flows through `pcscf run` as `plan` says, and a REGISTER;
+/// the counters are checked and the stop report returned.
+fn relay_with(lab: &Lab, plan: Plan, sources: usize) -> String {
+    let backend = plan.backend;
+    let child = start(lab, plan);
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = Arc::new(AtomicBool::new(false));
     let core = core_responder(&lab.core, deadline, done.clone());
     let n = 20;
-    let ok = ue_client(&lab.ue, n, deadline).join().unwrap();
+    let ok = ue_client_from(&lab.ue, n, deadline, sources).join().unwrap();
     done.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300)); // let the REGISTER reach the punt queue
     let report = stop(child);
@@ -204,6 +258,7 @@ fn relay_through(backend: &str, tag: &str) {
         !lab.xdp_attached(),
         "no XDP program left after a clean stop"
     );
+    report
 }
 
 #[test]
@@ -221,10 +276,36 @@ fn run_xdp_backend() {
     relay_through("xdp", "ux");
 }
 
+/// Two AF_XDP workers, one veth queue each (native XDP: the sender's flow hash picks the
+/// queue): the UE's 16 flows spread over both, each worker relays its share, nothing is lost,
+/// and both queues' sockets are detached at the stop.
+#[test]
+fn run_xdp_two_workers_one_queue_each() {
+    let lab = lab_with_queues("u2", 2);
+    let plan = Plan {
+        backend: "xdp",
+        workers: "0, 1",
+        xdp_mode: "drv",
+    };
+    let report = relay_with(&lab, plan, 16);
+    let rx = |w: u32| -> u64 {
+        let line = report
+            .lines()
+            .find(|l| l.contains(&format!("  worker {w}: ")))
+            .unwrap_or_else(|| panic!("no worker {w} line:\n{report}"));
+        counter(line, "rx")
+    };
+    let (rx0, rx1) = (rx(0), rx(1));
+    eprintln!("two xdp workers: rx {rx0} / {rx1}");
+    assert!(rx0 > 0 && rx1 > 0, "both workers got packets:\n{report}");
+    assert_eq!(rx0 + rx1, counter(&report, "rx"), "{report}");
+    assert_eq!(counter(&report, "dropped"), 0, "{report}");
+}
+
 #[test]
 fn xdp_left_by_a_killed_run_is_replaced() {
     let lab = lab("uk");
-    let mut first = start(&lab, "xdp");
+    let mut first = start(&lab, Plan::one("xdp"));
     // wait until it attached, then kill it hard: the program stays attached
     let t = Instant::now();
     while !lab.xdp_attached() {
@@ -237,7 +318,7 @@ fn xdp_left_by_a_killed_run_is_replaced() {
         lab.xdp_attached(),
         "a killed run leaves its program (as a crash would)"
     );
-    let child = start(&lab, "xdp");
+    let child = start(&lab, Plan::one("xdp"));
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = Arc::new(AtomicBool::new(false));
     let core = core_responder(&lab.core, deadline, done.clone());
