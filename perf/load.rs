@@ -586,15 +586,12 @@ fn run(a: &Args) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut line = res?;
     if a.target == Target::Pcscf {
-        for l in report
-            .lines()
-            .filter(|l| {
-                l.contains("stopped after")
-                    || l.contains("drop")
-                    || l.contains("latency")
-                    || l.contains("  worker ")
-            })
-        {
+        for l in report.lines().filter(|l| {
+            l.contains("stopped after")
+                || l.contains("drop")
+                || l.contains("latency")
+                || l.contains("  worker ")
+        }) {
             eprintln!("  {l}");
         }
         // how the packets spread over the workers (RSS / fanout): each worker's rx

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Backend, Config};
 use crate::control::log;
-use crate::io::xdp::{AttachMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig};
+use crate::io::xdp::{AttachMode, ProgramConfig, Steering, XdpIo, XdpPair, XdpProgram, XskConfig};
 use crate::io::{
     DualIo, EspBind, NeighShared, PacketIo, PacketMmapConfig, PacketMmapIo, PortConfig, Side,
     SocketConfig, SocketIo, UdpBind,
@@ -81,17 +81,41 @@ pub(super) fn open_backend(
         }
         Backend::Xdp => {
             let queue = index as u32;
-            let open = |ifname: &str, side: Side| -> Result<XdpIo, Box<dyn std::error::Error>> {
+            let xsk = |ifname: &str, side: Side| {
                 let mut xc = XskConfig::new(ifname, queue, side);
                 xc.frames = dp.frames;
                 xc.ring_size = dp.ring_size;
                 xc.fill_frames = dp.ring_size;
-                let io = XdpIo::open(&xc, neigh.reader())
-                    .map_err(|e| format!("xdp backend on {ifname} queue {queue}: {e}"))?;
+                xc
+            };
+            // One UMEM for both interfaces: a packet crosses from one to the other in the
+            // frame it arrived in. A kernel that refuses (XDP_SHARED_UMEM across devices is
+            // Linux 5.10) gets a UMEM per interface and a copy per crossing packet.
+            let (ue_xc, core_xc) = (
+                xsk(&cfg.ue.interface, Side::Ue),
+                xsk(&cfg.core.interface, Side::Core),
+            );
+            match XdpPair::open(&ue_xc, &core_xc, neigh.reader()) {
+                Ok(pair) => {
+                    if let [p_ue, p_core] = progs {
+                        let [(q_ue, fd_ue), (q_core, fd_core)] = pair.sockets();
+                        p_ue.register_socket(q_ue, fd_ue)?;
+                        p_core.register_socket(q_core, fd_core)?;
+                    }
+                    return Ok(Box::new(pair));
+                }
+                Err(e) => log::warn(format_args!(
+                    "worker {index}: one UMEM for {} and {} refused ({e}): a UMEM each, and a copy per packet crossing sides",
+                    cfg.ue.interface, cfg.core.interface
+                )),
+            }
+            let open = |xc: &XskConfig| -> Result<XdpIo, Box<dyn std::error::Error>> {
+                let io = XdpIo::open(xc, neigh.reader())
+                    .map_err(|e| format!("xdp backend on {} queue {queue}: {e}", xc.ifname))?;
                 Ok(io)
             };
-            let ue = open(&cfg.ue.interface, Side::Ue)?;
-            let core = open(&cfg.core.interface, Side::Core)?;
+            let ue = open(&ue_xc)?;
+            let core = open(&core_xc)?;
             // each interface's program steers its queue `index` to this worker's socket
             if let [p_ue, p_core] = progs {
                 p_ue.register(&ue)?;

@@ -4,8 +4,9 @@
 //! Owns: frame ownership across the two pools. A frame's owner is kept in the top bit of
 //! [`Desc::frame`]. A packet sent out of the side that owns its frame goes as is; one that
 //! crosses to the other side is copied into a frame of that side's pool (one copy of the
-//! packet, no allocation) and its original frame is freed. `XDP_SHARED_UMEM` would remove that
-//! copy; it is the next step if the copy shows in a profile.
+//! packet, no allocation) and its original frame is freed. AF_XDP uses it only where the
+//! kernel refuses one UMEM for both interfaces ([`XdpPair`](crate::io::xdp::XdpPair), which
+//! needs no copy).
 
 use std::io;
 

@@ -218,9 +218,9 @@ fn counter(report: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{report}"))
 }
 
-fn relay_through(backend: &'static str, tag: &str) {
+fn relay_through(backend: &'static str, tag: &str) -> String {
     let lab = lab(tag);
-    relay_with(&lab, Plan::one(backend), 1);
+    relay_with(&lab, Plan::one(backend), 1)
 }
 
 /// 20 MESSAGEs from `sources` UDP flows through `pcscf run` as `plan` says, and a REGISTER;
@@ -232,7 +232,9 @@ fn relay_with(lab: &Lab, plan: Plan, sources: usize) -> String {
     let done = Arc::new(AtomicBool::new(false));
     let core = core_responder(&lab.core, deadline, done.clone());
     let n = 20;
-    let ok = ue_client_from(&lab.ue, n, deadline, sources).join().unwrap();
+    let ok = ue_client_from(&lab.ue, n, deadline, sources)
+        .join()
+        .unwrap();
     done.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300)); // let the REGISTER reach the punt queue
     let report = stop(child);
@@ -273,7 +275,9 @@ fn run_afpacket_backend() {
 
 #[test]
 fn run_xdp_backend() {
-    relay_through("xdp", "ux");
+    let report = relay_through("xdp", "ux");
+    // one UMEM for both interfaces: nothing is copied between sides (XdpPair)
+    assert!(!report.contains("a copy per packet crossing"), "{report}");
 }
 
 /// Two AF_XDP workers, one veth queue each (native XDP: the sender's flow hash picks the

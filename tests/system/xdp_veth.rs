@@ -11,7 +11,7 @@ use crate::support::xdp::*;
 use pcscf::io::xdp::bpf::{BPF_PROG_TYPE_XDP, Prog};
 use pcscf::io::xdp::netlink::{self, XDP_FLAGS_SKB_MODE};
 use pcscf::io::xdp::{
-    AttachMode, BindMode, ProgramConfig, Steering, XdpIo, XdpProgram, XskConfig, ifindex,
+    AttachMode, BindMode, ProgramConfig, Steering, XdpIo, XdpPair, XdpProgram, XskConfig, ifindex,
 };
 use pcscf::io::{Desc, HEADROOM, NeighReader, NeighShared, NeighTable, PacketIo, Side};
 
@@ -681,4 +681,162 @@ fn xdp_veth_jumbo_frames_dropped_and_counted() {
         io.kernel_stats()
     );
     assert_eq!(io.free_frames(), free0, "no frame lost");
+}
+
+/// One UMEM for two interfaces (`XdpPair`, `XDP_SHARED_UMEM`): a datagram received on the UE
+/// side goes out of the core side from the frame it arrived in, and back; the kernel accepts
+/// the other socket's frames on each TX ring, and every frame returns to the one pool.
+#[test]
+fn xdp_pair_sends_out_of_one_interface_the_frame_received_on_the_other() {
+    use pcscf::lab::Lab;
+    require_root();
+    let lab = Lab::new("pxpr", "xp").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    const UE_MAC: [u8; 6] = [0x02, 0x31, 0, 0, 0, 0x02];
+    const CORE_MAC: [u8; 6] = [0x02, 0x32, 0, 0, 0, 0x02];
+    run(&[
+        "ip",
+        "-n",
+        &lab.ue,
+        "link",
+        "set",
+        &lab.ue_if,
+        "address",
+        "02:31:00:00:00:02",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &lab.core,
+        "link",
+        "set",
+        &lab.core_if,
+        "address",
+        "02:32:00:00:00:02",
+    ]);
+    let ue_peer = in_netns(&lab.ue, || UdpSocket::bind("10.211.0.2:40000").unwrap());
+    let core_peer = in_netns(&lab.core, || UdpSocket::bind("10.212.0.2:5060").unwrap());
+    for s in [&ue_peer, &core_peer] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    let _in = InNetns::enter(&lab.pcscf);
+    let prog = |ifname: &str, ours: [u8; 4]| {
+        XdpProgram::attach(&ProgramConfig {
+            ifname: ifname.into(),
+            mode: AttachMode::Skb,
+            steering: Steering {
+                v4: vec![ours.into()],
+                v6: vec![],
+                udp_ports: vec![(5060, 5060)],
+            },
+            queues: 1,
+        })
+        .expect("attach")
+    };
+    let (p_ue, p_core) = (
+        prog(&lab.pcscf_ue_if, [10, 211, 0, 1]),
+        prog(&lab.pcscf_core_if, [10, 212, 0, 1]),
+    );
+    let cfg = |ifname: &str, side| {
+        let mut c = XskConfig::new(ifname, 0, side);
+        c.frames = 256;
+        c.ring_size = 64;
+        c.fill_frames = 64;
+        c
+    };
+    let mut t = NeighTable::empty();
+    for (ip, mac) in [([10, 211, 0, 2], UE_MAC), ([10, 212, 0, 2], CORE_MAC)] {
+        let ip = IpAddr::V4(Ipv4Addr::from(ip));
+        t.add_link_route(ip, 32, 1, None, [0; 6]);
+        t.add_neighbour(ip, 1, mac);
+    }
+    let mut pair = XdpPair::open(
+        &cfg(&lab.pcscf_ue_if, Side::Ue),
+        &cfg(&lab.pcscf_core_if, Side::Core),
+        NeighShared::new(t).reader(),
+    )
+    .expect("one UMEM for both interfaces (Linux 5.10+)");
+    assert!(!pair.is_zerocopy(), "veth offers copy mode only");
+    let [(q_ue, fd_ue), (q_core, fd_core)] = pair.sockets();
+    p_ue.register_socket(q_ue, fd_ue).unwrap();
+    p_core.register_socket(q_core, fd_core).unwrap();
+    let idle = pair.free_frames();
+    assert_eq!(
+        idle,
+        512 - 2 * 64,
+        "one pool; each fill ring took its share"
+    );
+
+    let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    // Receive one datagram on `side`, rewrite its headers from `from` to `to` in place and
+    // send it out of the other side: the frame's index does not change.
+    let mut cross = |side: Side, from: SocketAddr, to: SocketAddr| -> Vec<u8> {
+        let mut d = [Desc {
+            frame: 0,
+            start: 0,
+            end: 0,
+            side: Side::Ue,
+        }; 8];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let n = loop {
+            let n = pair.recv(&mut d).unwrap();
+            if n > 0 || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(n, 1, "one datagram");
+        assert_eq!(d[0].side, side);
+        let (start, end) = (d[0].start as usize, d[0].end as usize);
+        let frame = pair.frame(&d[0]);
+        let payload = frame[start + 28..end].to_vec();
+        let r = pcscf::wire::emit_datagram(frame, start + 28..end, from, to).unwrap();
+        let out = Desc {
+            frame: d[0].frame,
+            start: r.start as u16,
+            end: r.end as u16,
+            side: if side == Side::Ue {
+                Side::Core
+            } else {
+                Side::Ue
+            },
+        };
+        pair.send(&[out]).unwrap();
+        pair.flush().unwrap();
+        payload
+    };
+    let mut buf = [0u8; 2048];
+    ue_peer
+        .send_to(b"to the core", addr("10.211.0.1:5060"))
+        .unwrap();
+    let p = cross(Side::Ue, addr("10.212.0.1:5060"), addr("10.212.0.2:5060"));
+    assert_eq!(p, b"to the core");
+    let (n, from) = core_peer.recv_from(&mut buf).expect("the core got it");
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"to the core"[..], addr("10.212.0.1:5060"))
+    );
+
+    core_peer
+        .send_to(b"to the UE", addr("10.212.0.1:5060"))
+        .unwrap();
+    cross(
+        Side::Core,
+        addr("10.211.0.1:5060"),
+        addr("10.211.0.2:40000"),
+    );
+    let (n, from) = ue_peer.recv_from(&mut buf).expect("the UE got it");
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"to the UE"[..], addr("10.211.0.1:5060"))
+    );
+
+    // both frames came back from the completion rings to the one pool
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pair.free_frames() != idle && Instant::now() < deadline {
+        pair.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(pair.free_frames(), idle);
+    let st = pair.stats();
+    assert_eq!((st.rx_packets, st.tx_packets, st.tx_dropped), (2, 2, 0));
 }

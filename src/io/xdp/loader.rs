@@ -154,7 +154,13 @@ impl XdpProgram {
     /// Put a socket into the XSKMAP at its queue id, so the program redirects that queue's
     /// matching frames to it. (Closing the socket removes it from the map.)
     pub fn register(&self, io: &XdpIo) -> io::Result<()> {
-        self.xskmap.update_u32(io.queue_id(), io.raw_fd() as u32)
+        self.register_socket(io.queue_id(), io.raw_fd())
+    }
+
+    /// [`XdpProgram::register`] for a socket given as its queue id and descriptor (one of an
+    /// [`XdpPair`](super::XdpPair)'s).
+    pub fn register_socket(&self, queue_id: u32, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.xskmap.update_u32(queue_id, fd as u32)
     }
 
     /// Take a queue's socket out of the map (its frames then go to the kernel).

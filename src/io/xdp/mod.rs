@@ -12,7 +12,8 @@
 //! - `loader.rs`: [`XdpProgram`] — XSKMAP + program + attachment on one interface, stale
 //!   replacement on start, detach on drop.
 //! - `ring.rs`: one mmapped AF_XDP ring (cached indices, Acquire/Release).
-//! - `socket.rs`: [`XdpIo`] — UMEM, the four rings, frame pool, Ethernet strip/prepend.
+//! - `socket.rs`: [`XdpIo`] — UMEM, the four rings, frame pool, Ethernet strip/prepend;
+//!   [`XdpPair`] — a worker's UE-side and core-side sockets over one UMEM.
 //!
 //! # The XDP program
 //! For each frame: if it is shorter than an Ethernet header, pass. If the ethertype is IPv4,
@@ -58,4 +59,4 @@ mod socket;
 pub use crate::io::ifindex;
 pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram};
 pub use prog::Steering;
-pub use socket::{BindMode, XdpIo, XskConfig, XskKernelStats};
+pub use socket::{BindMode, XdpIo, XdpPair, XskConfig, XskKernelStats};

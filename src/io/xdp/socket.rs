@@ -1,9 +1,12 @@
-//! One AF_XDP socket on one queue of one interface, with its own UMEM: [`XdpIo`], the
-//! [`PacketIo`] implementation.
+//! AF_XDP sockets as [`PacketIo`]s: [`XdpIo`], one socket on one queue of one interface with
+//! its own UMEM; [`XdpPair`], the UE side's and the core side's sockets of one worker over one
+//! UMEM (`XDP_SHARED_UMEM`), so a packet crosses sides in the frame it arrived in.
 //!
-//! Owns: the UMEM (an anonymous mapping of `frames` chunks of [`FRAME_SIZE`] bytes), the four
-//! rings, the frame free list and the per-frame ownership state, the Ethernet header on
-//! receive (stripped by offset, no copy) and on send (written in front of the L3 packet).
+//! Owns: the UMEM (an anonymous mapping of `frames` chunks of [`FRAME_SIZE`] bytes) with the
+//! frame free list and the per-frame ownership state (`Pool`), each socket's four rings
+//! (`Port`; a pair's two fill rings are filled from, and both completion rings return to, the
+//! one pool), the Ethernet header on receive (stripped by offset, no copy) and on send
+//! (written in front of the L3 packet).
 //!
 //! Frame life cycle: `Free` (in the free list) → `Kernel` (in the fill ring or on RX; in the TX
 //! ring until its completion) → `User` (handed out by `recv` or `alloc`, until `send` or
@@ -140,18 +143,75 @@ impl Drop for Umem {
     }
 }
 
-/// An AF_XDP socket bound to one queue, implementing [`PacketIo`].
-pub struct XdpIo {
-    // Field order is drop order: rings unmapped, socket closed, then the UMEM unmapped.
+/// The UMEM and the ownership of its frames: one per [`XdpIo`], or one shared by the two
+/// sockets of an [`XdpPair`].
+struct Pool {
+    umem: Umem,
+    nframes: u32,
+    free: Vec<u32>,
+    state: Vec<FrameState>,
+}
+
+impl Pool {
+    fn new(frames: u32) -> io::Result<Pool> {
+        Ok(Pool {
+            umem: Umem::new(frames)?,
+            nframes: frames,
+            // Pop order: frame 0 first.
+            free: (0..frames).rev().collect(),
+            state: vec![FrameState::Free; frames as usize],
+        })
+    }
+
+    /// A free frame, now the caller's.
+    fn take(&mut self) -> Option<u32> {
+        let f = self.free.pop()?;
+        self.state[f as usize] = FrameState::User;
+        Some(f)
+    }
+
+    fn give_back(&mut self, f: u32) {
+        if f < self.nframes && self.state[f as usize] == FrameState::User {
+            self.state[f as usize] = FrameState::Free;
+            self.free.push(f);
+        } else {
+            debug_assert!(false, "frame {f} given back but not owned by the caller");
+        }
+    }
+
+    fn owned(&self, f: u32) -> bool {
+        f < self.nframes && self.state[f as usize] == FrameState::User
+    }
+
+    /// The whole frame `f` as a mutable slice.
+    fn frame_slice(&mut self, f: u32) -> &mut [u8] {
+        assert!(f < self.nframes, "frame {f} out of range");
+        assert_eq!(
+            self.state[f as usize],
+            FrameState::User,
+            "frame {f} is not owned by the caller"
+        );
+        // SAFETY: frame f lies inside the UMEM mapping (checked above); it is in state User,
+        // so the kernel neither reads nor writes it until we hand it over, and `&mut self`
+        // makes this the only borrow of it.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.umem.ptr.as_ptr().add(f as usize * FRAME_SIZE),
+                FRAME_SIZE,
+            )
+        }
+    }
+}
+
+/// One bound AF_XDP socket and its four rings, over a [`Pool`] it may share with another.
+struct Port {
+    // Field order is drop order: rings unmapped, then the socket closed (the UMEM is the
+    // owner's, dropped after every port).
     fill: Ring<u64>,
     comp: Ring<u64>,
     rx: Ring<libc::xdp_desc>,
     tx: Ring<libc::xdp_desc>,
     fd: OwnedFd,
-    umem: Umem,
-    nframes: u32,
-    free: Vec<u32>,
-    state: Vec<FrameState>,
     /// Frames in the fill ring or on their way to RX.
     in_fill: u32,
     fill_target: u32,
@@ -161,12 +221,19 @@ pub struct XdpIo {
     mac: [u8; 6],
     zerocopy: bool,
     need_wakeup: bool,
-    neigh: NeighReader,
     stats: IoStats,
     /// Frames the kernel could not put in a UMEM frame because they were too big, from
     /// `XDP_STATISTICS` (read once per [`KSTATS_EVERY`] `recv` calls, never per packet).
     kernel_oversize: u64,
     recv_calls: u32,
+}
+
+/// An AF_XDP socket bound to one queue, with a UMEM of its own, implementing [`PacketIo`].
+pub struct XdpIo {
+    // Field order is drop order: the socket and its rings before the UMEM.
+    port: Port,
+    neigh: NeighReader,
+    pool: Pool,
 }
 
 /// How many `recv` calls between two reads of the kernel's counters (one syscall).
@@ -175,12 +242,12 @@ const KSTATS_EVERY: u32 = 1024;
 impl std::fmt::Debug for XdpIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XdpIo")
-            .field("ifindex", &self.ifindex)
-            .field("queue_id", &self.queue_id)
-            .field("side", &self.side)
-            .field("zerocopy", &self.zerocopy)
-            .field("free", &self.free.len())
-            .field("stats", &self.stats)
+            .field("ifindex", &self.port.ifindex)
+            .field("queue_id", &self.port.queue_id)
+            .field("side", &self.port.side)
+            .field("zerocopy", &self.port.zerocopy)
+            .field("free", &self.pool.free.len())
+            .field("stats", &self.port.stats)
             .finish()
     }
 }
@@ -230,7 +297,17 @@ fn getsockopt<T: Copy>(fd: RawFd, opt: i32, v: &mut T, what: &str) -> io::Result
     Ok(())
 }
 
-fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> io::Result<Rings> {
+/// What a socket binds with: flags of its own, or the UMEM of a bound socket (`shared_with`).
+#[derive(Clone, Copy)]
+enum Bind {
+    Own(u16),
+    /// `XDP_SHARED_UMEM` with another device or queue than the UMEM's first socket (Linux
+    /// 5.10): this socket has fill and completion rings of its own; copy or zero-copy mode and
+    /// need_wakeup are the first socket's (the kernel takes no flags here).
+    Shared(RawFd),
+}
+
+fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Result<Rings> {
     // SAFETY: plain socket(2) call.
     let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -244,13 +321,15 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> i
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let raw = fd.as_raw_fd();
 
-    // SAFETY: xdp_umem_reg is plain integers; all-zero is a valid value.
-    let mut reg: libc::xdp_umem_reg = unsafe { std::mem::zeroed() };
-    reg.addr = umem.ptr.as_ptr() as u64;
-    reg.len = umem.len as u64;
-    reg.chunk_size = FRAME_SIZE as u32;
-    reg.headroom = 0;
-    setsockopt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+    if let Bind::Own(_) = bind {
+        // SAFETY: xdp_umem_reg is plain integers; all-zero is a valid value.
+        let mut reg: libc::xdp_umem_reg = unsafe { std::mem::zeroed() };
+        reg.addr = umem.ptr.as_ptr() as u64;
+        reg.len = umem.len as u64;
+        reg.chunk_size = FRAME_SIZE as u32;
+        reg.headroom = 0;
+        setsockopt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+    }
     let n = cfg.ring_size;
     setsockopt(raw, libc::XDP_UMEM_FILL_RING, &n, "XDP_UMEM_FILL_RING")?;
     setsockopt(
@@ -273,7 +352,13 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> i
     // SAFETY: plain integers; all-zero is valid.
     let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
     sa.sxdp_family = libc::AF_XDP as u16;
-    sa.sxdp_flags = bind_flags;
+    match bind {
+        Bind::Own(flags) => sa.sxdp_flags = flags,
+        Bind::Shared(first) => {
+            sa.sxdp_flags = libc::XDP_SHARED_UMEM;
+            sa.sxdp_shared_umem_fd = first as u32;
+        }
+    }
     sa.sxdp_ifindex = ifindex;
     sa.sxdp_queue_id = cfg.queue_id;
     // SAFETY: `sa` is a live sockaddr_xdp and the length is its size.
@@ -286,9 +371,17 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> i
     };
     if r < 0 {
         let e = io::Error::last_os_error();
+        let shared = if let Bind::Shared(_) = bind {
+            " sharing the UMEM of the other interface's socket (XDP_SHARED_UMEM)"
+        } else {
+            ""
+        };
         return Err(io::Error::new(
             e.kind(),
-            format!("bind AF_XDP to {} queue {}: {e}", cfg.ifname, cfg.queue_id),
+            format!(
+                "bind AF_XDP to {} queue {}{shared}: {e}",
+                cfg.ifname, cfg.queue_id
+            ),
         ));
     }
     Ok(Rings {
@@ -300,35 +393,40 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind_flags: u16) -> i
     })
 }
 
-impl XdpIo {
-    /// Open a socket on `cfg.ifname` queue `cfg.queue_id` (in the calling thread's network
-    /// namespace). `neigh` gives next-hop MACs for `send` (a miss is reported to its refresher). Register it with
-    /// [`XdpProgram::register`](super::XdpProgram::register) to receive.
-    pub fn open(cfg: &XskConfig, neigh: NeighReader) -> io::Result<XdpIo> {
-        if !cfg.ring_size.is_power_of_two() || cfg.frames < 2 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "ring_size must be a power of two and frames >= 2",
-            ));
-        }
+fn check_config(cfg: &XskConfig) -> io::Result<()> {
+    if !cfg.ring_size.is_power_of_two() || cfg.frames < 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ring_size must be a power of two and frames >= 2",
+        ));
+    }
+    Ok(())
+}
+
+impl Port {
+    /// Open and bind a socket on `cfg.ifname` queue `cfg.queue_id` over `pool`'s UMEM: its
+    /// own registration, or the one of the bound socket `shared_with`.
+    fn open(cfg: &XskConfig, pool: &Pool, shared_with: Option<RawFd>) -> io::Result<Port> {
         let ifindex = ifindex(&cfg.ifname)?;
         let mac = netlink::link_xdp(ifindex)?
             .mac
             .ok_or_else(|| io::Error::other(format!("{}: no Ethernet address", cfg.ifname)))?;
-        let umem = Umem::new(cfg.frames)?;
+        let umem = &pool.umem;
         let wake = if cfg.need_wakeup {
             libc::XDP_USE_NEED_WAKEUP
         } else {
             0
         };
-        let rings = match cfg.bind {
-            BindMode::Copy => open_socket(&umem, cfg, ifindex, libc::XDP_COPY | wake)?,
-            BindMode::ZeroCopy => open_socket(&umem, cfg, ifindex, libc::XDP_ZEROCOPY | wake)?,
-            BindMode::Auto => match open_socket(&umem, cfg, ifindex, libc::XDP_ZEROCOPY | wake) {
+        let own = |flags: u16| open_socket(umem, cfg, ifindex, Bind::Own(flags | wake));
+        let rings = match (shared_with, cfg.bind) {
+            (Some(first), _) => open_socket(umem, cfg, ifindex, Bind::Shared(first))?,
+            (None, BindMode::Copy) => own(libc::XDP_COPY)?,
+            (None, BindMode::ZeroCopy) => own(libc::XDP_ZEROCOPY)?,
+            (None, BindMode::Auto) => match own(libc::XDP_ZEROCOPY) {
                 Ok(r) => r,
                 // The failed socket is closed (dropped) before the copy-mode one registers
                 // the same memory.
-                Err(_) => open_socket(&umem, cfg, ifindex, libc::XDP_COPY | wake)?,
+                Err(_) => own(libc::XDP_COPY)?,
             },
         };
         // SAFETY: plain integers; all-zero is valid.
@@ -340,23 +438,17 @@ impl XdpIo {
             "XDP_OPTIONS",
         )?;
         let zerocopy = opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0;
-
         let fill_target = cfg
             .fill_frames
             .min(cfg.ring_size)
             .min(cfg.frames / 2)
             .max(1);
-        let mut io = XdpIo {
+        Ok(Port {
             fill: rings.fill,
             comp: rings.comp,
             rx: rings.rx,
             tx: rings.tx,
             fd: rings.fd,
-            umem,
-            nframes: cfg.frames,
-            // Pop order: frame 0 first.
-            free: (0..cfg.frames).rev().collect(),
-            state: vec![FrameState::Free; cfg.frames as usize],
             in_fill: 0,
             fill_target,
             side: cfg.side,
@@ -365,44 +457,14 @@ impl XdpIo {
             mac,
             zerocopy,
             need_wakeup: cfg.need_wakeup,
-            neigh,
             stats: IoStats::default(),
             kernel_oversize: 0,
             recv_calls: 0,
-        };
-        io.refill();
-        Ok(io)
-    }
-
-    pub fn queue_id(&self) -> u32 {
-        self.queue_id
-    }
-
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    /// Our interface's MAC (the source of every frame sent).
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Whether the driver gave us zero-copy (`XDP_OPTIONS_ZEROCOPY`).
-    pub fn is_zerocopy(&self) -> bool {
-        self.zerocopy
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Frames in the free list (for tests and monitoring).
-    pub fn free_frames(&self) -> usize {
-        self.free.len()
+        })
     }
 
     /// The kernel's counters for this socket (one syscall).
-    pub fn kernel_stats(&self) -> io::Result<XskKernelStats> {
+    fn kernel_stats(&self) -> io::Result<XskKernelStats> {
         // SAFETY: plain integers; all-zero is valid.
         let mut s: libc::xdp_statistics = unsafe { std::mem::zeroed() };
         getsockopt(
@@ -421,10 +483,10 @@ impl XdpIo {
         })
     }
 
-    /// Frames the kernel dropped as too big for a UMEM frame (a jumbo-MTU link). The kernel
-    /// counts in `rx_dropped` both those and the frames that found the fill ring empty (which it
-    /// also counts in `rx_fill_ring_empty_descs`, one each): the difference is the oversize ones.
-    pub fn note_kernel_drops(&mut self) {
+    /// The kernel counts in `rx_dropped` both the frames too big for a UMEM frame and those
+    /// that found the fill ring empty (which it also counts in `rx_fill_ring_empty_descs`, one
+    /// each): the difference is the oversize ones.
+    fn note_kernel_drops(&mut self) {
         if let Ok(k) = self.kernel_stats() {
             self.kernel_oversize = k.rx_dropped.saturating_sub(k.rx_fill_ring_empty_descs);
         }
@@ -433,19 +495,19 @@ impl XdpIo {
     /// Top the fill ring up to `fill_target` frames from the free list. Counts `rx_no_frame`
     /// once per call that leaves the kernel with no frame at all to receive into (the worker
     /// holds them all); the kernel's own count of dropped frames is in `kernel_stats`.
-    fn refill(&mut self) {
+    fn refill(&mut self, pool: &mut Pool) {
         let want = self.fill_target.saturating_sub(self.in_fill);
         if want == 0 {
             return;
         }
-        let have = (self.free.len() as u32).min(want);
+        let have = (pool.free.len() as u32).min(want);
         if have == 0 && self.in_fill == 0 {
             self.stats.rx_no_frame += 1;
         }
         let n = self.fill.prod_reserve(have);
         for i in 0..n {
-            let f = self.free.pop().expect("counted above");
-            self.state[f as usize] = FrameState::Kernel;
+            let f = pool.free.pop().expect("counted above");
+            pool.state[f as usize] = FrameState::Kernel;
             self.fill.prod_write(i, u64::from(f) * FRAME_SIZE as u64);
         }
         if n > 0 {
@@ -455,14 +517,14 @@ impl XdpIo {
     }
 
     /// Take back frames the kernel finished sending.
-    fn reap_completions(&mut self) {
+    fn reap_completions(&mut self, pool: &mut Pool) {
         let n = self.comp.cons_peek(self.comp.size());
         for i in 0..n {
             let addr = self.comp.cons_read(i);
             let f = (addr / FRAME_SIZE as u64) as u32;
-            if f < self.nframes && self.state[f as usize] == FrameState::Kernel {
-                self.state[f as usize] = FrameState::Free;
-                self.free.push(f);
+            if f < pool.nframes && pool.state[f as usize] == FrameState::Kernel {
+                pool.state[f as usize] = FrameState::Free;
+                pool.free.push(f);
             }
         }
         if n > 0 {
@@ -470,17 +532,8 @@ impl XdpIo {
         }
     }
 
-    fn give_back(&mut self, f: u32) {
-        if f < self.nframes && self.state[f as usize] == FrameState::User {
-            self.state[f as usize] = FrameState::Free;
-            self.free.push(f);
-        } else {
-            debug_assert!(false, "frame {f} given back but not owned by the caller");
-        }
-    }
-
     /// Kick the kernel to transmit (sendto), as often as it asks for it in copy mode.
-    fn kick_tx(&mut self) -> io::Result<()> {
+    fn kick_tx(&mut self, pool: &mut Pool) -> io::Result<()> {
         // Copy mode sends at most a small budget (32) per call and answers EAGAIN when more is
         // left; bounded by the ring size.
         let max_kicks = self.tx.size() / 16 + 2;
@@ -503,7 +556,7 @@ impl XdpIo {
                     0,
                 )
             };
-            self.reap_completions();
+            self.reap_completions(pool);
             if r >= 0 {
                 if self.zerocopy {
                     return Ok(());
@@ -520,39 +573,7 @@ impl XdpIo {
         Ok(())
     }
 
-    /// The whole frame `f` as a mutable slice.
-    fn frame_slice(&mut self, f: u32) -> &mut [u8] {
-        assert!(f < self.nframes, "frame {f} out of range");
-        assert_eq!(
-            self.state[f as usize],
-            FrameState::User,
-            "frame {f} is not owned by the caller"
-        );
-        // SAFETY: frame f lies inside the UMEM mapping (checked above); it is in state User,
-        // so the kernel neither reads nor writes it until we hand it over, and `&mut self`
-        // makes this the only borrow of it.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.umem.ptr.as_ptr().add(f as usize * FRAME_SIZE),
-                FRAME_SIZE,
-            )
-        }
-    }
-}
-
-/// The IP datagram's length from its header at `p` (`None`: not IPv4/IPv6, or malformed, or
-/// longer than `p`). Frames may carry Ethernet padding after the packet: the IP length is the
-/// truth.
-fn l3_len(p: &[u8]) -> Option<usize> {
-    match p.first()? >> 4 {
-        4 => Some(Ipv4Packet::new_checked(p).ok()?.total_len()),
-        6 => Some(Ipv6Packet::new_checked(p).ok()?.total_len()),
-        _ => None,
-    }
-}
-
-impl PacketIo for XdpIo {
-    fn recv(&mut self, out: &mut [Desc]) -> io::Result<usize> {
+    fn recv(&mut self, pool: &mut Pool, out: &mut [Desc]) -> usize {
         let n = self.rx.cons_peek(out.len().min(u32::MAX as usize) as u32);
         let mut k = 0;
         for i in 0..n {
@@ -560,22 +581,21 @@ impl PacketIo for XdpIo {
             let f = (d.addr / FRAME_SIZE as u64) as u32;
             let off = (d.addr % FRAME_SIZE as u64) as usize;
             self.in_fill = self.in_fill.saturating_sub(1);
-            if f >= self.nframes {
+            if f >= pool.nframes {
                 // Cannot happen with a well-behaved kernel; never touch such a frame.
                 self.stats.rx_dropped += 1;
                 continue;
             }
+            pool.state[f as usize] = FrameState::User;
             if off + d.len as usize > FRAME_SIZE {
                 // Longer than its frame (the kernel drops such frames itself: see
                 // `kernel_oversize`); never read past the frame, give it back.
                 self.stats.rx_oversize += 1;
-                self.state[f as usize] = FrameState::User;
-                self.give_back(f);
+                pool.give_back(f);
                 continue;
             }
-            self.state[f as usize] = FrameState::User;
             let len = d.len as usize;
-            let frame = self.frame_slice(f);
+            let frame = pool.frame_slice(f);
             let pkt = &frame[off..off + len];
             let l3 = match EthernetFrame::new_checked(pkt).map(|f| f.ethertype()) {
                 Ok(ethertype::IPV4 | ethertype::IPV6) => l3_len(&pkt[ETH_HLEN..]),
@@ -594,7 +614,7 @@ impl PacketIo for XdpIo {
                 }
                 None => {
                     self.stats.rx_dropped += 1;
-                    self.give_back(f);
+                    pool.give_back(f);
                 }
             }
         }
@@ -606,7 +626,7 @@ impl PacketIo for XdpIo {
         if self.recv_calls.is_multiple_of(KSTATS_EVERY) {
             self.note_kernel_drops();
         }
-        self.refill();
+        self.refill(pool);
         if n == 0 && self.need_wakeup && self.fill.needs_wakeup() {
             self.stats.syscalls += 1;
             // SAFETY: recvfrom with no buffer: the AF_XDP RX wakeup; never blocks (DONTWAIT).
@@ -621,66 +641,50 @@ impl PacketIo for XdpIo {
                 );
             }
         }
-        Ok(k)
+        k
     }
 
-    fn frame(&mut self, d: &Desc) -> &mut [u8] {
-        self.frame_slice(d.frame)
-    }
-
-    fn alloc(&mut self, side: Side) -> Option<Desc> {
-        if self.free.is_empty() {
-            self.reap_completions();
+    /// Put the packets of `pkts` that go out of this port (all of them when `only` is `None`)
+    /// on its TX ring, Ethernet header written in front; their frames are the kernel's until
+    /// their completion. What cannot go is dropped, counted and its frame freed.
+    fn send(&mut self, pool: &mut Pool, neigh: &NeighReader, pkts: &[Desc], only: Option<Side>) {
+        let mine = |d: &&Desc| only.is_none_or(|s| d.side == s);
+        let want = pkts.iter().filter(mine).count().min(u32::MAX as usize) as u32;
+        if want == 0 {
+            return;
         }
-        let f = self.free.pop()?;
-        self.state[f as usize] = FrameState::User;
-        Some(Desc {
-            frame: f,
-            start: HEADROOM as u16,
-            end: HEADROOM as u16,
-            side,
-        })
-    }
-
-    fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
-        // a newly published neighbour table: one atomic load when nothing changed
-        self.neigh.update();
-        let mut slots = self
-            .tx
-            .prod_reserve(pkts.len().min(u32::MAX as usize) as u32);
-        if (slots as usize) < pkts.len() {
-            self.reap_completions();
-            let _ = self.kick_tx();
-            slots = self.tx.prod_reserve(pkts.len() as u32);
+        let mut slots = self.tx.prod_reserve(want);
+        if slots < want {
+            self.reap_completions(pool);
+            let _ = self.kick_tx(pool);
+            slots = self.tx.prod_reserve(want);
         }
         let mac = self.mac;
         let mut k = 0u32;
-        for d in pkts {
+        for d in pkts.iter().filter(mine) {
             let (start, end) = (d.start as usize, d.end as usize);
-            let owned = d.frame < self.nframes && self.state[d.frame as usize] == FrameState::User;
-            if !owned {
+            if !pool.owned(d.frame) {
                 debug_assert!(false, "send of frame {} not owned by the caller", d.frame);
                 self.stats.tx_dropped += 1;
                 continue;
             }
             if k == slots || start < ETH_HLEN || end > FRAME_SIZE || end <= start {
                 self.stats.tx_dropped += 1;
-                self.give_back(d.frame);
+                pool.give_back(d.frame);
                 continue;
             }
-            let frame = self.frame_slice(d.frame);
+            let frame = pool.frame_slice(d.frame);
             let Ok(dst) = wire::ip::parse(&frame[start..end]).map(|l| l.dst) else {
                 self.stats.tx_dropped += 1;
-                self.give_back(d.frame);
+                pool.give_back(d.frame);
                 continue;
             };
-            let Some(dmac) = self.neigh.lookup(dst).map(|n| n.dst_mac) else {
+            let Some(dmac) = neigh.lookup(dst).map(|n| n.dst_mac) else {
                 self.stats.tx_no_neighbour += 1;
-                self.neigh.miss(dst);
-                self.give_back(d.frame);
+                neigh.miss(dst);
+                pool.give_back(d.frame);
                 continue;
             };
-            let frame = self.frame_slice(d.frame);
             let ethertype = if dst.is_ipv4() {
                 ethertype::IPV4
             } else {
@@ -693,7 +697,7 @@ impl PacketIo for XdpIo {
                 ethertype,
             }
             .emit(&mut frame[start - ETH_HLEN..start]);
-            self.state[d.frame as usize] = FrameState::Kernel;
+            pool.state[d.frame as usize] = FrameState::Kernel;
             self.tx.prod_write(
                 k,
                 libc::xdp_desc {
@@ -708,19 +712,12 @@ impl PacketIo for XdpIo {
             self.tx.prod_submit(k);
             self.stats.tx_packets += u64::from(k);
         }
-        Ok(())
     }
 
-    fn free(&mut self, pkts: &[Desc]) {
-        for d in pkts {
-            self.give_back(d.frame);
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let r = self.kick_tx();
-        self.reap_completions();
-        self.refill();
+    fn flush(&mut self, pool: &mut Pool) -> io::Result<()> {
+        let r = self.kick_tx(pool);
+        self.reap_completions(pool);
+        self.refill(pool);
         r
     }
 
@@ -728,6 +725,257 @@ impl PacketIo for XdpIo {
         IoStats {
             rx_oversize: self.stats.rx_oversize + self.kernel_oversize,
             ..self.stats
+        }
+    }
+}
+
+impl XdpIo {
+    /// Open a socket on `cfg.ifname` queue `cfg.queue_id` (in the calling thread's network
+    /// namespace). `neigh` gives next-hop MACs for `send` (a miss is reported to its refresher). Register it with
+    /// [`XdpProgram::register`](super::XdpProgram::register) to receive.
+    pub fn open(cfg: &XskConfig, neigh: NeighReader) -> io::Result<XdpIo> {
+        check_config(cfg)?;
+        let pool = Pool::new(cfg.frames)?;
+        let port = Port::open(cfg, &pool, None)?;
+        let mut io = XdpIo { port, neigh, pool };
+        io.port.refill(&mut io.pool);
+        Ok(io)
+    }
+
+    pub fn queue_id(&self) -> u32 {
+        self.port.queue_id
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.port.ifindex
+    }
+
+    /// Our interface's MAC (the source of every frame sent).
+    pub fn mac(&self) -> [u8; 6] {
+        self.port.mac
+    }
+
+    /// Whether the driver gave us zero-copy (`XDP_OPTIONS_ZEROCOPY`).
+    pub fn is_zerocopy(&self) -> bool {
+        self.port.zerocopy
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.port.fd.as_raw_fd()
+    }
+
+    /// Frames in the free list (for tests and monitoring).
+    pub fn free_frames(&self) -> usize {
+        self.pool.free.len()
+    }
+
+    /// The kernel's counters for this socket (one syscall).
+    pub fn kernel_stats(&self) -> io::Result<XskKernelStats> {
+        self.port.kernel_stats()
+    }
+
+    /// Frames the kernel dropped as too big for a UMEM frame (a jumbo-MTU link), read from
+    /// the kernel's counters now.
+    pub fn note_kernel_drops(&mut self) {
+        self.port.note_kernel_drops();
+    }
+}
+
+/// The IP datagram's length from its header at `p` (`None`: not IPv4/IPv6, or malformed, or
+/// longer than `p`). Frames may carry Ethernet padding after the packet: the IP length is the
+/// truth.
+fn l3_len(p: &[u8]) -> Option<usize> {
+    match p.first()? >> 4 {
+        4 => Some(Ipv4Packet::new_checked(p).ok()?.total_len()),
+        6 => Some(Ipv6Packet::new_checked(p).ok()?.total_len()),
+        _ => None,
+    }
+}
+
+impl PacketIo for XdpIo {
+    fn recv(&mut self, out: &mut [Desc]) -> io::Result<usize> {
+        Ok(self.port.recv(&mut self.pool, out))
+    }
+
+    fn frame(&mut self, d: &Desc) -> &mut [u8] {
+        self.pool.frame_slice(d.frame)
+    }
+
+    fn alloc(&mut self, side: Side) -> Option<Desc> {
+        if self.pool.free.is_empty() {
+            self.port.reap_completions(&mut self.pool);
+        }
+        let f = self.pool.take()?;
+        Some(Desc {
+            frame: f,
+            start: HEADROOM as u16,
+            end: HEADROOM as u16,
+            side,
+        })
+    }
+
+    fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
+        // a newly published neighbour table: one atomic load when nothing changed
+        self.neigh.update();
+        self.port.send(&mut self.pool, &self.neigh, pkts, None);
+        Ok(())
+    }
+
+    fn free(&mut self, pkts: &[Desc]) {
+        for d in pkts {
+            self.pool.give_back(d.frame);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.port.flush(&mut self.pool)
+    }
+
+    fn stats(&self) -> IoStats {
+        self.port.stats()
+    }
+}
+
+/// The two interfaces' sockets (UE side, core side) over one UMEM (`XDP_SHARED_UMEM`): a
+/// packet received on one interface is sent out of the other from the frame it arrived in, no
+/// copy (what [`DualIo`](crate::io::DualIo) over two [`XdpIo`]s has to do). One frame pool
+/// serves both fill rings; both completion rings return to it.
+pub struct XdpPair {
+    // Field order is drop order: both sockets and their rings before the UMEM.
+    ue: Port,
+    core: Port,
+    neigh: NeighReader,
+    pool: Pool,
+    core_first: bool,
+}
+
+impl std::fmt::Debug for XdpPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPair")
+            .field("ue_ifindex", &self.ue.ifindex)
+            .field("core_ifindex", &self.core.ifindex)
+            .field("queue_id", &self.ue.queue_id)
+            .field("zerocopy", &self.ue.zerocopy)
+            .field("free", &self.pool.free.len())
+            .finish()
+    }
+}
+
+impl XdpPair {
+    /// Open the UE side's socket with a UMEM of `ue.frames + core.frames` frames, then the
+    /// core side's sharing it. `ue.side` must be [`Side::Ue`] and `core.side` [`Side::Core`];
+    /// `ue.bind` and `ue.need_wakeup` decide for both. Fails (`XDP_SHARED_UMEM` across devices
+    /// needs Linux 5.10) without leaving a socket open: the caller may fall back to two
+    /// [`XdpIo`]s.
+    pub fn open(ue: &XskConfig, core: &XskConfig, neigh: NeighReader) -> io::Result<XdpPair> {
+        check_config(ue)?;
+        check_config(core)?;
+        if ue.side != Side::Ue || core.side != Side::Core {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an XdpPair is a UE side and a core side",
+            ));
+        }
+        let pool = Pool::new(ue.frames.saturating_add(core.frames))?;
+        let ue_port = Port::open(ue, &pool, None)?;
+        let mut core_cfg = core.clone();
+        core_cfg.need_wakeup = ue.need_wakeup;
+        let core_port = Port::open(&core_cfg, &pool, Some(ue_port.fd.as_raw_fd()))?;
+        let mut io = XdpPair {
+            ue: ue_port,
+            core: core_port,
+            neigh,
+            pool,
+            core_first: false,
+        };
+        io.ue.refill(&mut io.pool);
+        io.core.refill(&mut io.pool);
+        Ok(io)
+    }
+
+    /// The sockets as (queue id, descriptor) for the XDP programs' maps: UE side, core side.
+    pub fn sockets(&self) -> [(u32, RawFd); 2] {
+        [
+            (self.ue.queue_id, self.ue.fd.as_raw_fd()),
+            (self.core.queue_id, self.core.fd.as_raw_fd()),
+        ]
+    }
+
+    /// Whether the driver gave zero-copy (`XDP_OPTIONS_ZEROCOPY`) to both sockets.
+    pub fn is_zerocopy(&self) -> bool {
+        self.ue.zerocopy && self.core.zerocopy
+    }
+
+    /// Frames in the shared free list (for tests and monitoring).
+    pub fn free_frames(&self) -> usize {
+        self.pool.free.len()
+    }
+}
+
+impl PacketIo for XdpPair {
+    fn recv(&mut self, out: &mut [Desc]) -> io::Result<usize> {
+        // Alternate which side goes first, so neither starves the other.
+        self.core_first = !self.core_first;
+        let (first, second) = if self.core_first {
+            (&mut self.core, &mut self.ue)
+        } else {
+            (&mut self.ue, &mut self.core)
+        };
+        let n = first.recv(&mut self.pool, out);
+        Ok(n + second.recv(&mut self.pool, &mut out[n..]))
+    }
+
+    fn frame(&mut self, d: &Desc) -> &mut [u8] {
+        self.pool.frame_slice(d.frame)
+    }
+
+    fn alloc(&mut self, side: Side) -> Option<Desc> {
+        if self.pool.free.is_empty() {
+            self.ue.reap_completions(&mut self.pool);
+            self.core.reap_completions(&mut self.pool);
+        }
+        let f = self.pool.take()?;
+        Some(Desc {
+            frame: f,
+            start: HEADROOM as u16,
+            end: HEADROOM as u16,
+            side,
+        })
+    }
+
+    fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
+        self.neigh.update();
+        self.ue
+            .send(&mut self.pool, &self.neigh, pkts, Some(Side::Ue));
+        self.core
+            .send(&mut self.pool, &self.neigh, pkts, Some(Side::Core));
+        Ok(())
+    }
+
+    fn free(&mut self, pkts: &[Desc]) {
+        for d in pkts {
+            self.pool.give_back(d.frame);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r1 = self.ue.flush(&mut self.pool);
+        let r2 = self.core.flush(&mut self.pool);
+        r1.and(r2)
+    }
+
+    fn stats(&self) -> IoStats {
+        let (a, b) = (self.ue.stats(), self.core.stats());
+        IoStats {
+            rx_packets: a.rx_packets + b.rx_packets,
+            tx_packets: a.tx_packets + b.tx_packets,
+            rx_dropped: a.rx_dropped + b.rx_dropped,
+            tx_dropped: a.tx_dropped + b.tx_dropped,
+            rx_no_frame: a.rx_no_frame + b.rx_no_frame,
+            rx_oversize: a.rx_oversize + b.rx_oversize,
+            rx_queue_overflow: a.rx_queue_overflow + b.rx_queue_overflow,
+            tx_no_neighbour: a.tx_no_neighbour + b.tx_no_neighbour,
+            syscalls: a.syscalls + b.syscalls,
         }
     }
 }
