@@ -502,20 +502,27 @@ fn framed(payload: &[u8]) -> (Vec<u8>, usize, usize) {
     (f, FRAME_HEAD, FRAME_HEAD + payload.len())
 }
 
+/// The bytes of an edit frame a message of `len` bytes may use: it is copied at
+/// [`FRAME_HEAD`] and its edits stay inside this span, so no byte of it lands beyond.
+fn frame_span(len: usize) -> usize {
+    FRAME_HEAD + len + FRAME_TAIL
+}
+
 /// [`framed`] into the registrar's reusable frame (grown if the message needs more), for a
-/// message already indexed: its index moved along with the bytes (what an editor over the
-/// frame takes), with no second parse, no allocation and no zeroing per message. What an
-/// earlier message left around the copy is never read (an editor reads only its message);
-/// the caller wipes what must not stay.
-fn framed_into(frame: &mut Vec<u8>, m: &Message<'_>) -> Option<Index> {
-    let need = FRAME_HEAD + m.buf.len() + FRAME_TAIL;
-    if frame.len() < need {
-        frame.resize(need, 0);
+/// message already indexed: the span of the frame the message may use ([`frame_span`]: an
+/// editor over it can grow the message as far as [`framed`]'s frame allows, not further) and
+/// its index moved along with the bytes, with no second parse, no allocation and no zeroing
+/// per message. What an earlier message left around the copy is never read (an editor reads
+/// only its message); the caller wipes what must not stay.
+fn framed_into<'f>(frame: &'f mut Vec<u8>, m: &Message<'_>) -> Option<(&'f mut [u8], Index)> {
+    let span = frame_span(m.buf.len());
+    if frame.len() < span {
+        frame.resize(span, 0);
     }
-    frame
-        .get_mut(FRAME_HEAD..FRAME_HEAD + m.buf.len())?
+    let span = frame.get_mut(..span)?;
+    span.get_mut(FRAME_HEAD..FRAME_HEAD + m.buf.len())?
         .copy_from_slice(m.buf);
-    m.idx.moved_by(FRAME_HEAD)
+    Some((span, m.idx.moved_by(FRAME_HEAD)?))
 }
 
 /// The reusable frame's first size: a punted message of the largest size fits.
@@ -1207,8 +1214,8 @@ impl Registrar {
         fw: &Forward,
         target: super::dns::Target,
     ) -> Option<(Vec<u8>, bool)> {
-        let idx = framed_into(frame, m)?;
-        let mut ed = Editor::from_index(frame, idx);
+        let (span, idx) = framed_into(frame, m)?;
+        let mut ed = Editor::from_index(span, idx);
         let me = ProxyIdentity {
             via_sent_by: self.cfg.via_sent_by.as_bytes(),
             via_transport: b"UDP",
@@ -1365,9 +1372,11 @@ impl Registrar {
         let mut frame = std::mem::take(&mut self.frame);
         self.final_response_in(&mut frame, m, p, status, now);
         // A 401 carries CK and IK in hex (TS 24.229 §5.2.2.2: the P-CSCF keeps them): none of
-        // it stays in the frame once the answer is out, wherever the editor shifted it.
+        // it stays in the frame once the answer is out, wherever the editor shifted it inside
+        // the message's span (it writes nowhere else).
         if status == 401 {
-            zeroize::Zeroize::zeroize(&mut frame[..]);
+            let span = frame_span(m.buf.len()).min(frame.len());
+            zeroize::Zeroize::zeroize(&mut frame[..span]);
         }
         self.frame = frame;
     }
@@ -1388,11 +1397,11 @@ impl Registrar {
         status: u16,
         now: Instant,
     ) {
-        let Some(idx) = framed_into(frame, m) else {
+        let Some((span, idx)) = framed_into(frame, m) else {
             self.stats.malformed += 1;
             return;
         };
-        let mut ed = Editor::from_index(frame, idx);
+        let mut ed = Editor::from_index(span, idx);
         // RFC 3261 §16.7 step 3: with no Via left once ours goes, the response was meant for
         // us and MUST NOT be forwarded. The transaction is over: nothing is installed, and the
         // UE's retransmission starts a new one.
