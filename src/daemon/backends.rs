@@ -153,6 +153,22 @@ pub(super) fn attach_xdp(cfg: &Config) -> Result<Vec<XdpProgram>, Box<dyn std::e
     let queues = cfg.dataplane.workers.len() as u32;
     let mut progs = Vec::new();
     for (ifname, steering) in [(&cfg.ue.interface, ue), (&cfg.core.interface, core)] {
+        // Worker i takes queue i: each needs a queue, and packets must reach it.
+        let link = crate::io::ifindex(ifname).and_then(crate::io::xdp::netlink::link_xdp);
+        if let Ok(link) = link {
+            if link.rx_queues != 0 && link.rx_queues < queues {
+                return Err(format!(
+                    "{ifname} has {} receive queue(s): dataplane.workers needs one per worker ({queues})",
+                    link.rx_queues
+                )
+                .into());
+            }
+            if queues > 1 && link.veth && mode == AttachMode::Skb {
+                log::warn(format_args!(
+                    "{ifname} is a veth in generic XDP: every packet arrives on queue 0, so workers past the first get nothing from it (xdp_mode = \"drv\" spreads a veth's flows over its queues)"
+                ));
+            }
+        }
         let p = XdpProgram::attach(&ProgramConfig {
             ifname: ifname.clone(),
             mode,

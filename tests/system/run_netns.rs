@@ -306,6 +306,52 @@ fn run_xdp_two_workers_one_queue_each() {
     assert_eq!(counter(&report, "dropped"), 0, "{report}");
 }
 
+/// Two xdp workers where the interfaces cannot give them their share: a veth with one queue
+/// (worker 1 has no queue to bind: refused at start, saying why), and a veth with two queues
+/// in generic XDP (every packet on queue 0: it runs, and says so).
+#[test]
+fn xdp_workers_without_queues_to_spread_over_are_named() {
+    let lab1 = lab("uq");
+    let plan = |xdp_mode| Plan {
+        backend: "xdp",
+        workers: "0, 1",
+        xdp_mode,
+    };
+    let mut child = start(&lab1, plan("drv"));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pcscf started with two workers on one queue"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("has 1 receive queue(s): dataplane.workers needs one per worker (2)"),
+        "{err}"
+    );
+    assert!(!lab1.xdp_attached(), "{err}");
+    drop(lab1);
+
+    let lab2 = lab_with_queues("uw", 2);
+    let report = relay_with(&lab2, plan("skb"), 4);
+    assert!(
+        report.contains("is a veth in generic XDP: every packet arrives on queue 0"),
+        "{report}"
+    );
+}
+
 #[test]
 fn xdp_left_by_a_killed_run_is_replaced() {
     let lab = lab("uk");

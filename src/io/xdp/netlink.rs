@@ -24,6 +24,9 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
 const IFLA_ADDRESS: u16 = 1;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
@@ -53,6 +56,10 @@ pub struct LinkXdp {
     pub attached: u8,
     /// Id of the attached program (0: none).
     pub prog_id: u32,
+    /// Receive queues (`IFLA_NUM_RX_QUEUES`; 0 when the kernel does not say).
+    pub rx_queues: u32,
+    /// A veth (`IFLA_INFO_KIND`): generic XDP sees all its packets on queue 0.
+    pub veth: bool,
 }
 
 struct Socket {
@@ -285,6 +292,16 @@ pub fn link_xdp(ifindex: u32) -> io::Result<LinkXdp> {
         for (at, v) in attrs(&payload[IFINFOMSG_LEN..]) {
             match at {
                 IFLA_ADDRESS if v.len() == 6 => out.mac = Some(v.try_into().unwrap()),
+                IFLA_NUM_RX_QUEUES if v.len() == 4 => {
+                    out.rx_queues = u32::from_ne_bytes(v.try_into().unwrap())
+                }
+                IFLA_LINKINFO => {
+                    for (it, iv) in attrs(v) {
+                        if it == IFLA_INFO_KIND {
+                            out.veth = iv.split(|&b| b == 0).next() == Some(b"veth");
+                        }
+                    }
+                }
                 IFLA_XDP => {
                     for (xt, xv) in attrs(v) {
                         match xt {
