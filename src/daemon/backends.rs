@@ -95,7 +95,7 @@ pub(super) fn open_backend(
                 xsk(&cfg.ue.interface, Side::Ue),
                 xsk(&cfg.core.interface, Side::Core),
             );
-            match XdpPair::open(&ue_xc, &core_xc, neigh.reader()) {
+            let prebound = match XdpPair::open(&ue_xc, &core_xc, neigh.reader()) {
                 Ok(pair) => {
                     if let [p_ue, p_core] = progs {
                         let [(q_ue, fd_ue), (q_core, fd_core)] = pair.sockets();
@@ -104,17 +104,24 @@ pub(super) fn open_backend(
                     }
                     return Ok(Box::new(pair));
                 }
-                Err(e) => log::warn(format_args!(
-                    "worker {index}: one UMEM for {} and {} refused ({e}): a UMEM each, and a copy per packet crossing sides",
-                    cfg.ue.interface, cfg.core.interface
-                )),
-            }
+                Err(refused) => {
+                    log::warn(format_args!(
+                        "worker {index}: one UMEM for {} and {} refused ({}; sharing needs Linux 5.10 and both interfaces in the same copy or zero-copy mode): a UMEM each, and a copy per packet crossing sides",
+                        cfg.ue.interface, cfg.core.interface, refused.error
+                    ));
+                    refused.ue
+                }
+            };
             let open = |xc: &XskConfig| -> Result<XdpIo, Box<dyn std::error::Error>> {
                 let io = XdpIo::open(xc, neigh.reader())
                     .map_err(|e| format!("xdp backend on {} queue {queue}: {e}", xc.ifname))?;
                 Ok(io)
             };
-            let ue = open(&ue_xc)?;
+            // the UE side's socket the refusal left bound, else a new one
+            let ue = match prebound {
+                Some(io) => *io,
+                None => open(&ue_xc)?,
+            };
             let core = open(&core_xc)?;
             // each interface's program steers its queue `index` to this worker's socket
             if let [p_ue, p_core] = progs {
@@ -156,16 +163,17 @@ pub(super) fn attach_xdp(cfg: &Config) -> Result<Vec<XdpProgram>, Box<dyn std::e
         // Worker i takes queue i: each needs a queue, and packets must reach it.
         let link = crate::io::ifindex(ifname).and_then(crate::io::xdp::netlink::link_xdp);
         if let Ok(link) = link {
-            if link.rx_queues != 0 && link.rx_queues < queues {
+            // in use (ethtool), else allocated (netlink; 0: not said)
+            let have = crate::io::xdp::netlink::active_rx_queues(ifname).unwrap_or(link.rx_queues);
+            if have != 0 && have < queues {
                 return Err(format!(
-                    "{ifname} has {} receive queue(s): dataplane.workers needs one per worker ({queues})",
-                    link.rx_queues
+                    "{ifname} has {have} receive queue(s) in use: dataplane.workers needs one per worker ({queues})"
                 )
                 .into());
             }
             if queues > 1 && link.veth && mode == AttachMode::Skb {
                 log::warn(format_args!(
-                    "{ifname} is a veth in generic XDP: every packet arrives on queue 0, so workers past the first get nothing from it (xdp_mode = \"drv\" spreads a veth's flows over its queues)"
+                    "{ifname} is a veth in generic XDP, which does not spread its packets over the queues as native XDP does: some workers get nothing from it (xdp_mode = \"drv\" spreads a veth's flows over its queues)"
                 ));
             }
         }

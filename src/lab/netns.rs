@@ -70,7 +70,13 @@ impl Lab {
     /// over the workers (generic XDP sees every packet on queue 0).
     pub fn with_queues(prefix: &str, tag: &str, queues: u32) -> Result<Lab, String> {
         check_privileges()?;
-        let q = queues.max(1).to_string();
+        // one queue: veth's defaults (one in use), as labs always had
+        let q = queues.to_string();
+        let qs: Vec<&str> = if queues > 1 {
+            vec!["numtxqueues", &q, "numrxqueues", &q]
+        } else {
+            Vec::new()
+        };
         let pid = std::process::id() % 100_000;
         let lab = Lab {
             ue: format!("{prefix}-{pid}-{tag}-ue"),
@@ -92,50 +98,26 @@ impl Lab {
             ip(&["netns", "add", ns])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        ip(&[
-            "link",
-            "add",
-            &lab.pcscf_ue_if,
-            "netns",
-            &lab.pcscf,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.ue_if,
-            "netns",
-            &lab.ue,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
-        ip(&[
-            "link",
-            "add",
-            &lab.pcscf_core_if,
-            "netns",
-            &lab.pcscf,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.core_if,
-            "netns",
-            &lab.core,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
+        ip(&["link", "add", &lab.pcscf_ue_if, "netns", &lab.pcscf]
+            .into_iter()
+            .chain(qs.iter().copied())
+            .chain(["type", "veth", "peer", "name", &lab.ue_if, "netns", &lab.ue])
+            .chain(qs.iter().copied())
+            .collect::<Vec<_>>())?;
+        ip(&["link", "add", &lab.pcscf_core_if, "netns", &lab.pcscf]
+            .into_iter()
+            .chain(qs.iter().copied())
+            .chain([
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lab.core_if,
+                "netns",
+                &lab.core,
+            ])
+            .chain(qs.iter().copied())
+            .collect::<Vec<_>>())?;
         for (ns, ifn, addr) in [
             (&lab.pcscf, &lab.pcscf_ue_if, "10.211.0.1/24"),
             (&lab.ue, &lab.ue_if, "10.211.0.2/24"),

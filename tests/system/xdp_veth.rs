@@ -840,3 +840,53 @@ fn xdp_pair_sends_out_of_one_interface_the_frame_received_on_the_other() {
     let st = pair.stats();
     assert_eq!((st.rx_packets, st.tx_packets, st.tx_dropped), (2, 2, 0));
 }
+
+/// Where the core side's socket cannot share the UE side's UMEM (here: a queue its veth does
+/// not have), the refusal hands back the UE side's socket, bound and working, so the fallback
+/// does not bind that queue again while the kernel may still be freeing it.
+#[test]
+fn xdp_pair_refused_after_the_ue_bind_hands_back_a_working_ue_socket() {
+    use pcscf::lab::Lab;
+    require_root();
+    let lab = Lab::new("pxpf", "xf").unwrap_or_else(|e| panic!("{e} (CI runs this as root)"));
+    let ue_peer = in_netns(&lab.ue, || UdpSocket::bind("10.211.0.2:40000").unwrap());
+    let _in = InNetns::enter(&lab.pcscf);
+    let prog = XdpProgram::attach(&ProgramConfig {
+        ifname: lab.pcscf_ue_if.clone(),
+        mode: AttachMode::Skb,
+        steering: Steering {
+            v4: vec![[10, 211, 0, 1].into()],
+            v6: vec![],
+            udp_ports: vec![(5060, 5060)],
+        },
+        queues: 1,
+    })
+    .expect("attach");
+    let cfg = |ifname: &str, queue, side| {
+        let mut c = XskConfig::new(ifname, queue, side);
+        c.frames = 256;
+        c.ring_size = 64;
+        c.fill_frames = 64;
+        c
+    };
+    let refused = XdpPair::open(
+        &cfg(&lab.pcscf_ue_if, 0, Side::Ue),
+        &cfg(&lab.pcscf_core_if, 7, Side::Core),
+        NeighShared::new(NeighTable::empty()).reader(),
+    )
+    .expect_err("the core veth has no queue 7");
+    assert!(
+        refused.error.to_string().contains("queue 7"),
+        "{}",
+        refused.error
+    );
+    let mut ue = refused
+        .ue
+        .expect("the UE side was bound before the refusal");
+    prog.register(&ue).unwrap();
+    ue_peer.send_to(b"still here", "10.211.0.1:5060").unwrap();
+    let got = collect(&mut ue, 1, Duration::from_secs(3));
+    assert_eq!(got.len(), 1, "the handed-back socket receives");
+    assert!(got[0].bytes.ends_with(b"still here"));
+    assert_eq!(got[0].desc.side, Side::Ue);
+}

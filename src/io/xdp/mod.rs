@@ -59,4 +59,4 @@ mod socket;
 pub use crate::io::ifindex;
 pub use loader::{AttachMode, PROG_NAME, ProgramConfig, XdpProgram};
 pub use prog::Steering;
-pub use socket::{BindMode, XdpIo, XdpPair, XskConfig, XskKernelStats};
+pub use socket::{BindMode, PairRefused, XdpIo, XdpPair, XskConfig, XskKernelStats};

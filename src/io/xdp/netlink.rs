@@ -438,3 +438,66 @@ mod tests {
         );
     }
 }
+
+/// `ETHTOOL_GCHANNELS`: the queues in use.
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// `struct ifreq` with its `ifr_data` member (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _rest: [u8; 16],
+}
+
+/// The receive queues `ifname` has in use (`ETHTOOL_GCHANNELS`: its RX plus combined
+/// channels), which an AF_XDP socket can bind; `None` where the driver does not say. (The
+/// netlink `IFLA_NUM_RX_QUEUES` counts the queues allocated: a veth made without
+/// `numrxqueues` has one per possible CPU allocated and one in use.)
+pub fn active_rx_queues(ifname: &str) -> Option<u32> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    let mut req = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&mut ch as *mut EthtoolChannels).cast(),
+        _rest: [0; 16],
+    };
+    let n = ifname.len();
+    if n == 0 || n >= libc::IFNAMSIZ {
+        return None;
+    }
+    req.name[..n].copy_from_slice(ifname.as_bytes());
+    // SAFETY: plain socket(2) call with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: SIOCETHTOOL reads the ifreq (a NUL-terminated name and a pointer to a live
+    // ethtool_channels of the size ETHTOOL_GCHANNELS writes) and writes only into that struct.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SIOCETHTOOL,
+            &mut req as *mut IfreqData,
+        )
+    };
+    (r == 0).then(|| ch.rx_count + ch.combined_count)
+}

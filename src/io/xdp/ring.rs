@@ -30,7 +30,7 @@ pub struct Ring<T> {
     _t: PhantomData<T>,
 }
 
-// SAFETY: the ring is exclusively owned by one `XdpIo`; the raw pointers point into a mapping
+// SAFETY: the ring is exclusively owned by one socket (`Port`) of an `XdpIo` or `XdpPair`; the raw pointers point into a mapping
 // it owns, and the kernel side synchronises only through the atomics. Moving the owner to
 // another thread is fine; sharing is prevented because `Ring` is not `Sync`.
 unsafe impl<T> Send for Ring<T> {}

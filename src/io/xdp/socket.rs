@@ -8,10 +8,13 @@
 //! one pool), the Ethernet header on receive (stripped by offset, no copy) and on send
 //! (written in front of the L3 packet).
 //!
-//! Frame life cycle: `Free` (in the free list) → `Kernel` (in the fill ring or on RX; in the TX
-//! ring until its completion) → `User` (handed out by `recv` or `alloc`, until `send` or
-//! `free`). Only `User` frames can be read or written through [`PacketIo::frame`]; that check
-//! is what keeps a wrong descriptor from racing with the kernel's writes.
+//! Frame life cycle: `Free` (in the free list) → `Filled` (in a fill ring or on RX) or `Sending`
+//! (in a TX ring until its completion) → `User` (handed out by `recv` or `alloc`, until `send` or
+//! `free`). A descriptor the kernel returns is taken only in the state that ring gave it away
+//! in (RX: `Filled`, completion: `Sending`), so a misbehaving kernel cannot make two owners of
+//! one frame, even across a pair's two sockets. Only `User` frames can be read or written
+//! through [`PacketIo::frame`]; that check is what keeps a wrong descriptor from racing with the
+//! kernel's writes.
 //!
 //! Frame geometry: the UMEM is registered with no extra headroom, so the kernel puts a received
 //! frame's Ethernet header at `XDP_PACKET_HEADROOM` (256) in the chunk and the L3 packet at
@@ -48,7 +51,8 @@ pub struct XskConfig {
     pub queue_id: u32,
     /// The side every received packet is tagged with.
     pub side: Side,
-    /// UMEM chunks (power of two not required); memory is `frames * FRAME_SIZE`, locked.
+    /// UMEM chunks (power of two not required); memory is `frames * FRAME_SIZE`, pinned by the
+    /// kernel (an [`XdpPair`]'s UMEM holds both sides' frames).
     pub frames: u32,
     /// Entries in each of the four rings (power of two).
     pub ring_size: u32,
@@ -91,7 +95,10 @@ pub struct XskKernelStats {
 #[repr(u8)]
 enum FrameState {
     Free,
-    Kernel,
+    /// The kernel's, to receive into (a fill ring, RX).
+    Filled,
+    /// The kernel's, to send (a TX ring, until its completion).
+    Sending,
     User,
 }
 
@@ -102,7 +109,8 @@ struct Umem {
     len: usize,
 }
 
-// SAFETY: plain memory owned by one XdpIo; see the Send rationale on Ring.
+// SAFETY: plain memory owned by one Pool (of one XdpIo or XdpPair); see the Send rationale on
+// Ring.
 unsafe impl Send for Umem {}
 
 impl Umem {
@@ -307,7 +315,9 @@ enum Bind {
     Shared(RawFd),
 }
 
-fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Result<Rings> {
+/// A socket with its rings set up and mapped, not bound yet: the UMEM registered when it is
+/// to be its own (`own`), else fill and completion rings of its own for a shared one.
+fn prepare_socket(umem: &Umem, cfg: &XskConfig, own: bool) -> io::Result<Rings> {
     // SAFETY: plain socket(2) call.
     let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -321,7 +331,7 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Re
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let raw = fd.as_raw_fd();
 
-    if let Bind::Own(_) = bind {
+    if own {
         // SAFETY: xdp_umem_reg is plain integers; all-zero is a valid value.
         let mut reg: libc::xdp_umem_reg = unsafe { std::mem::zeroed() };
         reg.addr = umem.ptr.as_ptr() as u64;
@@ -348,7 +358,18 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Re
     let comp = Ring::map(raw, libc::XDP_UMEM_PGOFF_COMPLETION_RING, n, &off.cr)?;
     let rx = Ring::map(raw, libc::XDP_PGOFF_RX_RING as u64, n, &off.rx)?;
     let tx = Ring::map(raw, libc::XDP_PGOFF_TX_RING as u64, n, &off.tx)?;
+    Ok(Rings {
+        fd,
+        fill,
+        comp,
+        rx,
+        tx,
+    })
+}
 
+/// Bind a prepared socket to `cfg`'s queue of `ifindex`.
+fn bind_socket(rings: &Rings, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Result<()> {
+    let raw = rings.fd.as_raw_fd();
     // SAFETY: plain integers; all-zero is valid.
     let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
     sa.sxdp_family = libc::AF_XDP as u16;
@@ -384,13 +405,14 @@ fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Re
             ),
         ));
     }
-    Ok(Rings {
-        fd,
-        fill,
-        comp,
-        rx,
-        tx,
-    })
+    Ok(())
+}
+
+/// [`prepare_socket`] then [`bind_socket`].
+fn open_socket(umem: &Umem, cfg: &XskConfig, ifindex: u32, bind: Bind) -> io::Result<Rings> {
+    let rings = prepare_socket(umem, cfg, matches!(bind, Bind::Own(_)))?;
+    bind_socket(&rings, cfg, ifindex, bind)?;
+    Ok(rings)
 }
 
 fn check_config(cfg: &XskConfig) -> io::Result<()> {
@@ -404,13 +426,19 @@ fn check_config(cfg: &XskConfig) -> io::Result<()> {
 }
 
 impl Port {
-    /// Open and bind a socket on `cfg.ifname` queue `cfg.queue_id` over `pool`'s UMEM: its
-    /// own registration, or the one of the bound socket `shared_with`.
-    fn open(cfg: &XskConfig, pool: &Pool, shared_with: Option<RawFd>) -> io::Result<Port> {
+    /// `cfg.ifname`'s index and Ethernet address.
+    fn link(cfg: &XskConfig) -> io::Result<(u32, [u8; 6])> {
         let ifindex = ifindex(&cfg.ifname)?;
         let mac = netlink::link_xdp(ifindex)?
             .mac
             .ok_or_else(|| io::Error::other(format!("{}: no Ethernet address", cfg.ifname)))?;
+        Ok((ifindex, mac))
+    }
+
+    /// Open and bind a socket on `cfg.ifname` queue `cfg.queue_id` with `pool`'s UMEM
+    /// registered as its own.
+    fn open(cfg: &XskConfig, pool: &Pool) -> io::Result<Port> {
+        let (ifindex, mac) = Port::link(cfg)?;
         let umem = &pool.umem;
         let wake = if cfg.need_wakeup {
             libc::XDP_USE_NEED_WAKEUP
@@ -418,17 +446,33 @@ impl Port {
             0
         };
         let own = |flags: u16| open_socket(umem, cfg, ifindex, Bind::Own(flags | wake));
-        let rings = match (shared_with, cfg.bind) {
-            (Some(first), _) => open_socket(umem, cfg, ifindex, Bind::Shared(first))?,
-            (None, BindMode::Copy) => own(libc::XDP_COPY)?,
-            (None, BindMode::ZeroCopy) => own(libc::XDP_ZEROCOPY)?,
-            (None, BindMode::Auto) => match own(libc::XDP_ZEROCOPY) {
+        let rings = match cfg.bind {
+            BindMode::Copy => own(libc::XDP_COPY)?,
+            BindMode::ZeroCopy => own(libc::XDP_ZEROCOPY)?,
+            BindMode::Auto => match own(libc::XDP_ZEROCOPY) {
                 Ok(r) => r,
                 // The failed socket is closed (dropped) before the copy-mode one registers
                 // the same memory.
                 Err(_) => own(libc::XDP_COPY)?,
             },
         };
+        Port::bound(rings, cfg, ifindex, mac)
+    }
+
+    /// Bind `rings` (prepared without a UMEM of their own) to `cfg.ifname` queue
+    /// `cfg.queue_id`, sharing the UMEM of the bound socket `first`.
+    fn bind_shared(
+        rings: Rings,
+        cfg: &XskConfig,
+        (ifindex, mac): (u32, [u8; 6]),
+        first: RawFd,
+    ) -> io::Result<Port> {
+        bind_socket(&rings, cfg, ifindex, Bind::Shared(first))?;
+        Port::bound(rings, cfg, ifindex, mac)
+    }
+
+    /// The port of a bound socket.
+    fn bound(rings: Rings, cfg: &XskConfig, ifindex: u32, mac: [u8; 6]) -> io::Result<Port> {
         // SAFETY: plain integers; all-zero is valid.
         let mut opts: libc::xdp_options = unsafe { std::mem::zeroed() };
         getsockopt(
@@ -507,7 +551,7 @@ impl Port {
         let n = self.fill.prod_reserve(have);
         for i in 0..n {
             let f = pool.free.pop().expect("counted above");
-            pool.state[f as usize] = FrameState::Kernel;
+            pool.state[f as usize] = FrameState::Filled;
             self.fill.prod_write(i, u64::from(f) * FRAME_SIZE as u64);
         }
         if n > 0 {
@@ -522,7 +566,7 @@ impl Port {
         for i in 0..n {
             let addr = self.comp.cons_read(i);
             let f = (addr / FRAME_SIZE as u64) as u32;
-            if f < pool.nframes && pool.state[f as usize] == FrameState::Kernel {
+            if f < pool.nframes && pool.state[f as usize] == FrameState::Sending {
                 pool.state[f as usize] = FrameState::Free;
                 pool.free.push(f);
             }
@@ -581,8 +625,9 @@ impl Port {
             let f = (d.addr / FRAME_SIZE as u64) as u32;
             let off = (d.addr % FRAME_SIZE as u64) as usize;
             self.in_fill = self.in_fill.saturating_sub(1);
-            if f >= pool.nframes {
-                // Cannot happen with a well-behaved kernel; never touch such a frame.
+            if f >= pool.nframes || pool.state[f as usize] != FrameState::Filled {
+                // Cannot happen with a well-behaved kernel (a frame we did not give it to
+                // receive into); never touch such a frame.
                 self.stats.rx_dropped += 1;
                 continue;
             }
@@ -697,7 +742,7 @@ impl Port {
                 ethertype,
             }
             .emit(&mut frame[start - ETH_HLEN..start]);
-            pool.state[d.frame as usize] = FrameState::Kernel;
+            pool.state[d.frame as usize] = FrameState::Sending;
             self.tx.prod_write(
                 k,
                 libc::xdp_desc {
@@ -736,7 +781,7 @@ impl XdpIo {
     pub fn open(cfg: &XskConfig, neigh: NeighReader) -> io::Result<XdpIo> {
         check_config(cfg)?;
         let pool = Pool::new(cfg.frames)?;
-        let port = Port::open(cfg, &pool, None)?;
+        let port = Port::open(cfg, &pool)?;
         let mut io = XdpIo { port, neigh, pool };
         io.port.refill(&mut io.pool);
         Ok(io)
@@ -836,6 +881,14 @@ impl PacketIo for XdpIo {
     }
 }
 
+/// Why [`XdpPair::open`] could not share one UMEM, and the UE side's socket when it was
+/// already bound (a working [`XdpIo`] over a UMEM of both sides' frames).
+#[derive(Debug)]
+pub struct PairRefused {
+    pub error: io::Error,
+    pub ue: Option<Box<XdpIo>>,
+}
+
 /// The two interfaces' sockets (UE side, core side) over one UMEM (`XDP_SHARED_UMEM`): a
 /// packet received on one interface is sent out of the other from the frame it arrived in, no
 /// copy (what [`DualIo`](crate::io::DualIo) over two [`XdpIo`]s has to do). One frame pool
@@ -864,33 +917,61 @@ impl std::fmt::Debug for XdpPair {
 impl XdpPair {
     /// Open the UE side's socket with a UMEM of `ue.frames + core.frames` frames, then the
     /// core side's sharing it. `ue.side` must be [`Side::Ue`] and `core.side` [`Side::Core`];
-    /// `ue.bind` and `ue.need_wakeup` decide for both. Fails (`XDP_SHARED_UMEM` across devices
-    /// needs Linux 5.10) without leaving a socket open: the caller may fall back to two
-    /// [`XdpIo`]s.
-    pub fn open(ue: &XskConfig, core: &XskConfig, neigh: NeighReader) -> io::Result<XdpPair> {
-        check_config(ue)?;
-        check_config(core)?;
+    /// `ue.bind` and `ue.need_wakeup` decide for both (the kernel gives the shared socket the
+    /// first one's copy or zero-copy mode). Refused where the kernel cannot share a UMEM
+    /// across devices (Linux 5.10), or not in that mode: the caller falls back to two
+    /// [`XdpIo`]s, taking the UE side's already bound socket from the refusal when there is
+    /// one (a closed socket's queue is freed asynchronously: binding it again at once could
+    /// fail with EBUSY).
+    pub fn open(
+        ue: &XskConfig,
+        core: &XskConfig,
+        neigh: NeighReader,
+    ) -> Result<XdpPair, PairRefused> {
+        let refused = |error| PairRefused { error, ue: None };
+        check_config(ue).map_err(refused)?;
+        check_config(core).map_err(refused)?;
         if ue.side != Side::Ue || core.side != Side::Core {
-            return Err(io::Error::new(
+            return Err(refused(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "an XdpPair is a UE side and a core side",
-            ));
+            )));
         }
-        let pool = Pool::new(ue.frames.saturating_add(core.frames))?;
-        let ue_port = Port::open(ue, &pool, None)?;
         let mut core_cfg = core.clone();
         core_cfg.need_wakeup = ue.need_wakeup;
-        let core_port = Port::open(&core_cfg, &pool, Some(ue_port.fd.as_raw_fd()))?;
-        let mut io = XdpPair {
-            ue: ue_port,
-            core: core_port,
-            neigh,
-            pool,
-            core_first: false,
-        };
-        io.ue.refill(&mut io.pool);
-        io.core.refill(&mut io.pool);
-        Ok(io)
+        let pool = Pool::new(ue.frames.saturating_add(core.frames)).map_err(refused)?;
+        let core_link = Port::link(&core_cfg).map_err(refused)?;
+        // The core socket's own fill and completion rings first: a kernel that cannot share a
+        // UMEM across devices refuses them here, before the UE side's socket is bound.
+        let core_rings = prepare_socket(&pool.umem, &core_cfg, false).map_err(refused)?;
+        let ue_port = Port::open(ue, &pool).map_err(refused)?;
+        let first = ue_port.fd.as_raw_fd();
+        match Port::bind_shared(core_rings, &core_cfg, core_link, first) {
+            Ok(core_port) => {
+                let mut io = XdpPair {
+                    ue: ue_port,
+                    core: core_port,
+                    neigh,
+                    pool,
+                    core_first: false,
+                };
+                io.ue.refill(&mut io.pool);
+                io.core.refill(&mut io.pool);
+                Ok(io)
+            }
+            Err(error) => {
+                let mut ue = XdpIo {
+                    port: ue_port,
+                    neigh,
+                    pool,
+                };
+                ue.port.refill(&mut ue.pool);
+                Err(PairRefused {
+                    error,
+                    ue: Some(Box::new(ue)),
+                })
+            }
+        }
     }
 
     /// The sockets as (queue id, descriptor) for the XDP programs' maps: UE side, core side.
@@ -922,6 +1003,10 @@ impl PacketIo for XdpPair {
             (&mut self.ue, &mut self.core)
         };
         let n = first.recv(&mut self.pool, out);
+        if n == out.len() {
+            // full: the other side's ring waits for the next call (no wakeup syscall for it)
+            return Ok(n);
+        }
         Ok(n + second.recv(&mut self.pool, &mut out[n..]))
     }
 
