@@ -170,12 +170,14 @@ static LONG_NAMES: [u8; NAME_SLOTS] = {
     t
 };
 
-/// A long form as four little-endian words: its bytes lowercased, and the bits that fold ASCII
-/// case (0x20 under each letter, 0 elsewhere and past the end).
+/// A long form as four little-endian words: its bytes lowercased, the bits that fold ASCII
+/// case (0x20 under each letter, 0 elsewhere), and which bytes of each word belong to the
+/// name (all ones, fewer in the last word, none past it).
 #[derive(Clone, Copy)]
 struct NameWords {
     lower: [u64; 4],
     fold: [u64; 4],
+    mask: [u64; 4],
 }
 
 /// The longest long form, in bytes: what [`NameWords`] holds.
@@ -185,6 +187,7 @@ static NAME_WORDS: [NameWords; HeaderName::LONG.len()] = {
     let mut t = [NameWords {
         lower: [0; 4],
         fold: [0; 4],
+        mask: [0; 4],
     }; HeaderName::LONG.len()];
     let mut i = 1;
     while i < HeaderName::LONG.len() {
@@ -202,6 +205,7 @@ static NAME_WORDS: [NameWords; HeaderName::LONG.len()] = {
             );
             let shift = (k % 8) * 8;
             t[i].lower[k / 8] |= (c.to_ascii_lowercase() as u64) << shift;
+            t[i].mask[k / 8] |= 0xff << shift;
             if c.is_ascii_alphabetic() {
                 t[i].fold[k / 8] |= 0x20 << shift;
             }
@@ -213,38 +217,33 @@ static NAME_WORDS: [NameWords; HeaderName::LONG.len()] = {
 };
 
 /// Whether the `len` bytes at `buf[at..]` spell long form `d`, ASCII case aside, eight bytes a
-/// step. Every byte must be a token character (as `scan_header` has checked): for those,
-/// `b | 0x20` equals a lowercase letter only when `b` is that letter in either case, and
-/// equals `-` only when `b` is `-` (CR, the other byte that ORs to `-`, is no token character).
-#[inline]
+/// step. Exact for any bytes: under a letter, `b | 0x20` is that letter only when `b` is it in
+/// either case; under `-` nothing is folded, so only `-` matches. A match is therefore all
+/// token characters.
+#[inline(always)]
 fn spells(buf: &[u8], at: usize, len: usize, d: usize) -> bool {
     if HeaderName::LONG[d].len() != len {
         return false;
     }
     let w = &NAME_WORDS[d];
-    let mut off = 0;
-    while off < len {
-        let k = off / 8;
-        let word = match buf.get(at + off..at + off + 8) {
+    let mut k = 0;
+    while k * 8 < len {
+        let off = at + k * 8;
+        let word = match buf.get(off..off + 8) {
             Some(c) => c.try_into().map_or(0, u64::from_le_bytes),
             None => {
                 // the name ends the buffer: the tail one byte at a time
                 let mut b = [0u8; 8];
-                for (j, x) in b.iter_mut().enumerate().take(len - off) {
-                    *x = buf[at + off + j];
+                for (j, x) in b.iter_mut().enumerate().take(len - k * 8) {
+                    *x = buf[off + j];
                 }
                 u64::from_le_bytes(b)
             }
         };
-        let mask = if len - off >= 8 {
-            u64::MAX
-        } else {
-            (1u64 << ((len - off) * 8)) - 1
-        };
-        if (word | w.fold[k]) & mask != w.lower[k] {
+        if (word | w.fold[k]) & w.mask[k] != w.lower[k] {
             return false;
         }
-        off += 8;
+        k += 1;
     }
     true
 }
@@ -487,6 +486,51 @@ fn line_at(buf: &[u8], pos: usize, end: usize) -> Option<Line> {
     })
 }
 
+/// The usual start of a header line, `Name:` with no whitespace before the colon: its name
+/// and where the colon is, or `None` to take the general path (whitespace before the colon, a
+/// name longer than any we know, or no header line at all), which finds the same for a line
+/// of this shape. The colon is found a word at a time; a known name is proven token characters
+/// by [`spells`], any other is checked.
+#[inline(always)]
+fn name_then_colon(buf: &[u8], pos: usize, line: &[u8]) -> Option<(HeaderName, usize)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    let colon = loop {
+        if at > NAME_MAX {
+            return None;
+        }
+        match line.get(at..at + 8) {
+            Some(c) => {
+                let w = c.try_into().map_or(0, u64::from_le_bytes) ^ (ONES * b':' as u64);
+                // the lowest flagged byte is the first `:` of the word
+                let hit = w.wrapping_sub(ONES) & !w & HIGHS;
+                if hit != 0 {
+                    break at + (hit.trailing_zeros() / 8) as usize;
+                }
+                at += 8;
+            }
+            None => break at + line.get(at..)?.iter().position(|&b| b == b':')?,
+        }
+    };
+    let name = match colon {
+        0 => return None,
+        1 => HeaderName::ALL[COMPACT_NAMES.get(line[0] as usize).copied().unwrap_or(0) as usize],
+        _ => {
+            let d = LONG_NAMES[name_slot(colon, line[0], line[colon - 1])] as usize;
+            if spells(buf, pos, colon, d) {
+                HeaderName::ALL[d]
+            } else {
+                HeaderName::Other
+            }
+        }
+    };
+    if name == HeaderName::Other && lex::span(line, 0, lex::TOKEN) != colon {
+        return None;
+    }
+    Some((name, colon))
+}
+
 /// Scan one header (with its continuation lines) starting at `pos`.
 /// Returns the header and the position of the next line.
 pub(crate) fn scan_header(
@@ -513,21 +557,26 @@ fn scan_header_inline(buf: &[u8], pos: usize, end: usize) -> Result<(Header, usi
     }
     // The name, the colon and the value's outer LWS, within the (unfolded) line.
     let line = &buf[pos..content_end];
-    let name_len = line
-        .iter()
-        .position(|&b| !lex::is_token_char(b))
-        .unwrap_or(line.len());
-    if name_len == 0 {
-        return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
-    }
-    let mut i = name_len;
-    while i < line.len() && lex::is_ws(line[i]) {
-        i += 1;
-    }
-    if i >= line.len() || line[i] != b':' {
-        return Err(ParseError::at(pos + i, ParseErrorKind::MissingColon));
-    }
-    i += 1;
+    let (name, name_len, mut i) = match name_then_colon(buf, pos, line) {
+        Some((name, colon)) => (name, colon, colon + 1),
+        None => {
+            let name_len = line
+                .iter()
+                .position(|&b| !lex::is_token_char(b))
+                .unwrap_or(line.len());
+            if name_len == 0 {
+                return Err(ParseError::at(pos, ParseErrorKind::BadHeaderName));
+            }
+            let mut i = name_len;
+            while i < line.len() && lex::is_ws(line[i]) {
+                i += 1;
+            }
+            if i >= line.len() || line[i] != b':' {
+                return Err(ParseError::at(pos + i, ParseErrorKind::MissingColon));
+            }
+            (HeaderName::of_token(buf, pos, name_len), name_len, i + 1)
+        }
+    };
     while i < line.len() && lex::is_ws(line[i]) {
         i += 1;
     }
@@ -536,7 +585,7 @@ fn scan_header_inline(buf: &[u8], pos: usize, end: usize) -> Result<(Header, usi
         vend -= 1;
     }
     let header = Header {
-        name: HeaderName::of_token(buf, pos, name_len),
+        name,
         line: Span::new(pos, next),
         name_end: (pos + name_len) as u32,
         value: Span::new(pos + i, pos + vend),
