@@ -219,6 +219,10 @@ pub struct Pipeline {
     own: OwnUris,
     /// Our UE-side Via hosts, one per UE-side address (built once from `cfg`).
     ue_hosts: Vec<UeHost>,
+    /// Our core-side Via sent-by split into the host (its bytes in `cfg.via_sent_by`) and the
+    /// port, once: what a core response's top Via must name (`None`: it does not parse, and no
+    /// Via is ours).
+    core_sent_by: Option<(Range<usize>, Option<u16>)>,
     /// Seals and checks our Via branches.
     key: &'static BranchKey,
     /// Seals and checks the flow tokens of our Record-Route entries.
@@ -267,9 +271,13 @@ impl Pipeline {
                 UeHost { addr, text, len }
             })
             .collect();
+        let sent_by = cfg.via_sent_by.as_bytes();
+        let core_sent_by = crate::sip::headers::split_host_port(sent_by)
+            .map(|(host, port)| (crate::sip::Span::of(sent_by, host).range(), port));
         Pipeline {
             own: cfg.own_uris(),
             ue_hosts,
+            core_sent_by,
             key: branch_key(),
             flow_key: flow_key(),
             punt,
@@ -984,13 +992,17 @@ impl Pipeline {
         let Some(top) = rules::TopVia::of(view) else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
-        let Some(ours) = rules::top_via_ours_at(view, &top, self.cfg.via_sent_by.as_bytes()) else {
+        let Some((host, port)) = self.core_sent_by.clone() else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
-        let is_register = view
-            .header(HeaderName::CSeq)
-            .and_then(crate::sip::headers::cseq)
-            .is_some_and(|(_, m)| m == b"REGISTER");
+        let sent_by = (&self.cfg.via_sent_by.as_bytes()[host], port);
+        let Some(ours) = rules::top_via_ours_split(view, &top, sent_by) else {
+            return Verdict::Drop(DropReason::NotOurVia);
+        };
+        // the CSeq read once: for the registration thread's responses and for the dialog book
+        let method = rules::cseq_method(view);
+        let is_register = method == Some(b"REGISTER");
+        let final_to_invite = view.status().is_some_and(|c| c >= 200) && method == Some(b"INVITE");
         // the registration thread's branches have their own format and check: its REGISTERs',
         // the BYEs of a release (control::dialogs) and its SUBSCRIBEs (control::regevent)
         // (looked at only for a branch not in the workers' format: off the relay path)
@@ -1000,7 +1012,7 @@ impl Pipeline {
         let Some(branch) = ours else {
             return Verdict::Drop(DropReason::NotOurVia);
         };
-        self.core_response_to_ue(frame, idx, (branch, top), sas)
+        self.core_response_to_ue(frame, idx, (branch, top), final_to_invite, sas)
     }
 
     /// A request from the core toward a registered UE (through our Path; TS 24.229 §5.2.6.4):
@@ -1132,11 +1144,14 @@ impl Pipeline {
     /// §16.7, stateless per §16.11): the branch must verify, then our Via goes and the response
     /// is sent to the UE the branch names — over the SA set the request came over (TS 33.203 §7.1:
     /// our port-c → the UE's port-s, or the port it named), never one looked up from text.
+    /// `final_to_invite`: [`rules::is_final_to_invite`] of the response as it came (our edits
+    /// leave its status and CSeq alone).
     fn core_response_to_ue<'g>(
         &mut self,
         frame: &mut [u8],
         idx: &mut Index,
         (b, top): (Branch, rules::TopVia),
+        final_to_invite: bool,
         sas: Option<&'g ReadGuard<'_>>,
     ) -> Verdict<'g> {
         let key = self.key;
@@ -1198,7 +1213,7 @@ impl Pipeline {
         if let Some(drop) = self.dialog_response(checked, |f| f.is_of(inb.binding(), ue)) {
             return drop;
         }
-        if rules::is_final_to_invite(ed.view()) {
+        if final_to_invite {
             self.dialog_event(ed.view(), Side::Core, inb.binding());
         }
         let Some(e) = out else {

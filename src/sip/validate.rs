@@ -24,6 +24,8 @@ pub struct TopVia {
     pub port: Option<u16>,
     /// The text after the first `;` (empty if none).
     pub params: Span,
+    /// The value of its first `branch` parameter ([`headers::Via::branch`]).
+    pub branch: Option<Span>,
     /// Whether it stands on the message's first Via line (not after an empty one): received /
     /// rport and the pop of a response's Via act only there, as they always did.
     pub first_line: bool,
@@ -59,6 +61,7 @@ impl TopVia {
             host: Span::of(v.buf, via.host),
             port: via.port,
             params: Span::of(v.buf, via.params),
+            branch: via.branch.map(|b| Span::of(v.buf, b)),
         }
     }
 
@@ -70,6 +73,7 @@ impl TopVia {
             host: v.bytes(self.host),
             port: self.port,
             params: v.bytes(self.params),
+            branch: self.branch.map(|b| v.bytes(b)),
         }
     }
 }

@@ -14,6 +14,9 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// The text after the first `;` (empty if none).
     pub params: &'a [u8],
+    /// The value of the first `branch` parameter, read as the parameters are checked (what
+    /// [`Via::branch`] returns: `None` when there is none, or when it has no value).
+    pub branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -39,15 +42,14 @@ impl<'a> Via<'a> {
         let after = &raw[i..];
         let (host, port, end) = host_port_prefix(after)?;
         let params = after.get(end + 1..).unwrap_or(&after[end..]);
-        if !params_named(params) {
-            return None;
-        }
+        let branch = params_named(params)?;
         Some(Via {
             raw,
             transport,
             host,
             port,
             params,
+            branch,
         })
     }
 
@@ -55,8 +57,9 @@ impl<'a> Via<'a> {
         find_param(self.params, name)
     }
 
+    /// The branch parameter's value (RFC 3261 §20.42), as `param(b"branch")` finds it.
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.param(b"branch").and_then(|p| p.value)
+        self.branch
     }
 
     pub fn received(&self) -> Option<&'a [u8]> {
@@ -90,11 +93,30 @@ fn sent_protocol_lws(raw: &[u8]) -> Option<usize> {
     Some(skip_ws(raw, i + 1))
 }
 
+/// Whether a parameter name is `branch`, in any case: its six bytes with ASCII case folded in
+/// one word (OR 0x20 turns only `A`–`Z` and `a`–`z` into a lower-case letter).
+#[inline(always)]
+fn is_branch_name(name: &[u8]) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020;
+    const BRANCH: u64 = u64::from_le_bytes(*b"branch\0\0");
+    match <[u8; 6]>::try_from(name) {
+        Ok(n) => {
+            let [a, b, c, d, e, f] = n;
+            u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | FOLD == BRANCH
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether each parameter of a `;` run has a token name (RFC 3261 §20.42 `via-params`), the
 /// run split as [`crate::sip::lex::ParamIter`] splits it (empty items skipped); one pass, the
-/// names checked as they are read.
-fn params_named(params: &[u8]) -> bool {
+/// names checked as they are read. `Some` with the value of the first `branch` parameter as
+/// [`crate::sip::lex::find_param`] reads it (`None` within when there is none or it has no
+/// value), `None` when a name is missing.
+fn params_named(params: &[u8]) -> Option<Option<&[u8]>> {
     let mut s = params;
+    // the first `branch` parameter seen: its value, if it has one
+    let mut branch: Option<Option<&[u8]>> = None;
     loop {
         // An item: LWS, a token name, LWS, then '=' and a value, or ';', or the end. The name
         // holds no '"' or '<', so the item's end is searched for only after the '='.
@@ -104,15 +126,33 @@ fn params_named(params: &[u8]) -> bool {
             i += 1;
         }
         let named = i > n0;
+        let is_branch = branch.is_none() && is_branch_name(&s[n0..i]);
         let i = skip_ws(s, i);
         match s.get(i) {
-            None => return true,
-            Some(b';') => s = &s[i + 1..],
-            Some(b'=') if named => match split_point(&s[i + 1..], b';') {
-                Some(p) => s = &s[i + 1 + p + 1..],
-                None => return true,
-            },
-            Some(_) => return false,
+            None => {
+                if is_branch {
+                    branch = Some(None);
+                }
+                return Some(branch.flatten());
+            }
+            Some(b';') => {
+                if is_branch {
+                    branch = Some(None);
+                }
+                s = &s[i + 1..];
+            }
+            Some(b'=') if named => {
+                let rest = &s[i + 1..];
+                let p = split_point(rest, b';');
+                if is_branch {
+                    branch = Some(Some(trim(&rest[..p.unwrap_or(rest.len())])));
+                }
+                match p {
+                    Some(p) => s = &rest[p + 1..],
+                    None => return Some(branch.flatten()),
+                }
+            }
+            Some(_) => return None,
         }
     }
 }

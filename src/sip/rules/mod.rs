@@ -43,9 +43,9 @@ pub use relay::{
 };
 pub use reply::{
     ALLOW_TO_US, ControlBranch, PCSCF_DEREG_BRANCH, RELEASE_BRANCH, SUBSCRIBE_BRANCH, TopVia,
-    answer_to_us, assert_identity, build_reject, build_response, control_branch,
+    answer_to_us, assert_identity, build_reject, build_response, control_branch, cseq_method,
     is_final_to_invite, pop_top_via, pop_top_via_at, reply_port, response_next_hop, top_via_ours,
-    top_via_ours_at, top_via_port, top_via_sent_by, via_count,
+    top_via_ours_at, top_via_ours_split, top_via_port, top_via_sent_by, via_count,
 };
 
 use super::own::OwnUris;

@@ -172,10 +172,7 @@ pub const RELEASE_BRANCH: &[u8] = b"z9hG4bK-rel-";
 /// Whether a response is a final one (2xx–6xx) to an INVITE (its CSeq method; RFC 3261
 /// §13.2.2.4, §13.2.2.3): what confirms or ends the dialogs of an INVITE.
 pub fn is_final_to_invite(v: View<'_>) -> bool {
-    v.status().is_some_and(|c| c >= 200)
-        && v.header(HeaderName::CSeq)
-            .and_then(headers::cseq)
-            .is_some_and(|(_, m)| m == b"INVITE")
+    v.status().is_some_and(|c| c >= 200) && cseq_method(v) == Some(b"INVITE")
 }
 
 /// The branch prefix of the registration thread's SUBSCRIBEs to the reg event
@@ -224,13 +221,34 @@ pub fn top_via_ours(v: View<'_>, sent_by: &[u8]) -> Option<Option<Branch>> {
 
 /// [`top_via_ours`] of the top Via already found.
 pub fn top_via_ours_at(v: View<'_>, top: &TopVia, sent_by: &[u8]) -> Option<Option<Branch>> {
-    let (our_host, our_port) = headers::split_host_port(sent_by)?;
+    top_via_ours_split(v, top, headers::split_host_port(sent_by)?)
+}
+
+/// [`top_via_ours_at`] with our sent-by already split into host and port
+/// ([`headers::split_host_port`]): a worker splits its own once, not per response.
+pub fn top_via_ours_split(
+    v: View<'_>,
+    top: &TopVia,
+    (our_host, our_port): (&[u8], Option<u16>),
+) -> Option<Option<Branch>> {
     let via = top.via(v);
+    // the sent-by first: a Via that is not ours is no branch's to look for
+    if !(via.host.eq_ignore_ascii_case(our_host)
+        && via.port.unwrap_or(5060) == our_port.unwrap_or(5060))
+    {
+        return None;
+    }
     let branch = via.branch()?;
-    let ours = via.host.eq_ignore_ascii_case(our_host)
-        && via.port.unwrap_or(5060) == our_port.unwrap_or(5060)
-        && branch.starts_with(crate::sip::branch::COOKIE);
-    ours.then(|| Branch::parse(branch))
+    branch
+        .starts_with(crate::sip::branch::COOKIE)
+        .then(|| Branch::parse(branch))
+}
+
+/// The method of a message's CSeq (its first CSeq line), if it parses.
+pub fn cseq_method(v: View<'_>) -> Option<&[u8]> {
+    v.header(HeaderName::CSeq)
+        .and_then(headers::cseq)
+        .map(|(_, m)| m)
 }
 
 /// The port a response to this request goes back to (RFC 3261 §18.2.2, RFC 3581 §4), where
