@@ -188,15 +188,22 @@ pub(crate) fn udp_over_sa(
 /// registered IMPUs (written into
 /// `out` as `<uri>`), else `None` (the default IMPU). A preferred identity that is not
 /// registered is not an error: it is replaced, as RFC 3325 §9.1 lets a trusted proxy do.
+/// `checked` is what validation read of `view`: the URIs, unless there were too many to keep.
 fn preferred_identity<'o>(
     view: crate::sip::View<'_>,
+    checked: &crate::sip::Checked,
     reg: &crate::satable::Registration,
     out: &'o mut [u8; 256],
 ) -> Option<&'o [u8]> {
-    let impu = view
-        .values(HeaderName::PPreferredIdentity)
-        .filter_map(crate::sip::headers::NameAddr::parse)
-        .find_map(|na| reg.registered_impu(na.uri))?;
+    let impu = match checked.ppi_uris() {
+        Some(uris) => uris
+            .iter()
+            .find_map(|&u| reg.registered_impu(view.bytes(u))),
+        None => view
+            .values(HeaderName::PPreferredIdentity)
+            .filter_map(crate::sip::headers::NameAddr::parse)
+            .find_map(|na| reg.registered_impu(na.uri)),
+    }?;
     let mut w = crate::sip::Writer::new(out);
     w.put(b"<").put(impu).put(b">");
     let n = w.finish()?;
@@ -776,7 +783,7 @@ impl Pipeline {
             return self.reply_over_sa(view, (e, m.protection), sas, status);
         }
         let mut pai = [0u8; 256];
-        let pai = preferred_identity(view, reg, &mut pai).unwrap_or(reg.pai());
+        let pai = preferred_identity(view, &checked, reg, &mut pai).unwrap_or(reg.pai());
         let mut icid = [0u8; 32];
         let icid = self.next_icid(&mut icid);
         let entries = OurEntries {

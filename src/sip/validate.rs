@@ -26,6 +26,8 @@ pub struct TopVia {
     pub params: Span,
     /// The value of its first `branch` parameter ([`headers::Via::branch`]).
     pub branch: Option<Span>,
+    /// [`headers::Via::received_or_rport`].
+    pub received_or_rport: bool,
     /// Whether it stands on the message's first Via line (not after an empty one): received /
     /// rport and the pop of a response's Via act only there, as they always did.
     pub first_line: bool,
@@ -62,6 +64,7 @@ impl TopVia {
             port: via.port,
             params: Span::of(v.buf, via.params),
             branch: via.branch.map(|b| Span::of(v.buf, b)),
+            received_or_rport: via.received_or_rport,
         }
     }
 
@@ -74,6 +77,7 @@ impl TopVia {
             port: self.port,
             params: v.bytes(self.params),
             branch: self.branch.map(|b| v.bytes(b)),
+            received_or_rport: self.received_or_rport,
         }
     }
 }
@@ -86,6 +90,19 @@ pub struct Checked {
     pub top_via: Option<TopVia>,
     /// Whether the To header carries a tag (RFC 3261 §12: a request inside a dialog).
     pub to_tag: bool,
+    /// The URIs of the first P-Preferred-Identity values, in message order (RFC 3325 §9.2: a
+    /// UE may send a sip: and a tel: one), as [`headers::NameAddr::parse`] reads them.
+    pub ppi: [Span; 2],
+    /// How many P-Preferred-Identity values there are (past `ppi.len()`, the rest are read
+    /// from the message).
+    pub ppi_count: usize,
+}
+
+impl Checked {
+    /// The P-Preferred-Identity URIs, when all of them are in [`Checked::ppi`].
+    pub fn ppi_uris(&self) -> Option<&[Span]> {
+        self.ppi.get(..self.ppi_count)
+    }
 }
 
 impl<'a> Message<'a> {
@@ -229,6 +246,11 @@ impl View<'_> {
                         };
                         if h.name == HeaderName::To {
                             checked.to_tag = na.tag().is_some();
+                        } else if h.name == HeaderName::PPreferredIdentity {
+                            if let Some(at) = checked.ppi.get_mut(checked.ppi_count) {
+                                *at = Span::of(self.buf, na.uri);
+                            }
+                            checked.ppi_count += 1;
                         }
                     }
                     if count == 0 || (h.name.is_single() && count > 1) {

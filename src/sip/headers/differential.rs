@@ -744,6 +744,11 @@ fn check_via(s: &[u8]) {
             n.rport().map(|r| r.map(|x| at(s, x))),
             o.rport().map(|r| r.map(|x| at(s, x)))
         );
+        assert_eq!(
+            n.received_or_rport,
+            o.param(b"received").is_some() || o.param(b"rport").is_some(),
+            "received_or_rport"
+        );
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Via<'a> {
     /// The value of the first `branch` parameter, read as the parameters are checked (what
     /// [`Via::branch`] returns: `None` when there is none, or when it has no value).
     pub branch: Option<&'a [u8]>,
+    /// Whether any parameter is named `received` or `rport` (read with the same check): a
+    /// Via with neither and a sent-by that is its packet's source needs no fixing (RFC 3261
+    /// §18.2.1, RFC 3581 §4).
+    pub received_or_rport: bool,
 }
 
 impl<'a> Via<'a> {
@@ -42,7 +46,7 @@ impl<'a> Via<'a> {
         let after = &raw[i..];
         let (host, port, end) = host_port_prefix(after)?;
         let params = after.get(end + 1..).unwrap_or(&after[end..]);
-        let branch = params_named(params)?;
+        let (branch, received_or_rport) = params_named(params)?;
         Some(Via {
             raw,
             transport,
@@ -50,6 +54,7 @@ impl<'a> Via<'a> {
             port,
             params,
             branch,
+            received_or_rport,
         })
     }
 
@@ -93,30 +98,29 @@ fn sent_protocol_lws(raw: &[u8]) -> Option<usize> {
     Some(skip_ws(raw, i + 1))
 }
 
-/// Whether a parameter name is `branch`, in any case: its six bytes with ASCII case folded in
-/// one word (OR 0x20 turns only `A`–`Z` and `a`–`z` into a lower-case letter).
+/// Whether a parameter name is `lower` (lower-case letters, at most eight) in any case, in
+/// one word: for a letter `l`, `b | 0x20 == l` only when `b` is `l` in either case.
 #[inline(always)]
-fn is_branch_name(name: &[u8]) -> bool {
-    const FOLD: u64 = 0x2020_2020_2020;
-    const BRANCH: u64 = u64::from_le_bytes(*b"branch\0\0");
-    match <[u8; 6]>::try_from(name) {
-        Ok(n) => {
-            let [a, b, c, d, e, f] = n;
-            u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | FOLD == BRANCH
-        }
-        Err(_) => false,
-    }
+fn name_is<const N: usize>(name: &[u8], lower: &[u8; N]) -> bool {
+    const { assert!(N <= 8) };
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..N].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    name.len() == N && word(name) | word(&[0x20; N]) == word(lower)
 }
 
 /// Whether each parameter of a `;` run has a token name (RFC 3261 §20.42 `via-params`), the
 /// run split as [`crate::sip::lex::ParamIter`] splits it (empty items skipped); one pass, the
-/// names checked as they are read. `Some` with the value of the first `branch` parameter as
-/// [`crate::sip::lex::find_param`] reads it (`None` within when there is none or it has no
-/// value), `None` when a name is missing.
-fn params_named(params: &[u8]) -> Option<Option<&[u8]>> {
+/// names checked as they are read. `Some` when they all have one, with the value of the first
+/// `branch` parameter as [`crate::sip::lex::find_param`] reads it (`None` within when there is
+/// none or it has no value) and whether any is named `received` or `rport`.
+fn params_named(params: &[u8]) -> Option<(Option<&[u8]>, bool)> {
     let mut s = params;
     // the first `branch` parameter seen: its value, if it has one
     let mut branch: Option<Option<&[u8]>> = None;
+    let mut received_or_rport = false;
     loop {
         // An item: LWS, a token name, LWS, then '=' and a value, or ';', or the end. The name
         // holds no '"' or '<', so the item's end is searched for only after the '='.
@@ -126,14 +130,21 @@ fn params_named(params: &[u8]) -> Option<Option<&[u8]>> {
             i += 1;
         }
         let named = i > n0;
-        let is_branch = branch.is_none() && is_branch_name(&s[n0..i]);
+        let name = &s[n0..i];
+        let mut is_branch = false;
+        match name.len() {
+            6 => is_branch = branch.is_none() && name_is(name, b"branch"),
+            8 => received_or_rport |= name_is(name, b"received"),
+            5 => received_or_rport |= name_is(name, b"rport"),
+            _ => {}
+        }
         let i = skip_ws(s, i);
         match s.get(i) {
             None => {
                 if is_branch {
                     branch = Some(None);
                 }
-                return Some(branch.flatten());
+                return Some((branch.flatten(), received_or_rport));
             }
             Some(b';') => {
                 if is_branch {
@@ -145,11 +156,13 @@ fn params_named(params: &[u8]) -> Option<Option<&[u8]>> {
                 let rest = &s[i + 1..];
                 let p = split_point(rest, b';');
                 if is_branch {
-                    branch = Some(Some(trim(&rest[..p.unwrap_or(rest.len())])));
+                    // an empty value sits right after the '=', where find_param puts it
+                    let v = trim(&rest[..p.unwrap_or(rest.len())]);
+                    branch = Some(Some(if v.is_empty() { &rest[..0] } else { v }));
                 }
                 match p {
                     Some(p) => s = &rest[p + 1..],
-                    None => return Some(branch.flatten()),
+                    None => return Some((branch.flatten(), received_or_rport)),
                 }
             }
             Some(_) => return None,

@@ -64,12 +64,20 @@ pub(super) fn top_via_fixed(
     if !top.first_line {
         return Ok(None);
     }
+    let via = top.via(v);
+    // neither parameter, and the sent-by is the IPv4 source as we would write it: nothing to
+    // add or rewrite (what the pass below would find, without writing anything)
+    if !via.received_or_rport
+        && let IpAddr::V4(a) = src.ip()
+        && is_v4_text(strip_brackets(via.host), a)
+    {
+        return Ok(None);
+    }
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
     write_ip(&mut w, src.ip());
     let iplen = w.finish().ok_or(EditError::NoRoom)?;
     let ip = &ip[..iplen];
-    let via = top.via(v);
     let item = via.raw;
     let mut w = Writer::new(out);
     let mut cursor = 0;
@@ -109,13 +117,41 @@ pub(super) fn top_via_fixed(
     Ok(Some((top.header, top.item, len)))
 }
 
+/// A host without the brackets of an IPv6 reference.
+fn strip_brackets(host: &[u8]) -> &[u8] {
+    host.strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host)
+}
+
+/// Whether `h` is `ip` as [`write_ip`] writes it (dotted decimal, no leading zeros), read in
+/// one pass without writing it: four parts of one to three digits, none starting with a `0`
+/// it is not alone in, each equal to its octet.
+fn is_v4_text(h: &[u8], ip: core::net::Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let (mut k, mut n, mut digits) = (0, 0u32, 0);
+    for &b in h {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 3 || (digits == 1 && n == 0) {
+                    return false;
+                }
+                n = n * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && k < 3 && n == u32::from(o[k]) => {
+                (k, n, digits) = (k + 1, 0, 0);
+            }
+            _ => return false,
+        }
+    }
+    k == 3 && digits > 0 && n == u32::from(o[3])
+}
+
 /// Whether a Via sent-by host is the source address: textual match first (cheap), parsing only
 /// for IPv6, whose text forms vary.
 fn host_is_ip(host: &[u8], ip_text: &[u8], ip: IpAddr) -> bool {
-    let h = host
-        .strip_prefix(b"[")
-        .and_then(|h| h.strip_suffix(b"]"))
-        .unwrap_or(host);
+    let h = strip_brackets(host);
     h == ip_text
         || (ip.is_ipv6()
             && core::str::from_utf8(h)
@@ -170,7 +206,8 @@ pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(),
 }
 
 /// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
-/// request, so it is a hash (FNV-1a, 64 bits) of the incoming top Via value and Call-ID.
+/// request, so it is a hash ([`BranchHash`], 64 bits) of the incoming top Via value and
+/// Call-ID.
 pub fn stateless_branch(v: View<'_>) -> u64 {
     stateless_hash(v, v.values(HeaderName::Via).next())
 }
@@ -180,22 +217,66 @@ pub fn stateless_branch_of(v: View<'_>, top: &TopVia) -> u64 {
     stateless_hash(v, Some(v.bytes(top.item)))
 }
 
-/// FNV-1a over the top Via value (when any) and the Call-ID.
+/// The hash of the top Via value (when any) and the Call-ID.
 fn stateless_hash(v: View<'_>, top_via: Option<&[u8]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = BranchHash::new();
     if let Some(top) = top_via {
-        eat(top);
+        h.eat(top);
     }
     if let Some(c) = v.header(HeaderName::CallId) {
-        eat(c);
+        h.eat(c);
     }
-    h
+    h.finish()
+}
+
+/// A 64-bit hash over byte strings, eight bytes a step: a multiply-rotate per word, each
+/// string's length mixed in (so no two splits of the same bytes collide by construction), and
+/// a final avalanche. Not keyed: the branch's MAC is what a peer cannot forge; this only has
+/// to tell requests apart and stay the same for a retransmission.
+struct BranchHash(u64);
+
+impl BranchHash {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn new() -> BranchHash {
+        BranchHash(0xcbf2_9ce4_8422_2325)
+    }
+
+    #[inline(always)]
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(Self::K).rotate_left(29);
+    }
+
+    fn eat(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(c.try_into().map_or(0, u64::from_le_bytes));
+        }
+        let rest = chunks.remainder();
+        let tail = match bytes.len().checked_sub(8) {
+            // the last eight bytes, shifted so that only the unread ones remain
+            Some(last) if !rest.is_empty() => bytes[last..]
+                .try_into()
+                .map_or(0, u64::from_le_bytes)
+                .wrapping_shr(8 * (8 - rest.len() as u32)),
+            _ => rest
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+        };
+        self.word(tail);
+        self.word(bytes.len() as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // murmur3's 64-bit finaliser
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
 /// Prepare a request for forwarding toward the core (RFC 3261 §16.6): received/rport on the
@@ -436,4 +517,85 @@ pub fn rewrite_request_to_ue(
     pop_own_routes(ed, me)?;
     strip_charging(ed)?;
     forward_request(ed, me, source, branch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IPv4 sent-by test answers as comparing with the text `write_ip` writes.
+    #[test]
+    fn v4_text_is_the_written_form() {
+        let ips = [
+            "0.0.0.0",
+            "10.46.0.6",
+            "255.255.255.255",
+            "1.20.100.9",
+            "192.0.2.10",
+        ];
+        let hosts = [
+            "0.0.0.0",
+            "10.46.0.6",
+            "010.46.0.6",
+            "10.46.0.06",
+            "10.46.0.6.",
+            "10.46.0",
+            "10.46.0.60",
+            "255.255.255.255",
+            "1.20.100.9",
+            "1.20.100.9 ",
+            "192.0.2.10",
+            "192.0.2.1",
+            "",
+            "host",
+        ];
+        for ip in ips {
+            let a: core::net::Ipv4Addr = ip.parse().unwrap();
+            let mut text = [0u8; 48];
+            let mut w = Writer::new(&mut text);
+            write_ip(&mut w, IpAddr::V4(a));
+            let n = w.finish().unwrap();
+            for h in hosts {
+                assert_eq!(
+                    is_v4_text(h.as_bytes(), a),
+                    h.as_bytes() == &text[..n],
+                    "{h:?} against {ip}"
+                );
+            }
+        }
+    }
+
+    /// RFC 3261 §16.11: the same Via value and Call-ID give the same hash; a byte changed, or
+    /// moved from one to the other, gives another.
+    #[test]
+    fn branch_hash_is_stable_and_tells_requests_apart() {
+        let hash = |parts: &[&[u8]]| {
+            let mut h = BranchHash::new();
+            for p in parts {
+                h.eat(p);
+            }
+            h.finish()
+        };
+        let via = &b"SIP/2.0/UDP 10.46.0.6:7005;branch=z9hG4bK00000001"[..];
+        let call = &b"pipeline-00000001@10.46.0.6"[..];
+        let h = hash(&[via, call]);
+        assert_eq!(h, hash(&[via, call]));
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(h);
+        for k in 0..via.len() {
+            let mut v = via.to_vec();
+            v[k] ^= 1;
+            assert!(seen.insert(hash(&[&v, call])), "Via byte {k}");
+        }
+        for k in 0..call.len() {
+            let mut c = call.to_vec();
+            c[k] ^= 1;
+            assert!(seen.insert(hash(&[via, &c])), "Call-ID byte {k}");
+        }
+        assert!(seen.insert(hash(&[&via[..via.len() - 1], &[via[via.len() - 1]], call])));
+        assert!(seen.insert(hash(&[&b"ab"[..], b"c"])));
+        assert!(seen.insert(hash(&[&b"a"[..], b"bc"])));
+        assert!(seen.insert(hash(&[&b""[..], b""])));
+        assert!(seen.insert(hash(&[&b""[..]])));
+    }
 }
