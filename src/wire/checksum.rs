@@ -20,11 +20,7 @@ pub fn sum(data: &[u8], mut acc: u64) -> u64 {
         w.copy_from_slice(c);
         wide += u128::from(u64::from_ne_bytes(w));
     }
-    let mut v = (wide as u64 as u128) + (wide >> 64);
-    while v >> 16 != 0 {
-        v = (v & 0xffff) + (v >> 16);
-    }
-    acc += u64::from(u16::from_be(v as u16));
+    acc += u64::from(u16::from_be(fold_wide(wide)));
     // (8-byte chunks keep the remainder at an even offset: its pairs are still word-aligned)
     let rest = chunks.remainder();
     let mut i = 0;
@@ -36,6 +32,21 @@ pub fn sum(data: &[u8], mut acc: u64) -> u64 {
         acc += u64::from(rest[i]) << 8;
     }
     acc
+}
+
+/// The 128-bit sum of native-order words folded to 16 bits (still in native byte order) in a
+/// fixed number of steps: 128 → 64 → 32 → 16 bits, each with its end-around carry. Only an
+/// all-zero sum folds to 0, as with a 16-bit fold loop, so the result is the same value.
+#[inline(always)]
+fn fold_wide(wide: u128) -> u16 {
+    let (lo, carry) = (wide as u64).overflowing_add((wide >> 64) as u64);
+    // no overflow: the sum of two u64 is at most 2^65 - 2, so lo + carry fits
+    let v = lo + u64::from(carry);
+    let v = (v & 0xffff_ffff) + (v >> 32);
+    let v = (v & 0xffff) + (v >> 16);
+    let v = (v & 0xffff) + (v >> 16);
+    let v = (v & 0xffff) + (v >> 16);
+    v as u16
 }
 
 /// Folds an accumulated sum to 16 bits (end-around carry, not inverted). A packet whose
@@ -60,7 +71,16 @@ pub fn finish(acc: u64) -> u16 {
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> Option<u64> {
     let acc = u64::from(protocol) + len as u64;
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => Some(sum(&d.octets(), sum(&s.octets(), acc))),
+        // an IPv4 address is two big-endian 16-bit words: its halves as a number
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let (s, d) = (u32::from(s), u32::from(d));
+            Some(
+                acc + u64::from(s >> 16)
+                    + u64::from(s & 0xffff)
+                    + u64::from(d >> 16)
+                    + u64::from(d & 0xffff),
+            )
+        }
         (IpAddr::V6(s), IpAddr::V6(d)) => Some(sum(&d.octets(), sum(&s.octets(), acc))),
         _ => None,
     }

@@ -59,20 +59,10 @@ pub(super) fn top_via_fixed(
     src: SocketAddr,
     out: &mut [u8],
 ) -> Result<Option<(usize, Span, usize)>, EditError> {
-    // received / rport go on the first Via line's first value: a top value on a later line
-    // (the first Via line empty) is left as it is, as it always was
-    if !top.first_line {
+    if top_via_stays(v, top, src) {
         return Ok(None);
     }
     let via = top.via(v);
-    // neither parameter, and the sent-by is the IPv4 source as we would write it: nothing to
-    // add or rewrite (what the pass below would find, without writing anything)
-    if !via.received_or_rport
-        && let IpAddr::V4(a) = src.ip()
-        && is_v4_text(strip_brackets(via.host), a)
-    {
-        return Ok(None);
-    }
     let mut ip = [0u8; 48];
     let mut w = Writer::new(&mut ip);
     write_ip(&mut w, src.ip());
@@ -115,6 +105,19 @@ pub(super) fn top_via_fixed(
     }
     let len = w.finish().ok_or(EditError::NoRoom)?;
     Ok(Some((top.header, top.item, len)))
+}
+
+/// Whether [`top_via_fixed`] surely finds nothing to change, known without writing anything:
+/// the top value is not on the first Via line (received / rport go on the first line's first
+/// value only: one on a later line, after an empty first line, is left as it always was), or
+/// it has neither parameter and its sent-by is the IPv4 source as we would write it.
+fn top_via_stays(v: View<'_>, top: &TopVia, src: SocketAddr) -> bool {
+    if !top.first_line {
+        return true;
+    }
+    let via = top.via(v);
+    !via.received_or_rport
+        && matches!(src.ip(), IpAddr::V4(a) if is_v4_text(strip_brackets(via.host), a))
 }
 
 /// A host without the brackets of an IPv6 reference.
@@ -339,16 +342,24 @@ pub fn rewrite_protected_request(
     // Every edit of RFC 3261 §16.6 and TS 24.229 §5.2.6.3 in one pass over the headers (the
     // result is what forward_request, the removals and the appended lines would write one
     // splice at a time).
-    let mut fixed = [0u8; 1024];
+    // the fixed Via value is written aside only when there is something to fix (the buffer
+    // is not even zeroed otherwise)
+    let mut buf: [u8; 1024];
+    let mut fixed: &[u8] = &[];
     let top = match top {
-        Some(t) => top_via_fixed(ed.view(), t, source, &mut fixed)?,
-        None => None,
+        Some(t) if !top_via_stays(ed.view(), t, source) => {
+            buf = [0u8; 1024];
+            let r = top_via_fixed(ed.view(), t, source, &mut buf)?;
+            fixed = &buf;
+            r
+        }
+        _ => None,
     };
     let via = our_via(me, branch)?;
     let n = ed.index().headers().len();
     let has_via = ed.find(HeaderName::Via, 0).is_some();
     let mut rb = ed.rebuild(scratch);
-    let mut fwd = ForwardLines::start(&mut rb, has_via, via.as_bytes(), top, &fixed);
+    let mut fwd = ForwardLines::start(&mut rb, has_via, via.as_bytes(), top, fixed);
     for i in 0..n {
         let h = rb.view().idx.headers()[i];
         if fwd.line(&mut rb, i, h) {
