@@ -106,6 +106,25 @@ pub fn is_ws(b: u8) -> bool {
     CLASS[b as usize] & WS != 0
 }
 
+/// Whether `s` holds whitespace (as [`is_ws`]): eight bytes a step, a word passing when none of
+/// its bytes is below `!` (SP, HT, CR and LF all are); one that has such a byte is looked at
+/// byte by byte.
+#[inline]
+pub fn has_ws(s: &[u8]) -> bool {
+    // the high bit of every byte below 0x21, and possibly of bytes above a flagged one
+    // (borrow), which the byte-wise look sorts out
+    let below_bang = |w: u64| w.wrapping_sub(LO * 0x21) & !w & HI;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        if below_bang(c.try_into().map_or(0, u64::from_le_bytes)) != 0
+            && c.iter().any(|&b| is_ws(b))
+        {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| is_ws(b))
+}
+
 /// The index of the first byte of `s` at or after `i` that is not whitespace (`s.len()` if
 /// none).
 #[inline(always)]
@@ -447,4 +466,30 @@ pub fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
         v = v * 10 + (b - b'0') as u64;
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `has_ws` answers as a byte-by-byte look, for every byte value at every position.
+    #[test]
+    fn has_ws_is_the_bytewise_test() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(
+                        has_ws(&s),
+                        s.iter().any(|&c| is_ws(c)),
+                        "len {len} byte {b:#x} at {at}"
+                    );
+                }
+            }
+        }
+        assert!(!has_ws(b""));
+        assert!(has_ws(b"\x01\x00\x20"));
+        assert!(!has_ws(b"\x01\x00\x21\x7f\x80\xff\x1f\x0b\x0c"));
+    }
 }

@@ -150,7 +150,13 @@ impl View<'_> {
         {
             return err(uri, ParseErrorKind::BadRequestUri);
         }
-        // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6).
+        // Mandatory headers (RFC 3261 §8.1.1; Max-Forwards is added by a proxy when absent, §16.6),
+        // the names on the lines gathered in one pass (the index's own name set may hold names
+        // an edit removed)
+        let present = idx
+            .headers()
+            .iter()
+            .fold(0u64, |set, h| set | 1 << (h.name as u8 & 63));
         for name in [
             HeaderName::Via,
             HeaderName::From,
@@ -158,7 +164,7 @@ impl View<'_> {
             HeaderName::CallId,
             HeaderName::CSeq,
         ] {
-            if self.headers(name).next().is_none() {
+            if present & 1 << (name as u8 & 63) == 0 {
                 return Err(ParseError::at(
                     idx.headers_end as usize,
                     ParseErrorKind::MissingHeader(name),
@@ -194,7 +200,7 @@ impl View<'_> {
                     }
                 }
                 HeaderName::CallId => {
-                    if v.is_empty() || v.iter().any(|&b| lex::is_ws(b)) {
+                    if v.is_empty() || lex::has_ws(v) {
                         return err(h.value, bad);
                     }
                 }
