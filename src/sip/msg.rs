@@ -1064,6 +1064,77 @@ impl<'a> View<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// The header-line fast path ([`name_then_colon`]) against the general path's rules
+    /// (the token span, then optional whitespace, then the colon): where the fast path answers,
+    /// it finds the same name and colon; where it declines, the general path decides. Every
+    /// known name in three cases and compact forms, each with `:`, ` :`, `\t:`, names of every
+    /// length up to past the fast path's reach, and bytes that are not token characters.
+    #[test]
+    fn the_fast_header_name_path_agrees_with_the_general_one() {
+        fn general(line: &[u8]) -> Option<(HeaderName, usize)> {
+            let n = line
+                .iter()
+                .position(|&b| !lex::is_token_char(b))
+                .unwrap_or(line.len());
+            if n == 0 {
+                return None;
+            }
+            let mut i = n;
+            while i < line.len() && lex::is_ws(line[i]) {
+                i += 1;
+            }
+            (line.get(i) == Some(&b':')).then(|| (HeaderName::of_token(line, 0, n), i))
+        }
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for (i, &n) in HeaderName::ALL.iter().enumerate().skip(1) {
+            let long = n.as_str();
+            names.push(long.as_bytes().to_vec());
+            names.push(long.to_ascii_uppercase().into_bytes());
+            names.push(long.to_ascii_lowercase().into_bytes());
+            let c = HeaderName::COMPACT[i];
+            if c != 0 {
+                names.push(vec![c]);
+                names.push(vec![c.to_ascii_uppercase()]);
+            }
+        }
+        for len in 1..=48 {
+            names.push(vec![b'x'; len]);
+            names.push((0..len).map(|k| b"ab-.!%*_+`'~"[k % 12]).collect());
+        }
+        for odd in [
+            &b"Vi\x80"[..],
+            b"Via\xba",
+            b"Call ID",
+            b"Call\"ID",
+            b"\xff",
+            b"(Via)",
+        ] {
+            names.push(odd.to_vec());
+        }
+        let mut checked = 0;
+        for name in &names {
+            for sep in [&b":"[..], b" :", b"\t:", b"", b"::"] {
+                let mut line = name.clone();
+                line.extend_from_slice(sep);
+                line.extend_from_slice(b" value;p=1");
+                let fast = name_then_colon(&line, 0, &line);
+                if let Some(f) = fast {
+                    assert_eq!(
+                        Some(f),
+                        general(&line),
+                        "{:?}",
+                        String::from_utf8_lossy(&line)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked > 200,
+            "the fast path answered for {checked} lines only"
+        );
+    }
+
     use super::*;
 
     #[test]
