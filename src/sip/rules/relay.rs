@@ -209,7 +209,7 @@ pub fn pop_own_routes(ed: &mut Editor<'_>, me: &ProxyIdentity<'_>) -> Result<(),
 }
 
 /// RFC 3261 §16.11: a stateless proxy's branch must be the same for retransmissions of a
-/// request, so it is a hash ([`BranchHash`], 64 bits) of the incoming top Via value and
+/// request, so it is a hash (`BranchHash`, 64 bits) of the incoming top Via value and
 /// Call-ID.
 pub fn stateless_branch(v: View<'_>) -> u64 {
     stateless_hash(v, v.values(HeaderName::Via).next())
