@@ -198,6 +198,13 @@ fn stop(mut child: Child) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    let err = stderr_of(&mut child);
+    assert!(status.success(), "pcscf exited with {status}:\n{err}");
+    err
+}
+
+/// What an exited pcscf wrote to stderr (its log and stop report).
+fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     child
         .stderr
@@ -205,7 +212,6 @@ fn stop(mut child: Child) -> String {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(status.success(), "pcscf exited with {status}:\n{err}");
     err
 }
 
@@ -331,13 +337,7 @@ fn xdp_workers_without_queues_to_spread_over_are_named() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert!(!status.success(), "{err}");
     assert!(
         err.contains("has 1 receive queue(s) in use: dataplane.workers needs one per worker (2)"),

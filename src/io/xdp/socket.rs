@@ -171,11 +171,23 @@ impl Pool {
         })
     }
 
-    /// A free frame, now the caller's.
-    fn take(&mut self) -> Option<u32> {
+    /// A free frame, now the caller's, as a descriptor of an empty packet at [`HEADROOM`].
+    fn alloc(&mut self, side: Side) -> Option<Desc> {
         let f = self.free.pop()?;
         self.state[f as usize] = FrameState::User;
-        Some(f)
+        Some(Desc {
+            frame: f,
+            start: HEADROOM as u16,
+            end: HEADROOM as u16,
+            side,
+        })
+    }
+
+    /// Frames the caller gives back unsent.
+    fn free_all(&mut self, pkts: &[Desc]) {
+        for d in pkts {
+            self.give_back(d.frame);
+        }
     }
 
     fn give_back(&mut self, f: u32) {
@@ -850,13 +862,7 @@ impl PacketIo for XdpIo {
         if self.pool.free.is_empty() {
             self.port.reap_completions(&mut self.pool);
         }
-        let f = self.pool.take()?;
-        Some(Desc {
-            frame: f,
-            start: HEADROOM as u16,
-            end: HEADROOM as u16,
-            side,
-        })
+        self.pool.alloc(side)
     }
 
     fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
@@ -867,9 +873,7 @@ impl PacketIo for XdpIo {
     }
 
     fn free(&mut self, pkts: &[Desc]) {
-        for d in pkts {
-            self.pool.give_back(d.frame);
-        }
+        self.pool.free_all(pkts);
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -1019,13 +1023,7 @@ impl PacketIo for XdpPair {
             self.ue.reap_completions(&mut self.pool);
             self.core.reap_completions(&mut self.pool);
         }
-        let f = self.pool.take()?;
-        Some(Desc {
-            frame: f,
-            start: HEADROOM as u16,
-            end: HEADROOM as u16,
-            side,
-        })
+        self.pool.alloc(side)
     }
 
     fn send(&mut self, pkts: &[Desc]) -> io::Result<()> {
@@ -1038,9 +1036,7 @@ impl PacketIo for XdpPair {
     }
 
     fn free(&mut self, pkts: &[Desc]) {
-        for d in pkts {
-            self.pool.give_back(d.frame);
-        }
+        self.pool.free_all(pkts);
     }
 
     fn flush(&mut self) -> io::Result<()> {
