@@ -74,6 +74,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// 64*T1 (RFC 3261 §17.1.1.2 Timer B, §17.2.1 Timer J): how long a transaction waits for the
 /// core's answer, and how long its answer is kept for retransmissions.
 const TRANSACTION_LIFE: Duration = crate::sip::TIMER_F;
+/// How long a set displaced by a second re-registration stays ([`Binding::retiring`]): a
+/// non-INVITE transaction's life.
+const RETIRE: Duration = TRANSACTION_LIFE;
 
 /// A transaction as the UE names it: (Call-ID, CSeq number).
 type Txn = (Vec<u8>, u64);
@@ -348,6 +351,12 @@ struct Binding {
     /// The set a re-registration replaced: it keeps carrying traffic until it expires
     /// (TS 33.203 §7.4), so no message in flight is lost across the switch.
     old: Option<Box<SaSet>>,
+    /// The set a second re-registration displaced from `old` while it was still there: it
+    /// stays for [`RETIRE`] (or its own expiry if sooner), time for the transactions and the
+    /// TCP connection still on it to finish (TS 33.203 §7.4: a set is not deleted while
+    /// transactions use it); a third displaces it at once, so a binding holds at most three
+    /// established sets.
+    retiring: Option<Box<SaSet>>,
     /// What the workers were given at the last 200 (asserted identity, Service-Route as a
     /// Route value, next hop, the registered IMPUs), shared with the SA entries: the
     /// registration's state is kept once, not again as lists here.
@@ -364,6 +373,7 @@ impl Binding {
             temporary: Vec::new(),
             current: None,
             old: None,
+            retiring: None,
             reg: None,
             contact: Box::default(),
         }
@@ -375,6 +385,7 @@ impl Binding {
             .iter()
             .chain(self.current.as_deref())
             .chain(self.old.as_deref())
+            .chain(self.retiring.as_deref())
     }
 
     /// The set one of our inbound SPIs belongs to.
@@ -1718,7 +1729,7 @@ impl Registrar {
 
     /// The sets of a 200 to a REGISTER that came over SA `spi` of `binding`: its temporary set
     /// becomes current (TS 33.203 §7.4) with lifetime max(old, expires + 30 s), the replaced
-    /// set becomes "old" and goes at its own expiry (an older one goes now); over the current
+    /// set becomes "old" and goes at its own expiry (an older one retires: [`RETIRE`]); over the current
     /// set, its lifetime is renewed. Whether the registration changed.
     fn promote(&mut self, binding: u64, spi: u32, expires: u32, now: Instant) -> bool {
         let Some(b) = self.bindings.get_mut(&binding) else {
@@ -1726,6 +1737,7 @@ impl Registrar {
         };
         let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
         let mut gone_now = None;
+        let mut retiring = None;
         let current = if let Some(i) = b
             .temporary
             .iter()
@@ -1734,8 +1746,13 @@ impl Registrar {
             let mut t = b.temporary.swap_remove(i);
             t.client = Box::default();
             t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
-            if let Some(prev) = b.current.replace(Box::new(t)) {
-                gone_now = b.old.replace(prev);
+            if let Some(prev) = b.current.replace(Box::new(t))
+                && let Some(mut older) = b.old.replace(prev)
+            {
+                // not deleted under the transactions still on it: it retires
+                older.expires = older.expires.min(now + RETIRE);
+                retiring = Some((older.expires, older.spi_pc));
+                gone_now = b.retiring.replace(older);
             }
             b.current.as_deref()
         } else if let Some(c) = b.current.as_mut() {
@@ -1755,6 +1772,9 @@ impl Registrar {
             },
         );
         self.arm(at, timer);
+        if let Some((at, spi)) = retiring {
+            self.arm(at, Timer::Set { binding, spi });
+        }
         if let Some(set) = gone_now {
             self.remove_set(&set, binding);
         }
@@ -2001,7 +2021,7 @@ impl Registrar {
         let mut spis = Vec::new();
         if let Some(b) = self.bindings.get_mut(&binding) {
             b.reg = Some(next.clone());
-            let sets = b.current.iter().chain(b.old.iter());
+            let sets = b.current.iter().chain(&b.old).chain(&b.retiring);
             spis.extend(sets.flat_map(|s| [s.spi_pc, s.spi_ps]));
         }
         for spi in spis {
@@ -2039,7 +2059,12 @@ impl Registrar {
         let mut ending = Vec::new();
         if let Some(b) = self.bindings.get_mut(&binding) {
             b.reg = None;
-            let later = b.current.iter_mut().chain(&mut b.old).map(|s| &mut **s);
+            let later = (b
+                .current
+                .iter_mut()
+                .chain(&mut b.old)
+                .chain(&mut b.retiring))
+            .map(|s| &mut **s);
             for set in b.temporary.iter_mut().chain(later) {
                 set.expires = set.expires.min(now + LINGER);
                 ending.push((set.expires, set.spi_pc, set.spi_ps));
@@ -2389,7 +2414,7 @@ impl Registrar {
     /// state, not the history of refreshes.
     fn arm(&mut self, at: Instant, timer: Timer) {
         self.timers.push(Reverse((at, timer)));
-        // live and distinct: at most 4 temporary + current + old set timers and one binding
+        // live and distinct: at most 4 temporary + current + old + retiring set timers and one binding
         // check per binding, one per transaction; past 8 per item most entries are stale, and
         // the rebuild is paid for by the pushes since the last one
         let live = 8 * (self.bindings.len() + self.pending.len()) + 1024;
@@ -2439,6 +2464,8 @@ impl Registrar {
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
             o
+        } else if let Some(r) = b.retiring.take_if(|r| due(r)) {
+            r
         } else {
             return false;
         };

@@ -670,6 +670,145 @@ fn re_register_with_new_keys(port_uc: u16) {
     // (the new set lives until its own expiry, 7200 + 30 s)
 }
 
+/// One re-registration with re-authentication over the set `(spi_ps, server, port_ps)`: the
+/// UE offers spi-c/spi-s `spis` and port-c `port_uc` (port-s 7005), CSeq `cseq` and
+/// `cseq + 1`. Returns the new set as (our spi-s, our port-c, the Security-Server).
+fn re_register_over(
+    w: &mut World,
+    (spi_ps, server, port_ps): (u32, &str, u16),
+    spis: (u32, u32),
+    port_uc: u16,
+    cseq: u32,
+    seed: u8,
+) -> (u32, u16, String) {
+    let client = format!(
+        "ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={};spi-s={};port-c={port_uc};port-s=7005",
+        spis.0, spis.1
+    );
+    let with_client = |msg: &str, verify: Option<&str>| {
+        let start = msg.find("Security-Client:").unwrap();
+        let end = start + msg[start..].find("\r\n").unwrap() + 2;
+        let verify = verify.map_or(String::new(), |v| format!("Security-Verify: {v}\r\n"));
+        format!(
+            "{}Security-Client: {client}\r\n{verify}{}",
+            &msg[..start],
+            &msg[end..]
+        )
+    };
+    let rereg = with_client(REGISTER1, Some(server)).replacen(
+        "CSeq: 1 REGISTER",
+        &format!("CSeq: {cseq} REGISTER"),
+        1,
+    );
+    let out = w.feed(
+        Side::Ue,
+        Protection::Protected { spi: spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{port_ps}"),
+        rereg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let av = w.hss.next_vector(&[seed; 16]).unwrap();
+    let mut nb = [0u8; aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb).to_string();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let www = format!(
+        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
+        hex(av.ck.as_bytes()),
+        hex(av.ik.as_bytes())
+    );
+    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &resp,
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let server = header(&out[0].payload, HeaderName::SecurityServer).unwrap();
+    let mech = SecMechanism::parse(server.as_bytes())
+        .unwrap()
+        .ipsec()
+        .unwrap();
+    let got = w.usim.authenticate_nonce(&nonce).unwrap();
+    let reg = String::from_utf8(protected_register(&nonce, &got.res, &server)).unwrap();
+    let reg = with_client(&reg, None).replacen(
+        "CSeq: 2 REGISTER",
+        &format!("CSeq: {} REGISTER", cseq + 1),
+        1,
+    );
+    let out = w.feed(
+        Side::Ue,
+        Protection::Protected { spi: mech.spi_s },
+        &format!("10.46.0.6:{port_uc}"),
+        &format!("10.46.0.1:{}", mech.port_s),
+        reg.as_bytes(),
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    let ok = core_answer(
+        &out[0].payload,
+        200,
+        "OK",
+        "Service-Route: <sip:orig@scscf.test;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>\r\nContact: <sip:001010000000001@10.46.0.6:7005>;expires=7200\r\n",
+    );
+    let out = w.feed(
+        Side::Core,
+        Protection::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &ok,
+    );
+    assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
+    (mech.spi_s, mech.port_c, server)
+}
+
+/// Two re-registrations in a row (TS 33.203 §7.4): the first set, displaced from "old" by
+/// the second, is not deleted under whatever still uses it (a transaction's answer, the UE's
+/// TCP connection over it): it stays for a transaction's life (64*T1), then goes; the sets
+/// after it stay.
+#[test]
+fn a_set_displaced_by_a_second_re_registration_retires_after_a_transaction_life() {
+    let mut w = world();
+    let first = register(&mut w);
+    let (spi_2, _, server_2) = re_register_over(
+        &mut w,
+        (first.spi_ps, &first.server, first.port_ps),
+        (2236, 2237),
+        7006,
+        3,
+        0x77,
+    );
+    let (spi_3, _, _) = re_register_over(
+        &mut w,
+        (spi_2, &server_2, first.port_ps),
+        (2336, 2337),
+        7008,
+        5,
+        0x78,
+    );
+    {
+        let g = w.sas.pin();
+        assert!(g.inbound(spi_3).is_some(), "current");
+        assert!(g.inbound(spi_2).is_some(), "old");
+        assert!(
+            g.inbound(first.spi_ps).is_some() && g.inbound(first.spi_pc).is_some(),
+            "the displaced set is still there for what is in flight on it"
+        );
+    }
+    // 64*T1 = 32 s later
+    w.reg.handle_timeout(w.now + Duration::from_secs(31));
+    assert!(w.sas.pin().inbound(first.spi_ps).is_some(), "not before");
+    w.reg.handle_timeout(w.now + Duration::from_secs(33));
+    let g = w.sas.pin();
+    assert!(
+        g.inbound(first.spi_ps).is_none() && g.inbound(first.spi_pc).is_none(),
+        "gone after a transaction's life"
+    );
+    assert!(g.inbound(spi_2).is_some() && g.inbound(spi_3).is_some());
+    w.reg.check_sa_invariants().unwrap();
+}
+
 /// De-register the UE of `c` (Expires: 0 over its current SA, TS 33.203 §7.4) and have the core
 /// accept it: what the registrar sends then.
 pub(crate) fn deregister(w: &mut World, c: &Challenge) -> Vec<Outgoing> {
