@@ -547,16 +547,7 @@ fn re_register_with_new_keys(port_uc: u16) {
         "a new Security-Client is fine on a re-registration"
     );
     // The core re-authenticates: a new 401 with new CK/IK.
-    let av = w.hss.next_vector(&[0x77; 16]).unwrap();
-    let mut nb = [0u8; aka::NONCE_B64_LEN];
-    let nonce = av.nonce(&mut nb).to_string();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let www = format!(
-        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
-        hex(av.ck.as_bytes()),
-        hex(av.ik.as_bytes())
-    );
-    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let (nonce, resp) = core_401(&mut w.hss, &out[0].payload, 0x77);
     let out = w.feed(
         Side::Core,
         Protection::Plain,
@@ -670,6 +661,23 @@ fn re_register_with_new_keys(port_uc: u16) {
     // (the new set lives until its own expiry, 7200 + 30 s)
 }
 
+/// The core's 401 to the REGISTER `request` (RFC 3261 §8.2.6 headers copied) with a fresh
+/// vector of `hss` (RAND `seed` repeated) and its CK/IK in hex, as an S-CSCF sends it to the
+/// P-CSCF (TS 24.229 §5.4.1.2.1): the nonce and the response.
+pub(crate) fn core_401(hss: &mut HssSubscriber, request: &[u8], seed: u8) -> (String, Vec<u8>) {
+    let av = hss.next_vector(&[seed; 16]).unwrap();
+    let mut nb = [0u8; aka::NONCE_B64_LEN];
+    let nonce = av.nonce(&mut nb).to_string();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let www = format!(
+        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
+        hex(av.ck.as_bytes()),
+        hex(av.ik.as_bytes())
+    );
+    let resp = core_answer(request, 401, "Unauthorized", &www);
+    (nonce, resp)
+}
+
 /// One re-registration with re-authentication over the set `(spi_ps, server, port_ps)`: the
 /// UE offers spi-c/spi-s `spis` and port-c `port_uc` (port-s 7005), CSeq `cseq` and
 /// `cseq + 1`. Returns the new set as (our spi-s, our port-c, the Security-Server).
@@ -708,16 +716,7 @@ fn re_register_over(
         rereg.as_bytes(),
     );
     assert_eq!(out.len(), 1, "{:?}", w.reg.stats);
-    let av = w.hss.next_vector(&[seed; 16]).unwrap();
-    let mut nb = [0u8; aka::NONCE_B64_LEN];
-    let nonce = av.nonce(&mut nb).to_string();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let www = format!(
-        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
-        hex(av.ck.as_bytes()),
-        hex(av.ik.as_bytes())
-    );
-    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let (nonce, resp) = core_401(&mut w.hss, &out[0].payload, seed);
     let out = w.feed(
         Side::Core,
         Protection::Plain,

@@ -257,16 +257,7 @@ fn unprotected_registers_cannot_get_a_protected_register_503() {
         REGISTER1.as_bytes(),
     );
     assert_eq!(out[0].side, Side::Core);
-    let av = hss.next_vector(&[0x23; 16]).unwrap();
-    let mut nb = [0u8; aka::NONCE_B64_LEN];
-    let nonce = av.nonce(&mut nb).to_string();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let www = format!(
-        "WWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, ck=\"{}\", ik=\"{}\"\r\n",
-        hex(av.ck.as_bytes()),
-        hex(av.ik.as_bytes())
-    );
-    let resp = core_answer(&out[0].payload, 401, "Unauthorized", &www);
+    let (nonce, resp) = crate::registration_flow::core_401(&mut hss, &out[0].payload, 0x23);
     let out = feed(
         &mut reg,
         now,
