@@ -168,6 +168,13 @@ enum Cmd {
         /// After its MESSAGEs, each UE re-registers over its SAs (a protected re-REGISTER).
         #[arg(long)]
         reregister: bool,
+        /// Milliseconds between a UE's MESSAGEs (traffic that lasts, e.g. across a restart).
+        #[arg(long, default_value_t = 0)]
+        message_interval_ms: u64,
+        /// Fail if the P-CSCF sends any UE two ESP packets with one sequence number on one SA
+        /// (RFC 4303 §3.3.3), e.g. across its restart.
+        #[arg(long)]
+        check_seq: bool,
         /// Calls the UEs place once all are registered.
         #[arg(long, default_value_t = 0)]
         calls: u32,
@@ -356,6 +363,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             messages,
             realm,
             reregister,
+            message_interval_ms,
+            check_seq,
             calls,
             call_rate,
             incoming_calls,
@@ -390,11 +399,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 transport: tcp.transport,
                 message_size: tcp.message_size,
                 hostile,
+                message_interval: std::time::Duration::from_millis(message_interval_ms),
+                check_seq,
             };
             let report = pcscf::sim::ue::run(cfg, stop)?;
             report.print();
             if report.failed() > 0 || report.calls_failed() > 0 {
                 return Err("some registrations or calls failed".into());
+            }
+            if report.esp_seq_repeated > 0 {
+                return Err("the P-CSCF used an ESP sequence number twice".into());
             }
         }
         Cmd::Run {

@@ -918,10 +918,35 @@ impl SaWriter {
     /// with and then [`SaWriter::install_inbound`]. Release it with
     /// [`SaWriter::remove_inbound`] if the registration fails.
     pub fn reserve_spi(&mut self) -> Result<u32, SaTableError> {
-        let slot = self.free.pop_front().ok_or(SaTableError::InboundFull)?;
+        // (a slot taken by `reserve_exact_spi` is still in the list: skipped here)
+        let slot = loop {
+            let slot = self.free.pop_front().ok_or(SaTableError::InboundFull)?;
+            if self.state[slot as usize] == SlotState::Free {
+                break slot;
+            }
+        };
         self.state[slot as usize] = SlotState::Reserved;
         self.stats.inbound_used += 1;
         Ok(self.spi_of(slot))
+    }
+
+    /// Reserves this very SPI (an SA set restored from persisted state keeps the SPIs the UE
+    /// knows): its slot must be free, and the SPI inside the table's range, as it is when the
+    /// table has the configuration it had when the SPI was handed out. The slot stays in the
+    /// free list, where [`SaWriter::reserve_spi`] skips it, so this costs no search.
+    pub fn reserve_exact_spi(&mut self, spi: u32) -> Result<(), SaTableError> {
+        let off = spi.wrapping_sub(self.inner.spi_min);
+        if spi < self.inner.spi_min || u64::from(off) >= self.inner.span {
+            return Err(SaTableError::UnknownSpi);
+        }
+        let slot = (off & self.inner.slot_mask) as usize;
+        if self.state[slot] != SlotState::Free {
+            return Err(SaTableError::NotReserved);
+        }
+        self.generation[slot] = off >> self.shift;
+        self.state[slot] = SlotState::Reserved;
+        self.stats.inbound_used += 1;
+        Ok(())
     }
 
     /// [`SaWriter::reserve_spi`], but never one of `avoid` (the UE's own SPIs: an SA set whose

@@ -33,6 +33,8 @@ pub struct Config {
     pub stats: Stats,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub state: State,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -227,6 +229,41 @@ impl Default for Dataplane {
 pub struct Stats {
     #[serde(default)]
     pub prometheus: Option<SocketAddr>,
+}
+
+/// Where the registration state is persisted (`daemon::state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// Registrations live in memory only: a restart costs every UE a re-registration.
+    #[default]
+    None,
+    /// An embedded store in a local file (redb).
+    File,
+    /// A Redis server shared by a pair (or pool) of nodes.
+    Redis,
+}
+
+/// The `[state]` section: write-through persistence of bindings and SA sets.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// The store file (backend = "file"); created 0600.
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// 32 random bytes (or 64 hex digits) that seal the stored records (AES-256-GCM); the file
+    /// must be readable by its owner only. Required with any backend.
+    #[serde(default)]
+    pub seal_key_file: Option<std::path::PathBuf>,
+    /// The Redis server (backend = "redis"): `redis://host:port/db` (`rediss://` for TLS is
+    /// not built in).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of this deployment's keys in Redis (nodes that share state use the same one).
+    #[serde(default)]
+    pub redis_prefix: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -465,6 +502,25 @@ impl Config {
         }
         if self.ue.addresses.is_empty() {
             return Err(bad("ue.addresses", "needs at least one address"));
+        }
+        match self.state.backend {
+            StateBackend::None => {}
+            StateBackend::File if self.state.path.is_none() => {
+                return Err(bad("state.path", "backend \"file\" needs the store's path"));
+            }
+            StateBackend::Redis if self.state.redis_url.is_none() => {
+                return Err(bad(
+                    "state.redis_url",
+                    "backend \"redis\" needs the server's URL",
+                ));
+            }
+            _ if self.state.seal_key_file.is_none() => {
+                return Err(bad(
+                    "state.seal_key_file",
+                    "the store holds ESP keys: name the file of the key that seals them",
+                ));
+            }
+            _ => {}
         }
         let ports = self.protected_ports()?;
         if ports.contains(&self.ue.sip_port) {

@@ -89,6 +89,9 @@ fn emit(l: LogLevel, tag: &str, args: Arguments<'_>, budgeted: bool) {
     eprintln!("{h:02}:{m:02}:{sec:02}.{ms:03}Z {tag} {args}");
 }
 
+pub fn error(args: Arguments<'_>) {
+    emit(LogLevel::Error, "ERROR", args, false)
+}
 pub fn warn(args: Arguments<'_>) {
     emit(LogLevel::Warn, "WARN ", args, false)
 }

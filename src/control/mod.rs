@@ -12,5 +12,6 @@ pub(crate) mod log;
 mod ratelimit;
 pub mod regevent;
 pub mod registrar;
+pub mod store;
 
 pub use keylog::{FileKeyLog, KeyLog, SaSecret, open_keylog};

@@ -33,6 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::idmap::IdMap;
+
+mod persist;
 use super::keylog::{KeyLog, SaSecret};
 use crate::dataplane::{Datagram, Protection};
 use crate::esp::{EncAlg, IntegAlg, Suite};
@@ -42,6 +44,7 @@ use crate::satable::{EntryMeta, Registration, SaWriter, SetPorts, SetState};
 use crate::sip::headers::{IpsecOffer, Via};
 use crate::sip::rules::{self, Forward, ProxyIdentity};
 use crate::sip::{Editor, HeaderName, Index, Message, View};
+pub use persist::Restored;
 
 /// TS 24.229 Table 7.7.1: reg-await-auth, the life of a temporary SA set.
 pub const REG_AWAIT_AUTH: Duration = Duration::from_secs(240);
@@ -203,12 +206,14 @@ pub struct RegistrarStats {
     pub pcscf_deregistrations: u64,
     pub pcscf_dereg_answered: u64,
     pub pcscf_dereg_refused: u64,
+    /// SA sets installed again from the store at start ([`Registrar::restore`]).
+    pub restored_sets: u64,
 }
 
 impl RegistrarStats {
     /// Every counter with its name (Prometheus labels and logs). The destructuring names each
     /// field, so a counter added to the struct and not here does not compile.
-    pub fn named(&self) -> [(&'static str, u64); 29] {
+    pub fn named(&self) -> [(&'static str, u64); 30] {
         let RegistrarStats {
             registers_in,
             rejected,
@@ -239,6 +244,7 @@ impl RegistrarStats {
             pcscf_deregistrations,
             pcscf_dereg_answered,
             pcscf_dereg_refused,
+            restored_sets,
         } = *self;
         [
             ("registers_in", registers_in),
@@ -270,6 +276,7 @@ impl RegistrarStats {
             ("pcscf_deregistrations", pcscf_deregistrations),
             ("pcscf_dereg_answered", pcscf_dereg_answered),
             ("pcscf_dereg_refused", pcscf_dereg_refused),
+            ("restored_sets", restored_sets),
         ]
     }
 }
@@ -314,6 +321,75 @@ struct SaSet {
     /// REGISTER that completes the challenge must repeat it); emptied when the set becomes current.
     client: Box<[u8]>,
     expires: Instant,
+    /// CK ‖ IK, kept only while the state is persisted ([`Registrar::enable_persistence`]):
+    /// the stored record rebuilds the SAs from them.
+    keys: Option<SetKeys>,
+    /// The outbound sequence ceilings (toward the UE's port-s, port-c) and the inbound
+    /// high-water marks (on our spi-s, spi-c) as last put in the record ([`Persist`]).
+    out_ceiling: [u32; 2],
+    in_top: [u32; 2],
+}
+
+/// CK ‖ IK of a set: wiped on drop, never shown by `Debug`.
+#[derive(Clone)]
+struct SetKeys(zeroize::Zeroizing<[u8; 32]>);
+
+impl SetKeys {
+    fn new(ck: &[u8; 16], ik: &[u8; 16]) -> SetKeys {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        k[..16].copy_from_slice(ck);
+        k[16..].copy_from_slice(ik);
+        SetKeys(k)
+    }
+
+    fn ck(&self) -> &[u8; 16] {
+        self.0[..16].try_into().expect("16 bytes")
+    }
+
+    fn ik(&self) -> &[u8; 16] {
+        self.0[16..].try_into().expect("16 bytes")
+    }
+}
+
+impl std::fmt::Debug for SetKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetKeys(..)")
+    }
+}
+
+/// How far ahead of the last sequence number sent an outbound SA's persisted ceiling is put
+/// (RFC 4303 §3.3.3: a restored SA resumes after the ceiling, so it never sends a number
+/// twice; 4096 restarts fit in the 32-bit space). The counters sweep raises a ceiling once
+/// the SA is within half of it.
+pub const SEQ_STEP: u32 = 1 << 20;
+/// Bindings the counters sweep ([`Registrar::sweep_counters`]) looks at per call at most.
+pub const SWEEP_BUDGET: usize = 2048;
+
+/// A change of the persisted state for the store ([`Registrar::drain_store`]).
+#[derive(Debug)]
+pub enum StoreWrite {
+    /// A binding's record, new or changed.
+    Put(crate::control::store::BindingRecord),
+    /// The binding of this IMPI is gone.
+    Delete(Arc<[u8]>),
+}
+
+/// The write-through bookkeeping, present while the state is persisted.
+#[derive(Debug, Default)]
+struct Persist {
+    /// The IMPIs whose record changed since the last drain (by IMPI, not binding: a binding
+    /// gone and a new one of the same IMPI make one write, the newest).
+    dirty: std::collections::HashSet<Arc<[u8]>>,
+    /// What the last drain handed out, until the shell says it is written or not.
+    draining: Vec<Arc<[u8]>>,
+    /// Bindings in the order the counters sweep visits them (each appears once while it
+    /// lives; a gone one is dropped when met).
+    sweep: VecDeque<u64>,
+    /// Ceilings raised in records not yet written: given to the SAs once they are (a ceiling
+    /// never runs ahead of what is on disk).
+    raises: Vec<(Arc<crate::esp::Sa>, u32)>,
+    /// The raises of the records being written.
+    raises_draining: Vec<(Arc<crate::esp::Sa>, u32)>,
 }
 
 impl SaSet {
@@ -490,6 +566,8 @@ pub struct Registrar {
     /// The frame a message is copied into to be edited ([`framed_into`]); taken out while an
     /// editor holds it.
     frame: Vec<u8>,
+    /// Write-through of the registration state, when it is persisted.
+    persist: Option<Persist>,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -567,6 +645,7 @@ impl Registrar {
         Registrar {
             rewrite_scratch: vec![0; rules::REWRITE_SCRATCH].into_boxed_slice(),
             frame: vec![0; FRAME_BYTES],
+            persist: None,
             own,
             cfg,
             sas,
@@ -1324,6 +1403,9 @@ impl Registrar {
         self.by_impi.insert(impi.clone(), id);
         self.bindings.insert(id, Binding::new(impi));
         self.arm(now, Timer::Binding(id));
+        if let Some(p) = &mut self.persist {
+            p.sweep.push_back(id);
+        }
         id
     }
 
@@ -1606,7 +1688,7 @@ impl Registrar {
             ));
             return Challenge::Unavailable;
         };
-        let set = SaSet {
+        let mut set = SaSet {
             ue,
             spi_pc,
             spi_ps,
@@ -1620,6 +1702,9 @@ impl Registrar {
             ealg: p.offer.ealg,
             client: p.client.clone().into_boxed_slice(),
             expires: now + REG_AWAIT_AUTH,
+            keys: None,
+            out_ceiling: [u32::MAX; 2],
+            in_top: [0; 2],
         };
         // the Security-Server of the 401 is the one the protected REGISTER is checked against:
         // both come from SaSet::server
@@ -1632,7 +1717,11 @@ impl Registrar {
                 return Challenge::Drop;
             }
         };
-        if let Err(e) = self.install(&set, &p.offer, &keys.ck, &keys.ik, p.binding) {
+        if self.persist.is_some() {
+            set.keys = Some(SetKeys::new(&keys.ck, &keys.ik));
+            set.out_ceiling = [SEQ_STEP; 2];
+        }
+        if let Err(e) = self.install(&set, &keys.ck, &keys.ik, p.binding, None) {
             self.stats.sa_install_failed += 1;
             crate::control::log::event(format_args!("SA set for {}: {e}: 503", p.ue));
             self.remove_set(&set, p.binding);
@@ -1647,6 +1736,7 @@ impl Registrar {
             b.temporary.push(set);
             self.arm(at, timer);
         }
+        self.touch(p.binding);
         self.stats.challenges += 1;
         Challenge::Relay
     }
@@ -1778,6 +1868,7 @@ impl Registrar {
         if let Some(set) = gone_now {
             self.remove_set(&set, binding);
         }
+        self.touch(binding);
         true
     }
 
@@ -1856,6 +1947,7 @@ impl Registrar {
                 }
             }
         }
+        self.touch(p.binding);
         if expires == 0 {
             self.stats.deregistered += 1;
         } else {
@@ -2027,6 +2119,7 @@ impl Registrar {
         for spi in spis {
             let _ = self.sas.set_inbound_registration(spi, Some(next.clone()));
         }
+        self.touch(binding);
     }
 
     /// The network ended `binding`'s registration (a NOTIFY, TS 24.229 §5.2.5.1 [spec-m]): as
@@ -2078,6 +2171,7 @@ impl Registrar {
         }
         // a subscription still active is removed (Expires: 0; one the notifier ended is forgotten)
         self.regevent.end(binding, true, now, &mut self.transmits);
+        self.touch(binding);
     }
 
     /// P-CSCF-initiated de-registration (an operator's `deregister`, TS 24.229 §5.2.5
@@ -2248,27 +2342,50 @@ impl Registrar {
         Some((spi_pc, spi_ps, port_pc, port_ps))
     }
 
-    /// The four SAs of TS 33.203 §7.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`).
+    /// The four SAs of TS 33.203 §7.1 from CK/IK (keys derived per TS 33.203 Annex I in `esp`),
+    /// marked temporary, or as `restored` says for a set restored from the store (its role's
+    /// state; where its outbound counters resume and its inbound windows start). A fresh set's
+    /// outbound ceilings are the set's own (`u32::MAX` unless persisted: [`SEQ_STEP`]).
     fn install(
         &mut self,
         set: &SaSet,
-        offer: &IpsecOffer,
         ck: &[u8; 16],
         ik: &[u8; 16],
         binding: u64,
+        restored: Option<SetState>,
     ) -> Result<(), String> {
         // check_register chose the offer among the configured pairs, all valid suites
-        // (config::algorithms), so this fails only for a hand-built offer.
-        let suite = Suite::new(offer.alg, offer.ealg).map_err(|e| e.to_string())?;
+        // (config::algorithms), so this fails only for a hand-built offer (or a stored record
+        // of another configuration).
+        let suite = Suite::new(set.alg, set.ealg).map_err(|e| e.to_string())?;
         // RFC 4106 §3.1 / RFC 4543 §3.1: no GCM/GMAC IV may repeat under the set's one key
-        if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [offer.spi_c, offer.spi_s])
-        {
+        if !crate::esp::outbound_ivs_disjoint([set.spi_pc, set.spi_ps], [set.spi_uc, set.spi_us]) {
             return Err("UE SPIs equal each other or ours".into());
         }
         // One key schedule for the four SAs (they share CK_ESP/IK_ESP, TS 33.203 Annex I).
         let keys = Sa::from_aka_suite(set.spi_ps, suite, ck, ik, self.cfg.sa_options)
             .map_err(|e| e.to_string())?;
-        let sa = |spi: u32| keys.sibling(spi).map_err(|e| e.to_string());
+        let sa = |spi: u32| keys.sibling(spi).map(Arc::new).map_err(|e| e.to_string());
+        let (in_s, in_c, out_s, out_c) = (
+            sa(set.spi_ps)?,
+            sa(set.spi_pc)?,
+            sa(set.spi_us)?,
+            sa(set.spi_uc)?,
+        );
+        for (o, ceiling) in [(&out_s, set.out_ceiling[0]), (&out_c, set.out_ceiling[1])] {
+            if restored.is_some() {
+                // RFC 4303 §3.3.3: nothing it sent before the restart is at or above the
+                // persisted ceiling; it sends nothing more until a higher one is written
+                o.resume_after(ceiling);
+            }
+            o.set_seq_ceiling(ceiling);
+        }
+        if restored.is_some() {
+            // RFC 4303 §3.4.3: what was accepted before the restart is not accepted again
+            in_s.replay_window().restore_floor(set.in_top[0]);
+            in_c.replay_window().restore_floor(set.in_top[1]);
+        }
+        let state = restored.unwrap_or(SetState::Temporary);
         let meta = |ue_port: u16, local_port: u16| EntryMeta {
             ue_addr: set.ue,
             ue_port,
@@ -2282,14 +2399,14 @@ impl Registrar {
                 s: set.port_ps,
             },
             binding,
-            state: SetState::Temporary,
+            state,
         };
         // SA1: UE port-c → our port-s (in, our spi-s); SA4: UE port-s → our port-c (in, spi-c)
         self.sas
-            .install_inbound(sa(set.spi_ps)?, &meta(set.port_uc, set.port_ps))
+            .install_inbound(in_s, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
         self.sas
-            .install_inbound(sa(set.spi_pc)?, &meta(set.port_us, set.port_pc))
+            .install_inbound(in_c, &meta(set.port_us, set.port_pc))
             .map_err(|e| format!("{e:?}"))?;
         // SA2: our port-c → UE port-s (out, the UE's spi-s); SA3: our port-s → UE port-c.
         // Never over an outbound SA someone else holds (allocate chose free keys; this keeps
@@ -2303,14 +2420,14 @@ impl Registrar {
             }
         }
         self.sas
-            .install_outbound(sa(offer.spi_s)?, &meta(set.port_us, set.port_pc))
+            .install_outbound(out_s, &meta(set.port_us, set.port_pc))
             .map_err(|e| format!("{e:?}"))?;
         self.sas
-            .install_outbound(sa(offer.spi_c)?, &meta(set.port_uc, set.port_ps))
+            .install_outbound(out_c, &meta(set.port_uc, set.port_ps))
             .map_err(|e| format!("{e:?}"))?;
         if let Some(log) = self.keylog.as_deref() {
             let keys = crate::esp::EspKeys::derive(suite, ck, ik);
-            for spi in [set.spi_ps, set.spi_pc, offer.spi_s, offer.spi_c] {
+            for spi in [set.spi_ps, set.spi_pc, set.spi_us, set.spi_uc] {
                 log.log(&SaSecret {
                     ue: set.ue,
                     spi,
@@ -2343,6 +2460,7 @@ impl Registrar {
     /// entries that still hold this set's SAs — an entry another set or binding has at the same
     /// address and ports stays.
     fn remove_set(&mut self, set: &SaSet, binding: u64) {
+        self.touch(binding);
         for spi in [set.spi_pc, set.spi_ps] {
             let _ = self.sas.remove_inbound(spi);
         }
@@ -2501,6 +2619,7 @@ impl Registrar {
         if b.in_flight > 0 || b.sets().next().is_some() {
             return false;
         }
+        self.touch(id);
         if let Some(b) = self.bindings.remove(&id)
             && self.by_impi.get(&*b.impi) == Some(&id)
         {
@@ -2694,6 +2813,9 @@ impl Registrar {
             ealg,
             client: Box::default(),
             expires: now + lifetime + SA_GRACE,
+            keys: None,
+            out_ceiling: [u32::MAX; 2],
+            in_top: [0; 2],
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -2704,7 +2826,7 @@ impl Registrar {
                 spi: spi_pc,
             },
         );
-        if let Err(e) = self.install(&set, &offer, &ue.ck, &ue.ik, id) {
+        if let Err(e) = self.install(&set, &ue.ck, &ue.ik, id, None) {
             self.remove_set(&set, id);
             return Err(e);
         }

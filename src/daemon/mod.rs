@@ -27,6 +27,7 @@ mod prometheus;
 mod registration;
 mod report;
 mod signals;
+pub mod state;
 mod workers;
 
 pub use registration::{PASS_BUDGET, punt_pass};
@@ -130,6 +131,30 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             .spawn(move || core_tcp.run(&stop))?
     };
 
+    // The registrar, and what the store kept of the last run, before any worker looks at a
+    // packet: a restored UE's first packet finds its SAs.
+    let mut registrar = Registrar::new(registration::registrar_config(cfg)?, sa_writer);
+    let mut state_writer = match state::open(&cfg.state)? {
+        None => None,
+        Some((mut store, sealer)) => {
+            registrar.enable_persistence();
+            let t = Instant::now();
+            let r = state::restore(&mut *store, &sealer, &mut registrar)?;
+            log::info(format_args!(
+                "state: {}: {} records, {} registrations restored ({} SA sets) in {:.3} s; \
+                 {} sets expired, {} not restorable, {} records unreadable",
+                store.describe(),
+                r.records,
+                r.bindings,
+                r.sets,
+                t.elapsed().as_secs_f64(),
+                r.expired,
+                r.failed,
+                r.unreadable
+            ));
+            Some(state::Writer::spawn(store, sealer)?)
+        }
+    };
     let workers::Workers {
         shared,
         handles,
@@ -169,7 +194,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
 
     // The control loop: the registration thread. It drains the punt queue into the registrar
     // and hands what it sends to the workers' inject queues.
-    let mut registrar = Registrar::new(registration::registrar_config(cfg)?, sa_writer);
     let mut keylog_file = None;
     if let Some(path) = keylog {
         let f = keylog::FileKeyLog::open(path)
@@ -192,8 +216,21 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         (&punt, &dialog_events, &large),
         &injects,
         &control_text,
+        state_writer.as_mut(),
     )?;
     report::log_registration_stop(&registrar, &counts);
+    if let Some(w) = state_writer.as_mut() {
+        // a clean stop leaves exact counters: nothing to replay, no ceiling to skip
+        if w.finish(&mut registrar, Duration::from_secs(5)) {
+            log::info(format_args!("state: written"));
+        } else {
+            log::error(format_args!(
+                "state: {} records not written at stop: their UEs may have to register again",
+                registrar.store_backlog()
+            ));
+        }
+    }
+    drop(state_writer);
     stop.store(true, Ordering::SeqCst);
     for h in handles {
         let _ = h.join();

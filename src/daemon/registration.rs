@@ -32,6 +32,11 @@ const LARGE_BUDGET: usize = 16;
 const DNS_BUDGET: usize = 64;
 /// How often the registration thread's counters are renewed for Prometheus.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// How often the counters sweep of the persisted state runs ([`Registrar::sweep_counters`],
+/// `registrar::SWEEP_BUDGET` bindings each time).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How soon the loop looks again for the state writer's answer while a batch is in flight.
+const STATE_POLL: Duration = Duration::from_millis(2);
 /// The longest the control loop sleeps with nothing due: how soon it sees [`request_stop`].
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -144,6 +149,7 @@ pub(super) fn serve(
     (punt, dialog_events, large): (&MsgQueue, &MsgQueue, &super::core_tcp::LargeToRegistrar),
     injects: &[Arc<MsgQueue>],
     control_text: &Mutex<String>,
+    mut state: Option<&mut super::state::Writer>,
 ) -> std::io::Result<LoopCounts> {
     // The DNS socket (non-blocking): the registrar's resolver is sans-IO, this loop carries
     // its queries and answers.
@@ -170,6 +176,7 @@ pub(super) fn serve(
     let mut punts: u64 = 0;
     let mut inject_dropped: u64 = 0;
     let mut last_publish = Instant::now();
+    let mut last_sweep = Instant::now();
     // more to do than one pass took: poll without sleeping (at first: the warm-up's queries)
     let mut backlog = true;
     // the DNS socket may hold more than one pass read
@@ -184,6 +191,14 @@ pub(super) fn serve(
         }
         if cfg.stats.prometheus.is_some() {
             wait = wait.min((last_publish + PUBLISH_EVERY).saturating_duration_since(before));
+        }
+        // the state writer's answer is looked for soon (its ceilings wait for it), and the
+        // counters sweep comes round
+        if let Some(w) = state.as_deref() {
+            if w.busy() {
+                wait = wait.min(STATE_POLL);
+            }
+            wait = wait.min((last_sweep + SWEEP_EVERY).saturating_duration_since(before));
         }
         // Producers wake the thread only while it sleeps (`MsgQueue::arm`): armed, it looks at
         // its queues once more, and a message that came in meanwhile means no sleep.
@@ -255,9 +270,19 @@ pub(super) fn serve(
                 inject_dropped += 1;
             }
         }
+        if let Some(w) = state.as_deref_mut() {
+            if now.duration_since(last_sweep) >= SWEEP_EVERY {
+                last_sweep = now;
+                registrar.sweep_counters(Some(registrar::SWEEP_BUDGET));
+            }
+            w.pass(registrar, now);
+        }
         if cfg.stats.prometheus.is_some() && now.duration_since(last_publish) >= PUBLISH_EVERY {
             last_publish = now;
-            let text = control_metrics(registrar);
+            let mut text = control_metrics(registrar);
+            if let Some(w) = state.as_deref() {
+                w.metrics(registrar.store_backlog(), &mut text);
+            }
             *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
         }
     }

@@ -94,9 +94,13 @@ pub enum DropReason {
     /// forged branch naming an SPI we do not have counts here too: its MAC binds the UE's
     /// address, which only the set would give.)
     SetGone,
+    /// An ESP packet toward a UE whose SA reached the sequence-number ceiling the persisted
+    /// state covers (`esp::Sa::set_seq_ceiling`): held back until the registration thread has
+    /// written a higher one (or the store is failing: the log says so). Never a number twice.
+    EspSeqCeiling,
 }
 
-pub const DROP_REASONS: usize = 22;
+pub const DROP_REASONS: usize = 23;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -122,6 +126,7 @@ impl DropReason {
         DropReason::StreamLost,
         DropReason::CoreStreamLost,
         DropReason::SetGone,
+        DropReason::EspSeqCeiling,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +153,7 @@ impl DropReason {
             DropReason::StreamLost => "stream_lost",
             DropReason::CoreStreamLost => "core_stream_lost",
             DropReason::SetGone => "set_gone",
+            DropReason::EspSeqCeiling => "esp_seq_ceiling",
         }
     }
 }
@@ -161,6 +167,7 @@ impl From<EspError> for DropReason {
             EspError::IcvMismatch => DropReason::EspIcv,
             EspError::Replayed | EspError::TooOld => DropReason::EspReplay,
             EspError::NoRoom | EspError::TooBig => DropReason::NoRoom,
+            EspError::SeqCeiling => DropReason::EspSeqCeiling,
             _ => DropReason::EspOther,
         }
     }

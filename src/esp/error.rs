@@ -36,6 +36,11 @@ pub enum EspError {
     Dummy,
     /// The 32-bit sequence number space is spent; the SA must be replaced (RFC 4303 §3.3.3).
     SeqExhausted,
+    /// The sequence number would pass the SA's ceiling: the highest number the persisted state
+    /// covers ([`crate::esp::Sa::set_seq_ceiling`]). Nothing was sent with it; the packet is
+    /// dropped until the registration thread has persisted a higher ceiling, so a restart never
+    /// sends a number twice.
+    SeqCeiling,
     /// The IP packet does not carry ESP (protocol / next header is not 50).
     NotEsp,
     /// The SPI in the packet is not this SA's.
@@ -70,6 +75,7 @@ impl fmt::Display for EspError {
             EspError::EmptyPayload => "ESP payload empty",
             EspError::Dummy => "ESP dummy packet (next header 59)",
             EspError::SeqExhausted => "ESP sequence numbers exhausted: replace the SA",
+            EspError::SeqCeiling => "ESP sequence number past the persisted ceiling",
             EspError::NotEsp => "IP packet is not ESP",
             EspError::SpiMismatch => "SPI does not belong to this SA",
             EspError::BadIpHeader => "malformed IP header",

@@ -46,3 +46,15 @@ pub fn peek_spi(pkt: &[u8]) -> Result<u32, EspError> {
         _ => Err(EspError::Truncated),
     }
 }
+
+/// The SPI and sequence number of the ESP packet in the IP packet `pkt`, before any check.
+pub fn peek_spi_seq(pkt: &[u8]) -> Result<(u32, u32), EspError> {
+    let l = locate_esp(pkt)?;
+    match pkt.get(l.header_len..l.header_len + 8) {
+        Some(s) if l.header_len + 8 <= l.end => Ok((
+            u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+            u32::from_be_bytes([s[4], s[5], s[6], s[7]]),
+        )),
+        _ => Err(EspError::Truncated),
+    }
+}

@@ -74,6 +74,35 @@ impl ReplayWindow {
         u32::from(self.window)
     }
 
+    /// Restores the window of an SA rebuilt from persisted state: every number up to `top` (the
+    /// highest accepted, as last persisted) counts as received, so none of them is accepted
+    /// again (RFC 4303 §3.4.3); numbers above it are accepted as usual. Call it before the SA
+    /// is published (workers may not use it meanwhile).
+    pub fn restore_floor(&self, top: u32) {
+        let top = u64::from(top);
+        self.highest.store(top as u32, Ordering::Release);
+        if top == 0 {
+            return;
+        }
+        let last = top >> 5;
+        let first = last.saturating_sub(u64::from(self.nslots) - 1);
+        for block in first..=last {
+            // bits of the numbers <= top in this block (all of them below the last block)
+            let bits = if block == last {
+                let n = (top & 31) + 1;
+                if n == 32 {
+                    0xffff_ffff
+                } else {
+                    (1u64 << n) - 1
+                }
+            } else {
+                0xffff_ffff
+            };
+            self.slot(block << 5)
+                .store((block << 32) | bits, Ordering::Release);
+        }
+    }
+
     /// Highest sequence number accepted so far (0 = none).
     pub fn highest(&self) -> u64 {
         u64::from(self.highest.load(Ordering::Acquire))

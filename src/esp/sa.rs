@@ -13,7 +13,7 @@ use super::xform::{AnyXform, new_xform};
 use crate::wire::protocol::{ESP as PROTO_ESP, NO_NEXT as PROTO_NONE};
 use core::fmt;
 use core::ops::Range;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Length of SPI + sequence number.
 pub const ESP_HEADER_LEN: usize = 8;
@@ -126,6 +126,9 @@ pub struct Sa {
     xform: AnyXform,
     /// Last sequence number handed out (outbound).
     seq: AtomicU64,
+    /// The highest sequence number this SA may send (`u32::MAX` unless the state is persisted:
+    /// [`Sa::set_seq_ceiling`]).
+    ceiling: AtomicU32,
     replay: ReplayWindow,
 }
 
@@ -154,6 +157,7 @@ impl Sa {
             backend: opts.backend,
             xform,
             seq: AtomicU64::new(0),
+            ceiling: AtomicU32::new(u32::MAX),
             replay: ReplayWindow::new(opts.window)?,
         })
     }
@@ -171,6 +175,7 @@ impl Sa {
             backend: self.backend,
             xform: self.xform.clone(),
             seq: AtomicU64::new(0),
+            ceiling: AtomicU32::new(u32::MAX),
             replay: ReplayWindow::new(self.replay.size())?,
         })
     }
@@ -225,6 +230,25 @@ impl Sa {
     #[doc(hidden)]
     pub fn force_last_seq_sent(&self, n: u32) {
         self.seq.store(u64::from(n), Ordering::Relaxed);
+    }
+
+    /// Starts the outbound counter after `n` (an SA restored from persisted state: `n` is at
+    /// least every number it may have sent before, RFC 4303 §3.3.3 forbids sending one twice).
+    pub fn resume_after(&self, n: u32) {
+        self.seq.store(u64::from(n), Ordering::Relaxed);
+    }
+
+    /// The highest sequence number this SA may send: past it [`Sa::outbound`] refuses with
+    /// [`EspError::SeqCeiling`]. The registration thread raises it only after the new value is
+    /// persisted, so a restart that resumes after the persisted ceiling never repeats a number
+    /// (nor a GCM/GMAC IV, RFC 4106 §3.1).
+    pub fn set_seq_ceiling(&self, n: u32) {
+        self.ceiling.store(n, Ordering::Release);
+    }
+
+    /// The ceiling ([`Sa::set_seq_ceiling`]).
+    pub fn seq_ceiling(&self) -> u32 {
+        self.ceiling.load(Ordering::Relaxed)
     }
 
     /// The highest inbound sequence number accepted (0 = none yet).
@@ -361,6 +385,10 @@ impl Sa {
             self.seq.store(u64::from(u32::MAX), Ordering::Relaxed);
             return Err(EspError::SeqExhausted);
         }
+        // (the counter stays past the ceiling: the numbers skipped were never sent)
+        if seq > u64::from(self.ceiling.load(Ordering::Acquire)) {
+            return Err(EspError::SeqCeiling);
+        }
         let seq32 = seq as u32;
 
         let buf = &mut *frame.buf;
@@ -480,5 +508,67 @@ mod tests {
         assert!(!outbound_ivs_disjoint(ours, [0, 6]));
         assert!(!outbound_ivs_disjoint(ours, [5, 0x1001]));
         assert!(!outbound_ivs_disjoint(ours, [0x1000, 6]));
+    }
+
+    /// A restored SA resumes after the persisted number and never sends past its ceiling; the
+    /// numbers refused at the ceiling are never used, and a raised ceiling lets it go on.
+    #[test]
+    fn outbound_resumes_after_and_stops_at_the_ceiling() {
+        let suite = Suite::new(IntegAlg::Null, EncAlg::AesGcm).unwrap();
+        let keys = EspKeys::derive(suite, &[3; 16], &[4; 16]);
+        let sa = Sa::new(0x0100_0000, suite, &keys, SaOptions::default()).unwrap();
+        sa.resume_after(1000);
+        sa.set_seq_ceiling(1002);
+        assert_eq!(next_iv(&sa)[4..], 1001u32.to_be_bytes());
+        assert_eq!(next_iv(&sa)[4..], 1002u32.to_be_bytes());
+        let mut buf = [0u8; 256];
+        let ip = [
+            0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x13, 0xc4, 0x13,
+            0xc5, 0, 9, 0, 0, 0x55,
+        ];
+        buf[64..64 + ip.len()].copy_from_slice(&ip);
+        let before = buf;
+        let mut f = Frame::new(&mut buf, 64, 64 + ip.len());
+        assert_eq!(sa.outbound(&mut f), Err(EspError::SeqCeiling));
+        assert_eq!(buf, before, "a refused packet leaves the frame alone");
+        sa.set_seq_ceiling(2000);
+        // 1003 was spent by the refusal, never sent
+        assert_eq!(next_iv(&sa)[4..], 1004u32.to_be_bytes());
+    }
+
+    /// A window restored at `top` refuses every number up to it (in and left of the window)
+    /// and accepts the numbers above it, once each.
+    #[test]
+    fn restored_window_refuses_up_to_its_floor() {
+        for window in [64, 100, 1024] {
+            for top in [1u32, 31, 32, 33, 63, 64, 65, 1000, 4096, u32::MAX - 5] {
+                let w = ReplayWindow::new(window).unwrap();
+                w.restore_floor(top);
+                assert_eq!(w.highest(), u64::from(top));
+                let lo = top.saturating_sub(window + 70).max(1);
+                for seq in lo..=top {
+                    assert!(
+                        w.precheck(seq).is_err(),
+                        "window {window} top {top} seq {seq}"
+                    );
+                    assert!(w.check_and_set(seq).is_err());
+                }
+                for seq in top.saturating_add(1)..=top.saturating_add(3) {
+                    if seq == top {
+                        break;
+                    }
+                    assert_eq!(
+                        w.precheck(seq),
+                        Ok(()),
+                        "window {window} top {top} seq {seq}"
+                    );
+                    assert_eq!(w.check_and_set(seq), Ok(()));
+                    assert_eq!(w.check_and_set(seq), Err(EspError::Replayed));
+                }
+            }
+        }
+        let w = ReplayWindow::new(64).unwrap();
+        w.restore_floor(0);
+        assert_eq!(w.check_and_set(1), Ok(()));
     }
 }

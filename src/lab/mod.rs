@@ -11,6 +11,6 @@ mod pcap;
 mod run;
 
 pub use dns::answer as dns_answer;
-pub use netns::{Lab, check_privileges, ip, spawn_in};
+pub use netns::{Lab, Standby, check_privileges, ip, spawn_in};
 pub use pcap::write_raw;
 pub use run::{LabConfig, run};

@@ -159,6 +159,99 @@ impl Lab {
     }
 }
 
+/// A second P-CSCF namespace beside a [`Lab`]'s, for a pair of nodes: its links reach the same
+/// UE and core namespaces (each of those bridges its two links, and its address moves to the
+/// bridge), and it holds no service address until [`Standby::take_over`] moves the active
+/// node's addresses to it, as keepalived/VRRP would. Dropping it removes its namespace.
+#[derive(Debug)]
+pub struct Standby {
+    pub ns: String,
+    pub ue_if: String,
+    pub core_if: String,
+    lab_pcscf: String,
+    lab_ue: String,
+    lab_core: String,
+    lab_ue_if: String,
+    lab_core_if: String,
+}
+
+impl Lab {
+    /// The standby node's namespace `<prefix>-<pid>-<tag>-pb`, linked to this lab's UE and core
+    /// namespaces (IPv4 only).
+    pub fn add_standby(&self) -> Result<Standby, String> {
+        let ns = self.pcscf.replace("-pc", "-pb");
+        let sb = Standby {
+            ns: ns.clone(),
+            ue_if: format!("{}v", self.pcscf_ue_if.trim_end_matches('u')),
+            core_if: format!("{}d", self.pcscf_core_if.trim_end_matches('c')),
+            lab_pcscf: self.pcscf.clone(),
+            lab_ue: self.ue.clone(),
+            lab_core: self.core.clone(),
+            lab_ue_if: self.pcscf_ue_if.clone(),
+            lab_core_if: self.pcscf_core_if.clone(),
+        };
+        // From here on, Standby's Drop removes its namespace (its veths go with it).
+        ip(&["netns", "add", &ns])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        for (peer_ns, peer_if, lab_if, ours, addr) in [
+            (
+                &self.ue,
+                sb.ue_if.to_uppercase(),
+                &self.ue_if,
+                &sb.ue_if,
+                "10.211.0.2/24",
+            ),
+            (
+                &self.core,
+                sb.core_if.to_uppercase(),
+                &self.core_if,
+                &sb.core_if,
+                "10.212.0.2/24",
+            ),
+        ] {
+            ip(&[
+                "link", "add", ours, "netns", &ns, "type", "veth", "peer", "name", &peer_if,
+                "netns", peer_ns,
+            ])?;
+            ip(&["-n", &ns, "link", "set", ours, "up"])?;
+            // the peer's namespace bridges its link to the active node and this one
+            ip(&["-n", peer_ns, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", peer_ns, "addr", "del", addr, "dev", lab_if])?;
+            ip(&["-n", peer_ns, "link", "set", lab_if, "master", "br0"])?;
+            ip(&["-n", peer_ns, "link", "set", &peer_if, "master", "br0"])?;
+            ip(&["-n", peer_ns, "link", "set", &peer_if, "up"])?;
+            ip(&["-n", peer_ns, "addr", "add", addr, "dev", "br0"])?;
+            ip(&["-n", peer_ns, "link", "set", "br0", "up"])?;
+        }
+        Ok(sb)
+    }
+}
+
+impl Standby {
+    /// The active node's service addresses (UE side 10.211.0.1, core side 10.212.0.1) move to
+    /// this one, and the UE and core namespaces forget the old node's link addresses (what
+    /// the new owner's gratuitous ARP does).
+    pub fn take_over(&self) -> Result<(), String> {
+        for (lab_if, ours, addr) in [
+            (&self.lab_ue_if, &self.ue_if, "10.211.0.1/24"),
+            (&self.lab_core_if, &self.core_if, "10.212.0.1/24"),
+        ] {
+            ip(&["-n", &self.lab_pcscf, "addr", "del", addr, "dev", lab_if])?;
+            ip(&["-n", &self.ns, "addr", "add", addr, "dev", ours])?;
+        }
+        for ns in [&self.lab_ue, &self.lab_core] {
+            ip(&["-n", ns, "neigh", "flush", "all"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Deleting a namespace removes its veth ends, and with them their peers.

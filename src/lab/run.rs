@@ -269,6 +269,8 @@ pub fn run(cfg: &LabConfig) -> Result<bool, String> {
         transport: cfg.transport,
         message_size: cfg.message_size,
         hostile: cfg.hostile.clone(),
+        message_interval: Duration::ZERO,
+        check_seq: false,
     };
     let ue_stop = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(ue_cfg, ue_stop))

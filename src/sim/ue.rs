@@ -94,6 +94,12 @@ pub struct UeSimConfig {
     /// ([`hostile`]; [`Transport::Tcp`] only). Their outcomes are counted apart
     /// ([`UeSimReport::hostile`]), never as failures.
     pub hostile: hostile::HostilePlan,
+    /// Time between a UE's MESSAGEs (after each 200): traffic that lasts, e.g. across a
+    /// P-CSCF restart. Zero: the next one at once.
+    pub message_interval: Duration,
+    /// Record every (SPI, sequence number) the P-CSCF sends each UE and count any that comes
+    /// twice ([`UeSimReport::esp_seq_repeated`]): RFC 4303 §3.3.3 across a restart.
+    pub check_seq: bool,
 }
 
 /// The body of a protected MESSAGE by default (`hello`).
@@ -210,6 +216,10 @@ pub struct UeSimReport {
     /// `registered`), and what became of them.
     pub hostile_ues: usize,
     pub hostile: hostile::HostileTally,
+    /// With [`UeSimConfig::check_seq`]: ESP packets from the P-CSCF whose sequence number the
+    /// same SA had already used (never, RFC 4303 §3.3.3), and the highest number seen.
+    pub esp_seq_repeated: u64,
+    pub esp_seq_max: u32,
 }
 
 impl UeSimReport {
@@ -302,6 +312,12 @@ impl UeSimReport {
                 t.send_refused,
                 h.framing_errors.iter().sum::<u64>(),
                 h.slow_messages
+            );
+        }
+        if self.esp_seq_repeated > 0 || self.esp_seq_max > 0 {
+            println!(
+                "ESP from the P-CSCF: {} sequence numbers repeated, highest {}",
+                self.esp_seq_repeated, self.esp_seq_max
             );
         }
         if self.hostile_ues > 0 {
@@ -405,6 +421,8 @@ struct Ue {
     deregistered: bool,
     /// Once registered, when it is one of the hostile UEs.
     hostile: Option<HostileRun>,
+    /// When its next MESSAGE goes ([`UeSimConfig::message_interval`]).
+    next_msg_at: Option<Instant>,
 }
 
 /// A de-registration (TS 24.229 §5.1.1.6.1): the REGISTER with Expires 0 over the current set
@@ -1185,6 +1203,7 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             dereg_waiting: Vec::new(),
             deregistered: false,
             hostile: None,
+            next_msg_at: None,
         })
         .collect();
     for (i, ue) in ues.iter_mut().enumerate() {
@@ -1215,7 +1234,11 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
         tcp: None,
         hostile_ues: 0,
         hostile: hostile::HostileTally::default(),
+        esp_seq_repeated: 0,
+        esp_seq_max: 0,
     };
+    // (SPI, sequence number) of every ESP packet from the P-CSCF (`check_seq`)
+    let mut seqs_seen: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
     // calls that wait for their UE's re-registration (a leg asked for it)
     let mut held: Vec<(usize, CallRef, Ask)> = Vec::new();
     let mut calls = Calls {
@@ -1478,10 +1501,18 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
                     }
                 }
             }
-            let Ok(spi) = crate::esp::packet::peek_spi(&buf[..len]) else {
+            let Ok((spi, seq)) = crate::esp::packet::peek_spi_seq(&buf[..len]) else {
                 continue;
             };
             let Some(&i) = by_spi.get(&spi) else { continue };
+            if sim.cfg.check_seq {
+                // before the window's check: a number used twice is counted even where the
+                // UE's window would refuse it
+                if !seqs_seen.insert((spi, seq)) {
+                    report.esp_seq_repeated += 1;
+                }
+                report.esp_seq_max = report.esp_seq_max.max(seq);
+            }
             // the current set, the one before it (what was in flight over it), or the new
             // one of a re-registration under way
             let ue = &ues[i];
@@ -1524,6 +1555,14 @@ pub fn run(cfg: UeSimConfig, stop: Arc<AtomicBool>) -> std::io::Result<UeSimRepo
             }
             let sip = &buf[inner.start + payload.start..inner.start + payload.end];
             protected!(i, over, sip);
+        }
+        // MESSAGEs held for their interval
+        for (i, ue) in ues.iter_mut().enumerate().take(started) {
+            if ue.step == Step::Messaging && ue.next_msg_at.is_some_and(|t| t <= now) {
+                ue.next_msg_at = None;
+                ue.step_at = now;
+                send_next_message(&sim, i, ue, now);
+            }
         }
         // timeouts
         for ue in ues.iter_mut().take(started) {
@@ -1951,25 +1990,34 @@ fn on_protected(
         } else if ue.messages_left == 0 {
             ue.step = Step::Done;
             *finished += 1;
+        } else if !sim.cfg.message_interval.is_zero() && ue.messages_left < sim.cfg.messages {
+            // the next one after the interval (the loop sends it)
+            ue.in_flight = None;
+            ue.next_msg_at = Some(now + sim.cfg.message_interval);
         } else {
-            let k = sim.cfg.messages - ue.messages_left + 1;
-            ue.messages_left -= 1;
-            let msg = sim.message(i, k);
-            if sim.on_tcp(msg.as_bytes()) {
-                ue.msg_sent = now;
-                sim.send_sa1(ue, msg.as_bytes());
-            } else {
-                let sa1 = ue.sa1.as_ref().expect("registered");
-                if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
-                    ue.msg_sent = now;
-                    sim.send_esp(&pkt);
-                }
-            }
-            ue.in_flight = Some(msg);
-            ue.resends = 0;
-            ue.last_sent = now;
+            send_next_message(sim, i, ue, now);
         }
     }
+}
+
+/// UE `i`'s next protected MESSAGE, over SA1 (or its TCP connection).
+fn send_next_message(sim: &Sim, i: usize, ue: &mut Ue, now: Instant) {
+    let k = sim.cfg.messages - ue.messages_left + 1;
+    ue.messages_left -= 1;
+    let msg = sim.message(i, k);
+    if sim.on_tcp(msg.as_bytes()) {
+        ue.msg_sent = now;
+        sim.send_sa1(ue, msg.as_bytes());
+    } else {
+        let sa1 = ue.sa1.as_ref().expect("registered");
+        if let Some(pkt) = sim.esp(i, sa1, ue.port_ps, msg.as_bytes()) {
+            ue.msg_sent = now;
+            sim.send_esp(&pkt);
+        }
+    }
+    ue.in_flight = Some(msg);
+    ue.resends = 0;
+    ue.last_sent = now;
 }
 
 /// Start UE `i`'s de-registration (TS 24.229 §5.1.1.6.1): a REGISTER over its current set

@@ -37,6 +37,7 @@ mod satable_stress;
 mod sip_alloc;
 mod sip_proptest;
 mod sip_rewrite;
+mod state_restore;
 mod stateless_relay_gate;
 mod tcp_endpoint;
 mod tcp_host;

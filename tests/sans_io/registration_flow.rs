@@ -23,8 +23,8 @@ use crate::support::ims::*;
 pub(crate) struct World {
     pub(crate) reg: Registrar,
     pub(crate) sas: SaReader,
-    hss: HssSubscriber,
-    usim: Usim,
+    pub(crate) hss: HssSubscriber,
+    pub(crate) usim: Usim,
     pub(crate) now: Instant,
 }
 
@@ -33,7 +33,7 @@ pub(crate) fn world() -> World {
 }
 
 /// A world whose SA table has room for `sas` inbound and `sas` (at least 64) outbound SAs.
-fn world_sized(sas: u32) -> World {
+pub(crate) fn world_sized(sas: u32) -> World {
     let (writer, sas) = pcscf::satable::sa_table(pcscf::satable::SaTableConfig {
         inbound_capacity: sas,
         outbound_capacity: sas.max(64),

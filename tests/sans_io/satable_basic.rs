@@ -363,3 +363,52 @@ fn reserve_spi_avoiding_skips_the_ues_spis() {
     );
     assert!(w.reserve_spi().is_ok());
 }
+
+/// An SPI handed out by one table is reserved again, exactly, in a fresh table of the same
+/// configuration (a restart restoring its SA sets); the slot is not handed out twice, a taken
+/// or out-of-range SPI is refused, and the other slots are still all there.
+#[test]
+fn exact_spis_are_reserved_again_after_a_restart() {
+    let cfg = small(16, 16, 4096, 4096 + 16 * 8 - 1);
+    let (mut before, _) = sa_table(cfg).unwrap();
+    // churn so that generations above 0 appear
+    let mut kept = Vec::new();
+    for i in 0..40 {
+        let spi = before.reserve_spi().unwrap();
+        if i % 3 == 0 {
+            kept.push(spi);
+        } else {
+            before.remove_inbound(spi).unwrap();
+        }
+    }
+    assert!(
+        kept.iter().any(|&s| (s - 4096) >= 16),
+        "some past generation 0"
+    );
+    let (mut w, r) = sa_table(cfg).unwrap();
+    for &spi in &kept {
+        w.reserve_exact_spi(spi).unwrap();
+        w.install_inbound(null_sa(spi), &meta(v4(1), 5000, 5100, 7))
+            .unwrap();
+        assert_eq!(w.reserve_exact_spi(spi), Err(SaTableError::NotReserved));
+    }
+    for bad in [0, 4095, 4096 + 16 * 8, u32::MAX] {
+        assert_eq!(w.reserve_exact_spi(bad), Err(SaTableError::UnknownSpi));
+    }
+    // the rest of the slots, each once, none of them a restored one
+    let mut fresh = HashSet::new();
+    while let Ok(spi) = w.reserve_spi() {
+        assert!(fresh.insert((spi - 4096) % 16), "slot handed out twice");
+        assert!(!kept.contains(&spi));
+        assert!(r.pin().inbound(spi).is_none());
+    }
+    assert_eq!(fresh.len() + kept.len(), 16);
+    for &spi in &kept {
+        assert_eq!(r.pin().inbound(spi).unwrap().binding(), 7);
+    }
+    // a restored SA removed frees its slot like any other
+    w.remove_inbound(kept[0]).unwrap();
+    let again = w.reserve_spi().unwrap();
+    assert_eq!((again - 4096) % 16, (kept[0] - 4096) % 16);
+    assert_ne!(again, kept[0]);
+}

@@ -122,6 +122,8 @@ fn registration_with_the_i_cscf_found_by_dns(suite: &str, tag: &str, ipv6: bool)
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
                 hostile: Default::default(),
+                message_interval: Duration::ZERO,
+                check_seq: false,
             },
             s3,
         )

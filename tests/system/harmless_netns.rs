@@ -65,6 +65,8 @@ fn wrong_res_and_floods_do_not_hurt_the_other_ues() {
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
                 hostile: Default::default(),
+                message_interval: Duration::ZERO,
+                check_seq: false,
             },
             s3,
         )

@@ -446,6 +446,8 @@ fn one_hostile_ue_among_twenty_honest_ones() {
                 transport: Default::default(),
                 message_size: sim::ue::DEFAULT_MESSAGE_SIZE,
                 hostile: Default::default(),
+                message_interval: Duration::ZERO,
+                check_seq: false,
             },
             s3,
         )

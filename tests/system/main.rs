@@ -27,6 +27,7 @@ mod sipp_phones;
 mod sipp_reg_event;
 mod sipp_registration;
 mod sipp_ue;
+mod state_netns;
 mod ue_tcp_netns;
 mod xdp_prog;
 mod xdp_veth;

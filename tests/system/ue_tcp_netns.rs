@@ -203,6 +203,8 @@ fn ue_sim_over_tcp_registers_messages_and_reregisters() {
         transport: sim::ue::Transport::Tcp,
         message_size: 3000,
         hostile: Default::default(),
+        message_interval: Duration::ZERO,
+        check_seq: false,
     };
     let s3 = stop.clone();
     let report = spawn_in(&lab.ue, move || sim::ue::run(cfg, s3))
