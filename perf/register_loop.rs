@@ -144,7 +144,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             let (store, _) = state::FileStore::open(&dir.join("state.redb")).unwrap();
-            reg.enable_persistence();
+            reg.enable_persistence(pcscf::control::registrar::PersistOptions::default());
             let sealer = pcscf::control::store::Sealer::new(&[0x3c; 32]);
             Some(state::Writer::spawn(Box::new(store), sealer).unwrap())
         }

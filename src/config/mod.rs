@@ -244,8 +244,9 @@ pub enum StateBackend {
     Redis,
 }
 
-/// The `[state]` section: write-through persistence of bindings and SA sets.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `[state]` section: write-through persistence of bindings and SA sets. `Debug` leaves a
+/// Redis URL's password out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     #[serde(default)]
@@ -264,6 +265,48 @@ pub struct State {
     /// Prefix of this deployment's keys in Redis (nodes that share state use the same one).
     #[serde(default)]
     pub redis_prefix: Option<String>,
+    /// How far ahead of an SA's last sequence number its persisted ceiling goes (tests make
+    /// it small so that raises come often; at least 16).
+    #[serde(default = "default_seq_step")]
+    pub seq_step: u32,
+}
+
+/// A Redis URL with its password (if any) replaced, for logs and `Debug`.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("backend", &self.backend)
+            .field("path", &self.path)
+            .field("seal_key_file", &self.seal_key_file)
+            .field("redis_url", &self.redis_url.as_deref().map(redacted_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("seq_step", &self.seq_step)
+            .finish()
+    }
+}
+
+fn default_seq_step() -> u32 {
+    crate::control::registrar::SEQ_STEP
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            backend: StateBackend::None,
+            path: None,
+            seal_key_file: None,
+            redis_url: None,
+            redis_prefix: None,
+            seq_step: default_seq_step(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -519,6 +562,9 @@ impl Config {
                     "state.seal_key_file",
                     "the store holds ESP keys: name the file of the key that seals them",
                 ));
+            }
+            _ if self.state.seq_step < 16 => {
+                return Err(bad("state.seq_step", "at least 16"));
             }
             _ => {}
         }

@@ -357,13 +357,39 @@ impl std::fmt::Debug for SetKeys {
     }
 }
 
-/// How far ahead of the last sequence number sent an outbound SA's persisted ceiling is put
-/// (RFC 4303 §3.3.3: a restored SA resumes after the ceiling, so it never sends a number
-/// twice; 4096 restarts fit in the 32-bit space). The counters sweep raises a ceiling once
-/// the SA is within half of it.
-pub const SEQ_STEP: u32 = 1 << 20;
+/// How far ahead of the last sequence number sent an outbound SA's persisted ceiling is put by
+/// default ([`PersistOptions::seq_step`]; RFC 4303 §3.3.3: a restored SA resumes after its
+/// ceiling, so it never sends a number twice). Each restart costs an SA up to one step of its
+/// 32-bit space: 65,536 restarts. The counters sweep raises a ceiling once the SA is within
+/// half a step of it.
+pub const SEQ_STEP: u32 = 1 << 16;
 /// Bindings the counters sweep ([`Registrar::sweep_counters`]) looks at per call at most.
 pub const SWEEP_BUDGET: usize = 2048;
+/// An inbound high-water mark is written again once it moved this far (each write is a
+/// record; a replay after a crash is bounded by it and the sweep's round).
+pub const IN_TOP_STEP: u32 = 16;
+/// The longest life a restored set may have, whatever its record says (a clock set back, a
+/// record from far off): registrations longer than a week are not expected.
+pub const MAX_RESTORED_LIFE: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// How the state is persisted ([`Registrar::enable_persistence`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PersistOptions {
+    /// [`SEQ_STEP`] unless a test wants raises to come often (at least 16).
+    pub seq_step: u32,
+    /// The store may lose writes it acknowledged (Redis without `appendfsync always`): a
+    /// restored SA skips one more step, in case a raise it sent under was lost.
+    pub store_may_lose_writes: bool,
+}
+
+impl Default for PersistOptions {
+    fn default() -> Self {
+        PersistOptions {
+            seq_step: SEQ_STEP,
+            store_may_lose_writes: false,
+        }
+    }
+}
 
 /// A change of the persisted state for the store ([`Registrar::drain_store`]).
 #[derive(Debug)]
@@ -377,19 +403,18 @@ pub enum StoreWrite {
 /// The write-through bookkeeping, present while the state is persisted.
 #[derive(Debug, Default)]
 struct Persist {
+    opts: PersistOptions,
     /// The IMPIs whose record changed since the last drain (by IMPI, not binding: a binding
     /// gone and a new one of the same IMPI make one write, the newest).
     dirty: std::collections::HashSet<Arc<[u8]>>,
     /// What the last drain handed out, until the shell says it is written or not.
     draining: Vec<Arc<[u8]>>,
+    /// The outbound ceilings in the records being written, with their SAs: given to the SAs
+    /// once written (a ceiling never runs ahead of the store for a set the store holds).
+    draining_ceilings: Vec<(Arc<crate::esp::Sa>, u32)>,
     /// Bindings in the order the counters sweep visits them (each appears once while it
     /// lives; a gone one is dropped when met).
     sweep: VecDeque<u64>,
-    /// Ceilings raised in records not yet written: given to the SAs once they are (a ceiling
-    /// never runs ahead of what is on disk).
-    raises: Vec<(Arc<crate::esp::Sa>, u32)>,
-    /// The raises of the records being written.
-    raises_draining: Vec<(Arc<crate::esp::Sa>, u32)>,
 }
 
 impl SaSet {
@@ -1622,6 +1647,7 @@ impl Registrar {
                         spi,
                     },
                 );
+                self.touch(p.binding);
             }
         }
         if rules::pop_top_via(ed).is_err() {
@@ -1717,9 +1743,9 @@ impl Registrar {
                 return Challenge::Drop;
             }
         };
-        if self.persist.is_some() {
+        if let Some(p) = &self.persist {
             set.keys = Some(SetKeys::new(&keys.ck, &keys.ik));
-            set.out_ceiling = [SEQ_STEP; 2];
+            set.out_ceiling = [p.opts.seq_step; 2];
         }
         if let Err(e) = self.install(&set, &keys.ck, &keys.ik, p.binding, None) {
             self.stats.sa_install_failed += 1;

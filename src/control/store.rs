@@ -12,15 +12,17 @@
 //! - the encoding ([`BindingRecord::encode`] / [`BindingRecord::decode`]): length-prefixed
 //!   fields, every length checked against what is left, so a truncated or altered record is an
 //!   error, never a panic or a huge allocation;
-//! - the seal ([`Sealer`]): AES-256-GCM under a key derived from the operator's key file, a
-//!   random 96-bit nonce per record, the record's storage key as associated data (a record
+//! - the seal ([`Sealer`]): AES-256-GCM under a key of its own for each record, derived from the
+//!   operator's key file and a random 128-bit salt stored with the record (so no key ever meets
+//!   a second nonce: NIST SP 800-38D §8's limit on random nonces under one key does not apply,
+//!   however many records are written), the record's storage key as associated data (a record
 //!   moved under another key does not open). Storage keys are a keyed hash of the IMPI
-//!   ([`Sealer::key_of`]): the store names no subscriber in the clear either.
+//!   ([`Sealer::key_of`]): the store names no subscriber in the clear either. Two salts collide
+//!   with probability about n²/2^129 after n records.
 //!
-//! Random nonces: a key seals at most 2^32 records before a nonce may repeat with probability
-//! 2^-32 (NIST SP 800-38D §8.3); a P-CSCF writes a record per registration event, so at
-//! 1,000 a second that is over a century. Rotating the key file (a restart with a new key)
-//! costs every UE a re-registration, nothing else.
+//! Rotating the key file (a restart with a new key) costs every UE a re-registration, nothing
+//! else. The seal gives integrity, not freshness: whoever can write to the store can put back
+//! an older record of the same IMPI (README "Registrations that survive").
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -35,8 +37,11 @@ use crate::esp::{EncAlg, IntegAlg};
 const RECORD_VERSION: u8 = 1;
 /// The seal's version: the first byte of every stored value.
 const SEAL_VERSION: u8 = 1;
-const NONCE: usize = 12;
+/// The random salt a record's key is derived from.
+const SALT: usize = 16;
 const TAG: usize = 16;
+/// The nonce: each record's key seals once, so a fixed one is unique under it.
+const NONCE: [u8; 12] = [0; 12];
 /// Associated data before the storage key: the purpose and the seal's version.
 const AAD_LABEL: &[u8] = b"pcscf state record v1";
 /// A record holds at most this many sets: current, old, retiring and the challenges
@@ -269,7 +274,9 @@ impl<'a> Reader<'a> {
 impl BindingRecord {
     /// The plaintext bytes (to be sealed: they hold CK/IK), in a buffer wiped on drop.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Writer(Vec::with_capacity(256 + 160 * self.sets.len()));
+        // the exact length: the buffer never grows (a reallocation would leave a copy of the
+        // keys in freed memory)
+        let mut w = Writer(Vec::with_capacity(self.encoded_len()));
         w.u8(RECORD_VERSION);
         w.bytes(&self.impi);
         w.bytes(&self.contact);
@@ -308,6 +315,36 @@ impl BindingRecord {
             }
         }
         Zeroizing::new(w.0)
+    }
+
+    /// The length of [`BindingRecord::encode`]'s bytes.
+    fn encoded_len(&self) -> usize {
+        let ip = |a: &IpAddr| if a.is_ipv4() { 5 } else { 17 };
+        let b = |x: &[u8]| 4 + x.len();
+        let reg = self.reg.as_ref().map_or(0, |r| {
+            b(&r.pai)
+                + b(&r.route)
+                + 2
+                + r.impus.iter().map(|u| b(u)).sum::<usize>()
+                + ip(&r.next_hop.ip())
+                + 3
+        });
+        let sets: usize = self
+            .sets
+            .iter()
+            .map(|s| {
+                1 + ip(&s.ue)
+                    + 16
+                    + 8
+                    + b(s.alg.token().as_bytes())
+                    + b(s.ealg.token().as_bytes())
+                    + b(&s.client)
+                    + 8
+                    + 32
+                    + 16
+            })
+            .sum();
+        1 + b(&self.impi) + b(&self.contact) + 1 + reg + 1 + sets
     }
 
     /// Reads back what [`BindingRecord::encode`] wrote; anything else is an error.
@@ -393,7 +430,7 @@ impl BindingRecord {
 /// Seals and opens stored records under the operator's key (the `state.seal_key_file`), and
 /// names them by a keyed hash of their IMPI. `Debug` shows no key.
 pub struct Sealer {
-    aead: Aes256Gcm,
+    seal: Zeroizing<[u8; 32]>,
     index: Zeroizing<[u8; 32]>,
 }
 
@@ -416,12 +453,19 @@ impl Sealer {
     /// records (HMAC-SHA-256), each derived with HMAC-SHA-256 under its own label, so the file's
     /// key is used for nothing else.
     pub fn new(master: &[u8; 32]) -> Sealer {
-        let seal = hmac256(master, b"pcscf state seal key");
-        let index = hmac256(master, b"pcscf state index key");
         Sealer {
-            aead: Aes256Gcm::new_from_slice(&seal[..]).expect("a 32-byte key"),
-            index,
+            seal: hmac256(master, b"pcscf state seal key"),
+            index: hmac256(master, b"pcscf state index key"),
         }
+    }
+
+    /// The AEAD of one record: its key is HMAC-SHA-256 of its salt under the seal subkey.
+    fn record_aead(&self, salt: &[u8]) -> Aes256Gcm {
+        let k = hmac256(
+            &self.seal[..],
+            &[b"pcscf state record key ".as_slice(), salt].concat(),
+        );
+        Aes256Gcm::new_from_slice(&k[..]).expect("a 32-byte key")
     }
 
     /// The storage key of a binding: the first [`KEY_LEN`] bytes of HMAC-SHA-256 of its IMPI.
@@ -436,44 +480,44 @@ impl Sealer {
         [AAD_LABEL, key].concat()
     }
 
-    /// Seals `plain` for storage under `key` with the nonce given: version ‖ nonce ‖
-    /// ciphertext ‖ tag. ([`Sealer::seal`] draws the nonce; this is its known-answer form.)
-    pub fn seal_with_nonce(&self, key: &[u8], plain: &[u8], nonce: [u8; NONCE]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + NONCE + plain.len() + TAG);
+    /// Seals `plain` for storage under `key` with the salt given: version ‖ salt ‖ ciphertext
+    /// ‖ tag. ([`Sealer::seal`] draws the salt; this is its known-answer form.)
+    pub fn seal_with_salt(&self, key: &[u8], plain: &[u8], salt: [u8; SALT]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + SALT + plain.len() + TAG);
         out.push(SEAL_VERSION);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&salt);
         out.extend_from_slice(plain);
         let aad = Sealer::aad(key);
         let tag = self
-            .aead
-            .encrypt_inout_detached(&nonce.into(), &aad, (&mut out[1 + NONCE..]).into())
+            .record_aead(&salt)
+            .encrypt_inout_detached(&NONCE.into(), &aad, (&mut out[1 + SALT..]).into())
             .expect("a record is far below GCM's length limit");
         out.extend_from_slice(&tag);
         out
     }
 
-    /// [`Sealer::seal_with_nonce`] with a random nonce from the OS.
+    /// [`Sealer::seal_with_salt`] with a random salt from the OS.
     pub fn seal(&self, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, getrandom::Error> {
-        let mut nonce = [0u8; NONCE];
-        getrandom::fill(&mut nonce)?;
-        Ok(self.seal_with_nonce(key, plain, nonce))
+        let mut salt = [0u8; SALT];
+        getrandom::fill(&mut salt)?;
+        Ok(self.seal_with_salt(key, plain, salt))
     }
 
     /// Opens a stored value sealed under `key`: the plaintext, wiped on drop.
     pub fn open(&self, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, RecordError> {
-        if sealed.len() < 1 + NONCE + TAG {
+        if sealed.len() < 1 + SALT + TAG {
             return Err(RecordError::Truncated);
         }
         if sealed[0] != SEAL_VERSION {
             return Err(RecordError::Version);
         }
-        let nonce: [u8; NONCE] = sealed[1..1 + NONCE].try_into().expect("length checked");
-        let (body, tag) = sealed[1 + NONCE..].split_at(sealed.len() - 1 - NONCE - TAG);
+        let salt = &sealed[1..1 + SALT];
+        let (body, tag) = sealed[1 + SALT..].split_at(sealed.len() - 1 - SALT - TAG);
         let tag: [u8; TAG] = tag.try_into().expect("length checked");
         let mut plain = Zeroizing::new(body.to_vec());
-        self.aead
+        self.record_aead(salt)
             .decrypt_inout_detached(
-                &nonce.into(),
+                &NONCE.into(),
                 &Sealer::aad(key),
                 (&mut plain[..]).into(),
                 &tag.into(),
@@ -553,7 +597,9 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_written() {
         let r = sample();
-        assert_eq!(BindingRecord::decode(&r.encode()).unwrap(), r);
+        let b = r.encode();
+        assert_eq!(b.len(), r.encoded_len(), "the exact length is reserved");
+        assert_eq!(BindingRecord::decode(&b).unwrap(), r);
         let bare = BindingRecord {
             reg: None,
             sets: Vec::new(),
@@ -615,35 +661,48 @@ mod tests {
         assert_ne!(s.seal_binding(&r).unwrap().1, sealed);
     }
 
-    /// AES-256-GCM known answer (the McGrew–Viega test case 13/14 key, zero IV): the seal is
-    /// the standard construction, version and nonce in front.
+    /// AES-256-GCM known answer (the McGrew–Viega test case 14: key 0^256, IV 0^96,
+    /// P = 0^128), and the seal is that construction under the record's derived key: version ‖
+    /// salt ‖ AES-256-GCM(HMAC-SHA-256(seal subkey, label ‖ salt), nonce 0, AAD = label ‖
+    /// storage key).
     #[test]
     fn seal_known_answer() {
-        let s = Sealer {
-            aead: Aes256Gcm::new_from_slice(&[0u8; 32]).unwrap(),
-            index: Zeroizing::new([0; 32]),
-        };
-        // test case 14: key 0^256, IV 0^96, P = 0^128, no AAD →
-        // C = cea7403d4d606b6e074ec5d3baf39d18, T = d0d1c8a799996bf0265b98b5d48ab919
-        let aead_only = {
-            let mut p = [0u8; 16];
-            let t = s
-                .aead
-                .encrypt_inout_detached(&[0u8; 12].into(), b"", (&mut p[..]).into())
-                .unwrap();
-            [p.to_vec(), t.to_vec()].concat()
-        };
+        let zero = Aes256Gcm::new_from_slice(&[0u8; 32]).unwrap();
+        let mut p = [0u8; 16];
+        let t = zero
+            .encrypt_inout_detached(&[0u8; 12].into(), b"", (&mut p[..]).into())
+            .unwrap();
         assert_eq!(
-            aead_only,
+            [p.to_vec(), t.to_vec()].concat(),
             hex("cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919")
         );
-        let sealed = s.seal_with_nonce(b"", &[0u8; 16], [0; 12]);
+        let s = Sealer::new(&[9u8; 32]);
+        let salt = [0xa5u8; 16];
+        let sealed = s.seal_with_salt(b"k", b"plaintext", salt);
         assert_eq!(sealed[0], SEAL_VERSION);
-        assert_eq!(&sealed[1..13], &[0u8; 12]);
-        // with the label as associated data the tag differs, the ciphertext not
-        assert_eq!(&sealed[13..29], &aead_only[..16]);
-        assert_ne!(&sealed[29..], &aead_only[16..]);
-        assert_eq!(&s.open(b"", &sealed).unwrap()[..], &[0u8; 16]);
+        assert_eq!(&sealed[1..17], &salt);
+        // the same by hand
+        let seal = hmac256(&[9u8; 32], b"pcscf state seal key");
+        let k = hmac256(
+            &seal[..],
+            &[b"pcscf state record key ".as_slice(), &salt].concat(),
+        );
+        let mut body = *b"plaintext";
+        let tag = Aes256Gcm::new_from_slice(&k[..])
+            .unwrap()
+            .encrypt_inout_detached(
+                &[0u8; 12].into(),
+                b"pcscf state record v1k",
+                (&mut body[..]).into(),
+            )
+            .unwrap();
+        assert_eq!(&sealed[17..], [body.as_slice(), tag.as_slice()].concat());
+        assert_eq!(&s.open(b"k", &sealed).unwrap()[..], b"plaintext");
+        // HMAC-SHA-256 itself: RFC 4231 test case 2
+        assert_eq!(
+            hmac256(b"Jefe", b"what do ya want for nothing?")[..],
+            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")[..]
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -137,7 +137,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let mut state_writer = match state::open(&cfg.state)? {
         None => None,
         Some((mut store, sealer)) => {
-            registrar.enable_persistence();
+            registrar.enable_persistence(crate::control::registrar::PersistOptions {
+                seq_step: cfg.state.seq_step,
+                store_may_lose_writes: store.may_lose_writes(),
+            });
             let t = Instant::now();
             let r = state::restore(&mut *store, &sealer, &mut registrar)?;
             log::info(format_args!(
@@ -219,8 +222,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         state_writer.as_mut(),
     )?;
     report::log_registration_stop(&registrar, &counts);
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
     if let Some(w) = state_writer.as_mut() {
-        // a clean stop leaves exact counters: nothing to replay, no ceiling to skip
+        // the workers are stopped: the inbound marks written now are exact (nothing accepted
+        // can be replayed after a clean restart)
         if w.finish(&mut registrar, Duration::from_secs(5)) {
             log::info(format_args!("state: written"));
         } else {
@@ -231,10 +239,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         }
     }
     drop(state_writer);
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        let _ = h.join();
-    }
     let _ = core_tcp_thread.join();
     let _ = refresher.join();
     drop(registrar); // the SA table's writer

@@ -37,6 +37,11 @@ pub trait Store: Send {
     fn load(&mut self) -> Result<Records, String>;
     /// Puts and deletes as one transaction: all of them are durable when it returns Ok.
     fn write(&mut self, puts: &[(Key, Vec<u8>)], deletes: &[Key]) -> Result<(), String>;
+    /// Whether a write it acknowledged may still be lost (a restored SA then skips one more
+    /// step of sequence numbers).
+    fn may_lose_writes(&self) -> bool {
+        false
+    }
 }
 
 /// The records of a local file (redb: copy-on-write B-trees, a commit is durable once fsync
@@ -63,7 +68,11 @@ impl FileStore {
     pub fn open(path: &Path) -> Result<(FileStore, Option<String>), String> {
         let shown = path.display();
         let mut note = None;
-        match std::fs::metadata(path) {
+        // (not following a link: a planted one would have us chmod its target)
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(format!("{shown}: not a regular file"));
+            }
             Ok(m) => {
                 if m.permissions().mode() & 0o077 != 0 {
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -78,7 +87,10 @@ impl FileStore {
         }
         let db = match open_db(path) {
             Ok(db) => db,
-            Err(e) => {
+            // only a file that is not a store is moved aside: a store another pcscf holds, one
+            // we may not read, a full disk or a newer format are not ours to move
+            Err(Opening::Other(e)) => return Err(format!("{shown}: {e}")),
+            Err(Opening::Corrupt(e)) => {
                 let secs = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -90,7 +102,7 @@ impl FileStore {
                     aside.display()
                 ));
                 create_private(path)?;
-                open_db(path).map_err(|e| format!("{shown}: {e}"))?
+                open_db(path).map_err(|e| format!("{shown}: {}", e.text()))?
             }
         };
         Ok((
@@ -114,14 +126,42 @@ fn create_private(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: creating it: {e}", path.display()))
 }
 
-fn open_db(path: &Path) -> Result<redb::Database, String> {
+/// Why a store did not open.
+enum Opening {
+    /// The file is not a store (truncated, overwritten, checksums wrong).
+    Corrupt(String),
+    Other(String),
+}
+
+impl Opening {
+    fn text(&self) -> &str {
+        match self {
+            Opening::Corrupt(e) | Opening::Other(e) => e,
+        }
+    }
+}
+
+fn open_db(path: &Path) -> Result<redb::Database, Opening> {
+    use redb::{DatabaseError, StorageError};
+    let other = |e: &dyn std::fmt::Display| Opening::Other(e.to_string());
     let db = redb::Database::builder()
         .create(path)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match &e {
+            DatabaseError::Storage(StorageError::Corrupted(_)) => Opening::Corrupt(e.to_string()),
+            DatabaseError::Storage(StorageError::Io(io))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                Opening::Corrupt(e.to_string())
+            }
+            _ => other(&e),
+        })?;
     // the table exists from the start (a read of a store never written finds it)
-    let w = db.begin_write().map_err(|e| e.to_string())?;
-    w.open_table(TABLE).map_err(|e| e.to_string())?;
-    w.commit().map_err(|e| e.to_string())?;
+    let w = db.begin_write().map_err(|e| other(&e))?;
+    w.open_table(TABLE).map_err(|e| other(&e))?;
+    w.commit().map_err(|e| other(&e))?;
     Ok(db)
 }
 
@@ -159,17 +199,29 @@ impl Store for FileStore {
 
 /// The records in a Redis hash (`<prefix>bindings`) shared by the nodes of a pair: the active
 /// node writes, the one that takes over reads it at its start.
+///
+/// One writer at a time: each start takes a new *epoch* (`INCR <prefix>epoch`) and every write
+/// is a Lua script that refuses to run unless the epoch is still ours, so a node that another
+/// has taken over from (a split brain, a node thought dead) can no longer write: its SAs then
+/// hold at their ceilings, which the new node resumes past. Each write carries the batch's
+/// number and a late one (a write that timed out on a dropped connection and ran afterwards)
+/// changes nothing. Whether Redis keeps what it acknowledged is its own persistence: without
+/// `appendfsync always` the store says it may lose writes ([`Store::may_lose_writes`]).
 pub struct RedisStore {
     client: redis::Client,
     con: Option<redis::Connection>,
-    hash: String,
+    prefix: String,
     shown: String,
+    epoch: u64,
+    batch: u64,
+    lossy: bool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("shown", &self.shown)
+            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
 }
@@ -178,20 +230,67 @@ impl std::fmt::Debug for RedisStore {
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries one HSCAN step asks for.
 const SCAN_COUNT: usize = 1000;
+/// The write: fenced by the epoch, ordered by the batch number. KEYS: epoch, hash, batch key.
+/// ARGV: our epoch, the batch number, the number of deletes, the deleted keys, then key/value
+/// pairs.
+const WRITE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED: another node holds the state now')
+end
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[3], ARGV[2], 'EX', 604800)
+local nd = tonumber(ARGV[3])
+for i = 4, 3 + nd do redis.call('HDEL', KEYS[2], ARGV[i]) end
+for i = 4 + nd, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+";
 
 impl RedisStore {
+    /// Connects, takes the next epoch (from now on the node that held the state before cannot
+    /// write) and looks at Redis's own persistence.
     pub fn open(url: &str, prefix: &str) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
-        let info = client.get_connection_info();
-        let shown = format!("redis {}", info.addr());
+        let client = redis::Client::open(url).map_err(|e| format!("redis: {e}"))?;
+        // (the URL's password stays out of logs)
+        let shown = format!("redis {}", client.get_connection_info().addr());
         let mut s = RedisStore {
             client,
             con: None,
-            hash: format!("{prefix}bindings"),
+            prefix: prefix.to_string(),
             shown,
+            epoch: 0,
+            batch: 0,
+            lossy: true,
         };
-        s.connection()?;
+        let epoch_key = s.key("epoch");
+        let con = s.connection()?;
+        let r: Result<u64, _> = redis::cmd("INCR").arg(&epoch_key).query(con);
+        s.epoch = r.map_err(|e| s.fail(e))?;
+        // appendfsync always: what Redis acknowledged is on its disk (CONFIG may be renamed
+        // away: then it may lose writes, as far as we know)
+        let con = s.connection()?;
+        let r: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendfsync")
+            .query(con);
+        let aof: Result<Vec<String>, _> =
+            redis::cmd("CONFIG").arg("GET").arg("appendonly").query(con);
+        s.lossy = !matches!(
+            (r.as_deref(), aof.as_deref()),
+            (Ok([_, f]), Ok([_, a])) if f == "always" && a == "yes"
+        );
+        if s.lossy {
+            log::warn(format_args!(
+                "state: {} runs without appendonly yes / appendfsync always: a Redis crash may \
+                 lose acknowledged writes; restored SAs skip one more step of sequence numbers",
+                s.shown
+            ));
+        }
         Ok(s)
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
     }
 
     /// The connection, made again after a failure.
@@ -218,12 +317,16 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn describe(&self) -> String {
-        format!("{} (hash {})", self.shown, self.hash)
+        format!(
+            "{} (hash {}bindings, epoch {})",
+            self.shown, self.prefix, self.epoch
+        )
     }
 
     fn load(&mut self) -> Result<Records, String> {
-        let hash = self.hash.clone();
-        let mut out = Vec::new();
+        let hash = self.key("bindings");
+        // HSCAN may return an entry twice: one record per key
+        let mut out: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
         let mut cursor: u64 = 0;
         loop {
             let con = self.connection()?;
@@ -236,59 +339,83 @@ impl Store for RedisStore {
             let (next, items) = r.map_err(|e| self.fail(e))?;
             out.extend(items);
             if next == 0 {
-                return Ok(out);
+                return Ok(out.into_iter().collect());
             }
             cursor = next;
         }
     }
 
     fn write(&mut self, puts: &[(Key, Vec<u8>)], deletes: &[Key]) -> Result<(), String> {
-        let mut p = redis::pipe();
-        p.atomic();
-        if !deletes.is_empty() {
-            let c = p.cmd("HDEL").arg(&self.hash);
-            for k in deletes {
-                c.arg(&k[..]);
-            }
-            c.ignore();
+        self.batch += 1;
+        let mut c = redis::cmd("EVAL");
+        c.arg(WRITE_SCRIPT)
+            .arg(3)
+            .arg(self.key("epoch"))
+            .arg(self.key("bindings"))
+            .arg(self.key(&format!("batch:{}", self.epoch)))
+            .arg(self.epoch)
+            .arg(self.batch)
+            .arg(deletes.len());
+        for k in deletes {
+            c.arg(&k[..]);
         }
-        if !puts.is_empty() {
-            let c = p.cmd("HSET").arg(&self.hash);
-            for (k, v) in puts {
-                c.arg(&k[..]).arg(v.as_slice());
-            }
-            c.ignore();
+        for (k, v) in puts {
+            c.arg(&k[..]).arg(v.as_slice());
         }
         let con = self.connection()?;
-        let r: Result<(), _> = p.query(con);
-        r.map_err(|e| self.fail(e))
+        let r: Result<i64, _> = c.query(con);
+        r.map(drop).map_err(|e| self.fail(e))
+    }
+
+    fn may_lose_writes(&self) -> bool {
+        self.lossy
     }
 }
 
-/// The seal key: 32 bytes, or 64 hex digits (a trailing newline allowed), in a file its owner
-/// alone may read.
+/// The seal key: 32 bytes, or 64 hex digits (a trailing newline allowed), in a regular file
+/// that root or this process's user owns and no one else may read.
 pub fn read_seal_key(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt;
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    // the checks are on the file opened (no swap between a check and the read)
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(format!(
             "{shown}: readable by others (mode {:o}): chmod 600 it",
             meta.permissions().mode() & 0o777
         ));
     }
-    let raw = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?);
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{shown}: owned by uid {}, neither root nor this process's user",
+            meta.uid()
+        ));
+    }
+    let mut raw = zeroize::Zeroizing::new(Vec::with_capacity(80));
+    f.by_ref()
+        .take(80)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("{shown}: {e}"))?;
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
     let text = raw.trim_ascii();
-    if raw.len() == 32 {
-        key.copy_from_slice(&raw);
-    } else if text.len() == 64 && text.iter().all(u8::is_ascii_hexdigit) {
+    let hex = |t: &[u8]| t.iter().all(u8::is_ascii_hexdigit);
+    if text.len() == 64 && hex(text) {
         for (i, k) in key.iter_mut().enumerate() {
-            let hex = std::str::from_utf8(&text[2 * i..2 * i + 2]).expect("hex digits");
-            *k = u8::from_str_radix(hex, 16).expect("hex digits");
+            let pair = std::str::from_utf8(&text[2 * i..2 * i + 2]).expect("hex digits");
+            *k = u8::from_str_radix(pair, 16).expect("hex digits");
         }
+    } else if raw.len() == 32 && !hex(&raw) {
+        key.copy_from_slice(&raw);
     } else {
         return Err(format!(
-            "{shown}: not a key (32 bytes, or 64 hex digits; e.g. head -c 32 /dev/urandom)"
+            "{shown}: not a key: 32 random bytes (head -c 32 /dev/urandom) or 64 hex digits"
         ));
     }
     if key.iter().all(|&b| b == 0) {
@@ -343,6 +470,8 @@ pub struct RestoreReport {
     pub failed: usize,
     /// Records that did not open (another seal key, altered bytes): left in the store.
     pub unreadable: usize,
+    /// Outbound SAs restored past half their sequence space.
+    pub worn: usize,
 }
 
 /// Restores every stored binding into the registrar (before it handles any message), then
@@ -367,6 +496,7 @@ pub fn restore(
                 rep.sets += done.sets;
                 rep.expired += done.expired;
                 rep.failed += done.failed;
+                rep.worn += done.worn;
             }
             Err(e) => {
                 rep.unreadable += 1;
@@ -383,15 +513,24 @@ pub fn restore(
             store.describe()
         ));
     }
-    let writes = registrar.drain_store(now, wall);
-    match write_batch(store, sealer, &writes) {
-        Ok(()) => registrar.store_written(),
-        Err(e) => {
-            registrar.store_failed();
-            return Err(format!(
-                "{}: writing the restored state: {e}",
-                store.describe()
-            ));
+    if rep.worn > 0 {
+        log::warn(format_args!(
+            "state: {} outbound SAs resume past half their sequence numbers (each restart \
+             spends a step of them): their UEs need new SA sets before long",
+            rep.worn
+        ));
+    }
+    while registrar.store_backlog() > 0 {
+        let writes = registrar.drain_store(now, wall, MAX_BATCH);
+        match write_batch(store, sealer, &writes) {
+            Ok(()) => registrar.store_written(),
+            Err(e) => {
+                registrar.store_failed();
+                return Err(format!(
+                    "{}: writing the restored state: {e}",
+                    store.describe()
+                ));
+            }
         }
     }
     Ok(rep)
@@ -418,6 +557,12 @@ fn write_batch(
     store.write(&puts, &deletes)
 }
 
+/// Records one batch holds at most: a backlog after an outage is written in steps, and the
+/// registration thread builds no more than this many records in one pass.
+pub const MAX_BATCH: usize = 4096;
+/// The longest wait before a failed write is tried again (doubling from 10 ms).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The writer thread's counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriterStats {
@@ -438,6 +583,10 @@ pub struct Writer {
     describe: String,
     /// Failures in a row (logged once each power of two: a dead store is said, not flooded).
     failing: u64,
+    /// No batch goes before this (after a failure).
+    retry_at: Option<Instant>,
+    /// A batch did not come back in time at stop: the thread is left, not joined.
+    hung: bool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -473,6 +622,8 @@ impl Writer {
             stats: WriterStats::default(),
             describe,
             failing: 0,
+            retry_at: None,
+            hung: false,
         })
     }
 
@@ -495,10 +646,10 @@ impl Writer {
                 }
             }
         }
-        if registrar.store_backlog() == 0 {
+        if registrar.store_backlog() == 0 || self.retry_at.is_some_and(|t| now < t) {
             return;
         }
-        let batch = registrar.drain_store(now, wall_ms());
+        let batch = registrar.drain_store(now, wall_ms(), MAX_BATCH);
         if let Some(tx) = &self.tx
             && tx.send(batch).is_ok()
         {
@@ -526,6 +677,7 @@ impl Writer {
                     ));
                 }
                 self.failing = 0;
+                self.retry_at = None;
                 self.stats.batches += 1;
                 self.stats.records += n as u64;
                 registrar.store_written();
@@ -533,6 +685,10 @@ impl Writer {
             Err(e) => {
                 self.failing += 1;
                 self.stats.failures += 1;
+                let wait = Duration::from_millis(10)
+                    .saturating_mul(1 << self.failing.min(16))
+                    .min(MAX_BACKOFF);
+                self.retry_at = Some(Instant::now() + wait);
                 if self.failing.is_power_of_two() {
                     log::error(format_args!(
                         "state: writing {n} records to {}: {e} ({} batches failed in a row; \
@@ -556,7 +712,10 @@ impl Writer {
                 let left = until.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(left) {
                     Ok((r, took, n)) => self.answered(registrar, r, took, n),
-                    Err(_) => return false,
+                    Err(_) => {
+                        self.hung = true;
+                        return false;
+                    }
                 }
             }
             if registrar.store_backlog() == 0 {
@@ -565,6 +724,8 @@ impl Writer {
             if Instant::now() >= until {
                 return false;
             }
+            // at stop a failed write is tried again at once (within the limit)
+            self.retry_at = None;
             self.pass(registrar, Instant::now());
             if !self.in_flight {
                 return false;
@@ -599,7 +760,9 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.tx = None; // ends the thread's loop
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take()
+            && !self.hung
+        {
             let _ = t.join();
         }
     }

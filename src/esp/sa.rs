@@ -246,6 +246,12 @@ impl Sa {
         self.ceiling.store(n, Ordering::Release);
     }
 
+    /// Raises the ceiling to `n` unless it is higher already (raises written out of order
+    /// never lower it).
+    pub fn raise_seq_ceiling(&self, n: u32) {
+        self.ceiling.fetch_max(n, Ordering::AcqRel);
+    }
+
     /// The ceiling ([`Sa::set_seq_ceiling`]).
     pub fn seq_ceiling(&self) -> u32 {
         self.ceiling.load(Ordering::Relaxed)

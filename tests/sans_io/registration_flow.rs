@@ -681,7 +681,7 @@ pub(crate) fn core_401(hss: &mut HssSubscriber, request: &[u8], seed: u8) -> (St
 /// One re-registration with re-authentication over the set `(spi_ps, server, port_ps)`: the
 /// UE offers spi-c/spi-s `spis` and port-c `port_uc` (port-s 7005), CSeq `cseq` and
 /// `cseq + 1`. Returns the new set as (our spi-s, our port-c, the Security-Server).
-fn re_register_over(
+pub(crate) fn re_register_over(
     w: &mut World,
     (spi_ps, server, port_ps): (u32, &str, u16),
     spis: (u32, u32),

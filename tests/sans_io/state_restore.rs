@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcscf::aka::digest;
-use pcscf::control::registrar::{Registrar, SEQ_STEP, StoreWrite};
+use pcscf::control::registrar::{PersistOptions, SEQ_STEP, StoreWrite};
 use pcscf::control::store::{BindingRecord, Sealer, SetRole};
 use pcscf::dataplane::Protection;
 use pcscf::esp::EspError;
@@ -94,17 +94,17 @@ fn send_seq(w: &World, port_pc: u16) -> Result<u32, EspError> {
 fn restarted(w: &World) -> World {
     let mut fresh = world();
     fresh.now = w.now + Duration::from_secs(5);
-    fresh.reg.enable_persistence();
+    fresh.reg.enable_persistence(PersistOptions::default());
     fresh
 }
 
 #[test]
 fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
     let mut w = world();
-    w.reg.enable_persistence();
+    w.reg.enable_persistence(PersistOptions::default());
     let c = register(&mut w);
     let wall = wall_ms();
-    let recs = puts(w.reg.drain_store(w.now, wall));
+    let recs = puts(w.reg.drain_store(w.now, wall, usize::MAX));
     assert_eq!(recs.len(), 1, "one binding written through");
     let rec = &recs[0];
     assert_eq!(rec.impi, IMPI.as_bytes());
@@ -123,7 +123,7 @@ fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
     );
     w.reg.store_written();
     assert!(
-        w.reg.drain_store(w.now, wall).is_empty(),
+        w.reg.drain_store(w.now, wall, usize::MAX).is_empty(),
         "nothing changed since"
     );
 
@@ -149,7 +149,7 @@ fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
         sa3.force_last_seq_sent(SEQ_STEP / 2 + 10);
     }
     assert_eq!(w.reg.sweep_counters(None), 1);
-    let recs = puts(w.reg.drain_store(w.now, wall));
+    let recs = puts(w.reg.drain_store(w.now, wall, usize::MAX));
     let s = &recs[0].sets[0];
     assert_eq!(s.out_ceiling, [SEQ_STEP, SEQ_STEP / 2 + 10 + SEQ_STEP]);
     assert_eq!(s.in_top, [9, 0]);
@@ -194,7 +194,7 @@ fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
     // RFC 4303 §3.3.3: nothing goes out until the raised ceiling is written, then numbers
     // resume past the old ceiling (past the 3 sent)
     assert_eq!(send_seq(&r, c.port_pc), Err(EspError::SeqCeiling));
-    let recs = puts(r.reg.drain_store(r.now, wall + 5_000));
+    let recs = puts(r.reg.drain_store(r.now, wall + 5_000, usize::MAX));
     assert_eq!(recs[0].sets[0].out_ceiling[0], 2 * SEQ_STEP);
     r.reg.store_written();
     let first = send_seq(&r, c.port_pc).unwrap();
@@ -209,7 +209,7 @@ fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
     r.reg.handle_timeout(r.now + Duration::from_secs(626));
     assert_eq!(r.reg.registrations(), 0);
     r.reg.check_sa_invariants().unwrap();
-    let gone = r.reg.drain_store(r.now, wall);
+    let gone = r.reg.drain_store(r.now, wall, usize::MAX);
     assert!(
         matches!(&gone[..], [StoreWrite::Delete(i)] if **i == *IMPI.as_bytes()),
         "{gone:?}"
@@ -222,10 +222,10 @@ fn a_registered_ue_survives_a_restart_with_its_sas_and_counters() {
 #[test]
 fn stale_or_conflicting_records_cost_only_themselves() {
     let mut w = world();
-    w.reg.enable_persistence();
+    w.reg.enable_persistence(PersistOptions::default());
     let c = register(&mut w);
     let wall = wall_ms();
-    let rec = puts(w.reg.drain_store(w.now, wall)).remove(0);
+    let rec = puts(w.reg.drain_store(w.now, wall, usize::MAX)).remove(0);
 
     // expired
     let mut r = restarted(&w);
@@ -233,7 +233,7 @@ fn stale_or_conflicting_records_cost_only_themselves() {
     assert_eq!((done.sets, done.expired), (0, 1));
     assert_eq!(r.reg.registrations(), 0);
     assert!(matches!(
-        &r.reg.drain_store(r.now, wall)[..],
+        &r.reg.drain_store(r.now, wall, usize::MAX)[..],
         [StoreWrite::Delete(_)]
     ));
     r.reg.check_sa_invariants().unwrap();
@@ -278,7 +278,7 @@ fn without_persistence_no_keys_are_kept_and_no_ceiling_applies() {
     let mut w = world();
     let c = register(&mut w);
     assert!(!w.reg.persistence());
-    assert!(w.reg.drain_store(w.now, wall_ms()).is_empty());
+    assert!(w.reg.drain_store(w.now, wall_ms(), usize::MAX).is_empty());
     assert_eq!(w.reg.sweep_counters(None), 0);
     let g = w.sas.pin();
     let sa2 = g
@@ -286,5 +286,152 @@ fn without_persistence_no_keys_are_kept_and_no_ceiling_applies() {
         .unwrap()
         .sa();
     assert_eq!(sa2.seq_ceiling(), u32::MAX);
-    let _: fn(&mut Registrar) = Registrar::enable_persistence;
+}
+
+/// A write that fails leaves the SAs' ceilings where they are and the records are written
+/// again; a later success raises them, and answers taken out of order never lower one.
+#[test]
+fn a_failed_write_keeps_the_ceilings_and_writes_again() {
+    let mut w = world();
+    w.reg.enable_persistence(PersistOptions {
+        seq_step: 64,
+        store_may_lose_writes: false,
+    });
+    let c = register(&mut w);
+    let wall = wall_ms();
+    assert_eq!(puts(w.reg.drain_store(w.now, wall, usize::MAX)).len(), 1);
+    w.reg.store_written();
+    let sa2 = {
+        let g = w.sas.pin();
+        g.outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+            .unwrap()
+            .sa()
+            .clone()
+    };
+    assert_eq!(sa2.seq_ceiling(), 64);
+    sa2.force_last_seq_sent(40);
+    assert_eq!(w.reg.sweep_counters(None), 1);
+    let recs = puts(w.reg.drain_store(w.now, wall, usize::MAX));
+    assert_eq!(recs[0].sets[0].out_ceiling[0], 104);
+    w.reg.store_failed();
+    assert_eq!(sa2.seq_ceiling(), 64, "not raised by a failed write");
+    assert_eq!(w.reg.store_backlog(), 1, "written again");
+    // meanwhile the SA went on: the sweep raises again, the next record carries the newest
+    sa2.force_last_seq_sent(90);
+    w.reg.sweep_counters(None);
+    let recs = puts(w.reg.drain_store(w.now, wall, usize::MAX));
+    assert_eq!(recs[0].sets[0].out_ceiling[0], 154);
+    w.reg.store_written();
+    assert_eq!(sa2.seq_ceiling(), 154);
+    // a raise that comes back late never lowers the ceiling
+    sa2.raise_seq_ceiling(104);
+    assert_eq!(sa2.seq_ceiling(), 154);
+    // at most `max` records a drain
+    assert!(w.reg.drain_store(w.now, wall, 0).is_empty());
+}
+
+/// A re-registered UE (a current and an old set) comes back with both, in their roles, and a
+/// store that may have lost writes makes the SAs skip one more step.
+#[test]
+fn roles_come_back_and_a_lossy_store_skips_a_step() {
+    let mut w = world();
+    w.reg.enable_persistence(PersistOptions::default());
+    let c = register(&mut w);
+    let (spi2, _, _) = crate::registration_flow::re_register_over(
+        &mut w,
+        (c.spi_ps, &c.server, c.port_ps),
+        (0x2000, 0x2001),
+        7010,
+        3,
+        0x31,
+    );
+    let rec = puts(w.reg.drain_store(w.now, wall_ms(), usize::MAX)).remove(0);
+    let roles: Vec<SetRole> = rec.sets.iter().map(|s| s.role).collect();
+    assert_eq!(roles, [SetRole::Current, SetRole::Old]);
+    let mut r = world();
+    r.reg.enable_persistence(PersistOptions {
+        seq_step: SEQ_STEP,
+        store_may_lose_writes: true,
+    });
+    let done = r.reg.restore(&rec, r.now, wall_ms());
+    assert_eq!((done.sets, done.failed), (2, 0));
+    r.reg.check_sa_invariants().unwrap();
+    let g = r.sas.pin();
+    assert!(g.inbound(spi2).is_some() && g.inbound(c.spi_ps).is_some());
+    // the old set's SA toward the UE's port-s resumes past ceiling + one more step
+    let old = g
+        .outbound("10.46.0.6".parse().unwrap(), 7005, c.port_pc)
+        .unwrap();
+    assert_eq!(old.set_state(), pcscf::satable::SetState::Old);
+    assert_eq!(old.sa().last_seq_sent(), u64::from(2 * SEQ_STEP));
+}
+
+/// What this configuration no longer allows is not restored: an algorithm pair taken out of
+/// ipsec.algorithms, ports outside ue.protected_ports; a set whose record claims years of life
+/// (a clock set back) lives no longer than the cap; a failed authentication's shortened life
+/// is what the record says.
+#[test]
+fn restore_obeys_the_configuration_and_caps_life() {
+    let mut w = world();
+    w.reg.enable_persistence(PersistOptions::default());
+    register(&mut w);
+    let wall = wall_ms();
+    let rec = puts(w.reg.drain_store(w.now, wall, usize::MAX)).remove(0);
+
+    let mut other_alg = rec.clone();
+    other_alg.sets[0].alg = pcscf::esp::IntegAlg::AesGmac;
+    other_alg.sets[0].ealg = pcscf::esp::EncAlg::Null;
+    let mut r = restarted(&w);
+    let done = r.reg.restore(&other_alg, r.now, wall);
+    assert_eq!((done.sets, done.failed), (0, 1));
+    r.reg.check_sa_invariants().unwrap();
+
+    let mut other_ports = rec.clone();
+    other_ports.sets[0].port_pc = 9000;
+    let mut r = restarted(&w);
+    assert_eq!(r.reg.restore(&other_ports, r.now, wall).failed, 1);
+    r.reg.check_sa_invariants().unwrap();
+
+    let mut forever = rec.clone();
+    forever.sets[0].expires_ms = wall + 10 * 365 * 24 * 3600 * 1000;
+    let mut r = restarted(&w);
+    assert_eq!(r.reg.restore(&forever, r.now, wall).sets, 1);
+    r.reg.handle_timeout(
+        r.now + pcscf::control::registrar::MAX_RESTORED_LIFE + Duration::from_secs(1),
+    );
+    assert_eq!(r.reg.registrations(), 0, "gone at the cap");
+    r.reg.check_sa_invariants().unwrap();
+}
+
+/// A failed authentication shortens its temporary set's life to the last answer's: the record
+/// says so at once (restored, it would otherwise live for reg-await-auth).
+#[test]
+fn a_failed_authentication_is_written_through() {
+    let mut w = world();
+    w.reg.enable_persistence(PersistOptions::default());
+    let c = challenge(&mut w);
+    let wall = wall_ms();
+    let rec = puts(w.reg.drain_store(w.now, wall, usize::MAX)).remove(0);
+    assert_eq!(rec.sets[0].role, SetRole::Temporary);
+    assert!(rec.sets[0].expires_ms - wall > 200_000, "reg-await-auth");
+    w.reg.store_written();
+    let wrong = pcscf::aka::Res::from_slice(&[0u8; 8]).unwrap();
+    let reg2 = protected_register(&c.nonce, &wrong, &c.server);
+    let out = w.feed(
+        Side::Ue,
+        Protection::Protected { spi: c.spi_ps },
+        "10.46.0.6:7004",
+        &format!("10.46.0.1:{}", c.port_ps),
+        &reg2,
+    );
+    let forbidden = core_answer(&out[0].payload, 403, "Forbidden", "");
+    w.feed(
+        Side::Core,
+        Protection::Plain,
+        "10.0.1.20:5060",
+        "10.0.1.10:5060",
+        &forbidden,
+    );
+    let rec = puts(w.reg.drain_store(w.now, wall, usize::MAX)).remove(0);
+    assert!(rec.sets[0].expires_ms - wall <= 2_000, "{:?}", rec.sets[0]);
 }

@@ -6,21 +6,29 @@
 //! process whose `Instant`s it was written with.
 //!
 //! Sequence numbers across a restart (RFC 4303 §3.3.3, §3.4.3):
-//! - outbound: every SA sends only up to a ceiling that is already in the store; the sweep
-//!   raises it ([`SEQ_STEP`] ahead) once the SA is within half a step, and the raise reaches
-//!   the SA only after the record holding it is written ([`Registrar::store_written`]). A
-//!   restored SA resumes after its persisted ceiling, so no number (nor GCM/GMAC IV) is used
-//!   twice, whenever the process died. An SA that outruns the sweep is held at its ceiling
-//!   (`esp_seq_ceiling` drops), never past it.
-//! - inbound: the highest number accepted is written when the sweep sees it move; a restored
-//!   window refuses everything up to it. What was accepted after the last write and before a
-//!   crash could be replayed once after the restart: the exposure is one sweep round (a clean
-//!   stop writes exact values). SIP absorbs such a replay as a retransmission.
+//! - outbound: an SA of a set the store holds sends only up to a ceiling that is in the store;
+//!   the sweep raises the set's ceiling (a step ahead, [`super::PersistOptions::seq_step`])
+//!   once the SA is within half a step, and the raise reaches the SA only after a record holding
+//!   it is written ([`Registrar::store_written`], by `fetch_max`: writes answered out of order
+//!   never lower it). A fresh set's SAs start at one step before any record of theirs is
+//!   written: if the process dies first, the set is not in the store, and neither are its keys.
+//!   A restored SA resumes after its persisted ceiling (one step further when the store may
+//!   lose acknowledged writes), so no number (nor GCM/GMAC IV) is used twice, whenever the
+//!   process died. An SA that outruns the sweep is held at its ceiling (`esp_seq_ceiling`
+//!   drops), never past it.
+//! - inbound: the highest number accepted is written when the sweep sees it move by
+//!   [`super::IN_TOP_STEP`]; a restored window refuses everything up to it. What was accepted
+//!   after the last write and before a crash could be replayed once after the restart (a
+//!   clean stop, after the workers stopped, writes exact values). SIP absorbs such a replay as
+//!   a retransmission.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Binding, Persist, Registrar, SEQ_STEP, SaSet, SetKeys, StoreWrite, Timer};
+use super::{
+    Binding, IN_TOP_STEP, MAX_RESTORED_LIFE, MAX_TEMPORARY, Persist, PersistOptions,
+    REG_AWAIT_AUTH, Registrar, SaSet, SetKeys, StoreWrite, Timer,
+};
 use crate::control::store::{BindingRecord, RegRecord, SetRecord, SetRole};
 use crate::satable::{Registration, SetState};
 
@@ -31,18 +39,27 @@ pub struct Restored {
     pub sets: usize,
     /// Sets past their expiry: left out.
     pub expired: usize,
-    /// Sets that could not be installed (an SPI or port another set holds, an SPI outside
-    /// this configuration's range, an algorithm no longer configured): left out, logged.
+    /// Sets that could not be installed (an SPI or port another set holds, an SPI or port
+    /// outside this configuration's ranges, an algorithm pair no longer configured): left out,
+    /// logged.
     pub failed: usize,
+    /// Outbound SAs restored past half their 32-bit sequence space (a crash loop spends a
+    /// step per restart): their UEs will need a new set before long.
+    pub worn: usize,
 }
 
 impl Registrar {
     /// Turns the write-through on: from now on every change of a binding or its SA sets is
     /// handed out by [`Registrar::drain_store`], and sets keep their CK/IK for their record.
     /// Call it before the first message (sets made before it are not persisted).
-    pub fn enable_persistence(&mut self) {
+    pub fn enable_persistence(&mut self, opts: PersistOptions) {
         let sweep = self.bindings.keys().copied().collect();
+        let opts = PersistOptions {
+            seq_step: opts.seq_step.max(16),
+            ..opts
+        };
         self.persist = Some(Persist {
+            opts,
             sweep,
             ..Persist::default()
         });
@@ -62,54 +79,76 @@ impl Registrar {
         }
     }
 
-    /// Records changed since the last call, for the store: a binding with SA sets is put, an
-    /// IMPI with no binding (or no set) left is deleted. Until [`Registrar::store_written`]
-    /// or [`Registrar::store_failed`] is called, the ceilings raised in these records stay off
-    /// the SAs.
-    pub fn drain_store(&mut self, now: Instant, wall_ms: u64) -> Vec<StoreWrite> {
+    /// Up to `max` records changed since the last call, for the store: a binding with SA sets
+    /// is put, an IMPI with no binding (or no set) left is deleted. Until
+    /// [`Registrar::store_written`] or [`Registrar::store_failed`] is called, the ceilings in
+    /// these records stay off the SAs.
+    pub fn drain_store(&mut self, now: Instant, wall_ms: u64, max: usize) -> Vec<StoreWrite> {
         let Some(p) = &mut self.persist else {
             return Vec::new();
         };
-        let dirty: Vec<Arc<[u8]>> = p.dirty.drain().collect();
-        let mut raises = std::mem::take(&mut p.raises);
-        p.raises_draining.append(&mut raises);
-        let mut out = Vec::with_capacity(dirty.len());
-        for impi in &dirty {
-            let rec = self
+        let batch: Vec<Arc<[u8]>> = p.dirty.iter().take(max).cloned().collect();
+        for impi in &batch {
+            p.dirty.remove(impi);
+        }
+        let g = self.sas_view.pin();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut ceilings = Vec::new();
+        for impi in &batch {
+            let found = self
                 .by_impi
                 .get(impi)
-                .and_then(|id| self.bindings.get(id))
-                .and_then(|b| record_of(b, now, wall_ms));
+                .and_then(|&id| Some((id, self.bindings.get(&id)?)));
+            let rec = found.and_then(|(id, b)| {
+                let rec = record_of(b, now, wall_ms)?;
+                // the SAs whose ceilings this record makes durable
+                for set in b.sets().filter(|s| s.keys.is_some()) {
+                    let outs = [
+                        (set.port_us, set.port_pc, set.spi_us),
+                        (set.port_uc, set.port_ps, set.spi_uc),
+                    ];
+                    for (i, (port, lport, spi)) in outs.into_iter().enumerate() {
+                        if let Some(e) = g
+                            .outbound(set.ue, port, lport)
+                            .filter(|e| e.binding() == id && e.spi() == spi)
+                        {
+                            ceilings.push((e.sa().clone(), set.out_ceiling[i]));
+                        }
+                    }
+                }
+                Some(rec)
+            });
             out.push(match rec {
                 Some(r) => StoreWrite::Put(r),
                 None => StoreWrite::Delete(impi.clone()),
             });
         }
+        drop(g);
         if let Some(p) = &mut self.persist {
-            p.draining.extend(dirty);
+            p.draining.extend(batch);
+            p.draining_ceilings.append(&mut ceilings);
         }
         out
     }
 
-    /// What the last [`Registrar::drain_store`] handed out is written: its raised ceilings go
-    /// to the SAs.
+    /// What the last [`Registrar::drain_store`] handed out is written: its ceilings go to the
+    /// SAs.
     pub fn store_written(&mut self) {
         if let Some(p) = &mut self.persist {
             p.draining.clear();
-            for (sa, ceiling) in p.raises_draining.drain(..) {
-                sa.set_seq_ceiling(ceiling);
+            for (sa, ceiling) in p.draining_ceilings.drain(..) {
+                sa.raise_seq_ceiling(ceiling);
             }
         }
     }
 
     /// What the last [`Registrar::drain_store`] handed out could not be written: those records
-    /// are written again at the next drain, their ceilings stay where they are.
+    /// are written again at a later drain (as they are then), their SAs' ceilings stay.
     pub fn store_failed(&mut self) {
         if let Some(p) = &mut self.persist {
             let again = std::mem::take(&mut p.draining);
             p.dirty.extend(again);
-            let mut r = std::mem::take(&mut p.raises_draining);
-            p.raises.append(&mut r);
+            p.draining_ceilings.clear();
         }
     }
 
@@ -120,13 +159,15 @@ impl Registrar {
 
     /// One step of the counters sweep: up to `budget` bindings (a round over all of them
     /// takes `bindings / budget` calls), each set's outbound ceilings raised where the SA is
-    /// within half a [`SEQ_STEP`] of its ceiling, and its inbound high-water marks taken where
+    /// within half a step of its ceiling, and its inbound high-water marks taken where
     /// they moved; a binding that changed is written at the next drain. `budget: None` visits
     /// every binding (a clean stop). The bindings it marked.
     pub fn sweep_counters(&mut self, budget: Option<usize>) -> usize {
         let Some(p) = &mut self.persist else {
             return 0;
         };
+        // a clean stop (every binding) takes every mark exactly
+        let exact = budget.is_none();
         let n = budget.unwrap_or(p.sweep.len()).min(p.sweep.len());
         let g = self.sas_view.pin();
         let mut marked = 0;
@@ -158,18 +199,21 @@ impl Registrar {
                         continue;
                     };
                     let sent = e.sa().last_seq_sent();
-                    let ceiling = set.out_ceiling[i];
-                    if ceiling < u32::MAX && sent + u64::from(SEQ_STEP / 2) > u64::from(ceiling) {
-                        let raised = (sent + u64::from(SEQ_STEP)).min(u64::from(u32::MAX)) as u32;
-                        set.out_ceiling[i] = raised;
-                        p.raises.push((e.sa().clone(), raised));
+                    let (ceiling, step) = (set.out_ceiling[i], u64::from(p.opts.seq_step));
+                    if ceiling < u32::MAX && sent + step / 2 > u64::from(ceiling) {
+                        set.out_ceiling[i] = (sent + step).min(u64::from(u32::MAX)) as u32;
                         changed = true;
                     }
+                }
+                if set.keys.is_none() {
+                    continue; // not in the store
                 }
                 for (i, spi) in [set.spi_ps, set.spi_pc].into_iter().enumerate() {
                     if let Some(e) = g.inbound(spi).filter(|e| e.binding() == id) {
                         let top = e.sa().highest_seq_received() as u32;
-                        if top > set.in_top[i] {
+                        if top >= set.in_top[i].saturating_add(IN_TOP_STEP)
+                            || (exact && top > set.in_top[i])
+                        {
                             set.in_top[i] = top;
                             changed = true;
                         }
@@ -205,8 +249,22 @@ impl Registrar {
             g.next_hop_tcp = r.next_hop_tcp;
             Arc::new(g)
         });
+        let mut temporaries = 0;
         for s in live {
-            let left = Duration::from_millis(s.expires_ms - wall_ms);
+            // a clock set back, or a record from far off, does not make a set live for years
+            let cap = if s.role == SetRole::Temporary {
+                REG_AWAIT_AUTH
+            } else {
+                MAX_RESTORED_LIFE
+            };
+            let left = Duration::from_millis(s.expires_ms - wall_ms).min(cap);
+            if s.role == SetRole::Temporary {
+                temporaries += 1;
+                if temporaries > MAX_TEMPORARY {
+                    done.failed += 1;
+                    continue;
+                }
+            }
             let set = SaSet {
                 ue: s.ue,
                 spi_pc: s.spi_pc,
@@ -226,7 +284,10 @@ impl Registrar {
                 in_top: s.in_top,
             };
             match self.restore_set(id, set, s.role, reg.as_ref()) {
-                Ok(()) => done.sets += 1,
+                Ok(worn) => {
+                    done.sets += 1;
+                    done.worn += worn;
+                }
                 Err(e) => {
                     done.failed += 1;
                     crate::control::log::warn(format_args!(
@@ -270,15 +331,32 @@ impl Registrar {
         }
     }
 
-    /// One restored set into the table and its binding slot.
+    /// One restored set into the table and its binding slot; how many of its outbound SAs
+    /// resume past half their sequence space.
     fn restore_set(
         &mut self,
         id: u64,
         mut set: SaSet,
         role: SetRole,
         reg: Option<&Arc<Registration>>,
-    ) -> Result<(), String> {
+    ) -> Result<usize, String> {
         let keys = set.keys.clone().ok_or("no keys")?;
+        let opts = self.persist.as_ref().map(|p| p.opts).unwrap_or_default();
+        // what this configuration allows (TS 33.203 §7.1: the pairs and ports we offer)
+        if !self.cfg.prefs.contains(&(set.alg, set.ealg)) {
+            return Err(format!(
+                "{}/{} is not among ipsec.algorithms any more",
+                set.alg.token(),
+                set.ealg.token()
+            ));
+        }
+        let ports = &self.cfg.protected_ports;
+        if !ports.contains(&set.port_pc) || !ports.contains(&set.port_ps) {
+            return Err(format!(
+                "our ports {}/{} are outside ue.protected_ports now",
+                set.port_pc, set.port_ps
+            ));
+        }
         self.sas
             .reserve_exact_spi(set.spi_pc)
             .map_err(|e| format!("our SPI {}: {e}", set.spi_pc))?;
@@ -291,27 +369,21 @@ impl Registrar {
             SetRole::Current => (SetState::New, SetState::New),
             SetRole::Old | SetRole::Retiring => (SetState::New, SetState::Old),
         };
-        // resumes after the stored ceilings; the raised ones reach the SAs once written
+        // RFC 4303 §3.3.3: resume after the stored ceiling (one step further when the store may
+        // have lost a raise it acknowledged); send nothing until a step beyond is written
+        let margin = if opts.store_may_lose_writes {
+            opts.seq_step
+        } else {
+            0
+        };
+        let resume = set.out_ceiling.map(|c| c.saturating_add(margin));
+        set.out_ceiling = resume;
         if let Err(e) = self.install(&set, keys.ck(), keys.ik(), id, Some(inbound)) {
             self.remove_set(&set, id);
             return Err(e);
         }
-        {
-            let g = self.sas_view.pin();
-            let outs = [
-                (set.port_us, set.port_pc, set.spi_us),
-                (set.port_uc, set.port_ps, set.spi_uc),
-            ];
-            for (i, (port, lport, _)) in outs.into_iter().enumerate() {
-                if let Some(e) = g.outbound(set.ue, port, lport) {
-                    let raised = set.out_ceiling[i].saturating_add(SEQ_STEP);
-                    set.out_ceiling[i] = raised;
-                    if let Some(p) = &mut self.persist {
-                        p.raises.push((e.sa().clone(), raised));
-                    }
-                }
-            }
-        }
+        set.out_ceiling = resume.map(|c| c.saturating_add(opts.seq_step));
+        let worn = resume.iter().filter(|&&c| c > u32::MAX / 2).count();
         for (port, lport) in [(set.port_us, set.port_pc), (set.port_uc, set.port_ps)] {
             let _ = self.sas.set_outbound_state(set.ue, port, lport, outbound);
         }
@@ -333,31 +405,24 @@ impl Registrar {
         };
         // a slot already filled (a record naming two current sets) is a corrupt record: the
         // later set is left out
-        let slot = match role {
-            SetRole::Temporary => {
-                b.temporary.push(set);
-                None
-            }
-            SetRole::Current => b.current.replace(Box::new(set)),
-            SetRole::Old => b.old.replace(Box::new(set)),
-            SetRole::Retiring => b.retiring.replace(Box::new(set)),
+        let taken = match role {
+            SetRole::Temporary => false,
+            SetRole::Current => b.current.is_some(),
+            SetRole::Old => b.old.is_some(),
+            SetRole::Retiring => b.retiring.is_some(),
         };
-        self.arm(at, timer);
-        if let Some(dup) = slot {
-            let spi = dup.spi_pc;
-            // put the first one back, remove the duplicate's SAs
-            let b = self.bindings.get_mut(&id).expect("just used");
-            let second = match role {
-                SetRole::Current => b.current.replace(dup),
-                SetRole::Old => b.old.replace(dup),
-                _ => b.retiring.replace(dup),
-            };
-            if let Some(second) = second {
-                self.remove_set(&second, id);
-            }
-            return Err(format!("a second {role:?} set beside SPI {spi}"));
+        if taken {
+            self.remove_set(&set, id);
+            return Err(format!("a second {role:?} set in one record"));
         }
-        Ok(())
+        match role {
+            SetRole::Temporary => b.temporary.push(set),
+            SetRole::Current => b.current = Some(Box::new(set)),
+            SetRole::Old => b.old = Some(Box::new(set)),
+            SetRole::Retiring => b.retiring = Some(Box::new(set)),
+        }
+        self.arm(at, timer);
+        Ok(worn)
     }
 }
 
