@@ -292,8 +292,11 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// `state.seq_step`'s default (`control::registrar::SEQ_STEP`).
+pub const DEFAULT_SEQ_STEP: u32 = 1 << 16;
+
 fn default_seq_step() -> u32 {
-    crate::control::registrar::SEQ_STEP
+    DEFAULT_SEQ_STEP
 }
 
 impl Default for State {

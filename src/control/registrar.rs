@@ -362,7 +362,7 @@ impl std::fmt::Debug for SetKeys {
 /// ceiling, so it never sends a number twice). Each restart costs an SA up to one step of its
 /// 32-bit space: 65,536 restarts. The counters sweep raises a ceiling once the SA is within
 /// half a step of it.
-pub const SEQ_STEP: u32 = 1 << 16;
+pub const SEQ_STEP: u32 = crate::config::DEFAULT_SEQ_STEP;
 /// Bindings the counters sweep ([`Registrar::sweep_counters`]) looks at per call at most.
 pub const SWEEP_BUDGET: usize = 2048;
 /// An inbound high-water mark is written again once it moved this far (each write is a
