@@ -11,14 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::esp::{EncAlg, IntegAlg};
 
 /// The commented example shipped with pcscf (`pcscf config-example`).
 pub const EXAMPLE: &str = include_str!("example.toml");
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub ue: UeSide,
@@ -32,10 +32,12 @@ pub struct Config {
     #[serde(default)]
     pub stats: Stats,
     #[serde(default)]
+    pub control: Control,
+    #[serde(default)]
     pub log: Log,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UeSide {
     pub interface: String,
@@ -59,7 +61,7 @@ pub struct UeSide {
     pub max_udp_request: u16,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoreSide {
     pub interface: String,
@@ -124,7 +126,7 @@ impl CoreSide {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     #[serde(default = "default_vnid")]
@@ -142,7 +144,7 @@ impl Default for Network {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ipsec {
     #[serde(default = "default_spi_range")]
@@ -169,7 +171,7 @@ impl Default for Ipsec {
 }
 
 /// The packet I/O backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Xdp,
@@ -177,14 +179,14 @@ pub enum Backend {
     Socket,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     Skb,
     Drv,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     #[serde(default = "default_backend")]
@@ -222,14 +224,14 @@ impl Default for Dataplane {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
     #[serde(default)]
     pub prometheus: Option<SocketAddr>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -238,7 +240,7 @@ pub enum LogLevel {
     Debug,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default = "default_level")]
@@ -404,6 +406,7 @@ impl Config {
 
     /// The semantic rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.control.check()?;
         if self.ue.interface.is_empty() {
             return Err(bad("ue.interface", "must not be empty"));
         }
@@ -610,6 +613,53 @@ impl Config {
     }
 }
 
+/// `[control]`: the local control socket that `pcscf ctl` talks to (`crate::daemon` serves it on
+/// the registration thread; `crate::control::ctl` is its grammar).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The Unix socket's path. Its directory is created 0700 when missing and must otherwise
+    /// belong to us (or root) and be writable by nobody else; the socket is made 0600 and only
+    /// root or our own user may talk to it (checked per connection, SO_PEERCRED).
+    #[serde(default = "default_control_socket")]
+    pub socket: std::path::PathBuf,
+}
+
+/// `control.socket` when unset.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pcscf/ctl.sock";
+
+fn default_control_socket() -> std::path::PathBuf {
+    DEFAULT_CONTROL_SOCKET.into()
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_control_socket(),
+        }
+    }
+}
+
+impl Control {
+    /// An absolute path that fits a `sockaddr_un` (107 bytes and the NUL), naming a file in a
+    /// directory (not `/` itself).
+    fn check(&self) -> Result<(), ConfigError> {
+        use std::os::unix::ffi::OsStrExt;
+        let key = "control.socket";
+        let p = &self.socket;
+        if !p.is_absolute() || p.file_name().is_none() || p.parent().is_none() {
+            return Err(bad(
+                key,
+                format!("{p:?}: an absolute path to a file is needed"),
+            ));
+        }
+        if p.as_os_str().as_bytes().len() > 107 {
+            return Err(bad(key, "at most 107 bytes (sockaddr_un)"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,5 +799,31 @@ mod tests {
             let msg = err_key(&base.replacen(from, to, 1));
             assert!(msg.contains(key), "{to}: {msg}");
         }
+    }
+
+    #[test]
+    fn the_control_socket() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.control.socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        let without = EXAMPLE.replacen("[control]\nsocket = \"/run/pcscf/ctl.sock\"", "", 1);
+        assert_ne!(without, EXAMPLE);
+        let c = Config::parse(&without).unwrap();
+        assert_eq!(c.control.socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        let long = format!("/run/{}", "x".repeat(103));
+        for bad in ["ctl.sock", "/", &long] {
+            let msg = err_key(&EXAMPLE.replacen(
+                "socket = \"/run/pcscf/ctl.sock\"",
+                &format!("socket = {bad:?}"),
+                1,
+            ));
+            assert!(msg.contains("control.socket"), "{bad}: {msg}");
+        }
+        // `pcscf ctl show config` prints what was parsed, and it parses again the same
+        let text = toml::to_string(&Config::parse(EXAMPLE).unwrap()).unwrap();
+        let again = Config::parse(&text).unwrap();
+        assert_eq!(
+            format!("{again:?}"),
+            format!("{:?}", Config::parse(EXAMPLE).unwrap())
+        );
     }
 }
