@@ -23,12 +23,14 @@ use crate::satable::{SaTableConfig, sa_table};
 
 mod backends;
 pub mod core_tcp;
+mod ctl;
 mod prometheus;
 mod registration;
 mod report;
 mod signals;
 mod workers;
 
+pub use ctl::{CtlServer, CtlStats, Limits as CtlLimits, request as ctl_request};
 pub use registration::{PASS_BUDGET, punt_pass};
 pub use report::{RunReport, control_metrics, metrics_text, print_report};
 pub use signals::{install_signal_handlers, request_stop, stop_requested};
@@ -74,6 +76,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         NeighTable::empty()
     }));
     let mut poll = mio::Poll::new()?;
+    // the control socket first: an unsafe or unusable control.socket is said before anything runs
+    let ctl_server = ctl::bind(cfg, poll.registry())?;
     let waker = mio::Waker::new(poll.registry(), registration::WAKE)?;
     let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
     // Dialog events have their own buffers: a burst of calls never costs a REGISTER its punt
@@ -185,6 +189,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     if opts.preload_ues > 0 {
         preload(&mut registrar, opts)?;
     }
+    let mut ctl = ctl_server
+        .map(|s| ctl::CtlShell::new(s, cfg, (shared.clone(), core_tcp_stats.clone()), started));
     let counts = registration::serve(
         cfg,
         &mut registrar,
@@ -192,7 +198,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         (&punt, &dialog_events, &large),
         &injects,
         &control_text,
+        ctl.as_mut(),
     )?;
+    if let Some(c) = &ctl {
+        log::info(format_args!("control socket: {:?}", c.stats()));
+    }
+    drop(ctl); // the socket file goes
     report::log_registration_stop(&registrar, &counts);
     stop.store(true, Ordering::SeqCst);
     for h in handles {
