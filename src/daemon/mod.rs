@@ -5,9 +5,9 @@
 //! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
 //! missing privilege is reported at once: `backends.rs`), the pinned workers (`workers.rs`), the
 //! control loop that carries the registrar's inputs and outputs (`registration.rs`), the
-//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`) and
-//! the final counters (`report.rs`). Backends are dropped on the way out, which detaches an XDP
-//! program.
+//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`), the
+//! operator's control socket (`ctl.rs`, for `pcscf ctl`) and the final counters (`report.rs`).
+//! Backends are dropped on the way out, which detaches an XDP program.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
