@@ -76,8 +76,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         NeighTable::empty()
     }));
     let mut poll = mio::Poll::new()?;
-    // the control socket first: an unsafe or unusable control.socket is said before anything runs
-    let ctl_server = ctl::bind(cfg, poll.registry())?;
     let waker = mio::Waker::new(poll.registry(), registration::WAKE)?;
     let punt = MsgQueue::prioritized(cfg.dataplane.punt_queue, Some(waker));
     // Dialog events have their own buffers: a burst of calls never costs a REGISTER its punt
@@ -124,6 +122,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let large = core_tcp::LargeToRegistrar::new(LARGE_DEPTH, punt.clone());
     core_tcp.set_large(large.clone());
     let core_tcp_stats = core_tcp.stats();
+    // the control socket before any thread starts: an unsafe or unusable control.socket is said
+    // at once (after the backends, whose errors, a missing privilege say, come first)
+    let ctl_server = ctl::bind(cfg, poll.registry())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
