@@ -212,6 +212,24 @@ enum Cmd {
         #[arg(long, hide = true)]
         allow_stateless_relay: bool,
     },
+    /// Ask a running `pcscf run` over its control socket (root or the daemon's user only):
+    /// show registrations [IMPU|IMPI], show sa SPI, show dialogs, show runtime, show config,
+    /// deregister IMPU, log level LEVEL, help. Exits non-zero when the command is refused or
+    /// the daemon cannot be reached.
+    Ctl {
+        /// The control socket (the daemon's `control.socket`).
+        #[arg(long, default_value = pcscf::config::DEFAULT_CONTROL_SOCKET, conflicts_with = "config")]
+        socket: PathBuf,
+        /// Take the socket's path from this configuration file instead.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// JSON instead of aligned tables (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// The command, e.g. `show registrations`, `deregister sip:alice@ims.example`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Check a configuration file and exit (0 if it is valid).
     CheckConfig {
         /// The TOML configuration to check.
@@ -428,6 +446,39 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let report = pcscf::daemon::run(&cfg, &opts)?;
             pcscf::daemon::print_report(&report, cfg.log.level);
+        }
+        Cmd::Ctl {
+            socket,
+            config,
+            json,
+            command,
+        } => {
+            let socket = match config {
+                Some(c) => {
+                    pcscf::config::Config::load(&c)
+                        .map_err(|e| format!("{}: {e}", c.display()))?
+                        .control
+                        .socket
+                }
+                None => socket,
+            };
+            let line = if json {
+                format!("--json {}", command.join(" "))
+            } else {
+                command.join(" ")
+            };
+            let reply =
+                pcscf::daemon::ctl_request(&socket, &line, std::time::Duration::from_secs(5))
+                    .map_err(|e| format!("is pcscf running? socket {}: {e}", socket.display()))?;
+            if reply.ok {
+                print!("{}", reply.body);
+            } else if json {
+                // scripts read the error object on stdout; the exit status says it failed
+                print!("{}", reply.body);
+                return Err("the command was refused".into());
+            } else {
+                return Err(reply.body.trim_end().into());
+            }
         }
         Cmd::CheckConfig { config } => {
             pcscf::config::Config::load(&config)

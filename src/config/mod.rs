@@ -11,14 +11,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::esp::{EncAlg, IntegAlg};
 
 /// The commented example shipped with pcscf (`pcscf config-example`).
 pub const EXAMPLE: &str = include_str!("example.toml");
 
-#[derive(Clone, Debug, Deserialize)]
+/// The whole configuration. `pcscf ctl show config` prints every field (hence `Serialize`): a
+/// secret must never be one (name a key's file, never its contents).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub ue: UeSide,
@@ -32,12 +34,14 @@ pub struct Config {
     #[serde(default)]
     pub stats: Stats,
     #[serde(default)]
+    pub control: Control,
+    #[serde(default)]
     pub log: Log,
     #[serde(default)]
     pub state: State,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UeSide {
     pub interface: String,
@@ -61,7 +65,7 @@ pub struct UeSide {
     pub max_udp_request: u16,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoreSide {
     pub interface: String,
@@ -126,7 +130,7 @@ impl CoreSide {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     #[serde(default = "default_vnid")]
@@ -144,7 +148,7 @@ impl Default for Network {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ipsec {
     #[serde(default = "default_spi_range")]
@@ -171,7 +175,7 @@ impl Default for Ipsec {
 }
 
 /// The packet I/O backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Xdp,
@@ -179,14 +183,14 @@ pub enum Backend {
     Socket,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     Skb,
     Drv,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     #[serde(default = "default_backend")]
@@ -224,7 +228,7 @@ impl Default for Dataplane {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
     #[serde(default)]
@@ -232,7 +236,7 @@ pub struct Stats {
 }
 
 /// Where the registration state is persisted (`daemon::state`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateBackend {
     /// Registrations live in memory only: a restart costs every UE a re-registration.
@@ -244,9 +248,9 @@ pub enum StateBackend {
     Redis,
 }
 
-/// The `[state]` section: write-through persistence of bindings and SA sets. `Debug` leaves a
-/// Redis URL's password out.
-#[derive(Clone, Deserialize)]
+/// The `[state]` section: write-through persistence of bindings and SA sets. `Debug` and
+/// `Serialize` (`pcscf ctl show config`) leave a Redis URL's password out.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     #[serde(default)]
@@ -260,7 +264,7 @@ pub struct State {
     pub seal_key_file: Option<std::path::PathBuf>,
     /// The Redis server (backend = "redis"): `redis://host:port/db` (`rediss://` for TLS is
     /// not built in).
-    #[serde(default)]
+    #[serde(default, serialize_with = "serialize_redacted")]
     pub redis_url: Option<String>,
     /// Prefix of this deployment's keys in Redis (nodes that share state use the same one).
     #[serde(default)]
@@ -276,6 +280,13 @@ pub fn redacted_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&redacted_url(u)),
+        None => s.serialize_none(),
     }
 }
 
@@ -312,7 +323,7 @@ impl Default for State {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -321,7 +332,7 @@ pub enum LogLevel {
     Debug,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default = "default_level")]
@@ -487,6 +498,7 @@ impl Config {
 
     /// The semantic rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.control.check()?;
         if self.ue.interface.is_empty() {
             return Err(bad("ue.interface", "must not be empty"));
         }
@@ -715,6 +727,53 @@ impl Config {
     }
 }
 
+/// `[control]`: the local control socket that `pcscf ctl` talks to (`crate::daemon` serves it on
+/// the registration thread; `crate::control::ctl` is its grammar).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The Unix socket's path. Its directory is created 0700 when missing and must otherwise
+    /// belong to us (or root) and be writable by nobody else; the socket is made 0600 and only
+    /// root or our own user may talk to it (checked per connection, SO_PEERCRED).
+    #[serde(default = "default_control_socket")]
+    pub socket: std::path::PathBuf,
+}
+
+/// `control.socket` when unset.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pcscf/ctl.sock";
+
+fn default_control_socket() -> std::path::PathBuf {
+    DEFAULT_CONTROL_SOCKET.into()
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_control_socket(),
+        }
+    }
+}
+
+impl Control {
+    /// An absolute path that fits a `sockaddr_un` (107 bytes and the NUL), naming a file in a
+    /// directory (not `/` itself).
+    fn check(&self) -> Result<(), ConfigError> {
+        use std::os::unix::ffi::OsStrExt;
+        let key = "control.socket";
+        let p = &self.socket;
+        if !p.is_absolute() || p.file_name().is_none() || p.parent().is_none() {
+            return Err(bad(
+                key,
+                format!("{p:?}: an absolute path to a file is needed"),
+            ));
+        }
+        if p.as_os_str().as_bytes().len() > 107 {
+            return Err(bad(key, "at most 107 bytes (sockaddr_un)"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,6 +912,41 @@ mod tests {
             assert!(base.contains(from), "{from}");
             let msg = err_key(&base.replacen(from, to, 1));
             assert!(msg.contains(key), "{to}: {msg}");
+        }
+    }
+
+    #[test]
+    fn the_control_socket() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.control.socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        let without = EXAMPLE.replacen("[control]\nsocket = \"/run/pcscf/ctl.sock\"", "", 1);
+        assert_ne!(without, EXAMPLE);
+        let c = Config::parse(&without).unwrap();
+        assert_eq!(c.control.socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        let long = format!("/run/{}", "x".repeat(103));
+        for bad in ["ctl.sock", "/", &long] {
+            let msg = err_key(&EXAMPLE.replacen(
+                "socket = \"/run/pcscf/ctl.sock\"",
+                &format!("socket = {bad:?}"),
+                1,
+            ));
+            assert!(msg.contains("control.socket"), "{bad}: {msg}");
+        }
+        // `pcscf ctl show config` prints what was parsed, and it parses again the same (a
+        // table among the keys of [core] included)
+        let full = EXAMPLE
+            .replacen("# [core.icscf_by_domain]", "[core.icscf_by_domain]", 1)
+            .replacen(
+                "# \"ims.mnc002.mcc001.3gppnetwork.org\" = ",
+                "\"ims.mnc002.mcc001.3gppnetwork.org\" = ",
+                1,
+            )
+            .replacen("# prometheus", "prometheus", 1);
+        for text in [EXAMPLE, &full] {
+            let c = Config::parse(text).unwrap();
+            let shown = toml::to_string(&c).unwrap();
+            let again = Config::parse(&shown).unwrap_or_else(|e| panic!("{e}:\n{shown}"));
+            assert_eq!(format!("{again:?}"), format!("{c:?}"));
         }
     }
 }

@@ -836,6 +836,36 @@ impl Request<'_> {
     }
 }
 
+/// A confirmed dialog, read-only: what the operator's `pcscf ctl show dialogs` lists.
+#[derive(Clone, Copy, Debug)]
+pub struct DialogView<'a> {
+    /// The registration (binding) it belongs to.
+    pub binding: u64,
+    pub call_id: &'a [u8],
+    /// The UE placed the call (originating); else the core called the UE (terminating).
+    pub ue_is_caller: bool,
+    /// The From value with the caller's tag, and the To value with the callee's.
+    pub caller: &'a [u8],
+    pub callee: &'a [u8],
+    /// Where the UE's requests in it go, when known.
+    pub next_hop: Option<SocketAddr>,
+}
+
+/// Read-only views for the operator (`crate::control::ctl`).
+impl Dialogs {
+    /// The confirmed dialogs, in no particular order.
+    pub fn views(&self) -> impl Iterator<Item = DialogView<'_>> {
+        self.dialogs.iter().map(|(id, d)| DialogView {
+            binding: d.binding,
+            call_id: &id.0,
+            ue_is_caller: d.ue_is_caller,
+            caller: &d.caller,
+            callee: &d.callee,
+            next_hop: d.next_hop,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

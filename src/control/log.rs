@@ -26,6 +26,16 @@ pub fn set_level(l: LogLevel) {
     LEVEL.store(l as u8, Ordering::Relaxed);
 }
 
+/// The level in force (`pcscf ctl log level` changes it while running).
+pub fn level() -> LogLevel {
+    match LEVEL.load(Ordering::Relaxed) {
+        x if x == LogLevel::Error as u8 => LogLevel::Error,
+        x if x == LogLevel::Warn as u8 => LogLevel::Warn,
+        x if x == LogLevel::Info as u8 => LogLevel::Info,
+        _ => LogLevel::Debug,
+    }
+}
+
 /// A token bucket over log lines that remembers how many it refused.
 #[derive(Debug)]
 pub struct LineBudget {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ctl;
 pub mod dialogs;
 pub(crate) mod dns;
 mod idmap;

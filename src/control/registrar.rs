@@ -2883,3 +2883,217 @@ impl Registrar {
         })
     }
 }
+
+/// The role of an SA set in its binding (TS 33.203 §7.4), as `pcscf ctl` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetRole {
+    /// Made for a 401 challenge; becomes current when the protected REGISTER completes it.
+    Temporary,
+    /// The set in use.
+    Current,
+    /// The set a re-registration replaced, carrying traffic until it expires.
+    Old,
+    /// The set a second re-registration displaced, going after a transaction's life.
+    Retiring,
+}
+
+impl SetRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            SetRole::Temporary => "temporary",
+            SetRole::Current => "current",
+            SetRole::Old => "old",
+            SetRole::Retiring => "retiring",
+        }
+    }
+}
+
+/// One SA set of a binding, read-only (operator views: `control::ctl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetView {
+    pub role: SetRole,
+    pub ue: IpAddr,
+    /// Our inbound SPIs (port-c's and port-s's SAs).
+    pub spi_pc: u32,
+    pub spi_ps: u32,
+    /// The UE's SPIs (our outbound SAs carry them).
+    pub spi_uc: u32,
+    pub spi_us: u32,
+    pub port_pc: u16,
+    pub port_ps: u16,
+    pub port_uc: u16,
+    pub port_us: u16,
+    pub alg: IntegAlg,
+    pub ealg: EncAlg,
+    /// When the set's SAs go (a current set: the registration's expiry + [`SA_GRACE`]).
+    pub expires: Instant,
+}
+
+impl SetView {
+    fn of(role: SetRole, s: &SaSet) -> SetView {
+        SetView {
+            role,
+            ue: s.ue,
+            spi_pc: s.spi_pc,
+            spi_ps: s.spi_ps,
+            spi_uc: s.spi_uc,
+            spi_us: s.spi_us,
+            port_pc: s.port_pc,
+            port_ps: s.port_ps,
+            port_uc: s.port_uc,
+            port_us: s.port_us,
+            alg: s.alg,
+            ealg: s.ealg,
+            expires: s.expires,
+        }
+    }
+}
+
+/// One binding, read-only: what `pcscf ctl show registrations` lists.
+#[derive(Clone, Debug)]
+pub struct BindingView<'a> {
+    /// The binding's number (order of creation).
+    pub id: u64,
+    pub impi: &'a [u8],
+    /// The Contact URI the UE registered (empty before its first 200).
+    pub contact: &'a [u8],
+    /// Registered: a 200 came and the registration has not ended.
+    pub registered: bool,
+    /// The P-Asserted-Identity value the workers set for it (`<uri>`), when registered.
+    pub asserted: Option<&'a [u8]>,
+    /// The registered IMPUs (P-Associated-URI), the default first.
+    pub impus: Vec<&'a [u8]>,
+    /// REGISTER transactions in progress.
+    pub in_flight: u32,
+    /// Its sets: temporary ones first, then current, old, retiring.
+    pub sets: Vec<SetView>,
+    /// Its confirmed calls in the dialog book.
+    pub dialogs: usize,
+}
+
+/// The four SAs of one set with their counters, read-only: what `pcscf ctl show sa` shows.
+#[derive(Clone, Debug)]
+pub struct SaSetDetail<'a> {
+    pub binding: BindingView<'a>,
+    pub set: SetView,
+    /// (direction, SPI, our port, the UE's port, the SA itself) for SA1..SA4 as the table holds
+    /// them; an entry missing from the table (never, while the invariant holds) is left out.
+    pub sas: Vec<(crate::satable::Direction, u32, u16, u16, Arc<Sa>)>,
+}
+
+/// A confirmed call of the dialog book with its registration, read-only.
+#[derive(Clone, Debug)]
+pub struct DialogLine<'a> {
+    pub impi: &'a [u8],
+    pub dialog: super::dialogs::DialogView<'a>,
+}
+
+/// Read-only views for the operator's control socket (`pcscf ctl`, `control::ctl`): nothing here
+/// changes state, and each is bounded by what it is asked for (a listing by `limit`).
+impl Registrar {
+    fn binding_view<'a>(&'a self, id: u64, b: &'a Binding) -> BindingView<'a> {
+        let mut sets: Vec<SetView> = b
+            .temporary
+            .iter()
+            .map(|s| SetView::of(SetRole::Temporary, s))
+            .collect();
+        for (role, s) in [
+            (SetRole::Current, &b.current),
+            (SetRole::Old, &b.old),
+            (SetRole::Retiring, &b.retiring),
+        ] {
+            if let Some(s) = s {
+                sets.push(SetView::of(role, s));
+            }
+        }
+        BindingView {
+            id,
+            impi: &b.impi,
+            contact: &b.contact,
+            registered: b.reg.is_some(),
+            asserted: b.reg.as_ref().map(|r| r.pai()),
+            impus: b
+                .reg
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.impus().collect()),
+            in_flight: b.in_flight,
+            sets,
+            dialogs: self.dialogs.of_binding(id),
+        }
+    }
+
+    /// Bindings held now (registered or registering).
+    pub fn bindings_count(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// At most `limit` bindings, in no particular order (the map's).
+    pub fn bindings_view(&self, limit: usize) -> Vec<BindingView<'_>> {
+        self.bindings
+            .iter()
+            .take(limit)
+            .map(|(&id, b)| self.binding_view(id, b))
+            .collect()
+    }
+
+    /// The binding `identity` names: an IMPI (a map lookup), else a registered IMPU (compared
+    /// per RFC 3261 §19.1.4, a walk over every binding: as [`Registrar::deregister`] finds it).
+    pub fn binding_view_of(&self, identity: &[u8]) -> Option<BindingView<'_>> {
+        let id = self.by_impi.get(identity).copied().or_else(|| {
+            self.bindings.iter().find_map(|(&id, b)| {
+                b.reg
+                    .as_ref()
+                    .and_then(|r| r.registered_impu(identity))
+                    .map(|_| id)
+            })
+        })?;
+        let b = self.bindings.get(&id)?;
+        Some(self.binding_view(id, b))
+    }
+
+    /// The set one of our inbound SPIs belongs to, with its four SAs from the SA table.
+    pub fn sa_set_detail(&self, spi: u32) -> Option<SaSetDetail<'_>> {
+        use crate::satable::Direction;
+        let id = self.binding_of(spi)?;
+        let b = self.bindings.get(&id)?;
+        let s = b.set_of(spi)?;
+        let binding = self.binding_view(id, b);
+        let set = *binding
+            .sets
+            .iter()
+            .find(|v| v.spi_pc == s.spi_pc && v.spi_ps == s.spi_ps)?;
+        let g = self.sas_view.pin();
+        let mut sas = Vec::with_capacity(4);
+        for (spi, lport, uport) in [
+            (s.spi_pc, s.port_pc, s.port_uc),
+            (s.spi_ps, s.port_ps, s.port_us),
+        ] {
+            if let Some(e) = g.inbound(spi) {
+                sas.push((Direction::In, spi, lport, uport, e.sa().clone()));
+            }
+        }
+        for (uport, lport) in [(s.port_us, s.port_pc), (s.port_uc, s.port_ps)] {
+            if let Some(e) = g.outbound(s.ue, uport, lport) {
+                sas.push((Direction::Out, e.spi(), lport, uport, e.sa().clone()));
+            }
+        }
+        Some(SaSetDetail { binding, set, sas })
+    }
+
+    /// At most `limit` confirmed calls of the dialog book, each with the IMPI it belongs to.
+    pub fn dialogs_view(&self, limit: usize) -> Vec<DialogLine<'_>> {
+        self.dialogs
+            .views()
+            .take(limit)
+            .map(|d| DialogLine {
+                impi: self.bindings.get(&d.binding).map_or(&[][..], |b| &b.impi),
+                dialog: d,
+            })
+            .collect()
+    }
+
+    /// INVITEs of the dialog book waiting for their final response.
+    pub fn dialogs_waiting(&self) -> usize {
+        self.dialogs.waiting()
+    }
+}

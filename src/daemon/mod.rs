@@ -5,9 +5,9 @@
 //! Owns: start-up (every backend is opened before any worker starts, so a bad interface or a
 //! missing privilege is reported at once: `backends.rs`), the pinned workers (`workers.rs`), the
 //! control loop that carries the registrar's inputs and outputs (`registration.rs`), the
-//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`) and
-//! the final counters (`report.rs`). Backends are dropped on the way out, which detaches an XDP
-//! program.
+//! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`), the
+//! operator's control socket (`ctl.rs`, for `pcscf ctl`) and the final counters (`report.rs`).
+//! Backends are dropped on the way out, which detaches an XDP program.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,7 @@ use crate::satable::{SaTableConfig, sa_table};
 
 mod backends;
 pub mod core_tcp;
+mod ctl;
 mod prometheus;
 mod registration;
 mod report;
@@ -30,6 +31,7 @@ mod signals;
 pub mod state;
 mod workers;
 
+pub use ctl::{CtlServer, CtlStats, Limits as CtlLimits, request as ctl_request};
 pub use registration::{PASS_BUDGET, punt_pass};
 pub use report::{RunReport, control_metrics, metrics_text, print_report};
 pub use signals::{install_signal_handlers, request_stop, stop_requested};
@@ -121,6 +123,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     let large = core_tcp::LargeToRegistrar::new(LARGE_DEPTH, punt.clone());
     core_tcp.set_large(large.clone());
     let core_tcp_stats = core_tcp.stats();
+    // the control socket before any thread starts: an unsafe or unusable control.socket is said
+    // at once (after the backends, whose errors, a missing privilege say, come first)
+    let ctl_server = ctl::bind(cfg, poll.registry())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = neigh.spawn_refresher(Duration::from_secs(1), stop.clone());
@@ -212,6 +217,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     if opts.preload_ues > 0 {
         preload(&mut registrar, opts)?;
     }
+    let mut ctl = ctl_server
+        .map(|s| ctl::CtlShell::new(s, cfg, (shared.clone(), core_tcp_stats.clone()), started));
     let counts = registration::serve(
         cfg,
         &mut registrar,
@@ -219,8 +226,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         (&punt, &dialog_events, &large),
         &injects,
         &control_text,
-        state_writer.as_mut(),
+        (state_writer.as_mut(), ctl.as_mut()),
     )?;
+    if let Some(c) = &ctl {
+        log::info(format_args!("control socket: {:?}", c.stats()));
+    }
+    drop(ctl); // the socket file goes
     report::log_registration_stop(&registrar, &counts);
     stop.store(true, Ordering::SeqCst);
     for h in handles {

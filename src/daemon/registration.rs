@@ -149,7 +149,10 @@ pub(super) fn serve(
     (punt, dialog_events, large): (&MsgQueue, &MsgQueue, &super::core_tcp::LargeToRegistrar),
     injects: &[Arc<MsgQueue>],
     control_text: &Mutex<String>,
-    mut state: Option<&mut super::state::Writer>,
+    (mut state, mut ctl): (
+        Option<&mut super::state::Writer>,
+        Option<&mut super::ctl::CtlShell>,
+    ),
 ) -> std::io::Result<LoopCounts> {
     // The DNS socket (non-blocking): the registrar's resolver is sans-IO, this loop carries
     // its queries and answers.
@@ -252,6 +255,10 @@ pub(super) fn serve(
             };
             punts += 1;
             registrar.handle_message(d.borrowed(), now);
+        }
+        // the operator's `pcscf ctl` requests, a bounded share per pass (daemon::ctl)
+        if let Some(c) = ctl.as_mut() {
+            backlog |= c.pass(&events, registrar, now);
         }
         while let Some((server, q)) = registrar.poll_dns_query() {
             if let Some(s) = dns_sock.as_ref() {

@@ -108,6 +108,23 @@ impl ReplayWindow {
         u64::from(self.highest.load(Ordering::Acquire))
     }
 
+    /// How many sequence numbers of the window (the [`ReplayWindow::size`] numbers ending at
+    /// [`ReplayWindow::highest`]) were received: a snapshot for an operator's display, read
+    /// while receivers may be marking, never used to accept or refuse a packet.
+    pub fn received_in_window(&self) -> u32 {
+        let h = self.highest();
+        if h == 0 {
+            return 0;
+        }
+        let lo = h.saturating_sub(u64::from(self.window) - 1).max(1);
+        (lo..=h)
+            .filter(|&seq| {
+                let v = self.slot(seq).load(Ordering::Acquire);
+                v >> 32 == seq >> 5 && v & (1 << (seq & 31)) != 0
+            })
+            .count() as u32
+    }
+
     #[inline]
     fn slot(&self, seq: u64) -> &AtomicU64 {
         // the index is below nslots, the length of whichever array holds the slots
@@ -167,5 +184,28 @@ impl ReplayWindow {
         }
         self.highest.fetch_max(seq as u32, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_in_window_counts_what_the_window_holds() {
+        let w = ReplayWindow::new(64).unwrap();
+        assert_eq!(w.received_in_window(), 0);
+        for seq in [1, 2, 3, 5, 8] {
+            w.check_and_set(seq).unwrap();
+        }
+        assert_eq!((w.highest(), w.received_in_window()), (8, 5));
+        // far ahead: only what is within the last 64 numbers counts
+        w.check_and_set(100).unwrap();
+        w.check_and_set(99).unwrap();
+        assert_eq!(w.received_in_window(), 2);
+        for seq in 37..=98 {
+            w.check_and_set(seq).unwrap();
+        }
+        assert_eq!(w.received_in_window(), 64);
     }
 }

@@ -11,7 +11,9 @@ pub const TIMER_F: core::time::Duration = core::time::Duration::from_secs(32);
 
 /// SIP over UDP or over TCP (TLS and SCTP are not spoken here). In the configuration
 /// (`core.icscf_transport`) it is written `"udp"` or `"tcp"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// RFC 3261 §18.1.1: the default for a `sip:` URI without a transport (RFC 3263 §4.1).

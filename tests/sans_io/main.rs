@@ -17,6 +17,7 @@ mod aka_digest;
 mod aka_flow;
 mod aka_milenage;
 mod aka_proptest;
+mod ctl;
 mod dataplane_worker;
 mod esp_alloc;
 mod esp_bad_input;

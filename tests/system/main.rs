@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ctl_netns;
 mod dns_netns;
 mod esp_interop;
 mod harmless_netns;
