@@ -275,12 +275,36 @@ pub struct State {
     pub seq_step: u32,
 }
 
-/// A Redis URL with its password (if any) replaced, for logs and `Debug`.
+/// A Redis URL with its credentials replaced, for logs, `Debug` and `pcscf ctl show config`:
+/// the user-info of `redis://user:password@host` and the `pass` / `password` / `user`
+/// parameters of the query (`unix:///path?pass=…`).
 pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &base[..s], &base[at + 1..]),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _))
+                    if ["pass", "password", "user", "username"]
+                        .iter()
+                        .any(|n| k.eq_ignore_ascii_case(n)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 fn serialize_redacted<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -948,5 +972,34 @@ mod tests {
             let again = Config::parse(&shown).unwrap_or_else(|e| panic!("{e}:\n{shown}"));
             assert_eq!(format!("{again:?}"), format!("{c:?}"));
         }
+    }
+
+    /// No Redis credential reaches a log, `Debug` or `pcscf ctl show config`.
+    #[test]
+    fn redis_credentials_are_never_shown() {
+        for (url, secret) in [
+            ("redis://:s3cret@10.0.0.1:6379/0", "s3cret"),
+            ("redis://admin:s3cret@host/1", "s3cret"),
+            ("redis+unix:///run/redis.sock?db=0&pass=s3cret", "s3cret"),
+            (
+                "unix:///run/redis.sock?password=s3cret&user=admin",
+                "s3cret",
+            ),
+        ] {
+            let r = redacted_url(url);
+            assert!(!r.contains(secret), "{url} -> {r}");
+            let st = State {
+                backend: StateBackend::Redis,
+                redis_url: Some(url.into()),
+                ..State::default()
+            };
+            assert!(!format!("{st:?}").contains(secret));
+            let toml = toml::to_string(&st).unwrap();
+            assert!(!toml.contains(secret), "{toml}");
+        }
+        assert_eq!(
+            redacted_url("redis://10.0.0.1:6379/0"),
+            "redis://10.0.0.1:6379/0"
+        );
     }
 }

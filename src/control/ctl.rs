@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::registrar::{BindingView, Registrar, SetView};
+use super::registrar::{BindingView, Deregistration, Registrar, SetRole, SetView};
 use crate::config::{Config, LogLevel};
 use crate::dataplane::{DropReason, WorkerStats};
 use crate::satable::Direction;
@@ -42,7 +42,10 @@ pub const MAX_REQUEST: usize = 4096;
 pub const MAX_REPLY: usize = 1 << 20;
 /// Bindings or dialogs one listing shows at most (the registration thread builds the reply
 /// between two passes of its loop: a listing of a million UEs would stall it).
-pub const LIST_LIMIT: usize = 1000;
+pub const LIST_LIMIT: usize = 200;
+/// A table cell shows at most this many characters (a UE's long Contact must not widen every
+/// row of a listing past the reply's limit): the rest is cut, with `…`.
+pub const MAX_CELL: usize = 96;
 
 /// How a reply is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,11 +362,46 @@ pub fn printable(b: &[u8]) -> String {
     s
 }
 
+/// JSON for scripts: one compact line (listings stay within the reply's limit).
 fn json<T: Serialize>(v: &T) -> String {
-    let mut s =
-        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut s = serde_json::to_string(v)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
     s.push('\n');
     s
+}
+
+/// An identity as the operator typed it: what [`printable`] showed, `\xNN` read back as the
+/// byte, so a UE whose identity needed escaping can be named.
+pub fn unprintable(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'x')
+            && let Some(v) = b
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A cell cut to [`MAX_CELL`] characters.
+fn cell(s: String) -> String {
+    if s.chars().count() <= MAX_CELL {
+        return s;
+    }
+    let mut t: String = s.chars().take(MAX_CELL - 1).collect();
+    t.push('…');
+    t
 }
 
 /// An aligned text table: columns as wide as their widest cell, two blanks apart; a column
@@ -382,7 +420,7 @@ impl Table {
     }
 
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(cell).collect());
     }
 
     fn render(&self, out: &mut String) {
@@ -474,8 +512,11 @@ impl RegistrationOut {
     fn of(b: &BindingView<'_>, now: Instant) -> RegistrationOut {
         RegistrationOut {
             impi: printable(b.impi),
+            // no registration: being made (only challenges), or ended (its sets going)
             state: if b.registered {
                 "registered"
+            } else if b.sets.iter().any(|s| s.role != SetRole::Temporary) {
+                "ending"
             } else {
                 "registering"
             },
@@ -505,10 +546,20 @@ fn show_registrations(
     let total = registrar.bindings_count();
     let mut regs: Vec<RegistrationOut> = match id {
         Some(id) => {
-            let b = registrar.binding_view_of(id.as_bytes()).ok_or_else(|| {
-                format!("no registration has identity {}", printable(id.as_bytes()))
-            })?;
-            vec![RegistrationOut::of(&b, now)]
+            // an IMPU several IMPIs registered shows them all
+            let named = registrar.bindings_named(&unprintable(id));
+            let views: Vec<_> = named
+                .iter()
+                .filter_map(|&b| registrar.binding_view_by_id(b))
+                .take(LIST_LIMIT)
+                .collect();
+            if views.is_empty() {
+                return Err(format!(
+                    "no registration has identity {}",
+                    printable(id.as_bytes())
+                ));
+            }
+            views.iter().map(|b| RegistrationOut::of(b, now)).collect()
         }
         None => registrar
             .bindings_view(LIST_LIMIT)
@@ -994,30 +1045,43 @@ fn deregister(
     now: Instant,
 ) -> Result<String, String> {
     let shown = printable(id.as_bytes());
-    let (impi, sets) = match registrar.binding_view_of(id.as_bytes()) {
-        Some(b) if b.registered => (printable(b.impi), b.sets.len()),
-        Some(_) => {
-            return Err(format!(
-                "{shown} is not registered (a registration in progress)"
-            ));
-        }
+    let identity = unprintable(id);
+    let (impi, sets) = match registrar.binding_view_of(&identity) {
+        Some(b) => (printable(b.impi), b.sets.len()),
         None => return Err(format!("no registration has identity {shown}")),
     };
-    if !registrar.deregister(id.as_bytes(), now) {
-        return Err(format!(
-            "{shown}: the registration could not be ended here (its IMPI or contact would not \
-             fit our REGISTER; see the log)"
-        ));
-    }
+    let told = match registrar.deregister_identity(&identity, now) {
+        Deregistration::Told => true,
+        Deregistration::NotTold => false,
+        Deregistration::NotFound => {
+            return Err(format!(
+                "{shown} is not registered (a registration in progress, or one ending)"
+            ));
+        }
+        Deregistration::Ambiguous(impis) => {
+            let list: Vec<String> = impis.iter().map(|i| printable(i)).collect();
+            return Err(format!(
+                "{shown} is registered by {} IMPIs: name one of them ({})",
+                list.len(),
+                list.join(", ")
+            ));
+        }
+    };
     Ok(match f {
         Format::Json => json(&serde_json::json!({
             "deregistered": shown,
             "impi": impi,
             "sa_sets": sets,
+            "s_cscf_told": told,
         })),
-        Format::Table => format!(
+        Format::Table if told => format!(
             "deregistered {shown} (IMPI {impi}): its {sets} SA set(s) go within 2 s, its calls \
              are released; the S-CSCF is told (REGISTER with Expires: 0, TS 24.229 5.2.5)\n"
+        ),
+        Format::Table => format!(
+            "deregistered {shown} (IMPI {impi}) here: its {sets} SA set(s) go within 2 s, its \
+             calls are released; the S-CSCF could NOT be told (its IMPI or contact would not fit \
+             our REGISTER): its registration there ends at its expiry\n"
         ),
     })
 }

@@ -593,6 +593,43 @@ pub struct Registrar {
     frame: Vec<u8>,
     /// Write-through of the registration state, when it is persisted.
     persist: Option<Persist>,
+    /// Bindings by the key of each IMPU they registered ([`impu_key`]): the candidates an
+    /// IMPU lookup compares (an operator's `deregister` / `show registrations` by IMPU), so a
+    /// lookup is a map probe, not a walk over every binding.
+    impu_index: HashMap<Box<[u8]>, Vec<u64>>,
+    /// Bindings holding a current set (what [`Registrar::registrations`] counts), kept as
+    /// they change.
+    current_sets: usize,
+}
+
+/// The index key of an IMPU: what RFC 3261 §19.1.4 compares (scheme, user and host, up to the
+/// parameters), lowercased, so that every identity [`Registration::registered_impu`] matches
+/// has the same key (the index may give more candidates, never fewer).
+fn impu_key(uri: &[u8]) -> Box<[u8]> {
+    let u = uri.trim_ascii();
+    let u = u.strip_prefix(b"<").unwrap_or(u);
+    let u = u.strip_suffix(b">").unwrap_or(u);
+    let from = u.iter().position(|&c| c == b'@').map_or(0, |at| at + 1);
+    let end = from
+        + u[from..]
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .unwrap_or(u.len() - from);
+    u[..end].to_ascii_lowercase().into_boxed_slice()
+}
+
+/// What became of an operator's de-registration ([`Registrar::deregister_identity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deregistration {
+    /// Ended here, and the S-CSCF told.
+    Told,
+    /// Ended here; the S-CSCF could not be told (the UE's IMPI or contact would not fit our
+    /// REGISTER): its registration there ends at its expiry.
+    NotTold,
+    /// No registration has that identity.
+    NotFound,
+    /// The IMPU is registered by several IMPIs: name one of them.
+    Ambiguous(Vec<Vec<u8>>),
 }
 
 impl std::fmt::Debug for Registrar {
@@ -671,6 +708,8 @@ impl Registrar {
             rewrite_scratch: vec![0; rules::REWRITE_SCRATCH].into_boxed_slice(),
             frame: vec![0; FRAME_BYTES],
             persist: None,
+            impu_index: HashMap::new(),
+            current_sets: 0,
             own,
             cfg,
             sas,
@@ -867,10 +906,7 @@ impl Registrar {
     }
 
     pub fn registrations(&self) -> usize {
-        self.bindings
-            .values()
-            .filter(|b| b.current.is_some())
-            .count()
+        self.current_sets
     }
 
     /// A message punted by a worker; what it makes the registrar send waits in
@@ -1853,6 +1889,7 @@ impl Registrar {
         };
         let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
         let mut gone_now = None;
+        let mut first_current = false;
         let mut retiring = None;
         let current = if let Some(i) = b
             .temporary
@@ -1862,7 +1899,9 @@ impl Registrar {
             let mut t = b.temporary.swap_remove(i);
             t.client = Box::default();
             t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
-            if let Some(prev) = b.current.replace(Box::new(t))
+            let prev = b.current.replace(Box::new(t));
+            first_current = prev.is_none();
+            if let Some(prev) = prev
                 && let Some(mut older) = b.old.replace(prev)
             {
                 // not deleted under the transactions still on it: it retires
@@ -1880,6 +1919,9 @@ impl Registrar {
         let Some(c) = current else {
             return false;
         };
+        if first_current {
+            self.current_sets += 1;
+        }
         let (at, timer) = (
             c.expires,
             Timer::Set {
@@ -1928,12 +1970,12 @@ impl Registrar {
             // (RFC 6665 §4.1.2.3: it goes with the registration)
             self.end_registration(p.binding, now);
         }
-        if let Some(b) = self.bindings.get_mut(&p.binding) {
-            if let Some(c) = &p.contact {
-                b.contact = c.as_slice().into();
-            }
-            b.reg = reg.clone();
+        if let Some(b) = self.bindings.get_mut(&p.binding)
+            && let Some(c) = &p.contact
+        {
+            b.contact = c.as_slice().into();
         }
+        self.set_reg(p.binding, reg.clone());
         let sets: Vec<(u32, u32, bool)> = self
             .bindings
             .get(&p.binding)
@@ -2137,8 +2179,8 @@ impl Registrar {
         next.next_hop_tcp = reg.next_hop_tcp;
         let next = Arc::new(next);
         let mut spis = Vec::new();
+        self.set_reg(binding, Some(next.clone()));
         if let Some(b) = self.bindings.get_mut(&binding) {
-            b.reg = Some(next.clone());
             let sets = b.current.iter().chain(&b.old).chain(&b.retiring);
             spis.extend(sets.flat_map(|s| [s.spi_pc, s.spi_ps]));
         }
@@ -2176,8 +2218,8 @@ impl Registrar {
             .map(|r| (r.next_hop, r.next_hop_tcp));
         self.release_dialogs(binding, next_hop);
         let mut ending = Vec::new();
+        self.set_reg(binding, None);
         if let Some(b) = self.bindings.get_mut(&binding) {
-            b.reg = None;
             let later = (b
                 .current
                 .iter_mut()
@@ -2209,15 +2251,16 @@ impl Registrar {
     /// domain's I-CSCF; the S-CSCF of the Service-Route while that domain's name is not
     /// resolved). Its answer is only counted. False: no registration has that identity.
     pub fn deregister(&mut self, identity: &[u8], now: Instant) -> bool {
-        let found = self.by_impi.get(identity).copied().or_else(|| {
-            self.bindings.iter().find_map(|(&id, b)| {
-                let reg = b.reg.as_ref()?;
-                reg.registered_impu(identity).map(|_| id)
-            })
-        });
+        let found = self.bindings_named(identity).first().copied();
         let Some(binding) = found else {
             return false;
         };
+        self.deregister_binding(binding, now)
+    }
+
+    /// [`Registrar::deregister`] of one binding: false when it has no registration, or its
+    /// IMPI or contact cannot go into our REGISTER (nothing ended then).
+    fn deregister_binding(&mut self, binding: u64, now: Instant) -> bool {
         let Some(b) = self.bindings.get(&binding) else {
             return false;
         };
@@ -2292,6 +2335,84 @@ impl Registrar {
             payload: msg.into_bytes(),
         });
         true
+    }
+
+    /// `binding`'s registration becomes `reg`, and the IMPU index follows.
+    pub(super) fn set_reg(&mut self, binding: u64, reg: Option<Arc<Registration>>) {
+        let Some(b) = self.bindings.get_mut(&binding) else {
+            return;
+        };
+        let old = std::mem::replace(&mut b.reg, reg.clone());
+        self.index_impus(binding, old.as_deref(), false);
+        self.index_impus(binding, reg.as_deref(), true);
+    }
+
+    fn index_impus(&mut self, binding: u64, reg: Option<&Registration>, add: bool) {
+        let Some(reg) = reg else { return };
+        for u in reg.impus() {
+            let key = impu_key(u);
+            if add {
+                let ids = self.impu_index.entry(key).or_default();
+                if !ids.contains(&binding) {
+                    ids.push(binding);
+                }
+            } else if let Some(ids) = self.impu_index.get_mut(&key) {
+                ids.retain(|&x| x != binding);
+                if ids.is_empty() {
+                    self.impu_index.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The bindings `identity` names: its binding when it is an IMPI, else every binding that
+    /// registered it as an IMPU (RFC 3261 §19.1.4 comparison), by the index.
+    pub fn bindings_named(&self, identity: &[u8]) -> Vec<u64> {
+        if let Some(&id) = self.by_impi.get(identity) {
+            return vec![id];
+        }
+        let Some(ids) = self.impu_index.get(&impu_key(identity)) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                self.bindings
+                    .get(id)
+                    .and_then(|b| b.reg.as_ref())
+                    .is_some_and(|r| r.registered_impu(identity).is_some())
+            })
+            .collect()
+    }
+
+    /// An operator's de-registration of `identity` ([`Registrar::deregister`]), saying what
+    /// became of it: an IMPU that several IMPIs registered is not guessed at, and a registration
+    /// whose IMPI or contact cannot go into our REGISTER still ends here.
+    pub fn deregister_identity(&mut self, identity: &[u8], now: Instant) -> Deregistration {
+        let ids = self.bindings_named(identity);
+        let registered: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.bindings.get(id).is_some_and(|b| b.reg.is_some()))
+            .collect();
+        match registered[..] {
+            [] => Deregistration::NotFound,
+            [one] => {
+                if self.deregister_binding(one, now) {
+                    Deregistration::Told
+                } else {
+                    self.stats.pcscf_deregistrations += 1;
+                    self.end_registration(one, now);
+                    Deregistration::NotTold
+                }
+            }
+            _ => Deregistration::Ambiguous(
+                registered
+                    .iter()
+                    .filter_map(|id| self.bindings.get(id).map(|b| b.impi.to_vec()))
+                    .collect(),
+            ),
+        }
     }
 
     /// The reg event subscriptions' counters, and how many are held.
@@ -2605,6 +2726,7 @@ impl Registrar {
             self.release_dialogs(binding, next_hop);
             // the S-CSCF's registration has expired too: its subscription with it
             self.regevent.end(binding, false, now, &mut self.transmits);
+            self.current_sets = self.current_sets.saturating_sub(1);
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
             o
@@ -2646,6 +2768,7 @@ impl Registrar {
             return false;
         }
         self.touch(id);
+        self.set_reg(id, None);
         if let Some(b) = self.bindings.remove(&id)
             && self.by_impi.get(&*b.impi) == Some(&id)
         {
@@ -2702,6 +2825,43 @@ impl Registrar {
                     }
                 }
             }
+        }
+        let current = self
+            .bindings
+            .values()
+            .filter(|b| b.current.is_some())
+            .count();
+        if current != self.current_sets {
+            return Err(format!(
+                "{current} bindings hold a current set, {} counted",
+                self.current_sets
+            ));
+        }
+        for (&id, b) in &self.bindings {
+            for u in b.reg.iter().flat_map(|r| r.impus()) {
+                if !self
+                    .impu_index
+                    .get(&impu_key(u))
+                    .is_some_and(|ids| ids.contains(&id))
+                {
+                    return Err(format!("binding {id}: an IMPU not in the index"));
+                }
+            }
+        }
+        let indexed: usize = self.impu_index.values().map(Vec::len).sum();
+        let impus: usize = self
+            .bindings
+            .values()
+            .filter_map(|b| b.reg.as_ref())
+            .map(|r| {
+                let mut keys: Vec<Box<[u8]>> = r.impus().map(impu_key).collect();
+                keys.sort();
+                keys.dedup();
+                keys.len()
+            })
+            .sum();
+        if indexed != impus {
+            return Err(format!("{indexed} IMPU index entries for {impus} IMPUs"));
         }
         if st.inbound_used != 2 * sets || st.inbound_live != 2 * sets {
             return Err(format!(
@@ -2872,6 +3032,8 @@ impl Registrar {
         }
         self.by_impi.insert(impi, id);
         self.bindings.insert(id, b);
+        self.index_impus(id, reg.as_deref(), true);
+        self.current_sets += 1;
         self.arm(at, timer);
         self.stats.registered += 1;
         Ok(crate::preload::Allocated {
@@ -2991,6 +3153,12 @@ pub struct DialogLine<'a> {
 /// Read-only views for the operator's control socket (`pcscf ctl`, `control::ctl`): nothing here
 /// changes state, and each is bounded by what it is asked for (a listing by `limit`).
 impl Registrar {
+    /// The view of binding `id`.
+    pub fn binding_view_by_id(&self, id: u64) -> Option<BindingView<'_>> {
+        let b = self.bindings.get(&id)?;
+        Some(self.binding_view(id, b))
+    }
+
     fn binding_view<'a>(&'a self, id: u64, b: &'a Binding) -> BindingView<'a> {
         let mut sets: Vec<SetView> = b
             .temporary
@@ -3036,17 +3204,10 @@ impl Registrar {
             .collect()
     }
 
-    /// The binding `identity` names: an IMPI (a map lookup), else a registered IMPU (compared
-    /// per RFC 3261 §19.1.4, a walk over every binding: as [`Registrar::deregister`] finds it).
+    /// The binding `identity` names: an IMPI, else a registered IMPU (compared per RFC 3261
+    /// §19.1.4; the IMPU index, [`Registrar::bindings_named`]; the first of several).
     pub fn binding_view_of(&self, identity: &[u8]) -> Option<BindingView<'_>> {
-        let id = self.by_impi.get(identity).copied().or_else(|| {
-            self.bindings.iter().find_map(|(&id, b)| {
-                b.reg
-                    .as_ref()
-                    .and_then(|r| r.registered_impu(identity))
-                    .map(|_| id)
-            })
-        })?;
+        let id = self.bindings_named(identity).first().copied()?;
         let b = self.bindings.get(&id)?;
         Some(self.binding_view(id, b))
     }

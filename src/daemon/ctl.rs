@@ -191,7 +191,13 @@ impl CtlServer {
                 ));
             }
             // a live one is another process's; a dead one is left by a killed run
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            // (non-blocking: a live listener with a full backlog answers WouldBlock, and
+            // the start never waits on it)
+            let live = match mio::net::UnixStream::connect(path) {
+                Ok(_) => true,
+                Err(e) => e.kind() == ErrorKind::WouldBlock,
+            };
+            if live {
                 return Err(err(
                     ErrorKind::AddrInUse,
                     format!("{} is served by another process", path.display()),
@@ -450,12 +456,14 @@ impl Host for DaemonHost {
             .iter()
             .zip(&self.cfg.dataplane.workers)
             .map(|(s, &core)| {
-                let h = s.latency();
+                // (a worker holding the histogram at this moment: no figure, no wait)
+                let h = s.try_latency();
                 WorkerRuntime {
                     core,
                     stats: s.snapshot(),
-                    latency_ns: (!h.is_empty())
-                        .then(|| [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]),
+                    latency_ns: h
+                        .filter(|h| !h.is_empty())
+                        .map(|h| [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]),
                 }
             })
             .collect();

@@ -406,6 +406,16 @@ impl SharedStats {
     }
 
     /// Control side: a copy of the latency histogram so far.
+    /// [`SharedStats::latency`] unless a worker holds it at this moment (for the control
+    /// socket, which must not wait on a worker).
+    pub fn try_latency(&self) -> Option<Histogram<u64>> {
+        match self.latency.try_lock() {
+            Ok(h) => Some(h.clone()),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().clone()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub fn latency(&self) -> Histogram<u64> {
         match self.latency.lock() {
             Ok(h) => h.clone(),

@@ -300,11 +300,13 @@ impl Registrar {
                 }
             }
         }
+        let mut registered = false;
         if let Some(b) = self.bindings.get_mut(&id) {
             b.contact = rec.contact.as_slice().into();
-            if b.current.is_some() {
-                b.reg = reg;
-            }
+            registered = b.current.is_some();
+        }
+        if registered {
+            self.set_reg(id, reg);
         }
         // the registration's remaining life: the current set outlives it by SA_GRACE
         let remaining = self
@@ -417,7 +419,10 @@ impl Registrar {
         }
         match role {
             SetRole::Temporary => b.temporary.push(set),
-            SetRole::Current => b.current = Some(Box::new(set)),
+            SetRole::Current => {
+                b.current = Some(Box::new(set));
+                self.current_sets += 1;
+            }
             SetRole::Old => b.old = Some(Box::new(set)),
             SetRole::Retiring => b.retiring = Some(Box::new(set)),
         }
