@@ -443,6 +443,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 preload_ues: bench_preload_ues,
                 preload_map: bench_preload_map,
                 allow_stateless_relay,
+                config_path: Some(config.clone()),
             };
             let report = pcscf::daemon::run(&cfg, &opts)?;
             pcscf::daemon::print_report(&report, cfg.log.level);

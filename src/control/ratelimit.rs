@@ -26,6 +26,12 @@ pub struct RateLimiter<K> {
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
+    /// New limits (a reload): buckets keep their tokens, capped at the new burst.
+    pub fn set_limits(&mut self, burst: u32, per_second: f64) {
+        self.burst = burst as f64;
+        self.per_second = per_second;
+    }
+
     pub fn new(burst: u32, per_second: f64, max_keys: usize) -> RateLimiter<K> {
         RateLimiter {
             buckets: HashMap::new(),

@@ -771,6 +771,23 @@ impl Registrar {
     /// find it in the cache rather than wait for DNS: at thousands of REGISTERs per second,
     /// [`MAX_PARKED_PER_DOMAIN`] of them wait for a resolution and the rest get a 503. A
     /// domain with a configured I-CSCF needs nothing.
+    /// What a reload (SIGHUP) may change while traffic flows: the home domains served and
+    /// their I-CSCFs (a domain added is resolved at once; REGISTERs for a domain taken away are
+    /// refused from now on, registrations made stay), and the per-source REGISTER limits.
+    pub fn reload(
+        &mut self,
+        home_domains: Vec<String>,
+        icscf_by_domain: Vec<(String, SocketAddr)>,
+        source_limit: (u32, f64),
+        now: Instant,
+    ) {
+        self.cfg.home_domains = home_domains;
+        self.cfg.icscf_by_domain = icscf_by_domain;
+        self.cfg.source_limit = source_limit;
+        self.source_limit.set_limits(source_limit.0, source_limit.1);
+        self.warm_up(now);
+    }
+
     pub fn warm_up(&mut self, now: Instant) {
         for d in self.cfg.home_domains.clone() {
             let _ = self.next_hop(&d, now);

@@ -26,6 +26,7 @@ pub mod core_tcp;
 mod ctl;
 mod prometheus;
 mod registration;
+mod reload;
 mod report;
 mod signals;
 pub mod state;
@@ -48,6 +49,8 @@ pub struct RunOptions {
     /// Load tests and lab comparisons only (`--allow-stateless-relay`, a hidden flag): without
     /// it a configuration with `dataplane.stateless_relay` is refused.
     pub allow_stateless_relay: bool,
+    /// The configuration file, read again on SIGHUP (`daemon::reload`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Why `run` refuses a configuration with `dataplane.stateless_relay`.
@@ -226,7 +229,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         (&punt, &dialog_events, &large),
         &injects,
         &control_text,
-        (state_writer.as_mut(), ctl.as_mut()),
+        (
+            state_writer.as_mut(),
+            ctl.as_mut(),
+            opts.config_path.as_deref(),
+        ),
     )?;
     if let Some(c) = &ctl {
         log::info(format_args!("control socket: {:?}", c.stats()));

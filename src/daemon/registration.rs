@@ -149,9 +149,10 @@ pub(super) fn serve(
     (punt, dialog_events, large): (&MsgQueue, &MsgQueue, &super::core_tcp::LargeToRegistrar),
     injects: &[Arc<MsgQueue>],
     control_text: &Mutex<String>,
-    (mut state, mut ctl): (
+    (mut state, mut ctl, config_path): (
         Option<&mut super::state::Writer>,
         Option<&mut super::ctl::CtlShell>,
+        Option<&std::path::Path>,
     ),
 ) -> std::io::Result<LoopCounts> {
     // The DNS socket (non-blocking): the registrar's resolver is sans-IO, this loop carries
@@ -180,6 +181,8 @@ pub(super) fn serve(
     let mut inject_dropped: u64 = 0;
     let mut last_publish = Instant::now();
     let mut last_sweep = Instant::now();
+    // what SIGHUP may change, as it runs now
+    let mut live = cfg.clone();
     // more to do than one pass took: poll without sleeping (at first: the warm-up's queries)
     let mut backlog = true;
     // the DNS socket may hold more than one pass read
@@ -238,6 +241,12 @@ pub(super) fn serve(
                 dns_more = true;
             }
             backlog |= dns_more;
+        }
+        if signals::take_reload() {
+            match config_path {
+                Some(p) => super::reload::reload_logged(p, &mut live, registrar, now),
+                None => log::warn(format_args!("SIGHUP: no configuration file to read again")),
+            }
         }
         if registrar.poll_timeout().is_some_and(|t| t <= now) {
             registrar.handle_timeout(now);

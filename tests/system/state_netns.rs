@@ -529,3 +529,42 @@ fn an_unreadable_store_or_another_seal_key_costs_a_registration_not_the_start() 
     let _ = core.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGHUP: the file is read again; the log level, the per-source limits and the home domains
+/// are applied while it runs, a changed key that needs a restart is named (and keeps its
+/// running value), and a file that no longer parses changes nothing.
+#[test]
+fn sighup_applies_what_it_can_and_names_the_rest() {
+    let lab = lab("h");
+    let dir = workdir(&lab);
+    let key = key_file(&dir, "state.key", 0x77);
+    let cfg = config(&lab, &dir, &key);
+    let p = start(&lab, &cfg);
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let edited = text
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replace(
+            "register_rate_per_source = 1000000.0",
+            "register_rate_per_source = 50.0",
+        )
+        .replace(
+            "protected_ports = \"5100-5999\"",
+            "protected_ports = \"6100-6999\"",
+        );
+    assert_ne!(edited, text);
+    std::fs::write(&cfg, edited).unwrap();
+    p.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(&cfg, "[ue]\nthis is not toml").unwrap();
+    p.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(600));
+    let log = p.stop();
+    assert!(
+        log.contains("applied log.level, ue.register_rate_per_source"),
+        "{log}"
+    );
+    assert!(log.contains("need a restart): ue.protected_ports"), "{log}");
+    assert!(log.contains("SIGHUP: nothing reloaded"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
