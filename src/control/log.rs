@@ -7,10 +7,16 @@
 //! writes on the registration thread; what the budget holds back is counted and said in the next
 //! line that passes ("N lines suppressed"). Every event is still counted in its own counter.
 //! The daemon's own lines (start, stop, the report) are never held back.
+//!
+//! `pcscf run` writes its lines through a thread of their own ([`spawn_writer`]): a slow reader
+//! of stderr (journald under load, a full pipe) never blocks the registration thread. Its queue
+//! is bounded ([`QUEUE_LINES`]); a line that finds it full is dropped and counted, and the next
+//! line that passes says how many went.
 
-use std::fmt::Arguments;
+use std::fmt::{Arguments, Write as _};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogLevel;
@@ -91,12 +97,83 @@ fn emit(l: LogLevel, tag: &str, args: Arguments<'_>, budgeted: bool) {
         .unwrap_or_default();
     let (s, ms) = (t.as_secs(), t.subsec_millis());
     let (h, m, sec) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
+    let mut text = String::new();
     if held > 0 {
-        eprintln!(
+        let _ = writeln!(
+            text,
             "{h:02}:{m:02}:{sec:02}.{ms:03}Z WARN  {held} log lines suppressed (over {LINES_PER_SECOND}/s)"
         );
     }
-    eprintln!("{h:02}:{m:02}:{sec:02}.{ms:03}Z {tag} {args}");
+    let _ = writeln!(text, "{h:02}:{m:02}:{sec:02}.{ms:03}Z {tag} {args}");
+    let writer = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    match writer.as_ref() {
+        Some(tx) => {
+            let lost = DROPPED.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                text.insert_str(
+                    0,
+                    &format!(
+                        "{h:02}:{m:02}:{sec:02}.{ms:03}Z WARN  {lost} log lines dropped (stderr's reader fell behind)\n"
+                    ),
+                );
+            }
+            if let Err(TrySendError::Full(_)) = tx.try_send(text) {
+                DROPPED.fetch_add(lost + 1, Ordering::Relaxed);
+            }
+        }
+        None => {
+            drop(writer);
+            eprint!("{text}");
+        }
+    }
+}
+
+/// Lines the writer thread's queue holds at most.
+pub const QUEUE_LINES: usize = 4096;
+
+/// The writer thread's queue, while one runs.
+static WRITER: Mutex<Option<SyncSender<String>>> = Mutex::new(None);
+/// Lines dropped since the last one that went.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// While held, log lines go through a thread of their own; dropping it writes what is queued
+/// and ends the thread (lines after it go straight to stderr again).
+#[derive(Debug)]
+pub struct WriterGuard {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the writer thread ([`WriterGuard`]).
+pub fn spawn_writer() -> std::io::Result<WriterGuard> {
+    let (tx, rx) = sync_channel::<String>(QUEUE_LINES);
+    let thread = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || {
+            use std::io::Write as _;
+            let mut err = std::io::stderr().lock();
+            for line in rx {
+                let _ = err.write_all(line.as_bytes());
+            }
+            let _ = err.flush();
+        })?;
+    *WRITER.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    Ok(WriterGuard {
+        thread: Some(thread),
+    })
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        // the sender goes: the thread writes what is queued, then ends
+        WRITER.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let lost = DROPPED.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            eprintln!("WARN  {lost} log lines dropped (stderr's reader fell behind)");
+        }
+    }
 }
 
 pub fn error(args: Arguments<'_>) {

@@ -71,6 +71,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     let keylog = opts.keylog.as_deref();
     log::set_level(cfg.log.level);
+    // log lines through a thread of their own: a slow stderr never blocks the registration
+    // thread (written out, in order, when this returns)
+    let _log_writer = log::spawn_writer()?;
     install_signal_handlers();
     signals::clear();
     let started = Instant::now();
