@@ -6,16 +6,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pcscf::aka::digest;
 use pcscf::control::registrar::{PersistOptions, SEQ_STEP, StoreWrite};
 use pcscf::control::store::{BindingRecord, Sealer, SetRole};
 use pcscf::dataplane::Protection;
 use pcscf::esp::EspError;
 use pcscf::io::Side;
-use pcscf::sip::headers::Digest;
-use pcscf::sip::{HeaderName, Message};
 
-use crate::registration_flow::{Challenge, World, challenge, world};
+use crate::registration_flow::{Challenge, World, challenge, register_answered, world};
 use crate::support::ims::*;
 
 fn wall_ms() -> u64 {
@@ -25,35 +22,11 @@ fn wall_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Registers the test UE (REGISTER, 401, protected REGISTER, 200 with a 600 s registration).
+/// Registers the test UE (a 600 s registration, two IMPUs).
 fn register(w: &mut World) -> Challenge {
-    let c = challenge(w);
-    let got = w.usim.authenticate_nonce(&c.nonce).unwrap();
-    let reg2 = protected_register(&c.nonce, &got.res, &c.server);
-    let out = w.feed(
-        Side::Ue,
-        Protection::Protected { spi: c.spi_ps },
-        "10.46.0.6:7004",
-        &format!("10.46.0.1:{}", c.port_ps),
-        &reg2,
-    );
-    assert_eq!(out.len(), 1);
-    let m = Message::parse(&out[0].payload).unwrap();
-    let d = Digest::parse(m.view().header(HeaderName::Authorization).unwrap()).unwrap();
-    assert!(d.response().is_some());
-    let _ = digest::Qop::None;
-    let ok = core_answer(
-        &out[0].payload,
-        200,
-        "OK",
+    let (c, out) = register_answered(
+        w,
         "Service-Route: <sip:orig@scscf.test:6060;lr>\r\nP-Associated-URI: <sip:001010000000001@ims.test>, <tel:+15551230001>\r\nContact: <sip:001010000000001@10.46.0.6:5060>;expires=600\r\n",
-    );
-    let out = w.feed(
-        Side::Core,
-        Protection::Plain,
-        "10.0.1.20:5060",
-        "10.0.1.10:5060",
-        &ok,
     );
     assert_eq!(out.len(), 1);
     assert_eq!(w.reg.registrations(), 1);
