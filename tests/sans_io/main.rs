@@ -28,6 +28,7 @@ mod keylog_mode;
 mod layering;
 mod manpage;
 mod oversize_report;
+mod packaging;
 mod phone_register;
 mod reg_event;
 mod registration_flow;
