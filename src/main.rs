@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pcscf::esp::{EncAlg, IntegAlg};
 use pcscf::sip::rules::{self, Forward, ProxyIdentity};
 use pcscf::sip::{Editor, Message};
@@ -253,6 +253,13 @@ enum Cmd {
         #[arg(long)]
         protected: bool,
     },
+    /// Packaging only: write the manual pages (pcscf.1 and pcscf-SUBCOMMAND.1 for each command
+    /// above) into a directory, rendered from this very command line (packaging/build-deb.sh).
+    #[command(hide = true)]
+    Manpage {
+        /// Where to write the pages (created if missing).
+        out_dir: PathBuf,
+    },
 }
 
 fn parse_flows(s: &str) -> Result<pcscf::sim::call::CallPlan, String> {
@@ -487,6 +494,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}: ok", config.display());
         }
         Cmd::ConfigExample => print!("{}", pcscf::config::EXAMPLE),
+        Cmd::Manpage { out_dir } => {
+            std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+            // one page per command, as clap_mangen lays them out (git's and cargo's way): the
+            // top page's COMMANDS section names pcscf-run(1) and the others; hidden ones
+            // (this one) are left out
+            clap_mangen::generate_to(Cli::command(), &out_dir)
+                .map_err(|e| format!("{}: {e}", out_dir.display()))?;
+        }
         Cmd::Parse { file } => {
             let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let msg = Message::parse_strict(&data)?;

@@ -6,7 +6,8 @@
 //! missing privilege is reported at once: `backends.rs`), the pinned workers (`workers.rs`), the
 //! control loop that carries the registrar's inputs and outputs (`registration.rs`), the
 //! `--keylog` file, SIGINT/SIGTERM (`signals.rs`), the Prometheus endpoint (`prometheus.rs`), the
-//! operator's control socket (`ctl.rs`, for `pcscf ctl`) and the final counters (`report.rs`).
+//! operator's control socket (`ctl.rs`, for `pcscf ctl`), systemd's readiness notification
+//! (`notify.rs`) and the final counters (`report.rs`).
 //! Backends are dropped on the way out, which detaches an XDP program.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use crate::satable::{SaTableConfig, sa_table};
 mod backends;
 pub mod core_tcp;
 mod ctl;
+mod notify;
 mod prometheus;
 mod registration;
 mod reload;
@@ -225,6 +227,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
     }
     let mut ctl = ctl_server
         .map(|s| ctl::CtlShell::new(s, cfg, (shared.clone(), core_tcp_stats.clone()), started));
+    // Type=notify: everything that can fail at start has; the workers run, the control socket is
+    // bound (what connects now waits in its backlog for the loop below)
+    notify::notify("READY=1");
     let counts = registration::serve(
         cfg,
         &mut registrar,
@@ -238,6 +243,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
             opts.config_path.as_deref(),
         ),
     )?;
+    notify::notify("STOPPING=1");
     if let Some(c) = &ctl {
         log::info(format_args!("control socket: {:?}", c.stats()));
     }
