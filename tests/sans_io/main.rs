@@ -26,6 +26,7 @@ mod esp_threads;
 mod key_hygiene;
 mod keylog_mode;
 mod layering;
+mod metrics_exposition;
 mod oversize_report;
 mod phone_register;
 mod reg_event;
