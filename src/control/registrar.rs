@@ -434,6 +434,60 @@ impl SaSet {
     }
 }
 
+/// SA sets by role ([`SetRole`]), over all bindings ([`Registrar::set_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetCounts {
+    pub temporary: u64,
+    pub current: u64,
+    pub old: u64,
+    pub retiring: u64,
+}
+
+impl SetCounts {
+    /// The sets of one binding.
+    fn of(b: &Binding) -> SetCounts {
+        SetCounts {
+            temporary: b.temporary.len() as u64,
+            current: u64::from(b.current.is_some()),
+            old: u64::from(b.old.is_some()),
+            retiring: u64::from(b.retiring.is_some()),
+        }
+    }
+
+    /// A binding went from `before` to `after`.
+    fn moved(&mut self, before: SetCounts, after: SetCounts) {
+        for (n, b, a) in [
+            (&mut self.temporary, before.temporary, after.temporary),
+            (&mut self.current, before.current, after.current),
+            (&mut self.old, before.old, after.old),
+            (&mut self.retiring, before.retiring, after.retiring),
+        ] {
+            *n = (*n + a).saturating_sub(b);
+        }
+    }
+
+    /// One set more (or less) in `role`.
+    fn add(&mut self, role: SetRole, up: bool) {
+        let n = match role {
+            SetRole::Temporary => &mut self.temporary,
+            SetRole::Current => &mut self.current,
+            SetRole::Old => &mut self.old,
+            SetRole::Retiring => &mut self.retiring,
+        };
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    /// `(role, count)` for each role (Prometheus labels).
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            (SetRole::Temporary.name(), self.temporary),
+            (SetRole::Current.name(), self.current),
+            (SetRole::Old.name(), self.old),
+            (SetRole::Retiring.name(), self.retiring),
+        ]
+    }
+}
+
 /// The sets are boxed: a registered UE has one, and the bindings map of a million UEs should not
 /// carry room for three inline (memory per UE, perf/RESULTS.md).
 #[derive(Debug)]
@@ -579,6 +633,9 @@ pub struct Registrar {
     /// from the protected ones, so REGISTERs anyone can send cannot get a registered UE's
     /// re-REGISTER a 503.
     pending_plain: usize,
+    /// The SA sets the bindings hold, by role, kept as they change (the metrics read them every
+    /// 500 ms: no walk over a million bindings); `check_sa_invariants` checks them by a walk.
+    set_counts: SetCounts,
     source_limit: super::ratelimit::RateLimiter<IpAddr>,
     impi_limit: super::ratelimit::RateLimiter<Vec<u8>>,
     /// The calls of each binding, released when its registration ends (TS 24.229 §5.2.8).
@@ -597,9 +654,6 @@ pub struct Registrar {
     /// IMPU lookup compares (an operator's `deregister` / `show registrations` by IMPU), so a
     /// lookup is a map probe, not a walk over every binding.
     impu_index: HashMap<Box<[u8]>, Vec<u64>>,
-    /// Bindings holding a current set (what [`Registrar::registrations`] counts), kept as
-    /// they change.
-    current_sets: usize,
 }
 
 /// The index key of an IMPU: what RFC 3261 §19.1.4 compares (scheme, user and host, up to the
@@ -709,7 +763,6 @@ impl Registrar {
             frame: vec![0; FRAME_BYTES],
             persist: None,
             impu_index: HashMap::new(),
-            current_sets: 0,
             own,
             cfg,
             sas,
@@ -736,6 +789,7 @@ impl Registrar {
             parked: HashMap::new(),
             resuming: false,
             pending_plain: 0,
+            set_counts: SetCounts::default(),
             source_limit: super::ratelimit::RateLimiter::new(burst, rate, RATE_KEYS),
             impi_limit: super::ratelimit::RateLimiter::new(IMPI_BURST, IMPI_PER_SECOND, RATE_KEYS),
             dialogs: super::dialogs::Dialogs::new(),
@@ -922,8 +976,19 @@ impl Registrar {
         self.sas.stats()
     }
 
+    /// Registered UEs: bindings with a current SA set (O(1): [`Registrar::set_counts`]).
     pub fn registrations(&self) -> usize {
-        self.current_sets
+        self.set_counts.current as usize
+    }
+
+    /// The SA sets the bindings hold, by role (kept as they change: O(1)).
+    pub fn set_counts(&self) -> SetCounts {
+        self.set_counts
+    }
+
+    /// REGISTER transactions forwarded to the core and not answered yet.
+    pub fn pending_registers(&self) -> usize {
+        self.pending.len()
     }
 
     /// A message punted by a worker; what it makes the registrar send waits in
@@ -1732,6 +1797,7 @@ impl Registrar {
             Some(b.temporary.swap_remove(i))
         });
         if let Some(t) = replaced {
+            self.set_counts.add(SetRole::Temporary, false);
             self.remove_set(&t, p.binding);
         }
         // At the cap the oldest challenge goes, not this one: unprotected REGISTERs naming
@@ -1746,6 +1812,7 @@ impl Registrar {
             Some(b.temporary.swap_remove(i))
         });
         if let Some(t) = evicted {
+            self.set_counts.add(SetRole::Temporary, false);
             self.stats.temporary_evicted += 1;
             crate::control::log::event(format_args!(
                 "REGISTER from {}: {MAX_TEMPORARY} challenges already in progress for IMPI {:?}; the oldest (UE {}) dropped",
@@ -1813,6 +1880,7 @@ impl Registrar {
         let at = set.expires;
         if let Some(b) = self.bindings.get_mut(&p.binding) {
             b.temporary.push(set);
+            self.set_counts.add(SetRole::Temporary, true);
             self.arm(at, timer);
         }
         self.touch(p.binding);
@@ -1905,8 +1973,8 @@ impl Registrar {
             return false;
         };
         let life = now + Duration::from_secs(expires as u64) + SA_GRACE;
+        let before = SetCounts::of(b);
         let mut gone_now = None;
-        let mut first_current = false;
         let mut retiring = None;
         let current = if let Some(i) = b
             .temporary
@@ -1916,9 +1984,7 @@ impl Registrar {
             let mut t = b.temporary.swap_remove(i);
             t.client = Box::default();
             t.expires = b.current.as_ref().map_or(life, |c| c.expires.max(life));
-            let prev = b.current.replace(Box::new(t));
-            first_current = prev.is_none();
-            if let Some(prev) = prev
+            if let Some(prev) = b.current.replace(Box::new(t))
                 && let Some(mut older) = b.old.replace(prev)
             {
                 // not deleted under the transactions still on it: it retires
@@ -1936,9 +2002,6 @@ impl Registrar {
         let Some(c) = current else {
             return false;
         };
-        if first_current {
-            self.current_sets += 1;
-        }
         let (at, timer) = (
             c.expires,
             Timer::Set {
@@ -1946,6 +2009,8 @@ impl Registrar {
                 spi: c.spi_pc,
             },
         );
+        // (the set `gone_now` took from the binding is counted gone here)
+        self.set_counts.moved(before, SetCounts::of(b));
         self.arm(at, timer);
         if let Some((at, spi)) = retiring {
             self.arm(at, Timer::Set { binding, spi });
@@ -2733,6 +2798,7 @@ impl Registrar {
             return false;
         };
         let due = |s: &SaSet| s.spi_pc == spi && s.expires <= now;
+        let before = SetCounts::of(b);
         let set = if let Some(i) = b.temporary.iter().position(due) {
             Box::new(b.temporary.swap_remove(i))
         } else if let Some(c) = b.current.take_if(|c| due(c)) {
@@ -2743,7 +2809,6 @@ impl Registrar {
             self.release_dialogs(binding, next_hop);
             // the S-CSCF's registration has expired too: its subscription with it
             self.regevent.end(binding, false, now, &mut self.transmits);
-            self.current_sets = self.current_sets.saturating_sub(1);
             c
         } else if let Some(o) = b.old.take_if(|o| due(o)) {
             o
@@ -2752,6 +2817,9 @@ impl Registrar {
         } else {
             return false;
         };
+        if let Some(b) = self.bindings.get(&binding) {
+            self.set_counts.moved(before, SetCounts::of(b));
+        }
         self.stats.expired_sets += 1;
         self.remove_set(&set, binding);
         self.collect_binding(binding);
@@ -2810,7 +2878,9 @@ impl Registrar {
             }
         }
         let mut sets = 0;
+        let mut counts = SetCounts::default();
         for (&id, b) in &self.bindings {
+            counts.moved(SetCounts::default(), SetCounts::of(b));
             for s in b.sets() {
                 sets += 1;
                 let spi = s.spi_pc;
@@ -2842,17 +2912,6 @@ impl Registrar {
                     }
                 }
             }
-        }
-        let current = self
-            .bindings
-            .values()
-            .filter(|b| b.current.is_some())
-            .count();
-        if current != self.current_sets {
-            return Err(format!(
-                "{current} bindings hold a current set, {} counted",
-                self.current_sets
-            ));
         }
         for (&id, b) in &self.bindings {
             for u in b.reg.iter().flat_map(|r| r.impus()) {
@@ -2890,6 +2949,12 @@ impl Registrar {
             return Err(format!(
                 "{sets} sets but {} outbound entries",
                 st.outbound_live
+            ));
+        }
+        if counts != self.set_counts {
+            return Err(format!(
+                "the bindings hold {counts:?} but {:?} are counted",
+                self.set_counts
             ));
         }
         Ok(())
@@ -3048,9 +3113,9 @@ impl Registrar {
             let _ = self.sas.set_inbound_registration(spi, reg.clone());
         }
         self.by_impi.insert(impi, id);
+        self.set_counts.add(SetRole::Current, true);
         self.bindings.insert(id, b);
         self.index_impus(id, reg.as_deref(), true);
-        self.current_sets += 1;
         self.arm(at, timer);
         self.stats.registered += 1;
         Ok(crate::preload::Allocated {

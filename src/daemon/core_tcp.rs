@@ -306,6 +306,11 @@ impl LargeToRegistrar {
         self.q.is_empty()
     }
 
+    /// NOTIFYs waiting (the metrics' queue depth).
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
     pub fn pop(&self) -> Option<Datagram<Vec<u8>>> {
         self.q.pop()
     }

@@ -25,6 +25,7 @@ use crate::satable::{SaTableConfig, sa_table};
 mod backends;
 pub mod core_tcp;
 mod ctl;
+pub mod metrics;
 mod notify;
 mod prometheus;
 mod registration;
@@ -35,8 +36,9 @@ pub mod state;
 mod workers;
 
 pub use ctl::{CtlServer, CtlStats, Limits as CtlLimits, request as ctl_request};
+pub use metrics::metrics_text;
 pub use registration::{PASS_BUDGET, punt_pass};
-pub use report::{RunReport, control_metrics, metrics_text, print_report};
+pub use report::{RunReport, print_report};
 pub use signals::{install_signal_handlers, request_stop, stop_requested};
 
 /// Options of [`run`] beyond the configuration file.
@@ -196,16 +198,16 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         cfg.core.sip_port
     ));
 
-    // The registration thread's counters, as Prometheus text, renewed every PUBLISH_EVERY (the
-    // metrics thread only copies it: the registrar is never shared).
-    let control_text = Arc::new(Mutex::new(String::new()));
+    // The registration thread's numbers, renewed every PUBLISH_EVERY (the metrics thread
+    // reads this copy: the registrar is never shared).
+    let control = Arc::new(Mutex::new(metrics::ControlSnapshot::default()));
     if let Some(addr) = cfg.stats.prometheus {
-        prometheus::spawn(
-            addr,
-            (shared.clone(), core_tcp_stats.clone()),
-            control_text.clone(),
-            stop.clone(),
-        )?;
+        let registry = metrics::registry(
+            shared.clone(),
+            Some(core_tcp_stats.clone()),
+            control.clone(),
+        );
+        prometheus::spawn(addr, registry, stop.clone())?;
     }
 
     // The control loop: the registration thread. It drains the punt queue into the registrar
@@ -236,7 +238,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, Box<dyn std::er
         &mut poll,
         (&punt, &dialog_events, &large),
         &injects,
-        &control_text,
+        &control,
         (
             state_writer.as_mut(),
             ctl.as_mut(),

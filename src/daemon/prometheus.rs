@@ -8,14 +8,13 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::dataplane::SharedStats;
+use prometheus_client::registry::Registry;
 
-use super::core_tcp::CoreTcpStats;
-use super::report::metrics_text;
+use super::metrics::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, render};
 
 /// Longest wait for the request head (`GET /metrics ... \r\n\r\n`).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -24,33 +23,60 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request head read; more is refused with 431.
 pub const MAX_REQUEST: usize = 4096;
 
-/// Prometheus text format (version 0.0.4) on `GET /metrics`, one connection at a time, from a
-/// thread of its own ([`serve`] bounds what each client may cost).
+/// `registry` on `GET /metrics` (`daemon::metrics`), one connection at a time, from a thread of
+/// its own ([`serve`] bounds what each client may cost): OpenMetrics text to a scraper whose
+/// `Accept` asks for it (Prometheus does), else the Prometheus text format 0.0.4.
 pub(super) fn spawn(
     addr: SocketAddr,
-    (shared, core_tcp): (Vec<Arc<SharedStats>>, Arc<CoreTcpStats>),
-    control: Arc<Mutex<String>>,
+    registry: Registry,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     std::thread::Builder::new()
         .name("prometheus".into())
         .spawn(move || {
-            serve(listener, &stop, || {
-                use std::fmt::Write;
-                let mut text = metrics_text(&shared);
-                for (name, v) in core_tcp.snapshot().fields() {
-                    let _ = writeln!(text, "pcscf_core_tcp_{name}_total {v}");
-                }
-                text.push_str(&control.lock().unwrap_or_else(|p| p.into_inner()));
-                text
+            serve(listener, &stop, |openmetrics| {
+                let ct = if openmetrics {
+                    OPENMETRICS_CONTENT_TYPE
+                } else {
+                    TEXT_CONTENT_TYPE
+                };
+                (ct, render(&registry, openmetrics))
             })
         })?;
     Ok(())
 }
 
-/// Serve `body()` to every client of `listener` (made non-blocking here) until `stop`.
-pub fn serve(listener: TcpListener, stop: &AtomicBool, body: impl Fn() -> String) {
+/// Whether a request head's `Accept` names OpenMetrics text (RFC 9110 §12.5.1; what
+/// Prometheus sends: `application/openmetrics-text;version=1.0.0,...;q=0.5,...`). A media type
+/// with `q=0` is refused, not asked for.
+pub fn wants_openmetrics(head: &[u8]) -> bool {
+    let Ok(head) = std::str::from_utf8(head) else {
+        return false;
+    };
+    head.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|m| {
+            let mut parts = m.split(';').map(str::trim);
+            let ty = parts.next().unwrap_or("");
+            ty.eq_ignore_ascii_case("application/openmetrics-text")
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
+/// Serve `body(openmetrics)` (its Content-Type and text) to every client of `listener` (made
+/// non-blocking here) until `stop`; `openmetrics`: [`wants_openmetrics`] of the request.
+pub fn serve(
+    listener: TcpListener,
+    stop: &AtomicBool,
+    body: impl Fn(bool) -> (&'static str, String),
+) {
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -60,20 +86,20 @@ pub fn serve(listener: TcpListener, stop: &AtomicBool, body: impl Fn() -> String
     }
 }
 
-fn serve_one(mut s: TcpStream, body: &impl Fn() -> String) {
+fn serve_one(mut s: TcpStream, body: &impl Fn(bool) -> (&'static str, String)) {
     // The accepted socket may inherit non-blocking mode on some systems: the timeouts below
     // need a blocking one.
     if s.set_nonblocking(false).is_err() {
         return;
     }
     let mut req = [0u8; MAX_REQUEST];
-    let Some(complete) = read_head(&mut s, &mut req) else {
+    let Some((complete, n)) = read_head(&mut s, &mut req) else {
         return;
     };
     let resp = if complete {
-        let b = body();
+        let (ct, b) = body(wants_openmetrics(&req[..n]));
         format!(
-            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{b}",
+            "HTTP/1.0 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
             b.len()
         )
     } else {
@@ -83,25 +109,25 @@ fn serve_one(mut s: TcpStream, body: &impl Fn() -> String) {
     write_within(&mut s, resp.as_bytes(), Instant::now() + WRITE_TIMEOUT);
 }
 
-/// Read the request head into `buf` within [`READ_TIMEOUT`]. `Some(true)`: the head ended
-/// (blank line) or the client half-closed after sending something; `Some(false)`: `buf` filled
-/// with no end in sight; `None`: nothing usable before the deadline.
-fn read_head(s: &mut TcpStream, buf: &mut [u8]) -> Option<bool> {
+/// Read the request head into `buf` within [`READ_TIMEOUT`], with the bytes read. `true`: the
+/// head ended (blank line) or the client half-closed after sending something; `false`: `buf`
+/// filled with no end in sight; `None`: nothing usable before the deadline.
+fn read_head(s: &mut TcpStream, buf: &mut [u8]) -> Option<(bool, usize)> {
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut n = 0;
     loop {
         if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Some(true);
+            return Some((true, n));
         }
         if n == buf.len() {
-            return Some(false);
+            return Some((false, n));
         }
         let left = deadline.checked_duration_since(Instant::now())?;
         if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
             return None;
         }
         match s.read(&mut buf[n..]) {
-            Ok(0) => return (n > 0).then_some(true),
+            Ok(0) => return (n > 0).then_some((true, n)),
             Ok(k) => n += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return None,
@@ -146,7 +172,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
-        let h = std::thread::spawn(move || serve(l, &st, body));
+        let h = std::thread::spawn(move || serve(l, &st, move |_| ("text/plain", body())));
         (addr, stop, h)
     }
 
@@ -227,6 +253,21 @@ mod tests {
         assert!(r.starts_with(b"HTTP/1.0 200 OK\r\n"));
         assert!(r.len() > big_body().len());
         h.join().unwrap();
+    }
+
+    #[test]
+    fn openmetrics_is_served_to_whom_asks_for_it() {
+        // what Prometheus 2.x/3.x sends
+        let prom = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\n\r\n";
+        assert!(wants_openmetrics(prom));
+        assert!(!wants_openmetrics(b"GET /metrics HTTP/1.0\r\n\r\n"));
+        assert!(!wants_openmetrics(b"GET / HTTP/1.0\r\naccept: */*\r\n\r\n"));
+        assert!(!wants_openmetrics(
+            b"GET / HTTP/1.0\r\nAccept: application/openmetrics-text; q=0\r\n\r\n"
+        ));
+        assert!(wants_openmetrics(
+            b"GET / HTTP/1.0\r\naccept: Application/OpenMetrics-Text\r\n\r\n"
+        ));
     }
 
     #[test]

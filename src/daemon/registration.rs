@@ -13,7 +13,6 @@ use crate::control::log;
 use crate::control::registrar::{self, Registrar, RegistrarConfig};
 use crate::dataplane::{Class, MsgQueue, Protection};
 
-use super::report::control_metrics;
 use super::signals;
 
 /// The punt queue's waker.
@@ -139,16 +138,16 @@ pub(super) struct LoopCounts {
     pub cpu_setup: f64,
 }
 
-/// The control loop, until SIGINT/SIGTERM (or [`super::request_stop`]). `control_text` receives
-/// the registration thread's counters for Prometheus every [`PUBLISH_EVERY`] when an endpoint is
-/// configured.
+/// The control loop, until SIGINT/SIGTERM (or [`super::request_stop`]). `control` receives
+/// the registration thread's numbers for the metrics every [`PUBLISH_EVERY`] when an endpoint
+/// is configured.
 pub(super) fn serve(
     cfg: &Config,
     registrar: &mut Registrar,
     poll: &mut mio::Poll,
     (punt, dialog_events, large): (&MsgQueue, &MsgQueue, &super::core_tcp::LargeToRegistrar),
     injects: &[Arc<MsgQueue>],
-    control_text: &Mutex<String>,
+    control: &Mutex<super::metrics::ControlSnapshot>,
     (mut state, mut ctl, config_path): (
         Option<&mut super::state::Writer>,
         Option<&mut super::ctl::CtlShell>,
@@ -295,11 +294,13 @@ pub(super) fn serve(
         }
         if cfg.stats.prometheus.is_some() && now.duration_since(last_publish) >= PUBLISH_EVERY {
             last_publish = now;
-            let mut text = control_metrics(registrar);
-            if let Some(w) = state.as_deref() {
-                w.metrics(registrar.store_backlog(), &mut text);
-            }
-            *control_text.lock().unwrap_or_else(|p| p.into_inner()) = text;
+            // a copy of numbers, each O(1), under a lock a scrape holds only while it encodes
+            let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
+            c.registrar(registrar);
+            c.queues(punt, dialog_events, large.len(), injects);
+            c.state = state
+                .as_deref()
+                .map(|w| (w.stats, registrar.store_backlog() as u64));
         }
     }
     Ok(LoopCounts {

@@ -1,14 +1,13 @@
-//! What a run ends with and what it shows while it runs: the stop report printed on exit, the
-//! registration thread's closing log lines, and the counters in Prometheus text format.
+//! What a run ends with: the stop report printed on exit and the registration thread's closing
+//! log lines (what it shows while it runs: `daemon::metrics`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::registration::LoopCounts;
 use crate::config::LogLevel;
 use crate::control::log;
 use crate::control::registrar::Registrar;
-use crate::dataplane::{SharedStats, WorkerStats};
+use crate::dataplane::WorkerStats;
 
 /// What a run ends with.
 #[derive(Clone, Debug, Default)]
@@ -30,62 +29,6 @@ impl RunReport {
         }
         t
     }
-}
-
-/// The registration thread's counters and its SA table's occupancy, in Prometheus text format.
-pub fn control_metrics(registrar: &Registrar) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for (name, v) in registrar.stats.named() {
-        let _ = writeln!(out, "pcscf_registrar_events_total{{event=\"{name}\"}} {v}");
-    }
-    for (name, v) in registrar.dns_stats().named() {
-        let _ = writeln!(out, "pcscf_dns_events_total{{event=\"{name}\"}} {v}");
-    }
-    for (name, v) in registrar.dialog_stats().named() {
-        let _ = writeln!(out, "pcscf_dialog_events_total{{event=\"{name}\"}} {v}");
-    }
-    let _ = writeln!(out, "pcscf_dialogs {}", registrar.dialogs());
-    for (name, v) in registrar.reg_event_stats().named() {
-        let _ = writeln!(out, "pcscf_reg_event_total{{event=\"{name}\"}} {v}");
-    }
-    let _ = writeln!(
-        out,
-        "pcscf_reg_event_subscriptions {}",
-        registrar.subscriptions()
-    );
-    let st = registrar.sa_table_stats();
-    for (name, v) in [
-        ("inbound_reserved", st.inbound_used),
-        ("inbound_live", st.inbound_live),
-        ("outbound_live", st.outbound_live),
-        ("outbound_tombstones", st.outbound_tombstones),
-    ] {
-        let _ = writeln!(out, "pcscf_sa_table_entries{{kind=\"{name}\"}} {v}");
-    }
-    out
-}
-
-pub fn metrics_text(shared: &[Arc<SharedStats>]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for (i, s) in shared.iter().enumerate() {
-        s.snapshot().write_prometheus(&i.to_string(), &mut out);
-        let h = s.latency();
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let _ = writeln!(
-                out,
-                "pcscf_rx_tx_latency_ns{{worker=\"{i}\",quantile=\"{q}\"}} {}",
-                h.value_at_quantile(q)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "pcscf_rx_tx_latency_ns_count{{worker=\"{i}\"}} {}",
-            h.len()
-        );
-    }
-    out
 }
 
 /// The registration thread's closing lines: its counters, the SA table's invariant, its CPU.

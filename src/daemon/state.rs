@@ -732,29 +732,6 @@ impl Writer {
             }
         }
     }
-
-    /// Prometheus lines of the writer (the registration thread's text).
-    pub fn metrics(&self, backlog: usize, out: &mut String) {
-        use std::fmt::Write as _;
-        let s = &self.stats;
-        let _ = write!(
-            out,
-            "# HELP pcscf_state_batches_total Batches of records written to the state store.\n\
-             # TYPE pcscf_state_batches_total counter\npcscf_state_batches_total {}\n\
-             # HELP pcscf_state_records_total Records written to the state store (puts and deletes).\n\
-             # TYPE pcscf_state_records_total counter\npcscf_state_records_total {}\n\
-             # HELP pcscf_state_write_failures_total Batches the state store refused or lost.\n\
-             # TYPE pcscf_state_write_failures_total counter\npcscf_state_write_failures_total {}\n\
-             # HELP pcscf_state_backlog Records changed and not yet written.\n\
-             # TYPE pcscf_state_backlog gauge\npcscf_state_backlog {backlog}\n\
-             # HELP pcscf_state_last_write_seconds How long the last batch took to write.\n\
-             # TYPE pcscf_state_last_write_seconds gauge\npcscf_state_last_write_seconds {:.6}\n",
-            s.batches,
-            s.records,
-            s.failures,
-            s.last_write.as_secs_f64()
-        );
-    }
 }
 
 impl Drop for Writer {

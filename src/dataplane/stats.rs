@@ -281,54 +281,170 @@ impl WorkerStats {
         self.busy_ns += o.busy_ns;
     }
 
-    /// Prometheus text exposition of these counters, labelled with `worker`.
-    pub fn write_prometheus(&self, worker: &str, out: &mut String) {
-        use std::fmt::Write;
-        let mut c = |name: &str, v: u64| {
-            let _ = writeln!(out, "pcscf_{name}_total{{worker=\"{worker}\"}} {v}");
-        };
-        c("batches", self.batches);
-        c("rx_packets", self.rx);
-        c("tx_packets", self.tx);
-        c("stage_classify_packets", self.classify);
-        c("stage_esp_in_packets", self.esp_in);
-        c("stage_sip_packets", self.sip);
-        c("stage_esp_out_packets", self.esp_out);
-        c("forwarded_packets", self.forwarded);
-        c("punted_packets", self.punted);
-        c("replied_packets", self.replied);
-        c("dialog_refused_requests", self.dialog_refused);
-        c("ue_unreachable_requests", self.ue_unreachable);
-        c("dialog_events", self.dialog_events);
-        c("dialog_events_lost", self.dialog_events_lost);
-        c("injected_packets", self.injected);
-        c("inject_dropped_packets", self.inject_dropped);
-        c("tcp_segments", self.tcp_segments);
-        c("stream_in_messages", self.stream_in);
-        c("stream_out_messages", self.stream_out);
-        c("handed_over_messages", self.handed_over);
-        c("tcp_framing_errors", self.tcp_framing_errors);
-        c("tcp_slow_messages", self.tcp_slow_messages);
-        c("tcp_pings", self.tcp_pings);
-        c("tcp_sets_refused", self.tcp_sets_refused);
-        c("core_stream_in_messages", self.core_stream_in);
-        c("core_stream_out_messages", self.core_stream_out);
-        c("busy_ns", self.busy_ns);
-        for (i, v) in self.dialog_refusals.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "pcscf_dialog_refusals_total{{worker=\"{worker}\",reason=\"{}\"}} {v}",
-                dialog_refusal_name(i)
-            );
-        }
-        for d in DropReason::ALL {
-            let _ = writeln!(
-                out,
-                "pcscf_dropped_packets_total{{worker=\"{worker}\",reason=\"{}\"}} {}",
-                d.name(),
-                self.drops[d as usize]
-            );
-        }
+    /// Every counter but `drops` and `dialog_refusals`, as a metrics family: its name (the
+    /// exposition adds `_total`), its help text, its value. The destructuring names each field,
+    /// so a counter added to the struct and not here does not compile.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 27] {
+        let WorkerStats {
+            batches,
+            rx,
+            tx,
+            classify,
+            esp_in,
+            sip,
+            esp_out,
+            forwarded,
+            punted,
+            replied,
+            dialog_refused,
+            ue_unreachable,
+            dialog_refusals: _,
+            dialog_events,
+            dialog_events_lost,
+            injected,
+            inject_dropped,
+            tcp_segments,
+            stream_in,
+            stream_out,
+            handed_over,
+            tcp_framing_errors,
+            tcp_slow_messages,
+            tcp_pings,
+            tcp_sets_refused,
+            core_stream_in,
+            core_stream_out,
+            drops: _,
+            busy_ns,
+        } = *self;
+        [
+            (
+                "pcscf_batches",
+                "Batches of received packets the worker processed.",
+                batches,
+            ),
+            ("pcscf_rx_packets", "Packets the worker received.", rx),
+            ("pcscf_tx_packets", "Packets the worker sent.", tx),
+            (
+                "pcscf_stage_classify_packets",
+                "Packets through the classify stage.",
+                classify,
+            ),
+            (
+                "pcscf_stage_esp_in_packets",
+                "Packets through ESP decapsulation.",
+                esp_in,
+            ),
+            (
+                "pcscf_stage_sip_packets",
+                "Packets through the SIP stage.",
+                sip,
+            ),
+            (
+                "pcscf_stage_esp_out_packets",
+                "Packets through ESP encapsulation.",
+                esp_out,
+            ),
+            (
+                "pcscf_forwarded_packets",
+                "SIP messages relayed (UE to core or core to UE).",
+                forwarded,
+            ),
+            (
+                "pcscf_punted_packets",
+                "Messages handed to the registration thread.",
+                punted,
+            ),
+            (
+                "pcscf_replied_packets",
+                "SIP responses the worker generated itself.",
+                replied,
+            ),
+            (
+                "pcscf_dialog_refused_requests",
+                "Requests inside a dialog refused with 403: the dialog is not the sender's.",
+                dialog_refused,
+            ),
+            (
+                "pcscf_ue_unreachable_requests",
+                "Requests from the core for a UE we cannot reach (404 or 480).",
+                ue_unreachable,
+            ),
+            (
+                "pcscf_dialog_events",
+                "Dialog events copied to the registration thread.",
+                dialog_events,
+            ),
+            (
+                "pcscf_dialog_events_lost",
+                "Dialog events lost to a full queue (calls a de-registration may not release).",
+                dialog_events_lost,
+            ),
+            (
+                "pcscf_injected_packets",
+                "Messages the registration thread had the worker send.",
+                injected,
+            ),
+            (
+                "pcscf_inject_dropped_packets",
+                "Messages of the registration thread the worker could not send.",
+                inject_dropped,
+            ),
+            (
+                "pcscf_tcp_segments",
+                "TCP segments inside UEs' SAs the worker's TCP took.",
+                tcp_segments,
+            ),
+            (
+                "pcscf_stream_in_messages",
+                "SIP messages taken from UEs' TCP connections.",
+                stream_in,
+            ),
+            (
+                "pcscf_stream_out_messages",
+                "SIP messages queued on UEs' TCP connections.",
+                stream_out,
+            ),
+            (
+                "pcscf_handed_over_messages",
+                "Messages handed to the worker holding the UE's TCP connection.",
+                handed_over,
+            ),
+            (
+                "pcscf_tcp_framing_errors",
+                "UE TCP connections reset for a framing error.",
+                tcp_framing_errors,
+            ),
+            (
+                "pcscf_tcp_slow_messages",
+                "UE TCP connections reset for a message not whole in time.",
+                tcp_slow_messages,
+            ),
+            (
+                "pcscf_tcp_pings",
+                "Keep-alive pings answered on UE TCP connections.",
+                tcp_pings,
+            ),
+            (
+                "pcscf_tcp_sets_refused",
+                "SA sets refused a TCP connection (the worker's limit).",
+                tcp_sets_refused,
+            ),
+            (
+                "pcscf_core_stream_in_messages",
+                "SIP messages from the core over TCP.",
+                core_stream_in,
+            ),
+            (
+                "pcscf_core_stream_out_messages",
+                "SIP messages handed to the core TCP thread.",
+                core_stream_out,
+            ),
+            (
+                "pcscf_busy_ns",
+                "Nanoseconds the worker spent processing batches.",
+                busy_ns,
+            ),
+        ]
     }
 }
 

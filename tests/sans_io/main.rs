@@ -27,6 +27,7 @@ mod key_hygiene;
 mod keylog_mode;
 mod layering;
 mod manpage;
+mod metrics_exposition;
 mod oversize_report;
 mod packaging;
 mod phone_register;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Binding, IN_TOP_STEP, MAX_RESTORED_LIFE, MAX_TEMPORARY, Persist, PersistOptions,
-    REG_AWAIT_AUTH, Registrar, SaSet, SetKeys, StoreWrite, Timer,
+    REG_AWAIT_AUTH, Registrar, SaSet, SetCounts, SetKeys, StoreWrite, Timer,
 };
 use crate::control::store::{BindingRecord, RegRecord, SetRecord, SetRole};
 use crate::satable::{Registration, SetState};
@@ -417,15 +417,14 @@ impl Registrar {
             self.remove_set(&set, id);
             return Err(format!("a second {role:?} set in one record"));
         }
+        let before = SetCounts::of(b);
         match role {
             SetRole::Temporary => b.temporary.push(set),
-            SetRole::Current => {
-                b.current = Some(Box::new(set));
-                self.current_sets += 1;
-            }
+            SetRole::Current => b.current = Some(Box::new(set)),
             SetRole::Old => b.old = Some(Box::new(set)),
             SetRole::Retiring => b.retiring = Some(Box::new(set)),
         }
+        self.set_counts.moved(before, SetCounts::of(b));
         self.arm(at, timer);
         Ok(worn)
     }
