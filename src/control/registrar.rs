@@ -3128,29 +3128,9 @@ impl Registrar {
     }
 }
 
-/// The role of an SA set in its binding (TS 33.203 §7.4), as `pcscf ctl` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetRole {
-    /// Made for a 401 challenge; becomes current when the protected REGISTER completes it.
-    Temporary,
-    /// The set in use.
-    Current,
-    /// The set a re-registration replaced, carrying traffic until it expires.
-    Old,
-    /// The set a second re-registration displaced, going after a transaction's life.
-    Retiring,
-}
-
-impl SetRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            SetRole::Temporary => "temporary",
-            SetRole::Current => "current",
-            SetRole::Old => "old",
-            SetRole::Retiring => "retiring",
-        }
-    }
-}
+/// The role of an SA set in its binding (TS 33.203 §7.4): what the store records and
+/// `pcscf ctl` shows.
+pub use crate::control::store::SetRole;
 
 /// One SA set of a binding, read-only (operator views: `control::ctl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

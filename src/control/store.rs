@@ -56,10 +56,12 @@ const MAX_IMPUS: usize = 256;
 pub const KEY_LEN: usize = 16;
 
 /// Which slot of its binding a set holds (`registrar::Binding`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SetRole {
-    /// A challenge in progress (reg-await-auth).
+    /// A challenge in progress (reg-await-auth); becomes current when the protected
+    /// REGISTER completes it.
     Temporary,
+    /// The set in use.
     Current,
     /// Replaced by a re-registration, until its expiry (TS 33.203 §7.4).
     Old,
@@ -68,6 +70,16 @@ pub enum SetRole {
 }
 
 impl SetRole {
+    /// Its name, as `pcscf ctl` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetRole::Temporary => "temporary",
+            SetRole::Current => "current",
+            SetRole::Old => "old",
+            SetRole::Retiring => "retiring",
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             SetRole::Temporary => 0,
