@@ -1050,7 +1050,7 @@ fn deregister(
         Some(b) => (printable(b.impi), b.sets.len()),
         None => return Err(format!("no registration has identity {shown}")),
     };
-    let told = match registrar.deregister_identity(&identity, now) {
+    let told = match registrar.deregister(&identity, now) {
         Deregistration::Told => true,
         Deregistration::NotTold => false,
         Deregistration::NotFound => {

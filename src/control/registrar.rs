@@ -672,7 +672,7 @@ fn impu_key(uri: &[u8]) -> Box<[u8]> {
     u[..end].to_ascii_lowercase().into_boxed_slice()
 }
 
-/// What became of an operator's de-registration ([`Registrar::deregister_identity`]).
+/// What became of an operator's de-registration ([`Registrar::deregister`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Deregistration {
     /// Ended here, and the S-CSCF told.
@@ -2324,22 +2324,6 @@ impl Registrar {
         self.touch(binding);
     }
 
-    /// P-CSCF-initiated de-registration (an operator's `deregister`, TS 24.229 §5.2.5
-    /// [spec-m]): the registration that `identity` (an IMPI, or any IMPU it registered) names
-    /// ends here as a network de-registration does (`Registrar::end_registration`), and the
-    /// S-CSCF is told, so that the network's state agrees: a REGISTER on the UE's behalf
-    /// removing its contact (RFC 3261 §10.2.2: Expires 0), integrity-protected as the UE's own
-    /// de-registration over its SAs would be, sent the way the UE's REGISTERs went (the home
-    /// domain's I-CSCF; the S-CSCF of the Service-Route while that domain's name is not
-    /// resolved). Its answer is only counted. False: no registration has that identity.
-    pub fn deregister(&mut self, identity: &[u8], now: Instant) -> bool {
-        let found = self.bindings_named(identity).first().copied();
-        let Some(binding) = found else {
-            return false;
-        };
-        self.deregister_binding(binding, now)
-    }
-
     /// [`Registrar::deregister`] of one binding: false when it has no registration, or its
     /// IMPI or contact cannot go into our REGISTER (nothing ended then).
     fn deregister_binding(&mut self, binding: u64, now: Instant) -> bool {
@@ -2467,10 +2451,17 @@ impl Registrar {
             .collect()
     }
 
-    /// An operator's de-registration of `identity` ([`Registrar::deregister`]), saying what
-    /// became of it: an IMPU that several IMPIs registered is not guessed at, and a registration
-    /// whose IMPI or contact cannot go into our REGISTER still ends here.
-    pub fn deregister_identity(&mut self, identity: &[u8], now: Instant) -> Deregistration {
+    /// P-CSCF-initiated de-registration (an operator's `deregister`, TS 24.229 §5.2.5
+    /// [spec-m]): the registration that `identity` (an IMPI, or any IMPU it registered) names
+    /// ends here as a network de-registration does (`Registrar::end_registration`), and the
+    /// S-CSCF is told, so that the network's state agrees: a REGISTER on the UE's behalf
+    /// removing its contact (RFC 3261 §10.2.2: Expires 0), integrity-protected as the UE's own
+    /// de-registration over its SAs would be, sent the way the UE's REGISTERs went (the home
+    /// domain's I-CSCF; the S-CSCF of the Service-Route while that domain's name is not
+    /// resolved). Its answer is only counted. An IMPU that several IMPIs registered is not
+    /// guessed at, and a registration whose IMPI or contact cannot go into our REGISTER still
+    /// ends here ([`Deregistration`] says which).
+    pub fn deregister(&mut self, identity: &[u8], now: Instant) -> Deregistration {
         let ids = self.bindings_named(identity);
         let registered: Vec<u64> = ids
             .iter()

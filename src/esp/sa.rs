@@ -391,8 +391,9 @@ impl Sa {
             self.seq.store(u64::from(u32::MAX), Ordering::Relaxed);
             return Err(EspError::SeqExhausted);
         }
-        // (the counter stays past the ceiling: the numbers skipped were never sent)
-        if seq > u64::from(self.ceiling.load(Ordering::Acquire)) {
+        // (the counter stays past the ceiling: the numbers skipped were never sent; Relaxed: a
+        // stale ceiling is only lower, and the ceiling guards no other memory)
+        if seq > u64::from(self.ceiling.load(Ordering::Relaxed)) {
             return Err(EspError::SeqCeiling);
         }
         let seq32 = seq as u32;

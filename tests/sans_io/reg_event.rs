@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pcscf::control::registrar::{Outgoing, RegistrarConfig};
+use pcscf::control::registrar::{Deregistration, Outgoing, RegistrarConfig};
 use pcscf::dataplane::Protection;
 use pcscf::io::Side;
 use pcscf::sip::headers::NameAddr;
@@ -529,8 +529,14 @@ fn without_reg_event_no_subscribe_and_notifies_find_no_dialog() {
 fn a_deregistration_on_our_initiative_tells_the_core() {
     let (mut w, c, sub) = registered();
     accept(&mut w, &sub, 4200);
-    assert!(!w.reg.deregister(b"sip:nobody@ims.test", w.now));
-    assert!(w.reg.deregister(b"tel:+15551230001", w.now));
+    assert_eq!(
+        w.reg.deregister(b"sip:nobody@ims.test", w.now),
+        Deregistration::NotFound
+    );
+    assert_eq!(
+        w.reg.deregister(b"tel:+15551230001", w.now),
+        Deregistration::Told
+    );
     let out: Vec<Outgoing> = std::iter::from_fn(|| w.reg.poll_transmit()).collect();
     let reg = out
         .iter()
@@ -573,9 +579,10 @@ fn a_deregistration_on_our_initiative_tells_the_core() {
     assert_eq!(w.reg.stats.pcscf_dereg_answered, 1);
     w.reg.handle_timeout(w.now + Duration::from_secs(3));
     assert!(w.sas.pin().inbound(c.spi_ps).is_none(), "the SAs went");
-    assert!(
-        !w.reg
-            .deregister(b"001010000000001@ims.mnc001.mcc001.3gppnetwork.org", w.now)
+    assert_eq!(
+        w.reg
+            .deregister(b"001010000000001@ims.mnc001.mcc001.3gppnetwork.org", w.now),
+        Deregistration::NotFound
     );
 }
 

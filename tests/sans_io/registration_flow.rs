@@ -329,10 +329,9 @@ fn security_verify_mismatch_is_refused_over_the_sa_and_not_forwarded() {
     assert_eq!(w.reg.stats.verify_mismatch, 1);
 }
 
-#[test]
-fn wrong_res_removes_the_temporary_set() {
-    let mut w = world();
-    let c = challenge(&mut w);
+/// The challenge answered with a wrong RES over the temporary SA1, and the core's 403 to it;
+/// what the registrar sent on that 403.
+pub(crate) fn fail_authentication(w: &mut World, c: &Challenge) -> Vec<Outgoing> {
     let wrong = aka::Res::from_slice(&[0u8; 8]).unwrap();
     let reg2 = protected_register(&c.nonce, &wrong, &c.server);
     let out = w.feed(
@@ -342,15 +341,21 @@ fn wrong_res_removes_the_temporary_set() {
         &format!("10.46.0.1:{}", c.port_ps),
         &reg2,
     );
-    let fwd = &out[0];
-    let forbidden = core_answer(&fwd.payload, 403, "Forbidden", "");
-    let out = w.feed(
+    let forbidden = core_answer(&out[0].payload, 403, "Forbidden", "");
+    w.feed(
         Side::Core,
         Protection::Plain,
         "10.0.1.20:5060",
         "10.0.1.10:5060",
         &forbidden,
-    );
+    )
+}
+
+#[test]
+fn wrong_res_removes_the_temporary_set() {
+    let mut w = world();
+    let c = challenge(&mut w);
+    let out = fail_authentication(&mut w, &c);
     assert_eq!(out.len(), 1);
     assert_eq!(
         Message::parse(&out[0].payload).unwrap().view().status(),

@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcscf::control::registrar::{PersistOptions, SEQ_STEP, StoreWrite};
 use pcscf::control::store::{BindingRecord, Sealer, SetRole};
-use pcscf::dataplane::Protection;
 use pcscf::esp::EspError;
-use pcscf::io::Side;
 
 use crate::registration_flow::{Challenge, World, challenge, register_answered, world};
 use crate::support::ims::*;
@@ -388,23 +386,7 @@ fn a_failed_authentication_is_written_through() {
     assert_eq!(rec.sets[0].role, SetRole::Temporary);
     assert!(rec.sets[0].expires_ms - wall > 200_000, "reg-await-auth");
     w.reg.store_written();
-    let wrong = pcscf::aka::Res::from_slice(&[0u8; 8]).unwrap();
-    let reg2 = protected_register(&c.nonce, &wrong, &c.server);
-    let out = w.feed(
-        Side::Ue,
-        Protection::Protected { spi: c.spi_ps },
-        "10.46.0.6:7004",
-        &format!("10.46.0.1:{}", c.port_ps),
-        &reg2,
-    );
-    let forbidden = core_answer(&out[0].payload, 403, "Forbidden", "");
-    w.feed(
-        Side::Core,
-        Protection::Plain,
-        "10.0.1.20:5060",
-        "10.0.1.10:5060",
-        &forbidden,
-    );
+    crate::registration_flow::fail_authentication(&mut w, &c);
     let rec = puts(w.reg.drain_store(w.now, wall, usize::MAX)).remove(0);
     assert!(rec.sets[0].expires_ms - wall <= 2_000, "{:?}", rec.sets[0]);
 }
